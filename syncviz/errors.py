@@ -1,0 +1,39 @@
+"""The one error class of syncviz.
+
+>>> from syncviz.errors import SyncvizError
+>>> err = SyncvizError("dst tp (3) must divide heads (32)", fix="use 1, 2, 4, 8, 16 or 32")
+>>> str(err.with_context(param="qkv", rank=2))
+'dst tp (3) must divide heads (32): use 1, 2, 4, 8, 16 or 32 [param=qkv, rank=2]'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SyncvizError(ValueError):
+    """Bad input or an impossible layout, told in one line: what, why, and the fix.
+
+    Subclasses ``ValueError`` so callers that already catch bad-value errors keep
+    working. Context (parameter, rank, sizes) is added where the user called in,
+    with :meth:`with_context`, never deep inside the core.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None, **context: Any) -> None:
+        self.message = message
+        self.fix = fix
+        self.context: dict[str, Any] = dict(context)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = self.message
+        if self.fix:
+            text += f": {self.fix}"
+        if self.context:
+            text += " [" + ", ".join(f"{k}={v}" for k, v in self.context.items()) + "]"
+        return text
+
+    def with_context(self, **context: Any) -> SyncvizError:
+        """Return the same error with more context; keys already present win."""
+        merged = {**context, **self.context}
+        return SyncvizError(self.message, fix=self.fix, **merged)

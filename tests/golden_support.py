@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 
-GOLDEN_PATH = Path(os.environ.get("SYNCVIZ_GOLDEN", Path(__file__).parent / "data" / "golden.jsonl"))
+GOLDEN_PATH = Path(
+    os.environ.get("SYNCVIZ_GOLDEN", Path(__file__).parent / "data" / "golden.jsonl")
+)
 
 Runner = Callable[[dict[str, Any]], Any]
 
@@ -47,10 +49,12 @@ def ids_of(tensor: torch.Tensor) -> dict[str, Any]:
 def assert_tensor_matches(actual: torch.Tensor, expected: dict[str, Any], where: str = "") -> None:
     """The tensor has the recorded shape and ids, element for element."""
     got = ids_of(actual)
-    assert got["shape"] == expected["shape"], f"{where}: shape {got['shape']} != {expected['shape']}"
+    assert got["shape"] == expected["shape"], (
+        f"{where}: shape {got['shape']} != {expected['shape']}"
+    )
     if got["ids"] != expected["ids"]:
         first = next(i for i, (a, b) in enumerate(zip(got["ids"], expected["ids"])) if a != b)
         raise AssertionError(
             f"{where}: ids differ first at flat index {first}:"
-            f" got {got['ids'][first:first + 8]}, expected {expected['ids'][first:first + 8]}"
+            f" got {got['ids'][first : first + 8]}, expected {expected['ids'][first : first + 8]}"
         )

@@ -1,0 +1,158 @@
+"""Presets and shipped configs, against hand-written facts from the published config.json files."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from syncviz.errors import SyncvizError
+from syncviz.presets import PRESETS, preset, shipped_config, shipped_configs
+from syncviz.spec import ModelSpec
+
+# The fields that fix the layout, copied by hand from each model's published config.json.
+PUBLISHED = {
+    "llama2-7b": {  # meta-llama/Llama-2-7b-hf
+        "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 32, "hidden_size": 4096,
+        "num_attention_heads": 32, "intermediate_size": 11008, "vocab_size": 32000,
+        "tie_word_embeddings": False,
+    },
+    "llama3-8b": {  # meta-llama/Meta-Llama-3-8B
+        "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 32, "hidden_size": 4096,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+        "vocab_size": 128256, "tie_word_embeddings": False,
+    },
+    "llama3-70b": {  # meta-llama/Meta-Llama-3-70B
+        "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 80, "hidden_size": 8192,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "intermediate_size": 28672,
+        "vocab_size": 128256, "tie_word_embeddings": False,
+    },
+    "qwen-7b": {  # Qwen/Qwen-7B
+        "architectures": ["QWenLMHeadModel"], "num_hidden_layers": 32, "hidden_size": 4096,
+        "num_attention_heads": 32, "kv_channels": 128, "intermediate_size": 22016,
+        "vocab_size": 151936, "tie_word_embeddings": False,
+    },
+    "qwen2-7b": {  # Qwen/Qwen2-7B
+        "architectures": ["Qwen2ForCausalLM"], "num_hidden_layers": 28, "hidden_size": 3584,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "intermediate_size": 18944,
+        "vocab_size": 152064, "tie_word_embeddings": False,
+    },
+    "qwen2-72b": {  # Qwen/Qwen2-72B
+        "architectures": ["Qwen2ForCausalLM"], "num_hidden_layers": 80, "hidden_size": 8192,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "intermediate_size": 29568,
+        "vocab_size": 152064, "tie_word_embeddings": False,
+    },
+    "qwen1.5-moe-a2.7b": {  # Qwen/Qwen1.5-MoE-A2.7B
+        "architectures": ["Qwen2MoeForCausalLM"], "num_hidden_layers": 24, "hidden_size": 2048,
+        "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 5632,
+        "num_experts": 60, "moe_intermediate_size": 1408,
+        "shared_expert_intermediate_size": 5632, "vocab_size": 151936,
+        "tie_word_embeddings": False,
+    },
+    "qwen2-57b-a14b": {  # Qwen/Qwen2-57B-A14B
+        "architectures": ["Qwen2MoeForCausalLM"], "num_hidden_layers": 28, "hidden_size": 3584,
+        "num_attention_heads": 28, "num_key_value_heads": 4, "intermediate_size": 18944,
+        "num_experts": 64, "moe_intermediate_size": 2560,
+        "shared_expert_intermediate_size": 20480, "vocab_size": 151936,
+        "tie_word_embeddings": False, "decoder_sparse_step": 1, "mlp_only_layers": [],
+    },
+    "mixtral-8x7b": {  # mistralai/Mixtral-8x7B-v0.1
+        "architectures": ["MixtralForCausalLM"], "num_hidden_layers": 32, "hidden_size": 4096,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+        "num_local_experts": 8, "vocab_size": 32000, "tie_word_embeddings": False,
+    },
+}  # fmt: skip
+
+FAMILIES = {
+    "llama2-7b": "llama-legacy",
+    "llama3-8b": "llama-mcore",
+    "llama3-70b": "llama-mcore",
+    "qwen-7b": "qwen-v1",
+    "qwen2-7b": "qwen2",
+    "qwen2-72b": "qwen2",
+    "qwen1.5-moe-a2.7b": "qwen2-moe",
+    "qwen2-57b-a14b": "qwen2-moe",
+    "mixtral-8x7b": "mixtral",
+}
+
+
+def test_the_nine_presets_and_their_families() -> None:
+    """Exactly the nine presets exist, each in its agreed trainer family."""
+    assert {name: spec.family for name, spec in PRESETS.items()} == FAMILIES
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_preset_matches_published_config(name: str) -> None:
+    """Reading the published config.json gives the preset (llama2-7b's family aside)."""
+    read = ModelSpec.from_hf_config(PUBLISHED[name], name=name)
+    assert replace(read, family=PRESETS[name].family) == PRESETS[name]
+
+
+def test_llama3_8b_sizes() -> None:
+    """llama3-8b: head_dim 4096/32 = 128, 4 queries per K/V head, vocab already a multiple of 64."""
+    spec = preset("llama3-8b")
+    assert (spec.head_dim, spec.queries_per_group, spec.is_gqa) == (128, 4, True)
+    assert spec.padded_vocab_size == 128256
+
+
+def test_qwen2_7b_sizes() -> None:
+    """qwen2-7b: head_dim 3584/28 = 128, 7 queries per K/V head, padded vocab 152064, QKV bias."""
+    spec = preset("qwen2-7b")
+    assert (spec.head_dim, spec.queries_per_group, spec.padded_vocab_size) == (128, 7, 152064)
+    assert spec.qkv_bias is True
+
+
+def test_qwen_7b_ffn_is_one_half_of_the_fused_size() -> None:
+    """qwen-7b: config intermediate_size 22016 holds w1 and w2, so one half is 11008."""
+    spec = preset("qwen-7b")
+    assert (spec.ffn_hidden_size, spec.head_dim, spec.is_gqa) == (11008, 128, False)
+
+
+def test_moe_presets() -> None:
+    """MoE sizes: Qwen1.5-MoE 60x1408 + shared 5632, Qwen2-57B 64x2560 + 20480, Mixtral 8x14336."""
+    got = {
+        name: (s.num_experts, s.moe_ffn_hidden_size, s.shared_expert_ffn_hidden_size)
+        for name, s in PRESETS.items()
+        if s.is_moe
+    }
+    assert got == {
+        "qwen1.5-moe-a2.7b": (60, 1408, 5632),
+        "qwen2-57b-a14b": (64, 2560, 20480),
+        "mixtral-8x7b": (8, 14336, 0),
+    }
+
+
+def test_bias_gate_and_tied_embeddings_flags() -> None:
+    """Only Qwen has a QKV bias, only qwen2-moe a shared-expert gate, none ties embeddings."""
+    for name, spec in PRESETS.items():
+        assert spec.qkv_bias == name.startswith("qwen"), name
+        assert spec.shared_expert_gate == (spec.family == "qwen2-moe"), name
+        assert spec.tie_word_embeddings is False, name
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    """An unknown preset name is a SyncvizError naming it and listing the presets."""
+    with pytest.raises(SyncvizError) as info:
+        preset("llama4")
+    assert "'llama4'" in str(info.value)
+    assert "llama3-8b, llama3-70b" in str(info.value)
+
+
+def test_shipped_configs() -> None:
+    """The two shipped configs read as written: Mixtral 2x256, 8/2 heads, 4 experts; GQA 12/4."""
+    assert shipped_configs() == ("gqa-custom", "mixtral-tiny")
+    mixtral = shipped_config("mixtral-tiny")
+    assert (mixtral.family, mixtral.num_layers, mixtral.hidden_size) == ("mixtral", 2, 256)
+    assert (mixtral.num_attention_heads, mixtral.num_query_groups, mixtral.head_dim) == (8, 2, 32)
+    assert (mixtral.num_experts, mixtral.moe_ffn_hidden_size) == (4, 512)
+    assert (mixtral.vocab_size, mixtral.padded_vocab_size) == (1000, 1024)
+    gqa = shipped_config("gqa-custom")
+    assert (gqa.family, gqa.num_layers, gqa.hidden_size, gqa.head_dim) == ("llama-mcore", 4, 96, 8)
+    assert (gqa.num_attention_heads, gqa.num_query_groups, gqa.ffn_hidden_size) == (12, 4, 384)
+    assert (gqa.vocab_size, gqa.padded_vocab_size, gqa.is_moe) == (760, 768, False)
+
+
+def test_unknown_shipped_config() -> None:
+    """An unknown shipped config name lists the shipped ones."""
+    with pytest.raises(SyncvizError, match="use one of gqa-custom, mixtral-tiny"):
+        shipped_config("nope")

@@ -1,0 +1,247 @@
+"""Global tensors of each parameter kind: their shape and their logical blocks.
+
+Every parameter has one global tensor in the Hugging Face / unsharded vLLM
+layout (fused QKV is ``[Q heads; K heads; V heads]``, fused gate/up is
+``[gate; up]``, experts are stacked on dim 0). Element ids are row-major
+positions in it. Blocks name its parts ("Q head 5", "expert 12 gate") and give
+each a family for colouring, so any id decodes to words.
+
+>>> from syncviz.spec import ModelSpec
+>>> spec = ModelSpec("tiny", "llama-mcore", 2, 8, 4, 2, 4, 70)
+>>> global_shape("qkv", spec)
+(16, 8)
+>>> [b.label for b in blocks("qkv", spec)][:5]
+['Q head 0', 'Q head 1', 'Q head 2', 'Q head 3', 'K head 0']
+>>> decode(blocks("qkv", spec), 8 * 9 + 3)
+'K head 0 row 1 col 3'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from syncviz.errors import SyncvizError
+from syncviz.oracle.index import Box, unravel
+from syncviz.spec import ModelSpec
+
+LAYER_KINDS: tuple[str, ...] = (
+    "input_norm",
+    "qkv",
+    "qkv_bias",
+    "o_proj",
+    "post_attention_norm",
+    "gate_up",
+    "down",
+    "router",
+    "experts_w13",
+    "experts_w2",
+    "shared_gate_up",
+    "shared_down",
+    "shared_expert_gate",
+)
+"""Per-layer parameter kinds, in the order a layer lists them."""
+
+GLOBAL_KINDS: tuple[str, ...] = ("embed", "final_norm", "lm_head")
+"""Parameters outside the layers."""
+
+KINDS: tuple[str, ...] = GLOBAL_KINDS + LAYER_KINDS
+
+BLOCK_FAMILIES: tuple[str, ...] = (
+    "q",
+    "k",
+    "v",
+    "o",
+    "gate",
+    "up",
+    "down",
+    "expert",
+    "vocab",
+    "norm",
+    "router",
+    "padding",
+)
+"""Colour keys of blocks; "padding" is for id -1, which belongs to no block."""
+
+DIM_NAMES = {1: ("elements",), 2: ("rows", "cols"), 3: ("experts", "rows", "cols")}
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A named part of a global tensor.
+
+    ``unit``/``index``/``part`` build the label ("Q head" 5 -> "Q head 5";
+    "expert" 12 "gate" -> "expert 12 gate"); ``family`` is the colour key.
+
+    >>> Block("expert", "expert", Box((3, 0), (4, 8)), index=3, part="up").label
+    'expert 3 up'
+    """
+
+    unit: str
+    family: str
+    box: Box
+    index: int | None = None
+    part: str | None = None
+
+    @property
+    def label(self) -> str:
+        text = self.unit if self.index is None else f"{self.unit} {self.index}"
+        return f"{text} {self.part}" if self.part else text
+
+    def contains(self, coords: Sequence[int]) -> bool:
+        return all(
+            a <= c < b for a, b, c in zip(self.box.start, self.box.stop, coords, strict=True)
+        )
+
+
+def global_shape(kind: str, spec: ModelSpec) -> tuple[int, ...]:
+    """Shape of the global (unsharded) tensor of ``kind``."""
+    h, hd = spec.hidden_size, spec.head_dim
+    nh, ng = spec.num_attention_heads, spec.num_query_groups
+    qkv_rows = (nh + 2 * ng) * hd
+    shapes: dict[str, tuple[int, ...]] = {
+        "embed": (spec.vocab_size, h),
+        "lm_head": (spec.vocab_size, h),
+        "final_norm": (h,),
+        "input_norm": (h,),
+        "post_attention_norm": (h,),
+        "qkv": (qkv_rows, h),
+        "qkv_bias": (qkv_rows,),
+        "o_proj": (h, nh * hd),
+        "gate_up": (2 * spec.ffn_hidden_size, h),
+        "down": (h, spec.ffn_hidden_size),
+        "router": (spec.num_experts, h),
+        "experts_w13": (spec.num_experts, 2 * spec.moe_ffn_hidden_size, h),
+        "experts_w2": (spec.num_experts, h, spec.moe_ffn_hidden_size),
+        "shared_gate_up": (2 * spec.shared_expert_ffn_hidden_size, h),
+        "shared_down": (h, spec.shared_expert_ffn_hidden_size),
+        "shared_expert_gate": (1, h),
+    }
+    if kind not in shapes:
+        raise SyncvizError(
+            f"parameter kind {kind!r} is not known", fix="use one of " + ", ".join(KINDS)
+        )
+    return shapes[kind]
+
+
+def _rows(shape: Sequence[int], a: int, b: int) -> Box:
+    """Rows a..b-1 (dim 0) with every other dim whole."""
+    return Box((a,) + (0,) * (len(shape) - 1), (b, *shape[1:]))
+
+
+def _cols(shape: tuple[int, int], a: int, b: int) -> Box:
+    return Box((0, a), (shape[0], b))
+
+
+def _whole(shape: Sequence[int]) -> Box:
+    return Box((0,) * len(shape), tuple(shape))
+
+
+def blocks(kind: str, spec: ModelSpec) -> tuple[Block, ...]:
+    """The logical blocks of a kind's global tensor; they tile it exactly."""
+    shape = global_shape(kind, spec)
+    hd, nh, ng = spec.head_dim, spec.num_attention_heads, spec.num_query_groups
+    if kind in ("qkv", "qkv_bias"):
+        out = [Block("Q head", "q", _rows(shape, h * hd, (h + 1) * hd), h) for h in range(nh)]
+        for unit, family, base in (("K head", "k", nh), ("V head", "v", nh + ng)):
+            out += [
+                Block(unit, family, _rows(shape, (base + g) * hd, (base + g + 1) * hd), g)
+                for g in range(ng)
+            ]
+        return tuple(out)
+    if kind == "o_proj":
+        return tuple(
+            Block("head", "o", _cols(shape, h * hd, (h + 1) * hd), h)  # type: ignore[arg-type]
+            for h in range(nh)
+        )
+    if kind in ("gate_up", "shared_gate_up"):
+        half = shape[0] // 2
+        prefix = "shared " if kind.startswith("shared") else ""
+        return (
+            Block(prefix + "gate", "gate", _rows(shape, 0, half)),
+            Block(prefix + "up", "up", _rows(shape, half, 2 * half)),
+        )
+    if kind == "experts_w13":
+        half = shape[1] // 2
+        out = []
+        for e in range(shape[0]):
+            for part, lo in (("gate", 0), ("up", half)):
+                box = Box((e, lo, 0), (e + 1, lo + half, shape[2]))
+                out.append(Block("expert", "expert", box, e, part))
+        return tuple(out)
+    if kind == "experts_w2":
+        return tuple(
+            Block("expert", "expert", Box((e, 0, 0), (e + 1, *shape[1:])), e, "down")
+            for e in range(shape[0])
+        )
+    single = {
+        "embed": ("vocab", "vocab"),
+        "lm_head": ("vocab", "vocab"),
+        "final_norm": ("final norm", "norm"),
+        "input_norm": ("input norm", "norm"),
+        "post_attention_norm": ("post-attention norm", "norm"),
+        "down": ("down", "down"),
+        "shared_down": ("shared down", "down"),
+        "router": ("router", "router"),
+        "shared_expert_gate": ("shared expert gate", "router"),
+    }
+    unit, family = single[kind]
+    return (Block(unit, family, _whole(shape)),)
+
+
+def find_block(blocks_: Sequence[Block], coords: Sequence[int]) -> Block:
+    """The block holding global coordinates ``coords``."""
+    for block in blocks_:
+        if block.contains(coords):
+            return block
+    raise SyncvizError(f"coordinates {tuple(coords)} lie in no block", fix="check the global shape")
+
+
+def block_numbers(blocks_: Sequence[Block], ids: torch.Tensor) -> torch.Tensor:
+    """For each id, the position of its block in ``blocks_`` (-1 for padding or a bad id).
+
+    Vectorized, for colouring whole tensors.
+
+    >>> from syncviz.spec import ModelSpec
+    >>> spec = ModelSpec("tiny", "llama-mcore", 2, 8, 4, 2, 4, 70)
+    >>> block_numbers(blocks("qkv", spec), torch.tensor([0, 17, 64, 127, -1])).tolist()
+    [0, 1, 4, 7, -1]
+    """
+    shape = _shape_of(blocks_)
+    flat = ids.reshape(-1).to(torch.int64)
+    out = torch.full_like(flat, -1)
+    ok = (flat >= 0) & (flat < math.prod(shape))
+    coords, rest = [], flat.clamp(min=0)
+    for n in reversed(shape):
+        coords.insert(0, rest % n)
+        rest = rest // n
+    for number, block in enumerate(blocks_):
+        inside = ok.clone()
+        for c, a, b in zip(coords, block.box.start, block.box.stop, strict=True):
+            inside &= (c >= a) & (c < b)
+        out[inside] = number
+    return out.view(ids.shape)
+
+
+def decode(blocks_: Sequence[Block], element_id: int) -> str:
+    """One id in words: its block and its row/col inside that block (-1 is padding)."""
+    if element_id == -1:
+        return "padding"
+    shape = _shape_of(blocks_)
+    coords = unravel(element_id, shape)
+    block = find_block(blocks_, coords)
+    names = DIM_NAMES[len(coords)]
+    words = [block.label]
+    for d, c in enumerate(coords):
+        if block.box.stop[d] - block.box.start[d] > 1 or (d > 0 and len(coords) > 1):
+            words.append(f"{names[d][:-1]} {c - block.box.start[d]}")
+    return " ".join(words)
+
+
+def _shape_of(blocks_: Sequence[Block]) -> tuple[int, ...]:
+    """The global shape the blocks tile (their common bounding box)."""
+    ndim = blocks_[0].box.ndim
+    return tuple(max(b.box.stop[d] for b in blocks_) for d in range(ndim))

@@ -1,0 +1,280 @@
+"""Say in words what a local tensor holds: "rows 0-3: Q heads 2-3; rows 4-5: K head 1".
+
+Works on an :class:`~syncviz.oracle.index.IndexMap` (the oracle's view) or on
+any tensor of ids (a synchronizer's output), which is first compressed into
+pieces, so the cost follows the number of blocks, not of elements.
+
+>>> from syncviz.spec import ModelSpec
+>>> from syncviz.oracle.blocks import blocks
+>>> from syncviz.oracle.dest import dest_maps
+>>> spec = ModelSpec("tiny", "llama-mcore", 2, 8, 4, 2, 4, 70)
+>>> describe(blocks("qkv", spec), dest_maps("qkv", spec, 2)[1])
+'rows 0-3: Q heads 2-3; rows 4-5: K head 1; rows 6-7: V head 1'
+>>> describe(blocks("embed", spec), dest_maps("embed", spec, 4)[2].ids())
+'rows 0-5: vocab rows 64-69; rows 6-31: padding'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from syncviz.errors import SyncvizError
+from syncviz.oracle.blocks import DIM_NAMES, Block
+from syncviz.oracle.index import Box, IndexMap, Pad, Piece
+
+if TYPE_CHECKING:
+    from syncviz.oracle.layout import ModelLayout, ParamLayout
+
+
+def describe(
+    target: ParamLayout | ModelLayout | Sequence[Block],
+    ids: IndexMap | torch.Tensor,
+    *,
+    key: str | None = None,
+) -> str:
+    """Describe ``ids`` (an index map or a tensor of ids) of one parameter in words.
+
+    ``target`` is the parameter (a ParamLayout), a ModelLayout with ``key``
+    naming the parameter, or the parameter's blocks.
+    """
+    blocks_ = _blocks_of(target, key)
+    if isinstance(ids, IndexMap):
+        return describe_index(ids, blocks_)
+    try:
+        index = IndexMap.from_ids(ids, _shape_of(blocks_))
+    except SyncvizError:
+        return f"{ids.numel()} elements in no regular order"
+    return describe_index(index, blocks_)
+
+
+def _blocks_of(target: Any, key: str | None) -> Sequence[Block]:
+    if hasattr(target, "param") and hasattr(target, "params"):
+        if key is None:
+            raise SyncvizError("describe() on a ModelLayout needs key=", fix="pass key=<vLLM name>")
+        return target.param(key).blocks
+    if hasattr(target, "blocks"):
+        return target.blocks
+    return list(target)
+
+
+def _shape_of(blocks_: Sequence[Block]) -> tuple[int, ...]:
+    ndim = blocks_[0].box.ndim
+    return tuple(max(b.box.stop[d] for b in blocks_) for d in range(ndim))
+
+
+def describe_index(index: IndexMap, blocks_: Sequence[Block]) -> str:
+    """The words for an index map, one segment per piece, regular patterns shortened."""
+    shape = index.shape
+    segments: list[tuple[int, int, Piece]] = []
+    offset = 0
+    for piece in index.pieces:
+        segments.append((offset, piece.numel, piece))
+        offset += piece.numel
+    if len(shape) == 3 and shape[0] > 1:
+        return _describe_stacked(segments, shape, blocks_)
+    texts = [f"{_local_text(off, n, shape)}: {_piece_text(p, blocks_)}" for off, n, p in segments]
+    return _shorten(texts)
+
+
+def _describe_stacked(
+    segments: list[tuple[int, int, Piece]], shape: tuple[int, ...], blocks_: Sequence[Block]
+) -> str:
+    """3-D locals (stacked experts): describe each slot, then merge slots that read alike."""
+    slot = shape[1] * shape[2]
+    texts: list[str] = []
+    pending: list[tuple[int, str]] = []  # (slot index, inner text) for slot-local segments
+
+    def flush() -> None:
+        i = 0
+        while i < len(pending):
+            j = i
+            while j + 1 < len(pending) and pending[j + 1] == (pending[j][0] + 1, pending[i][1]):
+                j += 1
+            first, last = pending[i][0], pending[j][0]
+            where = _span("expert", first, last)
+            texts.append(f"{where}{' each' if last > first else ''} ({pending[i][1]})")
+            i = j + 1
+        pending.clear()
+
+    inner: list[str] = []
+    current: int | None = None
+    for off, n, piece in segments:
+        x = off // slot
+        if (off + n - 1) // slot != x:
+            if current is not None:
+                pending.append((current, ", ".join(inner)))
+                inner, current = [], None
+            flush()
+            texts.append(f"{_local_text(off, n, shape)}: {_piece_text(piece, blocks_)}")
+            continue
+        if current is not None and x != current:
+            pending.append((current, ", ".join(inner)))
+            inner = []
+        current = x
+        local = _local_text(off - x * slot, n, shape[1:])
+        inner.append(f"{local}: {_piece_text(piece, blocks_, self_expert=x)}")
+    if current is not None:
+        pending.append((current, ", ".join(inner)))
+    flush()
+    return _shorten(texts)
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if word.endswith("s") else word
+
+
+def _span(word: str, first: int, last: int) -> str:
+    """``row 5`` or ``rows 0-3`` (``word`` is singular)."""
+    return f"{word} {first}" if first == last else f"{word}s {first}-{last}"
+
+
+def _local_text(off: int, n: int, shape: Sequence[int]) -> str:
+    """Where a flat range of a local tensor lies, in its coarsest aligned terms."""
+    names = DIM_NAMES.get(len(shape)) or tuple(f"dim{k}s" for k in range(len(shape)))
+    strides = [math.prod(shape[k + 1 :]) for k in range(len(shape))]
+    for k in range(len(shape)):
+        inner = strides[k]
+        if off % inner or n % inner:
+            continue
+        first, last = off // inner, (off + n) // inner - 1
+        if first // shape[k] != last // shape[k]:
+            continue
+        prefix, rest = [], first // shape[k]
+        for j in range(k - 1, -1, -1):
+            rest, c = divmod(rest, shape[j])
+            prefix.insert(0, f"{_singular(names[j])} {c}")
+        where = _span(_singular(names[k]), first % shape[k], last % shape[k])
+        return " ".join([*prefix, where])
+    return f"elements {off}-{off + n - 1}"
+
+
+@dataclass
+class _Item:
+    unit: str
+    part: str | None
+    first: int | None
+    last: int | None
+    partial: str
+    full: bool
+
+
+def _piece_text(piece: Piece, blocks_: Sequence[Block], self_expert: int | None = None) -> str:
+    if isinstance(piece, Pad):
+        return "padding"
+    if not isinstance(piece, Box):
+        return "values that are not ids of this parameter"
+    items = _items(piece, blocks_)
+    words = []
+    for item in items:
+        head = item.unit
+        if item.first is not None:
+            if (
+                item.unit == "expert"
+                and self_expert is not None
+                and item.first == item.last == self_expert
+            ):
+                head = ""
+            else:
+                head = _span(item.unit, item.first, item.last)  # type: ignore[arg-type]
+        text = " ".join(w for w in (head, item.part or "", item.partial) if w)
+        words.append(text or "whole expert")
+    suffix = " (transposed)" if piece.is_transposed else ""
+    return ", ".join(words) + suffix
+
+
+def _items(box: Box, blocks_: Sequence[Block]) -> list[_Item]:
+    """The blocks a box touches, whole experts folded, consecutive alike blocks grouped."""
+    names = DIM_NAMES.get(box.ndim) or tuple(f"dim{k}s" for k in range(box.ndim))
+    parts_per_index: dict[tuple[str, int], int] = {}
+    for b in blocks_:
+        if b.index is not None and b.part is not None:
+            parts_per_index[(b.unit, b.index)] = parts_per_index.get((b.unit, b.index), 0) + 1
+    raw: list[tuple[Block, str, bool]] = []
+    for b in blocks_:
+        lo = [max(a, c) for a, c in zip(box.start, b.box.start, strict=True)]
+        hi = [min(a, c) for a, c in zip(box.stop, b.box.stop, strict=True)]
+        if any(x >= y for x, y in zip(lo, hi, strict=True)):
+            continue
+        partial = []
+        for d in range(box.ndim):
+            if (lo[d], hi[d]) != (b.box.start[d], b.box.stop[d]):
+                base = b.box.start[d]
+                partial.append(_span(_singular(names[d]), lo[d] - base, hi[d] - 1 - base))
+        raw.append((b, " ".join(partial), not partial))
+    # Fold all parts of a fully covered expert into one "expert e".
+    folded: list[_Item] = []
+    i = 0
+    while i < len(raw):
+        b, partial, full = raw[i]
+        key = (b.unit, b.index) if b.index is not None else None
+        count = parts_per_index.get(key, 0) if key else 0
+        run = raw[i : i + count]
+        if (
+            count > 1
+            and len(run) == count
+            and all(r[0].unit == b.unit and r[0].index == b.index and r[2] for r in run)
+        ):
+            folded.append(_Item(b.unit, None, b.index, b.index, "", True))
+            i += count
+            continue
+        folded.append(_Item(b.unit, b.part, b.index, b.index, partial, full))
+        i += 1
+    grouped: list[_Item] = []
+    for item in folded:
+        last = grouped[-1] if grouped else None
+        if (
+            last is not None
+            and item.first is not None
+            and last.last is not None
+            and (last.unit, last.part, last.partial) == (item.unit, item.part, item.partial)
+            and item.first == last.last + 1
+        ):
+            last.last = item.first
+        else:
+            grouped.append(item)
+    return grouped
+
+
+_NUMBER = re.compile(r"\d+")
+
+
+def _shorten(texts: list[str], min_repeats: int = 4) -> str:
+    """Join segments with "; ", eliding the middle of arithmetic repeats of 1-4 segments."""
+    best = "; ".join(texts)
+    for period in (1, 2, 3, 4):
+        candidate = "; ".join(_elide(texts, period, min_repeats))
+        if len(candidate) < len(best):
+            best = candidate
+    return best
+
+
+def _elide(texts: list[str], period: int, min_repeats: int) -> list[str]:
+    chunks = ["; ".join(texts[i : i + period]) for i in range(0, len(texts), period)]
+    templates = [_NUMBER.sub("#", c) for c in chunks]
+    numbers = [[int(x) for x in _NUMBER.findall(c)] for c in chunks]
+    out: list[str] = []
+    i = 0
+    while i < len(chunks):
+        j = i
+        if i + 1 < len(chunks) and templates[i + 1] == templates[i]:
+            step = [b - a for a, b in zip(numbers[i], numbers[i + 1], strict=True)]
+            j = i + 1
+            while (
+                j + 1 < len(chunks)
+                and templates[j + 1] == templates[i]
+                and [b - a for a, b in zip(numbers[j], numbers[j + 1], strict=True)] == step
+            ):
+                j += 1
+        count = j - i + 1
+        if count >= min_repeats:
+            out += [chunks[i], f"... {count - 2} more alike ...", chunks[j]]
+        else:
+            out += chunks[i : j + 1]
+        i = j + 1
+    return out

@@ -1,0 +1,34 @@
+"""Instrumentation: record the tensor ops and collectives of any synchronizer.
+
+This layer knows nothing of models or synchronizers; it sees torch calls on the
+tensors it was told to track, and collectives its callers report.
+
+>>> import torch
+>>> from syncviz.trace import SyncTrace, Tracer
+>>> with Tracer() as tr, tr.scope(param="w", rank=0, phase="regroup"):
+...     out = tr.track(torch.ones(4, 8), "src")[:, 0:4].contiguous()
+>>> [op.op for op in tr.trace.params[0].ops]
+['getitem', 'contiguous']
+>>> SyncTrace.from_json(tr.trace.to_json()) == tr.trace
+True
+"""
+
+from syncviz.trace.model import (
+    CollectiveRecord,
+    OpRecord,
+    ParamTrace,
+    SourceRecord,
+    SyncTrace,
+    TensorRef,
+)
+from syncviz.trace.tracer import Tracer
+
+__all__ = [
+    "CollectiveRecord",
+    "OpRecord",
+    "ParamTrace",
+    "SourceRecord",
+    "SyncTrace",
+    "TensorRef",
+    "Tracer",
+]

@@ -1,0 +1,239 @@
+"""SyncTrace <-> JSON, with a strict reader: only JSON is parsed and every field is checked.
+
+A bad file raises SyncvizError naming the field path (``params[0].ops[2].inputs[0].shape``).
+
+>>> from syncviz.trace.model import SyncTrace
+>>> text = trace_to_json(SyncTrace(metadata={"b": 1, "a": [2, 3]}))
+>>> trace_from_json(text).metadata
+{'a': [2, 3], 'b': 1}
+>>> import json
+>>> data = json.loads(trace_to_json(SyncTrace()))
+>>> data["warnings"] = [3]
+>>> trace_from_json(json.dumps(data))
+Traceback (most recent call last):
+...
+syncviz.errors.SyncvizError: trace field warnings[0] must be a string, got 3: ...
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from syncviz.errors import SyncvizError
+from syncviz.trace.model import (
+    SCHEMA_NAME,
+    SCHEMA_VERSION,
+    CollectiveRecord,
+    JSONValue,
+    OpRecord,
+    ParamTrace,
+    SourceRecord,
+    SyncTrace,
+    TensorRef,
+)
+
+T = TypeVar("T")
+
+_FIX = f"the file is not a valid {SCHEMA_NAME} version {SCHEMA_VERSION} document; re-record it"
+
+
+def trace_to_json(trace: SyncTrace) -> str:
+    """Serialise ``trace``: keys sorted, one value per line, so two runs diff cleanly.
+
+    >>> trace_to_json(SyncTrace()).splitlines()[:4]
+    ['{', ' "collectives": [],', ' "metadata": {},', ' "params": [],']
+    """
+    data: dict[str, Any] = {"schema": SCHEMA_NAME, "version": SCHEMA_VERSION, **asdict(trace)}
+    # Validate before writing, so a bad metadata value is named here rather than
+    # surfacing later as an unreadable file.
+    _read_trace(data)
+    return json.dumps(data, sort_keys=True, indent=1, allow_nan=False)
+
+
+def trace_from_json(text: str) -> SyncTrace:
+    """Parse ``text`` (JSON only) into a SyncTrace, validating every field.
+
+    >>> trace_from_json("[]")
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: trace field <document> must be an object, got []: ...
+    """
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise SyncvizError(
+            f"trace field <document> is not valid JSON ({exc})", fix=_FIX, field="<document>"
+        ) from None
+    return _read_trace(data)
+
+
+# --- strict readers: each takes the value and its field path -------------------------
+
+
+def _bad(path: str, rule: str, value: Any) -> SyncvizError:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return SyncvizError(f"trace field {path} must be {rule}, got {shown}", fix=_FIX, field=path)
+
+
+def _int(value: Any, path: str) -> int:
+    # bool is an int subclass in Python; a ref or rank of True is still a bad file.
+    if type(value) is not int:
+        raise _bad(path, "an integer", value)
+    return value
+
+
+def _non_negative(value: Any, path: str) -> int:
+    if _int(value, path) < 0:
+        raise _bad(path, "a non-negative integer", value)
+    return value
+
+
+def _str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(path, "a string", value)
+    return value
+
+
+def _optional(reader: Callable[[Any, str], T]) -> Callable[[Any, str], T | None]:
+    def read(value: Any, path: str) -> T | None:
+        return None if value is None else reader(value, path)
+
+    return read
+
+
+def _list(value: Any, path: str, reader: Callable[[Any, str], T]) -> list[T]:
+    if not isinstance(value, list):
+        raise _bad(path, "a list", value)
+    return [reader(item, f"{path}[{i}]") for i, item in enumerate(value)]
+
+
+def _json_value(value: Any, path: str) -> JSONValue:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _bad(path, "a finite number", value)
+        return value
+    if isinstance(value, list):
+        return [_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        return _json_object(value, path)
+    raise _bad(path, "a JSON value (null, bool, number, string, list or object)", value)
+
+
+def _json_object(value: Any, path: str) -> dict[str, JSONValue]:
+    if not isinstance(value, dict):
+        raise _bad(path, "an object", value)
+    out: dict[str, JSONValue] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise _bad(f"{path}.<key>", "a string key", key)
+        out[key] = _json_value(item, f"{path}.{key}")
+    return out
+
+
+def _fields(value: Any, path: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+    """Check an object has all ``required`` keys and nothing outside required|optional."""
+    if not isinstance(value, dict):
+        raise _bad(path or "<document>", "an object", value)
+    prefix = f"{path}." if path else ""
+    for key in sorted(required - value.keys()):
+        raise SyncvizError(f"trace field {prefix}{key} is missing", fix=_FIX, field=prefix + key)
+    for key in sorted(value.keys() - required - optional):
+        raise SyncvizError(
+            f"trace field {prefix}{key} is not part of the schema", fix=_FIX, field=prefix + key
+        )
+    return value
+
+
+def _tensor_ref(value: Any, path: str) -> TensorRef:
+    obj = _fields(value, path, {"ref", "shape", "dtype"}, set())
+    return TensorRef(
+        ref=_non_negative(obj["ref"], f"{path}.ref"),
+        shape=_list(obj["shape"], f"{path}.shape", _non_negative),
+        dtype=_str(obj["dtype"], f"{path}.dtype"),
+    )
+
+
+def _source(value: Any, path: str) -> SourceRecord:
+    obj = _fields(value, path, {"ref", "label", "shape", "dtype"}, {"param", "rank"})
+    return SourceRecord(
+        ref=_non_negative(obj["ref"], f"{path}.ref"),
+        label=_optional(_str)(obj["label"], f"{path}.label"),
+        shape=_list(obj["shape"], f"{path}.shape", _non_negative),
+        dtype=_str(obj["dtype"], f"{path}.dtype"),
+        param=_optional(_str)(obj.get("param"), f"{path}.param"),
+        rank=_optional(_int)(obj.get("rank"), f"{path}.rank"),
+    )
+
+
+def _op(value: Any, path: str) -> OpRecord:
+    keys = {"index", "op", "inputs", "args", "kwargs", "outputs", "derived_from", "warnings"}
+    obj = _fields(value, path, keys, set())
+    return OpRecord(
+        index=_non_negative(obj["index"], f"{path}.index"),
+        op=_str(obj["op"], f"{path}.op"),
+        inputs=_list(obj["inputs"], f"{path}.inputs", _tensor_ref),
+        args=_list(obj["args"], f"{path}.args", _json_value),
+        kwargs=_json_object(obj["kwargs"], f"{path}.kwargs"),
+        outputs=_list(obj["outputs"], f"{path}.outputs", _tensor_ref),
+        derived_from=_list(obj["derived_from"], f"{path}.derived_from", _non_negative),
+        warnings=_list(obj["warnings"], f"{path}.warnings", _str),
+    )
+
+
+def _collective(value: Any, path: str) -> CollectiveRecord:
+    keys = {"index", "kind", "group", "ranks", "rank", "src", "dst", "bytes", "tensors", "label"}
+    obj = _fields(value, path, keys, set())
+    return CollectiveRecord(
+        index=_non_negative(obj["index"], f"{path}.index"),
+        kind=_str(obj["kind"], f"{path}.kind"),
+        group=_str(obj["group"], f"{path}.group"),
+        ranks=_list(obj["ranks"], f"{path}.ranks", _int),
+        rank=_optional(_int)(obj["rank"], f"{path}.rank"),
+        src=_optional(_int)(obj["src"], f"{path}.src"),
+        dst=_optional(_int)(obj["dst"], f"{path}.dst"),
+        bytes=_non_negative(obj["bytes"], f"{path}.bytes"),
+        tensors=_list(obj["tensors"], f"{path}.tensors", _tensor_ref),
+        label=_optional(_str)(obj["label"], f"{path}.label"),
+    )
+
+
+def _param(value: Any, path: str) -> ParamTrace:
+    keys = {"param", "rank", "phase", "call", "ops", "collectives", "output_refs"}
+    obj = _fields(value, path, keys, set())
+    return ParamTrace(
+        param=_optional(_str)(obj["param"], f"{path}.param"),
+        rank=_optional(_int)(obj["rank"], f"{path}.rank"),
+        phase=_optional(_str)(obj["phase"], f"{path}.phase"),
+        call=_optional(_str)(obj["call"], f"{path}.call"),
+        ops=_list(obj["ops"], f"{path}.ops", _op),
+        collectives=_list(obj["collectives"], f"{path}.collectives", _collective),
+        output_refs=_list(obj["output_refs"], f"{path}.output_refs", _non_negative),
+    )
+
+
+def _read_trace(data: Any) -> SyncTrace:
+    keys = {"schema", "version", "metadata", "sources", "params", "collectives", "warnings"}
+    if not isinstance(data, dict):
+        raise _bad("<document>", "an object", data)
+    if data.get("schema") != SCHEMA_NAME:
+        raise _bad("schema", repr(SCHEMA_NAME), data.get("schema"))
+    if data.get("version") != SCHEMA_VERSION or type(data.get("version")) is not int:
+        raise _bad(
+            "version", f"{SCHEMA_VERSION} (the version this syncviz reads)", data.get("version")
+        )
+    obj = _fields(data, "", keys, set())
+    return SyncTrace(
+        metadata=_json_object(obj["metadata"], "metadata"),
+        sources=_list(obj["sources"], "sources", _source),
+        params=_list(obj["params"], "params", _param),
+        collectives=_list(obj["collectives"], "collectives", _collective),
+        warnings=_list(obj["warnings"], "warnings", _str),
+    )

@@ -53,7 +53,8 @@ def assert_tensor_matches(actual: torch.Tensor, expected: dict[str, Any], where:
         f"{where}: shape {got['shape']} != {expected['shape']}"
     )
     if got["ids"] != expected["ids"]:
-        first = next(i for i, (a, b) in enumerate(zip(got["ids"], expected["ids"])) if a != b)
+        pairs = zip(got["ids"], expected["ids"], strict=False)
+        first = next(i for i, (a, b) in enumerate(pairs) if a != b)
         raise AssertionError(
             f"{where}: ids differ first at flat index {first}:"
             f" got {got['ids'][first : first + 8]}, expected {expected['ids'][first : first + 8]}"

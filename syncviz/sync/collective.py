@@ -57,6 +57,8 @@ class Collective(Protocol):
 
     def broadcast(self, tensor: torch.Tensor, src: int, group: Any = None) -> None: ...
 
+    def broadcast_object(self, box: list[Any], src: int, group: Any = None) -> None: ...
+
     def send(self, tensor: torch.Tensor, dst: int, group: Any = None) -> None: ...
 
     def recv(self, tensor: torch.Tensor, src: int, group: Any = None) -> None: ...
@@ -184,6 +186,7 @@ class LocalWorld:
         self.timeout = timeout
         self.default_group = LocalGroup(range(world_size), None, timeout)
         self._groups: dict[str, LocalGroup] = {}
+        self.stores: list[dict[str, Any]] = [{} for _ in range(world_size)]
         self._all_groups: list[LocalGroup] = [self.default_group]
 
     def new_group(self, ranks: Sequence[int] | None = None, name: str | None = None) -> LocalGroup:
@@ -254,6 +257,9 @@ class LocalCollective:
     def __init__(self, world: LocalWorld, world_rank: int) -> None:
         self.world = world
         self.world_rank = world_rank
+        # Per-rank data kept across ``run`` calls (as a Ray actor keeps its own).
+        self.store: dict[str, Any] = world.stores[world_rank]
+        self.device = torch.device("cpu")
 
     def _member(self, group: Any) -> tuple[LocalGroup, int]:
         resolved = self.world.resolve(group)
@@ -290,6 +296,12 @@ class LocalCollective:
         items = local.exchange(me, tensor.detach().clone() if me == src else None)
         if me != src:
             _copy_into(tensor, items[src], "broadcast")
+
+    def broadcast_object(self, box: list[Any], src: int, group: Any = None) -> None:
+        """``box[0]`` of member ``src`` replaces ``box[0]`` on every member (small data)."""
+        local, me = self._member(group)
+        items = local.exchange(me, box[0] if me == src else None)
+        box[0] = items[src]
 
     def send(self, tensor: torch.Tensor, dst: int, group: Any = None) -> None:
         local, me = self._member(group)
@@ -347,6 +359,12 @@ class TorchCollective:
 
     def broadcast(self, tensor: torch.Tensor, src: int, group: Any = None) -> None:
         torch.distributed.broadcast(tensor, self._global(group, src), group=self._resolve(group))
+
+    def broadcast_object(self, box: list[Any], src: int, group: Any = None) -> None:
+        """``box[0]`` of group member ``src`` replaces ``box[0]`` on every member."""
+        torch.distributed.broadcast_object_list(
+            box, self._global(group, src), group=self._resolve(group)
+        )
 
     def send(self, tensor: torch.Tensor, dst: int, group: Any = None) -> None:
         torch.distributed.send(tensor, self._global(group, dst), group=self._resolve(group))

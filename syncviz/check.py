@@ -1,0 +1,213 @@
+"""The checker: every destination tensor against the oracle, explained in words.
+
+>>> from syncviz import Parallel, preset
+>>> from syncviz.run.inprocess import run_sync
+>>> result = run_sync(preset("llama2-7b").scaled(), Parallel(tp=2), Parallel(tp=2), layers=[0])
+>>> report = check(result)
+>>> report.ok, report.counts()
+(True, {'ok': 6})
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from syncviz.oracle import ParamLayout, describe
+from syncviz.run.flow import UNWRITTEN
+from syncviz.run.inprocess import SyncResult
+
+MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
+_LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?) [\d-]+: ")
+
+
+@dataclass
+class TensorCheck:
+    """One destination rank's tensor of one parameter."""
+
+    rank: int
+    tp: int
+    status: str  # ok | wrong | unwritten | rewritten
+    wrong: int = 0
+    unwritten: int = 0
+    writes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParamCheck:
+    """One vLLM parameter across all destination ranks, plus synchronizer errors."""
+
+    key: str
+    status: str  # ok | wrong | error
+    tensors: list[TensorCheck] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"  {e}" for e in self.errors]
+        for t in self.tensors:
+            out += [f"  {p}" for p in t.problems]
+        return out
+
+
+@dataclass
+class CheckReport:
+    """OK or the wrong blocks, per parameter; shows itself as text, HTML and JSON."""
+
+    model: str
+    src: str
+    dst: str
+    synchronizer: str
+    params: list[ParamCheck]
+    flow_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.flow_errors and all(p.status == "ok" for p in self.params)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.params:
+            counts[p.status] = counts.get(p.status, 0) + 1
+        return counts
+
+    def bad(self) -> list[ParamCheck]:
+        return [p for p in self.params if p.status != "ok"]
+
+    def text(self) -> str:
+        head = (
+            f"{self.model}: src {self.src} -> dst {self.dst}, synchronizer {self.synchronizer}: "
+            + ("OK" if self.ok else "MISMATCH")
+            + " ("
+            + ", ".join(f"{n} {s}" for s, n in sorted(self.counts().items()))
+            + ")"
+        )
+        lines = [head] + [f"flow: {e}" for e in self.flow_errors]
+        for p in self.bad():
+            lines.append(f"{p.status.upper()} {p.key}")
+            lines += p.lines()
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    def _repr_html_(self) -> str:
+        color = "#1a7f37" if self.ok else "#cf222e"
+        esc = html.escape
+        rows = []
+        for p in self.params:
+            mark = "&#10003;" if p.status == "ok" else esc(p.status.upper())
+            detail = "<br>".join(esc(line.strip()) for line in p.lines())
+            rows.append(
+                f"<tr><td>{mark}</td><td><code>{esc(p.key)}</code></td><td>{detail}</td></tr>"
+            )
+        flow = "".join(f"<p>flow: {esc(e)}</p>" for e in self.flow_errors)
+        return (
+            f"<div><b style='color:{color}'>{'OK' if self.ok else 'MISMATCH'}</b> "
+            f"{esc(self.model)}: src {esc(self.src)} &rarr; dst {esc(self.dst)}, "
+            f"synchronizer {esc(self.synchronizer)}{flow}"
+            "<table><tr><th></th><th>parameter</th><th>what is wrong</th></tr>"
+            + "".join(rows)
+            + "</table></div>"
+        )
+
+
+def check(result: SyncResult, synchronizer: str = "") -> CheckReport:
+    """Compare every destination tensor of ``result`` with what the oracle says it must hold."""
+    plan = result.plan
+    by_param: dict[str, list[str]] = {}
+    flow_errors = []
+    keys = {p.key for p in plan.layout}
+    for f in result.findings:
+        if f.param not in keys:
+            where = "" if f.param == "*" else f" {f.param}"
+            flow_errors.append(f"rank {f.rank} {f.stage}{where}: {f.message}")
+        else:
+            by_param.setdefault(f.param, []).append(f"rank {f.rank} {f.stage}: {f.message}")
+    params = []
+    for param in plan.layout:
+        tensors = []
+        for t in param.dst:
+            world = next(
+                r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
+            )
+            actual = result.dst_tensors[world][t.name]
+            writes = result.writes(world).get(t.name, 0)
+            tensors.append(_check_tensor(param, t.tp, world, actual, t.index.ids(), writes))
+        errors = by_param.get(param.key, [])
+        status = (
+            "error" if errors else ("ok" if all(c.status == "ok" for c in tensors) else "wrong")
+        )
+        params.append(ParamCheck(param.key, status, tensors, errors))
+    return CheckReport(
+        plan.spec.name, _sizes(plan.src), _sizes(plan.dst), synchronizer, params, flow_errors
+    )
+
+
+def _sizes(p) -> str:
+    parts = [f"tp{p.tp}"] + [f"{k}{v}" for k, v in (("pp", p.pp), ("ep", p.ep)) if v > 1]
+    return " ".join(parts)
+
+
+def _check_tensor(
+    param: ParamLayout,
+    tp: int,
+    world: int,
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    writes: int,
+) -> TensorCheck:
+    got = actual.to(torch.int64)
+    unwritten = actual == UNWRITTEN
+    wrong = (got != expected) & ~unwritten
+    check = TensorCheck(world, tp, "ok", int(wrong.sum()), int(unwritten.sum()), writes)
+    where = f"dst rank {world} (tp {tp})"
+    if check.unwritten:
+        check.status = "unwritten"
+        if check.unwritten == actual.numel():
+            check.problems.append(f"{where}: never written")
+        else:
+            check.problems.append(f"{where}: {check.unwritten} elements never written")
+    if check.wrong:
+        check.status = "wrong"
+        check.problems += _wrong_runs(param, where, got, expected, wrong)
+    if writes > 1:
+        check.status = "rewritten" if check.status == "ok" else check.status
+        check.problems.append(f"{where}: written {writes} times")
+    return check
+
+
+def _wrong_runs(param, where, got, expected, wrong) -> list[str]:
+    rows = wrong.reshape(wrong.shape[0], -1).any(dim=1) if wrong.dim() > 1 else wrong
+    idx = torch.nonzero(rows).flatten().tolist()
+    runs: list[tuple[int, int]] = []
+    for i in idx:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    unit = "expert" if got.dim() == 3 else ("row" if got.dim() == 2 else "element")
+    out = []
+    for a, b in runs[:MAX_RUNS]:
+        span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
+        holds = _words(param, got[a:b])
+        wants = _words(param, expected[a:b])
+        out.append(f"{where}, {span}: holds {holds}, expected {wants}")
+    if len(runs) > MAX_RUNS:
+        out.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
+    return out
+
+
+def _words(param: ParamLayout, ids: torch.Tensor) -> str:
+    text = describe(param, ids)
+    parts = text.split("; ")
+    if len(parts) == 1:
+        return _LOCAL_PREFIX.sub("", text)
+    return text

@@ -1,0 +1,172 @@
+"""Run the whole sync flow: on simulated ranks in one process, or on Ray actors.
+
+Both executors run the very same per-rank code (:func:`syncviz.run.flow.run_rank`);
+only the world differs (:class:`~syncviz.sync.collective.LocalWorld` threads or
+:class:`~syncviz.run.ray_world.RayWorld` actors with gloo/NCCL).
+
+>>> from syncviz import Parallel, preset
+>>> result = run_sync(preset("qwen2-7b").scaled(), Parallel(tp=2), Parallel(tp=4), layers=[0])
+>>> result.plan.world_size, sorted(result.dst_tensors)
+(6, [2, 3, 4, 5])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from syncviz.errors import SyncvizError
+from syncviz.parallel import Parallel
+from syncviz.run.choose import synchronizer_factory
+from syncviz.run.flow import UNWRITTEN, Finding, RankOutcome, run_rank
+from syncviz.run.plan import SyncPlan, build_plan
+from syncviz.spec import ModelSpec
+from syncviz.sync.base import BaseSync
+from syncviz.sync.collective import LocalWorld
+from syncviz.trace.model import SyncTrace
+from syncviz.trace.tracer import Tracer
+
+Executor = Literal["inprocess", "ray"]
+
+
+@dataclass
+class SyncResult:
+    """What a sync run produced: every rank's tensors, the findings, the trace."""
+
+    plan: SyncPlan
+    src_tensors: dict[int, dict[str, torch.Tensor]]
+    dst_tensors: dict[int, dict[str, torch.Tensor]]
+    outcomes: list[RankOutcome]
+    trace: SyncTrace | None
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for o in self.outcomes for f in o.findings]
+
+    def writes(self, world: int) -> dict[str, int]:
+        return self.outcomes[world].writes
+
+
+def initial_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
+    """A rank's tensors before the sync: trainer shards hold global element ids
+    (float64, exact up to 2**53); vLLM tensors hold ``UNWRITTEN`` everywhere."""
+    role = plan.roles[world]
+    if role.side == "dst":
+        return {
+            name: torch.full(shape, UNWRITTEN, dtype=torch.float64)
+            for name, shape in plan.dst_shapes[world].items()
+        }
+    state = {}
+    for param in plan.layout:
+        for shard in param.src:
+            if (role.pp, role.tp) == (shard.pp, shard.tp) and shard.ep in (None, role.ep):
+                state[shard.name] = shard.index.ids().to(torch.float64)
+    return state
+
+
+def run_sync(
+    spec: ModelSpec,
+    src: Parallel,
+    dst: Parallel,
+    *,
+    synchronizer: str | type[BaseSync] = "chatlearn",
+    layers: Iterable[int] | None = None,
+    expert_comm: Literal["allgather", "alltoall"] = "allgather",
+    executor: Executor = "inprocess",
+    trace: bool = True,
+    timeout: float = 120.0,
+    world: Any = None,
+) -> SyncResult:
+    """Sync ``spec`` from trainer sizes ``src`` to vLLM sizes ``dst`` and collect the result.
+
+    Source shards hold provenance ids, so every destination element says where
+    it came from; :func:`syncviz.check.check` compares them with the oracle.
+    ``executor="ray"`` runs one Ray actor per rank with gloo collectives (a local
+    Ray is started unless ``RAY_ADDRESS`` names a cluster). ``world`` runs on a
+    world the caller built (a ``LocalWorld`` or ``RayWorld`` of the plan's size).
+
+    A rank that fails mid-sync (a dead actor, a timed-out collective) leaves
+    every destination rank's tensors as they were: receivers stage what arrives
+    and commit only when all of it arrived.
+    """
+    plan = build_plan(spec, src, dst, layers=layers, expert_comm=expert_comm)
+    factory = synchronizer_factory(synchronizer)
+    if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
+        return _execute(world, plan, factory, trace)
+    if executor == "inprocess":
+        world = LocalWorld(plan.world_size, timeout=timeout)
+        return _execute(world, plan, factory, trace)
+    if executor == "ray":
+        from syncviz.run.ray_cluster import ray_session
+        from syncviz.run.ray_world import RayWorld
+
+        with ray_session(), RayWorld(plan.world_size, timeout=timeout) as world:
+            return _execute(world, plan, factory, trace)
+    raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
+
+
+def _execute(world: Any, plan: SyncPlan, factory, trace: bool) -> SyncResult:
+    for name, ranks in plan.groups().items():
+        world.new_group(list(ranks), name=name)
+
+    def setup(coll):
+        # Trainer shards are fresh each sync; a vLLM rank keeps the tensors it holds.
+        fresh = initial_state(plan, coll.world_rank)
+        held = coll.store.get("state")
+        if plan.roles[coll.world_rank].side == "src" or held is None or held.keys() != fresh.keys():
+            coll.store["state"] = fresh
+        return {n: t.clone() for n, t in coll.store["state"].items()}
+
+    def sync_rank(coll):
+        state = coll.store["state"]
+        make_sync = lambda: factory(plan.spec, plan.src, plan.dst)  # noqa: E731
+        tracer = Tracer() if trace else None
+        if tracer is None:
+            outcome = run_rank(plan, coll, state, make_sync)
+        else:
+            with tracer:
+                if plan.roles[coll.world_rank].side == "src":
+                    for name, tensor in state.items():
+                        tracer.track(tensor, f"src {name}")
+                outcome = run_rank(plan, coll, state, make_sync, tracer)
+        return outcome, (tracer.trace if tracer else None), state
+
+    before = _values(world.run(setup))
+    results = world.run(sync_rank)
+    outcomes, traces = [], []
+    dst_tensors = {w: before[w] for w in plan.dst_shapes}
+    for r in results:
+        if r.error is not None:
+            outcome = RankOutcome(r.rank)
+            outcome.findings.append(
+                Finding("*", r.rank, "flow", f"{type(r.error).__name__}: {r.error}")
+            )
+            outcomes.append(outcome)
+            continue
+        outcome, rank_trace, state = r.value
+        outcomes.append(outcome)
+        if rank_trace is not None:
+            traces.append(rank_trace)
+        if r.rank in dst_tensors:
+            dst_tensors[r.rank] = state
+    src_tensors = {w: before[w] for w in plan.src_params}
+    return SyncResult(plan, src_tensors, dst_tensors, outcomes, _merge(traces) if trace else None)
+
+
+def _values(results) -> dict[int, Any]:
+    for r in results:
+        if r.error is not None:
+            raise SyncvizError(f"rank {r.rank} failed to set up: {r.error}") from r.error
+    return {r.rank: r.value for r in results}
+
+
+def _merge(traces: list[SyncTrace]) -> SyncTrace:
+    merged = SyncTrace()
+    for t in traces:
+        merged.params.extend(t.params)
+        merged.collectives.extend(t.collectives)
+        merged.warnings.extend(t.warnings)
+    return merged

@@ -1,0 +1,580 @@
+"""Real ranks for the synchronizer: one Ray actor per rank, torch.distributed between them.
+
+:class:`RayWorld` has the shape of :class:`~syncviz.sync.collective.LocalWorld`:
+``new_group(ranks, name)`` and ``run(fn) -> list[RankResult]``, where ``fn`` gets
+a :class:`RankCollective` (a :class:`~syncviz.sync.collective.TorchCollective`
+that also knows its ``world_rank``, its ``device`` and keeps a ``store`` dict
+across runs). The same per-rank function therefore runs on simulated ranks and
+on real processes (gloo on CPU, NCCL when every actor has its own GPU).
+
+Failures come back in bounded time:
+
+- ``fn`` raises on a rank: that rank's :class:`RankResult` carries the error. The
+  failing rank tears down its process groups at once, so ranks waiting on it in a
+  collective fail quickly (gloo: "Connection closed by peer") instead of waiting
+  for the collective timeout; ranks still running ``timeout`` seconds after the
+  first failure are stopped (error result) and the world is shut down. If every
+  rank returned, the process groups are rebuilt so the next ``run`` starts clean.
+- An actor dies (process exit, out of memory, node loss): ``run`` raises a
+  :class:`~syncviz.errors.SyncvizError` naming the dead rank(s) as soon as Ray
+  reports the death, after killing every other actor; the world is shut down.
+- ``run(fn, timeout=...)`` passes: ``run`` raises, naming the ranks still
+  running, and the world is shut down.
+
+Ray is imported inside methods, so importing this module does not load it.
+
+>>> RayGroup(ranks=(0, 2), name="tp").size
+2
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from syncviz.errors import SyncvizError
+from syncviz.sync.collective import RankResult, TorchCollective
+
+T = TypeVar("T")
+
+BACKENDS = ("gloo", "nccl")
+# How long shutdown waits for Ray to confirm each actor is gone.
+_SHUTDOWN_WAIT_S = 15.0
+
+
+@dataclass(frozen=True)
+class RayGroup:
+    """A named group of world ranks; collectives accept it or its ``name``.
+
+    Member ``i`` of the group is world rank ``ranks[i]``, as in ``LocalGroup``.
+
+    >>> RayGroup(ranks=(1, 3), name="pair").ranks
+    (1, 3)
+    """
+
+    ranks: tuple[int, ...]
+    name: str
+
+    @property
+    def size(self) -> int:
+        return len(self.ranks)
+
+
+class _NotAMember:
+    """Stands in for a group this rank is not in, so using it names the real problem."""
+
+    def __init__(self, group: RayGroup) -> None:
+        self.group = group
+
+
+class RankCollective(TorchCollective):
+    """One actor's :class:`TorchCollective`, plus what a per-rank function needs to know.
+
+    ``world_rank`` is this actor's rank in the default group, ``device`` is where
+    its tensors must live for the backend (``cuda`` for NCCL), and ``store`` is a
+    plain dict that stays in the actor between ``RayWorld.run`` calls. Groups are
+    named by string or by :class:`RayGroup`.
+
+    >>> coll = RankCollective(world_rank=1)
+    >>> coll.store["weights"] = 3
+    >>> coll.world_rank, coll.store, coll.device
+    (1, {'weights': 3}, device(type='cpu'))
+    """
+
+    def __init__(
+        self,
+        world_rank: int,
+        groups: dict[str, Any] | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        super().__init__(groups)
+        self.world_rank = world_rank
+        self.device = device or torch.device("cpu")
+        self.store: dict[Any, Any] = {}
+
+    def _resolve(self, group: Any) -> Any:
+        if isinstance(group, RayGroup):
+            group = group.name
+        resolved = super()._resolve(group)
+        if isinstance(resolved, _NotAMember):
+            members = list(resolved.group.ranks)
+            raise SyncvizError(
+                f"rank {self.world_rank} is not a member of group {resolved.group.name}",
+                fix=f"call collectives on this group only from ranks {members}",
+            )
+        return resolved
+
+
+class RankActor:
+    """The body of one rank's actor (wrapped with ``ray.remote`` by :class:`RayWorld`).
+
+    Usable without Ray, which keeps it easy to reason about:
+
+    >>> actor = RankActor(rank=0, world_size=1, backend="gloo", timeout=5.0)
+    >>> actor.rank, actor.world_size
+    (0, 1)
+    """
+
+    def __init__(self, rank: int, world_size: int, backend: str, timeout: float) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.backend = backend
+        self.timeout = datetime.timedelta(seconds=timeout)
+        device = torch.device("cuda", 0) if backend == "nccl" else torch.device("cpu")
+        self.collective = RankCollective(world_rank=rank, device=device)
+
+    def describe(self) -> tuple[str, int, int]:
+        """(node IP, process id, a free TCP port on this node) for the world's set-up."""
+        import ray
+
+        return ray.util.get_node_ip_address(), os.getpid(), _free_port()
+
+    def init_process_groups(
+        self, init_method: str, groups: Sequence[tuple[tuple[int, ...], str]]
+    ) -> None:
+        """Join the default group, then create every named group in the given order."""
+        self.destroy_process_groups()
+        if self.backend == "nccl":
+            torch.cuda.set_device(self.collective.device)
+        torch.distributed.init_process_group(
+            self.backend,
+            init_method=init_method,
+            rank=self.rank,
+            world_size=self.world_size,
+            timeout=self.timeout,
+        )
+        for ranks, name in groups:
+            self.new_group(ranks, name)
+
+    def new_group(self, ranks: tuple[int, ...], name: str) -> None:
+        """Create a group; torch needs every rank to call this, members or not."""
+        pg = torch.distributed.new_group(list(ranks), timeout=self.timeout)
+        member = self.rank in ranks
+        self.collective.groups[name] = pg if member else _NotAMember(RayGroup(ranks, name))
+
+    def run(self, fn: Callable[[RankCollective], Any]) -> RankResult[Any]:
+        """Call ``fn`` with this rank's collective; an exception becomes the result's error."""
+        try:
+            return RankResult(rank=self.rank, value=fn(self.collective))
+        except BaseException as exc:  # reported in the result, never lost
+            # Closing our connections wakes peers blocked on us in a collective
+            # (gloo fails them at once) instead of leaving them to the timeout.
+            with contextlib.suppress(Exception):  # the rank's own error matters more
+                self.destroy_process_groups()
+            return RankResult(rank=self.rank, error=_portable(exc, self.rank))
+
+    def destroy_process_groups(self) -> None:
+        """Leave every process group (no-op when none is initialised)."""
+        self.collective.groups.clear()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+class RayWorld:
+    """Ranks ``0 .. world_size-1`` as Ray actors joined by ``torch.distributed``.
+
+    Needs an initialised Ray (see :func:`syncviz.run.ray_cluster.ray_session`).
+    ``timeout`` bounds each collective, the set-up of process groups, and how
+    long other ranks may keep running after one fails; ``start_timeout`` bounds
+    placing the actors and starting their processes (which import torch).
+    ``backend="nccl"`` needs ``num_gpus_per_actor >= 1``; each actor then uses
+    its own GPU (``cuda:0`` inside the actor). See the module docstring for
+    failure handling.
+
+    >>> RayWorld(0)
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: world_size (0) must be at least 1: use 1 or more
+
+    With Ray running::
+
+        with RayWorld(4) as world:
+            world.new_group([0, 2], name="even")
+            results = world.run(lambda coll: coll.rank("even") if coll.world_rank % 2 == 0 else -1)
+    """
+
+    def __init__(
+        self,
+        world_size: int,
+        *,
+        timeout: float = 60.0,
+        start_timeout: float = 120.0,
+        backend: str = "gloo",
+        num_cpus_per_actor: float = 0,
+        num_gpus_per_actor: float = 0,
+    ) -> None:
+        _check_arguments(world_size, timeout, backend, num_cpus_per_actor, num_gpus_per_actor)
+        if start_timeout <= 0:
+            raise SyncvizError(
+                f"start_timeout ({start_timeout}) must be positive", fix="give seconds, e.g. 120"
+            )
+        self.world_size = world_size
+        self.timeout = timeout
+        self.start_timeout = start_timeout
+        self.backend = backend
+        self.pids: list[int] = []
+        self.node_ips: list[str] = []
+        self.init_method = ""
+        self.closed = False
+        self._groups: list[RayGroup] = []
+        self._actors: list[Any] = []
+        self._failure: str | None = None
+        import ray
+
+        if not ray.is_initialized():
+            # Creating an actor would silently start a cluster that nobody stops.
+            raise SyncvizError(
+                "Ray is not initialised",
+                fix="create the world inside `with syncviz.run.ray_cluster.ray_session():`",
+            )
+        actor_class = ray.remote(RankActor).options(
+            num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor, max_restarts=0
+        )
+        self._actors = [
+            actor_class.remote(rank, world_size, backend, timeout) for rank in range(world_size)
+        ]
+        try:
+            self._start()
+        except BaseException:
+            self._kill_all()
+            raise
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        described = self._call_all(
+            "describe", what="start the rank actors", limit=self.start_timeout
+        )
+        self.node_ips = [ip for ip, _, _ in described]
+        self.pids = [pid for _, pid, _ in described]
+        self._init_process_groups(port=described[0][2])
+
+    def _init_process_groups(self, port: int) -> None:
+        # One node: loopback needs no routable interface. Several: rank 0's address.
+        host = "127.0.0.1" if len(set(self.node_ips)) == 1 else self.node_ips[0]
+        self.init_method = f"tcp://{host}:{port}"
+        groups = [(g.ranks, g.name) for g in self._groups]
+        self._call_all(
+            "init_process_groups", self.init_method, groups, what="join torch.distributed"
+        )
+
+    def new_group(self, ranks: Sequence[int] | None = None, name: str | None = None) -> RayGroup:
+        """A group over ``ranks`` (all when omitted), created in every actor, findable by name.
+
+        Unnamed groups get the name ``group<k>``; ``fn`` may pass the returned
+        :class:`RayGroup` or its name to collectives.
+        """
+        self._check_open()
+        ranks = list(range(self.world_size)) if ranks is None else list(ranks)
+        bad = [r for r in ranks if not 0 <= r < self.world_size]
+        if bad or len(set(ranks)) != len(ranks) or not ranks:
+            raise SyncvizError(
+                f"group ranks {ranks} must be distinct ranks of 0..{self.world_size - 1}",
+                fix="list each member rank once",
+            )
+        group = RayGroup(ranks=tuple(ranks), name=name or f"group{len(self._groups) + 1}")
+        try:
+            self._call_all("new_group", group.ranks, group.name, what=f"create group {group.name}")
+        except SyncvizError:
+            # Some ranks may hold the group and others not: collectives would mismatch.
+            self._failure = f"creating group {group.name} failed"
+            self.shutdown()
+            raise
+        self._groups.append(group)
+        return group
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(
+        self, fn: Callable[[RankCollective], T], *, timeout: float | None = None
+    ) -> list[RankResult[T]]:
+        """Run ``fn`` on every rank concurrently; one result per rank, in rank order.
+
+        ``timeout`` (seconds, default none) bounds the whole run. ``fn`` is sent
+        with cloudpickle, so it may be a closure; what it returns must pickle.
+        """
+        self._check_open()
+        import ray
+
+        fn_ref = ray.put(fn)
+        rank_of = {actor.run.remote(fn_ref): r for r, actor in enumerate(self._actors)}
+        results: list[RankResult[T] | None] = [None] * self.world_size
+        try:
+            self._wait_for_ranks(rank_of, results, timeout)
+        except KeyboardInterrupt:
+            # An interrupted notebook cell must not leave ranks blocked in collectives.
+            self._failure = "run was interrupted"
+            self.shutdown()
+            raise
+        final = [r if r is not None else RankResult(rank=i) for i, r in enumerate(results)]
+        if not self.closed and any(not r.ok for r in final):
+            self._rebuild_after_failure()
+        return final
+
+    def _wait_for_ranks(
+        self,
+        rank_of: dict[Any, int],
+        results: list[RankResult[Any] | None],
+        timeout: float | None,
+    ) -> None:
+        """Fill ``results`` as ranks finish; stop the world on death, deadline or grace end."""
+        import ray
+
+        pending = list(rank_of)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first_error_at: float | None = None
+        while pending:
+            grace_end = None if first_error_at is None else first_error_at + self.timeout
+            limit = _earliest(deadline, grace_end)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=_remaining(limit))
+            if not ready:
+                self._abandon_run(pending, rank_of, results, stopped_by_timeout=timeout)
+                return
+            if pending:  # whatever else already finished, so simultaneous deaths are all named
+                more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                ready += more
+            dead = self._collect(ready, rank_of, results)
+            if dead:
+                self._fail_dead(dead, results)
+            if first_error_at is None and any(r is not None and not r.ok for r in results):
+                first_error_at = time.monotonic()
+
+    def _collect(
+        self,
+        refs: list[Any],
+        rank_of: dict[Any, int],
+        results: list[RankResult[Any] | None],
+    ) -> dict[int, str]:
+        """Store finished ranks' results; return {rank: reason} for actors that died."""
+        import ray
+
+        dead: dict[int, str] = {}
+        for ref in refs:
+            rank = rank_of[ref]
+            try:
+                results[rank] = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                dead[rank] = _first_line(exc)
+        return dead
+
+    def _fail_dead(self, dead: dict[int, str], results: list[RankResult[Any] | None]) -> None:
+        ranks = sorted(dead)
+        reasons = "; ".join(f"rank {r}: {dead[r]}" for r in ranks)
+        # A rank's own error may be why the others died (e.g. an NCCL watchdog abort).
+        earlier = [f"rank {r.rank}: {_first_line(r.error)}" for r in results if r and r.error]
+        if earlier:
+            reasons += "; before that " + "; ".join(earlier)
+        self._failure = f"rank(s) {ranks} died"
+        self.shutdown()
+        raise SyncvizError(
+            f"rank(s) {ranks} of {self.world_size} died during run ({reasons})",
+            fix="see the dead ranks' worker logs (out of memory, crash, lost node); "
+            "the world was shut down, create a new RayWorld",
+            dead_ranks=ranks,
+        )
+
+    def _abandon_run(
+        self,
+        pending: list[Any],
+        rank_of: dict[Any, int],
+        results: list[RankResult[Any] | None],
+        stopped_by_timeout: float | None,
+    ) -> None:
+        stuck = sorted(rank_of[ref] for ref in pending)
+        failed = [r.rank for r in results if r is not None and not r.ok]
+        self._failure = f"rank(s) {stuck} were stopped"
+        self.shutdown()
+        if not failed:
+            raise SyncvizError(
+                f"rank(s) {stuck} of {self.world_size} did not finish within the run "
+                f"timeout ({stopped_by_timeout} s)",
+                fix="look for a rank stuck outside a collective, or raise run(timeout=...); "
+                "the world was shut down, create a new RayWorld",
+                stuck_ranks=stuck,
+            )
+        for rank in stuck:
+            results[rank] = RankResult(
+                rank=rank,
+                error=SyncvizError(
+                    f"rank {rank} was stopped: still running after rank(s) {failed} failed",
+                    fix="see the failed ranks' errors; the world was shut down",
+                ),
+            )
+
+    def _rebuild_after_failure(self) -> None:
+        """Fresh process groups in every actor, so the next run cannot see stale traffic."""
+        try:
+            _, _, port = self._call_all("describe", what="find a port")[0]
+            self._init_process_groups(port)
+        except SyncvizError:
+            self._failure = "its process groups could not be rebuilt after a failed run"
+            self.shutdown()
+            raise
+
+    def _call_all(
+        self, method: str, *args: Any, what: str, limit: float | None = None
+    ) -> list[Any]:
+        """Call ``method`` on every actor; wait at most ``limit`` (default ``timeout``) s."""
+        import ray
+
+        limit = self.timeout if limit is None else limit
+        refs = [getattr(actor, method).remote(*args) for actor in self._actors]
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=limit)
+        if pending:
+            late = [refs.index(ref) for ref in pending]
+            raise SyncvizError(
+                f"rank(s) {late} could not {what} within {limit} s",
+                fix="check the cluster has the resources each actor asks for "
+                "(num_cpus_per_actor, num_gpus_per_actor) and that ranks can reach each other",
+                ranks=late,
+            )
+        try:
+            return ray.get(ready)
+        except ray.exceptions.RayError as exc:
+            raise SyncvizError(
+                f"the rank actors failed to {what}: {_first_line(exc)}",
+                fix="see the actor error above",
+            ) from exc
+
+    # -- shutting down --------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Leave the process groups where possible, then kill every actor and wait for it.
+
+        Safe to call twice. Waits (bounded) until Ray reports each actor dead and,
+        for actors on this machine, until their processes are gone.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        import ray
+
+        if not ray.is_initialized():  # Ray already stopped, and the actors with it
+            return
+        if self._failure is None and self._actors:
+            refs = [actor.destroy_process_groups.remote() for actor in self._actors]
+            ray.wait(refs, num_returns=len(refs), timeout=min(self.timeout, 5.0))
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        import ray
+
+        for actor in self._actors:
+            ray.kill(actor, no_restart=True)
+        # A call on a killed actor fails once Ray has marked it dead: wait for that.
+        probes = [actor.describe.remote() for actor in self._actors]
+        ray.wait(probes, num_returns=len(probes), timeout=_SHUTDOWN_WAIT_S)
+        _wait_for_exit(self.pids if self._is_local() else [], _SHUTDOWN_WAIT_S)
+        self.closed = True
+
+    def _is_local(self) -> bool:
+        import ray
+
+        here = ray.util.get_node_ip_address()
+        return bool(self.node_ips) and all(ip == here for ip in self.node_ips)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            why = f" after {self._failure}" if self._failure else ""
+            raise SyncvizError(
+                f"this RayWorld was shut down{why}",
+                fix="create a new RayWorld",
+            )
+
+    def __enter__(self) -> RayWorld:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+def _check_arguments(
+    world_size: int, timeout: float, backend: str, num_cpus: float, num_gpus: float
+) -> None:
+    if world_size < 1:
+        raise SyncvizError(f"world_size ({world_size}) must be at least 1", fix="use 1 or more")
+    if timeout <= 0:
+        raise SyncvizError(f"timeout ({timeout}) must be positive", fix="give seconds, e.g. 60")
+    if backend not in BACKENDS:
+        raise SyncvizError(
+            f"backend {backend!r} is not supported", fix="use 'gloo' (CPU) or 'nccl' (GPU)"
+        )
+    if num_cpus < 0 or num_gpus < 0:
+        raise SyncvizError(
+            f"num_cpus_per_actor ({num_cpus}) and num_gpus_per_actor ({num_gpus}) "
+            "must not be negative",
+            fix="use 0 or more",
+        )
+    if backend == "nccl" and num_gpus < 1:
+        raise SyncvizError(
+            f"backend 'nccl' needs a whole GPU per actor, got num_gpus_per_actor={num_gpus}",
+            fix="pass num_gpus_per_actor=1, or use backend='gloo'",
+        )
+
+
+def _portable(exc: BaseException, rank: int) -> BaseException:
+    """The exception itself if it survives pickling, else a SyncvizError that tells it."""
+    from ray import cloudpickle  # what Ray will use to send the result back
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        cloudpickle.loads(cloudpickle.dumps(exc))
+    except Exception:
+        return SyncvizError(
+            f"rank {rank} raised {type(exc).__name__}: {exc}",
+            fix="the original exception could not be sent back; see its traceback",
+            traceback=text,
+        )
+    if hasattr(exc, "add_note"):  # Python 3.11+: keep where in the rank it failed
+        exc.add_note(f"raised on rank {rank}:\n{text}")
+    return exc
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_exit(pids: Sequence[int], limit: float) -> None:
+    end = time.monotonic() + limit
+    while any(_process_alive(pid) for pid in pids) and time.monotonic() < end:
+        time.sleep(0.05)
+
+
+def _process_alive(pid: int) -> bool:
+    """True while ``pid`` runs on this machine (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    except OSError:  # no /proc: fall back to signal 0
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+
+
+def _earliest(*moments: float | None) -> float | None:
+    known = [m for m in moments if m is not None]
+    return min(known) if known else None
+
+
+def _remaining(moment: float | None) -> float | None:
+    return None if moment is None else max(0.0, moment - time.monotonic())
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

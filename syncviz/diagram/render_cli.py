@@ -1,0 +1,80 @@
+"""``syncviz render``: draw a layout or transfer diagram of a sync run to PNG/SVG.
+
+The command line registers :func:`render_configure` and :func:`render_main`.
+
+>>> import argparse
+>>> parser = argparse.ArgumentParser()
+>>> render_configure(parser)
+>>> args = parser.parse_args(["--preset", "llama3-8b", "--param", "qkv", "-o", "x.png"])
+>>> args.view, args.synchronizer, args.scaled
+('layout', 'chatlearn', True)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from syncviz.cli import add_model_args, add_parallel_args, load_parallel, load_spec
+from syncviz.errors import SyncvizError
+
+
+def render_configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments: model, sizes, ``--param --view --synchronizer --layer -o``."""
+    add_model_args(parser)
+    add_parallel_args(parser)
+    parser.add_argument(
+        "--param",
+        metavar="NAME",
+        default=None,
+        help="vLLM parameter name, or a unique part of it (layout view)",
+    )
+    parser.add_argument("--view", choices=("layout", "transfer"), default="layout")
+    parser.add_argument("--synchronizer", choices=("chatlearn", "corrected"), default="chatlearn")
+    parser.add_argument("--layer", type=int, default=0, metavar="N", help="global layer index")
+    parser.add_argument(
+        "--full-size",
+        dest="scaled",
+        action="store_false",
+        help="keep the true sizes (default: the layout-preserving scaled model)",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="*.png or *.svg")
+
+
+def render_main(args: argparse.Namespace) -> int:
+    """Run the sync in process, build the diagram, save it; prints the path."""
+    from syncviz.check import check
+    from syncviz.diagram import layout_diagram, render, transfer_diagram
+    from syncviz.run.inprocess import run_sync
+
+    spec = load_spec(args)
+    src, dst = load_parallel(args)
+    if args.scaled:
+        spec = spec.scaled(src, dst)
+    result = run_sync(spec, src, dst, synchronizer=args.synchronizer, layers=[args.layer])
+    if args.view == "transfer":
+        diagram = transfer_diagram(result)
+    else:
+        key = resolve_param(result.plan.layout.keys(), args.param)
+        diagram = layout_diagram(result, key, check(result, args.synchronizer))
+    path = render(diagram).save(args.output)
+    print(path)
+    return 0
+
+
+def resolve_param(keys: list[str], name: str | None) -> str:
+    """The key equal to ``name``, or the only key containing it.
+
+    >>> resolve_param(["a.qkv_proj.weight", "a.o_proj.weight"], "qkv")
+    'a.qkv_proj.weight'
+    """
+    if name is None:
+        raise SyncvizError("--param is required for --view layout", fix="e.g. --param qkv_proj")
+    if name in keys:
+        return name
+    hits = [k for k in keys if name in k]
+    if len(hits) != 1:
+        found = "no parameter" if not hits else f"{len(hits)} parameters"
+        raise SyncvizError(
+            f"--param {name!r} matches {found}", fix="use one of: " + ", ".join(hits or keys)
+        )
+    return hits[0]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from syncviz.oracle import ParamLayout, describe
+from syncviz.progress import progress
 from syncviz.run.flow import UNWRITTEN
 from syncviz.run.inprocess import SyncResult
 
@@ -119,7 +121,9 @@ class CheckReport:
         )
 
 
-def check(result: SyncResult, synchronizer: str = "") -> CheckReport:
+def check(
+    result: SyncResult, synchronizer: str = "", *, show_progress: bool = False
+) -> CheckReport:
     """Compare every destination tensor of ``result`` with what the oracle says it must hold."""
     plan = result.plan
     by_param: dict[str, list[str]] = {}
@@ -132,7 +136,8 @@ def check(result: SyncResult, synchronizer: str = "") -> CheckReport:
         else:
             by_param.setdefault(f.param, []).append(f"rank {f.rank} {f.stage}: {f.message}")
     params = []
-    for param in plan.layout:
+    words: dict[tuple, str] = {}  # descriptions of wrong slices, shared across layers
+    for param in progress(plan.layout, "check", enabled=show_progress):
         tensors = []
         for t in param.dst:
             world = next(
@@ -140,7 +145,7 @@ def check(result: SyncResult, synchronizer: str = "") -> CheckReport:
             )
             actual = result.dst_tensors[world][t.name]
             writes = result.writes(world).get(t.name, 0)
-            tensors.append(_check_tensor(param, t.tp, world, actual, t.index.ids(), writes))
+            tensors.append(_check_tensor(param, t.tp, world, actual, t.index.ids(), writes, words))
         errors = by_param.get(param.key, [])
         status = (
             "error" if errors else ("ok" if all(c.status == "ok" for c in tensors) else "wrong")
@@ -163,6 +168,7 @@ def _check_tensor(
     actual: torch.Tensor,
     expected: torch.Tensor,
     writes: int,
+    cache: dict,
 ) -> TensorCheck:
     got = actual.to(torch.int64)
     unwritten = actual == UNWRITTEN
@@ -177,14 +183,14 @@ def _check_tensor(
             check.problems.append(f"{where}: {check.unwritten} elements never written")
     if check.wrong:
         check.status = "wrong"
-        check.problems += _wrong_runs(param, where, got, expected, wrong)
+        check.problems += _wrong_runs(param, where, got, expected, wrong, cache)
     if writes > 1:
         check.status = "rewritten" if check.status == "ok" else check.status
         check.problems.append(f"{where}: written {writes} times")
     return check
 
 
-def _wrong_runs(param, where, got, expected, wrong) -> list[str]:
+def _wrong_runs(param, where, got, expected, wrong, cache) -> list[str]:
     rows = wrong.reshape(wrong.shape[0], -1).any(dim=1) if wrong.dim() > 1 else wrong
     idx = torch.nonzero(rows).flatten().tolist()
     runs: list[tuple[int, int]] = []
@@ -197,16 +203,25 @@ def _wrong_runs(param, where, got, expected, wrong) -> list[str]:
     out = []
     for a, b in runs[:MAX_RUNS]:
         span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
-        holds = _words(param, got[a:b])
-        wants = _words(param, expected[a:b])
+        holds = _words(param, got[a:b], cache)
+        wants = _words(param, expected[a:b], cache)
         out.append(f"{where}, {span}: holds {holds}, expected {wants}")
     if len(runs) > MAX_RUNS:
         out.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
     return out
 
 
-def _words(param: ParamLayout, ids: torch.Tensor) -> str:
-    text = describe(param, ids)
+def _words(param: ParamLayout, ids: torch.Tensor, cache: dict) -> str:
+    # Parameters of one kind share their blocks and id space across layers, so the
+    # same wrong rows recur on every layer: describe each distinct slice once.
+    key = (id(param.blocks), tuple(ids.shape), hashlib.blake2b(ids.numpy().tobytes()).digest())
+    text = cache.get(key)
+    if text is None:
+        text = cache[key] = _shorten(describe(param, ids))
+    return text
+
+
+def _shorten(text: str) -> str:
     parts = text.split("; ")
     if len(parts) == 1:
         return _LOCAL_PREFIX.sub("", text)

@@ -174,6 +174,129 @@ register(
 )
 
 
+# ---------------------------------------------------------------- syncviz check
+
+
+def _check_configure(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser)
+    add_parallel_args(parser)
+    parser.add_argument(
+        "--synchronizer",
+        default="chatlearn",
+        metavar="NAME",
+        help="chatlearn (the faithful port), corrected, or package.module:ClassName",
+    )
+    parser.add_argument(
+        "--layers", type=_layer_list, default=None, metavar="0,1", help="layers (default: all)"
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--scaled",
+        dest="scaled",
+        action="store_true",
+        default=True,
+        help="layout-preserving small sizes (default)",
+    )
+    size.add_argument("--exact", dest="scaled", action="store_false", help="the true sizes")
+    parser.add_argument(
+        "--expert-comm", choices=("allgather", "alltoall"), default="allgather", help="MoE"
+    )
+    parser.add_argument("--executor", choices=("inprocess", "ray"), default="inprocess")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _layer_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--layers ({text!r}) must be comma-separated layer numbers, e.g. 0,1"
+        ) from None
+
+
+def _check_run(args: argparse.Namespace) -> int:
+    from syncviz.check import check
+    from syncviz.run.inprocess import run_sync
+
+    spec = load_spec(args)
+    src, dst = load_parallel(args)
+    validate_sizes(spec, src, dst)
+    if args.layers is not None:
+        bad = [n for n in args.layers if not 0 <= n < spec.num_layers]
+        if bad:
+            raise SyncvizError(
+                f"--layers {bad} out of range for {spec.num_layers} layers",
+                fix=f"use layers 0..{spec.num_layers - 1}",
+            )
+    if args.scaled:
+        spec = spec.scaled(src, dst)
+    whole_model = args.layers is None
+    result = run_sync(
+        spec,
+        src,
+        dst,
+        synchronizer=args.synchronizer,
+        layers=args.layers,
+        expert_comm=args.expert_comm,
+        executor=args.executor,
+        show_progress=whole_model and not args.json,
+    )
+    report = check(result, args.synchronizer, show_progress=whole_model and not args.json)
+    print(report.to_json() if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+register(
+    Command(
+        "check",
+        "sync a model on simulated ranks and check every vLLM tensor (exit 1 on a mismatch)",
+        _check_configure,
+        _check_run,
+    )
+)
+
+
+# ---------------------------------------------------------------- syncviz presets
+
+
+def _presets_run(args: argparse.Namespace) -> int:
+    for name, spec in PRESETS.items():
+        moe = f", {spec.num_experts} experts" if spec.is_moe else ""
+        print(
+            f"{name:20} {spec.family:13} {spec.num_layers} layers, hidden {spec.hidden_size},"
+            f" {spec.num_attention_heads} heads / {spec.num_query_groups} K/V groups{moe}"
+        )
+    return 0
+
+
+register(Command("presets", "list the model presets", lambda parser: None, _presets_run))
+
+
+# ---------------------------------------------------------------- syncviz render
+
+
+def _render_configure(parser: argparse.ArgumentParser) -> None:
+    from syncviz.diagram.render_cli import render_configure
+
+    render_configure(parser)
+
+
+def _render_run(args: argparse.Namespace) -> int:
+    from syncviz.diagram.render_cli import render_main
+
+    return render_main(args)
+
+
+register(
+    Command(
+        "render",
+        "draw a layout or transfer diagram of one parameter to PNG or SVG",
+        _render_configure,
+        _render_run,
+    )
+)
+
+
 # ---------------------------------------------------------------- entry point
 
 

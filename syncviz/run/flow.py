@@ -121,6 +121,7 @@ def run_rank(
     state: dict[str, torch.Tensor],
     make_sync: Callable[[], BaseSync],
     tracer: Tracer | None = None,
+    on_param: Callable[[], None] | None = None,
 ) -> RankOutcome:
     """Run this rank's part of the whole flow; ``state`` holds its named tensors.
 
@@ -134,7 +135,7 @@ def run_rank(
     if role.side == "src":
         sync = make_sync()
         sync.collective = traced
-        _send_all(plan, traced, state, sync, tracer, outcome)
+        _send_all(plan, traced, state, sync, tracer, outcome, on_param or _nothing)
     else:
         _receive_all(plan, traced, state, tracer, outcome)
     return outcome
@@ -147,7 +148,11 @@ def _scope(tracer: Tracer | None, param: str, world: int, phase: str):
     return tracer.scope(param=param, rank=world, phase=phase) if tracer else nullcontext()
 
 
-def _send_all(plan, coll, state, sync, tracer, outcome) -> None:
+def _nothing() -> None:
+    pass
+
+
+def _send_all(plan, coll, state, sync, tracer, outcome, on_param) -> None:
     world = coll.world_rank
     pairs = [(s, d) for s, d in plan.stage1 if s == world]
     if not pairs:
@@ -168,7 +173,7 @@ def _send_all(plan, coll, state, sync, tracer, outcome) -> None:
     experts = _exchange_experts(plan, coll, sync, prepared, tracer, outcome)
     for _, dst in pairs:
         entries, buffers = _regroup_for(
-            plan, world, dst, sync, prepared, dst_names, experts, tracer, outcome
+            plan, world, dst, sync, prepared, dst_names, experts, tracer, outcome, on_param
         )
         _broadcast_manifest(coll, pair_group("stage1", world, dst), entries, buffers, sender=True)
 
@@ -197,11 +202,12 @@ def _exchange_experts(plan, coll, sync, prepared, tracer, outcome) -> dict[str, 
     return regrouped
 
 
-def _regroup_for(plan, sender, dst, sync, prepared, dst_names, experts, tracer, outcome):
+def _regroup_for(plan, sender, dst, sync, prepared, dst_names, experts, tracer, outcome, on_param):
     shapes = plan.dst_shapes[dst]
     entries: list[_Entry] = []
     buffers: list[torch.Tensor] = []
     for (name, tensor), dst_name in zip(prepared, dst_names, strict=False):
+        on_param()
         data = experts.get(name, tensor)
         if dst_name not in shapes:
             message = f"vLLM rank {dst} has no {dst_name!r}"

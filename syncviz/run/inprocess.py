@@ -12,6 +12,9 @@ only the world differs (:class:`~syncviz.sync.collective.LocalWorld` threads or
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -79,6 +82,7 @@ def run_sync(
     trace: bool = True,
     timeout: float = 120.0,
     world: Any = None,
+    show_progress: bool = False,
 ) -> SyncResult:
     """Sync ``spec`` from trainer sizes ``src`` to vLLM sizes ``dst`` and collect the result.
 
@@ -98,7 +102,7 @@ def run_sync(
         return _execute(world, plan, factory, trace)
     if executor == "inprocess":
         world = LocalWorld(plan.world_size, timeout=timeout)
-        return _execute(world, plan, factory, trace)
+        return _execute(world, plan, factory, trace, show_progress)
     if executor == "ray":
         from syncviz.run.ray_cluster import ray_session
         from syncviz.run.ray_world import RayWorld
@@ -108,7 +112,9 @@ def run_sync(
     raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
 
 
-def _execute(world: Any, plan: SyncPlan, factory, trace: bool) -> SyncResult:
+def _execute(
+    world: Any, plan: SyncPlan, factory, trace: bool, show_progress: bool = False
+) -> SyncResult:
     for name, ranks in plan.groups().items():
         world.new_group(list(ranks), name=name)
 
@@ -120,22 +126,25 @@ def _execute(world: Any, plan: SyncPlan, factory, trace: bool) -> SyncResult:
             coll.store["state"] = fresh
         return {n: t.clone() for n, t in coll.store["state"].items()}
 
+    ticker = _Ticker(plan, show_progress)
+
     def sync_rank(coll):
         state = coll.store["state"]
         make_sync = lambda: factory(plan.spec, plan.src, plan.dst)  # noqa: E731
         tracer = Tracer() if trace else None
         if tracer is None:
-            outcome = run_rank(plan, coll, state, make_sync)
+            outcome = run_rank(plan, coll, state, make_sync, on_param=ticker)
         else:
             with tracer:
                 if plan.roles[coll.world_rank].side == "src":
                     for name, tensor in state.items():
                         tracer.track(tensor, f"src {name}")
-                outcome = run_rank(plan, coll, state, make_sync, tracer)
+                outcome = run_rank(plan, coll, state, make_sync, tracer, on_param=ticker)
         return outcome, (tracer.trace if tracer else None), state
 
     before = _values(world.run(setup))
     results = world.run(sync_rank)
+    ticker.close()
     outcomes, traces = [], []
     dst_tensors = {w: before[w] for w in plan.dst_shapes}
     for r in results:
@@ -154,6 +163,45 @@ def _execute(world: Any, plan: SyncPlan, factory, trace: bool) -> SyncResult:
             dst_tensors[r.rank] = state
     src_tensors = {w: before[w] for w in plan.src_params}
     return SyncResult(plan, src_tensors, dst_tensors, outcomes, _merge(traces) if trace else None)
+
+
+class _Ticker:
+    """Counts parameters regrouped by all senders; draws a bar (in-process runs only)."""
+
+    def __init__(self, plan: SyncPlan, enabled: bool) -> None:
+        self.total = sum(len(plan.src_params[s]) for s, _ in plan.stage1)
+        self.enabled = enabled and self.total > 0
+        self.done = 0
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def __call__(self) -> None:
+        if not self.enabled:
+            return
+        with self.lock:
+            self.done += 1
+            now = time.monotonic()
+            if now - self.last > 0.1:
+                self.last = now
+                self._draw()
+
+    def _draw(self) -> None:
+        filled = 30 * min(self.done, self.total) // self.total
+        sys.stderr.write(f"\r{'sync':>8} [{'#' * filled}{'.' * (30 - filled)}] params")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.done = self.total
+            self._draw()
+            sys.stderr.write("\n")
+
+    def __getstate__(self):  # travels to Ray actors as a no-op
+        return {"total": 0, "enabled": False, "done": 0, "last": 0.0}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
 
 
 def _values(results) -> dict[int, Any]:

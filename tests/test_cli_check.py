@@ -1,0 +1,134 @@
+"""`syncviz check`, `presets` and `render` from the command line: exit codes and words."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from syncviz.cli import main
+
+
+def test_faithful_mismatch_exits_1_and_names_parameter_and_blocks(capsys):
+    """llama3-8b s=1 -> d=2: the faithful port splits o_proj flat, so check exits 1 and says so."""
+    code = main(
+        ["check", "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--layers", "0"]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "MISMATCH" in out
+    assert "WRONG model.model.layers.0.self_attn.o_proj.weight" in out
+    assert "dst rank 1 (tp 0), rows 1-" in out and "holds" in out and "expected" in out
+
+
+def test_matching_sync_exits_0(capsys):
+    """Equal tp on llama2-7b is a plain copy: every tensor matches and check exits 0."""
+    assert (
+        main(["check", "--preset", "llama2-7b", "--src-tp", "2", "--dst-tp", "2", "--layers", "0"])
+        == 0
+    )
+    assert "OK" in capsys.readouterr().out
+
+
+def test_json_report(capsys):
+    """--json prints the report as JSON with one entry per parameter."""
+    main(
+        [
+            "check",
+            "--preset",
+            "llama2-7b",
+            "--src-tp",
+            "1",
+            "--dst-tp",
+            "1",
+            "--layers",
+            "0",
+            "--json",
+        ]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert data["synchronizer"] == "chatlearn"
+    assert {p["status"] for p in data["params"]} == {"ok"}
+    assert len(data["params"]) == 6
+
+
+def test_presets_lists_every_preset(capsys):
+    """`syncviz presets` prints one line per preset."""
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 9 and lines[0].startswith("llama2-7b")
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--preset", "nope", "--src-tp", "2", "--dst-tp", "4"], "unknown preset 'nope'"),
+        (["--preset", "llama3-8b", "--src-tp", "2", "--dst-tp", "3"], "dst tp (3) must be"),
+        (["--config", "/no/such/config.json", "--src-tp", "1", "--dst-tp", "2"], "does not exist"),
+        (
+            [
+                "--preset",
+                "llama3-8b",
+                "--src-tp",
+                "1",
+                "--dst-tp",
+                "2",
+                "--synchronizer",
+                "no_such_module:Sync",
+            ],
+            "cannot import module 'no_such_module'",
+        ),
+        (
+            [
+                "--preset",
+                "llama3-8b",
+                "--src-tp",
+                "1",
+                "--dst-tp",
+                "2",
+                "--synchronizer",
+                "syncviz.spec:ModelSpec",
+            ],
+            "is not a BaseSync subclass",
+        ),
+        (
+            ["--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--layers", "x"],
+            "must be comma-separated",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, argv, words):
+    """Bad input: exit status 2 and exactly one line on stderr naming the problem."""
+    assert main(["check", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("syncviz: error: ")
+    assert words in err[0]
+
+
+def test_malformed_config_exits_2(tmp_path, capsys):
+    """A config.json that is not JSON exits 2 with one line."""
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    assert main(["check", "--config", str(bad), "--src-tp", "1", "--dst-tp", "2"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_render_writes_png(tmp_path, capsys):
+    """`syncviz render` writes the picture it was asked for."""
+    out = tmp_path / "o_proj.png"
+    code = main(
+        [
+            "render",
+            "--preset",
+            "llama3-8b",
+            "--src-tp",
+            "1",
+            "--dst-tp",
+            "2",
+            "--param",
+            "o_proj",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

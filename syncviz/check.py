@@ -20,8 +20,8 @@ import torch
 
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
-from syncviz.run.flow import UNWRITTEN
-from syncviz.run.inprocess import SyncResult
+from syncviz.run.inprocess import SyncResult, owners, to_local_ids
+from syncviz.run.values import UNWRITTEN_ID
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?) [\d-]+: ")
@@ -143,9 +143,16 @@ def check(
             world = next(
                 r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
             )
-            actual = result.dst_tensors[world][t.name]
+            raw = result.dst_tensors[world][t.name]
+            actual = to_local_ids(plan, param, raw)
             writes = result.writes(world).get(t.name, 0)
-            tensors.append(_check_tensor(param, t.tp, world, actual, t.index.ids(), writes, words))
+            checked = _check_tensor(param, t.tp, world, actual, t.index.ids(), writes, words)
+            if plan.values == "ids":  # ids are model-wide: name any other parameter's data
+                for other in owners(plan, raw, exclude=param.key):
+                    checked.problems.append(
+                        f"dst rank {world} (tp {t.tp}): holds elements of {other}"
+                    )
+            tensors.append(checked)
         errors = by_param.get(param.key, [])
         status = (
             "error" if errors else ("ok" if all(c.status == "ok" for c in tensors) else "wrong")
@@ -171,7 +178,7 @@ def _check_tensor(
     cache: dict,
 ) -> TensorCheck:
     got = actual.to(torch.int64)
-    unwritten = actual == UNWRITTEN
+    unwritten = actual == UNWRITTEN_ID
     wrong = (got != expected) & ~unwritten
     check = TensorCheck(world, tp, "ok", int(wrong.sum()), int(unwritten.sum()), writes)
     where = f"dst rank {world} (tp {tp})"

@@ -202,6 +202,19 @@ def _check_configure(parser: argparse.ArgumentParser) -> None:
         "--expert-comm", choices=("allgather", "alltoall"), default="allgather", help="MoE"
     )
     parser.add_argument("--executor", choices=("inprocess", "ray"), default="inprocess")
+    parser.add_argument(
+        "--src-vocab-divisible-by",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the trainer's --make-vocab-size-divisible-by (default: pads like vLLM, to 64)",
+    )
+    parser.add_argument(
+        "--values",
+        choices=("ids", "random"),
+        default="ids",
+        help="what the trainer shards hold: provenance ids, or random float32 weights",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -240,6 +253,8 @@ def _check_run(args: argparse.Namespace) -> int:
         expert_comm=args.expert_comm,
         executor=args.executor,
         show_progress=whole_model and not args.json,
+        values=args.values,
+        src_vocab_divisible_by=args.src_vocab_divisible_by,
     )
     report = check(result, args.synchronizer, show_progress=whole_model and not args.json)
     print(report.to_json() if args.json else report.text())

@@ -17,9 +17,12 @@ T = TypeVar("T")
 def progress(
     items: Iterable[T], label: str, *, enabled: bool = True, width: int = 30
 ) -> Iterator[T]:
-    """Yield ``items``, drawing ``label [#####.....] k/n`` on stderr at most 10 times a second."""
+    """Yield ``items``, drawing ``label [#####.....] k/n`` on stderr at most 10 times a second.
+
+    Drawn only when stderr is a terminal, so logs and pipes stay clean.
+    """
     seq = list(items)
-    if not enabled or not seq:
+    if not enabled or not seq or not sys.stderr.isatty():
         yield from seq
         return
     total, last = len(seq), 0.0

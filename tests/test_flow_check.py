@@ -37,7 +37,7 @@ def test_mcore_o_proj_is_not_column_regrouped_by_the_original():
     o_proj = "model.model.layers.0.self_attn.o_proj.weight"
     # Global o_proj is [8, 8] (ids 0..63); dst tp0 must hold columns 0-3 of every row.
     expected_tp0 = [r * 8 + c for r in range(8) for c in range(4)]
-    got_tp0 = result.dst_tensors[1][o_proj].flatten().to(torch.int64).tolist()
+    got_tp0 = result.local_ids(1, o_proj).flatten().to(torch.int64).tolist()
     assert got_tp0 == list(range(32))  # the first 32 flat elements: rows 0-3, all columns
     assert got_tp0 != expected_tp0
     report = check(result, "chatlearn")
@@ -107,3 +107,47 @@ def test_untraced_run_gives_identical_tensors():
     for world, tensors in a.dst_tensors.items():
         for name, t in tensors.items():
             assert torch.equal(t, b.dst_tensors[world][name]), name
+
+
+def test_ids_name_their_parameter():
+    """Ids are unique model-wide: data that lands in the wrong parameter is named as such."""
+
+    class SwapsNorms(MegatronVllmLlamaSync):
+        def map_name_from_src_to_dst(self, send_actor, recv_actor, src_names, dst_names):
+            src, dst = super().map_name_from_src_to_dst(
+                send_actor, recv_actor, src_names, dst_names
+            )
+            swap = {"input_layernorm": "post_attention_layernorm"}
+            swap.update({v: k for k, v in swap.items()})
+            return src, [_renamed(name, swap) for name in dst]
+
+    result = run_sync(
+        preset("llama2-7b").scaled(),
+        Parallel(tp=1),
+        Parallel(tp=1),
+        synchronizer=SwapsNorms,
+        layers=[0],
+    )
+    report = check(result)
+    norm = next(p for p in report.params if p.key.endswith("input_layernorm.weight"))
+    assert norm.status == "wrong"
+    lines = "\n".join(norm.lines())
+    assert "holds elements of model.model.layers.0.post_attention_layernorm.weight" in lines
+    assert result.local_ids(1, norm.key).eq(-3).all()
+
+
+def _renamed(name: str, swap: dict[str, str]) -> str:
+    for old, new in swap.items():
+        if f".{old}." in name:
+            return name.replace(f".{old}.", f".{new}.")
+    return name
+
+
+def test_random_weights_give_the_same_verdict_as_ids():
+    """Real (random float32) weights are checked bit for bit and read like ids."""
+    spec = preset("llama3-8b").scaled()
+    by_ids = check(run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]))
+    by_values = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0], values="random")
+    some = next(iter(by_values.dst_tensors[1].values()))
+    assert some.dtype == torch.float32
+    assert check(by_values).text() == by_ids.text()

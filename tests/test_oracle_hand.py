@@ -9,11 +9,13 @@ LAYOUTS.md, not from the code under test.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.oracle import IndexMap, decode, describe, model_layout
+from syncviz.oracle import IndexMap, conventions, decode, describe, model_layout
 from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
 
@@ -227,17 +229,18 @@ def test_gate_up_qwen2_trainer_holds_up_first():
 
 
 def test_gate_up_qwen_v1_two_tensors():
-    """QWen v1 keeps mlp.w2 (gate) and mlp.w1 (up), each TP-sharded by rows."""
+    """QWen v1 keeps mlp.w1 (up) and mlp.w2 (gate), in that order, each TP-sharded by rows."""
     p = layout(tiny("qwen-v1", num_query_groups=4), s=2, d=2).param(
         "model.transformer.h.0.mlp.gate_up_proj.weight"
     )
     rank0 = p.src_for(tp=0)
     assert [s.name.rsplit(".", 3)[-3:] for s in rank0] == [
-        ["mlp", "w2", "weight"],
         ["mlp", "w1", "weight"],
+        ["mlp", "w2", "weight"],
     ]
-    assert [rows_of(s.index) for s in rank0] == [[0, 1], [4, 5]]
-    assert [rows_of(s.index) for s in p.src_for(tp=1)] == [[2, 3], [6, 7]]
+    # Global gate_up rows: gate 0-3, up 4-7; ffn 4 over s=2 gives 2 rows of each per rank.
+    assert [rows_of(s.index) for s in rank0] == [[4, 5], [0, 1]]
+    assert [rows_of(s.index) for s in p.src_for(tp=1)] == [[6, 7], [2, 3]]
 
 
 # --- replicated parameters ---------------------------------------------------------------
@@ -266,11 +269,20 @@ def test_vocab_dst_padding_to_64():
 
 
 def test_vocab_src_megatron_padding():
-    """Megatron pads V=70 to a multiple of 128*s=256: s=2 gives 128 rows per rank."""
-    p = layout(tiny(), s=2).param("model.lm_head.weight")
+    """With Megatron's default 128, V=70 pads to a multiple of 128*s=256: 128 rows per rank."""
+    spec = tiny()
+    conv = replace(conventions(spec.family), src_vocab_divisible_by=128)
+    p = model_layout(spec, Parallel(tp=2), Parallel(tp=2), conv=conv).param("model.lm_head.weight")
     assert rows_of(p.src[0].index) == list(range(70)) + [PAD] * 58
     assert rows_of(p.src[1].index) == [PAD] * 128
     assert p.src[0].name == "module.module.output_layer.weight"
+
+
+def test_vocab_src_pads_like_vllm_by_default():
+    """By default the trainer pads V=70 like vLLM, to 128 rows: s=2 gives 64 rows per rank."""
+    p = layout(tiny(), s=2).param("model.lm_head.weight")
+    assert rows_of(p.src[0].index) == list(range(64))
+    assert rows_of(p.src[1].index) == [64, 65, 66, 67, 68, 69] + [PAD] * 58
 
 
 def test_tied_embeddings_have_no_lm_head():

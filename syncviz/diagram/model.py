@@ -28,16 +28,17 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.oracle import ParamLayout, describe
+from syncviz.run.values import UNWRITTEN_ID
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
     from syncviz.run.inprocess import SyncResult
 
-UNWRITTEN_ID = -2
 PAD_ID = -1
 MAX_RANK_PANELS = 8  # panels per side; the rest are counted in a note
 MAX_BANDS = 8  # experts drawn per 3-D tensor; the rest are counted in a note
 MAX_RECTS = 96  # rects per panel; the rest are counted in a note
+MAX_EXPLAINED = 32  # wrong rects per panel whose explanation is spelled out
 MAX_STEPS = 12  # recorded ops listed per (rank, phase)
 MAX_EDGES = 32  # arrows per transfer map
 QUIET_OPS = frozenset({"contiguous", "detach", "clone"})  # ops that do not move data
@@ -232,7 +233,7 @@ def layout_diagram(
     dst_panels = []
     for t in param.dst[:MAX_RANK_PANELS]:
         world = _dst_world(plan, t.pp, t.tp)
-        actual = result.dst_tensors[world][t.name].to(torch.int64)
+        actual = result.local_ids(world, key).to(torch.int64)
         title = f"dst {t.rank_label} (rank {world})"
         expected = t.index.ids()
         dst_panels.append(_panel(title, world, actual, expected, tables, owner, replicated, param))
@@ -350,19 +351,26 @@ def _panel(title, world, actual, expected, tables, owner, replicated, param) -> 
         same_as_prev[1:] = (key[1:] == key[:-1]).all(dim=1)
     starts = [r for r in range(rows) if not same_as_prev[r]]
     starts.append(rows)
-    rects: list[Rect] = []
+    boxes: list[tuple[int, int, int, int]] = []
     for r0, r1 in itertools.pairwise(starts):
         row = key[r0]
         cuts = [0, *(torch.nonzero(row[1:] != row[:-1]).flatten() + 1).tolist(), len(row)]
-        for c0, c1 in itertools.pairwise(cuts):
-            rects.append(_rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param))
-    if len(rects) > MAX_RECTS:
-        notes.append(f"... {len(rects) - MAX_RECTS} more blocks")
-        rects = rects[:MAX_RECTS]
+        boxes += [(r0, r1, c0, c1) for c0, c1 in itertools.pairwise(cuts)]
+    if len(boxes) > MAX_RECTS:
+        notes.append(f"... {len(boxes) - MAX_RECTS} more blocks")
+        boxes = boxes[:MAX_RECTS]
+    # Words cost far more than drawing: explain only the first few wrong rects.
+    rects: list[Rect] = []
+    explained = 0
+    for r0, r1, c0, c1 in boxes:
+        explain = explained < MAX_EXPLAINED
+        rect = _rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param, explain)
+        explained += rect.status == "wrong"
+        rects.append(rect)
     return Panel(title, world, shape, (got.shape[0], got.shape[1]), rects, bands, notes)
 
 
-def _rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param) -> Rect:
+def _rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param, explain) -> Rect:
     code = STATUS_CODES[int(status[r0, c0])]
     b = int(block[r0, c0])
     s = int(src[r0, c0])
@@ -373,7 +381,7 @@ def _rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param) -> 
     else:
         label, family, shade = tables.labels[b], tables.families[b], tables.shades[b]
     explanation = ""
-    if code == "wrong":
+    if code == "wrong" and explain:
         explanation = (
             f"holds {_words(param, got[r0:r1, c0:c1])},"
             f" expected {_words(param, want[r0:r1, c0:c1])}"

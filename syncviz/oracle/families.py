@@ -49,7 +49,11 @@ class Conventions:
       each expert TP-sharded like a dense MLP; ``expert_fc1_halves`` is the
       order of the two halves inside one expert's fc1.
     - ``src_vocab_divisible_by``: Megatron pads the vocab to a multiple of this
-      times the source TP size (``--make-vocab-size-divisible-by``, default 128).
+      times the source TP size (``--make-vocab-size-divisible-by``). ``None``
+      (the default) means the trainer pads like vLLM, to a multiple of 64 (i.e.
+      ``64 / s``): the only setting under which embedding rows line up across
+      s and d, so a sync of the embedding can work at all. Set it to 128
+      (Megatron's own default) to see what an unaligned trainer does.
     """
 
     family: str
@@ -59,7 +63,7 @@ class Conventions:
     fc1_halves: tuple[tuple[str, ...], ...] = (("gate", "up"),)
     expert_layout: ExpertLayout = "none"
     expert_fc1_halves: tuple[str, ...] = ("gate", "up")
-    src_vocab_divisible_by: int = 128
+    src_vocab_divisible_by: int | None = None
     notes: str = field(default="", compare=False)
 
     def src_name(self, kind: str, tensor: int = 0, **fields: int) -> str:
@@ -192,8 +196,9 @@ _MCORE_MOE = {
 
 _QWEN_V1_SRC = {
     **{k: v for k, v in _LEGACY_QWEN.items() if k in _VLLM_QWEN_V1},
-    # QWen v1 keeps two tensors: mlp.w2 is the SiLU-gated half, mlp.w1 the up half.
-    "gate_up": (_LEGACY_LAYER + "mlp.w2.weight", _LEGACY_LAYER + "mlp.w1.weight"),
+    # QWen v1 keeps two tensors: mlp.w1 the up half, mlp.w2 the SiLU-gated half
+    # (listed in the trainer's own order, w1 first, as its named_parameters give them).
+    "gate_up": (_LEGACY_LAYER + "mlp.w1.weight", _LEGACY_LAYER + "mlp.w2.weight"),
 }
 
 FAMILY_CONVENTIONS: Mapping[str, Conventions] = MappingProxyType(
@@ -223,7 +228,7 @@ FAMILY_CONVENTIONS: Mapping[str, Conventions] = MappingProxyType(
             family="qwen-v1",
             src_names=_names(_LEGACY, _QWEN_V1_SRC),
             dst_names=MappingProxyType(_VLLM_QWEN_V1),
-            fc1_halves=(("gate",), ("up",)),
+            fc1_halves=(("up",), ("gate",)),
             notes=(
                 "Names: golden records of Megatron2QWenSyncMap (qwen_version 1.0), which "
                 "concatenates [mlp.w2; mlp.w1] into gate_up_proj: w2 is the gate (HF QWen: "

@@ -15,6 +15,7 @@ not depend on the layer, so it is computed once per kind and reused.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from syncviz.oracle.blocks import global_shape
@@ -113,11 +114,21 @@ def source_tensors(
                 rows = _halves_rows(halves, full, r, s)
                 out.append(RankTensor(r, None, rows_map(shape, rows), tensor=t))
         elif kind in ("embed", "lm_head"):
-            padded = round_up(spec.vocab_size, conv.src_vocab_divisible_by * s)
+            padded = src_padded_vocab(spec.vocab_size, conv.src_vocab_divisible_by, s)
             out.append(RankTensor(r, None, padded_rows_map(shape, padded, r, s)))
         else:  # pragma: no cover - every kind is listed above
             raise AssertionError(kind)
     return out
+
+
+def src_padded_vocab(vocab: int, divisible_by: int | None, s: int) -> int:
+    """The trainer's padded vocab: a multiple of ``divisible_by * s``, or of lcm(64, s).
+
+    >>> src_padded_vocab(151936, 128, 2), src_padded_vocab(151936, None, 2)
+    (152064, 151936)
+    """
+    step = divisible_by * s if divisible_by else math.lcm(64, s)
+    return round_up(vocab, step)
 
 
 def _expert_tensors(

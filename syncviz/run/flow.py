@@ -41,9 +41,6 @@ from syncviz.sync.base import BaseSync
 from syncviz.sync.collective import Collective
 from syncviz.trace.tracer import Tracer
 
-# A destination element nobody wrote keeps this value (ids are >= -1; -1 is padding).
-UNWRITTEN = -2.0
-
 
 @dataclass
 class Finding:
@@ -74,6 +71,7 @@ class _Entry:
     numel: int
     tp_division: int
     error: str = ""
+    dtype: str = "float64"
 
 
 class _Traced:
@@ -155,7 +153,8 @@ def _nothing() -> None:
 def _send_all(plan, coll, state, sync, tracer, outcome, on_param) -> None:
     world = coll.world_rank
     pairs = [(s, d) for s, d in plan.stage1 if s == world]
-    if not pairs:
+    exchanges = any(world in group for group in plan.expert_groups)
+    if not pairs and not exchanges:
         return
     names = list(plan.src_params[world])
     offset = plan.src_layer_offset[world]
@@ -175,7 +174,14 @@ def _send_all(plan, coll, state, sync, tracer, outcome, on_param) -> None:
         entries, buffers = _regroup_for(
             plan, world, dst, sync, prepared, dst_names, experts, tracer, outcome, on_param
         )
-        _broadcast_manifest(coll, pair_group("stage1", world, dst), entries, buffers, sender=True)
+        _broadcast_manifest(
+            coll,
+            pair_group("stage1", world, dst),
+            entries,
+            buffers,
+            sender=True,
+            bucket_mb=plan.bucket_size_mb,
+        )
 
 
 def _exchange_experts(plan, coll, sync, prepared, tracer, outcome) -> dict[str, torch.Tensor]:
@@ -227,7 +233,7 @@ def _regroup_for(plan, sender, dst, sync, prepared, dst_names, experts, tracer, 
             outcome.findings.append(finding)
             entries.append(_Entry(dst_name, name, 0, division, finding.message))
             continue
-        entries.append(_Entry(dst_name, name, out.numel(), division))
+        entries.append(_Entry(dst_name, name, out.numel(), division, dtype=_dtype_name(out)))
         buffers.append(out.reshape(-1))
     if len(prepared) != len(dst_names):
         outcome.findings.append(
@@ -244,33 +250,35 @@ def _regroup_for(plan, sender, dst, sync, prepared, dst_names, experts, tracer, 
 # ------------------------------------------------------------------ the wire
 
 
-def _broadcast_manifest(coll, group, entries, buffers, *, sender: bool):
+def _broadcast_manifest(coll, group, entries, buffers, *, sender: bool, bucket_mb: float):
     """Broadcast a manifest, then the data of every good entry, bucket by bucket."""
     box = [entries if sender else None]
     coll.broadcast_object(box, 0, group)
     entries = box[0]
     good = [e for e in entries if not e.error]
     flat: list[torch.Tensor] = []
-    for bucket in _buckets(good):
+    for bucket in _buckets(good, bucket_mb * 2**20):
         total = sum(e.numel for e in bucket)
         if sender:
             payload = torch.cat([buffers.pop(0) for _ in bucket])
         else:
-            payload = torch.empty(total, dtype=torch.float64)
+            payload = torch.empty(total, dtype=getattr(torch, bucket[0].dtype))
         coll.broadcast(payload, 0, group, label=", ".join(e.dst_name for e in bucket))
         flat.append(payload)
     return entries, flat
 
 
-def _buckets(entries: list[_Entry], limit: int = 8 * 1024 * 1024) -> Iterator[list[_Entry]]:
+def _buckets(entries: list[_Entry], limit_bytes: float) -> Iterator[list[_Entry]]:
+    """Consecutive entries of one dtype, up to ``limit_bytes`` each (as the original buckets)."""
     bucket: list[_Entry] = []
     size = 0
     for entry in entries:
-        if bucket and size + entry.numel > limit:
+        nbytes = entry.numel * getattr(torch, entry.dtype).itemsize
+        if bucket and (size + nbytes > limit_bytes or entry.dtype != bucket[0].dtype):
             yield bucket
             bucket, size = [], 0
         bucket.append(entry)
-        size += entry.numel
+        size += nbytes
     if bucket:
         yield bucket
 
@@ -297,7 +305,12 @@ def _stage_and_forward(plan, coll, state, staged, tracer, outcome) -> None:
         if dst != world:
             continue
         entries, flat = _broadcast_manifest(
-            coll, pair_group("stage1", src, dst), None, None, sender=False
+            coll,
+            pair_group("stage1", src, dst),
+            None,
+            None,
+            sender=False,
+            bucket_mb=plan.bucket_size_mb,
         )
         for entry, data in _unpack(entries, flat):
             with _scope(tracer, entry.dst_name, world, "stage1"):
@@ -320,13 +333,25 @@ def _stage_and_forward(plan, coll, state, staged, tracer, outcome) -> None:
     for a, b in plan.stage2:
         if world == a:
             items = held.get(plan.dst_slot(b), [])
-            entries = [_Entry(e.dst_name, e.src_name, c.numel(), 1) for e, c in items]
+            entries = [
+                _Entry(e.dst_name, e.src_name, c.numel(), 1, dtype=e.dtype) for e, c in items
+            ]
             _broadcast_manifest(
-                coll, pair_group("stage2", a, b), entries, [c for _, c in items], sender=True
+                coll,
+                pair_group("stage2", a, b),
+                entries,
+                [c for _, c in items],
+                sender=True,
+                bucket_mb=plan.bucket_size_mb,
             )
         elif world == b:
             entries, flat = _broadcast_manifest(
-                coll, pair_group("stage2", a, b), None, None, sender=False
+                coll,
+                pair_group("stage2", a, b),
+                None,
+                None,
+                sender=False,
+                bucket_mb=plan.bucket_size_mb,
             )
             for entry, data in _unpack(entries, flat):
                 with _scope(tracer, entry.dst_name, world, "stage2"):
@@ -335,9 +360,11 @@ def _stage_and_forward(plan, coll, state, staged, tracer, outcome) -> None:
 
 def _unpack(entries: list[_Entry], flat: list[torch.Tensor]):
     good = [e for e in entries if not e.error]
-    payload = torch.cat(flat) if flat else torch.empty(0, dtype=torch.float64)
-    offset = 0
+    payloads = iter(flat)
+    payload, offset = None, 0
     for entry in good:
+        if payload is None or offset + entry.numel > payload.numel():
+            payload, offset = next(payloads), 0
         yield entry, payload[offset : offset + entry.numel]
         offset += entry.numel
 
@@ -369,6 +396,10 @@ def _write(state, staged, name, data, world, stage, outcome) -> None:
         return
     staged[name] = data.view(target.shape).clone()
     outcome.writes[name] = outcome.writes.get(name, 0) + 1
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def _finding(param: str, rank: int, stage: str, exc: BaseException) -> Finding:

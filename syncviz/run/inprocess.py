@@ -12,6 +12,7 @@ only the world differs (:class:`~syncviz.sync.collective.LocalWorld` threads or
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -24,8 +25,9 @@ import torch
 from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel
 from syncviz.run.choose import synchronizer_factory
-from syncviz.run.flow import UNWRITTEN, Finding, RankOutcome, run_rank
+from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.plan import SyncPlan, build_plan
+from syncviz.run.values import FOREIGN_ID, global_weights, ids_of_values, take, unwritten
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
 from syncviz.sync.collective import LocalWorld
@@ -52,21 +54,74 @@ class SyncResult:
     def writes(self, world: int) -> dict[str, int]:
         return self.outcomes[world].writes
 
+    def local_ids(self, world: int, key: str) -> torch.Tensor:
+        """Destination tensor ``key`` of rank ``world`` as ids of that parameter (float64).
+
+        -1 is padding, -2 never written, and -3 an element that is not from this
+        parameter (another parameter's data, or a value the sync made up).
+        """
+        param = self.plan.layout.param(key)
+        name = next(t.name for t in param.dst if self._world_of(t) == world)
+        return to_local_ids(self.plan, param, self.dst_tensors[world][name])
+
+    def foreign_keys(self, world: int, key: str) -> list[str]:
+        """Parameters whose elements landed in ``key`` on rank ``world`` (ids mode)."""
+        if self.plan.values != "ids":
+            return []
+        param = self.plan.layout.param(key)
+        name = next(t.name for t in param.dst if self._world_of(t) == world)
+        return owners(self.plan, self.dst_tensors[world][name], exclude=key)
+
+    def _world_of(self, tensor) -> int:
+        return next(
+            r.world
+            for r in self.plan.roles
+            if r.side == "dst" and (r.pp, r.tp) == (tensor.pp, tensor.tp)
+        )
+
+
+def to_local_ids(plan: SyncPlan, param, values: torch.Tensor) -> torch.Tensor:
+    """Received values as ids local to ``param`` (see :meth:`SyncResult.local_ids`)."""
+    if plan.values == "random":
+        return ids_of_values(global_weights(param.key, param.global_shape, plan.seed), values)
+    base, numel = plan.id_base[param.key], math.prod(param.global_shape)
+    local = values - base
+    inside = (local >= 0) & (local < numel)
+    out = torch.where(inside, local, torch.full_like(values, FOREIGN_ID))
+    return torch.where(values < 0, values, out)
+
+
+def owners(plan: SyncPlan, values: torch.Tensor, exclude: str = "") -> list[str]:
+    """The parameters (keys) whose ids occur in ``values``, except ``exclude``."""
+    ids = values[values >= 0]
+    if not ids.numel():
+        return []
+    keys = list(plan.id_base)
+    starts = torch.tensor([plan.id_base[k] for k in keys], dtype=torch.float64)
+    found = torch.unique(torch.searchsorted(starts, ids.unique(), right=True) - 1).tolist()
+    return [keys[i] for i in found if keys[i] != exclude]
+
 
 def initial_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
     """A rank's tensors before the sync: trainer shards hold global element ids
-    (float64, exact up to 2**53); vLLM tensors hold ``UNWRITTEN`` everywhere."""
+    (float64, exact up to 2**53) or real float32 weights; vLLM tensors hold the
+    "unwritten" marker everywhere."""
     role = plan.roles[world]
     if role.side == "dst":
         return {
-            name: torch.full(shape, UNWRITTEN, dtype=torch.float64)
-            for name, shape in plan.dst_shapes[world].items()
+            name: unwritten(shape, plan.values) for name, shape in plan.dst_shapes[world].items()
         }
     state = {}
     for param in plan.layout:
         for shard in param.src:
             if (role.pp, role.tp) == (shard.pp, shard.tp) and shard.ep in (None, role.ep):
-                state[shard.name] = shard.index.ids().to(torch.float64)
+                ids = shard.index.ids()
+                if plan.values == "ids":
+                    base = plan.id_base[param.key]
+                    state[shard.name] = torch.where(ids >= 0, ids + base, ids).to(torch.float64)
+                else:
+                    weights = global_weights(param.key, param.global_shape, plan.seed)
+                    state[shard.name] = take(weights, ids)
     return state
 
 
@@ -83,11 +138,15 @@ def run_sync(
     timeout: float = 120.0,
     world: Any = None,
     show_progress: bool = False,
+    values: Literal["ids", "random"] = "ids",
+    seed: int = 0,
+    src_vocab_divisible_by: int | None = None,
 ) -> SyncResult:
     """Sync ``spec`` from trainer sizes ``src`` to vLLM sizes ``dst`` and collect the result.
 
     Source shards hold provenance ids, so every destination element says where
     it came from; :func:`syncviz.check.check` compares them with the oracle.
+    ``values="random"`` moves real float32 weights instead (checked bit for bit).
     ``executor="ray"`` runs one Ray actor per rank with gloo collectives (a local
     Ray is started unless ``RAY_ADDRESS`` names a cluster). ``world`` runs on a
     world the caller built (a ``LocalWorld`` or ``RayWorld`` of the plan's size).
@@ -96,7 +155,16 @@ def run_sync(
     every destination rank's tensors as they were: receivers stage what arrives
     and commit only when all of it arrived.
     """
-    plan = build_plan(spec, src, dst, layers=layers, expert_comm=expert_comm)
+    plan = build_plan(
+        spec,
+        src,
+        dst,
+        layers=layers,
+        expert_comm=expert_comm,
+        values=values,
+        seed=seed,
+        src_vocab_divisible_by=src_vocab_divisible_by,
+    )
     factory = synchronizer_factory(synchronizer)
     if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
         return _execute(world, plan, factory, trace)
@@ -170,7 +238,7 @@ class _Ticker:
 
     def __init__(self, plan: SyncPlan, enabled: bool) -> None:
         self.total = sum(len(plan.src_params[s]) for s, _ in plan.stage1)
-        self.enabled = enabled and self.total > 0
+        self.enabled = enabled and self.total > 0 and sys.stderr.isatty()
         self.done = 0
         self.lock = threading.Lock()
         self.last = 0.0

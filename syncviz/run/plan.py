@@ -14,12 +14,13 @@ RankRole(world=4, side='dst', pp=0, tp=2, ep=0)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from syncviz.errors import SyncvizError
-from syncviz.oracle import ModelLayout, model_layout
+from syncviz.oracle import ModelLayout, conventions, model_layout
 from syncviz.parallel import Parallel, validate
 from syncviz.spec import ModelSpec
 from syncviz.sync.rank_mapping import RankLayout, plan_rank_mapping
@@ -46,6 +47,7 @@ class SyncPlan:
     ``dst_shapes[world]``: vLLM name -> shape of every tensor the rank must hold.
     ``stage1`` / ``stage2``: the rank mapping's pairs, in the order they run.
     ``expert_groups``: trainer ranks that exchange routed experts together.
+    ``id_base[key]``: the first model-wide id of parameter ``key`` (ids mode).
     """
 
     spec: ModelSpec
@@ -61,6 +63,9 @@ class SyncPlan:
     expert_groups: tuple[tuple[int, ...], ...]
     expert_comm: Literal["allgather", "alltoall"] = "allgather"
     bucket_size_mb: float = 64.0
+    values: Literal["ids", "random"] = "ids"
+    seed: int = 0
+    id_base: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def world_size(self) -> int:
@@ -105,11 +110,18 @@ def build_plan(
     layers: Iterable[int] | None = None,
     expert_comm: Literal["allgather", "alltoall"] = "allgather",
     bucket_size_mb: float = 64.0,
+    values: Literal["ids", "random"] = "ids",
+    seed: int = 0,
+    src_vocab_divisible_by: int | None = None,
 ) -> SyncPlan:
     """Plan a sync of ``spec`` from a Megatron trainer under ``src`` to vLLM under ``dst``.
 
     One inference replica; the trainer's data-parallel size is raised to its
-    expert-parallel size, as Megatron requires.
+    expert-parallel size, as Megatron requires. ``values`` says what the trainer
+    shards hold: ``"ids"`` (float64 provenance ids, the default) or ``"random"``
+    (float32 weights drawn from ``seed``, compared bit for bit).
+    ``src_vocab_divisible_by`` is the trainer's ``--make-vocab-size-divisible-by``
+    (default: it pads like vLLM, see :class:`~syncviz.oracle.Conventions`).
 
     >>> from syncviz import Parallel, preset
     >>> build_plan(preset("qwen2-7b"), Parallel(tp=2), Parallel(tp=3))
@@ -123,13 +135,18 @@ def build_plan(
             f"dst pp ({dst.pp}) is not supported by the sync executors",
             fix="use dst pp 1 (the oracle and `syncviz layout` do support it)",
         )
+    if values not in ("ids", "random"):
+        raise SyncvizError(
+            f"values ({values!r}) is not a kind of values", fix="use 'ids' or 'random'"
+        )
     if expert_comm not in ("allgather", "alltoall"):
         raise SyncvizError(
             f"expert_comm ({expert_comm!r}) is not a routed-expert exchange",
             fix="use 'allgather' or 'alltoall'",
         )
     src = replace(src, dp=max(src.dp, src.ep))
-    layout = model_layout(spec, src, dst, layers=layers)
+    conv = replace(conventions(spec.family), src_vocab_divisible_by=src_vocab_divisible_by)
+    layout = model_layout(spec, src, dst, layers=layers, conv=conv)
     mapping = plan_rank_mapping(RankLayout.megatron_to_vllm(src, dst, replicas=1))
 
     roles: list[RankRole] = []
@@ -157,11 +174,7 @@ def build_plan(
             )
             dst_shapes[role.world][tensor.name] = tensor.shape
 
-    senders = sorted({s for s, _ in mapping.stage1})
-    by_stage_ep: dict[tuple[int, int], list[int]] = {}
-    for world in senders:
-        by_stage_ep.setdefault((roles[world].pp, roles[world].ep), []).append(world)
-    expert_groups = tuple(tuple(g) for g in by_stage_ep.values()) if spec.is_moe else ()
+    expert_groups = _expert_groups(roles[: src.world_size], src) if spec.is_moe else ()
 
     return SyncPlan(
         spec=spec,
@@ -177,4 +190,34 @@ def build_plan(
         expert_groups=expert_groups,
         expert_comm=expert_comm,
         bucket_size_mb=bucket_size_mb,
+        values=values,
+        seed=seed,
+        id_base=_id_bases(layout),
     )
+
+
+def _expert_groups(src_roles: list[RankRole], src: Parallel) -> tuple[tuple[int, ...], ...]:
+    """Per pipeline stage, the tp*ep trainer ranks that exchange routed experts.
+
+    Ordered by HEP rank ``ep * tp_size + tp``; only the first ``ep`` data-parallel
+    replicas take part (they hold the experts between them).
+    """
+    groups: dict[int, list[tuple[int, int, int]]] = {}
+    for role in src_roles:
+        dp = (role.world // src.tp) % src.dp
+        if dp < src.ep:
+            groups.setdefault(role.pp, []).append((role.ep, role.tp, role.world))
+    return tuple(tuple(w for _, _, w in sorted(g)) for _, g in sorted(groups.items()))
+
+
+def _id_bases(layout: ModelLayout) -> dict[str, int]:
+    """Where each parameter's ids start, so ids are unique across the whole model.
+
+    A destination element then names its parameter too, and a value that
+    landed in the wrong parameter is caught (float64 is exact up to 2**53).
+    """
+    bases, next_id = {}, 0
+    for param in layout:
+        bases[param.key] = next_id
+        next_id += math.prod(param.global_shape)
+    return bases

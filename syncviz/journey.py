@@ -1,0 +1,351 @@
+"""A block's journey, and the regroup steps of one parameter, from a sync run's trace.
+
+The trace records op names, arguments and shapes, never values. Replaying the
+recorded data-moving ops (view, getitem, cat, chunk, ...) on a trainer shard's
+provenance ids tells which ops carried which blocks, without running the
+synchronizer again. Ops it cannot replay are listed as not replayed.
+
+>>> from syncviz import Parallel
+>>> from syncviz.spec import ModelSpec
+>>> from syncviz.run.inprocess import run_sync
+>>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+>>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> key = "model.model.layers.0.self_attn.qkv_proj.weight"
+>>> j = block_journey(result, key, 0)
+>>> j.label, j.src_ranks, j.dst_ranks
+('Q head 0', [0], [1])
+>>> [s.text for s in param_steps(result, key)][0]
+'rank 0 regroup: view(#1[16, 8] float64, [8, 2, 8]) -> #6[8, 2, 8] float64'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from syncviz.oracle import ParamLayout
+from syncviz.trace.model import OpRecord, ParamTrace
+
+if TYPE_CHECKING:
+    from syncviz.run.inprocess import SyncResult
+
+QUIET_OPS = frozenset({"contiguous", "detach", "clone"})  # ops that do not move data
+PHASE_ORDER = {"transform": 0, "regroup": 1, "routed_experts": 2, "stage1": 3, "stage2": 4}
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One recorded data-moving op of a parameter on one rank.
+
+    ``blocks`` names the blocks its outputs hold (replayed on provenance ids);
+    None when the op could not be replayed (e.g. on a receiving rank).
+
+    >>> TraceStep(0, "regroup", OpRecord(0, "view"), ("Q head 0",)).text
+    'rank 0 regroup: view() -> None'
+    """
+
+    rank: int
+    phase: str
+    op: OpRecord
+    blocks: tuple[str, ...] | None = None
+
+    @property
+    def text(self) -> str:
+        return f"rank {self.rank} {self.phase}: {self.op.summary()}"
+
+    @property
+    def shapes(self) -> str:
+        """Input and output shapes, e.g. ``[16, 8] -> [4, 4, 8]``."""
+        ins = ", ".join(str(t.shape) for t in self.op.inputs) or "-"
+        outs = ", ".join(str(t.shape) for t in self.op.outputs) or "-"
+        return f"{ins} -> {outs}"
+
+
+@dataclass
+class Journey:
+    """Where one block starts, what moved it, where it ends, and whether that is right.
+
+    >>> j = Journey("Q head 0", ["src rank 0 rows 0-1"], [], ["dst rank 1 rows 0-1"], True)
+    >>> print(j.text())
+    Q head 0
+    starts: src rank 0 rows 0-1
+    moved by: (no recorded op)
+    ends: dst rank 1 rows 0-1
+    verdict: right (as the oracle expects)
+    """
+
+    label: str
+    starts: list[str]
+    moves: list[str]
+    ends: list[str]
+    ok: bool
+    expected: list[str] = field(default_factory=list)
+    src_ranks: list[int] = field(default_factory=list)
+    dst_ranks: list[int] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [self.label]
+        lines += [f"starts: {s}" for s in self.starts] or ["starts: (no trainer rank holds it)"]
+        lines += [f"moved by: {m}" for m in self.moves] or ["moved by: (no recorded op)"]
+        lines += [f"ends: {e}" for e in self.ends] or ["ends: (no vLLM rank holds it)"]
+        if self.ok:
+            lines.append("verdict: right (as the oracle expects)")
+        else:
+            lines.append("verdict: WRONG; the oracle expects it at:")
+            lines += [f"  {e}" for e in self.expected]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- replay
+
+
+def _index(arg: Any) -> Any:
+    """A recorded index argument back into a Python index (slices were [a, b, c])."""
+    if isinstance(arg, list):
+        if len(arg) == 3 and all(v is None or isinstance(v, int) for v in arg):
+            return slice(*arg)
+        return tuple(_index(a) for a in arg)
+    if arg == "...":
+        return Ellipsis
+    if isinstance(arg, str):
+        raise ValueError("index tensor")
+    return arg
+
+
+def _dims(args: list[Any]) -> list[int]:
+    return list(args[0]) if len(args) == 1 and isinstance(args[0], list) else list(args)
+
+
+def _apply(op: OpRecord, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Run one recorded op on id tensors; raises for ops it does not know."""
+    x, args, kw = inputs[0], op.args, op.kwargs
+    name = op.op
+    if name in ("view", "reshape"):
+        return [x.reshape(_dims(args))]
+    if name in QUIET_OPS:
+        return [x]
+    if name == "getitem":
+        return [x[_index(args[0])]]
+    if name in ("cat", "concat", "concatenate"):
+        dim = kw.get("dim", args[0] if args else 0)
+        return [torch.cat(inputs, dim=dim)]
+    if name == "chunk":
+        return list(torch.chunk(x, args[0], dim=kw.get("dim", args[1] if len(args) > 1 else 0)))
+    if name == "split":
+        return list(torch.split(x, args[0], dim=kw.get("dim", args[1] if len(args) > 1 else 0)))
+    if name in ("transpose", "swapaxes"):
+        return [x.transpose(args[0], args[1])]
+    if name == "permute":
+        return [x.permute(_dims(args))]
+    if name == "flatten":
+        return [x.flatten(*args)]
+    if name == "narrow":
+        return [x.narrow(*args)]
+    if name in ("squeeze", "unsqueeze"):
+        return [getattr(x, name)(*args)]
+    raise ValueError(f"op {name} is not replayed")
+
+
+def _replay(pt: ParamTrace, bound: dict[int, torch.Tensor]) -> dict[int, list[torch.Tensor]]:
+    """Outputs (id tensors) of each op of ``pt`` that could be replayed, by op index."""
+    values = dict(bound)
+    out: dict[int, list[torch.Tensor]] = {}
+    for op in pt.ops:
+        if not op.inputs or any(t.ref not in values for t in op.inputs):
+            continue
+        try:
+            results = _apply(op, [values[t.ref] for t in op.inputs])
+        except Exception:  # an op or argument form it does not know: leave it unknown
+            continue
+        if len(results) != len(op.outputs):
+            continue
+        for ref, tensor in zip(op.outputs, results, strict=True):
+            values[ref.ref] = tensor
+        out[op.index] = results
+    return out
+
+
+def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[int, torch.Tensor]:
+    """Bind the scope's first input refs to the trainer shard of the same shape on its rank."""
+    role = result.plan.roles[pt.rank] if pt.rank is not None else None
+    if role is None or role.side != "src":
+        return {}
+    shards = [
+        s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
+    ]
+    produced: set[int] = set()
+    bound: dict[int, torch.Tensor] = {}
+    for op in pt.ops:
+        for t in op.inputs:
+            if t.ref in produced or t.ref in bound:
+                continue
+            same = [s for s in shards if list(s.shape) == list(t.shape)]
+            if len(same) == 1:  # unambiguous: this input is that shard
+                bound[t.ref] = same[0].index.ids()
+        produced.update(t.ref for t in op.outputs)
+    return bound
+
+
+def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:
+    """Per global element, the index of its block; and the block labels."""
+    numel = 1
+    for n in param.global_shape:
+        numel *= n
+    table = torch.full((numel,), -1, dtype=torch.int64)
+    for i, block in enumerate(param.blocks):
+        table[block.box.ids(param.global_shape)] = i
+    return table, [b.label for b in param.blocks]
+
+
+def _blocks_in(ids: torch.Tensor, table: torch.Tensor, labels: list[str]) -> tuple[str, ...]:
+    flat = ids.reshape(-1).to(torch.int64)
+    flat = flat[flat >= 0]
+    found = torch.unique(table[flat]).tolist()
+    return tuple(labels[i] for i in found if i >= 0)
+
+
+def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
+    if result.trace is None:
+        return []
+    traces = [pt for pt in result.trace.params if pt.param == key and pt.rank is not None]
+    return sorted(traces, key=lambda pt: (PHASE_ORDER.get(pt.phase or "", 9), pt.rank))
+
+
+def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
+    """Every recorded data-moving op of parameter ``key``, rank by rank, phase by phase."""
+    param = result.plan.layout.param(key)
+    table, labels = _block_table(param)
+    steps = []
+    for pt in _param_traces(result, key):
+        replayed = _replay(pt, _bindings(result, param, pt))
+        for op in pt.ops:
+            if op.op in QUIET_OPS:
+                continue
+            outs = replayed.get(op.index)
+            blocks = None
+            if outs is not None:
+                blocks = tuple(dict.fromkeys(b for o in outs for b in _blocks_in(o, table, labels)))
+            steps.append(TraceStep(pt.rank or 0, pt.phase or "", op, blocks))
+    return steps
+
+
+# ---------------------------------------------------------------- journey
+
+
+def _runs(flags: torch.Tensor) -> str:
+    """Indices where ``flags`` is true as short runs: ``0-1, 4``."""
+    idx = torch.nonzero(flags).flatten().tolist()
+    runs: list[list[int]] = []
+    for i in idx:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
+def _where(ids: torch.Tensor, wanted: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    """Which rows (experts, elements) of a local id tensor hold any of ``wanted``."""
+    mask = torch.isin(ids.to(torch.int64), wanted)
+    if not bool(mask.any()):
+        return None
+    unit = {1: "elements", 2: "rows", 3: "experts"}.get(ids.dim(), "rows")
+    rows = mask.reshape(mask.shape[0], -1).any(dim=1) if ids.dim() > 1 else mask
+    return f"{unit} {_runs(rows)}", mask
+
+
+def _dst_ids(result: SyncResult, world: int, key: str, name: str) -> torch.Tensor:
+    local = getattr(result, "local_ids", None)
+    if local is not None:  # model-wide ids: back to this parameter's ids
+        return local(world, key).to(torch.int64)
+    return result.dst_tensors[world][name].to(torch.int64)
+
+
+def block_journey(result: SyncResult, key: str, block: int) -> Journey:
+    """The journey of block number ``block`` (an index into the parameter's blocks)."""
+    plan = result.plan
+    param = plan.layout.param(key)
+    chosen = param.blocks[block]
+    wanted = chosen.box.ids(param.global_shape)
+    starts, src_ranks = [], []
+    for shard in param.src:
+        found = _where(shard.index.ids(), wanted)
+        if found is None:
+            continue
+        for role in plan.roles:
+            if role.side == "src" and (role.pp, role.tp) == (shard.pp, shard.tp):
+                if shard.ep not in (None, role.ep):
+                    continue
+                if role.world not in src_ranks:
+                    src_ranks.append(role.world)
+                starts.append(
+                    f"src rank {role.world} ({shard.rank_label}): {found[0]} of"
+                    f" {shard.name} {list(shard.shape)}"
+                )
+    table, labels = _block_table(param)
+    moves = _op_moves(result, param, src_ranks, table, labels, chosen.label)
+    ends, expected, dst_ranks, ok = [], [], [], True
+    for t in param.dst:
+        world = next(
+            r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
+        )
+        got = _dst_ids(result, world, key, t.name)
+        want = t.index.ids()
+        held, should = _where(got, wanted), _where(want, wanted)
+        if held is not None:
+            dst_ranks.append(world)
+            ends.append(f"dst rank {world} ({t.rank_label}): {held[0]} of {t.name}")
+        if should is not None:
+            expected.append(f"dst rank {world} ({t.rank_label}): {should[0]}")
+        if (held is None) != (should is None):
+            ok = False
+        elif held is not None and should is not None:
+            same_place = torch.equal(held[1], should[1])
+            ok = ok and same_place and torch.equal(got[should[1]], want[should[1]])
+    moves += _collective_moves(result, key, src_ranks, dst_ranks)
+    return Journey(chosen.label, starts, moves, ends, ok, expected, src_ranks, dst_ranks)
+
+
+def _op_moves(result, param, src_ranks, table, labels, label) -> list[str]:
+    moves = []
+    for pt in _param_traces(result, param.key):
+        if pt.rank not in src_ranks:
+            continue
+        replayed = _replay(pt, _bindings(result, param, pt))
+        for op in pt.ops:
+            if op.op in QUIET_OPS:
+                continue
+            outs = replayed.get(op.index)
+            if outs is None:
+                moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()} (not replayed)")
+            elif any(label in _blocks_in(o, table, labels) for o in outs):
+                moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()}")
+    return moves
+
+
+def _collective_moves(result, key, src_ranks, dst_ranks) -> list[str]:
+    """Collectives carrying this parameter out of the ranks that hold the block."""
+    if result.trace is None:
+        return []
+    records = list(result.trace.collectives)
+    for pt in result.trace.params:
+        records += pt.collectives
+    holders, moves = set(src_ranks), []
+    order = sorted(records, key=lambda r: (r.group.split(":")[0] != "stage1", r.index))
+    for rec in order:
+        sender = rec.src if rec.src is not None else min(rec.ranks)
+        if rec.rank is not None and rec.rank != sender:
+            continue  # each collective once, as its sender recorded it
+        if key not in (rec.label or "").split(", ") or sender not in holders:
+            continue
+        others = [r for r in rec.ranks if r != sender]
+        moves.append(f"{rec.kind} from rank {sender} to rank(s) {others} (group {rec.group})")
+        holders.update(rec.ranks)
+    for pt in _param_traces(result, key):
+        if pt.rank in dst_ranks and pt.phase in ("stage1", "stage2"):
+            for op in pt.ops:
+                if op.op not in QUIET_OPS:
+                    moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()}")
+    return moves

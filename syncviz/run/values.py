@@ -1,0 +1,97 @@
+"""What the trainer shards hold: provenance ids, or real (random) weights.
+
+With ids every element says where it came from. With random weights the same
+flow moves real float32 values; the expected destination values are the global
+tensor read at the oracle's ids, so the comparison is bit for bit.
+
+>>> import torch
+
+from syncviz.errors import SyncvizError
+>>> from syncviz.oracle import IndexMap
+>>> idx = IndexMap.whole((2, 3))
+>>> weights = global_weights("w", (2, 3), seed=0)
+>>> torch.equal(take(weights, idx.ids()), weights)
+True
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+
+from syncviz.errors import SyncvizError
+
+# A destination element nobody wrote keeps this value (ids are >= -1; -1 is padding).
+UNWRITTEN_ID = -2.0
+# An element that is not from the parameter being checked (read back as a local id).
+FOREIGN_ID = -3.0
+
+
+def global_weights(key: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The whole (unsharded) float32 weight of parameter ``key``, the same on every process.
+
+    Values are distinct odd multiples of a power of two, in random order and
+    roughly uniform in [-1, 1]: exact in float32 (for up to 2**23 elements),
+    never zero (zero marks padding) and never equal, so a received value names
+    exactly one global element.
+
+    >>> w = global_weights("w", (4, 8), seed=1)
+    >>> w.unique().numel(), bool((w != 0).all()), bool(w.abs().max() <= 1)
+    (32, True, True)
+    """
+    numel = math.prod(shape)
+    if numel > 2**23:
+        raise SyncvizError(
+            f"random weights for {key} need {numel} distinct float32 values (more than 2**23)",
+            fix="use values='ids' or a scaled spec (spec.scaled()) for real-weight runs",
+        )
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+    odd = 2 * torch.randperm(numel, generator=generator) - (numel - 1)  # distinct, odd
+    scale = 2.0 ** -max(0, math.ceil(math.log2(numel)))
+    return (odd.to(torch.float32) * scale).view(shape)
+
+
+def take(weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``weights`` read at global ``ids`` (shape of ``ids``); padding (-1) reads as zero."""
+    flat = weights.reshape(-1)
+    out = flat[ids.clamp(min=0).reshape(-1)].view(ids.shape).clone()
+    out[ids < 0] = 0.0
+    return out
+
+
+def unwritten(shape: tuple[int, ...], values: str) -> torch.Tensor:
+    """A destination tensor before the sync: ``UNWRITTEN_ID`` for ids, NaN for weights."""
+    if values == "ids":
+        return torch.full(shape, UNWRITTEN_ID, dtype=torch.float64)
+    return torch.full(shape, float("nan"), dtype=torch.float32)
+
+
+def is_unwritten(tensor: torch.Tensor, values: str) -> torch.Tensor:
+    return tensor.isnan() if values == "random" else tensor == UNWRITTEN_ID
+
+
+def ids_of_values(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Turn received float32 weights back into global ids (float64), bit for bit.
+
+    Each value is looked up among the global tensor's values: an exact match
+    gives its id; 0.0 gives -1 (padding); NaN stays unwritten; any other value
+    (a value the sync made up) gives -3. Random weights are distinct, so the
+    lookup is exact, and the checker can then describe blocks as it does for ids.
+
+    >>> w = torch.tensor([0.5, -1.0, 2.0])
+    >>> ids_of_values(w, torch.tensor([2.0, 0.5, 0.0, float("nan"), 7.0])).tolist()
+    [2.0, 0.0, -1.0, -2.0, -3.0]
+    """
+    flat = weights.reshape(-1)
+    ordered, order = flat.sort()
+    v = values.reshape(-1).to(flat.dtype)
+    pos = torch.searchsorted(ordered, v).clamp(max=flat.numel() - 1)
+    found = ordered[pos] == v
+    ids = torch.where(
+        found, order[pos].to(torch.float64), torch.full_like(v, FOREIGN_ID, dtype=torch.float64)
+    )
+    ids[v == 0] = -1.0
+    ids[v.isnan()] = UNWRITTEN_ID
+    return ids.view(values.shape)

@@ -1,0 +1,681 @@
+"""The corrected Megatron -> vLLM synchronizer: the faithful classes, fixed where they go wrong.
+
+Same classes, methods and arguments as the faithful port (each corrected class
+subclasses the faithful one), so code written against ChatLearn's synchronizer
+runs unchanged; only the behaviours listed in :class:`CorrectedMegatronVllmSync`
+differ. It meets the regroup contract of LAYOUTS.md for every configuration the
+layout rules allow: chunk ``i`` of ``regroup_params_to_sync(transform_parameters(
+shard of source rank r))`` is exactly what destination rank ``r * (d / s) + i`` holds.
+
+>>> from syncviz import Parallel, preset
+>>> sync = corrected_synchronizer(preset("llama3-8b").scaled(), Parallel(tp=2), Parallel(tp=4))
+>>> type(sync).__name__, isinstance(sync, MegatronVllmLlamaSync)
+('CorrectedMegatronVllmLlamaSync', True)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+from syncviz.errors import SyncvizError
+from syncviz.parallel import Parallel, validate
+from syncviz.spec import ModelSpec
+from syncviz.sync.adapter import models_for
+from syncviz.sync.megatron_vllm import (
+    MegatronVllmLlamaSync,
+    MegatronVllmQWen2Sync,
+    MegatronVllmQWenSync,
+    MegatronVllmSync,
+    ParamList,
+    get_use_legacy_models,
+)
+from syncviz.sync.name_maps import QKV_OPS, MCore2LlamaSyncMap, Megatron2LlamaSyncMap
+from syncviz.sync.vllm_utils import split_attn_state
+
+# Layer op names (group 2 of a sync map's layer regex), matched exactly, never as substrings:
+# MCore's fused norms ("self_attention.linear_qkv.layer_norm") share a prefix with the linears.
+FUSED_QKV_OPS = frozenset({*QKV_OPS, "self_attention.linear_qkv"})
+ROW_PARALLEL_OPS = frozenset(
+    {
+        "self_attention.dense",
+        "attention.dense",
+        "self_attention.linear_proj",
+        "mlp.dense_4h_to_h",
+        "mlp.linear_fc2",
+        "mlp.shared_experts.dense_4h_to_h",
+    }
+)
+GATE_UP_OPS = frozenset({"mlp.dense_h_to_4h", "mlp.linear_fc1", "mlp.shared_experts.dense_h_to_4h"})
+# QWen v1 keeps gate and up as two tensors; after concat_params they are one [gate; up].
+CONCATENATED_GATE_UP_OP = "mlp.w1"
+HEP_EXPERT_OPS = {"mlp.experts.dense_h_to_4h": "fc1", "mlp.experts.dense_4h_to_h": "fc2"}
+# Megatron-Core SequentialMLP: one tensor per local expert.
+LOCAL_EXPERT_OP = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.linear_(fc[12])")
+VOCAB_SUFFIXES = ("word_embeddings.weight", "output_layer.weight")
+VLLM_VOCAB_PADDING = 64
+
+
+class CorrectedMegatronVllmSync(MegatronVllmSync):
+    """Megatron -> vLLM synchronizer that agrees with the oracle; the per-family classes mix it in.
+
+    What differs from the faithful :class:`MegatronVllmSync`, and why:
+
+    1. **Parameters are recognised by their exact layer op name**, not by substring.
+       The original's ``"mlp.linear_fc1" in name`` also matches Megatron-Core's fused
+       norm ``mlp.linear_fc1.layer_norm_weight`` (1-D: IndexError) and
+       ``"self_attention.linear_qkv"`` matches ``linear_qkv.layer_norm_weight`` (a view
+       that fails). Norms, the router and the shared-expert gate are sent whole.
+    2. **Megatron-Core's row-parallel ``self_attention.linear_proj`` is cut by columns**
+       like the other row-parallel weights; the original's list lacks it, so whenever
+       d > s each vLLM ``o_proj`` got a block of whole rows (every head's columns)
+       instead of all rows of its own heads' columns.
+    3. **Fused QKV is reordered from Megatron's per-group rows for every family**
+       (``split_attn_state``), with grouped-query attention too. The original reordered
+       QWen v1 / Llama QKV only for plain multi-head attention, so a GQA Llama
+       (legacy or Megatron-Core) was sliced as if already ``[Q | K | V]``.
+    4. **QKV regrouping hands each destination slice its own K/V heads.** With
+       several K/V groups per slice it takes all of them (the original took one, and
+       for slice i > 0 the wrong one); when d > num_query_groups each K/V head is
+       replicated on d / num_query_groups consecutive slices (the original gave every
+       slice K/V head 0). The regrouped buffer is then larger than the source shard.
+    5. **The head size is ``kv_channels``**, not ``hidden_size // num_attention_heads``
+       (they differ for models with an explicit head_dim).
+    6. **Gate/up half swaps work on 1-D tensors** (``fix_act_ordering`` raised
+       IndexError on a fused bias); the swap itself, per family, is kept: QWen2 trainers
+       store ``[up; gate]``, Llama ones ``[gate; up]``, QWen v1 concatenates
+       ``[w2 (gate); w1 (up)]``.
+    7. **All-to-all of HEP routed experts sends to every member of the tensor-and-expert
+       group** (``tp * ep`` buffers, member m getting TP slice ``m % tp``); the original
+       built ``tp`` buffers, which the collective rejects when ep > 1.
+    8. **Vocabulary rows that cannot line up are reported.** Megatron pads the vocab
+       to a multiple of 128 * tp, vLLM to a multiple of 64; when the two padded sizes
+       differ, a trainer rank's rows start at other tokens than its vLLM ranks' rows
+       and no regrouping of one shard can fill them. The original regrouped the shard
+       anyway (the receiver then finds the wrong size); this raises
+       :class:`SyncvizError` naming the fix.
+    9. Slicing never floors: a size that ``tp_division`` does not divide raises
+       :class:`SyncvizError` instead of dropping rows.
+
+    Per family (see the subclasses): QWen v1 pairs ``mlp.w1`` / ``mlp.w2`` whatever
+    order they arrive in; Llama maps a QKV bias to ``qkv_proj.bias`` and keeps the
+    two name lists aligned when it drops other biases; Mixtral is new.
+
+    >>> from syncviz import Parallel, preset
+    >>> sync = corrected_synchronizer(preset("qwen2-7b").scaled(), Parallel(tp=1), Parallel(tp=2))
+    >>> isinstance(sync, CorrectedMegatronVllmSync), isinstance(sync, MegatronVllmQWen2Sync)
+    (True, True)
+    """
+
+    # ------------------------------------------------------------------ sizes
+
+    def _attention_sizes(self) -> tuple[int, int, int]:
+        """``(query heads, K/V groups, head size)`` held by one trainer rank."""
+        args = self._args
+        tp = args["tensor_model_parallel_size"]
+        heads = args["num_attention_heads"]
+        groups = args.get("num_query_groups") or heads
+        if not args.get("group_query_attention"):
+            groups = heads
+        head_dim = args.get("kv_channels") or args["hidden_size"] // heads
+        for what, count in (("num_attention_heads", heads), ("num_query_groups", groups)):
+            if count % tp:
+                raise SyncvizError(
+                    f"trainer tp ({tp}) must divide {what} ({count})",
+                    fix="use a trainer tp that divides both the heads and the K/V groups",
+                )
+        return heads // tp, groups // tp, head_dim
+
+    def _layer_op(self, name: str) -> str | None:
+        """The op name of a layer parameter (group 2 of the sync map's regex), else None."""
+        match = self.sync_map.layer_re.match(name)
+        return match.group(2) if match else None
+
+    # ------------------------------------------------------------- transforms
+
+    def fix_qkv_ordering(self, params_to_sync_list: ParamList) -> ParamList:
+        """Reorder every fused QKV from Megatron's per-group rows to ``[Q | K | V]``.
+
+        >>> from syncviz.sync.adapter import StageActor
+        >>> spec = ModelSpec("t", "llama-mcore", 1, 4, 4, 2, 4, 64)   # head size 1
+        >>> sync = corrected_synchronizer(spec, Parallel(1), Parallel(1))
+        >>> _ = sync.map_name_from_src_to_dst(StageActor(), StageActor(), [], [])
+        >>> name = "module.module.decoder.layers.0.self_attention.linear_qkv.weight"
+        >>> rows = torch.arange(8.0)[:, None].repeat(1, 4)  # [q0 q1 k0 v0 | q2 q3 k1 v1]
+        >>> sync.fix_qkv_ordering([(name, rows)])[0][1][:, 0].tolist()
+        [0.0, 1.0, 4.0, 5.0, 2.0, 6.0, 3.0, 7.0]
+        """
+        rule = self.sync_map.to_fix_qkv_ordering_dict
+        if rule is None:
+            return params_to_sync_list
+        for i, (name, params) in enumerate(params_to_sync_list):
+            match = rule["layer_re"].match(name)
+            if match is None or match.group(2) not in rule["modules"]:
+                continue
+            heads, groups, head_dim = self._attention_sizes()
+            hidden = self._args["hidden_size"]
+            params_to_sync_list[i] = (
+                name,
+                split_attn_state(params, heads, groups, head_dim, hidden),
+            )
+        return params_to_sync_list
+
+    def fix_act_ordering(self, params_to_sync_list: ParamList) -> ParamList:
+        """Swap the two halves (dim 0) of each fused gate/up the sync map lists, any rank.
+
+        >>> from syncviz import preset
+        >>> from syncviz.sync.adapter import StageActor
+        >>> sync = corrected_synchronizer(preset("qwen2-7b").scaled(), Parallel(1), Parallel(1))
+        >>> _ = sync.map_name_from_src_to_dst(StageActor(), StageActor(), [], [])
+        >>> name = "module.module.language_model.encoder.layers.0.mlp.dense_h_to_4h.bias"
+        >>> sync.fix_act_ordering([(name, torch.arange(4.0))])[0][1].tolist()
+        [2.0, 3.0, 0.0, 1.0]
+        """
+        rule = self.sync_map.to_fix_act_ordering_dict
+        if rule is None:
+            return params_to_sync_list
+        for i, (name, params) in enumerate(params_to_sync_list):
+            if self._layer_op(name) in rule["modules"]:
+                first, second = params.chunk(2, dim=0)
+                params_to_sync_list[i] = (name, torch.cat([second, first], dim=0))
+        return params_to_sync_list
+
+    # --------------------------------------------------------- routed experts
+
+    def alltoall_routed_experts_from_hep(
+        self, name: str, params_to_sync: torch.Tensor, comm_group: Any
+    ) -> tuple[torch.Tensor, bool]:
+        """All-to-all over the ``tp * ep`` HEP ranks: member m receives TP slice ``m % tp``.
+
+        Returns vLLM's ``w13`` ``[experts, 2 * ffn / tp, hidden]`` (halves swapped to
+        ``[gate; up]``) or ``w2`` ``[experts, hidden, ffn / tp]``.
+
+        >>> from syncviz.sync.adapter import StageActor
+        >>> from syncviz.sync.collective import LocalWorld
+        >>> spec = ModelSpec("t", "qwen2-moe", 1, 1, 1, 1, 2, 64, num_experts=2,
+        ...                  moe_ffn_hidden_size=1)
+        >>> sync = corrected_synchronizer(spec, Parallel(1), Parallel(1))
+        >>> _ = sync.map_name_from_src_to_dst(StageActor(), StageActor(), [], [])
+        >>> sync.collective = LocalWorld(1).collective(0)
+        >>> name = "module.module.language_model.encoder.layers.0.mlp.experts.dense_h_to_4h.weight"
+        >>> w13, regrouped = sync.alltoall_routed_experts_from_hep(name, torch.arange(4.0), None)
+        >>> w13.flatten().tolist()
+        [1.0, 0.0, 3.0, 2.0]
+        """
+        op_name = self._routed_expert_op(self.sync_map.to_alltoall_routed_experts_dict, name)
+        if op_name is None:
+            return params_to_sync, False
+        tp_size, hep_size, _, local_experts, hidden = self._hep_sizes()
+        is_fc1 = "dense_h_to_4h" in op_name
+        if is_fc1:
+            # Each local expert's fc1 is [up; gate]: cut both halves, then put gate first.
+            halves = params_to_sync.reshape(local_experts * 2, -1, hidden)
+            slices = [_swap_expert_halves(p, local_experts) for p in halves.chunk(tp_size, dim=1)]
+        else:
+            rows = params_to_sync.reshape(local_experts, -1, hidden)
+            slices = [p.contiguous() for p in rows.chunk(tp_size, dim=1)]
+        sends = [slices[member % tp_size] for member in range(hep_size)]
+        received = self._all_to_all(sends, hep_size, comm_group)
+        stacked = torch.cat(received, dim=0)
+        return (stacked if is_fc1 else stacked.transpose(1, 2)).contiguous(), True
+
+    # -------------------------------------------------------------- regroup
+
+    def _role(self, name: str, regroup_routed_experts: bool) -> str:
+        """How a parameter is regrouped: qkv, columns, gate_up, experts_fc1/2, vocab or whole."""
+        op = self._layer_op(name)
+        if op is None:
+            return "vocab" if name.endswith(VOCAB_SUFFIXES) else "whole"
+        if op in FUSED_QKV_OPS:
+            return "qkv"
+        if op in ROW_PARALLEL_OPS:
+            return "columns"
+        if op in GATE_UP_OPS or (
+            op == CONCATENATED_GATE_UP_OP and self.concat_params_dict is not None
+        ):
+            return "gate_up"
+        if op in HEP_EXPERT_OPS:
+            # A HEP shard holds whole experts; only the all-gathered tensor can be cut.
+            return f"experts_{HEP_EXPERT_OPS[op]}" if regroup_routed_experts else "whole"
+        local = LOCAL_EXPERT_OP.fullmatch(op)
+        if local is not None:
+            return f"experts_{local.group(2)}"
+        return "whole"
+
+    def regroup_qkv_tp_slices(
+        self, name: str, param_data: torch.Tensor, tp_division: int
+    ) -> torch.Tensor:
+        """Cut a ``[Q | K | V]`` QKV shard into ``tp_division`` slices ``[q_i | k_i | v_i]``.
+
+        Slice i takes its query heads and its own K/V heads; when ``tp_division``
+        exceeds the rank's K/V groups, each K/V head is repeated on
+        ``tp_division / groups`` consecutive slices.
+
+        >>> from syncviz.sync.adapter import StageActor
+        >>> spec = ModelSpec("t", "qwen2", 1, 4, 4, 2, 4, 64, qkv_bias=True)
+        >>> sync = corrected_synchronizer(spec, Parallel(1), Parallel(4))
+        >>> _ = sync.map_name_from_src_to_dst(StageActor(), StageActor(), [], [])
+        >>> layer = "module.module.language_model.encoder.layers.0."
+        >>> name = layer + "self_attention.query_key_value.bias"
+        >>> qkv = torch.tensor([0.0, 1, 2, 3, 10, 11, 20, 21])  # [q0 q1 q2 q3 | k0 k1 | v0 v1]
+        >>> sync.regroup_qkv_tp_slices(name, qkv, 4).view(4, 3).tolist()
+        [[0.0, 10.0, 20.0], [1.0, 10.0, 20.0], [2.0, 11.0, 21.0], [3.0, 11.0, 21.0]]
+        """
+        if self._layer_op(name) not in FUSED_QKV_OPS:
+            return param_data
+        heads, groups, head_dim = self._attention_sizes()
+        return _qkv_slices(param_data, heads, groups, head_dim, tp_division)
+
+    def regroup_params_to_sync(
+        self,
+        name: str,
+        param_data: torch.Tensor,
+        tp_division: int,
+        regroup_routed_experts: bool = False,
+    ) -> torch.Tensor:
+        """Reorder a source shard so that its flat memory is ``tp_division`` destination tensors.
+
+        >>> from syncviz import preset
+        >>> from syncviz.sync.adapter import StageActor
+        >>> sync = corrected_synchronizer(preset("llama3-8b").scaled(), Parallel(1), Parallel(2))
+        >>> _ = sync.map_name_from_src_to_dst(StageActor(), StageActor(), [], [])
+        >>> name = "module.module.decoder.layers.0.self_attention.linear_proj.weight"
+        >>> sync.regroup_params_to_sync(name, torch.arange(4.0).reshape(2, 2), 2).tolist()
+        [[0.0, 2.0], [1.0, 3.0]]
+        """
+        role = self._role(name, regroup_routed_experts)
+        if role == "qkv":
+            return self.regroup_qkv_tp_slices(name, param_data, tp_division)
+        if role == "vocab":
+            self._check_vocab_rows(name, param_data, tp_division)
+            return param_data
+        if role == "whole" or tp_division == 1:
+            return param_data
+        regroup = {
+            "columns": _column_slices,
+            "gate_up": _gate_up_pairs,
+            "experts_fc1": _expert_fc1_pairs,
+            "experts_fc2": _expert_fc2_slices,
+        }[role]
+        return regroup(name, param_data, tp_division)
+
+    def _check_vocab_rows(self, name: str, param_data: torch.Tensor, tp_division: int) -> None:
+        """Raise when this shard's vocab rows are not exactly its vLLM ranks' rows."""
+        dst_args = getattr(getattr(self.dst_model, "module_args", None), "args_dict", None) or {}
+        padded = dst_args.get("padded_vocab_size")
+        dst_tp = dst_args.get("tensor_model_parallel_size")
+        if not padded or not dst_tp:
+            return  # the destination's sizes are unknown: nothing to check against
+        src_tp = self._args["tensor_model_parallel_size"]
+        wanted = padded // dst_tp * (dst_tp // src_tp)
+        rows = param_data.shape[0]
+        if rows == wanted:
+            return
+        vocab = dst_args.get("vocab_size", "?")
+        fix = (
+            f"make the trainer pad like vLLM, e.g. --make-vocab-size-divisible-by"
+            f" {VLLM_VOCAB_PADDING // src_tp} (Megatron pads to that times tp = 64)"
+            if VLLM_VOCAB_PADDING % src_tp == 0
+            else "make the trainer's padded vocab equal vLLM's (a multiple of 64)"
+        )
+        raise SyncvizError(
+            f"{name}: a trainer rank holds {rows} vocab rows (vocab {vocab} padded to"
+            f" {rows * src_tp} over tp {src_tp}) but its {dst_tp // src_tp} vLLM rank(s) hold"
+            f" {wanted} (padded to {padded} over tp {dst_tp}); the two sides' rows start at"
+            " different tokens, so no regrouping of this shard can fill them",
+            fix=fix,
+        )
+
+
+# ---------------------------------------------------------------------- regroup helpers
+
+
+def _parts_of(name: str, size: int, parts: int, what: str) -> int:
+    """``size / parts``, or a SyncvizError when ``parts`` does not divide ``size``."""
+    if size % parts:
+        raise SyncvizError(
+            f"{name}: tp_division ({parts}) must divide {what} ({size})",
+            fix="use a destination tp that splits this tensor evenly",
+        )
+    return size // parts
+
+
+def _kv_heads(groups: int, parts: int, part: int) -> slice:
+    """K/V heads of slice ``part``: a share of the groups, or one replicated head."""
+    if groups >= parts:
+        per = groups // parts
+        return slice(part * per, (part + 1) * per)
+    head = part // (parts // groups)
+    return slice(head, head + 1)
+
+
+def _qkv_slices(
+    data: torch.Tensor, heads: int, groups: int, head_dim: int, parts: int
+) -> torch.Tensor:
+    """``[Q | K | V]`` rows -> ``parts`` stacked ``[q_i | k_i | v_i]`` (K/V repeated if needed)."""
+    name = "fused QKV"
+    rows = (heads + 2 * groups) * head_dim
+    if data.shape[0] != rows:
+        raise SyncvizError(
+            f"{name}: a trainer rank's QKV has {data.shape[0]} rows, expected {rows}"
+            f" ({heads} query heads + 2 * {groups} K/V heads, head size {head_dim})",
+            fix="check num_attention_heads, num_query_groups and kv_channels",
+        )
+    per_q = _parts_of(name, heads, parts, "the query heads of a trainer rank")
+    if groups % parts and parts % groups:
+        raise SyncvizError(
+            f"{name}: tp_division ({parts}) and the K/V groups of a trainer rank ({groups})"
+            " must divide one another",
+            fix="use a destination tp that splits or replicates the K/V heads evenly",
+        )
+    per_head = data.reshape(heads + 2 * groups, head_dim, -1)
+    q, k, v = per_head.split([heads, groups, groups])
+    pieces = []
+    for i in range(parts):
+        kv = _kv_heads(groups, parts, i)
+        pieces += [q[i * per_q : (i + 1) * per_q], k[kv], v[kv]]
+    return torch.cat(pieces).reshape(-1, *data.shape[1:])
+
+
+def _column_slices(name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
+    """``[rows, parts * w]`` -> ``parts`` stacked ``[rows, w]`` column slices (same shape)."""
+    rows, cols = data.shape
+    width = _parts_of(name, cols, parts, "its columns")
+    return data.reshape(rows, parts, width).transpose(0, 1).contiguous().view(data.shape)
+
+
+def _gate_up_pairs(name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
+    """``[gate; up]`` -> ``parts`` stacked ``[gate_i; up_i]`` (any rank; same shape)."""
+    _parts_of(name, data.shape[0], 2 * parts, "its rows (two halves)")
+    return data.reshape(2, parts, -1).transpose(0, 1).contiguous().view(data.shape)
+
+
+def _expert_fc1_pairs(name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
+    """``[E, 2 * parts * w, H]`` (``[gate; up]`` each) -> ``parts`` stacked ``[E, 2 * w, H]``."""
+    experts = data.shape[0]
+    _parts_of(name, data.shape[1], 2 * parts, "each expert's rows (two halves)")
+    return data.reshape(experts, 2, parts, -1).permute(2, 0, 1, 3).contiguous().view(data.shape)
+
+
+def _expert_fc2_slices(name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
+    """``[E, H, parts * w]`` -> ``parts`` stacked ``[E, H, w]`` (same shape)."""
+    experts, hidden, cols = data.shape
+    width = _parts_of(name, cols, parts, "each expert's columns")
+    return (
+        data.reshape(experts, hidden, parts, width)
+        .permute(2, 0, 1, 3)
+        .contiguous()
+        .view(data.shape)
+    )
+
+
+def _swap_expert_halves(rows: torch.Tensor, experts: int) -> torch.Tensor:
+    """``[2 * E, w, H]`` of per-expert ``[up, gate]`` -> ``[E, 2 * w, H]`` of ``[gate; up]``."""
+    pairs = rows.reshape(experts, 2, rows.shape[1], rows.shape[2])
+    return torch.cat([pairs[:, 1], pairs[:, 0]], dim=1)
+
+
+# ---------------------------------------------------------------------- per family
+
+
+def _w1_before_w2(src_names: list[str]) -> list[str]:
+    """Put each QWen ``mlp.w1`` right before its ``mlp.w2``, whatever order they came in.
+
+    >>> _w1_before_w2(["l.0.mlp.w2.weight", "l.0.mlp.w1.weight", "l.0.mlp.dense_4h_to_h.weight"])
+    ['l.0.mlp.w1.weight', 'l.0.mlp.w2.weight', 'l.0.mlp.dense_4h_to_h.weight']
+    """
+    present, placed, ordered = set(src_names), set(), []
+    for name in src_names:
+        if name in placed:
+            continue
+        partner = name.replace("mlp.w2", "mlp.w1")
+        if "mlp.w2" in name and partner in present and partner not in placed:
+            ordered.append(partner)
+            placed.add(partner)
+        ordered.append(name)
+        placed.add(name)
+    return ordered
+
+
+class CorrectedMegatronVllmQWenSync(CorrectedMegatronVllmSync, MegatronVllmQWenSync):
+    """QWen (v1) trainer -> vLLM, corrected; also pairs ``mlp.w1``/``mlp.w2`` in any order.
+
+    The original's name map assumes every ``mlp.w1`` is directly followed by its
+    ``mlp.w2``; given ``[w2, w1]`` it took the next parameter as the partner and
+    the name lists fell out of step.
+
+    >>> CorrectedMegatronVllmQWenSync.__mro__[2].__name__
+    'MegatronVllmQWenSync'
+    """
+
+    def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
+        return super().map_src_to_dst(_w1_before_w2(list(src_names)), src_pipe_layer_offset)
+
+
+class CorrectedMegatronVllmQWen2Sync(CorrectedMegatronVllmSync, MegatronVllmQWen2Sync):
+    """QWen2 / QWen2-MoE trainer -> vLLM, corrected (see :class:`CorrectedMegatronVllmSync`).
+
+    >>> CorrectedMegatronVllmQWen2Sync.__mro__[2].__name__
+    'MegatronVllmQWen2Sync'
+    """
+
+
+class _SyncedBiasMixin:
+    """Llama maps: a QKV bias becomes ``qkv_proj.bias``; other biases leave BOTH name lists.
+
+    The original dropped every bias from the destination names only, so each
+    later parameter was paired with the next one's name.
+    """
+
+    layer_re: re.Pattern[str]
+    src_names: list[str]
+    _dst_names: list[str]
+
+    def _keep_synced(self) -> None:
+        def synced(name: str) -> bool:
+            match = self.layer_re.match(name)
+            return match is None or match.group(3) != "bias" or match.group(2) in FUSED_QKV_OPS
+
+        self.src_names = [n for n in self.src_names if synced(n)]
+
+    def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
+        if weight_or_bias == "bias" and op_name in FUSED_QKV_OPS:
+            self._dst_names.append(layer_name + ".self_attn.qkv_proj.bias")
+            return
+        super()._map_layer_param(layer_name, op_name, weight_or_bias)  # type: ignore[misc]
+
+
+class CorrectedMegatron2LlamaSyncMap(_SyncedBiasMixin, Megatron2LlamaSyncMap):
+    """Legacy Megatron Llama names -> vLLM, with QKV biases synced.
+
+    >>> layer = "module.module.language_model.encoder.layers.0."
+    >>> m = CorrectedMegatron2LlamaSyncMap([layer + "self_attention.query_key_value.bias"], 0)
+    >>> m.dst_names
+    ['model.model.layers.0.self_attn.qkv_proj.bias']
+    """
+
+    def __init__(self, src_names: list[str], layer_offset: int) -> None:
+        super().__init__(src_names, layer_offset)
+        self._keep_synced()
+
+
+class CorrectedMCore2LlamaSyncMap(_SyncedBiasMixin, MCore2LlamaSyncMap):
+    """Megatron-Core Llama names -> vLLM, with QKV biases synced.
+
+    >>> m = CorrectedMCore2LlamaSyncMap(
+    ...     ["module.module.decoder.layers.0.mlp.linear_fc1.bias"], 0)
+    >>> m.src_names, m.dst_names
+    ([], [])
+    """
+
+    def __init__(self, src_names: list[str], layer_offset: int) -> None:
+        super().__init__(src_names, layer_offset)
+        self._keep_synced()
+
+
+class CorrectedMegatronVllmLlamaSync(CorrectedMegatronVllmSync, MegatronVllmLlamaSync):
+    """Llama trainer (legacy or Megatron-Core) -> vLLM, corrected; QKV biases are synced.
+
+    >>> CorrectedMegatronVllmLlamaSync.__mro__[2].__name__
+    'MegatronVllmLlamaSync'
+    """
+
+    def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
+        legacy = get_use_legacy_models(self.src_model.module_args.args_dict)
+        sync_map_cls = CorrectedMegatron2LlamaSyncMap if legacy else CorrectedMCore2LlamaSyncMap
+        self._to_fix_qkv_ordering_func = split_attn_state
+        return sync_map_cls(src_names, src_pipe_layer_offset)
+
+
+class MCore2MixtralSyncMap(CorrectedMCore2LlamaSyncMap):
+    """Megatron-Core Mixtral names (SequentialMLP experts) -> vLLM ``MixtralForCausalLM`` names.
+
+    All local experts of one layer map to ONE destination name (``w13_weight`` or
+    ``w2_weight``), listed where the layer's first expert is.
+
+    >>> layer = "module.module.decoder.layers.0."
+    >>> names = [layer + f"mlp.experts.local_experts.{j}.linear_fc1.weight" for j in (0, 1)]
+    >>> for name in MCore2MixtralSyncMap(names + [layer + "pre_mlp_layernorm.weight"], 2).dst_names:
+    ...     print(name)
+    model.model.layers.2.block_sparse_moe.experts.w13_weight
+    model.model.layers.2.post_attention_layernorm.weight
+    """
+
+    def __init__(self, src_names: list[str], layer_offset: int) -> None:
+        super().__init__(src_names, layer_offset)
+        self._layer_sync_map.update(
+            {
+                "pre_mlp_layernorm": ".post_attention_layernorm.",
+                "mlp.router": ".block_sparse_moe.gate.",
+            }
+        )
+
+    def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
+        local = LOCAL_EXPERT_OP.fullmatch(op_name)
+        if local is None:
+            super()._map_layer_param(layer_name, op_name, weight_or_bias)
+            return
+        stacked = "w13_weight" if local.group(2) == "fc1" else "w2_weight"
+        name = f"{layer_name}.block_sparse_moe.experts.{stacked}"
+        if name not in self._dst_names:
+            self._dst_names.append(name)
+
+
+class CorrectedMegatronVllmMixtralSync(CorrectedMegatronVllmSync):
+    """Megatron-Core Mixtral trainer (SequentialMLP, expert parallel 1) -> vLLM Mixtral.
+
+    The original has no Mixtral synchronizer. Here ``transform_parameters`` stacks
+    a layer's local experts (each TP-sharded like a dense MLP: fc1 ``[gate_r; up_r]``,
+    fc2 a column slice) into ``[E, 2 * ffn / tp, H]`` and ``[E, H, ffn / tp]``, which
+    regroup like vLLM's FusedMoE ``w13`` / ``w2``. With trainer expert parallel > 1 the
+    experts of other ranks would have to be gathered first: not supported.
+
+    >>> from syncviz import preset
+    >>> from syncviz.sync.adapter import StageActor
+    >>> sync = corrected_synchronizer(preset("mixtral-8x7b").scaled(), Parallel(2), Parallel(4))
+    >>> _ = sync.map_name_from_src_to_dst(StageActor(), StageActor(), [], [])
+    >>> layer = "module.module.decoder.layers.0.mlp.experts.local_experts."
+    >>> params = [(layer + f"{j}.linear_fc2.weight", torch.zeros(128, 64)) for j in range(8)]
+    >>> [(n.split("experts.")[-1], list(t.shape)) for n, t in sync.transform_parameters(params)]
+    [('7.linear_fc2.weight', [8, 128, 64])]
+    """
+
+    def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
+        self._to_fix_qkv_ordering_func = split_attn_state
+        return MCore2MixtralSyncMap(src_names, src_pipe_layer_offset)
+
+    def transform_parameters(self, params_to_sync_list: ParamList) -> ParamList:
+        """The usual transforms, then each layer's local experts stacked into one tensor."""
+        params = super().transform_parameters(params_to_sync_list)
+        return _stack_local_experts(params, self.sync_map.layer_re)
+
+
+def _stack_local_experts(params: ParamList, layer_re: re.Pattern[str]) -> ParamList:
+    """Stack each (layer, fc1|fc2) run of local experts, by expert index, at its first slot.
+
+    The stacked tensor takes the name of the last expert, as ``concat_params`` does.
+    """
+    groups: dict[tuple[str, str], list[tuple[int, str, torch.Tensor]]] = {}
+    order: list[tuple[str, str] | int] = []
+    for position, (name, tensor) in enumerate(params):
+        match = layer_re.match(name)
+        local = LOCAL_EXPERT_OP.fullmatch(match.group(2)) if match else None
+        if local is None:
+            order.append(position)
+            continue
+        key = (match.group(1), local.group(2))  # type: ignore[union-attr]
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append((int(local.group(1)), name, tensor))
+    result: ParamList = []
+    for item in order:
+        if isinstance(item, int):
+            result.append(params[item])
+            continue
+        members = sorted(groups[item], key=lambda m: m[0])
+        result.append((members[-1][1], torch.stack([m[2] for m in members])))
+    return result
+
+
+# ---------------------------------------------------------------------- choosing one
+
+CORRECTED_BY_FAMILY: dict[str, type[CorrectedMegatronVllmSync]] = {
+    "llama-legacy": CorrectedMegatronVllmLlamaSync,
+    "llama-mcore": CorrectedMegatronVllmLlamaSync,
+    "qwen-v1": CorrectedMegatronVllmQWenSync,
+    "qwen2": CorrectedMegatronVllmQWen2Sync,
+    "qwen2-moe": CorrectedMegatronVllmQWen2Sync,
+    "mixtral": CorrectedMegatronVllmMixtralSync,
+}
+"""The corrected class for each model family."""
+
+CORRECTED_BY_ARCHITECTURE: dict[str, type[CorrectedMegatronVllmSync]] = {
+    "QWenLMHeadModel": CorrectedMegatronVllmQWenSync,
+    "Qwen2ForCausalLM": CorrectedMegatronVllmQWen2Sync,
+    "Qwen2MoeForCausalLM": CorrectedMegatronVllmQWen2Sync,
+    "LlamaForCausalLM": CorrectedMegatronVllmLlamaSync,
+    "MixtralForCausalLM": CorrectedMegatronVllmMixtralSync,
+}
+"""The corrected class for each vLLM architecture (what ``get_synchronizer`` switches on)."""
+
+
+def corrected_synchronizer(spec: ModelSpec, src: Parallel, dst: Parallel) -> MegatronVllmSync:
+    """The corrected synchronizer for ``spec`` from trainer sizes ``src`` to vLLM sizes ``dst``.
+
+    >>> from syncviz import Parallel, preset
+    >>> type(corrected_synchronizer(preset("qwen-7b"), Parallel(2), Parallel(4))).__name__
+    'CorrectedMegatronVllmQWenSync'
+    >>> try:
+    ...     corrected_synchronizer(preset("mixtral-8x7b"), Parallel(2, ep=2), Parallel(4))
+    ... except SyncvizError as err:
+    ...     print(err.fix)
+    use src ep=1
+    """
+    validate(spec, src, dst)
+    if spec.family == "mixtral" and src.ep > 1:
+        raise SyncvizError(
+            f"mixtral with trainer ep ({src.ep}) > 1 is not supported by the corrected"
+            " synchronizer (its experts would first have to be gathered over the ep ranks)",
+            fix="use src ep=1",
+        )
+    return CORRECTED_BY_FAMILY[spec.family](*models_for(spec, src, dst))
+
+
+def get_corrected_synchronizer(src_model: Any, dst_model: Any) -> MegatronVllmSync:
+    """Like ``get_synchronizer`` for Megatron -> vLLM, but the corrected class.
+
+    >>> from syncviz import Parallel, preset
+    >>> models = models_for(preset("mixtral-8x7b"), Parallel(1), Parallel(2))
+    >>> type(get_corrected_synchronizer(*models)).__name__
+    'CorrectedMegatronVllmMixtralSync'
+    """
+    architecture = dst_model.config.architectures[0]
+    if architecture not in CORRECTED_BY_ARCHITECTURE:
+        raise SyncvizError(
+            f"no corrected synchronizer for vLLM architecture {architecture!r}",
+            fix="use one of " + ", ".join(CORRECTED_BY_ARCHITECTURE),
+        )
+    return CORRECTED_BY_ARCHITECTURE[architecture](src_model, dst_model)

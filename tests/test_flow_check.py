@@ -151,3 +151,19 @@ def test_random_weights_give_the_same_verdict_as_ids():
     some = next(iter(by_values.dst_tensors[1].values()))
     assert some.dtype == torch.float32
     assert check(by_values).text() == by_ids.text()
+
+
+def test_p2p_mode_and_small_buckets_give_the_same_tensors():
+    """send/recv instead of broadcast, and many small buckets, move exactly the same data."""
+    spec = preset("qwen2-7b").scaled()
+    base = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0])
+    p2p = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], comm="p2p")
+    small = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], bucket_size_mb=0.01)
+    for other in (p2p, small):
+        for world, tensors in base.dst_tensors.items():
+            for name, t in tensors.items():
+                assert torch.equal(t, other.dst_tensors[world][name]), name
+    kinds = {c.kind for c in p2p.trace.collectives}
+    assert {"send", "recv"} <= kinds and "broadcast" not in kinds
+    count = lambda r: sum(c.kind == "broadcast" for c in r.trace.collectives)  # noqa: E731
+    assert count(small) > count(base)

@@ -50,13 +50,18 @@ def _collectives(result) -> list[tuple]:
 
 
 @pytest.mark.parametrize(
-    ("preset_name", "expert_comm"),
-    [("qwen2-7b", "allgather"), ("qwen2-57b-a14b", "allgather"), ("qwen2-57b-a14b", "alltoall")],
+    ("preset_name", "expert_comm", "comm"),
+    [
+        ("qwen2-7b", "allgather", "broadcast"),
+        ("qwen2-7b", "allgather", "p2p"),
+        ("qwen2-57b-a14b", "allgather", "broadcast"),
+        ("qwen2-57b-a14b", "alltoall", "broadcast"),
+    ],
 )
-def test_ray_matches_in_process(ray_cluster, preset_name, expert_comm):
+def test_ray_matches_in_process(ray_cluster, preset_name, expert_comm, comm):
     """s=2 -> d=4 on Ray: tensors, findings and merged traces equal the in-process run."""
     spec = preset(preset_name).scaled()
-    args = dict(layers=[0], expert_comm=expert_comm)
+    args = dict(layers=[0], expert_comm=expert_comm, comm=comm)
     on_ray = run_sync(spec, Parallel(tp=2), Parallel(tp=4), executor="ray", **args)
     local = run_sync(spec, Parallel(tp=2), Parallel(tp=4), **args)
     _same(on_ray, local)

@@ -28,7 +28,12 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="vLLM parameter name, or a unique part of it (layout view)",
     )
-    parser.add_argument("--view", choices=("layout", "transfer"), default="layout")
+    parser.add_argument(
+        "--view",
+        choices=("layout", "transfer", "experts"),
+        default="layout",
+        help="layout of one parameter, the transfer map, or the routed experts (w13 by default)",
+    )
     parser.add_argument("--synchronizer", choices=("chatlearn", "corrected"), default="chatlearn")
     parser.add_argument("--layer", type=int, default=0, metavar="N", help="global layer index")
     parser.add_argument(
@@ -54,7 +59,14 @@ def render_main(args: argparse.Namespace) -> int:
     if args.view == "transfer":
         diagram = transfer_diagram(result)
     else:
-        key = resolve_param(result.plan.layout.keys(), args.param)
+        keys = result.plan.layout.keys()
+        if args.view == "experts":
+            keys = [p.key for p in result.plan.layout if p.kind.startswith("experts_")]
+            if not keys:
+                raise SyncvizError(
+                    f"{spec.name} has no routed experts", fix="use --view layout or an MoE model"
+                )
+        key = resolve_param(keys, args.param or (keys[0] if args.view == "experts" else None))
         diagram = layout_diagram(result, key, check(result, args.synchronizer))
     path = render(diagram).save(args.output)
     print(path)

@@ -106,6 +106,18 @@ class _Traced:
         with torch._C.DisableTorchFunction():
             self.inner.broadcast_object(box, src, group)
 
+    def send(self, tensor: torch.Tensor, dst: int, group: Any = None, label: str = ""):
+        with torch._C.DisableTorchFunction():
+            self.inner.send(tensor, dst, group)
+        ranks = self.groups.get(group, ())
+        self._record("send", group, tensor, dst=ranks[dst] if ranks else dst, label=label)
+
+    def recv(self, tensor: torch.Tensor, src: int, group: Any = None, label: str = ""):
+        with torch._C.DisableTorchFunction():
+            self.inner.recv(tensor, src, group)
+        ranks = self.groups.get(group, ())
+        self._record("recv", group, tensor, src=ranks[src] if ranks else src, label=label)
+
     def broadcast(self, tensor: torch.Tensor, src: int, group: Any = None, label: str = ""):
         with torch._C.DisableTorchFunction():
             self.inner.broadcast(tensor, src, group)
@@ -174,13 +186,13 @@ def _send_all(plan, coll, state, sync, tracer, outcome, on_param) -> None:
         entries, buffers = _regroup_for(
             plan, world, dst, sync, prepared, dst_names, experts, tracer, outcome, on_param
         )
-        _broadcast_manifest(
+        _transfer(
             coll,
+            plan,
             pair_group("stage1", world, dst),
             entries,
             buffers,
             sender=True,
-            bucket_mb=plan.bucket_size_mb,
         )
 
 
@@ -250,20 +262,31 @@ def _regroup_for(plan, sender, dst, sync, prepared, dst_names, experts, tracer, 
 # ------------------------------------------------------------------ the wire
 
 
-def _broadcast_manifest(coll, group, entries, buffers, *, sender: bool, bucket_mb: float):
-    """Broadcast a manifest, then the data of every good entry, bucket by bucket."""
+def _transfer(coll, plan, group, entries, buffers, *, sender: bool):
+    """Send a pair's manifest, then the data of every good entry, bucket by bucket.
+
+    Member 0 of the two-member group sends. ``plan.comm`` picks the data path:
+    ``"broadcast"`` (the original's default) or ``"p2p"`` (its send/recv mode).
+    """
     box = [entries if sender else None]
     coll.broadcast_object(box, 0, group)
     entries = box[0]
     good = [e for e in entries if not e.error]
     flat: list[torch.Tensor] = []
-    for bucket in _buckets(good, bucket_mb * 2**20):
-        total = sum(e.numel for e in bucket)
+    for bucket in _buckets(good, plan.bucket_size_mb * 2**20):
+        label = ", ".join(e.dst_name for e in bucket)
         if sender:
             payload = torch.cat([buffers.pop(0) for _ in bucket])
         else:
-            payload = torch.empty(total, dtype=getattr(torch, bucket[0].dtype))
-        coll.broadcast(payload, 0, group, label=", ".join(e.dst_name for e in bucket))
+            payload = torch.empty(
+                sum(e.numel for e in bucket), dtype=getattr(torch, bucket[0].dtype)
+            )
+        if plan.comm == "broadcast":
+            coll.broadcast(payload, 0, group, label=label)
+        elif sender:
+            coll.send(payload, 1, group, label=label)
+        else:
+            coll.recv(payload, 0, group, label=label)
         flat.append(payload)
     return entries, flat
 
@@ -304,13 +327,13 @@ def _stage_and_forward(plan, coll, state, staged, tracer, outcome) -> None:
     for src, dst in plan.stage1:
         if dst != world:
             continue
-        entries, flat = _broadcast_manifest(
+        entries, flat = _transfer(
             coll,
+            plan,
             pair_group("stage1", src, dst),
             None,
             None,
             sender=False,
-            bucket_mb=plan.bucket_size_mb,
         )
         for entry, data in _unpack(entries, flat):
             with _scope(tracer, entry.dst_name, world, "stage1"):
@@ -336,22 +359,22 @@ def _stage_and_forward(plan, coll, state, staged, tracer, outcome) -> None:
             entries = [
                 _Entry(e.dst_name, e.src_name, c.numel(), 1, dtype=e.dtype) for e, c in items
             ]
-            _broadcast_manifest(
+            _transfer(
                 coll,
+                plan,
                 pair_group("stage2", a, b),
                 entries,
                 [c for _, c in items],
                 sender=True,
-                bucket_mb=plan.bucket_size_mb,
             )
         elif world == b:
-            entries, flat = _broadcast_manifest(
+            entries, flat = _transfer(
                 coll,
+                plan,
                 pair_group("stage2", a, b),
                 None,
                 None,
                 sender=False,
-                bucket_mb=plan.bucket_size_mb,
             )
             for entry, data in _unpack(entries, flat):
                 with _scope(tracer, entry.dst_name, world, "stage2"):

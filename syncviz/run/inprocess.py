@@ -26,7 +26,7 @@ from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
-from syncviz.run.plan import SyncPlan, build_plan
+from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.values import FOREIGN_ID, global_weights, ids_of_values, take, unwritten
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
@@ -114,7 +114,7 @@ def initial_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
     state = {}
     for param in plan.layout:
         for shard in param.src:
-            if (role.pp, role.tp) == (shard.pp, shard.tp) and shard.ep in (None, role.ep):
+            if holds(role, shard):
                 ids = shard.index.ids()
                 if plan.values == "ids":
                     base = plan.id_base[param.key]
@@ -141,12 +141,16 @@ def run_sync(
     values: Literal["ids", "random"] = "ids",
     seed: int = 0,
     src_vocab_divisible_by: int | None = None,
+    comm: Literal["broadcast", "p2p"] = "broadcast",
+    bucket_size_mb: float = 64.0,
 ) -> SyncResult:
     """Sync ``spec`` from trainer sizes ``src`` to vLLM sizes ``dst`` and collect the result.
 
     Source shards hold provenance ids, so every destination element says where
     it came from; :func:`syncviz.check.check` compares them with the oracle.
     ``values="random"`` moves real float32 weights instead (checked bit for bit).
+    ``comm`` (``"broadcast"`` or ``"p2p"``) and ``bucket_size_mb`` mirror the
+    original's communication type and coalesced buffer size.
     ``executor="ray"`` runs one Ray actor per rank with gloo collectives (a local
     Ray is started unless ``RAY_ADDRESS`` names a cluster). ``world`` runs on a
     world the caller built (a ``LocalWorld`` or ``RayWorld`` of the plan's size).
@@ -164,6 +168,8 @@ def run_sync(
         values=values,
         seed=seed,
         src_vocab_divisible_by=src_vocab_divisible_by,
+        comm=comm,
+        bucket_size_mb=bucket_size_mb,
     )
     factory = synchronizer_factory(synchronizer)
     if world is not None:  # a world the caller made (and owns), of plan.world_size ranks

@@ -65,6 +65,7 @@ class SyncPlan:
     bucket_size_mb: float = 64.0
     values: Literal["ids", "random"] = "ids"
     seed: int = 0
+    comm: Literal["broadcast", "p2p"] = "broadcast"
     id_base: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -92,6 +93,19 @@ class SyncPlan:
         return named
 
 
+def _one_of(field: str, value: object, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise SyncvizError(
+            f"{field} ({value!r}) is not one of the choices",
+            fix="use " + " or ".join(repr(o) for o in options),
+        )
+
+
+def holds(role: RankRole, shard) -> bool:
+    """Whether trainer rank ``role`` holds oracle source ``shard`` (ep None: every ep rank)."""
+    return (role.pp, role.tp) == (shard.pp, shard.tp) and shard.ep in (None, role.ep)
+
+
 def pair_group(stage: str, a: int, b: int) -> str:
     """Name of the two-member broadcast group of one rank pair."""
     return f"{stage}:{a}>{b}"
@@ -113,6 +127,7 @@ def build_plan(
     values: Literal["ids", "random"] = "ids",
     seed: int = 0,
     src_vocab_divisible_by: int | None = None,
+    comm: Literal["broadcast", "p2p"] = "broadcast",
 ) -> SyncPlan:
     """Plan a sync of ``spec`` from a Megatron trainer under ``src`` to vLLM under ``dst``.
 
@@ -120,6 +135,9 @@ def build_plan(
     expert-parallel size, as Megatron requires. ``values`` says what the trainer
     shards hold: ``"ids"`` (float64 provenance ids, the default) or ``"random"``
     (float32 weights drawn from ``seed``, compared bit for bit).
+    ``comm`` moves each pair's buckets by ``"broadcast"`` (the original's default)
+    or ``"p2p"`` send/recv; ``bucket_size_mb`` caps a bucket, as the original's
+    ``coalesced_buffer_mb`` does.
     ``src_vocab_divisible_by`` is the trainer's ``--make-vocab-size-divisible-by``
     (default: it pads like vLLM, see :class:`~syncviz.oracle.Conventions`).
 
@@ -135,14 +153,12 @@ def build_plan(
             f"dst pp ({dst.pp}) is not supported by the sync executors",
             fix="use dst pp 1 (the oracle and `syncviz layout` do support it)",
         )
-    if values not in ("ids", "random"):
+    _one_of("comm", comm, ("broadcast", "p2p"))
+    _one_of("values", values, ("ids", "random"))
+    _one_of("expert_comm", expert_comm, ("allgather", "alltoall"))
+    if bucket_size_mb <= 0:
         raise SyncvizError(
-            f"values ({values!r}) is not a kind of values", fix="use 'ids' or 'random'"
-        )
-    if expert_comm not in ("allgather", "alltoall"):
-        raise SyncvizError(
-            f"expert_comm ({expert_comm!r}) is not a routed-expert exchange",
-            fix="use 'allgather' or 'alltoall'",
+            f"bucket_size_mb ({bucket_size_mb}) must be positive", fix="use e.g. 64 (megabytes)"
         )
     src = replace(src, dp=max(src.dp, src.ep))
     conv = replace(conventions(spec.family), src_vocab_divisible_by=src_vocab_divisible_by)
@@ -164,7 +180,7 @@ def build_plan(
     for param in layout:
         for shard in param.src:
             for role in roles[: src.world_size]:
-                if (role.pp, role.tp) == (shard.pp, shard.tp) and shard.ep in (None, role.ep):
+                if holds(role, shard):
                     if shard.name not in src_params[role.world]:
                         src_params[role.world].append(shard.name)
                     src_offset[role.world] = shard.layer_offset
@@ -192,6 +208,7 @@ def build_plan(
         bucket_size_mb=bucket_size_mb,
         values=values,
         seed=seed,
+        comm=comm,
         id_base=_id_bases(layout),
     )
 

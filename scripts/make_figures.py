@@ -12,6 +12,7 @@ from pathlib import Path
 from syncviz import Parallel, preset
 from syncviz.check import check
 from syncviz.diagram import layout_diagram, render, transfer_diagram
+from syncviz.diagram.experts import expert_diagram
 from syncviz.run.inprocess import run_sync
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "figures"
@@ -29,9 +30,8 @@ def main() -> int:
     src, dst = Parallel(tp=2, ep=2), Parallel(tp=4)
     spec = preset("qwen1.5-moe-a2.7b").scaled(src, dst)
     result = run_sync(spec, src, dst, layers=[0])
-    w13 = next(p.key for p in result.plan.layout.params if "w13" in p.key)
-    diagram = layout_diagram(result, w13, check(result))
-    written.append(render(diagram).save(OUT / "qwen-moe-w13-s2ep2-d4.png"))
+    w13 = next(p.key for p in result.plan.layout.params if p.kind == "experts_w13")
+    written.append(render(expert_diagram(result, w13)).save(OUT / "qwen-moe-w13-s2ep2-d4.png"))
     for path in written:
         print(path)
     return 0

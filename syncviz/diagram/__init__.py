@@ -5,6 +5,7 @@
 True
 """
 
+from syncviz.diagram.experts import ExpertDiagram, expert_diagram, expert_text
 from syncviz.diagram.model import (
     Edge,
     Exchange,
@@ -22,12 +23,15 @@ from syncviz.diagram.text import layout_text, transfer_text
 __all__ = [
     "Edge",
     "Exchange",
+    "ExpertDiagram",
     "LayoutDiagram",
     "Panel",
     "RankBox",
     "Rect",
     "Step",
     "TransferDiagram",
+    "expert_diagram",
+    "expert_text",
     "layout_diagram",
     "layout_text",
     "render",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +26,7 @@ import matplotlib.colors as mcolors
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
+from syncviz.diagram.experts import Cell, ExpertDiagram
 from syncviz.diagram.model import LayoutDiagram, Panel, Rect, TransferDiagram
 
 FAMILY_COLORS: dict[str, str] = {
@@ -57,6 +59,7 @@ RANK_COLORS = (
     "#17becf",
 )
 WARNING_COLOR = "#d00000"
+UNWRITTEN_COLOR = "#b0b0b0"  # grey: a slice the sync never wrote
 DPI = 100
 MAX_EXPLANATIONS = 8
 
@@ -129,10 +132,12 @@ class Figure:
         return float(px), float(self.size_px[1] - py)
 
 
-def render(diagram: LayoutDiagram | TransferDiagram) -> Figure:
-    """Draw either kind of diagram."""
+def render(diagram: LayoutDiagram | TransferDiagram | ExpertDiagram) -> Figure:
+    """Draw any kind of diagram."""
     if isinstance(diagram, LayoutDiagram):
         return render_layout(diagram)
+    if isinstance(diagram, ExpertDiagram):
+        return render_experts(diagram)
     return render_transfer(diagram)
 
 
@@ -377,3 +382,203 @@ def render_transfer(d: TransferDiagram) -> Figure:
         ax.text(0.1, n + 0.1 + 0.3 * i, line, fontsize=8)
     fig.suptitle("transfer map " + d.title, fontsize=10)
     return Figure(fig)
+
+
+# ---------------------------------------------------------------- expert view
+
+# Sizes in inches: every row and column has a fixed size on paper, so labels
+# never overlap however many experts there are (the model caps rows and columns).
+ROW_H = 0.34
+SRC_COL_W = 0.8
+DST_COL_W = 0.95
+HEADER_H = 0.55
+LINE_H = 0.2
+CELL_FONT = 8.0
+CHAR_W = 0.6 / 72  # inches per point of font size, per character (a safe average)
+
+
+def expert_cell_color(cell: Cell) -> tuple[float, float, float]:
+    """The face colour of an expert-view cell.
+
+    Before: the holding trainer rank's colour (white where it holds nothing);
+    after: ok is the expert family colour, wrong the warning colour, unwritten grey.
+
+    >>> expert_cell_color(Cell(1, "whole")) == mcolors.to_rgb(rank_color(1))
+    True
+    >>> expert_cell_color(Cell(4, "ok")) == family_color("expert")
+    True
+    """
+    if cell.status in ("whole", "part"):
+        return mcolors.to_rgb(rank_color(cell.rank))
+    if cell.status == "ok":
+        return family_color("expert")
+    if cell.status == "wrong":
+        return mcolors.to_rgb(WARNING_COLOR)
+    if cell.status == "unwritten":
+        return mcolors.to_rgb(UNWRITTEN_COLOR)
+    return (1.0, 1.0, 1.0)
+
+
+def _fit_font(text: str, width_in: float, largest: float = CELL_FONT) -> float:
+    """The largest font size (down to 5 pt) at which ``text`` fits ``width_in`` inches."""
+    if not text:
+        return largest
+    return max(5.0, min(largest, 0.92 * width_in / (CHAR_W * len(text))))
+
+
+def render_experts(d: ExpertDiagram) -> Figure:
+    """Two grids side by side: experts x trainer ranks (before) | experts x vLLM ranks (after).
+
+    ``Figure.rect_pixel(cell)`` locates any drawn :class:`Cell`.
+
+    >>> from syncviz.diagram.experts import ExpertRow, RankColumn
+    >>> row = ExpertRow(0, 3, (Cell(0, "whole", "whole"),), (Cell(1, "ok"),))
+    >>> d = ExpertDiagram("w", "experts_w2", (4, 4, 4), "w", [RankColumn(0, "rank 0 tp0 ep0")],
+    ...     [RankColumn(1, "rank 1 tp0")], [row])
+    >>> render_experts(d).size_px[0] >= 800
+    True
+    """
+    explained = _wrong_numbers(d)
+    bottom_lines = [f"({n}) {where}: {text}" for text, (n, where) in explained.items()]
+    n_wrong = sum(c.status == "wrong" for c in d.cells("after"))
+    if len(bottom_lines) > MAX_EXPLANATIONS:
+        extra = len(bottom_lines) - MAX_EXPLANATIONS
+        bottom_lines = [*bottom_lines[:MAX_EXPLANATIONS], f"... {extra} more explanations"]
+    if any(c.status == "part" for c in d.cells("before")):
+        bottom_lines.append("1/2, 1/4 ...: the share of the expert that rank holds (a TP slice)")
+    bottom_lines += d.notes
+    label_font = 8.5
+    label_w = max([CHAR_W * label_font * len(r.label) for r in d.rows] + [1.0]) + 0.15
+    src_w = SRC_COL_W * max(len(d.src), 1)
+    dst_w = DST_COL_W * max(len(d.dst), 1)
+    gap, legend_w, margin = 0.55, 1.9, 0.2
+    fig_w = max(8.0, margin + label_w + src_w + gap + dst_w + 0.3 + legend_w)
+    title = textwrap.fill(d.title, width=int(fig_w / (CHAR_W * 9.5)))
+    title_h = 0.3 + 0.18 * (title.count("\n") + 1)
+    grid_top = title_h + 0.3 + HEADER_H
+    grid_h = ROW_H * max(len(d.rows), 1)
+    fig_h = grid_top + grid_h + 0.25 + LINE_H * len(bottom_lines) + 0.2
+    fig_h = max(fig_h, grid_top + 0.19 * (len(d.src) + 4) + 0.2)  # room for the legend
+    fig = MplFigure(figsize=(fig_w, fig_h), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, fig_w)
+    ax.set_ylim(fig_h, 0)  # data units are inches from the top left
+    ax.set_axis_off()
+    ax.text(fig_w / 2, 0.15, title, ha="center", va="top", fontsize=9.5)
+    placed: dict[int, tuple] = {}
+    x_src = margin + label_w
+    x_dst = x_src + src_w + gap
+    for i, row in enumerate(d.rows):
+        y = grid_top + i * ROW_H + ROW_H / 2
+        ax.text(x_src - 0.1, y, row.label, ha="right", va="center", fontsize=label_font)
+    grids = (
+        ("before: trainer ranks", d.src, "before", x_src, SRC_COL_W),
+        ("after: vLLM ranks", d.dst, "after", x_dst, DST_COL_W),
+    )
+    for heading, columns, side, x0, col_w in grids:
+        ax.text(
+            x0 + col_w * len(columns) / 2,
+            title_h + 0.15,
+            heading,
+            ha="center",
+            va="center",
+            fontsize=9.5,
+            weight="bold",
+        )
+        for j, col in enumerate(columns):
+            words = col.label.split(" ", 2)  # "rank 3", "tp1 ep0"
+            text = " ".join(words[:2]) + ("\n" + words[2] if len(words) > 2 else "")
+            ax.text(
+                x0 + (j + 0.5) * col_w,
+                grid_top - 0.06,
+                text,
+                ha="center",
+                va="bottom",
+                fontsize=_fit_font(max(text.split("\n"), key=len), col_w, 7.5),
+                color=rank_color(col.world),
+            )
+        for i, row in enumerate(d.rows):
+            for j, cell in enumerate(getattr(row, side)):
+                xy = (x0 + j * col_w, grid_top + i * ROW_H)
+                _draw_cell(ax, cell, xy, col_w, explained, placed)
+        ax.add_patch(
+            Rectangle((x0, grid_top), col_w * len(columns), grid_h, fill=False, ec="black", lw=1.2)
+        )
+    ax.annotate(
+        "",
+        xy=(x_dst - 0.08, grid_top + grid_h / 2),
+        xytext=(x_src + src_w + 0.08, grid_top + grid_h / 2),
+        arrowprops={"arrowstyle": "-|>", "lw": 1.5},
+    )
+    for k, line in enumerate(bottom_lines):
+        is_wrong = line.startswith("(")
+        ax.text(
+            margin,
+            grid_top + grid_h + 0.3 + k * LINE_H,
+            line[:200],
+            va="center",
+            fontsize=7.5,
+            family="monospace",
+            color=WARNING_COLOR if is_wrong else "black",
+        )
+    _expert_legend(fig, d, (fig_w - legend_w) / fig_w, 1 - grid_top / fig_h, n_wrong)
+    return Figure(fig, placed)
+
+
+def _wrong_numbers(d: ExpertDiagram) -> dict[str, tuple[int, str]]:
+    """Each distinct wrong explanation -> its number in the figure and where it first shows."""
+    numbers: dict[str, tuple[int, str]] = {}
+    for row in d.rows:
+        for cell in row.after:
+            if cell.status == "wrong" and cell.text not in numbers:
+                numbers[cell.text] = (len(numbers) + 1, f"rank {cell.rank}, {row.label}")
+    return numbers
+
+
+def _draw_cell(ax, cell: Cell, xy, width: float, explained: dict, placed) -> None:
+    face = expert_cell_color(cell)
+    ax.add_patch(Rectangle(xy, width, ROW_H, facecolor=face, edgecolor="black", lw=0.6))
+    if cell.status == "wrong":  # hatch over the warning colour so it reads without colour too
+        ax.add_patch(Rectangle(xy, width, ROW_H, fill=False, edgecolor="white", lw=0, hatch="///"))
+    placed[id(cell)] = (ax, xy[0], xy[1], width, ROW_H)
+    if cell.status == "wrong":
+        text = f"wrong ({explained[cell.text][0]})"
+    elif cell.status in ("none", "whole"):
+        text = "" if cell.status == "none" else "whole"
+    elif cell.status == "unwritten" and cell.text:
+        text = "part unwritten"
+    else:
+        text = cell.text or cell.status
+    if text:
+        ax.text(
+            xy[0] + width / 2,
+            xy[1] + ROW_H / 2,
+            text,
+            ha="center",
+            va="center",
+            fontsize=_fit_font(text, width - 0.1),
+            color="white" if cell.status in ("wrong", "whole", "part") else "black",
+            weight="bold" if cell.status == "wrong" else "normal",
+            bbox={"fc": WARNING_COLOR, "ec": "none", "pad": 1} if cell.status == "wrong" else None,
+        )
+
+
+def _expert_legend(fig: MplFigure, d: ExpertDiagram, x: float, y: float, n_wrong: int) -> None:
+    handles = [
+        Patch(facecolor=rank_color(c.world), edgecolor="black", label=f"held by {c.label}")
+        for c in d.src
+    ]
+    handles += [
+        Patch(facecolor=family_color("expert"), edgecolor="black", label="ok"),
+        Patch(facecolor=WARNING_COLOR, edgecolor="white", hatch="///", label="wrong"),
+        Patch(facecolor=UNWRITTEN_COLOR, edgecolor="black", label="unwritten"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(x, y),
+        fontsize=7.5,
+        frameon=False,
+        title=f"{n_wrong} wrong cells" if n_wrong else None,
+        title_fontsize=7.5,
+    )

@@ -1,4 +1,4 @@
-"""``syncviz render``: draw a layout or transfer diagram of a sync run to PNG/SVG.
+"""``syncviz render``: draw a layout, transfer or expert diagram of a sync run to PNG/SVG.
 
 The command line registers :func:`render_configure` and :func:`render_main`.
 
@@ -26,7 +26,8 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
         "--param",
         metavar="NAME",
         default=None,
-        help="vLLM parameter name, or a unique part of it (layout view)",
+        help="vLLM parameter name, or a unique part of it (layout view; experts view:"
+        " w13 or w2, default the first)",
     )
     parser.add_argument(
         "--view",
@@ -49,6 +50,7 @@ def render_main(args: argparse.Namespace) -> int:
     """Run the sync in process, build the diagram, save it; prints the path."""
     from syncviz.check import check
     from syncviz.diagram import layout_diagram, render, transfer_diagram
+    from syncviz.diagram.experts import expert_diagram
     from syncviz.run.inprocess import run_sync
 
     spec = load_spec(args)
@@ -58,15 +60,15 @@ def render_main(args: argparse.Namespace) -> int:
     result = run_sync(spec, src, dst, synchronizer=args.synchronizer, layers=[args.layer])
     if args.view == "transfer":
         diagram = transfer_diagram(result)
+    elif args.view == "experts":
+        keys = [p.key for p in result.plan.layout if p.kind.startswith("experts_")]
+        if not keys:
+            raise SyncvizError(
+                f"{spec.name} has no routed experts", fix="use --view layout or an MoE model"
+            )
+        diagram = expert_diagram(result, resolve_param(keys, args.param or keys[0]))
     else:
-        keys = result.plan.layout.keys()
-        if args.view == "experts":
-            keys = [p.key for p in result.plan.layout if p.kind.startswith("experts_")]
-            if not keys:
-                raise SyncvizError(
-                    f"{spec.name} has no routed experts", fix="use --view layout or an MoE model"
-                )
-        key = resolve_param(keys, args.param or (keys[0] if args.view == "experts" else None))
+        key = resolve_param(result.plan.layout.keys(), args.param)
         diagram = layout_diagram(result, key, check(result, args.synchronizer))
     path = render(diagram).save(args.output)
     print(path)

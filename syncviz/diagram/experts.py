@@ -1,0 +1,413 @@
+"""The expert view of an MoE parameter: experts x trainer ranks before, experts x vLLM ranks after.
+
+BEFORE says which trainer rank holds each routed expert (whole, or a TP
+fraction of it); AFTER says, per vLLM rank, whether its slice of each expert
+is ok, wrong (with what it holds instead) or unwritten. Consecutive experts
+with identical rows collapse into one row, and rows and columns are capped,
+so 64 experts over 16 ranks stay a short table. Plain data: no matplotlib.
+
+>>> from syncviz import Parallel
+>>> from syncviz.spec import ModelSpec
+>>> from syncviz.run.inprocess import run_sync
+>>> spec = ModelSpec("tiny", "qwen2-moe", 1, 8, 4, 2, 8, 64, qkv_bias=True, num_experts=4,
+...     moe_ffn_hidden_size=4, shared_expert_ffn_hidden_size=8, shared_expert_gate=True)
+>>> result = run_sync(spec, Parallel(tp=2), Parallel(tp=2), layers=[0])
+>>> d = expert_diagram(result, "model.model.layers.0.mlp.experts.w13_weight")
+>>> [row.label for row in d.rows]
+['experts 0-1 (2, all ok)', 'experts 2-3 (2, all ok)']
+>>> [c.text for c in d.rows[0].before], [c.status for c in d.rows[1].after]
+(['whole', ''], ['ok', 'ok'])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import torch
+
+from syncviz.errors import SyncvizError
+from syncviz.oracle import ParamLayout
+from syncviz.oracle.blocks import block_numbers
+from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
+
+if TYPE_CHECKING:
+    from syncviz.run.inprocess import SyncResult
+
+MAX_ROWS = 16  # expert rows shown; the rest are counted in a note
+MAX_COLUMNS = 8  # ranks shown per side; the rest are counted in a note
+MAX_HELD_BLOCKS = 2  # blocks named in one wrong cell's explanation
+
+BEFORE_STATUSES = ("whole", "part", "none")
+AFTER_STATUSES = ("ok", "wrong", "unwritten")
+
+
+@dataclass(frozen=True)
+class RankColumn:
+    """One column: a world rank and its short label.
+
+    >>> RankColumn(0, "rank 0 tp0 ep0").label
+    'rank 0 tp0 ep0'
+    """
+
+    world: int
+    label: str
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """One cell: ``status`` (before: whole/part/none; after: ok/wrong/unwritten) and words.
+
+    Cells compare by identity (each is drawn and located on its own); :attr:`key`
+    is what aggregation compares.
+
+    >>> Cell(3, "wrong", "holds expert 3 up rows 0-3").key
+    ('wrong', 'holds expert 3 up rows 0-3')
+    """
+
+    rank: int
+    status: str
+    text: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.status, self.text
+
+
+@dataclass(frozen=True)
+class ExpertRow:
+    """Experts ``first..last`` (identical cells) with their before and after cells.
+
+    >>> ok = (Cell(2, "ok"),)
+    >>> ExpertRow(8, 63, (Cell(0, "whole"),), ok).label, ExpertRow(3, 3, (), ok).label
+    ('experts 8-63 (56, all ok)', 'expert 3')
+    """
+
+    first: int
+    last: int
+    before: tuple[Cell, ...]
+    after: tuple[Cell, ...]
+    all_after: str = ""  # the one after-status of every rank (hidden ones too), or ""
+
+    @property
+    def count(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def label(self) -> str:
+        if self.count == 1:
+            return f"expert {self.first}"
+        status = self.all_after or _common_status(self.after)
+        summary = f", all {status}" if status else ""
+        return f"experts {self.first}-{self.last} ({self.count}{summary})"
+
+
+@dataclass
+class ExpertDiagram:
+    """One routed-expert parameter: rank columns per side, aggregated expert rows, notes."""
+
+    key: str
+    kind: str
+    global_shape: tuple[int, ...]
+    title: str
+    src: list[RankColumn]
+    dst: list[RankColumn]
+    rows: list[ExpertRow]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_experts(self) -> int:
+        return self.global_shape[0]
+
+    def cells(self, side: str) -> list[Cell]:
+        """Every shown cell of ``side`` ("before" or "after"), row by row."""
+        return [c for row in self.rows for c in getattr(row, side)]
+
+
+def _common_status(cells: tuple[Cell, ...]) -> str:
+    statuses = {c.status for c in cells}
+    return statuses.pop() if len(statuses) == 1 else ""
+
+
+# ---------------------------------------------------------------- building
+
+
+def expert_diagram(
+    result: SyncResult,
+    key: str,
+    max_rows: int = MAX_ROWS,
+    max_columns: int = MAX_COLUMNS,
+) -> ExpertDiagram:
+    """The expert view of routed-expert parameter ``key`` (an experts_w13/w2 vLLM name)."""
+    plan = result.plan
+    param = plan.layout.param(key)
+    if not param.kind.startswith("experts_"):
+        raise SyncvizError(
+            f"parameter {key!r} is {param.kind}, not a routed-expert tensor",
+            fix="pick a key of kind experts_w13 or experts_w2",
+        )
+    src_cols, before = _before(plan, param)
+    dst_cols, after = _after(result, param)
+    rows = _aggregate(before, after)
+    notes = []
+    if len(rows) > max_rows:
+        rest = rows[max_rows:]
+        hidden = sum(r.count for r in rest)
+        bad = sum(r.count for r in rest if any(c.status != "ok" for c in r.after))
+        words = f" ({bad} not all ok)" if bad else " (all ok)"
+        notes.append(f"... {hidden} more experts{words}")
+        rows = rows[:max_rows]
+    for side, cols in (("trainer", src_cols), ("vLLM", dst_cols)):
+        if len(cols) > max_columns:
+            notes.append(f"... {len(cols) - max_columns} more {side} ranks")
+    if len(dst_cols) > max_columns:
+        hidden_bad = sum(
+            c.status != "ok" for r in rows for c in r.after[max_columns:]
+        )  # shown rows only: hidden rows are counted above
+        if hidden_bad:
+            notes[-1] += f" ({hidden_bad} cells not ok)"
+    rows = [
+        ExpertRow(
+            r.first,
+            r.last,
+            r.before[:max_columns],
+            r.after[:max_columns],
+            _common_status(r.after),
+        )
+        for r in rows
+    ]
+    from syncviz.diagram.model import _sizes
+
+    title = (
+        f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
+        f" src {_sizes(plan.src)} -> dst {_sizes(plan.dst)}"
+    )
+    return ExpertDiagram(
+        key,
+        param.kind,
+        param.global_shape,
+        title,
+        src_cols[:max_columns],
+        dst_cols[:max_columns],
+        rows,
+        notes,
+    )
+
+
+def _before(plan, param: ParamLayout):
+    """Per trainer rank: the fraction of each expert's elements it holds."""
+    from syncviz.diagram.model import _src_world
+
+    n_experts = param.global_shape[0]
+    per_expert = math.prod(param.global_shape[1:])
+    held: dict[int, torch.Tensor] = {}
+    labels: dict[int, str] = {}
+    for shard in param.src:
+        world = _src_world(plan, shard.pp, shard.tp, shard.ep)
+        experts = _experts_of(param, shard.index.ids())
+        counts = torch.bincount(experts[experts >= 0], minlength=n_experts)
+        held[world] = held.get(world, torch.zeros(n_experts, dtype=torch.int64)) + counts
+        pp = f"pp{shard.pp} " if plan.src.pp > 1 else ""
+        labels[world] = f"rank {world} {pp}tp{shard.tp} ep{shard.ep or 0}"
+    columns = [RankColumn(w, labels[w]) for w in sorted(held)]
+    cells = []
+    for e in range(n_experts):
+        row = []
+        for col in columns:
+            part = Fraction(int(held[col.world][e]), per_expert)
+            if part == 0:
+                row.append(Cell(col.world, "none"))
+            elif part >= 1:
+                row.append(Cell(col.world, "whole", "whole"))
+            else:
+                row.append(Cell(col.world, "part", str(part)))
+        cells.append(row)
+    return columns, cells
+
+
+def _experts_of(param: ParamLayout, ids: torch.Tensor) -> torch.Tensor:
+    """The expert index of each id, flattened (-1 for padding and non-ids).
+
+    Experts are stacked on dim 0 of the global tensor, so an id's expert is its
+    row-major position divided by one expert's size.
+    """
+    flat = ids.reshape(-1).to(torch.int64)
+    per_expert = math.prod(param.global_shape[1:])
+    return torch.where(flat >= 0, flat // per_expert, torch.full_like(flat, -1))
+
+
+def _after(result: SyncResult, param: ParamLayout):
+    """Per vLLM rank: the status of each expert's slice, with words for wrong ones."""
+    from syncviz.diagram.model import _dst_world
+
+    n_experts = param.global_shape[0]
+    columns: list[RankColumn] = []
+    by_rank: list[list[Cell]] = []
+    for t in param.dst:
+        world = _dst_world(result.plan, t.pp, t.tp)
+        pp = f"pp{t.pp} " if result.plan.dst.pp > 1 else ""
+        columns.append(RankColumn(world, f"rank {world} {pp}tp{t.tp}"))
+        got = result.local_ids(world, param.key).to(torch.int64)
+        want = t.index.ids()
+        slot_of = _slots(param, want)
+        cells = []
+        for e in range(n_experts):
+            if e not in slot_of:
+                cells.append(Cell(world, "unwritten", "expert not on this rank"))
+                continue
+            s = slot_of[e]
+            cells.append(slice_cell(param, world, got[s], want[s]))
+        by_rank.append(cells)
+    return columns, [[cells[e] for cells in by_rank] for e in range(n_experts)]
+
+
+def _slots(param: ParamLayout, want: torch.Tensor) -> dict[int, int]:
+    """expert -> its slot on dim 0 of a destination tensor (from the expected ids)."""
+    slots: dict[int, int] = {}
+    for s, experts in enumerate(_experts_of(param, want).reshape(want.shape[0], -1)):
+        experts = experts[experts >= 0]
+        if len(experts):
+            slots.setdefault(int(experts[0]), s)
+    return slots
+
+
+def slice_cell(param: ParamLayout, world: int, got: torch.Tensor, want: torch.Tensor) -> Cell:
+    """The after-cell of one expert slice: ok, unwritten, or wrong with what it holds.
+
+    ``got``/``want`` are the slice's ids (-1 padding, -2 never written, -3 foreign).
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle import model_layout
+    >>> spec = ModelSpec("tiny", "mixtral", 1, 8, 4, 2, 8, 64, num_experts=4,
+    ...     moe_ffn_hidden_size=4)
+    >>> w13 = model_layout(spec, Parallel(tp=1), Parallel(tp=1), layers=[0]).params[5]
+    >>> ids = w13.dst[0].index.ids()
+    >>> slice_cell(w13, 1, ids[3], ids[0]).text
+    'holds expert 3 gate, up'
+    """
+    bad = got != want
+    if not bool(bad.any()):
+        return Cell(world, "ok")
+    if bool((got[bad] == UNWRITTEN_ID).all()):
+        if bool(bad.all()):
+            return Cell(world, "unwritten")
+        return Cell(world, "unwritten", f"{int(bad.sum())} of {bad.numel()} unwritten")
+    held = got[bad & (got != UNWRITTEN_ID)]
+    if torch.equal(torch.sort(got.reshape(-1)).values, torch.sort(want.reshape(-1)).values):
+        return Cell(world, "wrong", "right elements, wrong places")
+    return Cell(world, "wrong", "holds " + held_words(param, held))
+
+
+def held_words(param: ParamLayout, ids: torch.Tensor) -> str:
+    """Short words for a set of ids: its blocks, each with the rows/cols it covers.
+
+    A dimension is named only when the ids do not span the whole block on it.
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle import model_layout
+    >>> spec = ModelSpec("tiny", "mixtral", 1, 8, 4, 2, 8, 64, num_experts=4,
+    ...     moe_ffn_hidden_size=4)
+    >>> w13 = model_layout(spec, Parallel(tp=1), Parallel(tp=1), layers=[0]).params[5]
+    >>> held_words(w13, w13.dst[0].index.ids()[3, 4:6])
+    'expert 3 up rows 0-1'
+    """
+    ids = ids.reshape(-1)
+    words = []
+    extra = []
+    if bool((ids == FOREIGN_ID).any()):
+        extra.append("data of another parameter")
+    if bool((ids == -1).any()):
+        extra.append("padding")
+    valid = ids[ids >= 0]
+    blocks = block_numbers(param.blocks, valid)
+    order = list(dict.fromkeys(blocks.tolist()))
+    for number in order[:MAX_HELD_BLOCKS]:
+        block = param.blocks[number]
+        inside = valid[blocks == number]
+        coords = torch.stack(torch.unravel_index(inside, param.global_shape))
+        parts = [block.label]
+        for dim, name in ((1, "row"), (2, "col")):
+            lo, hi = int(coords[dim].min()), int(coords[dim].max())
+            a, b = block.box.start[dim], block.box.stop[dim]
+            if (lo, hi) != (a, b - 1):
+                parts.append(_span(name, lo - a, hi - a))
+        words.append(" ".join(parts))
+    if len(order) > MAX_HELD_BLOCKS:
+        words.append(f"+{len(order) - MAX_HELD_BLOCKS} more blocks")
+    return _merge_parts(words + extra)
+
+
+def _span(name: str, lo: int, hi: int) -> str:
+    return f"{name} {lo}" if lo == hi else f"{name}s {lo}-{hi}"
+
+
+def _merge_parts(words: list[str]) -> str:
+    """'expert 3 gate, expert 3 up' -> 'expert 3 gate, up' (same expert said once)."""
+    out: list[str] = []
+    prefix = None
+    for w in words:
+        head = " ".join(w.split(" ")[:2]) if w.startswith("expert ") else None
+        if head is not None and head == prefix:
+            out.append(w[len(head) + 1 :])
+        else:
+            out.append(w)
+        prefix = head
+    return ", ".join(out) if out else "nothing"
+
+
+def _aggregate(before: list[list[Cell]], after: list[list[Cell]]) -> list[ExpertRow]:
+    """Consecutive experts whose before and after cells read the same become one row."""
+    rows: list[ExpertRow] = []
+    for e, (b, a) in enumerate(zip(before, after, strict=True)):
+        key = ([c.key for c in b], [c.key for c in a])
+        if (
+            rows
+            and (
+                [c.key for c in rows[-1].before],
+                [c.key for c in rows[-1].after],
+            )
+            == key
+        ):
+            last = rows[-1]
+            rows[-1] = ExpertRow(last.first, e, last.before, last.after)
+        else:
+            rows.append(ExpertRow(e, e, tuple(b), tuple(a)))
+    return rows
+
+
+# ---------------------------------------------------------------- text
+
+
+def _cell_text(cell: Cell) -> str:
+    if cell.status == "none":
+        return "-"
+    if cell.status in ("whole", "part"):
+        return cell.text
+    return f"{cell.status}: {cell.text}" if cell.text else cell.status
+
+
+def expert_text(d: ExpertDiagram) -> str:
+    """The expert view as text: a before table and an after table, one line per row.
+
+    >>> row = ExpertRow(0, 7, (Cell(0, "whole", "whole"),), (Cell(1, "wrong", "holds expert 9"),))
+    >>> d = ExpertDiagram("w", "experts_w2", (8, 4, 4), "w", [RankColumn(0, "rank 0 tp0 ep0")],
+    ...     [RankColumn(1, "rank 1 tp0")], [row])
+    >>> print(expert_text(d))
+    experts w
+    before (trainer ranks): rank 0 tp0 ep0
+      experts 0-7 (8, all wrong): whole
+    after (vLLM ranks): rank 1 tp0
+      experts 0-7 (8, all wrong): wrong: holds expert 9
+    """
+    lines = [f"experts {d.title}"]
+    for side, name, cols in (("before", "trainer", d.src), ("after", "vLLM", d.dst)):
+        lines.append(f"{side} ({name} ranks): " + " | ".join(c.label for c in cols))
+        for row in d.rows:
+            cells = " | ".join(_cell_text(c) for c in getattr(row, side))
+            lines.append(f"  {row.label}: {cells}")
+    lines += d.notes
+    return "\n".join(lines)

@@ -1,0 +1,193 @@
+"""The expert view: before/after tables of routed experts, aggregation, caps, PNG colours."""
+
+from __future__ import annotations
+
+import argparse
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.colors as mcolors
+import matplotlib.image as mpimg
+import pytest
+
+from syncviz import Parallel, preset
+from syncviz.diagram.experts import expert_diagram, expert_text, slice_cell
+from syncviz.diagram.mpl import UNWRITTEN_COLOR, family_color, rank_color, render
+from syncviz.diagram.render_cli import render_configure, render_main
+from syncviz.errors import SyncvizError
+from syncviz.oracle import model_layout
+from syncviz.run.inprocess import run_sync
+from syncviz.spec import ModelSpec
+
+QWEN = ModelSpec(
+    name="tiny",
+    family="qwen2-moe",
+    num_layers=1,
+    hidden_size=8,
+    num_attention_heads=4,
+    num_query_groups=2,
+    ffn_hidden_size=8,
+    vocab_size=64,
+    qkv_bias=True,
+    num_experts=4,
+    moe_ffn_hidden_size=4,
+    shared_expert_ffn_hidden_size=8,
+    shared_expert_gate=True,
+)
+MIXTRAL = ModelSpec("tiny", "mixtral", 1, 8, 4, 2, 8, 64, num_experts=4, moe_ffn_hidden_size=4)
+QWEN_W13 = "model.model.layers.0.mlp.experts.w13_weight"
+QWEN_W2 = "model.model.layers.0.mlp.experts.w2_weight"
+MIXTRAL_W13 = "model.model.layers.0.block_sparse_moe.experts.w13_weight"
+
+# HEP: 4 experts over ep*tp = 2 trainer ranks, rank 0 (tp0) holds experts 0-1 whole and
+# rank 1 (tp1) experts 2-3; each of the 4 vLLM ranks needs a quarter of every expert's
+# gate and up rows (w13) or down columns (w2), and both synchronizers deliver them.
+QWEN_TABLES = [
+    "before (trainer ranks): rank 0 tp0 ep0 | rank 1 tp1 ep0",
+    "  experts 0-1 (2, all ok): whole | -",
+    "  experts 2-3 (2, all ok): - | whole",
+    "after (vLLM ranks): rank 2 tp0 | rank 3 tp1 | rank 4 tp2 | rank 5 tp3",
+    "  experts 0-1 (2, all ok): ok | ok | ok | ok",
+    "  experts 2-3 (2, all ok): ok | ok | ok | ok",
+]
+
+
+@pytest.mark.parametrize("synchronizer", ["chatlearn", "corrected"])
+@pytest.mark.parametrize(
+    ("key", "shape", "kind"),
+    [(QWEN_W13, "[4, 8, 8]", "experts_w13"), (QWEN_W2, "[4, 8, 4]", "experts_w2")],
+)
+def test_tiny_qwen_hep_s2_d4(synchronizer, key, shape, kind):
+    """qwen2-moe s=2 -> d=4: whole experts split 0-1 | 2-3 before, every slice ok after."""
+    result = run_sync(QWEN, Parallel(tp=2), Parallel(tp=4), synchronizer=synchronizer, layers=[0])
+    text = expert_text(expert_diagram(result, key))
+    assert text == "\n".join(
+        [f"experts {key} {shape} ({kind}): tiny, src tp2 -> dst tp4", *QWEN_TABLES]
+    )
+
+
+@pytest.mark.parametrize(
+    ("synchronizer", "status"), [("chatlearn", "unwritten"), ("corrected", "ok")]
+)
+def test_tiny_mixtral_tp_sharded_s2_d4(synchronizer, status):
+    """mixtral s=2 -> d=4: each trainer rank holds half of every expert; faithful writes none."""
+    result = run_sync(
+        MIXTRAL, Parallel(tp=2), Parallel(tp=4), synchronizer=synchronizer, layers=[0]
+    )
+    assert expert_text(expert_diagram(result, MIXTRAL_W13)) == "\n".join([
+        f"experts {MIXTRAL_W13} [4, 8, 8] (experts_w13): tiny, src tp2 -> dst tp4",
+        "before (trainer ranks): rank 0 tp0 ep0 | rank 1 tp1 ep0",
+        f"  experts 0-3 (4, all {status}): 1/2 | 1/2",
+        "after (vLLM ranks): rank 2 tp0 | rank 3 tp1 | rank 4 tp2 | rank 5 tp3",
+        f"  experts 0-3 (4, all {status}): " + " | ".join([status] * 4),
+    ])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixtral_w13():
+    layout = model_layout(MIXTRAL, Parallel(tp=1), Parallel(tp=1), layers=[0])
+    param = layout.param(MIXTRAL_W13)
+    return param, param.dst[0].index.ids()  # [4 experts, 8 rows (gate 0-3, up 4-7), 8 cols]
+
+
+def test_slice_cell_words(mixtral_w13):
+    """Hand-made slices: another expert's rows, shuffled rows, holes, foreign data."""
+    param, ids = mixtral_w13
+    want = ids[0, 0:4]  # expert 0 gate rows 0-3
+    assert slice_cell(param, 7, want.clone(), want).status == "ok"
+    wrong = slice_cell(param, 7, ids[3, 4:8], want)
+    assert (wrong.status, wrong.text, wrong.rank) == (
+        "wrong",
+        "holds expert 3 up",
+        7,
+    )  # the whole up block
+    two = slice_cell(param, 7, ids[1, 2:6], want).text
+    assert two == "holds expert 1 gate rows 2-3, up rows 0-1"
+    assert slice_cell(param, 7, want.flip(0), want).text == "right elements, wrong places"
+    holes = want.clone()
+    holes[1] = -2
+    assert (slice_cell(param, 7, holes, want).text) == "8 of 32 unwritten"
+    assert slice_cell(param, 7, holes * 0 - 2, want).key == ("unwritten", "")
+    foreign = want.clone()
+    foreign[0, 0] = -3
+    assert slice_cell(param, 7, foreign, want).text == "holds data of another parameter"
+
+
+def test_64_experts_aggregate():
+    """qwen2-57b-a14b s=2 -> d=4: 64 experts read as two rows of 32, all ok."""
+    src, dst = Parallel(tp=2), Parallel(tp=4)
+    result = run_sync(preset("qwen2-57b-a14b").scaled(src, dst), src, dst, layers=[0])
+    d = expert_diagram(result, QWEN_W13)
+    assert d.num_experts == 64
+    assert [r.label for r in d.rows] == ["experts 0-31 (32, all ok)", "experts 32-63 (32, all ok)"]
+    lines = expert_text(d).splitlines()
+    assert len(lines) == 7 and "  experts 32-63 (32, all ok): ok | ok | ok | ok" in lines
+    capped = expert_diagram(result, QWEN_W13, max_rows=1)
+    assert [r.label for r in capped.rows] == ["experts 0-31 (32, all ok)"]
+    assert capped.notes == ["... 32 more experts (all ok)"]
+
+
+def test_tp16_columns_capped():
+    """s=2 -> d=16: the after table shows 8 vLLM ranks and counts the 8 left out."""
+    src, dst = Parallel(tp=2), Parallel(tp=16)
+    result = run_sync(preset("qwen1.5-moe-a2.7b").scaled(src, dst), src, dst, layers=[0])
+    d = expert_diagram(result, QWEN_W13)
+    assert [c.world for c in d.dst] == list(range(2, 10))
+    assert all(len(r.after) == 8 for r in d.rows)
+    assert d.notes == ["... 8 more vLLM ranks"]
+    assert d.rows[0].label == "experts 0-29 (30, all ok)"
+
+
+def test_not_an_expert_param():
+    """A dense parameter is refused with the rule and a fix."""
+    result = run_sync(QWEN, Parallel(tp=1), Parallel(tp=1), layers=[0])
+    with pytest.raises(SyncvizError, match="not a routed-expert tensor"):
+        expert_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
+
+
+def _pixel_rgb(png, xy):
+    x, y = xy
+    return tuple(float(c) for c in png[int(y), int(x), :3])
+
+
+def test_png_cell_colours(tmp_path):
+    """Before cells have the holder's rank colour, ok cells the expert colour, unwritten grey."""
+    result = run_sync(QWEN, Parallel(tp=2), Parallel(tp=4), layers=[0])
+    d = expert_diagram(result, QWEN_W13)
+    fig = render(d)
+    png = mpimg.imread(fig.save(tmp_path / "e.png"))
+    held = d.rows[1].before[1]  # experts 2-3 on rank 1
+    assert (held.rank, held.status) == (1, "whole")
+    got = _pixel_rgb(png, fig.rect_pixel(held, 0.12, 0.5))
+    assert got == pytest.approx(mcolors.to_rgb(rank_color(1)), abs=0.02)
+    empty = d.rows[1].before[0]
+    assert _pixel_rgb(png, fig.rect_pixel(empty, 0.5, 0.5)) == pytest.approx((1, 1, 1), abs=0.02)
+    ok = d.rows[0].after[3]
+    got = _pixel_rgb(png, fig.rect_pixel(ok, 0.12, 0.5))
+    assert got == pytest.approx(family_color("expert"), abs=0.02)
+    faithful = run_sync(MIXTRAL, Parallel(tp=2), Parallel(tp=4), layers=[0])
+    dm = expert_diagram(faithful, MIXTRAL_W13)
+    fig = render(dm)
+    png = mpimg.imread(fig.save(tmp_path / "m.png"))
+    gap = dm.rows[0].after[0]
+    got = _pixel_rgb(png, fig.rect_pixel(gap, 0.1, 0.5))
+    assert got == pytest.approx(mcolors.to_rgb(UNWRITTEN_COLOR), abs=0.02)
+
+
+def test_render_experts_view(tmp_path, capsys):
+    """`render --view experts` draws the expert view; --param w2 picks w2; dense models refuse."""
+    parser = argparse.ArgumentParser()
+    render_configure(parser)
+    out = tmp_path / "w2.png"
+    args = parser.parse_args(
+        ["--preset", "qwen1.5-moe-a2.7b", "--src-tp", "2", "--dst-tp", "4", "--view", "experts",
+         "--param", "w2", "-o", str(out)]
+    )  # fmt: skip
+    assert render_main(args) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert mpimg.imread(out).shape[0] > 100
+    args = parser.parse_args(["--preset", "llama3-8b", "--view", "experts", "-o", str(out)])
+    with pytest.raises(SyncvizError, match="no routed experts"):
+        render_main(args)

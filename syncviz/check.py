@@ -21,7 +21,7 @@ import torch
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
 from syncviz.run.inprocess import SyncResult, owners, to_local_ids
-from syncviz.run.values import UNWRITTEN_ID
+from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?) [\d-]+: ")
@@ -147,7 +147,8 @@ def check(
             actual = to_local_ids(plan, param, raw)
             writes = result.writes(world).get(t.name, 0)
             checked = _check_tensor(param, t.tp, world, actual, t.index.ids(), writes, words)
-            if plan.values == "ids":  # ids are model-wide: name any other parameter's data
+            foreign = plan.values == "ids" and bool((actual == FOREIGN_ID).any())
+            if foreign:  # ids are model-wide: name the other parameters whose data landed here
                 for other in owners(plan, raw, exclude=param.key):
                     checked.problems.append(
                         f"dst rank {world} (tp {t.tp}): holds elements of {other}"

@@ -132,3 +132,24 @@ def test_render_writes_png(tmp_path, capsys):
         ]
     )
     assert code == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_render_step_and_its_range(tmp_path, capsys):
+    """--step K draws the regroup up to op K; a K past the recorded ops exits 2 naming the range."""
+    out = tmp_path / "step.png"
+    argv = [
+        "render",
+        "--preset",
+        "llama3-8b",
+        "--src-tp",
+        "1",
+        "--dst-tp",
+        "2",
+        "--param",
+        "o_proj",
+        "-o",
+        str(out),
+    ]
+    assert main([*argv, "--step", "1"]) == 0 and out.exists()
+    assert main([*argv, "--step", "99"]) == 2
+    assert "use --step 1.." in capsys.readouterr().err

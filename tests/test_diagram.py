@@ -190,3 +190,18 @@ def test_render_main_writes_file(tmp_path, capsys):
     )  # fmt: skip
     assert render_main(args) == 0
     assert out.exists() and capsys.readouterr().out.strip() == str(out)
+
+
+def test_scattered_wrong_tensor_is_drawn_by_status_not_left_blank():
+    """llama3-8b o_proj s=1 -> d=2 (flat chunks): every vLLM element is covered by a drawn rect."""
+    from syncviz import Parallel, preset
+    from syncviz.diagram import layout_diagram
+    from syncviz.run.inprocess import run_sync
+
+    result = run_sync(preset("llama3-8b").scaled(), Parallel(tp=1), Parallel(tp=2), layers=[0])
+    diagram = layout_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
+    for panel in diagram.dst:
+        covered = sum((r.row1 - r.row0) * (r.col1 - r.col0) for r in panel.rects)
+        assert covered == panel.grid[0] * panel.grid[1]
+        assert any("drawn by status" in note for note in panel.notes)
+        assert {r.status for r in panel.rects} >= {"wrong"}

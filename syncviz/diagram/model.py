@@ -345,17 +345,12 @@ def _panel(title, world, actual, expected, tables, owner, replicated, param) -> 
     # One integer per element that changes whenever anything drawn changes.
     n_ranks = int(owner.max()) + 2
     key = ((block + 1) * (n_ranks + 1) + (src + 1)) * 8 + status * 2 + rep.to(torch.int64)
-    rows = key.shape[0]
-    same_as_prev = torch.zeros(rows, dtype=torch.bool)
-    if rows > 1:
-        same_as_prev[1:] = (key[1:] == key[:-1]).all(dim=1)
-    starts = [r for r in range(rows) if not same_as_prev[r]]
-    starts.append(rows)
-    boxes: list[tuple[int, int, int, int]] = []
-    for r0, r1 in itertools.pairwise(starts):
-        row = key[r0]
-        cuts = [0, *(torch.nonzero(row[1:] != row[:-1]).flatten() + 1).tolist(), len(row)]
-        boxes += [(r0, r1, c0, c1) for c0, c1 in itertools.pairwise(cuts)]
+    boxes = _boxes(key)
+    if len(boxes) > MAX_RECTS:
+        # Too scattered to draw block by block (e.g. a flat chunk of a column-split
+        # weight): draw runs of one status instead, labelled as mixed blocks.
+        boxes = _boxes(status)
+        notes.append("drawn by status: blocks change too often to draw one by one")
     if len(boxes) > MAX_RECTS:
         notes.append(f"... {len(boxes) - MAX_RECTS} more blocks")
         boxes = boxes[:MAX_RECTS]
@@ -370,6 +365,22 @@ def _panel(title, world, actual, expected, tables, owner, replicated, param) -> 
     return Panel(title, world, shape, (got.shape[0], got.shape[1]), rects, bands, notes)
 
 
+def _boxes(key: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """Rectangles of equal ``key``: runs of identical rows, cut where a row's key changes."""
+    rows = key.shape[0]
+    same_as_prev = torch.zeros(rows, dtype=torch.bool)
+    if rows > 1:
+        same_as_prev[1:] = (key[1:] == key[:-1]).all(dim=1)
+    starts = [r for r in range(rows) if not same_as_prev[r]]
+    starts.append(rows)
+    boxes: list[tuple[int, int, int, int]] = []
+    for r0, r1 in itertools.pairwise(starts):
+        row = key[r0]
+        cuts = [0, *(torch.nonzero(row[1:] != row[:-1]).flatten() + 1).tolist(), len(row)]
+        boxes += [(r0, r1, c0, c1) for c0, c1 in itertools.pairwise(cuts)]
+    return boxes
+
+
 def _rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param, explain) -> Rect:
     code = STATUS_CODES[int(status[r0, c0])]
     b = int(block[r0, c0])
@@ -380,6 +391,8 @@ def _rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param, exp
         label, family, shade = "padding", "padding", 0
     else:
         label, family, shade = tables.labels[b], tables.families[b], tables.shades[b]
+        if bool((block[r0:r1, c0:c1] != b).any()):
+            label = f"{label} and other blocks"
     explanation = ""
     if code == "wrong" and explain:
         explanation = (

@@ -43,6 +43,13 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="keep the true sizes (default: the layout-preserving scaled model)",
     )
+    parser.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        metavar="K",
+        help="layout view: show the regroup up to recorded op K (1-based) and what it moved",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="PATH", help="*.png or *.svg")
 
 
@@ -70,9 +77,27 @@ def render_main(args: argparse.Namespace) -> int:
     else:
         key = resolve_param(result.plan.layout.keys(), args.param)
         diagram = layout_diagram(result, key, check(result, args.synchronizer))
+        if args.step is not None:
+            _cut_at_step(result, key, diagram, args.step)
     path = render(diagram).save(args.output)
     print(path)
     return 0
+
+
+def _cut_at_step(result, key: str, diagram, step: int) -> None:
+    """Keep the recorded ops up to ``step`` and say, on the figure, what that op moved."""
+    from syncviz.journey import param_steps
+
+    steps = param_steps(result, key)
+    if not 1 <= step <= len(steps):
+        raise SyncvizError(
+            f"--step {step} is out of range: {key} has {len(steps)} recorded ops",
+            fix=f"use --step 1..{len(steps)}" if steps else "leave --step out",
+        )
+    chosen = steps[step - 1]
+    diagram.steps = diagram.steps[:step]
+    moved = ", ".join(chosen.blocks) if chosen.blocks else "blocks not replayable here"
+    diagram.notes.append(f"step {step}/{len(steps)}: {chosen.text} (moves {moved})")
 
 
 def resolve_param(keys: list[str], name: str | None) -> str:

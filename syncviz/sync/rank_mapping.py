@@ -26,6 +26,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import cycle
 from typing import Any
 
@@ -177,12 +178,6 @@ class ParameterSyncGroup:
         self.sorted_send_actors_stage2 = None
         self.stage1_rank_pairs: list[RankPair] = []
         self.stage2_rank_pairs: list[RankPair] = []
-        self._num_src_pipeline_stage: int | None = None
-        self._num_dst_pipeline_stage: int | None = None
-        self._num_src_tensor_parallel: int | None = None
-        self._num_dst_tensor_parallel: int | None = None
-        self._num_src_expert_parallel: int | None = None
-        self._num_dst_expert_parallel: int | None = None
         if build_mapping:
             self.setup_rank_mapping()
         else:
@@ -220,51 +215,35 @@ class ParameterSyncGroup:
     def _size(self, model: Any, func_name: str) -> int:
         return self._call(model.replicas[0].all_actors[0], func_name)
 
-    @property
+    @cached_property
     def num_src_pipeline_stage(self) -> int:
         """Trainer pipeline-parallel size."""
-        if self._num_src_pipeline_stage is None:
-            self._num_src_pipeline_stage = self._size(
-                self.src_model, "pipeline_model_parallel_size"
-            )
-        return self._num_src_pipeline_stage
+        return self._size(self.src_model, "pipeline_model_parallel_size")
 
-    @property
+    @cached_property
     def num_dst_pipeline_stage(self) -> int:
         """Inference pipeline-parallel size."""
-        if self._num_dst_pipeline_stage is None:
-            self._num_dst_pipeline_stage = self._size(
-                self.dst_model, "pipeline_model_parallel_size"
-            )
-        return self._num_dst_pipeline_stage
+        return self._size(self.dst_model, "pipeline_model_parallel_size")
 
-    @property
+    @cached_property
     def num_src_tensor_parallel(self) -> int:
         """Trainer tensor-parallel size."""
-        if self._num_src_tensor_parallel is None:
-            self._num_src_tensor_parallel = self._size(self.src_model, "tensor_model_parallel_size")
-        return self._num_src_tensor_parallel
+        return self._size(self.src_model, "tensor_model_parallel_size")
 
-    @property
+    @cached_property
     def num_dst_tensor_parallel(self) -> int:
         """Inference tensor-parallel size."""
-        if self._num_dst_tensor_parallel is None:
-            self._num_dst_tensor_parallel = self._size(self.dst_model, "tensor_model_parallel_size")
-        return self._num_dst_tensor_parallel
+        return self._size(self.dst_model, "tensor_model_parallel_size")
 
-    @property
+    @cached_property
     def num_src_expert_parallel(self) -> int:
         """Trainer expert-parallel size."""
-        if self._num_src_expert_parallel is None:
-            self._num_src_expert_parallel = self._size(self.src_model, "expert_model_parallel_size")
-        return self._num_src_expert_parallel
+        return self._size(self.src_model, "expert_model_parallel_size")
 
-    @property
+    @cached_property
     def num_dst_expert_parallel(self) -> int:
         """Inference expert-parallel size."""
-        if self._num_dst_expert_parallel is None:
-            self._num_dst_expert_parallel = self._size(self.dst_model, "expert_model_parallel_size")
-        return self._num_dst_expert_parallel
+        return self._size(self.dst_model, "expert_model_parallel_size")
 
     # -- recording pairs --
 
@@ -514,28 +493,18 @@ class ParameterSyncGroupwithHEP(ParameterSyncGroup):
             list
         )
         self.routed_expert_rank_pairs: list[RankPair] = []
-        self._num_src_hyper_expert_parallel: int | None = None
-        self._num_dst_hyper_expert_parallel: int | None = None
         self.sorted_send_actors_for_routed_experts = None
         super().__init__(src_model, dst_model, group_name, frequency, error_signal, **kwargs)
 
-    @property
+    @cached_property
     def num_src_hyper_expert_parallel(self) -> int:
         """Trainer tp*ep size."""
-        if self._num_src_hyper_expert_parallel is None:
-            self._num_src_hyper_expert_parallel = self._size(
-                self.src_model, "tensor_and_expert_model_parallel_size"
-            )
-        return self._num_src_hyper_expert_parallel
+        return self._size(self.src_model, "tensor_and_expert_model_parallel_size")
 
-    @property
+    @cached_property
     def num_dst_hyper_expert_parallel(self) -> int:
         """Inference tp*ep size."""
-        if self._num_dst_hyper_expert_parallel is None:
-            self._num_dst_hyper_expert_parallel = self._size(
-                self.dst_model, "tensor_and_expert_model_parallel_size"
-            )
-        return self._num_dst_hyper_expert_parallel
+        return self._size(self.dst_model, "tensor_and_expert_model_parallel_size")
 
     def setup_rank_mapping(self) -> None:
         """Pick the builders for vLLM (or Megatron) inference from the tp/ep/hep ratios."""

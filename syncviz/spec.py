@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -235,9 +234,22 @@ class ModelSpec:
 
 
 def _candidate_tps(heads: int, src: Parallel | None, dst: Parallel | None) -> list[int]:
-    tps = {d for d in range(1, heads + 1) if heads % d == 0}
+    tps = _divisors(heads)
     tps.update(side.tp for side in (src, dst) if side is not None)
     return sorted(tps)
+
+
+def _divisors(n: int) -> set[int]:
+    """Every divisor of ``n``, found in sqrt(n) steps (heads may be large).
+
+    >>> sorted(_divisors(12))
+    [1, 2, 3, 4, 6, 12]
+    """
+    found: set[int] = set()
+    for d in range(1, math.isqrt(n) + 1):
+        if n % d == 0:
+            found.update((d, n // d))
+    return found
 
 
 def _largest_divisor(size: int, candidates: Iterable[int]) -> int:
@@ -286,10 +298,36 @@ def _checked_layers(num_layers: int, src: Parallel | None, dst: Parallel | None)
 # ---------------------------------------------------------------- Hugging Face config.json
 
 
+# Sane upper bounds for config.json sizes: far above any released model, low enough
+# that the oracle and the plan answer in seconds. A value above its bound is refused.
+CONFIG_BOUNDS: dict[str, int] = {
+    "num_hidden_layers": 1024,
+    "hidden_size": 1 << 18,
+    "num_attention_heads": 4096,
+    "num_key_value_heads": 4096,
+    "head_dim": 4096,
+    "kv_channels": 4096,
+    "intermediate_size": 1 << 20,
+    "moe_intermediate_size": 1 << 20,
+    "shared_expert_intermediate_size": 1 << 20,
+    "vocab_size": 1 << 24,
+    "num_experts": 1024,
+    "num_local_experts": 1024,
+}
+MAX_CONFIG_BYTES = 16 << 20  # a config.json is a few KiB
+_CONFIG_FIX = "pass the path of a Hugging Face config.json or of the folder that holds it"
+
+
 def _load_hf_config(
     path_or_dict: str | os.PathLike[str] | Mapping[str, Any],
 ) -> tuple[Mapping[str, Any], str, str]:
-    """(config, where it came from for messages, a default name)."""
+    """(config, where it came from for messages, a default name).
+
+    Files are read bounded (size, nesting depth and integer length; see
+    :mod:`syncviz.trace.json_io`), so any bad file is a SyncvizError.
+    """
+    from syncviz.trace.json_io import parse_json, read_text_file
+
     if isinstance(path_or_dict, Mapping):
         config = path_or_dict
         return config, "the config dict", str(config.get("_name_or_path") or "custom")
@@ -301,24 +339,14 @@ def _load_hf_config(
     path = Path(path_or_dict)
     if path.is_dir():
         path = path / "config.json"
-    if not path.is_file():
-        raise SyncvizError(
-            f"config file {str(path)!r} does not exist",
-            fix="pass the path of a Hugging Face config.json or of the folder that holds it",
-        )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise SyncvizError(
-            f"config file {str(path)!r} is not valid JSON ({err.msg} at line {err.lineno},"
-            f" column {err.colno})",
-            fix="fix the JSON syntax; the file must hold one JSON object",
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SyncvizError(
-            f"config file {str(path)!r} cannot be read ({err})",
-            fix="check the file's permissions and that it is UTF-8 text",
-        ) from None
+    if not path.exists():
+        raise SyncvizError(f"config file {str(path)!r} does not exist", fix=_CONFIG_FIX)
+    text = read_text_file(path, "config file", MAX_CONFIG_BYTES, fix=_CONFIG_FIX)
+    config = parse_json(
+        text,
+        f"config file {str(path)!r}",
+        fix="fix the JSON syntax; the file must hold one JSON object",
+    )
     if not isinstance(config, dict):
         raise SyncvizError(
             f"config file {str(path)!r} holds a JSON {type(config).__name__}, not an object",
@@ -335,21 +363,39 @@ def _architecture(config: Mapping[str, Any], where: str) -> str:
     names = config.get("architectures")
     if isinstance(names, str):
         names = [names]
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
+        raise SyncvizError(
+            f"architectures ({_shown(names)}) in {where} must be a list of class names",
+            fix='use e.g. "architectures": ["LlamaForCausalLM"]',
+        )
     if names:
         for arch in names:
             if arch in HF_ARCHITECTURES:
                 return arch
         raise SyncvizError(
-            f"architecture {', '.join(map(str, names))} in {where} is not supported",
+            f"architecture {_shown(', '.join(names))[1:-1]} in {where} is not supported",
             fix=f"use a config of one of {supported}, or build a ModelSpec by hand",
         )
     model_type = config.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise SyncvizError(
+            f"model_type ({_shown(model_type)}) in {where} must be a string",
+            fix='use e.g. "model_type": "llama", or add an "architectures" list',
+        )
     if model_type in _HF_MODEL_TYPES:
         return _HF_MODEL_TYPES[model_type]
     raise SyncvizError(
         f"{where} has no 'architectures' list (and model_type {model_type!r} is not known)",
         fix=f'add "architectures": ["<one of {supported}>"]',
     )
+
+
+def _shown(value: object) -> str:
+    """``repr`` cut to a readable length for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _positive_int(
@@ -365,8 +411,27 @@ def _positive_int(
         )
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise SyncvizError(
-            f"{key} ({value!r}) in {where} must be a positive integer",
+            f"{key} ({_shown(value)}) in {where} must be a positive integer",
             fix=f"set {key} to the value in the model's config.json",
+        )
+    bound = CONFIG_BOUNDS.get(key)
+    if bound is not None and value > bound:
+        raise SyncvizError(
+            f"{key} ({value}) in {where} is above the bound of {bound} syncviz accepts",
+            fix=f"check the value; real models stay below {bound}",
+        )
+    return value
+
+
+def _flag(config: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    """A JSON boolean (``"false"`` as a string would read as true, so it is refused)."""
+    value = config.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise SyncvizError(
+            f"{key} ({_shown(value)}) in {where} must be a JSON boolean",
+            fix=f'write "{key}": true or "{key}": false, without quotes',
         )
     return value
 
@@ -387,7 +452,7 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
         "ffn_hidden_size": need("intermediate_size"),
         "vocab_size": need("vocab_size"),
         "head_dim": need("head_dim") if config.get("head_dim") is not None else 0,
-        "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
+        "tie_word_embeddings": _flag(config, "tie_word_embeddings", where, False),
     }
     if family == "qwen-v1":
         # QWen v1 stores w1 and w2 as halves of one "intermediate_size", and has
@@ -402,15 +467,15 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
         if config.get("kv_channels") is not None:
             sizes["head_dim"] = need("kv_channels")
     elif family == "llama-mcore":
-        sizes["qkv_bias"] = bool(config.get("attention_bias", False))
+        sizes["qkv_bias"] = _flag(config, "attention_bias", where, False)
     elif family == "qwen2":
         sizes["qkv_bias"] = True  # Qwen2 always has q/k/v biases
     elif family == "qwen2-moe":
         _require_all_layers_moe(config, where)
-        has_shared = bool(config.get("shared_expert_intermediate_size"))
+        has_shared = config.get("shared_expert_intermediate_size") not in (None, 0)
         shared = need("shared_expert_intermediate_size") if has_shared else 0
         sizes.update(
-            qkv_bias=bool(config.get("qkv_bias", True)),
+            qkv_bias=_flag(config, "qkv_bias", where, True),
             num_experts=need("num_experts"),
             moe_ffn_hidden_size=need("moe_intermediate_size"),
             shared_expert_ffn_hidden_size=shared,
@@ -433,6 +498,11 @@ def _require_all_layers_moe(config: Mapping[str, Any], where: str) -> None:
     """A ModelSpec has one MLP kind for all layers; mixed dense/MoE stacks do not fit."""
     step = config.get("decoder_sparse_step", 1)
     dense_layers = config.get("mlp_only_layers") or []
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise SyncvizError(
+            f"decoder_sparse_step ({_shown(step)}) in {where} must be an integer",
+            fix='use "decoder_sparse_step": 1',
+        )
     if step != 1 or dense_layers:
         raise SyncvizError(
             f"{where} mixes dense and MoE layers (decoder_sparse_step={step!r},"

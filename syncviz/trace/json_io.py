@@ -1,6 +1,11 @@
 """SyncTrace <-> JSON, with a strict reader: only JSON is parsed and every field is checked.
 
 A bad file raises SyncvizError naming the field path (``params[0].ops[2].inputs[0].shape``).
+Parsing is bounded (:func:`parse_json`): a document nested deeper than ``MAX_DEPTH``
+levels, an integer longer than ``MAX_INT_DIGITS`` digits, or a trace file larger than
+``MAX_TRACE_BYTES`` is refused before it is parsed, so no input reaches Python's
+recursion limit or fills the memory. Every failure, the file's own included (missing,
+a folder, not UTF-8), is a SyncvizError.
 
 >>> from syncviz.trace.model import SyncTrace
 >>> text = trace_to_json(SyncTrace(metadata={"b": 1, "a": [2, 3]}))
@@ -19,8 +24,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict
+from itertools import accumulate
+from pathlib import Path
 from typing import Any, TypeVar
 
 from syncviz.errors import SyncvizError
@@ -37,6 +46,13 @@ from syncviz.trace.model import (
 )
 
 T = TypeVar("T")
+
+MAX_DEPTH = 64  # nesting levels of lists and objects in any document syncviz reads
+MAX_INT_DIGITS = 30  # no size or id in a trace or config needs more
+MAX_TRACE_BYTES = 256 << 20  # a whole-model trace is a few MiB; parsing costs ~5x its size
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 _FIX = f"the file is not a valid {SCHEMA_NAME} version {SCHEMA_VERSION} document; re-record it"
 
@@ -62,13 +78,124 @@ def trace_from_json(text: str) -> SyncTrace:
     ...
     syncviz.errors.SyncvizError: trace field <document> must be an object, got []: ...
     """
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, TypeError) as exc:
+    if not isinstance(text, str):
         raise SyncvizError(
-            f"trace field <document> is not valid JSON ({exc})", fix=_FIX, field="<document>"
+            f"trace field <document> must be JSON text, got a {type(text).__name__}",
+            fix=_FIX,
+            field="<document>",
+        )
+    return _read_trace(parse_json(text, "trace field <document>", fix=_FIX))
+
+
+def read_trace_file(path: str | os.PathLike[str]) -> SyncTrace:
+    """Read a trace file written by ``SyncTrace.save``; every failure is a SyncvizError.
+
+    >>> read_trace_file("/no/such/trace.json")
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: trace file '/no/such/trace.json' does not exist: ...
+    """
+    text = read_text_file(path, "trace file", MAX_TRACE_BYTES, fix="pass a trace saved by syncviz")
+    return trace_from_json(text)
+
+
+def read_text_file(
+    path: str | os.PathLike[str], what: str, max_bytes: int, *, fix: str
+) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes``, or a SyncvizError.
+
+    >>> read_text_file("/", "config file", 10, fix="pass a file")
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: config file '/' is a directory, not a file: pass a file
+    """
+    shown = repr(str(path))
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise SyncvizError(f"{what} {shown} does not exist", fix=fix) from None
+    except (OSError, ValueError) as err:
+        raise SyncvizError(f"{what} {shown} cannot be read ({_reason(err)})", fix=fix) from None
+    if Path(path).is_dir():
+        raise SyncvizError(f"{what} {shown} is a directory, not a file", fix=fix)
+    if not Path(path).is_file():  # a FIFO or device would block or never end
+        raise SyncvizError(f"{what} {shown} is not a regular file", fix=fix)
+    if info.st_size > max_bytes:
+        raise SyncvizError(
+            f"{what} {shown} is {info.st_size / 2**20:.0f} MiB, more than the"
+            f" {max_bytes / 2**20:.0f} MiB syncviz reads",
+            fix=f"check it is the right file; {what}s this large are not supported",
+        )
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as err:
+        raise SyncvizError(f"{what} {shown} cannot be read ({_reason(err)})", fix=fix) from None
+    if len(data) > max_bytes:  # it grew since the stat
+        raise SyncvizError(f"{what} {shown} is larger than {max_bytes} bytes", fix=fix)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SyncvizError(
+            f"{what} {shown} is not UTF-8 text (byte {err.start} is {data[err.start]:#04x})",
+            fix=f"{fix}; syncviz reads JSON text only, never pickles or binary files",
         ) from None
-    return _read_trace(data)
+
+
+def parse_json(text: str, what: str, *, fix: str) -> Any:
+    """``json.loads`` with bounded depth and integer length; errors name ``what``.
+
+    The depth is measured first, without recursion, so a hostile document never
+    reaches the parser's recursion limit.
+
+    >>> parse_json('{"a": [1, 2]}', "config", fix="-")
+    {'a': [1, 2]}
+    >>> parse_json("[" * 100 + "]" * 100, "config", fix="flatten it")
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: config is nested 100 levels deep, more than 64: flatten it
+    """
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise SyncvizError(f"{what} is nested {depth} levels deep, more than {MAX_DEPTH}", fix=fix)
+    try:
+        return json.loads(text, parse_int=_bounded_int)
+    except _LongInteger as err:
+        raise SyncvizError(
+            f"{what} holds an integer of {err.args[0]} digits, more than {MAX_INT_DIGITS}",
+            fix=fix,
+        ) from None
+    except json.JSONDecodeError as err:
+        raise SyncvizError(
+            f"{what} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})",
+            fix=fix,
+        ) from None
+    except (ValueError, RecursionError) as err:  # anything else json refuses
+        raise SyncvizError(f"{what} is not valid JSON ({_reason(err)})", fix=fix) from None
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of ``[`` and ``{`` in JSON ``text`` (strings ignored), iteratively.
+
+    >>> json_depth('{"a": [[1], "]]]"]}')
+    3
+    """
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets), initial=0))
+
+
+class _LongInteger(Exception):
+    pass
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise _LongInteger(len(digits.lstrip("-")))
+    return int(digits)
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
 # --- strict readers: each takes the value and its field path -------------------------
@@ -113,28 +240,36 @@ def _list(value: Any, path: str, reader: Callable[[Any, str], T]) -> list[T]:
     return [reader(item, f"{path}[{i}]") for i, item in enumerate(value)]
 
 
-def _json_value(value: Any, path: str) -> JSONValue:
-    if value is None or isinstance(value, (bool, int, str)):
+def _json_value(value: Any, path: str, depth: int = 1) -> JSONValue:
+    # The depth bound keeps the recursion far from Python's limit, also for values
+    # built in memory (trace_to_json validates metadata that never was JSON text).
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if len(str(abs(value))) > MAX_INT_DIGITS:
+            raise _bad(path, f"an integer of at most {MAX_INT_DIGITS} digits", value)
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _bad(path, "a finite number", value)
         return value
+    if depth > MAX_DEPTH:
+        raise _bad(path, f"nested at most {MAX_DEPTH} levels deep", "...")
     if isinstance(value, list):
-        return [_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [_json_value(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, dict):
-        return _json_object(value, path)
+        return _json_object(value, path, depth)
     raise _bad(path, "a JSON value (null, bool, number, string, list or object)", value)
 
 
-def _json_object(value: Any, path: str) -> dict[str, JSONValue]:
+def _json_object(value: Any, path: str, depth: int = 1) -> dict[str, JSONValue]:
     if not isinstance(value, dict):
         raise _bad(path, "an object", value)
     out: dict[str, JSONValue] = {}
     for key, item in value.items():
         if not isinstance(key, str):
             raise _bad(f"{path}.<key>", "a string key", key)
-        out[key] = _json_value(item, f"{path}.{key}")
+        out[key] = _json_value(item, f"{path}.{key}", depth + 1)
     return out
 
 

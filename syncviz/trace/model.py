@@ -219,8 +219,14 @@ class SyncTrace:
 
     @classmethod
     def load(cls, path: str | Path) -> SyncTrace:
-        """Read a file written by :meth:`save`; only JSON is parsed, nothing is executed."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read a file written by :meth:`save`; only JSON is parsed, nothing is executed.
+
+        Bounded and strict (see :mod:`syncviz.trace.json_io`): any bad file raises
+        SyncvizError.
+        """
+        from syncviz.trace.json_io import read_trace_file
+
+        return read_trace_file(path)
 
     def find(
         self, param: str | None = None, rank: int | None = None, phase: str | None = None

@@ -1,4 +1,8 @@
-"""The one error class of syncviz.
+"""The one error class of syncviz, and its variant for a run that itself failed.
+
+``SyncvizError`` is bad input (the command line exits 2); ``RunFailed`` is the same
+error for a run that could not finish (a rank died or stalled, the synchronizer
+could not be loaded: exit 3).
 
 >>> from syncviz.errors import SyncvizError
 >>> err = SyncvizError("dst tp (3) must divide heads (32)", fix="use 1, 2, 4, 8, 16 or 32")
@@ -19,6 +23,8 @@ class SyncvizError(ValueError):
     with :meth:`with_context`, never deep inside the core.
     """
 
+    exit_code = 2  # what the command line exits with
+
     def __init__(self, message: str, *, fix: str | None = None, **context: Any) -> None:
         self.message = message
         self.fix = fix
@@ -36,4 +42,14 @@ class SyncvizError(ValueError):
     def with_context(self, **context: Any) -> SyncvizError:
         """Return the same error with more context; keys already present win."""
         merged = {**context, **self.context}
-        return SyncvizError(self.message, fix=self.fix, **merged)
+        return type(self)(self.message, fix=self.fix, **merged)
+
+
+class RunFailed(SyncvizError):
+    """The run itself failed: a rank died or stalled, or the synchronizer could not load.
+
+    >>> RunFailed("rank 3 stopped answering", fix="raise --timeout").exit_code
+    3
+    """
+
+    exit_code = 3

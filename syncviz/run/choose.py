@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from syncviz.errors import SyncvizError
+from syncviz.errors import RunFailed, SyncvizError
 from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
 from syncviz.sync.adapter import models_for
@@ -46,18 +46,74 @@ def synchronizer_factory(choice: str | type[BaseSync]) -> SyncFactory:
 
 
 def _import_class(path: str) -> type[BaseSync]:
+    """Import ``package.module:ClassName``; this runs the module's code, as any import does.
+
+    A malformed path is bad input (SyncvizError); a module that cannot be found,
+    fails while it is imported, or lacks the class is a run that could not load its
+    synchronizer (RunFailed).
+
+    >>> _import_class("..foo:X")
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: synchronizer '..foo:X' must be 'package.module:ClassName' ...
+    >>> _import_class("syncviz.spec:ModelSpec")
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.RunFailed: synchronizer 'syncviz.spec:ModelSpec' names a class that ...
+    """
     module_name, _, class_name = path.partition(":")
+    if not (_dotted(module_name) and _dotted(class_name)):
+        raise SyncvizError(
+            f"synchronizer {path!r} must be 'package.module:ClassName' (absolute, dotted names)",
+            fix="e.g. --synchronizer mypkg.sync:MySync, with mypkg on PYTHONPATH",
+        )
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SyncvizError(
-            f"cannot import module {module_name!r} for synchronizer {path!r} ({exc})",
-            fix="check the module is importable (on PYTHONPATH) and spelled right",
+    except ModuleNotFoundError as exc:
+        missing = exc.name or module_name
+        where = "" if missing == module_name else f" (it imports {missing!r}, which is missing)"
+        raise RunFailed(
+            f"cannot import module {module_name!r} for synchronizer {path!r}{where}",
+            fix="put the module's folder on PYTHONPATH (the current directory is not searched)",
         ) from None
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, BaseSync)):
-        raise SyncvizError(
-            f"{path!r} is not a BaseSync subclass",
-            fix=f"name a class defined in {module_name} that subclasses syncviz.sync.BaseSync",
+    except SyntaxError as exc:
+        raise RunFailed(
+            f"synchronizer module {module_name!r} has a syntax error"
+            f" ({exc.msg}, {exc.filename} line {exc.lineno})",
+            fix="fix the module's syntax",
+        ) from None
+    except (Exception, SystemExit) as exc:  # the module's own code failed while importing
+        raise RunFailed(
+            f"synchronizer module {module_name!r} raised {type(exc).__name__} while being"
+            f" imported: {' '.join(str(exc).split())[:200]}",
+            fix="importing a module runs its code: fix the error at its top level",
+        ) from None
+    obj: object = module
+    for part in class_name.split("."):
+        if not hasattr(obj, part):
+            defined = sorted(
+                name
+                for name, value in vars(module).items()
+                if isinstance(value, type) and issubclass(value, BaseSync)
+            )
+            hint = f"; it defines {', '.join(defined)}" if defined else ""
+            raise RunFailed(
+                f"module {module_name!r} has no class {class_name!r} for synchronizer {path!r}",
+                fix=f"name a BaseSync subclass defined in {module_name}{hint}",
+            )
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, BaseSync)):
+        what = (
+            f"a class that is not a BaseSync subclass (bases: {obj.__mro__[1].__name__})"
+            if isinstance(obj, type)
+            else f"a {type(obj).__name__}, not a BaseSync subclass"
         )
-    return cls
+        raise RunFailed(
+            f"synchronizer {path!r} names {what}",
+            fix="subclass syncviz.sync.BaseSync (or one of its Megatron->vLLM classes)",
+        )
+    return obj
+
+
+def _dotted(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))

@@ -138,9 +138,13 @@ def build_cases(tmp: Path) -> list[Case]:
     layout_cfg("kv-not-dividing", {**LLAMA, "num_key_value_heads": 3}, "num_query_groups")
     layout_cfg("hidden-not-divisible", {**LLAMA, "hidden_size": 65}, "hidden_size")
     layout_cfg("vocab-missing", {k: v for k, v in LLAMA.items() if k != "vocab_size"}, "vocab_size")
-    layout_cfg("nan-hidden", None, "hidden_size", text=json.dumps(LLAMA)[:-1] + ', "hidden_size": NaN}')
+    layout_cfg(
+        "nan-hidden", None, "hidden_size", text=json.dumps(LLAMA)[:-1] + ', "hidden_size": NaN}'
+    )
     layout_cfg("moe-experts-zero", {**MIXTRAL, "num_local_experts": 0}, "num_local_experts")
-    layout_cfg("sparse-step-string", {**QWEN2_MOE, "decoder_sparse_step": "1"}, "decoder_sparse_step")
+    layout_cfg(
+        "sparse-step-string", {**QWEN2_MOE, "decoder_sparse_step": "1"}, "decoder_sparse_step"
+    )
     layout_cfg("config-list", [LLAMA], "object")
     layout_cfg("config-not-json", None, "json", text="{not json")
     layout_cfg("config-empty", None, "json", text="")
@@ -183,15 +187,27 @@ def build_cases(tmp: Path) -> list[Case]:
     # ---- synchronizer paths
     add("sync-colon-only", [*chk, "--layers", "0", "--synchronizer", ":X"], 2, "synchronizer")
     add("sync-relative", [*chk, "--layers", "0", "--synchronizer", "..foo:X"], 2, "synchronizer")
-    add("sync-no-class", [*chk, "--layers", "0", "--synchronizer", "plain_sync:"], 2, "synchronizer")
+    add(
+        "sync-no-class", [*chk, "--layers", "0", "--synchronizer", "plain_sync:"], 2, "synchronizer"
+    )
     add("sync-unknown-name", [*chk, "--layers", "0", "--synchronizer", "fast"], 2, "synchronizer")
     add("sync-no-module", [*chk, "--layers", "0", "--synchronizer", "nosuchmod:X"], 3, "nosuchmod")
     add("sync-syntax", [*chk, "--layers", "0", "--synchronizer", "bad_syntax_sync:X"], 3, "syntax")
     add("sync-raises", [*chk, "--layers", "0", "--synchronizer", "raises_sync:X"], 3, "boom")
     add("sync-exits", [*chk, "--layers", "0", "--synchronizer", "exits_sync:X"], 3, "exits_sync")
     add("sync-missing", [*chk, "--layers", "0", "--synchronizer", "plain_sync:Nope"], 3, "no class")
-    add("sync-not-sub", [*chk, "--layers", "0", "--synchronizer", "plain_sync:NotSync"], 3, "basesync")
-    add("sync-not-class", [*chk, "--layers", "0", "--synchronizer", "plain_sync:value"], 3, "basesync")
+    add(
+        "sync-not-sub",
+        [*chk, "--layers", "0", "--synchronizer", "plain_sync:NotSync"],
+        3,
+        "basesync",
+    )
+    add(
+        "sync-not-class",
+        [*chk, "--layers", "0", "--synchronizer", "plain_sync:value"],
+        3,
+        "basesync",
+    )
     # ---- output paths (render)
     ren = ["render", *pre, "--src-tp", "1", "--dst-tp", "2", "--param", "o_proj"]
     add("out-proc", [*ren, "-o", "/proc/x.png"], 2, "--output")
@@ -202,6 +218,7 @@ def build_cases(tmp: Path) -> list[Case]:
     add("out-is-dir", [*ren, "-o", str(tmp / "emptydir")], 2, "--output")
     add("out-efbig", [*ren, "-o", str(tmp / "big.png")], 2, "--output", fsize_limit=1024)
     add("out-dev-full", [*ren, "-o", "/dev/full"], 2, "--output")
+
     # ---- trace files
     def trace(id_: str, content: bytes | None, *words: str) -> None:
         path = tmp / f"trace-{id_}.json"
@@ -209,8 +226,15 @@ def build_cases(tmp: Path) -> list[Case]:
             path.write_bytes(content)
         add(f"trace-{id_}", [str(path)], 2, *words, trace=True)
 
-    good = {"schema": "syncviz.trace", "version": 1, "metadata": {}, "sources": [],
-            "params": [], "collectives": [], "warnings": []}
+    good = {
+        "schema": "syncviz.trace",
+        "version": 1,
+        "metadata": {},
+        "sources": [],
+        "params": [],
+        "collectives": [],
+        "warnings": [],
+    }
     with_meta = lambda meta: json.dumps({**good, "metadata": {"m": meta}}).encode()  # noqa: E731
     trace("not-json", b"{oops", "json")
     trace("pickle", b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94.", "utf-8")
@@ -225,8 +249,13 @@ def build_cases(tmp: Path) -> list[Case]:
     trace("nan", with_meta(0).replace(b"0}", b"NaN}"), "finite")
     trace("empty", b"", "json")
     trace("list", b"[]", "object")
-    trace("bool-ref", json.dumps({**good, "sources": [
-        {"ref": True, "label": None, "shape": [2], "dtype": "float64"}]}).encode(), "ref")
+    trace(
+        "bool-ref",
+        json.dumps(
+            {**good, "sources": [{"ref": True, "label": None, "shape": [2], "dtype": "float64"}]}
+        ).encode(),
+        "ref",
+    )
     with open(tmp / "trace-huge.json", "wb") as fh:
         fh.truncate(3 * 2**30)
     add("trace-3gib", [str(tmp / "trace-huge.json")], 2, "mib", trace=True)
@@ -260,7 +289,12 @@ def _one(case: Case, root: Path, tmp: Path) -> Outcome:
     start = time.monotonic()
     try:
         done = subprocess.run(
-            cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=HANG_S,
+            cmd,
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=HANG_S,
             preexec_fn=limits,
         )
     except subprocess.TimeoutExpired as exc:

@@ -13,6 +13,7 @@ only the world differs (:class:`~syncviz.run.local_world.LocalWorld` threads or
 from __future__ import annotations
 
 import gc
+import math
 import sys
 import threading
 import time
@@ -22,11 +23,12 @@ from typing import Any, Literal
 
 import torch
 
-from syncviz.errors import SyncvizError
+from syncviz.errors import RunFailed, SyncvizError
 from syncviz.parallel import Parallel
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.local_world import LocalWorld
+from syncviz.run.memory import check_memory
 from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
 from syncviz.run.values import global_weights, take, unwritten
@@ -36,6 +38,7 @@ from syncviz.trace.model import SyncTrace
 from syncviz.trace.tracer import Tracer
 
 Executor = Literal["inprocess", "ray"]
+DEFAULT_TIMEOUT_S = 600.0  # a whole scaled model takes seconds; exact sizes take minutes
 
 
 def initial_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
@@ -71,7 +74,7 @@ def run_sync(
     expert_comm: Literal["allgather", "alltoall"] = "allgather",
     executor: Executor = "inprocess",
     trace: bool = True,
-    timeout: float = 120.0,
+    timeout: float = DEFAULT_TIMEOUT_S,
     world: Any = None,
     show_progress: bool = False,
     values: Literal["ids", "random"] = "ids",
@@ -94,7 +97,16 @@ def run_sync(
     A rank that fails mid-sync (a dead actor, a timed-out collective) leaves
     every destination rank's tensors as they were: receivers stage what arrives
     and commit only when all of it arrived.
+
+    ``timeout`` (seconds) bounds the whole run, set-up included, on either
+    executor: a rank still running then is named in a
+    :class:`~syncviz.errors.RunFailed` ("vLLM tp 1 (rank 3) stopped answering
+    during regroup of ...") and every other rank is released. Before anything is
+    allocated, the memory the run needs is estimated from the plan and a run that
+    does not fit is refused (:func:`syncviz.run.memory.check_memory`).
     """
+    _check_timeout(timeout)
+    deadline = time.monotonic() + timeout
     plan = build_plan(
         spec,
         src,
@@ -107,23 +119,62 @@ def run_sync(
         comm=comm,
         bucket_size_mb=bucket_size_mb,
     )
+    if executor not in ("inprocess", "ray"):
+        raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
+    check_memory(plan)
     factory = synchronizer_factory(synchronizer)
     if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
-        return _execute(world, plan, factory, trace)
+        return _execute(world, plan, factory, trace, deadline=deadline)
     if executor == "inprocess":
         world = LocalWorld(plan.world_size, timeout=timeout)
-        return _execute(world, plan, factory, trace, show_progress)
-    if executor == "ray":
-        from syncviz.run.ray_cluster import ray_session
-        from syncviz.run.ray_world import RayWorld
+        return _execute(world, plan, factory, trace, show_progress, deadline=deadline)
+    from syncviz.run.ray_cluster import ray_session
+    from syncviz.run.ray_world import RayWorld
 
-        with ray_session(), RayWorld(plan.world_size, timeout=timeout) as world:
-            return _execute(world, plan, factory, trace)
-    raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
+    with ray_session():
+        start = max(1.0, deadline - time.monotonic())
+        with RayWorld(plan.world_size, timeout=timeout, start_timeout=start) as world:
+            return _execute(world, plan, factory, trace, deadline=deadline)
+
+
+def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise SyncvizError(f"timeout ({timeout!r}) must be a number of seconds", fix="e.g. 600")
+    if not (0 < timeout < math.inf):
+        raise SyncvizError(
+            f"timeout ({timeout}) must be positive and finite", fix="give seconds, e.g. 600"
+        )
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _describer(plan: SyncPlan, tracers: dict[int, Tracer]):
+    """Words for a rank: its role, and what it was doing when the tracer last saw it."""
+
+    def describe(rank: int) -> str:
+        role = plan.roles[rank]
+        side = "trainer" if role.side == "src" else "vLLM"
+        where = f"pp {role.pp} tp {role.tp}" if role.pp else f"tp {role.tp}"
+        text = f"{side} {where} (rank {rank})"
+        tracer = tracers.get(rank)
+        scopes = list(getattr(tracer, "_scopes", ()) or ())
+        if scopes and scopes[-1].param:
+            text += f" during {scopes[-1].phase or 'sync'} of {scopes[-1].param}"
+        return text
+
+    return describe
 
 
 def _execute(
-    world: Any, plan: SyncPlan, factory, trace: bool, show_progress: bool = False
+    world: Any,
+    plan: SyncPlan,
+    factory,
+    trace: bool,
+    show_progress: bool = False,
+    *,
+    deadline: float,
 ) -> SyncResult:
     for name, ranks in plan.groups().items():
         world.new_group(list(ranks), name=name)
@@ -137,11 +188,15 @@ def _execute(
         return {n: t.clone() for n, t in coll.store["state"].items()}
 
     ticker = _Ticker(plan, show_progress)
+    tracers: dict[int, Tracer] = {}  # filled in process only: names what a stuck rank did
+    describe = _describer(plan, tracers)
 
     def sync_rank(coll):
         state = coll.store["state"]
         make_sync = lambda: factory(plan.spec, plan.src, plan.dst)  # noqa: E731
         tracer = Tracer() if trace else None
+        if tracer is not None:
+            tracers[coll.world_rank] = tracer
         if tracer is None:
             outcome = run_rank(plan, coll, state, make_sync, on_param=ticker)
         else:
@@ -152,10 +207,13 @@ def _execute(
                 outcome = run_rank(plan, coll, state, make_sync, tracer, on_param=ticker)
         return outcome, (tracer.trace if tracer else None), state
 
-    before = _values(world.run(setup))
+    before = _values(world.run(setup, timeout=_left(deadline), describe=describe))
     with _gc_paused():
-        results = world.run(sync_rank)
+        results = world.run(sync_rank, timeout=_left(deadline), describe=describe)
     ticker.close()
+    for r in results:  # the run itself failed on a rank (e.g. it could not load the class)
+        if isinstance(r.error, RunFailed):
+            raise r.error
     outcomes, traces = [], []
     dst_tensors = {w: before[w] for w in plan.dst_shapes}
     for r in results:
@@ -235,8 +293,13 @@ class _Ticker:
 
 def _values(results) -> dict[int, Any]:
     for r in results:
+        if isinstance(r.error, RunFailed):
+            raise r.error
         if r.error is not None:
-            raise SyncvizError(f"rank {r.rank} failed to set up: {r.error}") from r.error
+            raise RunFailed(
+                f"rank {r.rank} failed to set up: {type(r.error).__name__}: {r.error}",
+                fix="see the error; out of memory: use --scaled or fewer --layers",
+            ) from r.error
     return {r.rank: r.value for r in results}
 
 

@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import torch
 
-from syncviz.errors import SyncvizError
+from syncviz.errors import RunFailed, SyncvizError
+
+# How long ranks released from their collectives get to leave before being named stuck.
+_RELEASE_S = 1.0
 
 T = TypeVar("T")
 
@@ -186,11 +190,28 @@ class LocalWorld:
         """The :class:`Collective` that world rank ``rank`` uses."""
         return LocalCollective(self, rank)
 
-    def run(self, fn: Callable[[LocalCollective], T]) -> list[RankResult[T]]:
+    def run(
+        self,
+        fn: Callable[[LocalCollective], T],
+        *,
+        timeout: float | None = None,
+        describe: Callable[[int], str] | None = None,
+    ) -> list[RankResult[T]]:
         """Run ``fn`` on every rank concurrently; one result per rank, in rank order.
 
         When a rank raises, collectives that the others are blocked in are
-        abandoned, so a failure never hangs the run.
+        abandoned, so a failure never hangs the run. ``timeout`` (seconds) bounds
+        the whole run: ranks still running then are released from their
+        collectives and :class:`~syncviz.errors.RunFailed` names the ones that
+        stopped answering (``describe(rank)`` words a rank, e.g. with its role).
+        Ctrl-C releases every rank too. Rank threads are daemons, so a rank stuck
+        outside any collective never keeps the process alive.
+
+        >>> import time
+        >>> LocalWorld(2).run(lambda c: time.sleep(5 * c.rank()), timeout=0.5)
+        Traceback (most recent call last):
+        ...
+        syncviz.errors.RunFailed: rank 1 stopped answering: still running after the 0.5 s ...
         """
         results: list[RankResult[T]] = [RankResult(rank=r) for r in range(self.world_size)]
 
@@ -199,17 +220,49 @@ class LocalWorld:
                 results[rank] = RankResult(rank=rank, value=fn(self.collective(rank)))
             except BaseException as exc:  # reported per rank, never lost
                 results[rank] = RankResult(rank=rank, error=exc)
-                for group in self._all_groups:
-                    group.abort()
+                self._abort_all()
 
-        threads = [threading.Thread(target=body, args=(r,)) for r in range(self.world_size)]
+        threads = [
+            threading.Thread(target=body, args=(r,), name=f"syncviz-rank-{r}", daemon=True)
+            for r in range(self.world_size)
+        ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        end = None if timeout is None else time.monotonic() + timeout
+        try:
+            for thread in threads:
+                thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        except BaseException:  # Ctrl-C or SIGTERM: let blocked ranks go, then stop
+            self._abort_all()
+            raise
+        late = [r for r, thread in enumerate(threads) if thread.is_alive()]
+        if late:
+            self._stop_late(late, threads, timeout, describe)
         for group in self._all_groups:
             group.reset()
         return results
+
+    def _abort_all(self) -> None:
+        for group in self._all_groups:
+            group.abort()
+
+    def _stop_late(self, late, threads, timeout, describe) -> None:
+        # Ranks blocked in a collective on a stalled peer leave once released; the
+        # ones still running after that are the ones that stopped answering.
+        words = {r: (describe(r) if describe else f"rank {r}") for r in late}
+        self._abort_all()
+        grace_end = time.monotonic() + _RELEASE_S
+        for r in late:
+            threads[r].join(max(0.0, grace_end - time.monotonic()))
+        stuck = [r for r in late if threads[r].is_alive()] or late
+        names = ", ".join(words[r] for r in stuck)
+        others = [r for r in late if r not in stuck]
+        released = f"; rank(s) {others} were waiting on it and were released" if others else ""
+        raise RunFailed(
+            f"{names} stopped answering: still running after the {timeout} s run timeout{released}",
+            fix="look for a rank stuck outside a collective (a loop, a sleep, a lock), "
+            "or raise --timeout / run(timeout=...)",
+        )
 
 
 class LocalCollective:

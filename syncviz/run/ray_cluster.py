@@ -1,9 +1,13 @@
 """Connect to a Ray cluster, or start a local one, and leave it as it was found.
 
 ``RAY_ADDRESS`` set in the environment means "use that cluster": this module
-connects and, on close, only disconnects. Otherwise it starts a small local Ray
-(no dashboard, worker logs kept out of the driver's output) and stops it on close.
-Ray is imported inside the functions so importing this module stays light.
+connects and, on close, only disconnects. Otherwise it always starts a small local
+Ray of its own (no dashboard, worker logs kept out of the driver's output), even
+when a ``ray start`` cluster runs on this machine, and stops it on close. Either
+way one line on stderr says which. Ctrl-C or SIGTERM arriving while Ray starts is
+held until ``ray.init`` returns, then raised, so the half-started cluster is shut
+down instead of being left behind. Ray is imported inside the functions so
+importing this module stays light.
 
 >>> RaySession(address="local", started=True).started
 True
@@ -12,6 +16,9 @@ True
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,37 +82,61 @@ def open_session(num_cpus: int | None = None) -> RaySession:
                 f"num_cpus ({num_cpus}) cannot resize the existing cluster at {address}",
                 fix=f"unset {ADDRESS_VARIABLE} to start a local cluster, or leave num_cpus out",
             )
-        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+        _say(f"ray: joining the existing cluster at {address} (from ${ADDRESS_VARIABLE})")
+        _init(address=address)
         return RaySession(address=address, started=False)
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        ignore_reinit_error=True,
-        # Quiet start-up: the driver's log line about the new instance is noise here.
-        logging_level="warning",
-    )
+    _say(f"ray: starting a local cluster for this run (set ${ADDRESS_VARIABLE} to join one)")
+    # "local": never attach silently to a `ray start` cluster found on this machine.
+    _init(address="local", num_cpus=num_cpus, include_dashboard=False)
     return RaySession(address=_current_address(), started=True)
 
 
-@contextmanager
-def ray_session(num_cpus: int | None = None) -> Iterator[RaySession]:
-    """``open_session`` as a context manager that closes the session on exit.
+def _init(**options: object) -> None:
+    """``ray.init`` with the driver kept quiet, uninterruptible until it returns."""
+    import ray
 
-    Typical use is ``with ray_session() as session: ...``; bad sizes fail before
-    Ray is touched:
-
-    >>> with ray_session(num_cpus=-2):
-    ...     pass
-    Traceback (most recent call last):
-    ...
-    syncviz.errors.SyncvizError: num_cpus (-2) must be at least 1: omit it to fit this machine
-    """
-    session = open_session(num_cpus)
+    held: list[int] = []
     try:
-        yield session
+        with _signals_held(held):
+            # Quiet start-up: the driver's log line about the new instance is noise here.
+            ray.init(
+                log_to_driver=False, ignore_reinit_error=True, logging_level="warning", **options
+            )
     finally:
-        session.close()
+        if held and ray.is_initialized():  # interrupted while starting: stop what started
+            ray.shutdown()
+    _deliver(held)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _signals_held(held: list[int]) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM (appended to ``held``) while Ray starts its processes.
+
+    Interrupting ``ray.init`` midway has crashed the driver and left Ray's
+    processes running; once it returns, the held signal is delivered (see
+    :func:`_deliver`) and the caller's clean-up stops them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda number, frame: held.append(number))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _deliver(held: list[int]) -> None:
+    """Act on the first held signal as its restored handler would."""
+    if held:
+        signal.raise_signal(held[0])
 
 
 def _current_address() -> str:

@@ -16,10 +16,16 @@ Failures come back in bounded time:
   first failure are stopped (error result) and the world is shut down. If every
   rank returned, the process groups are rebuilt so the next ``run`` starts clean.
 - An actor dies (process exit, out of memory, node loss): ``run`` raises a
-  :class:`~syncviz.errors.SyncvizError` naming the dead rank(s) as soon as Ray
+  :class:`~syncviz.errors.RunFailed` naming the dead rank(s) as soon as Ray
   reports the death, after killing every other actor; the world is shut down.
-- ``run(fn, timeout=...)`` passes: ``run`` raises, naming the ranks still
-  running, and the world is shut down.
+- ``run(fn, timeout=...)`` passes (a rank stalled outside any collective, even
+  stopped with SIGSTOP, while its peers finished): ``run`` raises RunFailed,
+  naming the ranks still running, and the world is shut down.
+- ``fn`` cannot be unpickled on a rank (its synchronizer class lives in a module
+  the workers cannot import): that rank's result carries a RunFailed saying so.
+
+The rendezvous store listens on 127.0.0.1 when every rank is on this machine (on
+rank 0's node address otherwise), never on all interfaces.
 
 Ray is imported inside methods, so importing this module does not load it.
 
@@ -41,7 +47,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from syncviz.errors import SyncvizError
+from syncviz.errors import RunFailed, SyncvizError
 from syncviz.run.local_world import RankResult
 from syncviz.sync.collective import TorchCollective
 
@@ -132,23 +138,47 @@ class RankActor:
         self.timeout = datetime.timedelta(seconds=timeout)
         device = torch.device("cuda", 0) if backend == "nccl" else torch.device("cpu")
         self.collective = RankCollective(world_rank=rank, device=device)
+        self._listen_fd: int | None = None
 
-    def describe(self) -> tuple[str, int, int]:
-        """(node IP, process id, a free TCP port on this node) for the world's set-up."""
+    def describe(self) -> tuple[str, int]:
+        """(node IP, process id) for the world's set-up."""
         import ray
 
-        return ray.util.get_node_ip_address(), os.getpid(), _free_port()
+        return ray.util.get_node_ip_address(), os.getpid()
+
+    def open_store(self, host: str) -> int:
+        """Rank 0: listen for the rendezvous on ``host`` only; returns the port.
+
+        torch's TCPStore would listen on every interface; handing it a socket
+        bound here keeps a local run's store on loopback.
+        """
+        self._close_listener()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, 0))
+            sock.listen(128)
+            self._listen_fd = os.dup(sock.fileno())
+            return int(sock.getsockname()[1])
 
     def init_process_groups(
-        self, init_method: str, groups: Sequence[tuple[tuple[int, ...], str]]
+        self, host: str, port: int, groups: Sequence[tuple[tuple[int, ...], str]]
     ) -> None:
         """Join the default group, then create every named group in the given order."""
-        self.destroy_process_groups()
+        self.destroy_process_groups(keep_listener=True)
         if self.backend == "nccl":
             torch.cuda.set_device(self.collective.device)
+        master = self.rank == 0
+        store = torch.distributed.TCPStore(
+            host,
+            port,
+            self.world_size,
+            master,
+            self.timeout,
+            master_listen_fd=self._listen_fd if master else None,
+        )
         torch.distributed.init_process_group(
             self.backend,
-            init_method=init_method,
+            store=store,
             rank=self.rank,
             world_size=self.world_size,
             timeout=self.timeout,
@@ -162,8 +192,19 @@ class RankActor:
         member = self.rank in ranks
         self.collective.groups[name] = pg if member else _NotAMember(RayGroup(ranks, name))
 
-    def run(self, fn: Callable[[RankCollective], Any]) -> RankResult[Any]:
-        """Call ``fn`` with this rank's collective; an exception becomes the result's error."""
+    def run(self, fn: bytes | Callable[[RankCollective], Any]) -> RankResult[Any]:
+        """Call ``fn`` with this rank's collective; an exception becomes the result's error.
+
+        ``fn`` may come pickled (bytes), so that a function this process cannot
+        unpickle is reported as that rather than as a dead rank.
+        """
+        if isinstance(fn, bytes):
+            try:
+                from ray import cloudpickle
+
+                fn = cloudpickle.loads(fn)
+            except Exception as exc:
+                return RankResult(rank=self.rank, error=_unloadable(exc, self.rank))
         try:
             return RankResult(rank=self.rank, value=fn(self.collective))
         except BaseException as exc:  # reported in the result, never lost
@@ -173,11 +214,19 @@ class RankActor:
                 self.destroy_process_groups()
             return RankResult(rank=self.rank, error=_portable(exc, self.rank))
 
-    def destroy_process_groups(self) -> None:
+    def destroy_process_groups(self, keep_listener: bool = False) -> None:
         """Leave every process group (no-op when none is initialised)."""
         self.collective.groups.clear()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        if not keep_listener:
+            self._close_listener()
+
+    def _close_listener(self) -> None:
+        if self._listen_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._listen_fd)
+            self._listen_fd = None
 
 
 class RayWorld:
@@ -229,6 +278,7 @@ class RayWorld:
         self._groups: list[RayGroup] = []
         self._actors: list[Any] = []
         self._failure: str | None = None
+        self._describe: Callable[[int], str] = lambda rank: f"rank {rank}"
         import ray
 
         if not ray.is_initialized():
@@ -255,18 +305,23 @@ class RayWorld:
         described = self._call_all(
             "describe", what="start the rank actors", limit=self.start_timeout
         )
-        self.node_ips = [ip for ip, _, _ in described]
-        self.pids = [pid for _, pid, _ in described]
-        self._init_process_groups(port=described[0][2])
+        self.node_ips = [ip for ip, _ in described]
+        self.pids = [pid for _, pid in described]
+        self._init_process_groups()
 
-    def _init_process_groups(self, port: int) -> None:
+    def _init_process_groups(self) -> None:
         # One node: loopback needs no routable interface. Several: rank 0's address.
+        import ray
+
         host = "127.0.0.1" if len(set(self.node_ips)) == 1 else self.node_ips[0]
+        opened = self._actors[0].open_store.remote(host)
+        ready, _ = ray.wait([opened], timeout=self.timeout)
+        if not ready:
+            raise RunFailed(f"rank 0 could not open the rendezvous store within {self.timeout} s")
+        port = ray.get(opened)
         self.init_method = f"tcp://{host}:{port}"
         groups = [(g.ranks, g.name) for g in self._groups]
-        self._call_all(
-            "init_process_groups", self.init_method, groups, what="join torch.distributed"
-        )
+        self._call_all("init_process_groups", host, port, groups, what="join torch.distributed")
 
     def new_group(self, ranks: Sequence[int] | None = None, name: str | None = None) -> RayGroup:
         """A group over ``ranks`` (all when omitted), created in every actor, findable by name.
@@ -296,17 +351,24 @@ class RayWorld:
     # -- running --------------------------------------------------------------------------
 
     def run(
-        self, fn: Callable[[RankCollective], T], *, timeout: float | None = None
+        self,
+        fn: Callable[[RankCollective], T],
+        *,
+        timeout: float | None = None,
+        describe: Callable[[int], str] | None = None,
     ) -> list[RankResult[T]]:
         """Run ``fn`` on every rank concurrently; one result per rank, in rank order.
 
-        ``timeout`` (seconds, default none) bounds the whole run. ``fn`` is sent
-        with cloudpickle, so it may be a closure; what it returns must pickle.
+        ``timeout`` (seconds, default none) bounds the whole run; ``describe(rank)``
+        words a rank in the error that names a stuck one. ``fn`` is sent with
+        cloudpickle, so it may be a closure; what it returns must pickle.
         """
         self._check_open()
         import ray
+        from ray import cloudpickle
 
-        fn_ref = ray.put(fn)
+        self._describe = describe or (lambda rank: f"rank {rank}")
+        fn_ref = ray.put(cloudpickle.dumps(fn))
         rank_of = {actor.run.remote(fn_ref): r for r, actor in enumerate(self._actors)}
         results: list[RankResult[T] | None] = [None] * self.world_size
         try:
@@ -376,7 +438,7 @@ class RayWorld:
             reasons += "; before that " + "; ".join(earlier)
         self._failure = f"rank(s) {ranks} died"
         self.shutdown()
-        raise SyncvizError(
+        raise RunFailed(
             f"rank(s) {ranks} of {self.world_size} died during run ({reasons})",
             fix="see the dead ranks' worker logs (out of memory, crash, lost node); "
             "the world was shut down, create a new RayWorld",
@@ -395,12 +457,12 @@ class RayWorld:
         self._failure = f"rank(s) {stuck} were stopped"
         self.shutdown()
         if not failed:
-            raise SyncvizError(
-                f"rank(s) {stuck} of {self.world_size} did not finish within the run "
-                f"timeout ({stopped_by_timeout} s)",
-                fix="look for a rank stuck outside a collective, or raise run(timeout=...); "
-                "the world was shut down, create a new RayWorld",
-                stuck_ranks=stuck,
+            names = ", ".join(self._describe(rank) for rank in stuck)
+            raise RunFailed(
+                f"{names} stopped answering: still running after the "
+                f"{stopped_by_timeout} s run timeout ({len(stuck)} of {self.world_size} ranks)",
+                fix="look for a rank stuck outside a collective (a loop, a sleep, a stopped "
+                "process), or raise --timeout / run(timeout=...); the world was shut down",
             )
         for rank in stuck:
             results[rank] = RankResult(
@@ -414,8 +476,7 @@ class RayWorld:
     def _rebuild_after_failure(self) -> None:
         """Fresh process groups in every actor, so the next run cannot see stale traffic."""
         try:
-            _, _, port = self._call_all("describe", what="find a port")[0]
-            self._init_process_groups(port)
+            self._init_process_groups()
         except SyncvizError:
             self._failure = "its process groups could not be rebuilt after a failed run"
             self.shutdown()
@@ -432,7 +493,7 @@ class RayWorld:
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=limit)
         if pending:
             late = [refs.index(ref) for ref in pending]
-            raise SyncvizError(
+            raise RunFailed(
                 f"rank(s) {late} could not {what} within {limit} s",
                 fix="check the cluster has the resources each actor asks for "
                 "(num_cpus_per_actor, num_gpus_per_actor) and that ranks can reach each other",
@@ -441,7 +502,7 @@ class RayWorld:
         try:
             return ray.get(ready)
         except ray.exceptions.RayError as exc:
-            raise SyncvizError(
+            raise RunFailed(
                 f"the rank actors failed to {what}: {_first_line(exc)}",
                 fix="see the actor error above",
             ) from exc
@@ -540,10 +601,15 @@ def _portable(exc: BaseException, rank: int) -> BaseException:
     return exc
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+def _unloadable(exc: BaseException, rank: int) -> RunFailed:
+    """The error for a function (or the synchronizer class it holds) a rank cannot unpickle."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+    what = f"module {missing!r} is not importable there" if missing else _first_line(exc)
+    return RunFailed(
+        f"rank {rank} could not deserialize the code it was sent ({what})",
+        fix="a --synchronizer class must live in a module every Ray worker can import: "
+        "install it, or put its folder on PYTHONPATH before Ray starts",
+    )
 
 
 def _wait_for_exit(pids: Sequence[int], limit: float) -> None:

@@ -139,6 +139,26 @@ def _deliver(held: list[int]) -> None:
         signal.raise_signal(held[0])
 
 
+@contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[RaySession]:
+    """``open_session`` as a context manager that closes the session on exit.
+
+    Typical use is ``with ray_session() as session: ...``; bad sizes fail before
+    Ray is touched:
+
+    >>> with ray_session(num_cpus=-2):
+    ...     pass
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: num_cpus (-2) must be at least 1: omit it to fit this machine
+    """
+    session = open_session(num_cpus)
+    try:
+        yield session
+    finally:
+        session.close()
+
+
 def _current_address() -> str:
     import ray
 

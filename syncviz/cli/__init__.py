@@ -5,7 +5,9 @@ llama2-7b            llama-legacy  32 layers, hidden 4096, 32 heads / 32 K/V gro
 ...
 0
 
-Bad input exits with status 2 and one line on stderr (``syncviz: error: ...``).
+Every failure is one line on stderr (``syncviz: error: ...``) and an exit code
+that means one thing (:data:`EXIT_CODES`, shown by ``syncviz --help``): 2 for
+bad input, 3 when the run itself failed, 130 / 143 after Ctrl-C / SIGTERM.
 To add a subcommand: write a module with ``COMMAND = Command(name, help,
 configure, run)`` (``configure(parser)``, ``run(args) -> int``) and add it to
 the table below, or call :func:`register`.
@@ -16,11 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from syncviz.cli import check, layout, presets, render
 from syncviz.cli.command import Command, UsageError
 from syncviz.errors import SyncvizError
+from syncviz.interrupts import exit_code, handle_signals
 
 PROG = "syncviz"
 
@@ -42,12 +46,32 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-__all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main", "register"]
+__all__ = ["COMMANDS", "EXIT_CODES", "Command", "UsageError", "build_parser", "main", "register"]
+
+EXIT_CODES = """\
+exit codes:
+  0    all right (every vLLM tensor matches; the diagram was written)
+  1    a finding: some weights are wrong, or the synchronizer raised
+  2    bad input: a flag, a config or trace file, a size, a path (one line on stderr)
+  3    the run itself failed: a rank died or stalled past --timeout, the
+       synchronizer could not be loaded, or memory ran out
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM); both clean up first
+
+what runs: --synchronizer package.module:Class imports that module from
+PYTHONPATH (never from the current directory) and so runs its code; config.json
+and trace files are only parsed as JSON. SYNCVIZ_TRACEBACK=1 prints the
+traceback of an unexpected error.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every registered subcommand."""
-    parser = _Parser(prog=PROG, description="See and check Megatron -> vLLM weight layouts.")
+    parser = _Parser(
+        prog=PROG,
+        description="See and check Megatron -> vLLM weight layouts.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for command in COMMANDS.values():
@@ -56,17 +80,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for bad input)."""
-    try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command].run(args)
-    except (UsageError, SyncvizError) as err:
-        message = " ".join(str(err).split())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except BrokenPipeError:  # output piped into `head`: stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
+    """Run the command line; returns the exit status (see :data:`EXIT_CODES`)."""
+    with handle_signals():
+        try:
+            args = build_parser().parse_args(argv)
+            return COMMANDS[args.command].run(args)
+        except UsageError as err:
+            return _fail(str(err), 2)
+        except SyncvizError as err:
+            return _fail(str(err), err.exit_code)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+            code = exit_code(stop)
+            print(f"{PROG}: {'terminated' if code == 143 else 'interrupted'}", file=sys.stderr)
+            return code
+        except SystemExit as exc:  # --help
+            return exc.code if isinstance(exc.code, int) else 0
+        except BrokenPipeError:  # output piped into `head`: stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 1
+        except MemoryError:
+            return _fail("the run ran out of memory: use --scaled or fewer --layers", 3)
+        except Exception as err:  # a bug or an unforeseen failure: still one line
+            if os.environ.get("SYNCVIZ_TRACEBACK"):
+                traceback.print_exc()
+            return _fail(
+                f"unexpected {type(err).__name__}: {err} (set SYNCVIZ_TRACEBACK=1 to see where;"
+                " please report it)",
+                3,
+            )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import argparse
 
-from syncviz.cli.args import add_model_args, add_parallel_args, load_parallel, load_spec
+from syncviz.cli.args import (
+    add_model_args,
+    add_parallel_args,
+    add_timeout_arg,
+    load_parallel,
+    load_spec,
+)
 from syncviz.cli.command import Command
 from syncviz.errors import SyncvizError
 
@@ -49,21 +55,42 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="layout view: show the regroup up to recorded op K (1-based) and what it moved",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="*.png or *.svg")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="PATH",
+        help="*.png or *.svg in an existing folder; written atomically (temp file + rename)",
+    )
+    add_timeout_arg(parser)
 
 
 def render_main(args: argparse.Namespace) -> int:
     """Run the sync in process, build the diagram, save it; prints the path."""
     from syncviz.check import check
+    from syncviz.cli.output import atomic_output, checked_output
     from syncviz.diagram import layout_diagram, render, transfer_diagram
     from syncviz.diagram.experts import expert_diagram
     from syncviz.run.inprocess import run_sync
 
+    output = checked_output(args.output, (".png", ".svg"))  # before any work is spent
     spec = load_spec(args)
     src, dst = load_parallel(args)
+    if not 0 <= args.layer < spec.num_layers:
+        raise SyncvizError(
+            f"--layer {args.layer} is out of range for {spec.num_layers} layers",
+            fix=f"use a layer in 0..{spec.num_layers - 1}",
+        )
     if args.scaled:
         spec = spec.scaled(src, dst)
-    result = run_sync(spec, src, dst, synchronizer=args.synchronizer, layers=[args.layer])
+    result = run_sync(
+        spec,
+        src,
+        dst,
+        synchronizer=args.synchronizer,
+        layers=[args.layer],
+        timeout=args.timeout,
+    )
     if args.view == "transfer":
         diagram = transfer_diagram(result)
     elif args.view == "experts":
@@ -78,8 +105,10 @@ def render_main(args: argparse.Namespace) -> int:
         diagram = layout_diagram(result, key, check(result, args.synchronizer))
         if args.step is not None:
             _cut_at_step(result, key, diagram, args.step)
-    path = render(diagram).save(args.output)
-    print(path)
+    figure = render(diagram)
+    with atomic_output(output) as tmp:
+        figure.save(tmp)
+    print(output)
     return 0
 
 

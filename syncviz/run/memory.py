@@ -88,16 +88,17 @@ def check_memory(plan: SyncPlan, available: int | None = None) -> int:
     if have is not None and need > have:
         what = "provenance ids" if plan.values == "ids" else "float32 weights"
         raise SyncvizError(
-            f"this run needs ~{_size(need)} of {what}, the machine has {_size(have)} available",
+            f"this run needs ~{size_words(need)} of {what},"
+            f" the machine has {size_words(have)} available",
             fix="use --scaled, or fewer layers with --layers",
         )
     return need
 
 
-def _size(n: int) -> str:
+def size_words(n: int) -> str:
     """Bytes in words.
 
-    >>> _size(55 * 2**30), _size(1000)
+    >>> size_words(55 * 2**30), size_words(1000)
     ('55 GiB', '1000 B')
     """
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):

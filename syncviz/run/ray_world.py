@@ -463,6 +463,7 @@ class RayWorld:
                 f"{stopped_by_timeout} s run timeout ({len(stuck)} of {self.world_size} ranks)",
                 fix="look for a rank stuck outside a collective (a loop, a sleep, a stopped "
                 "process), or raise --timeout / run(timeout=...); the world was shut down",
+                stuck_ranks=stuck,
             )
         for rank in stuck:
             results[rank] = RankResult(

@@ -99,9 +99,7 @@ def read_trace_file(path: str | os.PathLike[str]) -> SyncTrace:
     return trace_from_json(text)
 
 
-def read_text_file(
-    path: str | os.PathLike[str], what: str, max_bytes: int, *, fix: str
-) -> str:
+def read_text_file(path: str | os.PathLike[str], what: str, max_bytes: int, *, fix: str) -> str:
     """The UTF-8 text of a regular file of at most ``max_bytes``, or a SyncvizError.
 
     >>> read_text_file("/", "config file", 10, fix="pass a file")

@@ -326,11 +326,18 @@ def classify(o: Outcome) -> str:
 
 def run_table(root: Path, workers: int = 3, only: Callable[[Case], bool] | None = None):
     """Every case run against the checkout at ``root``: a list of Outcome."""
-    tmp = Path(tempfile.mkdtemp(prefix="syncviz-bad-"))
-    _prepare(tmp)
-    cases = [c for c in build_cases(tmp) if only is None or only(c)]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda c: _one(c, root, tmp), cases))
+    with tempfile.TemporaryDirectory(prefix="syncviz-bad-") as name:
+        tmp = Path(name)
+        _prepare(tmp)
+        cases = [c for c in build_cases(tmp) if only is None or only(c)]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda c: _one(c, root, tmp), cases))
+
+
+def case_ids() -> list[str]:
+    """The ids of every case (the fixture files are written to a scratch folder)."""
+    with tempfile.TemporaryDirectory(prefix="syncviz-bad-") as name:
+        return [c.id for c in build_cases(Path(name))]
 
 
 def counts(outcomes: list[Outcome]) -> dict[str, int]:

@@ -68,8 +68,6 @@ def _check_configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_run(args: argparse.Namespace) -> int:
-    from syncviz.check import check
-
     spec = load_spec(args)
     src, dst = load_parallel(args)
     validate_sizes(spec, src, dst)
@@ -80,6 +78,8 @@ def _check_run(args: argparse.Namespace) -> int:
                 f"--layers {bad} out of range for {spec.num_layers} layers",
                 fix=f"use layers 0..{spec.num_layers - 1}",
             )
+    from syncviz.check import check  # torch: only once the input is known good
+
     if args.scaled:
         spec = spec.scaled(src, dst)
     if not args.scaled or args.values == "random":

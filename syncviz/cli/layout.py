@@ -36,11 +36,11 @@ def _layout_configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _layout_run(args: argparse.Namespace) -> int:
-    from syncviz.oracle import model_layout
-
     spec = load_spec(args)
     src, dst = load_parallel(args)
     validate_sizes(spec, src, dst)
+    from syncviz.oracle import model_layout  # torch: only once the input is known good
+
     layout = model_layout(spec, src, dst, layers=[args.layer], include_globals=args.globals)
     print(
         f"{spec.name} ({spec.family}), layer {args.layer}: trainer tp={src.tp} pp={src.pp}"

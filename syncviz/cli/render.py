@@ -18,6 +18,7 @@ from syncviz.cli.args import (
     add_timeout_arg,
     load_parallel,
     load_spec,
+    validate_sizes,
 )
 from syncviz.cli.command import Command
 from syncviz.errors import SyncvizError
@@ -67,20 +68,23 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
 
 def render_main(args: argparse.Namespace) -> int:
     """Run the sync in process, build the diagram, save it; prints the path."""
-    from syncviz.check import check
     from syncviz.cli.output import atomic_output, checked_output
-    from syncviz.diagram import layout_diagram, render, transfer_diagram
-    from syncviz.diagram.experts import expert_diagram
-    from syncviz.run.inprocess import run_sync
 
     output = checked_output(args.output, (".png", ".svg"))  # before any work is spent
     spec = load_spec(args)
     src, dst = load_parallel(args)
+    validate_sizes(spec, src, dst)
     if not 0 <= args.layer < spec.num_layers:
         raise SyncvizError(
             f"--layer {args.layer} is out of range for {spec.num_layers} layers",
             fix=f"use a layer in 0..{spec.num_layers - 1}",
         )
+    # torch and matplotlib load only once the input is known good: bad input fails fast.
+    from syncviz.check import check
+    from syncviz.diagram import layout_diagram, render, transfer_diagram
+    from syncviz.diagram.experts import expert_diagram
+    from syncviz.run.inprocess import run_sync
+
     if args.scaled:
         spec = spec.scaled(src, dst)
     result = run_sync(

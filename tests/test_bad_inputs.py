@@ -1,0 +1,42 @@
+"""Every bad input in tests/bad_inputs_table.py, through ``python -m syncviz`` in a subprocess.
+
+Each case must end with its exit code and one line on stderr naming the field,
+with no traceback, no hang and no silent pass. The table runs once per session
+(a few cases at a time) and each case is its own test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bad_inputs_table import case_ids, classify, message_lines, run_table
+
+ROOT = Path(__file__).resolve().parents[1]
+CASE_IDS = case_ids()
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    return {o.case.id: o for o in run_table(ROOT)}
+
+
+def test_table_is_large_enough():
+    """The issue asks for at least 60 bad inputs across configs, sizes, layers, paths, traces."""
+    assert len(CASE_IDS) >= 60
+    assert len(set(CASE_IDS)) == len(CASE_IDS)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_bad_input_gets_one_clear_line(outcomes, case_id):
+    """The case exits with its code, prints one line naming the field, and no traceback."""
+    o = outcomes[case_id]
+    assert o.rc is not None, f"{case_id} hung: {o.stderr[-300:]}"
+    assert "Traceback" not in o.stderr + o.stdout, o.stderr[-800:]
+    assert o.rc == o.case.code, (o.rc, o.stderr[-400:])
+    lines = message_lines(o.stderr)
+    assert len(lines) == 1 and lines[0].startswith("syncviz: error: "), lines
+    for word in o.case.words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+    assert classify(o) == "clear"

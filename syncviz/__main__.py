@@ -6,8 +6,14 @@ See :mod:`syncviz.cli`. The signal handlers are installed before the command lin
 directory first on ``sys.path`` for ``-m``; it is taken off again, so that
 ``python -m syncviz`` and the ``syncviz`` script import the same modules (a
 ``--synchronizer`` module is found on PYTHONPATH, never in the current directory).
+
+Once the command returned (and cleaned up after itself), the process ends without
+the interpreter's teardown: a final garbage collection over everything a run
+loaded can take seconds, and a rank thread stuck in user code must not hold the
+exit up.
 """
 
+import contextlib
 import os
 import sys
 
@@ -26,5 +32,12 @@ def _run() -> int:
         return main()
 
 
+def _exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(_run())
+    _exit(_run())

@@ -157,7 +157,7 @@ def _describer(plan: SyncPlan, tracers: dict[int, Tracer]):
         role = plan.roles[rank]
         side = "trainer" if role.side == "src" else "vLLM"
         where = f"pp {role.pp} tp {role.tp}" if role.pp else f"tp {role.tp}"
-        text = f"{side} {where} (rank {rank})"
+        text = f"{side} {where} (rank {rank}) stopped answering"
         tracer = tracers.get(rank)
         scopes = list(getattr(tracer, "_scopes", ()) or ())
         if scopes and scopes[-1].param:

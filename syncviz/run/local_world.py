@@ -203,7 +203,7 @@ class LocalWorld:
         abandoned, so a failure never hangs the run. ``timeout`` (seconds) bounds
         the whole run: ranks still running then are released from their
         collectives and :class:`~syncviz.errors.RunFailed` names the ones that
-        stopped answering (``describe(rank)`` words a rank, e.g. with its role).
+        stopped answering (``describe(rank)`` words that, e.g. with the rank's role).
         Ctrl-C releases every rank too. Rank threads are daemons, so a rank stuck
         outside any collective never keeps the process alive.
 
@@ -249,7 +249,7 @@ class LocalWorld:
     def _stop_late(self, late, threads, timeout, describe) -> None:
         # Ranks blocked in a collective on a stalled peer leave once released; the
         # ones still running after that are the ones that stopped answering.
-        words = {r: (describe(r) if describe else f"rank {r}") for r in late}
+        words = {r: (describe(r) if describe else f"rank {r} stopped answering") for r in late}
         self._abort_all()
         grace_end = time.monotonic() + _RELEASE_S
         for r in late:
@@ -259,7 +259,7 @@ class LocalWorld:
         others = [r for r in late if r not in stuck]
         released = f"; rank(s) {others} were waiting on it and were released" if others else ""
         raise RunFailed(
-            f"{names} stopped answering: still running after the {timeout} s run timeout{released}",
+            f"{names}: still running after the {timeout:.3g} s run timeout{released}",
             fix="look for a rank stuck outside a collective (a loop, a sleep, a lock), "
             "or raise --timeout / run(timeout=...)",
         )

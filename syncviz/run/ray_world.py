@@ -278,7 +278,7 @@ class RayWorld:
         self._groups: list[RayGroup] = []
         self._actors: list[Any] = []
         self._failure: str | None = None
-        self._describe: Callable[[int], str] = lambda rank: f"rank {rank}"
+        self._describe: Callable[[int], str] = lambda rank: f"rank {rank} stopped answering"
         import ray
 
         if not ray.is_initialized():
@@ -367,7 +367,7 @@ class RayWorld:
         import ray
         from ray import cloudpickle
 
-        self._describe = describe or (lambda rank: f"rank {rank}")
+        self._describe = describe or (lambda rank: f"rank {rank} stopped answering")
         fn_ref = ray.put(cloudpickle.dumps(fn))
         rank_of = {actor.run.remote(fn_ref): r for r, actor in enumerate(self._actors)}
         results: list[RankResult[T] | None] = [None] * self.world_size
@@ -459,8 +459,8 @@ class RayWorld:
         if not failed:
             names = ", ".join(self._describe(rank) for rank in stuck)
             raise RunFailed(
-                f"{names} stopped answering: still running after the "
-                f"{stopped_by_timeout} s run timeout ({len(stuck)} of {self.world_size} ranks)",
+                f"{names}: still running after the {stopped_by_timeout:.3g} s run timeout"
+                f" ({len(stuck)} of {self.world_size} ranks)",
                 fix="look for a rank stuck outside a collective (a loop, a sleep, a stopped "
                 "process), or raise --timeout / run(timeout=...); the world was shut down",
                 stuck_ranks=stuck,

@@ -1,0 +1,254 @@
+"""Faults during a run, through ``python -m syncviz check`` in a subprocess, on both executors.
+
+A synchronizer written for the test (``fault_sync.Fault``) misbehaves on one rank
+when it regroups: it stalls, stops its own process (SIGSTOP), or exits. The run
+must end within ``--timeout`` plus a few seconds with exit 3 and the rank named;
+SIGINT / SIGTERM must end it with 130 / 143, one line, and no process left behind
+(every process the run started carries a tag in its environment, looked up in /proc).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAULT_SYNC = """\
+import os, signal, threading, time
+from pathlib import Path
+from syncviz.sync.megatron_vllm import MegatronVllmLlamaSync
+
+
+class Fault(MegatronVllmLlamaSync):
+    def regroup_params_to_sync(self, *args, **kwargs):
+        if self.collective.world_rank == int(os.environ.get("FAULT_RANK", "0")):
+            marker = os.environ.get("FAULT_MARKER")
+            if marker:
+                Path(marker).write_text(str(os.getpid()))
+            mode = os.environ.get("FAULT_MODE", "")
+            if mode == "stall":
+                threading.Event().wait()
+            elif mode == "sigstop":
+                os.kill(os.getpid(), signal.SIGSTOP)
+            elif mode == "exit":
+                os._exit(1)
+        return super().regroup_params_to_sync(*args, **kwargs)
+"""
+
+# llama3-8b scaled, trainer tp 1 -> vLLM tp 2: world rank 0 is the only trainer rank.
+CHECK = ["check", "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--layers", "0"]
+CHECK += ["--synchronizer", "fault_sync:Fault"]
+
+
+def _tagged(tag: str) -> list[int]:
+    """Live processes whose environment carries ``tag`` (zombies count as gone)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if tag.encode() not in (entry / "environ").read_bytes():
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _leftovers(tag: str, within: float = 20.0) -> list[int]:
+    """Tagged processes still alive ``within`` seconds from now (Ray takes a moment)."""
+    end = time.monotonic() + within
+    while (alive := _tagged(tag)) and time.monotonic() < end:
+        time.sleep(0.25)
+    return alive
+
+
+class Run:
+    """One ``python -m syncviz`` child with a tag, a fault mode and a marker file."""
+
+    def __init__(self, tmp: Path, mode: str, *extra: str) -> None:
+        (tmp / "fault_sync.py").write_text(FAULT_SYNC)
+        self.tag = f"SYNCVIZ_FAULT_TAG={uuid.uuid4().hex}"
+        self.marker = tmp / f"marker-{uuid.uuid4().hex}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update(
+            PYTHONPATH=f"{ROOT}{os.pathsep}{tmp}",
+            FAULT_MODE=mode,
+            FAULT_MARKER=str(self.marker),
+            SYNCVIZ_FAULT_TAG=self.tag.split("=", 1)[1],
+        )
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "syncviz", *CHECK, *extra],
+            cwd=tmp,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_for(self, what: str, limit: float = 180.0) -> None:
+        """Wait until the fault rank reached the sync ("sync") or Ray is starting ("ray")."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end and self.proc.poll() is None:
+            if what == "sync" and self.marker.exists():
+                return
+            if what == "ray" and _ray_starting(self.tag.split("=", 1)[1]):
+                return
+            if what == "torch" and _has_loaded(self.proc.pid, b"libtorch"):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"never reached {what}: {self.finish(5)[1][-500:]}")
+
+    def finish(self, limit: float) -> tuple[int, str, str]:
+        try:
+            out, err = self.proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(f"did not end within {limit} s: {err[-800:]}") from None
+        return self.proc.returncode, out, err
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _has_loaded(pid: int, library: bytes) -> bool:
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_bytes()
+    except OSError:
+        return False
+
+
+def _ray_starting(tag: str) -> bool:
+    """True once a Ray process (gcs_server or raylet) of this run exists."""
+    for pid in _tagged(tag):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"gcs_server" in cmd or b"raylet" in cmd:
+            return True
+    return False
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("ray: ")]
+    assert "Traceback" not in err, err[-1500:]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# ------------------------------------------------------------------ in-process executor
+
+
+def test_stuck_inprocess_rank_ends_within_timeout_naming_it(tmp_path):
+    """A rank that never returns: exit 3 within --timeout + a few s, naming trainer rank 0."""
+    run = Run(tmp_path, "stall", "--timeout", "6")
+    run.wait_for("sync")  # the run (and its 6 s) started before the rank got stuck
+    stuck = time.monotonic()
+    code, _out, err = run.finish(60)
+    assert code == 3, err[-800:]
+    line = _one_line(err)
+    assert "trainer tp 0 (rank 0) stopped answering during regroup of model.model.layers.0" in line
+    assert time.monotonic() - stuck < 6 + 5
+    assert _leftovers(run.tag) == []
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_inprocess_sync_exits_cleanly(tmp_path, sig, code):
+    """SIGINT / SIGTERM while a rank is stuck in the sync: 130 / 143 at once, one line."""
+    run = Run(tmp_path, "stall")
+    run.wait_for("sync")
+    sent = time.monotonic()
+    run.proc.send_signal(sig)
+    rc, _out, err = run.finish(30)
+    assert rc == code, err[-800:]
+    assert _one_line(err) == f"syncviz: {'interrupted' if code == 130 else 'terminated'}"
+    assert time.monotonic() - sent < 10
+    assert _leftovers(run.tag) == []
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_inprocess_setup_exits_cleanly(tmp_path, sig, code):
+    """SIGINT / SIGTERM while the command is still starting (imports, plan): 130 / 143."""
+    run = Run(tmp_path, "stall")
+    run.wait_for("torch")  # syncviz's handlers are in place; torch, plan, world: setting up
+    assert not run.marker.exists()
+    run.proc.send_signal(sig)
+    rc, _out, err = run.finish(30)
+    assert rc == code, err[-800:]
+    assert _one_line(err).startswith(f"syncviz: {'interrupted' if code == 130 else 'terminated'}")
+    assert _leftovers(run.tag) == []
+
+
+# ------------------------------------------------------------------ Ray executor
+
+
+@pytest.mark.ray
+def test_stuck_ray_rank_sigstop_ends_within_timeout_naming_it(tmp_path):
+    """A Ray rank that SIGSTOPs itself in the sync: exit 3 within --timeout + a few s."""
+    run = Run(tmp_path, "sigstop", "--executor", "ray", "--timeout", "90")
+    run.wait_for("sync")
+    stopped = time.monotonic()
+    code, _out, err = run.finish(150)
+    assert code == 3, err[-800:]
+    line = _one_line(err)
+    assert "trainer tp 0 (rank 0) stopped answering" in line, line
+    assert run.elapsed < 90 + 20
+    assert time.monotonic() - stopped < 90 + 20
+    assert _leftovers(run.tag) == []
+
+
+@pytest.mark.ray
+def test_dead_ray_actor_exits_3(tmp_path):
+    """A Ray rank whose process exits mid-sync: exit 3 (the run failed), naming the rank."""
+    run = Run(tmp_path, "exit", "--executor", "ray", "--timeout", "150")
+    code, _out, err = run.finish(180)
+    assert code == 3, err[-800:]
+    line = _one_line(err)
+    assert "rank(s) [0] of 3 died" in line, line
+    assert _leftovers(run.tag) == []
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("when", ["ray", "sync"])
+def test_signal_during_ray_run_exits_cleanly(tmp_path, sig, code, when):
+    """SIGINT / SIGTERM while Ray starts or while a rank is in the sync: 130 / 143, no orphans."""
+    run = Run(tmp_path, "stall", "--executor", "ray", "--timeout", "170")
+    run.wait_for(when)
+    run.proc.send_signal(sig)
+    rc, _out, err = run.finish(60)
+    assert rc == code, err[-800:]
+    assert _one_line(err) == f"syncviz: {'interrupted' if code == 130 else 'terminated'}"
+    assert _leftovers(run.tag, within=30) == []
+
+
+@pytest.mark.ray
+def test_rendezvous_store_listens_on_loopback_only():
+    """The rank-0 TCPStore of a local RayWorld listens on 127.0.0.1, on no other address."""
+    from syncviz.run.ray_cluster import ray_session
+    from syncviz.run.ray_world import RayWorld
+
+    with ray_session(num_cpus=2), RayWorld(2, timeout=60.0) as world:
+        port = int(world.init_method.rsplit(":", 1)[1])
+        listening = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    listening.append(local.rsplit(":", 1)[0])
+        assert world.run(lambda coll: coll.world_rank)[1].value == 1
+    assert listening == ["0100007F"], listening

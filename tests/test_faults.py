@@ -144,10 +144,12 @@ def _ray_starting(tag: str) -> bool:
 
 
 def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("ray: ")]
+    """syncviz's one line on stderr (Ray's own lines about a dead worker may precede it)."""
     assert "Traceback" not in err, err[-1500:]
-    assert len(lines) == 1, lines
-    return lines[0]
+    ours = [line for line in err.splitlines() if line.startswith("syncviz:")]
+    assert len(ours) == 1, err[-1500:]
+    assert err.rstrip().endswith(ours[0]), err[-1500:]
+    return ours[0]
 
 
 # ------------------------------------------------------------------ in-process executor

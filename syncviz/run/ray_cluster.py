@@ -98,9 +98,9 @@ def _init(**options: object) -> None:
     held: list[int] = []
     try:
         with _signals_held(held):
-            # Quiet start-up: the driver's log line about the new instance is noise here.
+            # Quiet start-up: the driver's info and warning lines are noise on a command line.
             ray.init(
-                log_to_driver=False, ignore_reinit_error=True, logging_level="warning", **options
+                log_to_driver=False, ignore_reinit_error=True, logging_level="error", **options
             )
     finally:
         if held and ray.is_initialized():  # interrupted while starting: stop what started

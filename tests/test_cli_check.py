@@ -66,30 +66,8 @@ def test_presets_lists_every_preset(capsys):
         (["--preset", "llama3-8b", "--src-tp", "2", "--dst-tp", "3"], "dst tp (3) must be"),
         (["--config", "/no/such/config.json", "--src-tp", "1", "--dst-tp", "2"], "does not exist"),
         (
-            [
-                "--preset",
-                "llama3-8b",
-                "--src-tp",
-                "1",
-                "--dst-tp",
-                "2",
-                "--synchronizer",
-                "no_such_module:Sync",
-            ],
-            "cannot import module 'no_such_module'",
-        ),
-        (
-            [
-                "--preset",
-                "llama3-8b",
-                "--src-tp",
-                "1",
-                "--dst-tp",
-                "2",
-                "--synchronizer",
-                "syncviz.spec:ModelSpec",
-            ],
-            "is not a BaseSync subclass",
+            ["--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--synchronizer", ":X"],
+            "must be 'package.module:ClassName'",
         ),
         (
             ["--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--layers", "x"],
@@ -100,6 +78,22 @@ def test_presets_lists_every_preset(capsys):
 def test_bad_input_exits_2_with_one_line(capsys, argv, words):
     """Bad input: exit status 2 and exactly one line on stderr naming the problem."""
     assert main(["check", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("syncviz: error: ")
+    assert words in err[0]
+
+
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        ("no_such_module:Sync", "cannot import module 'no_such_module'"),
+        ("syncviz.spec:ModelSpec", "is not a BaseSync subclass"),
+    ],
+)
+def test_synchronizer_that_cannot_load_exits_3(capsys, path, words):
+    """A synchronizer that cannot be loaded is a failed run: exit 3 and one line naming it."""
+    argv = ["check", "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2"]
+    assert main([*argv, "--layers", "0", "--synchronizer", path]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("syncviz: error: ")
     assert words in err[0]

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from syncviz.errors import SyncvizError
+from syncviz.errors import RunFailed, SyncvizError
 
 ADDRESS_VARIABLE = "RAY_ADDRESS"
 
@@ -97,7 +97,7 @@ def _init(**options: object) -> None:
 
     held: list[int] = []
     try:
-        with _signals_held(held):
+        with _signals_held(held), _start_failure():
             # Quiet start-up: the driver's info and warning lines are noise on a command line.
             ray.init(
                 log_to_driver=False, ignore_reinit_error=True, logging_level="error", **options
@@ -106,6 +106,22 @@ def _init(**options: object) -> None:
         if held and ray.is_initialized():  # interrupted while starting: stop what started
             ray.shutdown()
     _deliver(held)
+
+
+@contextmanager
+def _start_failure() -> Iterator[None]:
+    """Ray failing to start (its raylet or GCS too slow, a bad address) is a failed run."""
+    try:
+        yield
+    except (KeyboardInterrupt, SyncvizError):
+        raise
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raise RunFailed(
+            f"Ray could not start or connect ({type(exc).__name__}: {lines[0] if lines else ''})",
+            fix="see /tmp/ray/session_latest/logs; on a busy machine retry, "
+            "or use --executor inprocess",
+        ) from exc
 
 
 def _say(line: str) -> None:

@@ -63,7 +63,7 @@ def test_presets_lists_every_preset(capsys):
     ("argv", "words"),
     [
         (["--preset", "nope", "--src-tp", "2", "--dst-tp", "4"], "unknown preset 'nope'"),
-        (["--preset", "llama3-8b", "--src-tp", "2", "--dst-tp", "3"], "dst tp (3) must be"),
+        (["--preset", "llama3-8b", "--src-tp", "4", "--dst-tp", "2"], "dst tp (2) must be"),
         (["--config", "/no/such/config.json", "--src-tp", "1", "--dst-tp", "2"], "does not exist"),
         (
             [

@@ -142,10 +142,10 @@ def build_plan(
     (default: it pads like vLLM, see :class:`~syncviz.oracle.Conventions`).
 
     >>> from syncviz import Parallel, preset
-    >>> build_plan(preset("qwen2-7b"), Parallel(tp=2), Parallel(tp=3))
+    >>> build_plan(preset("qwen2-7b"), Parallel(tp=4), Parallel(tp=2))
     Traceback (most recent call last):
     ...
-    syncviz.errors.SyncvizError: dst tp (3) must be a multiple of src tp (2): use 2 or 4
+    syncviz.errors.SyncvizError: dst tp (2) must be a multiple of src tp (4): use 4
     """
     validate(spec, src, dst)
     if dst.pp != 1:
@@ -183,7 +183,8 @@ def build_plan(
                 if holds(role, shard):
                     if shard.name not in src_params[role.world]:
                         src_params[role.world].append(shard.name)
-                    src_offset[role.world] = shard.layer_offset
+                    if param.layer is not None:  # the embedding and lm_head carry no offset
+                        src_offset[role.world] = shard.layer_offset
         for tensor in param.dst:
             role = next(
                 r for r in roles[src.world_size :] if (r.pp, r.tp) == (tensor.pp, tensor.tp)

@@ -20,7 +20,9 @@ from typing import Any
 
 import torch
 
+from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.errors import SyncvizError
+from syncviz.families import FAMILY, classes_by_architecture
 from syncviz.parallel import Parallel, validate
 from syncviz.spec import ModelSpec
 from syncviz.sync.adapter import models_for
@@ -55,7 +57,6 @@ HEP_EXPERT_OPS = {"mlp.experts.dense_h_to_4h": "fc1", "mlp.experts.dense_4h_to_h
 # Megatron-Core SequentialMLP: one tensor per local expert.
 LOCAL_EXPERT_OP = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.linear_(fc[12])")
 VOCAB_SUFFIXES = ("word_embeddings.weight", "output_layer.weight")
-VLLM_VOCAB_PADDING = 64
 
 
 class CorrectedMegatronVllmSync(MegatronVllmSync):
@@ -622,22 +623,23 @@ def _stack_local_experts(params: ParamList, layer_re: re.Pattern[str]) -> ParamL
 
 # ---------------------------------------------------------------------- choosing one
 
-CORRECTED_BY_FAMILY: dict[str, type[CorrectedMegatronVllmSync]] = {
-    "llama-legacy": CorrectedMegatronVllmLlamaSync,
-    "llama-mcore": CorrectedMegatronVllmLlamaSync,
-    "qwen-v1": CorrectedMegatronVllmQWenSync,
-    "qwen2": CorrectedMegatronVllmQWen2Sync,
-    "qwen2-moe": CorrectedMegatronVllmQWen2Sync,
-    "mixtral": CorrectedMegatronVllmMixtralSync,
+_CORRECTED_CLASSES: dict[str, type[CorrectedMegatronVllmSync]] = {
+    cls.__name__: cls
+    for cls in (
+        CorrectedMegatronVllmLlamaSync,
+        CorrectedMegatronVllmQWenSync,
+        CorrectedMegatronVllmQWen2Sync,
+        CorrectedMegatronVllmMixtralSync,
+    )
 }
-"""The corrected class for each model family."""
+
+CORRECTED_BY_FAMILY: dict[str, type[CorrectedMegatronVllmSync]] = {
+    name: _CORRECTED_CLASSES[info.corrected] for name, info in FAMILY.items()
+}
+"""The corrected class for each model family (named in :mod:`syncviz.families`)."""
 
 CORRECTED_BY_ARCHITECTURE: dict[str, type[CorrectedMegatronVllmSync]] = {
-    "QWenLMHeadModel": CorrectedMegatronVllmQWenSync,
-    "Qwen2ForCausalLM": CorrectedMegatronVllmQWen2Sync,
-    "Qwen2MoeForCausalLM": CorrectedMegatronVllmQWen2Sync,
-    "LlamaForCausalLM": CorrectedMegatronVllmLlamaSync,
-    "MixtralForCausalLM": CorrectedMegatronVllmMixtralSync,
+    arch: _CORRECTED_CLASSES[name] for arch, name in classes_by_architecture("corrected").items()
 }
 """The corrected class for each vLLM architecture (what ``get_synchronizer`` switches on)."""
 

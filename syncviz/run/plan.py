@@ -23,7 +23,7 @@ from syncviz.errors import SyncvizError
 from syncviz.oracle import ModelLayout, conventions, model_layout
 from syncviz.parallel import Parallel, validate
 from syncviz.spec import ModelSpec
-from syncviz.sync.rank_mapping import RankLayout, plan_rank_mapping
+from syncviz.sync.rank_plan import RankLayout, plan_rank_mapping
 
 Side = Literal["src", "dst"]
 

@@ -18,7 +18,7 @@ def test_faithful_mismatch_exits_1_and_names_parameter_and_blocks(capsys):
     assert code == 1
     assert "MISMATCH" in out
     assert "WRONG model.model.layers.0.self_attn.o_proj.weight" in out
-    assert "dst rank 1 (tp 0), rows 1-" in out and "holds" in out and "expected" in out
+    assert "vLLM tp 0 (rank 1): rows 1-" in out and "holds" in out and "expected" in out
 
 
 def test_matching_sync_exits_0(capsys):

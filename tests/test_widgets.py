@@ -11,10 +11,7 @@ import pytest
 from syncviz import Parallel
 from syncviz.spec import ModelSpec
 from syncviz.sync.megatron_vllm import MegatronVllmLlamaSync
-
-pytest.importorskip("ipywidgets")
-
-from syncviz.widgets.explorer import Explorer
+from syncviz.widgets.explorer import Explorer  # ipywidgets is a hard dependency
 
 QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
 O_PROJ = "model.model.layers.0.self_attn.o_proj.weight"
@@ -76,7 +73,7 @@ def test_invalid_size_is_explained_inline():
     """dst tp 3 with src tp 2 shows the rule and the fix in the page; nothing raises."""
     ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
     ex.dst_tp.value = 3
-    assert "dst tp (3) must be a multiple of src tp (2): use 2, 4, 8, 16 or 32" in (
+    assert "dst tp (3) must divide num_attention_heads (32): use 2, 4, 8, 16 or 32" in (
         ex.message.value
     )
     assert ex.image.value == b"" and ex.param.options == ()

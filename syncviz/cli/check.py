@@ -57,6 +57,11 @@ def _check_configure(parser: argparse.ArgumentParser) -> None:
         help="what the trainer shards hold: provenance ids, or random float32 weights",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="list every parameter and line (default: findings repeated across layers once)",
+    )
 
 
 def _layer_list(text: str) -> list[int]:
@@ -82,6 +87,7 @@ def _check_run(args: argparse.Namespace) -> int:
                 f"--layers {bad} out of range for {spec.num_layers} layers",
                 fix=f"use layers 0..{spec.num_layers - 1}",
             )
+    real = spec
     if args.scaled:
         spec = spec.scaled(src, dst)
     whole_model = args.layers is None
@@ -97,8 +103,12 @@ def _check_run(args: argparse.Namespace) -> int:
         values=args.values,
         src_vocab_divisible_by=args.src_vocab_divisible_by,
     )
-    report = check(result, args.synchronizer, show_progress=whole_model and not args.json)
-    print(report.to_json() if args.json else report.text())
+    report = check(
+        result,
+        show_progress=whole_model and not args.json,
+        real=real if args.scaled else None,
+    )
+    print(report.to_json() if args.json else report.text(verbose=args.verbose))
     return 0 if report.ok else 1
 
 

@@ -22,6 +22,16 @@ from syncviz.parallel import Parallel
 
 Ranks = tuple[int, ...]
 
+
+def megatron_coordinates(src: Parallel, rank: int) -> tuple[int, int, int]:
+    """(pp, dp, tp) of trainer ``rank``: Megatron numbers tp fastest, then dp, then pp.
+
+    >>> megatron_coordinates(Parallel(tp=2, dp=2, pp=2), 5)
+    (1, 0, 1)
+    """
+    return rank // (src.tp * src.dp), (rank // src.tp) % src.dp, rank % src.tp
+
+
 # ---- in-process actors ----------------------------------------------------------------------
 
 
@@ -245,8 +255,8 @@ class RankLayout:
         stride = src.tp * src.ep
         local: list[tuple[Ranks, int]] = []
         for rank in range(src.world_size):
-            stage_start = rank - rank % stage_size
-            offset = rank - stage_start
+            pp, dp, tp = megatron_coordinates(src, rank)
+            stage_start, offset = pp * stage_size, dp * src.tp + tp
             first = stage_start + offset % stride
             count = src.dp // src.ep
             local.append((tuple(range(first, first + count * stride, stride)), offset // stride))

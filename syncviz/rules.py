@@ -376,7 +376,7 @@ def _named(field: str) -> str:
     return field.replace(".", " ")
 
 
-def spoken(values: tuple[int, ...]) -> str:
+def spoken(values: tuple[object, ...]) -> str:
     """Values as a person lists them.
 
     >>> spoken((1, 2, 4, 8))

@@ -53,10 +53,11 @@ def test_json_report(capsys):
 
 
 def test_presets_lists_every_preset(capsys):
-    """`syncviz presets` prints one line per preset."""
+    """`syncviz presets` prints one line per preset, then the two shipped configs."""
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 9 and lines[0].startswith("llama2-7b")
+    assert len(lines) == 11 and lines[0].startswith("llama2-7b")
+    assert [line.split()[0] for line in lines[9:]] == ["gqa-custom", "mixtral-tiny"]
 
 
 @pytest.mark.parametrize(
@@ -93,7 +94,7 @@ def test_presets_lists_every_preset(capsys):
         ),
         (
             ["--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--layers", "x"],
-            "must be comma-separated",
+            "must be layer numbers and ranges, e.g. 0-3,7",
         ),
     ],
 )

@@ -26,7 +26,8 @@ from syncviz.progress import Ticker
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.local_world import LocalWorld
-from syncviz.run.plan import Comm, ExpertComm, SyncOptions, SyncPlan, Values, build_plan, holds
+from syncviz.run.options import Comm, ExpertComm, SyncOptions, Values
+from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
 from syncviz.run.values import global_weights, take, unwritten
 from syncviz.spec import ModelSpec

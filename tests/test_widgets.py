@@ -16,12 +16,11 @@ from syncviz.widgets.explorer import Explorer  # ipywidgets is a hard dependency
 QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
 O_PROJ = "model.model.layers.0.self_attn.o_proj.weight"
 # hidden 8, heads 4, kv groups 2, head_dim 2: qkv is [Q0 Q1 Q2 Q3 K0 K1 V0 V1] x 2 rows.
-TINY = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Explorer:
-    return Explorer(spec=TINY, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+def tiny(tiny_spec) -> Explorer:
+    return Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
 
 
 def test_builds_for_a_preset():
@@ -105,7 +104,7 @@ def test_block_journey_hand_worked(tiny):
     assert "right" in tiny.journey.value
 
 
-def test_user_synchronizer_and_failures_inline():
+def test_user_synchronizer_and_failures_inline(tiny_spec):
     """A user class is a choice; one that raises is reported inline, not raised."""
 
     class Broken(MegatronVllmLlamaSync):
@@ -113,7 +112,7 @@ def test_user_synchronizer_and_failures_inline():
             raise RuntimeError("boom")
 
     ex = Explorer(
-        spec=TINY,
+        spec=tiny_spec,
         src=Parallel(tp=1),
         dst=Parallel(tp=2),
         scaled=False,

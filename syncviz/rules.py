@@ -110,21 +110,33 @@ def _side_of(side: Side) -> Callable[[Parallel, Parallel], Parallel]:
     return (lambda a, b: a) if side == "src" else (lambda a, b: b)
 
 
-def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
-    """Rules on one side's tp: every tensor split over tp must split evenly."""
+def attention_rules(side: Side, heads: int, groups: int) -> list[Rule]:
+    """The rules on one side's tp from attention alone: the query heads split evenly; on the
+    trainer the K/V groups too (Megatron), on vLLM the groups split or are replicated.
+
+    >>> from syncviz.parallel import Parallel
+    >>> four = Parallel(tp=4)
+    >>> for rule in attention_rules("src", 8, 2):
+    ...     print(rule.holds(four, four), rule.message(four, four))
+    True src tp (4) must divide num_attention_heads (8)
+    False src tp (4) must divide num_query_groups (2)
+    """
     of = _side_of(side)
-
-    def divides(size_name: str, size: int, why: str = "") -> Rule:
-        return Rule(
+    found = [
+        Rule(
             (f"{side}.tp",),
-            lambda a, b: size % of(a, b).tp == 0,
-            lambda a, b: f"{side} tp ({of(a, b).tp}) must divide {size_name} ({size}){why}",
+            lambda a, b: heads % of(a, b).tp == 0,
+            lambda a, b: f"{side} tp ({of(a, b).tp}) must divide num_attention_heads ({heads})",
         )
-
-    groups = spec.num_query_groups
-    found = [divides("num_attention_heads", spec.num_attention_heads)]
+    ]
     if side == "src":  # Megatron splits the K/V groups over tp
-        found.append(divides("num_query_groups", groups))
+        found.append(
+            Rule(
+                ("src.tp",),
+                lambda a, b: groups % a.tp == 0,
+                lambda a, b: f"src tp ({a.tp}) must divide num_query_groups ({groups})",
+            )
+        )
     else:  # vLLM splits them over tp, or replicates each on tp/groups ranks
         found.append(
             Rule(
@@ -136,6 +148,21 @@ def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
                 ),
             )
         )
+    return found
+
+
+def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
+    """Rules on one side's tp: every tensor split over tp must split evenly."""
+    of = _side_of(side)
+
+    def divides(size_name: str, size: int, why: str = "") -> Rule:
+        return Rule(
+            (f"{side}.tp",),
+            lambda a, b: size % of(a, b).tp == 0,
+            lambda a, b: f"{side} tp ({of(a, b).tp}) must divide {size_name} ({size}){why}",
+        )
+
+    found = attention_rules(side, spec.num_attention_heads, spec.num_query_groups)
     if not spec.is_moe:  # an MoE model here has no dense MLP; its intermediate_size is unused
         found.append(divides("ffn_hidden_size", spec.ffn_hidden_size))
     if spec.is_moe and (side == "dst" or not hep):

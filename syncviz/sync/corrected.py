@@ -24,6 +24,7 @@ from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY, classes_by_architecture
 from syncviz.parallel import Parallel, validate
+from syncviz.rules import attention_rules
 from syncviz.spec import ModelSpec
 from syncviz.sync.adapter import models_for
 from syncviz.sync.megatron_vllm import (
@@ -121,10 +122,11 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         if not args.get("group_query_attention"):
             groups = heads
         head_dim = args.get("kv_channels") or args["hidden_size"] // heads
-        for what, count in (("num_attention_heads", heads), ("num_query_groups", groups)):
-            if count % tp:
+        sizes = Parallel(tp=tp)
+        for rule in attention_rules("src", heads, groups):  # the rule table's own rules
+            if not rule.holds(sizes, sizes):
                 raise SyncvizError(
-                    f"trainer tp ({tp}) must divide {what} ({count})",
+                    rule.message(sizes, sizes),
                     fix="use a trainer tp that divides both the heads and the K/V groups",
                 )
         return heads // tp, groups // tp, head_dim

@@ -4,8 +4,9 @@ See :mod:`syncviz.cli`. The signal handlers are installed before the command lin
 (and torch with it) is imported, so Ctrl-C or SIGTERM while starting up exits
 130 / 143 with one line, like at any later moment. Python puts the current
 directory first on ``sys.path`` for ``-m``; it is taken off again, so that
-``python -m syncviz`` and the ``syncviz`` script import the same modules (a
-``--synchronizer`` module is found on PYTHONPATH, never in the current directory).
+``python -m syncviz`` and the ``syncviz`` script import the same modules: the
+current directory is searched only for a ``--synchronizer module:Class``, as
+documented (see :func:`syncviz.cli.args.synchronizer_choice`).
 
 Once the command returned (and cleaned up after itself), the process ends without
 the interpreter's teardown: a final garbage collection over everything a run

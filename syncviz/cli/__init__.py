@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Sequence
 
 from syncviz.cli import check, layout, presets, render
-from syncviz.cli.command import Command, UsageError
+from syncviz.cli.command import Command, HelpFormatter, UsageError
 from syncviz.errors import SyncvizError
 from syncviz.interrupts import exit_code, handle_signals
 
@@ -57,25 +57,30 @@ exit codes:
        synchronizer could not be loaded, or memory ran out
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM); both clean up first
 
-what runs: --synchronizer package.module:Class imports that module from
-PYTHONPATH (never from the current directory) and so runs its code; config.json
-and trace files are only parsed as JSON. SYNCVIZ_TRACEBACK=1 prints the
+what runs: --synchronizer package.module:Class imports that module (from the
+current directory or PYTHONPATH) and so runs its code; the current directory is
+searched for nothing else. config.json and trace files are only parsed as JSON. SYNCVIZ_TRACEBACK=1 prints the
 traceback of an unexpected error.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every registered subcommand."""
+    from syncviz import __version__
+
     parser = _Parser(
         prog=PROG,
         description="See and check Megatron -> vLLM weight layouts.",
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for command in COMMANDS.values():
-        command.configure(sub.add_parser(command.name, help=command.help))
+        command.configure(
+            sub.add_parser(command.name, help=command.help, formatter_class=HelpFormatter)
+        )
     return parser
 
 

@@ -74,7 +74,7 @@ def _import_class(path: str) -> type[BaseSync]:
         where = "" if missing == module_name else f" (it imports {missing!r}, which is missing)"
         raise RunFailed(
             f"cannot import module {module_name!r} for synchronizer {path!r}{where}",
-            fix="put the module's folder on PYTHONPATH (the current directory is not searched)",
+            fix="run from the module's folder or put that folder on PYTHONPATH",
         ) from None
     except SyntaxError as exc:
         raise RunFailed(

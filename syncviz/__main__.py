@@ -1,7 +1,7 @@
 """``python -m syncviz``: the command line.
 
-See :mod:`syncviz.cli`. The signal handlers are installed before the command line
-(and torch with it) is imported, so Ctrl-C or SIGTERM while starting up exits
+See :mod:`syncviz.cli`. The signal handlers are installed before any command
+(and torch with it) is loaded, so Ctrl-C or SIGTERM while starting up exits
 130 / 143 with one line, like at any later moment. Python puts the current
 directory first on ``sys.path`` for ``-m``; it is taken off again, so that
 ``python -m syncviz`` and the ``syncviz`` script import the same modules: the
@@ -18,7 +18,7 @@ import contextlib
 import os
 import sys
 
-from syncviz.interrupts import exit_code, handle_signals
+from syncviz.cli.interrupts import exit_code, handle_signals
 
 
 def _run() -> int:

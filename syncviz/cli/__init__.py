@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 from syncviz.cli import check, layout, presets, render
 from syncviz.cli.command import Command, HelpFormatter, UsageError
+from syncviz.cli.interrupts import exit_code, handle_signals
 from syncviz.errors import SyncvizError
-from syncviz.interrupts import exit_code, handle_signals
 
 PROG = "syncviz"
 
@@ -59,8 +59,8 @@ exit codes:
 
 what runs: --synchronizer package.module:Class imports that module (from the
 current directory or PYTHONPATH) and so runs its code; the current directory is
-searched for nothing else. config.json and trace files are only parsed as JSON. SYNCVIZ_TRACEBACK=1 prints the
-traceback of an unexpected error.
+searched for nothing else. config.json and trace files are only parsed as JSON.
+SYNCVIZ_TRACEBACK=1 prints the traceback of an unexpected error.
 """
 
 

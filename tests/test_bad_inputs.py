@@ -7,6 +7,10 @@ with no traceback, no hang and no silent pass. The table runs once per session
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +44,17 @@ def test_bad_input_gets_one_clear_line(outcomes, case_id):
     for word in o.case.words:
         assert word.lower() in lines[0].lower(), (word, lines[0])
     assert classify(o) == "clear"
+
+
+def test_repeated_layer_is_checked_once_with_a_note():
+    """`--layers 0,0` checks layer 0 once and says so on stderr (no silent double count)."""
+    argv = ["check", "--preset", "llama2-7b", "--src-tp", "2", "--dst-tp", "2", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "syncviz", *argv, "--layers", "0,0"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "names layer 0 more than once; each layer is checked once" in done.stderr
+    keys = [p["key"] for p in json.loads(done.stdout)["params"]]
+    assert len(keys) == len(set(keys)) and any(".layers.0." in k for k in keys)

@@ -135,10 +135,12 @@ def layer_list(text: str) -> list[int]:
 
     >>> layer_list("5"), layer_list("3-1")
     ([5], [1, 2, 3])
-    >>> layer_list("0,0")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: --layers ('0,0') repeats layer 0; name each once
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+    ...     layer_list("0,0")
+    [0]
+    >>> err.getvalue().split(";")[0]
+    "syncviz: note: --layers '0,0' names layer 0 more than once"
     """
     out: list[int] = []
     try:
@@ -155,11 +157,13 @@ def layer_list(text: str) -> list[int]:
     if not out:  # an unset variable in a CI script must not check nothing and pass
         raise argparse.ArgumentTypeError(f"--layers ({text!r}) names no layer; e.g. 0-3,7")
     repeated = sorted({n for n in out if out.count(n) > 1})
-    if repeated:
-        raise argparse.ArgumentTypeError(
-            f"--layers ({text!r}) repeats layer {','.join(map(str, repeated))}; name each once"
+    if repeated:  # counted once, and said so: a repeat is often a typo
+        print(
+            f"syncviz: note: --layers {text!r} names layer {','.join(map(str, repeated))}"
+            " more than once; each layer is checked once",
+            file=sys.stderr,
         )
-    return out
+    return list(dict.fromkeys(out))
 
 
 def check_layers(spec: ModelSpec, layers: list[int] | None) -> None:

@@ -311,9 +311,21 @@ def wrong_regions(
         if bool((status[a:b] == UNWRITTEN).all()):
             holds = "nothing (never written)"
         else:
-            holds = _words(param, got[a:b], cache)
-        regions.append(Region(unit, a, b, holds, _words(param, expected[a:b], cache)))
+            holds = _region_words(param, got, a, b, cache)
+        regions.append(Region(unit, a, b, holds, _region_words(param, expected, a, b, cache)))
     return regions
+
+
+MAX_REGION_WORDS = 160  # longer descriptions of a region are cut to its first and last row
+
+
+def _region_words(param: ParamLayout, ids: torch.Tensor, a: int, b: int, cache: dict) -> str:
+    """Words for rows a..b-1; a long irregular region is named by its first and last row."""
+    text = _words(param, ids[a:b], cache)
+    if len(text) <= MAX_REGION_WORDS or b - a < 3:
+        return text
+    first, last = _words(param, ids[a : a + 1], cache), _words(param, ids[b - 1 : b], cache)
+    return f"{first} in its first, ..., {last} in its last"
 
 
 def _true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:

@@ -20,6 +20,7 @@ synchronizer again. Ops it cannot replay are listed as not replayed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,8 @@ class TraceStep:
     """One recorded data-moving op of a parameter on one rank.
 
     ``blocks`` names the blocks its outputs hold (replayed on provenance ids);
-    None when the op could not be replayed (e.g. on a receiving rank).
+    None when the op could not be replayed. ``inputs``/``outputs`` are the
+    replayed id tensors (None when not replayed).
 
     >>> TraceStep(0, "regroup", OpRecord(0, "view"), ("Q head 0",)).text
     'rank 0 regroup: view() -> None'
@@ -50,6 +52,8 @@ class TraceStep:
     phase: str
     op: OpRecord
     blocks: tuple[str, ...] | None = None
+    inputs: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
+    outputs: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def text(self) -> str:
@@ -150,7 +154,15 @@ def _apply(op: OpRecord, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def _replay(pt: ParamTrace, bound: dict[int, torch.Tensor]) -> dict[int, list[torch.Tensor]]:
     """Outputs (id tensors) of each op of ``pt`` that could be replayed, by op index."""
+    return _replay_io(pt, bound)[1]
+
+
+def _replay_io(
+    pt: ParamTrace, bound: dict[int, torch.Tensor]
+) -> tuple[dict[int, list[torch.Tensor]], dict[int, list[torch.Tensor]]]:
+    """Inputs and outputs (id tensors) of each op of ``pt`` that could be replayed."""
     values = dict(bound)
+    ins: dict[int, list[torch.Tensor]] = {}
     out: dict[int, list[torch.Tensor]] = {}
     for op in pt.ops:
         if not op.inputs or any(t.ref not in values for t in op.inputs):
@@ -161,15 +173,18 @@ def _replay(pt: ParamTrace, bound: dict[int, torch.Tensor]) -> dict[int, list[to
             continue
         if len(results) != len(op.outputs):
             continue
+        ins[op.index] = [values[t.ref] for t in op.inputs]
         for ref, tensor in zip(op.outputs, results, strict=True):
             values[ref.ref] = tensor
         out[op.index] = results
-    return out
+    return ins, out
 
 
 def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[int, torch.Tensor]:
     """Bind the scope's first input refs to the trainer shard of the same shape on its rank."""
     role = result.plan.roles[pt.rank] if pt.rank is not None else None
+    if role is not None and role.side == "dst":
+        return _receiver_bindings(result, param, pt)
     if role is None or role.side != "src":
         return {}
     shards = [
@@ -186,6 +201,32 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
                 bound[t.ref] = same[0].index.ids()
         produced.update(t.ref for t in op.outputs)
     return bound
+
+
+SHAPE_ONLY_OPS = frozenset({"view", "reshape", "flatten", "contiguous", "detach", "clone"})
+
+
+def _receiver_bindings(
+    result: SyncResult, param: ParamLayout, pt: ParamTrace
+) -> dict[int, torch.Tensor]:
+    """A receiving rank's buffer, when its ops only reshape it into the vLLM tensor.
+
+    Then the received buffer holds, in order, what the rank ends up holding,
+    so its ids are the final tensor's ids flattened to the buffer's shape.
+    """
+    if not pt.ops or any(op.op not in SHAPE_ONLY_OPS for op in pt.ops):
+        return {}
+    first = pt.ops[0].inputs[0] if pt.ops[0].inputs else None
+    local = getattr(result, "local_ids", None)
+    if first is None or local is None:
+        return {}
+    try:
+        final = local(pt.rank, param.key).to(torch.int64)
+    except (StopIteration, KeyError):  # this rank does not hold the parameter
+        return {}
+    if final.numel() != math.prod(first.shape):
+        return {}
+    return {first.ref: final.reshape(first.shape)}
 
 
 def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:
@@ -219,7 +260,7 @@ def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     table, labels = _block_table(param)
     steps = []
     for pt in _param_traces(result, key):
-        replayed = _replay(pt, _bindings(result, param, pt))
+        ins, replayed = _replay_io(pt, _bindings(result, param, pt))
         for op in pt.ops:
             if op.op in QUIET_OPS:
                 continue
@@ -227,7 +268,9 @@ def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
             blocks = None
             if outs is not None:
                 blocks = tuple(dict.fromkeys(b for o in outs for b in _blocks_in(o, table, labels)))
-            steps.append(TraceStep(pt.rank or 0, pt.phase or "", op, blocks))
+            inputs = tuple(ins[op.index]) if op.index in ins else None
+            outputs = tuple(outs) if outs is not None else None
+            steps.append(TraceStep(pt.rank or 0, pt.phase or "", op, blocks, inputs, outputs))
     return steps
 
 

@@ -204,13 +204,19 @@ def raster(
     table: BlockTable,
     status: torch.Tensor | None = None,
     max_cells: int = MAX_CELLS,
+    cell: tuple[int, int] | None = None,
 ) -> Raster:
-    """The raster of a tensor of this parameter's ids (``status``: the checker's, per element)."""
+    """The raster of a tensor of this parameter's ids (``status``: the checker's, per element).
+
+    ``cell`` fixes the elements per cell (so several panels share one scale);
+    otherwise each side gets at most ``max_cells`` cells.
+    """
     shape = tuple(ids.shape)
     grid, bands = as_grid(ids)
     block, offset = table.lookup(grid)
     rows, cols = int(grid.shape[0]), int(grid.shape[1])
-    rs, cs = cell_size(rows, max_cells), cell_size(cols, max_cells)
+    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
+    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
     # Replicate the last row/col so every cell is full, then look at each cell whole.
     ri = torch.arange(math.ceil(rows / rs) * rs).clamp(max=rows - 1)
     ci = torch.arange(math.ceil(cols / cs) * cs).clamp(max=cols - 1)

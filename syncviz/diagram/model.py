@@ -35,7 +35,7 @@ from syncviz.journey import TraceStep, param_steps
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
-    from syncviz.run.inprocess import SyncResult
+    from syncviz.run.result import SyncResult
 
 MAX_EDGES = 64  # arrows per transfer map
 MAX_RANK_BOXES = 64  # rank boxes per side of the transfer map

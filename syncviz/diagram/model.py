@@ -299,7 +299,7 @@ def _common_cell(param, axis: int, max_cells: int) -> tuple[int, int]:
     across = max(s[1 - axis] for s in shapes)
     sizes = [0, 0]
     sizes[axis] = cell_size(along, 2 * max_cells)
-    sizes[1 - axis] = cell_size(across, max_cells // 2 if axis == 0 else max_cells // 2)
+    sizes[1 - axis] = cell_size(across, max_cells // 2 if axis == 0 else max_cells)
     return sizes[0], sizes[1]
 
 

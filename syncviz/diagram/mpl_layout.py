@@ -58,7 +58,7 @@ class _Layout:
         self.gap = total * 0.02
         self.across = max(self._across(p) for p in d.src + d.dst)
         band_w = self.across * (0.9 if d.axis == 0 else 0.7)
-        side_gap = self.across * 0.12
+        side_gap = self.across * (0.12 if d.axis == 0 else 0.3)
         self.offsets = [0.0, self.across + band_w, 2 * self.across + band_w + side_gap]
         self.span_across = self.offsets[2] + self.across
         self.spans: dict[tuple[int, int], tuple[float, float]] = {}  # (side, i) -> along
@@ -103,7 +103,7 @@ def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
         n_text += 1
     aspect = lay.span_along / lay.span_across if d.axis == 0 else lay.span_across / lay.span_along
     plot_w = width_in - 1.6
-    plot_h = float(np.clip(plot_w * aspect, 2.4, 7.5))
+    plot_h = float(np.clip(plot_w * aspect * 1.5, 3.0, 7.5))
     top_h, line_h = 0.95, 0.2
     fig_h = top_h + plot_h + 0.35 + line_h * n_text
     fig = MplFigure(figsize=(width_in, fig_h), dpi=DPI)
@@ -210,21 +210,32 @@ def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_
     min_gap = (FONT + 3) * DPI / 72 * per_px  # one line of text, in data units along
     if lay.axis == 1:
         min_gap *= 2.6  # horizontal labels need a few characters of room
-    last = -np.inf
-    for start, stop, b in runs:
+    # Place first the labels that matter most (a new family, e.g. the first K head),
+    # then fill the gaps; a label goes only where it overprints none already placed.
+    items = []
+    for k, (start, stop, b) in enumerate(runs):
         label = _short(r.table, b)
         if label is None:
             continue
-        mid = (start + stop) / 2
-        x, y = lay.point(s, i, p, mid, 0)
+        x, y = lay.point(s, i, p, (start + stop) / 2, 0)
+        new_family = k == 0 or _family(r.table, runs[k - 1][2]) != _family(r.table, b)
+        items.append((0 if new_family else 1, k, x, y, label))
+    placed: list[float] = []
+    for _prio, _k, x, y, label in sorted(items):
         at = y if lay.axis == 0 else x
-        if at - last < min_gap:
+        if any(abs(at - q) < min_gap for q in placed):
             continue
-        last = at
+        placed.append(at)
         if lay.axis == 0:
-            ax.text(x - lay.across * 0.015, y, label, ha="right", va="center", fontsize=FONT, clip_on=False)
+            ax.text(x - lay.across * 0.015, y, label, ha="right", va="center", fontsize=FONT,
+                    clip_on=False)
         else:
-            ax.text(x, y - lay.across * 0.015, label, ha="center", va="bottom", fontsize=FONT, clip_on=False)
+            ax.text(x, y - lay.across * 0.015, label, ha="center", va="bottom", fontsize=FONT,
+                    clip_on=False)
+
+
+def _family(table, b: int) -> str:
+    return table.families[b] if b >= 0 else str(b)
 
 
 def _short(table, b: int) -> str | None:
@@ -253,9 +264,10 @@ def _panel_title(ax, lay: _Layout, s: int, i: int, p: Panel, per_px: float) -> N
         if s != 2 and (y1 - y0) / per_px > 40:
             ax.text(x0 + lay.across * 0.02, y0, text, ha="left", va="top", fontsize=FONT,
                     color="white", bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7})
-    else:
-        ax.text((x0 + x1) / 2, y1 + lay.across * 0.02, text, ha="center", va="top",
-                fontsize=FONT, clip_on=False)
+    elif (x1 - x0) / per_px > 9 * len(text):
+        ax.text(x0 + (x1 - x0) * 0.01, y0 + lay.across * 0.02, text, ha="left", va="top",
+                fontsize=FONT, color="white",
+                bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7})
 
 
 def _bands(ax, lay: _Layout, d: LayoutDiagram) -> None:

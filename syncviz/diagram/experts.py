@@ -198,7 +198,7 @@ def expert_diagram(
 
 def _before(plan, param: ParamLayout):
     """Per trainer rank: the fraction of each expert's elements it holds."""
-    from syncviz.diagram.model import _src_world
+    from syncviz.diagram.ranks import src_world as _src_world
 
     n_experts = param.global_shape[0]
     per_expert = math.prod(param.global_shape[1:])
@@ -240,7 +240,7 @@ def _experts_of(param: ParamLayout, ids: torch.Tensor) -> torch.Tensor:
 
 def _after(result: SyncResult, param: ParamLayout):
     """Per vLLM rank: the status of each expert's slice, with words for wrong ones."""
-    from syncviz.diagram.model import _dst_world
+    from syncviz.diagram.ranks import dst_world as _dst_world
 
     n_experts = param.global_shape[0]
     columns: list[RankColumn] = []

@@ -14,7 +14,7 @@ reads). A :class:`TransferDiagram` says which rank sends how much to which.
 >>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
 >>> [p.title for p in d.dst], d.axis, d.wrong_count > 0
-(['vLLM tp0 (rank 1)', 'vLLM tp1 (rank 2)'], 1, True)
+(['vLLM pp0 tp0 (rank 1)', 'vLLM pp0 tp1 (rank 2)'], 1, True)
 >>> d.dst[0].regions[0].text
 'row 1: holds head 2 row 0; head 3 row 0, expected heads 0-1 row 1'
 >>> [(e.src, e.dst, e.stage) for e in transfer_diagram(result).edges]
@@ -23,13 +23,14 @@ reads). A :class:`TransferDiagram` says which rank sends how much to which.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
 from syncviz.check import Region, element_status, wrong_regions
-from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster
+from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.journey import TraceStep, param_steps
 
@@ -227,6 +228,12 @@ def layout_diagram(
     ``step`` (1-based, into :func:`syncviz.journey.param_steps`) adds that
     step's frame. Every rank is drawn; big tensors are downsampled.
     """
+    numel = math.prod(result.plan.layout.param(key).global_shape)
+    with small_work(numel):
+        return _layout_diagram(result, key, check_report, step, max_cells)
+
+
+def _layout_diagram(result, key, check_report, step, max_cells) -> LayoutDiagram:
     plan = result.plan
     param = plan.layout.param(key)
     table = BlockTable(param)

@@ -45,7 +45,7 @@ def family_color(family: str, shade: int = 0) -> tuple[float, float, float]:
 def rank_color(rank: int) -> str:
     """The fixed colour of world rank ``rank`` in every figure.
 
-    >>> rank_color(0) == rank_color(10)
+    >>> rank_color(0) == rank_color(len(RANK_COLORS))
     True
     """
     return RANK_COLORS[rank % len(RANK_COLORS)]

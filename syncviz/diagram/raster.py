@@ -27,6 +27,8 @@ rows 0: q2:0*8
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +43,23 @@ FOREIGN = int(FOREIGN_ID)  # block number of another parameter's data (id -3)
 SPECIAL_TOKENS = {PAD: "pad", UNWRITTEN: "--", FOREIGN: "xx"}
 SPECIAL_WORDS = {PAD: "padding", UNWRITTEN: "unwritten", FOREIGN: "another parameter's data"}
 MAX_CELLS = 192  # cells per side by default: enough for 256 experts at 2 px
+
+
+SMALL = 1 << 22  # elements below which one torch thread is faster than several
+
+
+@contextmanager
+def small_work(numel: int) -> Iterator[None]:
+    """Run small tensor work on one torch thread: spreading a few thousand elements over
+    threads costs more than it saves, up to 10x on a busy machine. Restored on exit."""
+    before = torch.get_num_threads()
+    if numel < SMALL and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def block_token(block: Block) -> str:
@@ -87,11 +106,17 @@ class BlockTable:
             )
             grid[index] = i
         self.grid = grid
+        # Coordinate -> segment along each dim, as a table: a gather beats a search.
+        self.segment = [
+            torch.searchsorted(c, torch.arange(n), right=True) - 1
+            for c, n in zip(self.cuts, self.shape, strict=True)
+        ]
         self.start = torch.tensor([b.box.start for b in self.blocks], dtype=torch.int64)
         self.extent = torch.tensor(
             [[z - a for a, z in zip(b.box.start, b.box.stop, strict=True)] for b in self.blocks],
             dtype=torch.int64,
         )
+        self.row_length = self.extent[:, -1].tolist()
 
     def lookup(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(block number, offset inside the block) of every id; negative ids keep their value.
@@ -106,7 +131,7 @@ class BlockTable:
         for n in reversed(self.shape):
             coords.insert(0, rest % n)
             rest = rest // n
-        seg = [torch.searchsorted(c, x, right=True) - 1 for c, x in zip(self.cuts, coords)]
+        seg = [table[x] for table, x in zip(self.segment, coords, strict=True)]
         block = self.grid[tuple(seg)]
         safe = block.clamp(min=0)
         offset = torch.zeros_like(flat)
@@ -116,11 +141,34 @@ class BlockTable:
         offset = torch.where(valid, offset, torch.zeros_like(flat))
         return block.view(ids.shape), offset.view(ids.shape)
 
+    def block_of(self, ids: torch.Tensor) -> torch.Tensor:
+        """The block number of every id (negative ids keep their value): the cheap path,
+        touching only the dims that blocks actually cut."""
+        flat = ids.reshape(-1).to(torch.int64)
+        rest = flat.clamp(min=0)
+        index: list[torch.Tensor | int] = []
+        stride = 1
+        strides = []
+        for n in reversed(self.shape):
+            strides.insert(0, stride)
+            stride *= n
+        for d, cuts in enumerate(self.cuts):
+            if len(cuts) == 2:
+                index.append(0)
+                continue
+            coord = rest // strides[d] if d == 0 else (rest // strides[d]) % self.shape[d]
+            index.append(self.segment[d][coord])
+        if all(isinstance(i, int) for i in index):
+            block = torch.full_like(flat, int(self.grid[tuple(index)]))
+        else:
+            block = self.grid[tuple(index)]
+        return torch.where(flat >= 0, block, flat).view(ids.shape)
+
     def row_in_block(self, block: int, offset: int) -> int:
         """The row inside its block of an element at ``offset`` (the last dim's extent is a row)."""
         if block < 0:
             return 0
-        return offset // int(self.extent[block, -1])
+        return offset // self.row_length[block]
 
     def numel(self, block: int) -> int:
         return int(self.extent[block].prod()) if block >= 0 else 1
@@ -212,34 +260,44 @@ def raster(
     otherwise each side gets at most ``max_cells`` cells.
     """
     shape = tuple(ids.shape)
-    grid, bands = as_grid(ids)
-    block, offset = table.lookup(grid)
+    grid, bands = as_grid(ids.to(torch.int64))
     rows, cols = int(grid.shape[0]), int(grid.shape[1])
     rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
     rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
-    # Replicate the last row/col so every cell is full, then look at each cell whole.
-    ri = torch.arange(math.ceil(rows / rs) * rs).clamp(max=rows - 1)
-    ci = torch.arange(math.ceil(cols / cs) * cs).clamp(max=cols - 1)
-    nr, nc = len(ri) // rs, len(ci) // cs
-
-    def cells(x: torch.Tensor) -> torch.Tensor:
-        return x[ri][:, ci].reshape(nr, rs, nc, cs)
-
-    b = cells(block)
-    first = b[:, 0, :, 0]
-    mixed = (b.amax(dim=(1, 3)) != b.amin(dim=(1, 3))) if rs * cs > 1 else first != first
-    first_offset = cells(offset)[:, 0, :, 0]
+    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    corners = grid[::rs, ::cs]
+    first, first_offset = table.lookup(corners)
+    if rs * cs == 1:
+        mixed = torch.zeros_like(first, dtype=torch.bool)
+    else:
+        block = table.block_of(grid)
+        mixed = _cells(block, rs, cs, "max") != _cells(block, rs, cs, "min")
     if status is None:
         cell_status = torch.zeros_like(first)
-    else:
-        s = cells(as_grid(status)[0].to(torch.int64))
-        cell_status = s.amax(dim=(1, 3)) if rs * cs > 1 else s[:, 0, :, 0]
-    sizes = torch.tensor([table.numel(int(x)) for x in range(len(table.blocks))] + [1])
+    elif rs * cs == 1:
+        cell_status = as_grid(status)[0].to(torch.int64)
+    else:  # the worst verdict in the cell: downsampling never hides a wrong element
+        cell_status = _cells(as_grid(status)[0].to(torch.int64), rs, cs, "max")
+    sizes = torch.tensor([table.numel(x) for x in range(len(table.blocks))] + [1])
     inner = first_offset.to(torch.float32) / sizes[first.clamp(min=-1)].to(torch.float32)
     inner = torch.where(first >= 0, inner, torch.zeros_like(inner))
+    assert first.shape == (nr, nc)
     return Raster(
         shape, rows, cols, (rs, cs), bands, first, first_offset, inner, mixed, cell_status, table
     )
+
+
+def _cells(x: torch.Tensor, rs: int, cs: int, how: str) -> torch.Tensor:
+    """The max (or min) of every rs x cs cell of a 2-D tensor; edge cells may be smaller."""
+    rows, cols = x.shape
+    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    if rows % rs or cols % cs:  # pad with a value that cannot win
+        fill = torch.iinfo(torch.int64).min if how == "max" else torch.iinfo(torch.int64).max
+        padded = torch.full((nr * rs, nc * cs), fill, dtype=x.dtype)
+        padded[:rows, :cols] = x
+        x = padded
+    view = x.view(nr, rs, nc, cs)
+    return view.amax(dim=(1, 3)) if how == "max" else view.amin(dim=(1, 3))
 
 
 def raster_text(r: Raster, inner: bool = False) -> str:
@@ -250,8 +308,17 @@ def raster_text(r: Raster, inner: bool = False) -> str:
     """
     lines: list[tuple[int, int, str]] = []
     nr, nc = r.cells
+    blocks, offsets = r.block.tolist(), r.offset.tolist()
+    mixed, status = r.mixed.tolist(), r.status.tolist()
+    names = {b: SPECIAL_TOKENS.get(b) or r.table.tokens[b] for b in set(sum(blocks, []))}
     for i in range(nr):
-        tokens = [r.token(i, j, inner) for j in range(nc)]
+        tokens = []
+        for j in range(nc):
+            b = blocks[i][j]
+            t = names[b]
+            if inner and b >= 0:
+                t += f":{r.table.row_in_block(b, offsets[i][j])}"
+            tokens.append(t + ("~" if mixed[i][j] else "") + ("!" if status[i][j] else ""))
         runs: list[list] = []
         for t in tokens:
             if runs and runs[-1][0] == t:

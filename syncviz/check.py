@@ -256,8 +256,9 @@ class Region:
 
     @property
     def span(self) -> str:
-        n = self.stop - self.start
-        return f"{self.unit}s {self.start}-{self.stop - 1}" if n > 1 else f"{self.unit} {self.start}"
+        if self.stop - self.start > 1:
+            return f"{self.unit}s {self.start}-{self.stop - 1}"
+        return f"{self.unit} {self.start}"
 
     @property
     def text(self) -> str:

@@ -214,9 +214,13 @@ def _receiver_bindings(
     Then the received buffer holds, in order, what the rank ends up holding,
     so its ids are the final tensor's ids flattened to the buffer's shape.
     """
+    first = pt.ops[0].inputs[0] if pt.ops and pt.ops[0].inputs else None
+    if first is not None and pt.phase == "stage1":
+        sent = _stage1_payload(result, param, pt.rank, math.prod(first.shape))
+        if sent is not None:
+            return {first.ref: sent.reshape(first.shape)}
     if not pt.ops or any(op.op not in SHAPE_ONLY_OPS for op in pt.ops):
         return {}
-    first = pt.ops[0].inputs[0] if pt.ops[0].inputs else None
     local = getattr(result, "local_ids", None)
     if first is None or local is None:
         return {}
@@ -227,6 +231,35 @@ def _receiver_bindings(
     if final.numel() != math.prod(first.shape):
         return {}
     return {first.ref: final.reshape(first.shape)}
+
+
+def _stage1_payload(
+    result: SyncResult, param: ParamLayout, rank: int | None, numel: int
+) -> torch.Tensor | None:
+    """What the stage-1 sender of ``rank`` broadcast: its regroup result (replayed) or its
+    shard, when exactly one of them has the received buffer's size."""
+    senders = [a for a, b in result.plan.stage1 if b == rank]
+    if len(senders) != 1:
+        return None
+    found = []
+    for pt in _param_traces(result, param.key):
+        if pt.rank == senders[0] and pt.phase != "stage1":
+            _, outs = _replay_io(pt, _bindings(result, param, pt))
+            values = {
+                ref.ref: t
+                for op in pt.ops
+                for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False)
+            }
+            found += [values[r] for r in pt.output_refs if r in values]
+    if not found:
+        role = result.plan.roles[senders[0]]
+        found = [
+            s.index.ids()
+            for s in param.src
+            if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
+        ]
+    sized = [t for t in found if t.numel() == numel]
+    return sized[0].reshape(-1).to(torch.int64) if len(sized) == 1 else None
 
 
 def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:

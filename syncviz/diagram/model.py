@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.check import Region, element_status, wrong_regions
-from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
 from syncviz.diagram.ranks import dst_world, src_world
+from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
 from syncviz.journey import TraceStep, param_steps
 
 if TYPE_CHECKING:
@@ -192,7 +192,6 @@ class TransferDiagram:
     notes: list[str] = field(default_factory=list)
 
 
-
 def human_bytes(n: int) -> str:
     """Bytes in a short unit.
 
@@ -244,7 +243,9 @@ def _layout_diagram(result, key, check_report, step, max_cells) -> LayoutDiagram
         world = src_world(plan, shard.pp, shard.tp, shard.ep)
         ids = shard.index.ids()
         title = f"trainer {shard.rank_label} (rank {world})"
-        src_panels.append(Panel(title, world, "src", tuple(ids.shape), raster(ids, table, cell=cell)))
+        src_panels.append(
+            Panel(title, world, "src", tuple(ids.shape), raster(ids, table, cell=cell))
+        )
     dst_panels = []
     words: dict = {}
     for t in param.dst:
@@ -302,7 +303,10 @@ def _common_cell(param, axis: int, max_cells: int) -> tuple[int, int]:
 
     shapes = [grid(s.shape) for s in param.src] + [grid(t.shape) for t in param.dst]
     # Panels stack along the block axis, so that side holds the sum of all panels.
-    along = max(sum(s[axis] for s in shapes[: len(param.src)]), sum(s[axis] for s in shapes[len(param.src):]))
+    along = max(
+        sum(s[axis] for s in shapes[: len(param.src)]),
+        sum(s[axis] for s in shapes[len(param.src) :]),
+    )
     across = max(s[1 - axis] for s in shapes)
     sizes = [0, 0]
     sizes[axis] = cell_size(along, 2 * max_cells)
@@ -353,9 +357,7 @@ def _last(table: BlockTable, b: int) -> int:
     return int(table.extent[b, -1]) if b >= 0 else 1
 
 
-def movement(
-    src: list[Panel], dst: list[Panel], table: BlockTable, axis: int
-) -> list[Band]:
+def movement(src: list[Panel], dst: list[Panel], table: BlockTable, axis: int) -> list[Band]:
     """Bands from each trainer line (row or column of cells) to every vLLM line holding it.
 
     A vLLM line is matched to the trainer line whose block and position inside
@@ -387,7 +389,14 @@ def movement(
                     and last.src_span[1] == s0
                     and last.dst_span[1] == start
                 ):
-                    bands[-1] = Band(rank, (last.src_span[0], s1), p.rank, (last.dst_span[0], stop), b, band.wrong)
+                    bands[-1] = Band(
+                        rank,
+                        (last.src_span[0], s1),
+                        p.rank,
+                        (last.dst_span[0], stop),
+                        b,
+                        band.wrong,
+                    )
                 else:
                     bands.append(band)
     return bands
@@ -411,7 +420,9 @@ def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) ->
             if t is None:
                 continue
             title = f"rank {step.rank} {kind} #{ref.ref} {list(ref.shape)}"
-            out.append(Panel(title, step.rank, "step", tuple(t.shape), raster(t, d.table, cell=cell)))
+            out.append(
+                Panel(title, step.rank, "step", tuple(t.shape), raster(t, d.table, cell=cell))
+            )
         return out
 
     return Frame(
@@ -452,7 +463,7 @@ def transfer_diagram(result: SyncResult) -> TransferDiagram:
     for side, boxes in (("source", src_boxes), ("destination", dst_boxes)):
         if len(boxes) > MAX_RANK_BOXES:
             notes.append(f"... {len(boxes) - MAX_RANK_BOXES} more {side} ranks")
-            boxes[:] = boxes[: MAX_RANK_BOXES]
+            boxes[:] = boxes[:MAX_RANK_BOXES]
     shown = {b.rank for b in src_boxes + dst_boxes}
     kept = [e for e in edges if e.src in shown and e.dst in shown][:MAX_EDGES]
     if len(kept) < len(edges):

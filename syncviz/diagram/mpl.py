@@ -23,7 +23,7 @@ from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
 from syncviz.diagram.experts import Cell, ExpertDiagram
 from syncviz.diagram.model import LayoutDiagram, TransferDiagram
-from syncviz.diagram.palette import FAMILY_COLORS, RANK_COLORS, WRONG, family_rgb
+from syncviz.diagram.palette import RANK_COLORS, WRONG, family_rgb
 
 WARNING_COLOR = WRONG
 UNWRITTEN_COLOR = "#b0b0b0"  # grey: a slice the sync never wrote
@@ -34,7 +34,7 @@ MAX_EXPLANATIONS = 8
 def family_color(family: str, shade: int = 0) -> tuple[float, float, float]:
     """RGB of ``family`` shaded by index: shade 0 is the family colour, others lighter/darker.
 
-    >>> family_color("q") == mcolors.to_rgb(FAMILY_COLORS["q"])
+    >>> family_color("q") == mcolors.to_rgb("#4477AA")
     True
     >>> family_color("q", 1) != family_color("q", 0)
     True

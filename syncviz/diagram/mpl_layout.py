@@ -85,7 +85,7 @@ class _Layout:
 
     def point(self, side: int, i: int, p: Panel, along: float, across: float):
         """Data (x, y) of element position (along, across) of a panel."""
-        x0, x1, y0, y1 = self.extent(side, i, p)
+        x0, _, y0, _ = self.extent(side, i, p)
         a0, a1 = self.spans[side, i]
         scale = (a1 - a0) / max(self._along(p), 1)
         if self.axis == 0:
@@ -107,7 +107,9 @@ def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
     top_h, line_h = 0.95, 0.2
     fig_h = top_h + plot_h + 0.35 + line_h * n_text
     fig = MplFigure(figsize=(width_in, fig_h), dpi=DPI)
-    ax = fig.add_axes((1.2 / width_in, (0.3 + line_h * n_text) / fig_h, plot_w / width_in, plot_h / fig_h))
+    ax = fig.add_axes(
+        (1.2 / width_in, (0.3 + line_h * n_text) / fig_h, plot_w / width_in, plot_h / fig_h)
+    )
     ax.set_axis_off()
     if d.axis == 0:
         ax.set_xlim(-0.01 * lay.span_across, lay.span_across * 1.01)
@@ -133,19 +135,35 @@ def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
     for s, name in enumerate(SIDES):
         c0 = lay.offsets[s] + lay.across / 2
         xy = (c0, -0.01 * lay.span_along) if d.axis == 0 else (-0.01 * lay.span_along, c0)
-        ax.text(*xy, name, ha="center" if d.axis == 0 else "right", va="bottom" if d.axis == 0 else "center",
-                fontsize=FONT + 1, weight="bold", rotation=0 if d.axis == 0 else 90)
-    fig.text(0.5, 1 - 0.12 / fig_h, _wrap(d.title, width_in), ha="center", va="top", fontsize=FONT + 0.5)
+        ax.text(
+            *xy,
+            name,
+            ha="center" if d.axis == 0 else "right",
+            va="bottom" if d.axis == 0 else "center",
+            fontsize=FONT + 1,
+            weight="bold",
+            rotation=0 if d.axis == 0 else 90,
+        )
+    fig.text(
+        0.5, 1 - 0.12 / fig_h, _wrap(d.title, width_in), ha="center", va="top", fontsize=FONT + 0.5
+    )
     _legend(fig, d, fig_h)
     lines = [("WRONG " + t, WRONG) for t in shown]
     if len(regions) > len(shown):
-        lines.append((f"{len(regions) - len(shown)} further wrong regions: see the text form", "black"))
+        lines.append(
+            (f"{len(regions) - len(shown)} further wrong regions: see the text form", "black")
+        )
     lines += [(p, "black") for p in d.problems[:3]]
     if d.frame is not None:
         lines.append((d.frame.text, "black"))
     for k, (line, color) in enumerate(lines):
-        fig.text(0.01, (0.2 + line_h * (len(lines) - 1 - k)) / fig_h, _clip(line, width_in),
-                 fontsize=FONT, color=color if color == "black" else "#A0105A")
+        fig.text(
+            0.01,
+            (0.2 + line_h * (len(lines) - 1 - k)) / fig_h,
+            _clip(line, width_in),
+            fontsize=FONT,
+            color=color if color == "black" else "#A0105A",
+        )
     return Figure(fig, placed)
 
 
@@ -227,11 +245,25 @@ def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_
             continue
         placed.append(at)
         if lay.axis == 0:
-            ax.text(x - lay.across * 0.015, y, label, ha="right", va="center", fontsize=FONT,
-                    clip_on=False)
+            ax.text(
+                x - lay.across * 0.015,
+                y,
+                label,
+                ha="right",
+                va="center",
+                fontsize=FONT,
+                clip_on=False,
+            )
         else:
-            ax.text(x, y - lay.across * 0.015, label, ha="center", va="bottom", fontsize=FONT,
-                    clip_on=False)
+            ax.text(
+                x,
+                y - lay.across * 0.015,
+                label,
+                ha="center",
+                va="bottom",
+                fontsize=FONT,
+                clip_on=False,
+            )
 
 
 def _family(table, b: int) -> str:
@@ -259,15 +291,38 @@ def _panel_title(ax, lay: _Layout, s: int, i: int, p: Panel, per_px: float) -> N
     if p.shared and s == 2:
         text += "\nshares " + ", ".join(p.shared)[:40]
     if lay.axis == 0:
-        ax.text(x1 + lay.across * 0.02, (y0 + y1) / 2, text, ha="left", va="center",
-                fontsize=FONT, rotation=90, clip_on=False) if s == 2 else None
+        ax.text(
+            x1 + lay.across * 0.02,
+            (y0 + y1) / 2,
+            text,
+            ha="left",
+            va="center",
+            fontsize=FONT,
+            rotation=90,
+            clip_on=False,
+        ) if s == 2 else None
         if s != 2 and (y1 - y0) / per_px > 40:
-            ax.text(x0 + lay.across * 0.02, y0, text, ha="left", va="top", fontsize=FONT,
-                    color="white", bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7})
+            ax.text(
+                x0 + lay.across * 0.02,
+                y0,
+                text,
+                ha="left",
+                va="top",
+                fontsize=FONT,
+                color="white",
+                bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7},
+            )
     elif (x1 - x0) / per_px > 9 * len(text):
-        ax.text(x0 + (x1 - x0) * 0.01, y0 + lay.across * 0.02, text, ha="left", va="top",
-                fontsize=FONT, color="white",
-                bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7})
+        ax.text(
+            x0 + (x1 - x0) * 0.01,
+            y0 + lay.across * 0.02,
+            text,
+            ha="left",
+            va="top",
+            fontsize=FONT,
+            color="white",
+            bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7},
+        )
 
 
 def _bands(ax, lay: _Layout, d: LayoutDiagram) -> None:
@@ -283,10 +338,16 @@ def _bands(ax, lay: _Layout, d: LayoutDiagram) -> None:
         c0 = lay.point(1, di, dp, b.dst_span[0], 0)
         c1 = lay.point(1, di, dp, b.dst_span[1], 0)
         if lay.axis == 0:
-            a0, a1 = (lay.offsets[0] + lay._across(sp), a0[1]), (lay.offsets[0] + lay._across(sp), a1[1])
+            a0, a1 = (
+                (lay.offsets[0] + lay._across(sp), a0[1]),
+                (lay.offsets[0] + lay._across(sp), a1[1]),
+            )
             c0, c1 = (lay.offsets[1], c0[1]), (lay.offsets[1], c1[1])
         else:
-            a0, a1 = (a0[0], lay.offsets[0] + lay._across(sp)), (a1[0], lay.offsets[0] + lay._across(sp))
+            a0, a1 = (
+                (a0[0], lay.offsets[0] + lay._across(sp)),
+                (a1[0], lay.offsets[0] + lay._across(sp)),
+            )
             c0, c1 = (c0[0], lay.offsets[1]), (c1[0], lay.offsets[1])
         poly = [a0, a1, c1, c0]
         if b.wrong:
@@ -297,19 +358,49 @@ def _bands(ax, lay: _Layout, d: LayoutDiagram) -> None:
     if polys:
         ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors="none", zorder=1))
     if wrong_polys:
-        ax.add_collection(PolyCollection(wrong_polys, facecolors=(0.93, 0.2, 0.47, 0.55),
-                                         edgecolors=WRONG_BAND, linewidths=0.5, zorder=2))
+        ax.add_collection(
+            PolyCollection(
+                wrong_polys,
+                facecolors=(0.93, 0.2, 0.47, 0.55),
+                edgecolors=WRONG_BAND,
+                linewidths=0.5,
+                zorder=2,
+            )
+        )
 
 
 def _legend(fig: MplFigure, d: LayoutDiagram, fig_h: float) -> None:
-    names = {"q": "Q heads", "k": "K heads", "v": "V heads", "o": "heads (columns)", "gate": "gate",
-             "up": "up", "down": "down", "expert": "experts", "vocab": "vocab rows", "norm": "norm",
-             "router": "router", "padding": "padding", "unwritten": "never written",
-             "foreign": "another parameter's data"}
-    handles = [Patch(facecolor=family_rgb(f), edgecolor="#333333", label=names.get(f, f)) for f in d.families()]
+    names = {
+        "q": "Q heads",
+        "k": "K heads",
+        "v": "V heads",
+        "o": "heads (columns)",
+        "gate": "gate",
+        "up": "up",
+        "down": "down",
+        "expert": "experts",
+        "vocab": "vocab rows",
+        "norm": "norm",
+        "router": "router",
+        "padding": "padding",
+        "unwritten": "never written",
+        "foreign": "another parameter's data",
+    }
+    handles = [
+        Patch(facecolor=family_rgb(f), edgecolor="#333333", label=names.get(f, f))
+        for f in d.families()
+    ]
     if d.wrong_count:
         handles.append(Patch(facecolor="white", edgecolor=WRONG, lw=2, label="not right (checker)"))
     if any(bool(p.actual.mixed.any()) for p in d.src + d.dst):
-        handles.append(Patch(facecolor="#BBBBBB", edgecolor="white", hatch="..", label="mixed cell"))
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(handles), 7), fontsize=FONT,
-               frameon=False, bbox_to_anchor=(0.5, 1 - 0.42 / fig_h))
+        handles.append(
+            Patch(facecolor="#BBBBBB", edgecolor="white", hatch="..", label="mixed cell")
+        )
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(len(handles), 7),
+        fontsize=FONT,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1 - 0.42 / fig_h),
+    )

@@ -310,7 +310,9 @@ def raster_text(r: Raster, inner: bool = False) -> str:
     nr, nc = r.cells
     blocks, offsets = r.block.tolist(), r.offset.tolist()
     mixed, status = r.mixed.tolist(), r.status.tolist()
-    names = {b: SPECIAL_TOKENS.get(b) or r.table.tokens[b] for b in set(sum(blocks, []))}
+    names = {
+        b: SPECIAL_TOKENS.get(b) or r.table.tokens[b] for b in {x for row in blocks for x in row}
+    }
     for i in range(nr):
         tokens = []
         for j in range(nc):

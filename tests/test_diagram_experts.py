@@ -15,7 +15,7 @@ import pytest
 from syncviz import Parallel, preset
 from syncviz.cli.render import render_configure, render_main
 from syncviz.diagram.experts import expert_diagram, expert_text, slice_cell
-from syncviz.diagram.mpl import UNWRITTEN_COLOR, family_color, rank_color, render
+from syncviz.diagram.mpl import OK_FACE, UNWRITTEN_COLOR, rank_color, render
 from syncviz.errors import SyncvizError
 from syncviz.oracle import model_layout
 from syncviz.run.inprocess import run_sync
@@ -181,7 +181,7 @@ def _pixel_rgb(png, xy):
 
 
 def test_png_cell_colours(tmp_path):
-    """Before cells have the holder's rank colour, ok cells the expert colour, unwritten grey."""
+    """Before cells have the holder's rank colour, ok cells pale indigo, unwritten grey."""
     result = run_sync(QWEN, Parallel(tp=2), Parallel(tp=4), layers=[0])
     d = expert_diagram(result, QWEN_W13)
     fig = render(d)
@@ -194,7 +194,7 @@ def test_png_cell_colours(tmp_path):
     assert _pixel_rgb(png, fig.rect_pixel(empty, 0.5, 0.5)) == pytest.approx((1, 1, 1), abs=0.02)
     ok = d.rows[0].after[3]
     got = _pixel_rgb(png, fig.rect_pixel(ok, 0.12, 0.5))
-    assert got == pytest.approx(family_color("expert"), abs=0.02)
+    assert got == pytest.approx(mcolors.to_rgb(OK_FACE), abs=0.02)
     faithful = run_sync(MIXTRAL, Parallel(tp=2), Parallel(tp=4), layers=[0])
     dm = expert_diagram(faithful, MIXTRAL_W13)
     fig = render(dm)

@@ -10,6 +10,7 @@ True
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 from pathlib import Path
 
@@ -205,12 +206,13 @@ def render_transfer(d: TransferDiagram) -> Figure:
 
 # Sizes in inches: every row and column has a fixed size on paper, so labels
 # never overlap however many experts there are (the model caps rows and columns).
-ROW_H = 0.34
-SRC_COL_W = 0.8
+ROW_H = 0.44  # two lines of 9 pt text
+SRC_COL_W = 0.72
 DST_COL_W = 0.95
 HEADER_H = 0.55
-LINE_H = 0.2
-CELL_FONT = 8.0
+LINE_H = 0.22
+CELL_FONT = 9.0
+OK_FACE = "#DCD8F0"  # pale indigo: the expert family, light enough for dark text
 CHAR_W = 0.6 / 72  # inches per point of font size, per character (a safe average)
 
 
@@ -218,17 +220,17 @@ def expert_cell_color(cell: Cell) -> tuple[float, float, float]:
     """The face colour of an expert-view cell.
 
     Before: the holding trainer rank's colour (white where it holds nothing);
-    after: ok is the expert family colour, wrong the warning colour, unwritten grey.
+    after: ok is a pale expert colour, wrong the warning colour, unwritten grey.
 
     >>> expert_cell_color(Cell(1, "whole")) == mcolors.to_rgb(rank_color(1))
     True
-    >>> expert_cell_color(Cell(4, "ok")) == family_color("expert")
+    >>> expert_cell_color(Cell(4, "ok")) == mcolors.to_rgb(OK_FACE)
     True
     """
     if cell.status in ("whole", "part"):
         return mcolors.to_rgb(rank_color(cell.rank))
     if cell.status == "ok":
-        return family_color("expert")
+        return mcolors.to_rgb(OK_FACE)
     if cell.status == "wrong":
         return mcolors.to_rgb(WARNING_COLOR)
     if cell.status == "unwritten":
@@ -264,24 +266,28 @@ def render_experts(d: ExpertDiagram) -> Figure:
     if any(c.status == "part" for c in d.cells("before")):
         bottom_lines.append("1/2, 1/4 ...: the share of the expert that rank holds (a TP slice)")
     bottom_lines += d.notes
-    label_font = 8.5
+    label_font = 9.0
     label_w = max([CHAR_W * label_font * len(r.label) for r in d.rows] + [1.0]) + 0.15
+    longest = max(
+        [len(part) for c in d.cells("after") for part in _cell_words(c, {}).split("\n")] + [1]
+    )
+    dst_col_w = max(DST_COL_W, CHAR_W * CELL_FONT * longest + 0.15)
     src_w = SRC_COL_W * max(len(d.src), 1)
-    dst_w = DST_COL_W * max(len(d.dst), 1)
-    gap, legend_w, margin = 0.55, 1.9, 0.2
-    fig_w = max(8.0, margin + label_w + src_w + gap + dst_w + 0.3 + legend_w)
+    dst_w = dst_col_w * max(len(d.dst), 1)
+    gap, margin = 0.55, 0.2
+    fig_w = max(8.0, margin + label_w + src_w + gap + dst_w + 0.3)
     title = textwrap.fill(d.title, width=int(fig_w / (CHAR_W * 9.5)))
     title_h = 0.3 + 0.18 * (title.count("\n") + 1)
     grid_top = title_h + 0.3 + HEADER_H
     grid_h = ROW_H * max(len(d.rows), 1)
-    fig_h = grid_top + grid_h + 0.25 + LINE_H * len(bottom_lines) + 0.2
-    fig_h = max(fig_h, grid_top + 0.19 * (len(d.src) + 4) + 0.2)  # room for the legend
+    legend_h = 0.3 * math.ceil((len(d.src) + 3) / 4) + 0.1
+    fig_h = grid_top + grid_h + 0.25 + LINE_H * len(bottom_lines) + legend_h + 0.2
     fig = MplFigure(figsize=(fig_w, fig_h), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, fig_w)
     ax.set_ylim(fig_h, 0)  # data units are inches from the top left
     ax.set_axis_off()
-    ax.text(fig_w / 2, 0.15, title, ha="center", va="top", fontsize=9.5)
+    ax.text(fig_w / 2, 0.15, title, ha="center", va="top", fontsize=10)
     placed: dict[int, tuple] = {}
     x_src = margin + label_w
     x_dst = x_src + src_w + gap
@@ -290,7 +296,7 @@ def render_experts(d: ExpertDiagram) -> Figure:
         ax.text(x_src - 0.1, y, row.label, ha="right", va="center", fontsize=label_font)
     grids = (
         ("before: trainer ranks", d.src, "before", x_src, SRC_COL_W),
-        ("after: vLLM ranks", d.dst, "after", x_dst, DST_COL_W),
+        ("after: vLLM ranks", d.dst, "after", x_dst, dst_col_w),
     )
     for heading, columns, side, x0, col_w in grids:
         ax.text(
@@ -311,8 +317,8 @@ def render_experts(d: ExpertDiagram) -> Figure:
                 text,
                 ha="center",
                 va="bottom",
-                fontsize=_fit_font(max(text.split("\n"), key=len), col_w, 7.5),
-                color=rank_color(col.world),
+                fontsize=9,
+                color="black",
             )
         for i, row in enumerate(d.rows):
             for j, cell in enumerate(getattr(row, side)):
@@ -334,11 +340,11 @@ def render_experts(d: ExpertDiagram) -> Figure:
             grid_top + grid_h + 0.3 + k * LINE_H,
             line[:200],
             va="center",
-            fontsize=7.5,
+            fontsize=9,
             family="monospace",
             color=WARNING_COLOR if is_wrong else "black",
         )
-    _expert_legend(fig, d, (fig_w - legend_w) / fig_w, 1 - grid_top / fig_h, n_wrong)
+    _expert_legend(fig, d, 0.02, (legend_h + 0.05) / fig_h, n_wrong)
     return Figure(fig, placed)
 
 
@@ -358,14 +364,7 @@ def _draw_cell(ax, cell: Cell, xy, width: float, explained: dict, placed) -> Non
     if cell.status == "wrong":  # hatch over the warning colour so it reads without colour too
         ax.add_patch(Rectangle(xy, width, ROW_H, fill=False, edgecolor="white", lw=0, hatch="///"))
     placed[id(cell)] = (ax, xy[0], xy[1], width, ROW_H)
-    if cell.status == "wrong":
-        text = f"wrong ({explained[cell.text][0]})"
-    elif cell.status in ("none", "whole"):
-        text = "" if cell.status == "none" else "whole"
-    elif cell.status == "unwritten" and cell.text:
-        text = "part unwritten"
-    else:
-        text = cell.text or cell.status
+    text = _cell_words(cell, explained)
     if text:
         ax.text(
             xy[0] + width / 2,
@@ -373,11 +372,29 @@ def _draw_cell(ax, cell: Cell, xy, width: float, explained: dict, placed) -> Non
             text,
             ha="center",
             va="center",
-            fontsize=_fit_font(text, width - 0.1),
-            color="white" if cell.status in ("wrong", "whole", "part") else "black",
+            fontsize=CELL_FONT,
+            color=_ink(face),
             weight="bold" if cell.status == "wrong" else "normal",
             bbox={"fc": WARNING_COLOR, "ec": "none", "pad": 1} if cell.status == "wrong" else None,
         )
+
+
+def _cell_words(cell: Cell, explained: dict) -> str:
+    """What a cell says on the figure: the FFN slice held (one part per line), or a status."""
+    if cell.status == "wrong":
+        number = explained.get(cell.text, (0,))[0]
+        return f"wrong ({number})" if number else "wrong"
+    if cell.status in ("none", "whole"):
+        return "" if cell.status == "none" else "whole"
+    if cell.status == "unwritten" and cell.text:
+        return "part unwritten"
+    return (cell.text or cell.status).replace(", ", "\n")
+
+
+def _ink(face) -> str:
+    """Black text on light faces, white on dark ones."""
+    r, g, b = face[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
 
 
 def _expert_legend(fig: MplFigure, d: ExpertDiagram, x: float, y: float, n_wrong: int) -> None:
@@ -386,7 +403,7 @@ def _expert_legend(fig: MplFigure, d: ExpertDiagram, x: float, y: float, n_wrong
         for c in d.src
     ]
     handles += [
-        Patch(facecolor=family_color("expert"), edgecolor="black", label="ok"),
+        Patch(facecolor=OK_FACE, edgecolor="black", label="ok (the slice it holds)"),
         Patch(facecolor=WARNING_COLOR, edgecolor="white", hatch="///", label="wrong"),
         Patch(facecolor=UNWRITTEN_COLOR, edgecolor="black", label="unwritten"),
     ]
@@ -394,8 +411,9 @@ def _expert_legend(fig: MplFigure, d: ExpertDiagram, x: float, y: float, n_wrong
         handles=handles,
         loc="upper left",
         bbox_to_anchor=(x, y),
-        fontsize=7.5,
+        ncol=4,
+        fontsize=9,
         frameon=False,
         title=f"{n_wrong} wrong cells" if n_wrong else None,
-        title_fontsize=7.5,
+        title_fontsize=9,
     )

@@ -107,6 +107,22 @@ class Figure:
         """(side, rank) of every drawn layout panel."""
         return [k for k in self._placed if isinstance(k, tuple)]
 
+    def panel_boxes(self) -> list[dict]:
+        """Every layout panel's box in PNG pixels and its cell grid, for pointer lookups:
+        ``{"side", "rank", "box": [x0, y0, x1, y1], "cells": [rows, cols]}``."""
+        self.fig.canvas.draw()
+        height = self.size_px[1]
+        out = []
+        for (side, rank), (ax, (x0, x1, y0, y1), r) in (
+            (k, v) for k, v in self._placed.items() if isinstance(k, tuple)
+        ):
+            (ax0, ay0), (ax1, ay1) = ax.transData.transform([(x0, y0), (x1, y1)])
+            left, right = sorted((float(ax0), float(ax1)))
+            top, bottom = sorted((height - float(ay0), height - float(ay1)))
+            box = [round(v, 1) for v in (left, top, right, bottom)]
+            out.append({"side": side, "rank": rank, "box": box, "cells": list(r.cells)})
+        return out
+
     def _to_px(self, ax, x: float, y: float) -> tuple[float, float]:
         self.fig.canvas.draw()
         px, py = ax.transData.transform((x, y))

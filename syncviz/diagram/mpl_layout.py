@@ -289,19 +289,10 @@ def _panel_title(ax, lay: _Layout, s: int, i: int, p: Panel, per_px: float) -> N
     x0, x1, y0, y1 = lay.extent(s, i, p)
     text = p.title.replace("trainer ", "").replace("vLLM ", "")
     if p.shared and s == 2:
-        text += "\nshares " + ", ".join(p.shared)[:40]
+        ranks = sorted({r for rs in p.shared.values() for r in rs})
+        text += f", shares {len(p.shared)} blocks with rank {', '.join(map(str, ranks))}"
     if lay.axis == 0:
-        ax.text(
-            x1 + lay.across * 0.02,
-            (y0 + y1) / 2,
-            text,
-            ha="left",
-            va="center",
-            fontsize=FONT,
-            rotation=90,
-            clip_on=False,
-        ) if s == 2 else None
-        if s != 2 and (y1 - y0) / per_px > 40:
+        if (y1 - y0) / per_px > 16 * (text.count("\n") + 1):  # room for the words
             ax.text(
                 x0 + lay.across * 0.02,
                 y0,

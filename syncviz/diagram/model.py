@@ -404,6 +404,11 @@ def movement(src: list[Panel], dst: list[Panel], table: BlockTable, axis: int) -
 
 def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:
     """Step ``number`` (1-based) of ``d.steps``, its inputs and outputs drawn as rasters."""
+    with small_work(0):
+        return _frame(d, number, cell)
+
+
+def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame:
     from syncviz.errors import SyncvizError
 
     total = len(d.steps)

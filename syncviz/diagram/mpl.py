@@ -109,8 +109,8 @@ class Figure:
 
     def panel_boxes(self) -> list[dict]:
         """Every layout panel's box in PNG pixels and its cell grid, for pointer lookups:
-        ``{"side", "rank", "box": [x0, y0, x1, y1], "cells": [rows, cols]}``."""
-        self.fig.canvas.draw()
+        ``{"side", "rank", "box": [x0, y0, x1, y1], "cells": [rows, cols]}``.
+        No layout engine moves axes here, so the transforms hold before any draw."""
         height = self.size_px[1]
         out = []
         for (side, rank), (ax, (x0, x1, y0, y1), r) in (

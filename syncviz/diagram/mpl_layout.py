@@ -28,6 +28,7 @@ from matplotlib.patches import Patch
 from syncviz.diagram.model import LayoutDiagram, Panel
 from syncviz.diagram.mpl import DPI, Figure
 from syncviz.diagram.palette import WRONG, WRONG_BAND, family_rgb, raster_rgb
+from syncviz.diagram.raster import small_work
 
 WIDTH_IN = 10.8  # 1080 px at 100 dpi: fits a notebook cell
 FONT = 9.0  # the smallest text in a figure, in points
@@ -95,6 +96,11 @@ class _Layout:
 
 def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
     """Draw ``d``; ``Figure.cell_pixel(side, rank, i, j)`` locates any cell in the PNG."""
+    with small_work(0):  # rasters are a few hundred cells a side
+        return _render_layout(d, width_in)
+
+
+def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     lay = _Layout(d)
     regions = d.regions()
     shown = regions[:MAX_REGION_LINES]
@@ -196,8 +202,18 @@ def _frame(x0, x1, y0, y1):
     return Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.8, ec="#333333")
 
 
+def _edge_runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of true along the last axis of a 2-D mask: (line, start, stop)."""
+    pad = np.zeros((edges.shape[0], edges.shape[1] + 2), dtype=np.int8)
+    pad[:, 1:-1] = edges
+    step = np.diff(pad, axis=1)
+    starts, stops = np.nonzero(step == 1), np.nonzero(step == -1)
+    return list(zip(starts[0].tolist(), starts[1].tolist(), stops[1].tolist(), strict=True))
+
+
 def _outline_wrong(ax, r, extent) -> None:
-    """A magenta (over black) outline around every connected set of not-right cells."""
+    """A magenta (over black) outline around every connected set of not-right cells;
+    edges are merged into runs, so a big region costs a few lines, not one per cell."""
     bad = r.status.numpy() != 0
     if not bad.any():
         return
@@ -205,12 +221,14 @@ def _outline_wrong(ax, r, extent) -> None:
     nr, nc = bad.shape
     sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
     pad = np.pad(bad, 1)
-    segs = []
-    # Horizontal edges: a wrong cell above/below a right one.
-    for i, j in zip(*np.nonzero(pad[1:, 1:-1] != pad[:-1, 1:-1]), strict=True):
-        segs.append(((x0 + j * sx, y0 + i * sy), (x0 + (j + 1) * sx, y0 + i * sy)))
-    for i, j in zip(*np.nonzero(pad[1:-1, 1:] != pad[1:-1, :-1]), strict=True):
-        segs.append(((x0 + j * sx, y0 + i * sy), (x0 + j * sx, y0 + (i + 1) * sy)))
+    across = pad[1:, 1:-1] != pad[:-1, 1:-1]  # [nr + 1, nc]: edge above cell row i
+    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T  # [nc + 1, nr]: edge left of cell col j
+    segs = [
+        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in _edge_runs(across)
+    ]
+    segs += [
+        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in _edge_runs(down)
+    ]
     ax.add_collection(LineCollection(segs, colors="black", linewidths=2.6, zorder=4))
     ax.add_collection(LineCollection(segs, colors=WRONG, linewidths=1.4, zorder=5))
 

@@ -21,6 +21,7 @@ import io
 
 from syncviz.diagram.model import Frame, Panel
 from syncviz.diagram.palette import raster_rgb
+from syncviz.diagram.raster import small_work
 
 HEIGHT = 170  # px of the tallest raster in the strip
 MAX_WIDTH = 1080
@@ -41,6 +42,11 @@ def frame_png(frame: Frame | None, height: int = HEIGHT) -> bytes:
     """The step's input rasters, an arrow, its output rasters, each titled; b"" for no frame."""
     if frame is None:
         return b""
+    with small_work(0):
+        return _frame_png(frame, height)
+
+
+def _frame_png(frame: Frame, height: int) -> bytes:
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=FONT_PX)

@@ -477,10 +477,13 @@ class Explorer(w.VBox):
                 return self._pictures[cache_key]
             else:
                 diagram = transfer_diagram(run.result)
-            figure = render(diagram)
-            png = figure._repr_png_()
-            panels = figure.panel_boxes() if view == "layout" else []
-            picture = _Picture(png, panels, diagram if view == "layout" else None)
+            if view == "layout":  # PIL: the same picture as matplotlib, several times faster
+                from syncviz.diagram.pil_layout import layout_png
+
+                png, panels = layout_png(diagram)
+                picture = _Picture(png, panels, diagram)
+            else:
+                picture = _Picture(render(diagram)._repr_png_(), [], None)
         finally:
             self.busy.value = ""
         self._pictures[cache_key] = picture

@@ -70,7 +70,9 @@ def measure(explorer: Explorer) -> dict[str, list[float]]:
     out.update(model=[], figure=[], pil=[], strip=[])
     for key in keys:
         holder = {}
-        out["model"].append(timed(lambda k=key: holder.update(d=layout_diagram(result, k, report))))
+        out["model"].append(
+            timed(lambda k=key, h=holder: h.update(d=layout_diagram(result, k, report)))
+        )
         out["figure"].append(timed(lambda h=holder: render(h["d"])._repr_png_()))
         out["pil"].append(timed(lambda h=holder: layout_png(h["d"])))
         if holder["d"].steps:

@@ -415,7 +415,7 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
     if not 1 <= number <= total:
         raise SyncvizError(
             f"step {number} is out of range: {d.key} has {total} recorded steps",
-            fix=f"use a step in 1..{total}" if total else "leave the step out",
+            fix=f"use --step 1..{total}" if total else "leave --step out",
         )
     step = d.steps[number - 1]
 

@@ -21,6 +21,8 @@ synchronizer again. Ops it cannot replay are listed as not replayed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -276,8 +278,9 @@ def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:
 def _blocks_in(ids: torch.Tensor, table: torch.Tensor, labels: list[str]) -> tuple[str, ...]:
     flat = ids.reshape(-1).to(torch.int64)
     flat = flat[flat >= 0]
-    found = torch.unique(table[flat]).tolist()
-    return tuple(labels[i] for i in found if i >= 0)
+    counts = torch.bincount(table[flat] + 1, minlength=len(labels) + 1)  # beats unique's sort
+    found = torch.nonzero(counts[1:]).flatten().tolist()
+    return tuple(labels[i] for i in found)
 
 
 def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
@@ -289,6 +292,22 @@ def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
 
 def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     """Every recorded data-moving op of parameter ``key``, rank by rank, phase by phase."""
+    with _one_thread():
+        return _param_steps(result, key)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Replays touch small id tensors: one torch thread is faster (restored on exit)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     param = result.plan.layout.param(key)
     table, labels = _block_table(param)
     steps = []
@@ -341,6 +360,11 @@ def _dst_ids(result: SyncResult, world: int, key: str, name: str) -> torch.Tenso
 
 def block_journey(result: SyncResult, key: str, block: int) -> Journey:
     """The journey of block number ``block`` (an index into the parameter's blocks)."""
+    with _one_thread():
+        return _block_journey(result, key, block)
+
+
+def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     plan = result.plan
     param = plan.layout.param(key)
     chosen = param.blocks[block]

@@ -221,18 +221,20 @@ def layout_diagram(
     *,
     step: int | None = None,
     max_cells: int = MAX_CELLS,
+    steps: list[TraceStep] | None = None,
 ) -> LayoutDiagram:
     """The layout diagram of parameter ``key`` (a vLLM name) in ``result``.
 
     ``step`` (1-based, into :func:`syncviz.journey.param_steps`) adds that
-    step's frame. Every rank is drawn; big tensors are downsampled.
+    step's frame. Every rank is drawn; big tensors are downsampled. ``steps``
+    passes that list when the caller already has it.
     """
     numel = math.prod(result.plan.layout.param(key).global_shape)
     with small_work(numel):
-        return _layout_diagram(result, key, check_report, step, max_cells)
+        return _layout_diagram(result, key, check_report, step, max_cells, steps)
 
 
-def _layout_diagram(result, key, check_report, step, max_cells) -> LayoutDiagram:
+def _layout_diagram(result, key, check_report, step, max_cells, steps) -> LayoutDiagram:
     plan = result.plan
     param = plan.layout.param(key)
     table = BlockTable(param)
@@ -269,7 +271,7 @@ def _layout_diagram(result, key, check_report, step, max_cells) -> LayoutDiagram
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
         f" trainer {_sizes(plan.src)} -> vLLM {_sizes(plan.dst)}"
     )
-    steps = param_steps(result, key)
+    steps = param_steps(result, key) if steps is None else steps
     d = LayoutDiagram(
         key,
         param.kind,

@@ -468,7 +468,7 @@ class Explorer(w.VBox):
         self.busy.value = _busy_html(f"drawing the {view} view")
         try:
             if view == "layout":
-                diagram = layout_diagram(run.result, key, run.report)
+                diagram = layout_diagram(run.result, key, run.report, steps=self._steps())
             elif view == "experts" and key is not None:
                 diagram = expert_diagram(run.result, key)
             elif view == "experts":

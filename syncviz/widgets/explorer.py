@@ -38,6 +38,10 @@ PICTURE_CACHE = 48  # rendered base pictures kept (each ~100-300 KB)
 VIEWS = ("layout", "experts", "transfer")
 EXACT_SIZE_LIMIT = 8 * 2**30  # bytes an exact-size run may take before it is refused
 MARKS = {"ok": "OK", "wrong": "WRONG", "error": "ERROR"}
+JOURNEY_HINT = (
+    "<div class='syncviz-journey'>click a cell of the picture, or pick a block, to follow"
+    " its journey</div>"
+)
 
 
 @dataclass
@@ -258,7 +262,9 @@ class Explorer(w.VBox):
         block = int(raster.block[i, j])
         if block < 0 and panel.expected is not None:
             block = int(panel.expected.block[i, j])
-        if block >= 0:
+        if block >= 0 and block == self.block.value:
+            self._refresh_journey()  # the same block again: no change event, show it anyway
+        elif block >= 0:
             self.block.value = block
 
     # ------------------------------------------------------------ the run
@@ -429,7 +435,8 @@ class Explorer(w.VBox):
         self.status.value = _status_html(run.report, key)
         self.details.value = _details_html(run.report, key)
         self._refresh_picture()
-        self._refresh_journey()
+        # A journey replays every op: follow one only when asked (a click or the block list).
+        self.journey.value = JOURNEY_HINT
 
     def _refresh_picture(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None

@@ -23,15 +23,14 @@ from syncviz.oracle import model_layout
 from syncviz.run.inprocess import run_sync
 from syncviz.spec import ModelSpec
 
-TINY = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
 QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
 O_PROJ = "model.model.layers.0.self_attn.o_proj.weight"
 FALLBACKS = ("drawn by status", "other blocks", "more wrong blocks")
 
 
 @pytest.fixture(scope="module")
-def tiny_result():
-    return run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0])
+def tiny_result(tiny_spec):
+    return run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
 
 
 def _param(spec, kind, d, s=1, layers=(0,)):
@@ -200,9 +199,9 @@ def test_step_frame_is_the_shared_step_list():
     )
 
 
-def test_receiving_rank_steps_are_replayed():
+def test_receiving_rank_steps_are_replayed(tiny_spec):
     """s=2 -> d=2: a vLLM rank's view of its received buffer is replayed on ids."""
-    result = run_sync(TINY, Parallel(tp=2), Parallel(tp=2), layers=[0])
+    result = run_sync(tiny_spec, Parallel(tp=2), Parallel(tp=2), layers=[0])
     received = [s for s in param_steps(result, QKV) if result.plan.roles[s.rank].side == "dst"]
     assert received and all(s.outputs is not None for s in received)
     assert received[0].blocks == ("Q head 0", "Q head 1", "K head 0", "V head 0")

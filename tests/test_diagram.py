@@ -15,6 +15,7 @@ import torch
 
 from syncviz import Parallel
 from syncviz.check import element_status
+from syncviz.cli.render import _words as render_words
 from syncviz.cli.render import render_configure, render_main
 from syncviz.diagram import layout_diagram, layout_text, render, transfer_diagram, transfer_text
 from syncviz.diagram.raster import BlockTable, raster, raster_text
@@ -301,7 +302,9 @@ def test_every_preset_every_parameter_has_no_fallback():
         for p in result.plan.layout:
             d = layout_diagram(result, p.key)
             text = layout_text(d)
-            assert not any(f in text for f in FALLBACKS), (name, p.key)
+            printed = "\n".join(render_words(d))  # what `syncviz render` prints
+            assert not any(f in text or f in printed for f in FALLBACKS), (name, p.key)
+            assert all(", expected " in line for line in render_words(d) if "WRONG" in line)
             for panel in d.dst:
                 assert bool(panel.regions) == bool(panel.wrong_cells), (name, p.key, panel.title)
                 assert all(", expected " in r.text for r in panel.regions)

@@ -404,6 +404,19 @@ def movement(src: list[Panel], dst: list[Panel], table: BlockTable, axis: int) -
     return bands
 
 
+def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
+    """A step tensor's raster at the diagram's scale, unless that scale would give more
+    than MAX_CELLS cells a side (a flat buffer): then its own downsampling."""
+    from syncviz.diagram.raster import as_grid
+
+    grid, _ = as_grid(t)
+    if cell is not None:
+        rows, cols = int(grid.shape[0]), int(grid.shape[1])
+        if math.ceil(rows / cell[0]) > 2 * MAX_CELLS or math.ceil(cols / cell[1]) > MAX_CELLS:
+            cell = None
+    return raster(t, table, cell=cell)
+
+
 def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:
     """Step ``number`` (1-based) of ``d.steps``, its inputs and outputs drawn as rasters."""
     with small_work(0):
@@ -428,7 +441,7 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
                 continue
             title = f"rank {step.rank} {kind} #{ref.ref} {list(ref.shape)}"
             out.append(
-                Panel(title, step.rank, "step", tuple(t.shape), raster(t, d.table, cell=cell))
+                Panel(title, step.rank, "step", tuple(t.shape), _step_raster(t, d.table, cell))
             )
         return out
 

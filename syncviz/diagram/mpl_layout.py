@@ -111,11 +111,23 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     plot_w = width_in - 1.6
     plot_h = float(np.clip(plot_w * aspect * 1.5, 3.0, 7.5))
     top_h, line_h = 0.95, 0.2
-    fig_h = top_h + plot_h + 0.35 + line_h * n_text
+    strip = _strip(d)  # step K: what it read -> what it wrote, as rasters
+    below = 0.0 if strip is None else strip.shape[0] / DPI + 0.15
+    fig_h = top_h + plot_h + 0.35 + line_h * n_text + below
     fig = MplFigure(figsize=(width_in, fig_h), dpi=DPI)
     ax = fig.add_axes(
-        (1.2 / width_in, (0.3 + line_h * n_text) / fig_h, plot_w / width_in, plot_h / fig_h)
+        (
+            1.2 / width_in,
+            (0.3 + line_h * n_text + below) / fig_h,
+            plot_w / width_in,
+            plot_h / fig_h,
+        )
     )
+    if strip is not None:
+        h, w = strip.shape[:2]
+        strip_ax = fig.add_axes((0.01, 0.05 / fig_h, w / DPI / width_in, h / DPI / fig_h))
+        strip_ax.imshow(strip, interpolation="nearest", aspect="auto")
+        strip_ax.set_axis_off()
     ax.set_axis_off()
     if d.axis == 0:
         ax.set_xlim(-0.01 * lay.span_across, lay.span_across * 1.01)
@@ -165,12 +177,25 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     for k, (line, color) in enumerate(lines):
         fig.text(
             0.01,
-            (0.2 + line_h * (len(lines) - 1 - k)) / fig_h,
+            (0.2 + below + line_h * (len(lines) - 1 - k)) / fig_h,
             _clip(line, width_in),
             fontsize=FONT,
             color=color if color == "black" else "#A0105A",
         )
     return Figure(fig, placed)
+
+
+def _strip(d: LayoutDiagram) -> np.ndarray | None:
+    """The step strip of ``d.frame`` (the Explorer's, from diagram.pil) as an RGB array."""
+    if d.frame is None:
+        return None
+    import io
+
+    from PIL import Image
+
+    from syncviz.diagram.pil import frame_png
+
+    return np.asarray(Image.open(io.BytesIO(frame_png(d.frame))).convert("RGB"))
 
 
 def _wrap(text: str, width_in: float) -> str:

@@ -35,7 +35,8 @@ def _tile(panel: Panel, height: int):
     image = Image.fromarray(rgb, "RGB")
     nr, nc = rgb.shape[:2]
     scale = max(1, min(height // max(nr, 1), 260 // max(nc, 1)))
-    return image.resize((max(1, nc * scale), max(1, nr * scale)), Image.NEAREST)
+    tall = scale if nr * scale >= 14 else 14 // nr + 1  # a 1-D tensor still shows as a band
+    return image.resize((max(1, nc * scale), max(1, nr * tall)), Image.NEAREST)
 
 
 def frame_png(frame: Frame | None, height: int = HEIGHT) -> bytes:
@@ -53,21 +54,25 @@ def _frame_png(frame: Frame, height: int) -> bytes:
     parts = [(p, _tile(p, height)) for p in frame.inputs] + [(None, None)]
     parts += [(p, _tile(p, height)) for p in frame.outputs]
     gap, top = 14, FONT_PX + 8
-    width = sum((t.width if t else 40) + gap for _, t in parts) + gap
+    titles = [p.title.split(" ", 2)[-1] if p else "" for p, _ in parts]  # "reads #1 [16, 8]"
+    widths = [
+        max(t.width, int(font.getlength(title))) if t else 40
+        for (_, t), title in zip(parts, titles, strict=True)
+    ]
+    width = sum(w + gap for w in widths) + gap
     tall = max([t.height for _, t in parts if t] + [20])
     canvas = Image.new("RGB", (min(max(width, 200), MAX_WIDTH * 3), tall + top + 6), "white")
     draw = ImageDraw.Draw(canvas)
     x = gap
-    for panel, tile in parts:
+    for (_, tile), title, w in zip(parts, titles, widths, strict=True):
         if tile is None:
             draw.text((x + 6, top + tall // 2 - FONT_PX), "->", fill="black", font=font)
             x += 40 + gap
             continue
         canvas.paste(tile, (x, top))
         draw.rectangle((x - 1, top - 1, x + tile.width, top + tile.height), outline="#333333")
-        title = panel.title.split(" ", 2)[-1]  # "reads #1 [16, 8]"
         draw.text((x, 2), title, fill="black", font=font)
-        x += tile.width + gap
+        x += w + gap
     if canvas.width > MAX_WIDTH:
         ratio = MAX_WIDTH / canvas.width
         canvas = canvas.resize((MAX_WIDTH, max(1, int(canvas.height * ratio))), Image.NEAREST)

@@ -46,10 +46,10 @@ import torch
 from syncviz import ModelSpec, Parallel
 from syncviz.oracle import model_layout
 from syncviz.presets import PRESETS
+from syncviz.run.local_world import LocalWorld
 from syncviz.sync import get_synchronizer
 from syncviz.sync.adapter import StageActor, models_for
 from syncviz.sync.base import BaseSync
-from syncviz.sync.collective import LocalWorld
 from syncviz.trace import Tracer
 
 # (preset, s, d): the settings the issue asks for.

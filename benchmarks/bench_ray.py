@@ -38,10 +38,11 @@ import torch
 import syncviz
 from syncviz import Parallel, preset
 from syncviz.check import check
-from syncviz.run.inprocess import SyncResult, run_sync
+from syncviz.run.inprocess import run_sync
 from syncviz.run.plan import build_plan
 from syncviz.run.ray_cluster import ray_session
 from syncviz.run.ray_world import RayWorld
+from syncviz.run.result import SyncResult
 from syncviz.trace.model import SyncTrace
 
 # (preset, kind, src tp, dst tp, head_dim of the scaled copy): the default scaled copies

@@ -27,7 +27,8 @@ from syncviz import Parallel, SyncvizError
 from syncviz.oracle import ParamLayout, describe
 from syncviz.parallel import validate
 from syncviz.presets import PRESETS
-from syncviz.run.inprocess import SyncResult, run_sync
+from syncviz.run.inprocess import run_sync
+from syncviz.run.result import SyncResult
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 TP_SIZES = (1, 2, 4, 8)

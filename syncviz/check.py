@@ -20,7 +20,7 @@ import torch
 
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
-from syncviz.run.inprocess import SyncResult, owners, to_local_ids
+from syncviz.run.result import SyncResult, owners, to_local_ids
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted

@@ -29,7 +29,7 @@ from syncviz.oracle import ParamLayout
 from syncviz.trace.model import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
-    from syncviz.run.inprocess import SyncResult
+    from syncviz.run.result import SyncResult
 
 QUIET_OPS = frozenset({"contiguous", "detach", "clone"})  # ops that do not move data
 PHASE_ORDER = {"transform": 0, "regroup": 1, "routed_experts": 2, "stage1": 3, "stage2": 4}

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
+from syncviz.run.local_world import LocalWorld, RankResult
 from syncviz.sync import vllm_utils
 from syncviz.sync.adapter import MEGATRON, VLLM, ModuleArgs, StageActor, SyncModel
 from syncviz.sync.base import BaseSync
-from syncviz.sync.collective import LocalWorld, RankResult
 from syncviz.sync.megatron_vllm import (
     MegatronVersion,
     MegatronVllmLlamaSync,

@@ -22,8 +22,8 @@ from syncviz.oracle.source import src_padded_vocab
 from syncviz.parallel import validate
 from syncviz.presets import PRESETS
 from syncviz.run.inprocess import run_sync
+from syncviz.run.local_world import LocalWorld
 from syncviz.sync.adapter import StageActor
-from syncviz.sync.collective import LocalWorld
 from syncviz.sync.corrected import (
     CorrectedMegatronVllmQWenSync,
     MCore2MixtralSyncMap,

@@ -14,9 +14,9 @@ import pytest
 
 from syncviz import Parallel
 from syncviz.check import check
+from syncviz.cli.render import render_configure, render_main
 from syncviz.diagram import layout_diagram, layout_text, render, transfer_diagram, transfer_text
 from syncviz.diagram.mpl import FAMILY_COLORS
-from syncviz.diagram.render_cli import render_configure, render_main
 from syncviz.run.inprocess import run_sync
 from syncviz.spec import ModelSpec
 

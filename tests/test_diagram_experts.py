@@ -13,9 +13,9 @@ import matplotlib.image as mpimg
 import pytest
 
 from syncviz import Parallel, preset
+from syncviz.cli.render import render_configure, render_main
 from syncviz.diagram.experts import expert_diagram, expert_text, slice_cell
 from syncviz.diagram.mpl import UNWRITTEN_COLOR, family_color, rank_color, render
-from syncviz.diagram.render_cli import render_configure, render_main
 from syncviz.errors import SyncvizError
 from syncviz.oracle import model_layout
 from syncviz.run.inprocess import run_sync

@@ -13,8 +13,8 @@ from syncviz import Parallel, preset
 from syncviz.check import check
 from syncviz.errors import SyncvizError
 from syncviz.run.inprocess import run_sync
+from syncviz.run.local_world import LocalWorld
 from syncviz.run.plan import build_plan
-from syncviz.sync.collective import LocalWorld
 from syncviz.sync.megatron_vllm import MegatronVllmQWen2Sync
 
 pytestmark = pytest.mark.ray

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.run.local_world import LocalWorld
 from syncviz.run.ray_cluster import ray_session
 from syncviz.run.ray_world import RayGroup, RayWorld, _process_alive
-from syncviz.sync.collective import LocalWorld
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")

@@ -11,9 +11,10 @@ import torch.multiprocessing as mp
 
 from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel
+from syncviz.run.local_world import LocalWorld
 from syncviz.spec import ModelSpec
 from syncviz.sync.adapter import StageActor, models_for
-from syncviz.sync.collective import LocalWorld, TorchCollective
+from syncviz.sync.collective import TorchCollective
 from syncviz.sync.megatron_vllm import MegatronVllmQWen2Sync
 
 

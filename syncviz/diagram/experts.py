@@ -34,7 +34,7 @@ from syncviz.oracle.blocks import block_numbers
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 if TYPE_CHECKING:
-    from syncviz.run.inprocess import SyncResult
+    from syncviz.run.result import SyncResult
 
 MAX_ROWS = 16  # expert rows shown; the rest are counted in a note
 MAX_COLUMNS = 8  # ranks shown per side; the rest are counted in a note

@@ -32,7 +32,7 @@ from syncviz.run.values import UNWRITTEN_ID
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
-    from syncviz.run.inprocess import SyncResult
+    from syncviz.run.result import SyncResult
 
 PAD_ID = -1
 MAX_RANK_PANELS = 8  # panels per side; the rest are counted in a note

@@ -1,6 +1,6 @@
 """Real ranks for the synchronizer: one Ray actor per rank, torch.distributed between them.
 
-:class:`RayWorld` has the shape of :class:`~syncviz.sync.collective.LocalWorld`:
+:class:`RayWorld` has the shape of :class:`~syncviz.run.local_world.LocalWorld`:
 ``new_group(ranks, name)`` and ``run(fn) -> list[RankResult]``, where ``fn`` gets
 a :class:`RankCollective` (a :class:`~syncviz.sync.collective.TorchCollective`
 that also knows its ``world_rank``, its ``device`` and keeps a ``store`` dict
@@ -42,7 +42,8 @@ from typing import Any, TypeVar
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.sync.collective import RankResult, TorchCollective
+from syncviz.run.local_world import RankResult
+from syncviz.sync.collective import TorchCollective
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ True
 """
 
 from syncviz.sync.base import BaseSync
-from syncviz.sync.collective import Collective, LocalWorld, TorchCollective
+from syncviz.sync.collective import Collective, TorchCollective
 from syncviz.sync.megatron_megatron import MegatronMegatronSync
 from syncviz.sync.megatron_vllm import (
     MegatronVersion,
@@ -25,7 +25,6 @@ from syncviz.sync.vllm_utils import fix_qwen_query_key_value_ordering, split_att
 __all__ = [
     "BaseSync",
     "Collective",
-    "LocalWorld",
     "MegatronMegatronSync",
     "MegatronVersion",
     "MegatronVllmLlamaSync",

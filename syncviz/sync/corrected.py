@@ -193,7 +193,7 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         ``[gate; up]``) or ``w2`` ``[experts, hidden, ffn / tp]``.
 
         >>> from syncviz.sync.adapter import StageActor
-        >>> from syncviz.sync.collective import LocalWorld
+        >>> from syncviz.run.local_world import LocalWorld
         >>> spec = ModelSpec("t", "qwen2-moe", 1, 1, 1, 1, 2, 64, num_experts=2,
         ...                  moe_ffn_hidden_size=1)
         >>> sync = corrected_synchronizer(spec, Parallel(1), Parallel(1))

@@ -347,7 +347,7 @@ class MegatronVllmSync(BaseSync):
         ``tp_rank``: fc1 becomes vLLM's ``w13`` ``[experts, 2 * ffn / tp, hidden]`` with
         the two halves swapped, fc2 becomes ``w2`` ``[experts, hidden, ffn / tp]``.
 
-        >>> from syncviz.sync.collective import LocalWorld
+        >>> from syncviz.run.local_world import LocalWorld
         >>> from syncviz.parallel import Parallel
         >>> from syncviz.spec import ModelSpec
         >>> from syncviz.sync.select import synchronizer_for
@@ -406,7 +406,7 @@ class MegatronVllmSync(BaseSync):
         Builds ``tp`` send buffers (see the module docstring for why that is wrong
         when ``ep > 1``); the result stacks what every member sent this rank.
 
-        >>> from syncviz.sync.collective import LocalWorld
+        >>> from syncviz.run.local_world import LocalWorld
         >>> from syncviz.parallel import Parallel
         >>> from syncviz.spec import ModelSpec
         >>> from syncviz.sync.select import synchronizer_for

@@ -1,7 +1,5 @@
 """``syncviz render``: draw a layout, transfer or expert diagram of a sync run to PNG/SVG.
 
-The command line registers :func:`render_configure` and :func:`render_main`.
-
 >>> import argparse
 >>> parser = argparse.ArgumentParser()
 >>> render_configure(parser)
@@ -14,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from syncviz.cli import add_model_args, add_parallel_args, load_parallel, load_spec
+from syncviz.cli.args import add_model_args, add_parallel_args, load_parallel, load_spec
+from syncviz.cli.command import Command
 from syncviz.errors import SyncvizError
 
 
@@ -117,3 +116,11 @@ def resolve_param(keys: list[str], name: str | None) -> str:
             f"--param {name!r} matches {found}", fix="use one of: " + ", ".join(hits or keys)
         )
     return hits[0]
+
+
+COMMAND = Command(
+    "render",
+    "draw a layout or transfer diagram of one parameter to PNG or SVG",
+    render_configure,
+    render_main,
+)

@@ -1,0 +1,90 @@
+"""``syncviz layout``: say in words what each trainer and vLLM rank holds of one layer.
+
+>>> from syncviz.cli import main
+>>> main(["layout", "--preset", "llama3-8b", "--src-tp", "2", "--dst-tp", "4", "--layer", "0"])
+... # doctest: +ELLIPSIS, +NORMALIZE_WHITESPACE
+llama3-8b (llama-mcore), layer 0: trainer tp=2 pp=1 ep=1 -> vLLM tp=4 pp=1
+...
+model.model.layers.0.self_attn.qkv_proj.weight  (qkv, global [6144, 4096])
+  src pp0 tp0 module.module.decoder.layers.0.self_attention.linear_qkv.weight [3072, 4096]:
+      rows 0-511: Q heads 0-3; rows 512-639: K head 0; rows 640-767: V head 0; ...
+...
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from syncviz.cli.args import (
+    add_model_args,
+    add_parallel_args,
+    load_parallel,
+    load_spec,
+    validate_sizes,
+)
+from syncviz.cli.command import Command
+
+
+def _layout_configure(parser: argparse.ArgumentParser) -> None:
+    add_model_args(parser)
+    add_parallel_args(parser)
+    parser.add_argument("--layer", type=int, default=0, metavar="N", help="global layer index")
+    parser.add_argument(
+        "--globals", action="store_true", help="also show the embedding, final norm and lm_head"
+    )
+
+
+def _layout_run(args: argparse.Namespace) -> int:
+    from syncviz.oracle import model_layout
+
+    spec = load_spec(args)
+    src, dst = load_parallel(args)
+    validate_sizes(spec, src, dst)
+    layout = model_layout(spec, src, dst, layers=[args.layer], include_globals=args.globals)
+    print(
+        f"{spec.name} ({spec.family}), layer {args.layer}: trainer tp={src.tp} pp={src.pp}"
+        f" ep={src.ep} -> vLLM tp={dst.tp} pp={dst.pp}"
+    )
+    src_stage, dst_stage = layout.src_stage(args.layer), layout.dst_stage(args.layer)
+    local = args.layer - src_stage * (spec.num_layers // src.pp)
+    print(
+        f"trainer stage {src_stage} holds it as its local layer {local}; vLLM stage {dst_stage}"
+        f" names it by its global index {args.layer}"
+    )
+    for param in layout.params:
+        print()
+        print(f"{param.key}  ({param.kind}, global {list(param.global_shape)})")
+        for line in _rank_lines("src", param, param.src):
+            print(line)
+        for line in _rank_lines("dst", param, param.dst):
+            print(line)
+    return 0
+
+
+def _rank_lines(side: str, param, tensors) -> list[str]:
+    """One line pair per rank; consecutive TP ranks holding the same thing share one."""
+    rows: list[tuple[tuple, int, int, str]] = []  # (key, first tp, last tp, text)
+    for t in tensors:
+        ep = getattr(t, "ep", None)
+        text = param.describe(t.index)
+        key = (t.pp, ep, t.name, t.shape, text)
+        if rows and rows[-1][0] == key and rows[-1][2] == t.tp - 1:
+            rows[-1] = (key, rows[-1][1], t.tp, text)
+        else:
+            rows.append((key, t.tp, t.tp, text))
+    lines = []
+    for (pp, ep, name, shape, _), first, last, text in rows:
+        tp = f"tp{first}" if first == last else f"tp{first}-{last} (each)"
+        where = f"pp{pp} {tp}" + ("" if ep is None else f" ep{ep}")
+        lines.append(f"  {side} {where} {name} {list(shape)}:")
+        lines.append(f"      {text}")
+    return lines
+
+
+COMMAND = Command(
+    "layout",
+    "say what each trainer and vLLM rank holds of one layer",
+    _layout_configure,
+    _layout_run,
+)

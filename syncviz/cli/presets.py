@@ -1,0 +1,28 @@
+"""``syncviz presets``: list the model presets.
+
+>>> from syncviz.cli import main
+>>> main(["presets"])  # doctest: +ELLIPSIS
+llama2-7b            llama-legacy  32 layers, hidden 4096, 32 heads / 32 K/V groups
+...
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from syncviz.cli.command import Command
+from syncviz.presets import PRESETS
+
+
+def _presets_run(args: argparse.Namespace) -> int:
+    for name, spec in PRESETS.items():
+        moe = f", {spec.num_experts} experts" if spec.is_moe else ""
+        print(
+            f"{name:20} {spec.family:13} {spec.num_layers} layers, hidden {spec.hidden_size},"
+            f" {spec.num_attention_heads} heads / {spec.num_query_groups} K/V groups{moe}"
+        )
+    return 0
+
+
+COMMAND = Command("presets", "list the model presets", lambda parser: None, _presets_run)

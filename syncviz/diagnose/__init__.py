@@ -18,8 +18,11 @@ True
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from syncviz.check import CheckReport
 from syncviz.diagnose.core import Diagnosis, run_diagnosis
@@ -53,7 +56,7 @@ def diagnose(
     with :func:`syncviz.record`, added for the step view.
 
     Returns the checker's :class:`~syncviz.check.CheckReport`; its ``result``
-    attribute is a :class:`~syncviz.run.inprocess.SyncResult` of the decoded
+    attribute is a :class:`~syncviz.run.result.SyncResult` of the decoded
     provenance, for the diagram views. Bad input raises
     :class:`~syncviz.errors.SyncvizError`.
     """
@@ -69,3 +72,13 @@ def diagnose(
     report = _report(diagnosis)
     report.result = as_result(diagnosis, load_traces(trace) if trace is not None else None)  # type: ignore[attr-defined]
     return report
+
+
+class _CallableModule(types.ModuleType):
+    """``syncviz.diagnose(...)`` works whether it finds this package or the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> CheckReport:
+        return diagnose(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

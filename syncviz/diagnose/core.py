@@ -296,7 +296,9 @@ def _rank_order_notes(diagnosis: Diagnosis) -> list[str]:
             same = {
                 o.tp
                 for o in per_rank
-                if o.pp == dec.pp and o.expected.shape == held.shape and torch.equal(held, o.expected)
+                if o.pp == dec.pp
+                and o.expected.shape == held.shape
+                and torch.equal(held, o.expected)
             }
             key = (dec.pp, dec.tp)
             prev = holds.get(key)

@@ -125,7 +125,8 @@ def open_dumps(folder: str | Path, tp: int, pp: int = 1) -> dict[tuple[int, int]
                 raise SyncvizError(
                     f"dump file {path.name} is missing from {str(root)!r}"
                     f" (found {', '.join(present) or 'no .safetensors files'})",
-                    fix=f"dump every rank of dst tp {tp}" + (f" pp {pp}" if pp > 1 else "")
+                    fix=f"dump every rank of dst tp {tp}"
+                    + (f" pp {pp}" if pp > 1 else "")
                     + ", or pass the --dst-tp/--dst-pp the engine ran with",
                 )
             dumps[(p, t)] = RankDump(path)

@@ -55,7 +55,16 @@ _TINY = {
         shared_expert_gate=True,
     ),
     "mixtral": ModelSpec(
-        "mixtral-tiny", "mixtral", 2, 16, 4, 2, 8, 64, head_dim=4, num_experts=4,
+        "mixtral-tiny",
+        "mixtral",
+        2,
+        16,
+        4,
+        2,
+        8,
+        64,
+        head_dim=4,
+        num_experts=4,
         moe_ffn_hidden_size=8,
     ),
 }
@@ -91,7 +100,9 @@ def hf_config(spec: ModelSpec) -> dict:
             shared_expert_intermediate_size=spec.shared_expert_ffn_hidden_size,
         )
     if spec.family == "mixtral":
-        config.update(num_local_experts=spec.num_experts, intermediate_size=spec.moe_ffn_hidden_size)
+        config.update(
+            num_local_experts=spec.num_experts, intermediate_size=spec.moe_ffn_hidden_size
+        )
     return config
 
 
@@ -124,8 +135,10 @@ def write_checkpoint(
     from safetensors.torch import save_file
 
     if spec.family not in ("llama-mcore", "qwen2", "qwen2-moe", "mixtral"):
-        raise SyncvizError(f"no generator for family {spec.family!r}", fix="use a Llama, Qwen2, "
-                           "Qwen2-MoE or Mixtral spec")
+        raise SyncvizError(
+            f"no generator for family {spec.family!r}",
+            fix="use a Llama, Qwen2, Qwen2-MoE or Mixtral spec",
+        )
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(hf_config(spec), indent=1), encoding="utf-8")
@@ -211,9 +224,12 @@ def write_dumps(
     bugs = dict(bugs or {})
     for kind, bug in bugs.items():
         if bug not in BUGS:
-            raise SyncvizError(f"unknown bug {bug!r} for {kind}", fix="use one of " + ", ".join(BUGS))
-    layout = model_layout(spec, Parallel(tp=1), Parallel(tp=tp, pp=pp), layers=layers,
-                          include_globals=True)
+            raise SyncvizError(
+                f"unknown bug {bug!r} for {kind}", fix="use one of " + ", ".join(BUGS)
+            )
+    layout = model_layout(
+        spec, Parallel(tp=1), Parallel(tp=tp, pp=pp), layers=layers, include_globals=True
+    )
     files: dict[tuple[int, int], dict[str, torch.Tensor]] = {
         (p, t): {} for p in range(pp) for t in range(tp)
     }

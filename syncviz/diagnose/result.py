@@ -1,4 +1,4 @@
-"""A diagnosis as a :class:`~syncviz.run.inprocess.SyncResult`, so every diagram view draws it.
+"""A diagnosis as a :class:`~syncviz.run.result.SyncResult`, so every diagram view draws it.
 
 The vLLM ranks' tensors become model-wide provenance ids decoded from the
 checkpoint (built only when a view asks for one); the checkpoint stands for the
@@ -16,7 +16,7 @@ import torch
 from syncviz.diagnose.core import NOT_FOUND, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import normalise
 from syncviz.run.flow import RankOutcome
-from syncviz.run.inprocess import SyncResult
+from syncviz.run.result import SyncResult
 from syncviz.run.plan import RankRole, SyncPlan, _id_bases, holds
 from syncviz.run.values import UNWRITTEN_ID
 from syncviz.trace.model import SyncTrace
@@ -29,7 +29,9 @@ def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResul
     """The result the diagram model draws (``layout_diagram``, ``expert_diagram``)."""
     layout = diagnosis.layout
     dst = layout.dst
-    roles = [RankRole(pp * dst.tp + tp, "dst", pp, tp) for pp in range(dst.pp) for tp in range(dst.tp)]
+    roles = [
+        RankRole(pp * dst.tp + tp, "dst", pp, tp) for pp in range(dst.pp) for tp in range(dst.tp)
+    ]
     reference = RankRole(len(roles), "src", 0, 0)
     roles.append(reference)
     bases = _id_bases(layout)
@@ -41,9 +43,7 @@ def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResul
             world = dec.pp * dst.tp + dec.tp
             by_world[world][key] = dec
             dst_shapes[world][key] = dec.shape
-    src_names = tuple(
-        s.name for p in layout.params for s in p.src if holds(reference, s)
-    )
+    src_names = tuple(s.name for p in layout.params for s in p.src if holds(reference, s))
     plan = SyncPlan(
         spec=layout.spec,
         src=layout.src,

@@ -153,7 +153,9 @@ def _whose(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int) -> str:
     pp_size = diagnosis.dst.pp
     others = [o for o in diagnosis.decoded[dec.param] if o.pp == dec.pp and o.tp != dec.tp]
     for o in others:  # the same place in another rank's tensor
-        if o.expected.shape == dec.expected.shape and torch.equal(o.expected[s0:s1][bad], held[bad]):
+        if o.expected.shape == dec.expected.shape and torch.equal(
+            o.expected[s0:s1][bad], held[bad]
+        ):
             return rank_label(o.pp, o.tp, pp_size)
     own = dec.expected
     for o in others:  # somewhere in another rank's tensor, nowhere in this rank's

@@ -25,4 +25,6 @@ def __getattr__(name: str):
 
         return importlib.import_module(f"syncviz.{name}")
     raise AttributeError(f"module 'syncviz' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"

@@ -33,17 +33,19 @@ def save_vllm_rank(
     """Write ``model.named_parameters()`` of this rank to ``out_dir/tp{t}.safetensors``
     (``pp{p}-tp{t}.safetensors`` when the pipeline has more than one stage).
 
-    Ranks not given are read from vLLM's parallel state (the TP group's rank, the
-    PP group's rank and size). Tensors are copied to CPU as they are (same dtype,
+    Without ``tp_rank`` the ranks are read from vLLM's parallel state (the TP
+    group's rank, the PP group's rank and size); with it, the pipeline defaults to
+    one stage. Tensors are copied to CPU as they are (same dtype,
     same names); tied parameters are written once per name. Returns the file's path.
     """
     from safetensors.torch import save_file
 
-    if tp_rank is None or pp_rank is None or pp_size is None:
-        tp_now, pp_now, pp_size_now = _vllm_ranks()
-        tp_rank = tp_now if tp_rank is None else tp_rank
+    if tp_rank is None:
+        tp_rank, pp_now, pp_size_now = _vllm_ranks()
         pp_rank = pp_now if pp_rank is None else pp_rank
         pp_size = pp_size_now if pp_size is None else pp_size
+    pp_rank = 0 if pp_rank is None else pp_rank
+    pp_size = 1 if pp_size is None else pp_size
     from syncviz.diagnose.dumps import rank_file
 
     root = Path(out_dir)

@@ -4,11 +4,11 @@
 >>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
 >>> spec = tiny_spec("llama-mcore")
 >>> ref, dump = tempfile.mkdtemp(), tempfile.mkdtemp()
->>> weights = write_checkpoint(spec, ref)
->>> write_dumps(spec, weights, dump, tp=4, bugs={"qkv": "shard0"})
+>>> names = write_checkpoint(spec, ref)
+>>> write_dumps(spec, ref, dump, tp=4, bugs={"qkv": "shard0"})
 >>> report = diagnose(ref, dump, dst_tp=4)
 >>> report.ok, report.counts()
-(False, {'ok': 10, 'wrong': 1})
+(False, {'ok': 14, 'wrong': 1})
 >>> print(report.bad()[0].lines()[0])
   tp 1, rows 0-3: holds tp 0's Q heads 0-1, expected Q heads 2-3
 >>> from syncviz.diagram import layout_diagram

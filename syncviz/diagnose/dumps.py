@@ -71,7 +71,7 @@ class RankDump:
         self.duplicates: list[str] = []
         try:
             with safe_open(str(path), "pt") as f:
-                for name in f.keys():
+                for name in f.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
                     part = f.get_slice(name)
                     key = normalise(name)
                     if key in self.tensors:

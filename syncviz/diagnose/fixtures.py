@@ -7,7 +7,7 @@ cut from it by the layout rules, with known bugs planted on request.
 >>> spec = tiny_spec("qwen2")
 >>> ref, dump = tempfile.mkdtemp(), tempfile.mkdtemp()
 >>> sorted(write_checkpoint(spec, ref))[:2]
-['model.embed_tokens.weight', 'model.layers.0.input_layernorm.weight']
+['lm_head.weight', 'model.embed_tokens.weight']
 >>> write_dumps(spec, ref, dump, tp=2)
 >>> sorted(p.name for p in __import__("pathlib").Path(dump).iterdir())
 ['tp0.safetensors', 'tp1.safetensors']

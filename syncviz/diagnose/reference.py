@@ -8,10 +8,9 @@ read at open time but the headers.
 >>> import json, tempfile, pathlib, torch
 >>> from safetensors.torch import save_file
 >>> folder = pathlib.Path(tempfile.mkdtemp())
->>> (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"],
+>>> _ = (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"],
 ...     "num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 2,
 ...     "num_key_value_heads": 1, "intermediate_size": 4, "vocab_size": 64}))
-183
 >>> names = {"q_proj": (8, 8), "k_proj": (4, 8), "v_proj": (4, 8)}
 >>> save_file({f"model.layers.0.self_attn.{n}.weight": torch.ones(s) for n, s in names.items()},
 ...           str(folder / "model.safetensors"))

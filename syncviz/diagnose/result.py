@@ -16,8 +16,8 @@ import torch
 from syncviz.diagnose.core import NOT_FOUND, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import normalise
 from syncviz.run.flow import RankOutcome
-from syncviz.run.result import SyncResult
 from syncviz.run.plan import RankRole, SyncPlan, _id_bases, holds
+from syncviz.run.result import SyncResult
 from syncviz.run.values import UNWRITTEN_ID
 from syncviz.trace.model import SyncTrace
 

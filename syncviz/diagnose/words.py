@@ -138,8 +138,11 @@ def _holds(
             words.append(f"{whose}'s {text}" if whose else text)
         else:
             other = diagnosis.layout.params[kind]
-            mine = start[source == kind]
-            ids = (mine[:, None] + torch.arange(dec.length)[None, :]).reshape(-1)
+            if bool((source == kind).all()):  # the whole run: keep its shape for the words
+                ids = _ids(dec, dec.start, s0, s1)
+            else:
+                mine = start[source == kind]
+                ids = (mine[:, None] + torch.arange(dec.length)[None, :]).reshape(-1)
             text = _shorten(describe(other, ids))
             words.append(f"{other.key}'s {text}")
     return " and ".join(words)

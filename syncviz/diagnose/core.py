@@ -19,7 +19,14 @@ import torch
 
 from syncviz.diagnose.dumps import RankDump, open_dumps, rank_file, rank_label
 from syncviz.diagnose.reference import Reference
-from syncviz.diagnose.segments import SegmentIndex, compare, segment_length, segment_starts
+from syncviz.diagnose.segments import (
+    SegmentIndex,
+    bits,
+    compare,
+    segment_length,
+    segment_starts,
+    wide,
+)
 from syncviz.errors import SyncvizError
 from syncviz.oracle import ModelLayout, ParamLayout, model_layout
 from syncviz.oracle.dest import dest_maps
@@ -160,7 +167,8 @@ def _judge(
         dec.status = "wrong"
         wrong = torch.nonzero(~ok).flatten()
         values = actual.reshape(-1, length)[wrong]
-        zero = (values == 0).all(dim=1)
+        words, _ = wide(bits(values), length)
+        zero = (words == 0).all(dim=1)  # +0.0 everywhere; -0.0 is caught after the look-up
         dec.source[wrong[zero]] = ZEROS
         dec.start[wrong[zero]] = -1
         rest, values = wrong[~zero], values[~zero]
@@ -172,7 +180,10 @@ def _judge(
         found = index.find(values)
         hit = found >= 0
         dec.start[rest[hit]] = found[hit]
-        miss = ~hit
+        signed_zero = ~hit & (values == 0).all(dim=1)
+        dec.source[rest[signed_zero]] = ZEROS
+        dec.start[rest[signed_zero]] = -1
+        miss = ~hit & ~signed_zero
         dec.source[rest[miss]] = NOT_FOUND
         dec.start[rest[miss]] = -1
         if bool(miss.any()):

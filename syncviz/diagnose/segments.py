@@ -86,12 +86,28 @@ def segment_starts(index: IndexMap, length: int) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
 
 
+def wide(t: torch.Tensor, length: int) -> tuple[torch.Tensor, int]:
+    """``t`` (integer bits) seen as int64 words when its layout allows; and the new length.
+
+    Comparing 4 bf16 values per word is the same bit-exact test, several times faster.
+    """
+    per = 8 // t.element_size()
+    if per == 1 or length % per or t.dim() == 0 or t.shape[-1] % per:
+        return t, length
+    if t.stride(-1) != 1 or t.storage_offset() % per:
+        return t, length
+    if any(stride % per for stride in t.stride()[:-1]):
+        return t, length
+    return t.view(torch.int64), length // per
+
+
 def compare(actual: torch.Tensor, reference: torch.Tensor, index: IndexMap, length: int):
     """Per segment of ``actual``: does it equal the reference at ``index``, bit for bit?
 
     ``reference`` is the global tensor already cast to ``actual``'s dtype;
     padding segments must be zero (either sign). Reads the reference box by box,
-    so no expected copy of the whole local tensor is made.
+    so no expected copy of the whole local tensor is made; a box that matches
+    whole (the common case) costs one pass.
     """
     flat_actual = bits(actual).reshape(-1)
     gbits = bits(reference)
@@ -102,14 +118,22 @@ def compare(actual: torch.Tensor, reference: torch.Tensor, index: IndexMap, leng
         part = flat_actual[offset : offset + n]
         if isinstance(piece, Pad):
             vals = actual.reshape(-1)[offset : offset + n]
-            eq = vals == 0
+            out.append((vals == 0).reshape(-1, length).all(dim=1))
+            offset += n
+            continue
+        assert isinstance(piece, Box)
+        want = gbits[tuple(slice(a, b) for a, b in zip(piece.start, piece.stop, strict=True))]
+        if piece.order is not None:
+            want = want.permute(piece.order)
+        got = part.view(want.shape)
+        got_w, width = wide(got, length)
+        want_w, want_width = wide(want, length)
+        if width != want_width:  # one side could not be widened: compare element by element
+            got_w, want_w, width = got, want, length
+        if torch.equal(got_w, want_w):
+            out.append(torch.ones(n // length, dtype=torch.bool))
         else:
-            assert isinstance(piece, Box)
-            want = gbits[tuple(slice(a, b) for a, b in zip(piece.start, piece.stop, strict=True))]
-            if piece.order is not None:
-                want = want.permute(piece.order)
-            eq = part.view(want.shape) == want
-        out.append(eq.reshape(-1, length).all(dim=1))
+            out.append((got_w == want_w).reshape(-1, width).all(dim=1))
         offset += n
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
@@ -127,6 +151,7 @@ class SegmentIndex:
     def __init__(self, reference: torch.Tensor, length: int) -> None:
         self.length = length
         self.segments = bits(reference).reshape(-1, length)
+        self.words, self.width = wide(self.segments, length)  # for the exact check
         prints = _fingerprint(self.segments)
         self.sorted, self.order = prints.sort()
 
@@ -143,7 +168,11 @@ class SegmentIndex:
         if not bool(has.any()):
             return found
         first = self.order[lo.clamp(max=self.sorted.numel() - 1)]
-        exact = has & (self.segments[first] == q).all(dim=1)
+        q_words, width = wide(q, self.length)
+        if width == self.width:
+            exact = has & (self.words[first] == q_words).all(dim=1)
+        else:
+            exact = has & (self.segments[first] == q).all(dim=1)
         found[exact] = first[exact] * self.length
         # A fingerprint shared by several segments: try the others, still exactly.
         for i in torch.nonzero(has & ~exact & (hi - lo > 1)).flatten().tolist():

@@ -15,7 +15,7 @@ import torch
 from syncviz.check import MAX_RUNS, CheckReport, ParamCheck, TensorCheck
 from syncviz.diagnose.core import NOT_FOUND, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import rank_file, rank_label
-from syncviz.oracle import ParamLayout, describe
+from syncviz.oracle import IndexMap, ParamLayout, describe
 
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?|experts?) [\d-]+: ")
 NOT_FOUND_WORDS = "values not found in the reference"
@@ -78,13 +78,19 @@ def _runs(
         per, unit = 1, "element"
     units = bad.numel() // per
     bad_units = bad.view(units, per)
-    kinds = torch.where(bad, dec.source, torch.full_like(dec.source, -99)).view(units, per)
+    kinds = dec.source.view(units, per)
+    # What each unit's wrong segments hold, by source; one source per unit is the rule.
+    top = torch.iinfo(torch.int64).max
+    low = torch.where(bad_units, kinds, top).amin(dim=1).tolist()
+    high = torch.where(bad_units, kinds, -top).amax(dim=1).tolist()
     signature: list[tuple[int, ...] | None] = []
-    for u in range(units):
-        if bool(bad_units[u].any()):
-            signature.append(tuple(sorted(set(kinds[u][bad_units[u]].tolist()))))
-        else:
+    for u, (a, b) in enumerate(zip(low, high, strict=True)):
+        if a == top:
             signature.append(None)
+        elif a == b:
+            signature.append((a,))
+        else:
+            signature.append(tuple(sorted(set(kinds[u][bad_units[u]].tolist()))))
     runs: list[tuple[int, int]] = []
     for u, sig in enumerate(signature):
         if sig is None:
@@ -101,23 +107,37 @@ def _runs(
         else:
             span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
         holds = _holds(diagnosis, param, dec, a * per, b * per, signature[a] or ())
-        wants = _shorten(describe(param, _ids(dec, dec.expected, a * per, b * per)))
+        wants = _shorten(
+            describe(param, _index(dec, dec.expected, a * per, b * per, param.global_shape))
+        )
         out.append(f"{where}, {span}: holds {holds}, expected {wants}")
     if len(runs) > MAX_RUNS:
         out.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
     return out
 
 
-def _ids(dec: Decoded, starts: torch.Tensor, s0: int, s1: int) -> torch.Tensor:
-    """Local ids of segments s0..s1-1, shaped like that slice of the tensor."""
+def _index(
+    dec: Decoded, starts: torch.Tensor, s0: int, s1: int, glob: tuple[int, ...], flat: bool = False
+) -> IndexMap:
+    """The index map of segments s0..s1-1 (start ids in ``starts``; -1 padding, other
+    negatives not ids), shaped like that slice of the tensor (or flat)."""
     part = starts[s0:s1]
-    ids = part[:, None] + torch.arange(dec.length, dtype=torch.int64)[None, :]
-    negative = part < 0  # -1 padding, -3 not this parameter's data: every element alike
-    ids[negative] = part[negative][:, None].expand(-1, dec.length)
-    if len(dec.shape) == 1:
-        return ids.reshape(-1)
-    rest = dec.shape[1:]
-    return ids.reshape(-1, *rest)
+    length = dec.length
+    if part.numel() > 1:
+        prev, nxt = part[:-1], part[1:]
+        goes_on = ((nxt == prev + length) & (prev >= 0)) | ((nxt == prev) & (prev < 0))
+        cuts = [0, *(torch.nonzero(~goes_on).flatten() + 1).tolist(), part.numel()]
+    else:
+        cuts = [0, part.numel()]
+    firsts = part[cuts[:-1]].tolist() if part.numel() else []
+    runs = [(f, (b - a) * length) for f, a, b in zip(firsts, cuts[:-1], cuts[1:], strict=True)]
+    n = (s1 - s0) * length
+    if flat or len(dec.shape) == 1:
+        shape: tuple[int, ...] = (n,)
+    else:
+        rest = dec.shape[1:]
+        shape = (n // math.prod(rest), *rest)
+    return IndexMap.from_runs(glob, shape, runs)
 
 
 def _holds(
@@ -125,7 +145,7 @@ def _holds(
 ) -> str:
     assert dec.source is not None and dec.start is not None
     words = []
-    source, start = dec.source[s0:s1], dec.start[s0:s1]
+    source = dec.source[s0:s1]
     for kind in kinds:
         if kind == ZEROS:
             words.append("zeros")
@@ -133,16 +153,18 @@ def _holds(
             words.append(NOT_FOUND_WORDS)
         elif kind == dec.param:
             own = torch.where(dec.source == dec.param, dec.start, torch.full_like(dec.start, -3))
-            text = _shorten(describe(param, _ids(dec, own, s0, s1)))
+            text = _shorten(describe(param, _index(dec, own, s0, s1, param.global_shape)))
             whose = _whose(diagnosis, dec, s0, s1)
             words.append(f"{whose}'s {text}" if whose else text)
         else:
             other = diagnosis.layout.params[kind]
-            if bool((source == kind).all()):  # the whole run: keep its shape for the words
-                ids = _ids(dec, dec.start, s0, s1)
+            theirs = torch.where(dec.source == kind, dec.start, torch.full_like(dec.start, -3))
+            whole = bool((source == kind).all())  # the whole run: keep its shape for the words
+            if not whole:  # only its segments from ``other``, as one flat run of elements
+                theirs = theirs[s0:s1][source == kind]
+                ids = _index(dec, theirs, 0, theirs.numel(), other.global_shape, flat=True)
             else:
-                mine = start[source == kind]
-                ids = (mine[:, None] + torch.arange(dec.length)[None, :]).reshape(-1)
+                ids = _index(dec, theirs, s0, s1, other.global_shape)
             text = _shorten(describe(other, ids))
             words.append(f"{other.key}'s {text}")
     return " and ".join(words)

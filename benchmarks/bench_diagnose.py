@@ -7,9 +7,12 @@ Generates a random bf16 checkpoint at the exact llama3-8b shapes (hidden 4096,
 two dumps cut from it for vLLM TP ``--tp``: a correct one, and one with bugs
 planted (tp 0's qkv and gate_up on every rank; lm_head of tp 1 holding tp 0's
 rows), so the look-up of wrong segments is measured too. Each measurement runs
-in a fresh process (its peak RSS is its own), after one untimed read that warms
-the page cache; the floor reads every checkpoint and dump tensor once with
-safetensors, one tensor at a time, as the diagnosis does.
+in a fresh process (its peak RSS is its own; mapped file pages count in it),
+imports done before the clock starts, after one untimed pass that warms the
+page cache. Two floors, both tensor by tensor as the diagnosis reads: "copy"
+loads every checkpoint and dump tensor into process memory (safetensors maps
+files lazily, so an untouched tensor is never read), "touch" makes one pass
+over the mapped bytes (a sum of their 64-bit words) without copying.
 """
 
 from __future__ import annotations
@@ -31,27 +34,33 @@ def _child(mode: str, ref: str, dump: str, tp: int) -> None:
     Imports happen before the clock starts. The floor copies every tensor into
     process memory (safetensors maps files lazily: a tensor not touched is not read).
     """
+    import torch
     from safetensors import safe_open
 
     from syncviz.diagnose import diagnose
+    from syncviz.diagnose.segments import bits
 
     extra = {}
-    start = time.perf_counter()
-    if mode == "read":
+    start, cpu = time.perf_counter(), time.process_time()
+    if mode in ("copy", "touch"):
         files = sorted(Path(ref).glob("*.safetensors")) + sorted(Path(dump).glob("*.safetensors"))
         total = 0
         for path in files:
             with safe_open(str(path), "pt") as f:
                 for name in f.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
-                    total += f.get_tensor(name).clone().numel()
+                    t = f.get_tensor(name)
+                    if mode == "copy":
+                        total += t.clone().numel()
+                    else:
+                        total += int(bits(t).reshape(-1).view(torch.int64).sum() != 0)
         extra["elements"] = total
     else:
         report = diagnose(ref, dump, tp)
         extra["counts"] = report.counts()
         extra["first_problem"] = next((line for p in report.bad() for line in p.lines()), "")
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    print(json.dumps({"seconds": seconds, "peak_gib": peak, **extra}))
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_gib": peak, **extra}))
 
 
 def _measure(mode: str, ref: Path, dump: Path, tp: int) -> dict:
@@ -96,22 +105,25 @@ def main() -> None:
         f" {time.perf_counter() - start:.0f} s ({root})"
     )
     print(
-        f"{'case':<14} {'read s':>8} {'diagnose s':>11} {'ratio':>6} "
-        f"{'read GiB':>9} {'diagnose GiB':>13} {'ratio':>6}  result"
+        "CPU seconds (user + system, all threads; stable on a shared machine), best of"
+        f" {args.repeats}; wall seconds in brackets"
+    )
+    print(
+        f"{'case':<14} {'copy':>13} {'touch':>13} {'diagnose':>13} {'vs copy':>8}"
+        f" {'vs touch':>9} {'copy GiB':>9} {'diagnose GiB':>13}  result"
     )
     for label, dump in (("correct dump", good), ("planted bugs", buggy)):
-        _measure("read", ref, dump, args.tp)  # warm the page cache
-        reads, diags = [], []
-        for _ in range(args.repeats):  # alternate, so both see the same cache state
-            reads.append(_measure("read", ref, dump, args.tp))
-            diags.append(_measure("diagnose", ref, dump, args.tp))
-        read = min(reads, key=lambda r: r["seconds"])
-        diag = min(diags, key=lambda r: r["seconds"])
+        _measure("touch", ref, dump, args.tp)  # warm the page cache
+        runs: dict[str, list[dict]] = {"copy": [], "touch": [], "diagnose": []}
+        for _ in range(args.repeats):  # interleaved, so all see the same cache state
+            for mode, seen in runs.items():
+                seen.append(_measure(mode, ref, dump, args.tp))
+        best = {mode: min(seen, key=lambda r: r["cpu"]) for mode, seen in runs.items()}
+        copy, touch, diag = best["copy"], best["touch"], best["diagnose"]
+        cells = " ".join(f"{r['cpu']:6.2f} [{r['seconds']:5.1f}]" for r in (copy, touch, diag))
         print(
-            f"{label:<14} {read['seconds']:8.2f} {diag['seconds']:11.2f}"
-            f" {diag['seconds'] / read['seconds']:6.2f} {read['peak_gib']:9.2f}"
-            f" {diag['peak_gib']:13.2f} {diag['peak_gib'] / read['peak_gib']:6.2f}"
-            f"  {diag['counts']}"
+            f"{label:<14} {cells} {diag['cpu'] / copy['cpu']:8.2f} {diag['cpu'] / touch['cpu']:9.2f}"
+            f" {copy['peak_gib']:9.2f} {diag['peak_gib']:13.2f}  {diag['counts']}"
         )
         if diag["first_problem"]:
             print(f"{'':<14} first problem: {diag['first_problem'].strip()}")

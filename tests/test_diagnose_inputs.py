@@ -209,3 +209,37 @@ def test_checkpoint_missing_a_tensor_is_bad_input(tmp_path):
     save_file(t, str(tmp_path / "ref" / "model.safetensors"))
     with pytest.raises(SyncvizError, match=r"no tensor 'model\.layers\.1\.mlp\.down_proj\.weight'"):
         diagnose(tmp_path / "ref", tmp_path / "d", 2)
+
+
+def test_extra_rank_file_is_named(llama, tmp_path):
+    """A rank file beyond the given sizes (a stale dump of another tp) is named."""
+    write_dumps(tiny_spec("llama-mcore"), llama, tmp_path, tp=2)
+    (tmp_path / "tp2.safetensors").write_bytes((tmp_path / "tp0.safetensors").read_bytes())
+    report = diagnose(llama, tmp_path, 2)
+    assert report.flow_errors == [
+        "tp2.safetensors is no rank of dst tp 2: a dump of other sizes mixed in?"
+    ]
+
+
+def test_diagnosis_renders_with_matplotlib(llama, tmp_path):
+    """The diagnosed layout view draws to a PNG like a simulated check's."""
+    from syncviz.diagram import layout_diagram, render
+
+    write_dumps(tiny_spec("llama-mcore"), llama, tmp_path, tp=2, bugs={"o_proj": "rows"})
+    report = diagnose(llama, tmp_path, 2)
+    key = report.bad()[0].key
+    fig = render(layout_diagram(report.result, key, report))
+    fig.savefig(tmp_path / "o_proj.png")
+    assert (tmp_path / "o_proj.png").stat().st_size > 10_000
+
+
+def test_tensor_of_another_shape_is_wrong(llama, tmp_path):
+    """One tensor of the wrong shape (the rest fit): a finding on that rank, with both shapes."""
+    write_dumps(tiny_spec("llama-mcore"), llama, tmp_path, tp=2)
+    t = load_file(str(tmp_path / "tp1.safetensors"))
+    t["model.layers.1.mlp.down_proj.weight"] = t["model.layers.1.mlp.down_proj.weight"][:, :6]
+    save_file({k: v.contiguous() for k, v in t.items()}, str(tmp_path / "tp1.safetensors"))
+    report = diagnose(llama, tmp_path, 2)
+    assert [(p.key, p.lines()) for p in report.bad()] == [
+        ("model.model.layers.1.mlp.down_proj.weight", ["  tp 1: shape [16, 6], expected [16, 12]"])
+    ]

@@ -11,6 +11,7 @@ found nowhere stays "not found": nothing is guessed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from syncviz.progress import progress
 
 ZEROS = -1  # source code of a segment that is all zeros (where data was expected)
 NOT_FOUND = -2  # source code of a segment found nowhere in the reference
+_RANK_FILE = re.compile(r"(pp\d+-)?tp\d+\.safetensors")
 REFERENCE = Parallel(tp=1)  # the checkpoint plays the one, unsharded trainer rank
 
 
@@ -166,7 +168,8 @@ def _judge(
             continue
         dec.status = "wrong"
         wrong = torch.nonzero(~ok).flatten()
-        values = actual.reshape(-1, length)[wrong]
+        segments = actual.reshape(-1, length)
+        values = segments if wrong.numel() == segments.shape[0] else segments[wrong]
         words, _ = wide(bits(values), length)
         zero = (words == 0).all(dim=1)  # +0.0 everywhere; -0.0 is caught after the look-up
         dec.source[wrong[zero]] = ZEROS
@@ -180,7 +183,9 @@ def _judge(
         found = index.find(values)
         hit = found >= 0
         dec.start[rest[hit]] = found[hit]
-        signed_zero = ~hit & (values == 0).all(dim=1)
+        signed_zero = torch.zeros_like(hit)
+        if not bool(hit.all()):  # (bf16 arithmetic is slow on CPU: only where needed)
+            signed_zero[~hit] = (values[~hit] == 0).all(dim=1)
         dec.source[rest[signed_zero]] = ZEROS
         dec.start[rest[signed_zero]] = -1
         miss = ~hit & ~signed_zero
@@ -233,6 +238,12 @@ def _placement_notes(
     for p in whole.params:
         stage_of[p.key] = p.dst[0].pp
     pp_size = layout.dst.pp
+    folder = next(iter(dumps.values())).path.parent
+    ours = {d.path.name for d in dumps.values()}
+    sizes = f"dst tp {layout.dst.tp}" + (f" pp {pp_size}" if pp_size > 1 else "")
+    for path in sorted(folder.glob("*.safetensors")):
+        if path.name not in ours and _RANK_FILE.fullmatch(path.name):
+            notes.append(f"{path.name} is no rank of {sizes}: a dump of other sizes mixed in?")
     for (pp, tp), dump in dumps.items():
         where = f"{rank_label(pp, tp, pp_size)} ({rank_file(pp, tp, pp_size)})"
         for name in dump.duplicates:

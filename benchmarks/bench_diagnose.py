@@ -122,7 +122,8 @@ def main() -> None:
         copy, touch, diag = best["copy"], best["touch"], best["diagnose"]
         cells = " ".join(f"{r['cpu']:6.2f} [{r['seconds']:5.1f}]" for r in (copy, touch, diag))
         print(
-            f"{label:<14} {cells} {diag['cpu'] / copy['cpu']:8.2f} {diag['cpu'] / touch['cpu']:9.2f}"
+            f"{label:<14} {cells} {diag['cpu'] / copy['cpu']:8.2f}"
+            f" {diag['cpu'] / touch['cpu']:9.2f}"
             f" {copy['peak_gib']:9.2f} {diag['peak_gib']:13.2f}  {diag['counts']}"
         )
         if diag["first_problem"]:

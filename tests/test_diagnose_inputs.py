@@ -229,7 +229,7 @@ def test_diagnosis_renders_with_matplotlib(llama, tmp_path):
     report = diagnose(llama, tmp_path, 2)
     key = report.bad()[0].key
     fig = render(layout_diagram(report.result, key, report))
-    fig.savefig(tmp_path / "o_proj.png")
+    fig.save(tmp_path / "o_proj.png")
     assert (tmp_path / "o_proj.png").stat().st_size > 10_000
 
 

@@ -6,6 +6,18 @@ compares them segment by segment with what the oracle says the rank must hold
 parameter. Pass 2 looks the segments still unexplained up in the other
 parameters of the diagnosed layers, one global tensor at a time. What is
 found nowhere stays "not found": nothing is guessed.
+
+>>> import tempfile
+>>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+>>> spec, ref, dump = tiny_spec("mixtral"), tempfile.mkdtemp(), tempfile.mkdtemp()
+>>> _ = write_checkpoint(spec, ref)
+>>> write_dumps(spec, ref, dump, tp=2, bugs={"router": "noise"})
+>>> diagnosis = run_diagnosis(ref, dump, 2)
+>>> [(d.tp, d.status) for per_rank in diagnosis.decoded for d in per_rank if d.status != "ok"]
+[(1, 'wrong')]
+>>> bad = next(d for per_rank in diagnosis.decoded for d in per_rank if d.status != "ok")
+>>> bad.source.tolist() == [NOT_FOUND] * bad.source.numel()
+True
 """
 
 from __future__ import annotations

@@ -4,6 +4,18 @@ The vLLM ranks' tensors become model-wide provenance ids decoded from the
 checkpoint (built only when a view asks for one); the checkpoint stands for the
 single, unsharded trainer rank. Segments found nowhere read as -4, zeros where
 data was expected as padding (-1), a missing tensor as never written (-2).
+
+>>> import tempfile
+>>> from syncviz.diagnose.core import run_diagnosis
+>>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+>>> spec, ref, dump = tiny_spec("llama-mcore"), tempfile.mkdtemp(), tempfile.mkdtemp()
+>>> _ = write_checkpoint(spec, ref)
+>>> write_dumps(spec, ref, dump, tp=2, bugs={"lm_head": "missing"})
+>>> result = as_result(run_diagnosis(ref, dump, 2))
+>>> result.local_ids(1, "model.lm_head.weight").unique().tolist()
+[-2.0]
+>>> result.local_ids(0, "model.model.norm.weight")[:3].tolist()
+[0.0, 1.0, 2.0]
 """
 
 from __future__ import annotations

@@ -3,6 +3,19 @@
 Each wrong run of rows (experts for 3-D tensors, elements for 1-D ones) says
 what it holds (decoded from the checkpoint), whose expected data that is when
 it is another rank's ("holds tp 0's Q heads 0-3"), and what was expected.
+
+>>> import tempfile
+>>> from syncviz.diagnose.core import run_diagnosis
+>>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+>>> spec, ref, dump = tiny_spec("qwen2"), tempfile.mkdtemp(), tempfile.mkdtemp()
+>>> _ = write_checkpoint(spec, ref)
+>>> write_dumps(spec, ref, dump, tp=2, bugs={"lm_head": "tp0"})
+>>> line = report(run_diagnosis(ref, dump, 2)).bad()[0].lines()[0]
+>>> held, wanted = line.split(", expected ")
+>>> held
+"  tp 1, rows 0-63: holds tp 0's vocab rows 0-63"
+>>> wanted
+'rows 0-25: vocab rows 64-89; rows 26-63: padding'
 """
 
 from __future__ import annotations

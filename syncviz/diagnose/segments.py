@@ -25,7 +25,9 @@ from syncviz.oracle import Box, IndexMap, Pad
 _SAMPLES = 16  # elements sampled per segment for its fingerprint
 _MAX_CANDIDATES = 64  # segments sharing one fingerprint tried before giving up
 _GEN = torch.Generator().manual_seed(0x5EC)
-_COEF = torch.randint(1, 2**62, (_SAMPLES,), generator=_GEN, dtype=torch.int64) | 1
+# Sampled elements are split into 16-bit chunks and weighted by coefficients below 2**40:
+# at most 64 terms below 2**55 each, so the sum never overflows int64.
+_COEF = torch.randint(1, 2**40, (_SAMPLES * 4,), generator=_GEN, dtype=torch.int64)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -141,8 +143,11 @@ def compare(actual: torch.Tensor, reference: torch.Tensor, index: IndexMap, leng
 def _fingerprint(segments: torch.Tensor) -> torch.Tensor:
     length = segments.shape[1]
     pos = torch.linspace(0, length - 1, min(length, _SAMPLES)).round().to(torch.int64)
-    sampled = segments[:, pos].to(torch.int64)
-    return (sampled * _COEF[: pos.numel()]).sum(dim=1)
+    sampled = segments[:, pos]
+    if sampled.element_size() == 1:  # 8-bit values: widen, so pairs need not exist
+        sampled = sampled.to(torch.int16)
+    chunks = sampled.contiguous().view(torch.int16).to(torch.int64)
+    return (chunks * _COEF[: chunks.shape[1]]).sum(dim=1)
 
 
 class SegmentIndex:

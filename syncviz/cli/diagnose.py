@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from syncviz.cli.args import add_layers_arg
 from syncviz.cli.command import Command
 from syncviz.errors import SyncvizError
 
@@ -28,26 +29,15 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dst-tp", type=int, required=True, metavar="D", help="vLLM tp size")
     parser.add_argument("--dst-pp", type=int, default=1, metavar="P", help="vLLM pp size")
-    parser.add_argument(
-        "--layers",
-        type=_layer_list,
+    add_layers_arg(
+        parser,
         default=None,
-        metavar="0,1",
-        help="layers to judge (default: all, with the embedding, final norm and lm_head)",
+        what="layers to judge (default: all, with the embedding, final norm and lm_head)",
     )
     parser.add_argument(
         "--trace", default=None, metavar="TRACE_DIR", help="traces from syncviz.record"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def _layer_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--layers ({text!r}) must be comma-separated layer numbers, e.g. 0,1"
-        ) from None
 
 
 def _run(args: argparse.Namespace) -> int:

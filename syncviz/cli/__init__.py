@@ -18,14 +18,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from syncviz.cli import check, layout, presets, render
+from syncviz.cli import check, diagnose, layout, presets, render
 from syncviz.cli.command import Command, HelpFormatter, UsageError
 from syncviz.errors import SyncvizError
 
 PROG = "syncviz"
 
 COMMANDS: dict[str, Command] = {
-    c.name: c for c in (layout.COMMAND, check.COMMAND, presets.COMMAND, render.COMMAND)
+    c.name: c
+    for c in (layout.COMMAND, check.COMMAND, presets.COMMAND, render.COMMAND, diagnose.COMMAND)
 }
 
 

@@ -36,7 +36,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("spec",),
     ("parallel", "presets", ""),
     ("oracle", "sync"),
-    ("run", "check", "diagnose", "journey"),
+    ("run", "check", "diagnose", "dump", "record", "journey"),
     ("diagram",),
     ("widgets", "cli", "__main__"),
 )

@@ -1,7 +1,8 @@
 """Write the example figures in docs/figures/ (run: ``python scripts/make_figures.py``).
 
-Each figure runs the faithful ChatLearn synchronizer in process on a scaled
-model (layout-preserving, small enough to draw element-exact).
+Each figure runs a synchronizer in process on a scaled model (layout-preserving:
+the same heads, groups and experts, smaller rows), so every element is drawn.
+The faithful ChatLearn port shows the scrambles; the corrected one their fix.
 """
 
 from __future__ import annotations
@@ -16,22 +17,41 @@ from syncviz.diagram.experts import expert_diagram
 from syncviz.run.inprocess import run_sync
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "figures"
+QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
+O_PROJ = "model.model.layers.0.self_attn.o_proj.weight"
+
+LAYOUTS = [
+    # (file stem, preset, src tp, dst tp, parameter)
+    ("llama3-8b-qkv-s2-d2", "llama3-8b", 2, 2, QKV),
+    ("llama3-8b-o_proj-s1-d2", "llama3-8b", 1, 2, O_PROJ),
+    ("llama3-70b-qkv-s4-d8", "llama3-70b", 4, 8, QKV),
+]
+
+
+def _layout(stem: str, name: str, s: int, d: int, key: str) -> list[Path]:
+    src, dst = Parallel(tp=s), Parallel(tp=d)
+    spec = preset(name).scaled(src, dst)
+    out = []
+    for synchronizer, suffix in (("chatlearn", ""), ("corrected", "-corrected")):
+        result = run_sync(spec, src, dst, synchronizer=synchronizer, layers=[0])
+        figure = render(layout_diagram(result, key, check(result, synchronizer)))
+        out.append(figure.save(OUT / f"{stem}{suffix}.png"))
+        if not suffix and key == O_PROJ:  # one SVG sample: its text stays text
+            out.append(figure.save(OUT / f"{stem}.svg"))
+    return out
 
 
 def main() -> int:
+    written = []
+    for row in LAYOUTS:
+        written += _layout(*row)
     src, dst = Parallel(tp=2), Parallel(tp=4)
-    spec = preset("llama3-8b").scaled(src, dst)
-    result = run_sync(spec, src, dst, layers=[0])
-    qkv = "model.model.layers.0.self_attn.qkv_proj.weight"
-    written = [
-        render(layout_diagram(result, qkv, check(result))).save(OUT / "llama3-8b-qkv-s2-d4.png"),
-        render(transfer_diagram(result)).save(OUT / "llama3-8b-transfer-s2-d4.png"),
-    ]
+    result = run_sync(preset("llama3-8b").scaled(src, dst), src, dst, layers=[0])
+    written.append(render(transfer_diagram(result)).save(OUT / "llama3-8b-transfer-s2-d4.png"))
     src, dst = Parallel(tp=2, ep=2), Parallel(tp=4)
-    spec = preset("qwen1.5-moe-a2.7b").scaled(src, dst)
-    result = run_sync(spec, src, dst, layers=[0])
+    result = run_sync(preset("qwen2-57b-a14b").scaled(src, dst), src, dst, layers=[0])
     w13 = next(p.key for p in result.plan.layout.params if p.kind == "experts_w13")
-    written.append(render(expert_diagram(result, w13)).save(OUT / "qwen-moe-w13-s2ep2-d4.png"))
+    written.append(render(expert_diagram(result, w13)).save(OUT / "qwen2-57b-64-experts-w13.png"))
     for path in written:
         print(path)
     return 0

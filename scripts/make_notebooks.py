@@ -31,7 +31,7 @@ def quickstart() -> nbformat.NotebookNode:
                 "from syncviz.check import check\n"
                 "from syncviz.run.inprocess import run_sync\n"
                 "\n"
-                "src, dst = Parallel(tp=2), Parallel(tp=4)\n"
+                "src, dst = Parallel(tp=2), Parallel(tp=2)\n"
                 'spec = preset("llama3-8b").scaled(src, dst)\n'
                 'result = run_sync(spec, src, dst, synchronizer="chatlearn", layers=[0])\n'
                 'report = check(result, "chatlearn")\n'
@@ -39,7 +39,9 @@ def quickstart() -> nbformat.NotebookNode:
             ),
             new_markdown_cell(
                 "The report lists every parameter of layer 0 and, for the wrong ones, which\n"
-                "rows each vLLM rank holds and which it should hold. One picture says it faster:"
+                "rows each vLLM rank holds and which it should hold. One picture says it faster:\n"
+                "each trainer shard on the left, what each vLLM rank holds in the middle and\n"
+                "what it must hold on the right; bands show where rows go, magenta where wrong."
             ),
             new_code_cell(
                 "from syncviz.diagram import layout_diagram, render\n"
@@ -48,12 +50,35 @@ def quickstart() -> nbformat.NotebookNode:
                 "render(layout_diagram(result, qkv, report))"
             ),
             new_markdown_cell(
-                "## The explorer\n\n"
-                "Pick a model, sizes, a synchronizer and a parameter; walk the regroup op by op\n"
-                "with the step slider; pick a block to read its journey."
+                "The faithful port hands each vLLM rank the trainer's interleaved\n"
+                "[Q heads of a group; K; V] rows as they are. The corrected synchronizer\n"
+                "regroups them into vLLM's [all Q; all K; all V] order:"
             ),
             new_code_cell(
-                'from syncviz.widgets import Explorer\n\nExplorer("llama3-8b", src, dst)'
+                'fixed = run_sync(spec, src, dst, synchronizer="corrected", layers=[0])\n'
+                'render(layout_diagram(fixed, qkv, check(fixed, "corrected")))'
+            ),
+            new_markdown_cell(
+                "A row-parallel weight split by rows instead of columns: o_proj from one\n"
+                "trainer rank to two vLLM ranks. Labels run along the columns, the axis that\n"
+                "carries the heads; each vLLM row holds half of two trainer rows."
+            ),
+            new_code_cell(
+                "one, two = Parallel(tp=1), Parallel(tp=2)\n"
+                'small = preset("llama3-8b").scaled(one, two)\n'
+                "flat = run_sync(small, one, two, layers=[0])\n"
+                'render(layout_diagram(flat, "model.model.layers.0.self_attn.o_proj.weight"))'
+            ),
+            new_markdown_cell(
+                "## The explorer\n\n"
+                "It opens on the first wrong parameter; the list marks each OK, WRONG or\n"
+                "ERROR. Point at a cell of the picture to read what it holds, what it should\n"
+                "hold and where it came from; click it to follow that block's journey; walk\n"
+                "the recorded steps with the slider."
+            ),
+            new_code_cell(
+                "from syncviz.widgets import Explorer\n\n"
+                'Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))'
             ),
         ],
         metadata={

@@ -296,6 +296,112 @@ def _shorten(text: str) -> str:
     return text
 
 
+# ---------------------------------------------------------------- the one comparison, per element
+
+RIGHT, WRONG, UNWRITTEN, FOREIGN = 0, 1, 2, 3
+"""Verdicts of :func:`element_status`; the checker counts WRONG and FOREIGN as wrong."""
+
+VERDICT_WORDS = ("right", "wrong", "never written", "another parameter's data")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A run of rows (experts, elements) of one tensor that is not right, in words."""
+
+    unit: str  # row | expert | element
+    start: int
+    stop: int
+    holds: str
+    expected: str
+
+    @property
+    def span(self) -> str:
+        if self.stop - self.start > 1:
+            return f"{self.unit}s {self.start}-{self.stop - 1}"
+        return f"{self.unit} {self.start}"
+
+    @property
+    def text(self) -> str:
+        return f"{self.span}: holds {self.holds}, expected {self.expected}"
+
+
+def element_status(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Is each element right? The checker's verdict per element (int64, codes above).
+
+    >>> element_status(torch.tensor([0.0, 5.0, -2.0, -3.0, -1.0]),
+    ...                torch.tensor([0, 4, 2, 3, -1])).tolist()
+    [0, 1, 2, 3, 0]
+    """
+    got = actual.to(torch.int64)
+    out = torch.where(got == expected, RIGHT, WRONG)
+    out = torch.where(got == int(UNWRITTEN_ID), UNWRITTEN, out)
+    return torch.where(got == int(FOREIGN_ID), FOREIGN, out)
+
+
+def wrong_regions(
+    param: ParamLayout,
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    split: torch.Tensor | None = None,
+    cache: dict | None = None,
+) -> list[Region]:
+    """Every run of rows (experts for 3-D tensors) that is not right, with what it holds
+    and what the oracle expects there, in the checker's words.
+
+    ``split`` (one integer per row) cuts runs where it changes, e.g. where the
+    held block changes, so each region names one block.
+
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle import model_layout
+    >>> from syncviz import Parallel
+    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    >>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
+    >>> want = qkv.dst[0].index.ids()
+    >>> got = want[[0, 1, 2, 3, 6, 7, 4, 5]].to(torch.float64)  # K and V swapped
+    >>> [r.text for r in wrong_regions(qkv, got, want, split=torch.tensor([0] * 6 + [1] * 2))]
+    ['rows 4-5: holds V head 0, expected K head 0', 'rows 6-7: holds K head 0, expected V head 0']
+    """
+    cache = {} if cache is None else cache
+    status = element_status(actual, expected)
+    bad = status != RIGHT
+    rows = bad.reshape(bad.shape[0], -1).any(dim=1) if bad.dim() > 1 else bad
+    unit = "expert" if actual.dim() == 3 else ("row" if actual.dim() == 2 else "element")
+    got = actual.to(torch.int64)
+    regions = []
+    for a, b in _true_runs(rows, split):
+        if bool((status[a:b] == UNWRITTEN).all()):
+            holds = "nothing (never written)"
+        else:
+            holds = _region_words(param, got, a, b, cache)
+        regions.append(Region(unit, a, b, holds, _region_words(param, expected, a, b, cache)))
+    return regions
+
+
+MAX_REGION_WORDS = 160  # longer descriptions of a region are cut to its first and last row
+
+
+def _region_words(param: ParamLayout, ids: torch.Tensor, a: int, b: int, cache: dict) -> str:
+    """Words for rows a..b-1; a long irregular region is named by its first and last row."""
+    text = _words(param, ids[a:b], cache)
+    if len(text) <= MAX_REGION_WORDS or b - a < 3:
+        return text
+    first, last = _words(param, ids[a : a + 1], cache), _words(param, ids[b - 1 : b], cache)
+    return f"{first} in its first, ..., {last} in its last"
+
+
+def _true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:
+    """Runs [a, b) where ``flags`` is true, cut where ``split`` changes."""
+    runs: list[tuple[int, int]] = []
+    keys = split.tolist() if split is not None else None
+    for i in torch.nonzero(flags).flatten().tolist():
+        same = keys is None or (i > 0 and keys[i] == keys[i - 1])
+        if runs and runs[-1][1] == i and same:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
 # ------------------------------------------------------------------ grouped text
 
 LEGEND = {

@@ -20,6 +20,9 @@ synchronizer again. Ops it cannot replay are listed as not replayed.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +43,8 @@ class TraceStep:
     """One recorded data-moving op of a parameter on one rank.
 
     ``blocks`` names the blocks its outputs hold (replayed on provenance ids);
-    None when the op could not be replayed (e.g. on a receiving rank).
+    None when the op could not be replayed. ``inputs``/``outputs`` are the
+    replayed id tensors (None when not replayed).
 
     >>> TraceStep(0, "regroup", OpRecord(0, "view"), ("Q head 0",)).text
     'rank 0 regroup: view() -> None'
@@ -50,6 +54,8 @@ class TraceStep:
     phase: str
     op: OpRecord
     blocks: tuple[str, ...] | None = None
+    inputs: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
+    outputs: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def text(self) -> str:
@@ -150,7 +156,15 @@ def _apply(op: OpRecord, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def _replay(pt: ParamTrace, bound: dict[int, torch.Tensor]) -> dict[int, list[torch.Tensor]]:
     """Outputs (id tensors) of each op of ``pt`` that could be replayed, by op index."""
+    return _replay_io(pt, bound)[1]
+
+
+def _replay_io(
+    pt: ParamTrace, bound: dict[int, torch.Tensor]
+) -> tuple[dict[int, list[torch.Tensor]], dict[int, list[torch.Tensor]]]:
+    """Inputs and outputs (id tensors) of each op of ``pt`` that could be replayed."""
     values = dict(bound)
+    ins: dict[int, list[torch.Tensor]] = {}
     out: dict[int, list[torch.Tensor]] = {}
     for op in pt.ops:
         if not op.inputs or any(t.ref not in values for t in op.inputs):
@@ -161,15 +175,18 @@ def _replay(pt: ParamTrace, bound: dict[int, torch.Tensor]) -> dict[int, list[to
             continue
         if len(results) != len(op.outputs):
             continue
+        ins[op.index] = [values[t.ref] for t in op.inputs]
         for ref, tensor in zip(op.outputs, results, strict=True):
             values[ref.ref] = tensor
         out[op.index] = results
-    return out
+    return ins, out
 
 
 def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[int, torch.Tensor]:
     """Bind the scope's first input refs to the trainer shard of the same shape on its rank."""
     role = result.plan.roles[pt.rank] if pt.rank is not None else None
+    if role is not None and role.side == "dst":
+        return _receiver_bindings(result, param, pt)
     if role is None or role.side != "src":
         return {}
     shards = [
@@ -188,6 +205,65 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
     return bound
 
 
+SHAPE_ONLY_OPS = frozenset({"view", "reshape", "flatten", "contiguous", "detach", "clone"})
+
+
+def _receiver_bindings(
+    result: SyncResult, param: ParamLayout, pt: ParamTrace
+) -> dict[int, torch.Tensor]:
+    """A receiving rank's buffer, when its ops only reshape it into the vLLM tensor.
+
+    Then the received buffer holds, in order, what the rank ends up holding,
+    so its ids are the final tensor's ids flattened to the buffer's shape.
+    """
+    first = pt.ops[0].inputs[0] if pt.ops and pt.ops[0].inputs else None
+    if first is not None and pt.phase == "stage1":
+        sent = _stage1_payload(result, param, pt.rank, math.prod(first.shape))
+        if sent is not None:
+            return {first.ref: sent.reshape(first.shape)}
+    if not pt.ops or any(op.op not in SHAPE_ONLY_OPS for op in pt.ops):
+        return {}
+    local = getattr(result, "local_ids", None)
+    if first is None or local is None:
+        return {}
+    try:
+        final = local(pt.rank, param.key).to(torch.int64)
+    except (StopIteration, KeyError):  # this rank does not hold the parameter
+        return {}
+    if final.numel() != math.prod(first.shape):
+        return {}
+    return {first.ref: final.reshape(first.shape)}
+
+
+def _stage1_payload(
+    result: SyncResult, param: ParamLayout, rank: int | None, numel: int
+) -> torch.Tensor | None:
+    """What the stage-1 sender of ``rank`` broadcast: its regroup result (replayed) or its
+    shard, when exactly one of them has the received buffer's size."""
+    senders = [a for a, b in result.plan.stage1 if b == rank]
+    if len(senders) != 1:
+        return None
+    found = []
+    for pt in _param_traces(result, param.key):
+        if pt.rank == senders[0] and pt.phase != "stage1":
+            _, outs = _replay_io(pt, _bindings(result, param, pt))
+            values = {
+                ref.ref: t
+                for op in pt.ops
+                for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False)
+            }
+            found += [values[r] for r in pt.output_refs if r in values]
+    if not found:
+        role = result.plan.roles[senders[0]]
+        found = [
+            s.index.ids()
+            for s in param.src
+            if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
+        ]
+    sized = [t for t in found if t.numel() == numel]
+    return sized[0].reshape(-1).to(torch.int64) if len(sized) == 1 else None
+
+
 def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:
     """Per global element, the index of its block; and the block labels."""
     numel = 1
@@ -202,8 +278,9 @@ def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:
 def _blocks_in(ids: torch.Tensor, table: torch.Tensor, labels: list[str]) -> tuple[str, ...]:
     flat = ids.reshape(-1).to(torch.int64)
     flat = flat[flat >= 0]
-    found = torch.unique(table[flat]).tolist()
-    return tuple(labels[i] for i in found if i >= 0)
+    counts = torch.bincount(table[flat] + 1, minlength=len(labels) + 1)  # beats unique's sort
+    found = torch.nonzero(counts[1:]).flatten().tolist()
+    return tuple(labels[i] for i in found)
 
 
 def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
@@ -215,11 +292,27 @@ def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
 
 def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     """Every recorded data-moving op of parameter ``key``, rank by rank, phase by phase."""
+    with _one_thread():
+        return _param_steps(result, key)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Replays touch small id tensors: one torch thread is faster (restored on exit)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     param = result.plan.layout.param(key)
     table, labels = _block_table(param)
     steps = []
     for pt in _param_traces(result, key):
-        replayed = _replay(pt, _bindings(result, param, pt))
+        ins, replayed = _replay_io(pt, _bindings(result, param, pt))
         for op in pt.ops:
             if op.op in QUIET_OPS:
                 continue
@@ -227,7 +320,9 @@ def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
             blocks = None
             if outs is not None:
                 blocks = tuple(dict.fromkeys(b for o in outs for b in _blocks_in(o, table, labels)))
-            steps.append(TraceStep(pt.rank or 0, pt.phase or "", op, blocks))
+            inputs = tuple(ins[op.index]) if op.index in ins else None
+            outputs = tuple(outs) if outs is not None else None
+            steps.append(TraceStep(pt.rank or 0, pt.phase or "", op, blocks, inputs, outputs))
     return steps
 
 
@@ -265,6 +360,11 @@ def _dst_ids(result: SyncResult, world: int, key: str, name: str) -> torch.Tenso
 
 def block_journey(result: SyncResult, key: str, block: int) -> Journey:
     """The journey of block number ``block`` (an index into the parameter's blocks)."""
+    with _one_thread():
+        return _block_journey(result, key, block)
+
+
+def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     plan = result.plan
     param = plan.layout.param(key)
     chosen = param.blocks[block]

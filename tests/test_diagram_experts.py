@@ -15,7 +15,7 @@ import pytest
 from syncviz import Parallel, preset
 from syncviz.cli.render import render_configure, render_main
 from syncviz.diagram.experts import expert_diagram, expert_text, slice_cell
-from syncviz.diagram.mpl import UNWRITTEN_COLOR, family_color, rank_color, render
+from syncviz.diagram.mpl import OK_FACE, UNWRITTEN_COLOR, rank_color, render
 from syncviz.errors import SyncvizError
 from syncviz.oracle import model_layout
 from syncviz.run.inprocess import run_sync
@@ -44,14 +44,23 @@ MIXTRAL_W13 = "model.model.layers.0.block_sparse_moe.experts.w13_weight"
 # HEP: 4 experts over ep*tp = 2 trainer ranks, rank 0 (tp0) holds experts 0-1 whole and
 # rank 1 (tp1) experts 2-3; each of the 4 vLLM ranks needs a quarter of every expert's
 # gate and up rows (w13) or down columns (w2), and both synchronizers deliver them.
-QWEN_TABLES = [
-    "before (trainer ranks): rank 0 tp0 ep0 | rank 1 tp1 ep0",
-    "  experts 0-1 (2, all ok): whole | -",
-    "  experts 2-3 (2, all ok): - | whole",
-    "after (vLLM ranks): rank 2 tp0 | rank 3 tp1 | rank 4 tp2 | rank 5 tp3",
-    "  experts 0-1 (2, all ok): ok | ok | ok | ok",
-    "  experts 2-3 (2, all ok): ok | ok | ok | ok",
-]
+# moe ffn 4 over 4 vLLM ranks: rank j holds gate row j and up row j (w13), down col j (w2).
+QWEN_SLICES = {
+    "experts_w13": " | ".join(f"ok: gate row {j}, up row {j}" for j in range(4)),
+    "experts_w2": " | ".join(f"ok: col {j}" for j in range(4)),
+}
+
+
+def _qwen_tables(kind: str) -> list[str]:
+    return [
+        "before (trainer ranks): rank 0 tp0 ep0 | rank 1 tp1 ep0",
+        "  experts 0-1 (2, all ok): whole | -",
+        "  experts 2-3 (2, all ok): - | whole",
+        "after (vLLM ranks): rank 2 tp0 | rank 3 tp1 | rank 4 tp2 | rank 5 tp3",
+        f"  experts 0-1 (2, all ok): {QWEN_SLICES[kind]}",
+        f"  experts 2-3 (2, all ok): {QWEN_SLICES[kind]}",
+        "routed experts exchanged by allgather among trainer ranks 0, 1",
+    ]
 
 
 @pytest.mark.parametrize("synchronizer", ["chatlearn", "corrected"])
@@ -64,7 +73,7 @@ def test_tiny_qwen_hep_s2_d4(synchronizer, key, shape, kind):
     result = run_sync(QWEN, Parallel(tp=2), Parallel(tp=4), synchronizer=synchronizer, layers=[0])
     text = expert_text(expert_diagram(result, key))
     assert text == "\n".join(
-        [f"experts {key} {shape} ({kind}): tiny, src tp2 -> dst tp4", *QWEN_TABLES]
+        [f"experts {key} {shape} ({kind}): tiny, src tp2 -> dst tp4", *_qwen_tables(kind)]
     )
 
 
@@ -72,7 +81,9 @@ def test_tiny_qwen_hep_s2_d4(synchronizer, key, shape, kind):
     ("synchronizer", "status"), [("chatlearn", "unwritten"), ("corrected", "ok")]
 )
 def test_tiny_mixtral_tp_sharded_s2_d4(synchronizer, status):
-    """mixtral s=2 -> d=4: each trainer rank holds half of every expert; faithful writes none."""
+    """mixtral s=2 -> d=4: each trainer rank holds half of every expert; faithful writes none;
+    corrected gives vLLM rank j gate row j and up row j of every expert (moe ffn 4)."""
+    after = [status] * 4 if status == "unwritten" else QWEN_SLICES["experts_w13"].split(" | ")
     result = run_sync(
         MIXTRAL, Parallel(tp=2), Parallel(tp=4), synchronizer=synchronizer, layers=[0]
     )
@@ -81,7 +92,8 @@ def test_tiny_mixtral_tp_sharded_s2_d4(synchronizer, status):
         "before (trainer ranks): rank 0 tp0 ep0 | rank 1 tp1 ep0",
         f"  experts 0-3 (4, all {status}): 1/2 | 1/2",
         "after (vLLM ranks): rank 2 tp0 | rank 3 tp1 | rank 4 tp2 | rank 5 tp3",
-        f"  experts 0-3 (4, all {status}): " + " | ".join([status] * 4),
+        f"  experts 0-3 (4, all {status}): " + " | ".join(after),
+        "routed experts exchanged by allgather among trainer ranks 0, 1",
     ])  # fmt: skip
 
 
@@ -115,18 +127,34 @@ def test_slice_cell_words(mixtral_w13):
     assert slice_cell(param, 7, foreign, want).text == "holds data of another parameter"
 
 
-def test_64_experts_aggregate():
-    """qwen2-57b-a14b s=2 -> d=4: 64 experts read as two rows of 32, all ok."""
+@pytest.mark.parametrize("n", [64, 128, 256])
+def test_many_experts_aggregate_with_exact_counts(n):
+    """n experts over 4 HEP trainer ranks (tp2 ep2) -> vLLM tp4: four rows of n/4 whole
+    experts each, every vLLM rank holding gate row j and up row j of every expert."""
+    spec = ModelSpec("m", "qwen2-moe", 1, 8, 4, 2, 8, 64, qkv_bias=True, num_experts=n,
+                     moe_ffn_hidden_size=4, shared_expert_ffn_hidden_size=8,
+                     shared_expert_gate=True)  # fmt: skip
+    result = run_sync(spec, Parallel(tp=2, ep=2), Parallel(tp=4), layers=[0])
+    d = expert_diagram(result, QWEN_W13)
+    q = n // 4
+    labels = [f"experts {k * q}-{(k + 1) * q - 1} ({q}, all ok)" for k in range(4)]
+    assert [r.label for r in d.rows] == labels
+    assert [[c.text for c in r.before] for r in d.rows] == [
+        ["whole" if j == k else "" for j in range(4)] for k in range(4)
+    ]
+    slices = [f"gate row {j}, up row {j}" for j in range(4)]
+    assert all([c.text for c in r.after] == slices for r in d.rows)
+    assert d.notes == ["routed experts exchanged by allgather among trainer ranks 0, 1, 2, 3"]
+
+
+def test_64_expert_preset_capped_rows_counted():
+    """qwen2-57b-a14b s=2 -> d=4, rows capped at 1: the note counts the 32 experts left out."""
     src, dst = Parallel(tp=2), Parallel(tp=4)
     result = run_sync(preset("qwen2-57b-a14b").scaled(src, dst), src, dst, layers=[0])
     d = expert_diagram(result, QWEN_W13)
-    assert d.num_experts == 64
     assert [r.label for r in d.rows] == ["experts 0-31 (32, all ok)", "experts 32-63 (32, all ok)"]
-    lines = expert_text(d).splitlines()
-    assert len(lines) == 7 and "  experts 32-63 (32, all ok): ok | ok | ok | ok" in lines
     capped = expert_diagram(result, QWEN_W13, max_rows=1)
-    assert [r.label for r in capped.rows] == ["experts 0-31 (32, all ok)"]
-    assert capped.notes == ["... 32 more experts (all ok)"]
+    assert capped.notes[-1] == "... 32 more experts (all ok)"
 
 
 def test_tp16_columns_capped():
@@ -136,7 +164,7 @@ def test_tp16_columns_capped():
     d = expert_diagram(result, QWEN_W13)
     assert [c.world for c in d.dst] == list(range(2, 10))
     assert all(len(r.after) == 8 for r in d.rows)
-    assert d.notes == ["... 8 more vLLM ranks"]
+    assert d.notes[1:] == ["... 8 more vLLM ranks"]
     assert d.rows[0].label == "experts 0-29 (30, all ok)"
 
 
@@ -153,7 +181,7 @@ def _pixel_rgb(png, xy):
 
 
 def test_png_cell_colours(tmp_path):
-    """Before cells have the holder's rank colour, ok cells the expert colour, unwritten grey."""
+    """Before cells have the holder's rank colour, ok cells pale indigo, unwritten grey."""
     result = run_sync(QWEN, Parallel(tp=2), Parallel(tp=4), layers=[0])
     d = expert_diagram(result, QWEN_W13)
     fig = render(d)
@@ -166,7 +194,7 @@ def test_png_cell_colours(tmp_path):
     assert _pixel_rgb(png, fig.rect_pixel(empty, 0.5, 0.5)) == pytest.approx((1, 1, 1), abs=0.02)
     ok = d.rows[0].after[3]
     got = _pixel_rgb(png, fig.rect_pixel(ok, 0.12, 0.5))
-    assert got == pytest.approx(family_color("expert"), abs=0.02)
+    assert got == pytest.approx(mcolors.to_rgb(OK_FACE), abs=0.02)
     faithful = run_sync(MIXTRAL, Parallel(tp=2), Parallel(tp=4), layers=[0])
     dm = expert_diagram(faithful, MIXTRAL_W13)
     fig = render(dm)

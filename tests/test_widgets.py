@@ -29,7 +29,15 @@ def test_builds_for_a_preset():
     assert ex.message.value == ""
     assert "llama3-8b (scaled)" in ex.status.value
     labels = [label for label, _ in ex.param.options]
-    assert "layer 0 · self_attn.qkv_proj.weight (qkv)" in labels
+    assert labels == [
+        "ERROR · layer 0 · input_layernorm.weight (input_norm)",
+        "ERROR · layer 0 · self_attn.qkv_proj.weight (qkv)",
+        "WRONG · layer 0 · self_attn.o_proj.weight (o_proj)",
+        "ERROR · layer 0 · post_attention_layernorm.weight (post_attention_norm)",
+        "OK · layer 0 · mlp.gate_up_proj.weight (gate_up)",
+        "OK · layer 0 · mlp.down_proj.weight (down)",
+    ]
+    assert ex.param.value.endswith("o_proj.weight")  # it opens on the first WRONG parameter
     assert ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"
     assert ex.widget is ex
 
@@ -46,18 +54,24 @@ def test_changing_parameter_changes_figure(tiny):
         "V head 1",
     ]  # fmt: skip
     tiny.param.value = QKV
-    assert tiny.image.value == qkv_png  # cached picture, same overlay
+    assert tiny.image.value == qkv_png  # the cached picture
 
 
 def test_step_slider_walks_ops(tiny):
-    """Step 2 of the qkv regroup is the getitem taking Q heads 0-1, highlighted in the figure."""
+    """Step 2 of the qkv regroup is the getitem taking Q heads 0-1; its frame is drawn."""
+    from syncviz.diagram import layout_diagram
+    from syncviz.diagram.pil import frame_png
+
     tiny.param.value = QKV
     base = tiny.image.value
     tiny.step.value = 2
     assert "getitem" in tiny.step_text.value
     assert "carries Q head 0, Q head 1" in tiny.step_text.value
-    assert tiny.image.value != base
+    assert tiny.image.value is base  # the big picture stays; only the step strip is drawn
+    d = layout_diagram(tiny.result, QKV, step=2)
+    assert tiny.step_image.value == frame_png(d.frame)
     tiny.step.value = 0
+    assert tiny.step_image.value == b""
 
 
 def test_filter_narrows_parameters(tiny):
@@ -135,3 +149,31 @@ def test_import_syncviz_loads_no_widgets():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_hover_and_click_read_the_core(tiny):
+    """Hovering vLLM tp1's first cell reads what it holds vs expects and where it came from;
+    clicking it selects K head 0 (what it holds) and shows that block's journey."""
+    tiny.param.value = QKV
+    tiny.view.value = "layout"
+    rank2 = next(p for p in tiny.image.panels if p["side"] == "vLLM holds" and p["rank"] == 2)
+    assert rank2["cells"] == [8, 8] and rank2["box"][2] > rank2["box"][0]
+    tiny.image.hover = ["vLLM holds", 2, 0, 3]
+    assert tiny.image.words.startswith(
+        "vLLM pp0 tp1 (rank 2) row 0 col 3 holds K head 0 row 0 col 3,"
+        " expected Q head 2 row 0 col 3: WRONG; came from trainer pp0 tp0 (rank 0) row 4 col 3"
+    )
+    tiny.image.picked = ["vLLM holds", 2, 0, 3]
+    assert tiny.block.label == "K head 0" and "journey of <b>K head 0</b>" in tiny.journey.value
+
+
+def test_experts_view_and_exact_size_refusal():
+    """The experts view draws a routed-expert tensor; an exact-size 70B run is refused first."""
+    ex = Explorer("qwen1.5-moe-a2.7b", Parallel(tp=2), Parallel(tp=4))
+    ex.view.value = "experts"
+    assert ex.image.value[:4] == b"\x89PNG" and ex.image.panels == []
+    big = Explorer("llama3-70b", Parallel(tp=8), Parallel(tp=8))
+    big.layer.value = -1  # every layer
+    big.scaled.value = False
+    assert "exact-size run needs about" in big.message.value
+    assert "keep the layout-preserving downscale on" in big.message.value

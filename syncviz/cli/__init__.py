@@ -21,7 +21,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from syncviz.cli import check, layout, presets, render
+from syncviz.cli import check, diagnose, layout, presets, render
 from syncviz.cli.command import Command, HelpFormatter, UsageError
 from syncviz.cli.interrupts import exit_code, handle_signals
 from syncviz.errors import SyncvizError
@@ -29,7 +29,8 @@ from syncviz.errors import SyncvizError
 PROG = "syncviz"
 
 COMMANDS: dict[str, Command] = {
-    c.name: c for c in (layout.COMMAND, check.COMMAND, presets.COMMAND, render.COMMAND)
+    c.name: c
+    for c in (layout.COMMAND, check.COMMAND, presets.COMMAND, render.COMMAND, diagnose.COMMAND)
 }
 
 

@@ -52,7 +52,7 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="K",
-        help="layout view: show the regroup up to recorded op K (1-based) and what it moved",
+        help="layout view: also draw recorded step K (1-based): what it read and wrote",
     )
     parser.add_argument(
         "-o",
@@ -86,7 +86,9 @@ def render_main(args: argparse.Namespace) -> int:
     if args.scaled:
         spec = spec.scaled(src, dst)
     choice = synchronizer_choice(args)
-    result = run_sync(spec, src, dst, synchronizer=choice, layers=args.layers, timeout=args.timeout)
+    # The embedding, final norm and lm_head live outside the layers: sync them all then.
+    layers = None if _is_global(args) else args.layers
+    result = run_sync(spec, src, dst, synchronizer=choice, layers=layers, timeout=args.timeout)
     if args.view == "transfer":
         diagram = transfer_diagram(result)
     elif args.view == "experts":
@@ -98,30 +100,36 @@ def render_main(args: argparse.Namespace) -> int:
         diagram = expert_diagram(result, resolve_param(keys, args.param or keys[0]))
     else:
         key = resolve_param(result.plan.layout.keys(), args.param)
-        diagram = layout_diagram(result, key, check(result))
-        if args.step is not None:
-            _cut_at_step(result, key, diagram, args.step)
+        diagram = layout_diagram(result, key, check(result), step=args.step)
     figure = render(diagram)
     with atomic_output(output) as tmp:
         figure.save(tmp)
     print(output)
+    for line in _words(diagram):
+        print(line)
     return 0
 
 
-def _cut_at_step(result, key: str, diagram, step: int) -> None:
-    """Keep the recorded ops up to ``step`` and say, on the figure, what that op moved."""
-    from syncviz.journey import param_steps
+GLOBAL_NAMES = ("embed_tokens", "lm_head", "model.norm", "model.model.norm")
 
-    steps = param_steps(result, key)
-    if not 1 <= step <= len(steps):
-        raise SyncvizError(
-            f"--step {step} is out of range: {key} has {len(steps)} recorded ops",
-            fix=f"use --step 1..{len(steps)}" if steps else "leave --step out",
-        )
-    chosen = steps[step - 1]
-    diagram.steps = diagram.steps[:step]
-    moved = ", ".join(chosen.blocks) if chosen.blocks else "blocks not replayable here"
-    diagram.notes.append(f"step {step}/{len(steps)}: {chosen.text} (moves {moved})")
+
+def _is_global(args: argparse.Namespace) -> bool:
+    """Whether ``--param`` names a parameter outside the layers (embedding, lm_head, norm)."""
+    name = args.param or ""
+    return args.view == "layout" and any(g in name or name == g for g in GLOBAL_NAMES)
+
+
+def _words(diagram) -> list[str]:
+    """What the picture shows in words, printed beside it: every wrong region, the step."""
+    from syncviz.diagram.model import LayoutDiagram
+
+    if not isinstance(diagram, LayoutDiagram):
+        return []
+    lines = [f"WRONG {line}" for line in diagram.regions()]
+    lines += diagram.problems
+    if diagram.frame is not None:
+        lines.append(diagram.frame.text)
+    return lines or ["every vLLM rank holds what the oracle expects"]
 
 
 def resolve_param(keys: list[str], name: str | None) -> str:

@@ -1,4 +1,4 @@
-"""Diagrams: plain-data models, text rendering, and (lazily) matplotlib rendering.
+"""Diagrams: plain-data models (rasters, bands, steps), text rendering, lazy matplotlib.
 
 >>> from syncviz import Parallel, preset
 >>> from syncviz.diagram import transfer_diagram, transfer_text
@@ -10,33 +10,38 @@
 
 from syncviz.diagram.experts import ExpertDiagram, expert_diagram, expert_text
 from syncviz.diagram.model import (
+    Band,
     Edge,
     Exchange,
+    Frame,
     LayoutDiagram,
     Panel,
     RankBox,
-    Rect,
-    Step,
     TransferDiagram,
     layout_diagram,
     transfer_diagram,
 )
+from syncviz.diagram.raster import BlockTable, Raster, raster, raster_text
 from syncviz.diagram.text import layout_text, transfer_text
 
 __all__ = [
+    "Band",
+    "BlockTable",
     "Edge",
     "Exchange",
     "ExpertDiagram",
+    "Frame",
     "LayoutDiagram",
     "Panel",
     "RankBox",
-    "Rect",
-    "Step",
+    "Raster",
     "TransferDiagram",
     "expert_diagram",
     "expert_text",
     "layout_diagram",
     "layout_text",
+    "raster",
+    "raster_text",
     "render",
     "transfer_diagram",
     "transfer_text",

@@ -36,7 +36,7 @@ from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 if TYPE_CHECKING:
     from syncviz.run.result import SyncResult
 
-MAX_ROWS = 16  # expert rows shown; the rest are counted in a note
+MAX_ROWS = 32  # expert rows shown; the rest are counted, ok and not ok, in a note
 MAX_COLUMNS = 8  # ranks shown per side; the rest are counted in a note
 MAX_HELD_BLOCKS = 2  # blocks named in one wrong cell's explanation
 
@@ -150,8 +150,9 @@ def expert_diagram(
         )
     src_cols, before = _before(plan, param)
     dst_cols, after = _after(result, param)
+    after = _with_origin(after, before)
     rows = _aggregate(before, after)
-    notes = []
+    notes = [_exchange_words(plan)] if plan.expert_groups else []
     if len(rows) > max_rows:
         rest = rows[max_rows:]
         hidden = sum(r.count for r in rest)
@@ -196,9 +197,38 @@ def expert_diagram(
     )
 
 
+def _exchange_words(plan) -> str:
+    """How trainer ranks exchange routed experts before the broadcast, in words."""
+    groups = "; ".join(", ".join(map(str, g)) for g in plan.expert_groups)
+    return f"routed experts exchanged by {plan.expert_comm} among trainer ranks {groups}"
+
+
+def _with_origin(after: list[list[Cell]], before: list[list[Cell]]) -> list[list[Cell]]:
+    """Wrong cells that hold another expert also say which trainer rank(s) held that expert."""
+    holders = [[c.rank for c in row if c.status != "none"] for row in before]
+    out = []
+    for row in after:
+        new = []
+        for c in row:
+            held = _held_expert(c.text) if c.status == "wrong" else None
+            if held is not None and held < len(holders) and holders[held]:
+                ranks = ", ".join(map(str, holders[held]))
+                c = Cell(c.rank, c.status, f"{c.text} (from trainer rank {ranks})")
+            new.append(c)
+        out.append(new)
+    return out
+
+
+def _held_expert(text: str) -> int | None:
+    words = text.split()
+    if len(words) >= 3 and words[:2] == ["holds", "expert"] and words[2].isdigit():
+        return int(words[2])
+    return None
+
+
 def _before(plan, param: ParamLayout):
     """Per trainer rank: the fraction of each expert's elements it holds."""
-    from syncviz.diagram.model import _src_world
+    from syncviz.diagram.ranks import src_world as _src_world
 
     n_experts = param.global_shape[0]
     per_expert = math.prod(param.global_shape[1:])
@@ -240,7 +270,7 @@ def _experts_of(param: ParamLayout, ids: torch.Tensor) -> torch.Tensor:
 
 def _after(result: SyncResult, param: ParamLayout):
     """Per vLLM rank: the status of each expert's slice, with words for wrong ones."""
-    from syncviz.diagram.model import _dst_world
+    from syncviz.diagram.ranks import dst_world as _dst_world
 
     n_experts = param.global_shape[0]
     columns: list[RankColumn] = []
@@ -288,9 +318,11 @@ def slice_cell(param: ParamLayout, world: int, got: torch.Tensor, want: torch.Te
     >>> slice_cell(w13, 1, ids[3], ids[0]).text
     'holds expert 3 gate, up'
     """
-    bad = got != want
+    from syncviz.check import RIGHT, element_status
+
+    bad = element_status(got, want) != RIGHT  # the checker's verdict, element by element
     if not bool(bad.any()):
-        return Cell(world, "ok")
+        return Cell(world, "ok", slice_words(param, want))
     if bool((got[bad] == UNWRITTEN_ID).all()):
         if bool(bad.all()):
             return Cell(world, "unwritten")
@@ -299,6 +331,53 @@ def slice_cell(param: ParamLayout, world: int, got: torch.Tensor, want: torch.Te
     if torch.equal(torch.sort(got.reshape(-1)).values, torch.sort(want.reshape(-1)).values):
         return Cell(world, "wrong", "right elements, wrong places")
     return Cell(world, "wrong", "holds " + held_words(param, held))
+
+
+def slice_words(param: ParamLayout, ids: torch.Tensor) -> str:
+    """Which FFN slice of its expert a rank's ids are: rows of the gate and up halves
+    (w13) or columns of down (w2); the whole expert says "whole".
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle import model_layout
+    >>> spec = ModelSpec("tiny", "mixtral", 1, 8, 4, 2, 8, 64, num_experts=4,
+    ...     moe_ffn_hidden_size=4)
+    >>> layout = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> w13, w2 = layout.params[5], layout.params[6]
+    >>> slice_words(w13, w13.dst[1].index.ids()[2]), slice_words(w2, w2.dst[0].index.ids()[0])
+    ('gate rows 2-3, up rows 2-3', 'cols 0-1')
+    >>> slice_words(w13, w13.dst[0].index.ids()[1, [0, 2]])
+    'gate row 0, up row 0'
+    """
+    flat = ids.reshape(-1).to(torch.int64)
+    flat = flat[flat >= 0]
+    if not flat.numel():
+        return "padding"
+    _, rows, cols = torch.unravel_index(flat, param.global_shape)
+    n_rows, n_cols = param.global_shape[1:]
+    col_words = _range_words("cols", cols, n_cols)
+    if param.kind == "experts_w13":
+        half = n_rows // 2
+        parts = []
+        for name, inside, base in (("gate", rows < half, 0), ("up", rows >= half, half)):
+            if bool(inside.any()):
+                parts.append(
+                    f"{name} " + (_range_words("rows", rows[inside] - base, half) or "whole")
+                )
+        words = ", ".join(parts)
+        return words + (f"; {col_words}" if col_words else "")
+    row_words = _range_words("rows", rows, n_rows)
+    return ", ".join(w for w in (row_words, col_words) if w) or "whole"
+
+
+def _range_words(name: str, values: torch.Tensor, full: int) -> str:
+    """``rows 2-3`` for a contiguous range, ``rows 0-7 (4 of them)`` if gapped, "" if whole."""
+    lo, hi = int(values.min()), int(values.max())
+    if (lo, hi) == (0, full - 1) and values.unique().numel() == full:
+        return ""
+    count = values.unique().numel()
+    span = f"{name[:-1]} {lo}" if lo == hi else f"{name} {lo}-{hi}"
+    return span if count == hi - lo + 1 else f"{span} ({count} of them)"
 
 
 def held_words(param: ParamLayout, ids: torch.Tensor) -> str:

@@ -1,11 +1,11 @@
 """The diagram model: plain data saying what to draw, built from a sync run and the oracle.
 
-A :class:`LayoutDiagram` shows one parameter: a panel per trainer shard, the
-regroup steps the trace recorded, and a panel per vLLM tensor. Each panel is a
-list of :class:`Rect` made by merging elements into row runs of one block, so
-the drawing cost follows the number of blocks, not of elements. Destination
-rects are compared with the oracle's expected ids: wrong ones carry words.
-A :class:`TransferDiagram` says which rank sends how much to which.
+A :class:`LayoutDiagram` shows one parameter: a provenance raster per trainer
+shard; per vLLM rank the raster of what it holds beside the raster of what the
+oracle expects, with the checker's verdict per cell and one line per wrong
+region; movement bands from trainer rows (columns) to where they land; and the
+recorded steps (:func:`syncviz.journey.param_steps`, the one list every view
+reads). A :class:`TransferDiagram` says which rank sends how much to which.
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec
@@ -13,136 +13,127 @@ A :class:`TransferDiagram` says which rank sends how much to which.
 >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
 >>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
->>> [p.title for p in d.dst], d.wrong_count > 0
-(['dst pp0 tp0 (rank 1)', 'dst pp0 tp1 (rank 2)'], True)
+>>> [p.title for p in d.dst], d.axis, d.wrong_count > 0
+(['vLLM pp0 tp0 (rank 1)', 'vLLM pp0 tp1 (rank 2)'], 1, True)
+>>> d.dst[0].regions[0].text
+'rows 1-7: holds row 0: heads 2-3 row 0; rows 1-6: heads 0-3 rows 1-3, expected heads 0-1 rows 1-7'
 >>> [(e.src, e.dst, e.stage) for e in transfer_diagram(result).edges]
 [(0, 1, 'stage1'), (1, 2, 'stage2')]
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from syncviz.oracle import ParamLayout, describe
-from syncviz.run.values import UNWRITTEN_ID
+from syncviz.check import Region, element_status, wrong_regions
+from syncviz.diagram.ranks import dst_world, src_world
+from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
+from syncviz.journey import TraceStep, param_steps
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
     from syncviz.run.result import SyncResult
 
-PAD_ID = -1
-MAX_RANK_PANELS = 8  # panels per side; the rest are counted in a note
-MAX_BANDS = 8  # experts drawn per 3-D tensor; the rest are counted in a note
-MAX_RECTS = 96  # rects per panel; the rest are counted in a note
-MAX_EXPLAINED = 32  # wrong rects per panel whose explanation is spelled out
-MAX_STEPS = 12  # recorded ops listed per (rank, phase)
-MAX_EDGES = 32  # arrows per transfer map
-QUIET_OPS = frozenset({"contiguous", "detach", "clone"})  # ops that do not move data
-
-STATUS_CODES = ("ok", "wrong", "unwritten", "padding")
-
-
-@dataclass(frozen=True)
-class Rect:
-    """A run of rows ``row0..row1-1`` x cols ``col0..col1-1`` (panel coords) of one block.
-
-    ``family`` is the colour key and ``shade`` the block's index inside it;
-    ``src_rank`` is the trainer world rank the data came from (None if unknown);
-    ``explanation`` says, for wrong rects, what is held and what was expected.
-
-    >>> Rect(0, 2, 0, 8, "Q head 1", "q", 1, 0, "ok").rows, Rect(0, 2, 0, 8, "x", "q", 1).cols
-    (2, 8)
-    """
-
-    row0: int
-    row1: int
-    col0: int
-    col1: int
-    label: str
-    family: str
-    shade: int = 0
-    src_rank: int | None = None
-    status: str = "ok"
-    replicated: bool = False
-    explanation: str = ""
-
-    @property
-    def rows(self) -> int:
-        return self.row1 - self.row0
-
-    @property
-    def cols(self) -> int:
-        return self.col1 - self.col0
+MAX_EDGES = 64  # arrows per transfer map
+MAX_RANK_BOXES = 64  # rank boxes per side of the transfer map
 
 
 @dataclass
 class Panel:
-    """One local tensor drawn as a [rows, cols] grid (3-D tensors as stacked expert bands).
+    """One rank's tensor: its raster, and for vLLM ranks what the oracle expects.
 
-    ``shape`` is the true tensor shape; ``grid`` the drawn [rows, cols];
-    ``bands`` the number of expert bands drawn (0 for 2-D/1-D tensors).
-
-    >>> Panel("src pp0 tp0 (rank 0)", 0, (4, 8), (4, 8)).notes
-    []
+    ``regions`` are the checker's wrong runs (rows, experts) of this tensor in
+    words; ``shared`` names, per block label, the other vLLM ranks that hold
+    the same (replicated) block.
     """
 
     title: str
     rank: int
+    side: str  # src | dst | step
     shape: tuple[int, ...]
-    grid: tuple[int, int]
-    rects: list[Rect] = field(default_factory=list)
-    bands: int = 0
-    notes: list[str] = field(default_factory=list)
+    actual: Raster
+    expected: Raster | None = None
+    regions: list[Region] = field(default_factory=list)
+    shared: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def wrong_cells(self) -> int:
+        return int((self.actual.status != 0).sum())
 
 
 @dataclass(frozen=True)
-class Step:
-    """One recorded op on one rank: its name and output shapes (no ids).
+class Band:
+    """Elements ``src_span`` (along the block axis) of trainer rank ``src`` land at
+    ``dst_span`` of vLLM rank ``dst``; ``block`` is the block number, ``wrong`` the verdict."""
 
-    >>> Step(0, "regroup", "view", ((8, 2, 8),)).text
-    'view -> [8, 2, 8]'
-    """
+    src: int
+    src_span: tuple[int, int]
+    dst: int
+    dst_span: tuple[int, int]
+    block: int
+    wrong: bool
 
-    rank: int
-    phase: str
-    op: str
-    shapes: tuple[tuple[int, ...], ...]
+
+@dataclass
+class Frame:
+    """One recorded step drawn: the rasters of what it read and what it wrote."""
+
+    number: int
+    total: int
+    step: TraceStep
+    inputs: list[Panel]
+    outputs: list[Panel]
 
     @property
     def text(self) -> str:
-        return f"{self.op} -> " + ", ".join(str(list(s)) for s in self.shapes)
+        moved = ", ".join(self.step.blocks) if self.step.blocks else "not replayed on ids"
+        return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
 
 
 @dataclass
 class LayoutDiagram:
-    """One parameter: source panels, recorded steps, destination panels, check notes."""
+    """One parameter: trainer panels, vLLM panels (actual and expected), bands, steps.
+
+    ``axis`` is the dim that carries the blocks (0: rows, e.g. QKV heads; 1:
+    columns, e.g. o_proj heads); labels and bands run along it.
+    """
 
     key: str
     kind: str
     global_shape: tuple[int, ...]
     title: str
+    axis: int
+    table: BlockTable
     src: list[Panel]
-    steps: list[Step]
     dst: list[Panel]
-    notes: list[str] = field(default_factory=list)
+    bands: list[Band]
+    steps: list[TraceStep]
+    frame: Frame | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
     def wrong_count(self) -> int:
-        """Number of destination rects marked wrong."""
-        return sum(r.status == "wrong" for p in self.dst for r in p.rects)
+        """Cells of vLLM tensors the checker calls not right."""
+        return sum(p.wrong_cells for p in self.dst)
+
+    def regions(self) -> list[str]:
+        """One line per wrong region, every vLLM rank: ``vLLM tp0 (rank 1) rows 4-5: ...``."""
+        return [f"{p.title} {r.text}" for p in self.dst for r in p.regions]
 
     def families(self) -> list[str]:
-        """The colour families used, in first-seen order (for a legend)."""
+        """The colour families present, in first-seen order (for a legend)."""
         seen: dict[str, None] = {}
         for panel in self.src + self.dst:
-            for r in panel.rects:
-                seen.setdefault(r.family, None)
+            for b in torch.unique(panel.actual.block).tolist():
+                seen.setdefault(self.table.families[b] if b >= 0 else _SPECIAL[b], None)
         return list(seen)
+
+
+_SPECIAL = {-1: "padding", -2: "unwritten", -3: "foreign"}
 
 
 @dataclass(frozen=True)
@@ -216,52 +207,87 @@ def human_bytes(n: int) -> str:
 # ---------------------------------------------------------------- layout diagram
 
 
+def block_axis(table: BlockTable) -> int:
+    """The dim that carries the blocks: 1 when blocks split only the columns (o_proj)."""
+    if len(table.shape) == 2 and len(table.cuts[0]) == 2 and len(table.cuts[1]) > 2:
+        return 1
+    return 0
+
+
 def layout_diagram(
-    result: SyncResult, key: str, check_report: CheckReport | None = None
+    result: SyncResult,
+    key: str,
+    check_report: CheckReport | None = None,
+    *,
+    step: int | None = None,
+    max_cells: int = MAX_CELLS,
+    steps: list[TraceStep] | None = None,
 ) -> LayoutDiagram:
-    """The layout diagram of parameter ``key`` (a vLLM name) in ``result``."""
+    """The layout diagram of parameter ``key`` (a vLLM name) in ``result``.
+
+    ``step`` (1-based, into :func:`syncviz.journey.param_steps`) adds that
+    step's frame. Every rank is drawn; big tensors are downsampled. ``steps``
+    passes that list when the caller already has it.
+    """
+    numel = math.prod(result.plan.layout.param(key).global_shape)
+    with small_work(numel):
+        return _layout_diagram(result, key, check_report, step, max_cells, steps)
+
+
+def _layout_diagram(result, key, check_report, step, max_cells, steps) -> LayoutDiagram:
     plan = result.plan
     param = plan.layout.param(key)
-    tables = _BlockTables(param)
-    owner, replicated = _owners(result, param)
+    table = BlockTable(param)
+    axis = block_axis(table)
+    cell = _common_cell(param, axis, max_cells)
     src_panels = []
-    for shard in param.src[:MAX_RANK_PANELS]:
-        world = _src_world(plan, shard.pp, shard.tp, shard.ep)
+    for shard in param.src:
+        world = src_world(plan, shard.pp, shard.tp, shard.ep)
         ids = shard.index.ids()
-        title = f"src {shard.rank_label} (rank {world})"
-        src_panels.append(_panel(title, world, ids, ids, tables, owner, replicated, param))
+        title = f"trainer {shard.rank_label} (rank {world})"
+        src_panels.append(
+            Panel(title, world, "src", tuple(ids.shape), raster(ids, table, cell=cell))
+        )
     dst_panels = []
-    for t in param.dst[:MAX_RANK_PANELS]:
-        world = _dst_world(plan, t.pp, t.tp)
-        actual = result.local_ids(world, key).to(torch.int64)
-        title = f"dst {t.rank_label} (rank {world})"
+    words: dict = {}
+    for t in param.dst:
+        world = dst_world(plan, t.pp, t.tp)
+        actual = result.local_ids(world, key)
         expected = t.index.ids()
-        dst_panels.append(_panel(title, world, actual, expected, tables, owner, replicated, param))
-    notes = []
-    if len(param.src) > MAX_RANK_PANELS:
-        notes.append(f"... {len(param.src) - MAX_RANK_PANELS} more source ranks")
-    if len(param.dst) > MAX_RANK_PANELS:
-        notes.append(f"... {len(param.dst) - MAX_RANK_PANELS} more destination ranks")
+        status = element_status(actual, expected)
+        got = raster(actual, table, status, cell=cell)
+        want = raster(expected, table, cell=cell)
+        # Row blocks: cut regions where the held block changes; column blocks: whole runs.
+        split = _row_keys(table, actual, expected) if axis == 0 else None
+        regions = wrong_regions(param, actual, expected, split=split, cache=words)
+        title = f"vLLM {t.rank_label} (rank {world})"
+        dst_panels.append(Panel(title, world, "dst", tuple(actual.shape), got, want, regions))
+    _mark_shared(dst_panels, table)
     problems: list[str] = []
     if check_report is not None:
-        for pc in check_report.params:
-            if pc.key == key:
-                problems = pc.lines()
+        pc = next((p for p in check_report.params if p.key == key), None)
+        problems = [] if pc is None else [e.strip() for e in pc.errors]
     title = (
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
-        f" src {_sizes(plan.src)} -> dst {_sizes(plan.dst)}"
+        f" trainer {_sizes(plan.src)} -> vLLM {_sizes(plan.dst)}"
     )
-    return LayoutDiagram(
+    steps = param_steps(result, key) if steps is None else steps
+    d = LayoutDiagram(
         key,
         param.kind,
-        param.global_shape,
+        tuple(param.global_shape),
         title,
+        axis,
+        table,
         src_panels,
-        _steps(result, key),
         dst_panels,
-        notes,
-        [line.strip() for line in problems],
+        movement(src_panels, dst_panels, table, axis),
+        steps,
+        problems=problems,
     )
+    if step is not None:
+        d.frame = frame(d, step, cell)
+    return d
 
 
 def _sizes(p) -> str:
@@ -269,179 +295,163 @@ def _sizes(p) -> str:
     return " ".join(parts)
 
 
-def _src_world(plan, pp: int, tp: int, ep: int | None) -> int:
-    for role in plan.roles:
-        if role.side == "src" and (role.pp, role.tp, role.ep) == (pp, tp, ep or 0):
-            return role.world
-    raise LookupError(f"no trainer rank pp{pp} tp{tp} ep{ep}")
+def _common_cell(param, axis: int, max_cells: int) -> tuple[int, int]:
+    """One cell size for every panel of a diagram, so panels stay to scale side by side."""
+    from syncviz.diagram.raster import as_grid
 
+    def grid(shape) -> tuple[int, int]:
+        g, _ = as_grid(torch.empty(shape, dtype=torch.int8))
+        return int(g.shape[0]), int(g.shape[1])
 
-def _dst_world(plan, pp: int, tp: int) -> int:
-    for role in plan.roles:
-        if role.side == "dst" and (role.pp, role.tp) == (pp, tp):
-            return role.world
-    raise LookupError(f"no vLLM rank pp{pp} tp{tp}")
-
-
-class _BlockTables:
-    """Per global element: the index of its block; per block: label, family, shade."""
-
-    def __init__(self, param: ParamLayout) -> None:
-        self.param = param
-        grid = torch.empty(param.global_shape, dtype=torch.int64)
-        for i, block in enumerate(param.blocks):
-            grid[
-                tuple(slice(a, b) for a, b in zip(block.box.start, block.box.stop, strict=False))
-            ] = i
-        self.block_of = grid.reshape(-1)
-        self.labels = [b.label for b in param.blocks]
-        self.families = [b.family for b in param.blocks]
-        self.shades = [b.index or 0 for b in param.blocks]
-
-
-def _owners(result: SyncResult, param: ParamLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per global element: the trainer world rank holding it, and whether several do."""
-    numel = int(torch.tensor(param.global_shape).prod())
-    owner = torch.full((numel,), -1, dtype=torch.int64)
-    count = torch.zeros(numel, dtype=torch.int64)
-    for shard in param.src:
-        ids = shard.index.ids().reshape(-1)
-        ids = ids[ids >= 0]
-        world = _src_world(result.plan, shard.pp, shard.tp, shard.ep)
-        fresh = owner[ids] < 0
-        owner[ids[fresh]] = world
-        count[ids] += 1
-    return owner, count > 1
-
-
-def _as_grid(ids: torch.Tensor) -> tuple[torch.Tensor, int, list[str]]:
-    """ids as a 2-D grid: 1-D -> one row; [E, R, C] -> E stacked bands (capped)."""
-    notes = []
-    if ids.dim() == 1:
-        return ids.reshape(1, -1), 0, notes
-    if ids.dim() == 3:
-        bands = ids.shape[0]
-        if bands > MAX_BANDS:
-            notes.append(f"... {bands - MAX_BANDS} more experts")
-            ids = ids[:MAX_BANDS]
-            bands = MAX_BANDS
-        return ids.reshape(-1, ids.shape[-1]), bands, notes
-    return ids, 0, notes
-
-
-def _panel(title, world, actual, expected, tables, owner, replicated, param) -> Panel:
-    shape = tuple(actual.shape)
-    got, bands, notes = _as_grid(actual)
-    want, _, _ = _as_grid(expected)
-    status = torch.zeros_like(got)  # index into STATUS_CODES
-    status[(got != want)] = 1
-    status[got == UNWRITTEN_ID] = 2
-    status[(got == PAD_ID) & (want == PAD_ID)] = 3
-    valid = got >= 0
-    safe = got.clamp(min=0)
-    block = torch.where(valid, tables.block_of[safe], torch.full_like(got, -1))
-    src = torch.where(valid, owner[safe], torch.full_like(got, -1))
-    rep = torch.where(valid, replicated[safe], torch.zeros_like(got, dtype=torch.bool))
-    # One integer per element that changes whenever anything drawn changes.
-    n_ranks = int(owner.max()) + 2
-    key = ((block + 1) * (n_ranks + 1) + (src + 1)) * 8 + status * 2 + rep.to(torch.int64)
-    boxes = _boxes(key)
-    if len(boxes) > MAX_RECTS:
-        # Too scattered to draw block by block (e.g. a flat chunk of a column-split
-        # weight): draw runs of one status instead, labelled as mixed blocks.
-        boxes = _boxes(status)
-        notes.append("drawn by status: blocks change too often to draw one by one")
-    if len(boxes) > MAX_RECTS:
-        notes.append(f"... {len(boxes) - MAX_RECTS} more blocks")
-        boxes = boxes[:MAX_RECTS]
-    # Words cost far more than drawing: explain only the first few wrong rects.
-    rects: list[Rect] = []
-    explained = 0
-    for r0, r1, c0, c1 in boxes:
-        explain = explained < MAX_EXPLAINED
-        rect = _rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param, explain)
-        explained += rect.status == "wrong"
-        rects.append(rect)
-    return Panel(title, world, shape, (got.shape[0], got.shape[1]), rects, bands, notes)
-
-
-def _boxes(key: torch.Tensor) -> list[tuple[int, int, int, int]]:
-    """Rectangles of equal ``key``: runs of identical rows, cut where a row's key changes."""
-    rows = key.shape[0]
-    same_as_prev = torch.zeros(rows, dtype=torch.bool)
-    if rows > 1:
-        same_as_prev[1:] = (key[1:] == key[:-1]).all(dim=1)
-    starts = [r for r in range(rows) if not same_as_prev[r]]
-    starts.append(rows)
-    boxes: list[tuple[int, int, int, int]] = []
-    for r0, r1 in itertools.pairwise(starts):
-        row = key[r0]
-        cuts = [0, *(torch.nonzero(row[1:] != row[:-1]).flatten() + 1).tolist(), len(row)]
-        boxes += [(r0, r1, c0, c1) for c0, c1 in itertools.pairwise(cuts)]
-    return boxes
-
-
-def _rect(r0, r1, c0, c1, got, want, block, src, status, rep, tables, param, explain) -> Rect:
-    code = STATUS_CODES[int(status[r0, c0])]
-    b = int(block[r0, c0])
-    s = int(src[r0, c0])
-    if code == "unwritten":
-        label, family, shade = "unwritten", "unwritten", 0
-    elif b < 0:
-        label, family, shade = "padding", "padding", 0
-    else:
-        label, family, shade = tables.labels[b], tables.families[b], tables.shades[b]
-        if bool((block[r0:r1, c0:c1] != b).any()):
-            label = f"{label} and other blocks"
-    explanation = ""
-    if code == "wrong" and explain:
-        explanation = (
-            f"holds {_words(param, got[r0:r1, c0:c1])},"
-            f" expected {_words(param, want[r0:r1, c0:c1])}"
-        )
-    return Rect(
-        r0,
-        r1,
-        c0,
-        c1,
-        label,
-        family,
-        shade,
-        None if s < 0 else s,
-        code,
-        bool(rep[r0, c0]),
-        explanation,
+    shapes = [grid(s.shape) for s in param.src] + [grid(t.shape) for t in param.dst]
+    # Panels stack along the block axis, so that side holds the sum of all panels.
+    along = max(
+        sum(s[axis] for s in shapes[: len(param.src)]),
+        sum(s[axis] for s in shapes[len(param.src) :]),
     )
+    across = max(s[1 - axis] for s in shapes)
+    sizes = [0, 0]
+    sizes[axis] = cell_size(along, 2 * max_cells)
+    sizes[1 - axis] = cell_size(across, max_cells // 2 if axis == 0 else max_cells)
+    return sizes[0], sizes[1]
 
 
-def _words(param: ParamLayout, ids: torch.Tensor) -> str:
-    """What a sub-grid of ids holds, without the local row prefix of a single piece."""
-    if bool((ids < 0).all()):
-        return "padding"
-    if len(param.global_shape) == 1:
-        ids = ids.reshape(-1)
-    try:
-        text = describe(param, ids)
-    except Exception:  # a sub-grid of a stacked 3-D tensor: name its first element
-        first = int(ids[ids >= 0].reshape(-1)[0])
-        return param.decode(first) + " ..."
-    if "; " not in text and ": " in text:
-        return text.split(": ", 1)[1]
-    return text
+def _row_keys(table: BlockTable, actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Per row (expert): the blocks its first element holds and should hold, as one key."""
+    first = (lambda x: x.reshape(x.shape[0], -1)[:, 0]) if actual.dim() > 1 else (lambda x: x)
+    got, _ = table.lookup(first(actual))
+    want, _ = table.lookup(first(expected))
+    return got * (len(table.blocks) + 8) + want
 
 
-def _steps(result: SyncResult, key: str) -> list[Step]:
-    if result.trace is None:
-        return []
-    steps = []
-    for pt in result.trace.params:
-        if pt.param != key or pt.rank is None:
+def _mark_shared(panels: list[Panel], table: BlockTable) -> None:
+    """Blocks the oracle expects on several vLLM ranks (replicated K/V heads): who shares."""
+    holders: dict[int, list[int]] = {}
+    for p in panels:
+        if p.expected is None:
             continue
-        moving = [op for op in pt.ops if op.op not in QUIET_OPS]
-        for op in moving[:MAX_STEPS]:
-            shapes = tuple(tuple(t.shape) for t in op.outputs)
-            steps.append(Step(pt.rank, pt.phase or "", op.op, shapes))
-    return steps
+        for b in torch.unique(p.expected.block).tolist():
+            if b >= 0:
+                holders.setdefault(b, []).append(p.rank)
+    for p in panels:
+        for b, ranks in holders.items():
+            if len(ranks) > 1 and p.rank in ranks and len(ranks) < len(panels):
+                p.shared[table.labels[b]] = [r for r in ranks if r != p.rank]
+
+
+def _lines(r: Raster, axis: int) -> list[tuple[int, int, int, int, int]]:
+    """Per cell line along ``axis``: (start, stop, block, position in block, worst status)."""
+    n = r.cells[axis]
+    out = []
+    for i in range(n):
+        cell = (i, 0) if axis == 0 else (0, i)
+        span = r.span(*cell)
+        start, stop = (span[0], span[1]) if axis == 0 else (span[2], span[3])
+        b = int(r.block[cell])
+        off = int(r.offset[cell])
+        pos = r.table.row_in_block(b, off) if axis == 0 else off % max(1, _last(r.table, b))
+        status = int((r.status[i] if axis == 0 else r.status[:, i]).max())
+        out.append((start, stop, b, pos, status))
+    return out
+
+
+def _last(table: BlockTable, b: int) -> int:
+    return int(table.extent[b, -1]) if b >= 0 else 1
+
+
+def movement(src: list[Panel], dst: list[Panel], table: BlockTable, axis: int) -> list[Band]:
+    """Bands from each trainer line (row or column of cells) to every vLLM line holding it.
+
+    A vLLM line is matched to the trainer line whose block and position inside
+    the block cover its first element; consecutive matches merge into one band.
+    """
+    where: dict[int, list[tuple[int, int, int, int]]] = {}  # block -> (pos0, rank, start, stop)
+    for p in src:
+        for start, stop, b, pos, _ in _lines(p.actual, axis):
+            if b >= 0:
+                where.setdefault(b, []).append((pos, p.rank, start, stop))
+    bands: list[Band] = []
+    for p in dst:
+        lines = _lines(p.actual, axis)
+        for start, stop, b, pos, status in lines:
+            if b < 0 or b not in where:
+                continue
+            # The trainer line starting at the largest position <= pos.
+            cands = [c for c in where[b] if c[0] <= pos]
+            if not cands:
+                continue
+            best = max(c[0] for c in cands)
+            for _, rank, s0, s1 in (c for c in cands if c[0] == best):
+                band = Band(rank, (s0, s1), p.rank, (start, stop), b, status != 0)
+                last = bands[-1] if bands else None
+                if (
+                    last is not None
+                    and (last.src, last.dst, last.block, last.wrong)
+                    == (band.src, band.dst, band.block, band.wrong)
+                    and last.src_span[1] == s0
+                    and last.dst_span[1] == start
+                ):
+                    bands[-1] = Band(
+                        rank,
+                        (last.src_span[0], s1),
+                        p.rank,
+                        (last.dst_span[0], stop),
+                        b,
+                        band.wrong,
+                    )
+                else:
+                    bands.append(band)
+    return bands
+
+
+def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
+    """A step tensor's raster at the diagram's scale, unless that scale would give more
+    than MAX_CELLS cells a side (a flat buffer): then its own downsampling."""
+    from syncviz.diagram.raster import as_grid
+
+    grid, _ = as_grid(t)
+    if cell is not None:
+        rows, cols = int(grid.shape[0]), int(grid.shape[1])
+        if math.ceil(rows / cell[0]) > 2 * MAX_CELLS or math.ceil(cols / cell[1]) > MAX_CELLS:
+            cell = None
+    return raster(t, table, cell=cell)
+
+
+def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:
+    """Step ``number`` (1-based) of ``d.steps``, its inputs and outputs drawn as rasters."""
+    with small_work(0):
+        return _frame(d, number, cell)
+
+
+def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame:
+    from syncviz.errors import SyncvizError
+
+    total = len(d.steps)
+    if not 1 <= number <= total:
+        raise SyncvizError(
+            f"step {number} is out of range: {d.key} has {total} recorded steps",
+            fix=f"use --step 1..{total}" if total else "leave --step out",
+        )
+    step = d.steps[number - 1]
+
+    def panels(tensors, refs, kind: str) -> list[Panel]:
+        out = []
+        for t, ref in zip(tensors or (), refs, strict=False):
+            if t is None:
+                continue
+            title = f"rank {step.rank} {kind} #{ref.ref} {list(ref.shape)}"
+            out.append(
+                Panel(title, step.rank, "step", tuple(t.shape), _step_raster(t, d.table, cell))
+            )
+        return out
+
+    return Frame(
+        number,
+        total,
+        step,
+        panels(step.inputs, step.op.inputs, "reads"),
+        panels(step.outputs, step.op.outputs, "writes"),
+    )
 
 
 # ---------------------------------------------------------------- transfer diagram
@@ -471,9 +481,9 @@ def transfer_diagram(result: SyncResult) -> TransferDiagram:
         exchanges.append(Exchange(tuple(ranks), kind, nbytes, params))
     notes = []
     for side, boxes in (("source", src_boxes), ("destination", dst_boxes)):
-        if len(boxes) > MAX_RANK_PANELS * 2:
-            notes.append(f"... {len(boxes) - MAX_RANK_PANELS * 2} more {side} ranks")
-            boxes[:] = boxes[: MAX_RANK_PANELS * 2]
+        if len(boxes) > MAX_RANK_BOXES:
+            notes.append(f"... {len(boxes) - MAX_RANK_BOXES} more {side} ranks")
+            boxes[:] = boxes[:MAX_RANK_BOXES]
     shown = {b.rank for b in src_boxes + dst_boxes}
     kept = [e for e in edges if e.src in shown and e.dst in shown][:MAX_EDGES]
     if len(kept) < len(edges):

@@ -1,20 +1,16 @@
-"""matplotlib renderers for the diagram model (the only module here that imports matplotlib).
+"""matplotlib renderers for the diagram model (with mpl_layout.py, the only modules here
+that import matplotlib). Colours come from :mod:`syncviz.diagram.palette`.
 
-Colour = block family (shaded by the block's index), outline = the trainer
-rank the data came from (one fixed colour per rank in every figure), hatched
-red = wrong, with the explanations written under the panels.
-
->>> from syncviz.diagram.model import Panel, Rect, LayoutDiagram
->>> panel = Panel("src pp0 tp0 (rank 0)", 0, (4, 8), (4, 8), [Rect(0, 4, 0, 8, "down", "down")])
->>> fig = render_layout(LayoutDiagram("w", "down", (4, 8), "w", [panel], [], [panel]))
->>> fig.size_px[0] > 0
+>>> from syncviz.diagram.model import RankBox, TransferDiagram
+>>> d = TransferDiagram("m", [RankBox(0, "src", "rank 0")], [RankBox(1, "dst", "rank 1")], [], [])
+>>> render(d).size_px[0] <= 1100
 True
 """
 
 from __future__ import annotations
 
-import colorsys
 import io
+import math
 import textwrap
 from pathlib import Path
 
@@ -27,38 +23,10 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
 from syncviz.diagram.experts import Cell, ExpertDiagram
-from syncviz.diagram.model import LayoutDiagram, Panel, Rect, TransferDiagram
+from syncviz.diagram.model import LayoutDiagram, TransferDiagram
+from syncviz.diagram.palette import RANK_COLORS, WRONG, family_rgb
 
-FAMILY_COLORS: dict[str, str] = {
-    "q": "#4c72b0",
-    "k": "#dd8452",
-    "v": "#55a868",
-    "o": "#8172b3",
-    "gate": "#2a9d8f",
-    "up": "#e9c46a",
-    "down": "#937860",
-    "expert": "#da8bc3",
-    "vocab": "#64b5cd",
-    "norm": "#8c8c8c",
-    "router": "#ccb974",
-    "padding": "#e6e6e6",
-    "unwritten": "#ffffff",
-}
-"""The colour of each block family; shade 0 of a family is exactly this colour."""
-
-RANK_COLORS = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
-WARNING_COLOR = "#d00000"
+WARNING_COLOR = WRONG
 UNWRITTEN_COLOR = "#b0b0b0"  # grey: a slice the sync never wrote
 DPI = 100
 MAX_EXPLANATIONS = 8
@@ -67,23 +35,18 @@ MAX_EXPLANATIONS = 8
 def family_color(family: str, shade: int = 0) -> tuple[float, float, float]:
     """RGB of ``family`` shaded by index: shade 0 is the family colour, others lighter/darker.
 
-    >>> family_color("q") == mcolors.to_rgb(FAMILY_COLORS["q"])
+    >>> family_color("q") == mcolors.to_rgb("#4477AA")
     True
     >>> family_color("q", 1) != family_color("q", 0)
     True
     """
-    base = mcolors.to_rgb(FAMILY_COLORS.get(family, "#bbbbbb"))
-    if shade == 0:
-        return base
-    h, lum, s = colorsys.rgb_to_hls(*base)
-    step = (0.0, 0.12, -0.1, 0.22, -0.18)[shade % 5]
-    return colorsys.hls_to_rgb(h, min(0.92, max(0.12, lum + step)), s)
+    return family_rgb(family, shade)
 
 
 def rank_color(rank: int) -> str:
     """The fixed colour of world rank ``rank`` in every figure.
 
-    >>> rank_color(0) == rank_color(10)
+    >>> rank_color(0) == rank_color(len(RANK_COLORS))
     True
     """
     return RANK_COLORS[rank % len(RANK_COLORS)]
@@ -116,7 +79,9 @@ class Figure:
                 fix="name the file *.png or *.svg",
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fig.savefig(path, format=fmt, dpi=DPI)
+        # SVG text stays text (searchable, scalable), never paths.
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            self.fig.savefig(path, format=fmt, dpi=DPI)
         return path
 
     def _repr_png_(self) -> bytes:
@@ -124,191 +89,60 @@ class Figure:
         self.fig.savefig(buf, format="png", dpi=DPI)
         return buf.getvalue()
 
-    def rect_pixel(self, rect: Rect, fx: float = 0.5, fy: float = 0.5) -> tuple[float, float]:
-        """A point of ``rect`` (fractions fx, fy of its size) in PNG pixels from top left."""
+    def rect_pixel(self, rect, fx: float = 0.5, fy: float = 0.5) -> tuple[float, float]:
+        """A point of a drawn expert-view cell (fractions fx, fy of it) in PNG pixels."""
         ax, x0, y0, w, h = self._placed[id(rect)]
+        return self._to_px(ax, x0 + fx * w, y0 + fy * h)
+
+    def cell_pixel(self, side: str, rank: int, i: int, j: int) -> tuple[float, float]:
+        """The centre of cell (i, j) of a layout panel in PNG pixels from the top left.
+
+        ``side`` is "trainer", "vLLM holds" or "vLLM expected"; ``rank`` the world rank.
+        """
+        ax, (x0, x1, y0, y1), r = self._placed[(side, rank)]
+        nr, nc = r.cells
+        return self._to_px(ax, x0 + (j + 0.5) * (x1 - x0) / nc, y0 + (i + 0.5) * (y1 - y0) / nr)
+
+    def panels(self) -> list[tuple[str, int]]:
+        """(side, rank) of every drawn layout panel."""
+        return [k for k in self._placed if isinstance(k, tuple)]
+
+    def panel_boxes(self) -> list[dict]:
+        """Every layout panel's box in PNG pixels and its cell grid, for pointer lookups:
+        ``{"side", "rank", "box": [x0, y0, x1, y1], "cells": [rows, cols]}``.
+        No layout engine moves axes here, so the transforms hold before any draw."""
+        height = self.size_px[1]
+        out = []
+        for (side, rank), (ax, (x0, x1, y0, y1), r) in (
+            (k, v) for k, v in self._placed.items() if isinstance(k, tuple)
+        ):
+            (ax0, ay0), (ax1, ay1) = ax.transData.transform([(x0, y0), (x1, y1)])
+            left, right = sorted((float(ax0), float(ax1)))
+            top, bottom = sorted((height - float(ay0), height - float(ay1)))
+            box = [round(v, 1) for v in (left, top, right, bottom)]
+            out.append({"side": side, "rank": rank, "box": box, "cells": list(r.cells)})
+        return out
+
+    def _to_px(self, ax, x: float, y: float) -> tuple[float, float]:
         self.fig.canvas.draw()
-        px, py = ax.transData.transform((x0 + fx * w, y0 + fy * h))
+        px, py = ax.transData.transform((x, y))
         return float(px), float(self.size_px[1] - py)
+
+    def _repr_svg_(self) -> str:
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="svg", dpi=DPI)
+        return buf.getvalue().decode()
 
 
 def render(diagram: LayoutDiagram | TransferDiagram | ExpertDiagram) -> Figure:
     """Draw any kind of diagram."""
     if isinstance(diagram, LayoutDiagram):
+        from syncviz.diagram.mpl_layout import render_layout
+
         return render_layout(diagram)
     if isinstance(diagram, ExpertDiagram):
         return render_experts(diagram)
     return render_transfer(diagram)
-
-
-# ---------------------------------------------------------------- layout view
-
-
-def render_layout(d: LayoutDiagram) -> Figure:
-    """Source panels (left) -> steps (middle) -> destination panels (right), to scale."""
-    gap = 0.25
-    src_h = _stack_height(d.src, gap)
-    dst_h = _stack_height(d.dst, gap)
-    width = max([p.grid[1] for p in d.src + d.dst] + [1])
-    height = max(src_h, dst_h, 1)
-    explanations = [r for p in d.dst for r in p.rects if r.status == "wrong"]
-    n_text = min(len(explanations), MAX_EXPLANATIONS) + len(d.problems[:4]) + len(d.notes)
-    fig_w, panel_h = 15.0, min(9.0, max(3.5, 5.0 * height / width))
-    fig_h = panel_h + 1.2 + 0.22 * n_text
-    fig = MplFigure(figsize=(fig_w, fig_h), dpi=DPI)
-    bottom = (0.3 + 0.22 * n_text) / fig_h
-    top = 1 - 0.9 / fig_h
-    placed: dict[int, tuple] = {}
-    ax_src = fig.add_axes((0.05, bottom, 0.3, top - bottom))
-    ax_steps = fig.add_axes((0.37, bottom, 0.2, top - bottom))
-    ax_dst = fig.add_axes((0.59, bottom, 0.3, top - bottom))
-    for ax, panels, label in ((ax_src, d.src, "trainer"), (ax_dst, d.dst, "vLLM")):
-        _draw_stack(ax, panels, width, height, gap, placed)
-        ax.set_title(f"{label} tensors", fontsize=10)
-    _draw_steps(ax_steps, d)
-    fig.suptitle(d.title, fontsize=10)
-    _legend(fig, d)
-    lines = [
-        f"WRONG {p.title}: {_rect_where(r)}: {r.explanation}"
-        for p in d.dst
-        for r in p.rects
-        if r.status == "wrong"
-    ]
-    if len(lines) > MAX_EXPLANATIONS:
-        lines = [
-            *lines[:MAX_EXPLANATIONS],
-            f"... {len(lines) - MAX_EXPLANATIONS} more wrong blocks",
-        ]
-    lines += d.problems[:4] + d.notes
-    for i, line in enumerate(lines):
-        color = WARNING_COLOR if line.startswith("WRONG") else "black"
-        fig.text(
-            0.02,
-            (0.15 + 0.22 * (len(lines) - 1 - i)) / fig_h,
-            line[:190],
-            fontsize=7.5,
-            color=color,
-            family="monospace",
-        )
-    return Figure(fig, placed)
-
-
-def _stack_height(panels: list[Panel], gap: float) -> float:
-    if not panels:
-        return 0.0
-    rows = sum(p.grid[0] for p in panels)
-    return rows * (1 + gap * 0) + gap * max(p.grid[0] for p in panels) * (len(panels) - 1)
-
-
-def _draw_stack(ax, panels: list[Panel], width: int, height: float, gap: float, placed) -> None:
-    """Panels stacked top to bottom in one axes, one data unit per element, so all to scale."""
-    ax.set_xlim(-0.02 * width, width * 1.02)
-    ax.set_ylim(height * 1.01, -0.06 * height)
-    ax.set_axis_off()
-    step = gap * max((p.grid[0] for p in panels), default=0)
-    y0 = 0.0
-    for panel in panels:
-        rows, cols = panel.grid
-        for r in panel.rects:
-            _draw_rect(ax, r, y0, placed, height)
-        ax.add_patch(Rectangle((0, y0), cols, rows, fill=False, lw=1.2, ec="black"))
-        for b in range(1, panel.bands):
-            band_y = y0 + b * rows / panel.bands
-            ax.plot([0, cols], [band_y, band_y], color="black", lw=0.8, ls=":")
-        title = f"{panel.title} {list(panel.shape)}"
-        if panel.notes:
-            title += "  " + "; ".join(panel.notes)
-        ax.text(0, y0 - 0.01 * height, title, fontsize=8, va="bottom", color=rank_color(panel.rank))
-        y0 += rows + step
-
-
-def _draw_rect(ax, r: Rect, y0: float, placed, stack_height: float) -> None:
-    face = family_color(r.family, r.shade)
-    edge = rank_color(r.src_rank) if r.src_rank is not None else "#999999"
-    patch = Rectangle(
-        (r.col0, y0 + r.row0),
-        r.cols,
-        r.rows,
-        facecolor=face,
-        edgecolor=edge,
-        lw=1.0,
-        hatch=".." if r.replicated else None,
-    )
-    ax.add_patch(patch)
-    if r.status in ("wrong", "unwritten"):
-        ax.add_patch(
-            Rectangle(
-                (r.col0, y0 + r.row0),
-                r.cols,
-                r.rows,
-                fill=False,
-                edgecolor=WARNING_COLOR,
-                lw=1.4,
-                hatch="///",
-            )
-        )
-    placed[id(r)] = (ax, r.col0, y0 + r.row0, r.cols, r.rows)
-    if r.rows >= stack_height / 30:  # label only rects tall enough to read
-        ax.text(
-            r.col0 + r.cols / 2,
-            y0 + r.row0 + r.rows / 2,
-            r.label,
-            fontsize=6.5,
-            ha="center",
-            va="center",
-            clip_on=True,
-        )
-
-
-def _rect_where(r: Rect) -> str:
-    from syncviz.diagram.text import rect_text
-
-    return rect_text(r).split(":", 1)[0]
-
-
-def _draw_steps(ax, d: LayoutDiagram) -> None:
-    ax.set_axis_off()
-    ax.set_title("recorded steps", fontsize=10)
-    lines = [f"rank {s.rank} {s.phase}: {s.text}" for s in d.steps] or ["(no steps recorded)"]
-    if len(lines) > 30:
-        lines = [*lines[:30], f"... {len(lines) - 30} more steps"]
-    ax.text(
-        0.5,
-        0.5,
-        "\n".join(lines),
-        fontsize=7,
-        ha="center",
-        va="center",
-        family="monospace",
-        transform=ax.transAxes,
-    )
-    ax.annotate(
-        "",
-        xy=(1.0, 0.9),
-        xytext=(0.0, 0.9),
-        xycoords="axes fraction",
-        arrowprops={"arrowstyle": "->", "lw": 1.5},
-    )
-
-
-def _legend(fig: MplFigure, d: LayoutDiagram) -> None:
-    handles = [Patch(facecolor=family_color(f), edgecolor="black", label=f) for f in d.families()]
-    ranks = sorted({r.src_rank for p in d.src + d.dst for r in p.rects if r.src_rank is not None})
-    handles += [
-        Patch(facecolor="white", edgecolor=rank_color(k), lw=2, label=f"from rank {k}")
-        for k in ranks[:10]
-    ]
-    if d.wrong_count:
-        handles.append(
-            Patch(facecolor="white", edgecolor=WARNING_COLOR, hatch="///", label="wrong")
-        )
-    fig.legend(
-        handles=handles,
-        loc="upper right",
-        fontsize=7.5,
-        frameon=False,
-        bbox_to_anchor=(0.995, 0.93),
-    )
 
 
 # ---------------------------------------------------------------- transfer map
@@ -388,12 +222,13 @@ def render_transfer(d: TransferDiagram) -> Figure:
 
 # Sizes in inches: every row and column has a fixed size on paper, so labels
 # never overlap however many experts there are (the model caps rows and columns).
-ROW_H = 0.34
-SRC_COL_W = 0.8
+ROW_H = 0.44  # two lines of 9 pt text
+SRC_COL_W = 0.72
 DST_COL_W = 0.95
 HEADER_H = 0.55
-LINE_H = 0.2
-CELL_FONT = 8.0
+LINE_H = 0.22
+CELL_FONT = 9.0
+OK_FACE = "#DCD8F0"  # pale indigo: the expert family, light enough for dark text
 CHAR_W = 0.6 / 72  # inches per point of font size, per character (a safe average)
 
 
@@ -401,17 +236,17 @@ def expert_cell_color(cell: Cell) -> tuple[float, float, float]:
     """The face colour of an expert-view cell.
 
     Before: the holding trainer rank's colour (white where it holds nothing);
-    after: ok is the expert family colour, wrong the warning colour, unwritten grey.
+    after: ok is a pale expert colour, wrong the warning colour, unwritten grey.
 
     >>> expert_cell_color(Cell(1, "whole")) == mcolors.to_rgb(rank_color(1))
     True
-    >>> expert_cell_color(Cell(4, "ok")) == family_color("expert")
+    >>> expert_cell_color(Cell(4, "ok")) == mcolors.to_rgb(OK_FACE)
     True
     """
     if cell.status in ("whole", "part"):
         return mcolors.to_rgb(rank_color(cell.rank))
     if cell.status == "ok":
-        return family_color("expert")
+        return mcolors.to_rgb(OK_FACE)
     if cell.status == "wrong":
         return mcolors.to_rgb(WARNING_COLOR)
     if cell.status == "unwritten":
@@ -447,24 +282,28 @@ def render_experts(d: ExpertDiagram) -> Figure:
     if any(c.status == "part" for c in d.cells("before")):
         bottom_lines.append("1/2, 1/4 ...: the share of the expert that rank holds (a TP slice)")
     bottom_lines += d.notes
-    label_font = 8.5
+    label_font = 9.0
     label_w = max([CHAR_W * label_font * len(r.label) for r in d.rows] + [1.0]) + 0.15
+    longest = max(
+        [len(part) for c in d.cells("after") for part in _cell_words(c, {}).split("\n")] + [1]
+    )
+    dst_col_w = max(DST_COL_W, CHAR_W * CELL_FONT * longest + 0.15)
     src_w = SRC_COL_W * max(len(d.src), 1)
-    dst_w = DST_COL_W * max(len(d.dst), 1)
-    gap, legend_w, margin = 0.55, 1.9, 0.2
-    fig_w = max(8.0, margin + label_w + src_w + gap + dst_w + 0.3 + legend_w)
+    dst_w = dst_col_w * max(len(d.dst), 1)
+    gap, margin = 0.55, 0.2
+    fig_w = max(8.0, margin + label_w + src_w + gap + dst_w + 0.3)
     title = textwrap.fill(d.title, width=int(fig_w / (CHAR_W * 9.5)))
     title_h = 0.3 + 0.18 * (title.count("\n") + 1)
     grid_top = title_h + 0.3 + HEADER_H
     grid_h = ROW_H * max(len(d.rows), 1)
-    fig_h = grid_top + grid_h + 0.25 + LINE_H * len(bottom_lines) + 0.2
-    fig_h = max(fig_h, grid_top + 0.19 * (len(d.src) + 4) + 0.2)  # room for the legend
+    legend_h = 0.3 * math.ceil((len(d.src) + 3) / 4) + 0.1
+    fig_h = grid_top + grid_h + 0.25 + LINE_H * len(bottom_lines) + legend_h + 0.2
     fig = MplFigure(figsize=(fig_w, fig_h), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, fig_w)
     ax.set_ylim(fig_h, 0)  # data units are inches from the top left
     ax.set_axis_off()
-    ax.text(fig_w / 2, 0.15, title, ha="center", va="top", fontsize=9.5)
+    ax.text(fig_w / 2, 0.15, title, ha="center", va="top", fontsize=10)
     placed: dict[int, tuple] = {}
     x_src = margin + label_w
     x_dst = x_src + src_w + gap
@@ -473,7 +312,7 @@ def render_experts(d: ExpertDiagram) -> Figure:
         ax.text(x_src - 0.1, y, row.label, ha="right", va="center", fontsize=label_font)
     grids = (
         ("before: trainer ranks", d.src, "before", x_src, SRC_COL_W),
-        ("after: vLLM ranks", d.dst, "after", x_dst, DST_COL_W),
+        ("after: vLLM ranks", d.dst, "after", x_dst, dst_col_w),
     )
     for heading, columns, side, x0, col_w in grids:
         ax.text(
@@ -494,8 +333,8 @@ def render_experts(d: ExpertDiagram) -> Figure:
                 text,
                 ha="center",
                 va="bottom",
-                fontsize=_fit_font(max(text.split("\n"), key=len), col_w, 7.5),
-                color=rank_color(col.world),
+                fontsize=9,
+                color="black",
             )
         for i, row in enumerate(d.rows):
             for j, cell in enumerate(getattr(row, side)):
@@ -517,11 +356,11 @@ def render_experts(d: ExpertDiagram) -> Figure:
             grid_top + grid_h + 0.3 + k * LINE_H,
             line[:200],
             va="center",
-            fontsize=7.5,
+            fontsize=9,
             family="monospace",
             color=WARNING_COLOR if is_wrong else "black",
         )
-    _expert_legend(fig, d, (fig_w - legend_w) / fig_w, 1 - grid_top / fig_h, n_wrong)
+    _expert_legend(fig, d, 0.02, (legend_h + 0.05) / fig_h, n_wrong)
     return Figure(fig, placed)
 
 
@@ -541,14 +380,7 @@ def _draw_cell(ax, cell: Cell, xy, width: float, explained: dict, placed) -> Non
     if cell.status == "wrong":  # hatch over the warning colour so it reads without colour too
         ax.add_patch(Rectangle(xy, width, ROW_H, fill=False, edgecolor="white", lw=0, hatch="///"))
     placed[id(cell)] = (ax, xy[0], xy[1], width, ROW_H)
-    if cell.status == "wrong":
-        text = f"wrong ({explained[cell.text][0]})"
-    elif cell.status in ("none", "whole"):
-        text = "" if cell.status == "none" else "whole"
-    elif cell.status == "unwritten" and cell.text:
-        text = "part unwritten"
-    else:
-        text = cell.text or cell.status
+    text = _cell_words(cell, explained)
     if text:
         ax.text(
             xy[0] + width / 2,
@@ -556,11 +388,29 @@ def _draw_cell(ax, cell: Cell, xy, width: float, explained: dict, placed) -> Non
             text,
             ha="center",
             va="center",
-            fontsize=_fit_font(text, width - 0.1),
-            color="white" if cell.status in ("wrong", "whole", "part") else "black",
+            fontsize=CELL_FONT,
+            color=_ink(face),
             weight="bold" if cell.status == "wrong" else "normal",
             bbox={"fc": WARNING_COLOR, "ec": "none", "pad": 1} if cell.status == "wrong" else None,
         )
+
+
+def _cell_words(cell: Cell, explained: dict) -> str:
+    """What a cell says on the figure: the FFN slice held (one part per line), or a status."""
+    if cell.status == "wrong":
+        number = explained.get(cell.text, (0,))[0]
+        return f"wrong ({number})" if number else "wrong"
+    if cell.status in ("none", "whole"):
+        return "" if cell.status == "none" else "whole"
+    if cell.status == "unwritten" and cell.text:
+        return "part unwritten"
+    return (cell.text or cell.status).replace(", ", "\n")
+
+
+def _ink(face) -> str:
+    """Black text on light faces, white on dark ones."""
+    r, g, b = face[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
 
 
 def _expert_legend(fig: MplFigure, d: ExpertDiagram, x: float, y: float, n_wrong: int) -> None:
@@ -569,7 +419,7 @@ def _expert_legend(fig: MplFigure, d: ExpertDiagram, x: float, y: float, n_wrong
         for c in d.src
     ]
     handles += [
-        Patch(facecolor=family_color("expert"), edgecolor="black", label="ok"),
+        Patch(facecolor=OK_FACE, edgecolor="black", label="ok (the slice it holds)"),
         Patch(facecolor=WARNING_COLOR, edgecolor="white", hatch="///", label="wrong"),
         Patch(facecolor=UNWRITTEN_COLOR, edgecolor="black", label="unwritten"),
     ]
@@ -577,8 +427,9 @@ def _expert_legend(fig: MplFigure, d: ExpertDiagram, x: float, y: float, n_wrong
         handles=handles,
         loc="upper left",
         bbox_to_anchor=(x, y),
-        fontsize=7.5,
+        ncol=4,
+        fontsize=9,
         frameon=False,
         title=f"{n_wrong} wrong cells" if n_wrong else None,
-        title_fontsize=7.5,
+        title_fontsize=9,
     )

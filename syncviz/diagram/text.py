@@ -1,4 +1,4 @@
-"""Text renderings of the diagram model: one line per panel, rect, step and arrow.
+"""Text renderings of the diagram model: what tests compare, and what the CLI prints.
 
 >>> from syncviz.diagram.model import Edge, RankBox, TransferDiagram
 >>> d = TransferDiagram("m: src tp1 -> dst tp2", [RankBox(0, "src", "rank 0: pp0 tp0")],
@@ -12,53 +12,59 @@ stage1: 0 -> 1  3.0 KiB, 4 params
 
 from __future__ import annotations
 
-from syncviz.diagram.model import LayoutDiagram, Panel, Rect, TransferDiagram
+from syncviz.diagram.model import Band, LayoutDiagram, Panel, TransferDiagram
+from syncviz.diagram.raster import raster_text
 
 
-def rect_text(r: Rect) -> str:
-    """One rect: its rows/cols, block, source rank and status (with the explanation).
+def panel_text(panel: Panel, indent: str = "  ", inner: bool = False) -> list[str]:
+    """A panel's header, its raster (and the expected one), its wrong regions."""
+    rs, cs = panel.actual.cell
+    cell = "" if (rs, cs) == (1, 1) else f", cells of {rs}x{cs}"
+    bands = f", {panel.actual.bands} experts" if panel.actual.bands else ""
+    lines = [f"{indent}{panel.title} {list(panel.shape)}{bands}{cell}"]
+    holds = raster_text(panel.actual, inner).splitlines()
+    if panel.expected is None:
+        return lines + [f"{indent}  {line}" for line in holds]
+    lines.append(f"{indent}  holds")
+    lines += [f"{indent}    {line}" for line in holds]
+    if panel.regions or panel.wrong_cells:
+        lines.append(f"{indent}  expected")
+        lines += [f"{indent}    {line}" for line in raster_text(panel.expected, inner).splitlines()]
+    for label, ranks in panel.shared.items():
+        lines.append(f"{indent}  {label} shared with rank(s) {', '.join(map(str, ranks))}")
+    lines += [f"{indent}  WRONG {r.text}" for r in panel.regions]
+    return lines
 
-    >>> rect_text(Rect(0, 2, 0, 8, "Q head 1", "q", 1, 0, "ok"))
-    'rows 0-1 cols 0-7: Q head 1 [q1] from rank 0 ok'
-    """
-    where = f"rows {_span(r.row0, r.row1)} cols {_span(r.col0, r.col1)}"
-    origin = "" if r.src_rank is None else f" from rank {r.src_rank}"
-    if r.replicated:
-        origin += " (replicated)"
-    text = f"{where}: {r.label} [{r.family}{r.shade}]{origin} {r.status}"
-    if r.explanation:
-        text += f": {r.explanation}"
-    return text
+
+def band_text(b: Band, table) -> str:
+    """One band: ``rank 0 rows 4-5 -> rank 2 rows 0-1: K head 0 wrong``."""
+    return (
+        f"rank {b.src} {_span(*b.src_span)} -> rank {b.dst} {_span(*b.dst_span)}:"
+        f" {table.labels[b.block]}{' WRONG' if b.wrong else ''}"
+    )
 
 
 def _span(a: int, b: int) -> str:
     return str(a) if b - a == 1 else f"{a}-{b - 1}"
 
 
-def panel_text(panel: Panel, indent: str = "  ") -> list[str]:
-    """A panel's header line then its rects, indented."""
-    bands = f", {panel.bands} expert bands" if panel.bands else ""
-    lines = [f"{indent}{panel.title} {list(panel.shape)}{bands}"]
-    lines += [f"{indent}  {rect_text(r)}" for r in panel.rects]
-    lines += [f"{indent}  {note}" for note in panel.notes]
-    return lines
-
-
-def layout_text(d: LayoutDiagram) -> str:
-    """The whole layout diagram as text (what tests compare)."""
-    lines = [f"layout {d.title}", "source"]
+def layout_text(d: LayoutDiagram, inner: bool = False) -> str:
+    """The whole layout diagram as text; ``inner`` adds each cell's row inside its block."""
+    unit = "rows" if d.axis == 0 else "cols"
+    lines = [f"layout {d.title}", "trainer"]
     for panel in d.src:
-        lines += panel_text(panel)
-    if d.steps:
-        lines.append("steps")
-        for step in d.steps:
-            lines.append(f"  rank {step.rank} {step.phase}: {step.text}")
-    lines.append("destination")
+        lines += panel_text(panel, inner=inner)
+    lines.append("vLLM")
     for panel in d.dst:
-        lines += panel_text(panel)
-    lines += d.notes
+        lines += panel_text(panel, inner=inner)
+    lines.append(f"movement ({unit})")
+    lines += [f"  {band_text(b, d.table)}" for b in d.bands]
+    if d.frame is not None:
+        lines.append(d.frame.text)
+        for panel in d.frame.inputs + d.frame.outputs:
+            lines += panel_text(panel, inner=inner)
     if d.problems:
-        lines.append("check")
+        lines.append("synchronizer errors")
         lines += [f"  {p}" for p in d.problems]
     return "\n".join(lines)
 

@@ -291,6 +291,30 @@ class IndexMap:
         return runs
 
     @classmethod
+    def from_runs(
+        cls, global_shape: Sequence[int], shape: Sequence[int], runs: Iterable[tuple[int, int]]
+    ) -> IndexMap:
+        """Build from the run-length form ``(start_id, length)`` of :meth:`runs`.
+
+        A start of -1 is padding; any other negative start marks values that are
+        not ids (:class:`Unknown`).
+
+        >>> m = IndexMap.from_runs((2, 3), (2, 2), [(1, 2), (4, 2)])
+        >>> m.pieces, m.runs()
+        ((Box(start=(0, 1), stop=(2, 3), order=None),), [(1, 2), (4, 2)])
+        """
+        global_shape = tuple(global_shape)
+        pieces: list[Piece] = []
+        for start, length in runs:
+            if start == PAD_ID:
+                pieces.append(Pad(length))
+            elif start < 0:
+                pieces.append(Unknown(length))
+            else:
+                pieces.extend(_flat_range_boxes(start, length, global_shape))
+        return cls(global_shape, shape, pieces)
+
+    @classmethod
     def from_ids(
         cls, ids: torch.Tensor, global_shape: Sequence[int], *, max_runs: int = 250_000
     ) -> IndexMap:

@@ -9,17 +9,15 @@ changing the parameter, view, step or block never re-runs the sync.
 >>> ex = Explorer("llama3-8b")
 >>> "llama3-8b (scaled): src tp2 -&gt; dst tp4" in ex.status.value
 True
->>> ex.param.value
-'model.model.layers.0.input_layernorm.weight'
->>> ex.param.value = "model.model.layers.0.self_attn.qkv_proj.weight"
->>> len(ex.image.value) > 1000, ex.step.max > 0
-(True, True)
+>>> ex.param.value  # it opens on the first wrong parameter
+'model.model.layers.0.self_attn.o_proj.weight'
+>>> ex.param.label.split(" · ")[0], len(ex.image.value) > 1000, ex.step.max > 0
+('WRONG', True, True)
 """
 
 from __future__ import annotations
 
 import html
-import io
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,9 +35,13 @@ from syncviz.sync.base import BaseSync
 PATH_CHOICE = "config.json path..."
 ALL_LAYERS = -1
 PICTURE_CACHE = 48  # rendered base pictures kept (each ~100-300 KB)
-STEP_COLOR = (255, 196, 0)  # the step's blocks
-BLOCK_COLOR = (230, 0, 230)  # the inspected block
-PANEL_COLOR = (0, 160, 255)  # the step's rank, when its blocks are unknown
+VIEWS = ("layout", "experts", "transfer")
+EXACT_SIZE_LIMIT = 8 * 2**30  # bytes an exact-size run may take before it is refused
+MARKS = {"ok": "OK", "wrong": "WRONG", "error": "ERROR"}
+JOURNEY_HINT = (
+    "<div class='syncviz-journey'>click a cell of the picture, or pick a block, to follow"
+    " its journey</div>"
+)
 
 
 @dataclass
@@ -55,14 +57,11 @@ class _Run:
 
 @dataclass
 class _Picture:
-    """A rendered diagram: the PNG, the decoded image for overlays, and rect boxes in pixels.
-
-    ``boxes``: (side, world rank, block label, (x0, y0, x1, y1)) from the top left.
-    """
+    """A rendered diagram: the PNG, its panels' pixel boxes (for the pointer), the model."""
 
     png: bytes
-    image: Any
-    boxes: list[tuple[str, int, str, tuple[float, float, float, float]]]
+    panels: list[dict]
+    diagram: Any
 
 
 class Explorer(w.VBox):
@@ -122,16 +121,22 @@ class Explorer(w.VBox):
         self.layer = w.Dropdown(options=[("layer 0", 0)], value=0, description="layer")
         self.filter = w.Text(placeholder="filter, e.g. qkv", description="search")
         self.param = w.Dropdown(options=[], description="parameter", layout=w.Layout(width="520px"))
-        self.view = w.ToggleButtons(options=["layout", "transfer"], value="layout")
+        self.view = w.ToggleButtons(options=list(VIEWS), value="layout")
         self.step = w.IntSlider(0, min=0, max=0, description="step", continuous_update=False)
         self.block = w.Dropdown(options=[], description="block")
         self.status = w.HTML()
         self.message = w.HTML()
         self.step_text = w.HTML()
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        from syncviz.widgets.picture import Picture
+
+        self.image = Picture()
+        self.step_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.busy = w.HTML()
         self.details = w.HTML()
         self.journey = w.HTML()
         self._initial_layer = layer
+        self._current: _Picture | None = None
+        self._open_first_bad = True
 
         for control in (self.model, self.config_path, self.scaled, self.synchronizer):
             control.observe(self._on_run_inputs, names="value")
@@ -142,6 +147,8 @@ class Explorer(w.VBox):
         self.view.observe(self._on_picture_inputs, names="value")
         self.step.observe(self._on_picture_inputs, names="value")
         self.block.observe(self._on_block, names="value")
+        self.image.observe(self._on_hover, names="hover")
+        self.image.observe(self._on_pick, names="picked")
 
         super().__init__(
             [
@@ -149,10 +156,12 @@ class Explorer(w.VBox):
                 w.HBox([self.src_tp, self.src_pp, self.src_ep, self.dst_tp]),
                 w.HBox([self.synchronizer, self.layer]),
                 self.message,
+                self.busy,
                 self.status,
                 w.HBox([self.filter, self.param]),
                 w.HBox([self.view, self.step]),
                 self.step_text,
+                self.step_image,
                 self.image,
                 self.details,
                 w.HBox([self.block]),
@@ -220,8 +229,43 @@ class Explorer(w.VBox):
 
     def _on_block(self, change: dict) -> None:
         if not self._busy:
-            self._refresh_picture()
             self._refresh_journey()
+
+    def _on_hover(self, change: dict) -> None:
+        """Words for the cell under the pointer, from the core (diagram.hover)."""
+        from syncviz.diagram.hover import cell_words
+
+        cell = change["new"]
+        picture = self._current
+        run = self._runs.get(self._run_key) if self._run_key else None
+        if not cell or picture is None or run is None or self.view.value != "layout":
+            return
+        side, rank, i, j = cell
+        try:
+            self.image.words = cell_words(run.result, picture.diagram, side, int(rank), i, j)
+        except (StopIteration, IndexError, KeyError) as err:  # a stale cell of an old picture
+            self.image.words = f"(no cell there: {err})"
+
+    def _on_pick(self, change: dict) -> None:
+        """A click selects the block the cell holds (expected, if it holds none) and its journey."""
+        cell = change["new"]
+        picture = self._current
+        if not cell or picture is None or self.view.value != "layout":
+            return
+        side, rank, i, j = cell
+        d = picture.diagram
+        panels = d.src if side == "trainer" else d.dst
+        panel = next((p for p in panels if p.rank == rank), None)
+        if panel is None:
+            return
+        raster = panel.expected if side == "vLLM expected" else panel.actual
+        block = int(raster.block[i, j])
+        if block < 0 and panel.expected is not None:
+            block = int(panel.expected.block[i, j])
+        if block >= 0 and block == self.block.value:
+            self._refresh_journey()  # the same block again: no change event, show it anyway
+        elif block >= 0:
+            self.block.value = block
 
     # ------------------------------------------------------------ the run
 
@@ -244,6 +288,7 @@ class Explorer(w.VBox):
         return PRESETS[choice]
 
     def _refresh_run(self) -> None:
+        self._open_first_bad = True
         try:
             spec = self._spec()
             src = Parallel(tp=self.src_tp.value, pp=self.src_pp.value, ep=self.src_ep.value)
@@ -251,6 +296,8 @@ class Explorer(w.VBox):
             validate(spec, src, dst)
             if self.scaled.value:
                 spec = spec.scaled(src, dst)
+            else:
+                _refuse_if_too_big(spec, src, dst, self.layer.value)
         except SyncvizError as err:
             self._show_problem(str(err))
             return
@@ -262,13 +309,29 @@ class Explorer(w.VBox):
         key = (spec, src, dst, layer, self.synchronizer.value)
         run = self._runs.get(key)
         if run is None:
-            run = self._runs[key] = self._sync(spec, src, dst, layer, self.synchronizer.value)
+            self.busy.value = _busy_html("running the sync and the check")
+            try:
+                run = self._runs[key] = self._sync(spec, src, dst, layer, self.synchronizer.value)
+            finally:
+                self.busy.value = ""
         self._run_key = key
         if run.error:
             self._show_problem(run.error)
             return
         self.message.value = ""
         self._fill_params(run.result)
+        # Open where there is something to see: the first WRONG, else the first ERROR.
+        order = {"wrong": 0, "error": 1}
+        bad = [p for p in run.report.params if p.status in order]
+        first_bad = min(bad, key=lambda p: order[p.status]).key if bad else None
+        keys = [k for _, k in self.param.options]
+        if self._open_first_bad and first_bad in keys:
+            self._busy = True
+            try:
+                self.param.value = first_bad
+            finally:
+                self._busy = False
+        self._open_first_bad = False
         self._refresh_param()
 
     def _sync(self, spec: ModelSpec, src: Parallel, dst: Parallel, layer: int, name: str) -> _Run:
@@ -301,6 +364,8 @@ class Explorer(w.VBox):
         self.details.value = ""
         self.journey.value = ""
         self.image.value = b""
+        self.image.panels = []
+        self.step_image.value = b""
         self._busy = True
         try:
             self.param.options = []
@@ -327,8 +392,9 @@ class Explorer(w.VBox):
     def _fill_params(self, result) -> None:
         words = self.filter.value.strip().lower()
         options = []
+        marks = {pc.key: MARKS.get(pc.status, pc.status.upper()) for pc in self.report.params}
         for p in result.plan.layout.params:
-            label = _param_label(p)
+            label = f"{marks.get(p.key, '?')} · {_param_label(p)}"
             if not words or words in label.lower() or words in p.key.lower():
                 options.append((label, p.key))
         keep = self.param.value
@@ -369,36 +435,64 @@ class Explorer(w.VBox):
         self.status.value = _status_html(run.report, key)
         self.details.value = _details_html(run.report, key)
         self._refresh_picture()
-        self._refresh_journey()
+        # A journey replays every op: follow one only when asked (a click or the block list).
+        self.journey.value = JOURNEY_HINT
 
     def _refresh_picture(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None
         if run is None or run.result is None or not self.param.value:
             return
+        from syncviz.diagram.model import frame
+        from syncviz.diagram.pil import frame_png
+
         key, view = self.param.value, self.view.value
         steps = self._steps()
         step = steps[self.step.value - 1] if 0 < self.step.value <= len(steps) else None
         self.step_text.value = _step_html(step, self.step.value, len(steps))
         picture = self._picture(run, key, view)
-        if view == "transfer":
+        self._current = picture
+        if self.image.value is not picture.png:
             self.image.value = picture.png
-            return
-        block = self._block_label(run, key)
-        self.image.value = _overlay(picture, step, block)
+            self.image.panels = picture.panels
+        if step is not None and view == "layout" and picture.diagram is not None:
+            d = picture.diagram
+            cell = d.src[0].actual.cell if d.src else None
+            self.step_image.value = frame_png(frame(d, self.step.value, cell))
+        else:
+            self.step_image.value = b""
 
     def _picture(self, run: _Run, key: str, view: str) -> _Picture:
         from syncviz.diagram import layout_diagram, render, transfer_diagram
+        from syncviz.diagram.experts import expert_diagram
 
-        cache_key = (self._run_key, key if view == "layout" else "", view)
+        if view == "experts":
+            key = _expert_key(run.result, key)
+        cache_key = (self._run_key, key if view != "transfer" else "", view)
         picture = self._pictures.get(cache_key)
         if picture is not None:
             self._pictures.move_to_end(cache_key)
             return picture
-        if view == "layout":
-            diagram = layout_diagram(run.result, key, run.report)
-        else:
-            diagram = transfer_diagram(run.result)
-        picture = _to_picture(render(diagram), diagram)
+        self.busy.value = _busy_html(f"drawing the {view} view")
+        try:
+            if view == "layout":
+                diagram = layout_diagram(run.result, key, run.report, steps=self._steps())
+            elif view == "experts" and key is not None:
+                diagram = expert_diagram(run.result, key)
+            elif view == "experts":
+                self._pictures[cache_key] = _Picture(b"", [], None)
+                self.step_text.value = "<div>this model has no routed experts</div>"
+                return self._pictures[cache_key]
+            else:
+                diagram = transfer_diagram(run.result)
+            if view == "layout":  # PIL: the same picture as matplotlib, several times faster
+                from syncviz.diagram.pil_layout import layout_png
+
+                png, panels = layout_png(diagram)
+                picture = _Picture(png, panels, diagram)
+            else:
+                picture = _Picture(render(diagram)._repr_png_(), [], None)
+        finally:
+            self.busy.value = ""
         self._pictures[cache_key] = picture
         while len(self._pictures) > PICTURE_CACHE:
             self._pictures.popitem(last=False)
@@ -486,54 +580,40 @@ def _step_html(step: TraceStep | None, index: int, total: int) -> str:
     )
 
 
-def _to_picture(figure, diagram) -> _Picture:
-    """Render to PNG once and keep where every rect landed, for cheap overlays."""
-    from PIL import Image
-
-    png = figure._repr_png_()  # draws the canvas, so the transforms below are final
-    boxes = []
-    placed = getattr(figure, "_placed", {})
-    height = figure.size_px[1]
-    for side, panels in (
-        ("src", getattr(diagram, "src", [])),
-        ("dst", getattr(diagram, "dst", [])),
-    ):
-        for panel in panels if isinstance(panels, list) else []:
-            for rect in getattr(panel, "rects", []):
-                spot = placed.get(id(rect))
-                if spot is None:
-                    continue
-                ax, x0, y0, width, rows = spot
-                (ax0, ay0), (ax1, ay1) = ax.transData.transform([(x0, y0), (x0 + width, y0 + rows)])
-                top, bottom = sorted((height - ay0, height - ay1))
-                left, right = sorted((ax0, ax1))
-                boxes.append((side, panel.rank, rect.label, (left, top, right, bottom)))
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    return _Picture(png, image, boxes)
+def _expert_key(result, key: str) -> str | None:
+    """The parameter the experts view draws: ``key`` if it is a routed-expert tensor,
+    else the first one of the run (None if the model has none)."""
+    params = result.plan.layout.params
+    if result.plan.layout.param(key).kind.startswith("experts_"):
+        return key
+    return next((p.key for p in params if p.kind.startswith("experts_")), None)
 
 
-def _overlay(picture: _Picture, step: TraceStep | None, block: str | None) -> bytes:
-    """The picture with the step's blocks (or rank) and the inspected block outlined."""
-    from PIL import ImageDraw
+def _busy_html(what: str) -> str:
+    return f"<div class='syncviz-busy' style='color:#555'>&#8987; {html.escape(what)}...</div>"
 
-    marks: list[tuple[tuple[float, float, float, float], tuple[int, int, int], int]] = []
-    for _, _rank, label, box in picture.boxes:
-        if block is not None and label == block:
-            marks.append((box, BLOCK_COLOR, 3))
-    if step is not None:
-        for _, rank, label, box in picture.boxes:
-            if rank != step.rank:
-                continue
-            if step.blocks is None:
-                marks.append((box, PANEL_COLOR, 2))
-            elif label in step.blocks:
-                marks.append((box, STEP_COLOR, 4))
-    if not marks:
-        return picture.png
-    image = picture.image.copy()
-    draw = ImageDraw.Draw(image)
-    for box, color, width in marks:
-        draw.rectangle(box, outline=color, width=width)
-    out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=1)
-    return out.getvalue()
+
+def _refuse_if_too_big(spec: ModelSpec, src: Parallel, dst: Parallel, layer: int) -> None:
+    """Estimate an exact-size run's memory (ids are float64: trainer shards, vLLM tensors and
+    the oracle's expected ids) and refuse, with the fix, when it would not fit."""
+    import math
+
+    from syncviz.oracle import model_layout
+
+    layers = None if layer == ALL_LAYERS else [max(layer, 0)]
+    layout = model_layout(spec, src, dst, layers=layers)
+    numel = sum(math.prod(p.global_shape) for p in layout)
+    need = numel * 8 * (2 + max(1, dst.tp // max(1, src.tp)) + 1)
+    try:
+        import os
+
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = EXACT_SIZE_LIMIT
+    limit = min(EXACT_SIZE_LIMIT, free // 2)
+    if need > limit:
+        raise SyncvizError(
+            f"an exact-size run needs about {need / 2**30:.1f} GiB here"
+            f" (limit {limit / 2**30:.1f} GiB)",
+            fix="keep the layout-preserving downscale on, or pick one layer",
+        )

@@ -1,0 +1,70 @@
+"""``syncviz diagnose``: judge real vLLM rank dumps against the checkpoint they came from.
+
+Exit 0 when every tensor matches, 1 on any mismatch or missing tensor, 2 on bad
+input (missing files, shapes that fit no valid dst tp, a folder that is not a
+checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from syncviz.cli.args import add_layers_arg
+from syncviz.cli.command import Command
+from syncviz.errors import SyncvizError
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reference",
+        required=True,
+        metavar="HF_DIR",
+        help="the Hugging Face checkpoint folder (config.json + *.safetensors)",
+    )
+    parser.add_argument(
+        "--dump",
+        required=True,
+        metavar="DUMP_DIR",
+        help="one tp{t}.safetensors per vLLM rank (pp{p}-tp{t}.safetensors when --dst-pp > 1)",
+    )
+    parser.add_argument("--dst-tp", type=int, required=True, metavar="D", help="vLLM tp size")
+    parser.add_argument("--dst-pp", type=int, default=1, metavar="P", help="vLLM pp size")
+    add_layers_arg(
+        parser,
+        default=None,
+        what="layers to judge (default: all, with the embedding, final norm and lm_head)",
+    )
+    parser.add_argument(
+        "--trace", default=None, metavar="TRACE_DIR", help="traces from syncviz.record"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from syncviz.diagnose import diagnose
+
+    for name in ("dst_tp", "dst_pp"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise SyncvizError(
+                f"{flag} ({getattr(args, name)}) must be positive", fix="use the engine's size"
+            )
+    report = diagnose(
+        args.reference,
+        args.dump,
+        args.dst_tp,
+        args.dst_pp,
+        layers=args.layers,
+        trace=args.trace,
+        show_progress=not args.json,
+    )
+    print(report.to_json() if args.json else report.text())
+    return 0 if report.ok else 1
+
+
+COMMAND = Command(
+    "diagnose",
+    "judge real vLLM rank dumps against their checkpoint (exit 1 on a mismatch)",
+    _configure,
+    _run,
+)

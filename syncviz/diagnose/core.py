@@ -1,0 +1,347 @@
+"""Judge real vLLM rank dumps against the checkpoint they came from, segment by segment.
+
+Pass 1 reads one parameter's global tensor and every rank's tensor of it,
+compares them segment by segment with what the oracle says the rank must hold
+(exact, in the dump's dtype), and looks each wrong segment up in the same
+parameter. Pass 2 looks the segments still unexplained up in the other
+parameters of the diagnosed layers, one global tensor at a time. What is
+found nowhere stays "not found": nothing is guessed.
+
+>>> import tempfile
+>>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+>>> spec, ref, dump = tiny_spec("mixtral"), tempfile.mkdtemp(), tempfile.mkdtemp()
+>>> _ = write_checkpoint(spec, ref)
+>>> write_dumps(spec, ref, dump, tp=2, bugs={"router": "noise"})
+>>> diagnosis = run_diagnosis(ref, dump, 2)
+>>> [(d.tp, d.status) for per_rank in diagnosis.decoded for d in per_rank if d.status != "ok"]
+[(1, 'wrong')]
+>>> bad = next(d for per_rank in diagnosis.decoded for d in per_rank if d.status != "ok")
+>>> bad.source.tolist() == [NOT_FOUND] * bad.source.numel()
+True
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from syncviz.diagnose.dumps import RankDump, open_dumps, rank_file, rank_label
+from syncviz.diagnose.reference import Reference
+from syncviz.diagnose.segments import (
+    SegmentIndex,
+    bits,
+    compare,
+    segment_length,
+    segment_starts,
+    wide,
+)
+from syncviz.errors import SyncvizError
+from syncviz.oracle import ModelLayout, ParamLayout, model_layout
+from syncviz.oracle.dest import dest_maps
+from syncviz.parallel import Parallel
+from syncviz.progress import progress
+
+ZEROS = -1  # source code of a segment that is all zeros (where data was expected)
+NOT_FOUND = -2  # source code of a segment found nowhere in the reference
+_RANK_FILE = re.compile(r"(pp\d+-)?tp\d+\.safetensors")
+REFERENCE = Parallel(tp=1)  # the checkpoint plays the one, unsharded trainer rank
+
+
+@dataclass
+class Decoded:
+    """One rank's tensor of one parameter, decoded segment by segment.
+
+    ``source[k]`` is the index (in the layout) of the parameter segment ``k``
+    came from, or ZEROS / NOT_FOUND; ``start[k]`` its first global id there.
+    ``expected[k]`` is the start id the oracle wants. ``status`` is ok, wrong,
+    missing (not in the rank's file) or shape (present with another shape).
+    """
+
+    param: int
+    pp: int
+    tp: int
+    shape: tuple[int, ...]
+    length: int
+    expected: torch.Tensor
+    status: str = "ok"
+    source: torch.Tensor | None = None
+    start: torch.Tensor | None = None
+    dump_shape: tuple[int, ...] | None = None
+
+    @property
+    def bad(self) -> torch.Tensor:
+        """Per segment: is it not what the oracle expects?"""
+        assert self.source is not None and self.start is not None
+        return (self.source != self.param) | (self.start != self.expected)
+
+
+@dataclass
+class _Pending:
+    decoded: Decoded
+    segments: torch.Tensor  # positions in decoded
+    values: torch.Tensor  # [n, length] in the dump's dtype
+
+
+@dataclass
+class Diagnosis:
+    """Everything a diagnosis found: per parameter and rank, plus file-level notes."""
+
+    reference: Reference
+    layout: ModelLayout
+    dumps: dict[tuple[int, int], RankDump]
+    decoded: list[list[Decoded]]  # per parameter, per destination tensor
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dst(self) -> Parallel:
+        return self.layout.dst
+
+
+def run_diagnosis(
+    reference: str | Path,
+    dump: str | Path,
+    dst_tp: int,
+    dst_pp: int = 1,
+    *,
+    layers: Iterable[int] | None = None,
+    include_globals: bool | None = None,
+    show_progress: bool = False,
+) -> Diagnosis:
+    """Read, compare and decode; see :func:`syncviz.diagnose.diagnose` for the report."""
+    ref = Reference(reference)
+    spec = ref.spec
+    dst = Parallel(tp=dst_tp, pp=dst_pp)
+    wanted = None if layers is None else tuple(layers)
+    with_globals = (wanted is None) if include_globals is None else include_globals
+    layout = model_layout(spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
+    whole = model_layout(spec, REFERENCE, dst)
+    dumps = open_dumps(dump, dst_tp, dst_pp)
+    notes = _placement_notes(layout, whole, dumps)
+    _require_fitting_shapes(layout, dumps)
+    decoded: list[list[Decoded]] = []
+    pending: list[_Pending] = []
+    for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
+        decoded.append(_judge(ref, i, param, dumps, pending))
+    if pending:
+        _search_elsewhere(ref, layout, pending)
+    diagnosis = Diagnosis(ref, layout, dumps, decoded, notes)
+    diagnosis.notes += _rank_order_notes(diagnosis)
+    return diagnosis
+
+
+def _global(ref: Reference, param: ParamLayout) -> torch.Tensor:
+    g = ref.global_tensor(param.kind, param.layer)
+    if tuple(g.shape) != param.global_shape:
+        raise SyncvizError(
+            f"the reference's tensors for {param.key} make shape {list(g.shape)}, but its"
+            f" config.json implies {list(param.global_shape)}",
+            fix="pass the checkpoint folder whose config.json describes its weights",
+        )
+    return g
+
+
+def _judge(
+    ref: Reference,
+    i: int,
+    param: ParamLayout,
+    dumps: dict[tuple[int, int], RankDump],
+    pending: list[_Pending],
+) -> list[Decoded]:
+    glob: torch.Tensor | None = None
+    casts: dict[tuple[torch.dtype, int], tuple[torch.Tensor, SegmentIndex | None]] = {}
+    out = []
+    for t in param.dst:
+        length = segment_length(t.index)
+        dec = Decoded(i, t.pp, t.tp, t.shape, length, segment_starts(t.index, length))
+        out.append(dec)
+        entry = dumps[(t.pp, t.tp)].tensors.get(param.key)
+        if entry is None:
+            dec.status = "missing"
+            continue
+        if entry.shape != t.shape:
+            dec.status, dec.dump_shape = "shape", entry.shape
+            continue
+        if glob is None:
+            glob = _global(ref, param)
+        actual = dumps[(t.pp, t.tp)].read(param.key)
+        key = (actual.dtype, length)
+        if key not in casts:
+            casts[key] = (glob.to(actual.dtype), None)
+        reference, index = casts[key]
+        ok = compare(actual, reference, t.index, length)
+        dec.source = torch.full_like(dec.expected, i)
+        dec.start = dec.expected.clone()
+        if bool(ok.all()):
+            continue
+        dec.status = "wrong"
+        wrong = torch.nonzero(~ok).flatten()
+        segments = actual.reshape(-1, length)
+        values = segments if wrong.numel() == segments.shape[0] else segments[wrong]
+        words, _ = wide(bits(values), length)
+        zero = (words == 0).all(dim=1)  # +0.0 everywhere; -0.0 is caught after the look-up
+        dec.source[wrong[zero]] = ZEROS
+        dec.start[wrong[zero]] = -1
+        rest, values = wrong[~zero], values[~zero]
+        if not rest.numel():
+            continue
+        if index is None:
+            index = SegmentIndex(reference, length)
+            casts[key] = (reference, index)
+        found = index.find(values)
+        hit = found >= 0
+        dec.start[rest[hit]] = found[hit]
+        signed_zero = torch.zeros_like(hit)
+        if not bool(hit.all()):  # (bf16 arithmetic is slow on CPU: only where needed)
+            signed_zero[~hit] = (values[~hit] == 0).all(dim=1)
+        dec.source[rest[signed_zero]] = ZEROS
+        dec.start[rest[signed_zero]] = -1
+        miss = ~hit & ~signed_zero
+        dec.source[rest[miss]] = NOT_FOUND
+        dec.start[rest[miss]] = -1
+        if bool(miss.any()):
+            pending.append(_Pending(dec, rest[miss], values[miss].clone()))
+    return out
+
+
+def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pending]) -> None:
+    """Look unexplained segments up in the other parameters: same kind first."""
+    own = {p.decoded.param for p in pending}
+    kinds = {layout.params[i].kind for i in own}
+    order = sorted(
+        (i for i in range(len(layout.params)) if i not in own),
+        key=lambda i: (layout.params[i].kind not in kinds, i),
+    )
+    for i in order:
+        if not pending:
+            return
+        param = layout.params[i]
+        numel = math.prod(param.global_shape)
+        fits = [p for p in pending if numel % p.decoded.length == 0]
+        if not fits:
+            continue
+        glob = _global(ref, param)
+        indexes: dict[tuple[torch.dtype, int], SegmentIndex] = {}
+        for p in fits:
+            key = (p.values.dtype, p.decoded.length)
+            if key not in indexes:
+                indexes[key] = SegmentIndex(glob.to(key[0]), key[1])
+            found = indexes[key].find(p.values)
+            hit = found >= 0
+            if not bool(hit.any()):
+                continue
+            assert p.decoded.source is not None and p.decoded.start is not None
+            p.decoded.source[p.segments[hit]] = i
+            p.decoded.start[p.segments[hit]] = found[hit]
+            p.segments, p.values = p.segments[~hit], p.values[~hit]
+        pending[:] = [p for p in pending if p.segments.numel()]
+
+
+def _placement_notes(
+    layout: ModelLayout, whole: ModelLayout, dumps: dict[tuple[int, int], RankDump]
+) -> list[str]:
+    """Tensors in the files that are no parameter of the model, or sit on the wrong stage."""
+    notes = []
+    stage_of = {}
+    for p in whole.params:
+        stage_of[p.key] = p.dst[0].pp
+    pp_size = layout.dst.pp
+    folder = next(iter(dumps.values())).path.parent
+    ours = {d.path.name for d in dumps.values()}
+    sizes = f"dst tp {layout.dst.tp}" + (f" pp {pp_size}" if pp_size > 1 else "")
+    for path in sorted(folder.glob("*.safetensors")):
+        if path.name not in ours and _RANK_FILE.fullmatch(path.name):
+            notes.append(f"{path.name} is no rank of {sizes}: a dump of other sizes mixed in?")
+    for (pp, tp), dump in dumps.items():
+        where = f"{rank_label(pp, tp, pp_size)} ({rank_file(pp, tp, pp_size)})"
+        for name in dump.duplicates:
+            notes.append(f"{where}: {name} names a parameter already in the file")
+        for key, entry in dump.tensors.items():
+            if key not in stage_of:
+                notes.append(f"{where}: {entry.name} is no parameter of {layout.spec.name}")
+            elif stage_of[key] != pp:
+                notes.append(
+                    f"{where}: {entry.name} belongs to pipeline stage {stage_of[key]}, not {pp}"
+                )
+    return notes
+
+
+def _require_fitting_shapes(layout: ModelLayout, dumps: dict[tuple[int, int], RankDump]) -> None:
+    """Bad input when no split tensor of the dump has the shape the given sizes imply."""
+    tried = fitted = 0
+    sample: tuple[ParamLayout, tuple[int, ...]] | None = None
+    for param in layout.params:
+        for t in param.dst:
+            entry = dumps[(t.pp, t.tp)].tensors.get(param.key)
+            if entry is None or t.shape == param.global_shape:
+                continue  # missing (a finding) or replicated (fits any tp)
+            tried += 1
+            fitted += entry.shape == t.shape
+            if sample is None and t.tp == 0:
+                sample = (param, entry.shape)
+    if not tried or fitted or sample is None:
+        return
+    param, shape = sample
+    spec, d = layout.spec, layout.dst.tp
+    fits = [
+        n
+        for n in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+        if n != d and _valid(layout, n) and dest_maps(param.kind, spec, n)[0].shape == shape
+    ]
+    fix = (
+        f"the dump looks like dst tp {' or '.join(map(str, fits))}: pass --dst-tp {fits[0]}"
+        if fits
+        else "dump the ranks of one engine with syncviz.dump.save_vllm_rank"
+    )
+    raise SyncvizError(
+        f"the dump's shapes fit no valid dst tp {d}: {param.key} on tp 0 is {list(shape)},"
+        f" tp {d} needs {list(param.dst[0].shape)}",
+        fix=fix,
+    )
+
+
+def _valid(layout: ModelLayout, tp: int) -> bool:
+    try:
+        model_layout(layout.spec, REFERENCE, Parallel(tp=tp), layers=[0])
+    except SyncvizError:
+        return False
+    return True
+
+
+def _rank_order_notes(diagnosis: Diagnosis) -> list[str]:
+    """Recognise rank files in the wrong order: a file holding, exactly, another rank's tensors."""
+    layout, pp_size = diagnosis.layout, diagnosis.dst.pp
+    holds: dict[tuple[int, int], set[int] | None] = {}
+    for i, per_rank in enumerate(diagnosis.decoded):
+        for dec in per_rank:
+            if dec.source is None or dec.start is None:
+                continue
+            param = layout.params[i]
+            if param.dst[dec.tp].shape == param.global_shape:
+                continue  # replicated: every rank holds the same
+            if not bool(((dec.source == i) | (dec.source == ZEROS)).all()):
+                holds[(dec.pp, dec.tp)] = set()  # data from elsewhere: no rank's tensors
+                continue
+            held = torch.where(dec.source == ZEROS, -1, dec.start)  # zeros read as padding
+            same = {
+                o.tp
+                for o in per_rank
+                if o.pp == dec.pp
+                and o.expected.shape == held.shape
+                and torch.equal(held, o.expected)
+            }
+            key = (dec.pp, dec.tp)
+            prev = holds.get(key)
+            holds[key] = same if prev is None else prev & same
+    moved = {k: v for k, v in holds.items() if v and k[1] not in v}
+    if not moved:
+        return []
+    parts = [
+        f"{rank_file(pp, tp, pp_size)} holds {rank_label(pp, min(v), pp_size)}'s tensors"
+        for (pp, tp), v in sorted(moved.items())
+    ]
+    return ["rank files in the wrong order: " + "; ".join(parts)]

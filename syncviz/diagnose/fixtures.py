@@ -1,0 +1,290 @@
+"""Generated checkpoints and rank dumps, to try a diagnosis without a GPU (and to test it).
+
+A random bf16 Hugging Face checkpoint at any spec's shapes, and vLLM rank dumps
+cut from it by the layout rules, with known bugs planted on request.
+
+>>> import tempfile
+>>> spec = tiny_spec("qwen2")
+>>> ref, dump = tempfile.mkdtemp(), tempfile.mkdtemp()
+>>> sorted(write_checkpoint(spec, ref))[:2]
+['lm_head.weight', 'model.embed_tokens.weight']
+>>> write_dumps(spec, ref, dump, tp=2)
+>>> sorted(p.name for p in __import__("pathlib").Path(dump).iterdir())
+['tp0.safetensors', 'tp1.safetensors']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from syncviz.diagnose.dumps import rank_file
+from syncviz.diagnose.reference import HF_NAMES, Reference
+from syncviz.errors import SyncvizError
+from syncviz.oracle import Box, IndexMap, model_layout
+from syncviz.oracle.blocks import global_shape
+from syncviz.oracle.layout import layer_kinds
+from syncviz.parallel import Parallel
+from syncviz.spec import HF_ARCHITECTURES, ModelSpec
+
+BUGS = ("shard0", "swap_kv", "rows", "swap_experts", "tp0", "missing", "noise", "few_shared")
+"""Bugs write_dumps can plant in one kind (at layer 0, and in the globals)."""
+
+_TINY = {
+    # d > kv heads at tp 4 (2 K/V heads); vocab 100 pads to 128: padding rows on the last rank.
+    "llama-mcore": ModelSpec("llama-tiny", "llama-mcore", 2, 16, 8, 2, 24, 100, head_dim=2),
+    "qwen2": ModelSpec("qwen2-tiny", "qwen2", 2, 16, 4, 2, 16, 90, head_dim=4, qkv_bias=True),
+    "qwen2-moe": ModelSpec(
+        "qwen2-moe-tiny",
+        "qwen2-moe",
+        2,
+        16,
+        4,
+        4,
+        16,
+        70,
+        head_dim=4,
+        qkv_bias=True,
+        num_experts=4,
+        moe_ffn_hidden_size=8,
+        shared_expert_ffn_hidden_size=16,
+        shared_expert_gate=True,
+    ),
+    "mixtral": ModelSpec(
+        "mixtral-tiny",
+        "mixtral",
+        2,
+        16,
+        4,
+        2,
+        8,
+        64,
+        head_dim=4,
+        num_experts=4,
+        moe_ffn_hidden_size=8,
+    ),
+}
+
+
+def tiny_spec(family: str) -> ModelSpec:
+    """A small spec of ``family`` whose layout has every feature of the real one."""
+    return _TINY[family]
+
+
+def hf_config(spec: ModelSpec) -> dict:
+    """The config.json of ``spec`` as Hugging Face writes it."""
+    arch = next(a for a, f in HF_ARCHITECTURES.items() if f == spec.family)
+    config: dict = {
+        "_name_or_path": spec.name,
+        "architectures": [arch],
+        "num_hidden_layers": spec.num_layers,
+        "hidden_size": spec.hidden_size,
+        "num_attention_heads": spec.num_attention_heads,
+        "num_key_value_heads": spec.num_query_groups,
+        "intermediate_size": spec.ffn_hidden_size,
+        "vocab_size": spec.vocab_size,
+        "head_dim": spec.head_dim,
+        "tie_word_embeddings": spec.tie_word_embeddings,
+        "torch_dtype": "bfloat16",
+    }
+    if spec.family == "llama-mcore":
+        config["attention_bias"] = spec.qkv_bias
+    if spec.family == "qwen2-moe":
+        config.update(
+            num_experts=spec.num_experts,
+            moe_intermediate_size=spec.moe_ffn_hidden_size,
+            shared_expert_intermediate_size=spec.shared_expert_ffn_hidden_size,
+        )
+    if spec.family == "mixtral":
+        config.update(
+            num_local_experts=spec.num_experts, intermediate_size=spec.moe_ffn_hidden_size
+        )
+    return config
+
+
+def _part_shapes(kind: str, spec: ModelSpec) -> list[tuple[int, ...]]:
+    shape = global_shape(kind, spec)
+    if kind in ("qkv", "qkv_bias"):
+        q, kv = spec.num_attention_heads * spec.head_dim, spec.num_query_groups * spec.head_dim
+        return [(n, *shape[1:]) for n in (q, kv, kv)]
+    if kind in ("gate_up", "shared_gate_up"):
+        return [(shape[0] // 2, *shape[1:])] * 2
+    if kind == "experts_w13":
+        return [(shape[1] // 2, shape[2])] * 2
+    if kind == "experts_w2":
+        return [shape[1:]]
+    return [shape]
+
+
+def write_checkpoint(
+    spec: ModelSpec,
+    folder: str | Path,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int = 0,
+    shards: int = 1,
+) -> list[str]:
+    """Write a random checkpoint of ``spec`` (config.json + safetensors); return its names.
+
+    ``shards`` > 1 writes ``model-0000k-of-0000n.safetensors`` and the index.
+    """
+    from safetensors.torch import save_file
+
+    if spec.family not in ("llama-mcore", "qwen2", "qwen2-moe", "mixtral"):
+        raise SyncvizError(
+            f"no generator for family {spec.family!r}",
+            fix="use a Llama, Qwen2, Qwen2-MoE or Mixtral spec",
+        )
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps(hf_config(spec), indent=1), encoding="utf-8")
+    names = HF_NAMES[spec.family]
+    gen = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    kinds = [("embed", None)] + [(k, i) for i in range(spec.num_layers) for k in layer_kinds(spec)]
+    kinds += [("final_norm", None)] + ([] if spec.tie_word_embeddings else [("lm_head", None)])
+    for kind, layer in kinds:
+        fields = {} if layer is None else {"i": layer}
+        experts = range(spec.num_experts) if kind.startswith("experts_") else [None]
+        for e in experts:
+            for template, shape in zip(names[kind], _part_shapes(kind, spec), strict=True):
+                name = template.format(**fields, **({} if e is None else {"e": e}))
+                tensors[name] = torch.randn(shape, generator=gen).to(dtype)
+    ordered = sorted(tensors)
+    if shards <= 1:
+        save_file(tensors, str(root / "model.safetensors"))
+        return ordered
+    per = math.ceil(len(ordered) / shards)
+    weight_map = {}
+    for k in range(shards):
+        file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: tensors[n] for n in ordered[k * per : (k + 1) * per]}
+        save_file(part, str(root / file))
+        weight_map.update(dict.fromkeys(part, file))
+    index = {"metadata": {}, "weight_map": weight_map}
+    (root / "model.safetensors.index.json").write_text(json.dumps(index), encoding="utf-8")
+    return ordered
+
+
+def local_tensor(glob: torch.Tensor, index: IndexMap) -> torch.Tensor:
+    """What a rank holds of ``glob`` under ``index``, padding as zeros (box by box).
+
+    >>> from syncviz.oracle.slicing import cols_map
+    >>> local_tensor(torch.arange(8.0).view(2, 4), cols_map((2, 4), 1, 2)).tolist()
+    [[2.0, 3.0], [6.0, 7.0]]
+    """
+    parts = []
+    for piece in index.pieces:
+        if isinstance(piece, Box):
+            part = glob[tuple(slice(a, b) for a, b in zip(piece.start, piece.stop, strict=True))]
+            if piece.order is not None:
+                part = part.permute(piece.order)
+            parts.append(part.reshape(-1))
+        else:
+            parts.append(torch.zeros(piece.numel, dtype=glob.dtype))
+    return torch.cat(parts).view(index.shape)
+
+
+def vllm_name(key: str, naming: str = "vllm") -> str:
+    """The name a dump uses for oracle key ``key``: ``vllm`` (as vLLM names its parameters),
+    ``chatlearn`` (with the wrapper's ``model.`` prefix), ``routed`` (current vLLM's
+    ``experts.routed_experts.`` nesting)."""
+    if naming == "chatlearn":
+        return key
+    name = key[len("model.") :]
+    if naming == "routed":
+        name = name.replace(".mlp.experts.w", ".mlp.experts.routed_experts.w")
+    return name
+
+
+def write_dumps(
+    spec: ModelSpec,
+    reference: str | Path,
+    folder: str | Path,
+    *,
+    tp: int,
+    pp: int = 1,
+    bugs: Mapping[str, str] | None = None,
+    swap_files: bool = False,
+    naming: str = "vllm",
+    layers: list[int] | None = None,
+) -> None:
+    """Write every vLLM rank's dump of the checkpoint in ``reference``, as the layout rules cut it.
+
+    ``bugs`` maps a parameter kind to one of :data:`BUGS`, planted at layer 0 (or
+    in that global parameter); ``swap_files`` exchanges the files of tp 0 and tp 1.
+    """
+    from safetensors.torch import save_file
+
+    ref = Reference(reference)
+    bugs = dict(bugs or {})
+    for kind, bug in bugs.items():
+        if bug not in BUGS:
+            raise SyncvizError(
+                f"unknown bug {bug!r} for {kind}", fix="use one of " + ", ".join(BUGS)
+            )
+    layout = model_layout(
+        spec, Parallel(tp=1), Parallel(tp=tp, pp=pp), layers=layers, include_globals=True
+    )
+    files: dict[tuple[int, int], dict[str, torch.Tensor]] = {
+        (p, t): {} for p in range(pp) for t in range(tp)
+    }
+    for param in layout.params:
+        glob = ref.global_tensor(param.kind, param.layer)
+        local = [local_tensor(glob, t.index) for t in param.dst]
+        bug = bugs.get(param.kind) if param.layer in (None, 0) else None
+        if bug:
+            local = _plant(bug, param, glob, local, spec, tp)
+        for t, tensor in zip(param.dst, local, strict=True):
+            if tensor is not None:
+                files[(t.pp, t.tp)][vllm_name(param.key, naming)] = tensor.contiguous()
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    names = {k: rank_file(k[0], k[1], pp) for k in files}
+    if swap_files:
+        names[(0, 0)], names[(0, 1)] = names[(0, 1)], names[(0, 0)]
+    for key, tensors in files.items():
+        save_file(tensors, str(root / names[key]))
+
+
+def _plant(bug, param, glob, local, spec: ModelSpec, tp: int) -> list[torch.Tensor | None]:
+    out: list[torch.Tensor | None] = list(local)
+    if bug == "shard0":  # a loader that defaults tp_rank to 0
+        return [local[0].clone() for _ in local]
+    if bug == "swap_kv":  # K and V heads exchanged on every rank
+        hd = spec.head_dim
+        q_rows = spec.num_attention_heads // tp * hd
+        kv_rows = max(1, spec.num_query_groups // tp) * hd
+        for r, t in enumerate(local):
+            k = t[q_rows : q_rows + kv_rows].clone()
+            v = t[q_rows + kv_rows : q_rows + 2 * kv_rows].clone()
+            swapped = t.clone()
+            swapped[q_rows : q_rows + kv_rows] = v
+            swapped[q_rows + kv_rows : q_rows + 2 * kv_rows] = k
+            out[r] = swapped
+        return out
+    if bug == "rows":  # a row-parallel weight split by rows instead of columns
+        per = glob.shape[0] // tp
+        return [glob[r * per : (r + 1) * per].reshape(t.shape).clone() for r, t in enumerate(local)]
+    if bug == "swap_experts":  # experts 0 and 1 exchanged on tp 1
+        t = local[1].clone()
+        t[[0, 1]] = t[[1, 0]]
+        out[1] = t
+        return out
+    if bug == "tp0":  # tp 1 holds tp 0's shard
+        out[1] = local[0].clone()
+        return out
+    if bug == "missing":
+        out[1] = None
+        return out
+    gen = torch.Generator().manual_seed(7)
+    noise = torch.randn(local[1].shape, generator=gen).to(local[1].dtype)
+    if bug == "few_shared":  # wrong data that shares a few elements with the right data
+        flat = noise.view(-1)
+        flat[::5] = local[1].reshape(-1)[::5]
+    out[1] = noise
+    return out

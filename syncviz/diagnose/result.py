@@ -1,0 +1,139 @@
+"""A diagnosis as a :class:`~syncviz.run.result.SyncResult`, so every diagram view draws it.
+
+The vLLM ranks' tensors become model-wide provenance ids decoded from the
+checkpoint (built only when a view asks for one); the checkpoint stands for the
+single, unsharded trainer rank. Segments found nowhere read as -4, zeros where
+data was expected as padding (-1), a missing tensor as never written (-2).
+
+>>> import tempfile
+>>> from syncviz.diagnose.core import run_diagnosis
+>>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+>>> spec, ref, dump = tiny_spec("llama-mcore"), tempfile.mkdtemp(), tempfile.mkdtemp()
+>>> _ = write_checkpoint(spec, ref)
+>>> write_dumps(spec, ref, dump, tp=2, bugs={"lm_head": "missing"})
+>>> result = as_result(run_diagnosis(ref, dump, 2))
+>>> result.local_ids(1, "model.lm_head.weight").unique().tolist()
+[-2.0]
+>>> result.local_ids(0, "model.model.norm.weight")[:3].tolist()
+[0.0, 1.0, 2.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+
+from syncviz.diagnose.core import NOT_FOUND, ZEROS, Decoded, Diagnosis
+from syncviz.diagnose.dumps import normalise
+from syncviz.run.flow import RankOutcome
+from syncviz.run.plan import RankRole, SyncPlan, _id_bases, holds
+from syncviz.run.result import SyncResult
+from syncviz.run.values import UNWRITTEN_ID
+from syncviz.trace.model import SyncTrace
+
+NOT_FOUND_ID = -4.0
+"""The id a segment found nowhere in the reference reads as (not -1, -2 or -3)."""
+
+
+def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResult:
+    """The result the diagram model draws (``layout_diagram``, ``expert_diagram``)."""
+    layout = diagnosis.layout
+    dst = layout.dst
+    roles = [
+        RankRole(pp * dst.tp + tp, "dst", pp, tp) for pp in range(dst.pp) for tp in range(dst.tp)
+    ]
+    reference = RankRole(len(roles), "src", 0, 0)
+    roles.append(reference)
+    bases = _id_bases(layout)
+    by_world: dict[int, dict[str, Decoded]] = {r.world: {} for r in roles[:-1]}
+    dst_shapes: dict[int, dict[str, tuple[int, ...]]] = {r.world: {} for r in roles[:-1]}
+    for i, per_rank in enumerate(diagnosis.decoded):
+        key = layout.params[i].key
+        for dec in per_rank:
+            world = dec.pp * dst.tp + dec.tp
+            by_world[world][key] = dec
+            dst_shapes[world][key] = dec.shape
+    src_names = tuple(s.name for p in layout.params for s in p.src if holds(reference, s))
+    plan = SyncPlan(
+        spec=layout.spec,
+        src=layout.src,
+        dst=dst,
+        layout=layout,
+        roles=tuple(roles),
+        src_params={reference.world: src_names},
+        src_layer_offset={reference.world: 0},
+        dst_shapes=dst_shapes,
+        stage1=(),
+        stage2=(),
+        expert_groups=(),
+        id_base=bases,
+    )
+    keys = [p.key for p in layout.params]
+    dst_tensors = {w: _Decoded(decs, keys, bases) for w, decs in by_world.items()}
+    outcomes = [
+        RankOutcome(
+            r.world,
+            writes={k: int(d.status != "missing") for k, d in by_world.get(r.world, {}).items()},
+        )
+        for r in roles
+    ]
+    return SyncResult(plan, {reference.world: {}}, dst_tensors, outcomes, trace)  # type: ignore[arg-type]
+
+
+class _Decoded(Mapping[str, torch.Tensor]):
+    """One rank's tensors as model-wide ids, materialized on access."""
+
+    def __init__(self, decoded: dict[str, Decoded], keys: list[str], bases: dict[str, int]):
+        self._decoded, self._keys, self._bases = decoded, keys, bases
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        dec = self._decoded[key]
+        if dec.source is None or dec.start is None:
+            return torch.full(dec.shape, UNWRITTEN_ID, dtype=torch.float64)
+        base = torch.tensor([self._bases[self._keys[i]] for i in range(len(self._keys))])
+        src = dec.source.clamp(min=0)
+        first = (base[src] + dec.start).to(torch.float64)
+        ids = first[:, None] + torch.arange(dec.length, dtype=torch.float64)[None, :]
+        ids[dec.source == ZEROS] = -1.0
+        ids[dec.source == NOT_FOUND] = NOT_FOUND_ID
+        ids[(dec.source >= 0) & (dec.start < 0)] = -1.0  # expected padding, held as zeros
+        return ids.view(dec.shape)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded)
+
+    def __len__(self) -> int:
+        return len(self._decoded)
+
+
+def load_traces(folder: str | Path) -> SyncTrace:
+    """Every rank's recorded trace in ``folder`` (``*.json``) as one trace, names normalised."""
+    from syncviz.errors import SyncvizError
+
+    root = Path(folder)
+    files = sorted(root.glob("*.json")) if root.is_dir() else []
+    if not files:
+        raise SyncvizError(
+            f"trace folder {str(root)!r} holds no .json traces",
+            fix="record them with `with syncviz.record(rank=r, out_dir=...)`",
+        )
+    merged = SyncTrace(metadata={"traces": [f.name for f in files]})
+    for path in files:
+        try:
+            trace = SyncTrace.load(path)
+        except SyncvizError as err:
+            raise err.with_context(file=path.name) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise SyncvizError(
+                f"trace {str(path)!r} cannot be read ({err})", fix="re-record it"
+            ) from None
+        for pt in trace.params:
+            if pt.param is not None:
+                pt.param = normalise(pt.param)
+        merged.sources += trace.sources
+        merged.params += trace.params
+        merged.collectives += trace.collectives
+        merged.warnings += trace.warnings
+    return merged

@@ -1,0 +1,208 @@
+"""A diagnosis in words, in the checker's report classes: what each wrong region holds.
+
+Each wrong run of rows (experts for 3-D tensors, elements for 1-D ones) says
+what it holds (decoded from the checkpoint), whose expected data that is when
+it is another rank's ("holds tp 0's Q heads 0-3"), and what was expected.
+
+>>> import tempfile
+>>> from syncviz.diagnose.core import run_diagnosis
+>>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+>>> spec, ref, dump = tiny_spec("qwen2"), tempfile.mkdtemp(), tempfile.mkdtemp()
+>>> _ = write_checkpoint(spec, ref)
+>>> write_dumps(spec, ref, dump, tp=2, bugs={"lm_head": "tp0"})
+>>> line = report(run_diagnosis(ref, dump, 2)).bad()[0].lines()[0]
+>>> held, wanted = line.split(", expected ")
+>>> held
+"  tp 1, rows 0-63: holds tp 0's vocab rows 0-63"
+>>> wanted
+'rows 0-25: vocab rows 64-89; rows 26-63: padding'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from syncviz.check import MAX_RUNS, CheckReport, ParamCheck, TensorCheck
+from syncviz.diagnose.core import NOT_FOUND, ZEROS, Decoded, Diagnosis
+from syncviz.diagnose.dumps import rank_file, rank_label
+from syncviz.oracle import IndexMap, ParamLayout, describe
+
+_LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?|experts?) [\d-]+: ")
+NOT_FOUND_WORDS = "values not found in the reference"
+
+
+def report(diagnosis: Diagnosis) -> CheckReport:
+    """The diagnosis as a :class:`~syncviz.check.CheckReport` (text, HTML, JSON)."""
+    layout = diagnosis.layout
+    params = []
+    for i, per_rank in enumerate(diagnosis.decoded):
+        param = layout.params[i]
+        tensors = [_tensor_check(diagnosis, param, dec) for dec in per_rank]
+        statuses = {t.status for t in tensors}
+        status = "ok"
+        if statuses - {"ok"}:
+            status = "missing" if statuses - {"ok"} == {"missing"} else "wrong"
+        params.append(ParamCheck(param.key, status, tensors))
+    dst = f"tp{layout.dst.tp}" + (f" pp{layout.dst.pp}" if layout.dst.pp > 1 else "")
+    return CheckReport(
+        layout.spec.name,
+        f"checkpoint {diagnosis.reference.folder.name}",
+        dst,
+        "as dumped",
+        params,
+        list(diagnosis.notes),
+    )
+
+
+def _world(diagnosis: Diagnosis, dec: Decoded) -> int:
+    return dec.pp * diagnosis.dst.tp + dec.tp
+
+
+def _tensor_check(diagnosis: Diagnosis, param: ParamLayout, dec: Decoded) -> TensorCheck:
+    pp_size = diagnosis.dst.pp
+    where = rank_label(dec.pp, dec.tp, pp_size)
+    world = _world(diagnosis, dec)
+    if dec.status == "missing":
+        file = rank_file(dec.pp, dec.tp, pp_size)
+        return TensorCheck(world, dec.tp, "missing", problems=[f"{where}: missing from {file}"])
+    if dec.status == "shape":
+        text = f"{where}: shape {list(dec.dump_shape or ())}, expected {list(dec.shape)}"
+        return TensorCheck(world, dec.tp, "wrong", math.prod(dec.shape), problems=[text])
+    if dec.status == "ok":
+        return TensorCheck(world, dec.tp, "ok", writes=1)
+    bad = dec.bad
+    check = TensorCheck(world, dec.tp, "wrong", int(bad.sum()) * dec.length, writes=1)
+    check.problems = _runs(diagnosis, param, dec, bad, where)
+    return check
+
+
+def _runs(
+    diagnosis: Diagnosis, param: ParamLayout, dec: Decoded, bad: torch.Tensor, where: str
+) -> list[str]:
+    assert dec.source is not None
+    shape = dec.shape
+    if len(shape) > 1:
+        per = math.prod(shape) // shape[0] // dec.length  # segments per row (or expert)
+        unit = "expert" if len(shape) == 3 else "row"
+    else:
+        per, unit = 1, "element"
+    units = bad.numel() // per
+    bad_units = bad.view(units, per)
+    kinds = dec.source.view(units, per)
+    # What each unit's wrong segments hold, by source; one source per unit is the rule.
+    top = torch.iinfo(torch.int64).max
+    low = torch.where(bad_units, kinds, top).amin(dim=1).tolist()
+    high = torch.where(bad_units, kinds, -top).amax(dim=1).tolist()
+    signature: list[tuple[int, ...] | None] = []
+    for u, (a, b) in enumerate(zip(low, high, strict=True)):
+        if a == top:
+            signature.append(None)
+        elif a == b:
+            signature.append((a,))
+        else:
+            signature.append(tuple(sorted(set(kinds[u][bad_units[u]].tolist()))))
+    runs: list[tuple[int, int]] = []
+    for u, sig in enumerate(signature):
+        if sig is None:
+            continue
+        if runs and runs[-1][1] == u and signature[runs[-1][0]] == sig:
+            runs[-1] = (runs[-1][0], u + 1)
+        else:
+            runs.append((u, u + 1))
+    out = []
+    for a, b in runs[:MAX_RUNS]:
+        if unit == "element":
+            lo, hi = a * dec.length, b * dec.length - 1
+            span = f"elements {lo}-{hi}" if hi > lo else f"element {lo}"
+        else:
+            span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
+        holds = _holds(diagnosis, param, dec, a * per, b * per, signature[a] or ())
+        wants = _shorten(
+            describe(param, _index(dec, dec.expected, a * per, b * per, param.global_shape))
+        )
+        out.append(f"{where}, {span}: holds {holds}, expected {wants}")
+    if len(runs) > MAX_RUNS:
+        out.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
+    return out
+
+
+def _index(
+    dec: Decoded, starts: torch.Tensor, s0: int, s1: int, glob: tuple[int, ...], flat: bool = False
+) -> IndexMap:
+    """The index map of segments s0..s1-1 (start ids in ``starts``; -1 padding, other
+    negatives not ids), shaped like that slice of the tensor (or flat)."""
+    part = starts[s0:s1]
+    length = dec.length
+    if part.numel() > 1:
+        prev, nxt = part[:-1], part[1:]
+        goes_on = ((nxt == prev + length) & (prev >= 0)) | ((nxt == prev) & (prev < 0))
+        cuts = [0, *(torch.nonzero(~goes_on).flatten() + 1).tolist(), part.numel()]
+    else:
+        cuts = [0, part.numel()]
+    firsts = part[cuts[:-1]].tolist() if part.numel() else []
+    runs = [(f, (b - a) * length) for f, a, b in zip(firsts, cuts[:-1], cuts[1:], strict=True)]
+    n = (s1 - s0) * length
+    if flat or len(dec.shape) == 1:
+        shape: tuple[int, ...] = (n,)
+    else:
+        rest = dec.shape[1:]
+        shape = (n // math.prod(rest), *rest)
+    return IndexMap.from_runs(glob, shape, runs)
+
+
+def _holds(
+    diagnosis: Diagnosis, param: ParamLayout, dec: Decoded, s0: int, s1: int, kinds: tuple[int, ...]
+) -> str:
+    assert dec.source is not None and dec.start is not None
+    words = []
+    source = dec.source[s0:s1]
+    for kind in kinds:
+        if kind == ZEROS:
+            words.append("zeros")
+        elif kind == NOT_FOUND:
+            words.append(NOT_FOUND_WORDS)
+        elif kind == dec.param:
+            own = torch.where(dec.source == dec.param, dec.start, torch.full_like(dec.start, -3))
+            text = _shorten(describe(param, _index(dec, own, s0, s1, param.global_shape)))
+            whose = _whose(diagnosis, dec, s0, s1)
+            words.append(f"{whose}'s {text}" if whose else text)
+        else:
+            other = diagnosis.layout.params[kind]
+            theirs = torch.where(dec.source == kind, dec.start, torch.full_like(dec.start, -3))
+            whole = bool((source == kind).all())  # the whole run: keep its shape for the words
+            if not whole:  # only its segments from ``other``, as one flat run of elements
+                theirs = theirs[s0:s1][source == kind]
+                ids = _index(dec, theirs, 0, theirs.numel(), other.global_shape, flat=True)
+            else:
+                ids = _index(dec, theirs, s0, s1, other.global_shape)
+            text = _shorten(describe(other, ids))
+            words.append(f"{other.key}'s {text}")
+    return " and ".join(words)
+
+
+def _whose(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int) -> str:
+    """``tp r`` when segments s0..s1 hold another rank's expected data (else "")."""
+    assert dec.start is not None and dec.source is not None
+    held = dec.start[s0:s1]
+    bad = dec.bad[s0:s1] & (dec.source[s0:s1] == dec.param)
+    pp_size = diagnosis.dst.pp
+    others = [o for o in diagnosis.decoded[dec.param] if o.pp == dec.pp and o.tp != dec.tp]
+    for o in others:  # the same place in another rank's tensor
+        if o.expected.shape == dec.expected.shape and torch.equal(
+            o.expected[s0:s1][bad], held[bad]
+        ):
+            return rank_label(o.pp, o.tp, pp_size)
+    own = dec.expected
+    for o in others:  # somewhere in another rank's tensor, nowhere in this rank's
+        wanted = held[bad]
+        if bool(torch.isin(wanted, o.expected).all()) and not bool(torch.isin(wanted, own).any()):
+            return rank_label(o.pp, o.tp, pp_size)
+    return ""
+
+
+def _shorten(text: str) -> str:
+    """Drop the local position of a single-piece description ("rows 0-3: Q head 1")."""
+    return _LOCAL_PREFIX.sub("", text) if "; " not in text else text

@@ -1,0 +1,440 @@
+"""The layout view in matplotlib: trainer rasters, movement bands, vLLM actual | expected.
+
+Panels of one side stack along the axis that carries the blocks (rows for
+QKV, columns for o_proj), to scale, so bands run straight from where a block
+starts to where it lands. Wrong cells carry a magenta outline; a cell holding
+more than one block is dotted; labels sit on the block axis, thinned so they
+never overprint. At 100 dpi the default figure is at most 1100 px wide and no
+text is smaller than 9 pt.
+
+>>> from syncviz import Parallel
+>>> from syncviz.spec import ModelSpec
+>>> from syncviz.run.inprocess import run_sync
+>>> from syncviz.diagram.model import layout_diagram
+>>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+>>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> fig = render_layout(layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight"))
+>>> fig.size_px[0] <= 1100
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.collections import LineCollection, PolyCollection
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.patches import Patch
+
+from syncviz.diagram.model import LayoutDiagram, Panel
+from syncviz.diagram.mpl import DPI, Figure
+from syncviz.diagram.palette import WRONG, WRONG_BAND, family_rgb, raster_rgb
+from syncviz.diagram.raster import small_work
+
+WIDTH_IN = 10.8  # 1080 px at 100 dpi: fits a notebook cell
+FONT = 9.0  # the smallest text in a figure, in points
+MAX_REGION_LINES = 6  # region lines inside the figure; every region is in the text form
+SIDES = ("trainer", "vLLM holds", "vLLM expected")
+
+
+def _image(panel_raster) -> np.ndarray:
+    """RGB of a raster, two pixels per cell so mixed cells can be dotted."""
+    rgb = raster_rgb(panel_raster).numpy()
+    img = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)
+    mixed = np.repeat(np.repeat(panel_raster.mixed.numpy(), 2, axis=0), 2, axis=1)
+    dots = np.zeros_like(mixed)
+    dots[::2, ::2] = True
+    img[mixed & dots] = (255, 255, 255)
+    return img
+
+
+class _Layout:
+    """Where each panel goes: 'along' the block axis, 'across' it; data units = elements."""
+
+    def __init__(self, d: LayoutDiagram) -> None:
+        self.axis = d.axis
+        sides = [d.src, d.dst, d.dst]
+        along = [self._along(p) for p in d.src + d.dst]
+        total = max(sum(along[: len(d.src)]), sum(along[len(d.src) :]), 1)
+        self.min_along = total * 0.035  # a one-row tensor still gets a visible strip
+        self.gap = total * 0.02
+        self.across = max(self._across(p) for p in d.src + d.dst)
+        band_w = self.across * (0.9 if d.axis == 0 else 0.7)
+        side_gap = self.across * (0.12 if d.axis == 0 else 0.3)
+        self.offsets = [0.0, self.across + band_w, 2 * self.across + band_w + side_gap]
+        self.span_across = self.offsets[2] + self.across
+        self.spans: dict[tuple[int, int], tuple[float, float]] = {}  # (side, i) -> along
+        for s, panels in enumerate(sides):
+            pos = 0.0
+            for i, p in enumerate(panels):
+                n = max(self._along(p), self.min_along)
+                self.spans[s, i] = (pos, pos + n)
+                pos += n + self.gap
+        self.span_along = max(v[1] for v in self.spans.values())
+
+    def _along(self, p: Panel) -> float:
+        return float(p.actual.rows if self.axis == 0 else p.actual.cols)
+
+    def _across(self, p: Panel) -> float:
+        return float(p.actual.cols if self.axis == 0 else p.actual.rows)
+
+    def extent(self, side: int, i: int, p: Panel) -> tuple[float, float, float, float]:
+        """(x0, x1, y0, y1) of a panel, y growing downward."""
+        a0, a1 = self.spans[side, i]
+        c0 = self.offsets[side]
+        c1 = c0 + self._across(p)
+        return (c0, c1, a0, a1) if self.axis == 0 else (a0, a1, c0, c1)
+
+    def point(self, side: int, i: int, p: Panel, along: float, across: float):
+        """Data (x, y) of element position (along, across) of a panel."""
+        x0, _, y0, _ = self.extent(side, i, p)
+        a0, a1 = self.spans[side, i]
+        scale = (a1 - a0) / max(self._along(p), 1)
+        if self.axis == 0:
+            return x0 + across, y0 + along * scale
+        return x0 + along * scale, y0 + across
+
+
+def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
+    """Draw ``d``; ``Figure.cell_pixel(side, rank, i, j)`` locates any cell in the PNG."""
+    with small_work(0):  # rasters are a few hundred cells a side
+        return _render_layout(d, width_in)
+
+
+def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
+    lay = _Layout(d)
+    regions = d.regions()
+    shown = regions[:MAX_REGION_LINES]
+    n_text = len(shown) + (1 if len(regions) > len(shown) else 0) + len(d.problems[:3])
+    if d.frame is not None:
+        n_text += 1
+    aspect = lay.span_along / lay.span_across if d.axis == 0 else lay.span_across / lay.span_along
+    plot_w = width_in - 1.6
+    plot_h = float(np.clip(plot_w * aspect * 1.5, 3.0, 7.5))
+    top_h, line_h = 0.95, 0.2
+    strip = _strip(d)  # step K: what it read -> what it wrote, as rasters
+    below = 0.0 if strip is None else strip.shape[0] / DPI + 0.15
+    fig_h = top_h + plot_h + 0.35 + line_h * n_text + below
+    fig = MplFigure(figsize=(width_in, fig_h), dpi=DPI)
+    ax = fig.add_axes(
+        (
+            1.2 / width_in,
+            (0.3 + line_h * n_text + below) / fig_h,
+            plot_w / width_in,
+            plot_h / fig_h,
+        )
+    )
+    if strip is not None:
+        h, w = strip.shape[:2]
+        strip_ax = fig.add_axes((0.01, 0.05 / fig_h, w / DPI / width_in, h / DPI / fig_h))
+        strip_ax.imshow(strip, interpolation="nearest", aspect="auto")
+        strip_ax.set_axis_off()
+    ax.set_axis_off()
+    if d.axis == 0:
+        ax.set_xlim(-0.01 * lay.span_across, lay.span_across * 1.01)
+        ax.set_ylim(lay.span_along * 1.01, -0.01 * lay.span_along)
+    else:
+        ax.set_xlim(-0.01 * lay.span_along, lay.span_along * 1.01)
+        ax.set_ylim(lay.span_across * 1.01, -0.05 * lay.span_across)
+    placed: dict[tuple, tuple] = {}
+    per_px_along = _data_per_px(fig, ax, d.axis)
+    sides = [d.src, d.dst, d.dst]
+    for s, panels in enumerate(sides):
+        for i, p in enumerate(panels):
+            r = p.actual if s < 2 else p.expected
+            x0, x1, y0, y1 = lay.extent(s, i, p)
+            ax.imshow(_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto")
+            ax.add_patch(_frame(x0, x1, y0, y1))
+            placed[(SIDES[s], p.rank)] = (ax, (x0, x1, y0, y1), r)
+            if s == 1:
+                _outline_wrong(ax, r, (x0, x1, y0, y1))
+            _labels(ax, lay, s, i, p, r, per_px_along, first_side=(s == 0))
+            _panel_title(ax, lay, s, i, p, per_px_along)
+    _bands(ax, lay, d)
+    for s, name in enumerate(SIDES):
+        c0 = lay.offsets[s] + lay.across / 2
+        xy = (c0, -0.01 * lay.span_along) if d.axis == 0 else (-0.01 * lay.span_along, c0)
+        ax.text(
+            *xy,
+            name,
+            ha="center" if d.axis == 0 else "right",
+            va="bottom" if d.axis == 0 else "center",
+            fontsize=FONT + 1,
+            weight="bold",
+            rotation=0 if d.axis == 0 else 90,
+        )
+    fig.text(
+        0.5, 1 - 0.12 / fig_h, _wrap(d.title, width_in), ha="center", va="top", fontsize=FONT + 0.5
+    )
+    _legend(fig, d, fig_h)
+    lines = [("WRONG " + t, WRONG) for t in shown]
+    if len(regions) > len(shown):
+        lines.append(
+            (f"{len(regions) - len(shown)} further wrong regions: see the text form", "black")
+        )
+    lines += [(p, "black") for p in d.problems[:3]]
+    if d.frame is not None:
+        lines.append((d.frame.text, "black"))
+    for k, (line, color) in enumerate(lines):
+        fig.text(
+            0.01,
+            (0.2 + below + line_h * (len(lines) - 1 - k)) / fig_h,
+            _clip(line, width_in),
+            fontsize=FONT,
+            color=color if color == "black" else "#A0105A",
+        )
+    return Figure(fig, placed)
+
+
+def _strip(d: LayoutDiagram) -> np.ndarray | None:
+    """The step strip of ``d.frame`` (the Explorer's, from diagram.pil) as an RGB array."""
+    if d.frame is None:
+        return None
+    import io
+
+    from PIL import Image
+
+    from syncviz.diagram.pil import frame_png
+
+    return np.asarray(Image.open(io.BytesIO(frame_png(d.frame))).convert("RGB"))
+
+
+def _wrap(text: str, width_in: float) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=int(width_in * 72 / (FONT * 0.58)))
+
+
+def _clip(text: str, width_in: float) -> str:
+    n = int(width_in * 72 / (FONT * 0.56))
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _data_per_px(fig, ax, axis: int) -> float:
+    """Data units along the block axis per pixel of the saved PNG."""
+    pos = ax.get_position()
+    if axis == 0:
+        lo, hi = ax.get_ylim()
+        px = pos.height * fig.get_figheight() * DPI
+    else:
+        lo, hi = ax.get_xlim()
+        px = pos.width * fig.get_figwidth() * DPI
+    return abs(hi - lo) / max(px, 1)
+
+
+def _frame(x0, x1, y0, y1):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.8, ec="#333333")
+
+
+def _edge_runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of true along the last axis of a 2-D mask: (line, start, stop)."""
+    pad = np.zeros((edges.shape[0], edges.shape[1] + 2), dtype=np.int8)
+    pad[:, 1:-1] = edges
+    step = np.diff(pad, axis=1)
+    starts, stops = np.nonzero(step == 1), np.nonzero(step == -1)
+    return list(zip(starts[0].tolist(), starts[1].tolist(), stops[1].tolist(), strict=True))
+
+
+def _outline_wrong(ax, r, extent) -> None:
+    """A magenta (over black) outline around every connected set of not-right cells;
+    edges are merged into runs, so a big region costs a few lines, not one per cell."""
+    bad = r.status.numpy() != 0
+    if not bad.any():
+        return
+    x0, x1, y0, y1 = extent
+    nr, nc = bad.shape
+    sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
+    pad = np.pad(bad, 1)
+    across = pad[1:, 1:-1] != pad[:-1, 1:-1]  # [nr + 1, nc]: edge above cell row i
+    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T  # [nc + 1, nr]: edge left of cell col j
+    segs = [
+        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in _edge_runs(across)
+    ]
+    segs += [
+        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in _edge_runs(down)
+    ]
+    ax.add_collection(LineCollection(segs, colors="black", linewidths=2.6, zorder=4))
+    ax.add_collection(LineCollection(segs, colors=WRONG, linewidths=1.4, zorder=5))
+
+
+def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_side: bool) -> None:
+    """Block labels along the block axis, at the start of each run, thinned to fit."""
+    from syncviz.diagram.model import _lines
+
+    runs: list[list] = []
+    for start, stop, b, _pos, _status in _lines(r, lay.axis):
+        if runs and runs[-1][2] == b:
+            runs[-1][1] = stop
+        else:
+            runs.append([start, stop, b])
+    min_gap = (FONT + 3) * DPI / 72 * per_px  # one line of text, in data units along
+    if lay.axis == 1:
+        min_gap *= 2.6  # horizontal labels need a few characters of room
+    # Place first the labels that matter most (a new family, e.g. the first K head),
+    # then fill the gaps; a label goes only where it overprints none already placed.
+    items = []
+    for k, (start, stop, b) in enumerate(runs):
+        label = _short(r.table, b)
+        if label is None:
+            continue
+        x, y = lay.point(s, i, p, (start + stop) / 2, 0)
+        new_family = k == 0 or _family(r.table, runs[k - 1][2]) != _family(r.table, b)
+        items.append((0 if new_family else 1, k, x, y, label))
+    placed: list[float] = []
+    for _prio, _k, x, y, label in sorted(items):
+        at = y if lay.axis == 0 else x
+        if any(abs(at - q) < min_gap for q in placed):
+            continue
+        placed.append(at)
+        if lay.axis == 0:
+            ax.text(
+                x - lay.across * 0.015,
+                y,
+                label,
+                ha="right",
+                va="center",
+                fontsize=FONT,
+                clip_on=False,
+            )
+        else:
+            ax.text(
+                x,
+                y - lay.across * 0.015,
+                label,
+                ha="center",
+                va="bottom",
+                fontsize=FONT,
+                clip_on=False,
+            )
+
+
+def _family(table, b: int) -> str:
+    return table.families[b] if b >= 0 else str(b)
+
+
+def _short(table, b: int) -> str | None:
+    """A label short enough for the axis: ``Q4``, ``K0``, ``h5``, ``e12 up``."""
+    if b < 0:
+        return {-1: "pad", -2: "unwritten", -3: "other param"}.get(b)
+    block = table.blocks[b]
+    if block.family in ("q", "k", "v"):
+        return f"{block.family.upper()}{block.index}"
+    if block.family == "o":
+        return f"h{block.index}"
+    if block.family == "expert":
+        return f"e{block.index} {block.part}"
+    return block.label
+
+
+def _panel_title(ax, lay: _Layout, s: int, i: int, p: Panel, per_px: float) -> None:
+    """'rank 3 tp1' beside the panel, on the far side from the labels."""
+    x0, x1, y0, y1 = lay.extent(s, i, p)
+    text = p.title.replace("trainer ", "").replace("vLLM ", "")
+    if p.shared and s == 2:
+        ranks = sorted({r for rs in p.shared.values() for r in rs})
+        text += f", shares {len(p.shared)} blocks with rank {', '.join(map(str, ranks))}"
+    if lay.axis == 0:
+        if (y1 - y0) / per_px > 16 * (text.count("\n") + 1):  # room for the words
+            ax.text(
+                x0 + lay.across * 0.02,
+                y0,
+                text,
+                ha="left",
+                va="top",
+                fontsize=FONT,
+                color="white",
+                bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7},
+            )
+    elif (x1 - x0) / per_px > 9 * len(text):
+        ax.text(
+            x0 + (x1 - x0) * 0.01,
+            y0 + lay.across * 0.02,
+            text,
+            ha="left",
+            va="top",
+            fontsize=FONT,
+            color="white",
+            bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7},
+        )
+
+
+def _bands(ax, lay: _Layout, d: LayoutDiagram) -> None:
+    """Trainer spans -> vLLM spans as filled quadrilaterals, block colour or magenta if wrong."""
+    src_i = {p.rank: (i, p) for i, p in enumerate(d.src)}
+    dst_i = {p.rank: (i, p) for i, p in enumerate(d.dst)}
+    polys, colors, wrong_polys = [], [], []
+    for b in d.bands:
+        si, sp = src_i[b.src]
+        di, dp = dst_i[b.dst]
+        a0 = lay.point(0, si, sp, b.src_span[0], lay._across(sp))
+        a1 = lay.point(0, si, sp, b.src_span[1], lay._across(sp))
+        c0 = lay.point(1, di, dp, b.dst_span[0], 0)
+        c1 = lay.point(1, di, dp, b.dst_span[1], 0)
+        if lay.axis == 0:
+            a0, a1 = (
+                (lay.offsets[0] + lay._across(sp), a0[1]),
+                (lay.offsets[0] + lay._across(sp), a1[1]),
+            )
+            c0, c1 = (lay.offsets[1], c0[1]), (lay.offsets[1], c1[1])
+        else:
+            a0, a1 = (
+                (a0[0], lay.offsets[0] + lay._across(sp)),
+                (a1[0], lay.offsets[0] + lay._across(sp)),
+            )
+            c0, c1 = (c0[0], lay.offsets[1]), (c1[0], lay.offsets[1])
+        poly = [a0, a1, c1, c0]
+        if b.wrong:
+            wrong_polys.append(poly)
+        else:
+            polys.append(poly)
+            colors.append((*family_rgb(d.table.families[b.block], d.table.shades[b.block]), 0.45))
+    if polys:
+        ax.add_collection(PolyCollection(polys, facecolors=colors, edgecolors="none", zorder=1))
+    if wrong_polys:
+        ax.add_collection(
+            PolyCollection(
+                wrong_polys,
+                facecolors=(0.93, 0.2, 0.47, 0.55),
+                edgecolors=WRONG_BAND,
+                linewidths=0.5,
+                zorder=2,
+            )
+        )
+
+
+def _legend(fig: MplFigure, d: LayoutDiagram, fig_h: float) -> None:
+    names = {
+        "q": "Q heads",
+        "k": "K heads",
+        "v": "V heads",
+        "o": "heads (columns)",
+        "gate": "gate",
+        "up": "up",
+        "down": "down",
+        "expert": "experts",
+        "vocab": "vocab rows",
+        "norm": "norm",
+        "router": "router",
+        "padding": "padding",
+        "unwritten": "never written",
+        "foreign": "another parameter's data",
+    }
+    handles = [
+        Patch(facecolor=family_rgb(f), edgecolor="#333333", label=names.get(f, f))
+        for f in d.families()
+    ]
+    if d.wrong_count:
+        handles.append(Patch(facecolor="white", edgecolor=WRONG, lw=2, label="not right (checker)"))
+    if any(bool(p.actual.mixed.any()) for p in d.src + d.dst):
+        handles.append(
+            Patch(facecolor="#BBBBBB", edgecolor="white", hatch="..", label="mixed cell")
+        )
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        ncol=min(len(handles), 7),
+        fontsize=FONT,
+        frameon=False,
+        bbox_to_anchor=(0.5, 1 - 0.42 / fig_h),
+    )

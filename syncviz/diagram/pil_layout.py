@@ -1,0 +1,219 @@
+"""The layout view drawn with PIL: the same picture as mpl_layout.py, in a few tens of ms.
+
+The Explorer draws with this (a first view must come back fast); the command
+line and the notebooks use matplotlib (PNG and SVG, text kept as text). Both
+place panels with the same :class:`~syncviz.diagram.mpl_layout._Layout`, so the
+two pictures agree cell for cell.
+
+>>> from syncviz import Parallel
+>>> from syncviz.spec import ModelSpec
+>>> from syncviz.run.inprocess import run_sync
+>>> from syncviz.diagram.model import layout_diagram
+>>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+>>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
+>>> png, panels = layout_png(d)
+>>> png[:4], sorted({p["side"] for p in panels})
+(b'\\x89PNG', ['trainer', 'vLLM expected', 'vLLM holds'])
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+
+import numpy as np
+
+from syncviz.diagram.model import LayoutDiagram, _lines
+from syncviz.diagram.mpl_layout import MAX_REGION_LINES, SIDES, _edge_runs, _image, _Layout, _short
+from syncviz.diagram.palette import WRONG, family_rgb, hex_rgb
+from syncviz.diagram.raster import small_work
+
+WIDTH = 1080
+FONT_PX = 13  # 9.4 pt at 100 dpi
+LEFT, RIGHT, TOP = 70, 20, 78
+LINE = 17
+
+
+@functools.lru_cache(maxsize=4)
+def _font(size: int = FONT_PX):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def layout_png(d: LayoutDiagram, width: int = WIDTH) -> tuple[bytes, list[dict]]:
+    """The PNG of ``d`` and its panels' pixel boxes (as ``Figure.panel_boxes`` gives them)."""
+    with small_work(0):
+        return _layout_png(d, width)
+
+
+def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
+    from PIL import Image, ImageDraw
+
+    lay = _Layout(d)
+    span_x, span_y = (
+        (lay.span_across, lay.span_along) if d.axis == 0 else (lay.span_along, lay.span_across)
+    )
+    left = LEFT if d.axis == 0 else LEFT + 30
+    top = TOP if d.axis == 0 else TOP + 20
+    plot_w = width - left - RIGHT
+    plot_h = int(np.clip(plot_w * span_y / span_x * 1.5, 300, 750))
+    sx, sy = plot_w / span_x, plot_h / span_y
+    regions = d.regions()
+    lines = [(f"WRONG {t}", WRONG) for t in regions[:MAX_REGION_LINES]]
+    if len(regions) > MAX_REGION_LINES:
+        lines.append((f"{len(regions) - MAX_REGION_LINES} further wrong regions", "#000000"))
+    lines += [(p, "#000000") for p in d.problems[:3]]
+    height = top + plot_h + 24 + LINE * len(lines) + 8
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = _font()
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return left + x * sx, top + y * sy
+
+    draw.text((width / 2, 6), d.title[:150], fill="black", font=font, anchor="mt")
+    _legend(draw, d, width, font)
+    _bands(image, lay, d, px)
+    draw = ImageDraw.Draw(image)
+    panels = []
+    for s, group in enumerate((d.src, d.dst, d.dst)):
+        for i, p in enumerate(group):
+            r = p.actual if s < 2 else p.expected
+            x0, x1, y0, y1 = lay.extent(s, i, p)
+            (a, b), (c, e) = px(x0, y0), px(x1, y1)
+            box = [round(a, 1), round(b, 1), round(c, 1), round(e, 1)]
+            tile = Image.fromarray(_image(r), "RGB").resize(
+                (max(1, round(c - a)), max(1, round(e - b))), Image.NEAREST
+            )
+            image.paste(tile, (round(a), round(b)))
+            draw.rectangle(
+                (round(a) - 1, round(b) - 1, round(a) + tile.width, round(b) + tile.height),
+                outline="#333333",
+            )
+            if s == 1:
+                _outline(draw, r, box)
+            _labels(draw, lay, s, i, p, r, px, font)
+            title = p.title.replace("trainer ", "").replace("vLLM ", "")
+            if (e - b) > 18 and (c - a) > 8 * len(title):
+                draw.rectangle(
+                    (a + 2, b + 1, a + 6 + draw.textlength(title, font=font), b + 16),
+                    fill="#333333",
+                )
+                draw.text((a + 4, b + 2), title, fill="white", font=font)
+            panels.append({"side": SIDES[s], "rank": p.rank, "box": box, "cells": list(r.cells)})
+    for s, name in enumerate(SIDES):
+        mid = lay.offsets[s] + lay.across / 2
+        if d.axis == 0:
+            x, y = px(mid, 0)
+            draw.text((x, y - 4), name, fill="black", font=font, anchor="mb")
+        else:
+            x, y = px(0, mid)
+            draw.text((x - 8, y), name, fill="black", font=font, anchor="rm")
+    y = top + plot_h + 22
+    for text, color in lines:
+        draw.text((8, y), text[:160], fill=color if color != WRONG else "#A0105A", font=font)
+        y += LINE
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue(), panels
+
+
+def _legend(draw, d: LayoutDiagram, width: int, font) -> None:
+    names = {"q": "Q heads", "k": "K heads", "v": "V heads", "o": "heads (columns)",
+             "expert": "experts", "vocab": "vocab rows", "unwritten": "never written",
+             "foreign": "another parameter's data"}  # fmt: skip
+    items = [(tuple(round(c * 255) for c in family_rgb(f)), names.get(f, f)) for f in d.families()]
+    if d.wrong_count:
+        items.append((None, "not right (checker)"))
+    x = max(8, width / 2 - 60 * len(items))
+    for color, text in items:
+        if color is None:
+            draw.rectangle((x, 30, x + 18, 42), outline=hex_rgb(WRONG), width=2)
+        else:
+            draw.rectangle((x, 30, x + 18, 42), fill=color, outline="#333333")
+        draw.text((x + 24, 29), text, fill="black", font=font)
+        x += 34 + draw.textlength(text, font=font)
+
+
+def _pale(rgb, alpha: float) -> tuple[int, ...]:
+    """``rgb`` (0..1) seen at ``alpha`` over white, as opaque 0..255 ints."""
+    return tuple(round(255 * (1 - alpha + alpha * c)) for c in rgb)
+
+
+def _bands(image, lay: _Layout, d: LayoutDiagram, px) -> None:
+    """Bands drawn opaque, pale, right ones first and wrong ones on top (no alpha pass)."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    src_i = {p.rank: (i, p) for i, p in enumerate(d.src)}
+    dst_i = {p.rank: (i, p) for i, p in enumerate(d.dst)}
+    wrong = tuple(c / 255 for c in hex_rgb(WRONG))
+    for b in sorted(d.bands, key=lambda b: b.wrong):
+        si, sp = src_i[b.src]
+        di, dp = dst_i[b.dst]
+        edges = (lay.offsets[0] + lay._across(sp), lay.offsets[1])
+        pts = []
+        for side, i, p, span in ((0, si, sp, b.src_span), (1, di, dp, b.dst_span)):
+            for k in (0, 1) if side == 0 else (1, 0):
+                x, y = lay.point(side, i, p, span[k], 0)
+                pts.append(px(edges[side], y) if lay.axis == 0 else px(x, edges[side]))
+        family = d.table.families[b.block]
+        rgb = wrong if b.wrong else family_rgb(family, d.table.shades[b.block])
+        draw.polygon(pts, fill=_pale(rgb, 0.6 if b.wrong else 0.4), outline="white")
+
+
+def _outline(draw, r, box) -> None:
+    bad = r.status.numpy() != 0
+    if not bad.any():
+        return
+    x0, y0, x1, y1 = box
+    nr, nc = bad.shape
+    sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
+    pad = np.pad(bad, 1)
+    across = pad[1:, 1:-1] != pad[:-1, 1:-1]
+    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T
+    segs = [
+        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in _edge_runs(across)
+    ]
+    segs += [
+        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in _edge_runs(down)
+    ]
+    for seg in segs:
+        draw.line(seg, fill="black", width=4)
+    for seg in segs:
+        draw.line(seg, fill=hex_rgb(WRONG), width=2)
+
+
+def _labels(draw, lay: _Layout, s: int, i: int, p, r, px, font) -> None:
+    runs: list[list] = []
+    for start, stop, b, _pos, _status in _lines(r, lay.axis):
+        if runs and runs[-1][2] == b:
+            runs[-1][1] = stop
+        else:
+            runs.append([start, stop, b])
+    gap = FONT_PX + 3 if lay.axis == 0 else 34
+    items = []
+    for k, (start, stop, b) in enumerate(runs):
+        label = _short(r.table, b)
+        if label is None:
+            continue
+        x, y = px(*lay.point(s, i, p, (start + stop) / 2, 0))
+        fam = r.table.families
+        new = (
+            k == 0
+            or (runs[k - 1][2] < 0) != (b < 0)
+            or (b >= 0 and runs[k - 1][2] >= 0 and fam[b] != fam[runs[k - 1][2]])
+        )
+        items.append((0 if new else 1, k, x, y, label))
+    placed: list[float] = []
+    for _prio, _k, x, y, label in sorted(items):
+        at = y if lay.axis == 0 else x
+        if any(abs(at - q) < gap for q in placed):
+            continue
+        placed.append(at)
+        if lay.axis == 0:
+            draw.text((x - 4, y), label, fill="black", font=font, anchor="rm")
+        else:
+            draw.text((x, y - 3), label, fill="black", font=font, anchor="mb")

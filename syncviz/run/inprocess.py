@@ -17,18 +17,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Literal
 
 import torch
 
 from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel
+from syncviz.provenance import symbolic_factories
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.local_world import LocalWorld
 from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
+from syncviz.run.symbolic_state import symbolic_state
 from syncviz.run.values import global_weights, take, unwritten
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
@@ -36,6 +38,7 @@ from syncviz.trace.model import SyncTrace
 from syncviz.trace.tracer import Tracer
 
 Executor = Literal["inprocess", "ray"]
+Provenance = Literal["materialized", "symbolic"]
 
 
 def initial_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
@@ -79,6 +82,7 @@ def run_sync(
     src_vocab_divisible_by: int | None = None,
     comm: Literal["broadcast", "p2p"] = "broadcast",
     bucket_size_mb: float = 64.0,
+    provenance: Provenance = "materialized",
 ) -> SyncResult:
     """Sync ``spec`` from trainer sizes ``src`` to vLLM sizes ``dst`` and collect the result.
 
@@ -90,6 +94,12 @@ def run_sync(
     ``executor="ray"`` runs one Ray actor per rank with gloo collectives (a local
     Ray is started unless ``RAY_ADDRESS`` names a cluster). ``world`` runs on a
     world the caller built (a ``LocalWorld`` or ``RayWorld`` of the plan's size).
+
+    ``provenance="symbolic"`` gives every rank
+    :class:`~syncviz.provenance.SymbolicTensor` shards (ids kept as compact maps,
+    nothing allocated per element), so real sizes are cheap; the in-process
+    world passes the maps through its collectives. The Ray executor and
+    ``values="random"`` need real buffers and keep ``"materialized"``.
 
     A rank that fails mid-sync (a dead actor, a timed-out collective) leaves
     every destination rank's tensors as they were: receivers stage what arrives
@@ -108,11 +118,12 @@ def run_sync(
         bucket_size_mb=bucket_size_mb,
     )
     factory = synchronizer_factory(synchronizer)
+    symbolic = _symbolic(provenance, values, executor, world)
     if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
         return _execute(world, plan, factory, trace)
     if executor == "inprocess":
         world = LocalWorld(plan.world_size, timeout=timeout)
-        return _execute(world, plan, factory, trace, show_progress)
+        return _execute(world, plan, factory, trace, show_progress, symbolic)
     if executor == "ray":
         from syncviz.run.ray_cluster import ray_session
         from syncviz.run.ray_world import RayWorld
@@ -122,15 +133,36 @@ def run_sync(
     raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
 
 
+def _symbolic(provenance: str, values: str, executor: str, world: Any) -> bool:
+    if provenance not in ("materialized", "symbolic"):
+        raise SyncvizError(
+            f"unknown provenance {provenance!r}", fix="use 'materialized' or 'symbolic'"
+        )
+    if provenance == "materialized":
+        return False
+    if values != "ids" or executor != "inprocess" or world is not None:
+        raise SyncvizError(
+            "symbolic provenance runs on the in-process executor with values='ids' only"
+            f" (got executor={executor!r}, values={values!r})",
+            fix="use provenance='materialized' for Ray, random weights or your own world",
+        )
+    return True
+
+
 def _execute(
-    world: Any, plan: SyncPlan, factory, trace: bool, show_progress: bool = False
+    world: Any,
+    plan: SyncPlan,
+    factory,
+    trace: bool,
+    show_progress: bool = False,
+    symbolic: bool = False,
 ) -> SyncResult:
     for name, ranks in plan.groups().items():
         world.new_group(list(ranks), name=name)
 
     def setup(coll):
         # Trainer shards are fresh each sync; a vLLM rank keeps the tensors it holds.
-        fresh = initial_state(plan, coll.world_rank)
+        fresh = (symbolic_state if symbolic else initial_state)(plan, coll.world_rank)
         held = coll.store.get("state")
         if plan.roles[coll.world_rank].side == "src" or held is None or held.keys() != fresh.keys():
             coll.store["state"] = fresh
@@ -139,6 +171,11 @@ def _execute(
     ticker = _Ticker(plan, show_progress)
 
     def sync_rank(coll):
+        # Buffers the flow or the synchronizer allocates (torch.empty, zeros) stay symbolic.
+        with symbolic_factories() if symbolic else nullcontext():
+            return _sync_rank(coll)
+
+    def _sync_rank(coll):
         state = coll.store["state"]
         make_sync = lambda: factory(plan.spec, plan.src, plan.dst)  # noqa: E731
         tracer = Tracer() if trace else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from syncviz.provenance import is_symbolic
 from syncviz.run.flow import Finding, RankOutcome
 from syncviz.run.plan import SyncPlan
 from syncviz.run.values import FOREIGN_ID, global_weights, ids_of_values
@@ -65,6 +66,8 @@ class SyncResult:
 
 def to_local_ids(plan: SyncPlan, param, values: torch.Tensor) -> torch.Tensor:
     """Received values as ids local to ``param`` (see :meth:`SyncResult.local_ids`)."""
+    if is_symbolic(values):  # a symbolic tensor read element by element (small ones)
+        values = values.materialize()
     if plan.values == "random":
         return ids_of_values(global_weights(param.key, param.global_shape, plan.seed), values)
     base, numel = plan.id_base[param.key], math.prod(param.global_shape)
@@ -76,6 +79,8 @@ def to_local_ids(plan: SyncPlan, param, values: torch.Tensor) -> torch.Tensor:
 
 def owners(plan: SyncPlan, values: torch.Tensor, exclude: str = "") -> list[str]:
     """The parameters (keys) whose ids occur in ``values``, except ``exclude``."""
+    if is_symbolic(values):
+        values = values.materialize()
     ids = values[values >= 0]
     if not ids.numel():
         return []

@@ -31,7 +31,9 @@ SYNCS = {"chatlearn": "chatlearn", "corrected": "corrected", "user": ReversedRow
 
 def _both(spec, src, dst, synchronizer, **kw):
     a = run_sync(spec, src, dst, synchronizer=synchronizer, trace=False, **kw)
-    b = run_sync(spec, src, dst, synchronizer=synchronizer, trace=False, provenance="symbolic", **kw)
+    b = run_sync(
+        spec, src, dst, synchronizer=synchronizer, trace=False, provenance="symbolic", **kw
+    )
     return a, b
 
 

@@ -246,3 +246,29 @@ def test_provenance_sits_on_the_bottom_floor():
         cwd=Path(__file__).parents[1],
     )
     assert done.stdout.strip() == "[]"
+
+
+ERRORS = {
+    "cat sizes": lambda x: torch.cat([x, x[:, :5]]),
+    "cat ndim": lambda x: torch.cat([x, x[0]]),
+    "cat dim": lambda x: torch.cat([x, x], dim=2),
+    "stack sizes": lambda x: torch.stack([x, x[:, :5]]),
+    "view": lambda x: x.view(5, 5),
+    "view of transposed": lambda x: x.t().view(24),
+    "index_select range": lambda x: x.index_select(0, torch.tensor([4])),
+    "index_select negative": lambda x: x.index_select(0, torch.tensor([-1])),
+    "getitem range": lambda x: x[9],
+    "getitem tensor range": lambda x: x[torch.tensor([0, 7])],
+    "copy_ shapes": lambda x: torch.empty_like(x).copy_(x[:3]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_errors_read_as_on_real_tensors(name):
+    """A synchronizer's shape mistake raises the same exception and words as on real ids."""
+    real, sym = pair((4, 6))
+    with pytest.raises(Exception) as want:
+        ERRORS[name](real)
+    with pytest.raises(Exception) as got:
+        ERRORS[name](sym)
+    assert (type(got.value), str(got.value)) == (type(want.value), str(want.value))

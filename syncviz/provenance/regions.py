@@ -167,6 +167,11 @@ class RegionMap:
             out[tuple(slice(a, b) for a, b in zip(r.start, r.stop, strict=True))] = r.values()
         return out
 
+    @property
+    def size_hint(self) -> int:
+        """How many regions describe this map (without building a lazy form's regions)."""
+        return len(self.regions)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RegionMap):
             return NotImplemented
@@ -256,6 +261,8 @@ class RegionMap:
     def expand(self, shape: Sequence[int]) -> RegionMap:
         """Broadcast to ``shape`` (new leading dims, size-1 dims repeated with stride 0)."""
         shape = tuple(shape)
+        if shape == self.shape:
+            return self
         m: RegionMap = self
         while len(m.shape) < len(shape):
             m = m.unsqueeze(0)
@@ -271,6 +278,9 @@ class RegionMap:
     @staticmethod
     def cat(maps: Sequence[RegionMap], dim: int) -> RegionMap:
         """Maps laid end to end along ``dim`` (all other sizes equal)."""
+        if dim == 0 and any(isinstance(m, ReshapedMap) for m in maps):
+            shape = (sum(m.shape[0] for m in maps), *maps[0].shape[1:])
+            return ReshapedMap(maps, shape).simplified()
         shape = list(maps[0].shape)
         shift, regions = 0, []
         for m in maps:
@@ -322,8 +332,16 @@ class RegionMap:
         shape = tuple(shape)
         if shape == self.shape:
             return self
+        try:
+            return self._reshape_eager(shape, limit=4 * self.size_hint + 16)
+        except _TooMany:  # kept lazy: slicing rows or viewing it back costs nothing
+            return ReshapedMap((self,), shape)
+
+    def _reshape_eager(self, shape: tuple[int, ...], limit: int | None = None) -> RegionMap:
         if math.prod(shape) != self.numel:
             raise SyncvizError(f"cannot reshape {self.shape} to {shape}", fix="keep numel equal")
+        if shape == self.shape:
+            return self
         if self.numel == 0:
             return RegionMap(shape, [])
         m: RegionMap = self
@@ -331,7 +349,7 @@ class RegionMap:
         groups = _groups(self.shape, shape)
         for (o0, o1), (n0, n1) in reversed(groups):
             for _ in range(o1 - o0 - 1):
-                m = m._merge(o0)
+                m = m._merge(o0, limit)
             if o1 == o0:  # a new size-1 dim
                 m = m.unsqueeze(o0)
                 continue
@@ -341,9 +359,11 @@ class RegionMap:
             for k in range(n0, n1 - 1):
                 rest = math.prod(shape[k + 1 : n1])
                 m = m._split(o0 + k - n0, shape[k], rest)
-        return RegionMap(shape, m.regions, merge=False)
+                if limit is not None and len(m.regions) > limit:
+                    raise _TooMany
+        return RegionMap(shape, m.regions)
 
-    def _merge(self, d: int) -> RegionMap:
+    def _merge(self, d: int, limit: int | None = None) -> RegionMap:
         """Merge dims ``d`` and ``d + 1`` into one."""
         big = self.shape[d + 1]
         shape = (*self.shape[:d], self.shape[d] * big, *self.shape[d + 2 :])
@@ -368,6 +388,8 @@ class RegionMap:
                     )
                 )
                 continue
+            if limit is not None and len(out) + b0 - a0 > limit:
+                raise _TooMany
             for k in range(a0, b0):  # one region per row of the merge
                 out.append(
                     _region(
@@ -426,6 +448,107 @@ class RegionMap:
                 continue
             kept.extend(_subtract(r, lo, hi))
         return RegionMap(self.shape, [*kept, *regions])
+
+
+class _TooMany(Exception):
+    """A reshape would need more regions than its caller allows."""
+
+
+class ReshapedMap(RegionMap):
+    """Maps of any shape laid end to end in row-major order, then seen as ``shape``.
+
+    Some views fragment a box: flattening a block of columns costs one region per
+    row, and so does viewing two stacked column slices ``[2, h, w]`` as ``[h, 2w]``.
+    Kept lazy, they cost one segment each, and a synchronizer's usual next steps
+    (cutting rows or flat ranges at tensor boundaries, cat along dim 0, viewing a
+    piece back to its shape) stay exact and cheap. Any other op reads the eager
+    form (:attr:`regions`).
+
+    >>> cols = RegionMap.affine((64, 4), 0, (10, 1))  # 4 of 10 columns, 64 rows
+    >>> flat = cols.reshape((256,))
+    >>> type(flat).__name__, flat.size_hint, len(flat.regions)
+    ('ReshapedMap', 1, 64)
+    >>> flat.take(0, 16, 1, 16).reshape((4, 4)).regions
+    (Region(start=(0, 0), stop=(4, 4), offset=40, strides=(10, 1)),)
+    """
+
+    __slots__ = ("_eager", "segments")
+
+    def __init__(self, segments: Sequence[RegionMap], shape: Sequence[int]) -> None:
+        flat: list[RegionMap] = []
+        for m in segments:
+            flat.extend(m.segments if isinstance(m, ReshapedMap) else [m])
+        self.segments = tuple(m for m in flat if m.numel)
+        self.shape = tuple(shape)
+        if sum(m.numel for m in self.segments) != math.prod(self.shape):
+            raise SyncvizError(f"segments do not fill shape {self.shape}", fix="report a bug")
+        self._eager: RegionMap | None = None
+
+    @property
+    def regions(self) -> tuple[Region, ...]:  # type: ignore[override]
+        if self._eager is None:
+            parts = [m._reshape_eager((m.numel,)) for m in self.segments]
+            flat = RegionMap.cat(parts, 0) if parts else RegionMap((0,), [])
+            self._eager = flat._reshape_eager(self.shape)
+        return self._eager.regions
+
+    @property
+    def size_hint(self) -> int:
+        return sum(m.size_hint for m in self.segments)
+
+    def _plain(self) -> RegionMap:
+        return RegionMap(self.shape, self.regions, merge=False)
+
+    def simplified(self) -> RegionMap:
+        """An eager form when it is as compact as this one, else this map."""
+        if len(self.segments) == 1 and self.segments[0].shape == self.shape:
+            return self.segments[0]
+        inner = math.prod(self.shape[1:])
+        if not self.shape or not inner or any(m.numel % inner for m in self.segments):
+            return self
+        rows = []
+        for m in self.segments:
+            try:
+                rows.append(m._reshape_eager((m.numel // inner, *self.shape[1:]), limit=16))
+            except _TooMany:
+                return self
+        return RegionMap.cat(rows, 0)
+
+    def materialize(self) -> torch.Tensor:
+        if not self.segments:
+            return torch.empty(self.shape, dtype=torch.float64)
+        return torch.cat([m.materialize().reshape(-1) for m in self.segments]).view(self.shape)
+
+    def take(self, dim: int, start: int, step: int, count: int) -> RegionMap:
+        if dim != 0 or step != 1 or count == 0:
+            return self._plain().take(dim, start, step, count)
+        row = math.prod(self.shape[1:])
+        lo, hi = start * row, (start + count) * row
+        out, pos = [], 0
+        for m in self.segments:
+            a, b = max(lo, pos) - pos, min(hi, pos + m.numel) - pos
+            pos += m.numel
+            if a >= b:
+                continue
+            inner = math.prod(m.shape[1:])
+            if a == 0 and b == m.numel:
+                out.append(m)
+            elif a % inner == 0 and b % inner == 0:  # whole rows of the segment
+                out.append(m.take(0, a // inner, 1, (b - a) // inner))
+            else:
+                out.append(m._reshape_eager((m.numel,)).take(0, a, 1, b - a))
+        return ReshapedMap(out, (count, *self.shape[1:])).simplified()
+
+    def reshape(self, shape: Sequence[int]) -> RegionMap:
+        shape = tuple(shape)
+        if shape == self.shape:
+            return self
+        return ReshapedMap(self.segments, shape).simplified()
+
+    def expand(self, shape: Sequence[int]) -> RegionMap:
+        if tuple(shape) == self.shape:
+            return self
+        return self._plain().expand(shape)
 
 
 def _key(r: Region) -> tuple:
@@ -510,7 +633,7 @@ def _shifted(r: Region, start: tuple[int, ...], stop: tuple[int, ...]) -> Region
 
 def _coalesce(regions: Sequence[Region]) -> list[Region]:
     """Merge neighbours that continue one affine function (a cheap canonical form)."""
-    out = [r for r in regions if r.numel]
+    out = [r for r in regions if all(a < b for a, b in zip(r.start, r.stop, strict=True))]
     if len(out) < 2:
         return out
     ndim = len(out[0].start)
@@ -518,26 +641,27 @@ def _coalesce(regions: Sequence[Region]) -> list[Region]:
     while changed and len(out) > 1:
         changed = False
         for d in reversed(range(ndim)):
-            out.sort(key=lambda r, d=d: (_drop(r.start, d), _drop(r.stop, d), r.start[d]))
-            merged = [out[0]]
-            for r in out[1:]:
-                m = _join(merged[-1], r, d)
-                if m is None:
-                    merged.append(r)
-                else:
-                    merged[-1] = m
-                    changed = True
-            out = merged
+            keyed = sorted(
+                ((_drop(r.start, d), _drop(r.stop, d), _drop(r.strides, d), r.start[d]), r)
+                for r in out
+            )
+            merged = [keyed[0]]
+            for k, r in keyed[1:]:
+                pk, p = merged[-1]
+                if pk[:3] == k[:3] and p.stop[d] == r.start[d]:
+                    m = _join(p, r, d)
+                    if m is not None:
+                        merged[-1] = (pk, m)
+                        changed = True
+                        continue
+                merged.append((k, r))
+            out = [r for _, r in merged]
     return out
 
 
 def _join(a: Region, b: Region, d: int) -> Region | None:
-    """``a`` followed by ``b`` along ``d`` as one region, or None."""
-    if a.stop[d] != b.start[d] or _drop(a.start, d) != _drop(b.start, d):
-        return None
-    if _drop(a.stop, d) != _drop(b.stop, d) or _drop(a.strides, d) != _drop(b.strides, d):
-        return None
-    ea, eb = a.extents[d], b.extents[d]
+    """``a`` followed by ``b`` along ``d`` (equal elsewhere) as one region, or None."""
+    ea, eb = a.stop[d] - a.start[d], b.stop[d] - b.start[d]
     step, rem = divmod(b.offset - a.offset, ea)
     if rem:
         return None

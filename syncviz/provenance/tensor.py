@@ -107,7 +107,7 @@ class SymbolicTensor(torch.Tensor):
 
     def __repr__(self, *, tensor_contents=None) -> str:  # type: ignore[override]
         m = self.region_map()
-        return f"SymbolicTensor(shape={list(self.shape)}, regions={len(m.regions)})"
+        return f"SymbolicTensor(shape={list(self.shape)}, regions={m.size_hint})"
 
     __torch_function__ = torch._C._disabled_torch_function_impl
 
@@ -153,13 +153,13 @@ def _view(base: SymbolicTensor, meta: torch.Tensor, fn: ViewFn) -> SymbolicTenso
 
 def _bounded(region_map: RegionMap) -> RegionMap:
     """``region_map``, re-compressed from its values when it fragmented but is small."""
-    if len(region_map.regions) <= MAX_REGIONS:
+    if region_map.size_hint <= MAX_REGIONS:
         return region_map
     if region_map.numel <= SMALL:
         return RegionMap.from_values(region_map.materialize())
     raise SyncvizError(
         f"ids of a tensor of shape {list(region_map.shape)} fragmented into"
-        f" {len(region_map.regions)} pieces (limit {MAX_REGIONS}):"
+        f" {region_map.size_hint} pieces (limit {MAX_REGIONS}):"
         f" {region_map.numel} elements not checkable",
         fix="use the materialized provenance (--scaled) for this synchronizer",
     )
@@ -272,29 +272,83 @@ def _clone(func, args, kwargs):
     return _fresh(meta, map_of(x))
 
 
+def _cat_meta(tensors: Sequence[torch.Tensor], dim: int, op: str = "cat") -> torch.Tensor:
+    """The meta result of ``torch.cat``, with the CPU kernel's checks and messages.
+
+    (torch's meta ``cat`` is Python that imports torch._dynamo, seconds on first use.)
+    """
+    if not tensors:
+        raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+    used = [(i, t) for i, t in enumerate(tensors) if not (t.dim() == 1 and t.shape[0] == 0)]
+    if not used:
+        return torch.empty((0,), dtype=tensors[0].dtype, device="meta")
+    first = used[0][1]
+    nd = first.dim()
+    if not -nd <= dim < max(nd, 1):
+        raise IndexError(
+            f"Dimension out of range (expected to be in range of [{-nd}, {nd - 1}], but got {dim})"
+        )
+    dim = _dim(dim, nd)
+    total = 0
+    for i, t in used:
+        if t.dim() != nd:
+            raise RuntimeError(
+                f"Tensors must have same number of dimensions: got {nd} and {t.dim()}"
+            )
+        for d in range(nd):
+            if d != dim and t.shape[d] != first.shape[d]:
+                raise RuntimeError(
+                    f"Sizes of tensors must match except in dimension {dim}. Expected size"
+                    f" {first.shape[d]} but got size {t.shape[d]} for tensor number {i} in the"
+                    " list."
+                )
+        total += t.shape[dim]
+    shape = list(first.shape)
+    shape[dim] = total
+    dtype = torch.promote_types(first.dtype, first.dtype)
+    for _, t in used:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
 def _cat(func, args, kwargs):
     tensors = list(args[0])
-    meta = _run_meta(func, args, kwargs)
-    dim = _dim(args[1] if len(args) > 1 else kwargs.get("dim", 0), meta.dim())
-    maps = [map_of(t) for t in tensors if not (t.dim() == 1 and t.shape[0] == 0)] or [
-        RegionMap(meta.shape, [])
-    ]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    meta = _cat_meta(tensors, dim)
     if any(t.dtype != meta.dtype for t in tensors):  # a type promotion computes values
         return _compute(func, args, kwargs)
-    return _fresh(meta, RegionMap.cat(maps, dim))
+    dim = _dim(dim, meta.dim())
+    maps = [map_of(t) for t in tensors if not (t.dim() == 1 and t.shape[0] == 0)]
+    return _fresh(meta, RegionMap.cat(maps, dim) if maps else RegionMap(meta.shape, []))
 
 
 def _stack(func, args, kwargs):
     tensors = list(args[0])
-    meta = _run_meta(func, args, kwargs)
-    dim = _dim(args[1] if len(args) > 1 else kwargs.get("dim", 0), meta.dim())
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    for i, t in enumerate(tensors[1:], 1):
+        if t.shape != tensors[0].shape:
+            raise RuntimeError(
+                f"stack expects each tensor to be equal size, but got {list(tensors[0].shape)}"
+                f" at entry 0 and {list(t.shape)} at entry {i}"
+            )
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    dim = _dim(dim, tensors[0].dim() + 1)
+    metas = [t._meta.unsqueeze(dim) if is_symbolic(t) else t.unsqueeze(dim) for t in tensors]
+    meta = _cat_meta(metas, dim)
+    if any(t.dtype != meta.dtype for t in tensors):
+        return _compute(func, args, kwargs)
     return _fresh(meta, RegionMap.cat([map_of(t).unsqueeze(dim) for t in tensors], dim))
 
 
 def _index_select(func, args, kwargs):
     x, dim, index = args
     meta = _run_meta(func, args, kwargs)
-    return _fresh(meta, map_of(x).index_select(_dim(dim, x.dim()), _index_values(index)))
+    dim = _dim(dim, x.dim())
+    rows = _index_values(index)
+    if any(not 0 <= i < x.shape[dim] for i in rows):  # as the CPU kernel checks
+        raise IndexError("index out of range in self")
+    return _fresh(meta, map_of(x).index_select(dim, rows))
 
 
 def _index(func, args, kwargs):
@@ -314,7 +368,13 @@ def _index(func, args, kwargs):
         d, index = used[0]
         if not index.dtype.is_floating_point:
             meta = _run_meta(func, (x, indices), kwargs)
-            return _fresh(meta, map_of(x).index_select(d, _index_values(index)))
+            rows = _index_values(index)
+            for i in rows:
+                if not -x.shape[d] <= i < x.shape[d]:
+                    raise IndexError(
+                        f"index {i} is out of bounds for dimension {d} with size {x.shape[d]}"
+                    )
+            return _fresh(meta, map_of(x).index_select(d, rows))
     return _compute(func, args, kwargs)
 
 
@@ -364,7 +424,7 @@ def _write(dst: SymbolicTensor, src: RegionMap) -> None:
     """Write ``src`` (of ``dst``'s shape) into ``dst`` and so into its base."""
     store = dst._store
     if not dst._chain:
-        store.set(RegionMap(src.shape, src.regions))
+        store.set(src)
         return
     base_shape = store.map.shape
     positions = RegionMap.affine(base_shape, 0, row_major(base_shape))
@@ -545,6 +605,12 @@ class symbolic_factories(TorchDispatchMode):
     >>> type(buf).__name__, buf.materialize()[0].tolist()
     ('SymbolicTensor', [-2.0, -2.0, -2.0, -2.0])
     """
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing here is compiled; torch's default wraps every call in a dynamo guard
+        # whose first use imports torch._dynamo (seconds) and whose every use costs time.
+        return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -56,7 +56,7 @@ def test_presets_lists_every_preset(capsys):
     """`syncviz presets` prints one line per preset."""
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 9 and lines[0].startswith("llama2-7b")
+    assert len(lines) == 10 and lines[0].startswith("llama2-7b")
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from syncviz.cli.args import (
 )
 from syncviz.cli.command import Command
 from syncviz.errors import SyncvizError
+from syncviz.run.memory import refuse_if_too_big
 
 
 def _check_configure(parser: argparse.ArgumentParser) -> None:
@@ -35,10 +36,15 @@ def _check_configure(parser: argparse.ArgumentParser) -> None:
         "--scaled",
         dest="scaled",
         action="store_true",
-        default=True,
-        help="layout-preserving small sizes (default)",
+        default=False,
+        help="layout-preserving small sizes (for teaching pictures; ids materialized)",
     )
-    size.add_argument("--exact", dest="scaled", action="store_false", help="the true sizes")
+    size.add_argument(
+        "--exact",
+        dest="scaled",
+        action="store_false",
+        help="the model's real sizes (default; ids kept as compact maps)",
+    )
     parser.add_argument(
         "--expert-comm", choices=("allgather", "alltoall"), default="allgather", help="MoE"
     )
@@ -84,6 +90,11 @@ def _check_run(args: argparse.Namespace) -> int:
             )
     if args.scaled:
         spec = spec.scaled(src, dst)
+    # Real sizes keep ids symbolic (nothing per element); Ray and random weights need
+    # real buffers, so they estimate their memory first and refuse what cannot fit.
+    symbolic = not args.scaled and args.values == "ids" and args.executor == "inprocess"
+    if not symbolic:
+        refuse_if_too_big(spec, src, dst, args.layers, args.values)
     whole_model = args.layers is None
     result = run_sync(
         spec,
@@ -96,6 +107,7 @@ def _check_run(args: argparse.Namespace) -> int:
         show_progress=whole_model and not args.json,
         values=args.values,
         src_vocab_divisible_by=args.src_vocab_divisible_by,
+        provenance="symbolic" if symbolic else "materialized",
     )
     report = check(result, args.synchronizer, show_progress=whole_model and not args.json)
     print(report.to_json() if args.json else report.text())

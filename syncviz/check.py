@@ -29,8 +29,9 @@ from syncviz.run.symbolic_state import shard_map
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
-# Symbolic tensors above this many elements are compared map against map.
-ELEMENTWISE_LIMIT = 2**22
+# Symbolic tensors above this many elements are compared map against map (all of them:
+# the map comparison gives the element-wise report, and costs regions, not elements).
+ELEMENTWISE_LIMIT = 0
 DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized to describe it
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?) [\d-]+: ")
 

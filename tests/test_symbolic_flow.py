@@ -102,3 +102,15 @@ def test_map_comparison_reads_as_elementwise(name, s, d, sync, monkeypatch):
     by_maps = check(b).to_json()
     monkeypatch.setattr(check_module, "ELEMENTWISE_LIMIT", 2**62)
     assert check(b).to_json() == by_maps
+
+
+def test_trace_is_the_same_on_symbolic_shards():
+    """The tracer records the same ops, shapes and collectives on symbolic shards."""
+    spec = preset("llama3-8b").scaled()
+    runs = [
+        run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], provenance=p)
+        for p in ("materialized", "symbolic")
+    ]
+    a, b = (r.trace for r in runs)
+    assert [p.summary() for p in a.params] == [p.summary() for p in b.params]
+    assert len(a.collectives) == len(b.collectives) > 0

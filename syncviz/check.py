@@ -24,9 +24,10 @@ from syncviz.check_maps import compare_maps
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
 from syncviz.provenance import is_symbolic
-from syncviz.run.result import SyncResult, owners, to_local_ids
+from syncviz.run.result import SyncResult
 from syncviz.run.symbolic_state import shard_map
-from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
+from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID, owners, to_local_ids
+from syncviz.spec import ModelSpec
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
 # Symbolic tensors above this many elements are compared map against map (all of them:
@@ -75,6 +76,8 @@ class CheckReport:
     synchronizer: str
     params: list[ParamCheck]
     flow_errors: list[str] = field(default_factory=list)
+    roles: dict[int, str] = field(default_factory=dict)  # world rank -> "vLLM tp 3"
+    sizes: list[str] = field(default_factory=list)  # "hidden_size 8192 -> 256" when scaled
 
     @property
     def ok(self) -> bool:
@@ -89,18 +92,49 @@ class CheckReport:
     def bad(self) -> list[ParamCheck]:
         return [p for p in self.params if p.status != "ok"]
 
-    def text(self) -> str:
-        head = (
+    def headline(self) -> str:
+        """One line: model, sizes, synchronizer, verdict and counts."""
+        return (
             f"{self.model}: src {self.src} -> dst {self.dst}, synchronizer {self.synchronizer}: "
             + ("OK" if self.ok else "MISMATCH")
             + " ("
             + ", ".join(f"{n} {s}" for s, n in sorted(self.counts().items()))
             + ")"
         )
-        lines = [head] + [f"flow: {e}" for e in self.flow_errors]
-        for p in self.bad():
-            lines.append(f"{p.status.upper()} {p.key}")
-            lines += p.lines()
+
+    def text(self, *, verbose: bool = False) -> str:
+        """The report as text. By default findings that repeat across layers are told
+        once (``layers 0-31: self_attn.qkv_proj.weight``) and each group shows at most
+        a few lines; ``verbose`` lists every parameter and every line.
+
+        >>> from syncviz import Parallel, preset
+        >>> from syncviz.run.inprocess import run_sync
+        >>> spec = preset("llama3-8b").scaled(num_layers=4)
+        >>> report = check(run_sync(spec, Parallel(1), Parallel(2), trace=False))
+        >>> report.counts()
+        {'ok': 11, 'error': 12, 'wrong': 4}
+        >>> [line for line in report.text().splitlines() if line.startswith("WRONG")]
+        ['WRONG layers 0-3: self_attn.o_proj.weight']
+        """
+        lines = [self.headline()]
+        if self.sizes:
+            lines.append("sizes (real -> scaled, same layout): " + ", ".join(self.sizes))
+        if self.roles:
+            lines.append("ranks: " + _ranks_legend(self.roles))
+        present = {p.status for p in self.bad()} | {
+            t.status for p in self.bad() for t in p.tensors if t.status != "ok"
+        }
+        said = [f"{word}: {LEGEND[word]}" for word in LEGEND if word in present]
+        if said:
+            lines.append("; ".join(said))
+        lines += [f"flow: {e}" for e in self.flow_errors]
+        if verbose:
+            for p in self.bad():
+                lines.append(f"{p.status.upper()} {p.key}")
+                lines += p.lines()
+            return "\n".join(lines)
+        for group in _groups(self.bad()):
+            lines += group.text(self.roles)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -131,10 +165,19 @@ class CheckReport:
 
 
 def check(
-    result: SyncResult, synchronizer: str = "", *, show_progress: bool = False
+    result: SyncResult,
+    synchronizer: str = "",
+    *,
+    show_progress: bool = False,
+    real: ModelSpec | None = None,
 ) -> CheckReport:
-    """Compare every destination tensor of ``result`` with what the oracle says it must hold."""
+    """Compare every destination tensor of ``result`` with what the oracle says it must hold.
+
+    ``synchronizer`` (default: the name the run kept) labels the report; ``real`` is the
+    model a scaled run stands for, so the report shows both sizes.
+    """
     plan = result.plan
+    synchronizer = synchronizer or plan.options.synchronizer
     by_param: dict[str, list[str]] = {}
     flow_errors = []
     keys = {p.key for p in plan.layout}
@@ -149,9 +192,7 @@ def check(
     for param in progress(plan.layout, "check", enabled=show_progress):
         tensors = []
         for t in param.dst:
-            world = next(
-                r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
-            )
+            world = plan.world_rank("dst", t.pp, t.tp)
             raw = result.dst_tensors[world][t.name]
             writes = result.writes(world).get(t.name, 0)
             if is_symbolic(raw) and raw.numel() > ELEMENTWISE_LIMIT:  # real sizes: maps
@@ -171,9 +212,28 @@ def check(
             "error" if errors else ("ok" if all(c.status == "ok" for c in tensors) else "wrong")
         )
         params.append(ParamCheck(param.key, status, tensors, errors))
+    roles = {r.world: plan.rank_name(r.world).rsplit(" (rank", 1)[0] for r in plan.roles}
     return CheckReport(
-        plan.spec.name, _sizes(plan.src), _sizes(plan.dst), synchronizer, params, flow_errors
+        real.name if real is not None else plan.spec.name,
+        _sizes(plan.src),
+        _sizes(plan.dst),
+        synchronizer,
+        params,
+        flow_errors,
+        roles,
+        _scaled_sizes(real, plan.spec) if real is not None else [],
     )
+
+
+def _scaled_sizes(real: ModelSpec, used: ModelSpec) -> list[str]:
+    """``name real -> scaled`` for every size the scaled run changed."""
+    names = ("hidden_size", "head_dim", "ffn_hidden_size", "moe_ffn_hidden_size",
+             "shared_expert_ffn_hidden_size", "vocab_size", "num_layers")  # fmt: skip
+    return [
+        f"{n} {getattr(real, n)} -> {getattr(used, n)}"
+        for n in names
+        if getattr(real, n) != getattr(used, n)
+    ]
 
 
 def _sizes(p) -> str:
@@ -326,3 +386,124 @@ def _shorten(text: str) -> str:
     if len(parts) == 1:
         return _LOCAL_PREFIX.sub("", text)
     return text
+
+
+# ------------------------------------------------------------------ grouped text
+
+LEGEND = {
+    "error": "the synchronizer raised",
+    "wrong": "it wrote the wrong data",
+    "unwritten": "never written (the data is missing)",
+    "rewritten": "written more than once",
+}
+"""What each status word in a report means."""
+
+GROUP_LINES = 6  # lines shown per group of identical findings; --verbose shows all
+_LAYER = re.compile(r"layers\.(\d+)\.")
+_TENSOR_WHERE = re.compile(r"^dst rank (\d+) \(tp \d+\)")
+_ERROR_WHERE = re.compile(r"^rank (\d+) ")
+_TP = re.compile(r" tp (\d+)")
+
+
+@dataclass
+class _Group:
+    """Parameters of one kind whose findings are the same on every layer they cover."""
+
+    status: str
+    template: str  # the key with its layer number as {layer}
+    layers: list[int]
+    keys: list[str]
+    findings: list[tuple[str, list[int]]]  # (what, world ranks it holds for)
+
+    def text(self, roles: dict[int, str]) -> list[str]:
+        if len(self.keys) == 1:
+            head = f"{self.status.upper()} {self.keys[0]}"
+        else:
+            name = self.template.split("{layer}.", 1)[-1]
+            head = f"{self.status.upper()} layers {_spans(self.layers)}: {name}"
+        lines = [head]
+        for what, worlds in self.findings[:GROUP_LINES]:
+            lines.append(f"  {_who(worlds, roles)}{what}")
+        if len(self.findings) > GROUP_LINES:
+            more = len(self.findings) - GROUP_LINES
+            lines.append(f"  ... {more} more (--verbose lists them)")
+        return lines
+
+
+def _findings(p: ParamCheck) -> list[tuple[str, list[int]]]:
+    """A parameter's lines as (what, ranks): one line per distinct text, ranks merged."""
+    merged: dict[str, list[int]] = {}
+    for line in p.errors:
+        found = _ERROR_WHERE.match(line)
+        what, world = (line[found.end() :], int(found.group(1))) if found else (line, -1)
+        merged.setdefault(what, []).append(world)
+    for t in p.tensors:
+        for line in t.problems:
+            found = _TENSOR_WHERE.match(line)
+            what = line[found.end() :].lstrip(",") if found else line
+            merged.setdefault(what.lstrip(":").strip(), []).append(t.rank)
+    return [(what, sorted(set(worlds))) for what, worlds in merged.items()]
+
+
+def _groups(bad: list[ParamCheck]) -> list[_Group]:
+    """Bad parameters grouped by kind, status and findings (layer numbers aside)."""
+    groups: dict[tuple, _Group] = {}
+    for p in bad:
+        found = _LAYER.search(p.key)
+        layer = int(found.group(1)) if found else -1
+        template = _LAYER.sub("layers.{layer}.", p.key, count=1)
+        findings = _findings(p)
+        same = tuple((_LAYER.sub("layers.{layer}.", w), tuple(r)) for w, r in findings)
+        key = (p.status, template, same)
+        if key not in groups:
+            groups[key] = _Group(p.status, template, [], [], findings)
+        groups[key].layers.append(layer)
+        groups[key].keys.append(p.key)
+    return list(groups.values())
+
+
+def _spans(numbers: list[int]) -> str:
+    """0-3,7 for [0, 1, 2, 3, 7]."""
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and out[-1][1] == n - 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))  # type: ignore[arg-type]
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)  # type: ignore[misc]
+
+
+def _split_role(name: str) -> tuple[str, int]:
+    """("trainer pp 1 tp {} ep 1", 3) for "trainer pp 1 tp 3 ep 1"."""
+    found = _TP.search(name)
+    if found is None:
+        return name, -1
+    return name[: found.start()] + " tp {}" + name[found.end() :], int(found.group(1))
+
+
+def _who(worlds: list[int], roles: dict[int, str]) -> str:
+    """``vLLM tp 0-15 (ranks 8-23): `` for ranks differing in tp only, else each by name."""
+    if worlds == [-1] or not roles:
+        return ""
+    if len(worlds) == 1:
+        return f"{roles.get(worlds[0], 'rank')} (rank {worlds[0]}): "
+    split = [_split_role(roles.get(w, "rank")) for w in worlds]
+    stems = {stem for stem, _ in split}
+    if len(stems) == 1 and all(tp >= 0 for _, tp in split):
+        tps = _spans([tp for _, tp in split])
+        return f"{stems.pop().format(tps)} (ranks {_spans(worlds)}): "
+    return ", ".join(f"{roles.get(w, 'rank')} (rank {w})" for w in worlds) + ": "
+
+
+def _ranks_legend(roles: dict[int, str]) -> str:
+    """``trainer tp 0-7 = ranks 0-7; vLLM tp 0-15 = ranks 8-23``."""
+    by_stem: dict[str, list[tuple[int, int]]] = {}
+    for world, name in sorted(roles.items()):
+        stem, tp = _split_role(name)
+        by_stem.setdefault(stem, []).append((world, tp))
+    parts = []
+    for stem, members in by_stem.items():
+        tps, worlds = [tp for _, tp in members], [w for w, _ in members]
+        word = "rank" if len(worlds) == 1 else "ranks"
+        parts.append(f"{stem.format(_spans(tps))} = {word} {_spans(worlds)}")
+    return "; ".join(parts)

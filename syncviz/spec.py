@@ -21,7 +21,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
+from syncviz.constants import MEGATRON_VOCAB_DIVISOR, VLLM_VOCAB_PADDING
 from syncviz.errors import SyncvizError
+from syncviz.families import ARCHITECTURE_FAMILY, MODEL_TYPE_ARCHITECTURE
 
 if TYPE_CHECKING:  # parallel.py sits on the floor above this one
     from syncviz.parallel import Parallel
@@ -29,27 +31,11 @@ if TYPE_CHECKING:  # parallel.py sits on the floor above this one
 Family = Literal["llama-legacy", "llama-mcore", "qwen-v1", "qwen2", "qwen2-moe", "mixtral"]
 FAMILIES: tuple[str, ...] = get_args(Family)
 
-# vLLM pads the vocabulary to this multiple; Megatron pads to this times its tp size.
-VLLM_VOCAB_PADDING = 64
-MEGATRON_VOCAB_DIVISOR = 128
-
-# Hugging Face `architectures` entry -> trainer family. A plain Llama checkpoint is
-# trained with Megatron-Core today, hence "llama-mcore" (the legacy family stays a preset).
-HF_ARCHITECTURES: dict[str, str] = {
-    "LlamaForCausalLM": "llama-mcore",
-    "Qwen2ForCausalLM": "qwen2",
-    "Qwen2MoeForCausalLM": "qwen2-moe",
-    "MixtralForCausalLM": "mixtral",
-    "QWenLMHeadModel": "qwen-v1",
-}
-# Used only when a config.json has no `architectures` list.
-_HF_MODEL_TYPES = {
-    "llama": "LlamaForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen2_moe": "Qwen2MoeForCausalLM",
-    "mixtral": "MixtralForCausalLM",
-    "qwen": "QWenLMHeadModel",
-}
+# Hugging Face `architectures` entry -> trainer family, and config.json `model_type` ->
+# architecture (used only when a config.json has no `architectures` list): both read
+# from the one family registry.
+HF_ARCHITECTURES: dict[str, str] = dict(ARCHITECTURE_FAMILY)
+_HF_MODEL_TYPES: dict[str, str] = dict(MODEL_TYPE_ARCHITECTURE)
 
 
 @dataclass(frozen=True)

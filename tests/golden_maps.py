@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from syncviz.sync.adapter import MEGATRON, VLLM, ModuleArgs, StageActor, SyncModel
+from syncviz.sync.local_actors import RankLayout, build_local_models
 from syncviz.sync.megatron_vllm import (
     MegatronVllmLlamaSync,
     MegatronVllmQWen2Sync,
@@ -28,7 +29,7 @@ from syncviz.sync.name_maps import (
     Megatron2QWenSyncMap,
     ParameterSyncMap,
 )
-from syncviz.sync.rank_mapping import ParameterSyncGroup, RankLayout, build_local_models
+from syncviz.sync.rank_mapping import ParameterSyncGroup
 
 Record = dict[str, Any]
 

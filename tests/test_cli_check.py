@@ -18,7 +18,7 @@ def test_faithful_mismatch_exits_1_and_names_parameter_and_blocks(capsys):
     assert code == 1
     assert "MISMATCH" in out
     assert "WRONG model.model.layers.0.self_attn.o_proj.weight" in out
-    assert "dst rank 1 (tp 0), rows 1-" in out and "holds" in out and "expected" in out
+    assert "vLLM tp 0 (rank 1): rows 1-" in out and "holds" in out and "expected" in out
 
 
 def test_matching_sync_exits_0(capsys):
@@ -53,17 +53,18 @@ def test_json_report(capsys):
 
 
 def test_presets_lists_every_preset(capsys):
-    """`syncviz presets` prints one line per preset."""
+    """`syncviz presets` prints one line per preset, then the two shipped configs."""
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 10 and lines[0].startswith("llama2-7b")
+    assert len(lines) == 12 and lines[0].startswith("llama2-7b")
+    assert [line.split()[0] for line in lines[10:]] == ["gqa-custom", "mixtral-tiny"]
 
 
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
         (["--preset", "nope", "--src-tp", "2", "--dst-tp", "4"], "unknown preset 'nope'"),
-        (["--preset", "llama3-8b", "--src-tp", "2", "--dst-tp", "3"], "dst tp (3) must be"),
+        (["--preset", "llama3-8b", "--src-tp", "4", "--dst-tp", "2"], "dst tp (2) must be"),
         (["--config", "/no/such/config.json", "--src-tp", "1", "--dst-tp", "2"], "does not exist"),
         (
             [
@@ -93,7 +94,7 @@ def test_presets_lists_every_preset(capsys):
         ),
         (
             ["--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--layers", "x"],
-            "must be comma-separated",
+            "must be layer numbers and ranges, e.g. 0-3,7",
         ),
     ],
 )

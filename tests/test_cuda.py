@@ -12,7 +12,6 @@ Skipped, with the reason, where ``torch.cuda.is_available()`` is False.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -27,6 +26,7 @@ from syncviz.run.local_world import LocalWorld
 from syncviz.sync import get_synchronizer
 from syncviz.sync.adapter import StageActor, models_for
 from syncviz.sync.base import BaseSync
+from syncviz.sync.corrected import corrected_synchronizer
 from syncviz.trace import Tracer
 
 pytestmark = [
@@ -64,11 +64,7 @@ def _faithful(spec: ModelSpec, src: Parallel, dst: Parallel) -> BaseSync:
 
 
 def _corrected(spec: ModelSpec, src: Parallel, dst: Parallel) -> BaseSync:
-    try:
-        module = importlib.import_module("syncviz.sync.corrected")
-    except ImportError:
-        pytest.skip("syncviz.sync.corrected is not there yet")
-    return module.corrected_synchronizer(spec, src, dst)
+    return corrected_synchronizer(spec, src, dst)
 
 
 SYNCS = {"faithful": _faithful, "corrected": _corrected}

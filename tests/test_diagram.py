@@ -18,16 +18,14 @@ from syncviz.cli.render import render_configure, render_main
 from syncviz.diagram import layout_diagram, layout_text, render, transfer_diagram, transfer_text
 from syncviz.diagram.mpl import FAMILY_COLORS
 from syncviz.run.inprocess import run_sync
-from syncviz.spec import ModelSpec
 
-TINY = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
 QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
 O_PROJ = "model.model.layers.0.self_attn.o_proj.weight"
 
 
 @pytest.fixture(scope="module")
-def tiny_result():
-    return run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0])
+def tiny_result(tiny_spec):
+    return run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
 
 
 def _section(text: str, start: str, stop: str | None) -> str:
@@ -107,9 +105,9 @@ def test_unwritten_norm_marked(tiny_result):
     assert d.dst[0].rects[0].col1 == 8 and d.dst[0].grid == (1, 8)
 
 
-def test_replicated_norm_flag():
+def test_replicated_norm_flag(tiny_spec):
     """Norms held by every trainer rank are flagged replicated; sharded qkv is not."""
-    result = run_sync(TINY, Parallel(tp=2), Parallel(tp=2), layers=[0])
+    result = run_sync(tiny_spec, Parallel(tp=2), Parallel(tp=2), layers=[0])
     norm = layout_diagram(result, "model.model.layers.0.input_layernorm.weight")
     qkv = layout_diagram(result, QKV)
     assert all(r.replicated for p in norm.src for r in p.rects)

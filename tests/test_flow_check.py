@@ -4,36 +4,26 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from syncviz import ModelSpec, Parallel, preset
+from syncviz import Parallel, preset
 from syncviz.check import check
 from syncviz.run.inprocess import run_sync
 from syncviz.sync.base import BaseSync
 from syncviz.sync.megatron_vllm import MegatronVllmLlamaSync
 
-# 1 layer, hidden 8, 4 heads, 2 K/V groups, head dim 2, FFN 8, vocab 64 (no padding).
-TINY = ModelSpec(
-    name="tiny",
-    family="llama-mcore",
-    num_layers=1,
-    hidden_size=8,
-    num_attention_heads=4,
-    num_query_groups=2,
-    ffn_hidden_size=8,
-    vocab_size=64,
-)
 
-
+@pytest.mark.slow
 def test_equal_tp_is_one_stage_and_exact():
     """With src tp == dst tp every tensor is copied as is: the check passes."""
     report = check(run_sync(preset("llama2-7b").scaled(), Parallel(tp=2), Parallel(tp=2)))
     assert report.ok, report.text()
 
 
-def test_mcore_o_proj_is_not_column_regrouped_by_the_original():
+def test_mcore_o_proj_is_not_column_regrouped_by_the_original(tiny_spec):
     """s=1 -> d=2: the original does not column-split linear_proj, so dst ranks get flat halves."""
-    result = run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    result = run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
     o_proj = "model.model.layers.0.self_attn.o_proj.weight"
     # Global o_proj is [8, 8] (ids 0..63); dst tp0 must hold columns 0-3 of every row.
     expected_tp0 = [r * 8 + c for r in range(8) for c in range(4)]
@@ -46,7 +36,7 @@ def test_mcore_o_proj_is_not_column_regrouped_by_the_original():
     assert "dst rank 1 (tp 0), rows 1-7: holds" in "\n".join(param.lines())
 
 
-def test_synchronizer_exception_is_a_finding_not_a_crash():
+def test_synchronizer_exception_is_a_finding_not_a_crash(tiny_spec):
     """A synchronizer raising on one parameter is reported; the other parameters still sync."""
 
     class FailsOnQkv(MegatronVllmLlamaSync):
@@ -57,7 +47,9 @@ def test_synchronizer_exception_is_a_finding_not_a_crash():
                 raise RuntimeError("boom")
             return super().regroup_params_to_sync(name, param_data, tp_division)
 
-    result = run_sync(TINY, Parallel(tp=1), Parallel(tp=2), synchronizer=FailsOnQkv, layers=[0])
+    result = run_sync(
+        tiny_spec, Parallel(tp=1), Parallel(tp=2), synchronizer=FailsOnQkv, layers=[0]
+    )
     report = check(result)
     qkv = next(p for p in report.params if "qkv_proj" in p.key)
     assert qkv.status == "error"
@@ -66,28 +58,28 @@ def test_synchronizer_exception_is_a_finding_not_a_crash():
     assert all(t.writes == 1 for t in gate_up.tensors)  # later parameters were still sent
 
 
-def test_unknown_destination_names_are_reported():
+def test_unknown_destination_names_are_reported(tiny_spec):
     """A synchronizer mapping to names vLLM does not have is told, not silently dropped."""
     report = check(
-        run_sync(TINY, Parallel(tp=1), Parallel(tp=2), synchronizer=BaseSync, layers=[0])
+        run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), synchronizer=BaseSync, layers=[0])
     )
     assert not report.ok
     assert any("vLLM rank 1 has no" in e for e in report.flow_errors)
     assert all(p.status == "wrong" for p in report.params)
 
 
-def test_report_round_trips_and_escapes_html():
+def test_report_round_trips_and_escapes_html(tiny_spec):
     """The report serialises to JSON and its HTML escapes names."""
-    report = check(run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0]), "<b>x</b>")
+    report = check(run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), layers=[0]), "<b>x</b>")
     data = json.loads(report.to_json())
     assert data["synchronizer"] == "<b>x</b>"
     assert "&lt;b&gt;x&lt;/b&gt;" in report._repr_html_()
     assert "<b>x</b>" not in report._repr_html_()
 
 
-def test_trace_records_regroup_ops_and_stage_broadcasts():
+def test_trace_records_regroup_ops_and_stage_broadcasts(tiny_spec):
     """The merged trace holds regroup ops per parameter and the stage-1/stage-2 broadcasts."""
-    result = run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    result = run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
     phases = {pt.phase for pt in result.trace.params}
     assert {"regroup", "stage1", "stage2"} <= phases
     broadcasts = [c for c in result.trace.collectives if c.kind == "broadcast"]
@@ -100,10 +92,10 @@ def test_trace_records_regroup_ops_and_stage_broadcasts():
     ]
 
 
-def test_untraced_run_gives_identical_tensors():
+def test_untraced_run_gives_identical_tensors(tiny_spec):
     """Tracing changes nothing: traced and untraced runs give the same destination tensors."""
-    a = run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0], trace=True)
-    b = run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0], trace=False)
+    a = run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), layers=[0], trace=True)
+    b = run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), layers=[0], trace=False)
     for world, tensors in a.dst_tensors.items():
         for name, t in tensors.items():
             assert torch.equal(t, b.dst_tensors[world][name]), name

@@ -436,7 +436,8 @@ def test_bad_sizes_name_the_rule():
     """dst tp 3 does not divide 4 heads; dst tp 8 > 2 groups is fine only as a multiple of 2."""
     with pytest.raises(SyncvizError, match=r"dst tp \(3\) must divide num_attention_heads \(4\)"):
         layout(tiny(), d=3)
-    with pytest.raises(SyncvizError, match=r"src tp\*ep \(2\*4=8\) must divide num_experts \(4\)"):
+    hep = r"src ep\*tp \(4\*2 = 8\) must divide num_experts \(4\)"
+    with pytest.raises(SyncvizError, match=hep):
         layout(tiny_moe(), s=2, src_ep=4)
 
 

@@ -16,17 +16,15 @@ from hypothesis import strategies as st
 
 from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel
+from syncviz.sync.local_actors import LocalActor, RankLayout, build_local_models
 from syncviz.sync.rank_mapping import (
-    LocalActor,
     ParameterSyncGroup,
     ParameterSyncGroupwithHEP,
-    RankLayout,
-    build_local_models,
     group_dp_ranks,
-    plan_rank_mapping,
     split_grouped_tp,
     stage1_start,
 )
+from syncviz.sync.rank_plan import plan_rank_mapping
 
 
 def layout(src: Parallel, dst: Parallel, replicas: int = 1, **kwargs: Any) -> RankLayout:

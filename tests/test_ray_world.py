@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import ray  # a hard dependency: a missing ray is a failure, not a skip
 import torch
 
 from syncviz.errors import SyncvizError
@@ -21,7 +22,6 @@ from syncviz.run.ray_cluster import ray_session
 from syncviz.run.ray_world import RayGroup, RayWorld, _process_alive
 
 pytestmark = pytest.mark.ray
-ray = pytest.importorskip("ray")
 
 # pytest imports this file under a name the actors cannot import: send its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncviz.errors import SyncvizError
-from syncviz.parallel import Parallel, rules, validate
+from syncviz.parallel import Parallel, validate
 from syncviz.presets import CONFIGS_DIR, PRESETS, preset, shipped_config
+from syncviz.rules import rules
 from syncviz.spec import ModelSpec
 
 LLAMA = {
@@ -207,7 +208,7 @@ def first_broken_rule(spec: ModelSpec, src: Parallel, dst: Parallel) -> int | No
     """Index of the first rule the sizes break (the rule lists of a spec and its scaled copy
     line up: they depend only on the family and on which sizes are non-zero)."""
     for index, rule in enumerate(rules(spec)):
-        if not rule.holds(spec, src, dst):
+        if not rule.holds(src, dst):
             return index
     return None
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 import torch
 
-from syncviz import ModelSpec, Parallel
+from syncviz import Parallel
 from syncviz.run.inprocess import run_sync
 from syncviz.sync.adapter import StageActor, models_for
 from syncviz.sync.base import BaseSync
@@ -12,18 +15,11 @@ from syncviz.sync.megatron_vllm import MegatronVllmQWen2Sync
 from syncviz.sync.select import get_synchronizer
 from syncviz.trace import Tracer
 
-# 1 layer, hidden 8, 4 heads, 2 K/V groups, head dim 2: qkv rows = (4 + 2 * 2) * 2 = 16.
-TINY_QWEN2 = ModelSpec(
-    name="tiny",
-    family="qwen2",
-    num_layers=1,
-    hidden_size=8,
-    num_attention_heads=4,
-    num_query_groups=2,
-    ffn_hidden_size=8,
-    vocab_size=64,
-    qkv_bias=True,
-)
+
+@pytest.fixture(scope="module")
+def tiny_qwen2(tiny_spec):
+    """The tiny model as Qwen2 with a QKV bias: qkv rows = (4 + 2 * 2) * 2 = 16."""
+    return replace(tiny_spec, family="qwen2", qkv_bias=True)
 
 
 def _summary(tracer: Tracer) -> list[str]:
@@ -46,9 +42,9 @@ def test_row_parallel_regroup_op_list_s1_d2():
     ]
 
 
-def test_qkv_regroup_op_list_s1_d2():
+def test_qkv_regroup_op_list_s1_d2(tiny_qwen2):
     """Faithful QKV regroup, s=1 -> d=2: per slice 2 Q heads, 1 K head, 1 V head, then cat."""
-    sync = get_synchronizer(*models_for(TINY_QWEN2, Parallel(tp=1), Parallel(tp=2)))
+    sync = get_synchronizer(*models_for(tiny_qwen2, Parallel(tp=1), Parallel(tp=2)))
     name = "module.module.language_model.encoder.layers.0.self_attention.query_key_value.weight"
     sync.map_name_from_src_to_dst(StageActor(0), StageActor(0), [name], [name])
     qkv = torch.arange(16 * 8.0).view(16, 8)
@@ -95,9 +91,9 @@ class HalvesInPlace(MegatronVllmQWen2Sync):
         return out.flatten().flip(0).view(out.shape)
 
 
-def test_user_subclass_is_traced_unchanged():
+def test_user_subclass_is_traced_unchanged(tiny_qwen2):
     """A BaseSync subclass from outside the package runs under the tracer, its flip recorded."""
-    result = run_sync(TINY_QWEN2, Parallel(tp=1), Parallel(tp=2), synchronizer=HalvesInPlace)
+    result = run_sync(tiny_qwen2, Parallel(tp=1), Parallel(tp=2), synchronizer=HalvesInPlace)
     regroups = [pt for pt in result.trace.params if pt.phase == "regroup" and pt.ops]
     assert regroups and all(pt.ops[-1].op == "view" for pt in regroups)
     assert all(any(op.op == "flip" for op in pt.ops) for pt in regroups)
@@ -112,8 +108,8 @@ class CastsToBf16(MegatronVllmQWen2Sync):
         return out.to(torch.bfloat16).to(out.dtype)
 
 
-def test_cast_to_bfloat16_is_flagged_in_the_trace():
+def test_cast_to_bfloat16_is_flagged_in_the_trace(tiny_qwen2):
     """A synchronizer that casts to bfloat16 gets a warning in the trace for each cast."""
-    result = run_sync(TINY_QWEN2, Parallel(tp=1), Parallel(tp=2), synchronizer=CastsToBf16)
+    result = run_sync(tiny_qwen2, Parallel(tp=1), Parallel(tp=2), synchronizer=CastsToBf16)
     warnings = [w for w in result.trace.warnings if "float64->bfloat16" in w]
     assert warnings and all("may destroy ids" in w for w in warnings)

@@ -11,20 +11,16 @@ import pytest
 from syncviz import Parallel
 from syncviz.spec import ModelSpec
 from syncviz.sync.megatron_vllm import MegatronVllmLlamaSync
-
-pytest.importorskip("ipywidgets")
-
-from syncviz.widgets.explorer import Explorer
+from syncviz.widgets.explorer import Explorer  # ipywidgets is a hard dependency
 
 QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
 O_PROJ = "model.model.layers.0.self_attn.o_proj.weight"
 # hidden 8, heads 4, kv groups 2, head_dim 2: qkv is [Q0 Q1 Q2 Q3 K0 K1 V0 V1] x 2 rows.
-TINY = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Explorer:
-    return Explorer(spec=TINY, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+def tiny(tiny_spec) -> Explorer:
+    return Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
 
 
 def test_builds_for_a_preset():
@@ -76,7 +72,7 @@ def test_invalid_size_is_explained_inline():
     """dst tp 3 with src tp 2 shows the rule and the fix in the page; nothing raises."""
     ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
     ex.dst_tp.value = 3
-    assert "dst tp (3) must be a multiple of src tp (2): use 2, 4, 8, 16 or 32" in (
+    assert "dst tp (3) must divide num_attention_heads (32): use 2, 4, 8, 16 or 32" in (
         ex.message.value
     )
     assert ex.image.value == b"" and ex.param.options == ()
@@ -108,7 +104,7 @@ def test_block_journey_hand_worked(tiny):
     assert "right" in tiny.journey.value
 
 
-def test_user_synchronizer_and_failures_inline():
+def test_user_synchronizer_and_failures_inline(tiny_spec):
     """A user class is a choice; one that raises is reported inline, not raised."""
 
     class Broken(MegatronVllmLlamaSync):
@@ -116,7 +112,7 @@ def test_user_synchronizer_and_failures_inline():
             raise RuntimeError("boom")
 
     ex = Explorer(
-        spec=TINY,
+        spec=tiny_spec,
         src=Parallel(tp=1),
         dst=Parallel(tp=2),
         scaled=False,

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from syncviz.cli import check, layout, presets, render
-from syncviz.cli.command import Command, UsageError
+from syncviz.cli.command import Command, HelpFormatter, UsageError
 from syncviz.errors import SyncvizError
 
 PROG = "syncviz"
@@ -47,11 +47,16 @@ __all__ = ["COMMANDS", "Command", "UsageError", "build_parser", "main", "registe
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every registered subcommand."""
+    from syncviz import __version__
+
     parser = _Parser(prog=PROG, description="See and check Megatron -> vLLM weight layouts.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for command in COMMANDS.values():
-        command.configure(sub.add_parser(command.name, help=command.help))
+        command.configure(
+            sub.add_parser(command.name, help=command.help, formatter_class=HelpFormatter)
+        )
     return parser
 
 

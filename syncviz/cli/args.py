@@ -1,4 +1,8 @@
-"""Argument groups every subcommand shares: the model, the parallel sizes.
+"""Argument groups every subcommand shares: the model, the sizes, the run options, layers.
+
+Each option is spelled once, here: ``--preset/--config``, ``--src-tp ...``,
+``--synchronizer`` (``chatlearn``, ``corrected`` or ``module:Class``),
+``--scaled/--exact``, ``--layers 0-3,7`` (``--layer`` is the same option).
 
 >>> import argparse
 >>> parser = argparse.ArgumentParser()
@@ -7,31 +11,61 @@
 >>> args = parser.parse_args(["--preset", "llama3-8b", "--src-tp", "2", "--dst-tp", "4"])
 >>> load_parallel(args)
 (Parallel(tp=2, pp=1, ep=1, dp=1), Parallel(tp=4, pp=1, ep=1, dp=1))
+>>> layer_list("0-3,7")
+[0, 1, 2, 3, 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
+import sys
 
-from syncviz.parallel import Parallel
-from syncviz.presets import PRESETS, preset
+from syncviz.errors import SyncvizError
+from syncviz.parallel import Parallel, validate
+from syncviz.presets import PRESETS, preset, shipped_config, shipped_configs
+from syncviz.rules import spoken
 from syncviz.spec import ModelSpec
+
+SYNCHRONIZER_HELP = "chatlearn (the faithful port), corrected, or package.module:ClassName"
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """``--preset NAME | --config PATH`` (one of them is required)."""
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--preset", metavar="NAME", help="one of: " + ", ".join(PRESETS))
+    names = ", ".join((*PRESETS, *shipped_configs()))
+    group.add_argument("--preset", metavar="NAME", help=f"a preset or shipped config: {names}")
     group.add_argument(
         "--config", metavar="PATH", help="a Hugging Face config.json (or its folder)"
     )
 
 
 def load_spec(args: argparse.Namespace) -> ModelSpec:
-    """The model the user named with ``--preset`` or ``--config``."""
-    if args.preset is not None:
+    """The model named by ``--preset`` (a preset or a shipped config) or ``--config``.
+
+    >>> load_spec(argparse.Namespace(preset="gqa-custom", config=None)).num_query_groups
+    4
+    >>> try:
+    ...     load_spec(argparse.Namespace(preset="llama3-8", config=None))
+    ... except SyncvizError as err:
+    ...     print(err)
+    unknown preset 'llama3-8': did you mean llama3-8b, llama3-70b or llama2-7b?
+    """
+    if args.preset is None:
+        return ModelSpec.from_hf_config(args.config)
+    if args.preset in PRESETS:
         return preset(args.preset)
-    return ModelSpec.from_hf_config(args.config)
+    if args.preset in shipped_configs():
+        return shipped_config(args.preset)
+    known = (*PRESETS, *shipped_configs())
+    close = difflib.get_close_matches(args.preset, known, n=3, cutoff=0.6)
+    fix = (
+        "did you mean " + spoken(tuple(close)) + "?"
+        if close
+        else "use one of " + ", ".join(known) + " (`syncviz presets` lists them)"
+    )
+    raise SyncvizError(f"unknown preset {args.preset!r}", fix=fix)
 
 
 def add_parallel_args(parser: argparse.ArgumentParser) -> None:
@@ -51,9 +85,81 @@ def load_parallel(args: argparse.Namespace) -> tuple[Parallel, Parallel]:
 
 
 def validate_sizes(spec: ModelSpec, src: Parallel, dst: Parallel) -> None:
-    """The project's size rules (``syncviz.parallel.validate``) when that module has them."""
-    from syncviz import parallel
+    """The size rules (:func:`syncviz.parallel.validate`), before any work starts."""
+    validate(spec, src, dst)
 
-    check = getattr(parallel, "validate", None)
-    if check is not None:
-        check(spec, src, dst)
+
+def add_run_args(parser: argparse.ArgumentParser, *, scaled_default: bool = True) -> None:
+    """``--synchronizer`` and ``--scaled/--exact``: how a simulated sync runs."""
+    parser.add_argument(
+        "--synchronizer", default="chatlearn", metavar="NAME", help=SYNCHRONIZER_HELP
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--scaled",
+        dest="scaled",
+        action="store_true",
+        default=scaled_default,
+        help="layout-preserving small sizes" + (" (default)" if scaled_default else ""),
+    )
+    size.add_argument(
+        "--exact",
+        dest="scaled",
+        action="store_false",
+        help="the true sizes" + ("" if scaled_default else " (default; ids kept as compact maps)"),
+    )
+
+
+def synchronizer_choice(args: argparse.Namespace) -> str:
+    """The ``--synchronizer`` value; for ``module:Class`` the current directory is made
+    importable first, as ``python -m`` would (the console script does not do it)."""
+    choice = args.synchronizer
+    if ":" in choice and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return choice
+
+
+def add_layers_arg(parser: argparse.ArgumentParser, *, default: str | None, what: str) -> None:
+    """``--layers 0-3,7`` (``--layer`` spells the same option)."""
+    parser.add_argument(
+        "--layers",
+        "--layer",
+        dest="layers",
+        type=layer_list,
+        default=None if default is None else layer_list(default),
+        metavar="0-3,7",
+        help=what,
+    )
+
+
+def layer_list(text: str) -> list[int]:
+    """Layer numbers from ``0,1``, ranges ``0-3`` or both (``0-3,7``), in order, once each.
+
+    >>> layer_list("5"), layer_list("3-1")
+    ([5], [1, 2, 3])
+    """
+    out: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            first, dash, last = part.partition("-")
+            a, b = int(first), int(last) if dash else int(first)
+            out += range(min(a, b), max(a, b) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--layers ({text!r}) must be layer numbers and ranges, e.g. 0-3,7"
+        ) from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"--layers ({text!r}) names no layer; e.g. 0-3,7")
+    return list(dict.fromkeys(out))
+
+
+def check_layers(spec: ModelSpec, layers: list[int] | None) -> None:
+    """Refuse layers outside the model, naming the valid range."""
+    bad = [n for n in layers or () if not 0 <= n < spec.num_layers]
+    if bad:
+        raise SyncvizError(
+            f"--layers {','.join(map(str, bad))} out of range for {spec.num_layers} layers",
+            fix=f"use layers 0-{spec.num_layers - 1}",
+        )

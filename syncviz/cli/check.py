@@ -8,70 +8,55 @@ from __future__ import annotations
 import argparse
 
 from syncviz.cli.args import (
+    add_layers_arg,
     add_model_args,
     add_parallel_args,
+    add_run_args,
+    check_layers,
     load_parallel,
     load_spec,
+    synchronizer_choice,
     validate_sizes,
 )
 from syncviz.cli.command import Command
-from syncviz.errors import SyncvizError
 from syncviz.run.memory import refuse_if_too_big
+from syncviz.run.options import SyncOptions
 
 
 def _check_configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     add_parallel_args(parser)
+    add_run_args(parser, scaled_default=False)  # real sizes unless --scaled
+    add_layers_arg(parser, default=None, what="layers to check (default: all)")
     parser.add_argument(
-        "--synchronizer",
-        default="chatlearn",
-        metavar="NAME",
-        help="chatlearn (the faithful port), corrected, or package.module:ClassName",
-    )
-    parser.add_argument(
-        "--layers", type=_layer_list, default=None, metavar="0,1", help="layers (default: all)"
-    )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument(
-        "--scaled",
-        dest="scaled",
-        action="store_true",
-        default=False,
-        help="layout-preserving small sizes (for teaching pictures; ids materialized)",
-    )
-    size.add_argument(
-        "--exact",
-        dest="scaled",
-        action="store_false",
-        help="the model's real sizes (default; ids kept as compact maps)",
+        "--expert-comm",
+        choices=("allgather", "alltoall"),
+        default=SyncOptions.expert_comm,
+        help="how routed experts are regrouped (MoE)",
     )
     parser.add_argument(
-        "--expert-comm", choices=("allgather", "alltoall"), default="allgather", help="MoE"
+        "--executor", choices=("inprocess", "ray"), default="inprocess", help="where ranks run"
     )
-    parser.add_argument("--executor", choices=("inprocess", "ray"), default="inprocess")
     parser.add_argument(
         "--src-vocab-divisible-by",
         type=int,
-        default=None,
+        default=SyncOptions.src_vocab_divisible_by,
         metavar="N",
-        help="the trainer's --make-vocab-size-divisible-by (default: pads like vLLM, to 64)",
+        help="the trainer's --make-vocab-size-divisible-by (None: pads like vLLM, to 64)",
     )
     parser.add_argument(
         "--values",
         choices=("ids", "random"),
-        default="ids",
+        default=SyncOptions.values,
         help="what the trainer shards hold: provenance ids, or random float32 weights",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def _layer_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--layers ({text!r}) must be comma-separated layer numbers, e.g. 0,1"
-        ) from None
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="list every parameter and line (by default findings repeated across layers"
+        " are told once)",
+    )
 
 
 def _check_run(args: argparse.Namespace) -> int:
@@ -81,13 +66,8 @@ def _check_run(args: argparse.Namespace) -> int:
     spec = load_spec(args)
     src, dst = load_parallel(args)
     validate_sizes(spec, src, dst)
-    if args.layers is not None:
-        bad = [n for n in args.layers if not 0 <= n < spec.num_layers]
-        if bad:
-            raise SyncvizError(
-                f"--layers {bad} out of range for {spec.num_layers} layers",
-                fix=f"use layers 0..{spec.num_layers - 1}",
-            )
+    check_layers(spec, args.layers)
+    real = spec
     if args.scaled:
         spec = spec.scaled(src, dst)
     # Real sizes keep ids symbolic (nothing per element); Ray and random weights need
@@ -100,7 +80,7 @@ def _check_run(args: argparse.Namespace) -> int:
         spec,
         src,
         dst,
-        synchronizer=args.synchronizer,
+        synchronizer=synchronizer_choice(args),
         layers=args.layers,
         expert_comm=args.expert_comm,
         executor=args.executor,
@@ -109,8 +89,12 @@ def _check_run(args: argparse.Namespace) -> int:
         src_vocab_divisible_by=args.src_vocab_divisible_by,
         provenance="symbolic" if symbolic else "materialized",
     )
-    report = check(result, args.synchronizer, show_progress=whole_model and not args.json)
-    print(report.to_json() if args.json else report.text())
+    report = check(
+        result,
+        show_progress=whole_model and not args.json,
+        real=real if args.scaled else None,
+    )
+    print(report.to_json() if args.json else report.text(verbose=args.verbose))
     return 0 if report.ok else 1
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from syncviz.cli.args import (
+    add_layers_arg,
     add_model_args,
     add_parallel_args,
     load_parallel,
@@ -29,28 +30,36 @@ from syncviz.cli.command import Command
 def _layout_configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     add_parallel_args(parser)
-    parser.add_argument("--layer", type=int, default=0, metavar="N", help="global layer index")
+    add_layers_arg(parser, default="0", what="global layers to describe")
     parser.add_argument(
         "--globals", action="store_true", help="also show the embedding, final norm and lm_head"
     )
 
 
 def _layout_run(args: argparse.Namespace) -> int:
-    from syncviz.oracle import model_layout
-
     spec = load_spec(args)
     src, dst = load_parallel(args)
     validate_sizes(spec, src, dst)
-    layout = model_layout(spec, src, dst, layers=[args.layer], include_globals=args.globals)
+    for number, layer in enumerate(args.layers):
+        if number:
+            print()
+        _describe_layer(spec, src, dst, layer, args.globals and number == 0)
+    return 0
+
+
+def _describe_layer(spec, src, dst, layer: int, with_globals: bool) -> None:
+    from syncviz.oracle import model_layout
+
+    layout = model_layout(spec, src, dst, layers=[layer], include_globals=with_globals)
     print(
-        f"{spec.name} ({spec.family}), layer {args.layer}: trainer tp={src.tp} pp={src.pp}"
+        f"{spec.name} ({spec.family}), layer {layer}: trainer tp={src.tp} pp={src.pp}"
         f" ep={src.ep} -> vLLM tp={dst.tp} pp={dst.pp}"
     )
-    src_stage, dst_stage = layout.src_stage(args.layer), layout.dst_stage(args.layer)
-    local = args.layer - src_stage * (spec.num_layers // src.pp)
+    src_stage, dst_stage = layout.src_stage(layer), layout.dst_stage(layer)
+    local = layer - src_stage * (spec.num_layers // src.pp)
     print(
         f"trainer stage {src_stage} holds it as its local layer {local}; vLLM stage {dst_stage}"
-        f" names it by its global index {args.layer}"
+        f" names it by its global index {layer}"
     )
     for param in layout.params:
         print()
@@ -59,7 +68,6 @@ def _layout_run(args: argparse.Namespace) -> int:
             print(line)
         for line in _rank_lines("dst", param, param.dst):
             print(line)
-    return 0
 
 
 def _rank_lines(side: str, param, tensors) -> list[str]:

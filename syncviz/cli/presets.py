@@ -12,17 +12,28 @@ from __future__ import annotations
 import argparse
 
 from syncviz.cli.command import Command
-from syncviz.presets import PRESETS
+from syncviz.presets import PRESETS, shipped_config, shipped_configs
 
 
 def _presets_run(args: argparse.Namespace) -> int:
     for name, spec in PRESETS.items():
-        moe = f", {spec.num_experts} experts" if spec.is_moe else ""
-        print(
-            f"{name:20} {spec.family:13} {spec.num_layers} layers, hidden {spec.hidden_size},"
-            f" {spec.num_attention_heads} heads / {spec.num_query_groups} K/V groups{moe}"
-        )
+        print(_line(name, spec))
+    for name in shipped_configs():  # small config.json files, named like presets
+        print(_line(name, shipped_config(name)) + " (shipped config)")
     return 0
 
 
-COMMAND = Command("presets", "list the model presets", lambda parser: None, _presets_run)
+def _line(name: str, spec) -> str:
+    moe = f", {spec.num_experts} experts" if spec.is_moe else ""
+    return (
+        f"{name:20} {spec.family:13} {spec.num_layers} layers, hidden {spec.hidden_size},"
+        f" {spec.num_attention_heads} heads / {spec.num_query_groups} K/V groups{moe}"
+    )
+
+
+COMMAND = Command(
+    "presets",
+    "list the model presets and shipped configs (both usable as --preset NAME)",
+    lambda parser: None,
+    _presets_run,
+)

@@ -4,23 +4,35 @@
 >>> parser = argparse.ArgumentParser()
 >>> render_configure(parser)
 >>> args = parser.parse_args(["--preset", "llama3-8b", "--param", "qkv", "-o", "x.png"])
->>> args.view, args.synchronizer, args.scaled
-('layout', 'chatlearn', True)
+>>> args.view, args.synchronizer, args.scaled, args.layers
+('layout', 'chatlearn', True, [0])
 """
 
 from __future__ import annotations
 
 import argparse
 
-from syncviz.cli.args import add_model_args, add_parallel_args, load_parallel, load_spec
+from syncviz.cli.args import (
+    add_layers_arg,
+    add_model_args,
+    add_parallel_args,
+    add_run_args,
+    check_layers,
+    load_parallel,
+    load_spec,
+    synchronizer_choice,
+    validate_sizes,
+)
 from syncviz.cli.command import Command
 from syncviz.errors import SyncvizError
 
 
 def render_configure(parser: argparse.ArgumentParser) -> None:
-    """Arguments: model, sizes, ``--param --view --synchronizer --layer -o``."""
+    """Arguments: model, sizes, run options, ``--param --view --layers -o``."""
     add_model_args(parser)
     add_parallel_args(parser)
+    add_run_args(parser)
+    add_layers_arg(parser, default="0", what="the layer to draw (one)")
     parser.add_argument(
         "--param",
         metavar="NAME",
@@ -33,14 +45,6 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
         choices=("layout", "transfer", "experts"),
         default="layout",
         help="layout of one parameter, the transfer map, or the routed experts (w13 by default)",
-    )
-    parser.add_argument("--synchronizer", choices=("chatlearn", "corrected"), default="chatlearn")
-    parser.add_argument("--layer", type=int, default=0, metavar="N", help="global layer index")
-    parser.add_argument(
-        "--full-size",
-        dest="scaled",
-        action="store_false",
-        help="keep the true sizes (default: the layout-preserving scaled model)",
     )
     parser.add_argument(
         "--step",
@@ -61,9 +65,16 @@ def render_main(args: argparse.Namespace) -> int:
 
     spec = load_spec(args)
     src, dst = load_parallel(args)
+    validate_sizes(spec, src, dst)
+    check_layers(spec, args.layers)
+    if len(args.layers) != 1:
+        raise SyncvizError(
+            f"render draws one layer, not {len(args.layers)}", fix="use e.g. --layers 0"
+        )
     if args.scaled:
         spec = spec.scaled(src, dst)
-    result = run_sync(spec, src, dst, synchronizer=args.synchronizer, layers=[args.layer])
+    choice = synchronizer_choice(args)
+    result = run_sync(spec, src, dst, synchronizer=choice, layers=args.layers)
     if args.view == "transfer":
         diagram = transfer_diagram(result)
     elif args.view == "experts":
@@ -75,7 +86,7 @@ def render_main(args: argparse.Namespace) -> int:
         diagram = expert_diagram(result, resolve_param(keys, args.param or keys[0]))
     else:
         key = resolve_param(result.plan.layout.keys(), args.param)
-        diagram = layout_diagram(result, key, check(result, args.synchronizer))
+        diagram = layout_diagram(result, key, check(result))
         if args.step is not None:
             _cut_at_step(result, key, diagram, args.step)
     path = render(diagram).save(args.output)

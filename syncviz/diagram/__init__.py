@@ -1,8 +1,11 @@
 """Diagrams: plain-data models, text rendering, and (lazily) matplotlib rendering.
 
->>> from syncviz.diagram import layout_diagram, transfer_diagram, layout_text, transfer_text
->>> callable(layout_diagram) and callable(transfer_text)
-True
+>>> from syncviz import Parallel, preset
+>>> from syncviz.diagram import transfer_diagram, transfer_text
+>>> from syncviz.run.inprocess import run_sync
+>>> result = run_sync(preset("llama3-8b").scaled(), Parallel(1), Parallel(2), layers=[0])
+>>> transfer_text(transfer_diagram(result)).splitlines()[0]
+'transfer llama3-8b (scaled): src tp1 -> dst tp2'
 """
 
 from syncviz.diagram.experts import ExpertDiagram, expert_diagram, expert_text

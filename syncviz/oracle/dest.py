@@ -14,14 +14,12 @@ Identical for every family; only the names differ (see families.py).
 
 from __future__ import annotations
 
+from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.oracle.blocks import global_shape
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.oracle.slicing import cols_map, padded_rows_map, round_up, rows_map
 from syncviz.oracle.source import COLUMN_KINDS, REPLICATED_KINDS, qkv_head_rows
 from syncviz.spec import ModelSpec
-
-VLLM_VOCAB_PADDING = 64
-"""vLLM's DEFAULT_VOCAB_PADDING_SIZE."""
 
 
 def kv_heads_of_rank(spec: ModelSpec, d: int, r: int) -> range:

@@ -24,10 +24,10 @@ from types import MappingProxyType
 from typing import Literal
 
 from syncviz.errors import SyncvizError
+from syncviz.families import FAMILY, ExpertLayout
 from syncviz.spec import FAMILIES
 
 QkvLayout = Literal["grouped", "separate"]
-ExpertLayout = Literal["none", "hep", "sequential"]
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ FAMILY_CONVENTIONS: Mapping[str, Conventions] = MappingProxyType(
             src_names=_names(_LEGACY, _LEGACY_QWEN),
             dst_names=MappingProxyType(_VLLM_QWEN2_MOE),
             fc1_halves=(("up", "gate"),),
-            expert_layout="hep",
+            expert_layout=FAMILY["qwen2-moe"].experts,
             expert_fc1_halves=("up", "gate"),
             notes=(
                 "As qwen2, plus ChatLearn HEP routed experts: the ep*tp ranks of the "
@@ -269,7 +269,7 @@ FAMILY_CONVENTIONS: Mapping[str, Conventions] = MappingProxyType(
             family="mixtral",
             src_names=_names(_MCORE, _MCORE_MOE),
             dst_names=MappingProxyType(_VLLM_MIXTRAL),
-            expert_layout="sequential",
+            expert_layout=FAMILY["mixtral"].experts,
             notes=(
                 "Chosen: Megatron-Core MoE with SequentialMLP (mlp.experts.local_experts.{j}), "
                 "experts split over ep (rank q holds q*E/ep ..), each expert's fc1 TP-sharded "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.oracle.blocks import global_shape
 from syncviz.oracle.families import Conventions
 from syncviz.oracle.index import Box, IndexMap
@@ -127,7 +128,7 @@ def src_padded_vocab(vocab: int, divisible_by: int | None, s: int) -> int:
     >>> src_padded_vocab(151936, 128, 2), src_padded_vocab(151936, None, 2)
     (152064, 151936)
     """
-    step = divisible_by * s if divisible_by else math.lcm(64, s)
+    step = divisible_by * s if divisible_by else math.lcm(VLLM_VOCAB_PADDING, s)
     return round_up(vocab, step)
 
 

@@ -164,8 +164,8 @@ def _nothing() -> None:
 
 def _send_all(plan, coll, state, sync, tracer, outcome, on_param) -> None:
     world = coll.world_rank
-    pairs = [(s, d) for s, d in plan.stage1 if s == world]
-    exchanges = any(world in group for group in plan.expert_groups)
+    pairs = [(world, d) for d in plan.receivers(world, "stage1")]
+    exchanges = plan.expert_group_of(world) is not None
     if not pairs and not exchanges:
         return
     names = list(plan.src_params[world])
@@ -199,7 +199,7 @@ def _send_all(plan, coll, state, sync, tracer, outcome, on_param) -> None:
 def _exchange_experts(plan, coll, sync, prepared, tracer, outcome) -> dict[str, torch.Tensor]:
     """Routed experts after the all-gather / all-to-all, by (transformed) name."""
     world = coll.world_rank
-    group = next((g for g in plan.expert_groups if world in g), None)
+    group = plan.expert_group_of(world)
     if group is None:
         return {}
     regrouped: dict[str, torch.Tensor] = {}

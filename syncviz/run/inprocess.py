@@ -13,21 +13,21 @@ only the world differs (:class:`~syncviz.run.local_world.LocalWorld` threads or
 from __future__ import annotations
 
 import gc
-import sys
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 
 from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel
+from syncviz.progress import Ticker
 from syncviz.provenance import symbolic_factories
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.local_world import LocalWorld
+from syncviz.run.options import Comm, ExpertComm, SyncOptions, Values
 from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
 from syncviz.run.symbolic_state import symbolic_state
@@ -39,6 +39,18 @@ from syncviz.trace.tracer import Tracer
 
 Executor = Literal["inprocess", "ray"]
 Provenance = Literal["materialized", "symbolic"]
+
+
+def synchronizer_name(choice: str | type[BaseSync]) -> str:
+    """The name a result keeps for the synchronizer: as given, or ``module:Class``.
+
+    >>> from syncviz.sync import MegatronVllmQWen2Sync
+    >>> synchronizer_name(MegatronVllmQWen2Sync), synchronizer_name("corrected")
+    ('syncviz.sync.megatron_vllm:MegatronVllmQWen2Sync', 'corrected')
+    """
+    if isinstance(choice, type):
+        return f"{choice.__module__}:{choice.__qualname__}"
+    return choice
 
 
 def initial_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
@@ -69,28 +81,29 @@ def run_sync(
     src: Parallel,
     dst: Parallel,
     *,
-    synchronizer: str | type[BaseSync] = "chatlearn",
+    synchronizer: str | type[BaseSync] = SyncOptions.synchronizer,
     layers: Iterable[int] | None = None,
-    expert_comm: Literal["allgather", "alltoall"] = "allgather",
+    expert_comm: ExpertComm = SyncOptions.expert_comm,
     executor: Executor = "inprocess",
     trace: bool = True,
     timeout: float = 120.0,
     world: Any = None,
     show_progress: bool = False,
-    values: Literal["ids", "random"] = "ids",
-    seed: int = 0,
-    src_vocab_divisible_by: int | None = None,
-    comm: Literal["broadcast", "p2p"] = "broadcast",
-    bucket_size_mb: float = 64.0,
+    values: Values = SyncOptions.values,
+    seed: int = SyncOptions.seed,
+    src_vocab_divisible_by: int | None = SyncOptions.src_vocab_divisible_by,
+    comm: Comm = SyncOptions.comm,
+    bucket_size_mb: float = SyncOptions.bucket_size_mb,
+    options: SyncOptions | None = None,
     provenance: Provenance = "materialized",
 ) -> SyncResult:
     """Sync ``spec`` from trainer sizes ``src`` to vLLM sizes ``dst`` and collect the result.
 
     Source shards hold provenance ids, so every destination element says where
     it came from; :func:`syncviz.check.check` compares them with the oracle.
-    ``values="random"`` moves real float32 weights instead (checked bit for bit).
-    ``comm`` (``"broadcast"`` or ``"p2p"``) and ``bucket_size_mb`` mirror the
-    original's communication type and coalesced buffer size.
+    The run options are those of :class:`~syncviz.run.plan.SyncOptions` (given one
+    by one, or as ``options``, which then wins); they travel in ``result.plan.options``,
+    the synchronizer's name included.
     ``executor="ray"`` runs one Ray actor per rank with gloo collectives (a local
     Ray is started unless ``RAY_ADDRESS`` names a cluster). ``world`` runs on a
     world the caller built (a ``LocalWorld`` or ``RayWorld`` of the plan's size).
@@ -105,20 +118,23 @@ def run_sync(
     every destination rank's tensors as they were: receivers stage what arrives
     and commit only when all of it arrived.
     """
-    plan = build_plan(
-        spec,
-        src,
-        dst,
-        layers=layers,
-        expert_comm=expert_comm,
-        values=values,
-        seed=seed,
-        src_vocab_divisible_by=src_vocab_divisible_by,
-        comm=comm,
-        bucket_size_mb=bucket_size_mb,
-    )
+    if options is None:
+        options = SyncOptions(
+            synchronizer=synchronizer_name(synchronizer),
+            expert_comm=expert_comm,
+            comm=comm,
+            bucket_size_mb=bucket_size_mb,
+            values=values,
+            seed=seed,
+            src_vocab_divisible_by=src_vocab_divisible_by,
+        )
+    elif synchronizer != SyncOptions.synchronizer:
+        options = replace(options, synchronizer=synchronizer_name(synchronizer))
+    plan = build_plan(spec, src, dst, layers=layers, options=options)
+    if isinstance(synchronizer, str):
+        synchronizer = options.synchronizer
     factory = synchronizer_factory(synchronizer)
-    symbolic = _symbolic(provenance, values, executor, world)
+    symbolic = _symbolic(provenance, plan.values, executor, world)
     if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
         return _execute(world, plan, factory, trace)
     if executor == "inprocess":
@@ -168,7 +184,9 @@ def _execute(
             coll.store["state"] = fresh
         return {n: t.clone() for n, t in coll.store["state"].items()}
 
-    ticker = _Ticker(plan, show_progress)
+    # Counts parameters regrouped by all senders (in-process runs only).
+    total = sum(len(plan.src_params[s]) for s, _ in plan.stage1)
+    ticker = Ticker(total, "sync", enabled=show_progress, suffix=" params")
 
     def sync_rank(coll):
         # Buffers the flow or the synchronizer allocates (torch.empty, zeros) stay symbolic.
@@ -229,45 +247,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-class _Ticker:
-    """Counts parameters regrouped by all senders; draws a bar (in-process runs only)."""
-
-    def __init__(self, plan: SyncPlan, enabled: bool) -> None:
-        self.total = sum(len(plan.src_params[s]) for s, _ in plan.stage1)
-        self.enabled = enabled and self.total > 0 and sys.stderr.isatty()
-        self.done = 0
-        self.lock = threading.Lock()
-        self.last = 0.0
-
-    def __call__(self) -> None:
-        if not self.enabled:
-            return
-        with self.lock:
-            self.done += 1
-            now = time.monotonic()
-            if now - self.last > 0.1:
-                self.last = now
-                self._draw()
-
-    def _draw(self) -> None:
-        filled = 30 * min(self.done, self.total) // self.total
-        sys.stderr.write(f"\r{'sync':>8} [{'#' * filled}{'.' * (30 - filled)}] params")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.done = self.total
-            self._draw()
-            sys.stderr.write("\n")
-
-    def __getstate__(self):  # travels to Ray actors as a no-op
-        return {"total": 0, "enabled": False, "done": 0, "last": 0.0}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self.lock = threading.Lock()
 
 
 def _values(results) -> dict[int, Any]:

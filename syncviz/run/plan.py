@@ -10,20 +10,34 @@ simulated ranks or on Ray actors alike.
 (((0, 2), (1, 4)), ((2, 3), (4, 5)))
 >>> plan.roles[4]
 RankRole(world=4, side='dst', pp=0, tp=2, ep=0)
+>>> plan.world_rank("dst", tp=2), plan.sender_of(5), plan.rank_name(4)
+(4, ('stage2', 4), 'vLLM tp 2 (rank 4)')
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 from syncviz.errors import SyncvizError
 from syncviz.oracle import ModelLayout, conventions, model_layout
 from syncviz.parallel import Parallel, validate
+from syncviz.run.options import Comm, ExpertComm, SyncOptions, Values
 from syncviz.spec import ModelSpec
-from syncviz.sync.rank_mapping import RankLayout, plan_rank_mapping
+from syncviz.sync.local_actors import megatron_coordinates
+from syncviz.sync.rank_plan import RankLayout, plan_rank_mapping
+
+__all__ = [
+    "RankRole",
+    "SyncOptions",
+    "SyncPlan",
+    "build_plan",
+    "expert_group",
+    "holds",
+    "pair_group",
+]
 
 Side = Literal["src", "dst"]
 
@@ -41,13 +55,18 @@ class RankRole:
 
 @dataclass(frozen=True)
 class SyncPlan:
-    """Everything the flow needs, decided up front.
+    """Everything the flow needs, decided up front, and the answers to rank questions.
 
+    ``roles[world]``: who rank ``world`` is (side, pp, tp, ep).
     ``src_params[world]``: trainer names the rank holds, in model order.
     ``dst_shapes[world]``: vLLM name -> shape of every tensor the rank must hold.
     ``stage1`` / ``stage2``: the rank mapping's pairs, in the order they run.
     ``expert_groups``: trainer ranks that exchange routed experts together.
+    ``options``: how the sync runs (:class:`SyncOptions`), kept for the result.
     ``id_base[key]``: the first model-wide id of parameter ``key`` (ids mode).
+
+    The lookups (:meth:`world_rank`, :meth:`receivers`, :meth:`sender_of`,
+    :meth:`expert_group_of`, :meth:`rank_name`) answer from tables built once.
     """
 
     spec: ModelSpec
@@ -61,12 +80,33 @@ class SyncPlan:
     stage1: tuple[tuple[int, int], ...]
     stage2: tuple[tuple[int, int], ...]
     expert_groups: tuple[tuple[int, ...], ...]
-    expert_comm: Literal["allgather", "alltoall"] = "allgather"
-    bucket_size_mb: float = 64.0
-    values: Literal["ids", "random"] = "ids"
-    seed: int = 0
-    comm: Literal["broadcast", "p2p"] = "broadcast"
+    options: SyncOptions = field(default_factory=SyncOptions)
     id_base: dict[str, int] = field(default_factory=dict, repr=False)
+    _index: _RankIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", _RankIndex.of(self))
+
+    # the options, as the flow reads them
+    @property
+    def expert_comm(self) -> ExpertComm:
+        return self.options.expert_comm
+
+    @property
+    def bucket_size_mb(self) -> float:
+        return self.options.bucket_size_mb
+
+    @property
+    def values(self) -> Values:
+        return self.options.values
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
+
+    @property
+    def comm(self) -> Comm:
+        return self.options.comm
 
     @property
     def world_size(self) -> int:
@@ -92,13 +132,83 @@ class SyncPlan:
         named.update({expert_group(ranks): ranks for ranks in self.expert_groups})
         return named
 
+    # ------------------------------------------------------------ rank questions
 
-def _one_of(field: str, value: object, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise SyncvizError(
-            f"{field} ({value!r}) is not one of the choices",
-            fix="use " + " or ".join(repr(o) for o in options),
-        )
+    def world_rank(self, side: Side, pp: int = 0, tp: int = 0, ep: int = 0) -> int:
+        """The world rank of (side, pp, tp, ep); on the trainer, the first data-parallel
+        replica holding it.
+
+        >>> from syncviz import Parallel, preset
+        >>> plan = build_plan(preset("mixtral-8x7b").scaled(), Parallel(2, ep=2), Parallel(2))
+        >>> plan.world_rank("src", tp=1, ep=1), plan.world_rank("dst", tp=1)
+        (3, 5)
+        """
+        try:
+            return self._index.world[(side, pp, tp, ep if side == "src" else 0)]
+        except KeyError:
+            sizes = self.src if side == "src" else self.dst
+            raise SyncvizError(
+                f"no {side} rank has pp {pp}, tp {tp}, ep {ep}",
+                fix=f"the {side} sizes are {_sizes(sizes)}",
+            ) from None
+
+    def receivers(self, world: int, stage: str = "stage1") -> tuple[int, ...]:
+        """The ranks ``world`` sends to in ``stage`` ("stage1" or "stage2"), in order."""
+        return self._index.receivers.get((stage, world), ())
+
+    def sender_of(self, world: int) -> tuple[str, int] | None:
+        """(stage, rank) that sends destination rank ``world`` its data; None if none does."""
+        return self._index.sender.get(world)
+
+    def expert_group_of(self, world: int) -> tuple[int, ...] | None:
+        """The routed-expert exchange group trainer rank ``world`` belongs to, if any."""
+        return self._index.experts.get(world)
+
+    def rank_name(self, world: int) -> str:
+        """Rank ``world`` named by its role, the global number second.
+
+        >>> from syncviz import Parallel, preset
+        >>> plan = build_plan(preset("qwen2-7b").scaled(), Parallel(2, pp=2), Parallel(4))
+        >>> plan.rank_name(3), plan.rank_name(5)
+        ('trainer pp 1 tp 1 (rank 3)', 'vLLM tp 1 (rank 5)')
+        """
+        role = self.roles[world]
+        sizes = self.src if role.side == "src" else self.dst
+        parts = ["trainer" if role.side == "src" else "vLLM"]
+        if sizes.pp > 1:
+            parts.append(f"pp {role.pp}")
+        parts.append(f"tp {role.tp}")
+        if role.side == "src" and sizes.ep > 1:
+            parts.append(f"ep {role.ep}")
+        return " ".join(parts) + f" (rank {world})"
+
+
+@dataclass(frozen=True)
+class _RankIndex:
+    """The plan's lookup tables, built once from its roles, pairs and groups."""
+
+    world: dict[tuple[str, int, int, int], int]
+    receivers: dict[tuple[str, int], tuple[int, ...]]
+    sender: dict[int, tuple[str, int]]
+    experts: dict[int, tuple[int, ...]]
+
+    @classmethod
+    def of(cls, plan: SyncPlan) -> _RankIndex:
+        world: dict[tuple[str, int, int, int], int] = {}
+        for role in plan.roles:
+            world.setdefault((role.side, role.pp, role.tp, role.ep), role.world)
+        receivers: dict[tuple[str, int], list[int]] = {}
+        sender: dict[int, tuple[str, int]] = {}
+        for stage, pairs in (("stage1", plan.stage1), ("stage2", plan.stage2)):
+            for a, b in pairs:
+                receivers.setdefault((stage, a), []).append(b)
+                sender.setdefault(b, (stage, a))
+        experts = {w: group for group in plan.expert_groups for w in group}
+        return cls(world, {k: tuple(v) for k, v in receivers.items()}, sender, experts)
+
+
+def _sizes(p: Parallel) -> str:
+    return f"tp {p.tp}, pp {p.pp}, ep {p.ep}"
 
 
 def holds(role: RankRole, shard) -> bool:
@@ -122,52 +232,47 @@ def build_plan(
     dst: Parallel,
     *,
     layers: Iterable[int] | None = None,
-    expert_comm: Literal["allgather", "alltoall"] = "allgather",
-    bucket_size_mb: float = 64.0,
-    values: Literal["ids", "random"] = "ids",
-    seed: int = 0,
-    src_vocab_divisible_by: int | None = None,
-    comm: Literal["broadcast", "p2p"] = "broadcast",
+    options: SyncOptions | None = None,
+    **option_values: Any,
 ) -> SyncPlan:
     """Plan a sync of ``spec`` from a Megatron trainer under ``src`` to vLLM under ``dst``.
 
-    One inference replica; the trainer's data-parallel size is raised to its
-    expert-parallel size, as Megatron requires. ``values`` says what the trainer
-    shards hold: ``"ids"`` (float64 provenance ids, the default) or ``"random"``
-    (float32 weights drawn from ``seed``, compared bit for bit).
-    ``comm`` moves each pair's buckets by ``"broadcast"`` (the original's default)
-    or ``"p2p"`` send/recv; ``bucket_size_mb`` caps a bucket, as the original's
-    ``coalesced_buffer_mb`` does.
-    ``src_vocab_divisible_by`` is the trainer's ``--make-vocab-size-divisible-by``
-    (default: it pads like vLLM, see :class:`~syncviz.oracle.Conventions`).
+    The sizes are validated here, once. One inference replica; the trainer's
+    data-parallel size is raised to its expert-parallel size, as Megatron requires.
+    ``options`` (a :class:`SyncOptions`) says how the sync runs; keyword arguments
+    named like its fields (``comm="p2p"``, ...) override single options.
 
     >>> from syncviz import Parallel, preset
-    >>> build_plan(preset("qwen2-7b"), Parallel(tp=2), Parallel(tp=3))
+    >>> build_plan(preset("qwen2-7b"), Parallel(tp=4), Parallel(tp=2))
     Traceback (most recent call last):
     ...
-    syncviz.errors.SyncvizError: dst tp (3) must be a multiple of src tp (2): use 2 or 4
+    syncviz.errors.SyncvizError: dst tp (2) must be a multiple of src tp (4): use 4
+    >>> build_plan(preset("qwen2-7b").scaled(), Parallel(1), Parallel(2), seed=3).options.seed
+    3
     """
+    options = options or SyncOptions()
+    if option_values:
+        known = {f.name for f in fields(SyncOptions)}
+        for name in option_values:
+            if name not in known:
+                raise SyncvizError(
+                    f"option {name!r} is not known", fix="use one of " + ", ".join(sorted(known))
+                )
+        options = replace(options, **option_values)
     validate(spec, src, dst)
     if dst.pp != 1:
         raise SyncvizError(
             f"dst pp ({dst.pp}) is not supported by the sync executors",
             fix="use dst pp 1 (the oracle and `syncviz layout` do support it)",
         )
-    _one_of("comm", comm, ("broadcast", "p2p"))
-    _one_of("values", values, ("ids", "random"))
-    _one_of("expert_comm", expert_comm, ("allgather", "alltoall"))
-    if bucket_size_mb <= 0:
-        raise SyncvizError(
-            f"bucket_size_mb ({bucket_size_mb}) must be positive", fix="use e.g. 64 (megabytes)"
-        )
     src = replace(src, dp=max(src.dp, src.ep))
-    conv = replace(conventions(spec.family), src_vocab_divisible_by=src_vocab_divisible_by)
+    conv = replace(conventions(spec.family), src_vocab_divisible_by=options.src_vocab_divisible_by)
     layout = model_layout(spec, src, dst, layers=layers, conv=conv)
     mapping = plan_rank_mapping(RankLayout.megatron_to_vllm(src, dst, replicas=1))
 
     roles: list[RankRole] = []
     for world in range(src.world_size):
-        tp, dp, pp = world % src.tp, (world // src.tp) % src.dp, world // (src.tp * src.dp)
+        pp, dp, tp = megatron_coordinates(src, world)
         roles.append(RankRole(world, "src", pp, tp, dp % src.ep))
     for local in range(dst.tp * dst.pp):
         roles.append(RankRole(len(roles), "dst", local // dst.tp, local % dst.tp))
@@ -177,18 +282,17 @@ def build_plan(
     dst_shapes: dict[int, dict[str, tuple[int, ...]]] = {
         r.world: {} for r in roles if r.side == "dst"
     }
+    dst_world = {(r.pp, r.tp): r.world for r in roles if r.side == "dst"}
     for param in layout:
         for shard in param.src:
             for role in roles[: src.world_size]:
                 if holds(role, shard):
                     if shard.name not in src_params[role.world]:
                         src_params[role.world].append(shard.name)
-                    src_offset[role.world] = shard.layer_offset
+                    if param.layer is not None:  # the embedding and lm_head carry no offset
+                        src_offset[role.world] = shard.layer_offset
         for tensor in param.dst:
-            role = next(
-                r for r in roles[src.world_size :] if (r.pp, r.tp) == (tensor.pp, tensor.tp)
-            )
-            dst_shapes[role.world][tensor.name] = tensor.shape
+            dst_shapes[dst_world[(tensor.pp, tensor.tp)]][tensor.name] = tensor.shape
 
     expert_groups = _expert_groups(roles[: src.world_size], src) if spec.is_moe else ()
 
@@ -204,11 +308,7 @@ def build_plan(
         stage1=tuple(mapping.stage1),
         stage2=tuple(mapping.stage2),
         expert_groups=expert_groups,
-        expert_comm=expert_comm,
-        bucket_size_mb=bucket_size_mb,
-        values=values,
-        seed=seed,
-        comm=comm,
+        options=options,
         id_base=_id_bases(layout),
     )
 
@@ -221,7 +321,7 @@ def _expert_groups(src_roles: list[RankRole], src: Parallel) -> tuple[tuple[int,
     """
     groups: dict[int, list[tuple[int, int, int]]] = {}
     for role in src_roles:
-        dp = (role.world // src.tp) % src.dp
+        _, dp, _ = megatron_coordinates(src, role.world)
         if dp < src.ep:
             groups.setdefault(role.pp, []).append((role.ep, role.tp, role.world))
     return tuple(tuple(w for _, _, w in sorted(g)) for _, g in sorted(groups.items()))

@@ -9,21 +9,22 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from syncviz.provenance import is_symbolic
 from syncviz.run.flow import Finding, RankOutcome
 from syncviz.run.plan import SyncPlan
-from syncviz.run.values import FOREIGN_ID, global_weights, ids_of_values
+from syncviz.run.values import owners, to_local_ids
 from syncviz.trace.model import SyncTrace
 
 
 @dataclass
 class SyncResult:
-    """What a sync run produced: every rank's tensors, the findings, the trace."""
+    """What a sync run produced: every rank's tensors, the findings, the trace.
+
+    ``plan.options`` says how it ran (the synchronizer's name included).
+    """
 
     plan: SyncPlan
     src_tensors: dict[int, dict[str, torch.Tensor]]
@@ -45,7 +46,7 @@ class SyncResult:
         parameter (another parameter's data, or a value the sync made up).
         """
         param = self.plan.layout.param(key)
-        name = next(t.name for t in param.dst if self._world_of(t) == world)
+        name = self._name_on(param, world)
         return to_local_ids(self.plan, param, self.dst_tensors[world][name])
 
     def foreign_keys(self, world: int, key: str) -> list[str]:
@@ -53,38 +54,9 @@ class SyncResult:
         if self.plan.values != "ids":
             return []
         param = self.plan.layout.param(key)
-        name = next(t.name for t in param.dst if self._world_of(t) == world)
+        name = self._name_on(param, world)
         return owners(self.plan, self.dst_tensors[world][name], exclude=key)
 
-    def _world_of(self, tensor) -> int:
-        return next(
-            r.world
-            for r in self.plan.roles
-            if r.side == "dst" and (r.pp, r.tp) == (tensor.pp, tensor.tp)
-        )
-
-
-def to_local_ids(plan: SyncPlan, param, values: torch.Tensor) -> torch.Tensor:
-    """Received values as ids local to ``param`` (see :meth:`SyncResult.local_ids`)."""
-    if is_symbolic(values):  # a symbolic tensor read element by element (small ones)
-        values = values.materialize()
-    if plan.values == "random":
-        return ids_of_values(global_weights(param.key, param.global_shape, plan.seed), values)
-    base, numel = plan.id_base[param.key], math.prod(param.global_shape)
-    local = values - base
-    inside = (local >= 0) & (local < numel)
-    out = torch.where(inside, local, torch.full_like(values, FOREIGN_ID))
-    return torch.where(values < 0, values, out)
-
-
-def owners(plan: SyncPlan, values: torch.Tensor, exclude: str = "") -> list[str]:
-    """The parameters (keys) whose ids occur in ``values``, except ``exclude``."""
-    if is_symbolic(values):
-        values = values.materialize()
-    ids = values[values >= 0]
-    if not ids.numel():
-        return []
-    keys = list(plan.id_base)
-    starts = torch.tensor([plan.id_base[k] for k in keys], dtype=torch.float64)
-    found = torch.unique(torch.searchsorted(starts, ids.unique(), right=True) - 1).tolist()
-    return [keys[i] for i in found if keys[i] != exclude]
+    def _name_on(self, param, world: int) -> str:
+        role = self.plan.roles[world]
+        return next(t.name for t in param.dst if (t.pp, t.tp) == (role.pp, role.tp))

@@ -1,12 +1,15 @@
-"""What the trainer shards hold: provenance ids, or real (random) weights.
+"""What the trainer shards hold (provenance ids, or real random weights), and how a
+destination tensor is read back: the one home of the id sentinels and their decoding,
+for the checker and the diagrams alike.
 
-With ids every element says where it came from. With random weights the same
-flow moves real float32 values; the expected destination values are the global
-tensor read at the oracle's ids, so the comparison is bit for bit.
+With ids every element says where it came from (its model-wide id,
+``plan.id_base[key]`` + its index in the global tensor). With random weights the
+same flow moves real float32 values; the expected destination values are the
+global tensor read at the oracle's ids, so the comparison is bit for bit. Read
+back with :func:`to_local_ids`, every element is an id local to one parameter or
+one of ``PADDING_ID``, ``UNWRITTEN_ID`` and ``FOREIGN_ID``.
 
 >>> import torch
-
-from syncviz.errors import SyncvizError
 >>> from syncviz.oracle import IndexMap
 >>> idx = IndexMap.whole((2, 3))
 >>> weights = global_weights("w", (2, 3), seed=0)
@@ -18,12 +21,20 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import TYPE_CHECKING
 
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.provenance import is_symbolic
 
-# A destination element nobody wrote keeps this value (ids are >= -1; -1 is padding).
+if TYPE_CHECKING:  # the plan and the layout are only read here
+    from syncviz.oracle import ParamLayout
+    from syncviz.run.plan import SyncPlan
+
+# vLLM's padding rows (its vocab padded to a multiple of 64).
+PADDING_ID = -1.0
+# A destination element nobody wrote keeps this value.
 UNWRITTEN_ID = -2.0
 # An element that is not from the parameter being checked (read back as a local id).
 FOREIGN_ID = -3.0
@@ -92,6 +103,32 @@ def ids_of_values(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     ids = torch.where(
         found, order[pos].to(torch.float64), torch.full_like(v, FOREIGN_ID, dtype=torch.float64)
     )
-    ids[v == 0] = -1.0
+    ids[v == 0] = PADDING_ID
     ids[v.isnan()] = UNWRITTEN_ID
     return ids.view(values.shape)
+
+
+def to_local_ids(plan: SyncPlan, param: ParamLayout, values: torch.Tensor) -> torch.Tensor:
+    """Received values as ids local to ``param`` (float64), or the sentinels."""
+    if is_symbolic(values):  # a symbolic tensor read element by element (small ones)
+        values = values.materialize()
+    if plan.values == "random":
+        return ids_of_values(global_weights(param.key, param.global_shape, plan.seed), values)
+    base, numel = plan.id_base[param.key], math.prod(param.global_shape)
+    local = values - base
+    inside = (local >= 0) & (local < numel)
+    out = torch.where(inside, local, torch.full_like(values, FOREIGN_ID))
+    return torch.where(values < 0, values, out)
+
+
+def owners(plan: SyncPlan, values: torch.Tensor, exclude: str = "") -> list[str]:
+    """The parameters (keys) whose ids occur in ``values``, except ``exclude``."""
+    if is_symbolic(values):
+        values = values.materialize()
+    ids = values[values >= 0]
+    if not ids.numel():
+        return []
+    keys = list(plan.id_base)
+    starts = torch.tensor([plan.id_base[k] for k in keys], dtype=torch.float64)
+    found = torch.unique(torch.searchsorted(starts, ids.unique(), right=True) - 1).tolist()
+    return [keys[i] for i in found if keys[i] != exclude]

@@ -22,18 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from syncviz.errors import SyncvizError
+from syncviz.families import FAMILY
 from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
 
 # Hugging Face architecture name of each family (what get_synchronizer switches on).
-ARCHITECTURES = {
-    "llama-legacy": "LlamaForCausalLM",
-    "llama-mcore": "LlamaForCausalLM",
-    "qwen-v1": "QWenLMHeadModel",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen2-moe": "Qwen2MoeForCausalLM",
-    "mixtral": "MixtralForCausalLM",
-}
+ARCHITECTURES = {name: info.architecture for name, info in FAMILY.items()}
 
 MEGATRON = "megatron"
 VLLM = "vllm"

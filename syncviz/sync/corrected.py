@@ -20,8 +20,11 @@ from typing import Any
 
 import torch
 
+from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.errors import SyncvizError
+from syncviz.families import FAMILY, classes_by_architecture
 from syncviz.parallel import Parallel, validate
+from syncviz.rules import attention_rules
 from syncviz.spec import ModelSpec
 from syncviz.sync.adapter import models_for
 from syncviz.sync.megatron_vllm import (
@@ -55,7 +58,6 @@ HEP_EXPERT_OPS = {"mlp.experts.dense_h_to_4h": "fc1", "mlp.experts.dense_4h_to_h
 # Megatron-Core SequentialMLP: one tensor per local expert.
 LOCAL_EXPERT_OP = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.linear_(fc[12])")
 VOCAB_SUFFIXES = ("word_embeddings.weight", "output_layer.weight")
-VLLM_VOCAB_PADDING = 64
 
 
 class CorrectedMegatronVllmSync(MegatronVllmSync):
@@ -120,10 +122,11 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         if not args.get("group_query_attention"):
             groups = heads
         head_dim = args.get("kv_channels") or args["hidden_size"] // heads
-        for what, count in (("num_attention_heads", heads), ("num_query_groups", groups)):
-            if count % tp:
+        sizes = Parallel(tp=tp)
+        for rule in attention_rules("src", heads, groups):  # the rule table's own rules
+            if not rule.holds(sizes, sizes):
                 raise SyncvizError(
-                    f"trainer tp ({tp}) must divide {what} ({count})",
+                    rule.message(sizes, sizes),
                     fix="use a trainer tp that divides both the heads and the K/V groups",
                 )
         return heads // tp, groups // tp, head_dim
@@ -622,22 +625,23 @@ def _stack_local_experts(params: ParamList, layer_re: re.Pattern[str]) -> ParamL
 
 # ---------------------------------------------------------------------- choosing one
 
-CORRECTED_BY_FAMILY: dict[str, type[CorrectedMegatronVllmSync]] = {
-    "llama-legacy": CorrectedMegatronVllmLlamaSync,
-    "llama-mcore": CorrectedMegatronVllmLlamaSync,
-    "qwen-v1": CorrectedMegatronVllmQWenSync,
-    "qwen2": CorrectedMegatronVllmQWen2Sync,
-    "qwen2-moe": CorrectedMegatronVllmQWen2Sync,
-    "mixtral": CorrectedMegatronVllmMixtralSync,
+_CORRECTED_CLASSES: dict[str, type[CorrectedMegatronVllmSync]] = {
+    cls.__name__: cls
+    for cls in (
+        CorrectedMegatronVllmLlamaSync,
+        CorrectedMegatronVllmQWenSync,
+        CorrectedMegatronVllmQWen2Sync,
+        CorrectedMegatronVllmMixtralSync,
+    )
 }
-"""The corrected class for each model family."""
+
+CORRECTED_BY_FAMILY: dict[str, type[CorrectedMegatronVllmSync]] = {
+    name: _CORRECTED_CLASSES[info.corrected] for name, info in FAMILY.items()
+}
+"""The corrected class for each model family (named in :mod:`syncviz.families`)."""
 
 CORRECTED_BY_ARCHITECTURE: dict[str, type[CorrectedMegatronVllmSync]] = {
-    "QWenLMHeadModel": CorrectedMegatronVllmQWenSync,
-    "Qwen2ForCausalLM": CorrectedMegatronVllmQWen2Sync,
-    "Qwen2MoeForCausalLM": CorrectedMegatronVllmQWen2Sync,
-    "LlamaForCausalLM": CorrectedMegatronVllmLlamaSync,
-    "MixtralForCausalLM": CorrectedMegatronVllmMixtralSync,
+    arch: _CORRECTED_CLASSES[name] for arch, name in classes_by_architecture("corrected").items()
 }
 """The corrected class for each vLLM architecture (what ``get_synchronizer`` switches on)."""
 

@@ -585,8 +585,13 @@ def _slice_mha_qkv(
 class MegatronVllmQWenSync(MegatronVllmSync):
     """QWen (v1) trainer -> vLLM: QWen sync map, per-head QKV reordering.
 
-    >>> MegatronVllmQWenSync.__doc__.split(":")[0]
-    'QWen (v1) trainer -> vLLM'
+    >>> from syncviz import Parallel, preset
+    >>> from syncviz.sync.adapter import models_for
+    >>> models = models_for(preset("qwen-7b").scaled(), Parallel(1), Parallel(2))
+    >>> sync = MegatronVllmQWenSync(*models)
+    >>> sync_map = sync.map_src_to_dst([], 0)
+    >>> type(sync_map).__name__, sync_map.qwen_version, sync._to_fix_qkv_ordering_func.__name__
+    ('Megatron2QWenSyncMap', 1.0, 'fix_qwen_query_key_value_ordering')
     """
 
     def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
@@ -599,8 +604,13 @@ class MegatronVllmQWenSync(MegatronVllmSync):
 class MegatronVllmQWen2Sync(MegatronVllmSync):
     """QWen2 / QWen2-MoE trainer -> vLLM: QWen sync map, per-group QKV split.
 
-    >>> MegatronVllmQWen2Sync.__doc__.split(":")[0]
-    'QWen2 / QWen2-MoE trainer -> vLLM'
+    >>> from syncviz import Parallel, preset
+    >>> from syncviz.sync.adapter import models_for
+    >>> models = models_for(preset("qwen2-7b").scaled(), Parallel(1), Parallel(2))
+    >>> sync = MegatronVllmQWen2Sync(*models)
+    >>> sync_map = sync.map_src_to_dst([], 0)
+    >>> type(sync_map).__name__, sync_map.qwen_version, sync._to_fix_qkv_ordering_func.__name__
+    ('Megatron2QWenSyncMap', 2.0, 'split_attn_state')
     """
 
     def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
@@ -613,8 +623,13 @@ class MegatronVllmQWen2Sync(MegatronVllmSync):
 class MegatronVllmLlamaSync(MegatronVllmSync):
     """Llama trainer (legacy Megatron or Megatron-Core names) -> vLLM.
 
-    >>> MegatronVllmLlamaSync.__doc__.split(" (")[0]
-    'Llama trainer'
+    >>> from syncviz import Parallel, preset
+    >>> from syncviz.sync.adapter import models_for
+    >>> def picked(name):
+    ...     models = models_for(preset(name).scaled(), Parallel(1), Parallel(2))
+    ...     return type(MegatronVllmLlamaSync(*models).map_src_to_dst([], 0)).__name__
+    >>> picked("llama2-7b"), picked("llama3-8b")
+    ('Megatron2LlamaSyncMap', 'MCore2LlamaSyncMap')
     """
 
     def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:

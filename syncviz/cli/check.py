@@ -19,7 +19,6 @@ from syncviz.cli.args import (
     validate_sizes,
 )
 from syncviz.cli.command import Command
-from syncviz.run.memory import refuse_if_too_big
 from syncviz.run.options import SyncOptions
 
 
@@ -74,6 +73,8 @@ def _check_run(args: argparse.Namespace) -> int:
     # real buffers, so they estimate their memory first and refuse what cannot fit.
     symbolic = not args.scaled and args.values == "ids" and args.executor == "inprocess"
     if not symbolic:
+        from syncviz.run.memory import refuse_if_too_big
+
         refuse_if_too_big(spec, src, dst, args.layers, args.values)
     whole_model = args.layers is None
     result = run_sync(

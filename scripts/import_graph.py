@@ -32,11 +32,11 @@ PACKAGE = "syncviz"
 # root (``syncviz``) sits on the floor of what it re-exports, so ``import syncviz``
 # stays light.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("errors", "constants", "families", "rules", "progress", "trace"),
+    ("errors", "constants", "families", "rules", "progress", "trace", "provenance"),
     ("spec",),
     ("parallel", "presets", ""),
     ("oracle", "sync"),
-    ("run", "check", "diagnose", "dump", "record", "journey"),
+    ("run", "check", "check_maps", "diagnose", "dump", "record", "journey"),
     ("diagram",),
     ("widgets", "cli", "__main__"),
 )

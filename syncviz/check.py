@@ -10,21 +10,30 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import html
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from syncviz.check_maps import compare_maps
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
+from syncviz.provenance import is_symbolic
 from syncviz.run.result import SyncResult
+from syncviz.run.symbolic_state import shard_map
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID, owners, to_local_ids
 from syncviz.spec import ModelSpec
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
+# Symbolic tensors above this many elements are compared map against map (all of them:
+# the map comparison gives the element-wise report, and costs regions, not elements).
+ELEMENTWISE_LIMIT = 0
+DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized to describe it
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?) [\d-]+: ")
 
 
@@ -185,8 +194,11 @@ def check(
         for t in param.dst:
             world = plan.world_rank("dst", t.pp, t.tp)
             raw = result.dst_tensors[world][t.name]
-            actual = to_local_ids(plan, param, raw)
             writes = result.writes(world).get(t.name, 0)
+            if is_symbolic(raw) and raw.numel() > ELEMENTWISE_LIMIT:  # real sizes: maps
+                tensors.append(_check_tensor_map(plan, param, t, world, raw, writes, words))
+                continue
+            actual = to_local_ids(plan, param, raw)
             checked = _check_tensor(param, t.tp, world, actual, t.index.ids(), writes, words)
             foreign = plan.values == "ids" and bool((actual == FOREIGN_ID).any())
             if foreign:  # ids are model-wide: name the other parameters whose data landed here
@@ -256,6 +268,86 @@ def _check_tensor(
         check.status = "rewritten" if check.status == "ok" else check.status
         check.problems.append(f"{where}: written {writes} times")
     return check
+
+
+def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
+    """:func:`_check_tensor` for a symbolic tensor: regions overlaid, same words.
+
+    Only the wrong rows (at most ``MAX_RUNS`` runs of them, each up to
+    ``DESCRIBE_LIMIT`` elements) are materialized, to be described.
+    """
+    base = plan.id_base[param.key]
+    expected = shard_map(t.index, base)
+    got_map = raw.region_map()
+    diff = compare_maps(got_map, expected)
+    check = TensorCheck(world, t.tp, "ok", diff.wrong, diff.unwritten, writes)
+    where = f"dst rank {world} (tp {t.tp})"
+    if check.unwritten:
+        check.status = "unwritten"
+        if check.unwritten == raw.numel():
+            check.problems.append(f"{where}: never written")
+        else:
+            check.problems.append(f"{where}: {check.unwritten} elements never written")
+    if check.wrong:
+        check.status = "wrong"
+        unit = "expert" if raw.dim() == 3 else ("row" if raw.dim() == 2 else "element")
+        row = math.prod(raw.shape[1:]) if raw.dim() else 1
+        runs = diff.wrong_rows
+        for a, b in runs[:MAX_RUNS]:
+            span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
+            if (b - a) * row > DESCRIBE_LIMIT:
+                check.problems.append(
+                    f"{where}, {span}: holds other ids ({(b - a) * row} elements, too many to"
+                    " describe)"
+                )
+                continue
+            got_rows, want_rows = got_map.take(0, a, 1, b - a), expected.take(0, a, 1, b - a)
+            # Layers of one kind share blocks and local ids: the same wrong rows recur on
+            # every layer, so their words are cached by the maps' shape relative to base.
+            key = (
+                "map",
+                id(param.blocks),
+                a,
+                b,
+                _relative(got_rows, base),
+                _relative(want_rows, base),
+            )
+            if key not in cache:
+                got = to_local_ids(plan, param, got_rows.materialize())
+                want = want_rows.materialize()
+                want = torch.where(want >= 0, want - base, want)
+                holds = _words(param, got.to(torch.int64), cache)
+                cache[key] = (holds, _words(param, want.to(torch.int64), cache))
+            holds, wants = cache[key]
+            check.problems.append(f"{where}, {span}: holds {holds}, expected {wants}")
+        if len(runs) > MAX_RUNS:
+            check.problems.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
+    if writes > 1:
+        check.status = "rewritten" if check.status == "ok" else check.status
+        check.problems.append(f"{where}: written {writes} times")
+    for other in _owners_of_ranges(plan, diff.id_ranges, exclude=param.key):
+        check.problems.append(f"{where}: holds elements of {other}")
+    return check
+
+
+def _relative(region_map, base: int) -> tuple:
+    """A map's regions with ids counted from ``base`` (markers below 0 kept as they are)."""
+    return tuple(
+        (r.start, r.stop, r.offset - base if r.offset >= 0 else r.offset, r.strides)
+        for r in region_map.regions
+    )
+
+
+def _owners_of_ranges(plan, ranges, exclude: str) -> list[str]:
+    """Parameters whose model-wide ids meet any of ``ranges`` (inclusive), except ``exclude``."""
+    keys = sorted(plan.id_base, key=plan.id_base.get)
+    starts = [plan.id_base[k] for k in keys]
+    found: set[str] = set()
+    for low, high in ranges:
+        first = max(0, bisect.bisect_right(starts, low) - 1)
+        last = bisect.bisect_right(starts, high) - 1
+        found.update(keys[first : last + 1])
+    return [k for k in keys if k in found and k != exclude]
 
 
 def _wrong_runs(param, where, got, expected, wrong, cache) -> list[str]:

@@ -34,6 +34,10 @@ PRESETS: dict[str, ModelSpec] = {
         # intermediate 28672, vocab 128256, tie_word_embeddings false.
         ModelSpec("llama3-70b", "llama-mcore", 80, 8192, 64, 8, 28672, 128256,
                   source="meta-llama/Meta-Llama-3-70B config.json"),
+        # meta-llama/Llama-3.1-405B: layers 126, hidden 16384, heads 128, kv heads 8,
+        # intermediate 53248, vocab 128256, tie_word_embeddings false.
+        ModelSpec("llama3.1-405b", "llama-mcore", 126, 16384, 128, 8, 53248, 128256,
+                  source="meta-llama/Llama-3.1-405B config.json"),
         # Qwen/Qwen-7B (QWenLMHeadModel): layers 32, hidden 4096, heads 32, kv_channels 128,
         # intermediate_size 22016 = w1 + w2 fused, so 11008 per half; vocab 151936,
         # tie_word_embeddings false; attn.c_attn carries the QKV bias.

@@ -86,7 +86,10 @@ def test_check_needs_no_synchronizer_name() -> None:
 def test_llama3_70b_report_is_short(capsys) -> None:
     """`syncviz check --preset llama3-70b --src-tp 8 --dst-tp 16` prints under 60 lines
     (5,361 before grouping): three groups over layers 0-79."""
-    assert main(["check", "--preset", "llama3-70b", "--src-tp", "8", "--dst-tp", "16"]) == 1
+    assert (
+        main(["check", "--preset", "llama3-70b", "--src-tp", "8", "--dst-tp", "16", "--scaled"])
+        == 1
+    )
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) < 60
     assert "ERROR layers 0-79: input_layernorm.weight" in lines

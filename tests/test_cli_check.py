@@ -56,8 +56,8 @@ def test_presets_lists_every_preset(capsys):
     """`syncviz presets` prints one line per preset, then the two shipped configs."""
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 11 and lines[0].startswith("llama2-7b")
-    assert [line.split()[0] for line in lines[9:]] == ["gqa-custom", "mixtral-tiny"]
+    assert len(lines) == 12 and lines[0].startswith("llama2-7b")
+    assert [line.split()[0] for line in lines[10:]] == ["gqa-custom", "mixtral-tiny"]
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,11 @@ PUBLISHED = {
         "num_attention_heads": 64, "num_key_value_heads": 8, "intermediate_size": 28672,
         "vocab_size": 128256, "tie_word_embeddings": False,
     },
+    "llama3.1-405b": {  # meta-llama/Llama-3.1-405B
+        "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 126, "hidden_size": 16384,
+        "num_attention_heads": 128, "num_key_value_heads": 8, "intermediate_size": 53248,
+        "vocab_size": 128256, "tie_word_embeddings": False,
+    },
     "qwen-7b": {  # Qwen/Qwen-7B
         "architectures": ["QWenLMHeadModel"], "num_hidden_layers": 32, "hidden_size": 4096,
         "num_attention_heads": 32, "kv_channels": 128, "intermediate_size": 22016,
@@ -67,6 +72,7 @@ FAMILIES = {
     "llama2-7b": "llama-legacy",
     "llama3-8b": "llama-mcore",
     "llama3-70b": "llama-mcore",
+    "llama3.1-405b": "llama-mcore",
     "qwen-7b": "qwen-v1",
     "qwen2-7b": "qwen2",
     "qwen2-72b": "qwen2",
@@ -76,8 +82,8 @@ FAMILIES = {
 }
 
 
-def test_the_nine_presets_and_their_families() -> None:
-    """Exactly the nine presets exist, each in its agreed trainer family."""
+def test_the_ten_presets_and_their_families() -> None:
+    """Exactly the ten presets exist, each in its agreed trainer family."""
     assert {name: spec.family for name, spec in PRESETS.items()} == FAMILIES
 
 

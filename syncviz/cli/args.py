@@ -90,7 +90,7 @@ def validate_sizes(spec: ModelSpec, src: Parallel, dst: Parallel) -> None:
     validate(spec, src, dst)
 
 
-def add_run_args(parser: argparse.ArgumentParser) -> None:
+def add_run_args(parser: argparse.ArgumentParser, *, scaled_default: bool = True) -> None:
     """``--synchronizer`` and ``--scaled/--exact``: how a simulated sync runs."""
     parser.add_argument(
         "--synchronizer", default="chatlearn", metavar="NAME", help=SYNCHRONIZER_HELP
@@ -100,11 +100,14 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         "--scaled",
         dest="scaled",
         action="store_true",
-        default=True,
-        help="layout-preserving small sizes",
+        default=scaled_default,
+        help="layout-preserving small sizes" + (" (default)" if scaled_default else ""),
     )
     size.add_argument(
-        "--exact", dest="scaled", action="store_false", help="the true sizes (default: --scaled)"
+        "--exact",
+        dest="scaled",
+        action="store_false",
+        help="the true sizes" + ("" if scaled_default else " (default; ids kept as compact maps)"),
     )
 
 

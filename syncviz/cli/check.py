@@ -30,7 +30,7 @@ from syncviz.run.options import SyncOptions
 def _check_configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     add_parallel_args(parser)
-    add_run_args(parser)
+    add_run_args(parser, scaled_default=False)  # real sizes unless --scaled
     add_layers_arg(parser, default=None, what="layers to check (default: all)")
     parser.add_argument(
         "--expert-comm",
@@ -75,7 +75,10 @@ def _check_run(args: argparse.Namespace) -> int:
     real = spec
     if args.scaled:
         spec = spec.scaled(src, dst)
-    if not args.scaled or args.values == "random":
+    # Real sizes keep ids symbolic (nothing per element); Ray and random weights need
+    # real buffers, so they estimate their memory first and refuse what cannot fit.
+    symbolic = not args.scaled and args.values == "ids" and args.executor == "inprocess"
+    if not symbolic and (not args.scaled or args.values == "random"):
         _say_memory(spec, src, dst, args)
     whole_model = args.layers is None
     # Ray's own messages (a worker died, ...) print to stdout: keep it for the report.
@@ -94,6 +97,7 @@ def _check_run(args: argparse.Namespace) -> int:
             values=args.values,
             src_vocab_divisible_by=args.src_vocab_divisible_by,
             timeout=args.timeout,
+            provenance="symbolic" if symbolic else "materialized",
         )
     report = check(
         result,

@@ -16,7 +16,7 @@ import gc
 import math
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ import torch
 from syncviz.errors import RunFailed, SyncvizError
 from syncviz.parallel import Parallel
 from syncviz.progress import Ticker
+from syncviz.provenance import symbolic_factories
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.local_world import LocalWorld
@@ -32,6 +33,7 @@ from syncviz.run.memory import check_memory
 from syncviz.run.options import Comm, ExpertComm, SyncOptions, Values
 from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
+from syncviz.run.symbolic_state import symbolic_state
 from syncviz.run.values import global_weights, take, unwritten
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
@@ -40,6 +42,7 @@ from syncviz.trace.tracer import Tracer
 
 Executor = Literal["inprocess", "ray"]
 DEFAULT_TIMEOUT_S = 600.0  # a whole scaled model takes seconds; exact sizes take minutes
+Provenance = Literal["materialized", "symbolic"]
 
 
 def synchronizer_name(choice: str | type[BaseSync]) -> str:
@@ -96,6 +99,7 @@ def run_sync(
     comm: Comm = SyncOptions.comm,
     bucket_size_mb: float = SyncOptions.bucket_size_mb,
     options: SyncOptions | None = None,
+    provenance: Provenance = "materialized",
 ) -> SyncResult:
     """Sync ``spec`` from trainer sizes ``src`` to vLLM sizes ``dst`` and collect the result.
 
@@ -107,6 +111,12 @@ def run_sync(
     ``executor="ray"`` runs one Ray actor per rank with gloo collectives (a local
     Ray is started unless ``RAY_ADDRESS`` names a cluster). ``world`` runs on a
     world the caller built (a ``LocalWorld`` or ``RayWorld`` of the plan's size).
+
+    ``provenance="symbolic"`` gives every rank
+    :class:`~syncviz.provenance.SymbolicTensor` shards (ids kept as compact maps,
+    nothing allocated per element), so real sizes are cheap; the in-process
+    world passes the maps through its collectives. The Ray executor and
+    ``values="random"`` need real buffers and keep ``"materialized"``.
 
     A rank that fails mid-sync (a dead actor, a timed-out collective) leaves
     every destination rank's tensors as they were: receivers stage what arrives
@@ -138,13 +148,17 @@ def run_sync(
         synchronizer = options.synchronizer
     if executor not in ("inprocess", "ray"):
         raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
-    check_memory(plan)
+    symbolic = _symbolic(provenance, plan.values, executor, world)
+    if not symbolic:  # symbolic ids cost a map's structure, not its elements
+        check_memory(plan)
     factory = synchronizer_factory(synchronizer)
     if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
         return _execute(world, plan, factory, trace, deadline=deadline)
     if executor == "inprocess":
         world = LocalWorld(plan.world_size, timeout=timeout)
-        return _execute(world, plan, factory, trace, show_progress, deadline=deadline)
+        return _execute(
+            world, plan, factory, trace, show_progress, symbolic=symbolic, deadline=deadline
+        )
     from syncviz.run.ray_cluster import ray_session
     from syncviz.run.ray_world import RayWorld
 
@@ -184,6 +198,22 @@ def _describer(plan: SyncPlan, tracers: dict[int, Tracer]):
     return describe
 
 
+def _symbolic(provenance: str, values: str, executor: str, world: Any) -> bool:
+    if provenance not in ("materialized", "symbolic"):
+        raise SyncvizError(
+            f"unknown provenance {provenance!r}", fix="use 'materialized' or 'symbolic'"
+        )
+    if provenance == "materialized":
+        return False
+    if values != "ids" or executor != "inprocess" or world is not None:
+        raise SyncvizError(
+            "symbolic provenance runs on the in-process executor with values='ids' only"
+            f" (got executor={executor!r}, values={values!r})",
+            fix="use provenance='materialized' for Ray, random weights or your own world",
+        )
+    return True
+
+
 def _execute(
     world: Any,
     plan: SyncPlan,
@@ -191,6 +221,7 @@ def _execute(
     trace: bool,
     show_progress: bool = False,
     *,
+    symbolic: bool = False,
     deadline: float,
 ) -> SyncResult:
     for name, ranks in plan.groups().items():
@@ -198,7 +229,7 @@ def _execute(
 
     def setup(coll):
         # Trainer shards are fresh each sync; a vLLM rank keeps the tensors it holds.
-        fresh = initial_state(plan, coll.world_rank)
+        fresh = (symbolic_state if symbolic else initial_state)(plan, coll.world_rank)
         held = coll.store.get("state")
         if plan.roles[coll.world_rank].side == "src" or held is None or held.keys() != fresh.keys():
             coll.store["state"] = fresh
@@ -211,6 +242,11 @@ def _execute(
     describe = _describer(plan, tracers)
 
     def sync_rank(coll):
+        # Buffers the flow or the synchronizer allocates (torch.empty, zeros) stay symbolic.
+        with symbolic_factories() if symbolic else nullcontext():
+            return _sync_rank(coll)
+
+    def _sync_rank(coll):
         state = coll.store["state"]
         make_sync = lambda: factory(plan.spec, plan.src, plan.dst)  # noqa: E731
         tracer = Tracer() if trace else None

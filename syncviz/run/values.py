@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.provenance import is_symbolic
 
 if TYPE_CHECKING:  # the plan and the layout are only read here
     from syncviz.oracle import ParamLayout
@@ -109,6 +110,8 @@ def ids_of_values(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 def to_local_ids(plan: SyncPlan, param: ParamLayout, values: torch.Tensor) -> torch.Tensor:
     """Received values as ids local to ``param`` (float64), or the sentinels."""
+    if is_symbolic(values):  # a symbolic tensor read element by element (small ones)
+        values = values.materialize()
     if plan.values == "random":
         return ids_of_values(global_weights(param.key, param.global_shape, plan.seed), values)
     base, numel = plan.id_base[param.key], math.prod(param.global_shape)
@@ -120,6 +123,8 @@ def to_local_ids(plan: SyncPlan, param: ParamLayout, values: torch.Tensor) -> to
 
 def owners(plan: SyncPlan, values: torch.Tensor, exclude: str = "") -> list[str]:
     """The parameters (keys) whose ids occur in ``values``, except ``exclude``."""
+    if is_symbolic(values):
+        values = values.materialize()
     ids = values[values >= 0]
     if not ids.numel():
         return []

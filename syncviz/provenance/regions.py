@@ -1,0 +1,670 @@
+"""Piecewise-affine maps: the values of a tensor as a few boxes, each an affine function.
+
+A :class:`RegionMap` describes a tensor of shape ``shape`` as regions that
+partition it. A region is a box ``start <= coords < stop`` of the tensor whose
+value at ``coords`` is ``offset + sum((coords - start) * strides)``. Provenance
+ids of a trainer shard are one region (row-major strides of the global tensor,
+restricted to the shard's box); padding, "unwritten" and zeros are regions with
+all strides 0. Every data-moving op (slicing, select, permute, expand, cat,
+reshape, index_select, repeat) maps regions to regions without looking at a
+single element, so real sizes cost what their structure costs, not their numel.
+
+>>> m = RegionMap.affine((4, 6), offset=0, strides=(6, 1))  # ids of a [4, 6] tensor
+>>> cols = m.slice(1, 2, 4)  # columns 2-3
+>>> cols.materialize().tolist()
+[[2.0, 3.0], [8.0, 9.0], [14.0, 15.0], [20.0, 21.0]]
+>>> cols.permute((1, 0)).reshape((8,)).materialize().tolist()
+[2.0, 8.0, 14.0, 20.0, 3.0, 9.0, 15.0, 21.0]
+>>> len(RegionMap.cat([cols, m.slice(1, 4, 6)], 1).regions)  # columns 2-5 again: one box
+1
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from syncviz.errors import SyncvizError
+
+# A map with more regions than this has fragmented: callers materialize or give up.
+MAX_REGIONS = 65_536
+
+
+def row_major(shape: Sequence[int]) -> tuple[int, ...]:
+    """Row-major strides of ``shape``, in elements.
+
+    >>> row_major((2, 3, 4))
+    (12, 4, 1)
+    """
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """Box ``start <= c < stop`` whose value at ``c`` is ``offset + sum((c - start) * strides)``.
+
+    Strides of dims with extent 1 are kept at 0, so equal regions compare equal.
+
+    >>> Region((0, 2), (2, 4), 2, (6, 1)).numel
+    4
+    """
+
+    start: tuple[int, ...]
+    stop: tuple[int, ...]
+    offset: float
+    strides: tuple[int, ...]
+
+    @property
+    def extents(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.extents)
+
+    def value_at(self, coords: Sequence[int]) -> float:
+        """The value at ``coords`` (inside the box)."""
+        steps = zip(coords, self.start, self.strides, strict=True)
+        return self.offset + sum((c - a) * s for c, a, s in steps)
+
+    @property
+    def is_constant(self) -> bool:
+        return not any(self.strides)
+
+    def values(self) -> torch.Tensor:
+        """This region's values as a float64 tensor of its extents."""
+        out = torch.full(self.extents, float(self.offset), dtype=torch.float64)
+        for d, (n, s) in enumerate(zip(self.extents, self.strides, strict=True)):
+            if s and n > 1:
+                shape = [1] * len(self.extents)
+                shape[d] = n
+                out = out + (torch.arange(n, dtype=torch.float64) * s).view(shape)
+        return out
+
+
+def _region(start, stop, offset, strides) -> Region:
+    """A region with the strides of extent-1 dims zeroed (the canonical form)."""
+    strides = tuple(s if b - a > 1 else 0 for a, b, s in zip(start, stop, strides, strict=True))
+    return Region(tuple(start), tuple(stop), offset, strides)
+
+
+class RegionMap:
+    """The values of a tensor of ``shape`` as regions that partition it (see module doc).
+
+    >>> RegionMap.constant((2, 3), -2.0).materialize().tolist()
+    [[-2.0, -2.0, -2.0], [-2.0, -2.0, -2.0]]
+    """
+
+    __slots__ = ("regions", "shape")
+
+    def __init__(self, shape: Sequence[int], regions: Sequence[Region], *, merge=True) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.regions: tuple[Region, ...] = tuple(_coalesce(regions) if merge else regions)
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def affine(cls, shape: Sequence[int], offset: float, strides: Sequence[int]) -> RegionMap:
+        """One region over the whole of ``shape``."""
+        shape = tuple(shape)
+        if math.prod(shape) == 0:
+            return cls(shape, [])
+        return cls(shape, [_region((0,) * len(shape), shape, offset, tuple(strides))])
+
+    @classmethod
+    def constant(cls, shape: Sequence[int], value: float) -> RegionMap:
+        return cls.affine(shape, value, (0,) * len(shape))
+
+    @classmethod
+    def from_values(cls, values: torch.Tensor) -> RegionMap:
+        """The compact form of a real tensor of values (runs along its last dim).
+
+        >>> RegionMap.from_values(torch.tensor([[0.0, 1, 2], [3, 4, 5]])).regions
+        (Region(start=(0, 0), stop=(2, 3), offset=0.0, strides=(3, 1)),)
+        """
+        shape = tuple(values.shape)
+        if values.dim() == 0:
+            return cls.constant((), float(values))
+        rows = values.detach().to(torch.float64).reshape(-1, shape[-1]) if values.numel() else None
+        if rows is None:
+            return cls(shape, [])
+        outer = shape[:-1]
+        regions = []
+        flat = rows.tolist()
+        for i, row in enumerate(flat):
+            coords = _unravel(i, outer)
+            j = 0
+            while j < len(row):
+                k = j + 1
+                step = row[k] - row[j] if k < len(row) else 0.0
+                if step != int(step):
+                    step = 0.0
+                while k < len(row) and row[k] - row[k - 1] == step:
+                    k += 1
+                start = (*coords, j)
+                stop = (*(c + 1 for c in coords), k)
+                regions.append(_region(start, stop, row[j], (0,) * len(outer) + (int(step),)))
+                j = k
+        return cls(shape, regions)
+
+    # ------------------------------------------------------------ reading
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def materialize(self) -> torch.Tensor:
+        """Every value, as a float64 tensor of ``shape`` (allocates numel elements)."""
+        out = torch.empty(self.shape, dtype=torch.float64)
+        for r in self.regions:
+            out[tuple(slice(a, b) for a, b in zip(r.start, r.stop, strict=True))] = r.values()
+        return out
+
+    @property
+    def size_hint(self) -> int:
+        """How many regions describe this map (without building a lazy form's regions)."""
+        return len(self.regions)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RegionMap):
+            return NotImplemented
+        return self.shape == other.shape and sorted(self.regions, key=_key) == sorted(
+            other.regions, key=_key
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RegionMap(shape={self.shape}, regions={len(self.regions)})"
+
+    # ------------------------------------------------------------ view-like ops
+
+    def take(self, dim: int, start: int, step: int, count: int) -> RegionMap:
+        """Indices ``start, start + step, ...`` (``count`` of them) along ``dim``; any step."""
+        shape = list(self.shape)
+        shape[dim] = count
+        out = []
+        for r in self.regions:
+            a, b = r.start[dim], r.stop[dim]
+            if count == 0:
+                break
+            if step == 0:
+                if not a <= start < b:
+                    continue
+                j0, j1, new_stride = 0, count, 0
+            elif step > 0:
+                j0 = max(0, -((start - a) // step))  # ceil((a - start) / step)
+                j1 = min(count, -((start - b) // step))
+                new_stride = r.strides[dim] * step
+            else:
+                j0 = max(0, (start - b) // -step + 1)
+                j1 = min(count, (start - a) // -step + 1)
+                new_stride = r.strides[dim] * step
+            if j0 >= j1:
+                continue
+            first = start + j0 * step
+            offset = r.offset + (first - a) * r.strides[dim]
+            out.append(
+                _region(
+                    _put(r.start, dim, j0),
+                    _put(r.stop, dim, j1),
+                    offset,
+                    _put(r.strides, dim, new_stride),
+                )
+            )
+        return RegionMap(shape, out)
+
+    def slice(self, dim: int, start: int, stop: int, step: int = 1) -> RegionMap:
+        """``[start:stop:step]`` along ``dim`` (bounds already clamped by the caller)."""
+        return self.take(dim, start, step, len(range(start, stop, step)))
+
+    def select(self, dim: int, index: int) -> RegionMap:
+        return self.take(dim, index, 1, 1).squeeze(dim)
+
+    def squeeze(self, dim: int) -> RegionMap:
+        """Drop ``dim`` (its size must be 1)."""
+        shape = self.shape[:dim] + self.shape[dim + 1 :]
+        regions = [
+            Region(_drop(r.start, dim), _drop(r.stop, dim), r.offset, _drop(r.strides, dim))
+            for r in self.regions
+        ]
+        return RegionMap(shape, regions, merge=False)
+
+    def unsqueeze(self, dim: int) -> RegionMap:
+        shape = (*self.shape[:dim], 1, *self.shape[dim:])
+        regions = [
+            Region(_ins(r.start, dim, 0), _ins(r.stop, dim, 1), r.offset, _ins(r.strides, dim, 0))
+            for r in self.regions
+        ]
+        return RegionMap(shape, regions, merge=False)
+
+    def permute(self, dims: Sequence[int]) -> RegionMap:
+        shape = tuple(self.shape[d] for d in dims)
+        regions = [
+            Region(
+                tuple(r.start[d] for d in dims),
+                tuple(r.stop[d] for d in dims),
+                r.offset,
+                tuple(r.strides[d] for d in dims),
+            )
+            for r in self.regions
+        ]
+        return RegionMap(shape, regions)
+
+    def expand(self, shape: Sequence[int]) -> RegionMap:
+        """Broadcast to ``shape`` (new leading dims, size-1 dims repeated with stride 0)."""
+        shape = tuple(shape)
+        if shape == self.shape:
+            return self
+        m: RegionMap = self
+        while len(m.shape) < len(shape):
+            m = m.unsqueeze(0)
+        regions = []
+        for r in m.regions:
+            start, stop = list(r.start), list(r.stop)
+            for d, n in enumerate(shape):
+                if m.shape[d] == 1 and n != 1:
+                    start[d], stop[d] = 0, n
+            regions.append(Region(tuple(start), tuple(stop), r.offset, r.strides))
+        return RegionMap(shape, regions)
+
+    @staticmethod
+    def cat(maps: Sequence[RegionMap], dim: int) -> RegionMap:
+        """Maps laid end to end along ``dim`` (all other sizes equal)."""
+        if dim == 0 and any(isinstance(m, ReshapedMap) for m in maps):
+            shape = (sum(m.shape[0] for m in maps), *maps[0].shape[1:])
+            return ReshapedMap(maps, shape).simplified()
+        shape = list(maps[0].shape)
+        shift, regions = 0, []
+        for m in maps:
+            for r in m.regions:
+                regions.append(
+                    Region(
+                        _put(r.start, dim, r.start[dim] + shift),
+                        _put(r.stop, dim, r.stop[dim] + shift),
+                        r.offset,
+                        r.strides,
+                    )
+                )
+            shift += m.shape[dim]
+        shape[dim] = shift
+        return RegionMap(shape, regions)
+
+    def repeat(self, repeats: Sequence[int]) -> RegionMap:
+        """``Tensor.repeat``: tile the map ``repeats[i]`` times along dim ``i``."""
+        m: RegionMap = self
+        while len(m.shape) < len(repeats):
+            m = m.unsqueeze(0)
+        for d, times in enumerate(repeats):
+            if times != 1:
+                m = RegionMap.cat([m] * times, d)
+        return m
+
+    def index_select(self, dim: int, index: Sequence[int]) -> RegionMap:
+        """Rows ``index`` along ``dim``; runs of evenly spaced indices stay one region each."""
+        index = [i + self.shape[dim] if i < 0 else i for i in index]
+        parts, i = [], 0
+        while i < len(index):
+            j = i + 1
+            step = index[j] - index[i] if j < len(index) else 1
+            while j < len(index) and index[j] - index[j - 1] == step:
+                j += 1
+            parts.append(self.take(dim, index[i], step, j - i))
+            i = j
+        if not parts:
+            return self.take(dim, 0, 1, 0)
+        return RegionMap.cat(parts, dim)
+
+    def reshape(self, shape: Sequence[int]) -> RegionMap:
+        """The same values in row-major order, seen with another shape.
+
+        Dims are grouped as ``torch.view`` groups them; each group is merged to
+        one dim and split again. A region that does not span whole rows of a
+        merge splits into one region per row (this is where maps fragment).
+        """
+        shape = tuple(shape)
+        if shape == self.shape:
+            return self
+        try:
+            return self._reshape_eager(shape, limit=4 * self.size_hint + 16)
+        except _TooMany:  # kept lazy: slicing rows or viewing it back costs nothing
+            return ReshapedMap((self,), shape)
+
+    def _reshape_eager(self, shape: tuple[int, ...], limit: int | None = None) -> RegionMap:
+        if math.prod(shape) != self.numel:
+            raise SyncvizError(f"cannot reshape {self.shape} to {shape}", fix="keep numel equal")
+        if shape == self.shape:
+            return self
+        if self.numel == 0:
+            return RegionMap(shape, [])
+        m: RegionMap = self
+        # Work group by group from the last dim backwards so earlier dims keep their index.
+        groups = _groups(self.shape, shape)
+        for (o0, o1), (n0, n1) in reversed(groups):
+            for _ in range(o1 - o0 - 1):
+                m = m._merge(o0, limit)
+            if o1 == o0:  # a new size-1 dim
+                m = m.unsqueeze(o0)
+                continue
+            if n1 == n0:  # an old size-1 dim that goes away
+                m = m.squeeze(o0)
+                continue
+            for k in range(n0, n1 - 1):
+                rest = math.prod(shape[k + 1 : n1])
+                m = m._split(o0 + k - n0, shape[k], rest)
+                if limit is not None and len(m.regions) > limit:
+                    raise _TooMany
+        return RegionMap(shape, m.regions)
+
+    def _merge(self, d: int, limit: int | None = None) -> RegionMap:
+        """Merge dims ``d`` and ``d + 1`` into one."""
+        big = self.shape[d + 1]
+        shape = (*self.shape[:d], self.shape[d] * big, *self.shape[d + 2 :])
+        out = []
+        for r in self.regions:
+            (a0, b0), (a1, b1) = (r.start[d], r.stop[d]), (r.start[d + 1], r.stop[d + 1])
+            sa, sb = r.strides[d], r.strides[d + 1]
+            full = a1 == 0 and b1 == big
+            if b0 - a0 == 1:  # one row: its columns sit side by side
+                lo, hi, stride = a0 * big + a1, a0 * big + b1, sb
+            elif full and (big == 1 or sa == big * sb):  # whole rows that continue each other
+                lo, hi, stride = a0 * big, b0 * big, sb if big > 1 else sa
+            else:
+                lo = hi = stride = None
+            if lo is not None:
+                out.append(
+                    _region(
+                        (*r.start[:d], lo, *r.start[d + 2 :]),
+                        (*r.stop[:d], hi, *r.stop[d + 2 :]),
+                        r.offset,
+                        (*r.strides[:d], stride, *r.strides[d + 2 :]),
+                    )
+                )
+                continue
+            if limit is not None and len(out) + b0 - a0 > limit:
+                raise _TooMany
+            for k in range(a0, b0):  # one region per row of the merge
+                out.append(
+                    _region(
+                        (*r.start[:d], k * big + a1, *r.start[d + 2 :]),
+                        (*r.stop[:d], k * big + b1, *r.stop[d + 2 :]),
+                        r.offset + (k - a0) * sa,
+                        (*r.strides[:d], sb, *r.strides[d + 2 :]),
+                    )
+                )
+        return RegionMap(shape, out, merge=False)
+
+    def _split(self, d: int, outer: int, inner: int) -> RegionMap:
+        """Split dim ``d`` (size ``outer * inner``) into ``(outer, inner)``."""
+        shape = (*self.shape[:d], outer, inner, *self.shape[d + 1 :])
+        out = []
+        for r in self.regions:
+            lo, hi, s = r.start[d], r.stop[d], r.strides[d]
+
+            def piece(row0, row1, col0, col1, offset, r=r, s=s):
+                out.append(
+                    _region(
+                        (*r.start[:d], row0, col0, *r.start[d + 1 :]),
+                        (*r.stop[:d], row1, col1, *r.stop[d + 1 :]),
+                        offset,
+                        (*r.strides[:d], inner * s, s, *r.strides[d + 1 :]),
+                    )
+                )
+
+            pos = lo
+            if pos % inner:  # partial first row
+                row = pos // inner
+                end = min(hi, (row + 1) * inner)
+                piece(row, row + 1, pos % inner, end - row * inner, r.offset)
+                pos = end
+            full_rows = (hi - pos) // inner
+            if full_rows:
+                row = pos // inner
+                piece(row, row + full_rows, 0, inner, r.offset + (pos - lo) * s)
+                pos += full_rows * inner
+            if pos < hi:  # partial last row
+                row = pos // inner
+                piece(row, row + 1, 0, hi - pos, r.offset + (pos - lo) * s)
+        return RegionMap(shape, out, merge=False)
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, box: tuple[tuple[int, ...], tuple[int, ...]], regions: Sequence[Region]):
+        """This map with the box ``(start, stop)`` replaced by ``regions`` (own coords)."""
+        lo, hi = box
+        kept: list[Region] = []
+        for r in self.regions:
+            if any(
+                a >= h or b <= low for a, b, low, h in zip(r.start, r.stop, lo, hi, strict=True)
+            ):
+                kept.append(r)
+                continue
+            kept.extend(_subtract(r, lo, hi))
+        return RegionMap(self.shape, [*kept, *regions])
+
+
+class _TooMany(Exception):
+    """A reshape would need more regions than its caller allows."""
+
+
+class ReshapedMap(RegionMap):
+    """Maps of any shape laid end to end in row-major order, then seen as ``shape``.
+
+    Some views fragment a box: flattening a block of columns costs one region per
+    row, and so does viewing two stacked column slices ``[2, h, w]`` as ``[h, 2w]``.
+    Kept lazy, they cost one segment each, and a synchronizer's usual next steps
+    (cutting rows or flat ranges at tensor boundaries, cat along dim 0, viewing a
+    piece back to its shape) stay exact and cheap. Any other op reads the eager
+    form (:attr:`regions`).
+
+    >>> cols = RegionMap.affine((64, 4), 0, (10, 1))  # 4 of 10 columns, 64 rows
+    >>> flat = cols.reshape((256,))
+    >>> type(flat).__name__, flat.size_hint, len(flat.regions)
+    ('ReshapedMap', 1, 64)
+    >>> flat.take(0, 16, 1, 16).reshape((4, 4)).regions
+    (Region(start=(0, 0), stop=(4, 4), offset=40, strides=(10, 1)),)
+    """
+
+    __slots__ = ("_eager", "segments")
+
+    def __init__(self, segments: Sequence[RegionMap], shape: Sequence[int]) -> None:
+        flat: list[RegionMap] = []
+        for m in segments:
+            flat.extend(m.segments if isinstance(m, ReshapedMap) else [m])
+        self.segments = tuple(m for m in flat if m.numel)
+        self.shape = tuple(shape)
+        if sum(m.numel for m in self.segments) != math.prod(self.shape):
+            raise SyncvizError(f"segments do not fill shape {self.shape}", fix="report a bug")
+        self._eager: RegionMap | None = None
+
+    @property
+    def regions(self) -> tuple[Region, ...]:  # type: ignore[override]
+        if self._eager is None:
+            parts = [m._reshape_eager((m.numel,)) for m in self.segments]
+            flat = RegionMap.cat(parts, 0) if parts else RegionMap((0,), [])
+            self._eager = flat._reshape_eager(self.shape)
+        return self._eager.regions
+
+    @property
+    def size_hint(self) -> int:
+        return sum(m.size_hint for m in self.segments)
+
+    def _plain(self) -> RegionMap:
+        return RegionMap(self.shape, self.regions, merge=False)
+
+    def simplified(self) -> RegionMap:
+        """An eager form when it is as compact as this one, else this map."""
+        if len(self.segments) == 1 and self.segments[0].shape == self.shape:
+            return self.segments[0]
+        inner = math.prod(self.shape[1:])
+        if not self.shape or not inner or any(m.numel % inner for m in self.segments):
+            return self
+        rows = []
+        for m in self.segments:
+            try:
+                rows.append(m._reshape_eager((m.numel // inner, *self.shape[1:]), limit=16))
+            except _TooMany:
+                return self
+        return RegionMap.cat(rows, 0)
+
+    def materialize(self) -> torch.Tensor:
+        if not self.segments:
+            return torch.empty(self.shape, dtype=torch.float64)
+        return torch.cat([m.materialize().reshape(-1) for m in self.segments]).view(self.shape)
+
+    def take(self, dim: int, start: int, step: int, count: int) -> RegionMap:
+        if dim != 0 or step != 1 or count == 0:
+            return self._plain().take(dim, start, step, count)
+        row = math.prod(self.shape[1:])
+        lo, hi = start * row, (start + count) * row
+        out, pos = [], 0
+        for m in self.segments:
+            a, b = max(lo, pos) - pos, min(hi, pos + m.numel) - pos
+            pos += m.numel
+            if a >= b:
+                continue
+            inner = math.prod(m.shape[1:])
+            if a == 0 and b == m.numel:
+                out.append(m)
+            elif a % inner == 0 and b % inner == 0:  # whole rows of the segment
+                out.append(m.take(0, a // inner, 1, (b - a) // inner))
+            else:
+                out.append(m._reshape_eager((m.numel,)).take(0, a, 1, b - a))
+        return ReshapedMap(out, (count, *self.shape[1:])).simplified()
+
+    def reshape(self, shape: Sequence[int]) -> RegionMap:
+        shape = tuple(shape)
+        if shape == self.shape:
+            return self
+        return ReshapedMap(self.segments, shape).simplified()
+
+    def expand(self, shape: Sequence[int]) -> RegionMap:
+        if tuple(shape) == self.shape:
+            return self
+        return self._plain().expand(shape)
+
+
+def _key(r: Region) -> tuple:
+    return (r.start, r.stop, r.offset, r.strides)
+
+
+def _put(t: tuple, i: int, v) -> tuple:
+    return (*t[:i], v, *t[i + 1 :])
+
+
+def _drop(t: tuple, i: int) -> tuple:
+    return t[:i] + t[i + 1 :]
+
+
+def _ins(t: tuple, i: int, v) -> tuple:
+    return (*t[:i], v, *t[i:])
+
+
+def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
+    coords = []
+    for n in reversed(shape):
+        flat, rem = divmod(flat, n)
+        coords.append(rem)
+    return tuple(reversed(coords))
+
+
+def _groups(old: tuple[int, ...], new: tuple[int, ...]) -> list[tuple[tuple, tuple]]:
+    """Pair runs of old dims with runs of new dims of equal product (as ``view`` does).
+
+    Size-1 dims form groups of their own so they never force a merge.
+    """
+    groups = []
+    i = j = 0
+    while i < len(old) or j < len(new):
+        if j < len(new) and new[j] == 1 and (i >= len(old) or old[i] != 1):
+            groups.append(((i, i), (j, j + 1)))
+            j += 1
+            continue
+        if i < len(old) and old[i] == 1 and (j >= len(new) or new[j] != 1):
+            groups.append(((i, i + 1), (j, j)))
+            i += 1
+            continue
+        i0, j0 = i, j
+        po, pn = old[i], new[j]
+        i, j = i + 1, j + 1
+        while po != pn:
+            if po < pn:
+                po *= old[i]
+                i += 1
+            else:
+                pn *= new[j]
+                j += 1
+        groups.append(((i0, i), (j0, j)))
+    return groups
+
+
+def _subtract(r: Region, lo: Sequence[int], hi: Sequence[int]) -> list[Region]:
+    """The parts of ``r`` outside the box ``lo..hi`` (at most two per dim)."""
+    out = []
+    start, stop = list(r.start), list(r.stop)
+    for d in range(len(start)):
+        if start[d] < lo[d]:
+            cut = list(stop)
+            cut[d] = lo[d]
+            out.append(_shifted(r, tuple(start), tuple(cut)))
+            start[d] = lo[d]
+        if stop[d] > hi[d]:
+            cut = list(start)
+            cut[d] = hi[d]
+            out.append(_shifted(r, tuple(cut), tuple(stop)))
+            stop[d] = hi[d]
+    return out
+
+
+def _shifted(r: Region, start: tuple[int, ...], stop: tuple[int, ...]) -> Region:
+    """The sub-box ``start..stop`` of ``r``, with its offset moved to the new start."""
+    offset = r.offset + sum(
+        (a - a0) * s for a, a0, s in zip(start, r.start, r.strides, strict=True)
+    )
+    return _region(start, stop, offset, r.strides)
+
+
+def _coalesce(regions: Sequence[Region]) -> list[Region]:
+    """Merge neighbours that continue one affine function (a cheap canonical form)."""
+    out = [r for r in regions if all(a < b for a, b in zip(r.start, r.stop, strict=True))]
+    if len(out) < 2:
+        return out
+    ndim = len(out[0].start)
+    changed = True
+    while changed and len(out) > 1:
+        changed = False
+        for d in reversed(range(ndim)):
+            keyed = sorted(
+                ((_drop(r.start, d), _drop(r.stop, d), _drop(r.strides, d), r.start[d]), r)
+                for r in out
+            )
+            merged = [keyed[0]]
+            for k, r in keyed[1:]:
+                pk, p = merged[-1]
+                if pk[:3] == k[:3] and p.stop[d] == r.start[d]:
+                    m = _join(p, r, d)
+                    if m is not None:
+                        merged[-1] = (pk, m)
+                        changed = True
+                        continue
+                merged.append((k, r))
+            out = [r for _, r in merged]
+    return out
+
+
+def _join(a: Region, b: Region, d: int) -> Region | None:
+    """``a`` followed by ``b`` along ``d`` (equal elsewhere) as one region, or None."""
+    ea, eb = a.stop[d] - a.start[d], b.stop[d] - b.start[d]
+    step, rem = divmod(b.offset - a.offset, ea)
+    if rem:
+        return None
+    if (ea > 1 and a.strides[d] != step) or (eb > 1 and b.strides[d] != step):
+        return None
+    return _region(a.start, _put(a.stop, d, b.stop[d]), a.offset, _put(a.strides, d, int(step)))

@@ -1,0 +1,65 @@
+"""Trainer shards and vLLM tensors as symbolic provenance tensors (no element stored).
+
+The oracle's :class:`~syncviz.oracle.index.IndexMap` of a shard (boxes of the
+global tensor, padding) becomes a :class:`~syncviz.provenance.RegionMap` of
+model-wide ids: the same numbers the materialized path stores, kept compact.
+
+>>> from syncviz.oracle.index import Box, IndexMap, Pad
+>>> idx = IndexMap((4, 6), (3, 2), [Box((0, 2), (2, 4)), Pad(2)])
+>>> shard_map(idx, base=100).materialize().tolist()
+[[102.0, 103.0], [108.0, 109.0], [-1.0, -1.0]]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from syncviz.oracle.index import Box, IndexMap, Pad
+from syncviz.provenance import RegionMap, SymbolicTensor, row_major
+from syncviz.run.plan import SyncPlan, holds
+from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
+
+
+def shard_map(index: IndexMap, base: int) -> RegionMap:
+    """Model-wide ids (``base`` + global id; -1 padding) of ``index``, as regions."""
+    strides = row_major(index.global_shape)
+    parts = []
+    for piece in index.pieces:
+        if isinstance(piece, Box):
+            dims = piece.dims
+            extents = tuple(piece.stop[d] - piece.start[d] for d in dims)
+            offset = base + sum(a * s for a, s in zip(piece.start, strides, strict=True))
+            parts.append(RegionMap.affine(extents, offset, tuple(strides[d] for d in dims)))
+        else:
+            value = -1.0 if isinstance(piece, Pad) else FOREIGN_ID
+            parts.append(RegionMap.constant((piece.numel,), value))
+    shape = index.shape
+    if len(parts) == 1:
+        return parts[0].reshape(shape)
+    # Pieces laid end to end in flat memory: join them as whole rows where they allow it.
+    inner = math.prod(shape[1:]) if len(shape) > 1 else 1
+    if shape and all(p.numel % inner == 0 for p in parts):
+        rows = [p.reshape((p.numel // inner, *shape[1:])) for p in parts]
+        return RegionMap.cat(rows, 0)
+    flat = RegionMap.cat([p.reshape((p.numel,)) for p in parts], 0)
+    return flat.reshape(shape)
+
+
+def symbolic_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
+    """A rank's tensors before the sync, as :class:`~syncviz.provenance.SymbolicTensor`:
+    trainer shards hold their model-wide ids, vLLM tensors "unwritten" everywhere."""
+    role = plan.roles[world]
+    if role.side == "dst":
+        return {
+            name: SymbolicTensor.from_map(RegionMap.constant(shape, UNWRITTEN_ID))
+            for name, shape in plan.dst_shapes[world].items()
+        }
+    state: dict[str, torch.Tensor] = {}
+    for param in plan.layout:
+        for shard in param.src:
+            if holds(role, shard):
+                region_map = shard_map(shard.index, plan.id_base[param.key])
+                state[shard.name] = SymbolicTensor.from_map(region_map)
+    return state

@@ -1,0 +1,274 @@
+"""Symbolic provenance: every data-moving op against the same op on real ids."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from syncviz.errors import SyncvizError
+from syncviz.provenance import RegionMap, SymbolicTensor, row_major, symbolic_factories
+
+
+def pair(shape, offset=1000):
+    """A real tensor of ids and its symbolic twin (one affine region)."""
+    real = (torch.arange(math.prod(shape), dtype=torch.float64) + offset).view(shape)
+    sym = SymbolicTensor.from_map(RegionMap.affine(shape, offset, row_major(shape)))
+    return real, sym
+
+
+def same(sym, real):
+    """The symbolic result equals the real one: values, shape, strides, contiguity."""
+    assert isinstance(sym, SymbolicTensor), type(sym)
+    assert sym.shape == real.shape
+    assert sym.stride() == real.stride()
+    assert sym.is_contiguous() == real.is_contiguous()
+    assert torch.equal(sym.materialize(), real), (sym.materialize(), real)
+
+
+OPS = {
+    "getitem slices": lambda x: x[1:3, ::2],
+    "getitem negative": lambda x: x[-2:, -3:-1],
+    "getitem int": lambda x: x[1],
+    "getitem none ellipsis": lambda x: x[None, ..., 1],
+    "getitem tensor": lambda x: x[torch.tensor([2, 0, 3, 3])],
+    "getitem bool mask": lambda x: x[torch.tensor([True, False, True, True])],
+    "narrow": lambda x: x.narrow(1, 2, 3),
+    "select": lambda x: x.select(1, -1),
+    "cat": lambda x: torch.cat([x[:, 4:], x[:, :4]], dim=1),
+    "concat": lambda x: torch.concat([x[2:], x[:2]]),
+    "stack": lambda x: torch.stack([x[0], x[2]], dim=1),
+    "split": lambda x: x.split([1, 3])[1],
+    "split even": lambda x: x.split(2, dim=1)[2],
+    "chunk": lambda x: x.chunk(3, dim=1)[1],
+    "unbind": lambda x: x.unbind(1)[4],
+    "view": lambda x: x.view(2, 2, 6),
+    "view -1": lambda x: x.view(-1),
+    "reshape of transposed": lambda x: x.t().reshape(3, 8),
+    "flatten": lambda x: x.view(2, 2, 6).flatten(1),
+    "unflatten": lambda x: x.unflatten(1, (3, 2)),
+    "transpose": lambda x: x.transpose(0, 1),
+    "t": lambda x: x.t(),
+    "permute": lambda x: x.view(2, 2, 6).permute(2, 0, 1),
+    "contiguous": lambda x: x.t().contiguous(),
+    "clone": lambda x: x[:, 1:4].clone(),
+    "index_select": lambda x: torch.index_select(x, 1, torch.tensor([5, 4, 0, 2, 4])),
+    "index_select rows": lambda x: x.index_select(0, torch.tensor([3, 1])),
+    "expand": lambda x: x[:, :1].expand(4, 3),
+    "expand new dim": lambda x: x[0].expand(2, 6),
+    "repeat": lambda x: x[:2, :3].repeat(2, 3),
+    "repeat new dim": lambda x: x[0, :2].repeat(3, 2),
+    "unsqueeze squeeze": lambda x: x.unsqueeze(1).squeeze(1),
+    "movedim": lambda x: x.view(2, 2, 6).movedim(0, 2),
+    "detach data": lambda x: x.detach().data,
+    "to same dtype": lambda x: x.to(torch.float64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_matches_real_ids(name):
+    """Each listed op on a symbolic [4, 6] shard gives exactly the real op's ids."""
+    real, sym = pair((4, 6))
+    same(OPS[name](sym), OPS[name](real))
+
+
+WRITES = {
+    "copy_ whole": lambda x, d: d.copy_(x),
+    "copy_ into rows": lambda x, d: d[1:3].copy_(x[0:2]),
+    "copy_ into columns": lambda x, d: d[:, 2:5].copy_(x[:, 0:3]),
+    "copy_ into transposed view": lambda x, d: d.t()[1:3].copy_(x.t()[0:2]),
+    "copy_ broadcast": lambda x, d: d[1:3].copy_(x[0]),
+    "setitem slice": lambda x, d: d.__setitem__((slice(0, 2), slice(1, 3)), x[2:, 4:]),
+    "copy_ into flat view": lambda x, d: d.view(-1)[5:17].copy_(x.reshape(-1)[0:12]),
+    "copy_ into stepped view": lambda x, d: d[::2].copy_(x[1::2]),
+    "fill_": lambda x, d: d[1:3, 2:].fill_(7.0),
+    "zero_": lambda x, d: d[:, 1].zero_(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITES))
+@pytest.mark.parametrize("make", ["empty_like", "zeros", "full", "new_empty"])
+def test_write_matches_real_ids(name, make):
+    """Writes through views land in the base exactly as real writes do."""
+    real, sym = pair((4, 6))
+    outs = []
+    for x, fresh in ((real, False), (sym, True)):
+        if make in ("empty_like", "new_empty"):
+            d = torch.empty_like(x) if make == "empty_like" else x.new_empty((4, 6))
+            if not fresh:  # real empty memory is undefined; symbolic reads "unwritten"
+                d.fill_(-2.0)
+        elif make == "zeros":
+            d = torch.zeros_like(x)
+        else:
+            d = torch.full_like(x, -1.0)
+        WRITES[name](x, d)
+        outs.append(d)
+    same(outs[1], outs[0])
+
+
+def test_factories_make_symbolic_buffers():
+    """Under symbolic_factories, empty/zeros/full allocate nothing and hold constants."""
+    real, sym = pair((2, 3), offset=0)
+    with symbolic_factories():
+        buf = torch.empty(6, dtype=torch.float64)
+        zeros = torch.zeros(2, 3, dtype=torch.float64)
+        full = torch.full((2,), 5.0, dtype=torch.float64)
+        index = torch.tensor([1, 0])  # integer tensors stay real
+        buf.copy_(sym.reshape(-1))
+    assert isinstance(buf, SymbolicTensor) and not isinstance(index, SymbolicTensor)
+    assert torch.equal(buf.materialize(), real.reshape(-1))
+    assert zeros.materialize().tolist() == [[0.0] * 3] * 2
+    assert full.materialize().tolist() == [5.0, 5.0]
+
+
+def test_computing_op_small_is_exact():
+    """A small op that computes values runs on the real values (same result)."""
+    real, sym = pair((4, 6))
+    same(sym * 2 + 1, real * 2 + 1)
+    d = sym.clone()
+    d.mul_(3)
+    same(d, real * 3)
+
+
+def test_computing_op_large_is_a_finding():
+    """A large op that computes values refuses, naming the op and the lost elements."""
+    shape = (16384, 8192)
+    sym = SymbolicTensor.from_map(RegionMap.affine(shape, 0, row_major(shape)))
+    with pytest.raises(SyncvizError, match=r"op add computes values: ids lost, 134217728"):
+        _ = sym + 1
+    with pytest.raises(SyncvizError, match="op _to_copy computes values"):
+        sym.to(torch.bfloat16)
+
+
+def test_real_size_regroup_stays_compact():
+    """A 405B-sized QKV regroup (heads split, K/V interleaved) costs a few regions."""
+    heads, groups, hd, hidden, tp = 128, 8, 128, 16384, 8
+    rows = (heads + 2 * groups) * hd // tp
+    shard = SymbolicTensor.from_map(RegionMap.affine((rows, hidden), 0, (hidden, 1)))
+    per_group = shard.view(groups // tp, -1, hd, hidden)
+    q, k, v = per_group.split([heads // groups, 1, 1], dim=1)
+    out = torch.cat([q.reshape(-1, hidden), k.reshape(-1, hidden), v.reshape(-1, hidden)])
+    assert out.shape == (rows, hidden)
+    assert len(out.region_map().regions) <= 3
+
+
+def test_index_select_runs_stay_compact():
+    """index_select of evenly spaced rows is one region, not one per row."""
+    _, sym = pair((1000, 64))
+    picked = sym.index_select(0, torch.arange(10, 1000, 3))
+    assert len(picked.region_map().regions) == 1
+
+
+# ------------------------------------------------------------ random op chains
+
+_UNARY = [
+    ("t", lambda x: x.dim() == 2, lambda x, d: x.t()),
+    ("transpose", lambda x: x.dim() >= 2, lambda x, d: x.transpose(0, -1)),
+    ("contiguous", lambda x: True, lambda x, d: x.contiguous()),
+    ("clone", lambda x: True, lambda x, d: x.clone()),
+    ("flatten", lambda x: x.dim() >= 2, lambda x, d: x.reshape(-1)),
+    ("narrow", lambda x: x.shape[0] > 1, lambda x, d: x.narrow(0, d % x.shape[0] // 2 + 0, 1)),
+    ("slice step", lambda x: x.shape[-1] > 2, lambda x, d: x[..., d % 2 :: 2]),
+    ("select", lambda x: x.dim() >= 2, lambda x, d: x.select(0, d % x.shape[0])),
+    (
+        "swap halves",
+        lambda x: x.shape[0] % 2 == 0,
+        lambda x, d: torch.cat(list(reversed(x.chunk(2)))),
+    ),
+    (
+        "split cat",
+        lambda x: x.shape[-1] >= 2,
+        lambda x, d: torch.cat(x.split(1 + d % (x.shape[-1] - 1), dim=-1)[::-1], dim=-1),
+    ),
+    (
+        "unflatten",
+        lambda x: x.shape[0] % 2 == 0 and x.dim() < 4,
+        lambda x, d: x.unflatten(0, (2, x.shape[0] // 2)),
+    ),
+    (
+        "index_select",
+        lambda x: True,
+        lambda x, d: x.index_select(0, torch.tensor([(d * k) % x.shape[0] for k in range(3)])),
+    ),
+    ("stack", lambda x: x.dim() < 4, lambda x, d: torch.stack([x, x], dim=d % (x.dim() + 1))),
+    ("expand", lambda x: x.dim() < 4, lambda x, d: x.unsqueeze(0).expand(2, *x.shape)),
+    ("repeat", lambda x: x.numel() < 200, lambda x, d: x.repeat(*([1] * (x.dim() - 1)), 2)),
+    ("write back", lambda x: x.shape[0] >= 2, lambda x, d: _write_back(x, d)),
+]
+
+
+def _write_back(x, d):
+    out = torch.zeros_like(x)
+    n = x.shape[0] // 2
+    out[n:].copy_(x[: x.shape[0] - n])
+    out[:n].fill_(-1.0)
+    return out
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    steps=st.lists(st.tuples(st.integers(0, len(_UNARY) - 1), st.integers(0, 9)), max_size=8),
+)
+def test_random_chains_match_real_ids(shape, steps):
+    """Random chains of data-moving ops give exactly the ids real tensors get."""
+    real, sym = pair(tuple(shape))
+    for which, d in steps:
+        name, ok, op = _UNARY[which]
+        if not ok(real) or real.numel() > 2000:
+            continue
+        real, sym = op(real, d), op(sym, d)
+        assert sym.shape == real.shape, name
+        assert torch.equal(sym.materialize(), real), name
+    if isinstance(sym, SymbolicTensor):
+        same(sym, real)
+
+
+def test_provenance_sits_on_the_bottom_floor():
+    """Importing syncviz.provenance loads neither the oracle, the synchronizer nor the runner."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, syncviz.provenance; "
+        "print(sorted(m for m in sys.modules if m.startswith(('syncviz.oracle', "
+        "'syncviz.sync', 'syncviz.run', 'syncviz.check'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.stdout.strip() == "[]"
+
+
+ERRORS = {
+    "cat sizes": lambda x: torch.cat([x, x[:, :5]]),
+    "cat ndim": lambda x: torch.cat([x, x[0]]),
+    "cat dim": lambda x: torch.cat([x, x], dim=2),
+    "stack sizes": lambda x: torch.stack([x, x[:, :5]]),
+    "view": lambda x: x.view(5, 5),
+    "view of transposed": lambda x: x.t().view(24),
+    "index_select range": lambda x: x.index_select(0, torch.tensor([4])),
+    "index_select negative": lambda x: x.index_select(0, torch.tensor([-1])),
+    "getitem range": lambda x: x[9],
+    "getitem tensor range": lambda x: x[torch.tensor([0, 7])],
+    "copy_ shapes": lambda x: torch.empty_like(x).copy_(x[:3]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_errors_read_as_on_real_tensors(name):
+    """A synchronizer's shape mistake raises the same exception and words as on real ids."""
+    real, sym = pair((4, 6))
+    with pytest.raises(Exception) as want:
+        ERRORS[name](real)
+    with pytest.raises(Exception) as got:
+        ERRORS[name](sym)
+    assert (type(got.value), str(got.value)) == (type(want.value), str(want.value))

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -137,15 +136,14 @@ def test_user_synchronizer_from_the_current_directory(tmp_path: Path) -> None:
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_help_and_presets_are_fast() -> None:
-    """`syncviz --help` and `syncviz presets` import no torch and answer in under a second."""
+def test_help_and_presets_load_nothing_heavy() -> None:
+    """`syncviz --help` and `syncviz presets` import no torch, matplotlib or ray (fast start)."""
     for argv in (["--help"], ["presets"]):
         code = f"import sys; from syncviz.cli import main; main({argv!r}); "
-        code += "print('torch' in sys.modules, file=sys.stderr)"
-        start = time.perf_counter()
+        code += "print(sorted(m for m in ('torch', 'matplotlib', 'ray') if m in sys.modules),"
+        code += " file=sys.stderr)"
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
         )  # fmt: skip
-        assert time.perf_counter() - start < 1.0
-        assert done.stderr.strip().splitlines()[-1] == "False"
+        assert done.stderr.strip().splitlines()[-1] == "[]"

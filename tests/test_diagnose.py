@@ -230,7 +230,11 @@ def test_diagram_views_draw_the_diagnosis(checkpoints, tmp_path):
     wrong = layout_diagram(report.result, L0 + "self_attn.qkv_proj.weight", report)
     right = layout_diagram(report.result, L0 + "self_attn.o_proj.weight", report)
     assert wrong.wrong_count > 0 and right.wrong_count == 0
-    assert wrong.problems[0] == "tp 1, rows 0-3: holds tp 0's Q heads 0-1, expected Q heads 2-3"
+    assert wrong.regions()[:2] == [
+        "vLLM pp0 tp1 (rank 1) rows 0-1: holds Q head 0, expected Q head 2",
+        "vLLM pp0 tp1 (rank 1) rows 2-3: holds Q head 1, expected Q head 3",
+    ]
+    assert right.regions() == []
     ids = report.result.local_ids(1, L0 + "self_attn.qkv_proj.weight")
     assert ids.shape == (8, 16) and torch.equal(ids[0], torch.arange(16, dtype=torch.float64))
 

@@ -224,17 +224,10 @@ def test_dead_ray_actor_exits_3(tmp_path):
     assert _leftovers(run.tag) == []
 
 
-_RAY_SIGTERM = pytest.mark.xfail(
-    reason="ray.init installs its own SIGTERM handler (sys.exit(15)); measured exits 15 while"
-    " Ray starts and 130 during the sync instead of 143 (clean, one line, no orphans)",
-    strict=False,
-)
-
-
 @pytest.mark.ray
 @pytest.mark.parametrize(
     "sig, code",
-    [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=_RAY_SIGTERM)],
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
 )
 @pytest.mark.parametrize("when", ["ray", "sync"])
 def test_signal_during_ray_run_exits_cleanly(tmp_path, sig, code, when):

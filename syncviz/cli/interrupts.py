@@ -25,7 +25,13 @@ class Terminated(KeyboardInterrupt):
     """The process was asked to stop (SIGTERM)."""
 
 
+# Set once SIGTERM arrived: libraries that turn a pending signal into a plain
+# KeyboardInterrupt (Ray's blocking waits do) must not make it read as Ctrl-C.
+_terminated = threading.Event()
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    _terminated.set()
     raise Terminated()
 
 
@@ -39,6 +45,7 @@ def handle_signals() -> Iterator[None]:
         signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated),
         signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
     }
+    _terminated.clear()
     try:
         yield
     finally:
@@ -47,5 +54,6 @@ def handle_signals() -> Iterator[None]:
 
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:
-    """130 for Ctrl-C, 143 for SIGTERM."""
-    return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
+    """130 for Ctrl-C, 143 for SIGTERM (also when a library re-raised it as Ctrl-C)."""
+    terminated = isinstance(interrupt, Terminated) or _terminated.is_set()
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)

@@ -99,9 +99,16 @@ def _init(**options: object) -> None:
     try:
         with _signals_held(held), _start_failure():
             # Quiet start-up: the driver's info and warning lines are noise on a command line.
-            ray.init(
-                log_to_driver=False, ignore_reinit_error=True, logging_level="error", **options
-            )
+            try:
+                ray.init(
+                    log_to_driver=False, ignore_reinit_error=True, logging_level="error", **options
+                )
+            except SystemExit as stop:
+                # ray.init installs a SIGTERM handler of its own that calls sys.exit(15):
+                # a SIGTERM while it starts is held like any other.
+                if stop.code != signal.SIGTERM:
+                    raise
+                held.append(signal.SIGTERM)
     finally:
         if held and ray.is_initialized():  # interrupted while starting: stop what started
             ray.shutdown()

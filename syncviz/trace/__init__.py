@@ -21,7 +21,17 @@ from syncviz.trace.model import (
     SyncTrace,
     TensorRef,
 )
-from syncviz.trace.tracer import Tracer
+
+
+def __getattr__(name: str):
+    # The tracer imports torch; the records and the bounded JSON reader (json_io, used
+    # to read configs) do not, so `syncviz presets` and `--help` stay torch-free.
+    if name == "Tracer":
+        from syncviz.trace.tracer import Tracer
+
+        return Tracer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CollectiveRecord",

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import io
 
-from syncviz.diagram.model import Frame, Panel
+from syncviz.diagram.frames import Frame
+from syncviz.diagram.model import Panel
 from syncviz.diagram.palette import raster_rgb
 from syncviz.diagram.raster import small_work
 

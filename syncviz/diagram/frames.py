@@ -1,4 +1,17 @@
-"""Step frames: one recorded op of a parameter drawn as rasters of what it read and wrote.
+"""Step frames: one recorded op of a parameter, and where it sits on the big panels.
+
+Frame k draws step k's input and output tensors as rasters; marks on the
+trainer panels the cells holding the data it read (the part of its inputs
+that its result carries) (on its own rank's shard
+when it runs on a trainer rank) and on the vLLM panels the cells its result
+ends up in (its own rank's tensor when it runs on a vLLM rank); and draws
+every vLLM tensor as written by steps 1..k. A vLLM cell is written by the
+first step on its rank whose result holds the cell's data; on a rank with no
+replayed step, by the last step anywhere that moved that data. Padding
+appears with the rank's first written cell; whatever no replayed step
+accounts for appears at the last step, so the last frame is the tensor as the
+sync left it. Cells are judged by their first element (exact at one element
+per cell).
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec
@@ -10,38 +23,78 @@
 >>> f = frame(d, 2)
 >>> f.text.split(": ", 1)[0], f.step.blocks
 ('step 2/15', ('Q head 0', 'Q head 1'))
+>>> f.region_lines()
+['reads trainer pp0 tp0 (rank 0) rows 0-3', 'writes vLLM pp0 tp0 (rank 1) rows 0-3']
+>>> [p.actual.cells for p in f.filled], int((f.filled[0].actual.block == -2).sum())
+([(8, 8), (8, 8)], 64)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
 from syncviz.diagram.model import Panel
-from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, raster, small_work
+from syncviz.diagram.raster import (
+    MAX_CELLS,
+    UNWRITTEN,
+    BlockTable,
+    Raster,
+    as_grid,
+    raster,
+    small_work,
+)
 from syncviz.journey import TraceStep
 
 if TYPE_CHECKING:
     from syncviz.diagram.model import LayoutDiagram
 
+READ = "#000000"  # outline of the trainer cells a step read (over white)
+WROTE = "#EE7733"  # outline of the vLLM cells its result lands in (Tol vibrant orange)
+
 
 @dataclass
 class Frame:
-    """One recorded step drawn: the rasters of what it read and what it wrote."""
+    """One recorded step drawn: the rasters of what it read and what it wrote, and on the
+    big panels where that is.
+
+    ``read[i]`` marks the cells of trainer panel ``d.src[i]`` holding data the
+    step read (None: none); ``wrote[i]`` the cells of vLLM panel ``d.dst[i]``
+    its result ends up in; ``filled[i]`` is ``d.dst[i]`` as written by steps
+    1..number (unwritten cells hold the unwritten block, status 0).
+    """
 
     number: int
     total: int
     step: TraceStep
     inputs: list[Panel]
     outputs: list[Panel]
+    read: list[torch.Tensor | None] = field(default_factory=list)
+    wrote: list[torch.Tensor | None] = field(default_factory=list)
+    filled: list[Panel] = field(default_factory=list)
+    src: list[Panel] = field(default_factory=list)  # the trainer panels ``read`` marks
+    read_titles: list[str] = field(default_factory=list)
+    wrote_titles: list[str] = field(default_factory=list)
+    read_spans: list[str] = field(default_factory=list)
+    wrote_spans: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
         moved = ", ".join(self.step.blocks) if self.step.blocks else "not replayed on ids"
         return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
+
+    def region_lines(self) -> list[str]:
+        """``reads <panel> rows a-b`` / ``writes <panel> rows a-b``, one per marked panel."""
+        lines = [f"reads {t} {s}" for t, s in zip(self.read_titles, self.read_spans, strict=True)]
+        lines += [
+            f"writes {t} {s}" for t, s in zip(self.wrote_titles, self.wrote_spans, strict=True)
+        ]
+        return lines
 
 
 def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
@@ -85,10 +138,162 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
             )
         return out
 
-    return Frame(
+    f = Frame(
         number,
         total,
         step,
         panels(step.inputs, step.op.inputs, "reads"),
         panels(step.outputs, step.op.outputs, "writes"),
     )
+    _mark(d, f)
+    return f
+
+
+# ---------------------------------------------------------------- the big panels
+
+
+def _ids_of(tensors) -> torch.Tensor | None:
+    """The distinct non-negative ids of some step tensors, sorted; None when not replayed."""
+    if not tensors:
+        return None
+    flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors])
+    return torch.unique(flat[flat >= 0])
+
+
+def cell_ids(r: Raster) -> torch.Tensor:
+    """The global id of each cell's first element (negative blocks keep their number),
+    rebuilt from its block and row-major offset inside the block's box.
+
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle import model_layout
+    >>> from syncviz import Parallel
+    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    >>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
+    >>> ids = qkv.dst[1].index.ids()
+    >>> bool((cell_ids(raster(ids, BlockTable(qkv))) == ids).all())
+    True
+    """
+    table = r.table
+    b = r.block.to(torch.int64)
+    safe = b.clamp(min=0)
+    rest = r.offset.to(torch.int64).clone()
+    ext, start = table.extent[safe], table.start[safe]  # [nr, nc, dims]
+    coords = []
+    for dim in reversed(range(len(table.shape))):
+        coords.insert(0, start[..., dim] + rest % ext[..., dim])
+        rest = rest // ext[..., dim]
+    ids = torch.zeros_like(b)
+    for dim, n in enumerate(table.shape):
+        ids = ids * n + coords[dim]
+    return torch.where(b >= 0, ids, b)
+
+
+def _any_cells(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
+    """Per cell of ``cell`` elements: is any element of the (as-grid) mask true."""
+    grid = as_grid(mask)[0].to(torch.bool)
+    rows, cols = grid.shape
+    rs, cs = cell
+    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    padded = torch.zeros((nr * rs, nc * cs), dtype=torch.bool)
+    padded[:rows, :cols] = grid
+    return padded.view(nr, rs, nc, cs).any(dim=3).any(dim=1)
+
+
+def _spans(cells: torch.Tensor, r: Raster) -> str:
+    """The element rows (and columns, when not all) of the marked cells: ``rows 0-3``."""
+    rows = cells.any(dim=1)
+    cols = cells.any(dim=0)
+    rs, cs = r.cell
+    text = "rows " + _runs(rows, rs, r.rows)
+    if not bool(cols.all()):
+        text += ", cols " + _runs(cols, cs, r.cols)
+    return text
+
+
+def _runs(flags: torch.Tensor, per: int, limit: int) -> str:
+    out: list[list[int]] = []
+    for i in torch.nonzero(flags).flatten().tolist():
+        a, b = i * per, min(limit, (i + 1) * per) - 1
+        if out and out[-1][1] == a - 1:
+            out[-1][1] = b
+        else:
+            out.append([a, b])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in out)
+
+
+_FILLS: dict[int, tuple[weakref.ref, list[torch.Tensor]]] = {}
+
+
+def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
+    """Per vLLM panel of ``d``, per cell: the step number that writes it (see the module
+    text for the rule); computed once per diagram."""
+    held = _FILLS.get(id(d))
+    if held is not None and held[0]() is d:
+        return held[1]
+    outs = [_ids_of(s.outputs) for s in d.steps]
+    total = len(d.steps)
+    fills = []
+    for p in d.dst:
+        ids = cell_ids(p.actual)
+        fill = torch.full(ids.shape, total + 1, dtype=torch.int64)
+        own = [k for k, s in enumerate(d.steps) if s.rank == p.rank and outs[k] is not None]
+        order = own if own else [k for k in range(total) if outs[k] is not None]
+        for k in order:
+            hit = torch.isin(ids, outs[k])
+            # Own steps: the first that holds it; else the last move of that data anywhere.
+            fill = torch.where(hit & (fill > k + 1) if own else hit, k + 1, fill)
+        data = ids >= 0
+        first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
+        fill = torch.where(~data, min(first, total), fill)
+        fills.append(fill.clamp(max=max(total, 1)))
+    _FILLS[id(d)] = (weakref.ref(d), fills)
+    weakref.finalize(d, _FILLS.pop, id(d), None)
+    return fills
+
+
+def _filled(p: Panel, written: torch.Tensor) -> Panel:
+    r = p.actual
+    unwritten = torch.full_like(r.block, UNWRITTEN)
+    zero = torch.zeros_like(r.offset)
+    drawn = dataclasses.replace(
+        r,
+        block=torch.where(written, r.block, unwritten),
+        offset=torch.where(written, r.offset, zero),
+        inner=torch.where(written, r.inner, torch.zeros_like(r.inner)),
+        mixed=r.mixed & written,
+        status=torch.where(written, r.status, torch.zeros_like(r.status)),
+    )
+    return Panel(p.title, p.rank, "dst", p.shape, drawn, p.expected)
+
+
+def _mark(d: LayoutDiagram, f: Frame) -> None:
+    """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``."""
+    step = f.step
+    f.src = list(d.src)
+    # A data-moving op carries into its result only part of what it was handed (a
+    # getitem of a view): what it read is that part, where its result came from.
+    wrote_ids = _ids_of(step.outputs)
+    read_ids = wrote_ids if wrote_ids is not None else _ids_of(step.inputs)
+    shards = d.table.param.src
+    own_src = [i for i, p in enumerate(d.src) if p.rank == step.rank]
+    for i, p in enumerate(d.src):
+        cells = None
+        if read_ids is not None and (not own_src or i in own_src):
+            hit = torch.isin(shards[i].index.ids().to(torch.int64), read_ids)
+            cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
+        f.read.append(cells)
+        if cells is not None:
+            f.read_titles.append(p.title)
+            f.read_spans.append(_spans(cells, p.actual))
+    own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
+    for i, p in enumerate(d.dst):
+        cells = None
+        if wrote_ids is not None and (not own_dst or i in own_dst):
+            hit = torch.isin(cell_ids(p.actual), wrote_ids)
+            cells = hit if bool(hit.any()) else None
+        f.wrote.append(cells)
+        if cells is not None:
+            f.wrote_titles.append(p.title)
+            f.wrote_spans.append(_spans(cells, p.actual))
+    for p, fill in zip(d.dst, fill_steps(d), strict=True):
+        f.filled.append(_filled(p, fill <= f.number))

@@ -4,7 +4,9 @@ Panels of one side stack along the axis that carries the blocks (rows for
 QKV, columns for o_proj), to scale, so bands run straight from where a block
 starts to where it lands. Wrong cells carry a magenta outline; a cell holding
 more than one block is dotted; labels sit on the block axis, thinned so they
-never overprint. At 100 dpi the default figure is at most 1100 px wide and no
+never overprint. With a step frame, the trainer cells it read are outlined in
+black, the vLLM cells its result lands in in orange, and the vLLM panels show
+the tensors as written by steps 1..k. At 100 dpi the default figure is at most 1100 px wide and no
 text is smaller than 9 pt.
 
 >>> from syncviz import Parallel
@@ -25,6 +27,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
 
+from syncviz.diagram.frames import READ, WROTE
 from syncviz.diagram.model import LayoutDiagram, Panel
 from syncviz.diagram.mpl import DPI, Figure
 from syncviz.diagram.palette import WRONG, WRONG_BAND, family_rgb, raster_rgb
@@ -33,6 +36,7 @@ from syncviz.diagram.raster import small_work
 WIDTH_IN = 10.8  # 1080 px at 100 dpi: fits a notebook cell
 FONT = 9.0  # the smallest text in a figure, in points
 MAX_REGION_LINES = 6  # region lines inside the figure; every region is in the text form
+MAX_FRAME_LINES = 4  # a step's "reads ..."/"writes ..." lines inside the figure
 SIDES = ("trainer", "vLLM holds", "vLLM expected")
 
 
@@ -106,7 +110,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     shown = regions[:MAX_REGION_LINES]
     n_text = len(shown) + (1 if len(regions) > len(shown) else 0) + len(d.problems[:3])
     if d.frame is not None:
-        n_text += 1
+        n_text += 1 + len(d.frame.region_lines()[:MAX_FRAME_LINES])
     aspect = lay.span_along / lay.span_across if d.axis == 0 else lay.span_across / lay.span_along
     plot_w = width_in - 1.6
     plot_h = float(np.clip(plot_w * aspect * 1.5, 3.0, 7.5))
@@ -138,15 +142,22 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     placed: dict[tuple, tuple] = {}
     per_px_along = _data_per_px(fig, ax, d.axis)
     sides = [d.src, d.dst, d.dst]
+    f = d.frame
     for s, panels in enumerate(sides):
         for i, p in enumerate(panels):
             r = p.actual if s < 2 else p.expected
+            if s == 1 and f is not None:  # the destination as written by steps 1..k
+                r = f.filled[i].actual
             x0, x1, y0, y1 = lay.extent(s, i, p)
             ax.imshow(_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto")
             ax.add_patch(_frame(x0, x1, y0, y1))
             placed[(SIDES[s], p.rank)] = (ax, (x0, x1, y0, y1), r)
             if s == 1:
                 _outline_wrong(ax, r, (x0, x1, y0, y1))
+            marks = None if f is None else (f.read if s == 0 else f.wrote if s == 1 else [])
+            if marks and marks[i] is not None:
+                color = READ if s == 0 else WROTE
+                _outline(ax, marks[i].numpy(), (x0, x1, y0, y1), color, "white", zorder=6)
             _labels(ax, lay, s, i, p, r, per_px_along, first_side=(s == 0))
             _panel_title(ax, lay, s, i, p, per_px_along)
     _bands(ax, lay, d)
@@ -174,6 +185,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     lines += [(p, "black") for p in d.problems[:3]]
     if d.frame is not None:
         lines.append((d.frame.text, "black"))
+        lines += [(t, "black") for t in d.frame.region_lines()[:MAX_FRAME_LINES]]
     for k, (line, color) in enumerate(lines):
         fig.text(
             0.01,
@@ -195,7 +207,9 @@ def _strip(d: LayoutDiagram) -> np.ndarray | None:
 
     from syncviz.diagram.pil import frame_png
 
-    return np.asarray(Image.open(io.BytesIO(frame_png(d.frame))).convert("RGB"))
+    # The big panels already show where the step read and wrote: only its tensors here.
+    png = frame_png(d.frame, panels=False)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
 def _wrap(text: str, width_in: float) -> str:
@@ -237,9 +251,13 @@ def _edge_runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _outline_wrong(ax, r, extent) -> None:
-    """A magenta (over black) outline around every connected set of not-right cells;
-    edges are merged into runs, so a big region costs a few lines, not one per cell."""
-    bad = r.status.numpy() != 0
+    """A magenta (over black) outline around every connected set of not-right cells."""
+    _outline(ax, r.status.numpy() != 0, extent, WRONG, "black", zorder=4)
+
+
+def _outline(ax, bad: np.ndarray, extent, color, under, zorder: int) -> None:
+    """An outline in ``color`` (over ``under``) around every connected set of marked
+    cells; edges are merged into runs, so a big region costs a few lines, not one per cell."""
     if not bad.any():
         return
     x0, x1, y0, y1 = extent
@@ -254,8 +272,8 @@ def _outline_wrong(ax, r, extent) -> None:
     segs += [
         ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in _edge_runs(down)
     ]
-    ax.add_collection(LineCollection(segs, colors="black", linewidths=2.6, zorder=4))
-    ax.add_collection(LineCollection(segs, colors=WRONG, linewidths=1.4, zorder=5))
+    ax.add_collection(LineCollection(segs, colors=under, linewidths=2.6, zorder=zorder))
+    ax.add_collection(LineCollection(segs, colors=color, linewidths=1.4, zorder=zorder + 1))
 
 
 def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_side: bool) -> None:
@@ -426,6 +444,9 @@ def _legend(fig: MplFigure, d: LayoutDiagram, fig_h: float) -> None:
     ]
     if d.wrong_count:
         handles.append(Patch(facecolor="white", edgecolor=WRONG, lw=2, label="not right (checker)"))
+    if d.frame is not None:
+        handles.append(Patch(facecolor="white", edgecolor=READ, lw=2, label="step read"))
+        handles.append(Patch(facecolor="white", edgecolor=WROTE, lw=2, label="step result lands"))
     if any(bool(p.actual.mixed.any()) for p in d.src + d.dst):
         handles.append(
             Patch(facecolor="#BBBBBB", edgecolor="white", hatch="..", label="mixed cell")

@@ -221,20 +221,44 @@ def _runs(flags: torch.Tensor, per: int, limit: int) -> str:
     return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in out)
 
 
-_FILLS: dict[int, tuple[weakref.ref, list[torch.Tensor]]] = {}
+@dataclass
+class _Known:
+    """What every frame of one diagram reads: computed once, held while the diagram lives."""
+
+    shard_ids: list[torch.Tensor]  # per trainer panel, its shard's ids
+    cell_ids: list[torch.Tensor]  # per vLLM panel, each cell's first id
+    fills: list[torch.Tensor]  # per vLLM panel, per cell, the step that writes it
+
+
+_KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
+
+
+def _known(d: LayoutDiagram) -> _Known:
+    held = _KNOWN.get(id(d))
+    if held is not None and held[0]() is d:
+        return held[1]
+    dst_ids = [cell_ids(p.actual) for p in d.dst]
+    known = _Known(
+        [s.index.ids().to(torch.int64) for s in d.table.param.src],
+        dst_ids,
+        _fill_steps(d, dst_ids),
+    )
+    _KNOWN[id(d)] = (weakref.ref(d), known)
+    weakref.finalize(d, _KNOWN.pop, id(d), None)
+    return known
 
 
 def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
     """Per vLLM panel of ``d``, per cell: the step number that writes it (see the module
     text for the rule); computed once per diagram."""
-    held = _FILLS.get(id(d))
-    if held is not None and held[0]() is d:
-        return held[1]
+    return _known(d).fills
+
+
+def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[torch.Tensor]:
     outs = [_ids_of(s.outputs) for s in d.steps]
     total = len(d.steps)
     fills = []
-    for p in d.dst:
-        ids = cell_ids(p.actual)
+    for p, ids in zip(d.dst, dst_ids, strict=True):
         fill = torch.full(ids.shape, total + 1, dtype=torch.int64)
         own = [k for k, s in enumerate(d.steps) if s.rank == p.rank and outs[k] is not None]
         order = own if own else [k for k in range(total) if outs[k] is not None]
@@ -246,8 +270,6 @@ def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
         first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
         fill = torch.where(~data, min(first, total), fill)
         fills.append(fill.clamp(max=max(total, 1)))
-    _FILLS[id(d)] = (weakref.ref(d), fills)
-    weakref.finalize(d, _FILLS.pop, id(d), None)
     return fills
 
 
@@ -274,12 +296,12 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     # getitem of a view): what it read is that part, where its result came from.
     wrote_ids = _ids_of(step.outputs)
     read_ids = wrote_ids if wrote_ids is not None else _ids_of(step.inputs)
-    shards = d.table.param.src
+    known = _known(d)
     own_src = [i for i, p in enumerate(d.src) if p.rank == step.rank]
     for i, p in enumerate(d.src):
         cells = None
         if read_ids is not None and (not own_src or i in own_src):
-            hit = torch.isin(shards[i].index.ids().to(torch.int64), read_ids)
+            hit = torch.isin(known.shard_ids[i], read_ids)
             cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
         f.read.append(cells)
         if cells is not None:
@@ -289,11 +311,11 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     for i, p in enumerate(d.dst):
         cells = None
         if wrote_ids is not None and (not own_dst or i in own_dst):
-            hit = torch.isin(cell_ids(p.actual), wrote_ids)
+            hit = torch.isin(known.cell_ids[i], wrote_ids)
             cells = hit if bool(hit.any()) else None
         f.wrote.append(cells)
         if cells is not None:
             f.wrote_titles.append(p.title)
             f.wrote_spans.append(_spans(cells, p.actual))
-    for p, fill in zip(d.dst, fill_steps(d), strict=True):
+    for p, fill in zip(d.dst, known.fills, strict=True):
         f.filled.append(_filled(p, fill <= f.number))

@@ -211,14 +211,16 @@ SHAPE_ONLY_OPS = frozenset({"view", "reshape", "flatten", "contiguous", "detach"
 def _receiver_bindings(
     result: SyncResult, param: ParamLayout, pt: ParamTrace
 ) -> dict[int, torch.Tensor]:
-    """A receiving rank's buffer, when its ops only reshape it into the vLLM tensor.
-
-    Then the received buffer holds, in order, what the rank ends up holding,
-    so its ids are the final tensor's ids flattened to the buffer's shape.
+    """A receiving rank's buffer: what its sender sent (the stage-1 sender's regroup
+    result, or the chunk the stage-2 sender forwards), whatever the receiver then does
+    with it; else, when its ops only reshape it into the vLLM tensor, the final
+    tensor's ids flattened to the buffer's shape (it holds, in order, what the rank
+    ends up holding).
     """
     first = pt.ops[0].inputs[0] if pt.ops and pt.ops[0].inputs else None
-    if first is not None and pt.phase == "stage1":
-        sent = _stage1_payload(result, param, pt.rank, math.prod(first.shape))
+    if first is not None and pt.phase in ("stage1", "stage2"):
+        payload = _stage1_payload if pt.phase == "stage1" else _stage2_payload
+        sent = payload(result, param, pt.rank, math.prod(first.shape))
         if sent is not None:
             return {first.ref: sent.reshape(first.shape)}
     if not pt.ops or any(op.op not in SHAPE_ONLY_OPS for op in pt.ops):
@@ -262,6 +264,47 @@ def _stage1_payload(
         ]
     sized = [t for t in found if t.numel() == numel]
     return sized[0].reshape(-1).to(torch.int64) if len(sized) == 1 else None
+
+
+def _stage2_payload(
+    result: SyncResult, param: ParamLayout, rank: int | None, numel: int
+) -> torch.Tensor | None:
+    """What the stage-2 sender of ``rank`` forwarded: the chunk for ``rank``'s slot of its
+    replayed stage-1 cut (an op with one output per slot), or the one replayed stage-1
+    result of the received buffer's size that the sender does not keep."""
+    plan = result.plan
+    senders = [a for a, b in plan.stage2 if b == rank]
+    if len(senders) != 1 or rank is None:
+        return None
+    slots = plan.tp_num_mapping
+    cut, sized = [], []
+    for pt in _param_traces(result, param.key):
+        if pt.rank != senders[0] or pt.phase != "stage1":
+            continue
+        _, outs = _replay_io(pt, _bindings(result, param, pt))
+        for op in pt.ops:
+            got = outs.get(op.index, [])
+            if len(op.outputs) == slots > 1 and len(got) == slots:
+                cut.append(got[plan.dst_slot(rank)])
+            sized += [t for t in got if t.numel() == numel]
+    cut = [t for t in cut if t.numel() == numel]
+    if len(cut) == 1:
+        return cut[0].reshape(-1).to(torch.int64)
+    kept = _held_ids(result, senders[0], param.key)
+    if kept is not None:
+        sized = [t for t in sized if not bool(torch.isin(t.reshape(-1), kept).all())]
+    distinct = {tuple(t.reshape(-1).tolist()): t for t in sized}
+    return next(iter(distinct.values())).reshape(-1).to(torch.int64) if len(distinct) == 1 else None
+
+
+def _held_ids(result: SyncResult, world: int, key: str) -> torch.Tensor | None:
+    local = getattr(result, "local_ids", None)
+    if local is None:
+        return None
+    try:
+        return local(world, key).reshape(-1).to(torch.int64)
+    except (StopIteration, KeyError):
+        return None
 
 
 def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:

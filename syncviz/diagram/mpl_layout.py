@@ -28,6 +28,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
 
 from syncviz.diagram.frames import READ, WROTE
+from syncviz.diagram.labels import panel_labels, short_label
 from syncviz.diagram.model import LayoutDiagram, Panel
 from syncviz.diagram.mpl import DPI, Figure
 from syncviz.diagram.palette import WRONG, WRONG_BAND, family_rgb, raster_rgb
@@ -277,39 +278,22 @@ def _outline(ax, bad: np.ndarray, extent, color, under, zorder: int) -> None:
 
 
 def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_side: bool) -> None:
-    """Block labels along the block axis, at the start of each run, thinned to fit."""
-    from syncviz.diagram.model import _lines
-
-    runs: list[list] = []
-    for start, stop, b, _pos, _status in _lines(r, lay.axis):
-        if runs and runs[-1][2] == b:
-            runs[-1][1] = stop
-        else:
-            runs.append([start, stop, b])
+    """Block labels along the block axis, chosen by diagram.labels (thinned to fit)."""
     min_gap = (FONT + 3) * DPI / 72 * per_px  # one line of text, in data units along
     if lay.axis == 1:
         min_gap *= 2.6  # horizontal labels need a few characters of room
-    # Place first the labels that matter most (a new family, e.g. the first K head),
-    # then fill the gaps; a label goes only where it overprints none already placed.
-    items = []
-    for k, (start, stop, b) in enumerate(runs):
-        label = _short(r.table, b)
-        if label is None:
-            continue
-        x, y = lay.point(s, i, p, (start + stop) / 2, 0)
-        new_family = k == 0 or _family(r.table, runs[k - 1][2]) != _family(r.table, b)
-        items.append((0 if new_family else 1, k, x, y, label))
-    placed: list[float] = []
-    for _prio, _k, x, y, label in sorted(items):
-        at = y if lay.axis == 0 else x
-        if any(abs(at - q) < min_gap for q in placed):
-            continue
-        placed.append(at)
+    along = 1 if lay.axis == 0 else 0
+
+    def place(mid: float) -> float:
+        return lay.point(s, i, p, mid, 0)[along]
+
+    for label in panel_labels(r, lay.axis, place, min_gap):
+        x, y = lay.point(s, i, p, label.mid, 0)
         if lay.axis == 0:
             ax.text(
                 x - lay.across * 0.015,
                 y,
-                label,
+                label.text,
                 ha="right",
                 va="center",
                 fontsize=FONT,
@@ -319,7 +303,7 @@ def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_
             ax.text(
                 x,
                 y - lay.across * 0.015,
-                label,
+                label.text,
                 ha="center",
                 va="bottom",
                 fontsize=FONT,
@@ -327,22 +311,7 @@ def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_
             )
 
 
-def _family(table, b: int) -> str:
-    return table.families[b] if b >= 0 else str(b)
-
-
-def _short(table, b: int) -> str | None:
-    """A label short enough for the axis: ``Q4``, ``K0``, ``h5``, ``e12 up``."""
-    if b < 0:
-        return {-1: "pad", -2: "unwritten", -3: "other param"}.get(b)
-    block = table.blocks[b]
-    if block.family in ("q", "k", "v"):
-        return f"{block.family.upper()}{block.index}"
-    if block.family == "o":
-        return f"h{block.index}"
-    if block.family == "expert":
-        return f"e{block.index} {block.part}"
-    return block.label
+_short = short_label  # kept: importable from here as before
 
 
 def _panel_title(ax, lay: _Layout, s: int, i: int, p: Panel, per_px: float) -> None:

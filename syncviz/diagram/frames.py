@@ -78,6 +78,7 @@ class Frame:
     wrote: list[torch.Tensor | None] = field(default_factory=list)
     filled: list[Panel] = field(default_factory=list)
     src: list[Panel] = field(default_factory=list)  # the trainer panels ``read`` marks
+    dst: list[Panel] = field(default_factory=list)  # the vLLM panels as the sync left them
     read_titles: list[str] = field(default_factory=list)
     wrote_titles: list[str] = field(default_factory=list)
     read_spans: list[str] = field(default_factory=list)
@@ -158,6 +159,21 @@ def _ids_of(tensors) -> torch.Tensor | None:
         return None
     flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors])
     return torch.unique(flat[flat >= 0])
+
+
+LOOKUP_MAX = 1 << 24  # global sizes up to which membership is a table lookup, not a sort
+
+
+def _member(ids: torch.Tensor, wanted: torch.Tensor, numel: int, table: list) -> torch.Tensor:
+    """``torch.isin(ids, wanted)``; for a global size up to LOOKUP_MAX, by a table of every
+    global id (built once into ``table``), which is several times faster than sorting."""
+    if numel > LOOKUP_MAX:
+        return torch.isin(ids, wanted)
+    if not table:
+        lut = torch.zeros(numel + 1, dtype=torch.bool)  # the last entry: negative ids
+        lut[wanted] = True
+        table.append(lut)
+    return table[0][torch.where(ids >= 0, ids, numel)]
 
 
 def cell_ids(r: Raster) -> torch.Tensor:
@@ -291,17 +307,20 @@ def _filled(p: Panel, written: torch.Tensor) -> Panel:
 def _mark(d: LayoutDiagram, f: Frame) -> None:
     """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``."""
     step = f.step
-    f.src = list(d.src)
+    f.src, f.dst = list(d.src), list(d.dst)
     # A data-moving op carries into its result only part of what it was handed (a
     # getitem of a view): what it read is that part, where its result came from.
     wrote_ids = _ids_of(step.outputs)
     read_ids = wrote_ids if wrote_ids is not None else _ids_of(step.inputs)
     known = _known(d)
+    numel = math.prod(d.global_shape)
+    read_table: list = []
+    wrote_table: list = []
     own_src = [i for i, p in enumerate(d.src) if p.rank == step.rank]
     for i, p in enumerate(d.src):
         cells = None
         if read_ids is not None and (not own_src or i in own_src):
-            hit = torch.isin(known.shard_ids[i], read_ids)
+            hit = _member(known.shard_ids[i], read_ids, numel, read_table)
             cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
         f.read.append(cells)
         if cells is not None:
@@ -311,7 +330,7 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     for i, p in enumerate(d.dst):
         cells = None
         if wrote_ids is not None and (not own_dst or i in own_dst):
-            hit = torch.isin(known.cell_ids[i], wrote_ids)
+            hit = _member(known.cell_ids[i], wrote_ids, numel, wrote_table)
             cells = hit if bool(hit.any()) else None
         f.wrote.append(cells)
         if cells is not None:

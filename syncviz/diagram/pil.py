@@ -22,12 +22,13 @@ b'\\x89PNG'
 from __future__ import annotations
 
 import io
+import weakref
 
 import numpy as np
 
 from syncviz.diagram.frames import READ, WROTE, Frame
-from syncviz.diagram.palette import hex_rgb, raster_rgb
-from syncviz.diagram.raster import Raster, small_work
+from syncviz.diagram.palette import FAMILY_COLORS, hex_rgb, raster_rgb
+from syncviz.diagram.raster import UNWRITTEN, Raster, small_work
 
 HEIGHT = 170  # px of the tallest raster in the strip
 PANEL_HEIGHT = 130  # px of the tallest big panel in row two
@@ -36,11 +37,33 @@ FONT_PX = 13  # about 9.5 pt at 100 dpi
 TILE_WIDTH = 260  # px a tile may take at most
 
 
-def _tile(r: Raster, height: int, width: int = TILE_WIDTH, mark=None, color: str = READ):
-    """A raster scaled up by whole pixels; ``mark`` (cells) outlined 2 px in ``color``."""
+_RGB: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def _rgb(r: Raster) -> np.ndarray:
+    """The RGB of a big panel's raster, kept while the raster lives (every frame draws it)."""
+    held = _RGB.get(id(r))
+    if held is not None and held[0]() is r:
+        return held[1]
+    rgb = raster_rgb(r).numpy()
+    _RGB[id(r)] = (weakref.ref(r), rgb)
+    weakref.finalize(r, _RGB.pop, id(r), None)
+    return rgb
+
+
+def _filled_rgb(filled: Raster, final: Raster) -> np.ndarray:
+    """A destination as written so far: the final tensor's colours, unwritten cells white."""
+    rgb = _rgb(final).copy()
+    rgb[filled.block.numpy() == UNWRITTEN] = hex_rgb(FAMILY_COLORS["unwritten"])
+    return rgb
+
+
+def _tile(r: Raster, height: int, width: int = TILE_WIDTH, mark=None, color: str = READ, rgb=None):
+    """A raster scaled up by whole pixels; ``mark`` (cells) outlined 2 px in ``color``;
+    ``rgb`` its colours when already known."""
     from PIL import Image
 
-    rgb = raster_rgb(r).numpy()
+    rgb = raster_rgb(r).numpy() if rgb is None else rgb
     nr, nc = rgb.shape[:2]
     scale = max(1, min(height // max(nr, 1), width // max(nc, 1)))
     tall = scale if nr * scale >= 14 else 14 // nr + 1  # a 1-D tensor still shows as a band
@@ -79,16 +102,23 @@ def _frame_png(frame: Frame, height: int, panels: bool) -> bytes:
     row += [(p.title.split(" ", 2)[-1], _tile(p.actual, height)) for p in frame.outputs]
     rows = [row]
     if panels:
-        big = [(p, m, READ) for p, m in zip(frame.src, frame.read, strict=True) if m is not None]
-        big += [(p, m, WROTE) for p, m in zip(frame.filled, frame.wrote, strict=True)]
+        big = [
+            (p, m, READ, _rgb(p.actual))
+            for p, m in zip(frame.src, frame.read, strict=True)
+            if m is not None
+        ]
+        big += [
+            (p, m, WROTE, _filled_rgb(p.actual, final.actual))
+            for p, m, final in zip(frame.filled, frame.wrote, frame.dst, strict=True)
+        ]
         each = max(8, (MAX_WIDTH - gap * (len(big) + 1)) // max(len(big), 1))
         rows.append(
             [
                 (
                     f"rank {p.rank}{' read' if c == READ else ''}",
-                    _tile(p.actual, PANEL_HEIGHT, min(each, TILE_WIDTH), m, c),
+                    _tile(p.actual, PANEL_HEIGHT, min(each, TILE_WIDTH), m, c, rgb),
                 )
-                for p, m, c in big
+                for p, m, c, rgb in big
             ]
         )
     layout = []  # (title, tile, width) per row

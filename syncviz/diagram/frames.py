@@ -1,17 +1,21 @@
 """Step frames: one recorded op of a parameter, and where it sits on the big panels.
 
-Frame k draws step k's input and output tensors as rasters; marks on the
-trainer panels the cells holding the data it read (the part of its inputs
-that its result carries) (on its own rank's shard
-when it runs on a trainer rank) and on the vLLM panels the cells its result
-ends up in (its own rank's tensor when it runs on a vLLM rank); and draws
-every vLLM tensor as written by steps 1..k. A vLLM cell is written by the
-first step on its rank whose result holds the cell's data; on a rank with no
-replayed step, by the last step anywhere that moved that data. Padding
-appears with the rank's first written cell; whatever no replayed step
-accounts for appears at the last step, so the last frame is the tensor as the
-sync left it. Cells are judged by their first element (exact at one element
-per cell).
+Frame k draws step k's input and output tensors as rasters, and on the big
+panels marks where it sits:
+
+- read: the trainer cells holding the data its result carries (a getitem of a
+  view reads only the part it takes); on its own shard when it runs on a
+  trainer rank, on every shard holding that data when it runs on a vLLM rank;
+- wrote: the vLLM cells its result ends up in; only its own rank's tensor
+  when it runs on a vLLM rank;
+- filled: every vLLM tensor as written by steps 1..k. A vLLM cell is written
+  by the first step on its rank whose result holds the cell's data; on a rank
+  with no replayed step, by the last step anywhere that moved that data.
+  Padding appears with the rank's first written cell; what no replayed step
+  accounts for appears at the last step, so the last frame is the tensor as
+  the sync left it.
+
+Cells are judged by their first element (exact at one element per cell).
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec
@@ -101,8 +105,6 @@ class Frame:
 def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
     """A step tensor's raster at the diagram's scale, unless that scale would give more
     than MAX_CELLS cells a side (a flat buffer): then its own downsampling."""
-    from syncviz.diagram.raster import as_grid
-
     grid, _ = as_grid(t)
     if cell is not None:
         rows, cols = int(grid.shape[0]), int(grid.shape[1])
@@ -112,7 +114,8 @@ def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | Non
 
 
 def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:
-    """Step ``number`` (1-based) of ``d.steps``, its inputs and outputs drawn as rasters."""
+    """Step ``number`` (1-based) of ``d.steps``: its inputs and outputs drawn as rasters,
+    its marks on the big panels, and the vLLM tensors as written so far."""
     with small_work(0):
         return _frame(d, number, cell)
 

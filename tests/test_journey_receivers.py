@@ -68,3 +68,25 @@ def test_a_chunking_stage2_receiver_is_replayed(result):
         ("K head 0", "V head 0"), ("Q head 3", "V head 1"),
     ]  # fmt: skip
     assert torch.equal(steps[3].outputs[0], result.local_ids(2, QKV).to(torch.int64))
+
+
+@pytest.mark.parametrize("kind", ["w13_weight", "w2_weight"])
+def test_routed_expert_exchange_is_replayed_to_every_vllm_rank(kind):
+    """qwen2-57b-a14b tp2 ep2 -> tp4 (scaled): the trainer ranks' all-gather of routed
+    experts is replayed from the four shards (buffer k = the shard of group rank k), so
+    every op is replayed, the exchange comes before the regroup it feeds, and on every vLLM
+    rank the replay ends in exactly the ids the run left there."""
+    from syncviz import preset
+
+    src, dst = Parallel(tp=2, ep=2), Parallel(tp=4)
+    result = run_sync(preset("qwen2-57b-a14b").scaled(src, dst), src, dst, layers=[0])
+    key = f"model.model.layers.0.mlp.experts.{kind}"
+    steps = param_steps(result, key)
+    assert all(s.blocks is not None for s in steps)
+    phases = list(dict.fromkeys(s.phase for s in steps))
+    assert phases == ["routed_experts", "regroup", "stage1", "stage2"]
+    assert not any(s.op.op == "empty_like" for s in steps)  # allocations are not steps
+    for world in range(4, 8):
+        held = result.local_ids(world, key).reshape(-1).to(torch.int64)
+        last = [s for s in steps if s.rank == world][-1]
+        assert any(torch.equal(o.reshape(-1), held) for o in last.outputs), world

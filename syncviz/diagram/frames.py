@@ -4,8 +4,10 @@ Frame k draws step k's input and output tensors as rasters, and on the big
 panels marks where it sits:
 
 - read: the trainer cells holding the data its result carries (a getitem of a
-  view reads only the part it takes); on its own shard when it runs on a
-  trainer rank, on every shard holding that data when it runs on a vLLM rank;
+  view reads only the part it takes); when it runs on a trainer rank, on its
+  own shard, and on other shards only for data its own does not hold (routed
+  experts gathered from the other ranks); on a vLLM rank, on every shard
+  holding that data;
 - wrote: the vLLM cells its result ends up in; only its own rank's tensor
   when it runs on a vLLM rank;
 - filled: every vLLM tensor as written by steps 1..k. A vLLM cell is written
@@ -94,7 +96,8 @@ class Frame:
         return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
 
     def region_lines(self) -> list[str]:
-        """``reads <panel> rows a-b`` / ``writes <panel> rows a-b``, one per marked panel."""
+        """``reads <panel> rows a-b`` / ``writes <panel> rows a-b``, one per marked panel;
+        rows of the drawn grid (a 3-D expert tensor stacks its experts' rows)."""
         lines = [f"reads {t} {s}" for t, s in zip(self.read_titles, self.read_spans, strict=True)]
         lines += [
             f"writes {t} {s}" for t, s in zip(self.wrote_titles, self.wrote_spans, strict=True)
@@ -320,11 +323,23 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     read_table: list = []
     wrote_table: list = []
     own_src = [i for i, p in enumerate(d.src) if p.rank == step.rank]
+    others = read_ids
+    if read_ids is not None and own_src:
+        # Its own shard first; other shards only for data it does not hold (an exchange
+        # of routed experts), never for a replica of its own (dense weights under ep).
+        own = torch.cat([known.shard_ids[i].reshape(-1) for i in own_src])
+        others = read_ids[~torch.isin(read_ids, own)]
+    other_table: list = []
     for i, p in enumerate(d.src):
         cells = None
-        if read_ids is not None and (not own_src or i in own_src):
-            hit = _member(known.shard_ids[i], read_ids, numel, read_table)
-            cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
+        if read_ids is not None:
+            if i in own_src:
+                hit = _member(known.shard_ids[i], read_ids, numel, read_table)
+            elif others is not None and others.numel():
+                hit = _member(known.shard_ids[i], others, numel, other_table)
+            else:
+                hit = None
+            cells = _any_cells(hit, p.actual.cell) if hit is not None and bool(hit.any()) else None
         f.read.append(cells)
         if cells is not None:
             f.read_titles.append(p.title)

@@ -156,3 +156,20 @@ def test_figure_draws_the_destination_as_written(qkv, result, tmp_path):
     assert _pixel(png, fig.cell_pixel("vLLM holds", 1, 0, 0)) == pytest.approx(
         hex_rgb("#4477AA"), abs=2
     )
+
+
+def test_large_tensor_path_gives_the_same_frames(result, monkeypatch):
+    """Above LOOKUP_MAX global ids membership is sorted, not tabled: same marks, same
+    destination, every step (a fresh diagram, so nothing is reused from the table path)."""
+    from syncviz.diagram import frames
+
+    def summary(d):
+        out = []
+        for k in range(1, len(d.steps) + 1):
+            f = frame(d, k)
+            out.append((f.region_lines(), [raster_text(p.actual) for p in f.filled]))
+        return out
+
+    tabled = summary(layout_diagram(result, QKV))
+    monkeypatch.setattr(frames, "LOOKUP_MAX", 0)
+    assert summary(layout_diagram(result, QKV)) == tabled

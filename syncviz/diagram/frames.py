@@ -160,11 +160,11 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
 
 
 def _ids_of(tensors) -> torch.Tensor | None:
-    """The distinct non-negative ids of some step tensors, sorted; None when not replayed."""
+    """The non-negative ids of some step tensors (repeats kept); None when not replayed."""
     if not tensors:
         return None
     flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors])
-    return torch.unique(flat[flat >= 0])
+    return flat[flat >= 0]
 
 
 LOOKUP_MAX = 1 << 24  # global sizes up to which membership is a table lookup, not a sort
@@ -279,20 +279,38 @@ def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
 def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[torch.Tensor]:
     outs = [_ids_of(s.outputs) for s in d.steps]
     total = len(d.steps)
+    numel = math.prod(d.global_shape)
     fills = []
     for p, ids in zip(d.dst, dst_ids, strict=True):
-        fill = torch.full(ids.shape, total + 1, dtype=torch.int64)
         own = [k for k, s in enumerate(d.steps) if s.rank == p.rank and outs[k] is not None]
         order = own if own else [k for k in range(total) if outs[k] is not None]
-        for k in order:
-            hit = torch.isin(ids, outs[k])
-            # Own steps: the first that holds it; else the last move of that data anywhere.
-            fill = torch.where(hit & (fill > k + 1) if own else hit, k + 1, fill)
+        # Own steps: the first that holds it; else the last move of that data anywhere.
+        steps = [(k + 1, outs[k]) for k in order]
+        fill = _step_of(ids, steps, "amin" if own else "amax", total, numel)
         data = ids >= 0
         first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
         fill = torch.where(~data, min(first, total), fill)
         fills.append(fill.clamp(max=max(total, 1)))
     return fills
+
+
+def _step_of(ids: torch.Tensor, steps: list, how: str, total: int, numel: int) -> torch.Tensor:
+    """Per id of ``ids``: the first ("amin") or last ("amax") step number whose ids hold
+    it, total + 1 where none does. By a table over the ``numel`` global ids (one scatter
+    per step) up to LOOKUP_MAX, else by sorted membership."""
+    never = total + 1
+    if numel <= LOOKUP_MAX:
+        start = never if how == "amin" else 0
+        table = torch.full((numel + 1,), start, dtype=torch.int64)
+        for k, o in steps:
+            table.scatter_reduce_(0, o, torch.full_like(o, k), reduce=how)
+        got = table[torch.where(ids >= 0, ids, numel)]
+        return torch.where(got == 0, never, got) if how == "amax" else got
+    fill = torch.full(ids.shape, never, dtype=torch.int64)
+    for k, o in steps:
+        hit = torch.isin(ids, o)
+        fill = torch.where(hit & (fill > k) if how == "amin" else hit, k, fill)
+    return fill
 
 
 def _filled(p: Panel, written: torch.Tensor) -> Panel:
@@ -328,7 +346,7 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
         # Its own shard first; other shards only for data it does not hold (an exchange
         # of routed experts), never for a replica of its own (dense weights under ep).
         own = torch.cat([known.shard_ids[i].reshape(-1) for i in own_src])
-        others = read_ids[~torch.isin(read_ids, own)]
+        others = read_ids[~_member(read_ids, own[own >= 0], numel, [])]
     other_table: list = []
     for i, p in enumerate(d.src):
         cells = None

@@ -111,7 +111,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     shown = regions[:MAX_REGION_LINES]
     n_text = len(shown) + (1 if len(regions) > len(shown) else 0) + len(d.problems[:3])
     if d.frame is not None:
-        n_text += 1 + len(d.frame.region_lines()[:MAX_FRAME_LINES])
+        n_text += 1 + len(_frame_lines(d))
     aspect = lay.span_along / lay.span_across if d.axis == 0 else lay.span_across / lay.span_along
     plot_w = width_in - 1.6
     plot_h = float(np.clip(plot_w * aspect * 1.5, 3.0, 7.5))
@@ -186,7 +186,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     lines += [(p, "black") for p in d.problems[:3]]
     if d.frame is not None:
         lines.append((d.frame.text, "black"))
-        lines += [(t, "black") for t in d.frame.region_lines()[:MAX_FRAME_LINES]]
+        lines += [(t, "black") for t in _frame_lines(d)]
     for k, (line, color) in enumerate(lines):
         fig.text(
             0.01,
@@ -196,6 +196,15 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
             color=color if color == "black" else "#A0105A",
         )
     return Figure(fig, placed)
+
+
+def _frame_lines(d: LayoutDiagram) -> list[str]:
+    """The step's reads/writes lines shown in the figure; the rest are counted."""
+    lines = d.frame.region_lines() if d.frame is not None else []
+    if len(lines) <= MAX_FRAME_LINES:
+        return lines
+    rest = len(lines) - MAX_FRAME_LINES + 1
+    return [*lines[: MAX_FRAME_LINES - 1], f"{rest} further reads/writes: see the text form"]
 
 
 def _strip(d: LayoutDiagram) -> np.ndarray | None:

@@ -227,22 +227,26 @@ def _text_sizes(fig) -> list[float]:
     return [t.get_fontsize() for t in fig.fig.findobj(Text) if t.get_text()]
 
 
-@pytest.mark.parametrize("dst_tp", [4, 8, 16])
-def test_render_experts_png_fits_a_notebook_cell(tmp_path, dst_tp):
-    """`render --view experts`, qwen1.5-moe-a2.7b tp2 ep2 -> tp 4/8/16 (qwen2-57b-a14b's 28
-    heads allow only d <= 4): the PNG is at most 1100 px wide, every shown vLLM rank has its
-    column of cells, and no text is below 9 pt."""
+@pytest.mark.parametrize(
+    ("name", "dst_tp"),
+    [("qwen2-57b-a14b", 4), ("qwen1.5-moe-a2.7b", 4), ("qwen1.5-moe-a2.7b", 8),
+     ("qwen1.5-moe-a2.7b", 16)],
+)  # fmt: skip
+def test_render_experts_png_fits_a_notebook_cell(tmp_path, name, dst_tp):
+    """`render --view experts`, tp2 ep2 -> tp 4/8/16 (qwen2-57b-a14b's 28 heads allow only
+    d <= 4, so 8 and 16 use qwen1.5-moe-a2.7b): the PNG is at most 1100 px wide, every shown
+    vLLM rank has its column of cells, and no text is below 9 pt."""
     parser = argparse.ArgumentParser()
     render_configure(parser)
     out = tmp_path / f"e{dst_tp}.png"
     args = parser.parse_args(
-        ["--preset", "qwen1.5-moe-a2.7b", "--src-tp", "2", "--src-ep", "2",
+        ["--preset", name, "--src-tp", "2", "--src-ep", "2",
          "--dst-tp", str(dst_tp), "--view", "experts", "-o", str(out)]
     )  # fmt: skip
     assert render_main(args) == 0
     assert mpimg.imread(out).shape[1] <= 1100
     src, dst = Parallel(tp=2, ep=2), Parallel(tp=dst_tp)
-    result = run_sync(preset("qwen1.5-moe-a2.7b").scaled(src, dst), src, dst, layers=[0])
+    result = run_sync(preset(name).scaled(src, dst), src, dst, layers=[0])
     d = expert_diagram(result, QWEN_W13)
     fig = render(d)
     assert fig.size_px[0] <= 1100 and min(_text_sizes(fig)) >= 9

@@ -167,13 +167,75 @@ def test_hover_and_click_read_the_core(tiny):
     assert tiny.block.label == "K head 0" and "journey of <b>K head 0</b>" in tiny.journey.value
 
 
-def test_experts_view_and_exact_size_refusal():
-    """The experts view draws a routed-expert tensor; an exact-size 70B run is refused first."""
+def test_experts_view_draws_routed_experts():
+    """The experts view draws a routed-expert tensor (a PNG without hover panels)."""
     ex = Explorer("qwen1.5-moe-a2.7b", Parallel(tp=2), Parallel(tp=4))
     ex.view.value = "experts"
     assert ex.image.value[:4] == b"\x89PNG" and ex.image.panels == []
-    big = Explorer("llama3-70b", Parallel(tp=8), Parallel(tp=8))
-    big.layer.value = -1  # every layer
-    big.scaled.value = False
-    assert "exact-size run needs about" in big.message.value
-    assert "keep the layout-preserving downscale on" in big.message.value
+
+
+def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkeypatch):
+    """With 1000 bytes free, real sizes still run (symbolic ids, no per-element memory) while
+    the materialized downscale is refused inline with the fix; freed memory is asked again."""
+    import syncviz.run.memory
+    from syncviz.provenance import SymbolicTensor
+
+    monkeypatch.setattr(syncviz.run.memory, "available_bytes", lambda: 1000)
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+    assert ex.message.value == "" and ex.image.value[:4] == b"\x89PNG"
+    assert all(isinstance(t, SymbolicTensor) for t in ex.result.dst_tensors[1].values())
+    ex.scaled.value = True
+    shown = ex.message.value
+    assert "this run needs ~" in shown and "the machine has 1000 B available" in shown
+    assert "pick one layer, or untick the downscale" in shown and "Traceback" not in shown
+    assert ex.image.value == b"" and ex.busy.value == ""
+    monkeypatch.undo()
+    ex.synchronizer.value = "corrected"  # any change asks again: a refusal is not kept
+    assert ex.message.value == "" and "(scaled)" in ex.status.value
+    assert not any(isinstance(t, SymbolicTensor) for t in ex.result.dst_tensors[1].values())
+
+
+def test_steps_are_replayed_only_when_asked(tiny, monkeypatch):
+    """A first view replays no steps, yet the slider's range is the step list's length;
+    moving the slider replays that parameter once."""
+    import syncviz.widgets.explorer as explorer
+    from syncviz.journey import param_steps
+
+    calls = []
+    monkeypatch.setattr(explorer, "param_steps", lambda *a: calls.append(a) or param_steps(*a))
+    tiny._runs[tiny._run_key].steps.clear()
+    tiny._pictures.clear()
+    for key in (O_PROJ, QKV):
+        tiny.param.value = key
+        assert tiny.step.max == len(param_steps(tiny.result, key)) > 0
+    assert calls == []
+    tiny.step.value = 1
+    tiny.step.value = 2
+    assert [key for _, key in calls] == [QKV] and "step 2/" in tiny.step_text.value
+
+
+def test_png_and_cached_text_match_pil():
+    """The Explorer's PNG decodes to the picture's pixels, and text drawn by the
+    mask-caching font (twice: the second time from the cache) is PIL's own text."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from syncviz.diagram.pil_layout import _font, png_bytes
+
+    def drawn(font) -> np.ndarray:
+        im = Image.new("RGB", (120, 40), "white")
+        draw = ImageDraw.Draw(im)
+        draw.text((60, 20), "Q head 17", fill="black", font=font, anchor="rm")
+        draw.text((61, 21), "Q head 17", fill="#A0105A", font=font, anchor="rm")
+        return np.asarray(im)
+
+    plain = ImageFont.load_default(size=13)
+    assert type(_font(13)) is not type(plain)
+    want = drawn(plain)
+    assert (want != 255).any()
+    assert np.array_equal(drawn(_font(13)), want) and np.array_equal(drawn(_font(13)), want)
+    im = Image.fromarray(want)
+    back = Image.open(io.BytesIO(png_bytes(im)))
+    assert np.array_equal(np.asarray(back), want)

@@ -20,13 +20,13 @@ from __future__ import annotations
 import html
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ipywidgets as w
 
 from syncviz.errors import SyncvizError
-from syncviz.journey import TraceStep, block_journey, param_steps
+from syncviz.journey import QUIET_OPS, TraceStep, _param_traces, block_journey, param_steps
 from syncviz.parallel import Parallel, validate
 from syncviz.presets import PRESETS, shipped_config, shipped_configs
 from syncviz.spec import ModelSpec
@@ -36,7 +36,9 @@ PATH_CHOICE = "config.json path..."
 ALL_LAYERS = -1
 PICTURE_CACHE = 48  # rendered base pictures kept (each ~100-300 KB)
 VIEWS = ("layout", "experts", "transfer")
-EXACT_SIZE_LIMIT = 8 * 2**30  # bytes an exact-size run may take before it is refused
+# Draw the layout-preserving downscale unless asked otherwise. Real sizes run on symbolic
+# provenance (compact maps, nothing per element); set False to open at real sizes.
+SCALED_DEFAULT = True
 MARKS = {"ok": "OK", "wrong": "WRONG", "error": "ERROR"}
 JOURNEY_HINT = (
     "<div class='syncviz-journey'>click a cell of the picture, or pick a block, to follow"
@@ -51,6 +53,7 @@ class _Run:
     result: Any = None
     report: Any = None
     error: str = ""
+    head: str = ""  # the report's first line, for the status box
     steps: dict[str, list[TraceStep]] = field(default_factory=dict)
     journeys: dict[tuple[str, int], Any] = field(default_factory=dict)
 
@@ -70,7 +73,8 @@ class Explorer(w.VBox):
     ``model``: a preset name, ``"config: <shipped config>"``, or a path to a HF
     ``config.json``; ``spec``: any ModelSpec (shown as "custom: <name>").
     ``synchronizers``: extra choices, a name -> BaseSync subclass (or "module:Class").
-    ``scaled``: draw the layout-preserving downscale (fast, element exact).
+    ``scaled``: draw the layout-preserving downscale (fast, element exact); False runs
+    the model's real sizes on symbolic provenance (:data:`SCALED_DEFAULT` picks).
     Display it in a notebook cell (it is a VBox); ``explorer.widget`` is itself.
     """
 
@@ -83,7 +87,7 @@ class Explorer(w.VBox):
         synchronizer: str = "chatlearn",
         synchronizers: Mapping[str, type[BaseSync] | str] | None = None,
         spec: ModelSpec | None = None,
-        scaled: bool = True,
+        scaled: bool = SCALED_DEFAULT,
         layer: int = 0,
     ) -> None:
         src = src or Parallel(tp=2)
@@ -242,7 +246,8 @@ class Explorer(w.VBox):
             return
         side, rank, i, j = cell
         try:
-            self.image.words = cell_words(run.result, picture.diagram, side, int(rank), i, j)
+            d = replace(picture.diagram, steps=self._steps())  # "via steps 3, 7" needs them
+            self.image.words = cell_words(run.result, d, side, int(rank), i, j)
         except (StopIteration, IndexError, KeyError) as err:  # a stale cell of an old picture
             self.image.words = f"(no cell there: {err})"
 
@@ -296,8 +301,6 @@ class Explorer(w.VBox):
             validate(spec, src, dst)
             if self.scaled.value:
                 spec = spec.scaled(src, dst)
-            else:
-                _refuse_if_too_big(spec, src, dst, self.layer.value)
         except SyncvizError as err:
             self._show_problem(str(err))
             return
@@ -306,14 +309,20 @@ class Explorer(w.VBox):
             return
         self._fill_layers(spec)
         layer = self.layer.value
-        key = (spec, src, dst, layer, self.synchronizer.value)
+        # Scaled runs materialize ids (run_sync estimates their memory first and refuses
+        # what would not fit); real sizes run on symbolic maps, nothing per element.
+        provenance = "materialized" if self.scaled.value else "symbolic"
+        key = (spec, src, dst, layer, self.synchronizer.value, provenance)
         run = self._runs.get(key)
         if run is None:
-            self.busy.value = _busy_html("running the sync and the check")
+            sizes = "scaled sizes" if self.scaled.value else "real sizes (symbolic ids)"
+            self.busy.value = _busy_html(f"running the sync and the check at {sizes}")
             try:
-                run = self._runs[key] = self._sync(spec, src, dst, layer, self.synchronizer.value)
+                run = self._sync(spec, src, dst, layer, self.synchronizer.value, provenance)
             finally:
                 self.busy.value = ""
+            if not run.error:  # a refusal (e.g. memory) is asked again next time
+                self._runs[key] = run
         self._run_key = key
         if run.error:
             self._show_problem(run.error)
@@ -334,13 +343,24 @@ class Explorer(w.VBox):
         self._open_first_bad = False
         self._refresh_param()
 
-    def _sync(self, spec: ModelSpec, src: Parallel, dst: Parallel, layer: int, name: str) -> _Run:
+    def _sync(
+        self, spec: ModelSpec, src: Parallel, dst: Parallel, layer: int, name: str, provenance: str
+    ) -> _Run:
         from syncviz.check import check
         from syncviz.run.inprocess import run_sync
 
         layers = None if layer == ALL_LAYERS else [layer]
         try:
-            result = run_sync(spec, src, dst, synchronizer=self._choices[name], layers=layers)
+            if provenance == "materialized":
+                _refuse_if_it_would_not_fit(spec, src, dst, layers)
+            result = run_sync(
+                spec,
+                src,
+                dst,
+                synchronizer=self._choices[name],
+                layers=layers,
+                provenance=provenance,
+            )
         except SyncvizError as err:
             return _Run(error=str(err))
         except ImportError as err:
@@ -351,7 +371,7 @@ class Explorer(w.VBox):
             report = check(result, name)
         except Exception as err:
             return _Run(result=result, error=f"check failed: {type(err).__name__}: {err}")
-        return _Run(result=result, report=report)
+        return _Run(result=result, report=report, head=report.text().splitlines()[0])
 
     def _show_problem(self, text: str) -> None:
         self._run_key = None
@@ -410,11 +430,22 @@ class Explorer(w.VBox):
     # ------------------------------------------------------------ the parameter
 
     def _steps(self) -> list[TraceStep]:
+        """The parameter's steps, replayed on ids the first time they are needed (the step
+        slider or a hover), not for its first view."""
         run = self._runs[self._run_key]
         key = self.param.value
         if key not in run.steps:
             run.steps[key] = param_steps(run.result, key)
         return run.steps[key]
+
+    def _step_count(self) -> int:
+        """How many steps :meth:`_steps` will give, read from the trace without replaying."""
+        run = self._runs[self._run_key]
+        key = self.param.value
+        if key in run.steps:
+            return len(run.steps[key])
+        traces = _param_traces(run.result, key)
+        return sum(op.op not in QUIET_OPS for pt in traces for op in pt.ops)
 
     def _refresh_param(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None
@@ -423,16 +454,15 @@ class Explorer(w.VBox):
             return
         key = self.param.value
         param = run.result.plan.layout.param(key)
-        steps = self._steps()
         self._busy = True
         try:
             self.step.value = 0
-            self.step.max = len(steps)
+            self.step.max = self._step_count()
             self.block.options = [(b.label, i) for i, b in enumerate(param.blocks)]
             self.block.value = 0 if param.blocks else None
         finally:
             self._busy = False
-        self.status.value = _status_html(run.report, key)
+        self.status.value = _status_html(run.report, run.head, key)
         self.details.value = _details_html(run.report, key)
         self._refresh_picture()
         # A journey replays every op: follow one only when asked (a click or the block list).
@@ -446,16 +476,17 @@ class Explorer(w.VBox):
         from syncviz.diagram.pil import frame_png
 
         key, view = self.param.value, self.view.value
-        steps = self._steps()
-        step = steps[self.step.value - 1] if 0 < self.step.value <= len(steps) else None
-        self.step_text.value = _step_html(step, self.step.value, len(steps))
+        steps = self._steps() if self.step.value > 0 else None
+        total = len(steps) if steps is not None else self._step_count()
+        step = steps[self.step.value - 1] if steps and self.step.value <= len(steps) else None
+        self.step_text.value = _step_html(step, self.step.value, total)
         picture = self._picture(run, key, view)
         self._current = picture
         if self.image.value is not picture.png:
             self.image.value = picture.png
             self.image.panels = picture.panels
         if step is not None and view == "layout" and picture.diagram is not None:
-            d = picture.diagram
+            d = replace(picture.diagram, steps=steps)
             cell = d.src[0].actual.cell if d.src else None
             self.step_image.value = frame_png(frame(d, self.step.value, cell))
         else:
@@ -474,8 +505,8 @@ class Explorer(w.VBox):
             return picture
         self.busy.value = _busy_html(f"drawing the {view} view")
         try:
-            if view == "layout":
-                diagram = layout_diagram(run.result, key, run.report, steps=self._steps())
+            if view == "layout":  # steps are added when the slider or a hover needs them
+                diagram = layout_diagram(run.result, key, run.report, steps=[])
             elif view == "experts" and key is not None:
                 diagram = expert_diagram(run.result, key)
             elif view == "experts":
@@ -537,11 +568,11 @@ def _param_label(p) -> str:
     return f"layer {p.layer} · {short} ({p.kind})"
 
 
-def _status_html(report, key: str) -> str:
+def _status_html(report, head: str, key: str) -> str:
     if report is None:
         return ""
     esc = html.escape
-    head = esc(report.text().splitlines()[0])
+    head = esc(head)
     color = "#1a7f37" if report.ok else "#cf222e"
     pc = next((p for p in report.params if p.key == key), None)
     mine = ""
@@ -593,27 +624,17 @@ def _busy_html(what: str) -> str:
     return f"<div class='syncviz-busy' style='color:#555'>&#8987; {html.escape(what)}...</div>"
 
 
-def _refuse_if_too_big(spec: ModelSpec, src: Parallel, dst: Parallel, layer: int) -> None:
-    """Estimate an exact-size run's memory (ids are float64: trainer shards, vLLM tensors and
-    the oracle's expected ids) and refuse, with the fix, when it would not fit."""
-    import math
+def _refuse_if_it_would_not_fit(spec: ModelSpec, src: Parallel, dst: Parallel, layers) -> None:
+    """run_sync's own memory refusal (:func:`syncviz.run.memory.check_memory`), asked
+    first so that the fix names this page's controls rather than command-line flags."""
+    from syncviz.run.memory import check_memory
+    from syncviz.run.plan import build_plan
 
-    from syncviz.oracle import model_layout
-
-    layers = None if layer == ALL_LAYERS else [max(layer, 0)]
-    layout = model_layout(spec, src, dst, layers=layers)
-    numel = sum(math.prod(p.global_shape) for p in layout)
-    need = numel * 8 * (2 + max(1, dst.tp // max(1, src.tp)) + 1)
     try:
-        import os
-
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        free = EXACT_SIZE_LIMIT
-    limit = min(EXACT_SIZE_LIMIT, free // 2)
-    if need > limit:
+        check_memory(build_plan(spec, src, dst, layers=layers))
+    except SyncvizError as err:
         raise SyncvizError(
-            f"an exact-size run needs about {need / 2**30:.1f} GiB here"
-            f" (limit {limit / 2**30:.1f} GiB)",
-            fix="keep the layout-preserving downscale on, or pick one layer",
-        )
+            err.message,
+            fix="pick one layer, or untick the downscale (real sizes run on symbolic ids,"
+            " with nothing allocated per element)",
+        ) from None

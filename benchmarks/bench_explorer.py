@@ -1,23 +1,34 @@
 """How fast the explorer answers a parameter or step change (targets: first view of a
-parameter p50 <= 150 ms, step p50 <= 30 ms).
+parameter p50 <= 150 ms, step p50 <= 30 ms), beside the eager path it took before.
 
-Run: ``python benchmarks/bench_explorer.py``.
+Run: ``python benchmarks/bench_explorer.py [--rounds N]``.
 
 Each change is made the way the page makes it (setting ``.value`` of the
 parameter dropdown or step slider); the observers run synchronously, so the
 time until ``.value`` returns is the time until the new PNG is in the picture
-widget. Parameter changes are timed cold (the first view of a parameter:
-diagram model + matplotlib render + PNG) and warm (a revisit); sync runs are
-cached either way. The cold view is also split into its parts, measured on the
-same parameters in the same run: the diagram model (rasters, bands, steps),
-the explorer's PIL picture beside the matplotlib figure of the same diagram
-(the path the explorer took before; both PNG), and the step strip. The rect-based
-pictures the explorer drew before (one rect per block, a "drawn by status"
-fallback) no longer exist, so there is no old path left to time beside them.
+widget. A first view is timed cold (picture and step caches emptied before each
+round; the font's rendered strings are kept for the process, as in a notebook),
+a revisit warm; sync runs are cached either way.
+
+Side by side, on the same parameters, interleaved so that load hits both alike:
+
+- *eager* (the explorer's path before): replay every step of the parameter
+  (``journey.param_steps``), the diagram model with those steps, the PIL picture
+  written by PIL's PNG encoder with text rendered anew each time, and the report's
+  text for the status line;
+- *lazy* (the path now): the diagram model without steps (they are replayed when
+  the slider or a hover first needs them), the PIL picture written unfiltered at
+  zlib level 1 with rendered text kept.
+
+Then the parts of a first view (diagram model, PIL picture, matplotlib figure of
+the same diagram for scale), the step strip, and a hover (the first one on a
+parameter replays its steps).
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import statistics
 import time
 
@@ -45,49 +56,110 @@ def quantiles(ms: list[float]) -> str:
     return f"p50 {statistics.median(ms):7.1f} ms  p90 {p90:7.1f} ms  (n={len(ms)})"
 
 
-def measure(explorer: Explorer) -> dict[str, list[float]]:
-    """Cold and warm parameter changes, every step of every parameter, and the parts (ms)."""
+def _pil_encoder(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def eager_view(result, report, key: str) -> bytes:
+    """The first view as the explorer drew it before: steps, model, PIL PNG, status text."""
+    from PIL import ImageFont
+
+    import syncviz.diagram.pil_layout as pil_layout
+    from syncviz.diagram.model import layout_diagram
+    from syncviz.journey import param_steps
+
+    steps = param_steps(result, key)
+    d = layout_diagram(result, key, report, steps=steps)
+    encoder, font = pil_layout.png_bytes, pil_layout._font
+    pil_layout.png_bytes = _pil_encoder
+    pil_layout._font = lambda size=pil_layout.FONT_PX: ImageFont.load_default(size=size)
+    try:
+        png, _ = pil_layout.layout_png(d)
+    finally:
+        pil_layout.png_bytes, pil_layout._font = encoder, font
+    report.text().splitlines()[0]
+    return png
+
+
+def lazy_view(result, report, key: str) -> bytes:
+    """The first view as the explorer draws it now (the same calls, outside the widget)."""
+    from syncviz.diagram.model import layout_diagram
+    from syncviz.diagram.pil_layout import layout_png
+
+    return layout_png(layout_diagram(result, key, report, steps=[]))[0]
+
+
+def measure(explorer: Explorer, rounds: int) -> dict[str, list[float]]:
+    """Cold and warm parameter changes, eager vs lazy, every step, hovers, the parts (ms)."""
     from syncviz.diagram import layout_diagram, render
     from syncviz.diagram.model import frame
     from syncviz.diagram.pil import frame_png
+    from syncviz.diagram.pil_layout import layout_png
 
     keys = [key for _, key in explorer.param.options]
-    first = explorer.param.value
+    run = explorer._runs[explorer._run_key]
 
     def show(key: str) -> None:
         explorer.param.value = key
 
-    out: dict[str, list[float]] = {"cold": [], "warm": [], "step": []}
-    out["cold"] = [timed(lambda k=k: show(k)) for k in keys if k != first]
+    out: dict[str, list[float]] = {k: [] for k in ("cold", "cold1", "warm", "step", "hover")}
+    for r in range(rounds):
+        explorer._pictures.clear()
+        run.steps.clear()
+        order = keys[1:] + keys[:1]  # the one on screen last, so that every change is one
+        cold = [timed(lambda k=k: show(k)) for k in order]
+        out["cold"] += cold
+        if r == 0:
+            out["cold1"] = cold
     out["warm"] = [timed(lambda k=k: show(k)) for k in keys for _ in range(2)]
     for key in keys:
         show(key)
+        panel = next(p for p in explorer.image.panels if p["side"] == "vLLM holds")
+        ni, nj = panel["cells"]
+        cells = [(0, 0), (ni // 2, nj // 3), (ni - 1, nj - 1)]
+        for i, j in cells:
+            cell = [panel["side"], panel["rank"], i, j]
+            out["hover"].append(timed(lambda c=cell: setattr(explorer.image, "hover", c)))
         for i in range(1, explorer.step.max + 1):
             out["step"].append(timed(lambda i=i: setattr(explorer.step, "value", i)))
     result, report = explorer.result, explorer.report
-    from syncviz.diagram.pil_layout import layout_png
-
-    out.update(model=[], figure=[], pil=[], strip=[])
+    out.update(eager=[], lazy=[], model=[], figure=[], pil=[], strip=[])
+    for _ in range(rounds):
+        for key in keys:
+            out["eager"].append(timed(lambda k=key: eager_view(result, report, k)))
+            out["lazy"].append(timed(lambda k=key: lazy_view(result, report, k)))
     for key in keys:
         holder = {}
         out["model"].append(
-            timed(lambda k=key, h=holder: h.update(d=layout_diagram(result, k, report)))
+            timed(lambda k=key, h=holder: h.update(d=layout_diagram(result, k, report, steps=[])))
         )
         out["figure"].append(timed(lambda h=holder: render(h["d"])._repr_png_()))
         out["pil"].append(timed(lambda h=holder: layout_png(h["d"])))
-        if holder["d"].steps:
-            f = frame(holder["d"], 1)
+        d = layout_diagram(result, key, report)
+        if d.steps:
+            f = frame(d, 1)
             out["strip"].append(timed(lambda f=f: frame_png(f)))
     return out
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="cold rounds per case")
+    args = parser.parse_args()
     for model, src, dst in CASES:
-        ms = measure(Explorer(model, src, dst))
+        ms = measure(Explorer(model, src, dst), args.rounds)
         print(f"{model} src tp{src.tp} ep{src.ep} -> dst tp{dst.tp} (scaled)")
         print(f"  parameter, first view: {quantiles(ms['cold'])}")
+        print(f"    first round only:    {quantiles(ms['cold1'])}")
         print(f"  parameter, revisit:    {quantiles(ms['warm'])}")
         print(f"  step:                  {quantiles(ms['step'])}")
+        print(f"  hover:                 {quantiles(ms['hover'])}")
+        print(f"  first view, eager (before): {quantiles(ms['eager'])}")
+        print(f"  first view, lazy (now):     {quantiles(ms['lazy'])}")
+        ratio = statistics.median(ms["eager"]) / statistics.median(ms["lazy"])
+        print(f"    eager / lazy (p50): {ratio:.2f}x")
         print(f"    parts: diagram model {quantiles(ms['model'])}")
         print(f"           PIL picture   {quantiles(ms['pil'])}")
         print(f"           matplotlib    {quantiles(ms['figure'])}")

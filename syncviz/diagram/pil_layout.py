@@ -167,8 +167,9 @@ def png_bytes(image) -> bytes:
     >>> back.mode, back.size, back.getpixel((2, 1)), back.getpixel((0, 0))
     ('RGB', (3, 2), (255, 0, 7), (10, 20, 30))
     """
-    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    h, w = pixels.shape[:2]
+    w, h = image.size
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    pixels = np.frombuffer(rgb.tobytes(), dtype=np.uint8)
     raw = np.zeros((h, 3 * w + 1), dtype=np.uint8)  # a 0 byte opens each row: filter "none"
     raw[:, 1:] = pixels.reshape(h, 3 * w)
 
@@ -182,7 +183,7 @@ def png_bytes(image) -> bytes:
         (
             b"\x89PNG\r\n\x1a\n",
             chunk(b"IHDR", header),
-            chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)),
+            chunk(b"IDAT", zlib.compress(raw, 1)),
             chunk(b"IEND", b""),
         )
     )
@@ -215,21 +216,32 @@ def _bands(image, lay: _Layout, d: LayoutDiagram, px) -> None:
     from PIL import ImageDraw
 
     draw = ImageDraw.Draw(image)
-    src_i = {p.rank: (i, p) for i, p in enumerate(d.src)}
-    dst_i = {p.rank: (i, p) for i, p in enumerate(d.dst)}
+    # Per panel: where its along axis starts and how far one element goes (lay.point's
+    # arithmetic, once per panel rather than four times per band).
+    starts: dict[tuple[int, int], tuple[float, float]] = {}
+    for side, panels in ((0, d.src), (1, d.dst)):
+        for i, p in enumerate(panels):
+            x0, _, y0, _ = lay.extent(side, i, p)
+            a0, a1 = lay.spans[side, i]
+            origin = y0 if lay.axis == 0 else x0
+            starts[side, p.rank] = (origin, (a1 - a0) / max(lay._along(p), 1))
+    src_edge = {p.rank: lay.offsets[0] + lay._across(p) for p in d.src}
+    colors: dict[tuple[int, bool], tuple[int, ...]] = {}
     wrong = tuple(c / 255 for c in hex_rgb(WRONG))
     for b in sorted(d.bands, key=lambda b: b.wrong):
-        si, sp = src_i[b.src]
-        di, dp = dst_i[b.dst]
-        edges = (lay.offsets[0] + lay._across(sp), lay.offsets[1])
+        color = colors.get((b.block, b.wrong))
+        if color is None:
+            family = d.table.families[b.block]
+            rgb = wrong if b.wrong else family_rgb(family, d.table.shades[b.block])
+            color = colors[b.block, b.wrong] = _pale(rgb, 0.6 if b.wrong else 0.4)
         pts = []
-        for side, i, p, span in ((0, si, sp, b.src_span), (1, di, dp, b.dst_span)):
+        for side, rank, span in ((0, b.src, b.src_span), (1, b.dst, b.dst_span)):
+            origin, scale = starts[side, rank]
+            edge = src_edge[rank] if side == 0 else lay.offsets[1]
             for k in (0, 1) if side == 0 else (1, 0):
-                x, y = lay.point(side, i, p, span[k], 0)
-                pts.append(px(edges[side], y) if lay.axis == 0 else px(x, edges[side]))
-        family = d.table.families[b.block]
-        rgb = wrong if b.wrong else family_rgb(family, d.table.shades[b.block])
-        draw.polygon(pts, fill=_pale(rgb, 0.6 if b.wrong else 0.4), outline="white")
+                along = origin + span[k] * scale
+                pts.append(px(edge, along) if lay.axis == 0 else px(along, edge))
+        draw.polygon(pts, fill=color, outline="white")
 
 
 def _outline(draw, r, box) -> None:

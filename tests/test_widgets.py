@@ -239,3 +239,24 @@ def test_png_and_cached_text_match_pil():
     im = Image.fromarray(want)
     back = Image.open(io.BytesIO(png_bytes(im)))
     assert np.array_equal(np.asarray(back), want)
+
+
+def test_a_kind_drawn_in_one_layer_is_reused_in_the_next(monkeypatch):
+    """All layers of a 3-layer model: layer 1's qkv holds what layer 0's does, so its picture
+    is layer 0's diagram renamed, pixel for pixel what drawing layer 1 afresh gives."""
+    import syncviz.diagram
+    from syncviz.diagram.pil_layout import layout_png
+
+    spec = ModelSpec("tiny3", "llama-mcore", 3, 8, 4, 2, 8, 64, head_dim=2)
+    ex = Explorer(spec=spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=True, layer=-1)
+    ex.param.value = QKV
+    drawn = []
+    fresh = syncviz.diagram.layout_diagram
+    monkeypatch.setattr(syncviz.diagram, "layout_diagram", lambda *a, **k: drawn.append(a[1]))
+    layer1 = QKV.replace("layers.0", "layers.1")
+    ex.param.value = layer1
+    assert drawn == []
+    want, panels = layout_png(fresh(ex.result, layer1, ex.report, steps=[]))
+    assert ex.image.value == want and ex.image.panels == panels
+    ex.image.hover = ["vLLM holds", 2, 0, 3]
+    assert "holds K head 0 row 0 col 3, expected Q head 2 row 0 col 3: WRONG" in ex.image.words

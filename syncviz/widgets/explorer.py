@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -98,6 +99,7 @@ class Explorer(w.VBox):
         self._choices.update(dict(synchronizers or {}))
         self._runs: dict[tuple, _Run] = {}
         self._pictures: OrderedDict[tuple, _Picture] = OrderedDict()
+        self._kinds: OrderedDict[tuple, Any] = OrderedDict()  # see _layout
         self._busy = False  # set while the code itself changes widget values
         self._run_key: tuple | None = None
 
@@ -493,7 +495,7 @@ class Explorer(w.VBox):
             self.step_image.value = b""
 
     def _picture(self, run: _Run, key: str, view: str) -> _Picture:
-        from syncviz.diagram import layout_diagram, render, transfer_diagram
+        from syncviz.diagram import render, transfer_diagram
         from syncviz.diagram.experts import expert_diagram
 
         if view == "experts":
@@ -505,8 +507,8 @@ class Explorer(w.VBox):
             return picture
         self.busy.value = _busy_html(f"drawing the {view} view")
         try:
-            if view == "layout":  # steps are added when the slider or a hover needs them
-                diagram = layout_diagram(run.result, key, run.report, steps=[])
+            if view == "layout":
+                diagram = self._layout(run, key)
             elif view == "experts" and key is not None:
                 diagram = expert_diagram(run.result, key)
             elif view == "experts":
@@ -528,6 +530,24 @@ class Explorer(w.VBox):
         while len(self._pictures) > PICTURE_CACHE:
             self._pictures.popitem(last=False)
         return picture
+
+    def _layout(self, run: _Run, key: str):
+        """The layout diagram of ``key``, without steps (added when the slider or a hover
+        needs them). A parameter of a kind already drawn in another layer, whose ranks
+        hold the same ids and which the report faults alike, is that diagram renamed."""
+        from syncviz.diagram import layout_diagram
+
+        sig = _kind_signature(run, key) if self._run_key[-1] == "materialized" else None
+        base = self._kinds.get((self._run_key, sig)) if sig is not None else None
+        if base is not None and base.title.startswith(base.key):
+            self._kinds.move_to_end((self._run_key, sig))
+            return replace(base, key=key, title=key + base.title[len(base.key) :])
+        diagram = layout_diagram(run.result, key, run.report, steps=[])
+        if sig is not None:
+            self._kinds[self._run_key, sig] = diagram
+            while len(self._kinds) > PICTURE_CACHE:
+                self._kinds.popitem(last=False)
+        return diagram
 
     def _block_label(self, run: _Run, key: str) -> str | None:
         if self.block.value is None:
@@ -618,6 +638,32 @@ def _expert_key(result, key: str) -> str | None:
     if result.plan.layout.param(key).kind.startswith("experts_"):
         return key
     return next((p.key for p in params if p.kind.startswith("experts_")), None)
+
+
+def _kind_signature(run: _Run, key: str) -> tuple:
+    """What a layout diagram is drawn from, apart from the parameter's name: its blocks
+    (one table per kind, shared by every layer), where the oracle puts them, the ids
+    every vLLM rank holds, and the report's errors. Asked of materialized runs only
+    (a symbolic run's ids are not materialized just to compare them)."""
+    from syncviz.diagram.ranks import dst_world
+
+    result = run.result
+    param = result.plan.layout.param(key)
+    held = []
+    for t in param.dst:
+        ids = result.local_ids(dst_world(result.plan, t.pp, t.tp), key)
+        held.append(hashlib.blake2b(ids.numpy().tobytes(), digest_size=16).digest())
+    pc = next((p for p in run.report.params if p.key == key), None) if run.report else None
+    errors = tuple(e.strip() for e in pc.errors) if pc is not None else ()
+    return (
+        id(param.blocks),
+        param.kind,
+        tuple(param.global_shape),
+        tuple(s.index for s in param.src),
+        tuple(t.index for t in param.dst),
+        tuple(held),
+        errors,
+    )
 
 
 def _busy_html(what: str) -> str:

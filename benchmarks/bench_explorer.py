@@ -22,7 +22,9 @@ Side by side, on the same parameters, interleaved so that load hits both alike:
 
 Then the parts of a first view (diagram model, PIL picture, matplotlib figure of
 the same diagram for scale), the step strip, and a hover (the first one on a
-parameter replays its steps).
+parameter replays its steps). Last, on a run of every layer, the first view of
+layer 0's parameters beside those of layers 1-3 (their kind drawn already, same
+ids: the diagram is reused, only the picture is drawn).
 """
 
 from __future__ import annotations
@@ -144,6 +146,18 @@ def measure(explorer: Explorer, rounds: int) -> dict[str, list[float]]:
     return out
 
 
+def measure_layers(model: str, src: Parallel, dst: Parallel) -> dict[str, list[float]]:
+    """First views on a run of every layer: layer 0 (fresh) and layers 1-3 (kind reused)."""
+    explorer = Explorer(model, src, dst, layer=-1)
+    out: dict[str, list[float]] = {"layer0": [], "later": []}
+    for _, key in explorer.param.options:
+        layer = key.split("layers.")[1].split(".")[0] if "layers." in key else None
+        if layer in ("0", "1", "2", "3") and key != explorer.param.value:
+            ms = timed(lambda k=key: setattr(explorer.param, "value", k))
+            out["layer0" if layer == "0" else "later"].append(ms)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="cold rounds per case")
@@ -166,6 +180,11 @@ def main() -> None:
         ratio = statistics.median(ms["figure"]) / statistics.median(ms["pil"])
         print(f"           matplotlib / PIL (p50): {ratio:.1f}x")
         print(f"           step strip    {quantiles(ms['strip'])}")
+    model, src, dst = CASES[0]
+    ms = measure_layers(model, src, dst)
+    print(f"{model} src tp{src.tp} -> dst tp{dst.tp} (scaled), every layer")
+    print(f"  first view, layer 0:    {quantiles(ms['layer0'])}")
+    print(f"  first view, layers 1-3: {quantiles(ms['later'])}")
 
 
 if __name__ == "__main__":

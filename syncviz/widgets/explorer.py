@@ -437,7 +437,11 @@ class Explorer(w.VBox):
         run = self._runs[self._run_key]
         key = self.param.value
         if key not in run.steps:
-            run.steps[key] = param_steps(run.result, key)
+            self.busy.value = _busy_html("replaying the recorded steps on ids")
+            try:
+                run.steps[key] = param_steps(run.result, key)
+            finally:
+                self.busy.value = ""
         return run.steps[key]
 
     def _step_count(self) -> int:

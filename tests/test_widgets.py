@@ -260,3 +260,22 @@ def test_a_kind_drawn_in_one_layer_is_reused_in_the_next(monkeypatch):
     assert ex.image.value == want and ex.image.panels == panels
     ex.image.hover = ["vLLM holds", 2, 0, 3]
     assert "holds K head 0 row 0 col 3, expected Q head 2 row 0 col 3: WRONG" in ex.image.words
+
+
+def test_busy_line_while_a_run_goes(tiny_spec, monkeypatch):
+    """While a real-size run goes the busy line names it, and it is cleared afterwards."""
+    import syncviz.run.inprocess
+
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+    seen = []
+    run_sync = syncviz.run.inprocess.run_sync
+
+    def watched(*args, **kwargs):
+        seen.append((ex.busy.value, kwargs["provenance"]))
+        return run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(syncviz.run.inprocess, "run_sync", watched)
+    ex.synchronizer.value = "corrected"
+    assert len(seen) == 1 and seen[0][1] == "symbolic"
+    assert "running the sync and the check at real sizes (symbolic ids)" in seen[0][0]
+    assert ex.busy.value == "" and "corrected" in ex.status.value

@@ -109,6 +109,7 @@ def measure(explorer: Explorer, rounds: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {k: [] for k in ("cold", "cold1", "warm", "step", "hover")}
     for r in range(rounds):
         explorer._pictures.clear()
+        explorer._kinds.clear()
         run.steps.clear()
         order = keys[1:] + keys[:1]  # the one on screen last, so that every change is one
         cold = [timed(lambda k=k: show(k)) for k in order]
@@ -149,10 +150,13 @@ def measure(explorer: Explorer, rounds: int) -> dict[str, list[float]]:
 def measure_layers(model: str, src: Parallel, dst: Parallel) -> dict[str, list[float]]:
     """First views on a run of every layer: layer 0 (fresh) and layers 1-3 (kind reused)."""
     explorer = Explorer(model, src, dst, layer=-1)
+    explorer.param.value = explorer.param.options[-1][1]  # off layers 0-3
+    explorer._pictures.clear()
+    explorer._kinds.clear()
     out: dict[str, list[float]] = {"layer0": [], "later": []}
     for _, key in explorer.param.options:
         layer = key.split("layers.")[1].split(".")[0] if "layers." in key else None
-        if layer in ("0", "1", "2", "3") and key != explorer.param.value:
+        if layer in ("0", "1", "2", "3"):
             ms = timed(lambda k=key: setattr(explorer.param, "value", k))
             out["layer0" if layer == "0" else "later"].append(ms)
     return out

@@ -175,15 +175,22 @@ def test_experts_view_draws_routed_experts():
 
 
 def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkeypatch):
-    """With 1000 bytes free, real sizes still run (symbolic ids, no per-element memory) while
+    """With 1000 bytes free, real sizes still run (symbolic ids, no per-element memory), but
+    a picture that would materialize 16x8 qkv ids (8 KiB with the copies) is refused in words;
     the materialized downscale is refused inline with the fix; freed memory is asked again."""
     import syncviz.run.memory
     from syncviz.provenance import SymbolicTensor
 
     monkeypatch.setattr(syncviz.run.memory, "available_bytes", lambda: 1000)
     ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
-    assert ex.message.value == "" and ex.image.value[:4] == b"\x89PNG"
+    assert ex.message.value == "" and "MISMATCH" in ex.status.value
     assert all(isinstance(t, SymbolicTensor) for t in ex.result.dst_tensors[1].values())
+    ex.param.value = QKV  # 128 ids on the trainer, 2 x 64 on vLLM: 4 copies x 8 B x 256
+    assert ex.image.value == b"" and ex.step.max == 0
+    assert f"picturing {QKV} at real sizes materializes its ids, about 8 KiB" in ex.step_text.value
+    assert "1000 B is available; tick the layout-preserving downscale" in ex.step_text.value
+    ex.block.value = 1
+    assert "not drawn" in ex.journey.value
     ex.scaled.value = True
     shown = ex.message.value
     assert "this run needs ~" in shown and "the machine has 1000 B available" in shown
@@ -193,6 +200,9 @@ def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkey
     ex.synchronizer.value = "corrected"  # any change asks again: a refusal is not kept
     assert ex.message.value == "" and "(scaled)" in ex.status.value
     assert not any(isinstance(t, SymbolicTensor) for t in ex.result.dst_tensors[1].values())
+    ex.scaled.value = False
+    ex.param.value = QKV
+    assert ex.image.value[:4] == b"\x89PNG" and ex.step.max > 0
 
 
 def test_steps_are_replayed_only_when_asked(tiny, monkeypatch):

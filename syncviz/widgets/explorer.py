@@ -2,8 +2,12 @@
 
 Widgets hold UI state only; every answer comes from the core (``run_sync``,
 ``check``, the diagram model, :mod:`syncviz.journey`). Sync runs are cached per
-(spec, sizes, layer, synchronizer), pictures per (run, parameter, view), so
-changing the parameter, view, step or block never re-runs the sync.
+(spec, sizes, layer, synchronizer, provenance), pictures per (run, parameter,
+view), so changing the parameter, view, step or block never re-runs the sync.
+A first view draws the diagram only: a parameter's steps are replayed when the
+step slider or a hover first needs them. The downscale runs on materialized ids
+(refused first when ``run/memory`` says they would not fit); real sizes run on
+symbolic ids.
 
 >>> from syncviz.widgets.explorer import Explorer
 >>> ex = Explorer("llama3-8b")
@@ -61,11 +65,13 @@ class _Run:
 
 @dataclass
 class _Picture:
-    """A rendered diagram: the PNG, its panels' pixel boxes (for the pointer), the model."""
+    """A rendered diagram: the PNG, its panels' pixel boxes (for the pointer), the model;
+    or, with no PNG, the note saying why there is none."""
 
     png: bytes
     panels: list[dict]
     diagram: Any
+    note: str = ""
 
 
 class Explorer(w.VBox):
@@ -244,7 +250,9 @@ class Explorer(w.VBox):
         cell = change["new"]
         picture = self._current
         run = self._runs.get(self._run_key) if self._run_key else None
-        if not cell or picture is None or run is None or self.view.value != "layout":
+        if not cell or picture is None or picture.diagram is None or run is None:
+            return
+        if self.view.value != "layout":
             return
         side, rank, i, j = cell
         try:
@@ -257,7 +265,7 @@ class Explorer(w.VBox):
         """A click selects the block the cell holds (expected, if it holds none) and its journey."""
         cell = change["new"]
         picture = self._current
-        if not cell or picture is None or self.view.value != "layout":
+        if not cell or picture is None or picture.diagram is None or self.view.value != "layout":
             return
         side, rank, i, j = cell
         d = picture.diagram
@@ -463,7 +471,7 @@ class Explorer(w.VBox):
         self._busy = True
         try:
             self.step.value = 0
-            self.step.max = self._step_count()
+            self.step.max = 0 if self._too_big_to_draw(run, key) else self._step_count()
             self.block.options = [(b.label, i) for i, b in enumerate(param.blocks)]
             self.block.value = 0 if param.blocks else None
         finally:
@@ -487,6 +495,8 @@ class Explorer(w.VBox):
         step = steps[self.step.value - 1] if steps and self.step.value <= len(steps) else None
         self.step_text.value = _step_html(step, self.step.value, total)
         picture = self._picture(run, key, view)
+        if picture.note:
+            self.step_text.value = f"<div class='syncviz-note'>{html.escape(picture.note)}</div>"
         self._current = picture
         if self.image.value is not picture.png:
             self.image.value = picture.png
@@ -509,6 +519,9 @@ class Explorer(w.VBox):
         if picture is not None:
             self._pictures.move_to_end(cache_key)
             return picture
+        refusal = self._too_big_to_draw(run, key) if view == "layout" else ""
+        if refusal:  # not cached: memory freed later lets it draw
+            return _Picture(b"", [], None, refusal)
         self.busy.value = _busy_html(f"drawing the {view} view")
         try:
             if view == "layout":
@@ -516,8 +529,9 @@ class Explorer(w.VBox):
             elif view == "experts" and key is not None:
                 diagram = expert_diagram(run.result, key)
             elif view == "experts":
-                self._pictures[cache_key] = _Picture(b"", [], None)
-                self.step_text.value = "<div>this model has no routed experts</div>"
+                self._pictures[cache_key] = _Picture(
+                    b"", [], None, "this model has no routed experts"
+                )
                 return self._pictures[cache_key]
             else:
                 diagram = transfer_diagram(run.result)
@@ -534,6 +548,26 @@ class Explorer(w.VBox):
         while len(self._pictures) > PICTURE_CACHE:
             self._pictures.popitem(last=False)
         return picture
+
+    def _too_big_to_draw(self, run: _Run, key: str) -> str:
+        """Why ``key`` is not drawn ('' when it is). The run at real sizes is symbolic, but
+        its layout diagram, steps and hover words still materialize the parameter's ids
+        (float64, every shard and vLLM tensor): estimated like run/memory's copies, so a
+        70B embedding is refused in words instead of the kernel being killed."""
+        from syncviz.run.memory import COPIES, available_bytes, size_words
+
+        if self._run_key is None or self._run_key[-1] != "symbolic":
+            return ""  # a materialized run's estimate already covered these ids
+        param = run.result.plan.layout.param(key)
+        elements = sum(s.index.numel for s in param.src) + sum(t.index.numel for t in param.dst)
+        need, have = COPIES * 8 * elements, available_bytes()
+        if have is None or need <= have:
+            return ""
+        return (
+            f"not drawn: picturing {key} at real sizes materializes its ids, about"
+            f" {size_words(need)}, and {size_words(have)} is available; tick the"
+            " layout-preserving downscale, or pick a smaller parameter"
+        )
 
     def _layout(self, run: _Run, key: str):
         """The layout diagram of ``key``, without steps (added when the slider or a hover
@@ -563,6 +597,10 @@ class Explorer(w.VBox):
         run = self._runs.get(self._run_key) if self._run_key else None
         if run is None or run.result is None or self.block.value is None:
             self.journey.value = ""
+            return
+        refusal = self._too_big_to_draw(run, self.param.value)
+        if refusal:  # a journey replays the parameter's ops on its ids
+            self.journey.value = f"<div class='syncviz-journey'>{html.escape(refusal)}</div>"
             return
         cache_key = (self.param.value, self.block.value)
         journey = run.journeys.get(cache_key)

@@ -25,7 +25,7 @@ def tiny(tiny_spec) -> Explorer:
 
 def test_builds_for_a_preset():
     """A preset gives a status line, parameters grouped by layer, and a PNG figure."""
-    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=True)
     assert ex.message.value == ""
     assert "llama3-8b (scaled)" in ex.status.value
     labels = [label for label, _ in ex.param.options]
@@ -84,7 +84,7 @@ def test_filter_narrows_parameters(tiny):
 
 def test_invalid_size_is_explained_inline():
     """dst tp 3 with src tp 2 shows the rule and the fix in the page; nothing raises."""
-    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=True)
     ex.dst_tp.value = 3
     assert "dst tp (3) must divide num_attention_heads (32): use 2, 4, 8, 16 or 32" in (
         ex.message.value
@@ -169,7 +169,7 @@ def test_hover_and_click_read_the_core(tiny):
 
 def test_experts_view_draws_routed_experts():
     """The experts view draws a routed-expert tensor (a PNG without hover panels)."""
-    ex = Explorer("qwen1.5-moe-a2.7b", Parallel(tp=2), Parallel(tp=4))
+    ex = Explorer("qwen1.5-moe-a2.7b", Parallel(tp=2), Parallel(tp=4), scaled=True)
     ex.view.value = "experts"
     assert ex.image.value[:4] == b"\x89PNG" and ex.image.panels == []
 
@@ -289,3 +289,18 @@ def test_busy_line_while_a_run_goes(tiny_spec, monkeypatch):
     assert len(seen) == 1 and seen[0][1] == "symbolic"
     assert "running the sync and the check at real sizes (symbolic ids)" in seen[0][0]
     assert ex.busy.value == "" and "corrected" in ex.status.value
+
+
+def test_default_sizes_are_one_constant(tiny_spec, monkeypatch):
+    """Without ``scaled``, SCALED_DEFAULT decides: True draws the downscale, False runs the
+    real sizes on symbolic ids (the same widget, the checkbox showing which)."""
+    import syncviz.widgets.explorer as explorer
+    from syncviz.provenance import SymbolicTensor
+
+    for default in (True, False):
+        monkeypatch.setattr(explorer, "SCALED_DEFAULT", default)
+        ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2))
+        held = ex.result.dst_tensors[1].values()
+        assert ex.scaled.value is default and ex.image.value[:4] == b"\x89PNG"
+        assert ("(scaled)" in ex.status.value) is default
+        assert all(isinstance(t, SymbolicTensor) is not default for t in held)

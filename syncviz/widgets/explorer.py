@@ -81,7 +81,7 @@ class Explorer(w.VBox):
     ``config.json``; ``spec``: any ModelSpec (shown as "custom: <name>").
     ``synchronizers``: extra choices, a name -> BaseSync subclass (or "module:Class").
     ``scaled``: draw the layout-preserving downscale (fast, element exact); False runs
-    the model's real sizes on symbolic provenance (:data:`SCALED_DEFAULT` picks).
+    the model's real sizes on symbolic provenance; None (default): :data:`SCALED_DEFAULT`.
     Display it in a notebook cell (it is a VBox); ``explorer.widget`` is itself.
     """
 
@@ -94,11 +94,12 @@ class Explorer(w.VBox):
         synchronizer: str = "chatlearn",
         synchronizers: Mapping[str, type[BaseSync] | str] | None = None,
         spec: ModelSpec | None = None,
-        scaled: bool = SCALED_DEFAULT,
+        scaled: bool | None = None,
         layer: int = 0,
     ) -> None:
         src = src or Parallel(tp=2)
         dst = dst or Parallel(tp=4)
+        scaled = SCALED_DEFAULT if scaled is None else scaled
         self._custom = spec
         self._choices: dict[str, str | type[BaseSync]] = {"chatlearn": "chatlearn"}
         self._choices["corrected"] = "corrected"

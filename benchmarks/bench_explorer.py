@@ -1,7 +1,7 @@
 """How fast the explorer answers a parameter or step change (targets: first view of a
 parameter p50 <= 150 ms, step p50 <= 30 ms), beside the eager path it took before.
 
-Run: ``python benchmarks/bench_explorer.py [--rounds N]``.
+Run: ``python benchmarks/bench_explorer.py [--rounds N] [--real-sizes]``.
 
 Each change is made the way the page makes it (setting ``.value`` of the
 parameter dropdown or step slider); the observers run synchronously, so the
@@ -24,7 +24,9 @@ Then the parts of a first view (diagram model, PIL picture, matplotlib figure of
 the same diagram for scale), the step strip, and a hover (the first one on a
 parameter replays its steps). Last, on a run of every layer, the first view of
 layer 0's parameters beside those of layers 1-3 (their kind drawn already, same
-ids: the diagram is reused, only the picture is drawn).
+ids: the diagram is reused, only the picture is drawn). ``--real-sizes`` adds
+llama3-8b at its real sizes (a symbolic run): the opening, every first view, a
+hover and two steps, and the peak resident memory (slow: a minute or more).
 """
 
 from __future__ import annotations
@@ -162,9 +164,33 @@ def measure_layers(model: str, src: Parallel, dst: Parallel) -> dict[str, list[f
     return out
 
 
+def measure_real_sizes() -> None:
+    """llama3-8b tp2 -> tp4 layer 0 at real sizes: opening, first views, hover, steps."""
+    import resource
+
+    start = time.perf_counter()
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=False)
+    opened = ex.param.value.split("layers.0.")[-1]
+    print("llama3-8b src tp2 -> dst tp4, layer 0, real sizes (symbolic run)")
+    print(f"  open (run, check, {opened}): {time.perf_counter() - start:.2f} s {ex.message.value}")
+    for _, key in ex.param.options:
+        if key != ex.param.value:
+            ms = timed(lambda k=key: setattr(ex.param, "value", k))
+            print(f"  first view {key.split('layers.0.')[-1]}: {ms:.0f} ms")
+    panel = next(p for p in ex.image.panels if p["side"] == "vLLM holds")
+    first = timed(lambda: setattr(ex.image, "hover", [panel["side"], panel["rank"], 0, 0]))
+    second = timed(lambda: setattr(ex.image, "hover", [panel["side"], panel["rank"], 1, 1]))
+    print(f"  hover: first {first:.0f} ms (replays the steps), next {second:.0f} ms")
+    steps = [timed(lambda i=i: setattr(ex.step, "value", i)) for i in (1, 2)]
+    print(f"  steps 1, 2: {steps[0]:.0f} ms, {steps[1]:.0f} ms")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"  peak resident memory {peak:.2f} GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="cold rounds per case")
+    parser.add_argument("--real-sizes", action="store_true", help="add llama3-8b, real sizes")
     args = parser.parse_args()
     for model, src, dst in CASES:
         ms = measure(Explorer(model, src, dst), args.rounds)
@@ -189,6 +215,8 @@ def main() -> None:
     print(f"{model} src tp{src.tp} -> dst tp{dst.tp} (scaled), every layer")
     print(f"  first view, layer 0:    {quantiles(ms['layer0'])}")
     print(f"  first view, layers 1-3: {quantiles(ms['later'])}")
+    if args.real_sizes:
+        measure_real_sizes()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import html
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -257,7 +257,7 @@ class Explorer(w.VBox):
             return
         side, rank, i, j = cell
         try:
-            d = replace(picture.diagram, steps=self._steps())  # "via steps 3, 7" needs them
+            d = picture.diagram  # its steps ("via steps 3, 7") are replayed on first use
             self.image.words = cell_words(run.result, d, side, int(rank), i, j)
         except (StopIteration, IndexError, KeyError) as err:  # a stale cell of an old picture
             self.image.words = f"(no cell there: {err})"
@@ -503,7 +503,7 @@ class Explorer(w.VBox):
             self.image.value = picture.png
             self.image.panels = picture.panels
         if step is not None and view == "layout" and picture.diagram is not None:
-            d = replace(picture.diagram, steps=steps)
+            d = picture.diagram
             cell = d.src[0].actual.cell if d.src else None
             self.step_image.value = frame_png(frame(d, self.step.value, cell))
         else:
@@ -571,9 +571,10 @@ class Explorer(w.VBox):
         )
 
     def _layout(self, run: _Run, key: str):
-        """The layout diagram of ``key``, without steps (added when the slider or a hover
-        needs them). A parameter of a kind already drawn in another layer, whose ranks
-        hold the same ids and which the report faults alike, is that diagram renamed."""
+        """The layout diagram of ``key``; its steps are replayed when the slider or a hover
+        first reads them (:class:`_OnScreenSteps`). A parameter of a kind already drawn in
+        another layer, whose ranks hold the same ids and which the report faults alike, is
+        that diagram renamed."""
         from syncviz.diagram import layout_diagram
 
         sig = _kind_signature(run, key) if self._run_key[-1] == "materialized" else None
@@ -581,7 +582,7 @@ class Explorer(w.VBox):
         if base is not None and base.title.startswith(base.key):
             self._kinds.move_to_end((self._run_key, sig))
             return replace(base, key=key, title=key + base.title[len(base.key) :])
-        diagram = layout_diagram(run.result, key, run.report, steps=[])
+        diagram = layout_diagram(run.result, key, run.report, steps=_OnScreenSteps(self._steps))
         if sig is not None:
             self._kinds[self._run_key, sig] = diagram
             while len(self._kinds) > PICTURE_CACHE:
@@ -620,6 +621,24 @@ class Explorer(w.VBox):
 
 
 # ---------------------------------------------------------------- helpers (no widget state)
+
+
+class _OnScreenSteps(Sequence):
+    """The recorded steps of the parameter on screen, replayed when first read.
+
+    A layout diagram's steps are read only while its picture is the one on screen
+    (the step strip, the hover words), so one diagram shared by the layers of a
+    kind reads the steps of the layer shown; the replay is cached per parameter.
+    """
+
+    def __init__(self, load: Callable[[], list[TraceStep]]) -> None:
+        self._load = load
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __getitem__(self, i):
+        return self._load()[i]
 
 
 def _param_label(p) -> str:

@@ -304,3 +304,25 @@ def test_default_sizes_are_one_constant(tiny_spec, monkeypatch):
         assert ex.scaled.value is default and ex.image.value[:4] == b"\x89PNG"
         assert ("(scaled)" in ex.status.value) is default
         assert all(isinstance(t, SymbolicTensor) is not default for t in held)
+
+
+def test_real_size_hover_waits_for_the_slider_to_replay(tiny_spec, monkeypatch):
+    """At real sizes a hover never starts the replay: it names the ops ("via steps")
+    only once the step slider has replayed them; scaled runs name them at once."""
+    import syncviz.widgets.explorer as explorer
+    from syncviz.journey import param_steps
+
+    calls = []
+    monkeypatch.setattr(explorer, "param_steps", lambda *a: calls.append(a) or param_steps(*a))
+    for scaled in (False, True):
+        ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=scaled)
+        ex.param.value = QKV
+        panel = next(p for p in ex.image.panels if p["side"] == "vLLM holds" and p["rank"] == 2)
+        ex.image.hover = [panel["side"], 2, 0, 3]
+        assert ("via steps" in ex.image.words) is scaled and len(calls) == int(scaled)
+        assert "came from trainer pp0 tp0 (rank 0)" in ex.image.words
+        if not scaled:
+            ex.step.value = 1
+            ex.image.hover = [panel["side"], 2, 0, 2]
+            assert "via steps" in ex.image.words and len(calls) == 1
+            calls.clear()

@@ -108,6 +108,7 @@ class Explorer(w.VBox):
         self._pictures: OrderedDict[tuple, _Picture] = OrderedDict()
         self._kinds: OrderedDict[tuple, Any] = OrderedDict()  # see _layout
         self._busy = False  # set while the code itself changes widget values
+        self._hovering = False  # set while the hover words are made (see _steps)
         self._run_key: tuple | None = None
 
         model_options = [*PRESETS, *(f"config: {n}" for n in shipped_configs()), PATH_CHOICE]
@@ -256,11 +257,13 @@ class Explorer(w.VBox):
         if self.view.value != "layout":
             return
         side, rank, i, j = cell
+        self._hovering = True  # "via steps 3, 7" at real sizes once the slider replayed them
         try:
-            d = picture.diagram  # its steps ("via steps 3, 7") are replayed on first use
-            self.image.words = cell_words(run.result, d, side, int(rank), i, j)
+            self.image.words = cell_words(run.result, picture.diagram, side, int(rank), i, j)
         except (StopIteration, IndexError, KeyError) as err:  # a stale cell of an old picture
             self.image.words = f"(no cell there: {err})"
+        finally:
+            self._hovering = False
 
     def _on_pick(self, change: dict) -> None:
         """A click selects the block the cell holds (expected, if it holds none) and its journey."""
@@ -442,9 +445,12 @@ class Explorer(w.VBox):
 
     def _steps(self) -> list[TraceStep]:
         """The parameter's steps, replayed on ids the first time they are needed (the step
-        slider or a hover), not for its first view."""
+        slider or a hover), not for its first view. While :attr:`_hovering` a real-size
+        run (a replay there takes seconds), steps not yet replayed read as none."""
         run = self._runs[self._run_key]
         key = self.param.value
+        if key not in run.steps and self._hovering and self._run_key[-1] == "symbolic":
+            return []
         if key not in run.steps:
             self.busy.value = _busy_html("replaying the recorded steps on ids")
             try:

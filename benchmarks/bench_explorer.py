@@ -180,9 +180,9 @@ def measure_real_sizes() -> None:
     panel = next(p for p in ex.image.panels if p["side"] == "vLLM holds")
     first = timed(lambda: setattr(ex.image, "hover", [panel["side"], panel["rank"], 0, 0]))
     second = timed(lambda: setattr(ex.image, "hover", [panel["side"], panel["rank"], 1, 1]))
-    print(f"  hover: first {first:.0f} ms (replays the steps), next {second:.0f} ms")
+    print(f"  hover: first {first:.0f} ms, next {second:.0f} ms")
     steps = [timed(lambda i=i: setattr(ex.step, "value", i)) for i in (1, 2)]
-    print(f"  steps 1, 2: {steps[0]:.0f} ms, {steps[1]:.0f} ms")
+    print(f"  step 1 (replays the steps): {steps[0]:.0f} ms, step 2: {steps[1]:.0f} ms")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"  peak resident memory {peak:.2f} GiB")
 

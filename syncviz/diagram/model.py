@@ -349,11 +349,12 @@ def _map_regions(plan, param, table, axis, got_map, want_map, cache) -> list[Reg
             many = f"other ids ({(b - a) * per_row} elements, too many to describe)"
             regions.append(Region(unit, a, b, many, many))
             continue
-        got = to_local_ids(plan, param, got_map.take(0, a, 1, b - a).materialize())
+        got_rows = got_map.take(0, a, 1, b - a)
         expected = want_map.take(0, a, 1, b - a).materialize().to(torch.int64)
-        if bool((got == UNWRITTEN_ID).all()):
-            holds = "nothing (never written)"
+        if all(r.is_constant and r.offset == UNWRITTEN_ID for r in got_rows.regions):
+            holds = "nothing (never written)"  # told by the map: nothing to read back
         else:
+            got = to_local_ids(plan, param, got_rows.materialize())
             holds = _region_words(param, got.to(torch.int64), 0, b - a, cache)
         wants = _region_words(param, expected, 0, b - a, cache)
         regions.append(Region(unit, a, b, holds, wants))

@@ -121,17 +121,36 @@ def _origin(result, d: LayoutDiagram, param, element: int, rank: int) -> str:
         r, c = found
         src = _src_rank(result, shard)
         title = next((p.title for p in d.src if p.rank == src), f"trainer rank {src}")
+        recorded = _recorded(result, d)
         steps = [
             n
-            for n, s in enumerate(d.steps, 1)
+            for n, s in enumerate(recorded or (), 1)
             if s.outputs is not None and any(bool((o == element).any()) for o in s.outputs)
         ]
         via = f" via steps {', '.join(map(str, steps))}" if steps else ""
         send = _send(result, rank)
         if send:
             via += (" and " if via else " via ") + send
+        if recorded is None:
+            via += " (its steps are not replayed at this size)"
         return f"came from {title} {_where_text(shard.index.shape, r, c)}{via}"
     return ""
+
+
+REPLAY_LIMIT = 1 << 22  # elements of a parameter up to which a hover replays its steps
+
+
+def _recorded(result, d: LayoutDiagram):
+    """The diagram's steps, or None for a big symbolic run that has not replayed them yet:
+    replaying reads every element (a 70B QKV: about a minute and 4 GiB), too much for a
+    pointer resting on a cell."""
+    big = math.prod(d.global_shape) > REPLAY_LIMIT
+    symbolic = any(
+        is_symbolic(t) for tensors in result.dst_tensors.values() for t in tensors.values()
+    )
+    if callable(d.recorded) and big and symbolic:
+        return None
+    return d.steps
 
 
 def locate(index: IndexMap, element: int) -> tuple[int, int] | None:

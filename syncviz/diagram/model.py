@@ -35,7 +35,8 @@ from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
 from syncviz.diagram.raster_maps import map_raster
 from syncviz.journey import TraceStep, param_steps
-from syncviz.provenance import is_symbolic
+from syncviz.provenance import Region as PRegion
+from syncviz.provenance import RegionMap, is_symbolic
 from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
@@ -325,11 +326,11 @@ def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
 
 
 def _map_regions(plan, param, table, axis, got_map, want_map, cache) -> list[Region]:
-    """:func:`syncviz.check.wrong_regions` of a symbolic tensor: the wrong rows (experts,
-    elements) come from a raster of one cell per row, and only those rows are read back,
-    to be worded by the checker."""
-    from syncviz.check import DESCRIBE_LIMIT, _region_words, _true_runs
-    from syncviz.run.values import UNWRITTEN_ID, to_local_ids
+    """:func:`syncviz.check.wrong_regions` of a symbolic tensor (``want_map``: local ids):
+    the wrong rows (experts, elements) come from a raster of one cell per row, and only
+    those rows are worded (:func:`_rows_words`)."""
+    from syncviz.check import _true_runs
+    from syncviz.run.values import UNWRITTEN_ID
 
     shape = got_map.shape
     unit = "expert" if len(shape) == 3 else ("row" if len(shape) == 2 else "element")
@@ -342,23 +343,38 @@ def _map_regions(plan, param, table, axis, got_map, want_map, cache) -> list[Reg
     if axis == 0:  # as _row_keys: cut where the held or the expected block changes
         want = map_raster(want_map, table, cell=cell, mixed=False)
         split = rows.block.reshape(-1) * (len(table.blocks) + 8) + want.block.reshape(-1)
-    per_row = math.prod(shape[1:])
     regions = []
     for a, b in _true_runs(flags, split):
-        if (b - a) * per_row > DESCRIBE_LIMIT:
-            many = f"other ids ({(b - a) * per_row} elements, too many to describe)"
-            regions.append(Region(unit, a, b, many, many))
-            continue
         got_rows = got_map.take(0, a, 1, b - a)
-        expected = want_map.take(0, a, 1, b - a).materialize().to(torch.int64)
         if all(r.is_constant and r.offset == UNWRITTEN_ID for r in got_rows.regions):
             holds = "nothing (never written)"  # told by the map: nothing to read back
         else:
-            got = to_local_ids(plan, param, got_rows.materialize())
-            holds = _region_words(param, got.to(torch.int64), 0, b - a, cache)
-        wants = _region_words(param, expected, 0, b - a, cache)
-        regions.append(Region(unit, a, b, holds, wants))
+            holds = _rows_words(plan, param, got_rows, cache)
+        want_rows = _shifted(want_map.take(0, a, 1, b - a), base)
+        regions.append(Region(unit, a, b, holds, _rows_words(plan, param, want_rows, cache)))
     return regions
+
+
+def _shifted(region_map: RegionMap, base: int) -> RegionMap:
+    """Local ids as model-wide ones (markers below 0 kept)."""
+    regions = [
+        PRegion(r.start, r.stop, r.offset + base if r.offset >= 0 else r.offset, r.strides)
+        for r in region_map.regions
+    ]
+    return RegionMap(region_map.shape, regions, merge=False)
+
+
+def _rows_words(plan, param, rows_map: RegionMap, cache: dict) -> str:
+    """What a run of rows of a symbolic tensor (model-wide ids) holds, in the checker's
+    words for the same ids materialized (``check._region_words``). The rows are read back
+    (at most ``check.DESCRIBE_LIMIT`` elements): the cost follows their elements."""
+    from syncviz.check import DESCRIBE_LIMIT, _region_words
+    from syncviz.run.values import to_local_ids
+
+    if rows_map.numel > DESCRIBE_LIMIT:
+        return f"other ids ({rows_map.numel} elements, too many to describe)"
+    ids = to_local_ids(plan, param, rows_map.materialize()).to(torch.int64)
+    return _region_words(param, ids, 0, rows_map.shape[0], cache)
 
 
 def _sizes(p) -> str:

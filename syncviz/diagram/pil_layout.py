@@ -24,8 +24,9 @@ import io
 
 import numpy as np
 
-from syncviz.diagram.model import LayoutDiagram, _lines
-from syncviz.diagram.mpl_layout import MAX_REGION_LINES, SIDES, _edge_runs, _image, _Layout, _short
+from syncviz.diagram.labels import panel_labels
+from syncviz.diagram.model import LayoutDiagram
+from syncviz.diagram.mpl_layout import MAX_REGION_LINES, SIDES, _edge_runs, _image, _Layout
 from syncviz.diagram.palette import WRONG, family_rgb, hex_rgb
 from syncviz.diagram.raster import small_work
 
@@ -187,33 +188,16 @@ def _outline(draw, r, box) -> None:
 
 
 def _labels(draw, lay: _Layout, s: int, i: int, p, r, px, font) -> None:
-    runs: list[list] = []
-    for start, stop, b, _pos, _status in _lines(r, lay.axis):
-        if runs and runs[-1][2] == b:
-            runs[-1][1] = stop
-        else:
-            runs.append([start, stop, b])
+    """Block labels along the block axis, chosen by diagram.labels (thinned to fit)."""
     gap = FONT_PX + 3 if lay.axis == 0 else 34
-    items = []
-    for k, (start, stop, b) in enumerate(runs):
-        label = _short(r.table, b)
-        if label is None:
-            continue
-        x, y = px(*lay.point(s, i, p, (start + stop) / 2, 0))
-        fam = r.table.families
-        new = (
-            k == 0
-            or (runs[k - 1][2] < 0) != (b < 0)
-            or (b >= 0 and runs[k - 1][2] >= 0 and fam[b] != fam[runs[k - 1][2]])
-        )
-        items.append((0 if new else 1, k, x, y, label))
-    placed: list[float] = []
-    for _prio, _k, x, y, label in sorted(items):
-        at = y if lay.axis == 0 else x
-        if any(abs(at - q) < gap for q in placed):
-            continue
-        placed.append(at)
+    along = 1 if lay.axis == 0 else 0
+
+    def place(mid: float) -> float:
+        return px(*lay.point(s, i, p, mid, 0))[along]
+
+    for label in panel_labels(r, lay.axis, place, gap):
+        x, y = px(*lay.point(s, i, p, label.mid, 0))
         if lay.axis == 0:
-            draw.text((x - 4, y), label, fill="black", font=font, anchor="rm")
+            draw.text((x - 4, y), label.text, fill="black", font=font, anchor="rm")
         else:
-            draw.text((x, y - 3), label, fill="black", font=font, anchor="mb")
+            draw.text((x, y - 3), label.text, fill="black", font=font, anchor="mb")

@@ -178,15 +178,7 @@ def check(
     """
     plan = result.plan
     synchronizer = synchronizer or plan.options.synchronizer
-    by_param: dict[str, list[str]] = {}
-    flow_errors = []
-    keys = {p.key for p in plan.layout}
-    for f in result.findings:
-        if f.param not in keys:
-            where = "" if f.param == "*" else f" {f.param}"
-            flow_errors.append(f"rank {f.rank} {f.stage}{where}: {f.message}")
-        else:
-            by_param.setdefault(f.param, []).append(f"rank {f.rank} {f.stage}: {f.message}")
+    by_param, flow_errors = findings_words(result)
     params = []
     words: dict[tuple, str] = {}  # descriptions of wrong slices, shared across layers
     for param in progress(plan.layout, "check", enabled=show_progress):
@@ -223,6 +215,20 @@ def check(
         roles,
         _scaled_sizes(real, plan.spec) if real is not None else [],
     )
+
+
+def findings_words(result: SyncResult) -> tuple[dict[str, list[str]], list[str]]:
+    """The run's findings as the report words them: per parameter key, and the flow's."""
+    by_param: dict[str, list[str]] = {}
+    flow_errors = []
+    keys = {p.key for p in result.plan.layout}
+    for f in result.findings:
+        if f.param not in keys:
+            where = "" if f.param == "*" else f" {f.param}"
+            flow_errors.append(f"rank {f.rank} {f.stage}{where}: {f.message}")
+        else:
+            by_param.setdefault(f.param, []).append(f"rank {f.rank} {f.stage}: {f.message}")
+    return by_param, flow_errors
 
 
 def _scaled_sizes(real: ModelSpec, used: ModelSpec) -> list[str]:

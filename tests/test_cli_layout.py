@@ -69,6 +69,19 @@ def test_layout_from_config_with_pipeline(
     assert "rows 0-1: Q head 2; rows 2-3: K head 1; rows 4-5: V head 1" in out
 
 
+def test_layout_scaled_is_a_small_copy(capsys: pytest.CaptureFixture[str]) -> None:
+    """Real sizes by default; --scaled describes the layout-preserving small copy instead."""
+    argv = ["layout", "--preset", "llama3-8b", "--src-tp", "2", "--dst-tp", "4", "--layer", "0"]
+    _, exact, _ = run([*argv, "--exact"], capsys)
+    assert run(argv, capsys)[1] == exact
+    assert "(qkv, global [6144, 4096])" in exact
+    code, scaled, _ = run([*argv, "--scaled"], capsys)
+    assert code == 0 and "(qkv, global [6144, 4096])" not in scaled
+    # The same blocks on the same ranks, in rows of 4 instead of 128.
+    assert "rows 0-15: Q heads 0-3; rows 16-19: K head 0; rows 20-23: V head 0;" in scaled
+    assert "rows 0-511: Q heads 0-3; rows 512-639: K head 0; rows 640-767: V head 0;" in exact
+
+
 def test_layout_globals_show_padding(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--globals adds the embedding: vocab 70 padded to 128 over 4 vLLM ranks."""
     path = tmp_path / "config.json"

@@ -264,7 +264,8 @@ def _render(tmp_path, *argv):
 
 
 def test_render_o_proj_says_what_was_expected(tmp_path, capsys):
-    """`render --param o_proj` (llama3-8b 1 -> 2) prints the path and every wrong region."""
+    """`render --param o_proj` (llama3-8b 1 -> 2) prints the path and every wrong region, at
+    the model's real sizes by default (row numbers up to 4095), at small ones with --scaled."""
     assert _render(tmp_path, "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2",
                    "--param", "o_proj") == 0  # fmt: skip
     out = capsys.readouterr().out.splitlines()
@@ -272,7 +273,13 @@ def test_render_o_proj_says_what_was_expected(tmp_path, capsys):
     assert len(out) == 3 and all(
         line.startswith("WRONG ") and ", expected " in line for line in out[1:]
     )
+    assert out[1].startswith("WRONG vLLM pp0 tp0 (rank 1) rows 1-4095: holds ")
+    assert out[1].endswith(", expected heads 0-15 rows 1-4095")
     assert mpimg.imread(tmp_path / "x.png").shape[1] <= 1100
+    assert _render(tmp_path, "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2",
+                   "--param", "o_proj", "--scaled") == 0  # fmt: skip
+    scaled = capsys.readouterr().out.splitlines()
+    assert len(scaled) == 3 and " rows 1-4095" not in scaled[1] and ", expected " in scaled[1]
 
 
 def test_render_embed_tokens_and_step(tmp_path, capsys):
@@ -282,8 +289,9 @@ def test_render_embed_tokens_and_step(tmp_path, capsys):
     assert (
         capsys.readouterr().out.splitlines()[1] == "every vLLM rank holds what the oracle expects"
     )
+    # Steps replay every element: a small teaching picture keeps this quick.
     assert _render(tmp_path, "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2",
-                   "--param", "qkv", "--step", "2") == 0  # fmt: skip
+                   "--param", "qkv", "--step", "2", "--scaled") == 0  # fmt: skip
     assert capsys.readouterr().out.splitlines()[-1].startswith("step 2/")
 
 

@@ -34,12 +34,25 @@ def _layout_configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--globals", action="store_true", help="also show the embedding, final norm and lm_head"
     )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--scaled",
+        dest="scaled",
+        action="store_true",
+        default=False,
+        help="layout-preserving small sizes (a small teaching picture)",
+    )
+    size.add_argument(
+        "--exact", dest="scaled", action="store_false", help="the model's real sizes (default)"
+    )
 
 
 def _layout_run(args: argparse.Namespace) -> int:
     spec = load_spec(args)
     src, dst = load_parallel(args)
     validate_sizes(spec, src, dst)
+    if args.scaled:
+        spec = spec.scaled(src, dst)
     for number, layer in enumerate(args.layers):
         if number:
             print()

@@ -4,13 +4,14 @@
 >>> parser = argparse.ArgumentParser()
 >>> render_configure(parser)
 >>> args = parser.parse_args(["--preset", "llama3-8b", "--param", "qkv", "-o", "x.png"])
->>> args.view, args.synchronizer, args.scaled, args.layers
-('layout', 'chatlearn', True, [0])
+>>> args.view, args.synchronizer, args.scaled, args.layers  # scaled None: real sizes
+('layout', 'chatlearn', None, [0])
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from syncviz.cli.args import (
     add_layers_arg,
@@ -32,7 +33,9 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
     """Arguments: model, sizes, run options, ``--param --view --layers -o``."""
     add_model_args(parser)
     add_parallel_args(parser)
-    add_run_args(parser)
+    add_run_args(parser, scaled_default=False)  # real sizes unless --scaled
+    # Neither flag given: None, so the experts view can keep its small default (below).
+    parser.set_defaults(scaled=None)
     add_layers_arg(parser, default="0", what="the layer to draw (one)")
     parser.add_argument(
         "--param",
@@ -65,7 +68,8 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
 
 
 def render_main(args: argparse.Namespace) -> int:
-    """Run the sync in process, build the diagram, save it; prints the path."""
+    """Run the sync in process (real sizes unless ``--scaled``), build the diagram, save it;
+    prints the path."""
     from syncviz.cli.output import atomic_output, checked_output
 
     output = checked_output(args.output, (".png", ".svg"))  # before any work is spent
@@ -78,17 +82,34 @@ def render_main(args: argparse.Namespace) -> int:
             f"render draws one layer, not {len(args.layers)}", fix="use e.g. --layers 0"
         )
     # torch and matplotlib load only once the input is known good: bad input fails fast.
-    from syncviz.check import check
     from syncviz.diagram import layout_diagram, render, transfer_diagram
     from syncviz.diagram.experts import expert_diagram
     from syncviz.run.inprocess import run_sync
 
-    if args.scaled:
+    scaled = args.scaled
+    if scaled is None:  # real sizes, except the experts view: it reads every element
+        scaled = args.view == "experts"
+        if scaled:
+            print("experts view: drawn at --scaled sizes (--exact draws real ones, slowly)",
+                  file=sys.stderr)  # fmt: skip
+    if scaled:
         spec = spec.scaled(src, dst)
     choice = synchronizer_choice(args)
     # The embedding, final norm and lm_head live outside the layers: sync them all then.
     layers = None if _is_global(args) else args.layers
-    result = run_sync(spec, src, dst, synchronizer=choice, layers=layers, timeout=args.timeout)
+    # Real sizes keep ids as compact maps (nothing per element, drawn from the maps);
+    # scaled runs and the experts view (it reads elements) materialize, after run_sync's
+    # memory estimate (run.memory.check_memory), refused with the fix when it cannot fit.
+    symbolic = not scaled and args.view != "experts"
+    result = run_sync(
+        spec,
+        src,
+        dst,
+        synchronizer=choice,
+        layers=layers,
+        timeout=args.timeout,
+        provenance="symbolic" if symbolic else "materialized",
+    )
     if args.view == "transfer":
         diagram = transfer_diagram(result)
     elif args.view == "experts":
@@ -100,7 +121,11 @@ def render_main(args: argparse.Namespace) -> int:
         diagram = expert_diagram(result, resolve_param(keys, args.param or keys[0]))
     else:
         key = resolve_param(result.plan.layout.keys(), args.param)
-        diagram = layout_diagram(result, key, check(result), step=args.step)
+        if args.step is not None and symbolic:  # replaying steps reads every element
+            from syncviz.run.memory import check_memory
+
+            check_memory(result.plan)
+        diagram = layout_diagram(result, key, step=args.step)
     figure = render(diagram)
     with atomic_output(output) as tmp:
         figure.save(tmp)

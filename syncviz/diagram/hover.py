@@ -18,9 +18,17 @@ came from trainer pp0 tp0 (rank 0) row 4 col 3 via steps 1, 7, 10, 11, 12, 13, 1
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from syncviz.diagram.model import LayoutDiagram, Panel
+from syncviz.diagram.raster import as_grid
+from syncviz.diagram.raster_maps import map_value
+from syncviz.oracle.index import Box, IndexMap
+from syncviz.provenance import is_symbolic
+from syncviz.run.symbolic_state import shard_map
+from syncviz.run.values import FOREIGN_ID
 
 SIDES = ("trainer", "vLLM holds", "vLLM expected")
 
@@ -36,18 +44,27 @@ def _element(panel: Panel, i: int, j: int) -> tuple[int, int]:
     return r0, c0
 
 
-def _at(ids: torch.Tensor, row: int, col: int) -> int:
-    grid = ids.reshape(-1, ids.shape[-1]) if ids.dim() > 1 else ids.reshape(1, -1)
-    return int(grid[row, col])
-
-
-def _where_text(ids: torch.Tensor, row: int, col: int) -> str:
+def _where_text(shape: tuple[int, ...], row: int, col: int) -> str:
     """``row 4 col 3`` (``expert 2 row 1 col 3`` for stacked tensors, ``element 5`` for 1-D)."""
-    if ids.dim() == 1:
+    if len(shape) == 1:
         return f"element {col}"
-    if ids.dim() == 3:
-        return f"expert {row // ids.shape[1]} row {row % ids.shape[1]} col {col}"
+    if len(shape) == 3:
+        return f"expert {row // shape[1]} row {row % shape[1]} col {col}"
     return f"row {row} col {col}"
+
+
+def _held(result, param, rank: int, name: str, row: int, col: int) -> int:
+    """The local id vLLM rank ``rank`` holds at grid element (row, col): read from the map
+    of a symbolic run (nothing materialized), else from the ids read back."""
+    raw = result.dst_tensors[rank][name]
+    if not is_symbolic(raw):
+        ids = result.local_ids(rank, param.key).to(torch.int64)
+        return int(as_grid(ids)[0][row, col])
+    value = map_value(raw.region_map(), row, col)
+    base, numel = result.plan.id_base[param.key], math.prod(param.global_shape)
+    if value < 0:
+        return value
+    return value - base if base <= value < base + numel else int(FOREIGN_ID)
 
 
 def cell_words(result, d: LayoutDiagram, side: str, rank: int, i: int, j: int) -> str:
@@ -58,13 +75,13 @@ def cell_words(result, d: LayoutDiagram, side: str, rank: int, i: int, j: int) -
     param = result.plan.layout.param(key)
     if side == "trainer":
         shard = next(s for s in param.src if _src_rank(result, s) == rank)
-        held = _at(shard.index.ids(), row, col)
-        where = _where_text(shard.index.ids(), row, col)
+        held = map_value(shard_map(shard.index, 0), row, col)
+        where = _where_text(shard.index.shape, row, col)
         return f"{panel.title} {where} holds {_decode(param, held)}"
     t = next(t for t in param.dst if _dst_rank(result, t) == rank)
-    actual = result.local_ids(rank, key).to(torch.int64)
-    got, want = _at(actual, row, col), _at(t.index.ids(), row, col)
-    where = _where_text(actual, row, col)
+    got = _held(result, param, rank, t.name, row, col)
+    want = map_value(shard_map(t.index, 0), row, col)
+    where = _where_text(t.index.shape, row, col)
     verdict = "right" if got == want else "WRONG"
     words = (
         f"{panel.title} {where} holds {_decode(param, got)}, expected {_decode(param, want)}:"
@@ -98,27 +115,76 @@ def _origin(result, d: LayoutDiagram, param, element: int, rank: int) -> str:
     if element < 0:
         return ""
     for shard in param.src:
-        ids = shard.index.ids()
-        hits = torch.nonzero(ids.reshape(-1, ids.shape[-1]) == element) if ids.dim() > 1 else None
-        if ids.dim() == 1:
-            flat = torch.nonzero(ids == element).flatten()
-            hits = torch.stack([torch.zeros_like(flat), flat], dim=1) if flat.numel() else None
-        if hits is None or not hits.numel():
+        found = locate(shard.index, element)
+        if found is None:
             continue
-        r, c = (int(x) for x in hits[0])
+        r, c = found
         src = _src_rank(result, shard)
         title = next((p.title for p in d.src if p.rank == src), f"trainer rank {src}")
+        recorded = _recorded(result, d)
         steps = [
             n
-            for n, s in enumerate(d.steps, 1)
+            for n, s in enumerate(recorded or (), 1)
             if s.outputs is not None and any(bool((o == element).any()) for o in s.outputs)
         ]
         via = f" via steps {', '.join(map(str, steps))}" if steps else ""
         send = _send(result, rank)
         if send:
             via += (" and " if via else " via ") + send
-        return f"came from {title} {_where_text(ids, r, c)}{via}"
+        if recorded is None:
+            via += " (its steps are not replayed at this size)"
+        return f"came from {title} {_where_text(shard.index.shape, r, c)}{via}"
     return ""
+
+
+REPLAY_LIMIT = 1 << 22  # elements of a parameter up to which a hover replays its steps
+
+
+def _recorded(result, d: LayoutDiagram):
+    """The diagram's steps, or None for a big symbolic run that has not replayed them yet:
+    replaying reads every element (a 70B QKV: about a minute and 4 GiB), too much for a
+    pointer resting on a cell."""
+    big = math.prod(d.global_shape) > REPLAY_LIMIT
+    symbolic = any(
+        is_symbolic(t) for tensors in result.dst_tensors.values() for t in tensors.values()
+    )
+    if callable(d.recorded) and big and symbolic:
+        return None
+    return d.steps
+
+
+def locate(index: IndexMap, element: int) -> tuple[int, int] | None:
+    """Where (row, col of the drawn grid) a local tensor first holds global id ``element``,
+    read from the oracle's pieces (nothing materialized); None when it does not hold it.
+
+    >>> from syncviz.oracle.index import Box, Pad
+    >>> locate(IndexMap((4, 6), (3, 2), [Box((0, 2), (2, 4)), Pad(2)]), 9)
+    (1, 1)
+    """
+    coords = _unravel(element, index.global_shape)
+    flat = 0
+    for piece in index.pieces:
+        if isinstance(piece, Box) and all(
+            a <= x < b for a, b, x in zip(piece.start, piece.stop, coords, strict=True)
+        ):
+            inside = 0
+            for dim in piece.dims:  # the box's own layout order, outermost first
+                inside = (
+                    inside * (piece.stop[dim] - piece.start[dim]) + coords[dim] - piece.start[dim]
+                )
+            shape = index.shape
+            grid_cols = shape[-1] if len(shape) <= 3 else math.prod(shape[1:])
+            return divmod(flat + inside, grid_cols)
+        flat += piece.numel
+    return None
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    coords = []
+    for n in reversed(shape):
+        flat, rem = divmod(flat, n)
+        coords.append(rem)
+    return tuple(reversed(coords))
 
 
 def _send(result, rank: int) -> str:

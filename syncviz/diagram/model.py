@@ -24,15 +24,20 @@ reads). A :class:`TransferDiagram` says which rank sends how much to which.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from syncviz.check import Region, element_status, wrong_regions
+from syncviz.check import Region, element_status, findings_words, wrong_regions
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
+from syncviz.diagram.raster_maps import map_raster
 from syncviz.journey import TraceStep, param_steps
+from syncviz.provenance import Region as PRegion
+from syncviz.provenance import RegionMap, is_symbolic
+from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
@@ -84,7 +89,9 @@ class LayoutDiagram:
     """One parameter: trainer panels, vLLM panels (actual and expected), bands, steps.
 
     ``axis`` is the dim that carries the blocks (0: rows, e.g. QKV heads; 1:
-    columns, e.g. o_proj heads); labels and bands run along it.
+    columns, e.g. o_proj heads); labels and bands run along it. ``recorded`` is
+    the list of recorded steps, or a function that makes it: replaying them costs
+    more than the picture at real sizes, so :attr:`steps` replays on first use.
     """
 
     key: str
@@ -96,9 +103,16 @@ class LayoutDiagram:
     src: list[Panel]
     dst: list[Panel]
     bands: list[Band]
-    steps: list[TraceStep]
+    recorded: list[TraceStep] | Callable[[], list[TraceStep]] = field(repr=False)
     frame: Frame | None = None
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[TraceStep]:
+        """The recorded steps of this parameter (:func:`syncviz.journey.param_steps`)."""
+        if callable(self.recorded):
+            self.recorded = self.recorded()
+        return self.recorded
 
     @property
     def wrong_count(self) -> int:
@@ -225,18 +239,27 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
     table = BlockTable(param)
     axis = block_axis(table)
     cell = _common_cell(param, axis, max_cells)
+    # A symbolic run keeps ids as maps: every panel is drawn from maps, never materialized.
+    symbolic = any(
+        is_symbolic(result.dst_tensors[dst_world(plan, t.pp, t.tp)][t.name]) for t in param.dst
+    )
     src_panels = []
     for shard in param.src:
         world = src_world(plan, shard.pp, shard.tp, shard.ep)
-        ids = shard.index.ids()
         title = f"trainer {shard.rank_label} (rank {world})"
-        src_panels.append(
-            Panel(title, world, "src", tuple(ids.shape), raster(ids, table, cell=cell))
-        )
+        if symbolic:
+            drawn = map_raster(shard_map(shard.index, 0), table, cell=cell)
+        else:
+            drawn = raster(shard.index.ids(), table, cell=cell)
+        src_panels.append(Panel(title, world, "src", tuple(shard.index.shape), drawn))
     dst_panels = []
     words: dict = {}
     for t in param.dst:
         world = dst_world(plan, t.pp, t.tp)
+        raw = result.dst_tensors[world][t.name]
+        if is_symbolic(raw):
+            dst_panels.append(_map_panel(plan, param, table, axis, cell, t, world, raw, words))
+            continue
         actual = result.local_ids(world, key)
         expected = t.index.ids()
         status = element_status(actual, expected)
@@ -248,15 +271,16 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
         title = f"vLLM {t.rank_label} (rank {world})"
         dst_panels.append(Panel(title, world, "dst", tuple(actual.shape), got, want, regions))
     _mark_shared(dst_panels, table)
-    problems: list[str] = []
     if check_report is not None:
         pc = next((p for p in check_report.params if p.key == key), None)
         problems = [] if pc is None else [e.strip() for e in pc.errors]
+    else:  # the synchronizer's errors on this parameter, without checking the whole run
+        problems = findings_words(result)[0].get(key, [])
     title = (
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
         f" trainer {_sizes(plan.src)} -> vLLM {_sizes(plan.dst)}"
     )
-    steps = param_steps(result, key) if steps is None else steps
+    recorded = (lambda: param_steps(result, key)) if steps is None else steps
     d = LayoutDiagram(
         key,
         param.kind,
@@ -267,7 +291,7 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
         src_panels,
         dst_panels,
         movement(src_panels, dst_panels, table, axis),
-        steps,
+        recorded,
         problems=problems,
     )
     if step is not None:
@@ -275,6 +299,69 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
 
         d.frame = frame(d, step, cell)
     return d
+
+
+def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
+    """A vLLM panel of a symbolic run: held and expected rasters and wrong regions, from maps."""
+    got_map, want_map = raw.region_map(), shard_map(t.index, 0)
+    base = plan.id_base[param.key]
+    got = map_raster(got_map, table, want_map, base=base, cell=cell)
+    want = map_raster(want_map, table, cell=cell)
+    regions = _map_regions(plan, param, table, axis, got_map, want_map, words)
+    title = f"vLLM {t.rank_label} (rank {world})"
+    return Panel(title, world, "dst", tuple(raw.shape), got, want, regions)
+
+
+def _map_regions(plan, param, table, axis, got_map, want_map, cache) -> list[Region]:
+    """:func:`syncviz.check.wrong_regions` of a symbolic tensor (``want_map``: local ids):
+    the wrong rows (experts, elements) come from a raster of one cell per row, and only
+    those rows are worded (:func:`_rows_words`)."""
+    from syncviz.check import _true_runs
+    from syncviz.run.values import UNWRITTEN_ID
+
+    shape = got_map.shape
+    unit = "expert" if len(shape) == 3 else ("row" if len(shape) == 2 else "element")
+    cols = shape[-1] if len(shape) <= 3 else math.prod(shape[1:])  # the raster grid's
+    cell = (1, 1) if len(shape) == 1 else (shape[1] if len(shape) == 3 else 1, cols)
+    base = plan.id_base[param.key]
+    rows = map_raster(got_map, table, want_map, base=base, cell=cell, mixed=False)
+    flags = (rows.status != 0).reshape(-1)
+    split = None
+    if axis == 0:  # as _row_keys: cut where the held or the expected block changes
+        want = map_raster(want_map, table, cell=cell, mixed=False)
+        split = rows.block.reshape(-1) * (len(table.blocks) + 8) + want.block.reshape(-1)
+    regions = []
+    for a, b in _true_runs(flags, split):
+        got_rows = got_map.take(0, a, 1, b - a)
+        if all(r.is_constant and r.offset == UNWRITTEN_ID for r in got_rows.regions):
+            holds = "nothing (never written)"  # told by the map: nothing to read back
+        else:
+            holds = _rows_words(plan, param, got_rows, cache)
+        want_rows = _shifted(want_map.take(0, a, 1, b - a), base)
+        regions.append(Region(unit, a, b, holds, _rows_words(plan, param, want_rows, cache)))
+    return regions
+
+
+def _shifted(region_map: RegionMap, base: int) -> RegionMap:
+    """Local ids as model-wide ones (markers below 0 kept)."""
+    regions = [
+        PRegion(r.start, r.stop, r.offset + base if r.offset >= 0 else r.offset, r.strides)
+        for r in region_map.regions
+    ]
+    return RegionMap(region_map.shape, regions, merge=False)
+
+
+def _rows_words(plan, param, rows_map: RegionMap, cache: dict) -> str:
+    """What a run of rows of a symbolic tensor (model-wide ids) holds, in the checker's
+    words for the same ids materialized (``check._region_words``). The rows are read back
+    (at most ``check.DESCRIBE_LIMIT`` elements): the cost follows their elements."""
+    from syncviz.check import DESCRIBE_LIMIT, _region_words
+    from syncviz.run.values import to_local_ids
+
+    if rows_map.numel > DESCRIBE_LIMIT:
+        return f"other ids ({rows_map.numel} elements, too many to describe)"
+    ids = to_local_ids(plan, param, rows_map.materialize()).to(torch.int64)
+    return _region_words(param, ids, 0, rows_map.shape[0], cache)
 
 
 def _sizes(p) -> str:

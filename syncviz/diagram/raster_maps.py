@@ -1,0 +1,461 @@
+"""Provenance rasters from compact maps: the same :class:`~syncviz.diagram.raster.Raster`
+as :func:`~syncviz.diagram.raster.raster` of the materialized ids, at the cost of the
+map's regions and the raster's cells, never of the tensor's elements.
+
+A symbolic tensor's ids are a :class:`~syncviz.provenance.RegionMap` (boxes, each
+an affine function of its coordinates). Each field of a raster follows from the
+regions alone:
+
+- the first element of a cell (its block and offset) is the map read at the
+  cell's corner, one point per cell;
+- a cell is mixed when it holds more than one block: each region is cut into
+  lattice pieces that hold one block each (block boundaries are the parameter's
+  block cuts; a region whose ids wrap across rows of the global tensor, as a flat
+  chunk does, is first split into residue classes or runs that do not wrap), and
+  every piece paints its block into the cells it touches (per-cell min and max);
+- a cell's status is the worst verdict of its elements: actual and expected
+  regions are overlaid, and inside each overlap the difference of two affine
+  functions is zero either everywhere, nowhere, or on one line, which decides
+  each touched cell exactly.
+
+A map too fragmented for that (more than ``MAX_PIECES`` pieces) is materialized
+when it is small, and refused with the fix otherwise.
+
+>>> from syncviz.spec import ModelSpec
+>>> from syncviz.oracle import model_layout
+>>> from syncviz.run.symbolic_state import shard_map
+>>> from syncviz.diagram.raster import BlockTable, raster, raster_text
+>>> from syncviz import Parallel
+>>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+>>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
+>>> table = BlockTable(qkv)
+>>> m = shard_map(qkv.dst[1].index, 0)
+>>> print(raster_text(map_raster(m, table, cell=(2, 4))))
+rows 0-1: q2*2
+rows 2-3: q3*2
+rows 4-5: k1*2
+rows 6-7: v1*2
+>>> raster_text(map_raster(m, table, cell=(4, 4))) == raster_text(
+...     raster(qkv.dst[1].index.ids(), table, cell=(4, 4)))
+True
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from syncviz.diagram.raster import BlockTable, Raster, as_grid, cell_size, raster
+from syncviz.errors import SyncvizError
+from syncviz.provenance import RegionMap
+from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
+
+MAX_PIECES = 1 << 15  # one-block lattice pieces per panel before the map counts as fragmented
+MATERIALIZE_LIMIT = 1 << 24  # elements of a fragmented panel materialized instead
+FOREIGN = int(FOREIGN_ID)
+UNWRITTEN = int(UNWRITTEN_ID)
+_BIG = torch.iinfo(torch.int64).max
+_SMALL = torch.iinfo(torch.int64).min
+
+
+class Fragmented(Exception):
+    """A map needs more pieces than ``MAX_PIECES`` to be drawn from its regions."""
+
+
+@dataclass(frozen=True)
+class Box2:
+    """A region of a 2-D grid: rows r0..r1-1, cols c0..c1-1, local id ``v + sr*dr + sc*dc``.
+
+    A constant (``sr == sc == 0``) with ``v < 0`` is a marker: -1 padding, -2
+    unwritten, -3 another parameter's data.
+    """
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    v: int
+    sr: int
+    sc: int
+
+    @property
+    def constant(self) -> bool:
+        return (self.sr == 0 or self.r1 - self.r0 == 1) and (self.sc == 0 or self.c1 - self.c0 == 1)
+
+
+def grid_map(region_map: RegionMap) -> RegionMap:
+    """The map seen as the raster's 2-D grid (:func:`~syncviz.diagram.raster.as_grid`)."""
+    shape = region_map.shape
+    if len(shape) == 1:
+        return region_map.unsqueeze(0)
+    if len(shape) == 2:
+        return region_map
+    if len(shape) == 3:
+        return region_map.reshape((shape[0] * shape[1], shape[2]))
+    return region_map.reshape((shape[0], math.prod(shape[1:])))
+
+
+def local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
+    """The map's regions on the grid, as ids local to a parameter whose model-wide ids are
+    ``base .. base + numel - 1`` (read back as :func:`~syncviz.run.values.to_local_ids` does:
+    markers below 0 kept, any other id outside the parameter is -3)."""
+    grid = grid_map(region_map)
+    if grid.size_hint > MAX_PIECES:
+        raise Fragmented
+    out: list[Box2] = []
+    work = [
+        (r.start[0], r.stop[0], r.start[1], r.stop[1], int(r.offset), r.strides[0], r.strides[1])
+        for r in grid.regions
+    ]
+    while work:
+        if len(out) + len(work) > MAX_PIECES:
+            raise Fragmented
+        r0, r1, c0, c1, v, sr, sc = work.pop()
+        nr, nc = r1 - r0, c1 - c0
+        sr, sc = (sr if nr > 1 else 0), (sc if nc > 1 else 0)
+        lo = v + min(0, sr * (nr - 1)) + min(0, sc * (nc - 1))
+        hi = v + max(0, sr * (nr - 1)) + max(0, sc * (nc - 1))
+        if lo == hi and v < 0:  # a marker
+            out.append(Box2(r0, r1, c0, c1, v, 0, 0))
+        elif lo >= base and hi < base + numel:
+            out.append(Box2(r0, r1, c0, c1, v - base, sr, sc))
+        elif lo >= 0 and (hi < base or lo >= base + numel):
+            out.append(Box2(r0, r1, c0, c1, FOREIGN, 0, 0))
+        elif lo < 0:  # ids below zero that are not one marker: not ids of any parameter
+            raise Fragmented
+        elif nr >= nc:  # partly this parameter's: halve until each part is one or the other
+            m = r0 + nr // 2
+            work += [(r0, m, c0, c1, v, sr, sc), (m, r1, c0, c1, v + sr * (m - r0), sr, sc)]
+        else:
+            m = c0 + nc // 2
+            work += [(r0, r1, c0, m, v, sr, sc), (r0, r1, m, c1, v + sc * (m - c0), sr, sc)]
+    return out
+
+
+def _digits(stride: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> list[int]:
+    """A flat id step as steps of the global coordinates (mixed radix, signed)."""
+    sign, s = (1, stride) if stride >= 0 else (-1, -stride)
+    out = [
+        (s // st) % n if d else s // st
+        for d, (n, st) in enumerate(zip(shape, strides, strict=True))
+    ]
+    return [sign * x for x in out]
+
+
+def _unravel(x: int, shape: tuple[int, ...]) -> list[int]:
+    coords = []
+    for n in reversed(shape):
+        x, rem = divmod(x, n)
+        coords.append(rem)
+    return coords[::-1]
+
+
+# A lattice piece: rows r0 + pr*k (k < nr), cols c0 + pc*l (l < nc), local id x0 + Sr*k + Sc*l.
+Piece = tuple[int, int, int, int, int, int, int, int, int]
+
+
+def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> list[tuple[Piece, int]]:
+    """``box`` (ids of this parameter) cut into lattice pieces that hold one block each."""
+    shape = table.shape
+    strides = _row_major(shape)
+    work: list[Piece] = [
+        (box.r0, 1, box.r1 - box.r0, box.c0, 1, box.c1 - box.c0, box.v, box.sr, box.sc)
+    ]
+    done: list[tuple[Piece, int]] = []
+    cut_dims = [d for d, c in enumerate(table.cuts) if len(c) > 2]
+    while work:
+        if len(done) + len(work) > budget:
+            raise Fragmented
+        p = work.pop()
+        r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+        a = _unravel(x0, shape)
+        dr = _digits(sr, shape, strides) if nr > 1 else [0] * len(shape)
+        dc = _digits(sc, shape, strides) if nc > 1 else [0] * len(shape)
+        split = _overflow_split(p, a, dr, dc, shape)
+        if split is not None:
+            work += split
+            continue
+        cuts: list[set[int]] = [{0, nr}, {0, nc}]
+        sliced = None
+        for d in cut_dims:
+            steps = [(0, dr[d], nr), (1, dc[d], nc)]
+            moving = [(k, s, n) for k, s, n in steps if s]
+            if len(moving) == 2:  # both axes move this coordinate: slice the shorter one
+                sliced = _slices(p, 0 if nr <= nc else 1)
+                break
+            if not moving:
+                continue
+            k, step, n = moving[0]
+            for z in table.cuts[d].tolist():
+                t = -((a[d] - z) // step) if step > 0 else (a[d] - z) // -step + 1
+                if 0 < t < n:
+                    cuts[k].add(t)
+        if sliced is not None:
+            work += sliced
+            continue
+        rk, cl = sorted(cuts[0]), sorted(cuts[1])
+        tk = torch.tensor(rk[:-1], dtype=torch.int64)
+        tl = torch.tensor(cl[:-1], dtype=torch.int64)
+        blocks = table.block_of(x0 + sr * tk[:, None] + sc * tl[None, :]).tolist()
+        for i, (k0, k1) in enumerate(itertools.pairwise(rk)):
+            for j, (l0, l1) in enumerate(itertools.pairwise(cl)):
+                piece = (r0 + pr * k0, pr, k1 - k0, c0 + pc * l0, pc, l1 - l0, 0, 0, 0)
+                done.append((piece, blocks[i][j]))
+    return done
+
+
+def _row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out, step = [], 1
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
+
+
+def _overflow_split(p: Piece, a, dr, dc, shape) -> list[Piece] | None:
+    """Pieces of ``p`` whose global coordinates do not wrap, or None when ``p``'s do not."""
+    nr, nc = p[2], p[5]
+    for d in reversed(range(len(shape))):
+        lo = a[d] + min(0, dr[d] * (nr - 1)) + min(0, dc[d] * (nc - 1))
+        hi = a[d] + max(0, dr[d] * (nr - 1)) + max(0, dc[d] * (nc - 1))
+        if lo >= 0 and hi < shape[d]:
+            continue
+        axis = 0 if abs(dr[d]) * (nr - 1) >= abs(dc[d]) * (nc - 1) else 1
+        step, n = (dr[d], nr) if axis == 0 else (dc[d], nc)
+        period = shape[d] // math.gcd(abs(step), shape[d])
+        runs = abs(step) * (n - 1) // shape[d] + 2
+        if 1 < period < min(n, runs):  # residue classes step past the wrap together
+            return [_residue(p, axis, q, period) for q in range(period)]
+        # Runs up to the first wrap of this axis alone; else halves.
+        t = -((a[d] - shape[d]) // step) if step > 0 else a[d] // -step + 1
+        if not 0 < t < n:
+            t = n // 2
+        return [_cut(p, axis, 0, t), _cut(p, axis, t, n)]
+    return None
+
+
+def _residue(p: Piece, axis: int, q: int, period: int) -> Piece:
+    r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+    if axis == 0:
+        return (
+            r0 + pr * q,
+            pr * period,
+            -((q - nr) // period),
+            c0,
+            pc,
+            nc,
+            x0 + sr * q,
+            sr * period,
+            sc,
+        )
+    return (
+        r0,
+        pr,
+        nr,
+        c0 + pc * q,
+        pc * period,
+        -((q - nc) // period),
+        x0 + sc * q,
+        sr,
+        sc * period,
+    )
+
+
+def _cut(p: Piece, axis: int, t0: int, t1: int) -> Piece:
+    r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+    if axis == 0:
+        return (r0 + pr * t0, pr, t1 - t0, c0, pc, nc, x0 + sr * t0, sr, sc)
+    return (r0, pr, nr, c0 + pc * t0, pc, t1 - t0, x0 + sc * t0, sr, sc)
+
+
+def _slices(p: Piece, axis: int) -> list[Piece]:
+    n = p[2] if axis == 0 else p[5]
+    return [_cut(p, axis, t, t + 1) for t in range(n)]
+
+
+def _cell_index(start: int, step: int, count: int, size: int) -> slice | torch.Tensor:
+    """The cells (along one side) touched by elements ``start + step*k``, ``k < count``."""
+    last = start + step * (count - 1)
+    if count == 1 or step <= size:
+        return slice(start // size, last // size + 1)
+    return torch.arange(start, last + 1, step) // size
+
+
+def _paint(target: torch.Tensor, rows, cols, value: int, how: str) -> None:
+    """``target[rows, cols] = min/max(target[rows, cols], value)`` for slices or index lists."""
+    if isinstance(rows, slice) and isinstance(cols, slice):
+        view = target[rows, cols]
+        view.clamp_(max=value) if how == "min" else view.clamp_(min=value)
+        return
+    ri = torch.arange(target.shape[0])[rows] if isinstance(rows, slice) else rows
+    ci = torch.arange(target.shape[1])[cols] if isinstance(cols, slice) else cols
+    index = (ri[:, None], ci[None, :])
+    current = target[index]
+    target[index] = current.clamp(max=value) if how == "min" else current.clamp(min=value)
+
+
+def map_raster(
+    region_map: RegionMap,
+    table: BlockTable,
+    expected: RegionMap | None = None,
+    *,
+    base: int = 0,
+    max_cells: int = 192,
+    cell: tuple[int, int] | None = None,
+    mixed: bool = True,
+) -> Raster:
+    """The raster of a map of ids (model-wide ids from ``base``; 0: local ids), equal to
+    :func:`~syncviz.diagram.raster.raster` of its materialized local ids.
+
+    ``expected`` (local ids, e.g. ``shard_map(index, 0)``) gives the checker's status
+    per cell. ``mixed=False`` skips the mixed marks (all False), for callers that read
+    only corners and status. A map too fragmented is materialized when it holds at most
+    ``MATERIALIZE_LIMIT`` elements; otherwise a :class:`~syncviz.errors.SyncvizError`.
+    """
+    numel = math.prod(table.shape)
+    try:
+        return _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed)
+    except Fragmented:
+        return _materialized(region_map, table, expected, base, numel, max_cells, cell, mixed)
+
+
+def _materialized(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
+    from syncviz.check import element_status
+
+    if region_map.numel > MATERIALIZE_LIMIT:
+        raise SyncvizError(
+            f"a tensor of shape {list(region_map.shape)} holds ids too fragmented to draw from"
+            f" its map (more than {MAX_PIECES} pieces) and too big ({region_map.numel} elements)"
+            " to materialize",
+            fix="use --scaled for this parameter",
+        )
+    values = region_map.materialize()
+    local = torch.where(values >= base, values - base, torch.full_like(values, FOREIGN_ID))
+    local = torch.where(
+        (local >= numel) & (values >= 0), torch.full_like(values, FOREIGN_ID), local
+    )
+    local = torch.where(values < 0, values, local)
+    status = (
+        None if expected is None else element_status(local, expected.materialize().to(torch.int64))
+    )
+    out = raster(local, table, status, max_cells=max_cells, cell=cell)
+    if not mixed:
+        out.mixed = torch.zeros_like(out.mixed)
+    return out
+
+
+def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
+    shape = tuple(region_map.shape)
+    grid, bands = as_grid(torch.empty(shape, dtype=torch.int8))
+    rows, cols = int(grid.shape[0]), int(grid.shape[1])
+    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
+    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
+    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    boxes = local_boxes(region_map, base, numel)
+    corners = torch.empty((nr, nc), dtype=torch.int64)
+    for b in boxes:  # each corner point lies in exactly one box
+        i0, i1 = -(-b.r0 // rs), -(-b.r1 // rs)
+        j0, j1 = -(-b.c0 // cs), -(-b.c1 // cs)
+        if i0 >= i1 or j0 >= j1:
+            continue
+        di = torch.arange(i0, i1, dtype=torch.int64) * rs - b.r0
+        dj = torch.arange(j0, j1, dtype=torch.int64) * cs - b.c0
+        corners[i0:i1, j0:j1] = b.v + b.sr * di[:, None] + b.sc * dj[None, :]
+    first, first_offset = table.lookup(corners)
+    if rs * cs == 1 or not mixed:
+        is_mixed = torch.zeros_like(first, dtype=torch.bool)
+    else:
+        low = torch.full((nr, nc), _BIG, dtype=torch.int64)
+        high = torch.full((nr, nc), _SMALL, dtype=torch.int64)
+        budget = MAX_PIECES
+        for b in boxes:
+            if b.v < 0 or b.constant:
+                block = b.v if b.v < 0 else int(table.block_of(torch.tensor([b.v]))[0])
+                pieces = [((b.r0, 1, b.r1 - b.r0, b.c0, 1, b.c1 - b.c0, 0, 0, 0), block)]
+            else:
+                pieces = one_block_pieces(b, table, budget)
+            budget -= len(pieces)
+            if budget < 0:
+                raise Fragmented
+            for (r0, pr, n_r, c0, pc, n_c, *_), block in pieces:
+                ri, ci = _cell_index(r0, pr, n_r, rs), _cell_index(c0, pc, n_c, cs)
+                _paint(low, ri, ci, block, "min")
+                _paint(high, ri, ci, block, "max")
+        is_mixed = low != high
+    if expected is None:
+        status = torch.zeros_like(first)
+    else:
+        status = _status(boxes, local_boxes(expected, 0, numel), rs, cs, nr, nc)
+    sizes = torch.tensor([table.numel(x) for x in range(len(table.blocks))] + [1])
+    inner = first_offset.to(torch.float32) / sizes[first.clamp(min=-1)].to(torch.float32)
+    inner = torch.where(first >= 0, inner, torch.zeros_like(inner))
+    return Raster(
+        shape, rows, cols, (rs, cs), bands, first, first_offset, inner, is_mixed, status, table
+    )
+
+
+RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_status
+
+
+def _status(actual: list[Box2], expected: list[Box2], rs, cs, nr, nc) -> torch.Tensor:
+    """The worst verdict per cell of ``actual`` against ``expected`` (both local boxes)."""
+    out = torch.zeros((nr, nc), dtype=torch.int64)
+    by_row = sorted(expected, key=lambda e: e.r0)
+    starts = [e.r0 for e in by_row]
+    for a in actual:
+        verdict = {UNWRITTEN: NOT_WRITTEN, FOREIGN: NOT_OURS}.get(a.v) if a.constant else None
+        if verdict is not None:
+            _paint(
+                out,
+                slice(a.r0 // rs, (a.r1 - 1) // rs + 1),
+                slice(a.c0 // cs, (a.c1 - 1) // cs + 1),
+                verdict,
+                "max",
+            )
+            continue
+        for e in by_row[: bisect.bisect_left(starts, a.r1)]:
+            r0, r1 = max(a.r0, e.r0), min(a.r1, e.r1)
+            c0, c1 = max(a.c0, e.c0), min(a.c1, e.c1)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            asr, asc = (a.sr if a.r1 - a.r0 > 1 else 0), (a.sc if a.c1 - a.c0 > 1 else 0)
+            esr, esc = (e.sr if e.r1 - e.r0 > 1 else 0), (e.sc if e.c1 - e.c0 > 1 else 0)
+            # got - expected over the overlap: D + dr * (r - r0) + dc * (c - c0)
+            va = a.v + asr * (r0 - a.r0) + asc * (c0 - a.c0)
+            ve = e.v + esr * (r0 - e.r0) + esc * (c0 - e.c0)
+            dd, dr, dc = (
+                va - ve,
+                (asr - esr) if r1 - r0 > 1 else 0,
+                (asc - esc) if c1 - c0 > 1 else 0,
+            )
+            rows = slice(r0 // rs, (r1 - 1) // rs + 1)
+            cols = slice(c0 // cs, (c1 - 1) // cs + 1)
+            if not dr and not dc:
+                if dd:
+                    _paint(out, rows, cols, WRONG, "max")
+                continue
+            # Per touched cell: its part of the overlap is right only if it is one point
+            # along every axis the difference moves on, and the difference is 0 there.
+            i = torch.arange(rows.start, rows.stop, dtype=torch.int64)
+            j = torch.arange(cols.start, cols.stop, dtype=torch.int64)
+            ri = torch.clamp(i * rs, min=r0)
+            rn = torch.clamp((i + 1) * rs, max=r1) - ri
+            cj = torch.clamp(j * cs, min=c0)
+            cn = torch.clamp((j + 1) * cs, max=c1) - cj
+            diff = dd + dr * (ri - r0)[:, None] + dc * (cj - c0)[None, :]
+            wrong = (diff != 0) | ((rn > 1) & (dr != 0))[:, None] | ((cn > 1) & (dc != 0))[None, :]
+            view = out[rows, cols]
+            view.copy_(torch.where(wrong, torch.clamp(view, min=WRONG), view))
+    return out
+
+
+def map_value(region_map: RegionMap, row: int, col: int) -> int:
+    """The id at element (row, col) of the map's grid (no element materialized)."""
+    for r in grid_map(region_map).regions:
+        if r.start[0] <= row < r.stop[0] and r.start[1] <= col < r.stop[1]:
+            return int(r.value_at((row, col)))
+    raise SyncvizError(f"element ({row}, {col}) is outside the map", fix="report a bug")

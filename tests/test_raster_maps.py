@@ -1,0 +1,240 @@
+"""Rasters from compact maps against rasters of the materialized ids: every field equal, on
+hand-made maps (flat chunks, transposes, reversals, strided rows, padding, other parameters'
+ids) and on whole runs done twice (materialized and symbolic); diagrams, their text form and
+hover words equal; real sizes drawn without materializing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from syncviz import Parallel, preset
+from syncviz.check import element_status
+from syncviz.diagram import layout_diagram, layout_text
+from syncviz.diagram.hover import cell_words, locate
+from syncviz.diagram.raster import BlockTable, raster, raster_text
+from syncviz.diagram.raster_maps import map_raster
+from syncviz.oracle import model_layout
+from syncviz.provenance import RegionMap, row_major
+from syncviz.run.inprocess import run_sync
+from syncviz.run.symbolic_state import shard_map
+from syncviz.spec import ModelSpec
+
+TINY = ModelSpec("tiny", "llama-mcore", 2, 8, 4, 2, 8, 64, head_dim=2)
+CELLS = [(1, 1), (2, 2), (1, 4), (4, 1), (3, 5), (8, 8), (16, 2)]
+FIELDS = ("block", "offset", "inner", "mixed", "status")
+
+
+def assert_same(a, b) -> None:
+    """Every field of two rasters is equal."""
+    assert (a.shape, a.rows, a.cols, a.cell, a.bands) == (b.shape, b.rows, b.cols, b.cell, b.bands)
+    for f in FIELDS:
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+    assert raster_text(a, inner=True) == raster_text(b, inner=True)
+
+
+def _local(values: torch.Tensor, base: int, numel: int) -> torch.Tensor:
+    """Model-wide ids read back as local ids, written out independently of the code."""
+    out = values.clone()
+    inside = (values >= base) & (values < base + numel)
+    out[inside] -= base
+    out[(values >= 0) & ~inside] = -3
+    return out
+
+
+def _param(kind: str, d: int = 2):
+    layout = model_layout(TINY, Parallel(tp=1), Parallel(tp=d), layers=[0])
+    return next(p for p in layout if p.kind == kind)
+
+
+def _maps(global_shape, base):
+    """Hand-made maps of ids over a [R, C] parameter: flat chunks, transposes, reversals,
+    strided rows, padding and foreign ids, unwritten holes."""
+    rows, cols = global_shape
+    whole = RegionMap.affine(global_shape, base, (cols, 1))
+    flat = whole.reshape((rows * cols,))
+    half = rows * cols // 2
+    out = {
+        "whole": whole,
+        "flat chunk": flat.take(0, half, 1, half).reshape((rows, cols // 2)),
+        "transposed": whole.permute((1, 0)),
+        "reversed rows": whole.take(0, rows - 1, -1, rows),
+        "every other row": RegionMap.cat(
+            [whole.take(0, 0, 2, rows // 2), whole.take(0, 1, 2, rows // 2)], 0
+        ),
+        "padding and foreign": RegionMap.cat(
+            [
+                whole.slice(0, 0, rows // 2),
+                RegionMap.constant((1, cols), -1.0),
+                RegionMap.affine((rows // 2 - 1, cols), base + rows * cols + 5, (cols, 1)),
+            ],
+            0,
+        ),
+        "unwritten around": RegionMap.cat(
+            [
+                RegionMap.constant((1, cols), -2.0),
+                RegionMap.cat(
+                    [
+                        RegionMap.constant((rows - 2, 1), -2.0),
+                        whole.slice(0, 2, rows).slice(1, 0, cols - 3),
+                        RegionMap.constant((rows - 2, 2), -2.0),
+                    ],
+                    1,
+                ),
+                RegionMap.constant((1, cols), -2.0),
+            ],
+            0,
+        ),
+        "straddles parameters": RegionMap.affine(global_shape, base + cols * 3, (cols, 1)),
+        "strided columns": whole.take(1, 0, 2, cols // 2),
+    }
+    return out
+
+
+@pytest.mark.parametrize("kind", ["qkv", "o_proj", "gate_up"])
+def test_hand_made_maps_equal_materialized(kind):
+    """Each hand-made map (as a held tensor, against the oracle's tp0) draws the same raster,
+    status included, as its materialized ids, at every cell size."""
+    param = _param(kind)
+    table = BlockTable(param)
+    base = 1000
+    numel = param.global_shape[0] * param.global_shape[1]
+    for m in _maps(tuple(param.global_shape), base).values():
+        got = _local(m.materialize(), base, numel)
+        for cell in CELLS:
+            plain = raster(got, table, cell=cell)
+            assert_same(plain, map_raster(m, table, base=base, cell=cell))
+        # Against the oracle's tp0 where the shapes agree, and against the parameter's ids
+        # in order (a transposed square then agrees on its diagonal only).
+        wants = [shard_map(t.index, 0) for t in param.dst[:1] if t.index.shape == m.shape]
+        wants.append(RegionMap.affine(m.shape, 0, row_major(m.shape)))
+        for want in wants:
+            status = element_status(got, want.materialize().to(torch.int64))
+            for cell in CELLS:
+                expected = raster(got, table, status, cell=cell)
+                assert_same(expected, map_raster(m, table, want, base=base, cell=cell))
+
+
+def test_fragmented_map_materialized_when_small_refused_when_big(monkeypatch):
+    """Past MAX_PIECES a panel is materialized (same raster); past MATERIALIZE_LIMIT too,
+    it is refused with the fix."""
+    from syncviz.diagram import raster_maps
+    from syncviz.errors import SyncvizError
+
+    param = _param("o_proj")
+    table = BlockTable(param)
+    m = _maps(tuple(param.global_shape), 0)["flat chunk"]
+    monkeypatch.setattr(raster_maps, "MAX_PIECES", 2)
+    assert_same(raster(m.materialize(), table, cell=(2, 2)), map_raster(m, table, cell=(2, 2)))
+    monkeypatch.setattr(raster_maps, "MATERIALIZE_LIMIT", 8)
+    with pytest.raises(SyncvizError, match="too fragmented") as info:
+        map_raster(m, table, cell=(2, 2))
+    assert "--scaled" in info.value.fix
+
+
+def test_random_region_maps_equal_materialized():
+    """Random cuts, permutes, flips and concatenations of a parameter's ids: same rasters."""
+    param = _param("qkv", 2)
+    table = BlockTable(param)
+    rows, cols = param.global_shape
+    rng = random.Random(0)
+    whole = RegionMap.affine((rows, cols), 0, (cols, 1))
+    for _ in range(40):
+        parts = []
+        for _ in range(rng.randint(1, 4)):
+            a = rng.randrange(rows)
+            b = rng.randrange(a + 1, rows + 1)
+            piece = whole.slice(0, a, b)
+            if rng.random() < 0.3:
+                piece = piece.take(1, cols - 1, -1, cols)
+            parts.append(piece)
+        m = RegionMap.cat(parts, 0)
+        if rng.random() < 0.5:  # view as another width, as a flat chunk would
+            n = m.numel
+            width = rng.choice([w for w in (2, 4, 8, 16) if n % w == 0])
+            m = m.reshape((n // width, width))
+        got = m.materialize()
+        for cell in ((1, 1), (2, 3), (4, 4), (16, 1)):
+            assert_same(raster(got, table, cell=cell), map_raster(m, table, cell=cell))
+
+
+RUNS = [
+    (TINY, Parallel(tp=1), Parallel(tp=2), [0]),
+    (TINY, Parallel(tp=2), Parallel(tp=4), [0]),
+    (preset("llama3-8b").scaled(num_layers=2), Parallel(tp=1), Parallel(tp=2), None),
+    (preset("qwen1.5-moe-a2.7b").scaled(), Parallel(tp=2), Parallel(tp=4), [0]),
+    (preset("qwen2-57b-a14b").scaled(), Parallel(tp=2, ep=2), Parallel(tp=4), [0]),
+]
+
+
+@pytest.mark.parametrize(("spec", "src", "dst", "layers"), RUNS)
+@pytest.mark.parametrize("synchronizer", ["chatlearn", "corrected"])
+def test_symbolic_diagram_equals_materialized(spec, src, dst, layers, synchronizer):
+    """A run done twice, materialized and symbolic: every parameter's diagram has the same
+    rasters, wrong regions, shared blocks, bands and text form."""
+    plain = run_sync(spec, src, dst, synchronizer=synchronizer, layers=layers)
+    maps = run_sync(spec, src, dst, synchronizer=synchronizer, layers=layers, provenance="symbolic")
+    for p in plain.plan.layout:
+        a, b = layout_diagram(plain, p.key), layout_diagram(maps, p.key)
+        for pa, pb in zip(a.src + a.dst, b.src + b.dst, strict=True):
+            assert_same(pa.actual, pb.actual)
+            if pa.expected is not None:
+                assert_same(pa.expected, pb.expected)
+            assert (pa.regions, pa.shared, pa.shape) == (pb.regions, pb.shared, pb.shape)
+        assert a.bands == b.bands
+        assert layout_text(a) == layout_text(b)
+
+
+def test_hover_words_equal_on_symbolic_run():
+    """Hover words on every cell of a symbolic run's o_proj and qkv diagrams are the
+    materialized run's, the recorded steps included."""
+    plain = run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    maps = run_sync(TINY, Parallel(tp=1), Parallel(tp=2), layers=[0], provenance="symbolic")
+    for key in ("self_attn.o_proj.weight", "self_attn.qkv_proj.weight"):
+        key = f"model.model.layers.0.{key}"
+        a, b = layout_diagram(plain, key), layout_diagram(maps, key)
+        for side, panels in (("trainer", a.src), ("vLLM holds", a.dst), ("vLLM expected", a.dst)):
+            for panel in panels:
+                nr, nc = panel.actual.cells
+                for i in range(nr):
+                    for j in range(nc):
+                        words = cell_words(plain, a, side, panel.rank, i, j)
+                        assert words == cell_words(maps, b, side, panel.rank, i, j)
+                        assert " holds " in words
+
+
+def test_locate_reads_the_oracle_pieces():
+    """locate finds the first local (row, col) holding a global id, as a search of the ids."""
+    for kind in ("qkv", "o_proj", "gate_up"):
+        param = _param(kind, 2)
+        for shard in param.dst:
+            ids = shard.index.ids()
+            grid = ids.reshape(-1, ids.shape[-1])
+            for element in range(0, param.global_shape[0] * param.global_shape[1], 7):
+                hits = torch.nonzero(grid == element)
+                want = tuple(int(x) for x in hits[0]) if hits.numel() else None
+                assert locate(shard.index, element) == want
+
+
+def test_real_sizes_drawn_from_maps_only():
+    """llama3-8b 1 -> 2 at real sizes: the o_proj diagram (the row-split bug) is drawn from
+    maps, its wrong regions in the checker's words, every row of rank 1 but row 0 wrong."""
+    result = run_sync(
+        preset("llama3-8b"), Parallel(tp=1), Parallel(tp=2), layers=[0], provenance="symbolic"
+    )
+    d = layout_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
+    assert d.global_shape == (4096, 4096) and d.axis == 1
+    assert [r.span for r in d.dst[0].regions] == ["rows 1-4095"]
+    assert d.dst[0].regions[0].expected == "heads 0-15 rows 1-4095"
+    first = d.dst[0].actual
+    assert first.cells == (128, 128) and bool(first.mixed.all())  # rows of two halves each
+    assert int(first.status[0, 0]) == 1 and d.wrong_count == 2 * 128 * 128
+    # Cell (5, 7) starts at local row 160 col 112: flat 160 * 2048 + 112 of the global
+    # [4096, 4096], i.e. global row 80 col 112 (head 0), where global row 160 belongs.
+    assert cell_words(result, d, "vLLM holds", d.dst[0].rank, 5, 7) == (
+        "vLLM pp0 tp0 (rank 1) row 160 col 112 holds head 0 row 80 col 112, expected head 0"
+        " row 160 col 112: WRONG; came from trainer pp0 tp0 (rank 0) row 80 col 112 via the"
+        " stage-1 broadcast (its steps are not replayed at this size)"
+    )

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.idset import IdSet
 from syncviz.oracle import ParamLayout
+from syncviz.provenance import RegionMap, SymbolicTensor, is_symbolic, map_of, row_major
 from syncviz.trace.model import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
@@ -49,7 +51,9 @@ class TraceStep:
 
     ``blocks`` names the blocks its outputs hold (replayed on provenance ids);
     None when the op could not be replayed. ``inputs``/``outputs`` are the
-    replayed id tensors (None when not replayed).
+    replayed id tensors (None when not replayed): real int64 ids for a
+    materialized run, :class:`~syncviz.provenance.SymbolicTensor` maps of the
+    same ids for a symbolic one (read them with :func:`step_ids`).
 
     >>> TraceStep(0, "regroup", OpRecord(0, "view"), ("Q head 0",)).text
     'rank 0 regroup: view() -> None'
@@ -65,6 +69,16 @@ class TraceStep:
     @property
     def text(self) -> str:
         return f"rank {self.rank} {self.phase}: {self.op.summary()}"
+
+    def holds(self, element: int) -> bool:
+        """Whether its result holds global id ``element`` (False when not replayed).
+
+        >>> TraceStep(0, "regroup", OpRecord(0, "view"), (), None, (torch.arange(4),)).holds(2)
+        True
+        """
+        if self.outputs is None:
+            return False
+        return bool(step_ids(self.outputs).contains(torch.tensor([element]))[0])
 
     @property
     def shapes(self) -> str:
@@ -208,7 +222,7 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
                 continue
             same = [s for s in shards if list(s.shape) == list(t.shape)]
             if len(same) == 1:  # unambiguous: this input is that shard
-                bound[t.ref] = same[0].index.ids()
+                bound[t.ref] = _ids(result, same[0].index)
         produced.update(t.ref for t in op.outputs)
     return bound
 
@@ -219,7 +233,7 @@ def _shard_ids(result: SyncResult, param: ParamLayout, world: int) -> torch.Tens
     if role.side != "src":
         return None
     found = [s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)]
-    return found[0].index.ids() if len(found) == 1 else None
+    return _ids(result, found[0].index) if len(found) == 1 else None
 
 
 def _gathered_bindings(
@@ -275,7 +289,7 @@ def _receiver_bindings(
     if first is None or local is None:
         return {}
     try:
-        final = local(pt.rank, param.key).to(torch.int64)
+        final = _local(result, pt.rank, param.key)
     except (StopIteration, KeyError):  # this rank does not hold the parameter
         return {}
     if final.numel() != math.prod(first.shape):
@@ -307,7 +321,7 @@ def _stage1_payload(
     if not found:
         role = result.plan.roles[senders[0]]
         found = [
-            s.index.ids()
+            _ids(result, s.index)
             for s in param.src
             if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
         ]
@@ -341,36 +355,174 @@ def _stage2_payload(
         return cut[0].reshape(-1).to(torch.int64)
     kept = _held_ids(result, senders[0], param.key)
     if kept is not None:
-        sized = [t for t in sized if not bool(torch.isin(t.reshape(-1), kept).all())]
-    distinct = {tuple(t.reshape(-1).tolist()): t for t in sized}
+        held = step_ids([kept])
+        sized = [t for t in sized if not held.covers(step_ids([t]))]
+    distinct = {_value_key(t): t for t in sized}
     return next(iter(distinct.values())).reshape(-1).to(torch.int64) if len(distinct) == 1 else None
 
 
 def _held_ids(result: SyncResult, world: int, key: str) -> torch.Tensor | None:
-    local = getattr(result, "local_ids", None)
-    if local is None:
+    if getattr(result, "local_ids", None) is None:
         return None
     try:
-        return local(world, key).reshape(-1).to(torch.int64)
+        return _local(result, world, key).reshape(-1)
     except (StopIteration, KeyError):
         return None
 
 
-def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:
-    """Per global element, the index of its block; and the block labels."""
-    numel = 1
-    for n in param.global_shape:
-        numel *= n
-    table = torch.full((numel,), -1, dtype=torch.int64)
+# ---------------------------------------------------------------- ids: real or maps
+
+
+def _symbolic(result: SyncResult) -> bool:
+    """Whether the run kept its ids as maps: then replays run on maps too."""
+    return any(is_symbolic(t) for tensors in result.dst_tensors.values() for t in tensors.values())
+
+
+def _ids(result: SyncResult, index) -> torch.Tensor:
+    """The local ids of an oracle index map: real, or (symbolic run) as a map."""
+    if _symbolic(result):
+        from syncviz.run.symbolic_state import shard_map
+
+        return SymbolicTensor.from_map(shard_map(index, 0), dtype=torch.int64)
+    return index.ids()
+
+
+def _local(result: SyncResult, world: int | None, key: str) -> torch.Tensor:
+    """What vLLM rank ``world`` holds of ``key``, as local ids (int64; a map when the run
+    is symbolic: model-wide ids shifted, other parameters' ids -3)."""
+    if not _symbolic(result):
+        return result.local_ids(world, key).to(torch.int64)
+    param = result.plan.layout.param(key)
+    raw = result.dst_tensors[world][result._name_on(param, world)]
+    base, numel = result.plan.id_base[key], math.prod(param.global_shape)
+    return SymbolicTensor.from_map(local_map(map_of(raw), base, numel), dtype=torch.int64)
+
+
+def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
+    """Model-wide ids ``m`` as ids local to a parameter whose ids are ``base .. base +
+    numel - 1``, as :func:`~syncviz.run.values.to_local_ids` reads them: markers below 0
+    kept, any other id outside the parameter -3.
+
+    >>> m = RegionMap.affine((2, 4), 98, (4, 1))  # ids 98..105; the parameter has 100..103
+    >>> local_map(m, 100, 4).materialize().tolist()
+    [[-3.0, -3.0, 0.0, 1.0], [2.0, 3.0, -3.0, -3.0]]
+    """
+    from syncviz.provenance import Region
+    from syncviz.run.values import FOREIGN_ID
+
+    out, work = [], list(m.regions)
+    while work:
+        r = work.pop()
+        ext = r.extents
+        lo = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s < 0)
+        hi = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s > 0)
+        if r.is_constant and r.offset < 0:
+            out.append(r)
+        elif base <= lo and hi < base + numel:
+            out.append(Region(r.start, r.stop, r.offset - base, r.strides))
+        elif lo >= 0 and (hi < base or lo >= base + numel):
+            out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(ext)))
+        else:  # partly this parameter's: halve its longest dim until each part is one or other
+            d = max(range(len(ext)), key=lambda i: ext[i])
+            mid = r.start[d] + ext[d] // 2
+            first_stop = (*r.stop[:d], mid, *r.stop[d + 1 :])
+            second_start = (*r.start[:d], mid, *r.start[d + 1 :])
+            shift = r.strides[d] * (mid - r.start[d])
+            work.append(Region(r.start, first_stop, r.offset, r.strides))
+            work.append(Region(second_start, r.stop, r.offset + shift, r.strides))
+    return RegionMap(m.shape, out)
+
+
+def step_ids(tensors) -> IdSet:
+    """The non-negative ids some step tensors hold (real or maps), as a set.
+
+    >>> step_ids([torch.tensor([[3, 4], [-1, 9]])]).lo.tolist()
+    [3, 9]
+    """
+    maps, real = [], []
+    for t in tensors:
+        (maps if is_symbolic(t) else real).append(t)
+    got = IdSet.of([map_of(t) for t in maps])
+    if real:
+        flat = torch.cat([t.reshape(-1).to(torch.int64) for t in real])
+        more = IdSet.from_ids(flat)
+        got = more if got.empty else _union(got, more)
+    return got
+
+
+def _union(a: IdSet, b: IdSet) -> IdSet:
+    from syncviz.idset import _merged
+
+    return _merged([a.lo, b.lo], [a.hi, b.hi])
+
+
+def _value_key(t: torch.Tensor):
+    """What tells two replayed tensors' values apart: their elements, or their flat map."""
+    if is_symbolic(t):
+        flat = map_of(t).reshape((t.numel(),))
+        return ("map", tuple(sorted((r.start, r.stop, r.offset, r.strides) for r in flat.regions)))
+    return tuple(t.reshape(-1).tolist())
+
+
+class _Blocks:
+    """Which block each global id is in: a table of every id (built on first use, for
+    real ids), or the blocks' runs of ids (for maps); neither is built unless read."""
+
+    def __init__(self, param: ParamLayout) -> None:
+        self.param = param
+        self._table: torch.Tensor | None = None
+        self._runs = None
+
+    @property
+    def table(self) -> torch.Tensor:
+        if self._table is None:
+            param = self.param
+            table = torch.full((math.prod(param.global_shape),), -1, dtype=torch.int64)
+            for i, block in enumerate(param.blocks):
+                table[block.box.ids(param.global_shape)] = i
+            self._table = table
+        return self._table
+
+    @property
+    def runs(self):
+        if self._runs is None:
+            self._runs = _block_runs(self.param)
+        return self._runs
+
+
+def _block_table(param: ParamLayout) -> tuple[_Blocks, list[str]]:
+    """Which block each global id is in (see :class:`_Blocks`); and the block labels."""
+    return _Blocks(param), [b.label for b in param.blocks]
+
+
+def _block_runs(param: ParamLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every block's ids as runs of consecutive global ids: starts, ends, block index."""
+    strides = row_major(param.global_shape)
+    los, his, which = [], [], []
     for i, block in enumerate(param.blocks):
-        table[block.box.ids(param.global_shape)] = i
-    return table, [b.label for b in param.blocks]
+        box = block.box
+        ext = tuple(b - a for a, b in zip(box.start, box.stop, strict=True))
+        offset = sum(a * s for a, s in zip(box.start, strides, strict=True))
+        got = IdSet.of([RegionMap.affine(ext, offset, strides)])
+        los.append(got.lo)
+        his.append(got.hi)
+        which.append(torch.full(got.lo.shape, i, dtype=torch.int64))
+    return torch.cat(los), torch.cat(his), torch.cat(which)
 
 
-def _blocks_in(ids: torch.Tensor, table: torch.Tensor, labels: list[str]) -> tuple[str, ...]:
+def _blocks_of(ids: IdSet, runs, labels: list[str]) -> tuple[str, ...]:
+    """The labels of the blocks some of ``ids`` belong to, in block order."""
+    lo, hi, which = runs
+    found = torch.unique(which[ids.meets(lo, hi)]).tolist()
+    return tuple(labels[i] for i in found)
+
+
+def _blocks_in(ids: torch.Tensor, table, labels: list[str]) -> tuple[str, ...]:
+    if is_symbolic(ids):  # a map: read against the blocks' runs of ids
+        return _blocks_of(step_ids([ids]), table.runs, labels)
     flat = ids.reshape(-1).to(torch.int64)
     flat = flat[flat >= 0]
-    counts = torch.bincount(table[flat] + 1, minlength=len(labels) + 1)  # beats unique's sort
+    counts = torch.bincount(table.table[flat] + 1, minlength=len(labels) + 1)  # beats unique
     found = torch.nonzero(counts[1:]).flatten().tolist()
     return tuple(labels[i] for i in found)
 

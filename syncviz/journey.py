@@ -545,6 +545,26 @@ def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
     return sorted(traces, key=lambda pt: (PHASE_ORDER.get(pt.phase or "", 9), pt.rank))
 
 
+def step_count(result: SyncResult, key: str) -> int:
+    """How many steps :func:`param_steps` gives for ``key``, read from the trace without
+    replaying anything.
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.run.inprocess import run_sync
+    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    >>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> key = "model.model.layers.0.self_attn.qkv_proj.weight"
+    >>> step_count(result, key) == len(param_steps(result, key))
+    True
+    """
+    return sum(_is_step(op) for pt in _param_traces(result, key) for op in pt.ops)
+
+
+def _is_step(op: OpRecord) -> bool:
+    return op.op not in QUIET_OPS and op.op not in ALLOC_OPS
+
+
 def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     """Every recorded data-moving op of parameter ``key``, rank by rank, phase by phase."""
     with _one_thread():
@@ -569,7 +589,7 @@ def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     for pt in _param_traces(result, key):
         ins, replayed = _replay_io(pt, _bindings(result, param, pt))
         for op in pt.ops:
-            if op.op in QUIET_OPS or op.op in ALLOC_OPS:
+            if not _is_step(op):
                 continue
             outs = replayed.get(op.index)
             blocks = None

@@ -31,7 +31,7 @@ from typing import Any
 import ipywidgets as w
 
 from syncviz.errors import SyncvizError
-from syncviz.journey import QUIET_OPS, TraceStep, _param_traces, block_journey, param_steps
+from syncviz.journey import TraceStep, block_journey, param_steps, step_count
 from syncviz.parallel import Parallel, validate
 from syncviz.presets import PRESETS, shipped_config, shipped_configs
 from syncviz.spec import ModelSpec
@@ -465,8 +465,7 @@ class Explorer(w.VBox):
         key = self.param.value
         if key in run.steps:
             return len(run.steps[key])
-        traces = _param_traces(run.result, key)
-        return sum(op.op not in QUIET_OPS for pt in traces for op in pt.ops)
+        return step_count(run.result, key)
 
     def _refresh_param(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None

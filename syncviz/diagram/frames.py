@@ -56,6 +56,7 @@ from syncviz.diagram.raster import (
     small_work,
 )
 from syncviz.journey import TraceStep
+from syncviz.provenance import is_symbolic
 
 if TYPE_CHECKING:
     from syncviz.diagram.model import LayoutDiagram
@@ -108,11 +109,14 @@ class Frame:
 def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
     """A step tensor's raster at the diagram's scale, unless that scale would give more
     than MAX_CELLS cells a side (a flat buffer): then its own downsampling."""
-    grid, _ = as_grid(t)
+    from syncviz.diagram import frames_maps
+
     if cell is not None:
-        rows, cols = int(grid.shape[0]), int(grid.shape[1])
+        rows, cols = frames_maps.grid_shape(t)
         if math.ceil(rows / cell[0]) > 2 * MAX_CELLS or math.ceil(cols / cell[1]) > MAX_CELLS:
             cell = None
+    if is_symbolic(t):  # a symbolic run's step: drawn from its map
+        return frames_maps.step_raster(t, table, cell)
     return raster(t, table, cell=cell)
 
 
@@ -273,6 +277,10 @@ def _known(d: LayoutDiagram) -> _Known:
 def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
     """Per vLLM panel of ``d``, per cell: the step number that writes it (see the module
     text for the rule); computed once per diagram."""
+    from syncviz.diagram import frames_maps
+
+    if frames_maps.symbolic(d):
+        return frames_maps.known(d).fills
     return _known(d).fills
 
 
@@ -330,6 +338,11 @@ def _filled(p: Panel, written: torch.Tensor) -> Panel:
 
 def _mark(d: LayoutDiagram, f: Frame) -> None:
     """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``."""
+    from syncviz.diagram import frames_maps
+
+    if frames_maps.symbolic(d):  # the same marks, read from maps
+        frames_maps.mark(d, f)
+        return
     step = f.step
     f.src, f.dst = list(d.src), list(d.dst)
     # A data-moving op carries into its result only part of what it was handed (a

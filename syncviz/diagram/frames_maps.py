@@ -1,0 +1,158 @@
+"""Step frames of a symbolic run: the same marks as :mod:`syncviz.diagram.frames`, read
+from maps.
+
+A symbolic run's replayed steps hold their ids as maps
+(:class:`~syncviz.provenance.SymbolicTensor`). Every mark of a frame is a
+question on the *set* of ids a step carries (:class:`~syncviz.idset.IdSet`):
+which cells of a trainer shard hold one of them (the shard's map, cell by
+cell), which vLLM cells' first ids are among them, which step first (or last)
+carried each vLLM cell. So a frame costs the maps' runs of ids and the
+rasters' cells, never a tensor's elements, and equals the frame of the same
+run with materialized ids (tests/test_frames_maps.py).
+
+>>> from syncviz import Parallel
+>>> from syncviz.spec import ModelSpec
+>>> from syncviz.run.inprocess import run_sync
+>>> from syncviz.diagram.model import layout_diagram
+>>> from syncviz.diagram.frames import frame
+>>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+>>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0], provenance="symbolic")
+>>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
+>>> symbolic(d), frame(d, 2).region_lines()
+(True, ['reads trainer pp0 tp0 (rank 0) rows 0-3', 'writes vLLM pp0 tp0 (rank 1) rows 0-3'])
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from syncviz.diagram.raster import BlockTable, Raster
+from syncviz.diagram.raster_maps import grid_map, map_raster
+from syncviz.idset import IdSet, cells_meeting
+from syncviz.journey import step_ids
+from syncviz.provenance import RegionMap, is_symbolic, map_of
+from syncviz.run.symbolic_state import shard_map
+
+if TYPE_CHECKING:
+    from syncviz.diagram.frames import Frame
+    from syncviz.diagram.model import LayoutDiagram
+
+
+def symbolic(d: LayoutDiagram) -> bool:
+    """Whether the diagram's steps were replayed on maps (a symbolic run)."""
+    return any(is_symbolic(t) for s in d.steps for t in (*(s.inputs or ()), *(s.outputs or ())))
+
+
+def grid_shape(t: torch.Tensor) -> tuple[int, int]:
+    """The raster grid's shape of a step tensor (:func:`~syncviz.diagram.raster.as_grid`)."""
+    shape = tuple(t.shape)
+    if len(shape) == 1:
+        return 1, shape[0]
+    if len(shape) == 3:
+        return shape[0] * shape[1], shape[2]
+    return shape[0], math.prod(shape[1:])
+
+
+def step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
+    """The raster of a step tensor held as a map (local ids)."""
+    return map_raster(map_of(t), table, cell=cell)
+
+
+@dataclass
+class _Known:
+    """What every frame of one diagram reads: computed once, held while the diagram lives."""
+
+    shard_grids: list[RegionMap]  # per trainer panel, its shard's ids on the raster grid
+    shard_sets: list[IdSet]  # per trainer panel, the ids its shard holds
+    cell_ids: list[torch.Tensor]  # per vLLM panel, each cell's first id
+    outs: list[IdSet | None]  # per step, the ids its result holds (None: not replayed)
+    fills: list[torch.Tensor]  # per vLLM panel, per cell, the step that writes it
+
+
+_KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
+
+
+def known(d: LayoutDiagram) -> _Known:
+    held = _KNOWN.get(id(d))
+    if held is not None and held[0]() is d:
+        return held[1]
+    from syncviz.diagram.frames import cell_ids
+
+    shards = [shard_map(s.index, 0) for s in d.table.param.src]
+    outs = [step_ids(s.outputs) if s.outputs else None for s in d.steps]
+    dst_ids = [cell_ids(p.actual) for p in d.dst]
+    got = _Known(
+        [grid_map(m) for m in shards],
+        [IdSet.of([m]) for m in shards],
+        dst_ids,
+        outs,
+        _fill_steps(d, dst_ids, outs),
+    )
+    _KNOWN[id(d)] = (weakref.ref(d), got)
+    weakref.finalize(d, _KNOWN.pop, id(d), None)
+    return got
+
+
+def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list[torch.Tensor]:
+    """As :func:`syncviz.diagram.frames._fill_steps`, on id sets."""
+    total = len(d.steps)
+    fills = []
+    for p, ids in zip(d.dst, dst_ids, strict=True):
+        own = [k for k, s in enumerate(d.steps) if s.rank == p.rank and outs[k] is not None]
+        order = own if own else [k for k in range(total) if outs[k] is not None]
+        # Own steps: the first that holds it; else the last move of that data anywhere.
+        fill = torch.full(ids.shape, total + 1, dtype=torch.int64)
+        for k in order:
+            hit = outs[k].contains(ids)
+            fill = torch.where(hit & (fill > k + 1) if own else hit, k + 1, fill)
+        data = ids >= 0
+        first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
+        fill = torch.where(~data, min(first, total), fill)
+        fills.append(fill.clamp(max=max(total, 1)))
+    return fills
+
+
+def mark(d: LayoutDiagram, f: Frame) -> None:
+    """As :func:`syncviz.diagram.frames._mark`, on id sets."""
+    from syncviz.diagram.frames import _filled, _spans
+
+    step = f.step
+    f.src, f.dst = list(d.src), list(d.dst)
+    k = known(d)
+    wrote = k.outs[f.number - 1]
+    read = wrote if wrote is not None else (step_ids(step.inputs) if step.inputs else None)
+    own_src = [i for i, p in enumerate(d.src) if p.rank == step.rank]
+    others = read
+    if read is not None and own_src:
+        # Its own shard first; other shards only for data it does not hold (an exchange
+        # of routed experts), never for a replica of its own (dense weights under ep).
+        for i in own_src:
+            others = others.minus(k.shard_sets[i])
+    for i, p in enumerate(d.src):
+        cells = None
+        if read is not None:
+            wanted = read if i in own_src else others
+            if wanted is not None and not wanted.empty:
+                hit = cells_meeting(k.shard_grids[i], p.actual.cell, wanted)
+                cells = hit if bool(hit.any()) else None
+        f.read.append(cells)
+        if cells is not None:
+            f.read_titles.append(p.title)
+            f.read_spans.append(_spans(cells, p.actual))
+    own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
+    for i, p in enumerate(d.dst):
+        cells = None
+        if wrote is not None and (not own_dst or i in own_dst):
+            hit = wrote.contains(k.cell_ids[i])
+            cells = hit if bool(hit.any()) else None
+        f.wrote.append(cells)
+        if cells is not None:
+            f.wrote_titles.append(p.title)
+            f.wrote_spans.append(_spans(cells, p.actual))
+    for p, fill in zip(d.dst, k.fills, strict=True):
+        f.filled.append(_filled(p, fill <= f.number))

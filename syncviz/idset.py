@@ -113,6 +113,13 @@ def _runs(r: Region) -> tuple[torch.Tensor, int] | None:
         if r.offset < 0:
             return None  # a marker: padding, unwritten, another parameter's
         return torch.tensor([int(r.offset)], dtype=torch.int64), 1
+    high = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, r.extents, strict=True) if s > 0)
+    if high < 0:
+        return None  # markers only (a run of padding next to unwritten)
+    if low < 0 and r.numel <= MAX_INTERVALS:  # markers and ids in one region: read it
+        values = r.values().reshape(-1).to(torch.int64)
+        values = values[values >= 0]
+        return values, 1
     if low < 0:
         raise SyncvizError(
             f"a map region starting at id {r.offset} runs below 0",

@@ -416,7 +416,7 @@ def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
         ext = r.extents
         lo = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s < 0)
         hi = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s > 0)
-        if r.is_constant and r.offset < 0:
+        if hi < 0:  # markers (padding, unwritten, another's): kept, as to_local_ids does
             out.append(r)
         elif base <= lo and hi < base + numel:
             out.append(Region(r.start, r.stop, r.offset - base, r.strides))

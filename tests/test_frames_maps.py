@@ -1,0 +1,174 @@
+"""Steps and step frames of symbolic runs, read from maps: equal to the materialized replay
+where both run (tiny and scaled specs), id sets against element-wise references, and real
+sizes with no tensor's elements materialized."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from syncviz import Parallel, preset
+from syncviz.diagram.frames import _any_cells, frame
+from syncviz.diagram.model import layout_diagram
+from syncviz.diagram.text import layout_text
+from syncviz.idset import IdSet, cells_meeting
+from syncviz.journey import local_map, param_steps, step_count
+from syncviz.oracle.index import IndexMap
+from syncviz.provenance import RegionMap, SymbolicTensor
+from syncviz.run.inprocess import run_sync
+from syncviz.run.values import FOREIGN_ID
+from syncviz.spec import ModelSpec
+
+QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
+TINY = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+
+
+def _runs(spec, src, dst):
+    real = run_sync(spec, src, dst, layers=[0])
+    maps = run_sync(spec, src, dst, layers=[0], provenance="symbolic")
+    return real, maps
+
+
+def _same_frames(a, b, key) -> int:
+    """Assert every frame of ``key`` is the same in both runs; returns how many."""
+    da, db = layout_diagram(a, key), layout_diagram(b, key)
+    assert [(s.text, s.blocks) for s in da.steps] == [(s.text, s.blocks) for s in db.steps]
+    for sa, sb in zip(da.steps, db.steps, strict=True):
+        assert (sa.outputs is None) == (sb.outputs is None), sa.text
+        for x, y in zip(sa.outputs or (), sb.outputs or (), strict=True):
+            assert torch.equal(x.to(torch.int64), y.materialize().to(torch.int64)), sa.text
+    for k in range(1, len(da.steps) + 1):
+        xa = layout_diagram(a, key, step=k, steps=da.steps)
+        xb = layout_diagram(b, key, step=k, steps=db.steps)
+        assert layout_text(xa) == layout_text(xb), (key, k)
+        fa, fb = xa.frame, xb.frame
+        for u, v in zip(fa.read + fa.wrote, fb.read + fb.wrote, strict=True):
+            assert (u is None) == (v is None) and (u is None or torch.equal(u, v)), (key, k)
+        for u, v in zip(fa.filled, fb.filled, strict=True):
+            assert torch.equal(u.actual.block, v.actual.block), (key, k)
+            assert torch.equal(u.actual.status, v.actual.status), (key, k)
+    return len(da.steps)
+
+
+def test_every_step_of_the_tiny_spec_is_the_same_on_maps():
+    """Tiny 1 -> 2 and 2 -> 4: every parameter's steps (text, blocks, ids) and every frame
+    (text form, marks, fill) are the same replayed on maps as on materialized ids."""
+    for src, dst in ((1, 2), (2, 4)):
+        a, b = _runs(TINY, Parallel(tp=src), Parallel(tp=dst))
+        counted = [_same_frames(a, b, p.key) for p in a.plan.layout]
+        assert sum(counted) > 20
+        assert [step_count(b, p.key) for p in a.plan.layout] == counted
+
+
+def test_scaled_llama_steps_and_qkv_frames_are_the_same_on_maps():
+    """Scaled llama3-8b 2 -> 4: steps of every layer-0 parameter and every qkv frame (cells
+    of several elements, so the cell-wise questions are tested) agree with materialized."""
+    a, b = _runs(preset("llama3-8b").scaled(), Parallel(tp=2), Parallel(tp=4))
+    for p in a.plan.layout:
+        texts = [(s.text, s.blocks) for s in param_steps(a, p.key)]
+        assert texts == [(s.text, s.blocks) for s in param_steps(b, p.key)], p.key
+    assert _same_frames(a, b, QKV) == 26
+    assert layout_diagram(b, QKV).dst[0].actual.cell != (1, 1)
+
+
+@pytest.mark.slow
+def test_scaled_moe_frames_are_the_same_on_maps():
+    """Scaled qwen1.5-moe tp2 ep2 -> tp4: routed-expert exchanges, every parameter, every
+    frame, the same on maps."""
+    a, b = _runs(preset("qwen1.5-moe-a2.7b").scaled(), Parallel(tp=2, ep=2), Parallel(tp=4))
+    assert sum(_same_frames(a, b, p.key) for p in a.plan.layout) > 200
+
+
+def test_id_set_of_transposed_and_strided_maps():
+    """Runs of a transposed, a strided and a padded map, against the ids themselves."""
+    w = SymbolicTensor.from_map(RegionMap.affine((6, 8), 10, (8, 1)))
+    pad = SymbolicTensor.from_map(RegionMap.constant((2, 3), -1.0))
+    for t in (w.t()[2:5], w[::2, 1::3], torch.cat([w[:2, :3], pad]), w[:, 5]):
+        ids = t.materialize().to(torch.int64)
+        got = IdSet.of([t.region_map()])
+        want = IdSet.from_ids(ids)
+        assert torch.equal(got.lo, want.lo) and torch.equal(got.hi, want.hi)
+        assert got.count == ids[ids >= 0].unique().numel()
+    s = IdSet.from_ids(torch.tensor([1, 2, 3, 7, 8, 20]))
+    assert s.meets(torch.tensor([0, 4, 8, 9]), torch.tensor([1, 7, 9, 20])).tolist() == [
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert s.minus(IdSet.from_ids(torch.tensor([2, 8]))).lo.tolist() == [1, 3, 7, 20]
+    assert s.covers(IdSet.from_ids(torch.tensor([3, 7]))) and not s.covers(
+        IdSet.from_ids(torch.tensor([4]))
+    )
+
+
+@pytest.mark.parametrize("cell", [(1, 1), (2, 3), (4, 4), (3, 8)])
+def test_cells_meeting_equals_the_element_wise_marks(cell):
+    """Cells holding any id of a set, read from maps (row runs, column runs, steps of 2 both
+    ways, constants), equal the element-wise isin folded into cells."""
+    base = SymbolicTensor.from_map(RegionMap.affine((12, 16), 0, (16, 1)))
+    pad = SymbolicTensor.from_map(RegionMap.constant((4, 16), -1.0))
+    maps = [
+        base,
+        base.t()[:12],
+        torch.cat([base[::2, ::2], base[1::2, 1::2]], dim=1),
+        torch.cat([base[4:8], pad, base[:4]]),
+        base[:, 3:4].expand(12, 16),
+    ]
+    wanted = torch.tensor([0, 5, 17, 40, 41, 42, 99, 130, 131, 175, 191])
+    ids = IdSet.from_ids(wanted)
+    for t in maps:
+        values = t.materialize().to(torch.int64)
+        want = _any_cells(torch.isin(values, wanted), cell)
+        assert torch.equal(cells_meeting(t.region_map(), cell, ids), want)
+
+
+def test_local_map_reads_ids_as_the_materialized_path():
+    """Model-wide ids partly of another parameter, padding and unwritten: local ids as
+    to_local_ids gives them (foreign -3)."""
+    m = RegionMap.cat(
+        [
+            RegionMap.affine((3, 5), 95, (5, 1)),
+            RegionMap.constant((1, 5), -1.0),
+            RegionMap.constant((1, 5), -2.0),
+        ],
+        0,
+    )
+    got = local_map(m, 100, 7).materialize()
+    values = m.materialize()
+    local = values - 100
+    want = torch.where((local >= 0) & (local < 7), local, torch.full_like(values, FOREIGN_ID))
+    assert torch.equal(got, torch.where(values < 0, values, want))
+
+
+def test_real_sizes_never_materialize_a_tensor(monkeypatch):
+    """llama3-8b 2 -> 4 at real sizes: qkv's 26 steps and all their frames read no tensor
+    element by element; step 1 reads all of trainer tp0 ([3072, 4096]); the last frame's
+    vLLM tensors are the ones the sync left."""
+    result = run_sync(
+        preset("llama3-8b"), Parallel(tp=2), Parallel(tp=4), layers=[0], provenance="symbolic"
+    )
+    d = layout_diagram(result, QKV)
+    big = 1 << 20
+
+    def refuse_regions(self):
+        assert self.numel <= big, f"materialized {self.numel} ids"
+        return original(self)
+
+    def refuse_index(self):
+        raise AssertionError("an oracle index materialized")
+
+    original = RegionMap.materialize
+    monkeypatch.setattr(RegionMap, "materialize", refuse_regions)
+    monkeypatch.setattr(IndexMap, "ids", refuse_index)
+    steps = param_steps(result, QKV)
+    assert len(steps) == step_count(result, QKV) == 26
+    assert all(s.blocks for s in steps)
+    d = layout_diagram(result, QKV, steps=steps)
+    first = frame(d, 1)
+    assert first.region_lines()[0] == "reads trainer pp0 tp0 (rank 0) rows 0-3071"
+    for k in range(2, len(steps) + 1):
+        frame(d, k)
+    last = frame(d, len(steps))
+    for filled, final in zip(last.filled, d.dst, strict=True):
+        assert torch.equal(filled.actual.block, final.actual.block)

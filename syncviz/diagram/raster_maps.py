@@ -56,6 +56,7 @@ from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 MAX_PIECES = 1 << 15  # one-block lattice pieces per panel before the map counts as fragmented
 MATERIALIZE_LIMIT = 1 << 24  # elements of a fragmented panel materialized instead
+MAX_PAIRS = 1 << 22  # overlapping (held, expected) box pairs compared per panel
 FOREIGN = int(FOREIGN_ID)
 UNWRITTEN = int(UNWRITTEN_ID)
 _BIG = torch.iinfo(torch.int64).max
@@ -406,6 +407,8 @@ def _status(actual: list[Box2], expected: list[Box2], rs, cs, nr, nc) -> torch.T
     out = torch.zeros((nr, nc), dtype=torch.int64)
     by_row = sorted(expected, key=lambda e: e.r0)
     starts = [e.r0 for e in by_row]
+    reach = list(itertools.accumulate((e.r1 for e in by_row), max))  # non-decreasing
+    pairs = 0
     for a in actual:
         verdict = {UNWRITTEN: NOT_WRITTEN, FOREIGN: NOT_OURS}.get(a.v) if a.constant else None
         if verdict is not None:
@@ -417,7 +420,12 @@ def _status(actual: list[Box2], expected: list[Box2], rs, cs, nr, nc) -> torch.T
                 "max",
             )
             continue
-        for e in by_row[: bisect.bisect_left(starts, a.r1)]:
+        # Candidates: expected boxes starting above a's last row and reaching below its first.
+        lo, hi = bisect.bisect_right(reach, a.r0), bisect.bisect_left(starts, a.r1)
+        pairs += max(0, hi - lo)
+        if pairs > MAX_PAIRS:
+            raise Fragmented
+        for e in by_row[lo:hi]:
             r0, r1 = max(a.r0, e.r0), min(a.r1, e.r1)
             c0, c1 = max(a.c0, e.c0), min(a.c1, e.c1)
             if r0 >= r1 or c0 >= c1:

@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from syncviz.check_maps import compare_maps
+from syncviz.check_maps import compare_maps, map_index
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
-from syncviz.provenance import is_symbolic
+from syncviz.provenance import RegionMap, is_symbolic
+from syncviz.provenance.regions import ReshapedMap
 from syncviz.run.result import SyncResult
 from syncviz.run.symbolic_state import shard_map
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID, owners, to_local_ids
@@ -33,7 +34,8 @@ MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
 # Symbolic tensors above this many elements are compared map against map (all of them:
 # the map comparison gives the element-wise report, and costs regions, not elements).
 ELEMENTWISE_LIMIT = 0
-DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized to describe it
+DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized when its map does not compress
+MAX_DESCRIBED_ROWS = 250_000  # as IndexMap.from_ids: longer runs are "in no regular order"
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?) [\d-]+: ")
 
 
@@ -251,8 +253,9 @@ def _check_tensor(
     cache: dict,
 ) -> TensorCheck:
     got = actual.to(torch.int64)
-    unwritten = actual == UNWRITTEN_ID
-    wrong = (got != expected) & ~unwritten
+    status = element_status(actual, expected)
+    unwritten = status == UNWRITTEN
+    wrong = (status == WRONG) | (status == FOREIGN)
     check = TensorCheck(world, tp, "ok", int(wrong.sum()), int(unwritten.sum()), writes)
     where = f"dst rank {world} (tp {tp})"
     if check.unwritten:
@@ -273,8 +276,8 @@ def _check_tensor(
 def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     """:func:`_check_tensor` for a symbolic tensor: regions overlaid, same words.
 
-    Only the wrong rows (at most ``MAX_RUNS`` runs of them, each up to
-    ``DESCRIBE_LIMIT`` elements) are materialized, to be described.
+    The wrong rows (at most ``MAX_RUNS`` runs of them) are described from their
+    maps (:func:`map_words`); no element is read unless a run does not compress.
     """
     base = plan.id_base[param.key]
     expected = shard_map(t.index, base)
@@ -295,12 +298,6 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
         runs = diff.wrong_rows
         for a, b in runs[:MAX_RUNS]:
             span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
-            if (b - a) * row > DESCRIBE_LIMIT:
-                check.problems.append(
-                    f"{where}, {span}: holds other ids ({(b - a) * row} elements, too many to"
-                    " describe)"
-                )
-                continue
             got_rows, want_rows = got_map.take(0, a, 1, b - a), expected.take(0, a, 1, b - a)
             # Layers of one kind share blocks and local ids: the same wrong rows recur on
             # every layer, so their words are cached by the maps' shape relative to base.
@@ -309,16 +306,19 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
                 id(param.blocks),
                 a,
                 b,
-                _relative(got_rows, base),
-                _relative(want_rows, base),
+                _map_key(got_rows, base),
+                _map_key(want_rows, base),
             )
             if key not in cache:
-                got = to_local_ids(plan, param, got_rows.materialize())
-                want = want_rows.materialize()
-                want = torch.where(want >= 0, want - base, want)
-                holds = _words(param, got.to(torch.int64), cache)
-                cache[key] = (holds, _words(param, want.to(torch.int64), cache))
+                holds = map_words(plan, param, got_rows, cache)
+                cache[key] = (holds, holds and map_words(plan, param, want_rows, cache))
             holds, wants = cache[key]
+            if holds is None:
+                check.problems.append(
+                    f"{where}, {span}: holds other ids ({(b - a) * row} elements, too many to"
+                    " describe)"
+                )
+                continue
             check.problems.append(f"{where}, {span}: holds {holds}, expected {wants}")
         if len(runs) > MAX_RUNS:
             check.problems.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
@@ -328,6 +328,47 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     for other in _owners_of_ranges(plan, diff.id_ranges, exclude=param.key):
         check.problems.append(f"{where}: holds elements of {other}")
     return check
+
+
+def map_words(plan, param: ParamLayout, region_map: RegionMap, cache: dict | None = None):
+    """What a symbolic tensor (or a run of its rows) holds of ``param``, in the words the
+    checker prints for the same ids materialized; None when it is too big to describe.
+
+    Its regions become the oracle's pieces directly (:func:`~syncviz.check_maps.map_index`),
+    so the cost follows the regions, not the elements; a map that does not compress
+    is read element by element up to ``DESCRIBE_LIMIT`` elements.
+
+    >>> from syncviz import Parallel, preset
+    >>> from syncviz.run.inprocess import run_sync
+    >>> spec = preset("llama3-8b").scaled()
+    >>> result = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], trace=False,
+    ...                   provenance="symbolic")
+    >>> o_proj = result.plan.layout.params[2]  # the faithful port splits its rows, not columns
+    >>> vllm = result.dst_tensors[result.plan.world_rank("dst", 0, 0)][o_proj.dst[0].name]
+    >>> map_words(result.plan, o_proj, vllm.region_map().take(0, 1, 1, 3))  # rows 1-3
+    'row 0: heads 8-15 row 0; rows 1-2: heads 0-15 row 1'
+    """
+    base = plan.id_base[param.key]
+    index = map_index(region_map, base, param.global_shape)
+    if index is not None:
+        cols = region_map.shape[-1] if len(region_map.shape) > 1 else index.numel
+        if index.numel // max(1, cols) > MAX_DESCRIBED_ROWS:  # as describe() gives up
+            return f"{index.numel} elements in no regular order"
+        return _shorten(describe(param, index))
+    if region_map.numel > DESCRIBE_LIMIT:
+        return None
+    got = to_local_ids(plan, param, region_map.materialize())
+    return _words(param, got.to(torch.int64), {} if cache is None else cache)
+
+
+def _map_key(region_map: RegionMap, base: int) -> tuple:
+    """A map's structure with ids counted from ``base``: equal keys, equal words.
+
+    A lazy reshape is keyed by its segments (reading its eager regions costs more
+    than describing it)."""
+    if isinstance(region_map, ReshapedMap):
+        return (region_map.shape, *(_map_key(m, base) for m in region_map.segments))
+    return (region_map.shape, _relative(region_map, base))
 
 
 def _relative(region_map, base: int) -> tuple:

@@ -387,10 +387,28 @@ def _repeat(func, args, kwargs):
 def _like(value: float | None, fill_at: int = 1):
     def handler(func, args, kwargs):
         meta = _run_meta(func, args, kwargs)
+        x = args[0]
+        if (
+            func.__name__.split(".")[0].endswith("_like")
+            and kwargs.get("memory_format", torch.preserve_format) == torch.preserve_format
+            and _dense(x)
+        ):  # torch keeps a dense input's strides, size-1 dims' included (meta may not)
+            meta = torch.empty_strided(meta.shape, x.stride(), dtype=meta.dtype, device="meta")
         fill = args[fill_at] if value is None else value
         return _fresh(meta, RegionMap.constant(meta.shape, float(fill)))
 
     return handler
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the elements fill their memory exactly."""
+    dims = sorted((st, n) for st, n in zip(x.stride(), x.shape, strict=True) if n != 1)
+    step = 1
+    for st, n in dims:
+        if st != step:
+            return False
+        step *= n
+    return True
 
 
 # ---------------------------------------------------------------- in place

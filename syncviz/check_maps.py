@@ -193,12 +193,12 @@ def _equal_count(target: float, terms: list[tuple[int, int]]) -> int:
 
 def _right_rows(target, terms, row_shape) -> list[int]:
     """Rows (flat over the row dims) of a piece whose every element agrees."""
-    moving = [(n, d) for _, n, d, _ in terms if n > 1 and d]
-    if math.prod(n for n, _ in moving[:-1]) > EQUAL_SCAN or target != int(target):
+    moving = sorted(n for _, n, d, _ in terms if n > 1 and d)
+    if math.prod(moving[:-1]) > EQUAL_SCAN or target != int(target):
         return []
     weights = [math.prod(row_shape[j + 1 :]) for j in range(len(row_shape))]
     free = [t for t in terms if not (t[1] > 1 and t[2])]  # coords that any value solves
-    fixed = [t for t in terms if t[1] > 1 and t[2]]
+    fixed = sorted((t for t in terms if t[1] > 1 and t[2]), key=lambda t: t[1])  # solve the longest
     out = []
     ranges = [range(n) for _, n, _, _ in fixed[:-1]]
     for xs in itertools.product(*ranges):

@@ -16,13 +16,14 @@ import html
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
 from syncviz.check_maps import compare_maps, map_index
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
+from syncviz.provenance import Region as MapRegion
 from syncviz.provenance import RegionMap, is_symbolic
 from syncviz.provenance.regions import ReshapedMap
 from syncviz.run.result import SyncResult
@@ -280,9 +281,28 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     maps (:func:`map_words`); no element is read unless a run does not compress.
     """
     base = plan.id_base[param.key]
-    expected = shard_map(t.index, base)
+    # Layers of one kind differ only by their ids' base: each expected map is built,
+    # and each pair of maps compared, once per shape (keys count ids from base).
+    if ("want", t.index) not in cache:
+        rel = shard_map(t.index, 0)
+        safe = all(_is_ids(r) or r.is_constant for r in rel.regions)
+        cache[("want", t.index)] = (rel, _map_key(rel, 0)) if safe else (None, None)
+    rel, want_key = cache[("want", t.index)]
+    if rel is None:  # a marker merged with ids at base 0: build this one as it is
+        expected = shard_map(t.index, base)
+        want_key = _map_key(expected, base)
+    else:
+        expected = _shifted(rel, base)
     got_map = raw.region_map()
-    diff = compare_maps(got_map, expected)
+    got_key = _map_key(got_map, base)
+    key = ("diff", got_key, want_key)
+    if key not in cache:
+        found = compare_maps(got_map, expected)
+        found.id_ranges = [(low - base, high - base) for low, high in found.id_ranges]
+        cache[key] = found
+    diff = replace(
+        cache[key], id_ranges=[(lo + base, hi + base) for lo, hi in cache[key].id_ranges]
+    )
     check = TensorCheck(world, t.tp, "ok", diff.wrong, diff.unwritten, writes)
     where = f"dst rank {world} (tp {t.tp})"
     if check.unwritten:
@@ -298,18 +318,11 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
         runs = diff.wrong_rows
         for a, b in runs[:MAX_RUNS]:
             span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
-            got_rows, want_rows = got_map.take(0, a, 1, b - a), expected.take(0, a, 1, b - a)
             # Layers of one kind share blocks and local ids: the same wrong rows recur on
             # every layer, so their words are cached by the maps' shape relative to base.
-            key = (
-                "map",
-                id(param.blocks),
-                a,
-                b,
-                _map_key(got_rows, base),
-                _map_key(want_rows, base),
-            )
+            key = ("map", id(param.blocks), a, b, got_key, want_key)
             if key not in cache:
+                got_rows, want_rows = got_map.take(0, a, 1, b - a), expected.take(0, a, 1, b - a)
                 holds = map_words(plan, param, got_rows, cache)
                 cache[key] = (holds, holds and map_words(plan, param, want_rows, cache))
             holds, wants = cache[key]
@@ -325,7 +338,7 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     if writes > 1:
         check.status = "rewritten" if check.status == "ok" else check.status
         check.problems.append(f"{where}: written {writes} times")
-    for other in _owners_of_ranges(plan, diff.id_ranges, exclude=param.key):
+    for other in _owners_of_ranges(plan, diff.id_ranges, param.key, cache):
         check.problems.append(f"{where}: holds elements of {other}")
     return check
 
@@ -371,6 +384,25 @@ def _map_key(region_map: RegionMap, base: int) -> tuple:
     return (region_map.shape, _relative(region_map, base))
 
 
+def _shifted(region_map: RegionMap, base: int) -> RegionMap:
+    """``region_map`` (ids counted from 0, markers below 0) with its ids counted from ``base``."""
+    if not base:
+        return region_map
+    if isinstance(region_map, ReshapedMap):
+        return ReshapedMap([_shifted(m, base) for m in region_map.segments], region_map.shape)
+    regions = [
+        MapRegion(r.start, r.stop, r.offset + base, r.strides) if _is_ids(r) else r
+        for r in region_map.regions
+    ]
+    return RegionMap(region_map.shape, regions, merge=False)
+
+
+def _is_ids(r: MapRegion) -> bool:
+    """Every value of the region is an id (none is a marker below 0)."""
+    steps = zip(r.start, r.stop, r.strides, strict=True)
+    return r.offset + sum(min(0, s * (b - a - 1)) for a, b, s in steps) >= 0
+
+
 def _relative(region_map, base: int) -> tuple:
     """A map's regions with ids counted from ``base`` (markers below 0 kept as they are)."""
     return tuple(
@@ -379,10 +411,14 @@ def _relative(region_map, base: int) -> tuple:
     )
 
 
-def _owners_of_ranges(plan, ranges, exclude: str) -> list[str]:
+def _owners_of_ranges(plan, ranges, exclude: str, cache: dict) -> list[str]:
     """Parameters whose model-wide ids meet any of ``ranges`` (inclusive), except ``exclude``."""
-    keys = sorted(plan.id_base, key=plan.id_base.get)
-    starts = [plan.id_base[k] for k in keys]
+    if not ranges:
+        return []
+    if ("owners", id(plan)) not in cache:
+        ordered = sorted(plan.id_base, key=plan.id_base.get)
+        cache[("owners", id(plan))] = ordered, [plan.id_base[k] for k in ordered]
+    keys, starts = cache[("owners", id(plan))]
     found: set[str] = set()
     for low, high in ranges:
         first = max(0, bisect.bisect_right(starts, low) - 1)

@@ -41,7 +41,9 @@ def run_once(cmd: list[str], root: str) -> tuple[float, float, int]:
     """(wall seconds, peak RSS GiB, exit code) of one fresh process importing ``root``."""
     env = {**os.environ, "PYTHONPATH": root}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=root
+    )  # cwd too: python -m puts it first on sys.path
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)

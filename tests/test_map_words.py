@@ -67,3 +67,23 @@ def test_random_chains_give_the_pieces_of_their_ids(shape, steps, cut):
         a = cut[0] % m.shape[0]
         n = 1 + cut[1] % (m.shape[0] - a)
         assert_same_pieces(m.take(0, a, 1, n), tuple(shape))
+
+
+def test_faithful_o_proj_at_real_sizes_reads_by_hand():
+    """llama3-8b 2 -> 4 at real sizes: vLLM tp 0 gets trainer rows 0-2047 (heads 0-15)
+    seen as [4096, 1024] (rows split for columns): only row 0 is right, in these words."""
+    from syncviz import Parallel, preset
+    from syncviz.check import check
+    from syncviz.run.inprocess import run_sync
+
+    result = run_sync(
+        preset("llama3-8b"), Parallel(tp=2), Parallel(tp=4), layers=[0], trace=False,
+        provenance="symbolic",
+    )  # fmt: skip
+    o_proj = next(p for p in check(result).params if p.key.endswith("o_proj.weight"))
+    first = o_proj.tensors[0]
+    assert first.wrong == 4095 * 1024 and first.unwritten == 0
+    assert first.problems == [
+        "dst rank 2 (tp 0), rows 1-4095: holds row 0: heads 8-15 row 0; rows 1-4094:"
+        " heads 0-15 rows 1-2047, expected heads 0-7 rows 1-4095"
+    ]

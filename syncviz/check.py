@@ -380,8 +380,8 @@ def _map_key(region_map: RegionMap, base: int) -> tuple:
     A lazy reshape is keyed by its segments (reading its eager regions costs more
     than describing it)."""
     if isinstance(region_map, ReshapedMap):
-        return (region_map.shape, *(_map_key(m, base) for m in region_map.segments))
-    return (region_map.shape, _relative(region_map, base))
+        return ("lazy", region_map.shape, *(_map_key(m, base) for m in region_map.segments))
+    return ("plain", region_map.shape, _relative(region_map, base))
 
 
 def _shifted(region_map: RegionMap, base: int) -> RegionMap:
@@ -404,9 +404,10 @@ def _is_ids(r: MapRegion) -> bool:
 
 
 def _relative(region_map, base: int) -> tuple:
-    """A map's regions with ids counted from ``base`` (markers below 0 kept as they are)."""
+    """A map's regions with ids counted from ``base`` and markers (below 0) kept as they
+    are, ids tagged so that one just below ``base`` never reads as a marker."""
     return tuple(
-        (r.start, r.stop, r.offset - base if r.offset >= 0 else r.offset, r.strides)
+        (r.start, r.stop, ("id", r.offset - base) if r.offset >= 0 else r.offset, r.strides)
         for r in region_map.regions
     )
 

@@ -9,6 +9,7 @@ SIGINT / SIGTERM must end it with 130 / 143, one line, and no process left behin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -257,3 +258,38 @@ def test_rendezvous_store_listens_on_loopback_only():
                     listening.append(local.rsplit(":", 1)[0])
         assert world.run(lambda coll: coll.world_rank)[1].value == 1
     assert listening == ["0100007F"], listening
+
+
+@pytest.mark.ray
+def test_gloo_sockets_of_a_local_world_listen_on_loopback_only():
+    """Every socket torch.distributed opens on a local RayWorld's ranks listens on 127.0.0.1.
+
+    Ray's own worker sockets are not ours: the sockets counted are those that go away
+    when the ranks leave their process groups (the store and gloo's pairs).
+    """
+    from syncviz.run.ray_cluster import ray_session
+    from syncviz.run.ray_world import RayWorld
+
+    def listening(pids) -> set[tuple[str, str]]:
+        inodes = set()
+        for pid in pids:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+        found = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:
+                    found.add((fields[9], fields[1].rsplit(":", 1)[0]))
+        return found
+
+    with ray_session(num_cpus=2), RayWorld(2, timeout=60.0) as world:
+        env = world.run(lambda coll: os.environ.get("GLOO_SOCKET_IFNAME"))
+        up = listening(world.pids)
+        world._call_all("destroy_process_groups", what="leave torch.distributed")
+        ours = up - listening(world.pids)
+    assert [r.value for r in env] == ["lo", "lo"]
+    assert ours and {address for _, address in ours} == {"0100007F"}, ours

@@ -51,6 +51,31 @@ def test_save_and_load_file(tmp_path):
     assert SyncTrace.load(path) == trace
 
 
+def test_failed_save_leaves_the_previous_file(tmp_path, monkeypatch):
+    """A write that fails half-way keeps the earlier trace whole and leaves no temporary file."""
+    path = tmp_path / "trace.json"
+    SyncTrace(warnings=["first"]).save(path)
+
+    def full_disk(self, text, encoding=None):
+        self.open("w", encoding=encoding).write(text[:5])  # half a document, then the error
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(path), "write_text", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        SyncTrace(warnings=["second"]).save(path)
+    monkeypatch.undo()
+    assert SyncTrace.load(path).warnings == ["first"]
+    assert [p.name for p in tmp_path.iterdir()] == ["trace.json"]
+
+
+def test_non_json_metadata_is_rejected_on_save_before_the_file_is_touched(tmp_path):
+    """A trace that cannot be serialised raises before any file exists at the path."""
+    path = tmp_path / "trace.json"
+    with pytest.raises(SyncvizError):
+        SyncTrace(metadata={"parallel": (2, 1)}).save(path)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_hand_built_trace_round_trips():
     """A trace built by hand from the dataclasses survives the round trip, nulls included."""
     trace = SyncTrace(

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from syncviz.errors import SyncvizError
+from syncviz.files import replacing
 
 
 def checked_output(path: str, suffixes: tuple[str, ...]) -> Path:
@@ -67,17 +68,11 @@ def checked_output(path: str, suffixes: tuple[str, ...]) -> Path:
 @contextlib.contextmanager
 def atomic_output(target: Path) -> Iterator[Path]:
     """A temporary path beside ``target`` (same suffix), renamed onto it on success."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(fd)
-    tmp = Path(name)
     try:
-        yield tmp
-        os.replace(tmp, target)
+        with replacing(target) as tmp:
+            yield tmp
     except OSError as err:
         raise SyncvizError(
             f"--output {str(target)!r} could not be written ({err.strerror or err})",
             fix="check the free space, the file size limit and the folder's rights",
         ) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()

@@ -25,7 +25,8 @@ Failures come back in bounded time:
   the workers cannot import): that rank's result carries a RunFailed saying so.
 
 The rendezvous store listens on 127.0.0.1 when every rank is on this machine (on
-rank 0's node address otherwise), never on all interfaces.
+rank 0's node address otherwise), never on all interfaces; gloo's own sockets then
+use the loopback interface too (unless GLOO_SOCKET_IFNAME says otherwise).
 
 Ray is imported inside methods, so importing this module does not load it.
 
@@ -54,6 +55,7 @@ from syncviz.sync.collective import TorchCollective
 T = TypeVar("T")
 
 BACKENDS = ("gloo", "nccl")
+LOOPBACK = "127.0.0.1"  # where a one-machine world listens, store and gloo pairs alike
 # How long shutdown waits for Ray to confirm each actor is gone.
 _SHUTDOWN_WAIT_S = 15.0
 
@@ -167,6 +169,8 @@ class RankActor:
         self.destroy_process_groups(keep_listener=True)
         if self.backend == "nccl":
             torch.cuda.set_device(self.collective.device)
+        if self.backend == "gloo" and host == LOOPBACK:
+            _gloo_on_loopback()
         master = self.rank == 0
         store = torch.distributed.TCPStore(
             host,
@@ -313,7 +317,7 @@ class RayWorld:
         # One node: loopback needs no routable interface. Several: rank 0's address.
         import ray
 
-        host = "127.0.0.1" if len(set(self.node_ips)) == 1 else self.node_ips[0]
+        host = LOOPBACK if len(set(self.node_ips)) == 1 else self.node_ips[0]
         opened = self._actors[0].open_store.remote(host)
         ready, _ = ray.wait([opened], timeout=self.timeout)
         if not ready:
@@ -611,6 +615,17 @@ def _unloadable(exc: BaseException, rank: int) -> RunFailed:
         fix="a --synchronizer class must live in a module every Ray worker can import: "
         "install it, or put its folder on PYTHONPATH before Ray starts",
     )
+
+
+def _gloo_on_loopback() -> None:
+    """Point gloo at the loopback interface; it otherwise binds to whatever address the
+    host name resolves to, which on many machines is reachable from the network."""
+    if "GLOO_SOCKET_IFNAME" in os.environ:  # the user's choice wins
+        return
+    names = [name for _, name in socket.if_nameindex()]
+    loopback = next((n for n in names if n == "lo" or n.startswith("lo")), None)
+    if loopback is not None:
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback
 
 
 def _wait_for_exit(pids: Sequence[int], limit: float) -> None:

@@ -207,7 +207,7 @@ class SyncTrace:
         return trace_from_json(text)
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`to_json` to ``path`` (UTF-8); :meth:`load` reads it back.
+        """Write :meth:`to_json` to ``path`` (UTF-8, whole or not at all); :meth:`load` reads it.
 
         >>> import pathlib, tempfile
         >>> path = pathlib.Path(tempfile.mkdtemp()) / "trace.json"
@@ -215,7 +215,11 @@ class SyncTrace:
         >>> SyncTrace.load(path).warnings
         ['w']
         """
-        Path(path).write_text(self.to_json(), encoding="utf-8")
+        from syncviz.files import replacing
+
+        text = self.to_json()  # before the file is touched: a failure leaves it as it was
+        with replacing(Path(path)) as tmp:
+            tmp.write_text(text, encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> SyncTrace:

@@ -2,8 +2,9 @@
 
 Both sides are :class:`~syncviz.provenance.RegionMap` of model-wide ids, so the
 comparison overlays their regions (a handful each) and never reads an element:
-a whole model at real sizes is compared in milliseconds. Only the rows that are
-wrong are materialized, to describe them in the checker's usual words.
+a whole model at real sizes is compared in milliseconds, with exact counts of
+wrong elements. The wrong rows are described from their regions too
+(:func:`map_index` gives the oracle's pieces, which the checker puts in words).
 
 >>> from syncviz.provenance import RegionMap
 >>> want = RegionMap.affine((4, 3), 0, (3, 1))

@@ -87,3 +87,19 @@ def test_faithful_o_proj_at_real_sizes_reads_by_hand():
         "dst rank 2 (tp 0), rows 1-4095: holds row 0: heads 8-15 row 0; rows 1-4094:"
         " heads 0-15 rows 1-2047, expected heads 0-7 rows 1-4095"
     ]
+
+
+def test_words_read_from_elements_when_a_map_does_not_compress(monkeypatch):
+    """A wrong run whose map gives no pieces is read element by element: same report."""
+    import syncviz.check as check_module
+    from syncviz import Parallel, preset
+    from syncviz.run.inprocess import run_sync
+
+    spec = preset("llama3-8b").scaled()
+    result = run_sync(
+        spec, Parallel(tp=2), Parallel(tp=4), layers=[0], trace=False, provenance="symbolic"
+    )
+    by_maps = check_module.check(result)
+    assert not by_maps.ok
+    monkeypatch.setattr(check_module, "map_index", lambda *a, **k: None)
+    assert check_module.check(result).to_json() == by_maps.to_json()

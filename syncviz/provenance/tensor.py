@@ -142,9 +142,25 @@ def _meta(x: Any) -> Any:
     return x
 
 
+def _metas(x: Any) -> Any:
+    """``x`` with every tensor inside (lists, tuples, dicts) on the meta device.
+
+    A plain walk: ops' arguments nest at most a list deep, and pytree's general
+    walk cost more than the op itself."""
+    if isinstance(x, torch.Tensor):
+        return _meta(x)
+    if type(x) in (list, tuple):
+        return type(x)(_metas(v) for v in x)
+    if type(x) is dict:
+        return {k: _metas(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, dict)):  # a named tuple or other container: pytree
+        return tree_map(_meta, x)
+    return x
+
+
 def _run_meta(func, args, kwargs):
     """The op on meta tensors: torch's own shapes, strides and errors."""
-    return func(*tree_map(_meta, args), **tree_map(_meta, kwargs))
+    return func(*_metas(args), **_metas(kwargs))
 
 
 def _view(base: SymbolicTensor, meta: torch.Tensor, fn: ViewFn) -> SymbolicTensor:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from syncviz.errors import SyncvizError
 from syncviz.oracle import ParamLayout
 from syncviz.trace.model import OpRecord, ParamTrace
 
@@ -35,7 +36,11 @@ if TYPE_CHECKING:
     from syncviz.run.result import SyncResult
 
 QUIET_OPS = frozenset({"contiguous", "detach", "clone"})  # ops that do not move data
-PHASE_ORDER = {"transform": 0, "regroup": 1, "routed_experts": 2, "stage1": 3, "stage2": 4}
+# Allocations: a buffer that a collective or an in-place op fills later; not a step.
+ALLOC_OPS = frozenset({"empty_like", "zeros_like", "empty", "zeros", "new_empty", "new_zeros"})
+# The order the flow runs them in: the routed-expert exchange feeds the regroup.
+PHASE_ORDER = {"transform": 0, "routed_experts": 1, "regroup": 2, "stage1": 3, "stage2": 4}
+GATHER_KINDS = frozenset({"all_gather", "allgather"})
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,10 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
         s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
     ]
     produced: set[int] = set()
-    bound: dict[int, torch.Tensor] = {}
+    if pt.phase == "routed_experts":
+        bound = _gathered_bindings(result, param, pt)
+    else:  # what this rank's routed-expert exchange produced, replayed
+        bound = _exchanged(result, param, pt.rank)
     for op in pt.ops:
         for t in op.inputs:
             if t.ref in produced or t.ref in bound:
@@ -205,20 +213,60 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
     return bound
 
 
+def _shard_ids(result: SyncResult, param: ParamLayout, world: int) -> torch.Tensor | None:
+    """The ids of the trainer shard that world rank ``world`` holds, if exactly one."""
+    role = result.plan.roles[world]
+    if role.side != "src":
+        return None
+    found = [s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)]
+    return found[0].index.ids() if len(found) == 1 else None
+
+
+def _gathered_bindings(
+    result: SyncResult, param: ParamLayout, pt: ParamTrace
+) -> dict[int, torch.Tensor]:
+    """An all-gather's output buffers: buffer k holds the shard of the group's k-th rank."""
+    bound: dict[int, torch.Tensor] = {}
+    for rec in pt.collectives:
+        if rec.kind not in GATHER_KINDS or len(rec.tensors) != len(rec.ranks):
+            continue
+        for ref, world in zip(rec.tensors, rec.ranks, strict=True):
+            ids = _shard_ids(result, param, world)
+            if ids is not None and ids.numel() == math.prod(ref.shape):
+                bound[ref.ref] = ids.reshape(ref.shape)
+    return bound
+
+
+def _exchanged(result: SyncResult, param: ParamLayout, rank: int | None) -> dict[int, torch.Tensor]:
+    """The results of ``rank``'s routed-expert exchange of this parameter (replayed), by ref:
+    the regroup that follows reads them."""
+    out: dict[int, torch.Tensor] = {}
+    for pt in _param_traces(result, param.key):
+        if pt.rank != rank or pt.phase != "routed_experts":
+            continue
+        _, outs = _replay_io(pt, _gathered_bindings(result, param, pt))
+        for op in pt.ops:
+            for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False):
+                out[ref.ref] = t
+    return out
+
+
 SHAPE_ONLY_OPS = frozenset({"view", "reshape", "flatten", "contiguous", "detach", "clone"})
 
 
 def _receiver_bindings(
     result: SyncResult, param: ParamLayout, pt: ParamTrace
 ) -> dict[int, torch.Tensor]:
-    """A receiving rank's buffer, when its ops only reshape it into the vLLM tensor.
-
-    Then the received buffer holds, in order, what the rank ends up holding,
-    so its ids are the final tensor's ids flattened to the buffer's shape.
+    """A receiving rank's buffer: what its sender sent (the stage-1 sender's regroup
+    result, or the chunk the stage-2 sender forwards), whatever the receiver then does
+    with it; else, when its ops only reshape it into the vLLM tensor, the final
+    tensor's ids flattened to the buffer's shape (it holds, in order, what the rank
+    ends up holding).
     """
     first = pt.ops[0].inputs[0] if pt.ops and pt.ops[0].inputs else None
-    if first is not None and pt.phase == "stage1":
-        sent = _stage1_payload(result, param, pt.rank, math.prod(first.shape))
+    if first is not None and pt.phase in ("stage1", "stage2"):
+        payload = _stage1_payload if pt.phase == "stage1" else _stage2_payload
+        sent = payload(result, param, pt.rank, math.prod(first.shape))
         if sent is not None:
             return {first.ref: sent.reshape(first.shape)}
     if not pt.ops or any(op.op not in SHAPE_ONLY_OPS for op in pt.ops):
@@ -238,21 +286,24 @@ def _receiver_bindings(
 def _stage1_payload(
     result: SyncResult, param: ParamLayout, rank: int | None, numel: int
 ) -> torch.Tensor | None:
-    """What the stage-1 sender of ``rank`` broadcast: its regroup result (replayed) or its
-    shard, when exactly one of them has the received buffer's size."""
+    """What the stage-1 sender of ``rank`` broadcast: the result of its last phase before
+    the broadcast (regroup, else the routed-expert exchange; replayed) or its shard, when
+    exactly one of them has the received buffer's size."""
     senders = [a for a, b in result.plan.stage1 if b == rank]
     if len(senders) != 1:
         return None
-    found = []
+    by_phase: dict[int, list[torch.Tensor]] = {}
     for pt in _param_traces(result, param.key):
-        if pt.rank == senders[0] and pt.phase != "stage1":
+        if pt.rank == senders[0] and pt.phase not in ("stage1", "stage2"):
             _, outs = _replay_io(pt, _bindings(result, param, pt))
             values = {
                 ref.ref: t
                 for op in pt.ops
                 for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False)
             }
-            found += [values[r] for r in pt.output_refs if r in values]
+            got = [values[r] for r in pt.output_refs if r in values]
+            by_phase.setdefault(PHASE_ORDER.get(pt.phase or "", 9), []).extend(got)
+    found = by_phase[max(by_phase)] if by_phase else []
     if not found:
         role = result.plan.roles[senders[0]]
         found = [
@@ -262,6 +313,47 @@ def _stage1_payload(
         ]
     sized = [t for t in found if t.numel() == numel]
     return sized[0].reshape(-1).to(torch.int64) if len(sized) == 1 else None
+
+
+def _stage2_payload(
+    result: SyncResult, param: ParamLayout, rank: int | None, numel: int
+) -> torch.Tensor | None:
+    """What the stage-2 sender of ``rank`` forwarded: the chunk for ``rank``'s slot of its
+    replayed stage-1 cut (an op with one output per slot), or the one replayed stage-1
+    result of the received buffer's size that the sender does not keep."""
+    plan = result.plan
+    senders = [a for a, b in plan.stage2 if b == rank]
+    if len(senders) != 1 or rank is None:
+        return None
+    slots = plan.tp_num_mapping
+    cut, sized = [], []
+    for pt in _param_traces(result, param.key):
+        if pt.rank != senders[0] or pt.phase != "stage1":
+            continue
+        _, outs = _replay_io(pt, _bindings(result, param, pt))
+        for op in pt.ops:
+            got = outs.get(op.index, [])
+            if len(op.outputs) == slots > 1 and len(got) == slots:
+                cut.append(got[plan.dst_slot(rank)])
+            sized += [t for t in got if t.numel() == numel]
+    cut = [t for t in cut if t.numel() == numel]
+    if len(cut) == 1:
+        return cut[0].reshape(-1).to(torch.int64)
+    kept = _held_ids(result, senders[0], param.key)
+    if kept is not None:
+        sized = [t for t in sized if not bool(torch.isin(t.reshape(-1), kept).all())]
+    distinct = {tuple(t.reshape(-1).tolist()): t for t in sized}
+    return next(iter(distinct.values())).reshape(-1).to(torch.int64) if len(distinct) == 1 else None
+
+
+def _held_ids(result: SyncResult, world: int, key: str) -> torch.Tensor | None:
+    local = getattr(result, "local_ids", None)
+    if local is None:
+        return None
+    try:
+        return local(world, key).reshape(-1).to(torch.int64)
+    except (StopIteration, KeyError):
+        return None
 
 
 def _block_table(param: ParamLayout) -> tuple[torch.Tensor, list[str]]:
@@ -284,9 +376,20 @@ def _blocks_in(ids: torch.Tensor, table: torch.Tensor, labels: list[str]) -> tup
 
 
 def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
+    """The scopes of ``key``: its own, and the routed-expert exchanges of its trainer
+    tensors (recorded under the trainer's name)."""
     if result.trace is None:
         return []
-    traces = [pt for pt in result.trace.params if pt.param == key and pt.rank is not None]
+    try:
+        trainer = {s.name for s in result.plan.layout.param(key).src}
+    except SyncvizError:  # a key this layout does not have: its own scopes only
+        trainer = set()
+    traces = [
+        pt
+        for pt in result.trace.params
+        if pt.rank is not None
+        and (pt.param == key or (pt.phase == "routed_experts" and pt.param in trainer))
+    ]
     return sorted(traces, key=lambda pt: (PHASE_ORDER.get(pt.phase or "", 9), pt.rank))
 
 
@@ -314,7 +417,7 @@ def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     for pt in _param_traces(result, key):
         ins, replayed = _replay_io(pt, _bindings(result, param, pt))
         for op in pt.ops:
-            if op.op in QUIET_OPS:
+            if op.op in QUIET_OPS or op.op in ALLOC_OPS:
                 continue
             outs = replayed.get(op.index)
             blocks = None

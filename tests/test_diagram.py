@@ -311,14 +311,15 @@ def test_every_preset_every_parameter_has_no_fallback():
 
 
 def test_step_frame_is_drawn_under_the_figure(tiny_result, tmp_path):
-    """With step 1 the figure gains the step strip: taller, and its first pixels below the
-    words are the rasters of what the step read (not blank)."""
+    """With step 1 the figure gains the step strip (its tensors only: the big panels show
+    the marks): taller, and its first pixels below the words are the rasters of what the
+    step read (not blank)."""
     from syncviz.diagram.pil import frame_png
 
     plain = mpimg.imread(render(layout_diagram(tiny_result, QKV)).save(tmp_path / "a.png"))
     d = layout_diagram(tiny_result, QKV, step=1)
     stepped = mpimg.imread(render(d).save(tmp_path / "b.png"))
-    strip = mpimg.imread(__import__("io").BytesIO(frame_png(d.frame)))
+    strip = mpimg.imread(__import__("io").BytesIO(frame_png(d.frame, panels=False)))
     assert stepped.shape[1] == plain.shape[1] <= 1100
     assert stepped.shape[0] >= plain.shape[0] + strip.shape[0]
     bottom = stepped[-strip.shape[0] - 5 :, :, :3]

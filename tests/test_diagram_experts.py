@@ -219,3 +219,51 @@ def test_render_experts_view(tmp_path, capsys):
     args = parser.parse_args(["--preset", "llama3-8b", "--view", "experts", "-o", str(out)])
     with pytest.raises(SyncvizError, match="no routed experts"):
         render_main(args)
+
+
+def _text_sizes(fig) -> list[float]:
+    from matplotlib.text import Text
+
+    return [t.get_fontsize() for t in fig.fig.findobj(Text) if t.get_text()]
+
+
+@pytest.mark.parametrize(
+    ("name", "dst_tp"),
+    [("qwen2-57b-a14b", 4), ("qwen1.5-moe-a2.7b", 4), ("qwen1.5-moe-a2.7b", 8),
+     ("qwen1.5-moe-a2.7b", 16)],
+)  # fmt: skip
+def test_render_experts_png_fits_a_notebook_cell(tmp_path, name, dst_tp):
+    """`render --view experts`, tp2 ep2 -> tp 4/8/16 (qwen2-57b-a14b's 28 heads allow only
+    d <= 4, so 8 and 16 use qwen1.5-moe-a2.7b): the PNG is at most 1100 px wide, every shown
+    vLLM rank has its column of cells, and no text is below 9 pt."""
+    parser = argparse.ArgumentParser()
+    render_configure(parser)
+    out = tmp_path / f"e{dst_tp}.png"
+    args = parser.parse_args(
+        ["--preset", name, "--src-tp", "2", "--src-ep", "2",
+         "--dst-tp", str(dst_tp), "--view", "experts", "-o", str(out)]
+    )  # fmt: skip
+    assert render_main(args) == 0
+    assert mpimg.imread(out).shape[1] <= 1100
+    src, dst = Parallel(tp=2, ep=2), Parallel(tp=dst_tp)
+    result = run_sync(preset(name).scaled(src, dst), src, dst, layers=[0])
+    d = expert_diagram(result, QWEN_W13)
+    fig = render(d)
+    assert fig.size_px[0] <= 1100 and min(_text_sizes(fig)) >= 9
+    xs = sorted({round(fig.rect_pixel(c)[0]) for c in d.rows[0].after})
+    assert len(xs) == min(dst_tp, 8)
+    assert all(0 < x < 1100 for x in xs)
+
+
+def test_render_experts_wraps_any_rank_count():
+    """10 trainer and 16 vLLM columns (no cap): still <= 1100 px wide, text >= 9 pt, and each
+    vLLM cell sits in a separate place inside the figure."""
+    src, dst = Parallel(tp=2, ep=5), Parallel(tp=16)
+    result = run_sync(preset("qwen1.5-moe-a2.7b").scaled(src, dst), src, dst, layers=[0])
+    d = expert_diagram(result, QWEN_W13, max_columns=16)
+    assert (len(d.src), len(d.dst)) == (10, 16)
+    fig = render(d)
+    assert fig.size_px[0] <= 1100 and min(_text_sizes(fig)) >= 9
+    spots = {tuple(round(v) for v in fig.rect_pixel(c)) for c in d.rows[0].after}
+    assert len(spots) == 16
+    assert all(0 < x < fig.size_px[0] and 0 < y < fig.size_px[1] for x, y in spots)

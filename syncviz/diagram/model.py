@@ -36,6 +36,7 @@ from syncviz.journey import TraceStep, param_steps
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
+    from syncviz.diagram.frames import Frame
     from syncviz.run.result import SyncResult
 
 MAX_EDGES = 64  # arrows per transfer map
@@ -76,22 +77,6 @@ class Band:
     dst_span: tuple[int, int]
     block: int
     wrong: bool
-
-
-@dataclass
-class Frame:
-    """One recorded step drawn: the rasters of what it read and what it wrote."""
-
-    number: int
-    total: int
-    step: TraceStep
-    inputs: list[Panel]
-    outputs: list[Panel]
-
-    @property
-    def text(self) -> str:
-        moved = ", ".join(self.step.blocks) if self.step.blocks else "not replayed on ids"
-        return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
 
 
 @dataclass
@@ -286,6 +271,8 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
         problems=problems,
     )
     if step is not None:
+        from syncviz.diagram.frames import frame
+
         d.frame = frame(d, step, cell)
     return d
 
@@ -404,56 +391,6 @@ def movement(src: list[Panel], dst: list[Panel], table: BlockTable, axis: int) -
     return bands
 
 
-def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
-    """A step tensor's raster at the diagram's scale, unless that scale would give more
-    than MAX_CELLS cells a side (a flat buffer): then its own downsampling."""
-    from syncviz.diagram.raster import as_grid
-
-    grid, _ = as_grid(t)
-    if cell is not None:
-        rows, cols = int(grid.shape[0]), int(grid.shape[1])
-        if math.ceil(rows / cell[0]) > 2 * MAX_CELLS or math.ceil(cols / cell[1]) > MAX_CELLS:
-            cell = None
-    return raster(t, table, cell=cell)
-
-
-def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:
-    """Step ``number`` (1-based) of ``d.steps``, its inputs and outputs drawn as rasters."""
-    with small_work(0):
-        return _frame(d, number, cell)
-
-
-def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame:
-    from syncviz.errors import SyncvizError
-
-    total = len(d.steps)
-    if not 1 <= number <= total:
-        raise SyncvizError(
-            f"step {number} is out of range: {d.key} has {total} recorded steps",
-            fix=f"use --step 1..{total}" if total else "leave --step out",
-        )
-    step = d.steps[number - 1]
-
-    def panels(tensors, refs, kind: str) -> list[Panel]:
-        out = []
-        for t, ref in zip(tensors or (), refs, strict=False):
-            if t is None:
-                continue
-            title = f"rank {step.rank} {kind} #{ref.ref} {list(ref.shape)}"
-            out.append(
-                Panel(title, step.rank, "step", tuple(t.shape), _step_raster(t, d.table, cell))
-            )
-        return out
-
-    return Frame(
-        number,
-        total,
-        step,
-        panels(step.inputs, step.op.inputs, "reads"),
-        panels(step.outputs, step.op.outputs, "writes"),
-    )
-
-
 # ---------------------------------------------------------------- transfer diagram
 
 
@@ -513,3 +450,12 @@ def _totals(records) -> tuple[int, int]:
         if rec.label:
             names.update(n.strip() for n in rec.label.split(",") if n.strip())
     return sum(rec.bytes for rec in records), len(names)
+
+
+def __getattr__(name: str):
+    """``Frame`` and ``frame`` live in diagram.frames; still importable from here."""
+    if name in ("Frame", "frame"):
+        from syncviz.diagram import frames
+
+        return getattr(frames, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -230,6 +230,7 @@ LINE_H = 0.22
 CELL_FONT = 9.0
 OK_FACE = "#DCD8F0"  # pale indigo: the expert family, light enough for dark text
 CHAR_W = 0.6 / 72  # inches per point of font size, per character (a safe average)
+MAX_WIDTH_IN = 10.8  # 1080 px at 100 dpi: fits a notebook cell
 
 
 def expert_cell_color(cell: Cell) -> tuple[float, float, float]:
@@ -261,16 +262,19 @@ def _fit_font(text: str, width_in: float, largest: float = CELL_FONT) -> float:
     return max(5.0, min(largest, 0.92 * width_in / (CHAR_W * len(text))))
 
 
-def render_experts(d: ExpertDiagram) -> Figure:
+def render_experts(d: ExpertDiagram, max_width_in: float = MAX_WIDTH_IN) -> Figure:
     """Two grids side by side: experts x trainer ranks (before) | experts x vLLM ranks (after).
 
-    ``Figure.rect_pixel(cell)`` locates any drawn :class:`Cell`.
+    The figure is at most ``max_width_in`` wide (1080 px by default) at any rank
+    count: vLLM rank columns that do not fit beside the before grid wrap into
+    further after grids below it, each with the expert labels again; no text is
+    smaller than 9 pt. ``Figure.rect_pixel(cell)`` locates any drawn :class:`Cell`.
 
     >>> from syncviz.diagram.experts import ExpertRow, RankColumn
     >>> row = ExpertRow(0, 3, (Cell(0, "whole", "whole"),), (Cell(1, "ok"),))
     >>> d = ExpertDiagram("w", "experts_w2", (4, 4, 4), "w", [RankColumn(0, "rank 0 tp0 ep0")],
     ...     [RankColumn(1, "rank 1 tp0")], [row])
-    >>> render_experts(d).size_px[0] >= 800
+    >>> 800 <= render_experts(d).size_px[0] <= 1100
     True
     """
     explained = _wrong_numbers(d)
@@ -287,17 +291,29 @@ def render_experts(d: ExpertDiagram) -> Figure:
     longest = max(
         [len(part) for c in d.cells("after") for part in _cell_words(c, {}).split("\n")] + [1]
     )
-    dst_col_w = max(DST_COL_W, CHAR_W * CELL_FONT * longest + 0.15)
-    src_w = SRC_COL_W * max(len(d.src), 1)
-    dst_w = dst_col_w * max(len(d.dst), 1)
     gap, margin = 0.55, 0.2
-    fig_w = max(8.0, margin + label_w + src_w + gap + dst_w + 0.3)
+    x_src = margin + label_w
+    room = max_width_in - x_src - 0.3  # the width right of the expert labels
+    dst_col_w = min(max(DST_COL_W, CHAR_W * CELL_FONT * longest + 0.15), room)
+    src_w = SRC_COL_W * max(len(d.src), 1)
+    beside = max(0, int((room - src_w - gap) // dst_col_w))
+    chunks = _column_chunks(len(d.dst), beside, max(1, int(room // dst_col_w)))
+    widest = max([src_w + gap + dst_col_w * len(chunks[0])] + [dst_col_w * len(c) for c in chunks])
+    fig_w = min(max_width_in, max(8.0, x_src + widest + 0.3))
+    wrap_at = int((fig_w - 2 * margin) / (CHAR_W * 9))  # monospace 9 pt characters a line
+    bottom_lines = [
+        part
+        for line in bottom_lines
+        for part in textwrap.wrap(line, wrap_at, subsequent_indent="  ")
+    ]
     title = textwrap.fill(d.title, width=int(fig_w / (CHAR_W * 9.5)))
     title_h = 0.3 + 0.18 * (title.count("\n") + 1)
-    grid_top = title_h + 0.3 + HEADER_H
     grid_h = ROW_H * max(len(d.rows), 1)
+    block_h = 0.3 + HEADER_H + grid_h  # a heading, the column labels, the grid
+    n_blocks = len(chunks) if chunks[0] else len(chunks) + 1
     legend_h = 0.3 * math.ceil((len(d.src) + 3) / 4) + 0.1
-    fig_h = grid_top + grid_h + 0.25 + LINE_H * len(bottom_lines) + legend_h + 0.2
+    grids_h = n_blocks * block_h + (n_blocks - 1) * 0.25
+    fig_h = title_h + grids_h + 0.25 + LINE_H * len(bottom_lines) + legend_h + 0.2
     fig = MplFigure(figsize=(fig_w, fig_h), dpi=DPI)
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, fig_w)
@@ -305,30 +321,39 @@ def render_experts(d: ExpertDiagram) -> Figure:
     ax.set_axis_off()
     ax.text(fig_w / 2, 0.15, title, ha="center", va="top", fontsize=10)
     placed: dict[int, tuple] = {}
-    x_src = margin + label_w
+    # Block 0: before grid, then (if any fit) the first after columns beside it.
+    grids = [(0, "before: trainer ranks", list(enumerate(d.src)), "before", x_src, SRC_COL_W)]
     x_dst = x_src + src_w + gap
-    for i, row in enumerate(d.rows):
-        y = grid_top + i * ROW_H + ROW_H / 2
-        ax.text(x_src - 0.1, y, row.label, ha="right", va="center", fontsize=label_font)
-    grids = (
-        ("before: trainer ranks", d.src, "before", x_src, SRC_COL_W),
-        ("after: vLLM ranks", d.dst, "after", x_dst, dst_col_w),
-    )
-    for heading, columns, side, x0, col_w in grids:
+    first = True
+    for k, chunk in enumerate(chunks):
+        if not chunk:
+            continue
+        block = k if chunks[0] else k + 1
+        heading = "after: vLLM ranks" + ("" if first else " (continued)")
+        x0 = x_dst if block == 0 else x_src
+        grids.append((block, heading, [(j, d.dst[j]) for j in chunk], "after", x0, dst_col_w))
+        first = False
+    for block, heading, columns, side, x0, col_w in grids:
+        top = title_h + block * (block_h + 0.25)
+        grid_top = top + 0.3 + HEADER_H
+        if side == "before" or block > 0:
+            for i, row in enumerate(d.rows):
+                y = grid_top + i * ROW_H + ROW_H / 2
+                ax.text(x_src - 0.1, y, row.label, ha="right", va="center", fontsize=label_font)
         ax.text(
             x0 + col_w * len(columns) / 2,
-            title_h + 0.15,
+            top + 0.15,
             heading,
             ha="center",
             va="center",
             fontsize=9.5,
             weight="bold",
         )
-        for j, col in enumerate(columns):
+        for n, (j, col) in enumerate(columns):
             words = col.label.split(" ", 2)  # "rank 3", "tp1 ep0"
             text = " ".join(words[:2]) + ("\n" + words[2] if len(words) > 2 else "")
             ax.text(
-                x0 + (j + 0.5) * col_w,
+                x0 + (n + 0.5) * col_w,
                 grid_top - 0.06,
                 text,
                 ha="center",
@@ -336,25 +361,28 @@ def render_experts(d: ExpertDiagram) -> Figure:
                 fontsize=9,
                 color="black",
             )
-        for i, row in enumerate(d.rows):
-            for j, cell in enumerate(getattr(row, side)):
-                xy = (x0 + j * col_w, grid_top + i * ROW_H)
+            for i, row in enumerate(d.rows):
+                cell = getattr(row, side)[j]
+                xy = (x0 + n * col_w, grid_top + i * ROW_H)
                 _draw_cell(ax, cell, xy, col_w, explained, placed)
         ax.add_patch(
             Rectangle((x0, grid_top), col_w * len(columns), grid_h, fill=False, ec="black", lw=1.2)
         )
-    ax.annotate(
-        "",
-        xy=(x_dst - 0.08, grid_top + grid_h / 2),
-        xytext=(x_src + src_w + 0.08, grid_top + grid_h / 2),
-        arrowprops={"arrowstyle": "-|>", "lw": 1.5},
-    )
+    mid = title_h + 0.3 + HEADER_H + grid_h / 2
+    if chunks[0]:
+        ax.annotate(
+            "",
+            xy=(x_dst - 0.08, mid),
+            xytext=(x_src + src_w + 0.08, mid),
+            arrowprops={"arrowstyle": "-|>", "lw": 1.5},
+        )
+    lines_top = title_h + grids_h
     for k, line in enumerate(bottom_lines):
         is_wrong = line.startswith("(")
         ax.text(
             margin,
-            grid_top + grid_h + 0.3 + k * LINE_H,
-            line[:200],
+            lines_top + 0.3 + k * LINE_H,
+            line,
             va="center",
             fontsize=9,
             family="monospace",
@@ -362,6 +390,21 @@ def render_experts(d: ExpertDiagram) -> Figure:
         )
     _expert_legend(fig, d, 0.02, (legend_h + 0.05) / fig_h, n_wrong)
     return Figure(fig, placed)
+
+
+def _column_chunks(n: int, beside: int, per_row: int) -> list[list[int]]:
+    """vLLM column indices per after grid: ``beside`` next to the before grid (maybe
+    none), then ``per_row`` per grid below.
+
+    >>> _column_chunks(8, 3, 6), _column_chunks(2, 0, 6), _column_chunks(4, 5, 6)
+    ([[0, 1, 2], [3, 4, 5, 6, 7]], [[], [0, 1]], [[0, 1, 2, 3]])
+    """
+    chunks = [list(range(min(beside, n)))]
+    j = len(chunks[0])
+    while j < n:
+        chunks.append(list(range(j, min(n, j + per_row))))
+        j += per_row
+    return chunks
 
 
 def _wrong_numbers(d: ExpertDiagram) -> dict[str, tuple[int, str]]:

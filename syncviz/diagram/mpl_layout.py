@@ -4,7 +4,9 @@ Panels of one side stack along the axis that carries the blocks (rows for
 QKV, columns for o_proj), to scale, so bands run straight from where a block
 starts to where it lands. Wrong cells carry a magenta outline; a cell holding
 more than one block is dotted; labels sit on the block axis, thinned so they
-never overprint. At 100 dpi the default figure is at most 1100 px wide and no
+never overprint. With a step frame, the trainer cells it read are outlined in
+black, the vLLM cells its result lands in in orange, and the vLLM panels show
+the tensors as written by steps 1..k. At 100 dpi the default figure is at most 1100 px wide and no
 text is smaller than 9 pt.
 
 >>> from syncviz import Parallel
@@ -25,6 +27,8 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
 
+from syncviz.diagram.frames import READ, WROTE
+from syncviz.diagram.labels import panel_labels, short_label
 from syncviz.diagram.model import LayoutDiagram, Panel
 from syncviz.diagram.mpl import DPI, Figure
 from syncviz.diagram.palette import WRONG, WRONG_BAND, family_rgb, raster_rgb
@@ -33,6 +37,7 @@ from syncviz.diagram.raster import small_work
 WIDTH_IN = 10.8  # 1080 px at 100 dpi: fits a notebook cell
 FONT = 9.0  # the smallest text in a figure, in points
 MAX_REGION_LINES = 6  # region lines inside the figure; every region is in the text form
+MAX_FRAME_LINES = 4  # a step's "reads ..."/"writes ..." lines inside the figure
 SIDES = ("trainer", "vLLM holds", "vLLM expected")
 
 
@@ -106,7 +111,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     shown = regions[:MAX_REGION_LINES]
     n_text = len(shown) + (1 if len(regions) > len(shown) else 0) + len(d.problems[:3])
     if d.frame is not None:
-        n_text += 1
+        n_text += 1 + len(_frame_lines(d))
     aspect = lay.span_along / lay.span_across if d.axis == 0 else lay.span_across / lay.span_along
     plot_w = width_in - 1.6
     plot_h = float(np.clip(plot_w * aspect * 1.5, 3.0, 7.5))
@@ -138,15 +143,22 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     placed: dict[tuple, tuple] = {}
     per_px_along = _data_per_px(fig, ax, d.axis)
     sides = [d.src, d.dst, d.dst]
+    f = d.frame
     for s, panels in enumerate(sides):
         for i, p in enumerate(panels):
             r = p.actual if s < 2 else p.expected
+            if s == 1 and f is not None:  # the destination as written by steps 1..k
+                r = f.filled[i].actual
             x0, x1, y0, y1 = lay.extent(s, i, p)
             ax.imshow(_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto")
             ax.add_patch(_frame(x0, x1, y0, y1))
             placed[(SIDES[s], p.rank)] = (ax, (x0, x1, y0, y1), r)
             if s == 1:
                 _outline_wrong(ax, r, (x0, x1, y0, y1))
+            marks = None if f is None else (f.read if s == 0 else f.wrote if s == 1 else [])
+            if marks and marks[i] is not None:
+                color = READ if s == 0 else WROTE
+                _outline(ax, marks[i].numpy(), (x0, x1, y0, y1), color, "white", zorder=6)
             _labels(ax, lay, s, i, p, r, per_px_along, first_side=(s == 0))
             _panel_title(ax, lay, s, i, p, per_px_along)
     _bands(ax, lay, d)
@@ -174,6 +186,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     lines += [(p, "black") for p in d.problems[:3]]
     if d.frame is not None:
         lines.append((d.frame.text, "black"))
+        lines += [(t, "black") for t in _frame_lines(d)]
     for k, (line, color) in enumerate(lines):
         fig.text(
             0.01,
@@ -183,6 +196,15 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
             color=color if color == "black" else "#A0105A",
         )
     return Figure(fig, placed)
+
+
+def _frame_lines(d: LayoutDiagram) -> list[str]:
+    """The step's reads/writes lines shown in the figure; the rest are counted."""
+    lines = d.frame.region_lines() if d.frame is not None else []
+    if len(lines) <= MAX_FRAME_LINES:
+        return lines
+    rest = len(lines) - MAX_FRAME_LINES + 1
+    return [*lines[: MAX_FRAME_LINES - 1], f"{rest} further reads/writes: see the text form"]
 
 
 def _strip(d: LayoutDiagram) -> np.ndarray | None:
@@ -195,7 +217,9 @@ def _strip(d: LayoutDiagram) -> np.ndarray | None:
 
     from syncviz.diagram.pil import frame_png
 
-    return np.asarray(Image.open(io.BytesIO(frame_png(d.frame))).convert("RGB"))
+    # The big panels already show where the step read and wrote: only its tensors here.
+    png = frame_png(d.frame, panels=False)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
 def _wrap(text: str, width_in: float) -> str:
@@ -237,9 +261,13 @@ def _edge_runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _outline_wrong(ax, r, extent) -> None:
-    """A magenta (over black) outline around every connected set of not-right cells;
-    edges are merged into runs, so a big region costs a few lines, not one per cell."""
-    bad = r.status.numpy() != 0
+    """A magenta (over black) outline around every connected set of not-right cells."""
+    _outline(ax, r.status.numpy() != 0, extent, WRONG, "black", zorder=4)
+
+
+def _outline(ax, bad: np.ndarray, extent, color, under, zorder: int) -> None:
+    """An outline in ``color`` (over ``under``) around every connected set of marked
+    cells; edges are merged into runs, so a big region costs a few lines, not one per cell."""
     if not bad.any():
         return
     x0, x1, y0, y1 = extent
@@ -254,44 +282,27 @@ def _outline_wrong(ax, r, extent) -> None:
     segs += [
         ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in _edge_runs(down)
     ]
-    ax.add_collection(LineCollection(segs, colors="black", linewidths=2.6, zorder=4))
-    ax.add_collection(LineCollection(segs, colors=WRONG, linewidths=1.4, zorder=5))
+    ax.add_collection(LineCollection(segs, colors=under, linewidths=2.6, zorder=zorder))
+    ax.add_collection(LineCollection(segs, colors=color, linewidths=1.4, zorder=zorder + 1))
 
 
 def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_side: bool) -> None:
-    """Block labels along the block axis, at the start of each run, thinned to fit."""
-    from syncviz.diagram.model import _lines
-
-    runs: list[list] = []
-    for start, stop, b, _pos, _status in _lines(r, lay.axis):
-        if runs and runs[-1][2] == b:
-            runs[-1][1] = stop
-        else:
-            runs.append([start, stop, b])
+    """Block labels along the block axis, chosen by diagram.labels (thinned to fit)."""
     min_gap = (FONT + 3) * DPI / 72 * per_px  # one line of text, in data units along
     if lay.axis == 1:
         min_gap *= 2.6  # horizontal labels need a few characters of room
-    # Place first the labels that matter most (a new family, e.g. the first K head),
-    # then fill the gaps; a label goes only where it overprints none already placed.
-    items = []
-    for k, (start, stop, b) in enumerate(runs):
-        label = _short(r.table, b)
-        if label is None:
-            continue
-        x, y = lay.point(s, i, p, (start + stop) / 2, 0)
-        new_family = k == 0 or _family(r.table, runs[k - 1][2]) != _family(r.table, b)
-        items.append((0 if new_family else 1, k, x, y, label))
-    placed: list[float] = []
-    for _prio, _k, x, y, label in sorted(items):
-        at = y if lay.axis == 0 else x
-        if any(abs(at - q) < min_gap for q in placed):
-            continue
-        placed.append(at)
+    along = 1 if lay.axis == 0 else 0
+
+    def place(mid: float) -> float:
+        return lay.point(s, i, p, mid, 0)[along]
+
+    for label in panel_labels(r, lay.axis, place, min_gap):
+        x, y = lay.point(s, i, p, label.mid, 0)
         if lay.axis == 0:
             ax.text(
                 x - lay.across * 0.015,
                 y,
-                label,
+                label.text,
                 ha="right",
                 va="center",
                 fontsize=FONT,
@@ -301,7 +312,7 @@ def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_
             ax.text(
                 x,
                 y - lay.across * 0.015,
-                label,
+                label.text,
                 ha="center",
                 va="bottom",
                 fontsize=FONT,
@@ -309,22 +320,7 @@ def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_
             )
 
 
-def _family(table, b: int) -> str:
-    return table.families[b] if b >= 0 else str(b)
-
-
-def _short(table, b: int) -> str | None:
-    """A label short enough for the axis: ``Q4``, ``K0``, ``h5``, ``e12 up``."""
-    if b < 0:
-        return {-1: "pad", -2: "unwritten", -3: "other param"}.get(b)
-    block = table.blocks[b]
-    if block.family in ("q", "k", "v"):
-        return f"{block.family.upper()}{block.index}"
-    if block.family == "o":
-        return f"h{block.index}"
-    if block.family == "expert":
-        return f"e{block.index} {block.part}"
-    return block.label
+_short = short_label  # kept: importable from here as before
 
 
 def _panel_title(ax, lay: _Layout, s: int, i: int, p: Panel, per_px: float) -> None:
@@ -426,6 +422,9 @@ def _legend(fig: MplFigure, d: LayoutDiagram, fig_h: float) -> None:
     ]
     if d.wrong_count:
         handles.append(Patch(facecolor="white", edgecolor=WRONG, lw=2, label="not right (checker)"))
+    if d.frame is not None:
+        handles.append(Patch(facecolor="white", edgecolor=READ, lw=2, label="step read"))
+        handles.append(Patch(facecolor="white", edgecolor=WROTE, lw=2, label="step result lands"))
     if any(bool(p.actual.mixed.any()) for p in d.src + d.dst):
         handles.append(
             Patch(facecolor="#BBBBBB", edgecolor="white", hatch="..", label="mixed cell")

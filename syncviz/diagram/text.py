@@ -63,6 +63,11 @@ def layout_text(d: LayoutDiagram, inner: bool = False) -> str:
         lines.append(d.frame.text)
         for panel in d.frame.inputs + d.frame.outputs:
             lines += panel_text(panel, inner=inner)
+        lines += [f"  {line}" for line in d.frame.region_lines()]
+        lines.append(f"vLLM as written by steps 1-{d.frame.number}")
+        for panel in d.frame.filled:
+            lines.append(f"  {panel.title}")
+            lines += [f"    {line}" for line in raster_text(panel.actual, inner).splitlines()]
     if d.problems:
         lines.append("synchronizer errors")
         lines += [f"  {p}" for p in d.problems]

@@ -1,0 +1,376 @@
+"""Step frames: one recorded op of a parameter, and where it sits on the big panels.
+
+Frame k draws step k's input and output tensors as rasters, and on the big
+panels marks where it sits:
+
+- read: the trainer cells holding the data its result carries (a getitem of a
+  view reads only the part it takes); when it runs on a trainer rank, on its
+  own shard, and on other shards only for data its own does not hold (routed
+  experts gathered from the other ranks); on a vLLM rank, on every shard
+  holding that data;
+- wrote: the vLLM cells its result ends up in; only its own rank's tensor
+  when it runs on a vLLM rank;
+- filled: every vLLM tensor as written by steps 1..k. A vLLM cell is written
+  by the first step on its rank whose result holds the cell's data; on a rank
+  with no replayed step, by the last step anywhere that moved that data.
+  Padding appears with the rank's first written cell; what no replayed step
+  accounts for appears at the last step, so the last frame is the tensor as
+  the sync left it.
+
+Cells are judged by their first element (exact at one element per cell).
+
+>>> from syncviz import Parallel
+>>> from syncviz.spec import ModelSpec
+>>> from syncviz.run.inprocess import run_sync
+>>> from syncviz.diagram.model import layout_diagram
+>>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+>>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
+>>> f = frame(d, 2)
+>>> f.text.split(": ", 1)[0], f.step.blocks
+('step 2/15', ('Q head 0', 'Q head 1'))
+>>> f.region_lines()
+['reads trainer pp0 tp0 (rank 0) rows 0-3', 'writes vLLM pp0 tp0 (rank 1) rows 0-3']
+>>> [p.actual.cells for p in f.filled], int((f.filled[0].actual.block == -2).sum())
+([(8, 8), (8, 8)], 64)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from syncviz.diagram.model import Panel
+from syncviz.diagram.raster import (
+    MAX_CELLS,
+    UNWRITTEN,
+    BlockTable,
+    Raster,
+    as_grid,
+    raster,
+    small_work,
+)
+from syncviz.journey import TraceStep
+
+if TYPE_CHECKING:
+    from syncviz.diagram.model import LayoutDiagram
+
+READ = "#000000"  # outline of the trainer cells a step read (over white)
+WROTE = "#EE7733"  # outline of the vLLM cells its result lands in (Tol vibrant orange)
+
+
+@dataclass
+class Frame:
+    """One recorded step drawn: the rasters of what it read and what it wrote, and on the
+    big panels where that is.
+
+    ``read[i]`` marks the cells of trainer panel ``d.src[i]`` holding data the
+    step read (None: none); ``wrote[i]`` the cells of vLLM panel ``d.dst[i]``
+    its result ends up in; ``filled[i]`` is ``d.dst[i]`` as written by steps
+    1..number (unwritten cells hold the unwritten block, status 0).
+    """
+
+    number: int
+    total: int
+    step: TraceStep
+    inputs: list[Panel]
+    outputs: list[Panel]
+    read: list[torch.Tensor | None] = field(default_factory=list)
+    wrote: list[torch.Tensor | None] = field(default_factory=list)
+    filled: list[Panel] = field(default_factory=list)
+    src: list[Panel] = field(default_factory=list)  # the trainer panels ``read`` marks
+    dst: list[Panel] = field(default_factory=list)  # the vLLM panels as the sync left them
+    read_titles: list[str] = field(default_factory=list)
+    wrote_titles: list[str] = field(default_factory=list)
+    read_spans: list[str] = field(default_factory=list)
+    wrote_spans: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        moved = ", ".join(self.step.blocks) if self.step.blocks else "not replayed on ids"
+        return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
+
+    def region_lines(self) -> list[str]:
+        """``reads <panel> rows a-b`` / ``writes <panel> rows a-b``, one per marked panel;
+        rows of the drawn grid (a 3-D expert tensor stacks its experts' rows)."""
+        lines = [f"reads {t} {s}" for t, s in zip(self.read_titles, self.read_spans, strict=True)]
+        lines += [
+            f"writes {t} {s}" for t, s in zip(self.wrote_titles, self.wrote_spans, strict=True)
+        ]
+        return lines
+
+
+def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
+    """A step tensor's raster at the diagram's scale, unless that scale would give more
+    than MAX_CELLS cells a side (a flat buffer): then its own downsampling."""
+    grid, _ = as_grid(t)
+    if cell is not None:
+        rows, cols = int(grid.shape[0]), int(grid.shape[1])
+        if math.ceil(rows / cell[0]) > 2 * MAX_CELLS or math.ceil(cols / cell[1]) > MAX_CELLS:
+            cell = None
+    return raster(t, table, cell=cell)
+
+
+def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:
+    """Step ``number`` (1-based) of ``d.steps``: its inputs and outputs drawn as rasters,
+    its marks on the big panels, and the vLLM tensors as written so far."""
+    with small_work(0):
+        return _frame(d, number, cell)
+
+
+def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame:
+    from syncviz.errors import SyncvizError
+
+    total = len(d.steps)
+    if not 1 <= number <= total:
+        raise SyncvizError(
+            f"step {number} is out of range: {d.key} has {total} recorded steps",
+            fix=f"use --step 1..{total}" if total else "leave --step out",
+        )
+    step = d.steps[number - 1]
+
+    def panels(tensors, refs, kind: str) -> list[Panel]:
+        out = []
+        for t, ref in zip(tensors or (), refs, strict=False):
+            if t is None:
+                continue
+            title = f"rank {step.rank} {kind} #{ref.ref} {list(ref.shape)}"
+            out.append(
+                Panel(title, step.rank, "step", tuple(t.shape), _step_raster(t, d.table, cell))
+            )
+        return out
+
+    f = Frame(
+        number,
+        total,
+        step,
+        panels(step.inputs, step.op.inputs, "reads"),
+        panels(step.outputs, step.op.outputs, "writes"),
+    )
+    _mark(d, f)
+    return f
+
+
+# ---------------------------------------------------------------- the big panels
+
+
+def _ids_of(tensors) -> torch.Tensor | None:
+    """The non-negative ids of some step tensors (repeats kept); None when not replayed."""
+    if not tensors:
+        return None
+    flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors])
+    return flat[flat >= 0]
+
+
+LOOKUP_MAX = 1 << 24  # global sizes up to which membership is a table lookup, not a sort
+
+
+def _member(ids: torch.Tensor, wanted: torch.Tensor, numel: int, table: list) -> torch.Tensor:
+    """``torch.isin(ids, wanted)``; for a global size up to LOOKUP_MAX, by a table of every
+    global id (built once into ``table``), which is several times faster than sorting."""
+    if numel > LOOKUP_MAX:
+        return torch.isin(ids, wanted)
+    if not table:
+        lut = torch.zeros(numel + 1, dtype=torch.bool)  # the last entry: negative ids
+        lut[wanted] = True
+        table.append(lut)
+    return table[0][torch.where(ids >= 0, ids, numel)]
+
+
+def cell_ids(r: Raster) -> torch.Tensor:
+    """The global id of each cell's first element (negative blocks keep their number),
+    rebuilt from its block and row-major offset inside the block's box.
+
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle import model_layout
+    >>> from syncviz import Parallel
+    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    >>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
+    >>> ids = qkv.dst[1].index.ids()
+    >>> bool((cell_ids(raster(ids, BlockTable(qkv))) == ids).all())
+    True
+    """
+    table = r.table
+    b = r.block.to(torch.int64)
+    safe = b.clamp(min=0)
+    rest = r.offset.to(torch.int64).clone()
+    ext, start = table.extent[safe], table.start[safe]  # [nr, nc, dims]
+    coords = []
+    for dim in reversed(range(len(table.shape))):
+        coords.insert(0, start[..., dim] + rest % ext[..., dim])
+        rest = rest // ext[..., dim]
+    ids = torch.zeros_like(b)
+    for dim, n in enumerate(table.shape):
+        ids = ids * n + coords[dim]
+    return torch.where(b >= 0, ids, b)
+
+
+def _any_cells(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
+    """Per cell of ``cell`` elements: is any element of the (as-grid) mask true."""
+    grid = as_grid(mask)[0].to(torch.bool)
+    rows, cols = grid.shape
+    rs, cs = cell
+    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    padded = torch.zeros((nr * rs, nc * cs), dtype=torch.bool)
+    padded[:rows, :cols] = grid
+    return padded.view(nr, rs, nc, cs).any(dim=3).any(dim=1)
+
+
+def _spans(cells: torch.Tensor, r: Raster) -> str:
+    """The element rows (and columns, when not all) of the marked cells: ``rows 0-3``."""
+    rows = cells.any(dim=1)
+    cols = cells.any(dim=0)
+    rs, cs = r.cell
+    text = "rows " + _runs(rows, rs, r.rows)
+    if not bool(cols.all()):
+        text += ", cols " + _runs(cols, cs, r.cols)
+    return text
+
+
+def _runs(flags: torch.Tensor, per: int, limit: int) -> str:
+    out: list[list[int]] = []
+    for i in torch.nonzero(flags).flatten().tolist():
+        a, b = i * per, min(limit, (i + 1) * per) - 1
+        if out and out[-1][1] == a - 1:
+            out[-1][1] = b
+        else:
+            out.append([a, b])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in out)
+
+
+@dataclass
+class _Known:
+    """What every frame of one diagram reads: computed once, held while the diagram lives."""
+
+    shard_ids: list[torch.Tensor]  # per trainer panel, its shard's ids
+    cell_ids: list[torch.Tensor]  # per vLLM panel, each cell's first id
+    fills: list[torch.Tensor]  # per vLLM panel, per cell, the step that writes it
+
+
+_KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
+
+
+def _known(d: LayoutDiagram) -> _Known:
+    held = _KNOWN.get(id(d))
+    if held is not None and held[0]() is d:
+        return held[1]
+    dst_ids = [cell_ids(p.actual) for p in d.dst]
+    known = _Known(
+        [s.index.ids().to(torch.int64) for s in d.table.param.src],
+        dst_ids,
+        _fill_steps(d, dst_ids),
+    )
+    _KNOWN[id(d)] = (weakref.ref(d), known)
+    weakref.finalize(d, _KNOWN.pop, id(d), None)
+    return known
+
+
+def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
+    """Per vLLM panel of ``d``, per cell: the step number that writes it (see the module
+    text for the rule); computed once per diagram."""
+    return _known(d).fills
+
+
+def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[torch.Tensor]:
+    outs = [_ids_of(s.outputs) for s in d.steps]
+    total = len(d.steps)
+    numel = math.prod(d.global_shape)
+    fills = []
+    for p, ids in zip(d.dst, dst_ids, strict=True):
+        own = [k for k, s in enumerate(d.steps) if s.rank == p.rank and outs[k] is not None]
+        order = own if own else [k for k in range(total) if outs[k] is not None]
+        # Own steps: the first that holds it; else the last move of that data anywhere.
+        steps = [(k + 1, outs[k]) for k in order]
+        fill = _step_of(ids, steps, "amin" if own else "amax", total, numel)
+        data = ids >= 0
+        first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
+        fill = torch.where(~data, min(first, total), fill)
+        fills.append(fill.clamp(max=max(total, 1)))
+    return fills
+
+
+def _step_of(ids: torch.Tensor, steps: list, how: str, total: int, numel: int) -> torch.Tensor:
+    """Per id of ``ids``: the first ("amin") or last ("amax") step number whose ids hold
+    it, total + 1 where none does. By a table over the ``numel`` global ids (one scatter
+    per step) up to LOOKUP_MAX, else by sorted membership."""
+    never = total + 1
+    if numel <= LOOKUP_MAX:
+        start = never if how == "amin" else 0
+        table = torch.full((numel + 1,), start, dtype=torch.int64)
+        for k, o in steps:
+            table.scatter_reduce_(0, o, torch.full_like(o, k), reduce=how)
+        got = table[torch.where(ids >= 0, ids, numel)]
+        return torch.where(got == 0, never, got) if how == "amax" else got
+    fill = torch.full(ids.shape, never, dtype=torch.int64)
+    for k, o in steps:
+        hit = torch.isin(ids, o)
+        fill = torch.where(hit & (fill > k) if how == "amin" else hit, k, fill)
+    return fill
+
+
+def _filled(p: Panel, written: torch.Tensor) -> Panel:
+    r = p.actual
+    unwritten = torch.full_like(r.block, UNWRITTEN)
+    zero = torch.zeros_like(r.offset)
+    drawn = dataclasses.replace(
+        r,
+        block=torch.where(written, r.block, unwritten),
+        offset=torch.where(written, r.offset, zero),
+        inner=torch.where(written, r.inner, torch.zeros_like(r.inner)),
+        mixed=r.mixed & written,
+        status=torch.where(written, r.status, torch.zeros_like(r.status)),
+    )
+    return Panel(p.title, p.rank, "dst", p.shape, drawn, p.expected)
+
+
+def _mark(d: LayoutDiagram, f: Frame) -> None:
+    """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``."""
+    step = f.step
+    f.src, f.dst = list(d.src), list(d.dst)
+    # A data-moving op carries into its result only part of what it was handed (a
+    # getitem of a view): what it read is that part, where its result came from.
+    wrote_ids = _ids_of(step.outputs)
+    read_ids = wrote_ids if wrote_ids is not None else _ids_of(step.inputs)
+    known = _known(d)
+    numel = math.prod(d.global_shape)
+    read_table: list = []
+    wrote_table: list = []
+    own_src = [i for i, p in enumerate(d.src) if p.rank == step.rank]
+    others = read_ids
+    if read_ids is not None and own_src:
+        # Its own shard first; other shards only for data it does not hold (an exchange
+        # of routed experts), never for a replica of its own (dense weights under ep).
+        own = torch.cat([known.shard_ids[i].reshape(-1) for i in own_src])
+        others = read_ids[~_member(read_ids, own[own >= 0], numel, [])]
+    other_table: list = []
+    for i, p in enumerate(d.src):
+        cells = None
+        if read_ids is not None:
+            if i in own_src:
+                hit = _member(known.shard_ids[i], read_ids, numel, read_table)
+            elif others is not None and others.numel():
+                hit = _member(known.shard_ids[i], others, numel, other_table)
+            else:
+                hit = None
+            cells = _any_cells(hit, p.actual.cell) if hit is not None and bool(hit.any()) else None
+        f.read.append(cells)
+        if cells is not None:
+            f.read_titles.append(p.title)
+            f.read_spans.append(_spans(cells, p.actual))
+    own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
+    for i, p in enumerate(d.dst):
+        cells = None
+        if wrote_ids is not None and (not own_dst or i in own_dst):
+            hit = _member(known.cell_ids[i], wrote_ids, numel, wrote_table)
+            cells = hit if bool(hit.any()) else None
+        f.wrote.append(cells)
+        if cells is not None:
+            f.wrote_titles.append(p.title)
+            f.wrote_spans.append(_spans(cells, p.actual))
+    for p, fill in zip(d.dst, known.fills, strict=True):
+        f.filled.append(_filled(p, fill <= f.number))

@@ -558,11 +558,23 @@ MAX_REGION_WORDS = 160  # longer descriptions of a region are cut to its first a
 
 def _region_words(param: ParamLayout, ids: torch.Tensor, a: int, b: int, cache: dict) -> str:
     """Words for rows a..b-1; a long irregular region is named by its first and last row."""
-    text = _words(param, ids[a:b], cache)
-    if len(text) <= MAX_REGION_WORDS or b - a < 3:
+    return region_words(lambda x, y: _words(param, ids[x:y], cache), a, b)
+
+
+def region_words(rows_words, a: int, b: int) -> str:
+    """Words for rows a..b-1 from ``rows_words(x, y)`` (the words of rows x..y-1, e.g.
+    :func:`map_words` of a symbolic tensor's rows): a long irregular region is named by
+    its first and last row.
+
+    >>> region_words(lambda x, y: "Q head 0" if y - x > 1 else f"row {x}", 0, 4)
+    'Q head 0'
+    >>> region_words(lambda x, y: "x" * 200 if y - x > 1 else f"row {x}", 0, 4)
+    'row 0 in its first, ..., row 3 in its last'
+    """
+    text = rows_words(a, b)
+    if text is None or len(text) <= MAX_REGION_WORDS or b - a < 3:
         return text
-    first, last = _words(param, ids[a : a + 1], cache), _words(param, ids[b - 1 : b], cache)
-    return f"{first} in its first, ..., {last} in its last"
+    return f"{rows_words(a, a + 1)} in its first, ..., {rows_words(b - 1, b)} in its last"
 
 
 def _true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:

@@ -398,15 +398,7 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
     rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
     nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
     boxes = local_boxes(region_map, base, numel)
-    corners = torch.empty((nr, nc), dtype=torch.int64)
-    for b in boxes:  # each corner point lies in exactly one box
-        i0, i1 = -(-b.r0 // rs), -(-b.r1 // rs)
-        j0, j1 = -(-b.c0 // cs), -(-b.c1 // cs)
-        if i0 >= i1 or j0 >= j1:
-            continue
-        di = torch.arange(i0, i1, dtype=torch.int64) * rs - b.r0
-        dj = torch.arange(j0, j1, dtype=torch.int64) * cs - b.c0
-        corners[i0:i1, j0:j1] = b.v + b.sr * di[:, None] + b.sc * dj[None, :]
+    corners = _corners(boxes, rs, cs, nr, nc)
     first, first_offset = table.lookup(corners)
     if rs * cs == 1 or not mixed:
         is_mixed = torch.zeros_like(first, dtype=torch.bool)
@@ -445,6 +437,26 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
     return Raster(
         shape, rows, cols, (rs, cs), bands, first, first_offset, inner, is_mixed, status, table
     )
+
+
+def _corners(boxes: list[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
+    """The id at every cell's first element: each corner point lies in exactly one box."""
+    corners = torch.empty((nr, nc), dtype=torch.int64)
+    t = torch.tensor([(b.r0, b.r1, b.c0, b.c1, b.v, b.sr, b.sc) for b in boxes], dtype=torch.int64)
+    r0, r1, c0, c1, v, sr, sc = t.reshape(-1, 7).unbind(1)
+    i0, j0 = -(-r0 // rs), -(-c0 // cs)
+    height = (-(-r1 // rs) - i0).clamp(min=0)
+    width = (-(-c1 // cs) - j0).clamp(min=0)
+    area = height * width
+    which = torch.repeat_interleave(torch.arange(len(t)), area)
+    step = torch.arange(int(area.sum())) - torch.repeat_interleave(
+        torch.cumsum(area, 0) - area, area
+    )
+    i = i0[which] + step // width[which].clamp(min=1)
+    j = j0[which] + step % width[which].clamp(min=1)
+    values = v[which] + sr[which] * (i * rs - r0[which]) + sc[which] * (j * cs - c0[which])
+    corners.view(-1)[i * nc + j] = values
+    return corners
 
 
 RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_status

@@ -54,7 +54,7 @@ from syncviz.errors import SyncvizError
 from syncviz.provenance import RegionMap
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
-MAX_PIECES = 1 << 15  # one-block lattice pieces per panel before the map counts as fragmented
+MAX_PIECES = 1 << 18  # one-block lattice pieces per panel before the map counts as fragmented
 MATERIALIZE_LIMIT = 1 << 24  # elements of a fragmented panel materialized instead
 MAX_PAIRS = 1 << 22  # overlapping (held, expected) box pairs compared per panel
 FOREIGN = int(FOREIGN_ID)

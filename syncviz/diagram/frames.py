@@ -10,14 +10,23 @@ panels marks where it sits:
   holding that data;
 - wrote: the vLLM cells its result ends up in; only its own rank's tensor
   when it runs on a vLLM rank;
-- filled: every vLLM tensor as written by steps 1..k. A vLLM cell is written
-  by the first step on its rank whose result holds the cell's data; on a rank
-  with no replayed step, by the last step anywhere that moved that data.
-  Padding appears with the rank's first written cell; what no replayed step
-  accounts for appears at the last step, so the last frame is the tensor as
-  the sync left it.
+- filled: every vLLM tensor as written by steps 1..k. A vLLM element is
+  written by the first step on its rank whose result holds its data; on a
+  rank with no replayed step, by the last step anywhere that moved that data.
+  Padding appears with the rank's first written element; what no replayed
+  step accounts for appears at the last step, so the last frame is the tensor
+  as the sync left it.
 
-Cells are judged by their first element (exact at one element per cell).
+Downsampling never hides a mark: a cell is read or written when any of its
+elements is. A cell is drawn filled once all its elements are written; while
+only some are, it is drawn as its first element stands (its block, or
+unwritten) and marked mixed, the rasters' sign for a cell holding more than
+one thing, with no wrong mark until it is complete. A vLLM tensor's elements
+are known from its raster and the oracle: where the checker calls a cell
+right they are what the oracle expects. A cell with a wrong element is read
+from the rank's last replayed result of the tensor's size that agrees with
+every known element (each cell's first, every right cell); without one, only
+its first element is known and the others are taken as the oracle expects.
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec
@@ -51,6 +60,7 @@ from syncviz.diagram.raster import (
     UNWRITTEN,
     BlockTable,
     Raster,
+    _cells,
     as_grid,
     raster,
     small_work,
@@ -244,12 +254,22 @@ def _runs(flags: torch.Tensor, per: int, limit: int) -> str:
 
 
 @dataclass
+class _Fill:
+    """Per cell of one vLLM panel: the step that writes its first element, the first that
+    writes any of its elements, and the one after which all are written."""
+
+    first: torch.Tensor
+    some: torch.Tensor
+    all: torch.Tensor
+
+
+@dataclass
 class _Known:
     """What every frame of one diagram reads: computed once, held while the diagram lives."""
 
     shard_ids: list[torch.Tensor]  # per trainer panel, its shard's ids
-    cell_ids: list[torch.Tensor]  # per vLLM panel, each cell's first id
-    fills: list[torch.Tensor]  # per vLLM panel, per cell, the step that writes it
+    dst_ids: list[torch.Tensor]  # per vLLM panel, its elements' ids (see the module text)
+    fills: list[_Fill]  # per vLLM panel, per cell, the steps that write it
 
 
 _KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
@@ -259,7 +279,10 @@ def _known(d: LayoutDiagram) -> _Known:
     held = _KNOWN.get(id(d))
     if held is not None and held[0]() is d:
         return held[1]
-    dst_ids = [cell_ids(p.actual) for p in d.dst]
+    dst_ids = [
+        _element_ids(p, t.index.ids(), d.steps)
+        for p, t in zip(d.dst, d.table.param.dst, strict=True)
+    ]
     known = _Known(
         [s.index.ids().to(torch.int64) for s in d.table.param.src],
         dst_ids,
@@ -270,13 +293,37 @@ def _known(d: LayoutDiagram) -> _Known:
     return known
 
 
+def _element_ids(p: Panel, expected: torch.Tensor, steps: list[TraceStep]) -> torch.Tensor:
+    """The as-grid ids of a vLLM panel's elements (see the module text): the oracle's with
+    each cell's first element as its raster holds it, unless a cell is wrong and the
+    rank's replay gives a result that agrees with all of that."""
+    grid = as_grid(expected.to(torch.int64))[0].clone()
+    rs, cs = p.actual.cell
+    first = cell_ids(p.actual)
+    grid[::rs, ::cs] = first
+    wrong = p.actual.status != 0
+    if not bool(wrong.any()):
+        return grid
+    right = ~wrong.repeat_interleave(rs, 0).repeat_interleave(cs, 1)[
+        : grid.shape[0], : grid.shape[1]
+    ]
+    for s in reversed([s for s in steps if s.rank == p.rank and s.outputs]):
+        for o in s.outputs:
+            if o.numel() != grid.numel():
+                continue
+            got = as_grid(o.reshape(p.shape).to(torch.int64))[0]
+            if torch.equal(got[::rs, ::cs], first) and torch.equal(got[right], grid[right]):
+                return got
+    return grid
+
+
 def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
-    """Per vLLM panel of ``d``, per cell: the step number that writes it (see the module
-    text for the rule); computed once per diagram."""
-    return _known(d).fills
+    """Per vLLM panel of ``d``, per cell: the step number after which all its elements
+    are written (see the module text for the rule); computed once per diagram."""
+    return [f.all for f in _known(d).fills]
 
 
-def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[torch.Tensor]:
+def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[_Fill]:
     outs = [_ids_of(s.outputs) for s in d.steps]
     total = len(d.steps)
     numel = math.prod(d.global_shape)
@@ -289,8 +336,11 @@ def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[torch.Ten
         fill = _step_of(ids, steps, "amin" if own else "amax", total, numel)
         data = ids >= 0
         first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
-        fill = torch.where(~data, min(first, total), fill)
-        fills.append(fill.clamp(max=max(total, 1)))
+        fill = torch.where(~data, min(first, total), fill).clamp(max=max(total, 1))
+        rs, cs = p.actual.cell
+        fills.append(
+            _Fill(fill[::rs, ::cs], _cells(fill, rs, cs, "min"), _cells(fill, rs, cs, "max"))
+        )
     return fills
 
 
@@ -313,17 +363,21 @@ def _step_of(ids: torch.Tensor, steps: list, how: str, total: int, numel: int) -
     return fill
 
 
-def _filled(p: Panel, written: torch.Tensor) -> Panel:
+def _filled(p: Panel, fill: _Fill, number: int) -> Panel:
+    """``p`` as written by steps 1..number: whole cells as they end up, cells written in
+    part as their first element stands, marked mixed (see the module text)."""
     r = p.actual
+    done = fill.all <= number
+    partly = (fill.some <= number) & ~done
+    shown = fill.first <= number  # the first element, which the cell's colour is
     unwritten = torch.full_like(r.block, UNWRITTEN)
-    zero = torch.zeros_like(r.offset)
     drawn = dataclasses.replace(
         r,
-        block=torch.where(written, r.block, unwritten),
-        offset=torch.where(written, r.offset, zero),
-        inner=torch.where(written, r.inner, torch.zeros_like(r.inner)),
-        mixed=r.mixed & written,
-        status=torch.where(written, r.status, torch.zeros_like(r.status)),
+        block=torch.where(shown, r.block, unwritten),
+        offset=torch.where(shown, r.offset, torch.zeros_like(r.offset)),
+        inner=torch.where(shown, r.inner, torch.zeros_like(r.inner)),
+        mixed=(r.mixed & done) | partly,
+        status=torch.where(done, r.status, torch.zeros_like(r.status)),
     )
     return Panel(p.title, p.rank, "dst", p.shape, drawn, p.expected)
 
@@ -366,11 +420,11 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     for i, p in enumerate(d.dst):
         cells = None
         if wrote_ids is not None and (not own_dst or i in own_dst):
-            hit = _member(known.cell_ids[i], wrote_ids, numel, wrote_table)
-            cells = hit if bool(hit.any()) else None
+            hit = _member(known.dst_ids[i], wrote_ids, numel, wrote_table)
+            cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
         f.wrote.append(cells)
         if cells is not None:
             f.wrote_titles.append(p.title)
             f.wrote_spans.append(_spans(cells, p.actual))
     for p, fill in zip(d.dst, known.fills, strict=True):
-        f.filled.append(_filled(p, fill <= f.number))
+        f.filled.append(_filled(p, fill, f.number))

@@ -208,7 +208,8 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
 
 def _bind_shards(pt: ParamTrace, shards: list, bound: dict[int, torch.Tensor]) -> dict:
     """``bound``, plus each input the scope did not produce bound to the one shard of its
-    shape."""
+    shape; or, shaped [n, *shard] where the rank holds exactly n shards of one shape
+    (local experts, stacked by an untraced transform), to their stack in layout order."""
     produced: set[int] = set()
     for op in pt.ops:
         for t in op.inputs:
@@ -217,8 +218,21 @@ def _bind_shards(pt: ParamTrace, shards: list, bound: dict[int, torch.Tensor]) -
             same = [s for s in shards if list(s.shape) == list(t.shape)]
             if len(same) == 1:  # unambiguous: this input is that shard
                 bound[t.ref] = same[0].index.ids()
+            elif _stacked(shards, t.shape):
+                bound[t.ref] = torch.stack([s.index.ids() for s in shards])
         produced.update(t.ref for t in op.outputs)
     return bound
+
+
+def _stacked(shards: list, shape: list[int]) -> bool:
+    """Is ``shape`` [n, *s] for n shards all of shape s?"""
+    n = len(shards)
+    return (
+        n > 1
+        and len(shape) > 1
+        and shape[0] == n
+        and all(list(s.shape) == list(shape[1:]) for s in shards)
+    )
 
 
 def _shard_ids(result: SyncResult, param: ParamLayout, world: int) -> torch.Tensor | None:

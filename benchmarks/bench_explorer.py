@@ -1,23 +1,38 @@
 """How fast the explorer answers a parameter or step change (targets: first view of a
-parameter p50 <= 150 ms, step p50 <= 30 ms).
+parameter p50 <= 150 ms, step p50 <= 30 ms), beside the eager path it took before.
 
-Run: ``python benchmarks/bench_explorer.py``.
+Run: ``python benchmarks/bench_explorer.py [--rounds N] [--real-sizes]``.
 
 Each change is made the way the page makes it (setting ``.value`` of the
 parameter dropdown or step slider); the observers run synchronously, so the
 time until ``.value`` returns is the time until the new PNG is in the picture
-widget. Parameter changes are timed cold (the first view of a parameter:
-diagram model + matplotlib render + PNG) and warm (a revisit); sync runs are
-cached either way. The cold view is also split into its parts, measured on the
-same parameters in the same run: the diagram model (rasters, bands, steps),
-the explorer's PIL picture beside the matplotlib figure of the same diagram
-(the path the explorer took before; both PNG), and the step strip. The rect-based
-pictures the explorer drew before (one rect per block, a "drawn by status"
-fallback) no longer exist, so there is no old path left to time beside them.
+widget. A first view is timed cold (picture and step caches emptied before each
+round; the font's rendered strings are kept for the process, as in a notebook),
+a revisit warm; sync runs are cached either way.
+
+Side by side, on the same parameters, interleaved so that load hits both alike:
+
+- *eager* (the explorer's path before): replay every step of the parameter
+  (``journey.param_steps``), the diagram model with those steps, the PIL picture
+  written by PIL's PNG encoder with text rendered anew each time, and the report's
+  text for the status line;
+- *lazy* (the path now): the diagram model without steps (they are replayed when
+  the slider or a hover first needs them), the PIL picture written unfiltered at
+  zlib level 1 with rendered text kept.
+
+Then the parts of a first view (diagram model, PIL picture, matplotlib figure of
+the same diagram for scale), the step strip, and a hover (the first one on a
+parameter replays its steps). Last, on a run of every layer, the first view of
+layer 0's parameters beside those of layers 1-3 (their kind drawn already, same
+ids: the diagram is reused, only the picture is drawn). ``--real-sizes`` adds
+llama3-8b at its real sizes (a symbolic run): the opening, every first view, a
+hover and two steps, and the peak resident memory (slow: a minute or more).
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import statistics
 import time
 
@@ -45,55 +60,163 @@ def quantiles(ms: list[float]) -> str:
     return f"p50 {statistics.median(ms):7.1f} ms  p90 {p90:7.1f} ms  (n={len(ms)})"
 
 
-def measure(explorer: Explorer) -> dict[str, list[float]]:
-    """Cold and warm parameter changes, every step of every parameter, and the parts (ms)."""
+def _pil_encoder(image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def eager_view(result, report, key: str) -> bytes:
+    """The first view as the explorer drew it before: steps, model, PIL PNG, status text."""
+    from PIL import ImageFont
+
+    import syncviz.diagram.pil_layout as pil_layout
+    from syncviz.diagram.model import layout_diagram
+    from syncviz.journey import param_steps
+
+    steps = param_steps(result, key)
+    d = layout_diagram(result, key, report, steps=steps)
+    encoder, font = pil_layout.png_bytes, pil_layout._font
+    pil_layout.png_bytes = _pil_encoder
+    pil_layout._font = lambda size=pil_layout.FONT_PX: ImageFont.load_default(size=size)
+    try:
+        png, _ = pil_layout.layout_png(d)
+    finally:
+        pil_layout.png_bytes, pil_layout._font = encoder, font
+    report.text().splitlines()[0]
+    return png
+
+
+def lazy_view(result, report, key: str) -> bytes:
+    """The first view as the explorer draws it now (the same calls, outside the widget)."""
+    from syncviz.diagram.model import layout_diagram
+    from syncviz.diagram.pil_layout import layout_png
+
+    return layout_png(layout_diagram(result, key, report, steps=[]))[0]
+
+
+def measure(explorer: Explorer, rounds: int) -> dict[str, list[float]]:
+    """Cold and warm parameter changes, eager vs lazy, every step, hovers, the parts (ms)."""
     from syncviz.diagram import layout_diagram, render
     from syncviz.diagram.model import frame
     from syncviz.diagram.pil import frame_png
+    from syncviz.diagram.pil_layout import layout_png
 
     keys = [key for _, key in explorer.param.options]
-    first = explorer.param.value
+    run = explorer._runs[explorer._run_key]
 
     def show(key: str) -> None:
         explorer.param.value = key
 
-    out: dict[str, list[float]] = {"cold": [], "warm": [], "step": []}
-    out["cold"] = [timed(lambda k=k: show(k)) for k in keys if k != first]
+    out: dict[str, list[float]] = {k: [] for k in ("cold", "cold1", "warm", "step", "hover")}
+    for r in range(rounds):
+        explorer._pictures.clear()
+        explorer._kinds.clear()
+        run.steps.clear()
+        order = keys[1:] + keys[:1]  # the one on screen last, so that every change is one
+        cold = [timed(lambda k=k: show(k)) for k in order]
+        out["cold"] += cold
+        if r == 0:
+            out["cold1"] = cold
     out["warm"] = [timed(lambda k=k: show(k)) for k in keys for _ in range(2)]
     for key in keys:
         show(key)
+        panel = next(p for p in explorer.image.panels if p["side"] == "vLLM holds")
+        ni, nj = panel["cells"]
+        cells = [(0, 0), (ni // 2, nj // 3), (ni - 1, nj - 1)]
+        for i, j in cells:
+            cell = [panel["side"], panel["rank"], i, j]
+            out["hover"].append(timed(lambda c=cell: setattr(explorer.image, "hover", c)))
         for i in range(1, explorer.step.max + 1):
             out["step"].append(timed(lambda i=i: setattr(explorer.step, "value", i)))
     result, report = explorer.result, explorer.report
-    from syncviz.diagram.pil_layout import layout_png
-
-    out.update(model=[], figure=[], pil=[], strip=[])
+    out.update(eager=[], lazy=[], model=[], figure=[], pil=[], strip=[])
+    for _ in range(rounds):
+        for key in keys:
+            out["eager"].append(timed(lambda k=key: eager_view(result, report, k)))
+            out["lazy"].append(timed(lambda k=key: lazy_view(result, report, k)))
     for key in keys:
         holder = {}
         out["model"].append(
-            timed(lambda k=key, h=holder: h.update(d=layout_diagram(result, k, report)))
+            timed(lambda k=key, h=holder: h.update(d=layout_diagram(result, k, report, steps=[])))
         )
         out["figure"].append(timed(lambda h=holder: render(h["d"])._repr_png_()))
         out["pil"].append(timed(lambda h=holder: layout_png(h["d"])))
-        if holder["d"].steps:
-            f = frame(holder["d"], 1)
+        d = layout_diagram(result, key, report)
+        if d.steps:
+            f = frame(d, 1)
             out["strip"].append(timed(lambda f=f: frame_png(f)))
     return out
 
 
+def measure_layers(model: str, src: Parallel, dst: Parallel) -> dict[str, list[float]]:
+    """First views on a run of every layer: layer 0 (fresh) and layers 1-3 (kind reused)."""
+    explorer = Explorer(model, src, dst, layer=-1)
+    explorer.param.value = explorer.param.options[-1][1]  # off layers 0-3
+    explorer._pictures.clear()
+    explorer._kinds.clear()
+    out: dict[str, list[float]] = {"layer0": [], "later": []}
+    for _, key in explorer.param.options:
+        layer = key.split("layers.")[1].split(".")[0] if "layers." in key else None
+        if layer in ("0", "1", "2", "3"):
+            ms = timed(lambda k=key: setattr(explorer.param, "value", k))
+            out["layer0" if layer == "0" else "later"].append(ms)
+    return out
+
+
+def measure_real_sizes() -> None:
+    """llama3-8b tp2 -> tp4 layer 0 at real sizes: opening, first views, hover, steps."""
+    import resource
+
+    start = time.perf_counter()
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=False)
+    opened = ex.param.value.split("layers.0.")[-1]
+    print("llama3-8b src tp2 -> dst tp4, layer 0, real sizes (symbolic run)")
+    print(f"  open (run, check, {opened}): {time.perf_counter() - start:.2f} s {ex.message.value}")
+    for _, key in ex.param.options:
+        if key != ex.param.value:
+            ms = timed(lambda k=key: setattr(ex.param, "value", k))
+            print(f"  first view {key.split('layers.0.')[-1]}: {ms:.0f} ms")
+    panel = next(p for p in ex.image.panels if p["side"] == "vLLM holds")
+    first = timed(lambda: setattr(ex.image, "hover", [panel["side"], panel["rank"], 0, 0]))
+    second = timed(lambda: setattr(ex.image, "hover", [panel["side"], panel["rank"], 1, 1]))
+    print(f"  hover: first {first:.0f} ms, next {second:.0f} ms")
+    steps = [timed(lambda i=i: setattr(ex.step, "value", i)) for i in (1, 2)]
+    print(f"  step 1 (replays the steps): {steps[0]:.0f} ms, step 2: {steps[1]:.0f} ms")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"  peak resident memory {peak:.2f} GiB")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="cold rounds per case")
+    parser.add_argument("--real-sizes", action="store_true", help="add llama3-8b, real sizes")
+    args = parser.parse_args()
     for model, src, dst in CASES:
-        ms = measure(Explorer(model, src, dst))
+        ms = measure(Explorer(model, src, dst), args.rounds)
         print(f"{model} src tp{src.tp} ep{src.ep} -> dst tp{dst.tp} (scaled)")
         print(f"  parameter, first view: {quantiles(ms['cold'])}")
+        print(f"    first round only:    {quantiles(ms['cold1'])}")
         print(f"  parameter, revisit:    {quantiles(ms['warm'])}")
         print(f"  step:                  {quantiles(ms['step'])}")
+        print(f"  hover:                 {quantiles(ms['hover'])}")
+        print(f"  first view, eager (before): {quantiles(ms['eager'])}")
+        print(f"  first view, lazy (now):     {quantiles(ms['lazy'])}")
+        ratio = statistics.median(ms["eager"]) / statistics.median(ms["lazy"])
+        print(f"    eager / lazy (p50): {ratio:.2f}x")
         print(f"    parts: diagram model {quantiles(ms['model'])}")
         print(f"           PIL picture   {quantiles(ms['pil'])}")
         print(f"           matplotlib    {quantiles(ms['figure'])}")
         ratio = statistics.median(ms["figure"]) / statistics.median(ms["pil"])
         print(f"           matplotlib / PIL (p50): {ratio:.1f}x")
         print(f"           step strip    {quantiles(ms['strip'])}")
+    model, src, dst = CASES[0]
+    ms = measure_layers(model, src, dst)
+    print(f"{model} src tp{src.tp} -> dst tp{dst.tp} (scaled), every layer")
+    print(f"  first view, layer 0:    {quantiles(ms['layer0'])}")
+    print(f"  first view, layers 1-3: {quantiles(ms['later'])}")
+    if args.real_sizes:
+        measure_real_sizes()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def tiny(tiny_spec) -> Explorer:
 
 def test_builds_for_a_preset():
     """A preset gives a status line, parameters grouped by layer, and a PNG figure."""
-    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=True)
     assert ex.message.value == ""
     assert "llama3-8b (scaled)" in ex.status.value
     labels = [label for label, _ in ex.param.options]
@@ -84,7 +84,7 @@ def test_filter_narrows_parameters(tiny):
 
 def test_invalid_size_is_explained_inline():
     """dst tp 3 with src tp 2 shows the rule and the fix in the page; nothing raises."""
-    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=True)
     ex.dst_tp.value = 3
     assert "dst tp (3) must divide num_attention_heads (32): use 2, 4, 8, 16 or 32" in (
         ex.message.value
@@ -167,13 +167,162 @@ def test_hover_and_click_read_the_core(tiny):
     assert tiny.block.label == "K head 0" and "journey of <b>K head 0</b>" in tiny.journey.value
 
 
-def test_experts_view_and_exact_size_refusal():
-    """The experts view draws a routed-expert tensor; an exact-size 70B run is refused first."""
-    ex = Explorer("qwen1.5-moe-a2.7b", Parallel(tp=2), Parallel(tp=4))
+def test_experts_view_draws_routed_experts():
+    """The experts view draws a routed-expert tensor (a PNG without hover panels)."""
+    ex = Explorer("qwen1.5-moe-a2.7b", Parallel(tp=2), Parallel(tp=4), scaled=True)
     ex.view.value = "experts"
     assert ex.image.value[:4] == b"\x89PNG" and ex.image.panels == []
-    big = Explorer("llama3-70b", Parallel(tp=8), Parallel(tp=8))
-    big.layer.value = -1  # every layer
-    big.scaled.value = False
-    assert "exact-size run needs about" in big.message.value
-    assert "keep the layout-preserving downscale on" in big.message.value
+
+
+def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkeypatch):
+    """With 1000 bytes free, real sizes still run (symbolic ids, no per-element memory), but
+    a picture that would materialize 16x8 qkv ids (8 KiB with the copies) is refused in words;
+    the materialized downscale is refused inline with the fix; freed memory is asked again."""
+    import syncviz.run.memory
+    from syncviz.provenance import SymbolicTensor
+
+    monkeypatch.setattr(syncviz.run.memory, "available_bytes", lambda: 1000)
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+    assert ex.message.value == "" and "MISMATCH" in ex.status.value
+    assert all(isinstance(t, SymbolicTensor) for t in ex.result.dst_tensors[1].values())
+    ex.param.value = QKV  # 128 ids on the trainer, 2 x 64 on vLLM: 4 copies x 8 B x 256
+    assert ex.image.value == b"" and ex.step.max == 0
+    assert f"picturing {QKV} at real sizes materializes its ids, about 8 KiB" in ex.step_text.value
+    assert "1000 B is available; tick the layout-preserving downscale" in ex.step_text.value
+    ex.block.value = 1
+    assert "not drawn" in ex.journey.value
+    ex.scaled.value = True
+    shown = ex.message.value
+    assert "this run needs ~" in shown and "the machine has 1000 B available" in shown
+    assert "pick one layer, or untick the downscale" in shown and "Traceback" not in shown
+    assert ex.image.value == b"" and ex.busy.value == ""
+    monkeypatch.undo()
+    ex.synchronizer.value = "corrected"  # any change asks again: a refusal is not kept
+    assert ex.message.value == "" and "(scaled)" in ex.status.value
+    assert not any(isinstance(t, SymbolicTensor) for t in ex.result.dst_tensors[1].values())
+    ex.scaled.value = False
+    ex.param.value = QKV
+    assert ex.image.value[:4] == b"\x89PNG" and ex.step.max > 0
+
+
+def test_steps_are_replayed_only_when_asked(tiny, monkeypatch):
+    """A first view replays no steps, yet the slider's range is the step list's length;
+    moving the slider replays that parameter once."""
+    import syncviz.widgets.explorer as explorer
+    from syncviz.journey import param_steps
+
+    calls = []
+    monkeypatch.setattr(explorer, "param_steps", lambda *a: calls.append(a) or param_steps(*a))
+    tiny._runs[tiny._run_key].steps.clear()
+    tiny._pictures.clear()
+    for key in (O_PROJ, QKV):
+        tiny.param.value = key
+        assert tiny.step.max == len(param_steps(tiny.result, key)) > 0
+    assert calls == []
+    tiny.step.value = 1
+    tiny.step.value = 2
+    assert [key for _, key in calls] == [QKV] and "step 2/" in tiny.step_text.value
+
+
+def test_png_and_cached_text_match_pil():
+    """The Explorer's PNG decodes to the picture's pixels, and text drawn by the
+    mask-caching font (twice: the second time from the cache) is PIL's own text."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from syncviz.diagram.pil_layout import _font, png_bytes
+
+    def drawn(font) -> np.ndarray:
+        im = Image.new("RGB", (120, 40), "white")
+        draw = ImageDraw.Draw(im)
+        draw.text((60, 20), "Q head 17", fill="black", font=font, anchor="rm")
+        draw.text((61, 21), "Q head 17", fill="#A0105A", font=font, anchor="rm")
+        return np.asarray(im)
+
+    plain = ImageFont.load_default(size=13)
+    assert type(_font(13)) is not type(plain)
+    want = drawn(plain)
+    assert (want != 255).any()
+    assert np.array_equal(drawn(_font(13)), want) and np.array_equal(drawn(_font(13)), want)
+    im = Image.fromarray(want)
+    back = Image.open(io.BytesIO(png_bytes(im)))
+    assert np.array_equal(np.asarray(back), want)
+
+
+def test_a_kind_drawn_in_one_layer_is_reused_in_the_next(monkeypatch):
+    """All layers of a 3-layer model: layer 1's qkv holds what layer 0's does, so its picture
+    is layer 0's diagram renamed, pixel for pixel what drawing layer 1 afresh gives."""
+    import syncviz.diagram
+    from syncviz.diagram.pil_layout import layout_png
+
+    spec = ModelSpec("tiny3", "llama-mcore", 3, 8, 4, 2, 8, 64, head_dim=2)
+    ex = Explorer(spec=spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=True, layer=-1)
+    ex.param.value = QKV
+    drawn = []
+    fresh = syncviz.diagram.layout_diagram
+    monkeypatch.setattr(syncviz.diagram, "layout_diagram", lambda *a, **k: drawn.append(a[1]))
+    layer1 = QKV.replace("layers.0", "layers.1")
+    ex.param.value = layer1
+    assert drawn == []
+    want, panels = layout_png(fresh(ex.result, layer1, ex.report, steps=[]))
+    assert ex.image.value == want and ex.image.panels == panels
+    ex.image.hover = ["vLLM holds", 2, 0, 3]
+    assert "holds K head 0 row 0 col 3, expected Q head 2 row 0 col 3: WRONG" in ex.image.words
+
+
+def test_busy_line_while_a_run_goes(tiny_spec, monkeypatch):
+    """While a real-size run goes the busy line names it, and it is cleared afterwards."""
+    import syncviz.run.inprocess
+
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+    seen = []
+    run_sync = syncviz.run.inprocess.run_sync
+
+    def watched(*args, **kwargs):
+        seen.append((ex.busy.value, kwargs["provenance"]))
+        return run_sync(*args, **kwargs)
+
+    monkeypatch.setattr(syncviz.run.inprocess, "run_sync", watched)
+    ex.synchronizer.value = "corrected"
+    assert len(seen) == 1 and seen[0][1] == "symbolic"
+    assert "running the sync and the check at real sizes (symbolic ids)" in seen[0][0]
+    assert ex.busy.value == "" and "corrected" in ex.status.value
+
+
+def test_default_sizes_are_one_constant(tiny_spec, monkeypatch):
+    """Without ``scaled``, SCALED_DEFAULT decides: True draws the downscale, False runs the
+    real sizes on symbolic ids (the same widget, the checkbox showing which)."""
+    import syncviz.widgets.explorer as explorer
+    from syncviz.provenance import SymbolicTensor
+
+    for default in (True, False):
+        monkeypatch.setattr(explorer, "SCALED_DEFAULT", default)
+        ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2))
+        held = ex.result.dst_tensors[1].values()
+        assert ex.scaled.value is default and ex.image.value[:4] == b"\x89PNG"
+        assert ("(scaled)" in ex.status.value) is default
+        assert all(isinstance(t, SymbolicTensor) is not default for t in held)
+
+
+def test_real_size_hover_waits_for_the_slider_to_replay(tiny_spec, monkeypatch):
+    """At real sizes a hover never starts the replay: it names the ops ("via steps")
+    only once the step slider has replayed them; scaled runs name them at once."""
+    import syncviz.widgets.explorer as explorer
+    from syncviz.journey import param_steps
+
+    calls = []
+    monkeypatch.setattr(explorer, "param_steps", lambda *a: calls.append(a) or param_steps(*a))
+    for scaled in (False, True):
+        ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=scaled)
+        ex.param.value = QKV
+        panel = next(p for p in ex.image.panels if p["side"] == "vLLM holds" and p["rank"] == 2)
+        ex.image.hover = [panel["side"], 2, 0, 3]
+        assert ("via steps" in ex.image.words) is scaled and len(calls) == int(scaled)
+        assert "came from trainer pp0 tp0 (rank 0)" in ex.image.words
+        if not scaled:
+            ex.step.value = 1
+            ex.image.hover = [panel["side"], 2, 0, 2]
+            assert "via steps" in ex.image.words and len(calls) == 1
+            calls.clear()

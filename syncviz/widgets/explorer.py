@@ -2,8 +2,12 @@
 
 Widgets hold UI state only; every answer comes from the core (``run_sync``,
 ``check``, the diagram model, :mod:`syncviz.journey`). Sync runs are cached per
-(spec, sizes, layer, synchronizer), pictures per (run, parameter, view), so
-changing the parameter, view, step or block never re-runs the sync.
+(spec, sizes, layer, synchronizer, provenance), pictures per (run, parameter,
+view), so changing the parameter, view, step or block never re-runs the sync.
+A first view draws the diagram only: a parameter's steps are replayed when the
+step slider or a hover first needs them. The downscale runs on materialized ids
+(refused first when ``run/memory`` says they would not fit); real sizes run on
+symbolic ids.
 
 >>> from syncviz.widgets.explorer import Explorer
 >>> ex = Explorer("llama3-8b")
@@ -17,16 +21,17 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ipywidgets as w
 
 from syncviz.errors import SyncvizError
-from syncviz.journey import TraceStep, block_journey, param_steps
+from syncviz.journey import QUIET_OPS, TraceStep, _param_traces, block_journey, param_steps
 from syncviz.parallel import Parallel, validate
 from syncviz.presets import PRESETS, shipped_config, shipped_configs
 from syncviz.spec import ModelSpec
@@ -36,7 +41,9 @@ PATH_CHOICE = "config.json path..."
 ALL_LAYERS = -1
 PICTURE_CACHE = 48  # rendered base pictures kept (each ~100-300 KB)
 VIEWS = ("layout", "experts", "transfer")
-EXACT_SIZE_LIMIT = 8 * 2**30  # bytes an exact-size run may take before it is refused
+# Draw the layout-preserving downscale unless asked otherwise. Real sizes run on symbolic
+# provenance (compact maps, nothing per element); set False to open at real sizes.
+SCALED_DEFAULT = True
 MARKS = {"ok": "OK", "wrong": "WRONG", "error": "ERROR"}
 JOURNEY_HINT = (
     "<div class='syncviz-journey'>click a cell of the picture, or pick a block, to follow"
@@ -51,17 +58,20 @@ class _Run:
     result: Any = None
     report: Any = None
     error: str = ""
+    head: str = ""  # the report's first line, for the status box
     steps: dict[str, list[TraceStep]] = field(default_factory=dict)
     journeys: dict[tuple[str, int], Any] = field(default_factory=dict)
 
 
 @dataclass
 class _Picture:
-    """A rendered diagram: the PNG, its panels' pixel boxes (for the pointer), the model."""
+    """A rendered diagram: the PNG, its panels' pixel boxes (for the pointer), the model;
+    or, with no PNG, the note saying why there is none."""
 
     png: bytes
     panels: list[dict]
     diagram: Any
+    note: str = ""
 
 
 class Explorer(w.VBox):
@@ -70,7 +80,8 @@ class Explorer(w.VBox):
     ``model``: a preset name, ``"config: <shipped config>"``, or a path to a HF
     ``config.json``; ``spec``: any ModelSpec (shown as "custom: <name>").
     ``synchronizers``: extra choices, a name -> BaseSync subclass (or "module:Class").
-    ``scaled``: draw the layout-preserving downscale (fast, element exact).
+    ``scaled``: draw the layout-preserving downscale (fast, element exact); False runs
+    the model's real sizes on symbolic provenance; None (default): :data:`SCALED_DEFAULT`.
     Display it in a notebook cell (it is a VBox); ``explorer.widget`` is itself.
     """
 
@@ -83,18 +94,21 @@ class Explorer(w.VBox):
         synchronizer: str = "chatlearn",
         synchronizers: Mapping[str, type[BaseSync] | str] | None = None,
         spec: ModelSpec | None = None,
-        scaled: bool = True,
+        scaled: bool | None = None,
         layer: int = 0,
     ) -> None:
         src = src or Parallel(tp=2)
         dst = dst or Parallel(tp=4)
+        scaled = SCALED_DEFAULT if scaled is None else scaled
         self._custom = spec
         self._choices: dict[str, str | type[BaseSync]] = {"chatlearn": "chatlearn"}
         self._choices["corrected"] = "corrected"
         self._choices.update(dict(synchronizers or {}))
         self._runs: dict[tuple, _Run] = {}
         self._pictures: OrderedDict[tuple, _Picture] = OrderedDict()
+        self._kinds: OrderedDict[tuple, Any] = OrderedDict()  # see _layout
         self._busy = False  # set while the code itself changes widget values
+        self._hovering = False  # set while the hover words are made (see _steps)
         self._run_key: tuple | None = None
 
         model_options = [*PRESETS, *(f"config: {n}" for n in shipped_configs()), PATH_CHOICE]
@@ -238,19 +252,24 @@ class Explorer(w.VBox):
         cell = change["new"]
         picture = self._current
         run = self._runs.get(self._run_key) if self._run_key else None
-        if not cell or picture is None or run is None or self.view.value != "layout":
+        if not cell or picture is None or picture.diagram is None or run is None:
+            return
+        if self.view.value != "layout":
             return
         side, rank, i, j = cell
+        self._hovering = True  # "via steps 3, 7" at real sizes once the slider replayed them
         try:
             self.image.words = cell_words(run.result, picture.diagram, side, int(rank), i, j)
         except (StopIteration, IndexError, KeyError) as err:  # a stale cell of an old picture
             self.image.words = f"(no cell there: {err})"
+        finally:
+            self._hovering = False
 
     def _on_pick(self, change: dict) -> None:
         """A click selects the block the cell holds (expected, if it holds none) and its journey."""
         cell = change["new"]
         picture = self._current
-        if not cell or picture is None or self.view.value != "layout":
+        if not cell or picture is None or picture.diagram is None or self.view.value != "layout":
             return
         side, rank, i, j = cell
         d = picture.diagram
@@ -296,8 +315,6 @@ class Explorer(w.VBox):
             validate(spec, src, dst)
             if self.scaled.value:
                 spec = spec.scaled(src, dst)
-            else:
-                _refuse_if_too_big(spec, src, dst, self.layer.value)
         except SyncvizError as err:
             self._show_problem(str(err))
             return
@@ -306,14 +323,20 @@ class Explorer(w.VBox):
             return
         self._fill_layers(spec)
         layer = self.layer.value
-        key = (spec, src, dst, layer, self.synchronizer.value)
+        # Scaled runs materialize ids (run_sync estimates their memory first and refuses
+        # what would not fit); real sizes run on symbolic maps, nothing per element.
+        provenance = "materialized" if self.scaled.value else "symbolic"
+        key = (spec, src, dst, layer, self.synchronizer.value, provenance)
         run = self._runs.get(key)
         if run is None:
-            self.busy.value = _busy_html("running the sync and the check")
+            sizes = "scaled sizes" if self.scaled.value else "real sizes (symbolic ids)"
+            self.busy.value = _busy_html(f"running the sync and the check at {sizes}")
             try:
-                run = self._runs[key] = self._sync(spec, src, dst, layer, self.synchronizer.value)
+                run = self._sync(spec, src, dst, layer, self.synchronizer.value, provenance)
             finally:
                 self.busy.value = ""
+            if not run.error:  # a refusal (e.g. memory) is asked again next time
+                self._runs[key] = run
         self._run_key = key
         if run.error:
             self._show_problem(run.error)
@@ -334,13 +357,24 @@ class Explorer(w.VBox):
         self._open_first_bad = False
         self._refresh_param()
 
-    def _sync(self, spec: ModelSpec, src: Parallel, dst: Parallel, layer: int, name: str) -> _Run:
+    def _sync(
+        self, spec: ModelSpec, src: Parallel, dst: Parallel, layer: int, name: str, provenance: str
+    ) -> _Run:
         from syncviz.check import check
         from syncviz.run.inprocess import run_sync
 
         layers = None if layer == ALL_LAYERS else [layer]
         try:
-            result = run_sync(spec, src, dst, synchronizer=self._choices[name], layers=layers)
+            if provenance == "materialized":
+                _refuse_if_it_would_not_fit(spec, src, dst, layers)
+            result = run_sync(
+                spec,
+                src,
+                dst,
+                synchronizer=self._choices[name],
+                layers=layers,
+                provenance=provenance,
+            )
         except SyncvizError as err:
             return _Run(error=str(err))
         except ImportError as err:
@@ -351,7 +385,7 @@ class Explorer(w.VBox):
             report = check(result, name)
         except Exception as err:
             return _Run(result=result, error=f"check failed: {type(err).__name__}: {err}")
-        return _Run(result=result, report=report)
+        return _Run(result=result, report=report, head=report.text().splitlines()[0])
 
     def _show_problem(self, text: str) -> None:
         self._run_key = None
@@ -410,11 +444,29 @@ class Explorer(w.VBox):
     # ------------------------------------------------------------ the parameter
 
     def _steps(self) -> list[TraceStep]:
+        """The parameter's steps, replayed on ids the first time they are needed (the step
+        slider or a hover), not for its first view. While :attr:`_hovering` a real-size
+        run (a replay there takes seconds), steps not yet replayed read as none."""
         run = self._runs[self._run_key]
         key = self.param.value
+        if key not in run.steps and self._hovering and self._run_key[-1] == "symbolic":
+            return []
         if key not in run.steps:
-            run.steps[key] = param_steps(run.result, key)
+            self.busy.value = _busy_html("replaying the recorded steps on ids")
+            try:
+                run.steps[key] = param_steps(run.result, key)
+            finally:
+                self.busy.value = ""
         return run.steps[key]
+
+    def _step_count(self) -> int:
+        """How many steps :meth:`_steps` will give, read from the trace without replaying."""
+        run = self._runs[self._run_key]
+        key = self.param.value
+        if key in run.steps:
+            return len(run.steps[key])
+        traces = _param_traces(run.result, key)
+        return sum(op.op not in QUIET_OPS for pt in traces for op in pt.ops)
 
     def _refresh_param(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None
@@ -423,16 +475,15 @@ class Explorer(w.VBox):
             return
         key = self.param.value
         param = run.result.plan.layout.param(key)
-        steps = self._steps()
         self._busy = True
         try:
             self.step.value = 0
-            self.step.max = len(steps)
+            self.step.max = 0 if self._too_big_to_draw(run, key) else self._step_count()
             self.block.options = [(b.label, i) for i, b in enumerate(param.blocks)]
             self.block.value = 0 if param.blocks else None
         finally:
             self._busy = False
-        self.status.value = _status_html(run.report, key)
+        self.status.value = _status_html(run.report, run.head, key)
         self.details.value = _details_html(run.report, key)
         self._refresh_picture()
         # A journey replays every op: follow one only when asked (a click or the block list).
@@ -446,10 +497,13 @@ class Explorer(w.VBox):
         from syncviz.diagram.pil import frame_png
 
         key, view = self.param.value, self.view.value
-        steps = self._steps()
-        step = steps[self.step.value - 1] if 0 < self.step.value <= len(steps) else None
-        self.step_text.value = _step_html(step, self.step.value, len(steps))
+        steps = self._steps() if self.step.value > 0 else None
+        total = len(steps) if steps is not None else self._step_count()
+        step = steps[self.step.value - 1] if steps and self.step.value <= len(steps) else None
+        self.step_text.value = _step_html(step, self.step.value, total)
         picture = self._picture(run, key, view)
+        if picture.note:
+            self.step_text.value = f"<div class='syncviz-note'>{html.escape(picture.note)}</div>"
         self._current = picture
         if self.image.value is not picture.png:
             self.image.value = picture.png
@@ -462,7 +516,7 @@ class Explorer(w.VBox):
             self.step_image.value = b""
 
     def _picture(self, run: _Run, key: str, view: str) -> _Picture:
-        from syncviz.diagram import layout_diagram, render, transfer_diagram
+        from syncviz.diagram import render, transfer_diagram
         from syncviz.diagram.experts import expert_diagram
 
         if view == "experts":
@@ -472,15 +526,19 @@ class Explorer(w.VBox):
         if picture is not None:
             self._pictures.move_to_end(cache_key)
             return picture
+        refusal = self._too_big_to_draw(run, key) if view == "layout" else ""
+        if refusal:  # not cached: memory freed later lets it draw
+            return _Picture(b"", [], None, refusal)
         self.busy.value = _busy_html(f"drawing the {view} view")
         try:
             if view == "layout":
-                diagram = layout_diagram(run.result, key, run.report, steps=self._steps())
+                diagram = self._layout(run, key)
             elif view == "experts" and key is not None:
                 diagram = expert_diagram(run.result, key)
             elif view == "experts":
-                self._pictures[cache_key] = _Picture(b"", [], None)
-                self.step_text.value = "<div>this model has no routed experts</div>"
+                self._pictures[cache_key] = _Picture(
+                    b"", [], None, "this model has no routed experts"
+                )
                 return self._pictures[cache_key]
             else:
                 diagram = transfer_diagram(run.result)
@@ -498,6 +556,45 @@ class Explorer(w.VBox):
             self._pictures.popitem(last=False)
         return picture
 
+    def _too_big_to_draw(self, run: _Run, key: str) -> str:
+        """Why ``key`` is not drawn ('' when it is). The run at real sizes is symbolic, but
+        its layout diagram, steps and hover words still materialize the parameter's ids
+        (float64, every shard and vLLM tensor): estimated like run/memory's copies, so a
+        70B embedding is refused in words instead of the kernel being killed."""
+        from syncviz.run.memory import COPIES, available_bytes, size_words
+
+        if self._run_key is None or self._run_key[-1] != "symbolic":
+            return ""  # a materialized run's estimate already covered these ids
+        param = run.result.plan.layout.param(key)
+        elements = sum(s.index.numel for s in param.src) + sum(t.index.numel for t in param.dst)
+        need, have = COPIES * 8 * elements, available_bytes()
+        if have is None or need <= have:
+            return ""
+        return (
+            f"not drawn: picturing {key} at real sizes materializes its ids, about"
+            f" {size_words(need)}, and {size_words(have)} is available; tick the"
+            " layout-preserving downscale, or pick a smaller parameter"
+        )
+
+    def _layout(self, run: _Run, key: str):
+        """The layout diagram of ``key``; its steps are replayed when the slider or a hover
+        first reads them (:class:`_OnScreenSteps`). A parameter of a kind already drawn in
+        another layer, whose ranks hold the same ids and which the report faults alike, is
+        that diagram renamed."""
+        from syncviz.diagram import layout_diagram
+
+        sig = _kind_signature(run, key) if self._run_key[-1] == "materialized" else None
+        base = self._kinds.get((self._run_key, sig)) if sig is not None else None
+        if base is not None and base.title.startswith(base.key):
+            self._kinds.move_to_end((self._run_key, sig))
+            return replace(base, key=key, title=key + base.title[len(base.key) :])
+        diagram = layout_diagram(run.result, key, run.report, steps=_OnScreenSteps(self._steps))
+        if sig is not None:
+            self._kinds[self._run_key, sig] = diagram
+            while len(self._kinds) > PICTURE_CACHE:
+                self._kinds.popitem(last=False)
+        return diagram
+
     def _block_label(self, run: _Run, key: str) -> str | None:
         if self.block.value is None:
             return None
@@ -508,6 +605,10 @@ class Explorer(w.VBox):
         run = self._runs.get(self._run_key) if self._run_key else None
         if run is None or run.result is None or self.block.value is None:
             self.journey.value = ""
+            return
+        refusal = self._too_big_to_draw(run, self.param.value)
+        if refusal:  # a journey replays the parameter's ops on its ids
+            self.journey.value = f"<div class='syncviz-journey'>{html.escape(refusal)}</div>"
             return
         cache_key = (self.param.value, self.block.value)
         journey = run.journeys.get(cache_key)
@@ -528,6 +629,24 @@ class Explorer(w.VBox):
 # ---------------------------------------------------------------- helpers (no widget state)
 
 
+class _OnScreenSteps(Sequence):
+    """The recorded steps of the parameter on screen, replayed when first read.
+
+    A layout diagram's steps are read only while its picture is the one on screen
+    (the step strip, the hover words), so one diagram shared by the layers of a
+    kind reads the steps of the layer shown; the replay is cached per parameter.
+    """
+
+    def __init__(self, load: Callable[[], list[TraceStep]]) -> None:
+        self._load = load
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __getitem__(self, i):
+        return self._load()[i]
+
+
 def _param_label(p) -> str:
     """``layer 0 · self_attn.qkv_proj.weight (qkv)`` or ``global · embed_tokens.weight``."""
     if p.layer is None:
@@ -537,11 +656,11 @@ def _param_label(p) -> str:
     return f"layer {p.layer} · {short} ({p.kind})"
 
 
-def _status_html(report, key: str) -> str:
+def _status_html(report, head: str, key: str) -> str:
     if report is None:
         return ""
     esc = html.escape
-    head = esc(report.text().splitlines()[0])
+    head = esc(head)
     color = "#1a7f37" if report.ok else "#cf222e"
     pc = next((p for p in report.params if p.key == key), None)
     mine = ""
@@ -589,31 +708,47 @@ def _expert_key(result, key: str) -> str | None:
     return next((p.key for p in params if p.kind.startswith("experts_")), None)
 
 
+def _kind_signature(run: _Run, key: str) -> tuple:
+    """What a layout diagram is drawn from, apart from the parameter's name: its blocks
+    (one table per kind, shared by every layer), where the oracle puts them, the ids
+    every vLLM rank holds, and the report's errors. Asked of materialized runs only
+    (a symbolic run's ids are not materialized just to compare them)."""
+    from syncviz.diagram.ranks import dst_world
+
+    result = run.result
+    param = result.plan.layout.param(key)
+    held = []
+    for t in param.dst:
+        ids = result.local_ids(dst_world(result.plan, t.pp, t.tp), key)
+        held.append(hashlib.blake2b(ids.numpy().tobytes(), digest_size=16).digest())
+    pc = next((p for p in run.report.params if p.key == key), None) if run.report else None
+    errors = tuple(e.strip() for e in pc.errors) if pc is not None else ()
+    return (
+        id(param.blocks),
+        param.kind,
+        tuple(param.global_shape),
+        tuple(s.index for s in param.src),
+        tuple(t.index for t in param.dst),
+        tuple(held),
+        errors,
+    )
+
+
 def _busy_html(what: str) -> str:
     return f"<div class='syncviz-busy' style='color:#555'>&#8987; {html.escape(what)}...</div>"
 
 
-def _refuse_if_too_big(spec: ModelSpec, src: Parallel, dst: Parallel, layer: int) -> None:
-    """Estimate an exact-size run's memory (ids are float64: trainer shards, vLLM tensors and
-    the oracle's expected ids) and refuse, with the fix, when it would not fit."""
-    import math
+def _refuse_if_it_would_not_fit(spec: ModelSpec, src: Parallel, dst: Parallel, layers) -> None:
+    """run_sync's own memory refusal (:func:`syncviz.run.memory.check_memory`), asked
+    first so that the fix names this page's controls rather than command-line flags."""
+    from syncviz.run.memory import check_memory
+    from syncviz.run.plan import build_plan
 
-    from syncviz.oracle import model_layout
-
-    layers = None if layer == ALL_LAYERS else [max(layer, 0)]
-    layout = model_layout(spec, src, dst, layers=layers)
-    numel = sum(math.prod(p.global_shape) for p in layout)
-    need = numel * 8 * (2 + max(1, dst.tp // max(1, src.tp)) + 1)
     try:
-        import os
-
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        free = EXACT_SIZE_LIMIT
-    limit = min(EXACT_SIZE_LIMIT, free // 2)
-    if need > limit:
+        check_memory(build_plan(spec, src, dst, layers=layers))
+    except SyncvizError as err:
         raise SyncvizError(
-            f"an exact-size run needs about {need / 2**30:.1f} GiB here"
-            f" (limit {limit / 2**30:.1f} GiB)",
-            fix="keep the layout-preserving downscale on, or pick one layer",
-        )
+            err.message,
+            fix="pick one layer, or untick the downscale (real sizes run on symbolic ids,"
+            " with nothing allocated per element)",
+        ) from None

@@ -232,9 +232,10 @@ def test_cells_written_in_part_are_drawn_mixed_until_complete(result):
 def test_element_ids_of_downsampled_panels_are_the_real_ones(result, key, max_cells):
     """The element ids frames judge vLLM cells by equal the tensor's, also in cells with a
     wrong element (tp1's rows; read from the rank's replay)."""
-    from syncviz.diagram.frames import _known
+    from syncviz.diagram.frames import _element_ids
     from syncviz.diagram.raster import as_grid
 
     d = layout_diagram(result, key, max_cells=max_cells)
-    for p, ids in zip(d.dst, _known(d).dst_ids, strict=True):
+    for p, t in zip(d.dst, d.table.param.dst, strict=True):
+        ids = _element_ids(p, t.index.ids(), d.steps)
         assert torch.equal(ids, as_grid(result.local_ids(p.rank, key).to(torch.int64))[0])

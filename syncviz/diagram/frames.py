@@ -180,16 +180,23 @@ def _ids_of(tensors) -> torch.Tensor | None:
 LOOKUP_MAX = 1 << 24  # global sizes up to which membership is a table lookup, not a sort
 
 
-def _member(ids: torch.Tensor, wanted: torch.Tensor, numel: int, table: list) -> torch.Tensor:
-    """``torch.isin(ids, wanted)``; for a global size up to LOOKUP_MAX, by a table of every
-    global id (built once into ``table``), which is several times faster than sorting."""
+def _index(ids: torch.Tensor, numel: int) -> torch.Tensor:
+    """ids as lookup indices: the negative ones (padding, unwritten) all ``numel``."""
+    ids = ids.to(torch.int64)
+    return torch.where(ids >= 0, ids, numel)
+
+
+def _member(index: torch.Tensor, wanted: torch.Tensor, numel: int, table: list) -> torch.Tensor:
+    """``torch.isin(index, wanted)`` for an :func:`_index` and non-negative ids ``wanted``;
+    for a global size up to LOOKUP_MAX, by a table of every global id (built once into
+    ``table``), which is several times faster than sorting."""
     if numel > LOOKUP_MAX:
-        return torch.isin(ids, wanted)
+        return torch.isin(index, wanted)
     if not table:
         lut = torch.zeros(numel + 1, dtype=torch.bool)  # the last entry: negative ids
         lut[wanted] = True
         table.append(lut)
-    return table[0][torch.where(ids >= 0, ids, numel)]
+    return table[0][index]
 
 
 def cell_ids(r: Raster) -> torch.Tensor:
@@ -225,10 +232,14 @@ def _any_cells(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
     grid = as_grid(mask)[0].to(torch.bool)
     rows, cols = grid.shape
     rs, cs = cell
+    if rs * cs == 1:
+        return grid
     nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
-    padded = torch.zeros((nr * rs, nc * cs), dtype=torch.bool)
-    padded[:rows, :cols] = grid
-    return padded.view(nr, rs, nc, cs).any(dim=3).any(dim=1)
+    if rows % rs or cols % cs:
+        padded = torch.zeros((nr * rs, nc * cs), dtype=torch.bool)
+        padded[:rows, :cols] = grid
+        grid = padded
+    return grid.reshape(nr, rs, nc, cs).any(dim=3).any(dim=1)
 
 
 def _spans(cells: torch.Tensor, r: Raster) -> str:
@@ -267,8 +278,8 @@ class _Fill:
 class _Known:
     """What every frame of one diagram reads: computed once, held while the diagram lives."""
 
-    shard_ids: list[torch.Tensor]  # per trainer panel, its shard's ids
-    dst_ids: list[torch.Tensor]  # per vLLM panel, its elements' ids (see the module text)
+    shard_index: list[torch.Tensor]  # per trainer panel, its shard's ids as an _index
+    dst_index: list[torch.Tensor]  # per vLLM panel, its elements' ids (module text), _index
     fills: list[_Fill]  # per vLLM panel, per cell, the steps that write it
 
 
@@ -283,9 +294,10 @@ def _known(d: LayoutDiagram) -> _Known:
         _element_ids(p, t.index.ids(), d.steps)
         for p, t in zip(d.dst, d.table.param.dst, strict=True)
     ]
+    numel = math.prod(d.global_shape)
     known = _Known(
-        [s.index.ids().to(torch.int64) for s in d.table.param.src],
-        dst_ids,
+        [_index(s.index.ids(), numel) for s in d.table.param.src],
+        [_index(ids, numel) for ids in dst_ids],
         _fill_steps(d, dst_ids),
     )
     _KNOWN[id(d)] = (weakref.ref(d), known)
@@ -399,16 +411,16 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     if read_ids is not None and own_src:
         # Its own shard first; other shards only for data it does not hold (an exchange
         # of routed experts), never for a replica of its own (dense weights under ep).
-        own = torch.cat([known.shard_ids[i].reshape(-1) for i in own_src])
-        others = read_ids[~_member(read_ids, own[own >= 0], numel, [])]
+        own = torch.cat([known.shard_index[i].reshape(-1) for i in own_src])
+        others = read_ids[~_member(read_ids, own[own < numel], numel, [])]
     other_table: list = []
     for i, p in enumerate(d.src):
         cells = None
         if read_ids is not None:
             if i in own_src:
-                hit = _member(known.shard_ids[i], read_ids, numel, read_table)
+                hit = _member(known.shard_index[i], read_ids, numel, read_table)
             elif others is not None and others.numel():
-                hit = _member(known.shard_ids[i], others, numel, other_table)
+                hit = _member(known.shard_index[i], others, numel, other_table)
             else:
                 hit = None
             cells = _any_cells(hit, p.actual.cell) if hit is not None and bool(hit.any()) else None
@@ -420,7 +432,7 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     for i, p in enumerate(d.dst):
         cells = None
         if wrote_ids is not None and (not own_dst or i in own_dst):
-            hit = _member(known.dst_ids[i], wrote_ids, numel, wrote_table)
+            hit = _member(known.dst_index[i], wrote_ids, numel, wrote_table)
             cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
         f.wrote.append(cells)
         if cells is not None:

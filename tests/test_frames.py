@@ -202,10 +202,10 @@ def _step(rank, ids):
 
 def test_cells_written_in_part_are_drawn_mixed_until_complete(result):
     """[2, 4] cells, hand-made steps on rank 1: row 5 alone, then row 0 alone, then all of
-    tp0; then rank 2's tensor. A cell written in part shows its first element as it stands
-    (unwritten for rows 4-5, Q head 0 for rows 0-1) marked mixed (~), and no wrong mark (!)
-    until the cell is complete; the row-5 step reads trainer row 9's cell and writes rows
-    4-5 though neither cell's first element is in it."""
+    tp0; then rank 2's tensor. A cell written in part (rows 4-5 from step 1, rows 0-1 from
+    step 2) shows its block marked mixed (~) and no wrong mark (!) until it is complete;
+    the row-5 step reads trainer row 9's cell and writes rows 4-5 though neither cell's
+    first element is in it."""
     import dataclasses
 
     d = layout_diagram(result, QKV, max_cells=4)
@@ -214,8 +214,8 @@ def test_cells_written_in_part_are_drawn_mixed_until_complete(result):
     steps = [_step(1, tp0[5]), _step(1, tp0[0]), _step(1, tp0)]
     d = dataclasses.replace(d, steps=[*steps, _step(2, tp1)])
     want = [
-        "rows 0-3: --*2\nrows 4-5: --~*2\nrows 6-7: --*2",
-        "rows 0-1: q0~*2\nrows 2-3: --*2\nrows 4-5: --~*2\nrows 6-7: --*2",
+        "rows 0-3: --*2\nrows 4-5: q2~*2\nrows 6-7: --*2",
+        "rows 0-1: q0~*2\nrows 2-3: --*2\nrows 4-5: q2~*2\nrows 6-7: --*2",
         "rows 0-1: q0*2\nrows 2-3: q1*2\nrows 4-5: q2!*2\nrows 6-7: k1!*2",
     ]
     for k, text in enumerate(want, start=1):

@@ -19,9 +19,9 @@ panels marks where it sits:
 
 Downsampling never hides a mark: a cell is read or written when any of its
 elements is. A cell is drawn filled once all its elements are written; while
-only some are, it is drawn as its first element stands (its block, or
-unwritten) and marked mixed, the rasters' sign for a cell holding more than
-one thing, with no wrong mark until it is complete. A vLLM tensor's elements
+only some are, it is drawn in its colour marked mixed (the rasters' sign for
+a cell holding more than one thing: dotted with the unwritten white in the
+figures, ``~`` in text), with no wrong mark until it is complete. A vLLM tensor's elements
 are known from its raster and the oracle: where the checker calls a cell
 right they are what the oracle expects. A cell with a wrong element is read
 from the rank's last replayed result of the tensor's size that agrees with
@@ -266,10 +266,9 @@ def _runs(flags: torch.Tensor, per: int, limit: int) -> str:
 
 @dataclass
 class _Fill:
-    """Per cell of one vLLM panel: the step that writes its first element, the first that
-    writes any of its elements, and the one after which all are written."""
+    """Per cell of one vLLM panel: the first step that writes any of its elements, and the
+    one after which all are written."""
 
-    first: torch.Tensor
     some: torch.Tensor
     all: torch.Tensor
 
@@ -350,9 +349,7 @@ def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[_Fill]:
         first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
         fill = torch.where(~data, min(first, total), fill).clamp(max=max(total, 1))
         rs, cs = p.actual.cell
-        fills.append(
-            _Fill(fill[::rs, ::cs], _cells(fill, rs, cs, "min"), _cells(fill, rs, cs, "max"))
-        )
+        fills.append(_Fill(_cells(fill, rs, cs, "min"), _cells(fill, rs, cs, "max")))
     return fills
 
 
@@ -377,11 +374,11 @@ def _step_of(ids: torch.Tensor, steps: list, how: str, total: int, numel: int) -
 
 def _filled(p: Panel, fill: _Fill, number: int) -> Panel:
     """``p`` as written by steps 1..number: whole cells as they end up, cells written in
-    part as their first element stands, marked mixed (see the module text)."""
+    part marked mixed (see the module text)."""
     r = p.actual
     done = fill.all <= number
-    partly = (fill.some <= number) & ~done
-    shown = fill.first <= number  # the first element, which the cell's colour is
+    shown = fill.some <= number
+    partly = shown & ~done
     unwritten = torch.full_like(r.block, UNWRITTEN)
     drawn = dataclasses.replace(
         r,

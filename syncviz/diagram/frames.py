@@ -21,12 +21,14 @@ Downsampling never hides a mark: a cell is read or written when any of its
 elements is. A cell is drawn filled once all its elements are written; while
 only some are, it is drawn in its colour marked mixed (the rasters' sign for
 a cell holding more than one thing: dotted with the unwritten white in the
-figures, ``~`` in text), with no wrong mark until it is complete. A vLLM tensor's elements
-are known from its raster and the oracle: where the checker calls a cell
-right they are what the oracle expects. A cell with a wrong element is read
-from the rank's last replayed result of the tensor's size that agrees with
-every known element (each cell's first, every right cell); without one, only
-its first element is known and the others are taken as the oracle expects.
+figures, ``~`` in text), with no wrong mark until it is complete.
+
+A vLLM tensor's elements are known from its raster and the oracle: where the
+checker calls a cell right they are what the oracle expects. A cell with a
+wrong element is read from the rank's last replayed result of the tensor's
+size that agrees with every known element (each cell's first, every right
+cell); without one, only its first element is known and the others are taken
+as the oracle expects.
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec

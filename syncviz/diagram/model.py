@@ -24,7 +24,7 @@ reads). A :class:`TransferDiagram` says which rank sends how much to which.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -88,9 +88,10 @@ class LayoutDiagram:
     """One parameter: trainer panels, vLLM panels (actual and expected), bands, steps.
 
     ``axis`` is the dim that carries the blocks (0: rows, e.g. QKV heads; 1:
-    columns, e.g. o_proj heads); labels and bands run along it. ``recorded`` is
-    the list of recorded steps, or a function that makes it: replaying them costs
-    more than the picture at real sizes, so :attr:`steps` replays on first use.
+    columns, e.g. o_proj heads); labels and bands run along it. ``steps`` is a
+    sequence of the recorded steps; when :func:`layout_diagram` makes it, it replays
+    them on first read (:class:`Replayed`): at real sizes that costs more than the
+    picture.
     """
 
     key: str
@@ -102,16 +103,9 @@ class LayoutDiagram:
     src: list[Panel]
     dst: list[Panel]
     bands: list[Band]
-    recorded: list[TraceStep] | Callable[[], list[TraceStep]] = field(repr=False)
+    steps: Sequence[TraceStep] = field(repr=False)
     frame: Frame | None = None
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def steps(self) -> list[TraceStep]:
-        """The recorded steps of this parameter (:func:`syncviz.journey.param_steps`)."""
-        if callable(self.recorded):
-            self.recorded = self.recorded()
-        return self.recorded
 
     @property
     def wrong_count(self) -> int:
@@ -132,6 +126,34 @@ class LayoutDiagram:
 
 
 _SPECIAL = {-1: "padding", -2: "unwritten", -3: "foreign"}
+
+
+class Replayed(Sequence):
+    """The steps ``make()`` returns, made on first read (length, index or iteration).
+
+    >>> steps = Replayed(lambda: ["a", "b"])
+    >>> steps.done, len(steps), steps.done, list(steps)
+    (False, 2, True, ['a', 'b'])
+    """
+
+    def __init__(self, make: Callable[[], list]) -> None:
+        self._make: Callable[[], list] | None = make
+        self._items: list = []
+
+    @property
+    def done(self) -> bool:
+        return self._make is None
+
+    def _all(self) -> list:
+        if self._make is not None:
+            self._items, self._make = list(self._make()), None
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, index):
+        return self._all()[index]
 
 
 @dataclass(frozen=True)
@@ -279,7 +301,7 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
         f" trainer {_sizes(plan.src)} -> vLLM {_sizes(plan.dst)}"
     )
-    recorded = (lambda: param_steps(result, key)) if steps is None else steps
+    recorded = Replayed(lambda: param_steps(result, key)) if steps is None else steps
     d = LayoutDiagram(
         key,
         param.kind,

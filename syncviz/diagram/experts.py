@@ -384,7 +384,7 @@ def _map_slice_cell(
     held: list[Region] = []  # got where wrong, "unwritten" where right or unwritten
     expected: list[Region] = []  # the oracle's ids where wrong, "unwritten" elsewhere
     bad = unwritten = 0
-    foreign = padding = False
+    foreign = padding = uncertain = False
     for ra in got_regions:
         for rb in want_regions:
             lo = tuple(max(x, y) for x, y in zip(ra.start, rb.start, strict=True))
@@ -398,6 +398,12 @@ def _map_slice_cell(
             if ra.is_constant and va == UNWRITTEN_ID:
                 unwritten += size
             elif va != vb or any(ra.strides[d] != rb.strides[d] for d in moving):
+                terms = [(hi[d] - lo[d], ra.strides[d] - rb.strides[d]) for d in moving]
+                right = _right_count(vb - va, [(n, k) for n, k in terms if k])
+                if right is None:
+                    uncertain = True
+                elif right:
+                    return None  # this piece is right in places: only its elements tell which
                 bad += size
                 low = va + sum(min(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
                 high = va + sum(max(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
@@ -429,20 +435,23 @@ def _map_slice_cell(
             expected.append(blank)
     if not bad and not unwritten:
         return Cell(world, "ok", _box_slice_words(param, boxes))
-    diff = compare_maps(got, want)
-    if diff.wrong + diff.unwritten != bad + unwritten:
-        return None  # some piece is right in places: only its elements tell which
+    if uncertain:  # the checker's exact count says whether any piece is right in places
+        diff = compare_maps(got, want)
+        if diff.wrong + diff.unwritten != bad + unwritten:
+            return None
     total = got.numel
     if not bad:
         if unwritten == total:
             return Cell(world, "unwritten")
         return Cell(world, "unwritten", f"{unwritten} of {total} unwritten")
-    got_index = map_index(RegionMap(got.shape, held), base, param.global_shape)
+    got_index = map_index(RegionMap(got.shape, held, merge=False), base, param.global_shape)
     if got_index is None:
         return None
     got_boxes = [p for p in got_index.pieces if isinstance(p, Box)]
     if not unwritten and not foreign:
-        want_index = map_index(RegionMap(want.shape, expected), base, param.global_shape)
+        want_index = map_index(
+            RegionMap(want.shape, expected, merge=False), base, param.global_shape
+        )
         if want_index is None:
             return None
         same = _same_ids(got_boxes, [p for p in want_index.pieces if isinstance(p, Box)])
@@ -457,6 +466,47 @@ def _map_slice_cell(
 
 
 MAX_PAIRS = 1 << 16  # (held, expected) region pairs overlaid per slot before reading elements
+
+
+def _right_count(target: float, terms: list[tuple[int, int]]) -> int | None:
+    """How many ``0 <= x_i < n_i`` solve ``sum(x_i * k_i) == target`` for one or two
+    terms ``(n_i, k_i)`` (``k_i`` nonzero), in closed form; None for more terms.
+
+    >>> _right_count(6, [(4, 1), (4, 2)]), _right_count(5, [(3, 2)]), _right_count(0, [])
+    (2, 0, 1)
+    """
+    if target != int(target):
+        return 0
+    target = int(target)
+    if not terms:
+        return int(target == 0)
+    if len(terms) == 1:
+        ((n, k),) = terms
+        q, r = divmod(target, k)
+        return int(r == 0 and 0 <= q < n)
+    if len(terms) > 2:
+        return None
+    (n1, k1), (n2, k2) = terms
+    g = math.gcd(k1, k2)
+    if target % g:
+        return 0
+    # x1 = x0 + t * (k2 / g), x2 = y0 - t * (k1 / g): count the t keeping both in range.
+    inv = pow(k1 // g, -1, abs(k2 // g)) if abs(k2 // g) > 1 else 0
+    x0 = (target // g * inv) % abs(k2 // g) if abs(k2 // g) > 1 else 0
+    y0, rem = divmod(target - x0 * k1, k2)
+    assert rem == 0
+    s1, s2 = abs(k2 // g), -(k1 // g) * (1 if k2 > 0 else -1)
+    bounds = [_steps(x0, s1, n1), _steps(y0, s2, n2)]
+    lo, hi = max(b[0] for b in bounds), min(b[1] for b in bounds)
+    return max(0, hi - lo + 1)
+
+
+def _steps(start: int, step: int, n: int) -> tuple[int, int]:
+    """The t with ``0 <= start + t * step < n`` (``step`` nonzero), as (lowest, highest)."""
+    if step > 0:
+        return -(start // step), (n - 1 - start) // step
+    step = -step
+    return -((n - 1 - start) // step), start // step
 
 
 def _constant(lo, hi, value: float) -> Region:

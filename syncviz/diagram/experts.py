@@ -382,7 +382,6 @@ def _map_slice_cell(
     if len(got_regions) * len(want_regions) > MAX_PAIRS:
         return None
     held: list[Region] = []  # got where wrong, "unwritten" where right or unwritten
-    expected: list[Region] = []  # the oracle's ids where wrong, "unwritten" elsewhere
     bad = unwritten = 0
     foreign = padding = uncertain = False
     for ra in got_regions:
@@ -414,25 +413,10 @@ def _map_slice_cell(
                     return None  # ids and markers in one region: read the elements
                 else:
                     foreign |= low < base or high >= base + numel
-                held.append(
-                    Region(
-                        lo,
-                        hi,
-                        va,
-                        tuple(ra.strides[d] if d in moving else 0 for d in range(len(lo))),
-                    )
-                )
-                expected.append(
-                    Region(
-                        lo,
-                        hi,
-                        vb,
-                        tuple(rb.strides[d] if d in moving else 0 for d in range(len(lo))),
-                    )
-                )
+                strides = tuple(ra.strides[d] if d in moving else 0 for d in range(len(lo)))
+                held.append(Region(lo, hi, va, strides))
                 continue
             held.append(blank)
-            expected.append(blank)
     if not bad and not unwritten:
         return Cell(world, "ok", _box_slice_words(param, boxes))
     if uncertain:  # the checker's exact count says whether any piece is right in places
@@ -444,23 +428,20 @@ def _map_slice_cell(
         if unwritten == total:
             return Cell(world, "unwritten")
         return Cell(world, "unwritten", f"{unwritten} of {total} unwritten")
+    if not unwritten and not foreign:  # the same ids elsewhere? (right places agree anyway)
+        whole = map_index(got, base, param.global_shape)
+        if whole is None:
+            return None
+        same = _same_ids([p for p in whole.pieces if isinstance(p, Box)], boxes)
+        if same is None:
+            return None
+        pads = sum(p.numel for p in whole.pieces if isinstance(p, Pad))
+        if same and pads == want.numel - sum(b.numel for b in boxes):
+            return Cell(world, "wrong", "right elements, wrong places")
     got_index = map_index(RegionMap(got.shape, held, merge=False), base, param.global_shape)
     if got_index is None:
         return None
     got_boxes = [p for p in got_index.pieces if isinstance(p, Box)]
-    if not unwritten and not foreign:
-        want_index = map_index(
-            RegionMap(want.shape, expected, merge=False), base, param.global_shape
-        )
-        if want_index is None:
-            return None
-        same = _same_ids(got_boxes, [p for p in want_index.pieces if isinstance(p, Box)])
-        pads = sum(p.numel for p in got_index.pieces if isinstance(p, Pad))
-        want_pads = sum(p.numel for p in want_index.pieces if isinstance(p, Pad))
-        if same is None:
-            return None
-        if same and pads == want_pads:
-            return Cell(world, "wrong", "right elements, wrong places")
     extra = ["data of another parameter"] * foreign + ["padding"] * padding
     return Cell(world, "wrong", "holds " + _box_held_words(param, got_boxes, extra))
 
@@ -548,9 +529,17 @@ def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> s
     block is met first where a box first enters it, in that box's own dim order."""
     first: dict[int, tuple[int, int]] = {}
     bounds: dict[int, list[list[int]]] = {}
+    by_expert: dict[int, list[int]] = {}  # blocks stack experts on dim 0: look only there
+    for number, block in enumerate(param.blocks):
+        for e in range(block.box.start[0], block.box.stop[0]):
+            by_expert.setdefault(e, []).append(number)
     for i, box in enumerate(boxes):
         local = dict(zip(box.dims, _row_major_of([box.extents[d] for d in box.dims]), strict=True))
-        for number, block in enumerate(param.blocks):
+        near = dict.fromkeys(
+            n for e in range(box.start[0], box.stop[0]) for n in by_expert.get(e, ())
+        )
+        for number in near:
+            block = param.blocks[number]
             lo = [max(a, b) for a, b in zip(box.start, block.box.start, strict=True)]
             hi = [min(a, b) for a, b in zip(box.stop, block.box.stop, strict=True)]
             if any(a >= b for a, b in zip(lo, hi, strict=True)):

@@ -5,6 +5,8 @@ fraction of it); AFTER says, per vLLM rank, whether its slice of each expert
 is ok, wrong (with what it holds instead) or unwritten. Consecutive experts
 with identical rows collapse into one row, and rows and columns are capped,
 so 64 experts over 16 ranks stay a short table. Plain data: no matplotlib.
+A symbolic run (real sizes) is read from its maps, so the cost follows their
+regions, not the elements; it reads exactly as the materialized run.
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec
@@ -326,6 +328,7 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     materialized when it has at most ``MATERIALIZE_LIMIT`` elements."""
     from syncviz.check_maps import map_index
     from syncviz.run.symbolic_state import shard_map
+    from syncviz.run.values import to_local_ids
 
     base = plan.id_base[param.key]
     want = shard_map(t.index, base)
@@ -334,9 +337,8 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
         want_slot = want.take(0, s, 1, 1)
         index = map_index(want_slot, base, param.global_shape)
         boxes = [] if index is None else [p for p in index.pieces if isinstance(p, Box)]
-        if index is None:  # the oracle's own slot: small, read as ids
-            ids = t.index.ids()[s]
-            experts = _experts_of(param, ids)
+        if index is None:  # the oracle's own slot does not compress: read this slot's ids
+            experts = _experts_of(param, to_local_ids(plan, param, want_slot.materialize()))
             experts = experts[experts >= 0]
             if len(experts):
                 slot_of.setdefault(int(experts[0]), (s, want_slot, None))

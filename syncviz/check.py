@@ -16,14 +16,16 @@ import html
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from syncviz.check_maps import compare_maps
+from syncviz.check_maps import compare_maps, map_index
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
-from syncviz.provenance import is_symbolic
+from syncviz.provenance import Region as MapRegion
+from syncviz.provenance import RegionMap, is_symbolic
+from syncviz.provenance.regions import ReshapedMap
 from syncviz.run.result import SyncResult
 from syncviz.run.symbolic_state import shard_map
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID, owners, to_local_ids
@@ -33,7 +35,8 @@ MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
 # Symbolic tensors above this many elements are compared map against map (all of them:
 # the map comparison gives the element-wise report, and costs regions, not elements).
 ELEMENTWISE_LIMIT = 0
-DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized to describe it
+DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized when its map does not compress
+MAX_DESCRIBED_ROWS = 250_000  # as IndexMap.from_ids: longer runs are "in no regular order"
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?) [\d-]+: ")
 
 
@@ -257,8 +260,9 @@ def _check_tensor(
     cache: dict,
 ) -> TensorCheck:
     got = actual.to(torch.int64)
-    unwritten = actual == UNWRITTEN_ID
-    wrong = (got != expected) & ~unwritten
+    status = element_status(actual, expected)
+    unwritten = status == UNWRITTEN
+    wrong = (status == WRONG) | (status == FOREIGN)
     check = TensorCheck(world, tp, "ok", int(wrong.sum()), int(unwritten.sum()), writes)
     where = f"dst rank {world} (tp {tp})"
     if check.unwritten:
@@ -279,13 +283,32 @@ def _check_tensor(
 def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     """:func:`_check_tensor` for a symbolic tensor: regions overlaid, same words.
 
-    Only the wrong rows (at most ``MAX_RUNS`` runs of them, each up to
-    ``DESCRIBE_LIMIT`` elements) are materialized, to be described.
+    The wrong rows (at most ``MAX_RUNS`` runs of them) are described from their
+    maps (:func:`map_words`); no element is read unless a run does not compress.
     """
     base = plan.id_base[param.key]
-    expected = shard_map(t.index, base)
+    # Layers of one kind differ only by their ids' base: each expected map is built,
+    # and each pair of maps compared, once per shape (keys count ids from base).
+    if ("want", t.index) not in cache:
+        rel = shard_map(t.index, 0)
+        safe = all(_is_ids(r) or r.is_constant for r in rel.regions)
+        cache[("want", t.index)] = (rel, _map_key(rel, 0)) if safe else (None, None)
+    rel, want_key = cache[("want", t.index)]
+    if rel is None:  # a marker merged with ids at base 0: build this one as it is
+        expected = shard_map(t.index, base)
+        want_key = _map_key(expected, base)
+    else:
+        expected = _shifted(rel, base)
     got_map = raw.region_map()
-    diff = compare_maps(got_map, expected)
+    got_key = _map_key(got_map, base)
+    key = ("diff", got_key, want_key)
+    if key not in cache:
+        found = compare_maps(got_map, expected)
+        found.id_ranges = [(low - base, high - base) for low, high in found.id_ranges]
+        cache[key] = found
+    diff = replace(
+        cache[key], id_ranges=[(lo + base, hi + base) for lo, hi in cache[key].id_ranges]
+    )
     check = TensorCheck(world, t.tp, "ok", diff.wrong, diff.unwritten, writes)
     where = f"dst rank {world} (tp {t.tp})"
     if check.unwritten:
@@ -301,53 +324,108 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
         runs = diff.wrong_rows
         for a, b in runs[:MAX_RUNS]:
             span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
-            if (b - a) * row > DESCRIBE_LIMIT:
+            # Layers of one kind share blocks and local ids: the same wrong rows recur on
+            # every layer, so their words are cached by the maps' shape relative to base.
+            key = ("map", id(param.blocks), a, b, got_key, want_key)
+            if key not in cache:
+                got_rows, want_rows = got_map.take(0, a, 1, b - a), expected.take(0, a, 1, b - a)
+                holds = map_words(plan, param, got_rows, cache)
+                cache[key] = (holds, holds and map_words(plan, param, want_rows, cache))
+            holds, wants = cache[key]
+            if holds is None:
                 check.problems.append(
                     f"{where}, {span}: holds other ids ({(b - a) * row} elements, too many to"
                     " describe)"
                 )
                 continue
-            got_rows, want_rows = got_map.take(0, a, 1, b - a), expected.take(0, a, 1, b - a)
-            # Layers of one kind share blocks and local ids: the same wrong rows recur on
-            # every layer, so their words are cached by the maps' shape relative to base.
-            key = (
-                "map",
-                id(param.blocks),
-                a,
-                b,
-                _relative(got_rows, base),
-                _relative(want_rows, base),
-            )
-            if key not in cache:
-                got = to_local_ids(plan, param, got_rows.materialize())
-                want = want_rows.materialize()
-                want = torch.where(want >= 0, want - base, want)
-                holds = _words(param, got.to(torch.int64), cache)
-                cache[key] = (holds, _words(param, want.to(torch.int64), cache))
-            holds, wants = cache[key]
             check.problems.append(f"{where}, {span}: holds {holds}, expected {wants}")
         if len(runs) > MAX_RUNS:
             check.problems.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
     if writes > 1:
         check.status = "rewritten" if check.status == "ok" else check.status
         check.problems.append(f"{where}: written {writes} times")
-    for other in _owners_of_ranges(plan, diff.id_ranges, exclude=param.key):
+    for other in _owners_of_ranges(plan, diff.id_ranges, param.key, cache):
         check.problems.append(f"{where}: holds elements of {other}")
     return check
 
 
+def map_words(plan, param: ParamLayout, region_map: RegionMap, cache: dict | None = None):
+    """What a symbolic tensor (or a run of its rows) holds of ``param``, in the words the
+    checker prints for the same ids materialized; None when it is too big to describe.
+
+    Its regions become the oracle's pieces directly (:func:`~syncviz.check_maps.map_index`),
+    so the cost follows the regions, not the elements; a map that does not compress
+    is read element by element up to ``DESCRIBE_LIMIT`` elements.
+
+    >>> from syncviz import Parallel, preset
+    >>> from syncviz.run.inprocess import run_sync
+    >>> spec = preset("llama3-8b").scaled()
+    >>> result = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], trace=False,
+    ...                   provenance="symbolic")
+    >>> o_proj = result.plan.layout.params[2]  # the faithful port splits its rows, not columns
+    >>> vllm = result.dst_tensors[result.plan.world_rank("dst", 0, 0)][o_proj.dst[0].name]
+    >>> map_words(result.plan, o_proj, vllm.region_map().take(0, 1, 1, 3))  # rows 1-3
+    'row 0: heads 8-15 row 0; rows 1-2: heads 0-15 row 1'
+    """
+    base = plan.id_base[param.key]
+    index = map_index(region_map, base, param.global_shape)
+    if index is not None:
+        cols = region_map.shape[-1] if len(region_map.shape) > 1 else index.numel
+        if index.numel // max(1, cols) > MAX_DESCRIBED_ROWS:  # as describe() gives up
+            return f"{index.numel} elements in no regular order"
+        return _shorten(describe(param, index))
+    if region_map.numel > DESCRIBE_LIMIT:
+        return None
+    got = to_local_ids(plan, param, region_map.materialize())
+    return _words(param, got.to(torch.int64), {} if cache is None else cache)
+
+
+def _map_key(region_map: RegionMap, base: int) -> tuple:
+    """A map's structure with ids counted from ``base``: equal keys, equal words.
+
+    A lazy reshape is keyed by its segments (reading its eager regions costs more
+    than describing it)."""
+    if isinstance(region_map, ReshapedMap):
+        return ("lazy", region_map.shape, *(_map_key(m, base) for m in region_map.segments))
+    return ("plain", region_map.shape, _relative(region_map, base))
+
+
+def _shifted(region_map: RegionMap, base: int) -> RegionMap:
+    """``region_map`` (ids counted from 0, markers below 0) with its ids counted from ``base``."""
+    if not base:
+        return region_map
+    if isinstance(region_map, ReshapedMap):
+        return ReshapedMap([_shifted(m, base) for m in region_map.segments], region_map.shape)
+    regions = [
+        MapRegion(r.start, r.stop, r.offset + base, r.strides) if _is_ids(r) else r
+        for r in region_map.regions
+    ]
+    return RegionMap(region_map.shape, regions, merge=False)
+
+
+def _is_ids(r: MapRegion) -> bool:
+    """Every value of the region is an id (none is a marker below 0)."""
+    steps = zip(r.start, r.stop, r.strides, strict=True)
+    return r.offset + sum(min(0, s * (b - a - 1)) for a, b, s in steps) >= 0
+
+
 def _relative(region_map, base: int) -> tuple:
-    """A map's regions with ids counted from ``base`` (markers below 0 kept as they are)."""
+    """A map's regions with ids counted from ``base`` and markers (below 0) kept as they
+    are, ids tagged so that one just below ``base`` never reads as a marker."""
     return tuple(
-        (r.start, r.stop, r.offset - base if r.offset >= 0 else r.offset, r.strides)
+        (r.start, r.stop, ("id", r.offset - base) if r.offset >= 0 else r.offset, r.strides)
         for r in region_map.regions
     )
 
 
-def _owners_of_ranges(plan, ranges, exclude: str) -> list[str]:
+def _owners_of_ranges(plan, ranges, exclude: str, cache: dict) -> list[str]:
     """Parameters whose model-wide ids meet any of ``ranges`` (inclusive), except ``exclude``."""
-    keys = sorted(plan.id_base, key=plan.id_base.get)
-    starts = [plan.id_base[k] for k in keys]
+    if not ranges:
+        return []
+    if ("owners", id(plan)) not in cache:
+        ordered = sorted(plan.id_base, key=plan.id_base.get)
+        cache[("owners", id(plan))] = ordered, [plan.id_base[k] for k in ordered]
+    keys, starts = cache[("owners", id(plan))]
     found: set[str] = set()
     for low, high in ranges:
         first = max(0, bisect.bisect_right(starts, low) - 1)
@@ -480,11 +558,23 @@ MAX_REGION_WORDS = 160  # longer descriptions of a region are cut to its first a
 
 def _region_words(param: ParamLayout, ids: torch.Tensor, a: int, b: int, cache: dict) -> str:
     """Words for rows a..b-1; a long irregular region is named by its first and last row."""
-    text = _words(param, ids[a:b], cache)
-    if len(text) <= MAX_REGION_WORDS or b - a < 3:
+    return region_words(lambda x, y: _words(param, ids[x:y], cache), a, b)
+
+
+def region_words(rows_words, a: int, b: int) -> str:
+    """Words for rows a..b-1 from ``rows_words(x, y)`` (the words of rows x..y-1, e.g.
+    :func:`map_words` of a symbolic tensor's rows): a long irregular region is named by
+    its first and last row.
+
+    >>> region_words(lambda x, y: "Q head 0" if y - x > 1 else f"row {x}", 0, 4)
+    'Q head 0'
+    >>> region_words(lambda x, y: "x" * 200 if y - x > 1 else f"row {x}", 0, 4)
+    'row 0 in its first, ..., row 3 in its last'
+    """
+    text = rows_words(a, b)
+    if text is None or len(text) <= MAX_REGION_WORDS or b - a < 3:
         return text
-    first, last = _words(param, ids[a : a + 1], cache), _words(param, ids[b - 1 : b], cache)
-    return f"{first} in its first, ..., {last} in its last"
+    return f"{rows_words(a, a + 1)} in its first, ..., {rows_words(b - 1, b)} in its last"
 
 
 def _true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:

@@ -43,6 +43,7 @@ ALLOC_OPS = frozenset({"empty_like", "zeros_like", "empty", "zeros", "new_empty"
 # The order the flow runs them in: the routed-expert exchange feeds the regroup.
 PHASE_ORDER = {"transform": 0, "routed_experts": 1, "regroup": 2, "stage1": 3, "stage2": 4}
 GATHER_KINDS = frozenset({"all_gather", "allgather"})
+ALLTOALL_KINDS = frozenset({"all_to_all", "alltoall"})
 
 
 @dataclass(frozen=True)
@@ -211,11 +212,21 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
     shards = [
         s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
     ]
-    produced: set[int] = set()
     if pt.phase == "routed_experts":
         bound = _gathered_bindings(result, param, pt)
+        bound.update(_alltoall_bindings(result, param, pt))
     else:  # what this rank's routed-expert exchange produced, replayed
         bound = _exchanged(result, param, pt.rank)
+    return _bind_shards(pt, shards, bound, result)
+
+
+def _bind_shards(
+    pt: ParamTrace, shards: list, bound: dict[int, torch.Tensor], result: SyncResult | None = None
+) -> dict:
+    """``bound``, plus each input the scope did not produce bound to the one shard of its
+    shape; or, shaped [n, *shard] where the rank holds exactly n shards of one shape
+    (local experts, stacked by an untraced transform), to their stack in layout order."""
+    produced: set[int] = set()
     for op in pt.ops:
         for t in op.inputs:
             if t.ref in produced or t.ref in bound:
@@ -223,8 +234,21 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
             same = [s for s in shards if list(s.shape) == list(t.shape)]
             if len(same) == 1:  # unambiguous: this input is that shard
                 bound[t.ref] = _ids(result, same[0].index)
+            elif _stacked(shards, t.shape):
+                bound[t.ref] = torch.stack([_ids(result, s.index) for s in shards])
         produced.update(t.ref for t in op.outputs)
     return bound
+
+
+def _stacked(shards: list, shape: list[int]) -> bool:
+    """Is ``shape`` [n, *s] for n shards all of shape s?"""
+    n = len(shards)
+    return (
+        n > 1
+        and len(shape) > 1
+        and shape[0] == n
+        and all(list(s.shape) == list(shape[1:]) for s in shards)
+    )
 
 
 def _shard_ids(result: SyncResult, param: ParamLayout, world: int) -> torch.Tensor | None:
@@ -251,6 +275,66 @@ def _gathered_bindings(
     return bound
 
 
+def _alltoall_bindings(
+    result: SyncResult, param: ParamLayout, pt: ParamTrace
+) -> dict[int, torch.Tensor]:
+    """An all-to-all's receive buffers: buffer k holds what the group's k-th rank sent to
+    this one, its send for this rank's place in the group.
+
+    The trace lists an all-to-all's receive buffers only. A member's sends are read from
+    how it allocated its own receive buffers, each ``empty_like`` the send of the same
+    place (send i and receive i have one shape); a buffer allocated otherwise is left
+    unbound, so what it feeds stays not replayed.
+    """
+    bound: dict[int, torch.Tensor] = {}
+    mine = [rec for rec in pt.collectives if rec.kind in ALLTOALL_KINDS]
+    for nth, rec in enumerate(mine):
+        if len(rec.tensors) != len(rec.ranks) or pt.rank not in rec.ranks:
+            continue
+        place = rec.ranks.index(pt.rank)
+        for ref, member in zip(rec.tensors, rec.ranks, strict=True):
+            sent = _alltoall_send(result, param, pt.param, member, nth, rec.group, place)
+            if sent is not None and sent.numel() == math.prod(ref.shape):
+                bound[ref.ref] = sent.reshape(ref.shape)
+    return bound
+
+
+def _alltoall_send(
+    result: SyncResult,
+    param: ParamLayout,
+    name: str | None,
+    member: int,
+    nth: int,
+    group: str,
+    place: int,
+) -> torch.Tensor | None:
+    """What ``member`` sent to group place ``place`` in its ``nth`` all-to-all of trainer
+    tensor ``name`` (replayed from its shard), if its trace tells."""
+    role = result.plan.roles[member]
+    shards = [
+        s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
+    ]
+    for pt in _param_traces(result, param.key):
+        if pt.rank != member or pt.phase != "routed_experts" or pt.param != name:
+            continue
+        recs = [rec for rec in pt.collectives if rec.kind in ALLTOALL_KINDS]
+        if len(recs) <= nth or recs[nth].group != group or len(recs[nth].tensors) <= place:
+            return None
+        target = recs[nth].tensors[place].ref
+        alloc = [op for op in pt.ops if op.op in ALLOC_OPS and op.inputs]
+        like = [op.inputs[0].ref for op in alloc if any(t.ref == target for t in op.outputs)]
+        if len(like) != 1:
+            return None
+        _, outs = _replay_io(pt, _bind_shards(pt, shards, {}, result))
+        values = {
+            ref.ref: t
+            for op in pt.ops
+            for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False)
+        }
+        return values.get(like[0])
+    return None
+
+
 def _exchanged(result: SyncResult, param: ParamLayout, rank: int | None) -> dict[int, torch.Tensor]:
     """The results of ``rank``'s routed-expert exchange of this parameter (replayed), by ref:
     the regroup that follows reads them."""
@@ -258,7 +342,7 @@ def _exchanged(result: SyncResult, param: ParamLayout, rank: int | None) -> dict
     for pt in _param_traces(result, param.key):
         if pt.rank != rank or pt.phase != "routed_experts":
             continue
-        _, outs = _replay_io(pt, _gathered_bindings(result, param, pt))
+        _, outs = _replay_io(pt, _bindings(result, param, pt))
         for op in pt.ops:
             for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False):
                 out[ref.ref] = t
@@ -378,9 +462,9 @@ def _symbolic(result: SyncResult) -> bool:
     return any(is_symbolic(t) for tensors in result.dst_tensors.values() for t in tensors.values())
 
 
-def _ids(result: SyncResult, index) -> torch.Tensor:
+def _ids(result: SyncResult | None, index) -> torch.Tensor:
     """The local ids of an oracle index map: real, or (symbolic run) as a map."""
-    if _symbolic(result):
+    if result is not None and _symbolic(result):
         from syncviz.run.symbolic_state import shard_map
 
         return SymbolicTensor.from_map(shard_map(index, 0), dtype=torch.int64)

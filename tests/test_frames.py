@@ -12,6 +12,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from syncviz import Parallel
@@ -173,3 +174,68 @@ def test_large_tensor_path_gives_the_same_frames(result, monkeypatch):
     tabled = summary(layout_diagram(result, QKV))
     monkeypatch.setattr(frames, "LOOKUP_MAX", 0)
     assert summary(layout_diagram(result, QKV)) == tabled
+
+
+# Downsampled panels: cells of several elements, forced by max_cells on the tiny spec.
+# max_cells=2 gives [4, 8] cells, max_cells=4 gives [2, 4] cells (qkv [16, 8], tp [8, 8]).
+
+
+def test_a_write_narrower_than_a_cell_is_marked(result):
+    """[4, 8] cells: step 4 takes trainer rows 12-13 (K head 1), which land at tp0 rows
+    6-7; the cells holding them (trainer rows 12-15, tp0 rows 4-7) are marked though their
+    first elements (trainer row 12 is read, tp0 row 4 holds Q head 2) differ."""
+    d = layout_diagram(result, QKV, max_cells=2)
+    assert d.dst[0].actual.cell == (4, 8)
+    f = frame(d, 4)
+    assert f.region_lines() == [f"reads {T0} rows 12-15", f"writes {V1} rows 4-7"]
+    assert f.read[0].flatten().tolist() == [False, False, False, True]
+    assert f.wrote[0].flatten().tolist() == [False, True] and f.wrote[1] is None
+
+
+def _step(rank, ids):
+    """A replayed step on ``rank`` whose one result holds ``ids``."""
+    from syncviz.journey import TraceStep
+    from syncviz.trace.model import OpRecord
+
+    return TraceStep(rank, "stage1", OpRecord(0, "view"), ("x",), None, (ids,))
+
+
+def test_cells_written_in_part_are_drawn_mixed_until_complete(result):
+    """[2, 4] cells, hand-made steps on rank 1: row 5 alone, then row 0 alone, then all of
+    tp0; then rank 2's tensor. A cell written in part (rows 4-5 from step 1, rows 0-1 from
+    step 2) shows its block marked mixed (~) and no wrong mark (!) until it is complete;
+    the row-5 step reads trainer row 9's cell and writes rows 4-5 though neither cell's
+    first element is in it."""
+    import dataclasses
+
+    d = layout_diagram(result, QKV, max_cells=4)
+    tp0 = result.local_ids(1, QKV).to(torch.int64)
+    tp1 = result.local_ids(2, QKV).to(torch.int64)
+    steps = [_step(1, tp0[5]), _step(1, tp0[0]), _step(1, tp0)]
+    d = dataclasses.replace(d, steps=[*steps, _step(2, tp1)])
+    want = [
+        "rows 0-3: --*2\nrows 4-5: q2~*2\nrows 6-7: --*2",
+        "rows 0-1: q0~*2\nrows 2-3: --*2\nrows 4-5: q2~*2\nrows 6-7: --*2",
+        "rows 0-1: q0*2\nrows 2-3: q1*2\nrows 4-5: q2!*2\nrows 6-7: k1!*2",
+    ]
+    for k, text in enumerate(want, start=1):
+        f = frame(d, k)
+        assert raster_text(f.filled[0].actual) == text, k
+        assert raster_text(f.filled[1].actual) == "rows 0-7: --*2", k
+    f = frame(d, 1)
+    assert f.region_lines() == [f"reads {T0} rows 8-9", f"writes {V1} rows 4-5"]
+    assert raster_text(frame(d, 4).filled[1].actual) == raster_text(d.dst[1].actual)
+
+
+@pytest.mark.parametrize("max_cells", [2, 4, 192])
+@pytest.mark.parametrize("key", [QKV, O_PROJ])
+def test_element_ids_of_downsampled_panels_are_the_real_ones(result, key, max_cells):
+    """The element ids frames judge vLLM cells by equal the tensor's, also in cells with a
+    wrong element (tp1's rows; read from the rank's replay)."""
+    from syncviz.diagram.frames import _element_ids
+    from syncviz.diagram.raster import as_grid
+
+    d = layout_diagram(result, key, max_cells=max_cells)
+    for p, t in zip(d.dst, d.table.param.dst, strict=True):
+        ids = _element_ids(p, t.index.ids(), d.steps)
+        assert torch.equal(ids, as_grid(result.local_ids(p.rank, key).to(torch.int64))[0])

@@ -90,3 +90,46 @@ def test_routed_expert_exchange_is_replayed_to_every_vllm_rank(kind):
         held = result.local_ids(world, key).reshape(-1).to(torch.int64)
         last = [s for s in steps if s.rank == world][-1]
         assert any(torch.equal(o.reshape(-1), held) for o in last.outputs), world
+
+
+@pytest.mark.parametrize("kind", ["w13_weight", "w2_weight"])
+@pytest.mark.parametrize(("synchronizer", "ep"), [("corrected", 2), ("chatlearn", 1)])
+def test_routed_expert_all_to_all_is_replayed_to_every_vllm_rank(kind, synchronizer, ep):
+    """qwen2-57b-a14b tp2 epN -> tp4 (scaled), --expert-comm alltoall: each trainer rank's
+    receive buffer k is bound to what group rank k sent to it (that member's replayed
+    send, read off how it allocated its own receive buffers), so every op is replayed and
+    on every vLLM rank the replay ends in exactly the ids the run left there."""
+    from syncviz import preset
+
+    src, dst = Parallel(tp=2, ep=ep), Parallel(tp=4)
+    spec = preset("qwen2-57b-a14b").scaled(src, dst)
+    result = run_sync(spec, src, dst, layers=[0], expert_comm="alltoall", synchronizer=synchronizer)
+    key = f"model.model.layers.0.mlp.experts.{kind}"
+    steps = param_steps(result, key)
+    assert [s.text for s in steps if s.blocks is None] == []
+    assert list(dict.fromkeys(s.phase for s in steps))[:2] == ["routed_experts", "regroup"]
+    vllm = [r.world for r in result.plan.roles if r.side == "dst"]
+    assert len(vllm) == 4
+    for world in vllm:
+        held = result.local_ids(world, key).reshape(-1).to(torch.int64)
+        last = [s for s in steps if s.rank == world][-1]
+        assert any(torch.equal(o.reshape(-1), held) for o in last.outputs), world
+
+
+@pytest.mark.parametrize("kind", ["w13_weight", "w2_weight"])
+def test_stacked_local_experts_are_replayed(kind):
+    """mixtral-8x7b tp2 -> tp4 (scaled, corrected, alltoall): the regroup reads the rank's
+    8 local-expert shards stacked by an untraced transform; bound to their stack, every op
+    is replayed and every vLLM rank's replay ends in the ids the run left there."""
+    from syncviz import preset
+
+    src, dst = Parallel(tp=2), Parallel(tp=4)
+    spec = preset("mixtral-8x7b").scaled(src, dst)
+    result = run_sync(spec, src, dst, layers=[0], expert_comm="alltoall", synchronizer="corrected")
+    key = f"model.model.layers.0.block_sparse_moe.experts.{kind}"
+    steps = param_steps(result, key)
+    assert steps and [s.text for s in steps if s.blocks is None] == []
+    for world in [r.world for r in result.plan.roles if r.side == "dst"]:
+        held = result.local_ids(world, key).reshape(-1).to(torch.int64)
+        last = [s for s in steps if s.rank == world][-1]
+        assert any(torch.equal(o.reshape(-1), held) for o in last.outputs), world

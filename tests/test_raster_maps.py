@@ -166,14 +166,24 @@ RUNS = [
     (preset("llama3-8b").scaled(num_layers=2), Parallel(tp=1), Parallel(tp=2), None),
     (preset("qwen1.5-moe-a2.7b").scaled(), Parallel(tp=2), Parallel(tp=4), [0]),
     (preset("qwen2-57b-a14b").scaled(), Parallel(tp=2, ep=2), Parallel(tp=4), [0]),
+    (preset("mixtral-8x7b").scaled(num_layers=1), Parallel(tp=2), Parallel(tp=4), [0]),
 ]
 
 
+def _user_sync():
+    from tests.test_symbolic_flow import ReversedRowsSync
+
+    return ReversedRowsSync
+
+
 @pytest.mark.parametrize(("spec", "src", "dst", "layers"), RUNS)
-@pytest.mark.parametrize("synchronizer", ["chatlearn", "corrected"])
+@pytest.mark.parametrize("synchronizer", ["chatlearn", "corrected", "user"])
 def test_symbolic_diagram_equals_materialized(spec, src, dst, layers, synchronizer):
     """A run done twice, materialized and symbolic: every parameter's diagram has the same
-    rasters, wrong regions, shared blocks, bands and text form."""
+    rasters, wrong regions, shared blocks, bands and text form (the faithful, the corrected
+    and a user's synchronizer that reverses rows by transpose and index_select)."""
+    if synchronizer == "user":
+        synchronizer = _user_sync()
     plain = run_sync(spec, src, dst, synchronizer=synchronizer, layers=layers)
     maps = run_sync(spec, src, dst, synchronizer=synchronizer, layers=layers, provenance="symbolic")
     for p in plain.plan.layout:

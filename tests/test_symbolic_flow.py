@@ -114,3 +114,13 @@ def test_trace_is_the_same_on_symbolic_shards():
     a, b = (r.trace for r in runs)
     assert [p.summary() for p in a.params] == [p.summary() for p in b.params]
     assert len(a.collectives) == len(b.collectives) > 0
+
+
+@pytest.mark.parametrize("name", ["llama3-8b", "mixtral-8x7b"])
+def test_layers_share_checks_and_still_match(name):
+    """Several layers (the checker reuses one layer's comparisons and words for the next):
+    the faithful port's report is still the materialized one, layer by layer."""
+    spec = preset(name).scaled(Parallel(tp=2), Parallel(tp=4), num_layers=3)
+    a, b = _both(spec, Parallel(tp=2), Parallel(tp=4), "chatlearn")
+    assert not check(b).ok
+    _assert_same(a, b)

@@ -4,14 +4,13 @@
 >>> parser = argparse.ArgumentParser()
 >>> render_configure(parser)
 >>> args = parser.parse_args(["--preset", "llama3-8b", "--param", "qkv", "-o", "x.png"])
->>> args.view, args.synchronizer, args.scaled, args.layers  # scaled None: real sizes
-('layout', 'chatlearn', None, [0])
+>>> args.view, args.synchronizer, args.scaled, args.layers  # every view at real sizes
+('layout', 'chatlearn', False, [0])
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from syncviz.cli.args import (
     add_layers_arg,
@@ -34,8 +33,6 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     add_parallel_args(parser)
     add_run_args(parser, scaled_default=False)  # real sizes unless --scaled
-    # Neither flag given: None, so the experts view can keep its small default (below).
-    parser.set_defaults(scaled=None)
     add_layers_arg(parser, default="0", what="the layer to draw (one)")
     parser.add_argument(
         "--param",
@@ -86,21 +83,16 @@ def render_main(args: argparse.Namespace) -> int:
     from syncviz.diagram.experts import expert_diagram
     from syncviz.run.inprocess import run_sync
 
-    scaled = args.scaled
-    if scaled is None:  # real sizes, except the experts view: it reads every element
-        scaled = args.view == "experts"
-        if scaled:
-            print("experts view: drawn at --scaled sizes (--exact draws real ones, slowly)",
-                  file=sys.stderr)  # fmt: skip
+    scaled = bool(args.scaled)
     if scaled:
         spec = spec.scaled(src, dst)
     choice = synchronizer_choice(args)
     # The embedding, final norm and lm_head live outside the layers: sync them all then.
     layers = None if _is_global(args) else args.layers
-    # Real sizes keep ids as compact maps (nothing per element, drawn from the maps);
-    # scaled runs and the experts view (it reads elements) materialize, after run_sync's
-    # memory estimate (run.memory.check_memory), refused with the fix when it cannot fit.
-    symbolic = not scaled and args.view != "experts"
+    # Real sizes keep ids as compact maps (nothing per element, every view drawn from the
+    # maps); scaled runs materialize, after run_sync's memory estimate
+    # (run.memory.check_memory), refused with the fix when it cannot fit.
+    symbolic = not scaled
     result = run_sync(
         spec,
         src,
@@ -122,9 +114,7 @@ def render_main(args: argparse.Namespace) -> int:
     else:
         key = resolve_param(result.plan.layout.keys(), args.param)
         if args.step is not None and symbolic:  # replaying steps reads every element
-            from syncviz.run.memory import check_memory
-
-            check_memory(result.plan)
+            _check_replay_memory(result.plan, key)
         diagram = layout_diagram(result, key, step=args.step)
     figure = render(diagram)
     with atomic_output(output) as tmp:
@@ -133,6 +123,24 @@ def render_main(args: argparse.Namespace) -> int:
     for line in _words(diagram):
         print(line)
     return 0
+
+
+def _check_replay_memory(plan, key: str) -> None:
+    """Refuse ``--step`` at real sizes when replaying ``key``'s steps cannot fit: every
+    shard and vLLM tensor of it as float64 ids, times run.memory's live copies."""
+    import math
+
+    from syncviz.run.memory import COPIES, available_bytes, size_words
+
+    param = plan.layout.param(key)
+    shards = sum(s.index.numel for s in param.src) + sum(t.index.numel for t in param.dst)
+    need, have = COPIES * 8 * shards + 8 * math.prod(param.global_shape), available_bytes()
+    if have is not None and need > have:
+        raise SyncvizError(
+            f"replaying the steps of {key} needs ~{size_words(need)} of provenance ids,"
+            f" the machine has {size_words(have)} available",
+            fix="use --scaled to draw steps, or leave --step out",
+        )
 
 
 GLOBAL_NAMES = ("embed_tokens", "lm_head", "model.norm", "model.model.norm")

@@ -5,6 +5,8 @@ fraction of it); AFTER says, per vLLM rank, whether its slice of each expert
 is ok, wrong (with what it holds instead) or unwritten. Consecutive experts
 with identical rows collapse into one row, and rows and columns are capped,
 so 64 experts over 16 ranks stay a short table. Plain data: no matplotlib.
+A symbolic run (real sizes) is read from its maps, so the cost follows their
+regions, not the elements; it reads exactly as the materialized run.
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec
@@ -31,6 +33,8 @@ import torch
 from syncviz.errors import SyncvizError
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import block_numbers
+from syncviz.oracle.index import Box, Pad
+from syncviz.provenance import Region, RegionMap, is_symbolic
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 if TYPE_CHECKING:
@@ -227,7 +231,7 @@ def _held_expert(text: str) -> int | None:
 
 
 def _before(plan, param: ParamLayout):
-    """Per trainer rank: the fraction of each expert's elements it holds."""
+    """Per trainer rank: the fraction of each expert's elements it holds (from its boxes)."""
     from syncviz.diagram.ranks import src_world as _src_world
 
     n_experts = param.global_shape[0]
@@ -236,9 +240,8 @@ def _before(plan, param: ParamLayout):
     labels: dict[int, str] = {}
     for shard in param.src:
         world = _src_world(plan, shard.pp, shard.tp, shard.ep)
-        experts = _experts_of(param, shard.index.ids())
-        counts = torch.bincount(experts[experts >= 0], minlength=n_experts)
-        held[world] = held.get(world, torch.zeros(n_experts, dtype=torch.int64)) + counts
+        counts = held.setdefault(world, torch.zeros(n_experts, dtype=torch.int64))
+        counts += _held_counts(param, shard.index)
         pp = f"pp{shard.pp} " if plan.src.pp > 1 else ""
         labels[world] = f"rank {world} {pp}tp{shard.tp} ep{shard.ep or 0}"
     columns = [RankColumn(w, labels[w]) for w in sorted(held)]
@@ -257,6 +260,20 @@ def _before(plan, param: ParamLayout):
     return columns, cells
 
 
+def _held_counts(param: ParamLayout, index) -> torch.Tensor:
+    """Elements of each expert a shard holds: its boxes cut along dim 0 (experts), so the
+    cost follows the boxes; ids are read only when the index is of another shape."""
+    n_experts = param.global_shape[0]
+    if tuple(index.global_shape) != tuple(param.global_shape):
+        experts = _experts_of(param, index.ids())
+        return torch.bincount(experts[experts >= 0], minlength=n_experts)
+    counts = torch.zeros(n_experts, dtype=torch.int64)
+    for p in index.pieces:
+        if isinstance(p, Box):
+            counts[p.start[0] : p.stop[0]] += math.prod(p.extents[1:])
+    return counts
+
+
 def _experts_of(param: ParamLayout, ids: torch.Tensor) -> torch.Tensor:
     """The expert index of each id, flattened (-1 for padding and non-ids).
 
@@ -269,7 +286,10 @@ def _experts_of(param: ParamLayout, ids: torch.Tensor) -> torch.Tensor:
 
 
 def _after(result: SyncResult, param: ParamLayout):
-    """Per vLLM rank: the status of each expert's slice, with words for wrong ones."""
+    """Per vLLM rank: the status of each expert's slice, with words for wrong ones.
+
+    A symbolic tensor is read from its map (:func:`_map_cells`), a materialized one
+    element by element."""
     from syncviz.diagram.ranks import dst_world as _dst_world
 
     n_experts = param.global_shape[0]
@@ -279,6 +299,10 @@ def _after(result: SyncResult, param: ParamLayout):
         world = _dst_world(result.plan, t.pp, t.tp)
         pp = f"pp{t.pp} " if result.plan.dst.pp > 1 else ""
         columns.append(RankColumn(world, f"rank {world} {pp}tp{t.tp}"))
+        raw = result.dst_tensors[world][t.name]
+        if is_symbolic(raw):
+            by_rank.append(_map_cells(result.plan, param, t, world, raw.region_map()))
+            continue
         got = result.local_ids(world, param.key).to(torch.int64)
         want = t.index.ids()
         slot_of = _slots(param, want)
@@ -291,6 +315,252 @@ def _after(result: SyncResult, param: ParamLayout):
             cells.append(slice_cell(param, world, got[s], want[s]))
         by_rank.append(cells)
     return columns, [[cells[e] for cells in by_rank] for e in range(n_experts)]
+
+
+# ---------------------------------------------------------------- from maps
+
+
+def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[Cell]:
+    """The after-cells of one symbolic vLLM tensor, expert by expert, from its map.
+
+    Each slot (dim 0) of the held map is overlaid on the oracle's; the cost follows
+    their regions. A slot that does not compress to whole-right / whole-wrong pieces is
+    materialized when it has at most ``MATERIALIZE_LIMIT`` elements."""
+    from syncviz.check_maps import map_index
+    from syncviz.run.symbolic_state import shard_map
+    from syncviz.run.values import to_local_ids
+
+    base = plan.id_base[param.key]
+    want = shard_map(t.index, base)
+    slot_of: dict[int, tuple[int, RegionMap, list]] = {}
+    for s in range(t.index.shape[0]):
+        want_slot = want.take(0, s, 1, 1)
+        index = map_index(want_slot, base, param.global_shape)
+        boxes = [] if index is None else [p for p in index.pieces if isinstance(p, Box)]
+        if index is None:  # the oracle's own slot does not compress: read this slot's ids
+            experts = _experts_of(param, to_local_ids(plan, param, want_slot.materialize()))
+            experts = experts[experts >= 0]
+            if len(experts):
+                slot_of.setdefault(int(experts[0]), (s, want_slot, None))
+        elif boxes:
+            slot_of.setdefault(boxes[0].start[0], (s, want_slot, boxes))
+    cells = []
+    for e in range(param.global_shape[0]):
+        if e not in slot_of:
+            cells.append(Cell(world, "unwritten", "expert not on this rank"))
+            continue
+        s, want_slot, boxes = slot_of[e]
+        got_slot = got.take(0, s, 1, 1)
+        cell = (
+            None
+            if boxes is None
+            else _map_slice_cell(plan, param, world, got_slot, want_slot, boxes)
+        )
+        cells.append(cell or _materialized_cell(plan, param, world, got_slot, want_slot))
+    return cells
+
+
+def _materialized_cell(plan, param, world, got: RegionMap, want: RegionMap) -> Cell:
+    """:func:`slice_cell` of one slot read element by element, when it is small enough."""
+    from syncviz.diagram.raster_maps import MATERIALIZE_LIMIT
+    from syncviz.run.values import to_local_ids
+
+    if got.numel > MATERIALIZE_LIMIT:
+        return Cell(world, "wrong", f"holds other ids ({got.numel} elements, too many to describe)")
+    held = to_local_ids(plan, param, got.materialize()).to(torch.int64)
+    expected = to_local_ids(plan, param, want.materialize()).to(torch.int64)
+    return slice_cell(param, world, held[0], expected[0])
+
+
+def _map_slice_cell(
+    plan, param, world, got: RegionMap, want: RegionMap, boxes: list
+) -> Cell | None:
+    """:func:`slice_cell` of one slot from its maps; None when a piece is partly right
+    or its held ids do not compress (the caller then reads the elements)."""
+    from syncviz.check_maps import compare_maps, map_index
+
+    base, numel = plan.id_base[param.key], math.prod(param.global_shape)
+    got_regions, want_regions = got.regions, want.regions
+    if len(got_regions) * len(want_regions) > MAX_PAIRS:
+        return None
+    held: list[Region] = []  # got where wrong, "unwritten" where right or unwritten
+    bad = unwritten = 0
+    foreign = padding = uncertain = False
+    for ra in got_regions:
+        for rb in want_regions:
+            lo = tuple(max(x, y) for x, y in zip(ra.start, rb.start, strict=True))
+            hi = tuple(min(x, y) for x, y in zip(ra.stop, rb.stop, strict=True))
+            if any(x >= y for x, y in zip(lo, hi, strict=True)):
+                continue
+            size = math.prod(y - x for x, y in zip(lo, hi, strict=True))
+            va, vb = ra.value_at(lo), rb.value_at(lo)
+            moving = [d for d in range(len(lo)) if hi[d] - lo[d] > 1]
+            blank = _constant(lo, hi, UNWRITTEN_ID)
+            if ra.is_constant and va == UNWRITTEN_ID:
+                unwritten += size
+            elif va != vb or any(ra.strides[d] != rb.strides[d] for d in moving):
+                terms = [(hi[d] - lo[d], ra.strides[d] - rb.strides[d]) for d in moving]
+                right = _right_count(vb - va, [(n, k) for n, k in terms if k])
+                if right is None:
+                    uncertain = True
+                elif right:
+                    return None  # this piece is right in places: only its elements tell which
+                bad += size
+                low = va + sum(min(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
+                high = va + sum(max(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
+                if ra.is_constant and va < 0:
+                    foreign |= va == FOREIGN_ID
+                    padding |= va == -1
+                elif low < 0:
+                    return None  # ids and markers in one region: read the elements
+                else:
+                    foreign |= low < base or high >= base + numel
+                strides = tuple(ra.strides[d] if d in moving else 0 for d in range(len(lo)))
+                held.append(Region(lo, hi, va, strides))
+                continue
+            held.append(blank)
+    if not bad and not unwritten:
+        return Cell(world, "ok", _box_slice_words(param, boxes))
+    if uncertain:  # the checker's exact count says whether any piece is right in places
+        diff = compare_maps(got, want)
+        if diff.wrong + diff.unwritten != bad + unwritten:
+            return None
+    total = got.numel
+    if not bad:
+        if unwritten == total:
+            return Cell(world, "unwritten")
+        return Cell(world, "unwritten", f"{unwritten} of {total} unwritten")
+    if not unwritten and not foreign:  # the same ids elsewhere? (right places agree anyway)
+        whole = map_index(got, base, param.global_shape)
+        if whole is None:
+            return None
+        same = _same_ids([p for p in whole.pieces if isinstance(p, Box)], boxes)
+        if same is None:
+            return None
+        pads = sum(p.numel for p in whole.pieces if isinstance(p, Pad))
+        if same and pads == want.numel - sum(b.numel for b in boxes):
+            return Cell(world, "wrong", "right elements, wrong places")
+    got_index = map_index(RegionMap(got.shape, held, merge=False), base, param.global_shape)
+    if got_index is None:
+        return None
+    got_boxes = [p for p in got_index.pieces if isinstance(p, Box)]
+    extra = ["data of another parameter"] * foreign + ["padding"] * padding
+    return Cell(world, "wrong", "holds " + _box_held_words(param, got_boxes, extra))
+
+
+MAX_PAIRS = 1 << 16  # (held, expected) region pairs overlaid per slot before reading elements
+
+
+def _right_count(target: float, terms: list[tuple[int, int]]) -> int | None:
+    """How many ``0 <= x_i < n_i`` solve ``sum(x_i * k_i) == target`` for one or two
+    terms ``(n_i, k_i)`` (``k_i`` nonzero), in closed form; None for more terms.
+
+    >>> _right_count(6, [(4, 1), (4, 2)]), _right_count(5, [(3, 2)]), _right_count(0, [])
+    (2, 0, 1)
+    """
+    if target != int(target):
+        return 0
+    target = int(target)
+    if not terms:
+        return int(target == 0)
+    if len(terms) == 1:
+        ((n, k),) = terms
+        q, r = divmod(target, k)
+        return int(r == 0 and 0 <= q < n)
+    if len(terms) > 2:
+        return None
+    (n1, k1), (n2, k2) = terms
+    g = math.gcd(k1, k2)
+    if target % g:
+        return 0
+    # x1 = x0 + t * (k2 / g), x2 = y0 - t * (k1 / g): count the t keeping both in range.
+    inv = pow(k1 // g, -1, abs(k2 // g)) if abs(k2 // g) > 1 else 0
+    x0 = (target // g * inv) % abs(k2 // g) if abs(k2 // g) > 1 else 0
+    y0, rem = divmod(target - x0 * k1, k2)
+    assert rem == 0
+    s1, s2 = abs(k2 // g), -(k1 // g) * (1 if k2 > 0 else -1)
+    bounds = [_steps(x0, s1, n1), _steps(y0, s2, n2)]
+    lo, hi = max(b[0] for b in bounds), min(b[1] for b in bounds)
+    return max(0, hi - lo + 1)
+
+
+def _steps(start: int, step: int, n: int) -> tuple[int, int]:
+    """The t with ``0 <= start + t * step < n`` (``step`` nonzero), as (lowest, highest)."""
+    if step > 0:
+        return -(start // step), (n - 1 - start) // step
+    step = -step
+    return -((n - 1 - start) // step), start // step
+
+
+def _constant(lo, hi, value: float) -> Region:
+    return Region(tuple(lo), tuple(hi), value, (0,) * len(lo))
+
+
+def _same_ids(a: list[Box], b: list[Box]) -> bool | None:
+    """Whether boxes ``a`` and ``b`` hold the same ids, each once (None: too many pairs)."""
+    if len(a) * (len(a) + len(b)) > MAX_PAIRS:
+        return None
+    size_a, size_b = sum(x.numel for x in a), sum(x.numel for x in b)
+    if size_a != size_b:
+        return False
+    self_overlap = sum(_overlap(x, y) for i, x in enumerate(a) for y in a[i + 1 :])
+    return not self_overlap and sum(_overlap(x, y) for x in a for y in b) == size_a
+
+
+def _overlap(x: Box, y: Box) -> int:
+    return math.prod(
+        max(0, min(b1, b2) - max(a1, a2))
+        for a1, b1, a2, b2 in zip(x.start, x.stop, y.start, y.stop, strict=True)
+    )
+
+
+def _box_slice_words(param: ParamLayout, boxes: list[Box]) -> str:
+    """:func:`slice_words` of the ids of ``boxes`` (global boxes), without the ids."""
+    if not boxes:
+        return "padding"
+
+    def rows_in(a: int, b: int) -> tuple[int, int, int] | None:
+        spans = [(max(x.start[1], a) - a, min(x.stop[1], b) - a) for x in boxes]
+        return _interval_stats(spans)
+
+    return _slice_text(param, rows_in, _interval_stats([(x.start[2], x.stop[2]) for x in boxes]))
+
+
+def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> str:
+    """:func:`held_words` of the ids of ``boxes`` (in flat order), without the ids: each
+    block is met first where a box first enters it, in that box's own dim order."""
+    first: dict[int, tuple[int, int]] = {}
+    bounds: dict[int, list[list[int]]] = {}
+    by_expert: dict[int, list[int]] = {}  # blocks stack experts on dim 0: look only there
+    for number, block in enumerate(param.blocks):
+        for e in range(block.box.start[0], block.box.stop[0]):
+            by_expert.setdefault(e, []).append(number)
+    for i, box in enumerate(boxes):
+        local = dict(zip(box.dims, _row_major_of([box.extents[d] for d in box.dims]), strict=True))
+        near = dict.fromkeys(
+            n for e in range(box.start[0], box.stop[0]) for n in by_expert.get(e, ())
+        )
+        for number in near:
+            block = param.blocks[number]
+            lo = [max(a, b) for a, b in zip(box.start, block.box.start, strict=True)]
+            hi = [min(a, b) for a, b in zip(box.stop, block.box.stop, strict=True)]
+            if any(a >= b for a, b in zip(lo, hi, strict=True)):
+                continue
+            pos = (i, sum((lo[d] - box.start[d]) * local[d] for d in range(box.ndim)))
+            first[number] = min(first.get(number, pos), pos)
+            seen = bounds.setdefault(number, [[lo[1], hi[1] - 1], [lo[2], hi[2] - 1]])
+            for k, d in enumerate((1, 2)):
+                seen[k] = [min(seen[k][0], lo[d]), max(seen[k][1], hi[d] - 1)]
+    order = sorted(first, key=first.__getitem__)
+    return _held_text(param, order, {n: [tuple(v) for v in bounds[n]] for n in order}, extra)
+
+
+def _row_major_of(extents: list[int]) -> list[int]:
+    out, step = [], 1
+    for n in reversed(extents):
+        out.append(step)
+        step *= n
+    return list(reversed(out))
 
 
 def _slots(param: ParamLayout, want: torch.Tensor) -> dict[int, int]:
@@ -354,28 +624,61 @@ def slice_words(param: ParamLayout, ids: torch.Tensor) -> str:
     if not flat.numel():
         return "padding"
     _, rows, cols = torch.unravel_index(flat, param.global_shape)
+
+    def rows_in(a: int, b: int) -> tuple[int, int, int] | None:
+        inside = (rows >= a) & (rows < b)
+        return _value_stats(rows[inside] - a) if bool(inside.any()) else None
+
+    return _slice_text(param, rows_in, _value_stats(cols))
+
+
+def _slice_text(param: ParamLayout, rows_in, cols: tuple[int, int, int]) -> str:
+    """:func:`slice_words` from the slice's (lowest, highest, how many) rows in a range
+    (``rows_in(a, b)``, counted from ``a``; None if none) and its columns."""
     n_rows, n_cols = param.global_shape[1:]
     col_words = _range_words("cols", cols, n_cols)
     if param.kind == "experts_w13":
         half = n_rows // 2
         parts = []
-        for name, inside, base in (("gate", rows < half, 0), ("up", rows >= half, half)):
-            if bool(inside.any()):
-                parts.append(
-                    f"{name} " + (_range_words("rows", rows[inside] - base, half) or "whole")
-                )
+        for name, a, b in (("gate", 0, half), ("up", half, n_rows)):
+            stats = rows_in(a, b)
+            if stats is not None:
+                parts.append(f"{name} " + (_range_words("rows", stats, half) or "whole"))
         words = ", ".join(parts)
         return words + (f"; {col_words}" if col_words else "")
-    row_words = _range_words("rows", rows, n_rows)
+    row_words = _range_words("rows", rows_in(0, n_rows), n_rows)
     return ", ".join(w for w in (row_words, col_words) if w) or "whole"
 
 
-def _range_words(name: str, values: torch.Tensor, full: int) -> str:
-    """``rows 2-3`` for a contiguous range, ``rows 0-7 (4 of them)`` if gapped, "" if whole."""
-    lo, hi = int(values.min()), int(values.max())
-    if (lo, hi) == (0, full - 1) and values.unique().numel() == full:
+def _value_stats(values: torch.Tensor) -> tuple[int, int, int]:
+    """(lowest, highest, how many distinct) of some coordinates."""
+    return int(values.min()), int(values.max()), values.unique().numel()
+
+
+def _interval_stats(spans: list[tuple[int, int]]) -> tuple[int, int, int] | None:
+    """:func:`_value_stats` of the union of half-open ``spans`` (None when empty).
+
+    >>> _interval_stats([(4, 6), (0, 2), (1, 3)])
+    (0, 5, 5)
+    """
+    spans = sorted((a, b) for a, b in spans if a < b)
+    if not spans:
+        return None
+    merged = [list(spans[0])]
+    for a, b in spans[1:]:
+        if a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged[0][0], merged[-1][1] - 1, sum(b - a for a, b in merged)
+
+
+def _range_words(name: str, stats: tuple[int, int, int], full: int) -> str:
+    """``rows 2-3`` for a contiguous range, ``rows 0-7 (4 of them)`` if gapped, "" if whole
+    (``stats``: lowest, highest, how many)."""
+    lo, hi, count = stats
+    if (lo, hi) == (0, full - 1) and count == full:
         return ""
-    count = values.unique().numel()
     span = f"{name[:-1]} {lo}" if lo == hi else f"{name} {lo}-{hi}"
     return span if count == hi - lo + 1 else f"{span} ({count} of them)"
 
@@ -395,7 +698,6 @@ def held_words(param: ParamLayout, ids: torch.Tensor) -> str:
     'expert 3 up rows 0-1'
     """
     ids = ids.reshape(-1)
-    words = []
     extra = []
     if bool((ids == FOREIGN_ID).any()):
         extra.append("data of another parameter")
@@ -404,13 +706,21 @@ def held_words(param: ParamLayout, ids: torch.Tensor) -> str:
     valid = ids[ids >= 0]
     blocks = block_numbers(param.blocks, valid)
     order = list(dict.fromkeys(blocks.tolist()))
+    bounds = {}
+    for number in order[:MAX_HELD_BLOCKS]:
+        coords = torch.stack(torch.unravel_index(valid[blocks == number], param.global_shape))
+        bounds[number] = [(int(coords[d].min()), int(coords[d].max())) for d in (1, 2)]
+    return _held_text(param, order, bounds, extra)
+
+
+def _held_text(param: ParamLayout, order: list[int], bounds: dict, extra: list[str]) -> str:
+    """:func:`held_words` from the blocks held (first met first) and, for the first ones,
+    the (lowest, highest) global row and column held of each."""
+    words = []
     for number in order[:MAX_HELD_BLOCKS]:
         block = param.blocks[number]
-        inside = valid[blocks == number]
-        coords = torch.stack(torch.unravel_index(inside, param.global_shape))
         parts = [block.label]
-        for dim, name in ((1, "row"), (2, "col")):
-            lo, hi = int(coords[dim].min()), int(coords[dim].max())
+        for dim, name, (lo, hi) in zip((1, 2), ("row", "col"), bounds[number], strict=True):
             a, b = block.box.start[dim], block.box.stop[dim]
             if (lo, hi) != (a, b - 1):
                 parts.append(_span(name, lo - a, hi - a))

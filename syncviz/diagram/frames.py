@@ -10,14 +10,25 @@ panels marks where it sits:
   holding that data;
 - wrote: the vLLM cells its result ends up in; only its own rank's tensor
   when it runs on a vLLM rank;
-- filled: every vLLM tensor as written by steps 1..k. A vLLM cell is written
-  by the first step on its rank whose result holds the cell's data; on a rank
-  with no replayed step, by the last step anywhere that moved that data.
-  Padding appears with the rank's first written cell; what no replayed step
-  accounts for appears at the last step, so the last frame is the tensor as
-  the sync left it.
+- filled: every vLLM tensor as written by steps 1..k. A vLLM element is
+  written by the first step on its rank whose result holds its data; on a
+  rank with no replayed step, by the last step anywhere that moved that data.
+  Padding appears with the rank's first written element; what no replayed
+  step accounts for appears at the last step, so the last frame is the tensor
+  as the sync left it.
 
-Cells are judged by their first element (exact at one element per cell).
+Downsampling never hides a mark: a cell is read or written when any of its
+elements is. A cell is drawn filled once all its elements are written; while
+only some are, it is drawn in its colour marked mixed (the rasters' sign for
+a cell holding more than one thing: dotted with the unwritten white in the
+figures, ``~`` in text), with no wrong mark until it is complete.
+
+A vLLM tensor's elements are known from its raster and the oracle: where the
+checker calls a cell right they are what the oracle expects. A cell with a
+wrong element is read from the rank's last replayed result of the tensor's
+size that agrees with every known element (each cell's first, every right
+cell); without one, only its first element is known and the others are taken
+as the oracle expects.
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec
@@ -51,6 +62,7 @@ from syncviz.diagram.raster import (
     UNWRITTEN,
     BlockTable,
     Raster,
+    _cells,
     as_grid,
     raster,
     small_work,
@@ -174,16 +186,23 @@ def _ids_of(tensors) -> torch.Tensor | None:
 LOOKUP_MAX = 1 << 24  # global sizes up to which membership is a table lookup, not a sort
 
 
-def _member(ids: torch.Tensor, wanted: torch.Tensor, numel: int, table: list) -> torch.Tensor:
-    """``torch.isin(ids, wanted)``; for a global size up to LOOKUP_MAX, by a table of every
-    global id (built once into ``table``), which is several times faster than sorting."""
+def _index(ids: torch.Tensor, numel: int) -> torch.Tensor:
+    """ids as lookup indices: the negative ones (padding, unwritten) all ``numel``."""
+    ids = ids.to(torch.int64)
+    return torch.where(ids >= 0, ids, numel)
+
+
+def _member(index: torch.Tensor, wanted: torch.Tensor, numel: int, table: list) -> torch.Tensor:
+    """``torch.isin(index, wanted)`` for an :func:`_index` and non-negative ids ``wanted``;
+    for a global size up to LOOKUP_MAX, by a table of every global id (built once into
+    ``table``), which is several times faster than sorting."""
     if numel > LOOKUP_MAX:
-        return torch.isin(ids, wanted)
+        return torch.isin(index, wanted)
     if not table:
         lut = torch.zeros(numel + 1, dtype=torch.bool)  # the last entry: negative ids
         lut[wanted] = True
         table.append(lut)
-    return table[0][torch.where(ids >= 0, ids, numel)]
+    return table[0][index]
 
 
 def cell_ids(r: Raster) -> torch.Tensor:
@@ -219,10 +238,14 @@ def _any_cells(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
     grid = as_grid(mask)[0].to(torch.bool)
     rows, cols = grid.shape
     rs, cs = cell
+    if rs * cs == 1:
+        return grid
     nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
-    padded = torch.zeros((nr * rs, nc * cs), dtype=torch.bool)
-    padded[:rows, :cols] = grid
-    return padded.view(nr, rs, nc, cs).any(dim=3).any(dim=1)
+    if rows % rs or cols % cs:
+        padded = torch.zeros((nr * rs, nc * cs), dtype=torch.bool)
+        padded[:rows, :cols] = grid
+        grid = padded
+    return grid.reshape(nr, rs, nc, cs).any(dim=3).any(dim=1)
 
 
 def _spans(cells: torch.Tensor, r: Raster) -> str:
@@ -248,12 +271,21 @@ def _runs(flags: torch.Tensor, per: int, limit: int) -> str:
 
 
 @dataclass
+class _Fill:
+    """Per cell of one vLLM panel: the first step that writes any of its elements, and the
+    one after which all are written."""
+
+    some: torch.Tensor
+    all: torch.Tensor
+
+
+@dataclass
 class _Known:
     """What every frame of one diagram reads: computed once, held while the diagram lives."""
 
-    shard_ids: list[torch.Tensor]  # per trainer panel, its shard's ids
-    cell_ids: list[torch.Tensor]  # per vLLM panel, each cell's first id
-    fills: list[torch.Tensor]  # per vLLM panel, per cell, the step that writes it
+    shard_index: list[torch.Tensor]  # per trainer panel, its shard's ids as an _index
+    dst_index: list[torch.Tensor]  # per vLLM panel, its elements' ids (module text), _index
+    fills: list[_Fill]  # per vLLM panel, per cell, the steps that write it
 
 
 _KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
@@ -263,10 +295,14 @@ def _known(d: LayoutDiagram) -> _Known:
     held = _KNOWN.get(id(d))
     if held is not None and held[0]() is d:
         return held[1]
-    dst_ids = [cell_ids(p.actual) for p in d.dst]
+    dst_ids = [
+        _element_ids(p, t.index.ids(), d.steps)
+        for p, t in zip(d.dst, d.table.param.dst, strict=True)
+    ]
+    numel = math.prod(d.global_shape)
     known = _Known(
-        [s.index.ids().to(torch.int64) for s in d.table.param.src],
-        dst_ids,
+        [_index(s.index.ids(), numel) for s in d.table.param.src],
+        [_index(ids, numel) for ids in dst_ids],
         _fill_steps(d, dst_ids),
     )
     _KNOWN[id(d)] = (weakref.ref(d), known)
@@ -274,17 +310,41 @@ def _known(d: LayoutDiagram) -> _Known:
     return known
 
 
+def _element_ids(p: Panel, expected: torch.Tensor, steps: list[TraceStep]) -> torch.Tensor:
+    """The as-grid ids of a vLLM panel's elements (see the module text): the oracle's with
+    each cell's first element as its raster holds it, unless a cell is wrong and the
+    rank's replay gives a result that agrees with all of that."""
+    grid = as_grid(expected.to(torch.int64))[0].clone()
+    rs, cs = p.actual.cell
+    first = cell_ids(p.actual)
+    grid[::rs, ::cs] = first
+    wrong = p.actual.status != 0
+    if not bool(wrong.any()):
+        return grid
+    right = ~wrong.repeat_interleave(rs, 0).repeat_interleave(cs, 1)[
+        : grid.shape[0], : grid.shape[1]
+    ]
+    for s in reversed([s for s in steps if s.rank == p.rank and s.outputs]):
+        for o in s.outputs:
+            if o.numel() != grid.numel():
+                continue
+            got = as_grid(o.reshape(p.shape).to(torch.int64))[0]
+            if torch.equal(got[::rs, ::cs], first) and torch.equal(got[right], grid[right]):
+                return got
+    return grid
+
+
 def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
-    """Per vLLM panel of ``d``, per cell: the step number that writes it (see the module
-    text for the rule); computed once per diagram."""
+    """Per vLLM panel of ``d``, per cell: the step number after which all its elements
+    are written (see the module text for the rule); computed once per diagram."""
     from syncviz.diagram import frames_maps
 
     if frames_maps.symbolic(d):
         return frames_maps.known(d).fills
-    return _known(d).fills
+    return [f.all for f in _known(d).fills]
 
 
-def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[torch.Tensor]:
+def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[_Fill]:
     outs = [_ids_of(s.outputs) for s in d.steps]
     total = len(d.steps)
     numel = math.prod(d.global_shape)
@@ -297,8 +357,9 @@ def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[torch.Ten
         fill = _step_of(ids, steps, "amin" if own else "amax", total, numel)
         data = ids >= 0
         first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
-        fill = torch.where(~data, min(first, total), fill)
-        fills.append(fill.clamp(max=max(total, 1)))
+        fill = torch.where(~data, min(first, total), fill).clamp(max=max(total, 1))
+        rs, cs = p.actual.cell
+        fills.append(_Fill(_cells(fill, rs, cs, "min"), _cells(fill, rs, cs, "max")))
     return fills
 
 
@@ -321,17 +382,21 @@ def _step_of(ids: torch.Tensor, steps: list, how: str, total: int, numel: int) -
     return fill
 
 
-def _filled(p: Panel, written: torch.Tensor) -> Panel:
+def _filled(p: Panel, fill: _Fill, number: int) -> Panel:
+    """``p`` as written by steps 1..number: whole cells as they end up, cells written in
+    part marked mixed (see the module text)."""
     r = p.actual
+    done = fill.all <= number
+    shown = fill.some <= number
+    partly = shown & ~done
     unwritten = torch.full_like(r.block, UNWRITTEN)
-    zero = torch.zeros_like(r.offset)
     drawn = dataclasses.replace(
         r,
-        block=torch.where(written, r.block, unwritten),
-        offset=torch.where(written, r.offset, zero),
-        inner=torch.where(written, r.inner, torch.zeros_like(r.inner)),
-        mixed=r.mixed & written,
-        status=torch.where(written, r.status, torch.zeros_like(r.status)),
+        block=torch.where(shown, r.block, unwritten),
+        offset=torch.where(shown, r.offset, torch.zeros_like(r.offset)),
+        inner=torch.where(shown, r.inner, torch.zeros_like(r.inner)),
+        mixed=(r.mixed & done) | partly,
+        status=torch.where(done, r.status, torch.zeros_like(r.status)),
     )
     return Panel(p.title, p.rank, "dst", p.shape, drawn, p.expected)
 
@@ -358,16 +423,16 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     if read_ids is not None and own_src:
         # Its own shard first; other shards only for data it does not hold (an exchange
         # of routed experts), never for a replica of its own (dense weights under ep).
-        own = torch.cat([known.shard_ids[i].reshape(-1) for i in own_src])
-        others = read_ids[~_member(read_ids, own[own >= 0], numel, [])]
+        own = torch.cat([known.shard_index[i].reshape(-1) for i in own_src])
+        others = read_ids[~_member(read_ids, own[own < numel], numel, [])]
     other_table: list = []
     for i, p in enumerate(d.src):
         cells = None
         if read_ids is not None:
             if i in own_src:
-                hit = _member(known.shard_ids[i], read_ids, numel, read_table)
+                hit = _member(known.shard_index[i], read_ids, numel, read_table)
             elif others is not None and others.numel():
-                hit = _member(known.shard_ids[i], others, numel, other_table)
+                hit = _member(known.shard_index[i], others, numel, other_table)
             else:
                 hit = None
             cells = _any_cells(hit, p.actual.cell) if hit is not None and bool(hit.any()) else None
@@ -379,11 +444,11 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
     for i, p in enumerate(d.dst):
         cells = None
         if wrote_ids is not None and (not own_dst or i in own_dst):
-            hit = _member(known.cell_ids[i], wrote_ids, numel, wrote_table)
-            cells = hit if bool(hit.any()) else None
+            hit = _member(known.dst_index[i], wrote_ids, numel, wrote_table)
+            cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
         f.wrote.append(cells)
         if cells is not None:
             f.wrote_titles.append(p.title)
             f.wrote_spans.append(_spans(cells, p.actual))
     for p, fill in zip(d.dst, known.fills, strict=True):
-        f.filled.append(_filled(p, fill <= f.number))
+        f.filled.append(_filled(p, fill, f.number))

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from syncviz.diagram.model import LayoutDiagram, Panel
+from syncviz.diagram.model import LayoutDiagram, Panel, Replayed
 from syncviz.diagram.raster import as_grid
 from syncviz.diagram.raster_maps import map_value
 from syncviz.oracle.index import Box, IndexMap
@@ -148,7 +148,7 @@ def _recorded(result, d: LayoutDiagram):
     symbolic = any(
         is_symbolic(t) for tensors in result.dst_tensors.values() for t in tensors.values()
     )
-    if callable(d.recorded) and big and symbolic:
+    if isinstance(d.steps, Replayed) and not d.steps.done and big and symbolic:
         return None
     return d.steps
 

@@ -24,7 +24,7 @@ reads). A :class:`TransferDiagram` says which rank sends how much to which.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,8 +35,7 @@ from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
 from syncviz.diagram.raster_maps import map_raster
 from syncviz.journey import TraceStep, param_steps
-from syncviz.provenance import Region as PRegion
-from syncviz.provenance import RegionMap, is_symbolic
+from syncviz.provenance import is_symbolic
 from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
@@ -89,9 +88,10 @@ class LayoutDiagram:
     """One parameter: trainer panels, vLLM panels (actual and expected), bands, steps.
 
     ``axis`` is the dim that carries the blocks (0: rows, e.g. QKV heads; 1:
-    columns, e.g. o_proj heads); labels and bands run along it. ``recorded`` is
-    the list of recorded steps, or a function that makes it: replaying them costs
-    more than the picture at real sizes, so :attr:`steps` replays on first use.
+    columns, e.g. o_proj heads); labels and bands run along it. ``steps`` is a
+    sequence of the recorded steps; when :func:`layout_diagram` makes it, it replays
+    them on first read (:class:`Replayed`): at real sizes that costs more than the
+    picture.
     """
 
     key: str
@@ -103,16 +103,9 @@ class LayoutDiagram:
     src: list[Panel]
     dst: list[Panel]
     bands: list[Band]
-    recorded: list[TraceStep] | Callable[[], list[TraceStep]] = field(repr=False)
+    steps: Sequence[TraceStep] = field(repr=False)
     frame: Frame | None = None
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def steps(self) -> list[TraceStep]:
-        """The recorded steps of this parameter (:func:`syncviz.journey.param_steps`)."""
-        if callable(self.recorded):
-            self.recorded = self.recorded()
-        return self.recorded
 
     @property
     def wrong_count(self) -> int:
@@ -133,6 +126,34 @@ class LayoutDiagram:
 
 
 _SPECIAL = {-1: "padding", -2: "unwritten", -3: "foreign"}
+
+
+class Replayed(Sequence):
+    """The steps ``make()`` returns, made on first read (length, index or iteration).
+
+    >>> steps = Replayed(lambda: ["a", "b"])
+    >>> steps.done, len(steps), steps.done, list(steps)
+    (False, 2, True, ['a', 'b'])
+    """
+
+    def __init__(self, make: Callable[[], list]) -> None:
+        self._make: Callable[[], list] | None = make
+        self._items: list = []
+
+    @property
+    def done(self) -> bool:
+        return self._make is None
+
+    def _all(self) -> list:
+        if self._make is not None:
+            self._items, self._make = list(self._make()), None
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, index):
+        return self._all()[index]
 
 
 @dataclass(frozen=True)
@@ -280,7 +301,7 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
         f" trainer {_sizes(plan.src)} -> vLLM {_sizes(plan.dst)}"
     )
-    recorded = (lambda: param_steps(result, key)) if steps is None else steps
+    recorded = Replayed(lambda: param_steps(result, key)) if steps is None else steps
     d = LayoutDiagram(
         key,
         param.kind,
@@ -307,61 +328,49 @@ def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
     base = plan.id_base[param.key]
     got = map_raster(got_map, table, want_map, base=base, cell=cell)
     want = map_raster(want_map, table, cell=cell)
-    regions = _map_regions(plan, param, table, axis, got_map, want_map, words)
+    regions = _map_regions(plan, param, table, axis, got_map, t.index, words)
     title = f"vLLM {t.rank_label} (rank {world})"
     return Panel(title, world, "dst", tuple(raw.shape), got, want, regions)
 
 
-def _map_regions(plan, param, table, axis, got_map, want_map, cache) -> list[Region]:
-    """:func:`syncviz.check.wrong_regions` of a symbolic tensor (``want_map``: local ids):
-    the wrong rows (experts, elements) come from a raster of one cell per row, and only
-    those rows are worded (:func:`_rows_words`)."""
-    from syncviz.check import _true_runs
+def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region]:
+    """:func:`syncviz.check.wrong_regions` of a symbolic tensor against the oracle's
+    ``index``: the wrong rows (experts, elements) come from a raster of one cell per row,
+    and both sides of each are worded from their maps (:func:`syncviz.check.map_words`),
+    no element read."""
+    from syncviz.check import _true_runs, map_words, region_words
     from syncviz.run.values import UNWRITTEN_ID
 
+    base = plan.id_base[param.key]
+    want_map, want_ids = shard_map(index, 0), shard_map(index, base)
     shape = got_map.shape
     unit = "expert" if len(shape) == 3 else ("row" if len(shape) == 2 else "element")
     cols = shape[-1] if len(shape) <= 3 else math.prod(shape[1:])  # the raster grid's
     cell = (1, 1) if len(shape) == 1 else (shape[1] if len(shape) == 3 else 1, cols)
-    base = plan.id_base[param.key]
     rows = map_raster(got_map, table, want_map, base=base, cell=cell, mixed=False)
     flags = (rows.status != 0).reshape(-1)
     split = None
     if axis == 0:  # as _row_keys: cut where the held or the expected block changes
         want = map_raster(want_map, table, cell=cell, mixed=False)
         split = rows.block.reshape(-1) * (len(table.blocks) + 8) + want.block.reshape(-1)
+
+    def words(region_map):
+        def rows_words(x: int, y: int) -> str:
+            text = map_words(plan, param, region_map.take(0, x, 1, y - x), cache)
+            many = f"other ids ({(y - x) * math.prod(shape[1:])} elements, too many to describe)"
+            return many if text is None else text
+
+        return rows_words
+
     regions = []
     for a, b in _true_runs(flags, split):
         got_rows = got_map.take(0, a, 1, b - a)
         if all(r.is_constant and r.offset == UNWRITTEN_ID for r in got_rows.regions):
-            holds = "nothing (never written)"  # told by the map: nothing to read back
+            holds = "nothing (never written)"  # as wrong_regions says it, told by the map
         else:
-            holds = _rows_words(plan, param, got_rows, cache)
-        want_rows = _shifted(want_map.take(0, a, 1, b - a), base)
-        regions.append(Region(unit, a, b, holds, _rows_words(plan, param, want_rows, cache)))
+            holds = region_words(words(got_map), a, b)
+        regions.append(Region(unit, a, b, holds, region_words(words(want_ids), a, b)))
     return regions
-
-
-def _shifted(region_map: RegionMap, base: int) -> RegionMap:
-    """Local ids as model-wide ones (markers below 0 kept)."""
-    regions = [
-        PRegion(r.start, r.stop, r.offset + base if r.offset >= 0 else r.offset, r.strides)
-        for r in region_map.regions
-    ]
-    return RegionMap(region_map.shape, regions, merge=False)
-
-
-def _rows_words(plan, param, rows_map: RegionMap, cache: dict) -> str:
-    """What a run of rows of a symbolic tensor (model-wide ids) holds, in the checker's
-    words for the same ids materialized (``check._region_words``). The rows are read back
-    (at most ``check.DESCRIBE_LIMIT`` elements): the cost follows their elements."""
-    from syncviz.check import DESCRIBE_LIMIT, _region_words
-    from syncviz.run.values import to_local_ids
-
-    if rows_map.numel > DESCRIBE_LIMIT:
-        return f"other ids ({rows_map.numel} elements, too many to describe)"
-    ids = to_local_ids(plan, param, rows_map.materialize()).to(torch.int64)
-    return _region_words(param, ids, 0, rows_map.shape[0], cache)
 
 
 def _sizes(p) -> str:

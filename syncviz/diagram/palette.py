@@ -17,6 +17,8 @@ written as text, never coloured with a status colour.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 FAMILY_COLORS: dict[str, str] = {
@@ -71,16 +73,23 @@ def block_rgb(
 ) -> torch.Tensor:
     """uint8 [H, W, 3] of cells: hue by family, shade by block index, gradient by ``inner``."""
     n = len(families)
-    table = torch.tensor(
-        [family_rgb(f, s) for f, s in zip(families, shades, strict=True)]
-        + [family_rgb(SPECIAL_FAMILY[k]) for k in (-3, -2, -1)],
-        dtype=torch.float32,
-    )
+    table = _colour_table(tuple(families), tuple(shades))
     index = torch.where(block >= 0, block, n + 3 + block)  # -3, -2, -1 -> n, n+1, n+2
     base = table[index]
     lift = (GRADIENT * inner).clamp(0, 1).unsqueeze(-1) * (block >= 0).unsqueeze(-1)
     rgb = base + (1 - base) * lift
     return (rgb * 255).round().to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=256)
+def _colour_table(families: tuple[str, ...], shades: tuple[int, ...]) -> torch.Tensor:
+    """float32 [n + 3, 3]: each block's colour at offset 0, then foreign, unwritten, padding.
+
+    Every panel of a parameter (and every layer of one kind) shares its blocks: built once.
+    """
+    rows = [family_rgb(f, s) for f, s in zip(families, shades, strict=True)]
+    rows += [family_rgb(SPECIAL_FAMILY[k]) for k in (-3, -2, -1)]
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 def raster_rgb(r) -> torch.Tensor:

@@ -54,8 +54,9 @@ from syncviz.errors import SyncvizError
 from syncviz.provenance import RegionMap
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
-MAX_PIECES = 1 << 15  # one-block lattice pieces per panel before the map counts as fragmented
+MAX_PIECES = 1 << 18  # one-block lattice pieces per panel before the map counts as fragmented
 MATERIALIZE_LIMIT = 1 << 24  # elements of a fragmented panel materialized instead
+MAX_PAIRS = 1 << 22  # overlapping (held, expected) box pairs compared per panel
 FOREIGN = int(FOREIGN_ID)
 UNWRITTEN = int(UNWRITTEN_ID)
 _BIG = torch.iinfo(torch.int64).max
@@ -277,6 +278,47 @@ def _slices(p: Piece, axis: int) -> list[Piece]:
     return [_cut(p, axis, t, t + 1) for t in range(n)]
 
 
+def _pieces_of(box: Box2, table: BlockTable, budget: int, shapes: dict) -> list[tuple[Piece, int]]:
+    """:func:`one_block_pieces` of ``box``, relative to its corner, shared by boxes alike.
+
+    The cuts follow from the box's extents, strides and the global coordinates of its
+    first id, except the outermost one when no block cuts it: its ids stay inside the
+    parameter, so that coordinate never wraps, and the blocks do not depend on it.
+    """
+    coords = _unravel(box.v, table.shape)
+    key = (box.r1 - box.r0, box.c1 - box.c0, box.sr, box.sc, *coords[1:])
+    if len(table.cuts[0]) > 2:
+        key += (coords[0],)
+    found = shapes.get(key)
+    if found is None:
+        moved = Box2(0, box.r1 - box.r0, 0, box.c1 - box.c0, box.v, box.sr, box.sc)
+        found = shapes[key] = one_block_pieces(moved, table, budget)
+    return found
+
+
+def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects: list) -> None:
+    """Per-cell min and max of the values of many cell rectangles, in one scatter each
+    (``high`` None: the max into ``low``)."""
+    if not rects:
+        return
+    t = torch.tensor(rects, dtype=torch.int64)
+    height, width = t[:, 1] - t[:, 0], t[:, 3] - t[:, 2]
+    area = height * width
+    which = torch.repeat_interleave(torch.arange(len(rects)), area)
+    step = torch.arange(int(area.sum())) - torch.repeat_interleave(
+        torch.cumsum(area, 0) - area, area
+    )
+    rows = t[which, 0] + step // width[which]
+    cols = t[which, 2] + step % width[which]
+    flat = rows * low.shape[1] + cols
+    values = t[which, 4]
+    if high is None:
+        low.view(-1).scatter_reduce_(0, flat, values, "amax")
+        return
+    low.view(-1).scatter_reduce_(0, flat, values, "amin")
+    high.view(-1).scatter_reduce_(0, flat, values, "amax")
+
+
 def _cell_index(start: int, step: int, count: int, size: int) -> slice | torch.Tensor:
     """The cells (along one side) touched by elements ``start + step*k``, ``k < count``."""
     last = start + step * (count - 1)
@@ -356,15 +398,7 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
     rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
     nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
     boxes = local_boxes(region_map, base, numel)
-    corners = torch.empty((nr, nc), dtype=torch.int64)
-    for b in boxes:  # each corner point lies in exactly one box
-        i0, i1 = -(-b.r0 // rs), -(-b.r1 // rs)
-        j0, j1 = -(-b.c0 // cs), -(-b.c1 // cs)
-        if i0 >= i1 or j0 >= j1:
-            continue
-        di = torch.arange(i0, i1, dtype=torch.int64) * rs - b.r0
-        dj = torch.arange(j0, j1, dtype=torch.int64) * cs - b.c0
-        corners[i0:i1, j0:j1] = b.v + b.sr * di[:, None] + b.sc * dj[None, :]
+    corners = _corners(boxes, rs, cs, nr, nc)
     first, first_offset = table.lookup(corners)
     if rs * cs == 1 or not mixed:
         is_mixed = torch.zeros_like(first, dtype=torch.bool)
@@ -372,19 +406,26 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
         low = torch.full((nr, nc), _BIG, dtype=torch.int64)
         high = torch.full((nr, nc), _SMALL, dtype=torch.int64)
         budget = MAX_PIECES
+        rects: list[tuple[int, int, int, int, int]] = []  # cell rows, cell cols, block
+        shapes: dict[tuple, list[tuple[Piece, int]]] = {}
         for b in boxes:
             if b.v < 0 or b.constant:
                 block = b.v if b.v < 0 else int(table.block_of(torch.tensor([b.v]))[0])
-                pieces = [((b.r0, 1, b.r1 - b.r0, b.c0, 1, b.c1 - b.c0, 0, 0, 0), block)]
+                pieces = [((0, 1, b.r1 - b.r0, 0, 1, b.c1 - b.c0, 0, 0, 0), block)]
             else:
-                pieces = one_block_pieces(b, table, budget)
+                pieces = _pieces_of(b, table, budget, shapes)
             budget -= len(pieces)
             if budget < 0:
                 raise Fragmented
             for (r0, pr, n_r, c0, pc, n_c, *_), block in pieces:
-                ri, ci = _cell_index(r0, pr, n_r, rs), _cell_index(c0, pc, n_c, cs)
-                _paint(low, ri, ci, block, "min")
-                _paint(high, ri, ci, block, "max")
+                ri = _cell_index(b.r0 + r0, pr, n_r, rs)
+                ci = _cell_index(b.c0 + c0, pc, n_c, cs)
+                if isinstance(ri, slice) and isinstance(ci, slice):
+                    rects.append((ri.start, ri.stop, ci.start, ci.stop, block))
+                else:
+                    _paint(low, ri, ci, block, "min")
+                    _paint(high, ri, ci, block, "max")
+        _paint_rects(low, high, rects)
         is_mixed = low != high
     if expected is None:
         status = torch.zeros_like(first)
@@ -398,6 +439,26 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
     )
 
 
+def _corners(boxes: list[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
+    """The id at every cell's first element: each corner point lies in exactly one box."""
+    corners = torch.empty((nr, nc), dtype=torch.int64)
+    t = torch.tensor([(b.r0, b.r1, b.c0, b.c1, b.v, b.sr, b.sc) for b in boxes], dtype=torch.int64)
+    r0, r1, c0, c1, v, sr, sc = t.reshape(-1, 7).unbind(1)
+    i0, j0 = -(-r0 // rs), -(-c0 // cs)
+    height = (-(-r1 // rs) - i0).clamp(min=0)
+    width = (-(-c1 // cs) - j0).clamp(min=0)
+    area = height * width
+    which = torch.repeat_interleave(torch.arange(len(t)), area)
+    step = torch.arange(int(area.sum())) - torch.repeat_interleave(
+        torch.cumsum(area, 0) - area, area
+    )
+    i = i0[which] + step // width[which].clamp(min=1)
+    j = j0[which] + step % width[which].clamp(min=1)
+    values = v[which] + sr[which] * (i * rs - r0[which]) + sc[which] * (j * cs - c0[which])
+    corners.view(-1)[i * nc + j] = values
+    return corners
+
+
 RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_status
 
 
@@ -406,51 +467,65 @@ def _status(actual: list[Box2], expected: list[Box2], rs, cs, nr, nc) -> torch.T
     out = torch.zeros((nr, nc), dtype=torch.int64)
     by_row = sorted(expected, key=lambda e: e.r0)
     starts = [e.r0 for e in by_row]
+    reach = list(itertools.accumulate((e.r1 for e in by_row), max))  # non-decreasing
+    marked: list[tuple[int, int, int, int, int]] = []  # unwritten / foreign: cell rects
+    overlaps: list[tuple[int, ...]] = []  # (r0, r1, c0, c1, D, dr, dc) of got - expected
+    pairs = 0
     for a in actual:
         verdict = {UNWRITTEN: NOT_WRITTEN, FOREIGN: NOT_OURS}.get(a.v) if a.constant else None
         if verdict is not None:
-            _paint(
-                out,
-                slice(a.r0 // rs, (a.r1 - 1) // rs + 1),
-                slice(a.c0 // cs, (a.c1 - 1) // cs + 1),
-                verdict,
-                "max",
+            marked.append(
+                (a.r0 // rs, (a.r1 - 1) // rs + 1, a.c0 // cs, (a.c1 - 1) // cs + 1, verdict)
             )
             continue
-        for e in by_row[: bisect.bisect_left(starts, a.r1)]:
+        # Candidates: expected boxes starting above a's last row and reaching below its first.
+        lo, hi = bisect.bisect_right(reach, a.r0), bisect.bisect_left(starts, a.r1)
+        pairs += max(0, hi - lo)
+        if pairs > MAX_PAIRS:
+            raise Fragmented
+        asr, asc = (a.sr if a.r1 - a.r0 > 1 else 0), (a.sc if a.c1 - a.c0 > 1 else 0)
+        for e in by_row[lo:hi]:
             r0, r1 = max(a.r0, e.r0), min(a.r1, e.r1)
             c0, c1 = max(a.c0, e.c0), min(a.c1, e.c1)
             if r0 >= r1 or c0 >= c1:
                 continue
-            asr, asc = (a.sr if a.r1 - a.r0 > 1 else 0), (a.sc if a.c1 - a.c0 > 1 else 0)
             esr, esc = (e.sr if e.r1 - e.r0 > 1 else 0), (e.sc if e.c1 - e.c0 > 1 else 0)
-            # got - expected over the overlap: D + dr * (r - r0) + dc * (c - c0)
             va = a.v + asr * (r0 - a.r0) + asc * (c0 - a.c0)
             ve = e.v + esr * (r0 - e.r0) + esc * (c0 - e.c0)
-            dd, dr, dc = (
-                va - ve,
-                (asr - esr) if r1 - r0 > 1 else 0,
-                (asc - esc) if c1 - c0 > 1 else 0,
-            )
-            rows = slice(r0 // rs, (r1 - 1) // rs + 1)
-            cols = slice(c0 // cs, (c1 - 1) // cs + 1)
-            if not dr and not dc:
-                if dd:
-                    _paint(out, rows, cols, WRONG, "max")
-                continue
-            # Per touched cell: its part of the overlap is right only if it is one point
-            # along every axis the difference moves on, and the difference is 0 there.
-            i = torch.arange(rows.start, rows.stop, dtype=torch.int64)
-            j = torch.arange(cols.start, cols.stop, dtype=torch.int64)
-            ri = torch.clamp(i * rs, min=r0)
-            rn = torch.clamp((i + 1) * rs, max=r1) - ri
-            cj = torch.clamp(j * cs, min=c0)
-            cn = torch.clamp((j + 1) * cs, max=c1) - cj
-            diff = dd + dr * (ri - r0)[:, None] + dc * (cj - c0)[None, :]
-            wrong = (diff != 0) | ((rn > 1) & (dr != 0))[:, None] | ((cn > 1) & (dc != 0))[None, :]
-            view = out[rows, cols]
-            view.copy_(torch.where(wrong, torch.clamp(view, min=WRONG), view))
+            dr = (asr - esr) if r1 - r0 > 1 else 0
+            dc = (asc - esc) if c1 - c0 > 1 else 0
+            if va != ve or dr or dc:
+                overlaps.append((r0, r1, c0, c1, va - ve, dr, dc))
+    _paint_rects(out, None, marked)
+    if overlaps:
+        _paint_wrong(out, torch.tensor(overlaps, dtype=torch.int64), rs, cs)
     return out
+
+
+def _paint_wrong(out: torch.Tensor, t: torch.Tensor, rs: int, cs: int) -> None:
+    """Mark wrong every cell touched by an overlap where got - expected is not 0 throughout.
+
+    Over an overlap the difference is ``D + dr * (r - r0) + dc * (c - c0)``; a cell's part
+    of it is right only if that part is one point along every axis the difference moves
+    on, and the difference is 0 there.
+    """
+    r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
+    i0, j0 = r0 // rs, c0 // cs
+    height, width = (r1 - 1) // rs + 1 - i0, (c1 - 1) // cs + 1 - j0
+    area = height * width
+    which = torch.repeat_interleave(torch.arange(len(t)), area)
+    step = torch.arange(int(area.sum())) - torch.repeat_interleave(
+        torch.cumsum(area, 0) - area, area
+    )
+    i = i0[which] + step // width[which]
+    j = j0[which] + step % width[which]
+    top, left = torch.maximum(i * rs, r0[which]), torch.maximum(j * cs, c0[which])
+    rn = torch.minimum((i + 1) * rs, r1[which]) - top
+    cn = torch.minimum((j + 1) * cs, c1[which]) - left
+    rdr, rdc = dr[which], dc[which]
+    diff = dd[which] + rdr * (top - r0[which]) + rdc * (left - c0[which])
+    wrong = (diff != 0) | ((rn > 1) & (rdr != 0)) | ((cn > 1) & (rdc != 0))
+    out.view(-1).scatter_reduce_(0, i * out.shape[1] + j, wrong.to(torch.int64) * WRONG, "amax")
 
 
 def map_value(region_map: RegionMap, row: int, col: int) -> int:

@@ -201,6 +201,83 @@ def _flat_range_boxes(start: int, length: int, shape: Sequence[int]) -> list[Box
     return merge_pieces(boxes)  # type: ignore[return-value]
 
 
+def affine_pieces(
+    first: int, dims: Sequence[tuple[int, int]], global_shape: Sequence[int]
+) -> list[Piece] | None:
+    """Pieces for the ids ``first + sum(i_k * stride_k)``, ``0 <= i_k < extent_k``, read
+    in row-major order of ``dims`` (``(extent, stride)`` pairs, outermost first).
+
+    These are the pieces :meth:`IndexMap.from_ids` finds for the same ids, built
+    without the ids: one box (read in another dim order where the strides say so)
+    or the boxes of one flat range. None when the ids are not of that form (they
+    step backwards, repeat, wrap inside a dim, or leave the tensor): the caller
+    then reads the ids themselves.
+
+    >>> affine_pieces(2, [(4, 6), (2, 1)], (4, 6))  # columns 2-3 of a [4, 6] tensor
+    [Box(start=(0, 2), stop=(4, 4), order=None)]
+    >>> affine_pieces(1, [(2, 1), (3, 6)], (4, 6))  # the same block, transposed
+    [Box(start=(0, 1), stop=(3, 3), order=(1, 0))]
+    >>> affine_pieces(4, [(5, 1)], (4, 6))  # a flat range across a row end
+    [Box(start=(0, 4), stop=(1, 6), order=None), Box(start=(1, 0), stop=(2, 3), order=None)]
+    >>> affine_pieces(0, [(3, -6)], (4, 6)) is None
+    True
+    """
+    shape = tuple(global_shape)
+    merged: list[tuple[int, int]] = []  # neighbours that continue each other become one
+    for extent, stride in dims:
+        if extent == 1:
+            continue
+        if merged and merged[-1][1] == stride * extent:
+            merged[-1] = (merged[-1][0] * extent, stride)
+        else:
+            merged.append((extent, stride))
+    if any(stride <= 0 for _, stride in merged):
+        return None
+    last = first + sum(stride * (extent - 1) for extent, stride in merged)
+    if first < 0 or last >= math.prod(shape):
+        return None
+    if len(merged) == 1 and merged[0][1] == 1:
+        return _flat_range_boxes(first, merged[0][0], shape)
+    strides = _strides(shape)
+    start = unravel(first, shape)
+    stop = [c + 1 for c in start]
+    placed: list[int] = []
+    for extent, stride in merged:
+        parts = _place(extent, stride, start, shape, strides, placed)
+        if parts is None:
+            return None
+        for d, n in parts:
+            stop[d] = start[d] + n
+            placed.append(d)
+    order = (*placed, *(d for d in range(len(shape)) if d not in placed))
+    return [Box(start, tuple(stop), None if order == tuple(range(len(shape))) else order)]
+
+
+def flat_pieces(ids: torch.Tensor, global_shape: Sequence[int]) -> list[Piece]:
+    """Pieces for a flat run of local ids (-1 padding, other negatives not ids), split
+    where ids stop counting up by one, as :meth:`IndexMap.from_ids` splits an
+    irregular row.
+
+    >>> [p.key() for p in flat_pieces(torch.tensor([4, 5, -1, 0]), (2, 3))]
+    [('box', (1, 1), (2, 3), (1,)), ('pad', 1), ('box', (0, 0), (1, 1), ())]
+    """
+    shape = tuple(global_shape)
+    return _row_elementwise(ids.reshape(-1).to(torch.int64), shape, math.prod(shape))
+
+
+def _place(extent, stride, start, shape, strides, used) -> list[tuple[int, int]] | None:
+    """Global dims (outermost first) and extents that ``extent`` ids of step ``stride`` fill."""
+    for d in range(len(shape) - 1, -1, -1):
+        if strides[d] == stride and d not in used and start[d] + extent <= shape[d]:
+            return [(d, extent)]
+    for d in range(len(shape) - 1, 0, -1):  # whole lines of dim d, stacked along d - 1
+        n = shape[d]
+        if strides[d] == stride and n > 1 and d not in used and start[d] == 0 and extent % n == 0:
+            outer = _place(extent // n, stride * n, start, shape, strides, [*used, d])
+            return None if outer is None else [*outer, (d, n)]
+    return None
+
+
 class IndexMap:
     """The global element ids a local tensor holds, as pieces in flat local order.
 

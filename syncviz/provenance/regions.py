@@ -530,13 +530,10 @@ class ReshapedMap(RegionMap):
             pos += m.numel
             if a >= b:
                 continue
-            inner = math.prod(m.shape[1:])
             if a == 0 and b == m.numel:
                 out.append(m)
-            elif a % inner == 0 and b % inner == 0:  # whole rows of the segment
-                out.append(m.take(0, a // inner, 1, (b - a) // inner))
             else:
-                out.append(m._reshape_eager((m.numel,)).take(0, a, 1, b - a))
+                out.extend(_flat_range(m, a, b))
         return ReshapedMap(out, (count, *self.shape[1:])).simplified()
 
     def reshape(self, shape: Sequence[int]) -> RegionMap:
@@ -549,6 +546,39 @@ class ReshapedMap(RegionMap):
         if tuple(shape) == self.shape:
             return self
         return self._plain().expand(shape)
+
+
+def _flat_range(m: RegionMap, a: int, b: int) -> list[RegionMap]:
+    """Elements ``a..b-1`` of ``m`` in row-major order, as maps laid end to end.
+
+    Cut into a partial first row, whole rows and a partial last row (recursively),
+    so nothing is flattened: a few maps per dim, however many rows.
+
+    >>> m = RegionMap.affine((4, 8), 0, (16, 1))  # every other row of a [8, 8]
+    >>> [p.shape for p in _flat_range(m, 5, 29)]
+    [(3,), (2, 8), (5,)]
+    >>> torch.equal(torch.cat([p.materialize().reshape(-1) for p in _flat_range(m, 5, 29)]),
+    ...             m.materialize().reshape(-1)[5:29])
+    True
+    """
+    if a == 0 and b == m.numel:
+        return [m]
+    if len(m.shape) <= 1:
+        return [m.reshape((m.numel,)).take(0, a, 1, b - a)]
+    inner = math.prod(m.shape[1:])
+    out: list[RegionMap] = []
+    if a % inner:
+        row = a // inner
+        end = min(b, (row + 1) * inner)
+        out += _flat_range(m.select(0, row), a - row * inner, end - row * inner)
+        a = end
+    full = (b - a) // inner
+    if full:
+        out.append(m.take(0, a // inner, 1, full))
+        a += full * inner
+    if a < b:
+        out += _flat_range(m.select(0, a // inner), 0, b - a)
+    return out
 
 
 def _key(r: Region) -> tuple:

@@ -142,9 +142,25 @@ def _meta(x: Any) -> Any:
     return x
 
 
+def _metas(x: Any) -> Any:
+    """``x`` with every tensor inside (lists, tuples, dicts) on the meta device.
+
+    A plain walk: ops' arguments nest at most a list deep, and pytree's general
+    walk cost more than the op itself."""
+    if isinstance(x, torch.Tensor):
+        return _meta(x)
+    if type(x) in (list, tuple):
+        return type(x)(_metas(v) for v in x)
+    if type(x) is dict:
+        return {k: _metas(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, dict)):  # a named tuple or other container: pytree
+        return tree_map(_meta, x)
+    return x
+
+
 def _run_meta(func, args, kwargs):
     """The op on meta tensors: torch's own shapes, strides and errors."""
-    return func(*tree_map(_meta, args), **tree_map(_meta, kwargs))
+    return func(*_metas(args), **_metas(kwargs))
 
 
 def _view(base: SymbolicTensor, meta: torch.Tensor, fn: ViewFn) -> SymbolicTensor:
@@ -387,10 +403,28 @@ def _repeat(func, args, kwargs):
 def _like(value: float | None, fill_at: int = 1):
     def handler(func, args, kwargs):
         meta = _run_meta(func, args, kwargs)
+        x = args[0]
+        if (
+            func.__name__.split(".")[0].endswith("_like")
+            and kwargs.get("memory_format", torch.preserve_format) == torch.preserve_format
+            and _dense(x)
+        ):  # torch keeps a dense input's strides, size-1 dims' included (meta may not)
+            meta = torch.empty_strided(meta.shape, x.stride(), dtype=meta.dtype, device="meta")
         fill = args[fill_at] if value is None else value
         return _fresh(meta, RegionMap.constant(meta.shape, float(fill)))
 
     return handler
+
+
+def _dense(x: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the elements fill their memory exactly."""
+    dims = sorted((st, n) for st, n in zip(x.stride(), x.shape, strict=True) if n != 1)
+    step = 1
+    for st, n in dims:
+        if st != step:
+            return False
+        step *= n
+    return True
 
 
 # ---------------------------------------------------------------- in place

@@ -119,7 +119,7 @@ def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list[tor
 
 def mark(d: LayoutDiagram, f: Frame) -> None:
     """As :func:`syncviz.diagram.frames._mark`, on id sets."""
-    from syncviz.diagram.frames import _filled, _spans
+    from syncviz.diagram.frames import _Fill, _filled, _spans
 
     step = f.step
     f.src, f.dst = list(d.src), list(d.dst)
@@ -155,4 +155,5 @@ def mark(d: LayoutDiagram, f: Frame) -> None:
             f.wrote_titles.append(p.title)
             f.wrote_spans.append(_spans(cells, p.actual))
     for p, fill in zip(d.dst, k.fills, strict=True):
-        f.filled.append(_filled(p, fill <= f.number))
+        # Judged by each cell's first element: written whole at the step that writes it.
+        f.filled.append(_filled(p, _Fill(fill, fill), f.number))

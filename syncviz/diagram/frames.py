@@ -295,10 +295,7 @@ def _known(d: LayoutDiagram) -> _Known:
     held = _KNOWN.get(id(d))
     if held is not None and held[0]() is d:
         return held[1]
-    dst_ids = [
-        _element_ids(p, t.index.ids(), d.steps)
-        for p, t in zip(d.dst, d.table.param.dst, strict=True)
-    ]
+    dst_ids = [_element_ids(p) for p in d.dst]
     numel = math.prod(d.global_shape)
     known = _Known(
         [_index(s.index.ids(), numel) for s in d.table.param.src],
@@ -310,38 +307,24 @@ def _known(d: LayoutDiagram) -> _Known:
     return known
 
 
-def _element_ids(p: Panel, expected: torch.Tensor, steps: list[TraceStep]) -> torch.Tensor:
-    """The as-grid ids of a vLLM panel's elements (see the module text): the oracle's with
-    each cell's first element as its raster holds it, unless a cell is wrong and the
-    rank's replay gives a result that agrees with all of that."""
-    grid = as_grid(expected.to(torch.int64))[0].clone()
-    rs, cs = p.actual.cell
-    first = cell_ids(p.actual)
-    grid[::rs, ::cs] = first
-    wrong = p.actual.status != 0
-    if not bool(wrong.any()):
-        return grid
-    right = ~wrong.repeat_interleave(rs, 0).repeat_interleave(cs, 1)[
-        : grid.shape[0], : grid.shape[1]
-    ]
-    for s in reversed([s for s in steps if s.rank == p.rank and s.outputs]):
-        for o in s.outputs:
-            if o.numel() != grid.numel():
-                continue
-            got = as_grid(o.reshape(p.shape).to(torch.int64))[0]
-            if torch.equal(got[::rs, ::cs], first) and torch.equal(got[right], grid[right]):
-                return got
-    return grid
-
-
 def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
     """Per vLLM panel of ``d``, per cell: the step number after which all its elements
     are written (see the module text for the rule); computed once per diagram."""
     from syncviz.diagram import frames_maps
 
-    if frames_maps.symbolic(d):
-        return frames_maps.known(d).fills
-    return [f.all for f in _known(d).fills]
+    fills = frames_maps.known(d).fills if frames_maps.symbolic(d) else _known(d).fills
+    return [f.all if isinstance(f, _Fill) else f for f in fills]
+
+
+def _element_ids(p: Panel) -> torch.Tensor:
+    """A vLLM panel's element ids on the raster grid: the tensor's own; a panel made
+    without them (by hand) is judged by each cell's first element."""
+    if p.local_ids is not None:
+        return as_grid(p.local_ids.to(torch.int64))[0]
+    rs, cs = p.actual.cell
+    rows, cols = p.actual.rows, p.actual.cols
+    first = cell_ids(p.actual)
+    return first.repeat_interleave(rs, 0).repeat_interleave(cs, 1)[:rows, :cols]
 
 
 def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[_Fill]:

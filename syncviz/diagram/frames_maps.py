@@ -71,7 +71,7 @@ class _Known:
     shard_sets: list[IdSet]  # per trainer panel, the ids its shard holds
     cell_ids: list[torch.Tensor]  # per vLLM panel, each cell's first id
     outs: list[IdSet | None]  # per step, the ids its result holds (None: not replayed)
-    fills: list[torch.Tensor]  # per vLLM panel, per cell, the step that writes it
+    fills: list  # per vLLM panel: a _Fill, or per cell the step that writes its first element
 
 
 _KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
@@ -98,12 +98,18 @@ def known(d: LayoutDiagram) -> _Known:
     return got
 
 
-def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list[torch.Tensor]:
-    """As :func:`syncviz.diagram.frames._fill_steps`, on id sets."""
+def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list:
+    """As :func:`syncviz.diagram.frames._fill_steps`, on id sets: per vLLM panel a
+    :class:`~syncviz.diagram.frames._Fill` (or, where the panel has no grid map, each
+    cell's first element's step)."""
+
     total = len(d.steps)
-    fills = []
+    fills: list = []
     for p, ids in zip(d.dst, dst_ids, strict=True):
         own = [k for k, s in enumerate(d.steps) if s.rank == p.rank and outs[k] is not None]
+        if own and p.grid is not None:
+            fills.append(_grid_fill(p, [(k + 1, outs[k]) for k in own], total))
+            continue
         order = own if own else [k for k in range(total) if outs[k] is not None]
         # Own steps: the first that holds it; else the last move of that data anywhere.
         fill = torch.full(ids.shape, total + 1, dtype=torch.int64)
@@ -115,6 +121,47 @@ def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list[tor
         fill = torch.where(~data, min(first, total), fill)
         fills.append(fill.clamp(max=max(total, 1)))
     return fills
+
+
+def _grid_fill(p, steps: list[tuple[int, IdSet]], total: int):
+    """Per cell of a vLLM panel: the first of its own ``steps`` that writes any element,
+    and the one after which every element is written (every id of the grid map counts;
+    padding and other markers count as written at the panel's first write), as
+    :func:`syncviz.diagram.frames._fill_steps` does element by element."""
+    from syncviz.diagram.frames import _Fill
+
+    grid, cell = p.grid, p.actual.cell
+    shape = tuple(p.actual.block.shape)
+    never = total + 1
+    some = torch.full(shape, never, dtype=torch.int64)
+    done = torch.full(shape, never, dtype=torch.int64)
+    pending = data = IdSet.of([grid])
+    has_data = cells_meeting(grid, cell, data)
+    for k, out in steps:
+        some = torch.where(cells_meeting(grid, cell, out) & (some > k), k, some)
+        pending = pending.minus(out)
+        left = cells_meeting(grid, cell, pending)
+        done = torch.where(~left & (done > k), k, done)
+    written = some[has_data & (some <= total)]
+    first = int(written.min()) if written.numel() else total
+    markers = _marker_cells(grid, cell, shape)
+    some = torch.where(has_data, some, first)
+    done = torch.where(has_data, done, first)
+    some = torch.where(markers, some.clamp(max=first), some)
+    done = torch.where(markers, done.clamp(min=first), done)
+    top = max(total, 1)
+    return _Fill(some.clamp(max=top), done.clamp(max=top))
+
+
+def _marker_cells(grid: RegionMap, cell: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
+    """Cells holding any marker (padding, unwritten, another parameter's data)."""
+    rs, cs = cell
+    out = torch.zeros(shape, dtype=torch.bool)
+    for r in grid.regions:
+        if r.is_constant and r.offset < 0:
+            (r0, c0), (r1, c1) = r.start, r.stop
+            out[r0 // rs : (r1 - 1) // rs + 1, c0 // cs : (c1 - 1) // cs + 1] = True
+    return out
 
 
 def mark(d: LayoutDiagram, f: Frame) -> None:
@@ -148,12 +195,17 @@ def mark(d: LayoutDiagram, f: Frame) -> None:
     for i, p in enumerate(d.dst):
         cells = None
         if wrote is not None and (not own_dst or i in own_dst):
-            hit = wrote.contains(k.cell_ids[i])
+            # Any element of a cell, where the panel keeps its grid map; else its first.
+            if p.grid is not None:
+                hit = cells_meeting(p.grid, p.actual.cell, wrote)
+            else:
+                hit = wrote.contains(k.cell_ids[i])
             cells = hit if bool(hit.any()) else None
         f.wrote.append(cells)
         if cells is not None:
             f.wrote_titles.append(p.title)
             f.wrote_spans.append(_spans(cells, p.actual))
     for p, fill in zip(d.dst, k.fills, strict=True):
-        # Judged by each cell's first element: written whole at the step that writes it.
-        f.filled.append(_filled(p, _Fill(fill, fill), f.number))
+        # Without a grid map a cell is judged by its first element: written whole at once.
+        whole = fill if isinstance(fill, _Fill) else _Fill(fill, fill)
+        f.filled.append(_filled(p, whole, f.number))

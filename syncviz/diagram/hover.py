@@ -122,11 +122,7 @@ def _origin(result, d: LayoutDiagram, param, element: int, rank: int) -> str:
         src = _src_rank(result, shard)
         title = next((p.title for p in d.src if p.rank == src), f"trainer rank {src}")
         recorded = _recorded(result, d)
-        steps = [
-            n
-            for n, s in enumerate(recorded or (), 1)
-            if s.outputs is not None and any(bool((o == element).any()) for o in s.outputs)
-        ]
+        steps = [n for n, s in enumerate(recorded or (), 1) if s.holds(element)]
         via = f" via steps {', '.join(map(str, steps))}" if steps else ""
         send = _send(result, rank)
         if send:

@@ -33,9 +33,9 @@ import torch
 from syncviz.check import Region, element_status, findings_words, wrong_regions
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
-from syncviz.diagram.raster_maps import map_raster
+from syncviz.diagram.raster_maps import local_grid, map_raster
 from syncviz.journey import TraceStep, param_steps
-from syncviz.provenance import is_symbolic
+from syncviz.provenance import RegionMap, is_symbolic
 from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
@@ -64,6 +64,11 @@ class Panel:
     expected: Raster | None = None
     regions: list[Region] = field(default_factory=list)
     shared: dict[str, list[int]] = field(default_factory=dict)
+    # A symbolic run's tensor on the raster grid in local ids (None: materialized run, or
+    # a map too fragmented): step frames ask it which cells hold a step's ids.
+    grid: RegionMap | None = field(default=None, repr=False, compare=False)
+    # A materialized run's tensor in local ids, for the same questions (None: symbolic).
+    local_ids: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def wrong_cells(self) -> int:
@@ -290,7 +295,8 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
         split = _row_keys(table, actual, expected) if axis == 0 else None
         regions = wrong_regions(param, actual, expected, split=split, cache=words)
         title = f"vLLM {t.rank_label} (rank {world})"
-        dst_panels.append(Panel(title, world, "dst", tuple(actual.shape), got, want, regions))
+        shape = tuple(actual.shape)
+        dst_panels.append(Panel(title, world, "dst", shape, got, want, regions, local_ids=actual))
     _mark_shared(dst_panels, table)
     if check_report is not None:
         pc = next((p for p in check_report.params if p.key == key), None)
@@ -330,7 +336,8 @@ def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
     want = map_raster(want_map, table, cell=cell)
     regions = _map_regions(plan, param, table, axis, got_map, t.index, words)
     title = f"vLLM {t.rank_label} (rank {world})"
-    return Panel(title, world, "dst", tuple(raw.shape), got, want, regions)
+    grid = local_grid(got_map, base, math.prod(param.global_shape))
+    return Panel(title, world, "dst", tuple(raw.shape), got, want, regions, grid=grid)
 
 
 def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region]:

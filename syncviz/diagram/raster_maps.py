@@ -52,6 +52,7 @@ import torch
 from syncviz.diagram.raster import BlockTable, Raster, as_grid, cell_size, raster
 from syncviz.errors import SyncvizError
 from syncviz.provenance import RegionMap
+from syncviz.provenance.regions import Region
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 MAX_PIECES = 1 << 18  # one-block lattice pieces per panel before the map counts as fragmented
@@ -135,6 +136,25 @@ def local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
             m = c0 + nc // 2
             work += [(r0, r1, c0, m, v, sr, sc), (r0, r1, m, c1, v + sc * (m - c0), sr, sc)]
     return out
+
+
+def local_grid(region_map: RegionMap, base: int, numel: int) -> RegionMap | None:
+    """The map on the raster grid in local ids (:func:`local_boxes`), or None when it is
+    too fragmented to hold that way."""
+    try:
+        boxes = local_boxes(region_map, base, numel)
+    except Fragmented:
+        return None
+    regions = [
+        Region(
+            (b.r0, b.c0),
+            (b.r1, b.c1),
+            b.v,
+            (b.sr if b.r1 - b.r0 > 1 else 0, b.sc if b.c1 - b.c0 > 1 else 0),
+        )
+        for b in boxes
+    ]
+    return RegionMap(grid_map(region_map).shape, regions, merge=False)
 
 
 def _digits(stride: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> list[int]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import statistics
 import time
 
@@ -151,7 +152,7 @@ def measure(explorer: Explorer, rounds: int) -> dict[str, list[float]]:
 
 def measure_layers(model: str, src: Parallel, dst: Parallel) -> dict[str, list[float]]:
     """First views on a run of every layer: layer 0 (fresh) and layers 1-3 (kind reused)."""
-    explorer = Explorer(model, src, dst, layer=-1)
+    explorer = Explorer(model, src, dst, layer=-1, scaled=True)
     explorer.param.value = explorer.param.options[-1][1]  # off layers 0-3
     explorer._pictures.clear()
     explorer._kinds.clear()
@@ -192,9 +193,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="cold rounds per case")
     parser.add_argument("--real-sizes", action="store_true", help="add llama3-8b, real sizes")
     args = parser.parse_args()
-    for model, src, dst in CASES:
-        ms = measure(Explorer(model, src, dst), args.rounds)
-        print(f"{model} src tp{src.tp} ep{src.ep} -> dst tp{dst.tp} (scaled)")
+    for (model, src, dst), scaled in itertools.product(CASES, (True, False)):
+        ms = measure(Explorer(model, src, dst, scaled=scaled), args.rounds)
+        sizes = "scaled" if scaled else "real sizes, the default"
+        print(f"{model} src tp{src.tp} ep{src.ep} -> dst tp{dst.tp} ({sizes})")
         print(f"  parameter, first view: {quantiles(ms['cold'])}")
         print(f"    first round only:    {quantiles(ms['cold1'])}")
         print(f"  parameter, revisit:    {quantiles(ms['warm'])}")

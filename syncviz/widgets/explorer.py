@@ -10,8 +10,8 @@ step slider or a hover first needs them. The downscale runs on materialized ids
 symbolic ids.
 
 >>> from syncviz.widgets.explorer import Explorer
->>> ex = Explorer("llama3-8b")
->>> "llama3-8b (scaled): src tp2 -&gt; dst tp4" in ex.status.value
+>>> ex = Explorer("llama3-8b")  # the model's real sizes, ids kept as compact maps
+>>> "llama3-8b: src tp2 -&gt; dst tp4" in ex.status.value
 True
 >>> ex.param.value  # it opens on the first wrong parameter
 'model.model.layers.0.self_attn.o_proj.weight'
@@ -43,7 +43,7 @@ PICTURE_CACHE = 48  # rendered base pictures kept (each ~100-300 KB)
 VIEWS = ("layout", "experts", "transfer")
 # Draw the layout-preserving downscale unless asked otherwise. Real sizes run on symbolic
 # provenance (compact maps, nothing per element); set False to open at real sizes.
-SCALED_DEFAULT = True
+SCALED_DEFAULT = False
 MARKS = {"ok": "OK", "wrong": "WRONG", "error": "ERROR"}
 JOURNEY_HINT = (
     "<div class='syncviz-journey'>click a cell of the picture, or pick a block, to follow"

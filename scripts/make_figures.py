@@ -1,7 +1,9 @@
 """Write the example figures in docs/figures/ (run: ``python scripts/make_figures.py``).
 
-Each figure runs a synchronizer in process on a scaled model (layout-preserving:
-the same heads, groups and experts, smaller rows), so every element is drawn.
+Each teaching figure runs a synchronizer in process on a scaled model
+(layout-preserving: the same heads, groups and experts, smaller rows), so every
+element is drawn; the ``-real`` figures run the model at its real sizes on
+symbolic ids (what ``syncviz render`` draws by default), downsampled into cells.
 The faithful ChatLearn port shows the scrambles; the corrected one their fix.
 """
 
@@ -41,10 +43,20 @@ def _layout(stem: str, name: str, s: int, d: int, key: str) -> list[Path]:
     return out
 
 
+def _real(stem: str, name: str, s: int, d: int, key: str, step: int | None = None) -> Path:
+    """The faithful port's picture of ``key`` at the model's real sizes."""
+    src, dst = Parallel(tp=s), Parallel(tp=d)
+    result = run_sync(preset(name), src, dst, layers=[0], provenance="symbolic")
+    return render(layout_diagram(result, key, step=step)).save(OUT / f"{stem}.png")
+
+
 def main() -> int:
     written = []
     for row in LAYOUTS:
         written += _layout(*row)
+    written.append(_real("llama3-8b-o_proj-s1-d2-real", "llama3-8b", 1, 2, O_PROJ))
+    written.append(_real("llama3-70b-qkv-s4-d8-real", "llama3-70b", 4, 8, QKV))
+    written.append(_real("llama3-8b-qkv-s2-d2-step-real", "llama3-8b", 2, 2, QKV, step=4))
     src, dst = Parallel(tp=2), Parallel(tp=4)
     result = run_sync(preset("llama3-8b").scaled(src, dst), src, dst, layers=[0])
     written.append(render(transfer_diagram(result)).save(OUT / "llama3-8b-transfer-s2-d4.png"))
@@ -52,6 +64,9 @@ def main() -> int:
     result = run_sync(preset("qwen2-57b-a14b").scaled(src, dst), src, dst, layers=[0])
     w13 = next(p.key for p in result.plan.layout.params if p.kind == "experts_w13")
     written.append(render(expert_diagram(result, w13)).save(OUT / "qwen2-57b-64-experts-w13.png"))
+    result = run_sync(preset("qwen2-57b-a14b"), src, dst, layers=[0], provenance="symbolic")
+    figure = render(expert_diagram(result, w13))
+    written.append(figure.save(OUT / "qwen2-57b-64-experts-w13-real.png"))
     for path in written:
         print(path)
     return 0

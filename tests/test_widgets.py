@@ -175,9 +175,10 @@ def test_experts_view_draws_routed_experts():
 
 
 def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkeypatch):
-    """With 1000 bytes free, real sizes still run (symbolic ids, no per-element memory), but
-    a picture that would materialize 16x8 qkv ids (8 KiB with the copies) is refused in words;
-    the materialized downscale is refused inline with the fix; freed memory is asked again."""
+    """With 1000 bytes free, real sizes still run and draw (symbolic ids, pictures and steps
+    read maps), but a block journey that would materialize 16x8 qkv ids (8 KiB with the
+    copies) is refused in words; the materialized downscale is refused inline with the fix;
+    freed memory is asked again."""
     import syncviz.run.memory
     from syncviz.provenance import SymbolicTensor
 
@@ -186,11 +187,11 @@ def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkey
     assert ex.message.value == "" and "MISMATCH" in ex.status.value
     assert all(isinstance(t, SymbolicTensor) for t in ex.result.dst_tensors[1].values())
     ex.param.value = QKV  # 128 ids on the trainer, 2 x 64 on vLLM: 4 copies x 8 B x 256
-    assert ex.image.value == b"" and ex.step.max == 0
-    assert f"picturing {QKV} at real sizes materializes its ids, about 8 KiB" in ex.step_text.value
-    assert "1000 B is available; tick the layout-preserving downscale" in ex.step_text.value
+    assert ex.image.value[:4] == b"\x89PNG" and ex.step.max > 0
     ex.block.value = 1
-    assert "not drawn" in ex.journey.value
+    journey = ex.journey.value
+    assert f"following a block of {QKV} at real sizes materializes its ids, about 8 KiB" in journey
+    assert "1000 B is available; tick the layout-preserving downscale" in journey
     ex.scaled.value = True
     shown = ex.message.value
     assert "this run needs ~" in shown and "the machine has 1000 B available" in shown

@@ -477,7 +477,7 @@ class Explorer(w.VBox):
         self._busy = True
         try:
             self.step.value = 0
-            self.step.max = 0 if self._too_big_to_draw(run, key) else self._step_count()
+            self.step.max = self._step_count()
             self.block.options = [(b.label, i) for i, b in enumerate(param.blocks)]
             self.block.value = 0 if param.blocks else None
         finally:
@@ -525,9 +525,6 @@ class Explorer(w.VBox):
         if picture is not None:
             self._pictures.move_to_end(cache_key)
             return picture
-        refusal = self._too_big_to_draw(run, key) if view == "layout" else ""
-        if refusal:  # not cached: memory freed later lets it draw
-            return _Picture(b"", [], None, refusal)
         self.busy.value = _busy_html(f"drawing the {view} view")
         try:
             if view == "layout":
@@ -555,11 +552,12 @@ class Explorer(w.VBox):
             self._pictures.popitem(last=False)
         return picture
 
-    def _too_big_to_draw(self, run: _Run, key: str) -> str:
-        """Why ``key`` is not drawn ('' when it is). The run at real sizes is symbolic, but
-        its layout diagram, steps and hover words still materialize the parameter's ids
-        (float64, every shard and vLLM tensor): estimated like run/memory's copies, so a
-        70B embedding is refused in words instead of the kernel being killed."""
+    def _journey_too_big(self, run: _Run, key: str) -> str:
+        """Why the journey of a block of ``key`` is not followed ('' when it is). Pictures,
+        steps and hover words of a symbolic run read maps, but a journey's start and end
+        positions still materialize the parameter's ids (float64, every shard and vLLM
+        tensor): estimated like run/memory's copies, so a 70B embedding's journey is
+        refused in words instead of the kernel being killed."""
         from syncviz.run.memory import COPIES, available_bytes, size_words
 
         if self._run_key is None or self._run_key[-1] != "symbolic":
@@ -570,8 +568,8 @@ class Explorer(w.VBox):
         if have is None or need <= have:
             return ""
         return (
-            f"not drawn: picturing {key} at real sizes materializes its ids, about"
-            f" {size_words(need)}, and {size_words(have)} is available; tick the"
+            f"no journey: following a block of {key} at real sizes materializes its ids,"
+            f" about {size_words(need)}, and {size_words(have)} is available; tick the"
             " layout-preserving downscale, or pick a smaller parameter"
         )
 
@@ -605,7 +603,7 @@ class Explorer(w.VBox):
         if run is None or run.result is None or self.block.value is None:
             self.journey.value = ""
             return
-        refusal = self._too_big_to_draw(run, self.param.value)
+        refusal = self._journey_too_big(run, self.param.value)
         if refusal:  # a journey replays the parameter's ops on its ids
             self.journey.value = f"<div class='syncviz-journey'>{html.escape(refusal)}</div>"
             return

@@ -56,7 +56,7 @@ def main() -> int:
         written += _layout(*row)
     written.append(_real("llama3-8b-o_proj-s1-d2-real", "llama3-8b", 1, 2, O_PROJ))
     written.append(_real("llama3-70b-qkv-s4-d8-real", "llama3-70b", 4, 8, QKV))
-    written.append(_real("llama3-8b-qkv-s2-d2-step-real", "llama3-8b", 2, 2, QKV, step=4))
+    written.append(_real("llama3-8b-qkv-s2-d2-step2-real", "llama3-8b", 2, 2, QKV, step=2))
     src, dst = Parallel(tp=2), Parallel(tp=4)
     result = run_sync(preset("llama3-8b").scaled(src, dst), src, dst, layers=[0])
     written.append(render(transfer_diagram(result)).save(OUT / "llama3-8b-transfer-s2-d4.png"))

@@ -327,3 +327,24 @@ def test_real_size_hover_waits_for_the_slider_to_replay(tiny_spec, monkeypatch):
             ex.image.hover = [panel["side"], 2, 0, 2]
             assert "via steps" in ex.image.words and len(calls) == 1
             calls.clear()
+
+
+def test_a_step_that_cannot_be_drawn_is_said_in_words(tiny_spec, monkeypatch):
+    """A step frame the diagram model refuses (e.g. a step tensor too fragmented to draw at
+    real sizes) leaves the strip empty and says why beside it; the widget does not raise."""
+    import syncviz.diagram.model
+    from syncviz.errors import SyncvizError
+
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+    ex.param.value = QKV
+
+    def refuse(d, number, cell=None):
+        raise SyncvizError("a tensor of shape [8] holds ids too fragmented to draw", fix="x")
+
+    monkeypatch.setattr(syncviz.diagram.model, "frame", refuse)
+    ex.step.value = 1
+    assert ex.step_image.value == b""
+    assert "step 1 not drawn: a tensor of shape [8] holds ids too fragmented" in ex.step_text.value
+    monkeypatch.undo()
+    ex.step.value = 2
+    assert ex.step_image.value[:4] == b"\x89PNG"

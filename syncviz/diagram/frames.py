@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -118,18 +119,32 @@ class Frame:
         return lines
 
 
+_STEP_RASTERS: OrderedDict[tuple, tuple[weakref.ref, Raster]] = OrderedDict()
+STEP_RASTERS_KEPT = 256  # a step's result is the next step's input: drawn once for both
+
+
 def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
     """A step tensor's raster at the diagram's scale, unless that scale would give more
-    than MAX_CELLS cells a side (a flat buffer): then its own downsampling."""
+    than MAX_CELLS cells a side (a flat buffer): then its own downsampling. Kept while the
+    tensor lives, so the frames that show it (its step's and the next's) draw it once."""
     from syncviz.diagram import frames_maps
 
+    key = (id(t), id(table), cell)
+    held = _STEP_RASTERS.get(key)
+    if held is not None and held[0]() is t and held[1].table is table:
+        return held[1]
     if cell is not None:
         rows, cols = frames_maps.grid_shape(t)
         if math.ceil(rows / cell[0]) > 2 * MAX_CELLS or math.ceil(cols / cell[1]) > MAX_CELLS:
             cell = None
     if is_symbolic(t):  # a symbolic run's step: drawn from its map
-        return frames_maps.step_raster(t, table, cell)
-    return raster(t, table, cell=cell)
+        drawn = frames_maps.step_raster(t, table, cell)
+    else:
+        drawn = raster(t, table, cell=cell)
+    _STEP_RASTERS[key] = (weakref.ref(t), drawn)
+    while len(_STEP_RASTERS) > STEP_RASTERS_KEPT:
+        _STEP_RASTERS.popitem(last=False)
+    return drawn
 
 
 def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:

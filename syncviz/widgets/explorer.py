@@ -510,7 +510,12 @@ class Explorer(w.VBox):
         if step is not None and view == "layout" and picture.diagram is not None:
             d = picture.diagram
             cell = d.src[0].actual.cell if d.src else None
-            self.step_image.value = frame_png(frame(d, self.step.value, cell))
+            try:
+                self.step_image.value = frame_png(frame(d, self.step.value, cell))
+            except SyncvizError as err:  # e.g. a step tensor too fragmented to draw at this size
+                self.step_image.value = b""
+                note = f"step {self.step.value} not drawn: {err}"
+                self.step_text.value += f"<div class='syncviz-note'>{html.escape(note)}</div>"
         else:
             self.step_image.value = b""
 

@@ -32,7 +32,17 @@ PACKAGE = "syncviz"
 # root (``syncviz``) sits on the floor of what it re-exports, so ``import syncviz``
 # stays light.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("errors", "files", "constants", "families", "rules", "progress", "trace", "provenance"),
+    (
+        "errors",
+        "files",
+        "constants",
+        "families",
+        "rules",
+        "progress",
+        "trace",
+        "provenance",
+        "idset",
+    ),
     ("spec",),
     ("parallel", "presets", ""),
     ("oracle", "sync"),

@@ -161,7 +161,8 @@ def _merged(los: list[torch.Tensor], his: list[torch.Tensor]) -> IdSet:
 
 def cells_meeting(grid: RegionMap, cell: tuple[int, int], ids: IdSet) -> torch.Tensor:
     """Per cell (``cell`` elements) of a 2-D map: does any of its elements hold an id of
-    ``ids``; from the map's regions, row by row (or column by column) of each region.
+    ``ids``; from the map's regions, line by line (rows, or columns where those run in
+    consecutive ids), all regions at once.
 
     >>> m = RegionMap.affine((4, 6), 0, (6, 1))
     >>> cells_meeting(m, (2, 3), IdSet.from_ids(torch.tensor([4, 23]))).tolist()
@@ -173,49 +174,122 @@ def cells_meeting(grid: RegionMap, cell: tuple[int, int], ids: IdSet) -> torch.T
     out = torch.zeros((nr, nc), dtype=torch.bool)
     if ids.empty:
         return out
+    by_row: list[tuple[int, ...]] = []  # (a0, a1, b0, b1, first id, outer step, inner step)
+    by_col: list[tuple[int, ...]] = []
     for r in grid.regions:
         (r0, c0), (r1, c1), v, (sr, sc) = r.start, r.stop, int(r.offset), r.strides
-        if r.is_constant:
-            if v >= 0 and bool(ids.contains(torch.tensor([v]))[0]):
-                out[r0 // rs : (r1 - 1) // rs + 1, c0 // cs : (c1 - 1) // cs + 1] = True
-            continue
+        if r.is_constant and v < 0:
+            continue  # a marker holds no id
         if sc not in (0, 1) and sr in (0, 1):  # columns run in consecutive ids: go by column
-            _meet(out.t(), (c0, c1, r0, r1), v, sc, sr, (cs, rs), ids)
+            by_col.append((c0, c1, r0, r1, v, sc, sr))
+        elif sc in (0, 1):
+            by_row.append((r0, r1, c0, c1, v, sr, sc))
         else:
-            _meet(out, (r0, r1, c0, c1), v, sr, sc, (rs, cs), ids)
+            _meet_each(out, (r0, r1, c0, c1), v, sr, sc, (rs, cs), ids)
+    _meet_lines(out, by_row, (rs, cs), ids)
+    _meet_lines(out.t(), by_col, (cs, rs), ids)
     return out
 
 
-def _meet(out, box, v, s_outer, s_inner, cell, ids: IdSet) -> None:
-    """Mark into ``out`` the cells of one region that meet ``ids``: per outer line of the
-    box and per cell along it, the ids there (one run when ``s_inner`` is 0 or 1, else
-    every element)."""
+LINE_CHUNK = 1 << 20  # lines, or (line, cell) pairs, asked of an id set at once
+
+
+def ragged(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``counts[i]`` items of each row ``i``: per item its row and its place in the row.
+
+    >>> [x.tolist() for x in ragged(torch.tensor([2, 0, 3]))]
+    [[0, 0, 2, 2, 2], [0, 1, 0, 1, 2]]
+    """
+    which = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    return which, torch.arange(len(which)) - starts
+
+
+def _chunks(counts: torch.Tensor):
+    """Index tensors of consecutive rows whose ``counts`` sum to about ``LINE_CHUNK``."""
+    chunk_of = torch.div(torch.cumsum(counts, 0) - 1, LINE_CHUNK, rounding_mode="floor")
+    for c in torch.unique(chunk_of).tolist():
+        yield (chunk_of == c).nonzero().view(-1)
+
+
+def _meet_lines(out: torch.Tensor, boxes: list[tuple[int, ...]], cell, ids: IdSet) -> None:
+    """Mark into ``out`` the cells that boxes meeting ``ids`` touch, for boxes whose ids
+    along a line run one by one (inner step 1) or stay put (0), so that a line, and its
+    part in each cell, is one run of ids.
+
+    A box whose span of ids misses the set, or lies inside one of its intervals, is
+    decided whole; any other is halved along its lines, down to single lines, which are
+    asked cell by cell. The work follows the set's boundaries inside the box, not its
+    lines."""
+    if not boxes:
+        return
+    ca, cb = cell
+    t = torch.tensor(boxes, dtype=torch.int64)  # a0, a1, b0, b1, first id, outer, inner
+    lines = []
+    while len(t):
+        a0, a1, b0, b1, v, outer, inner = t.unbind(1)
+        reach = outer * (a1 - a0 - 1)
+        width = (b1 - b0) * inner + (1 - inner)  # ids one line spans
+        meets, whole = _meets_whole(ids, v + reach.clamp(max=0), v + reach.clamp(min=0) + width)
+        _mark_boxes(out, t[whole], cell)
+        part = meets & ~whole
+        one = part & (a1 - a0 == 1)
+        lines.append(t[one])
+        big = t[part & ~one]
+        mid = (big[:, 0] + big[:, 1]) // 2
+        low, high = big.clone(), big.clone()
+        low[:, 1] = mid
+        high[:, 0] = mid
+        high[:, 4] += (mid - big[:, 0]) * big[:, 5]
+        t = torch.cat([low, high])
+    t = torch.cat(lines)
+    a0, _, b0, b1, v, _, inner = t.unbind(1)
+    j0, j1 = b0 // cb, (b1 - 1) // cb + 1
+    for pick in _chunks(j1 - j0):
+        which, j = ragged((j1 - j0)[pick])
+        box = pick[which]
+        j = j0[box] + j
+        seg_lo = torch.maximum(j * cb, b0[box])
+        seg_hi = torch.minimum((j + 1) * cb, b1[box])
+        lo = v[box] + (seg_lo - b0[box]) * inner[box]
+        hit = ids.meets(lo, lo + (seg_hi - seg_lo) * inner[box] + (1 - inner[box]))
+        out[a0[box][hit] // ca, j[hit]] = True
+
+
+def _mark_boxes(out: torch.Tensor, t: torch.Tensor, cell) -> None:
+    """Mark every cell that boxes (rows ``a0, a1, b0, b1, ...``) touch."""
+    if not len(t):
+        return
+    ca, cb = cell
+    i0, i1 = t[:, 0] // ca, (t[:, 1] - 1) // ca + 1
+    j0, j1 = t[:, 2] // cb, (t[:, 3] - 1) // cb + 1
+    which, k = ragged((i1 - i0) * (j1 - j0))
+    span = (j1 - j0)[which]
+    out[i0[which] + k // span, j0[which] + k % span] = True
+
+
+def _meets_whole(ids: IdSet, lo: torch.Tensor, hi: torch.Tensor):
+    """Per id range ``[lo, hi)``: does it meet the set, and does it lie inside one of its
+    intervals."""
+    first = torch.searchsorted(ids.hi, lo, right=True)  # first interval ending after lo
+    past = torch.searchsorted(ids.lo, hi)  # intervals starting before hi
+    at = first.clamp(max=len(ids.lo) - 1)
+    meets = past > first
+    return meets, meets & (ids.lo[at] <= lo) & (ids.hi[at] >= hi)
+
+
+def _meet_each(out, box, v, s_outer, s_inner, cell, ids: IdSet) -> None:
+    """Mark into ``out`` the cells of one region, stepping by more than one id both
+    ways, that meet ``ids``: every element read."""
     a0, a1, b0, b1 = box
     ca, cb = cell
-    lines = torch.arange(a0, a1, dtype=torch.int64)
-    j = torch.arange(b0 // cb, (b1 - 1) // cb + 1, dtype=torch.int64)
-    seg_lo = torch.clamp(j * cb, min=b0)
-    seg_hi = torch.clamp((j + 1) * cb, max=b1)
-    base = v + (lines - a0)[:, None] * s_outer
-    if s_inner in (0, 1):
-        lo = base + (seg_lo - b0)[None, :] * s_inner
-        hi = lo + (seg_hi - seg_lo)[None, :] * s_inner + (1 - s_inner)
-        hit = ids.meets(lo, hi)
-    else:
-        if (a1 - a0) * (b1 - b0) > MAX_INTERVALS:
-            raise SyncvizError(
-                f"a map region of {(a1 - a0) * (b1 - b0)} ids steps by {s_inner} both ways",
-                fix="use the materialized provenance (--scaled) for this parameter",
-            )
-        k = torch.arange(b0, b1, dtype=torch.int64)
-        each = ids.contains(base + (k - b0)[None, :] * s_inner)  # [lines, elements]
-        cols = (k // cb - j[0]).expand(a1 - a0, -1)
-        hit = (
-            torch.zeros((a1 - a0, j.numel()), dtype=torch.int64).scatter_add_(
-                1, cols, each.to(torch.int64)
-            )
-            > 0
+    if (a1 - a0) * (b1 - b0) > MAX_INTERVALS:
+        raise SyncvizError(
+            f"a map region of {(a1 - a0) * (b1 - b0)} ids steps by {s_inner} both ways",
+            fix="use the materialized provenance (--scaled) for this parameter",
         )
-    marked = torch.zeros((out.shape[0], j.numel()), dtype=torch.int64)
-    marked.index_add_(0, lines // ca, hit.to(torch.int64))
-    out[:, j[0] : j[-1] + 1] |= marked > 0
+    lines = torch.arange(a0, a1, dtype=torch.int64)
+    k = torch.arange(b0, b1, dtype=torch.int64)
+    each = ids.contains(v + (lines - a0)[:, None] * s_outer + (k - b0)[None, :] * s_inner)
+    rows, cols = each.nonzero().unbind(1)
+    out[lines[rows] // ca, k[cols] // cb] = True

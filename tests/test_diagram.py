@@ -283,16 +283,18 @@ def test_render_o_proj_says_what_was_expected(tmp_path, capsys):
 
 
 def test_render_embed_tokens_and_step(tmp_path, capsys):
-    """`--param embed_tokens` draws the embedding; `--step 2` names that step in words."""
+    """`--param embed_tokens` draws the embedding; `--step 2` names that step and the
+    trainer rows it read in words."""
     assert _render(tmp_path, "--preset", "llama3-8b", "--src-tp", "2", "--dst-tp", "4",
                    "--param", "embed_tokens") == 0  # fmt: skip
     assert (
         capsys.readouterr().out.splitlines()[1] == "every vLLM rank holds what the oracle expects"
     )
-    # Steps replay every element: a small teaching picture keeps this quick.
     assert _render(tmp_path, "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2",
                    "--param", "qkv", "--step", "2", "--scaled") == 0  # fmt: skip
-    assert capsys.readouterr().out.splitlines()[-1].startswith("step 2/")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith("step 2/") and "getitem" in lines[-2]
+    assert lines[-1].startswith("reads trainer pp0 tp0 (rank 0) rows 0-")
 
 
 def test_every_preset_every_parameter_has_no_fallback():

@@ -102,10 +102,16 @@ def test_id_set_of_transposed_and_strided_maps():
     )
 
 
+SPARSE = torch.tensor([0, 5, 17, 40, 41, 42, 99, 130, 131, 175, 191])
+RANGES = torch.cat([torch.arange(16, 48), torch.arange(64, 79), torch.arange(100, 101), torch.arange(150, 192)])
+
+
+@pytest.mark.parametrize("wanted", [SPARSE, RANGES], ids=["sparse", "ranges"])
 @pytest.mark.parametrize("cell", [(1, 1), (2, 3), (4, 4), (3, 8)])
-def test_cells_meeting_equals_the_element_wise_marks(cell):
-    """Cells holding any id of a set, read from maps (row runs, column runs, steps of 2 both
-    ways, constants), equal the element-wise isin folded into cells."""
+def test_cells_meeting_equals_the_element_wise_marks(cell, wanted):
+    """Cells holding any id of a set (single ids, or ranges that hold whole lines), read
+    from maps (row runs, column runs, steps of 2 both ways, constants), equal the
+    element-wise isin folded into cells."""
     base = SymbolicTensor.from_map(RegionMap.affine((12, 16), 0, (16, 1)))
     pad = SymbolicTensor.from_map(RegionMap.constant((4, 16), -1.0))
     maps = [
@@ -114,8 +120,9 @@ def test_cells_meeting_equals_the_element_wise_marks(cell):
         torch.cat([base[::2, ::2], base[1::2, 1::2]], dim=1),
         torch.cat([base[4:8], pad, base[:4]]),
         base[:, 3:4].expand(12, 16),
+        base.t().flip(0)[2:14],
+        torch.cat([base[1:3], base[10:12], base[5:7]], dim=1),  # boxes inside one range
     ]
-    wanted = torch.tensor([0, 5, 17, 40, 41, 42, 99, 130, 131, 175, 191])
     ids = IdSet.from_ids(wanted)
     for t in maps:
         values = t.materialize().to(torch.int64)

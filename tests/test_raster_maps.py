@@ -5,6 +5,7 @@ hover words equal; real sizes drawn without materializing."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -248,3 +249,37 @@ def test_real_sizes_drawn_from_maps_only():
         " row 160 col 112: WRONG; came from trainer pp0 tp0 (rank 0) row 80 col 112 via the"
         " stage-1 broadcast (its steps are not replayed at this size)"
     )
+
+
+@pytest.mark.parametrize("kind", ["qkv", "o_proj", "gate_up"])
+def test_one_block_pieces_partition_a_box_by_the_blocks_of_its_ids(kind):
+    """Boxes that run one id at a time (up, down, along rows or columns, repeated along the
+    other axis) and boxes that step further: the pieces cover every element once, and each
+    element's block is the block of its id."""
+    from syncviz.diagram.raster_maps import Box2, one_block_pieces
+
+    table = BlockTable(_param(kind))
+    numel = math.prod(table.shape)
+    boxes = [
+        Box2(0, 1, 0, numel, 0, 0, 1),  # the whole parameter as one flat run
+        Box2(0, 1, 0, numel - 7, 5, 0, 1),  # a flat run that starts mid-row
+        Box2(0, 1, 0, numel - 3, numel - 1, 0, -1),  # the same, descending
+        Box2(0, numel - 9, 0, 1, 9, 1, 0),  # a flat run down a column
+        Box2(0, 3, 0, numel // 2, 2, 0, 1),  # one run repeated on three rows
+        Box2(0, 4, 0, 6, 3, 7, 2),  # steps of 7 and 2
+    ]
+    for box in boxes:
+        pieces = one_block_pieces(box, table, 1 << 18)
+        ids = (
+            torch.arange(box.r1 - box.r0)[:, None] * box.sr + torch.arange(box.c1 - box.c0) * box.sc
+        )
+        want = table.block_of(box.v + ids)
+        got = torch.full(want.shape, -9, dtype=torch.int64)
+        seen = torch.zeros(want.shape, dtype=torch.int64)
+        for r0, pr, nr, c0, pc, nc, block in pieces.tolist():
+            rows = torch.arange(nr) * pr + r0 - box.r0
+            cols = torch.arange(nc) * pc + c0 - box.c0
+            got[rows[:, None], cols[None, :]] = block
+            seen[rows[:, None], cols[None, :]] += 1
+        assert bool((seen == 1).all()), box
+        assert torch.equal(got, want), box

@@ -113,8 +113,6 @@ def render_main(args: argparse.Namespace) -> int:
         diagram = expert_diagram(result, resolve_param(keys, args.param or keys[0]))
     else:
         key = resolve_param(result.plan.layout.keys(), args.param)
-        if args.step is not None and symbolic:  # replaying steps reads every element
-            _check_replay_memory(result.plan, key)
         diagram = layout_diagram(result, key, step=args.step)
     figure = render(diagram)
     with atomic_output(output) as tmp:
@@ -123,24 +121,6 @@ def render_main(args: argparse.Namespace) -> int:
     for line in _words(diagram):
         print(line)
     return 0
-
-
-def _check_replay_memory(plan, key: str) -> None:
-    """Refuse ``--step`` at real sizes when replaying ``key``'s steps cannot fit: every
-    shard and vLLM tensor of it as float64 ids, times run.memory's live copies."""
-    import math
-
-    from syncviz.run.memory import COPIES, available_bytes, size_words
-
-    param = plan.layout.param(key)
-    shards = sum(s.index.numel for s in param.src) + sum(t.index.numel for t in param.dst)
-    need, have = COPIES * 8 * shards + 8 * math.prod(param.global_shape), available_bytes()
-    if have is not None and need > have:
-        raise SyncvizError(
-            f"replaying the steps of {key} needs ~{size_words(need)} of provenance ids,"
-            f" the machine has {size_words(have)} available",
-            fix="use --scaled to draw steps, or leave --step out",
-        )
 
 
 GLOBAL_NAMES = ("embed_tokens", "lm_head", "model.norm", "model.model.norm")
@@ -161,7 +141,7 @@ def _words(diagram) -> list[str]:
     lines = [f"WRONG {line}" for line in diagram.regions()]
     lines += diagram.problems
     if diagram.frame is not None:
-        lines.append(diagram.frame.text)
+        lines += [diagram.frame.text, *diagram.frame.region_lines()]
     return lines or ["every vLLM rank holds what the oracle expects"]
 
 

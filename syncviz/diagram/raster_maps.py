@@ -179,20 +179,30 @@ def _unravel(x: int, shape: tuple[int, ...]) -> list[int]:
 Piece = tuple[int, int, int, int, int, int, int, int, int]
 
 
-def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> list[tuple[Piece, int]]:
-    """``box`` (ids of this parameter) cut into lattice pieces that hold one block each."""
+def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> torch.Tensor:
+    """``box`` (ids of this parameter) cut into lattice pieces that hold one block each:
+    rows of ``r0, pr, nr, c0, pc, nc, block`` (rows ``r0 + pr*k``, ``k < nr``; columns
+    likewise)."""
     shape = table.shape
     strides = _row_major(shape)
     work: list[Piece] = [
         (box.r0, 1, box.r1 - box.r0, box.c0, 1, box.c1 - box.c0, box.v, box.sr, box.sc)
     ]
-    done: list[tuple[Piece, int]] = []
+    done: list[tuple[int, ...]] = []
+    runs: list[torch.Tensor] = []
+    count = 0
     cut_dims = [d for d, c in enumerate(table.cuts) if len(c) > 2]
     while work:
-        if len(done) + len(work) > budget:
+        if count + len(done) + len(work) > budget:
             raise Fragmented
         p = work.pop()
         r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+        rows_still, cols_still = nr == 1 or sr == 0, nc == 1 or sc == 0
+        if rows_still != cols_still and abs(sc if rows_still else sr) == 1:
+            got = _run_pieces(p, table, strides, cut_dims, budget - count - len(done))
+            runs.append(got)
+            count += len(got)
+            continue
         a = _unravel(x0, shape)
         dr = _digits(sr, shape, strides) if nr > 1 else [0] * len(shape)
         dc = _digits(sc, shape, strides) if nc > 1 else [0] * len(shape)
@@ -224,9 +234,44 @@ def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> list[tuple[Pi
         blocks = table.block_of(x0 + sr * tk[:, None] + sc * tl[None, :]).tolist()
         for i, (k0, k1) in enumerate(itertools.pairwise(rk)):
             for j, (l0, l1) in enumerate(itertools.pairwise(cl)):
-                piece = (r0 + pr * k0, pr, k1 - k0, c0 + pc * l0, pc, l1 - l0, 0, 0, 0)
-                done.append((piece, blocks[i][j]))
-    return done
+                done.append((r0 + pr * k0, pr, k1 - k0, c0 + pc * l0, pc, l1 - l0, blocks[i][j]))
+    return torch.cat([torch.tensor(done, dtype=torch.int64).view(-1, 7), *runs])
+
+
+def _run_pieces(p: Piece, table: BlockTable, strides, cut_dims, budget: int) -> torch.Tensor:
+    """One-block pieces (as :func:`one_block_pieces` gives them) of a piece whose ids run
+    one by one along one axis, so they are one interval ``[lo, hi)`` of ids: cut where a
+    cut dim's coordinate crosses a cut, every boundary at once."""
+    r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+    axis, step, n = (1, sc, nc) if nr == 1 or sr == 0 else (0, sr, nr)
+    lo, hi = (x0, x0 + n) if step > 0 else (x0 - n + 1, x0 + 1)
+    points = [torch.tensor([lo, hi], dtype=torch.int64)]
+    total = 0
+    for d in cut_dims:
+        period = strides[d] * table.shape[d]  # ids from one row of dim d-1 to the next
+        first, last = lo // period, (hi - 1) // period
+        total += (last - first + 1) * (len(table.cuts[d]) - 1)
+        if total > budget:
+            raise Fragmented
+        q = torch.arange(first, last + 1, dtype=torch.int64)[:, None] * period
+        y = (q + table.cuts[d][None, :-1] * strides[d]).view(-1)
+        points.append(y[(y > lo) & (y < hi)])
+    cut = torch.unique(torch.cat(points))  # sorted interval ends, lo and hi included
+    blocks = table.block_of(cut[:-1])
+    keep = torch.ones(len(blocks), dtype=torch.bool)
+    keep[1:] = blocks[1:] != blocks[:-1]  # neighbours of one block make one piece
+    a, blocks = cut[:-1][keep], blocks[keep]
+    b = torch.cat([a[1:], cut[-1:]])
+    # Ids [a, b) are places a - x0 .. b - x0 along the axis, or x0 - b + 1 .. when descending.
+    t0, t1 = (a - x0, b - x0) if step > 0 else (x0 - b + 1, x0 - a + 1)
+    ones = torch.ones_like(t0)
+    if axis == 0:
+        cols = (ones * c0, ones * pc, ones * nc)
+        rows = (r0 + pr * t0, ones * pr, t1 - t0)
+    else:
+        rows = (ones * r0, ones * pr, ones * nr)
+        cols = (c0 + pc * t0, ones * pc, t1 - t0)
+    return torch.stack([*rows, *cols, blocks], 1)
 
 
 def _row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -298,8 +343,9 @@ def _slices(p: Piece, axis: int) -> list[Piece]:
     return [_cut(p, axis, t, t + 1) for t in range(n)]
 
 
-def _pieces_of(box: Box2, table: BlockTable, budget: int, shapes: dict) -> list[tuple[Piece, int]]:
-    """:func:`one_block_pieces` of ``box``, relative to its corner, shared by boxes alike.
+def _pieces_of(box: Box2, table: BlockTable, budget: int, shapes: dict) -> tuple:
+    """The key under which ``shapes`` holds :func:`one_block_pieces` of ``box``, relative
+    to its corner (rows of ``r0, pr, nr, c0, pc, nc, block``), shared by boxes alike.
 
     The cuts follow from the box's extents, strides and the global coordinates of its
     first id, except the outermost one when no block cuts it: its ids stay inside the
@@ -309,19 +355,37 @@ def _pieces_of(box: Box2, table: BlockTable, budget: int, shapes: dict) -> list[
     key = (box.r1 - box.r0, box.c1 - box.c0, box.sr, box.sc, *coords[1:])
     if len(table.cuts[0]) > 2:
         key += (coords[0],)
-    found = shapes.get(key)
-    if found is None:
+    if key not in shapes:
         moved = Box2(0, box.r1 - box.r0, 0, box.c1 - box.c0, box.v, box.sr, box.sc)
-        found = shapes[key] = one_block_pieces(moved, table, budget)
-    return found
+        shapes[key] = one_block_pieces(moved, table, budget)
+    return key
 
 
-def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects: list) -> None:
-    """Per-cell min and max of the values of many cell rectangles, in one scatter each
-    (``high`` None: the max into ``low``)."""
-    if not rects:
+def _piece_rects(pieces, at, rs: int, cs: int, low, high) -> torch.Tensor:
+    """The cell rectangles (rows of ``i0, i1, j0, j1, block``) of ``pieces`` put at every
+    corner of ``at``; a piece whose elements lie further apart than a cell (so it touches
+    cells with gaps between) is painted into ``low``/``high`` on its own instead."""
+    r0 = (at[:, 0, None] + pieces[None, :, 0]).reshape(-1)
+    c0 = (at[:, 1, None] + pieces[None, :, 3]).reshape(-1)
+    pr, nr, pc, nc, block = (pieces[:, k].repeat(len(at)) for k in (1, 2, 4, 5, 6))
+    r1, c1 = r0 + pr * (nr - 1), c0 + pc * (nc - 1)
+    whole = ((nr == 1) | (pr <= rs)) & ((nc == 1) | (pc <= cs))
+    for k in (~whole).nonzero().view(-1).tolist():  # rare: rows or columns far apart
+        ri = _cell_index(int(r0[k]), int(pr[k]), int(nr[k]), rs)
+        ci = _cell_index(int(c0[k]), int(pc[k]), int(nc[k]), cs)
+        _paint(low, ri, ci, int(block[k]), "min")
+        _paint(high, ri, ci, int(block[k]), "max")
+    rects = (r0 // rs, r1 // rs + 1, c0 // cs, c1 // cs + 1, block)
+    return torch.stack([x[whole] for x in rects], 1)
+
+
+def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects) -> None:
+    """Per-cell min and max of the values of many cell rectangles (rows of ``i0, i1, j0,
+    j1, value``, a list or a tensor), in one scatter each (``high`` None: the max into
+    ``low``)."""
+    if not len(rects):
         return
-    t = torch.tensor(rects, dtype=torch.int64)
+    t = torch.as_tensor(rects, dtype=torch.int64)
     height, width = t[:, 1] - t[:, 0], t[:, 3] - t[:, 2]
     area = height * width
     which = torch.repeat_interleave(torch.arange(len(rects)), area)
@@ -426,26 +490,29 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
         low = torch.full((nr, nc), _BIG, dtype=torch.int64)
         high = torch.full((nr, nc), _SMALL, dtype=torch.int64)
         budget = MAX_PIECES
-        rects: list[tuple[int, int, int, int, int]] = []  # cell rows, cell cols, block
-        shapes: dict[tuple, list[tuple[Piece, int]]] = {}
+        rects: list[torch.Tensor] = []  # rows of (cell row 0, 1, cell col 0, 1, block)
+        marks: list[tuple[int, int, int, int, int]] = []  # one-block boxes, same form
+        shapes: dict[tuple, torch.Tensor] = {}  # pieces of a box shape, relative to its corner
+        corners: dict[tuple, list[tuple[int, int]]] = {}  # box corners per box shape
         for b in boxes:
             if b.v < 0 or b.constant:
                 block = b.v if b.v < 0 else int(table.block_of(torch.tensor([b.v]))[0])
-                pieces = [((0, 1, b.r1 - b.r0, 0, 1, b.c1 - b.c0, 0, 0, 0), block)]
-            else:
-                pieces = _pieces_of(b, table, budget, shapes)
-            budget -= len(pieces)
+                marks.append(
+                    (b.r0 // rs, (b.r1 - 1) // rs + 1, b.c0 // cs, (b.c1 - 1) // cs + 1, block)
+                )
+                budget -= 1
+                continue
+            key = _pieces_of(b, table, budget, shapes)
+            budget -= len(shapes[key])
             if budget < 0:
                 raise Fragmented
-            for (r0, pr, n_r, c0, pc, n_c, *_), block in pieces:
-                ri = _cell_index(b.r0 + r0, pr, n_r, rs)
-                ci = _cell_index(b.c0 + c0, pc, n_c, cs)
-                if isinstance(ri, slice) and isinstance(ci, slice):
-                    rects.append((ri.start, ri.stop, ci.start, ci.stop, block))
-                else:
-                    _paint(low, ri, ci, block, "min")
-                    _paint(high, ri, ci, block, "max")
-        _paint_rects(low, high, rects)
+            corners.setdefault(key, []).append((b.r0, b.c0))
+        if marks:
+            rects.append(torch.tensor(marks, dtype=torch.int64))
+        for key, at in corners.items():
+            rects.append(_piece_rects(shapes[key], torch.tensor(at), rs, cs, low, high))
+        if rects:
+            _paint_rects(low, high, torch.cat(rects))
         is_mixed = low != high
     if expected is None:
         status = torch.zeros_like(first)

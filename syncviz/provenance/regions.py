@@ -488,7 +488,10 @@ class ReshapedMap(RegionMap):
     def regions(self) -> tuple[Region, ...]:  # type: ignore[override]
         if self._eager is None:
             parts = [m._reshape_eager((m.numel,)) for m in self.segments]
-            flat = RegionMap.cat(parts, 0) if parts else RegionMap((0,), [])
+            if len(parts) == 1:  # already in its compact form: nothing to join
+                flat = parts[0]
+            else:
+                flat = RegionMap.cat(parts, 0) if parts else RegionMap((0,), [])
             self._eager = flat._reshape_eager(self.shape)
         return self._eager.regions
 
@@ -686,6 +689,8 @@ def _coalesce(regions: Sequence[Region]) -> list[Region]:
                         continue
                 merged.append((k, r))
             out = [r for _, r in merged]
+        if ndim == 1:  # one sorted pass has joined every run: no other dim to reopen it
+            break
     return out
 
 

@@ -117,6 +117,8 @@ class BlockTable:
             dtype=torch.int64,
         )
         self.row_length = self.extent[:, -1].tolist()
+        # Elements per block, and 1 for the markers (index -1 and below read the last).
+        self.sizes = torch.tensor([self.numel(x) for x in range(len(self.blocks))] + [1])
 
     def lookup(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(block number, offset inside the block) of every id; negative ids keep their value.
@@ -163,6 +165,11 @@ class BlockTable:
         else:
             block = self.grid[tuple(index)]
         return torch.where(flat >= 0, block, flat).view(ids.shape)
+
+    def inner(self, block: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """How far into its block (0 to 1) an element at ``offset`` lies; 0 for markers."""
+        along = offset.to(torch.float32) / self.sizes[block.clamp(min=-1)].to(torch.float32)
+        return torch.where(block >= 0, along, torch.zeros_like(along))
 
     def row_in_block(self, block: int, offset: int) -> int:
         """The row inside its block of an element at ``offset`` (the last dim's extent is a row)."""
@@ -278,9 +285,7 @@ def raster(
         cell_status = as_grid(status)[0].to(torch.int64)
     else:  # the worst verdict in the cell: downsampling never hides a wrong element
         cell_status = _cells(as_grid(status)[0].to(torch.int64), rs, cs, "max")
-    sizes = torch.tensor([table.numel(x) for x in range(len(table.blocks))] + [1])
-    inner = first_offset.to(torch.float32) / sizes[first.clamp(min=-1)].to(torch.float32)
-    inner = torch.where(first >= 0, inner, torch.zeros_like(inner))
+    inner = table.inner(first, first_offset)
     assert first.shape == (nr, nc)
     return Raster(
         shape, rows, cols, (rs, cs), bands, first, first_offset, inner, mixed, cell_status, table

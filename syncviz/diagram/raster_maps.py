@@ -51,6 +51,7 @@ import torch
 
 from syncviz.diagram.raster import BlockTable, Raster, as_grid, cell_size, raster
 from syncviz.errors import SyncvizError
+from syncviz.idset import ragged
 from syncviz.provenance import RegionMap
 from syncviz.provenance.regions import Region
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
@@ -361,13 +362,22 @@ def _pieces_of(box: Box2, table: BlockTable, budget: int, shapes: dict) -> tuple
     return key
 
 
-def _piece_rects(pieces, at, rs: int, cs: int, low, high) -> torch.Tensor:
-    """The cell rectangles (rows of ``i0, i1, j0, j1, block``) of ``pieces`` put at every
-    corner of ``at``; a piece whose elements lie further apart than a cell (so it touches
+def _piece_rects(shapes: dict, corners: dict, rs: int, cs: int, low, high) -> torch.Tensor:
+    """The cell rectangles (rows of ``i0, i1, j0, j1, block``) of every box: the pieces
+    of its shape (``shapes[key]``) put at each of its corners (``corners[key]``), all
+    pairs at once; a piece whose elements lie further apart than a cell (so it touches
     cells with gaps between) is painted into ``low``/``high`` on its own instead."""
-    r0 = (at[:, 0, None] + pieces[None, :, 0]).reshape(-1)
-    c0 = (at[:, 1, None] + pieces[None, :, 3]).reshape(-1)
-    pr, nr, pc, nc, block = (pieces[:, k].repeat(len(at)) for k in (1, 2, 4, 5, 6))
+    keys = list(corners)
+    pieces = torch.cat([shapes[k] for k in keys])
+    at = torch.tensor([c for k in keys for c in corners[k]], dtype=torch.int64).view(-1, 2)
+    n_pieces = torch.tensor([len(shapes[k]) for k in keys])
+    n_at = torch.tensor([len(corners[k]) for k in keys])
+    key, t = ragged(n_pieces * n_at)
+    each = n_pieces[key]
+    p = pieces[(torch.cumsum(n_pieces, 0) - n_pieces)[key] + t % each]
+    a = at[(torch.cumsum(n_at, 0) - n_at)[key] + t // each]
+    r0, c0 = a[:, 0] + p[:, 0], a[:, 1] + p[:, 3]
+    pr, nr, pc, nc, block = p[:, 1], p[:, 2], p[:, 4], p[:, 5], p[:, 6]
     r1, c1 = r0 + pr * (nr - 1), c0 + pc * (nc - 1)
     whole = ((nr == 1) | (pr <= rs)) & ((nc == 1) | (pc <= cs))
     for k in (~whole).nonzero().view(-1).tolist():  # rare: rows or columns far apart
@@ -509,8 +519,8 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
             corners.setdefault(key, []).append((b.r0, b.c0))
         if marks:
             rects.append(torch.tensor(marks, dtype=torch.int64))
-        for key, at in corners.items():
-            rects.append(_piece_rects(shapes[key], torch.tensor(at), rs, cs, low, high))
+        if corners:
+            rects.append(_piece_rects(shapes, corners, rs, cs, low, high))
         if rects:
             _paint_rects(low, high, torch.cat(rects))
         is_mixed = low != high
@@ -518,9 +528,7 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
         status = torch.zeros_like(first)
     else:
         status = _status(boxes, local_boxes(expected, 0, numel), rs, cs, nr, nc)
-    sizes = torch.tensor([table.numel(x) for x in range(len(table.blocks))] + [1])
-    inner = first_offset.to(torch.float32) / sizes[first.clamp(min=-1)].to(torch.float32)
-    inner = torch.where(first >= 0, inner, torch.zeros_like(inner))
+    inner = table.inner(first, first_offset)
     return Raster(
         shape, rows, cols, (rs, cs), bands, first, first_offset, inner, is_mixed, status, table
     )

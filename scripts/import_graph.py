@@ -42,6 +42,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "trace",
         "provenance",
         "idset",
+        "ragged",
     ),
     ("spec",),
     ("parallel", "presets", ""),

@@ -26,6 +26,7 @@ import torch
 
 from syncviz.errors import SyncvizError
 from syncviz.provenance import Region, RegionMap
+from syncviz.ragged import ragged, rect_cells
 
 MAX_INTERVALS = 1 << 24  # runs of consecutive ids one set may hold before it is refused
 
@@ -81,13 +82,26 @@ class IdSet:
 
     def meets(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Per query interval ``[lo, hi)`` (non-empty): does it hold an id of the set."""
+        return self.meets_inside(lo, hi)[0]
+
+    def meets_inside(self, lo: torch.Tensor, hi: torch.Tensor):
+        """Per query interval ``[lo, hi)`` (non-empty): does it hold an id of the set, and
+        does it lie inside one of the set's intervals.
+
+        >>> s = IdSet.from_ids(torch.tensor([2, 3, 4, 9]))  # [2, 5) and [9, 10)
+        >>> lo, hi = torch.tensor([0, 2, 4, 5]), torch.tensor([2, 5, 10, 9])
+        >>> [x.tolist() for x in s.meets_inside(lo, hi)]
+        [[False, True, True, False], [False, True, False, False]]
+        """
         if self.empty:
-            return torch.zeros(lo.shape, dtype=torch.bool)
-        flat_lo, flat_hi = lo.reshape(-1), hi.reshape(-1)
-        j = torch.searchsorted(self.hi, flat_lo, right=True)  # first interval ending after lo
-        found = j < self.lo.numel()
-        hit = found & (self.lo[j.clamp(max=self.lo.numel() - 1)] < flat_hi)
-        return hit.reshape(lo.shape)
+            none = torch.zeros(lo.shape, dtype=torch.bool)
+            return none, none
+        first = torch.searchsorted(self.hi, lo.reshape(-1), right=True)  # first ending after lo
+        past = torch.searchsorted(self.lo, hi.reshape(-1))  # intervals starting before hi
+        at = first.clamp(max=len(self.lo) - 1)
+        meets = past > first
+        inside = meets & (self.lo[at] <= lo.reshape(-1)) & (self.hi[at] >= hi.reshape(-1))
+        return meets.view(lo.shape), inside.view(lo.shape)
 
     def minus(self, other: IdSet) -> IdSet:
         """The ids of this set that ``other`` lacks."""
@@ -161,8 +175,8 @@ def _merged(los: list[torch.Tensor], his: list[torch.Tensor]) -> IdSet:
 
 def cells_meeting(grid: RegionMap, cell: tuple[int, int], ids: IdSet) -> torch.Tensor:
     """Per cell (``cell`` elements) of a 2-D map: does any of its elements hold an id of
-    ``ids``; from the map's regions, line by line (rows, or columns where those run in
-    consecutive ids), all regions at once.
+    ``ids``; from the map's regions, box by box along rows (or along columns where those
+    run in consecutive ids), all boxes at once.
 
     >>> m = RegionMap.affine((4, 6), 0, (6, 1))
     >>> cells_meeting(m, (2, 3), IdSet.from_ids(torch.tensor([4, 23]))).tolist()
@@ -194,17 +208,6 @@ def cells_meeting(grid: RegionMap, cell: tuple[int, int], ids: IdSet) -> torch.T
 LINE_CHUNK = 1 << 20  # lines, or (line, cell) pairs, asked of an id set at once
 
 
-def ragged(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For ``counts[i]`` items of each row ``i``: per item its row and its place in the row.
-
-    >>> [x.tolist() for x in ragged(torch.tensor([2, 0, 3]))]
-    [[0, 0, 2, 2, 2], [0, 1, 0, 1, 2]]
-    """
-    which = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    return which, torch.arange(len(which)) - starts
-
-
 def _chunks(counts: torch.Tensor):
     """Index tensors of consecutive rows whose ``counts`` sum to about ``LINE_CHUNK``."""
     chunk_of = torch.div(torch.cumsum(counts, 0) - 1, LINE_CHUNK, rounding_mode="floor")
@@ -230,7 +233,7 @@ def _meet_lines(out: torch.Tensor, boxes: list[tuple[int, ...]], cell, ids: IdSe
         a0, a1, b0, b1, v, outer, inner = t.unbind(1)
         reach = outer * (a1 - a0 - 1)
         width = (b1 - b0) * inner + (1 - inner)  # ids one line spans
-        meets, whole = _meets_whole(ids, v + reach.clamp(max=0), v + reach.clamp(min=0) + width)
+        meets, whole = ids.meets_inside(v + reach.clamp(max=0), v + reach.clamp(min=0) + width)
         _mark_boxes(out, t[whole], cell)
         part = meets & ~whole
         one = part & (a1 - a0 == 1)
@@ -263,19 +266,8 @@ def _mark_boxes(out: torch.Tensor, t: torch.Tensor, cell) -> None:
     ca, cb = cell
     i0, i1 = t[:, 0] // ca, (t[:, 1] - 1) // ca + 1
     j0, j1 = t[:, 2] // cb, (t[:, 3] - 1) // cb + 1
-    which, k = ragged((i1 - i0) * (j1 - j0))
-    span = (j1 - j0)[which]
-    out[i0[which] + k // span, j0[which] + k % span] = True
-
-
-def _meets_whole(ids: IdSet, lo: torch.Tensor, hi: torch.Tensor):
-    """Per id range ``[lo, hi)``: does it meet the set, and does it lie inside one of its
-    intervals."""
-    first = torch.searchsorted(ids.hi, lo, right=True)  # first interval ending after lo
-    past = torch.searchsorted(ids.lo, hi)  # intervals starting before hi
-    at = first.clamp(max=len(ids.lo) - 1)
-    meets = past > first
-    return meets, meets & (ids.lo[at] <= lo) & (ids.hi[at] >= hi)
+    _, i, j = rect_cells(i0, i1, j0, j1)
+    out[i, j] = True
 
 
 def _meet_each(out, box, v, s_outer, s_inner, cell, ids: IdSet) -> None:

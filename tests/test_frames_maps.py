@@ -103,7 +103,7 @@ def test_id_set_of_transposed_and_strided_maps():
 
 
 SPARSE = torch.tensor([0, 5, 17, 40, 41, 42, 99, 130, 131, 175, 191])
-RANGES = torch.cat([torch.arange(16, 48), torch.arange(64, 79), torch.arange(100, 101), torch.arange(150, 192)])
+RANGES = torch.cat([torch.arange(a, b) for a, b in [(16, 48), (64, 79), (100, 101), (150, 192)]])
 
 
 @pytest.mark.parametrize("wanted", [SPARSE, RANGES], ids=["sparse", "ranges"])

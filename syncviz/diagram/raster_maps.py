@@ -51,9 +51,9 @@ import torch
 
 from syncviz.diagram.raster import BlockTable, Raster, as_grid, cell_size, raster
 from syncviz.errors import SyncvizError
-from syncviz.idset import ragged
 from syncviz.provenance import RegionMap
 from syncviz.provenance.regions import Region
+from syncviz.ragged import ragged, rect_cells
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 MAX_PIECES = 1 << 18  # one-block lattice pieces per panel before the map counts as fragmented
@@ -396,14 +396,7 @@ def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects) -> None:
     if not len(rects):
         return
     t = torch.as_tensor(rects, dtype=torch.int64)
-    height, width = t[:, 1] - t[:, 0], t[:, 3] - t[:, 2]
-    area = height * width
-    which = torch.repeat_interleave(torch.arange(len(rects)), area)
-    step = torch.arange(int(area.sum())) - torch.repeat_interleave(
-        torch.cumsum(area, 0) - area, area
-    )
-    rows = t[which, 0] + step // width[which]
-    cols = t[which, 2] + step % width[which]
+    which, rows, cols = rect_cells(t[:, 0], t[:, 1], t[:, 2], t[:, 3])
     flat = rows * low.shape[1] + cols
     values = t[which, 4]
     if high is None:
@@ -503,7 +496,7 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
         rects: list[torch.Tensor] = []  # rows of (cell row 0, 1, cell col 0, 1, block)
         marks: list[tuple[int, int, int, int, int]] = []  # one-block boxes, same form
         shapes: dict[tuple, torch.Tensor] = {}  # pieces of a box shape, relative to its corner
-        corners: dict[tuple, list[tuple[int, int]]] = {}  # box corners per box shape
+        placed: dict[tuple, list[tuple[int, int]]] = {}  # box corners per box shape
         for b in boxes:
             if b.v < 0 or b.constant:
                 block = b.v if b.v < 0 else int(table.block_of(torch.tensor([b.v]))[0])
@@ -516,11 +509,11 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
             budget -= len(shapes[key])
             if budget < 0:
                 raise Fragmented
-            corners.setdefault(key, []).append((b.r0, b.c0))
+            placed.setdefault(key, []).append((b.r0, b.c0))
         if marks:
             rects.append(torch.tensor(marks, dtype=torch.int64))
-        if corners:
-            rects.append(_piece_rects(shapes, corners, rs, cs, low, high))
+        if placed:
+            rects.append(_piece_rects(shapes, placed, rs, cs, low, high))
         if rects:
             _paint_rects(low, high, torch.cat(rects))
         is_mixed = low != high
@@ -539,16 +532,8 @@ def _corners(boxes: list[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Ten
     corners = torch.empty((nr, nc), dtype=torch.int64)
     t = torch.tensor([(b.r0, b.r1, b.c0, b.c1, b.v, b.sr, b.sc) for b in boxes], dtype=torch.int64)
     r0, r1, c0, c1, v, sr, sc = t.reshape(-1, 7).unbind(1)
-    i0, j0 = -(-r0 // rs), -(-c0 // cs)
-    height = (-(-r1 // rs) - i0).clamp(min=0)
-    width = (-(-c1 // cs) - j0).clamp(min=0)
-    area = height * width
-    which = torch.repeat_interleave(torch.arange(len(t)), area)
-    step = torch.arange(int(area.sum())) - torch.repeat_interleave(
-        torch.cumsum(area, 0) - area, area
-    )
-    i = i0[which] + step // width[which].clamp(min=1)
-    j = j0[which] + step % width[which].clamp(min=1)
+    # The cells whose first element (a multiple of the cell size) lies in each box.
+    which, i, j = rect_cells(-(-r0 // rs), -(-r1 // rs), -(-c0 // cs), -(-c1 // cs))
     values = v[which] + sr[which] * (i * rs - r0[which]) + sc[which] * (j * cs - c0[which])
     corners.view(-1)[i * nc + j] = values
     return corners
@@ -605,15 +590,7 @@ def _paint_wrong(out: torch.Tensor, t: torch.Tensor, rs: int, cs: int) -> None:
     on, and the difference is 0 there.
     """
     r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
-    i0, j0 = r0 // rs, c0 // cs
-    height, width = (r1 - 1) // rs + 1 - i0, (c1 - 1) // cs + 1 - j0
-    area = height * width
-    which = torch.repeat_interleave(torch.arange(len(t)), area)
-    step = torch.arange(int(area.sum())) - torch.repeat_interleave(
-        torch.cumsum(area, 0) - area, area
-    )
-    i = i0[which] + step // width[which]
-    j = j0[which] + step % width[which]
+    which, i, j = rect_cells(r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1)
     top, left = torch.maximum(i * rs, r0[which]), torch.maximum(j * cs, c0[which])
     rn = torch.minimum((i + 1) * rs, r1[which]) - top
     cn = torch.minimum((j + 1) * cs, c1[which]) - left

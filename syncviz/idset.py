@@ -205,7 +205,7 @@ def cells_meeting(grid: RegionMap, cell: tuple[int, int], ids: IdSet) -> torch.T
     return out
 
 
-LINE_CHUNK = 1 << 20  # lines, or (line, cell) pairs, asked of an id set at once
+LINE_CHUNK = 1 << 20  # (line, cell) pairs asked of an id set at once
 
 
 def _chunks(counts: torch.Tensor):

@@ -200,14 +200,18 @@ def test_shapes_of_another_tp_are_told(llama, tmp_path):
 
 
 def test_checkpoint_missing_a_tensor_is_bad_input(tmp_path):
-    """A reference lacking a tensor of its config is bad input, named."""
+    """A reference lacking a tensor of its config is bad input, named, before any dump is read."""
     spec = tiny_spec("llama-mcore")
     write_checkpoint(spec, tmp_path / "ref")
     write_dumps(spec, tmp_path / "ref", tmp_path / "d", tp=2)
     t = load_file(str(tmp_path / "ref" / "model.safetensors"))
     del t["model.layers.1.mlp.down_proj.weight"]
     save_file(t, str(tmp_path / "ref" / "model.safetensors"))
-    with pytest.raises(SyncvizError, match=r"no tensor 'model\.layers\.1\.mlp\.down_proj\.weight'"):
+    with pytest.raises(
+        SyncvizError,
+        match=r"^config\.json calls for model\.layers\.1\.mlp\.down_proj\.weight of shape"
+        r" \[16, 24\], which the checkpoint lacks: the checkpoint and its config disagree",
+    ):
         diagnose(tmp_path / "ref", tmp_path / "d", 2)
 
 

@@ -18,11 +18,14 @@ oracle's name.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from syncviz.diagnose.tensor_file import TensorFile
 from syncviz.errors import SyncvizError
 
 # Top-level module names of a vLLM causal LM (its own names, without a wrapper).
@@ -59,75 +62,95 @@ class DumpTensor:
     dtype: torch.dtype
 
 
+# Told when a rank file changes under diagnose: the engine (or a second dump) writes there.
+CHANGED_FIX = "write dumps to a new folder, not over the one diagnose reads"
+
+
 class RankDump:
-    """One rank's dump file: its tensors by oracle key (headers only; data read on demand)."""
+    """One rank's dump file: its tensors by oracle key (header only; data read on demand).
+
+    Read without memory maps (see :mod:`syncviz.diagnose.tensor_file`): a file
+    rewritten while it is read is named, never a crash.
+    """
 
     def __init__(self, path: Path) -> None:
-        from safetensors import safe_open
-
-        self._safe_open = safe_open
         self.path = path
+        self._file = TensorFile(
+            path,
+            "dump file",
+            changed_fix=CHANGED_FIX,
+            fix="write rank dumps with syncviz.dump.save_vllm_rank",
+        )
         self.tensors: dict[str, DumpTensor] = {}
         self.duplicates: list[str] = []
-        try:
-            with safe_open(str(path), "pt") as f:
-                for name in f.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
-                    part = f.get_slice(name)
-                    key = normalise(name)
-                    if key in self.tensors:
-                        self.duplicates.append(name)
-                        continue
-                    dtype = _DTYPES.get(part.get_dtype())
-                    if dtype is None:
-                        raise SyncvizError(
-                            f"{name!r} in {str(path)!r} has dtype {part.get_dtype()}, which"
-                            " syncviz cannot compare",
-                            fix="dump floating-point parameters (float32, bfloat16, float16)",
-                        )
-                    self.tensors[key] = DumpTensor(path, name, tuple(part.get_shape()), dtype)
-        except SyncvizError:
-            raise
-        except Exception as err:  # safetensors raises its own error types
-            raise SyncvizError(
-                f"{str(path)!r} is not a readable safetensors file ({err})",
-                fix="write rank dumps with syncviz.dump.save_vllm_rank",
-            ) from None
+        for name in sorted(self._file.entries):
+            entry = self._file.entries[name]
+            key = normalise(name)
+            if key in self.tensors:
+                self.duplicates.append(name)
+                continue
+            self.tensors[key] = DumpTensor(path, name, entry.shape, self._file.dtype(name))
 
     def read(self, key: str) -> torch.Tensor:
         """The tensor stored under oracle key ``key``."""
-        entry = self.tensors[key]
-        with self._safe_open(str(entry.path), "pt") as f:
-            return f.get_tensor(entry.name)
-
-
-_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-}
+        return self._file.read(self.tensors[key].name)
 
 
 def open_dumps(folder: str | Path, tp: int, pp: int = 1) -> dict[tuple[int, int], RankDump]:
     """Every rank's dump in ``folder``, by (pp, tp); a missing file is bad input."""
     root = Path(folder)
-    if not root.is_dir():
+    try:
+        listed = os.listdir(root)
+    except (FileNotFoundError, NotADirectoryError):
         raise SyncvizError(
             f"dump {str(root)!r} is not a folder",
             fix="pass the folder holding tp{t}.safetensors files (syncviz.dump.save_vllm_rank)",
-        )
+        ) from None
+    except PermissionError:
+        raise SyncvizError(
+            f"dump folder {str(root)!r} cannot be listed (permission denied)",
+            fix="make it readable (chmod a+rx) or run as its owner",
+        ) from None
+    except OSError as err:
+        raise SyncvizError(
+            f"dump folder {str(root)!r} cannot be listed ({err.strerror or err})",
+            fix="pass the folder holding tp{t}.safetensors files",
+        ) from None
     dumps = {}
     for p in range(pp):
         for t in range(tp):
             path = root / rank_file(p, t, pp)
-            if not path.is_file():
-                present = sorted(x.name for x in root.glob("*.safetensors"))
-                raise SyncvizError(
-                    f"dump file {path.name} is missing from {str(root)!r}"
-                    f" (found {', '.join(present) or 'no .safetensors files'})",
-                    fix=f"dump every rank of dst tp {tp}"
-                    + (f" pp {pp}" if pp > 1 else "")
-                    + ", or pass the --dst-tp/--dst-pp the engine ran with",
-                )
+            _require_rank_file(
+                path, sorted(n for n in listed if n.endswith(".safetensors")), tp, pp
+            )
             dumps[(p, t)] = RankDump(path)
     return dumps
+
+
+def _require_rank_file(path: Path, present: list[str], tp: int, pp: int) -> None:
+    """Bad input, named, unless ``path`` is a regular file syncviz may read."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise SyncvizError(
+            f"dump file {path.name} is missing from {str(path.parent)!r}"
+            f" (found {', '.join(present) or 'no .safetensors files'})",
+            fix=f"dump every rank of dst tp {tp}"
+            + (f" pp {pp}" if pp > 1 else "")
+            + ", or pass the --dst-tp/--dst-pp the engine ran with",
+        ) from None
+    except PermissionError:
+        raise SyncvizError(
+            f"dump file {str(path)!r} cannot be read (permission denied)",
+            fix="make the dump folder searchable (chmod a+x) or run as its owner",
+        ) from None
+    except OSError as err:
+        raise SyncvizError(
+            f"dump file {str(path)!r} cannot be read ({err.strerror or err})",
+            fix="pass a folder of regular tp{t}.safetensors files",
+        ) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise SyncvizError(
+            f"dump file {str(path)!r} is not a regular file",
+            fix="write rank dumps with syncviz.dump.save_vllm_rank, one file per rank",
+        )

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import torch
 
+from syncviz.diagnose.checkpoint import checkpoint_shapes
 from syncviz.diagnose.dumps import rank_file
-from syncviz.diagnose.reference import HF_NAMES, Reference
+from syncviz.diagnose.reference import Reference
 from syncviz.errors import SyncvizError
 from syncviz.oracle import Box, IndexMap, model_layout
-from syncviz.oracle.blocks import global_shape
-from syncviz.oracle.layout import layer_kinds
 from syncviz.parallel import Parallel
 from syncviz.spec import HF_ARCHITECTURES, ModelSpec
 
@@ -106,20 +105,6 @@ def hf_config(spec: ModelSpec) -> dict:
     return config
 
 
-def _part_shapes(kind: str, spec: ModelSpec) -> list[tuple[int, ...]]:
-    shape = global_shape(kind, spec)
-    if kind in ("qkv", "qkv_bias"):
-        q, kv = spec.num_attention_heads * spec.head_dim, spec.num_query_groups * spec.head_dim
-        return [(n, *shape[1:]) for n in (q, kv, kv)]
-    if kind in ("gate_up", "shared_gate_up"):
-        return [(shape[0] // 2, *shape[1:])] * 2
-    if kind == "experts_w13":
-        return [(shape[1] // 2, shape[2])] * 2
-    if kind == "experts_w2":
-        return [shape[1:]]
-    return [shape]
-
-
 def write_checkpoint(
     spec: ModelSpec,
     folder: str | Path,
@@ -142,18 +127,11 @@ def write_checkpoint(
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(hf_config(spec), indent=1), encoding="utf-8")
-    names = HF_NAMES[spec.family]
     gen = torch.Generator().manual_seed(seed)
-    tensors: dict[str, torch.Tensor] = {}
-    kinds = [("embed", None)] + [(k, i) for i in range(spec.num_layers) for k in layer_kinds(spec)]
-    kinds += [("final_norm", None)] + ([] if spec.tie_word_embeddings else [("lm_head", None)])
-    for kind, layer in kinds:
-        fields = {} if layer is None else {"i": layer}
-        experts = range(spec.num_experts) if kind.startswith("experts_") else [None]
-        for e in experts:
-            for template, shape in zip(names[kind], _part_shapes(kind, spec), strict=True):
-                name = template.format(**fields, **({} if e is None else {"e": e}))
-                tensors[name] = torch.randn(shape, generator=gen).to(dtype)
+    tensors = {
+        name: torch.randn(shape, generator=gen).to(dtype)
+        for name, shape in checkpoint_shapes(spec).items()
+    }
     ordered = sorted(tensors)
     if shards <= 1:
         save_file(tensors, str(root / "model.safetensors"))

@@ -5,163 +5,173 @@ Each vLLM parameter's global tensor (the oracle's layout: fused QKV is
 is assembled from the checkpoint's own tensors only when asked for; nothing is
 read at open time but the headers.
 
->>> import json, tempfile, pathlib, torch
->>> from safetensors.torch import save_file
->>> folder = pathlib.Path(tempfile.mkdtemp())
->>> _ = (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"],
-...     "num_hidden_layers": 1, "hidden_size": 8, "num_attention_heads": 2,
-...     "num_key_value_heads": 1, "intermediate_size": 4, "vocab_size": 64}))
->>> names = {"q_proj": (8, 8), "k_proj": (4, 8), "v_proj": (4, 8)}
->>> save_file({f"model.layers.0.self_attn.{n}.weight": torch.ones(s) for n, s in names.items()},
-...           str(folder / "model.safetensors"))
+>>> import tempfile
+>>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint
+>>> folder = tempfile.mkdtemp()
+>>> _ = write_checkpoint(tiny_spec("llama-mcore"), folder)
 >>> ref = Reference(folder)
 >>> ref.spec.num_query_groups, tuple(ref.global_tensor("qkv", 0).shape)
-(1, (16, 8))
+(2, (24, 16))
 """
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import torch
 
+from syncviz.diagnose.checkpoint import HF_NAMES, require_agreement
+from syncviz.diagnose.tensor_file import TensorFile
 from syncviz.errors import SyncvizError
-from syncviz.spec import ModelSpec
+from syncviz.spec import MAX_CONFIG_BYTES, ModelSpec
+from syncviz.trace.json_io import parse_json, read_text_file
 
-# HF checkpoint names of each family, per kind: the tensors to join, how (cat on
-# dim 0, or per expert then stacked). ``{i}`` is the layer, ``{e}`` the expert.
-_L = "model.layers.{i}."
-_DENSE: dict[str, tuple[str, ...]] = {
-    "embed": ("model.embed_tokens.weight",),
-    "final_norm": ("model.norm.weight",),
-    "lm_head": ("lm_head.weight",),
-    "input_norm": (_L + "input_layernorm.weight",),
-    "post_attention_norm": (_L + "post_attention_layernorm.weight",),
-    "qkv": tuple(_L + f"self_attn.{p}_proj.weight" for p in "qkv"),
-    "qkv_bias": tuple(_L + f"self_attn.{p}_proj.bias" for p in "qkv"),
-    "o_proj": (_L + "self_attn.o_proj.weight",),
-    "gate_up": (_L + "mlp.gate_proj.weight", _L + "mlp.up_proj.weight"),
-    "down": (_L + "mlp.down_proj.weight",),
-}
-_QWEN2_MOE = {
-    **_DENSE,
-    "router": (_L + "mlp.gate.weight",),
-    "experts_w13": (
-        _L + "mlp.experts.{e}.gate_proj.weight",
-        _L + "mlp.experts.{e}.up_proj.weight",
-    ),
-    "experts_w2": (_L + "mlp.experts.{e}.down_proj.weight",),
-    "shared_gate_up": (
-        _L + "mlp.shared_expert.gate_proj.weight",
-        _L + "mlp.shared_expert.up_proj.weight",
-    ),
-    "shared_down": (_L + "mlp.shared_expert.down_proj.weight",),
-    "shared_expert_gate": (_L + "mlp.shared_expert_gate.weight",),
-}
-_MIXTRAL = {
-    **_DENSE,
-    "router": (_L + "block_sparse_moe.gate.weight",),
-    # w1 is the gate (SiLU'd) projection, w3 the up projection, w2 the down projection.
-    "experts_w13": (
-        _L + "block_sparse_moe.experts.{e}.w1.weight",
-        _L + "block_sparse_moe.experts.{e}.w3.weight",
-    ),
-    "experts_w2": (_L + "block_sparse_moe.experts.{e}.w2.weight",),
-}
-_QWEN_V1 = {
-    "embed": ("transformer.wte.weight",),
-    "final_norm": ("transformer.ln_f.weight",),
-    "lm_head": ("lm_head.weight",),
-    "input_norm": ("transformer.h.{i}.ln_1.weight",),
-    "post_attention_norm": ("transformer.h.{i}.ln_2.weight",),
-    "qkv": ("transformer.h.{i}.attn.c_attn.weight",),  # already [Q; K; V]
-    "qkv_bias": ("transformer.h.{i}.attn.c_attn.bias",),
-    "o_proj": ("transformer.h.{i}.attn.c_proj.weight",),
-    # QWen v1: w2 is the SiLU-gated half, w1 the up half; vLLM fuses [w2; w1].
-    "gate_up": ("transformer.h.{i}.mlp.w2.weight", "transformer.h.{i}.mlp.w1.weight"),
-    "down": ("transformer.h.{i}.mlp.c_proj.weight",),
-}
-HF_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
-    "llama-mcore": _DENSE,
-    "llama-legacy": _DENSE,
-    "qwen2": _DENSE,
-    "qwen2-moe": _QWEN2_MOE,
-    "mixtral": _MIXTRAL,
-    "qwen-v1": _QWEN_V1,
-}
-"""Hugging Face checkpoint names per family and parameter kind."""
+__all__ = ["HF_NAMES", "INDEX", "Reference"]
+
+INDEX = "model.safetensors.index.json"
+MAX_INDEX_BYTES = 64 << 20  # the index of a 1T-parameter model is a few MiB
+_INDEX_FIX = "regenerate the index with save_pretrained, or remove it"
+_CHANGED_FIX = "copy the checkpoint to a folder nothing writes to"
 
 
 class Reference:
     """A Hugging Face checkpoint folder: its spec and its tensors, read on demand.
 
     ``folder`` holds ``config.json`` and ``model.safetensors``, or shards listed in
-    ``model.safetensors.index.json``. Only headers are read when it opens.
+    ``model.safetensors.index.json``. Only headers are read when it opens, and
+    they are checked against the config: a checkpoint that contradicts its own
+    config.json is bad input, named before any dump is judged. Shards must lie
+    inside the folder (in a Hugging Face cache snapshot: or in its ``blobs``).
     """
 
     def __init__(self, folder: str | Path) -> None:
-        from safetensors import safe_open
-
-        self._safe_open = safe_open
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise SyncvizError(
                 f"reference {str(self.folder)!r} is not a folder",
                 fix="pass the Hugging Face checkpoint folder (config.json + *.safetensors)",
             )
+        try:
+            os.listdir(self.folder)
+        except OSError as err:
+            reason = "permission denied" if isinstance(err, PermissionError) else err.strerror
+            raise SyncvizError(
+                f"reference folder {str(self.folder)!r} cannot be listed ({reason})",
+                fix="make it readable (chmod a+rx) or run as its owner",
+            ) from None
         self.spec = ModelSpec.from_hf_config(self.folder)
-        self.files = self._weight_map()
         self.names = HF_NAMES[self.spec.family]
+        self.files = self._weight_map()
+        held = {name: f.entries[name].shape for name, f in self.files.items()}
+        require_agreement(self.spec, held, self._config)
 
-    def _weight_map(self) -> dict[str, Path]:
-        index = self.folder / "model.safetensors.index.json"
-        single = self.folder / "model.safetensors"
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise SyncvizError(
-                    f"{str(index)!r} has no valid 'weight_map'",
-                    fix="regenerate the index with save_pretrained, or remove it",
-                ) from None
-            files = {name: self.folder / str(f) for name, f in weight_map.items()}
-            for path in set(files.values()):
-                if not path.is_file():
+    def _config(self) -> dict[str, Any]:
+        """The parsed config.json (already read once, bounded, by the spec)."""
+        path = self.folder / "config.json"
+        fix = "pass the checkpoint folder with its config.json"
+        text = read_text_file(path, "config file", MAX_CONFIG_BYTES, fix=fix)
+        data = parse_json(text, f"config file {str(path)!r}", fix=fix)
+        return data if isinstance(data, dict) else {}
+
+    def _weight_map(self) -> dict[str, TensorFile]:
+        index = self.folder / INDEX
+        if os.path.lexists(index):
+            shards: dict[str, TensorFile] = {}
+            files = {}
+            for name, listed in self._index(index).items():
+                field = f"{INDEX} field weight_map[{name!r}]"
+                if listed not in shards:
+                    shards[listed] = self._shard(listed, field)
+                if name not in shards[listed].entries:
                     raise SyncvizError(
-                        f"checkpoint shard {str(path)!r} listed in the index is missing",
-                        fix="copy every model-*.safetensors shard into the folder",
+                        f"{field} names {listed!r}, which holds no tensor {name!r}",
+                        fix=_INDEX_FIX,
                     )
+                files[name] = shards[listed]
             return files
-        if single.is_file():
-            return {name: single for name in self._keys(single)}
+        if os.path.lexists(self.folder / "model.safetensors"):
+            single = self._shard("model.safetensors", "model.safetensors")
+            return dict.fromkeys(single.entries, single)
         raise SyncvizError(
-            f"reference {str(self.folder)!r} holds no model.safetensors or"
-            " model.safetensors.index.json",
+            f"reference {str(self.folder)!r} holds no model.safetensors or {INDEX}",
             fix="pass a Hugging Face checkpoint folder saved as safetensors",
         )
 
-    def _keys(self, path: Path) -> list[str]:
-        try:
-            with self._safe_open(str(path), "pt") as f:
-                return list(f.keys())
-        except Exception as err:  # safetensors raises its own error types
+    def _index(self, path: Path) -> dict[str, str]:
+        """The index's weight_map (tensor name -> shard file), read bounded and strict."""
+        shown = f"checkpoint index {str(path)!r}"
+        text = read_text_file(path, "checkpoint index", MAX_INDEX_BYTES, fix=_INDEX_FIX)
+        data = parse_json(text, shown, fix=_INDEX_FIX)
+        if not isinstance(data, dict):
             raise SyncvizError(
-                f"{str(path)!r} is not a readable safetensors file ({err})",
-                fix="pass a checkpoint saved with safetensors",
+                f"{shown} holds a JSON {type(data).__name__}, not an object", fix=_INDEX_FIX
+            )
+        weight_map = data.get("weight_map")
+        if not isinstance(weight_map, dict):
+            got = "no field weight_map" if weight_map is None else f"a {type(weight_map).__name__}"
+            raise SyncvizError(
+                f"{shown} field weight_map must be an object of tensor name -> shard file,"
+                f" got {got}",
+                fix=_INDEX_FIX,
+            )
+        for name, listed in weight_map.items():
+            if not isinstance(listed, str):
+                raise SyncvizError(
+                    f"{shown} field weight_map[{name!r}] must be a shard file name, got"
+                    f" {type(listed).__name__} {str(listed)[:40]}",
+                    fix=_INDEX_FIX,
+                )
+        return weight_map
+
+    def _shard(self, listed: str, field: str) -> TensorFile:
+        """The shard file named ``listed`` (by ``field``), which must lie inside the folder."""
+        pure = PurePosixPath(listed)
+        if not listed or "\x00" in listed or pure.is_absolute() or ".." in pure.parts:
+            raise SyncvizError(
+                f"{field} = {listed!r} leads outside the checkpoint folder {str(self.folder)!r}",
+                fix="list each shard by its file name inside the checkpoint folder",
+            )
+        path = self.folder / pure
+        try:
+            real = path.resolve()
+            base = self.folder.resolve()
+        except (OSError, RuntimeError) as err:  # a symlink loop
+            raise SyncvizError(
+                f"{field} = {listed!r} cannot be resolved ({err})",
+                fix="replace the link with the shard file itself",
             ) from None
+        # A Hugging Face cache snapshot links each file to ../../blobs/<hash>.
+        roots = [base] + ([base.parent.parent / "blobs"] if base.parent.name == "snapshots" else [])
+        if not any(real.is_relative_to(root) for root in roots):
+            raise SyncvizError(
+                f"{field} = {listed!r} leads outside the checkpoint folder"
+                f" {str(self.folder)!r} (to {str(real)!r})",
+                fix="copy the shard into the checkpoint folder instead of linking to it",
+            )
+        if not os.path.lexists(path):
+            raise SyncvizError(
+                f"checkpoint shard {str(path)!r} listed in the index is missing",
+                fix="copy every model-*.safetensors shard into the folder",
+            )
+        return TensorFile(
+            path,
+            "checkpoint shard",
+            changed_fix=_CHANGED_FIX,
+            fix="pass a checkpoint saved with safetensors",
+        )
 
     def read(self, name: str) -> torch.Tensor:
         """One checkpoint tensor by its Hugging Face name."""
-        path = self.files.get(name)
-        if path is None:
+        file = self.files.get(name)
+        if file is None:
             raise SyncvizError(
                 f"the reference checkpoint has no tensor {name!r}",
                 fix=f"check that {str(self.folder)!r} is the checkpoint the dump came from",
             )
-        with self._safe_open(str(path), "pt") as f:
-            return f.get_tensor(name)
+        return file.read(name)
 
     def global_tensor(self, kind: str, layer: int | None) -> torch.Tensor:
         """The global tensor of ``kind`` (at ``layer``) in the oracle's layout."""

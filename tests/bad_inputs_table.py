@@ -259,6 +259,116 @@ def build_cases(tmp: Path) -> list[Case]:
     with open(tmp / "trace-huge.json", "wb") as fh:
         fh.truncate(3 * 2**30)
     add("trace-3gib", [str(tmp / "trace-huge.json")], 2, "mib", trace=True)
+
+    # diagnose files, index and config (issue 21 items 2-4)
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+
+    made: dict[str, tuple[Path, Path]] = {}
+    index, shard1, shard2 = (
+        "model.safetensors.index.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    )
+
+    def pair(family: str) -> tuple[Path, Path]:  # a sharded checkpoint and its tp 2 dump
+        if family not in made:
+            made[family] = (tmp / f"diag-{family}-ref", tmp / f"diag-{family}-dump")
+            write_checkpoint(tiny_spec(family), made[family][0], shards=2)
+            write_dumps(tiny_spec(family), made[family][0], made[family][1], tp=2)
+        return made[family]
+
+    def set_index(text: str) -> Callable[[Path], object]:
+        return lambda ref: (ref / index).write_bytes(text.encode("utf-8", "surrogateescape"))
+
+    def listed(shard: str) -> Callable[[Path], None]:  # model.norm.weight said to be in shard
+        def edit(ref: Path) -> None:
+            data = json.loads((ref / index).read_text())
+            data["weight_map"]["model.norm.weight"] = shard
+            (ref / index).write_text(json.dumps(data))
+
+        return edit
+
+    def config(**change: object) -> Callable[[Path], None]:
+        def edit(ref: Path) -> None:
+            data = json.loads((ref / "config.json").read_text())
+            (ref / "config.json").write_text(json.dumps({**data, **change}))
+
+        return edit
+
+    def link_out(ref: Path) -> None:  # a shard linked to another checkpoint's
+        (ref / shard2).unlink()
+        (ref / shard2).symlink_to(pair("llama-mcore")[0] / shard2)
+
+    def narrow_k(ref: Path) -> None:  # k_proj of 8 columns where q_proj has 16
+        name = "model.layers.0.self_attn.k_proj.weight"
+        for shard in sorted(ref.glob("model-*.safetensors")):
+            tensors = load_file(str(shard))
+            if name in tensors:
+                tensors[name] = tensors[name][:, :8].contiguous()
+                save_file(tensors, str(shard))
+
+    def fifo(name: str) -> Callable[[Path], None]:
+        def edit(folder: Path) -> None:
+            (folder / name).unlink()
+            os.mkfifo(folder / name)
+
+        return edit
+
+    def cut(folder: Path) -> None:
+        os.truncate(folder / "tp1.safetensors", 2000)
+
+    def lock(name: str) -> Callable[[Path], None]:
+        return lambda folder: (folder / name).chmod(0)
+
+    llama, deep, digits = "llama-mcore", "[" * 100_000 + "]" * 100_000, "7" * 100_000
+    out = "outside the checkpoint folder"
+    # id: (family, edit, edits the dump (else the checkpoint), words)
+    diag_cases: dict[str, tuple[str, Callable[[Path], object], bool, tuple[str, ...]]] = {
+        "index-deep": (llama, set_index('{"weight_map": ' + deep + "}"), False, (index, "nest")),
+        "index-long-int": (llama, set_index('{"n": ' + digits + "}"), False, (index, "digits")),
+        "index-not-utf8": (llama, set_index('{"weight_map": "\udcff"}'), False, (index, "utf-8")),
+        "index-list-map": (llama, set_index('{"weight_map": []}'), False, (index, "weight_map")),
+        "index-lacks-tensor": (llama, listed(shard1), False, ("weight_map[", "holds no tensor")),
+        "index-passwd": (llama, listed("../../../../etc/passwd"), False, ("etc/passwd", out)),
+        "index-absolute": (llama, listed("/etc/passwd"), False, ("'/etc/passwd'", out)),
+        "index-other-folder": (llama, listed(f"../diag-{llama}-ref/{shard2}"), False, (out,)),
+        "index-symlink-out": (llama, link_out, False, (shard2, out)),
+        "config-heads": (llama, config(num_attention_heads=4), False, ("heads = 4", "q_proj")),
+        "config-kv-heads": (llama, config(num_key_value_heads=4), False, ("value_heads", "k_")),
+        "config-ffn": (llama, config(intermediate_size=12), False, ("intermediate_size", "gate")),
+        "config-layers": (llama, config(num_hidden_layers=1), False, ("layers = 1", "layers.1.")),
+        "config-family": (llama, config(architectures=["Qwen2ForCausalLM"]), False, ("q_proj.b",)),
+        "config-experts": ("mixtral", config(num_local_experts=8), False, ("local_experts = 8",)),
+        "config-shared-expert": (
+            "qwen2-moe",
+            config(shared_expert_intermediate_size=32),
+            False,
+            ("shared_expert_intermediate_size = 32", "shared_expert.gate_proj"),
+        ),
+        "qkv-disagree": (llama, narrow_k, False, ("k_proj.weight of shape [4, 8]",)),
+        "dump-fifo": (llama, fifo("tp1.safetensors"), True, ("tp1", "not a regular file")),
+        "shard-fifo": (llama, fifo(shard1), False, (shard1, "not a regular file")),
+        "dump-truncated": (llama, cut, True, ("tp1.safetensors", "not a readable")),
+    }
+    if os.geteuid() != 0:  # root reads mode 000 (tests/test_diagnose_files.py drops the right)
+        diag_cases |= {
+            "dump-file-000": (llama, lock("tp1.safetensors"), True, ("tp1", "permission denied")),
+            "dump-folder-000": (llama, lock(""), True, ("permission denied",)),
+            "reference-folder-000": (llama, lock(""), False, ("permission denied",)),
+            "index-000": (llama, lock(index), False, (index, "permission denied")),
+        }
+    for name, (family, edit, in_dump, words) in diag_cases.items():
+        ref, dump = pair(family)
+        target = tmp / f"diag-{name}"
+        shutil.copytree(dump if in_dump else ref, target)
+        ref, dump = (ref, target) if in_dump else (target, dump)
+        add(f"diag-{name}", ["diagnose", "--reference", str(ref), "--dump", str(dump),
+                             "--dst-tp", "2"], 2, *words)  # fmt: skip
+        edit(target)  # last: a folder at mode 000 cannot be copied from
     return cases
 
 

@@ -68,10 +68,10 @@ WHY = {
     ),
     "w13_swapped": (
         f"w13 halves: every expert holds [up; gate], its checkpoint halves exchanged: {W13_SWAP}."
-        " Right where this engine's MoE back end keeps [up; gate] after start-up (FlashInfer's),"
-        " wrong where it reads [gate; up] (then the sync exchanged the halves). Fix: after a"
-        " raw load_weights, let the engine redo its start-up transforms (vLLM:"
-        " worker.reload_weights(), or process_weights_after_loading on the model)"
+        " Right where the engine's MoE back end keeps [up; gate] (FlashInfer's, after start-up;"
+        " then update weights through the engine's reload path, e.g. vLLM's"
+        " worker.reload_weights(), never a raw load_weights); wrong where it reads [gate; up]:"
+        " then the sync exchanged the halves"
     ),
 }
 """Why each kind of tensor is not checkable, and how to dump it as loaded (said once)."""
@@ -120,7 +120,9 @@ class DiagnosisReport(CheckReport):
         if any(p.status == "uncheckable" for p in self.params) or any(
             t.status == "uncheckable" for p in self.params for t in p.tensors
         ):
-            lines.insert(1, "uncheckable: the engine changed it after loading (why below)")
+            lines.insert(
+                1, "uncheckable: the dump shows it as the engine left it, not as loaded (why below)"
+            )
         lines += [f"not checkable, {w}" for w in self.why]
         return "\n".join(lines)
 

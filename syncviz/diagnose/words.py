@@ -23,6 +23,7 @@ the dump holds, and the report says once why and how to dump them as loaded.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -42,22 +43,22 @@ W13_SWAP = (
     " writes checkpoint order into it"
 )
 _DUMP_EARLIER = (
-    "dump before process_weights_after_loading: call save_vllm_rank from a wrapper of the"
-    " model's load_weights, which vLLM's loader calls first (e.g. around"
-    " worker.reload_weights()); see the README"
+    "dump before process_weights_after_loading (in your sync, call save_vllm_rank right after"
+    " model.load_weights, before anything calls process_weights_after_loading; the README"
+    " shows how)"
 )
 WHY = {
     "empty": (
         "empty: the engine freed these after loading (vLLM's CPU engine repacks every dense"
         " linear weight for its kernels in process_weights_after_loading and leaves"
-        " layer.weight empty), so the dump cannot show what it computes with; neither right"
-        f" nor wrong. Fix: {_DUMP_EARLIER}; or keep the weights (vLLM on CPU: have"
-        " UnquantizedLinearMethod.process_weights_after_loading call"
+        " layer.weight empty); the dump cannot show what it computes with, so they are"
+        f" neither right nor wrong. Fix: {_DUMP_EARLIER}, or keep the weights (vLLM on CPU:"
+        " have UnquantizedLinearMethod.process_weights_after_loading call"
         " dispatch_cpu_unquantized_gemm(layer, remove_weight=False) in every worker)"
     ),
     "shape": (
-        "shape: the engine repacked these after loading (their layer declares the expected"
-        " shape), so the dump cannot show them as loaded; neither right nor wrong."
+        "shape: the engine repacked these after loading (the rank's note says so), so the"
+        " dump cannot show them as loaded; neither right nor wrong."
         f" Fix: {_DUMP_EARLIER}"
     ),
     "dtype": (
@@ -125,6 +126,13 @@ class DiagnosisReport(CheckReport):
             )
         lines += [f"not checkable, {w}" for w in self.why]
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        page = super()._repr_html_()
+        if not self.ok and self.judged_ok:
+            page = page.replace(">MISMATCH</b>", ">OK WHERE CHECKABLE</b>", 1)
+        why = "".join(f"<p>not checkable, {html.escape(w)}</p>" for w in self.why)
+        return page.removesuffix("</div>") + why + "</div>"
 
 
 def report(diagnosis: Diagnosis) -> DiagnosisReport:

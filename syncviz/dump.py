@@ -118,19 +118,19 @@ def read_notes(rank_path: Path) -> dict[str, dict[str, Any]] | None:
 
 
 def _named_tensors(model: Any):
-    """(name, tensor, owning module) of every parameter and persistent buffer, once per name."""
-    seen: set[str] = set()
-    for mod_name, module in model.named_modules(remove_duplicate=False):
+    """(name, tensor, owning module) of every parameter and persistent buffer, each tensor
+    once under its first name (as ``named_parameters`` gives a tied lm_head only once)."""
+    seen: set[int] = set()
+    for mod_name, module in model.named_modules():
         prefix = f"{mod_name}." if mod_name else ""
         skip = getattr(module, "_non_persistent_buffers_set", set())
         members = list(module._parameters.items())
         members += [(n, b) for n, b in module._buffers.items() if n not in skip]
         for local, tensor in members:
-            name = prefix + local
-            if tensor is None or name in seen:
+            if tensor is None or id(tensor) in seen:
                 continue
-            seen.add(name)
-            yield name, tensor, module
+            seen.add(id(tensor))
+            yield prefix + local, tensor, module
 
 
 def _change(name: str, tensor: torch.Tensor, owner: Any) -> dict[str, Any] | None:

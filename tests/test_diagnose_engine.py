@@ -246,3 +246,14 @@ def test_save_vllm_rank_writes_persistent_buffers(tmp_path):
     assert saved["gate.e_score_correction_bias"].tolist() == [0.0, 1.0, 2.0]
     assert read_notes(path) == {}
     assert read_notes(tmp_path / "tp7.safetensors") is None
+
+
+def test_save_vllm_rank_writes_a_tied_lm_head_once(tmp_path):
+    """lm_head tied to the embedding (one tensor, two names) is written once, as the embedding."""
+    model = torch.nn.Module()
+    model.model = torch.nn.Module()
+    model.model.embed_tokens = torch.nn.Embedding(8, 4)
+    model.lm_head = torch.nn.Linear(4, 8, bias=False)
+    model.lm_head.weight = model.model.embed_tokens.weight
+    saved = load_file(str(save_vllm_rank(model, tmp_path, tp_rank=0)))
+    assert list(saved) == ["model.embed_tokens.weight"]

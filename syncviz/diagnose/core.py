@@ -409,7 +409,9 @@ def _placement_notes(
         for key, name in names.items():
             if key not in stage_of:
                 if key not in changed[(pp, tp)]:  # the engine's own extras are no finding
-                    notes.append(f"{where}: {name} is no parameter of {layout.spec.name}")
+                    tied = key == "model.lm_head.weight" and layout.spec.tie_word_embeddings
+                    why = ": its config ties lm_head to the embedding" if tied else ""
+                    notes.append(f"{where}: {name} is no parameter of {layout.spec.name}{why}")
             elif stage_of[key] != pp:
                 notes.append(f"{where}: {name} belongs to pipeline stage {stage_of[key]}, not {pp}")
     return notes

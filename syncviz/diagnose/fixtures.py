@@ -252,6 +252,8 @@ def write_dumps(
 
 
 def _plant(bug, param, glob, local, spec: ModelSpec, tp: int) -> list[torch.Tensor | None]:
+    if bug in FIELD_BUGS:
+        return FIELD_BUGS[bug](param, local)
     out: list[torch.Tensor | None] = list(local)
     if bug == "shard0":  # a loader that defaults tp_rank to 0
         return [local[0].clone() for _ in local]
@@ -288,3 +290,32 @@ def _plant(bug, param, glob, local, spec: ModelSpec, tp: int) -> list[torch.Tens
         flat[::5] = local[1].reshape(-1)[::5]
     out[1] = noise
     return out
+
+
+# Bug classes met in the field (/work/shared/FAMILIES.md, "Weight-sync bugs met in the field").
+
+
+def _swap_halves(param, local: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Gate and up exchanged on every rank: in each expert of a w13, or in a fused gate_up."""
+    out: list[torch.Tensor | None] = []
+    for t in local:
+        half = t.shape[-2] // 2
+        out.append(torch.cat([t[..., half:, :], t[..., :half, :]], dim=-2).contiguous())
+    return out
+
+
+def _local_experts(param, local: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Experts named by their local ids under a trainer EP of 2: every EP rank writes experts
+    0..E/2-1, the last one's (global E/2..E-1) win; experts E/2.. are never written and keep
+    what the engine held (here the checkpoint's)."""
+    out: list[torch.Tensor | None] = []
+    for t in local:
+        half = t.shape[0] // 2
+        wrong = t.clone()
+        wrong[:half] = t[half : 2 * half]
+        out.append(wrong)
+    return out
+
+
+FIELD_BUGS = {"swap_halves": _swap_halves, "local_experts": _local_experts}
+BUGS += tuple(FIELD_BUGS)

@@ -14,8 +14,8 @@ engine changed after loading, which the file cannot show as they were loaded.
 >>> with safe_open(str(path), "pt") as f:
 ...     list(f.keys())
 ['weight']
->>> read_notes(path)
-{}
+>>> read_notes(path)["changed"], read_notes(path)["buffers"]
+({}, [])
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def save_vllm_rank(
     one stage. Tensors are copied to CPU as they are (same dtype,
     same names); tied parameters are written once per name. Buffers registered
     with ``persistent=False`` (caches such as rotary tables) are left out, as
-    ``state_dict`` leaves them out. The note lists every tensor that is empty,
+    ``state_dict`` leaves them out. The note names the buffers written (engine state
+    such as KV-cache scales is no finding when no checkpoint tensor matches it) and
+    lists every tensor that is empty,
     whose dtype cannot be compared (not written), or whose shape or dtype differs
     from what its layer declares (vLLM's ``output_size_per_partition``,
     ``input_size_per_partition``, ``params_dtype``; an MoE layer's
@@ -71,10 +73,13 @@ def save_vllm_rank(
     root.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     changed: dict[str, dict[str, Any]] = {}
+    buffers: list[str] = []
     for name, tensor, owner in _named_tensors(model):
         note = _change(name, tensor, owner)
         if note is not None:
             changed[name] = note
+        if not isinstance(tensor, torch.nn.Parameter):
+            buffers.append(name)
         if tensor.dtype not in COMPARABLE:
             continue
         # clone(): safetensors refuses tensors that share storage (tied embeddings).
@@ -85,6 +90,7 @@ def save_vllm_rank(
         "format": NOTES_FORMAT,
         "rank": {"tp": tp_rank, "pp": pp_rank, "pp_size": pp_size},
         "changed": changed,
+        "buffers": buffers,
     }
     notes_path(path).write_text(json.dumps(note, indent=1), encoding="utf-8")
     return path
@@ -99,22 +105,24 @@ def notes_path(rank_path: Path) -> Path:
     return rank_path.with_name(rank_path.name.removesuffix(".safetensors") + ".notes.json")
 
 
-def read_notes(rank_path: Path) -> dict[str, dict[str, Any]] | None:
-    """The changed tensors noted beside ``rank_path`` by name, or None when there is no note."""
+def read_notes(rank_path: Path) -> dict[str, Any] | None:
+    """The note beside ``rank_path`` (None when there is none): ``changed``, the tensors the
+    engine changed by name; ``buffers``, the names written that are buffers, not parameters."""
     path = notes_path(rank_path)
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        changed = data["changed"]
-        if data.get("format") != NOTES_FORMAT or not isinstance(changed, dict):
+        if data.get("format") != NOTES_FORMAT:
             raise ValueError(f"format {data.get('format')!r}")
+        if not isinstance(data["changed"], dict) or not isinstance(data["buffers"], list):
+            raise ValueError("no 'changed' map or 'buffers' list")
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise SyncvizError(
             f"{str(path)!r} is not a note written by save_vllm_rank ({err})",
             fix="remove it, or dump the rank again with syncviz.dump.save_vllm_rank",
         ) from None
-    return changed
+    return data
 
 
 def _named_tensors(model: Any):

@@ -36,19 +36,27 @@ def checkpoints(tmp_path_factory):
 
 def engine_model(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
     """A stand-in vLLM model holding ``tensors`` under their dotted names; each dense linear
-    declares its per-rank shape and dtype the way vLLM's linear layers do."""
+    declares its per-rank shape and dtype the way vLLM's linear layers do, and each attention
+    holds a persistent KV-cache scale buffer, as vLLM's attention layers do."""
     model = torch.nn.Module()
-    for name, tensor in tensors.items():
-        *path, leaf = name.split(".")
+
+    def module_at(path: list[str]) -> torch.nn.Module:
         module = model
         for part in path:
             if not hasattr(module, part):
                 module.add_module(part, torch.nn.Module())
             module = getattr(module, part)
+        return module
+
+    for name, tensor in tensors.items():
+        *path, leaf = name.split(".")
+        module = module_at(path)
         module.register_parameter(leaf, torch.nn.Parameter(tensor.clone(), requires_grad=False))
         if path and path[-1] in DENSE:
             module.output_size_per_partition, module.input_size_per_partition = tensor.shape
             module.params_dtype = tensor.dtype
+        if path and path[-1] == "qkv_proj":
+            module_at([*path[:-1], "attn"]).register_buffer("_k_scale", torch.tensor(1.0))
     return model
 
 
@@ -77,6 +85,7 @@ def test_emptied_linears_are_not_checkable_cli_exit_2(checkpoints, tmp_path):
     engine_dump(checkpoints["llama-mcore"], dump, 2, free_dense)
     note = json.loads(notes_path(dump / "tp0.safetensors").read_text())
     assert note["rank"] == {"tp": 0, "pp": 0, "pp_size": 1}
+    assert note["buffers"] == [f"model.layers.{i}.self_attn.attn._k_scale" for i in (0, 1)]
     assert len(note["changed"]) == 8
     assert note["changed"]["model.layers.0.self_attn.qkv_proj.weight"] == {
         "shape": [0],
@@ -140,7 +149,7 @@ def test_shape_changed_by_the_engine(checkpoints, tmp_path):
 
     dump = tmp_path / "dump"
     engine_dump(checkpoints["llama-mcore"], dump, 2, repack)
-    noted = read_notes(dump / "tp1.safetensors")
+    noted = read_notes(dump / "tp1.safetensors")["changed"]
     assert noted == {
         "model.layers.0.self_attn.o_proj.weight": {
             "shape": [8, 16],
@@ -237,14 +246,15 @@ class WithBuffers(torch.nn.Module):
 
 
 def test_save_vllm_rank_writes_persistent_buffers(tmp_path):
-    """Persistent buffers are dumped beside the parameters; non-persistent ones are not; nothing
-    changed means an empty note."""
+    """Persistent buffers are dumped beside the parameters and named in the note; non-persistent
+    ones are not dumped; nothing changed means no tensor in the note's changed map."""
     model = WithBuffers()
     path = save_vllm_rank(model, tmp_path, tp_rank=0)
     saved = load_file(str(path))
     assert sorted(saved) == ["gate.e_score_correction_bias", "gate.weight"]
     assert saved["gate.e_score_correction_bias"].tolist() == [0.0, 1.0, 2.0]
-    assert read_notes(path) == {}
+    assert read_notes(path)["changed"] == {}
+    assert read_notes(path)["buffers"] == ["gate.e_score_correction_bias"]
     assert read_notes(tmp_path / "tp7.safetensors") is None
 
 

@@ -139,13 +139,13 @@ def run_diagnosis(
     layout = model_layout(spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
     whole = model_layout(spec, REFERENCE, dst)
     dumps = open_dumps(dump, dst_tp, dst_pp)
-    changed = _engine_notes(dumps)
-    notes = _placement_notes(layout, whole, dumps, changed)
+    engine = _engine_notes(dumps)
+    notes = _placement_notes(layout, whole, dumps, engine)
     _require_fitting_shapes(layout, dumps)
     decoded: list[list[Decoded]] = []
     pending: list[_Pending] = []
     for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
-        decoded.append(_judge(ref, i, param, dumps, pending, changed))
+        decoded.append(_judge(ref, i, param, dumps, pending, engine))
     if pending:
         _search_elsewhere(ref, layout, pending)
     for k, prev in enumerate(earlier):
@@ -173,12 +173,21 @@ def _previous(ref: Reference, folder: str | Path) -> Reference:
     return prev
 
 
-def _engine_notes(dumps: dict[tuple[int, int], RankDump]) -> dict[tuple[int, int], dict]:
-    """Per rank, the tensors its note (save_vllm_rank's) says the engine changed, by key."""
-    out: dict[tuple[int, int], dict] = {}
+@dataclass
+class _Note:
+    """One rank's note from save_vllm_rank, by oracle key."""
+
+    changed: dict[str, dict] = field(default_factory=dict)  # entries carry their "name"
+    buffers: set[str] = field(default_factory=set)
+
+
+def _engine_notes(dumps: dict[tuple[int, int], RankDump]) -> dict[tuple[int, int], _Note]:
+    """Per rank, what its note says: the tensors the engine changed, the buffers written."""
+    out: dict[tuple[int, int], _Note] = {}
     for rank, dump in dumps.items():
-        changed = read_notes(dump.path) or {}
-        out[rank] = {normalise(name): entry for name, entry in changed.items()}
+        note = read_notes(dump.path) or {"changed": {}, "buffers": []}
+        changed = {normalise(n): {**e, "name": n} for n, e in note["changed"].items()}
+        out[rank] = _Note(changed, {normalise(n) for n in note["buffers"]})
     return out
 
 
@@ -199,7 +208,7 @@ def _judge(
     param: ParamLayout,
     dumps: dict[tuple[int, int], RankDump],
     pending: list[_Pending],
-    changed: dict[tuple[int, int], dict],
+    notes: dict[tuple[int, int], _Note],
 ) -> list[Decoded]:
     glob: torch.Tensor | None = None
     casts: dict[tuple[torch.dtype, int], tuple[torch.Tensor, SegmentIndex | None]] = {}
@@ -209,7 +218,7 @@ def _judge(
         dec = Decoded(i, t.pp, t.tp, t.shape, length, segment_starts(t.index, length))
         out.append(dec)
         entry = dumps[(t.pp, t.tp)].tensors.get(param.key)
-        note = changed[(t.pp, t.tp)].get(param.key)
+        note = notes[(t.pp, t.tp)].changed.get(param.key)
         if entry is None and note is None:
             dec.status = "missing"
             continue
@@ -358,7 +367,7 @@ def _missed_updates(diagnosis: Diagnosis) -> dict[tuple[int, int], int]:
     for rank, decs in by_rank.items():
         if any(d.status in ("missing", "shape") for d in decs):
             continue
-        judged = [d for d in decs if d.source is not None and d.start is not None]
+        judged = [d for d in decs if d.status in ("ok", "wrong")]
         codes: set[int] = set()
         for d in judged:
             assert d.source is not None
@@ -385,7 +394,7 @@ def _placement_notes(
     layout: ModelLayout,
     whole: ModelLayout,
     dumps: dict[tuple[int, int], RankDump],
-    changed: dict[tuple[int, int], dict],
+    engine: dict[tuple[int, int], _Note],
 ) -> list[str]:
     """Tensors in the files that are no parameter of the model, or sit on the wrong stage."""
     notes = []
@@ -403,12 +412,14 @@ def _placement_notes(
         where = f"{rank_label(pp, tp, pp_size)} ({rank_file(pp, tp, pp_size)})"
         for name in dump.duplicates:
             notes.append(f"{where}: {name} names a parameter already in the file")
+        note = engine[(pp, tp)]
         names = {key: entry.name for key, entry in dump.tensors.items()}
-        for key in changed[(pp, tp)]:  # noted, not written
-            names.setdefault(key, key.removeprefix("model."))
+        for key, entry in note.changed.items():  # noted, not written
+            names.setdefault(key, entry["name"])
         for key, name in names.items():
             if key not in stage_of:
-                if key not in changed[(pp, tp)]:  # the engine's own extras are no finding
+                # The engine's own state (KV-cache scales, packed copies) is no finding.
+                if key not in note.changed and key not in note.buffers:
                     tied = key == "model.lm_head.weight" and layout.spec.tie_word_embeddings
                     why = ": its config ties lm_head to the embedding" if tied else ""
                     notes.append(f"{where}: {name} is no parameter of {layout.spec.name}{why}")

@@ -131,6 +131,7 @@ class DiagnosisReport(CheckReport):
         page = super()._repr_html_()
         if not self.ok and self.judged_ok:
             page = page.replace(">MISMATCH</b>", ">OK WHERE CHECKABLE</b>", 1)
+            page = page.replace("color:#cf222e", "color:#9a6700", 1)  # amber: not proven OK
         why = "".join(f"<p>not checkable, {html.escape(w)}</p>" for w in self.why)
         return page.removesuffix("</div>") + why + "</div>"
 

@@ -289,10 +289,63 @@ def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pendin
 
 
 def _search_previous(prev: Reference, layout: ModelLayout, pending: list[_Pending], k: int):
-    """Look unexplained segments up in previous checkpoint ``k``: their own parameters first."""
-    own = {p.decoded.param for p in pending}
-    order = sorted(range(len(layout.params)), key=lambda i: (i not in own, i))
-    _look_up(prev, layout, pending, order, k)
+    """Look unexplained segments up in previous checkpoint ``k``, each parameter read once for
+    its own segments: first in place (the usual stale tensor), then anywhere in it; what is
+    left, in the other parameters."""
+    by_param: dict[int, list[_Pending]] = {}
+    for p in pending:
+        by_param.setdefault(p.decoded.param, []).append(p)
+    for i, mine in sorted(by_param.items()):
+        glob = _global(prev, layout.params[i])
+        indexes: dict[tuple[torch.dtype, int], SegmentIndex] = {}
+        for p in mine:
+            cast = glob.to(p.values.dtype)
+            _mark(p, _in_place(p, cast), i, k)
+            if not p.segments.numel():
+                continue
+            key = (p.values.dtype, p.decoded.length)
+            if key not in indexes:
+                indexes[key] = SegmentIndex(cast, key[1])
+            _mark(p, indexes[key].find(p.values), i, k)
+    pending[:] = [p for p in pending if p.segments.numel()]
+    if pending:
+        own = {p.decoded.param for p in pending}
+        _look_up(prev, layout, pending, [i for i in range(len(layout.params)) if i not in own], k)
+
+
+def _in_place(p: _Pending, glob: torch.Tensor) -> torch.Tensor:
+    """Per pending segment: its expected start id when ``glob`` holds it there, else -1."""
+    starts = p.decoded.expected[p.segments]
+    length = p.decoded.length
+    found = torch.full_like(starts, -1)
+    real = starts >= 0  # padding is never stale
+    if not bool(real.any()):
+        return found
+    ids = starts[real][:, None] + torch.arange(length)[None, :]
+    there = bits(glob).reshape(-1)[ids]
+    equal = (there == bits(p.values[real]).reshape(-1, length)).all(dim=1)
+    found[torch.nonzero(real).flatten()[equal]] = starts[real][equal]
+    return found
+
+
+def _mark(p: _Pending, found: torch.Tensor, i: int, previous: int | None) -> None:
+    """Record the hits of ``found`` (start ids, -1 none) in parameter ``i`` and drop them from
+    ``p``: in the reference (``previous`` None) or in previous checkpoint ``previous``."""
+    hit = found >= 0
+    if not bool(hit.any()):
+        return
+    dec = p.decoded
+    assert dec.source is not None and dec.start is not None
+    where = p.segments[hit]
+    if previous is None:
+        dec.source[where] = i
+    else:
+        if dec.stale_param is None:
+            dec.stale_param = torch.full_like(dec.source, -1)
+        dec.source[where] = STALE - previous
+        dec.stale_param[where] = i
+    dec.start[where] = found[hit]
+    p.segments, p.values = p.segments[~hit], p.values[~hit]
 
 
 def _look_up(
@@ -321,21 +374,7 @@ def _look_up(
             key = (p.values.dtype, p.decoded.length)
             if key not in indexes:
                 indexes[key] = SegmentIndex(glob.to(key[0]), key[1])
-            found = indexes[key].find(p.values)
-            hit = found >= 0
-            if not bool(hit.any()):
-                continue
-            dec = p.decoded
-            assert dec.source is not None and dec.start is not None
-            if previous is None:
-                dec.source[p.segments[hit]] = i
-            else:
-                if dec.stale_param is None:
-                    dec.stale_param = torch.full_like(dec.source, -1)
-                dec.source[p.segments[hit]] = STALE - previous
-                dec.stale_param[p.segments[hit]] = i
-            dec.start[p.segments[hit]] = found[hit]
-            p.segments, p.values = p.segments[~hit], p.values[~hit]
+            _mark(p, indexes[key].find(p.values), i, previous)
         pending[:] = [p for p in pending if p.segments.numel()]
 
 
@@ -358,36 +397,37 @@ def _recognise_w13_swap(layout: ModelLayout, dec: Decoded) -> None:
 def _missed_updates(diagnosis: Diagnosis) -> dict[tuple[int, int], int]:
     """Ranks that missed the update: every judged tensor holds, in its place, the values of
     one previous checkpoint (some differing from the reference), and none is missing."""
-    layout = diagnosis.layout
     by_rank: dict[tuple[int, int], list[Decoded]] = {}
     for per_rank in diagnosis.decoded:
         for dec in per_rank:
             by_rank.setdefault((dec.pp, dec.tp), []).append(dec)
-    missed = {}
+    candidates: dict[tuple[int, int], int] = {}
     for rank, decs in by_rank.items():
         if any(d.status in ("missing", "shape") for d in decs):
             continue
-        judged = [d for d in decs if d.status in ("ok", "wrong")]
         codes: set[int] = set()
-        for d in judged:
-            assert d.source is not None
-            codes |= set(d.source[d.bad].unique().tolist())
-        if len(codes) != 1 or next(iter(codes)) > STALE:
-            continue
-        k = STALE - codes.pop()
-        prev = diagnosis.previous[k]
-        if all(_holds_previous(prev, layout.params[d.param], d, diagnosis.dumps) for d in judged):
-            missed[rank] = k
-    return missed
-
-
-def _holds_previous(
-    prev: Reference, param: ParamLayout, dec: Decoded, dumps: dict[tuple[int, int], RankDump]
-) -> bool:
-    """Does the rank's tensor equal the previous checkpoint's, where the oracle places it?"""
-    actual = dumps[(dec.pp, dec.tp)].read(param.key)
-    index = param.dst[[(t.pp, t.tp) for t in param.dst].index((dec.pp, dec.tp))].index
-    return bool(compare(actual, _global(prev, param).to(actual.dtype), index, dec.length).all())
+        for d in decs:
+            if d.status == "wrong":
+                assert d.source is not None
+                codes |= set(d.source[d.bad].unique().tolist())
+        if len(codes) == 1 and next(iter(codes)) <= STALE:
+            candidates[rank] = STALE - codes.pop()
+    layout, dumps = diagnosis.layout, diagnosis.dumps
+    for i, per_rank in enumerate(diagnosis.decoded):  # each previous tensor read once
+        decs = [d for d in per_rank if (d.pp, d.tp) in candidates and d.status in ("ok", "wrong")]
+        param = layout.params[i]
+        globs: dict[int, torch.Tensor] = {}
+        for d in decs:
+            k = candidates.get((d.pp, d.tp))
+            if k is None:
+                continue  # already ruled out by an earlier parameter
+            if k not in globs:
+                globs[k] = _global(diagnosis.previous[k], param)
+            actual = dumps[(d.pp, d.tp)].read(param.key)
+            index = next(t.index for t in param.dst if (t.pp, t.tp) == (d.pp, d.tp))
+            if not bool(compare(actual, globs[k].to(actual.dtype), index, d.length).all()):
+                del candidates[(d.pp, d.tp)]
+    return candidates
 
 
 def _placement_notes(

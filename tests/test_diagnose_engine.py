@@ -267,3 +267,21 @@ def test_save_vllm_rank_writes_a_tied_lm_head_once(tmp_path):
     model.lm_head.weight = model.model.embed_tokens.weight
     saved = load_file(str(save_vllm_rank(model, tmp_path, tp_rank=0)))
     assert list(saved) == ["model.embed_tokens.weight"]
+
+
+def test_a_broken_note_is_bad_input(checkpoints, tmp_path, capsys):
+    """A note that is not save_vllm_rank's: exit 2 with one line naming the file; the JSON
+    report of a good note carries the reasons."""
+    from syncviz.cli import main
+
+    dump = tmp_path / "dump"
+    engine_dump(checkpoints["llama-mcore"], dump, 2, free_dense)
+    args = ["diagnose", "--reference", str(checkpoints["llama-mcore"]), "--dump", str(dump)]
+    assert main([*args, "--dst-tp", "2", "--json"]) == 2
+    data = json.loads(capsys.readouterr().out)
+    assert [w.split(":")[0] for w in data["why"]] == ["empty"]
+    notes_path(dump / "tp1.safetensors").write_text('{"changed": []}')
+    assert main([*args, "--dst-tp", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "tp1.notes.json" in err and "not a note written by save_vllm_rank" in err
+    assert len(err.strip().splitlines()) == 1

@@ -158,3 +158,27 @@ def test_router_never_sent_reads_stale(checkpoints, tmp_path):
         f"  tp 1, rows 0-3: {stale}",
     ]
     assert report.flow_errors == [] and report.exit_code == 1
+
+
+def test_fused_norm_regrouped_as_qkv(tmp_path):
+    """The input norm given the QKV regroup (Qwen2: 2 groups of 2 Q heads + K + V, 16 elements:
+    blocks of 2) holds its own elements reordered, on every rank; the order is checked by hand."""
+    spec = tiny_spec("qwen2")
+    write_checkpoint(spec, tmp_path / "ref")
+    write_dumps(spec, tmp_path / "ref", tmp_path / "dump", tp=2, bugs={"input_norm": "regroup_qkv"})
+    norm = load_file(str(tmp_path / "ref" / "model.safetensors"))[
+        "model.layers.0.input_layernorm.weight"
+    ]
+    held = load_file(str(tmp_path / "dump" / "tp1.safetensors"))[
+        "model.layers.0.input_layernorm.weight"
+    ]
+    order = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15]  # q0 q1 | k0 k1 | v0 v1
+    assert torch.equal(held, norm[order])
+    report = diagnose(tmp_path / "ref", tmp_path / "dump", 2)
+    assert lines(report) == {
+        L0 + "input_layernorm.weight": [
+            f"tp {t}, elements 0-15: holds its expected elements in another order,"
+            " expected input norm"
+            for t in (0, 1)
+        ]
+    }

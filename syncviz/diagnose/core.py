@@ -55,6 +55,7 @@ from syncviz.progress import progress
 
 ZEROS = -1  # source code of a segment that is all zeros (where data was expected)
 NOT_FOUND = -2  # source code of a segment found nowhere in the reference
+REORDERED = -3  # source code of a segment holding exactly its expected elements, reordered
 STALE = -10  # source code of a segment found in previous checkpoint k: STALE - k
 _RANK_FILE = re.compile(r"(pp\d+-)?tp\d+\.safetensors")
 REFERENCE = Parallel(tp=1)  # the checkpoint plays the one, unsharded trainer rank
@@ -65,7 +66,7 @@ class Decoded:
     """One rank's tensor of one parameter, decoded segment by segment.
 
     ``source[k]`` is the index (in the layout) of the parameter segment ``k``
-    came from, or ZEROS / NOT_FOUND; ``start[k]`` its first global id there.
+    came from, or ZEROS / NOT_FOUND / REORDERED; ``start[k]`` its first global id there.
     ``expected[k]`` is the start id the oracle wants. ``status`` is ok, wrong,
     missing (not in the rank's file), shape (present with another shape) or
     uncheckable (``why``: empty, shape or dtype as the engine left it, or
@@ -151,6 +152,8 @@ def run_diagnosis(
     for k, prev in enumerate(earlier):
         if pending:
             _search_previous(prev, layout, pending, k)
+    if pending:
+        _recognise_reordered(ref, layout, pending)
     for per_rank in decoded:
         for dec in per_rank:
             _recognise_w13_swap(layout, dec)
@@ -311,6 +314,33 @@ def _search_previous(prev: Reference, layout: ModelLayout, pending: list[_Pendin
     if pending:
         own = {p.decoded.param for p in pending}
         _look_up(prev, layout, pending, [i for i in range(len(layout.params)) if i not in own], k)
+
+
+def _recognise_reordered(ref: Reference, layout: ModelLayout, pending: list[_Pending]) -> None:
+    """Segments found nowhere that hold exactly their expected elements in another order: a
+    regroup meant for another layout (a fused norm regrouped as if it were QKV)."""
+    by_param: dict[int, list[_Pending]] = {}
+    for p in pending:
+        by_param.setdefault(p.decoded.param, []).append(p)
+    for i, mine in sorted(by_param.items()):
+        glob = _global(ref, layout.params[i])
+        for p in mine:
+            dec, length = p.decoded, p.decoded.length
+            starts = dec.expected[p.segments]
+            real = torch.nonzero(starts >= 0).flatten()
+            if length < 2 or not real.numel():
+                continue
+            ids = starts[real][:, None] + torch.arange(length)[None, :]
+            want = bits(glob.to(p.values.dtype)).reshape(-1)[ids].sort(dim=1).values
+            got = bits(p.values[real]).reshape(-1, length).sort(dim=1).values
+            same = real[(want == got).all(dim=1)]
+            assert dec.source is not None and dec.start is not None
+            dec.source[p.segments[same]] = REORDERED
+            dec.start[p.segments[same]] = -1
+            keep = torch.ones(p.segments.numel(), dtype=torch.bool)
+            keep[same] = False
+            p.segments, p.values = p.segments[keep], p.values[keep]
+    pending[:] = [p for p in pending if p.segments.numel()]
 
 
 def _in_place(p: _Pending, glob: torch.Tensor) -> torch.Tensor:

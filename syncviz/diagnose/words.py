@@ -31,12 +31,13 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from syncviz.check import MAX_RUNS, CheckReport, ParamCheck, TensorCheck
-from syncviz.diagnose.core import NOT_FOUND, STALE, ZEROS, Decoded, Diagnosis
+from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import rank_file, rank_label
 from syncviz.oracle import IndexMap, ParamLayout, describe
 
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?|experts?) [\d-]+: ")
 NOT_FOUND_WORDS = "values not found in the reference"
+REORDERED_WORDS = "its expected elements in another order"
 STALE_WORDS = "the previous checkpoint's values (stale)"
 W13_SWAP = (
     "the MoE back end keeps experts as [up; gate]; a raw load_weights after start-up"
@@ -302,6 +303,8 @@ def _holds(
             words.append("zeros")
         elif kind == NOT_FOUND:
             words.append(NOT_FOUND_WORDS)
+        elif kind == REORDERED:
+            words.append(REORDERED_WORDS)
         elif kind <= STALE:
             words.append(_stale_words(diagnosis, dec, s0, s1, kind))
         elif kind == dec.param:

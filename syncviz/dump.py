@@ -1,7 +1,9 @@
 """Dump what a vLLM rank holds: one safetensors file per rank, for ``syncviz diagnose``.
 
 Run it where the rank's model lives (a vLLM worker, a ChatLearn or verl rollout
-worker). vLLM is imported only when the TP/PP ranks are not given.
+worker). vLLM is imported only when the TP/PP ranks are not given. Beside each
+rank's file goes a small note (``tp{t}.notes.json``) naming the tensors the
+engine changed after loading, which the file cannot show as they were loaded.
 
 >>> import tempfile, torch
 >>> model = torch.nn.Linear(4, 2, bias=False)
@@ -12,14 +14,23 @@ worker). vLLM is imported only when the TP/PP ranks are not given.
 >>> with safe_open(str(path), "pt") as f:
 ...     list(f.keys())
 ['weight']
+>>> read_notes(path)["changed"], read_notes(path)["buffers"]
+({}, [])
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from syncviz.errors import SyncvizError
+
+NOTES_FORMAT = "syncviz-engine-notes/1"
+# The dtypes a diagnosis compares; others (FP8, packed integers) are noted, not written.
+COMPARABLE = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
 def save_vllm_rank(
@@ -30,13 +41,23 @@ def save_vllm_rank(
     pp_rank: int | None = None,
     pp_size: int | None = None,
 ) -> Path:
-    """Write ``model.named_parameters()`` of this rank to ``out_dir/tp{t}.safetensors``
-    (``pp{p}-tp{t}.safetensors`` when the pipeline has more than one stage).
+    """Write this rank's ``model.named_parameters()`` and persistent buffers to
+    ``out_dir/tp{t}.safetensors`` (``pp{p}-tp{t}.safetensors`` when the pipeline has
+    more than one stage), and the engine's changes to ``tp{t}.notes.json`` beside it.
 
     Without ``tp_rank`` the ranks are read from vLLM's parallel state (the TP
     group's rank, the PP group's rank and size); with it, the pipeline defaults to
     one stage. Tensors are copied to CPU as they are (same dtype,
-    same names); tied parameters are written once per name. Returns the file's path.
+    same names); tied parameters are written once per name. Buffers registered
+    with ``persistent=False`` (caches such as rotary tables) are left out, as
+    ``state_dict`` leaves them out. The note names the buffers written (engine state
+    such as KV-cache scales is no finding when no checkpoint tensor matches it) and
+    lists every tensor that is empty,
+    whose dtype cannot be compared (not written), or whose shape or dtype differs
+    from what its layer declares (vLLM's ``output_size_per_partition``,
+    ``input_size_per_partition``, ``params_dtype``; an MoE layer's
+    ``local_num_experts``, ``intermediate_size_per_partition``, ``hidden_size``).
+    Returns the safetensors file's path.
     """
     from safetensors.torch import save_file
 
@@ -50,13 +71,126 @@ def save_vllm_rank(
 
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    # clone(): safetensors refuses tensors that share storage (tied embeddings).
-    tensors = {
-        name: p.detach().to("cpu").contiguous().clone() for name, p in model.named_parameters()
-    }
+    tensors: dict[str, torch.Tensor] = {}
+    changed: dict[str, dict[str, Any]] = {}
+    buffers: list[str] = []
+    for name, tensor, owner in _named_tensors(model):
+        note = _change(name, tensor, owner)
+        if note is not None:
+            changed[name] = note
+        if not isinstance(tensor, torch.nn.Parameter):
+            buffers.append(name)
+        if tensor.dtype not in COMPARABLE:
+            continue
+        # clone(): safetensors refuses tensors that share storage (tied embeddings).
+        tensors[name] = tensor.detach().to("cpu").contiguous().clone()
     path = root / rank_file(pp_rank, tp_rank, pp_size)
     save_file(tensors, str(path))
+    note = {
+        "format": NOTES_FORMAT,
+        "rank": {"tp": tp_rank, "pp": pp_rank, "pp_size": pp_size},
+        "changed": changed,
+        "buffers": buffers,
+    }
+    notes_path(path).write_text(json.dumps(note, indent=1), encoding="utf-8")
     return path
+
+
+def notes_path(rank_path: Path) -> Path:
+    """The note beside a rank's file: ``tp1.safetensors`` -> ``tp1.notes.json``.
+
+    >>> notes_path(Path("/d/pp1-tp3.safetensors")).name
+    'pp1-tp3.notes.json'
+    """
+    return rank_path.with_name(rank_path.name.removesuffix(".safetensors") + ".notes.json")
+
+
+def read_notes(rank_path: Path) -> dict[str, Any] | None:
+    """The note beside ``rank_path`` (None when there is none): ``changed``, the tensors the
+    engine changed by name; ``buffers``, the names written that are buffers, not parameters."""
+    path = notes_path(rank_path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != NOTES_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}")
+        if not isinstance(data["changed"], dict) or not isinstance(data["buffers"], list):
+            raise ValueError("no 'changed' map or 'buffers' list")
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise SyncvizError(
+            f"{str(path)!r} is not a note written by save_vllm_rank ({err})",
+            fix="remove it, or dump the rank again with syncviz.dump.save_vllm_rank",
+        ) from None
+    return data
+
+
+def _named_tensors(model: Any):
+    """(name, tensor, owning module) of every parameter and persistent buffer, each tensor
+    once under its first name (as ``named_parameters`` gives a tied lm_head only once)."""
+    seen: set[int] = set()
+    for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        skip = getattr(module, "_non_persistent_buffers_set", set())
+        members = list(module._parameters.items())
+        members += [(n, b) for n, b in module._buffers.items() if n not in skip]
+        for local, tensor in members:
+            if tensor is None or id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            yield prefix + local, tensor, module
+
+
+def _change(name: str, tensor: torch.Tensor, owner: Any) -> dict[str, Any] | None:
+    """What the engine changed about this tensor, or None when it looks as loaded."""
+    shape, dtype = list(tensor.shape), str(tensor.dtype).removeprefix("torch.")
+    expected_shape = _declared_shape(name.rsplit(".", 1)[-1], owner)
+    expected_dtype = getattr(owner, "params_dtype", None)
+    note: dict[str, Any] = {"shape": shape, "dtype": dtype}
+    if expected_shape is not None:
+        note["expected_shape"] = list(expected_shape)
+    if isinstance(expected_dtype, torch.dtype):
+        note["expected_dtype"] = str(expected_dtype).removeprefix("torch.")
+    if tensor.numel() == 0:
+        return {**note, "why": "empty"}
+    if tensor.dtype not in COMPARABLE:
+        return {**note, "why": "dtype", "written": False}
+    if expected_shape is not None and tuple(shape) != expected_shape:
+        return {**note, "why": "shape"}
+    if name.endswith("weight") and "expected_dtype" in note and note["expected_dtype"] != dtype:
+        return {**note, "why": "dtype"}
+    return None
+
+
+def _declared_shape(local: str, owner: Any) -> tuple[int, ...] | None:
+    """The per-rank shape a vLLM layer declares for its parameter ``local``, if it says."""
+    size = {k: getattr(owner, k, None) for k in _DECLARED}
+    if not all(isinstance(v, int) or v is None for v in size.values()):
+        return None
+    out, inp = size["output_size_per_partition"], size["input_size_per_partition"]
+    if local == "weight" and out is not None and inp is not None:
+        return (out, inp)
+    experts, inter, hidden = (
+        size["local_num_experts"],
+        size["intermediate_size_per_partition"],
+        size["hidden_size"],
+    )
+    if experts is None or inter is None or hidden is None:
+        return None
+    if local == "w13_weight":
+        return (experts, 2 * inter, hidden)
+    if local == "w2_weight":
+        return (experts, hidden, inter)
+    return None
+
+
+_DECLARED = (
+    "output_size_per_partition",
+    "input_size_per_partition",
+    "local_num_experts",
+    "intermediate_size_per_partition",
+    "hidden_size",
+)
 
 
 def _vllm_ranks() -> tuple[int, int, int]:

@@ -1,8 +1,9 @@
 """``syncviz diagnose``: judge real vLLM rank dumps against the checkpoint they came from.
 
-Exit 0 when every tensor matches, 1 on any mismatch or missing tensor, 2 on bad
-input (missing files, shapes that fit no valid dst tp, a folder that is not a
-checkpoint).
+Exit 0 when every tensor matches, 1 on any mismatch, missing or stale tensor, 2
+when nothing judged is wrong but some tensor was not checkable (the engine emptied
+or repacked it after loading), and 2 on bad input (missing files, shapes that fit
+no valid dst tp, a folder that is not a checkpoint).
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         what="layers to judge (default: all, with the embedding, final norm and lm_head)",
     )
     parser.add_argument(
+        "--previous",
+        action="append",
+        default=[],
+        metavar="PREV_DIR",
+        help="an earlier checkpoint (same format as --reference; repeatable): wrong values"
+        " found there are named stale",
+    )
+    parser.add_argument(
         "--trace", default=None, metavar="TRACE_DIR", help="traces from syncviz.record"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -57,9 +66,10 @@ def _run(args: argparse.Namespace) -> int:
         layers=args.layers,
         trace=args.trace,
         show_progress=not args.json,
+        previous=args.previous,
     )
     print(report.to_json() if args.json else report.text())
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 COMMAND = Command(

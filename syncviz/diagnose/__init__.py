@@ -24,14 +24,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from syncviz.check import CheckReport
 from syncviz.diagnose.core import Diagnosis, run_diagnosis
 from syncviz.diagnose.dumps import normalise
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.result import as_result, load_traces
+from syncviz.diagnose.words import DiagnosisReport
 from syncviz.diagnose.words import report as _report
 
-__all__ = ["Diagnosis", "Reference", "diagnose", "normalise", "run_diagnosis"]
+__all__ = ["Diagnosis", "DiagnosisReport", "Reference", "diagnose", "normalise", "run_diagnosis"]
 
 
 def diagnose(
@@ -44,7 +44,8 @@ def diagnose(
     include_globals: bool | None = None,
     trace: str | Path | None = None,
     show_progress: bool = False,
-) -> CheckReport:
+    previous: Iterable[str | Path] = (),
+) -> DiagnosisReport:
     """Judge the vLLM ranks' tensors in ``dump`` against the checkpoint folder ``reference``.
 
     ``dump`` holds ``tp{t}.safetensors`` per rank (``pp{p}-tp{t}.safetensors``
@@ -53,9 +54,15 @@ def diagnose(
     judged (the embedding, final norm and lm_head are judged when ``layers`` is
     None, or when ``include_globals`` is true); data from elsewhere is looked up
     only among the judged parameters. ``trace`` is a folder of traces recorded
-    with :func:`syncviz.record`, added for the step view.
+    with :func:`syncviz.record`, added for the step view. ``previous`` names earlier
+    checkpoints (same format as ``reference``): wrong values found in one read as
+    its stale values, and a rank holding them everywhere as a rank that missed the
+    update. Tensors the engine emptied or changed after loading are not checkable
+    (never wrong).
 
-    Returns the checker's :class:`~syncviz.check.CheckReport`; its ``result``
+    Returns a :class:`~syncviz.diagnose.words.DiagnosisReport`, the checker's
+    :class:`~syncviz.check.CheckReport` with the reasons tensors were not checkable
+    and an ``exit_code`` (0 ok, 1 something wrong, 2 only not checkable); its ``result``
     attribute is a :class:`~syncviz.run.result.SyncResult` of the decoded
     provenance, for the diagram views. Bad input raises
     :class:`~syncviz.errors.SyncvizError`.
@@ -68,6 +75,7 @@ def diagnose(
         layers=layers,
         include_globals=include_globals,
         show_progress=show_progress,
+        previous=previous,
     )
     report = _report(diagnosis)
     report.result = as_result(diagnosis, load_traces(trace) if trace is not None else None)  # type: ignore[attr-defined]
@@ -77,7 +85,7 @@ def diagnose(
 class _CallableModule(types.ModuleType):
     """``syncviz.diagnose(...)`` works whether it finds this package or the function."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> CheckReport:
+    def __call__(self, *args: Any, **kwargs: Any) -> DiagnosisReport:
         return diagnose(*args, **kwargs)
 
 

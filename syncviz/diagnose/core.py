@@ -4,8 +4,13 @@ Pass 1 reads one parameter's global tensor and every rank's tensor of it,
 compares them segment by segment with what the oracle says the rank must hold
 (exact, in the dump's dtype), and looks each wrong segment up in the same
 parameter. Pass 2 looks the segments still unexplained up in the other
-parameters of the diagnosed layers, one global tensor at a time. What is
-found nowhere stays "not found": nothing is guessed.
+parameters of the diagnosed layers, one global tensor at a time. Pass 3
+looks what is still unexplained up in earlier checkpoints (``previous``):
+values found there are stale. What is found nowhere stays "not found":
+nothing is guessed. Tensors the engine emptied, repacked or quantized after
+loading (empty in the dump, or named in the rank's note) are not checkable,
+and so is the one back-end transform recognised from the decoded provenance:
+every expert's w13 halves exchanged on a rank.
 
 >>> import tempfile
 >>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
@@ -22,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable
@@ -30,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from syncviz.diagnose.dumps import RankDump, open_dumps, rank_file, rank_label
+from syncviz.diagnose.dumps import RankDump, normalise, open_dumps, rank_file, rank_label
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.segments import (
     SegmentIndex,
@@ -40,6 +46,7 @@ from syncviz.diagnose.segments import (
     segment_starts,
     wide,
 )
+from syncviz.dump import read_notes
 from syncviz.errors import SyncvizError
 from syncviz.oracle import ModelLayout, ParamLayout, model_layout
 from syncviz.oracle.dest import dest_maps
@@ -48,6 +55,8 @@ from syncviz.progress import progress
 
 ZEROS = -1  # source code of a segment that is all zeros (where data was expected)
 NOT_FOUND = -2  # source code of a segment found nowhere in the reference
+REORDERED = -3  # source code of a segment holding exactly its expected elements, reordered
+STALE = -10  # source code of a segment found in previous checkpoint k: STALE - k
 _RANK_FILE = re.compile(r"(pp\d+-)?tp\d+\.safetensors")
 REFERENCE = Parallel(tp=1)  # the checkpoint plays the one, unsharded trainer rank
 
@@ -57,9 +66,12 @@ class Decoded:
     """One rank's tensor of one parameter, decoded segment by segment.
 
     ``source[k]`` is the index (in the layout) of the parameter segment ``k``
-    came from, or ZEROS / NOT_FOUND; ``start[k]`` its first global id there.
+    came from, or ZEROS / NOT_FOUND / REORDERED; ``start[k]`` its first global id there.
     ``expected[k]`` is the start id the oracle wants. ``status`` is ok, wrong,
-    missing (not in the rank's file) or shape (present with another shape).
+    missing (not in the rank's file), shape (present with another shape) or
+    uncheckable (``why``: empty, shape or dtype as the engine left it, or
+    w13_swapped). A stale segment's source is ``STALE - k`` (previous checkpoint
+    k), ``stale_param[k]`` the parameter it was found in there.
     """
 
     param: int
@@ -72,6 +84,9 @@ class Decoded:
     source: torch.Tensor | None = None
     start: torch.Tensor | None = None
     dump_shape: tuple[int, ...] | None = None
+    why: str | None = None
+    dump_dtype: str | None = None
+    stale_param: torch.Tensor | None = None
 
     @property
     def bad(self) -> torch.Tensor:
@@ -96,6 +111,8 @@ class Diagnosis:
     dumps: dict[tuple[int, int], RankDump]
     decoded: list[list[Decoded]]  # per parameter, per destination tensor
     notes: list[str] = field(default_factory=list)
+    previous: list[Reference] = field(default_factory=list)
+    missed: dict[tuple[int, int], int] = field(default_factory=dict)  # rank -> previous k
 
     @property
     def dst(self) -> Parallel:
@@ -111,27 +128,70 @@ def run_diagnosis(
     layers: Iterable[int] | None = None,
     include_globals: bool | None = None,
     show_progress: bool = False,
+    previous: Iterable[str | Path] = (),
 ) -> Diagnosis:
     """Read, compare and decode; see :func:`syncviz.diagnose.diagnose` for the report."""
     ref = Reference(reference)
     spec = ref.spec
+    earlier = [_previous(ref, p) for p in previous]
     dst = Parallel(tp=dst_tp, pp=dst_pp)
     wanted = None if layers is None else tuple(layers)
     with_globals = (wanted is None) if include_globals is None else include_globals
     layout = model_layout(spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
     whole = model_layout(spec, REFERENCE, dst)
     dumps = open_dumps(dump, dst_tp, dst_pp)
-    notes = _placement_notes(layout, whole, dumps)
+    engine = _engine_notes(dumps)
+    notes = _placement_notes(layout, whole, dumps, engine)
     _require_fitting_shapes(layout, dumps)
     decoded: list[list[Decoded]] = []
     pending: list[_Pending] = []
     for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
-        decoded.append(_judge(ref, i, param, dumps, pending))
+        decoded.append(_judge(ref, i, param, dumps, pending, engine))
     if pending:
         _search_elsewhere(ref, layout, pending)
-    diagnosis = Diagnosis(ref, layout, dumps, decoded, notes)
+    for k, prev in enumerate(earlier):
+        if pending:
+            _search_previous(prev, layout, pending, k)
+    if pending:
+        _recognise_reordered(ref, layout, pending)
+    for per_rank in decoded:
+        for dec in per_rank:
+            _recognise_w13_swap(layout, dec)
+    diagnosis = Diagnosis(ref, layout, dumps, decoded, notes, earlier)
     diagnosis.notes += _rank_order_notes(diagnosis)
+    if earlier:
+        diagnosis.missed = _missed_updates(diagnosis)
     return diagnosis
+
+
+def _previous(ref: Reference, folder: str | Path) -> Reference:
+    """An earlier checkpoint of the reference's model (same config but the name)."""
+    prev = Reference(folder)
+    if dataclasses.replace(prev.spec, name=ref.spec.name) != ref.spec:
+        raise SyncvizError(
+            f"previous checkpoint {str(folder)!r} is not of the reference's model"
+            f" ({prev.spec.name} vs {ref.spec.name}: another config.json)",
+            fix="pass earlier checkpoints of the same model to --previous",
+        )
+    return prev
+
+
+@dataclass
+class _Note:
+    """One rank's note from save_vllm_rank, by oracle key."""
+
+    changed: dict[str, dict] = field(default_factory=dict)  # entries carry their "name"
+    buffers: set[str] = field(default_factory=set)
+
+
+def _engine_notes(dumps: dict[tuple[int, int], RankDump]) -> dict[tuple[int, int], _Note]:
+    """Per rank, what its note says: the tensors the engine changed, the buffers written."""
+    out: dict[tuple[int, int], _Note] = {}
+    for rank, dump in dumps.items():
+        note = read_notes(dump.path) or {"changed": {}, "buffers": []}
+        changed = {normalise(n): {**e, "name": n} for n, e in note["changed"].items()}
+        out[rank] = _Note(changed, {normalise(n) for n in note["buffers"]})
+    return out
 
 
 def _global(ref: Reference, param: ParamLayout) -> torch.Tensor:
@@ -151,6 +211,7 @@ def _judge(
     param: ParamLayout,
     dumps: dict[tuple[int, int], RankDump],
     pending: list[_Pending],
+    notes: dict[tuple[int, int], _Note],
 ) -> list[Decoded]:
     glob: torch.Tensor | None = None
     casts: dict[tuple[torch.dtype, int], tuple[torch.Tensor, SegmentIndex | None]] = {}
@@ -160,8 +221,19 @@ def _judge(
         dec = Decoded(i, t.pp, t.tp, t.shape, length, segment_starts(t.index, length))
         out.append(dec)
         entry = dumps[(t.pp, t.tp)].tensors.get(param.key)
-        if entry is None:
+        note = notes[(t.pp, t.tp)].changed.get(param.key)
+        if entry is None and note is None:
             dec.status = "missing"
+            continue
+        shape = entry.shape if entry is not None else tuple(note["shape"])  # type: ignore[index]
+        if shape != t.shape and (note is not None or math.prod(shape) == 0):
+            dec.status, dec.dump_shape = "uncheckable", shape
+            dec.why = "empty" if math.prod(shape) == 0 else (note or {}).get("why", "shape")
+            dec.dump_dtype = (note or {}).get("dtype")
+            continue
+        if entry is None:  # noted, not written: its dtype cannot be compared
+            dec.status, dec.dump_shape = "uncheckable", shape
+            dec.why, dec.dump_dtype = "dtype", (note or {}).get("dtype")
             continue
         if entry.shape != t.shape:
             dec.status, dec.dump_shape = "shape", entry.shape
@@ -216,6 +288,108 @@ def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pendin
         (i for i in range(len(layout.params)) if i not in own),
         key=lambda i: (layout.params[i].kind not in kinds, i),
     )
+    _look_up(ref, layout, pending, order, None)
+
+
+def _search_previous(prev: Reference, layout: ModelLayout, pending: list[_Pending], k: int):
+    """Look unexplained segments up in previous checkpoint ``k``, each parameter read once for
+    its own segments: first in place (the usual stale tensor), then anywhere in it; what is
+    left, in the other parameters."""
+    by_param: dict[int, list[_Pending]] = {}
+    for p in pending:
+        by_param.setdefault(p.decoded.param, []).append(p)
+    for i, mine in sorted(by_param.items()):
+        glob = _global(prev, layout.params[i])
+        indexes: dict[tuple[torch.dtype, int], SegmentIndex] = {}
+        for p in mine:
+            cast = glob.to(p.values.dtype)
+            _mark(p, _in_place(p, cast), i, k)
+            if not p.segments.numel():
+                continue
+            key = (p.values.dtype, p.decoded.length)
+            if key not in indexes:
+                indexes[key] = SegmentIndex(cast, key[1])
+            _mark(p, indexes[key].find(p.values), i, k)
+    pending[:] = [p for p in pending if p.segments.numel()]
+    if pending:
+        own = {p.decoded.param for p in pending}
+        _look_up(prev, layout, pending, [i for i in range(len(layout.params)) if i not in own], k)
+
+
+def _recognise_reordered(ref: Reference, layout: ModelLayout, pending: list[_Pending]) -> None:
+    """Segments found nowhere that hold exactly their expected elements in another order: a
+    regroup meant for another layout (a fused norm regrouped as if it were QKV)."""
+    by_param: dict[int, list[_Pending]] = {}
+    for p in pending:
+        by_param.setdefault(p.decoded.param, []).append(p)
+    for i, mine in sorted(by_param.items()):
+        glob = _global(ref, layout.params[i])
+        for p in mine:
+            dec, length = p.decoded, p.decoded.length
+            starts = dec.expected[p.segments]
+            real = torch.nonzero(starts >= 0).flatten()
+            if length < 2 or not real.numel():
+                continue
+            ids = starts[real][:, None] + torch.arange(length)[None, :]
+            want = bits(glob.to(p.values.dtype)).reshape(-1)[ids].sort(dim=1).values
+            got = bits(p.values[real]).reshape(-1, length).sort(dim=1).values
+            same = real[(want == got).all(dim=1)]
+            assert dec.source is not None and dec.start is not None
+            dec.source[p.segments[same]] = REORDERED
+            dec.start[p.segments[same]] = -1
+            keep = torch.ones(p.segments.numel(), dtype=torch.bool)
+            keep[same] = False
+            p.segments, p.values = p.segments[keep], p.values[keep]
+    pending[:] = [p for p in pending if p.segments.numel()]
+
+
+def _in_place(p: _Pending, glob: torch.Tensor) -> torch.Tensor:
+    """Per pending segment: its expected start id when ``glob`` holds it there, else -1."""
+    starts = p.decoded.expected[p.segments]
+    length = p.decoded.length
+    found = torch.full_like(starts, -1)
+    real = starts >= 0  # padding is never stale
+    if not bool(real.any()):
+        return found
+    ids = starts[real][:, None] + torch.arange(length)[None, :]
+    there = bits(glob).reshape(-1)[ids]
+    equal = (there == bits(p.values[real]).reshape(-1, length)).all(dim=1)
+    found[torch.nonzero(real).flatten()[equal]] = starts[real][equal]
+    return found
+
+
+def _mark(p: _Pending, found: torch.Tensor, i: int, previous: int | None) -> None:
+    """Record the hits of ``found`` (start ids, -1 none) in parameter ``i`` and drop them from
+    ``p``: in the reference (``previous`` None) or in previous checkpoint ``previous``."""
+    hit = found >= 0
+    if not bool(hit.any()):
+        return
+    dec = p.decoded
+    assert dec.source is not None and dec.start is not None
+    where = p.segments[hit]
+    if previous is None:
+        dec.source[where] = i
+    else:
+        if dec.stale_param is None:
+            dec.stale_param = torch.full_like(dec.source, -1)
+        dec.source[where] = STALE - previous
+        dec.stale_param[where] = i
+    dec.start[where] = found[hit]
+    p.segments, p.values = p.segments[~hit], p.values[~hit]
+
+
+def _look_up(
+    ref: Reference,
+    layout: ModelLayout,
+    pending: list[_Pending],
+    order: list[int],
+    previous: int | None,
+) -> None:
+    """Find pending segments in ``ref``'s parameters, in ``order``; found ones leave ``pending``.
+
+    In the reference a hit's source is the parameter; in previous checkpoint k it is
+    ``STALE - k`` and the parameter goes to ``stale_param``.
+    """
     for i in order:
         if not pending:
             return
@@ -230,19 +404,67 @@ def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pendin
             key = (p.values.dtype, p.decoded.length)
             if key not in indexes:
                 indexes[key] = SegmentIndex(glob.to(key[0]), key[1])
-            found = indexes[key].find(p.values)
-            hit = found >= 0
-            if not bool(hit.any()):
-                continue
-            assert p.decoded.source is not None and p.decoded.start is not None
-            p.decoded.source[p.segments[hit]] = i
-            p.decoded.start[p.segments[hit]] = found[hit]
-            p.segments, p.values = p.segments[~hit], p.values[~hit]
+            _mark(p, indexes[key].find(p.values), i, previous)
         pending[:] = [p for p in pending if p.segments.numel()]
 
 
+def _recognise_w13_swap(layout: ModelLayout, dec: Decoded) -> None:
+    """A rank's w13 whose every expert holds its own halves exchanged, [up; gate]: named,
+    not judged (the layout MoE back ends such as FlashInfer's keep after start-up)."""
+    param = layout.params[dec.param]
+    if param.kind != "experts_w13" or dec.status != "wrong" or len(dec.shape) != 3:
+        return
+    assert dec.source is not None and dec.start is not None
+    experts = dec.shape[0]
+    per = dec.expected.numel() // experts
+    if per % 2 or not bool((dec.source == dec.param).all()):
+        return
+    swapped = dec.expected.view(experts, 2, per // 2).flip(1).reshape(-1)
+    if torch.equal(dec.start, swapped):
+        dec.status, dec.why = "uncheckable", "w13_swapped"
+
+
+def _missed_updates(diagnosis: Diagnosis) -> dict[tuple[int, int], int]:
+    """Ranks that missed the update: every judged tensor holds, in its place, the values of
+    one previous checkpoint (some differing from the reference), and none is missing."""
+    by_rank: dict[tuple[int, int], list[Decoded]] = {}
+    for per_rank in diagnosis.decoded:
+        for dec in per_rank:
+            by_rank.setdefault((dec.pp, dec.tp), []).append(dec)
+    candidates: dict[tuple[int, int], int] = {}
+    for rank, decs in by_rank.items():
+        if any(d.status in ("missing", "shape") for d in decs):
+            continue
+        codes: set[int] = set()
+        for d in decs:
+            if d.status == "wrong":
+                assert d.source is not None
+                codes |= set(d.source[d.bad].unique().tolist())
+        if len(codes) == 1 and next(iter(codes)) <= STALE:
+            candidates[rank] = STALE - codes.pop()
+    layout, dumps = diagnosis.layout, diagnosis.dumps
+    for i, per_rank in enumerate(diagnosis.decoded):  # each previous tensor read once
+        decs = [d for d in per_rank if (d.pp, d.tp) in candidates and d.status in ("ok", "wrong")]
+        param = layout.params[i]
+        globs: dict[int, torch.Tensor] = {}
+        for d in decs:
+            k = candidates.get((d.pp, d.tp))
+            if k is None:
+                continue  # already ruled out by an earlier parameter
+            if k not in globs:
+                globs[k] = _global(diagnosis.previous[k], param)
+            actual = dumps[(d.pp, d.tp)].read(param.key)
+            index = next(t.index for t in param.dst if (t.pp, t.tp) == (d.pp, d.tp))
+            if not bool(compare(actual, globs[k].to(actual.dtype), index, d.length).all()):
+                del candidates[(d.pp, d.tp)]
+    return candidates
+
+
 def _placement_notes(
-    layout: ModelLayout, whole: ModelLayout, dumps: dict[tuple[int, int], RankDump]
+    layout: ModelLayout,
+    whole: ModelLayout,
+    dumps: dict[tuple[int, int], RankDump],
+    engine: dict[tuple[int, int], _Note],
 ) -> list[str]:
     """Tensors in the files that are no parameter of the model, or sit on the wrong stage."""
     notes = []
@@ -260,13 +482,19 @@ def _placement_notes(
         where = f"{rank_label(pp, tp, pp_size)} ({rank_file(pp, tp, pp_size)})"
         for name in dump.duplicates:
             notes.append(f"{where}: {name} names a parameter already in the file")
-        for key, entry in dump.tensors.items():
+        note = engine[(pp, tp)]
+        names = {key: entry.name for key, entry in dump.tensors.items()}
+        for key, entry in note.changed.items():  # noted, not written
+            names.setdefault(key, entry["name"])
+        for key, name in names.items():
             if key not in stage_of:
-                notes.append(f"{where}: {entry.name} is no parameter of {layout.spec.name}")
+                # The engine's own state (KV-cache scales, packed copies) is no finding.
+                if key not in note.changed and key not in note.buffers:
+                    tied = key == "model.lm_head.weight" and layout.spec.tie_word_embeddings
+                    why = ": its config ties lm_head to the embedding" if tied else ""
+                    notes.append(f"{where}: {name} is no parameter of {layout.spec.name}{why}")
             elif stage_of[key] != pp:
-                notes.append(
-                    f"{where}: {entry.name} belongs to pipeline stage {stage_of[key]}, not {pp}"
-                )
+                notes.append(f"{where}: {name} belongs to pipeline stage {stage_of[key]}, not {pp}")
     return notes
 
 
@@ -277,8 +505,8 @@ def _require_fitting_shapes(layout: ModelLayout, dumps: dict[tuple[int, int], Ra
     for param in layout.params:
         for t in param.dst:
             entry = dumps[(t.pp, t.tp)].tensors.get(param.key)
-            if entry is None or t.shape == param.global_shape:
-                continue  # missing (a finding) or replicated (fits any tp)
+            if entry is None or t.shape == param.global_shape or not math.prod(entry.shape):
+                continue  # missing (a finding), replicated (fits any tp) or emptied
             tried += 1
             fitted += entry.shape == t.shape
             if sample is None and t.tp == 0:

@@ -2,8 +2,10 @@
 
 The vLLM ranks' tensors become model-wide provenance ids decoded from the
 checkpoint (built only when a view asks for one); the checkpoint stands for the
-single, unsharded trainer rank. Segments found nowhere read as -4, zeros where
-data was expected as padding (-1), a missing tensor as never written (-2).
+single, unsharded trainer rank. Segments found nowhere as they are (only in a
+previous checkpoint: stale; only reordered) read as -4, zeros where data was
+expected as padding (-1), a missing tensor, or one the engine left empty, as never
+written (-2).
 
 >>> import tempfile
 >>> from syncviz.diagnose.core import run_diagnosis
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from syncviz.diagnose.core import NOT_FOUND, ZEROS, Decoded, Diagnosis
+from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import normalise
 from syncviz.run.flow import RankOutcome
 from syncviz.run.plan import RankRole, SyncPlan, _id_bases, holds
@@ -97,7 +99,8 @@ class _Decoded(Mapping[str, torch.Tensor]):
         first = (base[src] + dec.start).to(torch.float64)
         ids = first[:, None] + torch.arange(dec.length, dtype=torch.float64)[None, :]
         ids[dec.source == ZEROS] = -1.0
-        ids[dec.source == NOT_FOUND] = NOT_FOUND_ID
+        elsewhere = (dec.source == NOT_FOUND) | (dec.source == REORDERED) | (dec.source <= STALE)
+        ids[elsewhere] = NOT_FOUND_ID
         ids[(dec.source >= 0) & (dec.start < 0)] = -1.0  # expected padding, held as zeros
         return ids.view(dec.shape)
 

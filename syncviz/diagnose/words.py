@@ -2,7 +2,10 @@
 
 Each wrong run of rows (experts for 3-D tensors, elements for 1-D ones) says
 what it holds (decoded from the checkpoint), whose expected data that is when
-it is another rank's ("holds tp 0's Q heads 0-3"), and what was expected.
+it is another rank's ("holds tp 0's Q heads 0-3"), and what was expected; values
+of an earlier checkpoint read "holds the previous checkpoint's values (stale)".
+Tensors the engine changed after loading are *not checkable*: each says what
+the dump holds, and the report says once why and how to dump them as loaded.
 
 >>> import tempfile
 >>> from syncviz.diagnose.core import run_diagnosis
@@ -20,41 +23,157 @@ it is another rank's ("holds tp 0's Q heads 0-3"), and what was expected.
 
 from __future__ import annotations
 
+import html
 import math
 import re
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from syncviz.check import MAX_RUNS, CheckReport, ParamCheck, TensorCheck
-from syncviz.diagnose.core import NOT_FOUND, ZEROS, Decoded, Diagnosis
+from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import rank_file, rank_label
 from syncviz.oracle import IndexMap, ParamLayout, describe
 
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?|experts?) [\d-]+: ")
 NOT_FOUND_WORDS = "values not found in the reference"
+REORDERED_WORDS = "its expected elements in another order"
+STALE_WORDS = "the previous checkpoint's values (stale)"
+W13_SWAP = (
+    "the MoE back end keeps experts as [up; gate]; a raw load_weights after start-up"
+    " writes checkpoint order into it"
+)
+_DUMP_EARLIER = (
+    "dump before process_weights_after_loading (in your sync, call save_vllm_rank right after"
+    " model.load_weights, before anything calls process_weights_after_loading; the README"
+    " shows how)"
+)
+WHY = {
+    "empty": (
+        "empty: the engine freed these after loading (vLLM's CPU engine repacks every dense"
+        " linear weight for its kernels in process_weights_after_loading and leaves"
+        " layer.weight empty); the dump cannot show what it computes with, so they are"
+        f" neither right nor wrong. Fix: {_DUMP_EARLIER}, or keep the weights (vLLM on CPU:"
+        " have UnquantizedLinearMethod.process_weights_after_loading call"
+        " dispatch_cpu_unquantized_gemm(layer, remove_weight=False) in every worker)"
+    ),
+    "shape": (
+        "shape: the engine repacked these after loading (the rank's note says so), so the"
+        " dump cannot show them as loaded; neither right nor wrong."
+        f" Fix: {_DUMP_EARLIER}"
+    ),
+    "dtype": (
+        "dtype: the engine holds these in a dtype the checkpoint's values cannot be compared"
+        " in (quantized after loading, with derived scales), so they were not written;"
+        f" neither right nor wrong. Fix: {_DUMP_EARLIER}; or check the sync on an"
+        " unquantized engine"
+    ),
+    "w13_swapped": (
+        f"w13 halves: every expert holds [up; gate], its checkpoint halves exchanged: {W13_SWAP}."
+        " Right where the engine's MoE back end keeps [up; gate] (FlashInfer's, after start-up;"
+        " then update weights through the engine's reload path, e.g. vLLM's"
+        " worker.reload_weights(), never a raw load_weights); wrong where it reads [gate; up]:"
+        " then the sync exchanged the halves"
+    ),
+}
+"""Why each kind of tensor is not checkable, and how to dump it as loaded (said once)."""
 
 
-def report(diagnosis: Diagnosis) -> CheckReport:
-    """The diagnosis as a :class:`~syncviz.check.CheckReport` (text, HTML, JSON)."""
+@dataclass
+class DiagnosisReport(CheckReport):
+    """A :class:`~syncviz.check.CheckReport` that also tells tensors it could not check.
+
+    ``exit_code``: 1 when anything judged is wrong or missing (or a note is a finding),
+    2 when nothing is but some tensor was not checkable, 0 when all is right. A rank
+    that missed the update is said once (a note); its lines show in JSON and HTML only.
+    """
+
+    why: list[str] = field(default_factory=list)  # per reason present: why and the fix
+    missed_ranks: list[int] = field(default_factory=list)  # world ranks said once
+
+    @property
+    def judged_ok(self) -> bool:
+        """Nothing judged is wrong (tensors not checkable aside)."""
+        return not self.flow_errors and all(p.status in ("ok", "uncheckable") for p in self.params)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.judged_ok:
+            return 1
+        return 0 if self.ok else 2
+
+    def headline(self) -> str:
+        verdict = "OK" if self.ok else ("OK WHERE CHECKABLE" if self.judged_ok else "MISMATCH")
+        head, _, tail = super().headline().rpartition(": ")
+        return f"{head}: {verdict} ({tail.split(' (', 1)[1]}"
+
+    def text(self, *, verbose: bool = False) -> str:
+        hidden = set(self.missed_ranks)
+        params = []
+        for p in self.params:
+            shown = replace(p, tensors=[t for t in p.tensors if t.rank not in hidden])
+            if p.status == "ok" or shown.lines():
+                params.append(shown)
+        plain = CheckReport(
+            self.model, self.src, self.dst, self.synchronizer, params, self.flow_errors
+        )
+        lines = plain.text(verbose=verbose).split("\n")
+        lines[0] = self.headline()
+        if any(p.status == "uncheckable" for p in self.params) or any(
+            t.status == "uncheckable" for p in self.params for t in p.tensors
+        ):
+            lines.insert(
+                1, "uncheckable: the dump shows it as the engine left it, not as loaded (why below)"
+            )
+        lines += [f"not checkable, {w}" for w in self.why]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        page = super()._repr_html_()
+        if not self.ok and self.judged_ok:
+            page = page.replace(">MISMATCH</b>", ">OK WHERE CHECKABLE</b>", 1)
+            page = page.replace("color:#cf222e", "color:#9a6700", 1)  # amber: not proven OK
+        why = "".join(f"<p>not checkable, {html.escape(w)}</p>" for w in self.why)
+        return page.removesuffix("</div>") + why + "</div>"
+
+
+def report(diagnosis: Diagnosis) -> DiagnosisReport:
+    """The diagnosis as a :class:`DiagnosisReport` (text, HTML, JSON, exit code)."""
     layout = diagnosis.layout
     params = []
+    reasons: set[str] = set()
     for i, per_rank in enumerate(diagnosis.decoded):
         param = layout.params[i]
         tensors = [_tensor_check(diagnosis, param, dec) for dec in per_rank]
+        reasons |= {dec.why for dec in per_rank if dec.status == "uncheckable" and dec.why}
         statuses = {t.status for t in tensors}
-        status = "ok"
-        if statuses - {"ok"}:
-            status = "missing" if statuses - {"ok"} == {"missing"} else "wrong"
+        judged = statuses - {"ok", "uncheckable"}
+        status = "uncheckable" if "uncheckable" in statuses else "ok"
+        if judged:
+            status = "missing" if judged == {"missing"} else "wrong"
         params.append(ParamCheck(param.key, status, tensors))
     dst = f"tp{layout.dst.tp}" + (f" pp{layout.dst.pp}" if layout.dst.pp > 1 else "")
-    return CheckReport(
+    pp_size = diagnosis.dst.pp
+    missed = [
+        f"{rank_label(pp, tp, pp_size)} missed the update: every tensor holds {STALE_WORDS}:"
+        f" {_folder(diagnosis, k)}"
+        for (pp, tp), k in sorted(diagnosis.missed.items())
+    ]
+    return DiagnosisReport(
         layout.spec.name,
         f"checkpoint {diagnosis.reference.folder.name}",
         dst,
         "as dumped",
         params,
-        list(diagnosis.notes),
+        list(diagnosis.notes) + missed,
+        why=[WHY[r] for r in WHY if r in reasons],
+        missed_ranks=[pp * diagnosis.dst.tp + tp for pp, tp in sorted(diagnosis.missed)],
     )
+
+
+def _folder(diagnosis: Diagnosis, k: int) -> str:
+    """Previous checkpoint ``k`` as the user named it."""
+    return str(diagnosis.previous[k].folder)
 
 
 def _world(diagnosis: Diagnosis, dec: Decoded) -> int:
@@ -71,12 +190,29 @@ def _tensor_check(diagnosis: Diagnosis, param: ParamLayout, dec: Decoded) -> Ten
     if dec.status == "shape":
         text = f"{where}: shape {list(dec.dump_shape or ())}, expected {list(dec.shape)}"
         return TensorCheck(world, dec.tp, "wrong", math.prod(dec.shape), problems=[text])
+    if dec.status == "uncheckable":
+        return TensorCheck(world, dec.tp, "uncheckable", problems=[_uncheckable(dec, where)])
     if dec.status == "ok":
         return TensorCheck(world, dec.tp, "ok", writes=1)
     bad = dec.bad
     check = TensorCheck(world, dec.tp, "wrong", int(bad.sum()) * dec.length, writes=1)
     check.problems = _runs(diagnosis, param, dec, bad, where)
     return check
+
+
+def _uncheckable(dec: Decoded, where: str) -> str:
+    """What a tensor the engine changed holds, in one line (why is said once, below)."""
+    got, wanted = list(dec.dump_shape or ()), list(dec.shape)
+    if dec.why == "w13_swapped":
+        return (
+            f"{where}, experts 0-{dec.shape[0] - 1}: every expert's w13 halves exchanged"
+            " ([up; gate] instead of [gate; up])"
+        )
+    if dec.why == "empty":
+        return f"{where}: empty (shape {got}), expected {wanted}"
+    if dec.why == "dtype":
+        return f"{where}: {dec.dump_dtype or 'another dtype'} {got}, expected {wanted} as loaded"
+    return f"{where}: shape {got} as the engine left it, expected {wanted}"
 
 
 def _runs(
@@ -120,6 +256,9 @@ def _runs(
         else:
             span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
         holds = _holds(diagnosis, param, dec, a * per, b * per, signature[a] or ())
+        if _stale_in_place(dec, a * per, b * per):
+            out.append(f"{where}, {span}: holds {holds}")
+            continue
         wants = _shorten(
             describe(param, _index(dec, dec.expected, a * per, b * per, param.global_shape))
         )
@@ -164,6 +303,10 @@ def _holds(
             words.append("zeros")
         elif kind == NOT_FOUND:
             words.append(NOT_FOUND_WORDS)
+        elif kind == REORDERED:
+            words.append(REORDERED_WORDS)
+        elif kind <= STALE:
+            words.append(_stale_words(diagnosis, dec, s0, s1, kind))
         elif kind == dec.param:
             own = torch.where(dec.source == dec.param, dec.start, torch.full_like(dec.start, -3))
             text = _shorten(describe(param, _index(dec, own, s0, s1, param.global_shape)))
@@ -181,6 +324,34 @@ def _holds(
             text = _shorten(describe(other, ids))
             words.append(f"{other.key}'s {text}")
     return " and ".join(words)
+
+
+def _stale_in_place(dec: Decoded, s0: int, s1: int) -> bool:
+    """Do the wrong segments s0..s1 all hold previous values of their own expected place?"""
+    assert dec.source is not None and dec.start is not None
+    bad = dec.bad[s0:s1]
+    source = dec.source[s0:s1][bad]
+    if dec.stale_param is None or not bool((source <= STALE).all()):
+        return False
+    same = dec.stale_param[s0:s1][bad] == dec.param
+    return bool((same & (dec.start[s0:s1][bad] == dec.expected[s0:s1][bad])).all())
+
+
+def _stale_words(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int, kind: int) -> str:
+    """The previous checkpoint's values: which checkpoint, and where from when not in place."""
+    assert dec.source is not None and dec.start is not None and dec.stale_param is not None
+    text = f"{STALE_WORDS}: {_folder(diagnosis, STALE - kind)}"
+    mine = dec.source[s0:s1] == kind
+    params = dec.stale_param[s0:s1][mine].unique().tolist()
+    starts = dec.start[s0:s1][mine]
+    if params == [dec.param] and torch.equal(starts, dec.expected[s0:s1][mine]):
+        return text
+    if len(params) != 1:
+        return f"{text}, from several tensors"
+    other = diagnosis.layout.params[params[0]]
+    ids = _index(dec, starts, 0, starts.numel(), other.global_shape, flat=True)
+    where = _shorten(describe(other, ids))
+    return f"{text}, its {where}" if params[0] == dec.param else f"{text}, {other.key}'s {where}"
 
 
 def _whose(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int) -> str:

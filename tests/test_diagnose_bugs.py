@@ -1,0 +1,184 @@
+"""Weight-sync bugs met in the field, planted in dumps cut from a checkpoint, diagnosed in words:
+gate/up halves exchanged, expert ids local under EP, tied and untied lm_head mixed up."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from syncviz.diagnose import diagnose
+from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+from syncviz.diagnose.words import W13_SWAP
+
+L0 = "model.model.layers.0."
+MOE = L0 + "block_sparse_moe.experts."
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny bf16 Llama (I 24) and Mixtral (4 experts, I 8, vocab 64), and a tied Qwen2."""
+    out = {}
+    for family in ("llama-mcore", "mixtral"):
+        out[family] = tmp_path_factory.mktemp(family)
+        write_checkpoint(tiny_spec(family), out[family])
+    out["tied"] = tmp_path_factory.mktemp("tied")
+    write_checkpoint(dataclasses.replace(tiny_spec("qwen2"), tie_word_embeddings=True), out["tied"])
+    return out
+
+
+def run(checkpoints, tmp_path, family, **kwargs):
+    spec = tiny_spec(family)
+    write_dumps(spec, checkpoints[family], tmp_path / "dump", tp=2, **kwargs)
+    return diagnose(checkpoints[family], tmp_path / "dump", 2)
+
+
+def lines(report) -> dict[str, list[str]]:
+    return {p.key: [line.strip() for line in p.lines()] for p in report.bad()}
+
+
+def test_dense_gate_up_halves_exchanged(checkpoints, tmp_path):
+    """A fused gate_up sent as [up; gate] (HF fused experts read the wrong way round): I 24 at
+    tp 2 puts gate rows 12r.. then up rows 12r.. on rank r; both ranks hold them exchanged."""
+    report = run(checkpoints, tmp_path, "llama-mcore", bugs={"gate_up": "swap_halves"})
+    assert lines(report) == {
+        L0 + "mlp.gate_up_proj.weight": [
+            "tp 0, rows 0-23: holds rows 0-11: up rows 0-11; rows 12-23: gate rows 0-11,"
+            " expected rows 0-11: gate rows 0-11; rows 12-23: up rows 0-11",
+            "tp 1, rows 0-23: holds rows 0-11: up rows 12-23; rows 12-23: gate rows 12-23,"
+            " expected rows 0-11: gate rows 12-23; rows 12-23: up rows 12-23",
+        ]
+    }
+    assert report.exit_code == 1
+
+
+def test_w13_halves_exchanged_in_every_expert(checkpoints, tmp_path):
+    """Every expert [up; gate] on every rank: the MoE back end's layout, named once (exit 2)."""
+    report = run(checkpoints, tmp_path, "mixtral", bugs={"experts_w13": "swap_halves"})
+    assert lines(report) == {
+        MOE + "w13_weight": [
+            f"tp {t}, experts 0-3: every expert's w13 halves exchanged ([up; gate] instead of"
+            " [gate; up])"
+            for t in (0, 1)
+        ]
+    }
+    assert report.text().count(W13_SWAP) == 1 and report.exit_code == 2
+
+
+def test_local_expert_ids_under_ep(checkpoints, tmp_path):
+    """Trainer EP 2 naming experts by local id: experts 0-1 hold experts 2-3 (the last EP rank's
+    write wins) on both TP ranks, each rank its own columns (I 8 / 2 = 4) of them."""
+    bugs = {"experts_w13": "local_experts", "experts_w2": "local_experts"}
+    found = lines(run(checkpoints, tmp_path, "mixtral", bugs=bugs))
+    assert found[MOE + "w2_weight"] == [
+        "tp 0, experts 0-1: holds experts 2-3 down cols 0-3, expected experts 0-1 down cols 0-3",
+        "tp 1, experts 0-1: holds experts 2-3 down cols 4-7, expected experts 0-1 down cols 4-7",
+    ]
+    assert found[MOE + "w13_weight"][0].startswith(
+        "tp 0, experts 0-1: holds expert 0 (rows 0-3: expert 2 gate rows 0-3, rows 4-7: expert 2"
+        " up rows 0-3); expert 1 (rows 0-3: expert 3 gate rows 0-3"
+    )
+    assert len(found) == 2
+
+
+def test_untied_lm_head_given_the_embedding(checkpoints, tmp_path):
+    """An untied model whose sync copied the embedding into lm_head: each rank's lm_head holds
+    the embedding's vocab rows (64 / 2 = 32 a rank), named as the embedding's."""
+    dump = tmp_path / "dump"
+    write_dumps(tiny_spec("mixtral"), checkpoints["mixtral"], dump, tp=2)
+    for t in (0, 1):
+        tensors = load_file(str(dump / f"tp{t}.safetensors"))
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
+        save_file(tensors, str(dump / f"tp{t}.safetensors"))
+    found = lines(diagnose(checkpoints["mixtral"], dump, 2))
+    assert found == {
+        "model.lm_head.weight": [
+            "tp 0, rows 0-31: holds model.model.embed_tokens.weight's vocab rows 0-31,"
+            " expected vocab rows 0-31",
+            "tp 1, rows 0-31: holds model.model.embed_tokens.weight's vocab rows 32-63,"
+            " expected vocab rows 32-63",
+        ]
+    }
+
+
+def test_tied_and_untied_lm_head_mixed_up(checkpoints, tmp_path):
+    """A tied model's dump with an lm_head of its own is told the config ties it; an untied
+    model dumped as if tied (no lm_head) is missing it on every rank."""
+    tied = dataclasses.replace(tiny_spec("qwen2"), tie_word_embeddings=True)
+    dump = tmp_path / "dump"
+    write_dumps(tied, checkpoints["tied"], dump, tp=2)
+    for t in (0, 1):
+        tensors = load_file(str(dump / f"tp{t}.safetensors"))
+        tensors["lm_head.weight"] = torch.zeros(48, 16, dtype=torch.bfloat16)
+        save_file(tensors, str(dump / f"tp{t}.safetensors"))
+    report = diagnose(checkpoints["tied"], dump, 2)
+    assert report.flow_errors == [
+        f"tp {t} (tp{t}.safetensors): lm_head.weight is no parameter of qwen2-tiny: its config"
+        " ties lm_head to the embedding"
+        for t in (0, 1)
+    ]
+    assert report.exit_code == 1 and report.counts() == {"ok": 16}  # 2 layers x 7 + embed, norm
+    untied = tmp_path / "untied"
+    write_dumps(tiny_spec("mixtral"), checkpoints["mixtral"], untied, tp=2)
+    for t in (0, 1):
+        tensors = load_file(str(untied / f"tp{t}.safetensors"))
+        del tensors["lm_head.weight"]
+        save_file(tensors, str(untied / f"tp{t}.safetensors"))
+    assert lines(diagnose(checkpoints["mixtral"], untied, 2)) == {
+        "model.lm_head.weight": [
+            "tp 0: missing from tp0.safetensors",
+            "tp 1: missing from tp1.safetensors",
+        ]
+    }
+
+
+def test_router_never_sent_reads_stale(checkpoints, tmp_path):
+    """A router the sync never sends (as a buffer bias is never sent) keeps the previous step's
+    values on every rank: stale with --previous, and no rank counts as having missed the update."""
+    from tests.test_diagnose_stale import next_step
+
+    spec = tiny_spec("mixtral")
+    step1, step2 = checkpoints["mixtral"], next_step(checkpoints["mixtral"], tmp_path / "step2")
+    write_dumps(spec, step1, tmp_path / "old", tp=2)
+    write_dumps(spec, step2, tmp_path / "dump", tp=2)
+    for t in (0, 1):
+        tensors = load_file(str(tmp_path / "dump" / f"tp{t}.safetensors"))
+        old = load_file(str(tmp_path / "old" / f"tp{t}.safetensors"))
+        for i in (0, 1):
+            name = f"model.layers.{i}.block_sparse_moe.gate.weight"
+            tensors[name] = old[name]
+        save_file(tensors, str(tmp_path / "dump" / f"tp{t}.safetensors"))
+    report = diagnose(step2, tmp_path / "dump", 2, previous=[step1])
+    stale = f"holds the previous checkpoint's values (stale): {step1}"
+    assert report.text().splitlines()[2:] == [
+        "WRONG layers 0-1: block_sparse_moe.gate.weight",
+        f"  tp 0, rows 0-3: {stale}",  # the router [4 experts, 16] is replicated
+        f"  tp 1, rows 0-3: {stale}",
+    ]
+    assert report.flow_errors == [] and report.exit_code == 1
+
+
+def test_fused_norm_regrouped_as_qkv(tmp_path):
+    """The input norm given the QKV regroup (Qwen2: 2 groups of 2 Q heads + K + V, 16 elements:
+    blocks of 2) holds its own elements reordered, on every rank; the order is checked by hand."""
+    spec = tiny_spec("qwen2")
+    write_checkpoint(spec, tmp_path / "ref")
+    write_dumps(spec, tmp_path / "ref", tmp_path / "dump", tp=2, bugs={"input_norm": "regroup_qkv"})
+    norm = load_file(str(tmp_path / "ref" / "model.safetensors"))[
+        "model.layers.0.input_layernorm.weight"
+    ]
+    held = load_file(str(tmp_path / "dump" / "tp1.safetensors"))[
+        "model.layers.0.input_layernorm.weight"
+    ]
+    order = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15]  # q0 q1 | k0 k1 | v0 v1
+    assert torch.equal(held, norm[order])
+    report = diagnose(tmp_path / "ref", tmp_path / "dump", 2)
+    assert lines(report) == {
+        L0 + "input_layernorm.weight": [
+            f"tp {t}, elements 0-15: holds its expected elements in another order,"
+            " expected input norm"
+            for t in (0, 1)
+        ]
+    }

@@ -74,11 +74,11 @@ def save_vllm_rank(
     tensors: dict[str, torch.Tensor] = {}
     changed: dict[str, dict[str, Any]] = {}
     buffers: list[str] = []
-    for name, tensor, owner in _named_tensors(model):
+    for name, tensor, owner, is_buffer in _named_tensors(model):
         note = _change(name, tensor, owner)
         if note is not None:
             changed[name] = note
-        if not isinstance(tensor, torch.nn.Parameter):
+        if is_buffer:
             buffers.append(name)
         if tensor.dtype not in COMPARABLE:
             continue
@@ -126,19 +126,19 @@ def read_notes(rank_path: Path) -> dict[str, Any] | None:
 
 
 def _named_tensors(model: Any):
-    """(name, tensor, owning module) of every parameter and persistent buffer, each tensor
-    once under its first name (as ``named_parameters`` gives a tied lm_head only once)."""
+    """(name, tensor, owning module, is a buffer) of every parameter and persistent buffer,
+    each tensor once under its first name (as ``named_parameters`` gives a tied lm_head once)."""
     seen: set[int] = set()
     for mod_name, module in model.named_modules():
         prefix = f"{mod_name}." if mod_name else ""
         skip = getattr(module, "_non_persistent_buffers_set", set())
-        members = list(module._parameters.items())
-        members += [(n, b) for n, b in module._buffers.items() if n not in skip]
-        for local, tensor in members:
+        members = [(n, p, False) for n, p in module._parameters.items()]
+        members += [(n, b, True) for n, b in module._buffers.items() if n not in skip]
+        for local, tensor, is_buffer in members:
             if tensor is None or id(tensor) in seen:
                 continue
             seen.add(id(tensor))
-            yield prefix + local, tensor, module
+            yield prefix + local, tensor, module, is_buffer
 
 
 def _change(name: str, tensor: torch.Tensor, owner: Any) -> dict[str, Any] | None:

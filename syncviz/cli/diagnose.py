@@ -11,6 +11,7 @@ import argparse
 
 from syncviz.cli.args import add_layers_arg
 from syncviz.cli.command import Command
+from syncviz.cli.output import report_text
 from syncviz.errors import SyncvizError
 
 
@@ -58,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         trace=args.trace,
         show_progress=not args.json,
     )
-    print(report.to_json() if args.json else report.text())
+    print(report.to_json() if args.json else report_text(report))
     return 0 if report.ok else 1
 
 

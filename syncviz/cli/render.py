@@ -67,7 +67,7 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
 def render_main(args: argparse.Namespace) -> int:
     """Run the sync in process (real sizes unless ``--scaled``), build the diagram, save it;
     prints the path."""
-    from syncviz.cli.output import atomic_output, checked_output
+    from syncviz.cli.output import atomic_output, checked_output, say
 
     output = checked_output(args.output, (".png", ".svg"))  # before any work is spent
     spec = load_spec(args)
@@ -117,9 +117,9 @@ def render_main(args: argparse.Namespace) -> int:
     figure = render(diagram)
     with atomic_output(output) as tmp:
         figure.save(tmp)
-    print(output)
+    say(output)
     for line in _words(diagram):
-        print(line)
+        say(line)
     return 0
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from syncviz.errors import SyncvizError
-from syncviz.files import replacing
+from syncviz.files import read_only, replacing
 
 T = TypeVar("T")
 
@@ -123,6 +123,11 @@ def checked_output(path: str, suffixes: tuple[str, ...]) -> Path:
         )
     if target.exists() and not target.is_file():
         raise SyncvizError(f"--output {shown} is not a regular file", fix="choose another path")
+    if read_only(target):  # replacing it would drop rights its owner set on purpose
+        raise SyncvizError(
+            f"--output {shown} is read-only (permission denied)",
+            fix="choose another path, or make the file writable first (chmod u+w)",
+        )
     try:  # the real test: can a file be created there (read-only mount, /proc, rights)?
         fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=target.suffix)
         os.close(fd)

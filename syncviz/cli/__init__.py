@@ -27,6 +27,7 @@ from syncviz.cli.interrupts import (
     end_process,
     exit_code,
     handle_signals,
+    interrupted_code,
     running,
     say_stopped,
 )
@@ -144,5 +145,9 @@ def _dispatch(argv: Sequence[str] | None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
+    stopped = interrupted_code()
+    if stopped is not None:  # the failure came of a signal (e.g. an import it cut short)
+        say_stopped(stopped)
+        return stopped
     say(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     return code

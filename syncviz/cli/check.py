@@ -24,6 +24,7 @@ from syncviz.cli.args import (
     validate_sizes,
 )
 from syncviz.cli.command import Command
+from syncviz.cli.interrupts import checkpoint
 from syncviz.cli.output import report_text
 from syncviz.run.options import SyncOptions
 from syncviz.spec import CONFIG_BOUNDS
@@ -73,6 +74,8 @@ def _check_run(args: argparse.Namespace) -> int:
     check_layers(spec, args.layers)
     from syncviz.check import check  # torch: only once the input is known good
     from syncviz.run.inprocess import run_sync
+
+    checkpoint()  # a Ctrl-C that torch's start-up swallowed
 
     real = spec
     if args.scaled:

@@ -11,6 +11,7 @@ import argparse
 
 from syncviz.cli.args import add_layers_arg
 from syncviz.cli.command import Command
+from syncviz.cli.interrupts import checkpoint
 from syncviz.cli.output import report_text
 from syncviz.errors import SyncvizError
 
@@ -43,6 +44,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from syncviz.diagnose import diagnose
+
+    checkpoint()  # a Ctrl-C that torch's start-up swallowed
 
     for name in ("dst_tp", "dst_pp"):
         if getattr(args, name) < 1:

@@ -14,6 +14,9 @@ interrupted run are daemons still inside torch, and while the interpreter
 finalizes, CPython 3.11 ends a daemon thread that asks for the GIL back with
 ``pthread_exit``, whose unwinding through torch's ``noexcept`` C++ frames calls
 ``std::terminate`` ("terminate called without an active exception", exit 134).
+A signal that comes while a module is being imported raises once the import is
+done (within :data:`IMPORT_GRACE_S`): raised inside torch's start-up it aborted the
+process or was swallowed by it.
 
 >>> import signal
 >>> with handle_signals():
@@ -25,13 +28,16 @@ True
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 PROG = "syncviz"
 
@@ -49,16 +55,70 @@ class _State:
     owns_process = False  # the command line owns the process: outside a command, exit at once
     running = 0  # depth of running() blocks: a signal raises inside them
     said = False  # the one "interrupted" line was printed
+    pending: int | None = None  # a signal raised as an exception that has not reached main yet
+    forced = False  # an import outlasted IMPORT_GRACE_S: raise in it after all
 
 
-def _on_signal(signum: int, frame: object) -> None:
+# How long a signal waits for the import it came in to finish (a module that loops at
+# import time must not make Ctrl-C wait forever).
+IMPORT_GRACE_S = 5.0
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     if signum == signal.SIGTERM:
         _terminated.set()
     if _State.owns_process and not _State.running:
         _exit_now(128 + signum)
+    _State.pending = signum
+    if _importing(frame) and not _State.forced:
+        # An exception raised inside an import can land in C code that does not expect
+        # it: torch's start-up aborts (SIGABRT) or swallows it. Raise once it is done.
+        _redeliver_after_import(signum)
+        return
+    _State.forced = False
     if signum == signal.SIGTERM:
         raise Terminated()
     raise KeyboardInterrupt()
+
+
+def _importing(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver_after_import(signum: int) -> None:
+    def wait() -> None:
+        main = threading.main_thread().ident
+        end = time.monotonic() + IMPORT_GRACE_S
+        while time.monotonic() < end:
+            frame = sys._current_frames().get(main or 0)
+            if frame is None or not _importing(frame):
+                break
+            time.sleep(0.02)
+        else:
+            _State.forced = True
+        if _State.pending == signum:  # not raised by a checkpoint meanwhile
+            _thread.interrupt_main(signum)
+
+    threading.Thread(target=wait, name="syncviz-signal", daemon=True).start()
+
+
+def checkpoint() -> None:
+    """Raise again a signal whose exception was swallowed on its way out.
+
+    Some C code catches whatever an import raises and goes on: torch's start-up
+    imports numpy and, when that fails (also by a KeyboardInterrupt raised in it),
+    clears the error and carries on without numpy. Called after such imports (and
+    when a command returns), this stops the command as the signal asked.
+    """
+    signum, _State.pending = _State.pending, None
+    if signum == signal.SIGTERM:
+        raise Terminated()
+    if signum is not None:
+        raise KeyboardInterrupt()
 
 
 def _exit_now(code: int) -> None:
@@ -79,6 +139,14 @@ def _flush_and_exit(code: int) -> None:
     os._exit(code)
 
 
+def interrupted_code() -> int | None:
+    """130 / 143 when a signal's exception was raised but never arrived (swallowed, or
+    turned into another error on its way out: that error is the signal's doing), else None.
+    """
+    signum, _State.pending = _State.pending, None
+    return None if signum is None else 128 + signum
+
+
 def stop_word(code: int) -> str:
     """``terminated`` for 143 (SIGTERM), else ``interrupted``.
 
@@ -90,6 +158,7 @@ def stop_word(code: int) -> str:
 
 def say_stopped(code: int) -> None:
     """Print the one line for an interrupted command (once per process)."""
+    _State.pending = None  # the signal's exception arrived
     if not _State.said:
         _State.said = True
         print(f"{PROG}: {stop_word(code)}", file=sys.stderr)
@@ -107,7 +176,7 @@ def handle_signals(*, owns_process: bool = False) -> Iterator[None]:
         return
     _terminated.clear()
     outer = _State.owns_process
-    _State.owns_process, _State.said = owns_process, False
+    _State.owns_process, _State.said, _State.pending = owns_process, False, None
     previous = {
         signal.SIGTERM: signal.signal(signal.SIGTERM, _on_signal),
         signal.SIGINT: signal.signal(signal.SIGINT, _on_signal),
@@ -126,6 +195,7 @@ def running() -> Iterator[None]:
     _State.running += 1
     try:
         yield
+        checkpoint()  # the command went on although a signal came: it stops here
     finally:
         _State.running -= 1
 

@@ -26,6 +26,7 @@ from syncviz.cli.args import (
     validate_sizes,
 )
 from syncviz.cli.command import Command
+from syncviz.cli.interrupts import checkpoint
 from syncviz.cli.output import say
 
 
@@ -65,6 +66,8 @@ def _layout_run(args: argparse.Namespace) -> int:
 
 def _describe_layer(spec, src, dst, layer: int, with_globals: bool) -> None:
     from syncviz.oracle import model_layout
+
+    checkpoint()  # a Ctrl-C that torch's start-up swallowed
 
     layout = model_layout(spec, src, dst, layers=[layer], include_globals=with_globals)
     say(

@@ -25,6 +25,7 @@ from syncviz.cli.args import (
     validate_sizes,
 )
 from syncviz.cli.command import Command
+from syncviz.cli.interrupts import checkpoint
 from syncviz.errors import SyncvizError
 
 
@@ -82,6 +83,8 @@ def render_main(args: argparse.Namespace) -> int:
     from syncviz.diagram import layout_diagram, render, transfer_diagram
     from syncviz.diagram.experts import expert_diagram
     from syncviz.run.inprocess import run_sync
+
+    checkpoint()  # a Ctrl-C that torch's start-up swallowed
 
     scaled = bool(args.scaled)
     if scaled:

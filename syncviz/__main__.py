@@ -8,37 +8,24 @@ directory first on ``sys.path`` for ``-m``; it is taken off again, so that
 current directory is searched only for a ``--synchronizer module:Class``, as
 documented (see :func:`syncviz.cli.args.synchronizer_choice`).
 
-Once the command returned (and cleaned up after itself), the process ends without
-the interpreter's teardown: a final garbage collection over everything a run
-loaded can take seconds, and a rank thread stuck in user code must not hold the
-exit up.
+:func:`syncviz.cli.main` ends the process itself, as it does under the
+``syncviz`` script (see :mod:`syncviz.cli.interrupts`).
 """
 
-import contextlib
 import os
 import sys
 
-from syncviz.cli.interrupts import exit_code, handle_signals
+from syncviz.cli.interrupts import handle_signals
 
 
-def _run() -> int:
+def _run() -> None:
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]
-    with handle_signals():
-        try:
-            from syncviz.cli import main
-        except KeyboardInterrupt as stop:
-            print("syncviz: interrupted while starting", file=sys.stderr)
-            return exit_code(stop)
-        return main()
+    with handle_signals(owns_process=True):  # a signal while importing: 130 / 143 at once
+        from syncviz.cli import main
 
-
-def _exit(code: int) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
-            stream.flush()
-    os._exit(code)
+        main()
 
 
 if __name__ == "__main__":
-    _exit(_run())
+    _run()

@@ -58,7 +58,26 @@ def save_vllm_rank(
     ``input_size_per_partition``, ``params_dtype``; an MoE layer's
     ``local_num_experts``, ``intermediate_size_per_partition``, ``hidden_size``).
     Returns the safetensors file's path.
+    A rank that is no rank (``tp_rank=-1``, ``True``, ``pp_rank`` not below ``pp_size``)
+    raises SyncvizError naming it.
     """
+    for name, value, least in (
+        ("tp_rank", tp_rank, 0),
+        ("pp_rank", pp_rank, 0),
+        ("pp_size", pp_size, 1),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < least
+        ):
+            raise SyncvizError(
+                f"save_vllm_rank({name}={value!r}): {name} must be an integer, {least} or more",
+                fix="pass this worker's own rank numbers, or none to read them from vLLM",
+            )
+    if pp_rank is not None and pp_size is not None and pp_rank >= pp_size:
+        raise SyncvizError(
+            f"save_vllm_rank(pp_rank={pp_rank}, pp_size={pp_size}): pp_rank must be below pp_size",
+            fix="pass this worker's own rank numbers, or none to read them from vLLM",
+        )
     from safetensors.torch import save_file
 
     if tp_rank is None:

@@ -1,17 +1,31 @@
-"""The table of bad inputs that tests/test_bad_inputs.py runs through ``python -m syncviz``.
+"""The table of bad inputs and faults that tests/test_bad_inputs.py runs through syncviz.
 
 Each case is a command line (or, for trace files, the trace loader behind the same
-boundary), the exit code it must end with, and the words its one-line message must
-hold (the field it names). ``run_table(root)`` runs every case against the syncviz
-checkout at ``root`` and classifies it, so the same table measures any version:
+boundary; or a small Python driver for the library's own entry points), the exit
+code it must end with, and the words its one-line message must hold (the field it
+names). Signal cases run under a console script made exactly like the one pip
+generates (``from syncviz.cli import main; sys.exit(main())``) and get SIGINT or
+SIGTERM at a seeded random moment 0.3-2.5 s after they start. ``run_table(root)``
+runs every case against the syncviz checkout at ``root`` and classifies it, so the
+same table measures any version:
 
     python tests/bad_inputs_table.py [ROOT [ID,ID...]]      # prints the counts
+
+Counts: tried / clear / traceback or ``unexpected`` (an abort, a crash by signal) /
+hang / silent wrong (exit 0 where it must fail, a forged line, a wrong file) /
+orphaned processes (any process of the case still alive 5 s after it ended) /
+unclear (wrong code or words). ``SYNCVIZ_SIGNAL_ROUNDS`` (default 4) sets how many
+random moments each signal, command pair gets.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -24,6 +38,30 @@ from pathlib import Path
 PYTHON = sys.executable
 # A case still running after this is a hang (SYNCVIZ_HANG_S raises it on a loaded machine).
 HANG_S = float(os.environ.get("SYNCVIZ_HANG_S", "90"))
+SIGNAL_ROUNDS = int(os.environ.get("SYNCVIZ_SIGNAL_ROUNDS", "4"))
+ORPHAN_WAIT_S = 5.0  # a process of the case alive this long after it ended is an orphan
+
+# Exactly what pip writes for `syncviz = "syncviz.cli:main"` (the shebang set per run).
+CONSOLE_SCRIPT = (
+    "# -*- coding: utf-8 -*-\n"
+    "import re\n"
+    "import sys\n"
+    "from syncviz.cli import main\n"
+    "if __name__ == '__main__':\n"
+    "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+    "    sys.exit(main())\n"
+)
+
+# Library entry points that must refuse what is no rank or layer number (SyncvizError).
+LIBRARY_DRIVER = (
+    "import sys\n"
+    "from syncviz.errors import SyncvizError\n"
+    "try:\n"
+    "    exec(sys.argv[1])\n"
+    "except SyncvizError as err:\n"
+    "    print('syncviz: error:', ' '.join(str(err).split()), file=sys.stderr)\n"
+    "    sys.exit(2)\n"
+)
 
 # Loads a trace file the way a front end does: SyncvizError -> one line, exit 2.
 TRACE_DRIVER = (
@@ -78,6 +116,13 @@ class Case:
     words: tuple[str, ...]
     trace: bool = False  # argv[0] is a trace file for TRACE_DRIVER
     fsize_limit: int | None = None  # RLIMIT_FSIZE for the child (EFBIG)
+    script: bool = False  # run under the console script instead of `python -m syncviz`
+    signal: int | None = None  # sent after `signal_at` seconds
+    signal_at: float = 0.0
+    cwd: str | None = None  # the case's own folder (default: the shared scratch folder)
+    absent: tuple[str, ...] = ()  # must not be printed (a forged line, an escape, a shadow)
+    driver: str | None = None  # Python code run with argv (instead of syncviz)
+    after: Callable[[], str | None] | None = None  # once ended: what is wrong, or None
 
 
 @dataclass
@@ -87,7 +132,9 @@ class Outcome:
     stderr: str
     stdout: str
     seconds: float
-    kind: str = field(default="")  # clear / traceback / hang / silent / unclear
+    kind: str = field(default="")  # clear / traceback / hang / silent / orphaned / unclear
+    orphans: int = 0  # processes of the case alive ORPHAN_WAIT_S after it ended
+    note: str = ""  # why a case is not clear, when the output does not tell
 
 
 def _config(tmp: Path, name: str, data: object | None = None, text: str | None = None) -> str:
@@ -259,6 +306,26 @@ def build_cases(tmp: Path) -> list[Case]:
     with open(tmp / "trace-huge.json", "wb") as fh:
         fh.truncate(3 * 2**30)
     add("trace-3gib", [str(tmp / "trace-huge.json")], 2, "mib", trace=True)
+    trace("rank-negative", json.dumps({**good, "params": [_param_trace(-5)]}).encode(), "rank")
+
+    # ---- numbers out of range
+    add("timeout-1e10", [*chk, "--layers", "0", "--timeout", "1e10"], 2, "--timeout", "604800")
+    add("timeout-inf", [*chk, "--layers", "0", "--timeout", "inf"], 2, "--timeout", "604800")
+    add(
+        "vocab-div-1e20",
+        [*chk, "--layers", "0", "--src-vocab-divisible-by", "9" * 20],
+        2,
+        "--src-vocab-divisible-by",
+        "16777216",
+    )
+    add("layers-0-100000", [*chk, "--layers", "0-100000"], 2, "--layers", "32 layers")
+    add("layers-0-1e11", [*chk, "--layers", "0-99999999999"], 2, "--layers", "32 layers")
+    add("layout-layers-1e11", ["layout", *pre, "--layers", "0-99999999999"], 2, "32 layers")
+    _signal_cases(add)
+    _current_directory_cases(tmp, add, chk)
+    _terminal_cases(tmp, add)
+    _file_cases(tmp, add, ren)
+    _library_cases(tmp, add)
 
     # diagnose files, index and config (issue 21 items 2-4)
     import shutil
@@ -372,10 +439,169 @@ def build_cases(tmp: Path) -> list[Case]:
     return cases
 
 
+def _param_trace(rank: int) -> dict:
+    return {
+        "param": "model.model.layers.0.self_attn.o_proj.weight",
+        "rank": rank,
+        "phase": "regroup",
+        "call": None,
+        "ops": [],
+        "collectives": [],
+        "output_refs": [],
+    }
+
+
+def _signal_cases(add: Callable[..., None]) -> None:
+    """SIGINT / SIGTERM at seeded random moments into check and render, under the
+    console script: 130 / 143 and the one line, never an abort."""
+    chosen = random.Random(21)
+    sizes = ["--preset", "llama3-70b", "--src-tp", "8", "--dst-tp", "16"]
+    commands = {
+        "check": ["check", *sizes, "--layers", "0-3"],
+        "render": ["render", *sizes, "--param", "qkv", "-o", "signal.png"],
+    }
+    stops = ((signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"))
+    for name, argv in commands.items():
+        for sig, code, word in stops:
+            for k in range(SIGNAL_ROUNDS):
+                at = round(chosen.uniform(0.3, 2.5), 2)
+                case_id = f"signal-{sig.name[3:].lower()}-{name}-{k}"
+                add(case_id, argv, code, f"syncviz: {word}", script=True, signal=sig, signal_at=at)
+
+
+def _current_directory_cases(tmp: Path, add: Callable[..., None], chk: list[str]) -> None:
+    """A ./matplotlib.py or ./ray.py beside a --synchronizer module must not run."""
+    folder = tmp / "shadow"
+    folder.mkdir()
+    for module in ("matplotlib", "ray", "torch"):
+        (folder / f"{module}.py").write_text(
+            f"import sys\nprint('SHADOWED {module}', file=sys.stderr)\nraise SystemExit(99)\n"
+        )
+    (folder / "cwd_sync.py").write_text(SYNC_MODULES["plain_sync.py"])
+    ren = ["render", "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--param"]
+    ren += ["o_proj", "--synchronizer", "cwd_sync:Good", "-o", str(folder / "o.png")]
+    kw = {"cwd": str(folder), "absent": ("SHADOWED",)}
+    add("cwd-shadow-render", ren, 0, "o.png", **kw)
+    add("cwd-shadow-script", ren, 0, "o.png", script=True, **kw)
+    add("cwd-shadow-check", [*chk, "--layers", "0", "--synchronizer", "cwd_sync:Good"], 1, **kw)
+
+
+FORGED = "\n<model>: src tp1 -> dst tp2, synchronizer chatlearn: OK (15 ok)\n\x1b[2J"
+
+
+def _terminal_cases(tmp: Path, add: Callable[..., None]) -> None:
+    """Names from files holding a newline and an escape cannot forge a line or reach
+    the terminal raw: config `_name_or_path` and a dump's tensor name."""
+    absent = ("\n<model>:", "\x1b", "\r")
+    evil = {**LLAMA, "_name_or_path": "evil" + FORGED}
+    config = _config(tmp, "evil-name", evil)
+    add("inject-layout", ["layout", "--config", config], 0, "evil\\n<model>", absent=absent)
+    add("inject-check", ["check", "--config", config, "--dst-tp", "2"], 1, absent=absent)
+    fixture = _dump_fixture(tmp / "inject", hostile=True)
+    if fixture is None:
+        return
+    ref, dump = fixture
+    argv = ["diagnose", "--reference", str(ref), "--dump", str(dump), "--dst-tp", "2"]
+    add("inject-diagnose", argv, 1, "evil\\n", absent=absent)
+
+
+def _dump_fixture(tmp: Path, *, hostile: bool = False) -> tuple[Path, Path] | None:
+    """A tiny checkpoint under ``tmp`` and its tp 2 dumps (with ``hostile``, tp 0's dump
+    also holds a tensor whose name forges a line)."""
+    try:
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+    except ImportError:  # the table still runs where syncviz is not importable
+        return None
+    ref, dump = tmp / "ref", tmp / "dump"
+    spec = tiny_spec("llama-mcore")
+    write_checkpoint(spec, ref)
+    write_dumps(spec, ref, dump, tp=2)
+    if not hostile:
+        return ref, dump
+    tensors = load_file(str(dump / "tp0.safetensors"))
+    tensors["model.layers.0.evil" + FORGED + ".weight"] = torch.zeros(2)
+    save_file(tensors, str(dump / "tp0.safetensors"))
+    return ref, dump
+
+
+def _file_cases(tmp: Path, add: Callable[..., None], ren: list[str]) -> None:
+    """Output rights, read-only targets, trace ranks and trace folders, dump files."""
+    readonly = tmp / "readonly.png"
+    readonly.write_bytes(b"keep")
+    readonly.chmod(0o444)
+
+    def kept() -> str | None:
+        return None if readonly.read_bytes() == b"keep" else "the read-only file was replaced"
+
+    add("out-read-only", [*ren, "-o", str(readonly)], 2, "permission denied", after=kept)
+    fresh = tmp / "rights.png"
+
+    def rights() -> str | None:
+        mode = stat.S_IMODE(fresh.stat().st_mode) if fresh.exists() else None
+        return None if mode == 0o644 else f"written with mode {mode and oct(mode)}, not 0o644"
+
+    add("out-rights-0644", [*ren, "-o", str(fresh)], 0, "rights.png", after=rights)
+    # trace folders: ranks beyond the run, and more bytes in all than is read
+    fixture = _dump_fixture(tmp / "clean")
+    if fixture is not None:
+        ref, dump = fixture
+        base = ["diagnose", "--reference", str(ref), "--dump", str(dump), "--dst-tp", "2"]
+        for rank in (99, 2):
+            folder = tmp / f"traces-rank-{rank}"
+            folder.mkdir()
+            (folder / "rank0.json").write_text(json.dumps(_trace_doc([_param_trace(rank)])))
+            add(f"trace-rank-{rank}", [*base, "--trace", str(folder)], 2, "params[0].rank")
+        big = tmp / "traces-big"
+        big.mkdir()
+        for k in range(5):  # 229 MiB each: under the per-file bound, 1.1 GiB in all
+            with open(big / f"rank{k}.json", "wb") as fh:
+                fh.truncate(229 << 20)
+        add("trace-folder-1gib", [*base, "--trace", str(big)], 2, "trace folder", "512 mib")
+        fifo_dump = tmp / "fifo-dump"
+        fifo_dump.mkdir()
+        (fifo_dump / "tp0.safetensors").write_bytes((dump / "tp0.safetensors").read_bytes())
+        os.mkfifo(fifo_dump / "tp1.safetensors")
+        fifo = ["diagnose", "--reference", str(ref), "--dump", str(fifo_dump), "--dst-tp", "2"]
+        add("dump-fifo", fifo, 2, "tp1.safetensors", "not a regular file")
+
+
+def _trace_doc(params: list[dict]) -> dict:
+    return {
+        "schema": "syncviz.trace",
+        "version": 1,
+        "metadata": {},
+        "sources": [],
+        "params": params,
+        "collectives": [],
+        "warnings": [],
+    }
+
+
+def _library_cases(tmp: Path, add: Callable[..., None]) -> None:
+    """save_vllm_rank and diagnose(layers=...) refuse what is no rank or layer number."""
+    out = tmp / "lib-dump"
+    for value in ("-1", "True"):
+        code = (
+            "import torch; from syncviz.dump import save_vllm_rank; "
+            f"save_vllm_rank(torch.nn.Linear(2, 2), {str(out)!r}, tp_rank={value})"
+        )
+        add(f"save-rank-{value.lower()}", [code], 2, "tp_rank", driver=LIBRARY_DRIVER)
+    ref, dump = tmp / "clean" / "ref", tmp / "clean" / "dump"
+    code = f"import syncviz; syncviz.diagnose({str(ref)!r}, {str(dump)!r}, 2, layers=[True])"
+    add("diagnose-layers-true", [code], 2, "layers", driver=LIBRARY_DRIVER)
+
+
 def _prepare(tmp: Path) -> None:
     for name, text in SYNC_MODULES.items():
         (tmp / "mods").mkdir(exist_ok=True)
         (tmp / "mods" / name).write_text(text)
+    (tmp / "bin").mkdir(exist_ok=True)
+    script = tmp / "bin" / "syncviz"
+    script.write_text(f"#!{PYTHON}\n{CONSOLE_SCRIPT}")
+    script.chmod(0o755)
 
 
 def _one(case: Case, root: Path, tmp: Path) -> Outcome:
@@ -383,53 +609,117 @@ def _one(case: Case, root: Path, tmp: Path) -> Outcome:
     env["PYTHONPATH"] = f"{root}{os.pathsep}{tmp / 'mods'}"
     if case.trace:
         cmd = [PYTHON, "-c", TRACE_DRIVER, *case.argv]
+    elif case.driver is not None:
+        cmd = [PYTHON, "-c", case.driver, *case.argv]
+    elif case.script:
+        cmd = [str(tmp / "bin" / "syncviz"), *case.argv]
     else:
         cmd = [PYTHON, "-m", "syncviz", *case.argv]
 
     def limits() -> None:
-        if case.fsize_limit is not None:
-            import resource
-
-            resource.setrlimit(resource.RLIMIT_FSIZE, (case.fsize_limit, case.fsize_limit))
-        # a runaway case must not take the machine with it
         import resource
 
+        if case.fsize_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (case.fsize_limit, case.fsize_limit))
+        # a runaway case must not take the machine with it
         resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
 
     start = time.monotonic()
+    # Its own session: whatever the case starts can be found (and ended) afterwards.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=case.cwd or tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limits,
+        start_new_session=True,
+    )
+    note = ""
+    if case.signal is not None:
+        try:
+            proc.wait(case.signal_at)
+            note = "it ended before the signal was sent"
+        except subprocess.TimeoutExpired:
+            proc.send_signal(case.signal)
     try:
-        done = subprocess.run(
-            cmd,
-            cwd=tmp,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=HANG_S,
-            preexec_fn=limits,
-        )
-    except subprocess.TimeoutExpired as exc:
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        return Outcome(case, None, err, "", time.monotonic() - start, "hang")
-    outcome = Outcome(case, done.returncode, done.stderr, done.stdout, time.monotonic() - start)
+        out, err = proc.communicate(timeout=HANG_S)
+    except subprocess.TimeoutExpired:
+        _end_session(proc.pid)
+        out, err = proc.communicate()
+        return Outcome(case, None, err, out, time.monotonic() - start, "hang")
+    outcome = Outcome(case, proc.returncode, err, out, time.monotonic() - start, note=note)
+    outcome.orphans = _orphans(proc.pid)
+    if case.after is not None and not note:
+        outcome.note = case.after() or ""
     outcome.kind = classify(outcome)
     return outcome
+
+
+def _session(sid: int) -> list[int]:
+    """Processes still alive in session ``sid`` (zombies are dead: not counted)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields[3]: the session id
+            found.append(int(entry))
+    return found
+
+
+def _orphans(sid: int) -> int:
+    """How many processes of the case outlived it by ORPHAN_WAIT_S (then they are ended)."""
+    end = time.monotonic() + ORPHAN_WAIT_S
+    while _session(sid) and time.monotonic() < end:
+        time.sleep(0.2)
+    left = _session(sid)
+    if left:
+        _end_session(sid)
+    return len(left)
+
+
+def _end_session(sid: int) -> None:
+    for pid in _session(sid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def message_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip()]
 
 
+CRASH_WORDS = ("Traceback", "terminate called", "syncviz: error: unexpected", "Fatal Python")
+
+
 def classify(o: Outcome) -> str:
-    """clear: right code, one line naming the field, no traceback; else what went wrong."""
+    """clear: right code, one line naming the field (or, for a result, the words in it),
+    nothing forged, no traceback and no process left; else what went wrong."""
     if o.rc is None:
         return "hang"
-    if "Traceback (most recent call last)" in o.stderr or "Traceback" in o.stdout:
+    if any(w in o.stderr or w in o.stdout for w in CRASH_WORDS) or o.rc < 0 or o.rc > 128 + 15:
         return "traceback"
-    if o.rc == 0:
+    if o.orphans:
+        return "orphaned"
+    if o.note and not o.note.startswith("it ended"):
+        return "silent"  # the after-check found a wrong file
+    if any(w in o.stdout or w in o.stderr for w in o.case.absent):
+        return "silent"  # a forged line, a raw escape, a shadowing module ran
+    if o.rc == 0 and o.case.code != 0:
         return "silent"
+    text = (o.stdout + " " + o.stderr).lower()
+    if o.rc != o.case.code or not all(w.lower() in text for w in o.case.words):
+        return "unclear"
+    if o.case.code in (0, 1):  # a result: its words are somewhere in the report
+        return "clear"
     lines = message_lines(o.stderr)
-    text = " ".join(lines).lower()
-    if o.rc == o.case.code and len(lines) == 1 and all(w.lower() in text for w in o.case.words):
+    words = " ".join(lines).lower()
+    if len(lines) == 1 and all(w.lower() in words for w in o.case.words):
         return "clear"
     return "unclear"
 
@@ -455,9 +745,10 @@ def counts(outcomes: list[Outcome]) -> dict[str, int]:
     return {
         "tried": len(kinds),
         "clear": kinds.count("clear"),
-        "tracebacks": kinds.count("traceback"),
-        "hangs": kinds.count("hang"),
-        "silent passes": kinds.count("silent"),
+        "traceback or unexpected": kinds.count("traceback"),
+        "hang": kinds.count("hang"),
+        "silent wrong": kinds.count("silent"),
+        "orphaned processes": sum(o.orphans for o in outcomes),
         "unclear (wrong code or words)": kinds.count("unclear"),
     }
 
@@ -468,5 +759,8 @@ if __name__ == "__main__":
     results = run_table(root, only=None if chosen is None else (lambda c: c.id in chosen))
     for o in results:
         first = message_lines(o.stderr)[-1:] or [""]
-        print(f"{o.kind:9} rc={o.rc} {o.seconds:5.1f}s {o.case.id:22} {first[0][:110]}")
+        shown = ascii(o.note or first[0])[1:-1][:110]
+        print(f"{o.kind:9} rc={o.rc} {o.seconds:5.1f}s {o.case.id:22} {shown}")
+        if o.kind != "clear" and os.environ.get("SYNCVIZ_SHOW_STDERR"):
+            print("    " + o.stderr[-4000:].replace("\n", "\n    "))
     print(json.dumps(counts(results)))

@@ -98,7 +98,7 @@ def test_layout_globals_show_padding(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["layout", "--preset", "nope"], "unknown preset 'nope'"),
         (["layout", "--preset", "llama3-8b", "--dst-tp", "3"], "dst tp (3) must divide"),
         (["layout", "--preset", "llama3-8b", "--src-tp", "0"], "tp (0) must be a positive integer"),
-        (["layout", "--preset", "llama3-8b", "--layer", "32"], "layer (32) is outside"),
+        (["layout", "--preset", "llama3-8b", "--layer", "32"], "--layers 32 out of range"),
         (["layout", "--config", "/nonexistent/config.json"], "does not exist"),
         (["layout"], "one of the arguments --preset --config is required"),
         (["layout", "--preset", "llama3-8b", "--src-tp", "two"], "invalid int value"),

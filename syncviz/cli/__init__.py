@@ -23,7 +23,15 @@ from collections.abc import Sequence
 
 from syncviz.cli import check, diagnose, layout, presets, render
 from syncviz.cli.command import Command, HelpFormatter, UsageError
-from syncviz.cli.interrupts import exit_code, handle_signals
+from syncviz.cli.interrupts import (
+    end_process,
+    exit_code,
+    handle_signals,
+    interrupted_code,
+    running,
+    say_stopped,
+)
+from syncviz.cli.output import say
 from syncviz.errors import SyncvizError
 
 PROG = "syncviz"
@@ -86,37 +94,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (see :data:`EXIT_CODES`)."""
-    with handle_signals():
+    """Run the command line; returns the exit status (see :data:`EXIT_CODES`).
+
+    With ``argv`` None the command line is this process's own (the ``syncviz``
+    script, ``python -m syncviz``): once the command has cleaned up, the process
+    ends here, flushed, without the interpreter's teardown, and a signal before or
+    after the command ends it at once (see :mod:`syncviz.cli.interrupts`).
+    """
+    owns_process = argv is None
+    with handle_signals(owns_process=owns_process):
         try:
-            args = build_parser().parse_args(argv)
-            return COMMANDS[args.command].run(args)
-        except UsageError as err:
-            return _fail(str(err), 2)
-        except SyncvizError as err:
-            return _fail(str(err), err.exit_code)
-        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+            code = _dispatch(argv)
+        except KeyboardInterrupt as stop:  # a second signal while a failure was being told
             code = exit_code(stop)
-            print(f"{PROG}: {'terminated' if code == 143 else 'interrupted'}", file=sys.stderr)
-            return code
-        except SystemExit as exc:  # --help
-            return exc.code if isinstance(exc.code, int) else 0
-        except BrokenPipeError:  # output piped into `head`: stop quietly
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            return 1
-        except MemoryError:
-            return _fail("the run ran out of memory: use --scaled or fewer --layers", 3)
-        except Exception as err:  # a bug or an unforeseen failure: still one line
-            if os.environ.get("SYNCVIZ_TRACEBACK"):
-                traceback.print_exc()
-            return _fail(
-                f"unexpected {type(err).__name__}: {err} (set SYNCVIZ_TRACEBACK=1 to see where;"
-                " please report it)",
-                3,
-            )
+            say_stopped(code)
+        if owns_process:
+            end_process(code)
+    return code
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        with running():
+            return COMMANDS[args.command].run(args)
+    except UsageError as err:
+        return _fail(str(err), 2)
+    except SyncvizError as err:
+        return _fail(str(err), err.exit_code)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+        code = exit_code(stop)
+        say_stopped(code)
+        return code
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except BrokenPipeError:  # output piped into `head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except MemoryError:
+        return _fail("the run ran out of memory: use --scaled or fewer --layers", 3)
+    except Exception as err:  # a bug or an unforeseen failure: still one line
+        if os.environ.get("SYNCVIZ_TRACEBACK"):
+            traceback.print_exc()
+        return _fail(
+            f"unexpected {type(err).__name__}: {err} (set SYNCVIZ_TRACEBACK=1 to see where;"
+            " please report it)",
+            3,
+        )
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    stopped = interrupted_code()
+    if stopped is not None:  # the failure came of a signal (e.g. an import it cut short)
+        say_stopped(stopped)
+        return stopped
+    say(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     return code

@@ -22,6 +22,7 @@ import difflib
 import math
 import os
 import sys
+from typing import ClassVar
 
 from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel, validate
@@ -112,12 +113,47 @@ def add_run_args(parser: argparse.ArgumentParser, *, scaled_default: bool = True
 
 
 def synchronizer_choice(args: argparse.Namespace) -> str:
-    """The ``--synchronizer`` value; for ``module:Class`` the current directory is made
-    importable first, as ``python -m`` would (the console script does not do it)."""
+    """The ``--synchronizer`` value; for ``module:Class`` the current directory is searched
+    for that module's top-level package, and for nothing else (see :class:`_CwdFinder`)."""
     choice = args.synchronizer
-    if ":" in choice and os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    module, colon, _ = choice.partition(":")
+    top = module.split(".")[0]
+    if colon and top.isidentifier():
+        _CwdFinder.add(top, os.getcwd())
     return choice
+
+
+class _CwdFinder:
+    """Finds the named top-level modules in the current directory, and only those.
+
+    Putting the directory on ``sys.path`` would let a ``./matplotlib.py`` or
+    ``./ray.py`` there shadow the installed package; this finder answers for the
+    ``--synchronizer`` module's own name only (first, as ``python -m`` would).
+
+    >>> import pathlib, sys, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = (pathlib.Path(folder) / "cwd_only_mod.py").write_text("X = 1")
+    >>> _CwdFinder.add("cwd_only_mod", folder)
+    >>> import cwd_only_mod; cwd_only_mod.X, folder in sys.path
+    (1, False)
+    """
+
+    names: ClassVar[dict[str, str]] = {}  # top-level name -> folder searched for it
+
+    @classmethod
+    def add(cls, name: str, folder: str) -> None:
+        cls.names[name] = folder
+        if cls not in sys.meta_path:
+            sys.meta_path.insert(0, cls)  # type: ignore[arg-type]
+
+    @classmethod
+    def find_spec(cls, fullname: str, path: object = None, target: object = None):
+        folder = cls.names.get(fullname)
+        if folder is None:
+            return None
+        from importlib.machinery import PathFinder
+
+        return PathFinder.find_spec(fullname, [folder])
 
 
 def add_layers_arg(parser: argparse.ArgumentParser, *, default: str | None, what: str) -> None:
@@ -133,7 +169,19 @@ def add_layers_arg(parser: argparse.ArgumentParser, *, default: str | None, what
     )
 
 
-def layer_list(text: str) -> list[int]:
+# No model has this many layers (a config.json may hold at most 1,024): numbers above it
+# are not spelled out one by one, so `--layers 0-99999999999` costs nothing to refuse.
+LAYER_CAP = 1 << 16
+
+
+class Layers(list):
+    """Layer numbers in order, once each (a ``list[int]``), with ``spans``: the
+    ``(first, last)`` ranges as written, for messages about them."""
+
+    spans: tuple[tuple[int, int], ...] = ()
+
+
+def layer_list(text: str) -> Layers:
     """Layer numbers from ``0,1``, ranges ``0-3`` or both (``0-3,7``), in order, once each.
 
     >>> layer_list("5"), layer_list("3-1")
@@ -144,38 +192,96 @@ def layer_list(text: str) -> list[int]:
     [0]
     >>> err.getvalue().split(";")[0]
     "syncviz: note: --layers '0,0' names layer 0 more than once"
+
+    Numbers above :data:`LAYER_CAP` are not spelled out: a range reaching past it
+    stops there and keeps its last number (out of range for any model, so it is
+    never silently dropped):
+
+    >>> huge = layer_list("2-99999999999")
+    >>> len(huge), huge[-1], huge.spans
+    (65536, 99999999999, ((2, 99999999999),))
     """
-    out: list[int] = []
+    spans: list[tuple[int, int]] = []
     try:
         for part in (p.strip() for p in text.split(",")):
             if not part:
                 continue
             first, dash, last = part.partition("-")
             a, b = int(first), int(last) if dash else int(first)
-            out += range(min(a, b), max(a, b) + 1)
+            spans.append((min(a, b), max(a, b)))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--layers ({text!r}) must be layer numbers and ranges, e.g. 0-3,7"
         ) from None
-    if not out:  # an unset variable in a CI script must not check nothing and pass
+    if not spans:  # an unset variable in a CI script must not check nothing and pass
         raise argparse.ArgumentTypeError(f"--layers ({text!r}) names no layer; e.g. 0-3,7")
-    repeated = sorted({n for n in out if out.count(n) > 1})
+    out: dict[int, None] = {}
+    repeated: set[int] = set()
+    for a, b in spans:
+        numbers = range(a, min(b, LAYER_CAP) + 1)
+        if b > LAYER_CAP:
+            numbers = [*numbers, b]
+        repeated.update(n for n in numbers if n in out)
+        out.update(dict.fromkeys(numbers))
     if repeated:  # counted once, and said so: a repeat is often a typo
+        shown = _spans_text(sorted(repeated))
         print(
-            f"syncviz: note: --layers {text!r} names layer {','.join(map(str, repeated))}"
+            f"syncviz: note: --layers {text!r} names layer {shown}"
             " more than once; each layer is checked once",
             file=sys.stderr,
         )
-    return list(dict.fromkeys(out))
+    layers = Layers(out)
+    layers.spans = tuple(spans)
+    return layers
+
+
+def _spans_text(numbers: list[int]) -> str:
+    """Sorted numbers as ``0-3,7``.
+
+    >>> _spans_text([0, 1, 2, 3, 7])
+    '0-3,7'
+    """
+    return _runs_text([(n, n) for n in numbers])
+
+
+def _runs_text(spans: list[tuple[int, int]], most: int = 6) -> str:
+    """Inclusive ``(first, last)`` spans, merged where they touch, as ``0-3,7`` (at most
+    ``most`` runs, then ``...``).
+
+    >>> _runs_text([(5, 9), (0, 3), (4, 4), (20, 20)]), _runs_text([(1, 1), (3, 3)], most=1)
+    ('0-9,20', '1,...')
+    """
+    runs: list[list[int]] = []
+    for a, b in sorted(spans):
+        if runs and a <= runs[-1][1] + 1:
+            runs[-1][1] = max(runs[-1][1], b)
+        else:
+            runs.append([a, b])
+    words = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most]]
+    return ",".join(words + (["..."] if len(runs) > most else []))
 
 
 def check_layers(spec: ModelSpec, layers: list[int] | None) -> None:
-    """Refuse layers outside the model, naming the valid range."""
-    bad = [n for n in layers or () if not 0 <= n < spec.num_layers]
+    """Refuse layers outside the model, naming them and the model's layer count.
+
+    >>> from syncviz.presets import preset
+    >>> try:
+    ...     check_layers(preset("llama3-8b"), layer_list("30-99999999999"))
+    ... except SyncvizError as err:
+    ...     print(err)
+    --layers 32-99999999999 out of range: llama3-8b has 32 layers: use layers 0-31
+    """
+    if not layers:
+        return
+    count = spec.num_layers
+    spans = getattr(layers, "spans", None) or tuple((n, n) for n in layers)
+    bad = [(max(a, count), b) for a, b in spans if b >= count]
+    bad += [(a, min(b, -1)) for a, b in spans if a < 0]
     if bad:
+        shown = _runs_text(bad)
         raise SyncvizError(
-            f"--layers {','.join(map(str, bad))} out of range for {spec.num_layers} layers",
-            fix=f"use layers 0-{spec.num_layers - 1}",
+            f"--layers {shown} out of range: {spec.name} has {count} layers",
+            fix=f"use layers 0-{count - 1}",
         )
 
 
@@ -194,34 +300,44 @@ def add_timeout_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # a week: beyond it the clocks' arithmetic overflows
+
+
 def seconds(text: str) -> float:
-    """A positive, finite number of seconds.
+    """A positive number of seconds, at most :data:`MAX_TIMEOUT_S` (a week).
 
     >>> seconds("2.5")
     2.5
-    >>> seconds("nan")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: --timeout ('nan') must be a positive, finite number of seconds
+    >>> try:
+    ...     seconds("1e10")
+    ... except argparse.ArgumentTypeError as err:
+    ...     print(err)
+    --timeout ('1e10') must be a positive number of seconds, at most 604800 (a week)
     """
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (0 < value < math.inf):
+    if not (0 < value <= MAX_TIMEOUT_S):
         raise argparse.ArgumentTypeError(
-            f"--timeout ({text!r}) must be a positive, finite number of seconds"
+            f"--timeout ({text!r}) must be a positive number of seconds,"
+            f" at most {MAX_TIMEOUT_S:.0f} (a week)"
         )
     return value
 
 
-def positive_int(flag: str):
-    """An argparse type for a positive integer, naming ``flag`` in its error.
+def positive_int(flag: str, most: int | None = None):
+    """An argparse type for a positive integer (at most ``most``), naming ``flag`` and the
+    allowed range in its error.
 
     >>> positive_int("--n")("0")
     Traceback (most recent call last):
     ...
     argparse.ArgumentTypeError: --n ('0') must be a positive integer
+    >>> positive_int("--n", most=64)("65")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: --n ('65') must be an integer from 1 to 64
     """
 
     def parse(text: str) -> int:
@@ -229,8 +345,9 @@ def positive_int(flag: str):
             value = int(text)
         except ValueError:
             value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} ({text!r}) must be a positive integer")
+        if value < 1 or (most is not None and value > most):
+            allowed = "a positive integer" if most is None else f"an integer from 1 to {most}"
+            raise argparse.ArgumentTypeError(f"{flag} ({text!r}) must be {allowed}")
         return value
 
     return parse

@@ -24,7 +24,10 @@ from syncviz.cli.args import (
     validate_sizes,
 )
 from syncviz.cli.command import Command
+from syncviz.cli.interrupts import checkpoint
+from syncviz.cli.output import report_text
 from syncviz.run.options import SyncOptions
+from syncviz.spec import CONFIG_BOUNDS
 
 
 def _check_configure(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +46,7 @@ def _check_configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--src-vocab-divisible-by",
-        type=positive_int("--src-vocab-divisible-by"),
+        type=positive_int("--src-vocab-divisible-by", most=CONFIG_BOUNDS["vocab_size"]),
         default=SyncOptions.src_vocab_divisible_by,
         metavar="N",
         help="the trainer's --make-vocab-size-divisible-by (None: pads like vLLM, to 64)",
@@ -71,6 +74,8 @@ def _check_run(args: argparse.Namespace) -> int:
     check_layers(spec, args.layers)
     from syncviz.check import check  # torch: only once the input is known good
     from syncviz.run.inprocess import run_sync
+
+    checkpoint()  # a Ctrl-C that torch's start-up swallowed
 
     real = spec
     if args.scaled:
@@ -104,7 +109,7 @@ def _check_run(args: argparse.Namespace) -> int:
         show_progress=whole_model and not args.json,
         real=real if args.scaled else None,
     )
-    print(report.to_json() if args.json else report.text(verbose=args.verbose))
+    print(report.to_json() if args.json else report_text(report, verbose=args.verbose))
     return 0 if report.ok else 1
 
 

@@ -12,6 +12,8 @@ import argparse
 
 from syncviz.cli.args import add_layers_arg
 from syncviz.cli.command import Command
+from syncviz.cli.interrupts import checkpoint
+from syncviz.cli.output import report_text
 from syncviz.errors import SyncvizError
 
 
@@ -52,6 +54,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from syncviz.diagnose import diagnose
 
+    checkpoint()  # a Ctrl-C that torch's start-up swallowed
+
     for name in ("dst_tp", "dst_pp"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
@@ -68,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         show_progress=not args.json,
         previous=args.previous,
     )
-    print(report.to_json() if args.json else report.text())
+    print(report.to_json() if args.json else report_text(report))
     return report.exit_code
 
 

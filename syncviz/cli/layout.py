@@ -20,11 +20,14 @@ from syncviz.cli.args import (
     add_layers_arg,
     add_model_args,
     add_parallel_args,
+    check_layers,
     load_parallel,
     load_spec,
     validate_sizes,
 )
 from syncviz.cli.command import Command
+from syncviz.cli.interrupts import checkpoint
+from syncviz.cli.output import say
 
 
 def _layout_configure(parser: argparse.ArgumentParser) -> None:
@@ -51,11 +54,12 @@ def _layout_run(args: argparse.Namespace) -> int:
     spec = load_spec(args)
     src, dst = load_parallel(args)
     validate_sizes(spec, src, dst)
+    check_layers(spec, args.layers)
     if args.scaled:
         spec = spec.scaled(src, dst)
     for number, layer in enumerate(args.layers):
         if number:
-            print()
+            say()
         _describe_layer(spec, src, dst, layer, args.globals and number == 0)
     return 0
 
@@ -63,24 +67,26 @@ def _layout_run(args: argparse.Namespace) -> int:
 def _describe_layer(spec, src, dst, layer: int, with_globals: bool) -> None:
     from syncviz.oracle import model_layout
 
+    checkpoint()  # a Ctrl-C that torch's start-up swallowed
+
     layout = model_layout(spec, src, dst, layers=[layer], include_globals=with_globals)
-    print(
+    say(
         f"{spec.name} ({spec.family}), layer {layer}: trainer tp={src.tp} pp={src.pp}"
         f" ep={src.ep} -> vLLM tp={dst.tp} pp={dst.pp}"
     )
     src_stage, dst_stage = layout.src_stage(layer), layout.dst_stage(layer)
     local = layer - src_stage * (spec.num_layers // src.pp)
-    print(
+    say(
         f"trainer stage {src_stage} holds it as its local layer {local}; vLLM stage {dst_stage}"
         f" names it by its global index {layer}"
     )
     for param in layout.params:
-        print()
-        print(f"{param.key}  ({param.kind}, global {list(param.global_shape)})")
+        say()
+        say(f"{param.key}  ({param.kind}, global {list(param.global_shape)})")
         for line in _rank_lines("src", param, param.src):
-            print(line)
+            say(line)
         for line in _rank_lines("dst", param, param.dst):
-            print(line)
+            say(line)
 
 
 def _rank_lines(side: str, param, tensors) -> list[str]:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 
 from syncviz.cli.command import Command
+from syncviz.cli.output import say
 from syncviz.presets import PRESETS, shipped_config, shipped_configs
 
 
 def _presets_run(args: argparse.Namespace) -> int:
     for name, spec in PRESETS.items():
-        print(_line(name, spec))
+        say(_line(name, spec))
     for name in shipped_configs():  # small config.json files, named like presets
-        print(_line(name, shipped_config(name)) + " (shipped config)")
+        say(_line(name, shipped_config(name)) + " (shipped config)")
     return 0
 
 

@@ -25,6 +25,7 @@ from syncviz.cli.args import (
     validate_sizes,
 )
 from syncviz.cli.command import Command
+from syncviz.cli.interrupts import checkpoint
 from syncviz.errors import SyncvizError
 
 
@@ -67,7 +68,7 @@ def render_configure(parser: argparse.ArgumentParser) -> None:
 def render_main(args: argparse.Namespace) -> int:
     """Run the sync in process (real sizes unless ``--scaled``), build the diagram, save it;
     prints the path."""
-    from syncviz.cli.output import atomic_output, checked_output
+    from syncviz.cli.output import atomic_output, checked_output, say
 
     output = checked_output(args.output, (".png", ".svg"))  # before any work is spent
     spec = load_spec(args)
@@ -82,6 +83,8 @@ def render_main(args: argparse.Namespace) -> int:
     from syncviz.diagram import layout_diagram, render, transfer_diagram
     from syncviz.diagram.experts import expert_diagram
     from syncviz.run.inprocess import run_sync
+
+    checkpoint()  # a Ctrl-C that torch's start-up swallowed
 
     scaled = bool(args.scaled)
     if scaled:
@@ -117,9 +120,9 @@ def render_main(args: argparse.Namespace) -> int:
     figure = render(diagram)
     with atomic_output(output) as tmp:
         figure.save(tmp)
-    print(output)
+    say(output)
     for line in _words(diagram):
-        print(line)
+        say(line)
     return 0
 
 

@@ -78,7 +78,8 @@ def diagnose(
         previous=previous,
     )
     report = _report(diagnosis)
-    report.result = as_result(diagnosis, load_traces(trace) if trace is not None else None)  # type: ignore[attr-defined]
+    traces = None if trace is None else load_traces(trace, dst_tp * dst_pp)
+    report.result = as_result(diagnosis, traces)  # type: ignore[attr-defined]
     return report
 
 

@@ -111,9 +111,12 @@ class _Decoded(Mapping[str, torch.Tensor]):
         return len(self._decoded)
 
 
-def load_traces(folder: str | Path) -> SyncTrace:
-    """Every rank's recorded trace in ``folder`` (``*.json``) as one trace, names normalised."""
+def load_traces(folder: str | Path, world_size: int | None = None) -> SyncTrace:
+    """Every rank's recorded trace in ``folder`` (``*.json``) as one trace, names normalised;
+    bounded in all (:func:`~syncviz.trace.json_io.check_folder_size`), and with
+    ``world_size`` every rank they name is one of ``0 .. world_size - 1``."""
     from syncviz.errors import SyncvizError
+    from syncviz.trace.json_io import check_folder_size
 
     root = Path(folder)
     files = sorted(root.glob("*.json")) if root.is_dir() else []
@@ -122,10 +125,13 @@ def load_traces(folder: str | Path) -> SyncTrace:
             f"trace folder {str(root)!r} holds no .json traces",
             fix="record them with `with syncviz.record(rank=r, out_dir=...)`",
         )
+    check_folder_size(files, root)
     merged = SyncTrace(metadata={"traces": [f.name for f in files]})
     for path in files:
         try:
             trace = SyncTrace.load(path)
+            if world_size is not None:
+                trace.check_ranks(world_size, " (--dst-tp x --dst-pp)")
         except SyncvizError as err:
             raise err.with_context(file=path.name) from None
         except (OSError, UnicodeDecodeError) as err:

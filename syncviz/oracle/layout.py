@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -203,6 +204,19 @@ def layer_kinds(spec: ModelSpec) -> list[str]:
     return kinds
 
 
+def _layer_number(layer: object) -> int:
+    """``layer`` as a layer number; True, 1.0 or "1" in ``layers`` is refused, naming it."""
+    try:
+        if isinstance(layer, bool):
+            raise TypeError
+        return operator.index(layer)  # type: ignore[arg-type]
+    except TypeError:
+        raise SyncvizError(
+            f"layers holds {layer!r}, which is not a layer number",
+            fix="pass whole layer numbers, e.g. layers=[0, 1]",
+        ) from None
+
+
 def model_layout(
     spec: ModelSpec,
     src: Parallel,
@@ -225,7 +239,7 @@ def model_layout(
         wanted = tuple(range(spec.num_layers))
         with_globals = True if include_globals is None else include_globals
     else:
-        wanted = tuple(layers)
+        wanted = tuple(_layer_number(layer) for layer in layers)
         with_globals = bool(include_globals)
         for layer in wanted:
             if not 0 <= layer < spec.num_layers:

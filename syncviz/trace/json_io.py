@@ -2,8 +2,9 @@
 
 A bad file raises SyncvizError naming the field path (``params[0].ops[2].inputs[0].shape``).
 Parsing is bounded (:func:`parse_json`): a document nested deeper than ``MAX_DEPTH``
-levels, an integer longer than ``MAX_INT_DIGITS`` digits, or a trace file larger than
-``MAX_TRACE_BYTES`` is refused before it is parsed, so no input reaches Python's
+levels, an integer longer than ``MAX_INT_DIGITS`` digits, a trace file larger than
+``MAX_TRACE_BYTES`` or a folder of them larger than ``MAX_TRACE_FOLDER_BYTES`` in all
+(:func:`check_folder_size`) is refused before it is parsed, so no input reaches Python's
 recursion limit or fills the memory. Every failure, the file's own included (missing,
 a folder, not UTF-8), is a SyncvizError.
 
@@ -50,6 +51,7 @@ T = TypeVar("T")
 MAX_DEPTH = 64  # nesting levels of lists and objects in any document syncviz reads
 MAX_INT_DIGITS = 30  # no size or id in a trace or config needs more
 MAX_TRACE_BYTES = 256 << 20  # a whole-model trace is a few MiB; parsing costs ~5x its size
+MAX_TRACE_FOLDER_BYTES = 512 << 20  # every trace of one run together (a folder of rank files)
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
@@ -97,6 +99,33 @@ def read_trace_file(path: str | os.PathLike[str]) -> SyncTrace:
     """
     text = read_text_file(path, "trace file", MAX_TRACE_BYTES, fix="pass a trace saved by syncviz")
     return trace_from_json(text)
+
+
+def check_folder_size(files: list[Path], folder: str | os.PathLike[str]) -> None:
+    """Refuse trace files that hold more than ``MAX_TRACE_FOLDER_BYTES`` together.
+
+    >>> import pathlib, tempfile
+    >>> big = pathlib.Path(tempfile.mkdtemp()) / "rank0.json"
+    >>> with open(big, "wb") as fh:
+    ...     _ = fh.truncate(MAX_TRACE_FOLDER_BYTES + 1)  # sparse: no disk spent
+    >>> check_folder_size([big], big.parent)
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: trace folder '...' holds 512 MiB of traces in 1 file(s), ...
+    """
+    total = 0
+    for path in files:
+        try:
+            total += os.stat(path).st_size
+        except OSError:
+            continue  # named when the file itself is read
+    if total > MAX_TRACE_FOLDER_BYTES:
+        raise SyncvizError(
+            f"trace folder {str(folder)!r} holds {total / 2**20:.0f} MiB of traces in"
+            f" {len(files)} file(s), more than the {MAX_TRACE_FOLDER_BYTES >> 20} MiB syncviz"
+            " reads in all",
+            fix="pass a folder with the traces of one run only",
+        )
 
 
 def read_text_file(path: str | os.PathLike[str], what: str, max_bytes: int, *, fix: str) -> str:
@@ -302,7 +331,7 @@ def _source(value: Any, path: str) -> SourceRecord:
         shape=_list(obj["shape"], f"{path}.shape", _non_negative),
         dtype=_str(obj["dtype"], f"{path}.dtype"),
         param=_optional(_str)(obj.get("param"), f"{path}.param"),
-        rank=_optional(_int)(obj.get("rank"), f"{path}.rank"),
+        rank=_optional(_non_negative)(obj.get("rank"), f"{path}.rank"),
     )
 
 
@@ -328,10 +357,10 @@ def _collective(value: Any, path: str) -> CollectiveRecord:
         index=_non_negative(obj["index"], f"{path}.index"),
         kind=_str(obj["kind"], f"{path}.kind"),
         group=_str(obj["group"], f"{path}.group"),
-        ranks=_list(obj["ranks"], f"{path}.ranks", _int),
-        rank=_optional(_int)(obj["rank"], f"{path}.rank"),
-        src=_optional(_int)(obj["src"], f"{path}.src"),
-        dst=_optional(_int)(obj["dst"], f"{path}.dst"),
+        ranks=_list(obj["ranks"], f"{path}.ranks", _non_negative),
+        rank=_optional(_non_negative)(obj["rank"], f"{path}.rank"),
+        src=_optional(_non_negative)(obj["src"], f"{path}.src"),
+        dst=_optional(_non_negative)(obj["dst"], f"{path}.dst"),
         bytes=_non_negative(obj["bytes"], f"{path}.bytes"),
         tensors=_list(obj["tensors"], f"{path}.tensors", _tensor_ref),
         label=_optional(_str)(obj["label"], f"{path}.label"),
@@ -343,7 +372,7 @@ def _param(value: Any, path: str) -> ParamTrace:
     obj = _fields(value, path, keys, set())
     return ParamTrace(
         param=_optional(_str)(obj["param"], f"{path}.param"),
-        rank=_optional(_int)(obj["rank"], f"{path}.rank"),
+        rank=_optional(_non_negative)(obj["rank"], f"{path}.rank"),
         phase=_optional(_str)(obj["phase"], f"{path}.phase"),
         call=_optional(_str)(obj["call"], f"{path}.call"),
         ops=_list(obj["ops"], f"{path}.ops", _op),

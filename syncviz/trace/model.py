@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -260,6 +261,40 @@ class SyncTrace:
                 return rec
         return None
 
+    def check_ranks(self, world_size: int, where: str = "") -> None:
+        """Refuse a rank outside ``0 .. world_size - 1`` anywhere in the trace (who recorded
+        a source or a step, who took part in a collective), naming its field: the step
+        view looks each one up among the run's ranks.
+
+        >>> SyncTrace(params=[ParamTrace(param="w", rank=99)]).check_ranks(8, " (--dst-tp 8)")
+        Traceback (most recent call last):
+        ...
+        syncviz.errors.SyncvizError: trace field params[0].rank (99) is no rank of this run: ...
+        """
+        from syncviz.errors import SyncvizError
+
+        for path, rank in self._ranks():
+            if not 0 <= rank < world_size:
+                raise SyncvizError(
+                    f"trace field {path} ({rank}) is no rank of this run: its ranks are"
+                    f" 0-{world_size - 1}{where}",
+                    fix="pass the traces recorded on this run's ranks (record(rank=r) with r"
+                    " the rank's number in the run)",
+                    field=path,
+                )
+
+    def _ranks(self) -> Iterator[tuple[str, int]]:
+        for i, s in enumerate(self.sources):
+            if s.rank is not None:
+                yield f"sources[{i}].rank", s.rank
+        for i, pt in enumerate(self.params):
+            if pt.rank is not None:
+                yield f"params[{i}].rank", pt.rank
+            for j, c in enumerate(pt.collectives):
+                yield from _collective_ranks(c, f"params[{i}].collectives[{j}]")
+        for i, c in enumerate(self.collectives):
+            yield from _collective_ranks(c, f"collectives[{i}]")
+
     def summary(self) -> str:
         """Readable multi-line text of the whole trace (what tests and diffs look at)."""
         lines = [f"metadata: {self.metadata}"]
@@ -268,3 +303,12 @@ class SyncTrace:
         lines += [c.summary() for c in self.collectives]
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+
+def _collective_ranks(c: CollectiveRecord, path: str) -> Iterator[tuple[str, int]]:
+    for name in ("rank", "src", "dst"):
+        value = getattr(c, name)
+        if value is not None:
+            yield f"{path}.{name}", value
+    for k, rank in enumerate(c.ranks):
+        yield f"{path}.ranks[{k}]", rank

@@ -19,7 +19,7 @@ import torch
 from syncviz.errors import SyncvizError
 from syncviz.run.local_world import LocalWorld
 from syncviz.run.ray_cluster import ray_session
-from syncviz.run.ray_world import RayGroup, RayWorld, _process_alive
+from syncviz.run.ray_world import RankActor, RayGroup, RayWorld, _process_alive
 
 pytestmark = pytest.mark.ray
 
@@ -196,6 +196,84 @@ def test_dead_actor_is_reported_and_leaves_no_process(session):
     assert [pid for pid in pids if _process_alive(pid)] == []
     with pytest.raises(SyncvizError, match="shut down after"):
         world.run(gather_ranks)
+
+
+class DiesJoining(RankActor):
+    """Rank 1 exits (status 7) when asked to join torch.distributed; its peers then wait."""
+
+    def init_process_groups(self, host, port, groups):
+        if self.rank == 1:
+            os._exit(7)
+        super().init_process_groups(host, port, groups)
+
+
+class RaisesJoining(RankActor):
+    """Rank 2 raises when asked to join torch.distributed; its peers then wait."""
+
+    def init_process_groups(self, host, port, groups):
+        if self.rank == 2:
+            raise RuntimeError("rank 2 has no route to the store")
+        super().init_process_groups(host, port, groups)
+
+
+def _titled(title: str) -> list[int]:
+    """Live processes whose command line (a Ray actor's process title) starts with ``title``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and _process_alive(int(pid)):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                    if cmd.read().startswith(title.encode()):
+                        found.append(int(pid))
+            except OSError:
+                continue
+    return found
+
+
+def _gone(title: str, within: float = 30.0) -> list[int]:
+    """Processes titled ``title`` still alive ``within`` seconds from now."""
+    end = time.monotonic() + within
+    while (alive := _titled(title)) and time.monotonic() < end:
+        time.sleep(0.1)
+    return alive
+
+
+def test_rank_dying_while_joining_is_named_long_before_the_timeout(session):
+    """A rank whose process exits in the rendezvous is named as dead, not its waiting peers."""
+
+    class World(RayWorld):
+        actor_body = DiesJoining
+
+    started = time.monotonic()
+    with pytest.raises(SyncvizError) as caught:
+        World(3, timeout=600.0, start_timeout=600.0)
+    elapsed = time.monotonic() - started
+    message = str(caught.value)
+    assert message.startswith("rank(s) [1] of 3 died while trying to join torch.distributed")
+    assert "(rank 1: " in message and "(pid " in message
+    assert caught.value.exit_code == 3
+    assert caught.value.context["dead_ranks"] == [1]
+    # The old wait blamed ranks 0 and 2 after the whole 600 s: the death is seen at once.
+    assert elapsed < 300.0
+    assert _gone("ray::DiesJoining") == []
+
+
+def test_rank_raising_while_joining_is_named_with_its_error(session):
+    """A rank that raises in the rendezvous is named with its error; no actor process remains."""
+
+    class World(RayWorld):
+        actor_body = RaisesJoining
+
+    started = time.monotonic()
+    with pytest.raises(SyncvizError) as caught:
+        World(3, timeout=600.0, start_timeout=600.0)
+    assert str(caught.value).startswith(
+        "rank(s) [2] of 3 failed to join torch.distributed "
+        "(rank 2: RuntimeError: rank 2 has no route to the store)"
+    )
+    assert caught.value.exit_code == 3
+    assert time.monotonic() - started < 300.0
+    assert _gone("ray::RaisesJoining") == []
 
 
 def test_run_timeout_names_the_stuck_rank(session):

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import socket
 import time
 import traceback
@@ -254,7 +255,12 @@ class RayWorld:
         with RayWorld(4) as world:
             world.new_group([0, 2], name="even")
             results = world.run(lambda coll: coll.rank("even") if coll.world_rank % 2 == 0 else -1)
+
+    ``actor_body`` is the class each actor runs: :class:`RankActor`, or a subclass
+    of it set on a subclass of the world.
     """
+
+    actor_body: type[RankActor] = RankActor
 
     def __init__(
         self,
@@ -291,7 +297,7 @@ class RayWorld:
                 "Ray is not initialised",
                 fix="create the world inside `with syncviz.run.ray_cluster.ray_session():`",
             )
-        actor_class = ray.remote(RankActor).options(
+        actor_class = ray.remote(self.actor_body).options(
             num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor, max_restarts=0
         )
         self._actors = [
@@ -315,14 +321,8 @@ class RayWorld:
 
     def _init_process_groups(self) -> None:
         # One node: loopback needs no routable interface. Several: rank 0's address.
-        import ray
-
         host = LOOPBACK if len(set(self.node_ips)) == 1 else self.node_ips[0]
-        opened = self._actors[0].open_store.remote(host)
-        ready, _ = ray.wait([opened], timeout=self.timeout)
-        if not ready:
-            raise RunFailed(f"rank 0 could not open the rendezvous store within {self.timeout} s")
-        port = ray.get(opened)
+        (port,) = self._call_all("open_store", host, what="open the rendezvous store", ranks=[0])
         self.init_method = f"tcp://{host}:{port}"
         groups = [(g.ranks, g.name) for g in self._groups]
         self._call_all("init_process_groups", host, port, groups, what="join torch.distributed")
@@ -488,29 +488,76 @@ class RayWorld:
             raise
 
     def _call_all(
-        self, method: str, *args: Any, what: str, limit: float | None = None
+        self,
+        method: str,
+        *args: Any,
+        what: str,
+        limit: float | None = None,
+        ranks: Sequence[int] | None = None,
     ) -> list[Any]:
-        """Call ``method`` on every actor; wait at most ``limit`` (default ``timeout``) s."""
+        """Call ``method`` on every actor (or on ``ranks``), return their values in order;
+        wait at most ``limit`` (default ``timeout``) s.
+
+        Each call is watched on its own, so a rank that dies or raises is named as
+        soon as Ray reports it, instead of its peers (blocked waiting for it, e.g. in
+        the rendezvous) being blamed when the limit passes.
+        """
         import ray
 
         limit = self.timeout if limit is None else limit
-        refs = [getattr(actor, method).remote(*args) for actor in self._actors]
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=limit)
-        if pending:
-            late = [refs.index(ref) for ref in pending]
+        called = list(range(self.world_size)) if ranks is None else list(ranks)
+        refs = [getattr(self._actors[rank], method).remote(*args) for rank in called]
+        rank_of = dict(zip(refs, called, strict=True))
+        values: list[Any] = [None] * len(refs)
+        pending = list(refs)
+        end = time.monotonic() + limit
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=_remaining(end))
+            if not ready:
+                late = sorted(rank_of[ref] for ref in pending)
+                raise RunFailed(
+                    f"rank(s) {late} could not {what} within {limit:.3g} s",
+                    fix="check the cluster has the resources each actor asks for "
+                    "(num_cpus_per_actor, num_gpus_per_actor) and that ranks can reach "
+                    "each other",
+                    ranks=late,
+                )
+            if pending:  # whatever else already finished, so simultaneous deaths are all named
+                more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+                ready += more
+            dead: dict[int, str] = {}
+            failed: dict[int, str] = {}
+            for ref in ready:
+                rank = rank_of[ref]
+                try:
+                    values[refs.index(ref)] = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    dead[rank] = _death_reason(exc)
+                except ray.exceptions.RayError as exc:
+                    failed[rank] = _first_line(getattr(exc, "cause", None) or exc)
+            if dead or failed:
+                self._fail_setup(what, dead, failed)
+        return values
+
+    def _fail_setup(self, what: str, dead: dict[int, str], failed: dict[int, str]) -> None:
+        """Raise the RunFailed for ranks that died or raised while the world was set up."""
+        self._failure = f"rank(s) {sorted(dead or failed)} failed to {what}"
+        if dead:
+            ranks = sorted(dead)
+            reasons = "; ".join(f"rank {r}: {dead[r]}" for r in ranks)
             raise RunFailed(
-                f"rank(s) {late} could not {what} within {limit} s",
-                fix="check the cluster has the resources each actor asks for "
-                "(num_cpus_per_actor, num_gpus_per_actor) and that ranks can reach each other",
-                ranks=late,
+                f"rank(s) {ranks} of {self.world_size} died while trying to {what} ({reasons})",
+                fix="see the dead ranks' worker logs under /tmp/ray/session_latest/logs "
+                "(killed, out of memory, crash); the world was shut down",
+                dead_ranks=ranks,
             )
-        try:
-            return ray.get(ready)
-        except ray.exceptions.RayError as exc:
-            raise RunFailed(
-                f"the rank actors failed to {what}: {_first_line(exc)}",
-                fix="see the actor error above",
-            ) from exc
+        ranks = sorted(failed)
+        reasons = "; ".join(f"rank {r}: {failed[r]}" for r in ranks)
+        raise RunFailed(
+            f"rank(s) {ranks} of {self.world_size} failed to {what} ({reasons})",
+            fix="see the error; the world was shut down",
+            ranks=ranks,
+        )
 
     # -- shutting down --------------------------------------------------------------------
 
@@ -656,6 +703,22 @@ def _earliest(*moments: float | None) -> float | None:
 
 def _remaining(moment: float | None) -> float | None:
     return None if moment is None else max(0.0, moment - time.monotonic())
+
+
+def _death_reason(exc: BaseException) -> str:
+    """Why Ray says an actor died, in a few words: the first sentence of its exit
+    detail (else of the error), and the process id when Ray tells it.
+
+    >>> _death_reason(RuntimeError("The actor died.\\n\\tpid: 7\\nWorker exit type: "
+    ...     "SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits. Some causes: ..."))
+    'Worker unexpectedly exits (pid 7)'
+    """
+    text = str(exc)
+    detail = re.search(r"exit detail:\s*(.+)", text, re.S)
+    words = " ".join((detail.group(1) if detail else text).split())
+    reason = re.split(r"(?<=[^.\s]{2})\. ", words, maxsplit=1)[0].rstrip(".")
+    pid = re.search(r"\b(?:pid|PID)[:=]?\s*(\d+)", text)
+    return f"{reason} (pid {pid.group(1)})" if pid else reason or type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:

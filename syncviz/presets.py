@@ -17,8 +17,9 @@ from syncviz.spec import ModelSpec
 
 # Each preset cites its Hugging Face repo and the config.json fields it takes:
 # num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads (absent
-# means = heads), intermediate_size, vocab_size, tie_word_embeddings, and for MoE
-# num_experts / num_local_experts, moe_intermediate_size, shared_expert_intermediate_size.
+# means = heads), head_dim (where given), intermediate_size, vocab_size,
+# tie_word_embeddings, and for MoE num_experts / num_local_experts,
+# moe_intermediate_size, shared_expert_intermediate_size.
 PRESETS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -71,6 +72,38 @@ PRESETS: dict[str, ModelSpec] = {
         ModelSpec("mixtral-8x7b", "mixtral", 32, 4096, 32, 8, 14336, 32000,
                   num_experts=8, moe_ffn_hidden_size=14336,
                   source="mistralai/Mixtral-8x7B-v0.1 config.json"),
+        # mistralai/Mistral-7B-v0.3 (MistralForCausalLM, Llama's layout): layers 32, hidden
+        # 4096, heads 32, kv heads 8, no head_dim (4096/32 = 128), intermediate 14336, vocab
+        # 32768, tie_word_embeddings false, no attention_bias, sliding_window null.
+        ModelSpec("mistral-7b-v0.3", "mistral", 32, 4096, 32, 8, 14336, 32768,
+                  source="mistralai/Mistral-7B-v0.3 config.json"),
+        # Qwen/Qwen3-0.6B: layers 28, hidden 1024, heads 16, kv heads 8, head_dim 128
+        # (16 * 128 = 2048, not 1024), intermediate 3072, vocab 151936,
+        # tie_word_embeddings true, attention_bias false; q_norm/k_norm per head.
+        ModelSpec("qwen3-0.6b", "qwen3", 28, 1024, 16, 8, 3072, 151936, head_dim=128,
+                  tie_word_embeddings=True, source="Qwen/Qwen3-0.6B config.json"),
+        # Qwen/Qwen3-8B: layers 36, hidden 4096, heads 32, kv heads 8, head_dim 128,
+        # intermediate 12288, vocab 151936, tie_word_embeddings false, attention_bias false.
+        ModelSpec("qwen3-8b", "qwen3", 36, 4096, 32, 8, 12288, 151936, head_dim=128,
+                  source="Qwen/Qwen3-8B config.json"),
+        # Qwen/Qwen3-32B: layers 64, hidden 5120, heads 64, kv heads 8, head_dim 128
+        # (64 * 128 = 8192, not 5120), intermediate 25600, vocab 151936,
+        # tie_word_embeddings false, attention_bias false.
+        ModelSpec("qwen3-32b", "qwen3", 64, 5120, 64, 8, 25600, 151936, head_dim=128,
+                  source="Qwen/Qwen3-32B config.json"),
+        # Qwen/Qwen3-30B-A3B (Qwen3MoeForCausalLM): layers 48, hidden 2048, heads 32, kv heads
+        # 4, head_dim 128, intermediate 6144 (unused: every layer is MoE), num_experts 128,
+        # moe_intermediate_size 768, decoder_sparse_step 1, mlp_only_layers [], no shared
+        # expert, vocab 151936, tie_word_embeddings false, attention_bias false.
+        ModelSpec("qwen3-30b-a3b", "qwen3-moe", 48, 2048, 32, 4, 6144, 151936, head_dim=128,
+                  num_experts=128, moe_ffn_hidden_size=768,
+                  source="Qwen/Qwen3-30B-A3B config.json"),
+        # Qwen/Qwen3-235B-A22B: layers 94, hidden 4096, heads 64, kv heads 4, head_dim 128,
+        # intermediate 12288 (unused), num_experts 128, moe_intermediate_size 1536,
+        # decoder_sparse_step 1, mlp_only_layers [], vocab 151936, tie_word_embeddings false.
+        ModelSpec("qwen3-235b-a22b", "qwen3-moe", 94, 4096, 64, 4, 12288, 151936,
+                  head_dim=128, num_experts=128, moe_ffn_hidden_size=1536,
+                  source="Qwen/Qwen3-235B-A22B config.json"),
     )
 }  # fmt: skip
 

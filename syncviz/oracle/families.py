@@ -7,7 +7,7 @@ record here. Facts behind each choice are in the record's ``notes``.
 
 Name templates: ``{i}`` is the layer index (stage-local for the trainer, as
 Megatron numbers layers inside a pipeline stage; global for vLLM), ``{j}`` a
-local expert index (Megatron-Core SequentialMLP).
+local expert index (Megatron-Core SequentialMLP or TEGroupedMLP).
 
 >>> conv = conventions("qwen2")
 >>> conv.fc1_halves
@@ -125,6 +125,19 @@ _VLLM_MIXTRAL = {
     "experts_w13": _VLLM_LAYER + "block_sparse_moe.experts.w13_weight",
     "experts_w2": _VLLM_LAYER + "block_sparse_moe.experts.w2_weight",
 }
+_VLLM_QWEN3 = {
+    **_VLLM_DENSE,
+    "q_norm": _VLLM_LAYER + "self_attn.q_norm.weight",
+    "k_norm": _VLLM_LAYER + "self_attn.k_norm.weight",
+}
+_VLLM_QWEN3_MOE = {
+    **{k: v for k, v in _VLLM_QWEN3.items() if k not in ("gate_up", "down")},
+    "router": _VLLM_LAYER + "mlp.gate.weight",
+    # The ChatLearn-era spelling (older vLLM, SGLang); current vLLM nests the two under
+    # ``mlp.experts.routed_experts.`` (diagnose reads both).
+    "experts_w13": _VLLM_LAYER + "mlp.experts.w13_weight",
+    "experts_w2": _VLLM_LAYER + "mlp.experts.w2_weight",
+}
 _VLLM_QWEN_V1 = {
     "embed": "model.transformer.wte.weight",
     "final_norm": "model.transformer.ln_f.weight",
@@ -192,6 +205,17 @@ _MCORE_MOE = {
     "router": _MCORE_LAYER + "mlp.router.weight",
     "experts_w13": _MCORE_LAYER + "mlp.experts.local_experts.{j}.linear_fc1.weight",
     "experts_w2": _MCORE_LAYER + "mlp.experts.local_experts.{j}.linear_fc2.weight",
+}
+# Qwen3's per-head norms: Megatron-Core's q_layernorm / k_layernorm, whole on every rank.
+_MCORE_QK_NORM = {
+    "q_norm": _MCORE_LAYER + "self_attention.q_layernorm.weight",
+    "k_norm": _MCORE_LAYER + "self_attention.k_layernorm.weight",
+}
+# Megatron-Core TEGroupedMLP: one weight per local expert, numbered after the word.
+_MCORE_GROUPED_MOE = {
+    **_MCORE_MOE,
+    "experts_w13": _MCORE_LAYER + "mlp.experts.linear_fc1.weight{j}",
+    "experts_w2": _MCORE_LAYER + "mlp.experts.linear_fc2.weight{j}",
 }
 
 _QWEN_V1_SRC = {
@@ -275,6 +299,39 @@ FAMILY_CONVENTIONS: Mapping[str, Conventions] = MappingProxyType(
                 "experts split over ep (rank q holds q*E/ep ..), each expert's fc1 TP-sharded "
                 "like a dense fc1 [gate_r; up_r] and fc2 column-sharded; router and "
                 "pre_mlp_layernorm whole. vLLM names: MixtralForCausalLM's block_sparse_moe."
+            ),
+        ),
+        "mistral": Conventions(
+            family="mistral",
+            src_names=_names(_MCORE, _MCORE_DENSE),
+            dst_names=MappingProxyType(_VLLM_DENSE),
+            notes=(
+                "Llama's layout and names (vLLM's MistralForCausalLM is its Llama class); "
+                "Megatron-Core trainer as llama-mcore."
+            ),
+        ),
+        "qwen3": Conventions(
+            family="qwen3",
+            src_names=_names(_MCORE, {**_MCORE_DENSE, **_MCORE_QK_NORM}),
+            dst_names=MappingProxyType(_VLLM_QWEN3),
+            notes=(
+                "Megatron-Core as llama-mcore, plus self_attention.q_layernorm / k_layernorm "
+                "([head_dim], whole on every rank; vLLM self_attn.q_norm / k_norm, replicated "
+                "and applied per head). head_dim is explicit (kv_channels) and may differ "
+                "from hidden/heads."
+            ),
+        ),
+        "qwen3-moe": Conventions(
+            family="qwen3-moe",
+            src_names=_names(_MCORE, {**_MCORE_GROUPED_MOE, **_MCORE_QK_NORM}),
+            dst_names=MappingProxyType(_VLLM_QWEN3_MOE),
+            expert_layout=FAMILY["qwen3-moe"].experts,
+            notes=(
+                "Qwen3 attention; Megatron-Core grouped experts (TEGroupedMLP, "
+                "mlp.experts.linear_fc1.weight{j}): rank ep holds experts ep*E/EP + j, each "
+                "TP-sharded like a dense fc1 [gate_r; up_r] and fc2 column-sharded (the same "
+                "placement as SequentialMLP); router mlp.router.weight [E, H] and "
+                "pre_mlp_layernorm whole. No shared expert."
             ),
         ),
     }

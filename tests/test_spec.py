@@ -126,7 +126,10 @@ def test_unknown_architecture_lists_supported() -> None:
         ModelSpec.from_hf_config({**LLAMA, "architectures": ["GPT2LMHeadModel"]})
     text = str(info.value)
     assert "architecture GPT2LMHeadModel in the config dict is not supported" in text
-    assert "LlamaForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, MixtralForCausalLM" in text
+    assert (
+        "LlamaForCausalLM, QWenLMHeadModel, Qwen2ForCausalLM, Qwen2MoeForCausalLM,"
+        " MixtralForCausalLM, MistralForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM" in text
+    )
 
 
 def test_no_architecture_at_all() -> None:

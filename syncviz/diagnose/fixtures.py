@@ -50,58 +50,8 @@ BUGS = (
 EXCHANGED = {"q_norm": "k_norm", "k_norm": "q_norm"}
 """The kind whose data the ``exchange`` bug writes in place of each kind's own."""
 
-_TINY = {
-    # d > kv heads at tp 4 (2 K/V heads); vocab 100 pads to 128: padding rows on the last rank.
-    "llama-mcore": ModelSpec("llama-tiny", "llama-mcore", 2, 16, 8, 2, 24, 100, head_dim=2),
-    "qwen2": ModelSpec("qwen2-tiny", "qwen2", 2, 16, 4, 2, 16, 90, head_dim=4, qkv_bias=True),
-    "qwen2-moe": ModelSpec(
-        "qwen2-moe-tiny",
-        "qwen2-moe",
-        2,
-        16,
-        4,
-        4,
-        16,
-        70,
-        head_dim=4,
-        qkv_bias=True,
-        num_experts=4,
-        moe_ffn_hidden_size=8,
-        shared_expert_ffn_hidden_size=16,
-        shared_expert_gate=True,
-    ),
-    # head_dim 8 differs from hidden / heads = 16 / 4; tied embeddings; vocab 90 pads to 128.
-    "qwen3": ModelSpec(
-        "qwen3-tiny", "qwen3", 2, 16, 4, 2, 16, 90, head_dim=8, tie_word_embeddings=True
-    ),
-    # 4 experts without a shared expert; head_dim 4 with hidden 24 (not 24 / 4 = 6).
-    "qwen3-moe": ModelSpec(
-        "qwen3-moe-tiny",
-        "qwen3-moe",
-        2,
-        24,
-        4,
-        2,
-        16,
-        70,
-        head_dim=4,
-        num_experts=4,
-        moe_ffn_hidden_size=8,
-    ),
-    "mixtral": ModelSpec(
-        "mixtral-tiny",
-        "mixtral",
-        2,
-        16,
-        4,
-        2,
-        8,
-        64,
-        head_dim=4,
-        num_experts=4,
-        moe_ffn_hidden_size=8,
-    ),
-}
+_TINY = {name: ModelSpec(family=name, **info.tiny) for name, info in FAMILY.items() if info.tiny}
+"""The small spec each family file declares (one with every feature of the real ones)."""
 
 
 def tiny_spec(family: str) -> ModelSpec:

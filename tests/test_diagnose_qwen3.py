@@ -102,3 +102,24 @@ def test_gate_and_up_exchanged_in_every_expert(checkpoints, tmp_path):
             " 4-7)",
         ]
     }
+
+
+def test_qwen3_checkpoint_relabelled_as_llama_is_refused(checkpoints, tmp_path):
+    """A Qwen3 checkpoint whose config.json says Llama throughout (architectures and
+    model_type): the q_norm tensors name the family that reads them, not a false OK."""
+    import json
+    import shutil
+
+    from syncviz.diagnose.reference import Reference
+    from syncviz.errors import SyncvizError
+
+    folder = tmp_path / "relabelled"
+    shutil.copytree(checkpoints["qwen3"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(architectures=["LlamaForCausalLM"], model_type="llama")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        SyncvizError, match=r"self_attn\.[qk]_norm\.weight', a tensor of family qwen3"
+    ):
+        Reference(folder)
+    Reference(checkpoints["qwen3"])  # its own config reads

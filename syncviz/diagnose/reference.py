@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.oracle.hf_names import HF_NAMES
+from syncviz.oracle.hf_names import HF_NAMES, foreign_tensor
 from syncviz.spec import ModelSpec
 
 
@@ -52,6 +52,13 @@ class Reference:
         self.spec = ModelSpec.from_hf_config(self.folder)
         self.files = self._weight_map()
         self.names = HF_NAMES[self.spec.family]
+        foreign = foreign_tensor(self.spec.family, self.files)
+        if foreign is not None:  # a relabelled config would drop these tensors: no false OK
+            raise SyncvizError(
+                f"the reference holds {foreign[0]!r}, a tensor of family {foreign[1]},"
+                f" which family {self.spec.family} (its config.json) does not read",
+                fix="use the checkpoint's own config.json (architectures, model_type)",
+            )
 
     def _weight_map(self) -> dict[str, Path]:
         index = self.folder / "model.safetensors.index.json"

@@ -13,7 +13,8 @@ layer. Diagnose reads checkpoints with these names, and its fixtures write them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from syncviz.families import FAMILY
@@ -22,3 +23,34 @@ HF_NAMES: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {name: info.hf_names for name, info in FAMILY.items()}
 )
 """Hugging Face checkpoint names per family and parameter kind."""
+
+
+def _pattern(template: str) -> re.Pattern[str]:
+    return re.compile(re.escape(template).replace(r"\{i\}", r"\d+").replace(r"\{e\}", r"\d+"))
+
+
+_PATTERNS: dict[str, list[re.Pattern[str]]] = {
+    name: [_pattern(t) for templates in names.values() for t in templates]
+    for name, names in HF_NAMES.items()
+}
+
+
+def foreign_tensor(family: str, names: Iterable[str]) -> tuple[str, str] | None:
+    """A checkpoint tensor ``family`` does not read but another family does, and that family.
+
+    A checkpoint whose config was relabelled (Qwen3's as Llama) still holds the
+    tensors of its own layout; laying it out as the label says would drop them.
+
+    >>> foreign_tensor("llama-mcore", ["model.layers.3.self_attn.q_norm.weight"])
+    ('model.layers.3.self_attn.q_norm.weight', 'qwen3')
+    >>> foreign_tensor("qwen3", ["model.layers.3.self_attn.q_norm.weight"]) is None
+    True
+    """
+    own = _PATTERNS[family]
+    for name in names:
+        if any(p.fullmatch(name) for p in own):
+            continue
+        for other, patterns in _PATTERNS.items():
+            if other != family and any(p.fullmatch(name) for p in patterns):
+                return name, other
+    return None

@@ -13,66 +13,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from syncviz.errors import SyncvizError
+from syncviz.families import FAMILY
 from syncviz.spec import ModelSpec
 
-# Each preset cites its Hugging Face repo and the config.json fields it takes:
-# num_hidden_layers, hidden_size, num_attention_heads, num_key_value_heads (absent
-# means = heads), intermediate_size, vocab_size, tie_word_embeddings, and for MoE
-# num_experts / num_local_experts, moe_intermediate_size, shared_expert_intermediate_size.
+# Each family file (syncviz/families/) lists its presets, each citing its Hugging Face
+# repo and the config.json fields it takes (num_hidden_layers, hidden_size,
+# num_attention_heads, num_key_value_heads, head_dim where given, intermediate_size,
+# vocab_size, tie_word_embeddings, and for MoE the expert count and sizes).
 PRESETS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        # meta-llama/Llama-2-7b-hf: layers 32, hidden 4096, heads 32, no num_key_value_heads
-        # (MHA), intermediate 11008, vocab 32000, tie_word_embeddings false.
-        ModelSpec("llama2-7b", "llama-legacy", 32, 4096, 32, 32, 11008, 32000,
-                  source="meta-llama/Llama-2-7b-hf config.json"),
-        # meta-llama/Meta-Llama-3-8B: layers 32, hidden 4096, heads 32, kv heads 8,
-        # intermediate 14336, vocab 128256, tie_word_embeddings false.
-        ModelSpec("llama3-8b", "llama-mcore", 32, 4096, 32, 8, 14336, 128256,
-                  source="meta-llama/Meta-Llama-3-8B config.json"),
-        # meta-llama/Meta-Llama-3-70B: layers 80, hidden 8192, heads 64, kv heads 8,
-        # intermediate 28672, vocab 128256, tie_word_embeddings false.
-        ModelSpec("llama3-70b", "llama-mcore", 80, 8192, 64, 8, 28672, 128256,
-                  source="meta-llama/Meta-Llama-3-70B config.json"),
-        # meta-llama/Llama-3.1-405B: layers 126, hidden 16384, heads 128, kv heads 8,
-        # intermediate 53248, vocab 128256, tie_word_embeddings false.
-        ModelSpec("llama3.1-405b", "llama-mcore", 126, 16384, 128, 8, 53248, 128256,
-                  source="meta-llama/Llama-3.1-405B config.json"),
-        # Qwen/Qwen-7B (QWenLMHeadModel): layers 32, hidden 4096, heads 32, kv_channels 128,
-        # intermediate_size 22016 = w1 + w2 fused, so 11008 per half; vocab 151936,
-        # tie_word_embeddings false; attn.c_attn carries the QKV bias.
-        ModelSpec("qwen-7b", "qwen-v1", 32, 4096, 32, 32, 11008, 151936, qkv_bias=True,
-                  source="Qwen/Qwen-7B config.json"),
-        # Qwen/Qwen2-7B: layers 28, hidden 3584, heads 28, kv heads 4, intermediate 18944,
-        # vocab 152064, tie_word_embeddings false; Qwen2 has q/k/v biases.
-        ModelSpec("qwen2-7b", "qwen2", 28, 3584, 28, 4, 18944, 152064, qkv_bias=True,
-                  source="Qwen/Qwen2-7B config.json"),
-        # Qwen/Qwen2-72B: layers 80, hidden 8192, heads 64, kv heads 8, intermediate 29568,
-        # vocab 152064, tie_word_embeddings false.
-        ModelSpec("qwen2-72b", "qwen2", 80, 8192, 64, 8, 29568, 152064, qkv_bias=True,
-                  source="Qwen/Qwen2-72B config.json"),
-        # Qwen/Qwen1.5-MoE-A2.7B: layers 24, hidden 2048, heads 16, kv heads 16,
-        # intermediate 5632, num_experts 60, moe_intermediate_size 1408,
-        # shared_expert_intermediate_size 5632 (with shared_expert_gate), vocab 151936.
-        ModelSpec("qwen1.5-moe-a2.7b", "qwen2-moe", 24, 2048, 16, 16, 5632, 151936,
-                  qkv_bias=True, num_experts=60, moe_ffn_hidden_size=1408,
-                  shared_expert_ffn_hidden_size=5632, shared_expert_gate=True,
-                  source="Qwen/Qwen1.5-MoE-A2.7B config.json"),
-        # Qwen/Qwen2-57B-A14B: layers 28, hidden 3584, heads 28, kv heads 4,
-        # intermediate 18944, num_experts 64, moe_intermediate_size 2560,
-        # shared_expert_intermediate_size 20480, vocab 151936, tie_word_embeddings false.
-        ModelSpec("qwen2-57b-a14b", "qwen2-moe", 28, 3584, 28, 4, 18944, 151936,
-                  qkv_bias=True, num_experts=64, moe_ffn_hidden_size=2560,
-                  shared_expert_ffn_hidden_size=20480, shared_expert_gate=True,
-                  source="Qwen/Qwen2-57B-A14B config.json"),
-        # mistralai/Mixtral-8x7B-v0.1: layers 32, hidden 4096, heads 32, kv heads 8,
-        # intermediate 14336 (each expert's size; no dense MLP), num_local_experts 8,
-        # vocab 32000, tie_word_embeddings false.
-        ModelSpec("mixtral-8x7b", "mixtral", 32, 4096, 32, 8, 14336, 32000,
-                  num_experts=8, moe_ffn_hidden_size=14336,
-                  source="mistralai/Mixtral-8x7B-v0.1 config.json"),
-    )
-}  # fmt: skip
+    p.name: ModelSpec(name=p.name, family=info.name, source=p.source, **p.sizes)
+    for info in FAMILY.values()
+    for p in info.presets
+}
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 

@@ -18,17 +18,29 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Any
 
 from syncviz.constants import MEGATRON_VOCAB_DIVISOR, VLLM_VOCAB_PADDING
 from syncviz.errors import SyncvizError
-from syncviz.families import ARCHITECTURE_FAMILY, MODEL_TYPE_ARCHITECTURE
+from syncviz.families import (
+    ARCHITECTURE_FAMILY,
+    FAMILY,
+    FAMILY_NAMES,
+    INACTIVE_VALUES,
+    KEY_OWNERS,
+    LAYOUT_KEYS,
+    MODEL_TYPE_ARCHITECTURE,
+    UNSUPPORTED_MODEL_TYPES,
+    FamilyInfo,
+    readers_of,
+)
 
 if TYPE_CHECKING:  # parallel.py sits on the floor above this one
     from syncviz.parallel import Parallel
 
-Family = Literal["llama-legacy", "llama-mcore", "qwen-v1", "qwen2", "qwen2-moe", "mixtral"]
-FAMILIES: tuple[str, ...] = get_args(Family)
+Family = str
+"""A family name: one of :data:`FAMILIES`, the names of the registry in ``syncviz.families``."""
+FAMILIES: tuple[str, ...] = FAMILY_NAMES
 
 # Hugging Face `architectures` entry -> trainer family, and config.json `model_type` ->
 # architecture (used only when a config.json has no `architectures` list): both read
@@ -47,6 +59,8 @@ class ModelSpec:
     MoE models set ``num_experts`` > 0 and ``moe_ffn_hidden_size``; Qwen2-MoE
     also has a shared expert (``shared_expert_ffn_hidden_size`` > 0) and its gate.
     ``ffn_hidden_size`` is the size of ONE half (gate or up) of the gated MLP.
+    ``qk_norm`` adds per-head q/k norms of ``head_dim`` elements (Qwen3). ``notes``
+    are things said about the source config that do not change the layout.
 
     >>> ModelSpec("m", "qwen2", 2, 64, 4, 2, 96, 100).padded_vocab_size
     128
@@ -68,6 +82,7 @@ class ModelSpec:
     shared_expert_ffn_hidden_size: int = 0
     shared_expert_gate: bool = False
     source: str = field(default="", compare=False)
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -102,6 +117,19 @@ class ModelSpec:
                 f" num_query_groups ({self.num_query_groups})",
                 fix="check num_key_value_heads in config.json",
             )
+        moe_family = FAMILY[self.family].is_moe
+        if bool(self.num_experts) != moe_family:
+            raise SyncvizError(
+                f"num_experts ({self.num_experts}) does not fit family {self.family!r}, which"
+                f" is {'an MoE' if moe_family else 'a dense'} family",
+                fix=(
+                    "set num_experts from config.json"
+                    if moe_family
+                    else "use an MoE family ("
+                    + ", ".join(f for f in FAMILY if FAMILY[f].is_moe)
+                    + ") or num_experts=0"
+                ),
+            )
         if self.num_experts and self.moe_ffn_hidden_size <= 0:
             raise SyncvizError(
                 f"moe_ffn_hidden_size ({self.moe_ffn_hidden_size}) must be positive for an MoE"
@@ -113,6 +141,11 @@ class ModelSpec:
     def queries_per_group(self) -> int:
         """Query heads that share one K/V head (nq in LAYOUTS.md)."""
         return self.num_attention_heads // self.num_query_groups
+
+    @property
+    def qk_norm(self) -> bool:
+        """Per-head q/k norms (``head_dim`` elements each): a fact of the family."""
+        return FAMILY[self.family].qk_norm
 
     @property
     def is_moe(self) -> bool:
@@ -423,61 +456,131 @@ def _flag(config: Mapping[str, Any], key: str, where: str, default: bool) -> boo
 
 
 def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec:
+    """The spec, read as the family's record (``syncviz.families``) says: no per-family code."""
     arch = _architecture(config, where)
-    family = HF_ARCHITECTURES[arch]
+    info = FAMILY[HF_ARCHITECTURES[arch]]
+    _check_model_type(config, where, arch, info)
 
     def need(key: str, default: int | None = None) -> int:
         return _positive_int(config, key, where, default)
 
     heads = need("num_attention_heads")
+    hidden = need("hidden_size")
+    _refuse_unread_keys(config, where, info, hidden // heads)
     sizes: dict[str, Any] = {
         "num_layers": need("num_hidden_layers"),
-        "hidden_size": need("hidden_size"),
+        "hidden_size": hidden,
         "num_attention_heads": heads,
-        "num_query_groups": need("num_key_value_heads", heads),
+        "num_query_groups": heads if info.mha_only else need("num_key_value_heads", heads),
         "ffn_hidden_size": need("intermediate_size"),
         "vocab_size": need("vocab_size"),
-        "head_dim": need("head_dim") if config.get("head_dim") is not None else 0,
+        "head_dim": need(info.head_dim_key) if config.get(info.head_dim_key) is not None else 0,
         "tie_word_embeddings": _flag(config, "tie_word_embeddings", where, False),
+        "qkv_bias": (
+            _flag(config, info.qkv_bias, where, info.qkv_bias_default)
+            if isinstance(info.qkv_bias, str)
+            else info.qkv_bias
+        ),
     }
-    if family == "qwen-v1":
-        # QWen v1 stores w1 and w2 as halves of one "intermediate_size", and has
-        # no GQA; kv_channels is its head_dim.
+    if info.fused_ffn:
+        # intermediate_size holds both halves (QWen v1's w1 + w2).
         fused = sizes["ffn_hidden_size"]
         if fused % 2:
             raise SyncvizError(
-                f"intermediate_size ({fused}) in {where} must be even for QWen v1",
-                fix="QWen v1 stores w1+w2 together: use twice the MLP size",
+                f"intermediate_size ({fused}) in {where} must be even for {info.name}",
+                fix=f"{info.name} stores gate and up together: use twice the MLP size",
             )
-        sizes.update(ffn_hidden_size=fused // 2, num_query_groups=heads, qkv_bias=True)
-        if config.get("kv_channels") is not None:
-            sizes["head_dim"] = need("kv_channels")
-    elif family == "llama-mcore":
-        sizes["qkv_bias"] = _flag(config, "attention_bias", where, False)
-    elif family == "qwen2":
-        sizes["qkv_bias"] = True  # Qwen2 always has q/k/v biases
-    elif family == "qwen2-moe":
-        _require_all_layers_moe(config, where)
-        has_shared = config.get("shared_expert_intermediate_size") not in (None, 0)
-        shared = need("shared_expert_intermediate_size") if has_shared else 0
+        sizes["ffn_hidden_size"] = fused // 2
+    if info.is_moe:
+        if info.sparse_step:
+            _require_all_layers_moe(config, where)
+        present = [k for k in info.experts_keys if k in config]
         sizes.update(
-            qkv_bias=_flag(config, "qkv_bias", where, True),
-            num_experts=need("num_experts"),
-            moe_ffn_hidden_size=need("moe_intermediate_size"),
-            shared_expert_ffn_hidden_size=shared,
-            shared_expert_gate=shared > 0,
+            num_experts=need(present[0] if present else info.experts_keys[0]),
+            moe_ffn_hidden_size=need(info.moe_ffn_key),
         )
-    elif family == "mixtral":
-        experts_key = (
-            "num_experts"
-            if "num_local_experts" not in config and "num_experts" in config
-            else "num_local_experts"
+        if info.shared_expert:
+            has_shared = config.get("shared_expert_intermediate_size") not in (None, 0)
+            shared = need("shared_expert_intermediate_size") if has_shared else 0
+            sizes.update(shared_expert_ffn_hidden_size=shared, shared_expert_gate=shared > 0)
+    notes = ()
+    if config.get("quantization_config") is not None:
+        notes = (
+            f"{where} has a quantization_config: quantization scales are not part of the"
+            " layout, so the check covers the unquantized weights",
         )
-        # Mixtral has no dense MLP: intermediate_size is each expert's size.
-        sizes.update(num_experts=need(experts_key), moe_ffn_hidden_size=sizes["ffn_hidden_size"])
     return ModelSpec(
-        name=name, family=cast(Family, family), source=f"hf config {where} ({arch})", **sizes
+        name=name, family=info.name, source=f"hf config {where} ({arch})", notes=notes, **sizes
     )
+
+
+def _is_set(key: str, value: object) -> bool:
+    """Whether a layout key's value adds something (null, false, 0, [] and the key's own
+    inactive value do not)."""
+    if value is None or value is False or value == 0 or value == [] or value == {}:
+        return False
+    return key not in INACTIVE_VALUES or value != INACTIVE_VALUES[key]
+
+
+def _refuse_unread_keys(
+    config: Mapping[str, Any], where: str, info: FamilyInfo, derived_head_dim: int
+) -> None:
+    """A layout key the family does not read would be silently dropped: refuse it.
+
+    >>> try:
+    ...     _refuse_unread_keys({"q_lora_rank": 1536}, "c", FAMILY["llama-mcore"], 128)
+    ... except SyncvizError as err:
+    ...     print(err.message[:53])
+    q_lora_rank (1536) in c changes the layout (MLA's low
+    """
+    for key, what in LAYOUT_KEYS.items():
+        if key in info.reads or key not in config:
+            continue
+        value = config[key]
+        if key in ("head_dim", "kv_channels"):
+            if value is None or value == derived_head_dim:
+                continue  # the size hidden/heads gives anyway
+        elif not _is_set(key, value):
+            continue
+        readers = [f for f in readers_of(key) if f != info.name]
+        if readers:
+            who = "family " + " / ".join(readers) + " reads it"
+            fix = (
+                f"read the config as {readers[0]} (architectures"
+                f' ["{FAMILY[readers[0]].architecture}"]), or remove {key} if it does not apply'
+            )
+        else:
+            owner = KEY_OWNERS.get(key, "another model family")
+            who = f"it is read by {owner}, which syncviz does not model yet"
+            fix = f"use that model's own config; syncviz cannot lay it out as {info.name}"
+        raise SyncvizError(
+            f"{key} ({_shown(value)}) in {where} changes the layout ({what}) but family"
+            f" {info.name} does not read it; {who}",
+            fix=fix,
+        )
+
+
+def _check_model_type(config: Mapping[str, Any], where: str, arch: str, info: FamilyInfo) -> None:
+    """A ``model_type`` naming another layout than ``architectures`` (a relabelled config)."""
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type == info.model_type:
+        return
+    if model_type in UNSUPPORTED_MODEL_TYPES:
+        raise SyncvizError(
+            f"model_type {model_type!r} in {where} is {UNSUPPORTED_MODEL_TYPES[model_type]},"
+            f" whose layout syncviz does not model yet, but architectures says {arch}",
+            fix=f"do not relabel the config: {arch}'s layout lacks that model's parameters",
+        )
+    other_arch = _HF_MODEL_TYPES.get(model_type)
+    if other_arch is None:
+        return
+    other = FAMILY[HF_ARCHITECTURES[other_arch]]
+    if other.layout_signature != info.layout_signature:
+        raise SyncvizError(
+            f"model_type {model_type!r} in {where} is family {other.name} ({other_arch}), whose"
+            f" layout differs from {arch}'s (family {info.name})",
+            fix=f'use "architectures": ["{other_arch}"]; a relabelled config drops parameters',
+        )
 
 
 def _require_all_layers_moe(config: Mapping[str, Any], where: str) -> None:
@@ -490,8 +593,9 @@ def _require_all_layers_moe(config: Mapping[str, Any], where: str) -> None:
             fix='use "decoder_sparse_step": 1',
         )
     if step != 1 or dense_layers:
+        field = "decoder_sparse_step" if step != 1 else "mlp_only_layers"
         raise SyncvizError(
             f"{where} mixes dense and MoE layers (decoder_sparse_step={step!r},"
-            f" mlp_only_layers={dense_layers!r}), which syncviz does not model",
+            f" mlp_only_layers={dense_layers!r}), which syncviz does not model ({field})",
             fix="use decoder_sparse_step 1 and an empty mlp_only_layers",
         )

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from syncviz.cli import main
+from syncviz.presets import PRESETS
 
 
 def test_faithful_mismatch_exits_1_and_names_parameter_and_blocks(capsys):
@@ -56,8 +57,8 @@ def test_presets_lists_every_preset(capsys):
     """`syncviz presets` prints one line per preset, then the two shipped configs."""
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 12 and lines[0].startswith("llama2-7b")
-    assert [line.split()[0] for line in lines[10:]] == ["gqa-custom", "mixtral-tiny"]
+    assert len(lines) == len(PRESETS) + 2 and lines[0].startswith("llama2-7b")
+    assert [line.split()[0] for line in lines[len(PRESETS) :]] == ["gqa-custom", "mixtral-tiny"]
 
 
 @pytest.mark.parametrize(

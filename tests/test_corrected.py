@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from syncviz import ModelSpec, Parallel, SyncvizError
-from syncviz.oracle import ModelLayout, model_layout
+from syncviz.oracle import ModelLayout, conventions, model_layout
 from syncviz.oracle.source import src_padded_vocab
 from syncviz.parallel import validate
 from syncviz.presets import PRESETS
@@ -25,8 +25,8 @@ from syncviz.run.inprocess import run_sync
 from syncviz.run.local_world import LocalWorld
 from syncviz.sync.adapter import StageActor
 from syncviz.sync.corrected import (
+    ConventionsSyncMap,
     CorrectedMegatronVllmQWenSync,
-    MCore2MixtralSyncMap,
     corrected_synchronizer,
 )
 from syncviz.sync.megatron_vllm import MegatronVllmLlamaSync
@@ -213,7 +213,17 @@ def test_vocab_padding_mismatch_is_reported_in_the_flow():
 
 # ---------------------------------------------------------------------- random small specs
 
-FAMILY_NAMES = ("llama-legacy", "llama-mcore", "qwen-v1", "qwen2", "qwen2-moe", "mixtral")
+FAMILY_NAMES = (
+    "llama-legacy",
+    "llama-mcore",
+    "qwen-v1",
+    "qwen2",
+    "qwen2-moe",
+    "mixtral",
+    "mistral",
+    "qwen3",
+    "qwen3-moe",
+)
 
 
 @st.composite
@@ -227,7 +237,7 @@ def small_configs(draw) -> tuple[ModelSpec, Parallel, Parallel]:
     head_dim = draw(st.integers(1, 3))
     explicit_hidden = draw(st.booleans())
     hidden = draw(st.integers(2, 12)) if explicit_hidden else heads * head_dim
-    moe = family in ("qwen2-moe", "mixtral")
+    moe = family in ("qwen2-moe", "mixtral", "qwen3-moe")
     experts = s * draw(st.sampled_from((1, 2))) if moe else 0
     shared = draw(st.sampled_from((0, 8, 16))) if family == "qwen2-moe" else 0
     spec = ModelSpec(
@@ -361,16 +371,17 @@ def test_mixtral_map_names_each_layers_experts_once():
     layer = "module.module.decoder.layers.0."
     names = [layer + f"mlp.experts.local_experts.{j}.linear_fc2.weight" for j in (0, 1)]
     names.append(layer + "mlp.router.weight")
-    assert MCore2MixtralSyncMap(names, 3).dst_names == [
+    assert ConventionsSyncMap(names, 3, conventions("mixtral")).dst_names == [
         "model.model.layers.3.block_sparse_moe.experts.w2_weight",
         "model.model.layers.3.block_sparse_moe.gate.weight",
     ]
 
 
-def test_mixtral_with_expert_parallel_is_refused():
-    """Mixtral with trainer ep=2 raises a SyncvizError naming the field and the fix."""
-    with pytest.raises(SyncvizError, match=r"trainer ep \(2\)"):
-        corrected_synchronizer(PRESETS["mixtral-8x7b"], Parallel(tp=1, ep=2), Parallel(tp=2))
+@pytest.mark.parametrize(("s", "ep", "d"), [(1, 2, 2), (2, 2, 4), (1, 4, 1)])
+def test_mixtral_with_expert_parallel_is_exact(s, ep, d):
+    """Mixtral with trainer ep > 1: experts gathered over the ep ranks land bit for bit."""
+    spec = PRESETS["mixtral-8x7b"].scaled(Parallel(tp=s, ep=ep), Parallel(tp=d))
+    _assert_flow(spec, Parallel(tp=s, ep=ep), Parallel(tp=d), layers=[0])
 
 
 @pytest.mark.parametrize("exchange", ["allgather", "alltoall"])

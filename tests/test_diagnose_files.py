@@ -368,7 +368,7 @@ CONFIG_CASES = [
         {"architectures": ["Qwen2ForCausalLM"]},
         "config.json architectures = Qwen2ForCausalLM calls for"
         " model.layers.0.self_attn.q_proj.bias of shape [16], which the checkpoint lacks (the"
-        " checkpoint fits architectures = LlamaForCausalLM;",
+        " checkpoint fits architectures = LlamaForCausalLM, or architectures = MistralForCausalLM;",
     ),
     (
         "mixtral",

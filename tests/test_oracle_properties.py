@@ -8,6 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from syncviz.families import FAMILY, is_hep
 from syncviz.oracle import IndexMap, describe, model_layout
 from syncviz.parallel import Parallel
 from syncviz.spec import FAMILIES, ModelSpec
@@ -34,7 +35,7 @@ def cases(draw: st.DrawFn) -> tuple[ModelSpec, Parallel, Parallel]:
         vocab = 64 * d
     src_pp, dst_pp = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2]))
     layers = math.lcm(src_pp, dst_pp) * draw(st.sampled_from([1, 2]))
-    moe = family in ("qwen2-moe", "mixtral")
+    moe = FAMILY[family].is_moe
     ep = draw(st.sampled_from([1, 2])) if moe else 1
     fields = dict(
         name="prop",
@@ -50,12 +51,12 @@ def cases(draw: st.DrawFn) -> tuple[ModelSpec, Parallel, Parallel]:
         tie_word_embeddings=draw(st.booleans()),
     )
     if moe:
-        per = s * ep if family == "qwen2-moe" else ep
+        per = s * ep if is_hep(family) else ep
         fields.update(
             num_experts=per * draw(st.sampled_from([1, 2])),
             moe_ffn_hidden_size=unit * draw(st.sampled_from([1, 2])),
         )
-        if family == "qwen2-moe":
+        if FAMILY[family].shared_expert:
             fields.update(shared_expert_ffn_hidden_size=unit, shared_expert_gate=True)
     spec = ModelSpec(**fields)  # type: ignore[arg-type]
     return spec, Parallel(tp=s, pp=src_pp, ep=ep), Parallel(tp=d, pp=dst_pp)

@@ -66,6 +66,47 @@ PUBLISHED = {
         "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
         "num_local_experts": 8, "vocab_size": 32000, "tie_word_embeddings": False,
     },
+    "mistral-7b-v0.3": {  # mistralai/Mistral-7B-v0.3
+        "architectures": ["MistralForCausalLM"], "model_type": "mistral",
+        "num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 32768,
+        "tie_word_embeddings": False, "sliding_window": None, "rope_theta": 1000000.0,
+    },
+    "qwen3-0.6b": {  # Qwen/Qwen3-0.6B
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "num_hidden_layers": 28,
+        "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 8,
+        "head_dim": 128, "intermediate_size": 3072, "vocab_size": 151936,
+        "tie_word_embeddings": True, "attention_bias": False, "max_window_layers": 28,
+        "use_sliding_window": False,
+    },
+    "qwen3-8b": {  # Qwen/Qwen3-8B
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "num_hidden_layers": 36,
+        "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "head_dim": 128, "intermediate_size": 12288, "vocab_size": 151936,
+        "tie_word_embeddings": False, "attention_bias": False, "max_window_layers": 36,
+    },
+    "qwen3-32b": {  # Qwen/Qwen3-32B
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "num_hidden_layers": 64,
+        "hidden_size": 5120, "num_attention_heads": 64, "num_key_value_heads": 8,
+        "head_dim": 128, "intermediate_size": 25600, "vocab_size": 151936,
+        "tie_word_embeddings": False, "attention_bias": False,
+    },
+    "qwen3-30b-a3b": {  # Qwen/Qwen3-30B-A3B
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+        "num_hidden_layers": 48, "hidden_size": 2048, "num_attention_heads": 32,
+        "num_key_value_heads": 4, "head_dim": 128, "intermediate_size": 6144,
+        "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
+        "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": True,
+        "vocab_size": 151936, "tie_word_embeddings": False, "attention_bias": False,
+    },
+    "qwen3-235b-a22b": {  # Qwen/Qwen3-235B-A22B
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+        "num_hidden_layers": 94, "hidden_size": 4096, "num_attention_heads": 64,
+        "num_key_value_heads": 4, "head_dim": 128, "intermediate_size": 12288,
+        "moe_intermediate_size": 1536, "num_experts": 128, "num_experts_per_tok": 8,
+        "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
+        "tie_word_embeddings": False, "attention_bias": False,
+    },
 }  # fmt: skip
 
 FAMILIES = {
@@ -79,11 +120,17 @@ FAMILIES = {
     "qwen1.5-moe-a2.7b": "qwen2-moe",
     "qwen2-57b-a14b": "qwen2-moe",
     "mixtral-8x7b": "mixtral",
+    "mistral-7b-v0.3": "mistral",
+    "qwen3-0.6b": "qwen3",
+    "qwen3-8b": "qwen3",
+    "qwen3-32b": "qwen3",
+    "qwen3-30b-a3b": "qwen3-moe",
+    "qwen3-235b-a22b": "qwen3-moe",
 }
 
 
-def test_the_ten_presets_and_their_families() -> None:
-    """Exactly the ten presets exist, each in its agreed trainer family."""
+def test_the_presets_and_their_families() -> None:
+    """Exactly the sixteen presets exist, each in its agreed trainer family."""
     assert {name: spec.family for name, spec in PRESETS.items()} == FAMILIES
 
 
@@ -115,7 +162,8 @@ def test_qwen_7b_ffn_is_one_half_of_the_fused_size() -> None:
 
 
 def test_moe_presets() -> None:
-    """MoE sizes: Qwen1.5-MoE 60x1408 + shared 5632, Qwen2-57B 64x2560 + 20480, Mixtral 8x14336."""
+    """MoE sizes: Qwen1.5-MoE 60x1408 + shared 5632, Qwen2-57B 64x2560 + 20480, Mixtral
+    8x14336, Qwen3-30B-A3B 128x768, Qwen3-235B-A22B 128x1536 (no shared expert)."""
     got = {
         name: (s.num_experts, s.moe_ffn_hidden_size, s.shared_expert_ffn_hidden_size)
         for name, s in PRESETS.items()
@@ -125,15 +173,28 @@ def test_moe_presets() -> None:
         "qwen1.5-moe-a2.7b": (60, 1408, 5632),
         "qwen2-57b-a14b": (64, 2560, 20480),
         "mixtral-8x7b": (8, 14336, 0),
+        "qwen3-30b-a3b": (128, 768, 0),
+        "qwen3-235b-a22b": (128, 1536, 0),
     }
 
 
 def test_bias_gate_and_tied_embeddings_flags() -> None:
-    """Only Qwen has a QKV bias, only qwen2-moe a shared-expert gate, none ties embeddings."""
+    """Only Qwen before Qwen3 has a QKV bias, only qwen2-moe a shared-expert gate, only
+    Qwen3-0.6B ties embeddings, only Qwen3 has q/k norms."""
     for name, spec in PRESETS.items():
-        assert spec.qkv_bias == name.startswith("qwen"), name
+        qwen3 = name.startswith("qwen3")
+        assert spec.qkv_bias == (name.startswith("qwen") and not qwen3), name
         assert spec.shared_expert_gate == (spec.family == "qwen2-moe"), name
-        assert spec.tie_word_embeddings is False, name
+        assert spec.tie_word_embeddings is (name == "qwen3-0.6b"), name
+        assert spec.qk_norm is qwen3, name
+
+
+def test_qwen3_head_dim_is_explicit() -> None:
+    """Qwen3 head_dim 128 while hidden/heads is 5120/64 = 80 (32B) and 2048/32 = 64 (30B-A3B)."""
+    for name, derived in (("qwen3-32b", 80), ("qwen3-30b-a3b", 64), ("qwen3-8b", 128)):
+        spec = preset(name)
+        assert spec.hidden_size // spec.num_attention_heads == derived
+        assert spec.head_dim == 128
 
 
 def test_unknown_preset_lists_the_known_ones() -> None:

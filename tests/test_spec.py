@@ -126,7 +126,10 @@ def test_unknown_architecture_lists_supported() -> None:
         ModelSpec.from_hf_config({**LLAMA, "architectures": ["GPT2LMHeadModel"]})
     text = str(info.value)
     assert "architecture GPT2LMHeadModel in the config dict is not supported" in text
-    assert "LlamaForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, MixtralForCausalLM" in text
+    assert (
+        "LlamaForCausalLM, QWenLMHeadModel, Qwen2ForCausalLM, Qwen2MoeForCausalLM,"
+        " MixtralForCausalLM, MistralForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM" in text
+    )
 
 
 def test_no_architecture_at_all() -> None:
@@ -239,7 +242,9 @@ def test_scaled_keeps_what_fixes_the_layout() -> None:
         small = spec.scaled()
         assert [getattr(small, k) for k in kept] == [getattr(spec, k) for k in kept]
         assert small.head_dim == 4
-        assert small.hidden_size == small.num_attention_heads * 4
+        # An explicit head_dim (Qwen3) stays apart from hidden/heads when scaled.
+        explicit = spec.hidden_size != spec.num_attention_heads * spec.head_dim
+        assert (small.hidden_size != small.num_attention_heads * 4) == explicit, spec.name
         padding = spec.padded_vocab_size - spec.vocab_size
         assert small.padded_vocab_size - small.vocab_size == padding
 

@@ -55,7 +55,10 @@ def load_spec(args: argparse.Namespace) -> ModelSpec:
     unknown preset 'llama3-8': did you mean llama3-8b, llama3-70b or llama2-7b?
     """
     if args.preset is None:
-        return ModelSpec.from_hf_config(args.config)
+        spec = ModelSpec.from_hf_config(args.config)
+        for note in spec.notes:  # said, never a reason to stop
+            print(f"syncviz: note: {note}", file=sys.stderr)
+        return spec
     if args.preset in PRESETS:
         return preset(args.preset)
     if args.preset in shipped_configs():

@@ -24,71 +24,9 @@ from typing import Any
 
 from syncviz.errors import SyncvizError
 from syncviz.oracle.blocks import blocks, global_shape
+from syncviz.oracle.hf_names import HF_NAMES
 from syncviz.oracle.layout import layer_kinds
 from syncviz.spec import CONFIG_BOUNDS, HF_ARCHITECTURES, ModelSpec
-
-# HF checkpoint names of each family, per kind: the tensors to join, how (cat on
-# dim 0, or per expert then stacked). ``{i}`` is the layer, ``{e}`` the expert.
-_L = "model.layers.{i}."
-_DENSE: dict[str, tuple[str, ...]] = {
-    "embed": ("model.embed_tokens.weight",),
-    "final_norm": ("model.norm.weight",),
-    "lm_head": ("lm_head.weight",),
-    "input_norm": (_L + "input_layernorm.weight",),
-    "post_attention_norm": (_L + "post_attention_layernorm.weight",),
-    "qkv": tuple(_L + f"self_attn.{p}_proj.weight" for p in "qkv"),
-    "qkv_bias": tuple(_L + f"self_attn.{p}_proj.bias" for p in "qkv"),
-    "o_proj": (_L + "self_attn.o_proj.weight",),
-    "gate_up": (_L + "mlp.gate_proj.weight", _L + "mlp.up_proj.weight"),
-    "down": (_L + "mlp.down_proj.weight",),
-}
-_QWEN2_MOE = {
-    **_DENSE,
-    "router": (_L + "mlp.gate.weight",),
-    "experts_w13": (
-        _L + "mlp.experts.{e}.gate_proj.weight",
-        _L + "mlp.experts.{e}.up_proj.weight",
-    ),
-    "experts_w2": (_L + "mlp.experts.{e}.down_proj.weight",),
-    "shared_gate_up": (
-        _L + "mlp.shared_expert.gate_proj.weight",
-        _L + "mlp.shared_expert.up_proj.weight",
-    ),
-    "shared_down": (_L + "mlp.shared_expert.down_proj.weight",),
-    "shared_expert_gate": (_L + "mlp.shared_expert_gate.weight",),
-}
-_MIXTRAL = {
-    **_DENSE,
-    "router": (_L + "block_sparse_moe.gate.weight",),
-    # w1 is the gate (SiLU'd) projection, w3 the up projection, w2 the down projection.
-    "experts_w13": (
-        _L + "block_sparse_moe.experts.{e}.w1.weight",
-        _L + "block_sparse_moe.experts.{e}.w3.weight",
-    ),
-    "experts_w2": (_L + "block_sparse_moe.experts.{e}.w2.weight",),
-}
-_QWEN_V1 = {
-    "embed": ("transformer.wte.weight",),
-    "final_norm": ("transformer.ln_f.weight",),
-    "lm_head": ("lm_head.weight",),
-    "input_norm": ("transformer.h.{i}.ln_1.weight",),
-    "post_attention_norm": ("transformer.h.{i}.ln_2.weight",),
-    "qkv": ("transformer.h.{i}.attn.c_attn.weight",),  # already [Q; K; V]
-    "qkv_bias": ("transformer.h.{i}.attn.c_attn.bias",),
-    "o_proj": ("transformer.h.{i}.attn.c_proj.weight",),
-    # QWen v1: w2 is the SiLU-gated half, w1 the up half; vLLM fuses [w2; w1].
-    "gate_up": ("transformer.h.{i}.mlp.w2.weight", "transformer.h.{i}.mlp.w1.weight"),
-    "down": ("transformer.h.{i}.mlp.c_proj.weight",),
-}
-HF_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
-    "llama-mcore": _DENSE,
-    "llama-legacy": _DENSE,
-    "qwen2": _DENSE,
-    "qwen2-moe": _QWEN2_MOE,
-    "mixtral": _MIXTRAL,
-    "qwen-v1": _QWEN_V1,
-}
-"""Hugging Face checkpoint names per family and parameter kind."""
 
 DISAGREE_FIX = (
     "the checkpoint and its config disagree; pass the config.json these weights were saved with"
@@ -121,7 +59,7 @@ def part_shapes(kind: str, spec: ModelSpec, parts: int) -> list[tuple[int, ...]]
         raise SyncvizError(
             f"{kind} has {len(sizes)} parts in the oracle's blocks, not the {parts} checkpoint"
             " tensors its names join",
-            fix="make HF_NAMES in syncviz/diagnose/checkpoint.py list one name per part",
+            fix="make the family file's hf_names list one name per part",
         )
     return [(rows, *shape[1:]) for rows in sizes]
 
@@ -210,7 +148,7 @@ def require_agreement(
     lead = "config.json"
     notes = []
     if fits:
-        lead += " " + " or ".join(f"{k} = {_shown(raw.get(k))}" for k, _ in fits)
+        lead += " " + " or ".join(dict.fromkeys(f"{k} = {_shown(raw.get(k))}" for k, _ in fits))
         notes.append("the checkpoint fits " + ", or ".join(f"{k} = {_shown(v)}" for k, v in fits))
     if len(problems) > 1:
         more = len(problems) - 1

@@ -284,10 +284,9 @@ def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pendin
     """Look unexplained segments up in the other parameters: same kind first."""
     own = {p.decoded.param for p in pending}
     kinds = {layout.params[i].kind for i in own}
-    order = sorted(
-        (i for i in range(len(layout.params)) if i not in own),
-        key=lambda i: (layout.params[i].kind not in kinds, i),
-    )
+    # Every parameter but a segment's own too: two wrong parameters may hold each
+    # other's data (q_norm and k_norm exchanged).
+    order = sorted(range(len(layout.params)), key=lambda i: (layout.params[i].kind not in kinds, i))
     _look_up(ref, layout, pending, order, None)
 
 
@@ -395,7 +394,7 @@ def _look_up(
             return
         param = layout.params[i]
         numel = math.prod(param.global_shape)
-        fits = [p for p in pending if numel % p.decoded.length == 0]
+        fits = [p for p in pending if p.decoded.param != i and numel % p.decoded.length == 0]
         if not fits:
             continue
         glob = _global(ref, param)

@@ -26,47 +26,29 @@ from syncviz.diagnose.checkpoint import checkpoint_shapes
 from syncviz.diagnose.dumps import rank_file
 from syncviz.diagnose.reference import Reference
 from syncviz.errors import SyncvizError
+from syncviz.families import FAMILY
 from syncviz.oracle import Box, IndexMap, model_layout
 from syncviz.parallel import Parallel
-from syncviz.spec import HF_ARCHITECTURES, ModelSpec
+from syncviz.spec import ModelSpec
 
-BUGS = ("shard0", "swap_kv", "rows", "swap_experts", "tp0", "missing", "noise", "few_shared")
+BUGS = (
+    "shard0",
+    "swap_kv",
+    "rows",
+    "swap_experts",
+    "exchange",
+    "tp0",
+    "missing",
+    "noise",
+    "few_shared",
+)
 """Bugs write_dumps can plant in one kind (at layer 0, and in the globals)."""
 
-_TINY = {
-    # d > kv heads at tp 4 (2 K/V heads); vocab 100 pads to 128: padding rows on the last rank.
-    "llama-mcore": ModelSpec("llama-tiny", "llama-mcore", 2, 16, 8, 2, 24, 100, head_dim=2),
-    "qwen2": ModelSpec("qwen2-tiny", "qwen2", 2, 16, 4, 2, 16, 90, head_dim=4, qkv_bias=True),
-    "qwen2-moe": ModelSpec(
-        "qwen2-moe-tiny",
-        "qwen2-moe",
-        2,
-        16,
-        4,
-        4,
-        16,
-        70,
-        head_dim=4,
-        qkv_bias=True,
-        num_experts=4,
-        moe_ffn_hidden_size=8,
-        shared_expert_ffn_hidden_size=16,
-        shared_expert_gate=True,
-    ),
-    "mixtral": ModelSpec(
-        "mixtral-tiny",
-        "mixtral",
-        2,
-        16,
-        4,
-        2,
-        8,
-        64,
-        head_dim=4,
-        num_experts=4,
-        moe_ffn_hidden_size=8,
-    ),
-}
+EXCHANGED = {"q_norm": "k_norm", "k_norm": "q_norm"}
+"""The kind whose data the ``exchange`` bug writes in place of each kind's own."""
+
+_TINY = {name: ModelSpec(family=name, **info.tiny) for name, info in FAMILY.items() if info.tiny}
+"""The small spec each family file declares (one with every feature of the real ones)."""
 
 
 def tiny_spec(family: str) -> ModelSpec:
@@ -75,33 +57,34 @@ def tiny_spec(family: str) -> ModelSpec:
 
 
 def hf_config(spec: ModelSpec) -> dict:
-    """The config.json of ``spec`` as Hugging Face writes it."""
-    arch = next(a for a, f in HF_ARCHITECTURES.items() if f == spec.family)
+    """The config.json of ``spec`` as Hugging Face writes it (keys from the family record).
+
+    >>> config = hf_config(tiny_spec("qwen3-moe"))
+    >>> config["architectures"], config["num_experts"], config["head_dim"]
+    (['Qwen3MoeForCausalLM'], 4, 4)
+    """
+    info = FAMILY[spec.family]
     config: dict = {
         "_name_or_path": spec.name,
-        "architectures": [arch],
+        "architectures": [info.architecture],
+        "model_type": info.model_type,
         "num_hidden_layers": spec.num_layers,
         "hidden_size": spec.hidden_size,
         "num_attention_heads": spec.num_attention_heads,
         "num_key_value_heads": spec.num_query_groups,
-        "intermediate_size": spec.ffn_hidden_size,
+        "intermediate_size": spec.ffn_hidden_size * (2 if info.fused_ffn else 1),
         "vocab_size": spec.vocab_size,
-        "head_dim": spec.head_dim,
+        info.head_dim_key: spec.head_dim,
         "tie_word_embeddings": spec.tie_word_embeddings,
         "torch_dtype": "bfloat16",
     }
-    if spec.family == "llama-mcore":
-        config["attention_bias"] = spec.qkv_bias
-    if spec.family == "qwen2-moe":
-        config.update(
-            num_experts=spec.num_experts,
-            moe_intermediate_size=spec.moe_ffn_hidden_size,
-            shared_expert_intermediate_size=spec.shared_expert_ffn_hidden_size,
-        )
-    if spec.family == "mixtral":
-        config.update(
-            num_local_experts=spec.num_experts, intermediate_size=spec.moe_ffn_hidden_size
-        )
+    if isinstance(info.qkv_bias, str):
+        config[info.qkv_bias] = spec.qkv_bias
+    if info.is_moe:
+        config[info.experts_keys[0]] = spec.num_experts
+        config[info.moe_ffn_key] = spec.moe_ffn_hidden_size
+    if info.shared_expert:
+        config["shared_expert_intermediate_size"] = spec.shared_expert_ffn_hidden_size
     return config
 
 
@@ -119,10 +102,10 @@ def write_checkpoint(
     """
     from safetensors.torch import save_file
 
-    if spec.family not in ("llama-mcore", "qwen2", "qwen2-moe", "mixtral"):
+    if spec.family not in _TINY:
         raise SyncvizError(
             f"no generator for family {spec.family!r}",
-            fix="use a Llama, Qwen2, Qwen2-MoE or Mixtral spec",
+            fix="use a spec of one of " + ", ".join(_TINY),
         )
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
@@ -212,10 +195,12 @@ def write_dumps(
         (p, t): {} for p in range(pp) for t in range(tp)
     }
     for param in layout.params:
-        glob = ref.global_tensor(param.kind, param.layer)
-        local = [local_tensor(glob, t.index) for t in param.dst]
         bug = bugs.get(param.kind) if param.layer in (None, 0) else None
-        if bug:
+        # ``exchange``: every rank holds another kind's data in this one's place.
+        source = EXCHANGED[param.kind] if bug == "exchange" else param.kind
+        glob = ref.global_tensor(source, param.layer)
+        local = [local_tensor(glob, t.index) for t in param.dst]
+        if bug and bug != "exchange":
             local = _plant(bug, param, glob, local, spec, tp)
         for t, tensor in zip(param.dst, local, strict=True):
             if tensor is not None:

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from syncviz.diagnose.checkpoint import HF_NAMES, require_agreement
+from syncviz.diagnose.checkpoint import require_agreement
 from syncviz.diagnose.tensor_file import TensorFile
 from syncviz.errors import SyncvizError
+from syncviz.oracle.hf_names import HF_NAMES, foreign_tensor
 from syncviz.spec import MAX_CONFIG_BYTES, ModelSpec
 from syncviz.trace.json_io import parse_json, read_text_file
 
@@ -65,6 +66,13 @@ class Reference:
         self.spec = ModelSpec.from_hf_config(self.folder)
         self.names = HF_NAMES[self.spec.family]
         self.files = self._weight_map()
+        foreign = foreign_tensor(self.spec.family, self.files)
+        if foreign is not None:  # a relabelled config would drop these tensors: no false OK
+            raise SyncvizError(
+                f"the reference holds {foreign[0]!r}, a tensor of family {foreign[1]},"
+                f" which family {self.spec.family} (its config.json) does not read",
+                fix="use the checkpoint's own config.json (architectures, model_type)",
+            )
         held = {name: f.entries[name].shape for name, f in self.files.items()}
         require_agreement(self.spec, held, self._config)
 
@@ -179,7 +187,7 @@ class Reference:
         if templates is None:
             raise SyncvizError(
                 f"no Hugging Face names known for {kind!r} of family {self.spec.family!r}",
-                fix="add them to syncviz/diagnose/reference.py",
+                fix="add them to syncviz/oracle/hf_names.py",
             )
         fields = {} if layer is None else {"i": layer}
         if kind == "lm_head" and self.spec.tie_word_embeddings:

@@ -3,11 +3,12 @@
 The oracle logic never names a family: everything that differs between
 families (parameter names, the fused QKV row order, the order of the gate/up
 halves, how routed experts are stored) is read from a :class:`Conventions`
-record here. Facts behind each choice are in the record's ``notes``.
+record, built from the family's file in ``syncviz/families/``. Facts behind each
+choice are in the record's ``notes``.
 
 Name templates: ``{i}`` is the layer index (stage-local for the trainer, as
 Megatron numbers layers inside a pipeline stage; global for vLLM), ``{j}`` a
-local expert index (Megatron-Core SequentialMLP).
+local expert index (Megatron-Core SequentialMLP or TEGroupedMLP).
 
 >>> conv = conventions("qwen2")
 >>> conv.fc1_halves
@@ -21,13 +22,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
 
 from syncviz.errors import SyncvizError
-from syncviz.families import FAMILY, ExpertLayout
-from syncviz.spec import FAMILIES
-
-QkvLayout = Literal["grouped", "separate"]
+from syncviz.families import FAMILY, FAMILY_NAMES, ExpertLayout, FamilyInfo
+from syncviz.families.record import QkvLayout
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class Conventions:
         except KeyError:
             raise SyncvizError(
                 f"family {self.family!r} has no trainer name for {kind!r}",
-                fix="add it to syncviz/oracle/families.py",
+                fix="add it to the family's file in syncviz/families/",
             ) from None
 
     def dst_name(self, kind: str, **fields: int) -> str:
@@ -83,202 +81,37 @@ class Conventions:
         except KeyError:
             raise SyncvizError(
                 f"family {self.family!r} has no vLLM name for {kind!r}",
-                fix="add it to syncviz/oracle/families.py",
+                fix="add it to the family's file in syncviz/families/",
             ) from None
 
 
-def _names(
-    prefix: str, table: Mapping[str, str | tuple[str, ...]]
-) -> Mapping[str, tuple[str, ...]]:
-    out = {}
-    for kind, value in table.items():
-        values = (value,) if isinstance(value, str) else value
-        out[kind] = tuple(prefix + v for v in values)
-    return MappingProxyType(out)
+def _conventions_of(info: FamilyInfo) -> Conventions:
+    """The layout conventions a family file declares."""
+    return Conventions(
+        family=info.name,
+        src_names=MappingProxyType(
+            {
+                kind: tuple(info.src_template(kind, t) for t in range(_count(value)))
+                for kind, value in info.src_names.items()
+            }
+        ),
+        dst_names=MappingProxyType(dict(info.dst_names)),
+        qkv_layout=info.qkv_layout,
+        fc1_halves=info.fc1_halves,
+        expert_layout=info.experts,
+        expert_fc1_halves=info.expert_fc1_halves,
+        notes=info.notes,
+    )
 
 
-_VLLM_LAYER = "model.model.layers.{i}."
-_VLLM_DENSE = {
-    "embed": "model.model.embed_tokens.weight",
-    "final_norm": "model.model.norm.weight",
-    "lm_head": "model.lm_head.weight",
-    "input_norm": _VLLM_LAYER + "input_layernorm.weight",
-    "qkv": _VLLM_LAYER + "self_attn.qkv_proj.weight",
-    "qkv_bias": _VLLM_LAYER + "self_attn.qkv_proj.bias",
-    "o_proj": _VLLM_LAYER + "self_attn.o_proj.weight",
-    "post_attention_norm": _VLLM_LAYER + "post_attention_layernorm.weight",
-    "gate_up": _VLLM_LAYER + "mlp.gate_up_proj.weight",
-    "down": _VLLM_LAYER + "mlp.down_proj.weight",
-}
-_VLLM_QWEN2_MOE = {
-    **_VLLM_DENSE,
-    "router": _VLLM_LAYER + "mlp.gate.weight",
-    "experts_w13": _VLLM_LAYER + "mlp.experts.w13_weight",
-    "experts_w2": _VLLM_LAYER + "mlp.experts.w2_weight",
-    "shared_gate_up": _VLLM_LAYER + "mlp.shared_expert.gate_up_proj.weight",
-    "shared_down": _VLLM_LAYER + "mlp.shared_expert.down_proj.weight",
-    "shared_expert_gate": _VLLM_LAYER + "mlp.shared_expert_gate.weight",
-}
-_VLLM_MIXTRAL = {
-    **_VLLM_DENSE,
-    "router": _VLLM_LAYER + "block_sparse_moe.gate.weight",
-    "experts_w13": _VLLM_LAYER + "block_sparse_moe.experts.w13_weight",
-    "experts_w2": _VLLM_LAYER + "block_sparse_moe.experts.w2_weight",
-}
-_VLLM_QWEN_V1 = {
-    "embed": "model.transformer.wte.weight",
-    "final_norm": "model.transformer.ln_f.weight",
-    "lm_head": "model.lm_head.weight",
-    "input_norm": "model.transformer.h.{i}.ln_1.weight",
-    "qkv": "model.transformer.h.{i}.attn.c_attn.weight",
-    "qkv_bias": "model.transformer.h.{i}.attn.c_attn.bias",
-    "o_proj": "model.transformer.h.{i}.attn.c_proj.weight",
-    "post_attention_norm": "model.transformer.h.{i}.ln_2.weight",
-    "gate_up": "model.transformer.h.{i}.mlp.gate_up_proj.weight",
-    "down": "model.transformer.h.{i}.mlp.c_proj.weight",
-}
+def _count(value: str | tuple[str, ...]) -> int:
+    return 1 if isinstance(value, str) else len(value)
 
-# Legacy Megatron (ChatLearn's QWen / QWen2 / Llama trainers): module.module.language_model...
-_LEGACY = "module.module.language_model."
-_LEGACY_LAYER = "encoder.layers.{i}."
-_LEGACY_QWEN = {
-    "embed": "embedding.word_embeddings.weight",
-    "final_norm": "encoder.final_layernorm.weight",
-    "lm_head": "output_layer.weight",
-    "input_norm": _LEGACY_LAYER + "input_layernorm.weight",
-    "qkv": _LEGACY_LAYER + "self_attention.query_key_value.weight",
-    "qkv_bias": _LEGACY_LAYER + "self_attention.query_key_value.bias",
-    "o_proj": _LEGACY_LAYER + "self_attention.dense.weight",
-    "post_attention_norm": _LEGACY_LAYER + "post_attention_layernorm.weight",
-    "gate_up": _LEGACY_LAYER + "mlp.dense_h_to_4h.weight",
-    "down": _LEGACY_LAYER + "mlp.dense_4h_to_h.weight",
-    "router": _LEGACY_LAYER + "mlp.router.layer.weight",
-    "experts_w13": _LEGACY_LAYER + "mlp.experts.dense_h_to_4h.weight",
-    "experts_w2": _LEGACY_LAYER + "mlp.experts.dense_4h_to_h.weight",
-    "shared_gate_up": _LEGACY_LAYER + "mlp.shared_experts.dense_h_to_4h.weight",
-    "shared_down": _LEGACY_LAYER + "mlp.shared_experts.dense_4h_to_h.weight",
-    "shared_expert_gate": _LEGACY_LAYER + "mlp.gate.weight",
-}
-_LEGACY_LLAMA = {
-    "embed": "embedding.word_embeddings.weight",
-    "final_norm": "encoder.final_norm.weight",
-    "lm_head": "output_layer.weight",
-    "input_norm": _LEGACY_LAYER + "input_norm.weight",
-    "qkv": _LEGACY_LAYER + "self_attention.query_key_value.weight",
-    "qkv_bias": _LEGACY_LAYER + "self_attention.query_key_value.bias",
-    "o_proj": _LEGACY_LAYER + "self_attention.dense.weight",
-    "post_attention_norm": _LEGACY_LAYER + "post_attention_norm.weight",
-    "gate_up": _LEGACY_LAYER + "mlp.dense_h_to_4h.weight",
-    "down": _LEGACY_LAYER + "mlp.dense_4h_to_h.weight",
-}
-_MCORE = "module.module."
-_MCORE_LAYER = "decoder.layers.{i}."
-_MCORE_DENSE = {
-    "embed": "embedding.word_embeddings.weight",
-    "final_norm": "decoder.final_layernorm.weight",
-    "lm_head": "output_layer.weight",
-    "input_norm": _MCORE_LAYER + "self_attention.linear_qkv.layer_norm_weight",
-    "qkv": _MCORE_LAYER + "self_attention.linear_qkv.weight",
-    "qkv_bias": _MCORE_LAYER + "self_attention.linear_qkv.bias",
-    "o_proj": _MCORE_LAYER + "self_attention.linear_proj.weight",
-    "post_attention_norm": _MCORE_LAYER + "mlp.linear_fc1.layer_norm_weight",
-    "gate_up": _MCORE_LAYER + "mlp.linear_fc1.weight",
-    "down": _MCORE_LAYER + "mlp.linear_fc2.weight",
-}
-_MCORE_MOE = {
-    **{k: v for k, v in _MCORE_DENSE.items() if k not in ("gate_up", "down")},
-    # An MoE layer has no fused fc1 to carry the norm, so it is its own module.
-    "post_attention_norm": _MCORE_LAYER + "pre_mlp_layernorm.weight",
-    "router": _MCORE_LAYER + "mlp.router.weight",
-    "experts_w13": _MCORE_LAYER + "mlp.experts.local_experts.{j}.linear_fc1.weight",
-    "experts_w2": _MCORE_LAYER + "mlp.experts.local_experts.{j}.linear_fc2.weight",
-}
-
-_QWEN_V1_SRC = {
-    **{k: v for k, v in _LEGACY_QWEN.items() if k in _VLLM_QWEN_V1},
-    # QWen v1 keeps two tensors: mlp.w1 the up half, mlp.w2 the SiLU-gated half
-    # (listed in the trainer's own order, w1 first, as its named_parameters give them).
-    "gate_up": (_LEGACY_LAYER + "mlp.w1.weight", _LEGACY_LAYER + "mlp.w2.weight"),
-}
 
 FAMILY_CONVENTIONS: Mapping[str, Conventions] = MappingProxyType(
-    {
-        "llama-legacy": Conventions(
-            family="llama-legacy",
-            src_names=_names(_LEGACY, _LEGACY_LLAMA),
-            dst_names=MappingProxyType(_VLLM_DENSE),
-            notes=(
-                "Names: golden records of Megatron2LlamaSyncMap. QKV: legacy Megatron keeps "
-                "[q_h, k_h, v_h] per head for MHA (checkpoint version >= 2) and the per-group "
-                "order with GQA; ChatLearn's fix_qwen_query_key_value_ordering(version 3.0) "
-                "turns the MHA interleave into [Q; K; V]. fc1: Megatron swiglu chunks the "
-                "local output, so rank r holds [gate_r; up_r]."
-            ),
-        ),
-        "llama-mcore": Conventions(
-            family="llama-mcore",
-            src_names=_names(_MCORE, _MCORE_DENSE),
-            dst_names=MappingProxyType(_VLLM_DENSE),
-            notes=(
-                "Names: golden records of MCore2LlamaSyncMap. QKV: Megatron-Core linear_qkv "
-                "rows are grouped [q.., k_g, v_g] per query group. fc1: [gate_r; up_r]."
-            ),
-        ),
-        "qwen-v1": Conventions(
-            family="qwen-v1",
-            src_names=_names(_LEGACY, _QWEN_V1_SRC),
-            dst_names=MappingProxyType(_VLLM_QWEN_V1),
-            fc1_halves=(("up",), ("gate",)),
-            notes=(
-                "Names: golden records of Megatron2QWenSyncMap (qwen_version 1.0), which "
-                "concatenates [mlp.w2; mlp.w1] into gate_up_proj: w2 is the gate (HF QWen: "
-                "a1 * silu(a2), a2 = w2(x)), w1 the up half. QKV: MHA, per-head [q, k, v] "
-                "as in legacy Megatron."
-            ),
-        ),
-        "qwen2": Conventions(
-            family="qwen2",
-            src_names=_names(_LEGACY, {k: v for k, v in _LEGACY_QWEN.items() if k in _VLLM_DENSE}),
-            dst_names=MappingProxyType(_VLLM_DENSE),
-            fc1_halves=(("up", "gate"),),
-            notes=(
-                "Names: golden records of Megatron2QWenSyncMap (qwen_version 2.0). QKV: "
-                "per-group rows (ChatLearn's split_attn_state reads them as [ng, q..+k+v, H]). "
-                "fc1: the trainer holds [up_r; gate_r] (ChatLearn's fix_act_ordering swaps the "
-                "two halves of mlp.dense_h_to_4h before regrouping)."
-            ),
-        ),
-        "qwen2-moe": Conventions(
-            family="qwen2-moe",
-            src_names=_names(_LEGACY, _LEGACY_QWEN),
-            dst_names=MappingProxyType(_VLLM_QWEN2_MOE),
-            fc1_halves=(("up", "gate"),),
-            expert_layout=FAMILY["qwen2-moe"].experts,
-            expert_fc1_halves=("up", "gate"),
-            notes=(
-                "As qwen2, plus ChatLearn HEP routed experts: the ep*tp ranks of the "
-                "tensor-and-expert group (rank = ep_rank*tp + tp_rank, tp fastest, as in "
-                "ChatLearn's HEP test test_hep_eptppp_vllm_tp_dst_ep1_tp4_pp1_src_ep2_tp2_pp2) "
-                "each hold E/(ep*tp) whole experts; an expert's fc1 is [up; gate] (golden "
-                "record routed-allgather-0001: vLLM gets the trainer's second half first), fc2 "
-                "is w2 transposed. Shared-expert fc1 is [up_r; gate_r] "
-                "(fix_shared_expert_ordering swaps its halves)."
-            ),
-        ),
-        "mixtral": Conventions(
-            family="mixtral",
-            src_names=_names(_MCORE, _MCORE_MOE),
-            dst_names=MappingProxyType(_VLLM_MIXTRAL),
-            expert_layout=FAMILY["mixtral"].experts,
-            notes=(
-                "Chosen: Megatron-Core MoE with SequentialMLP (mlp.experts.local_experts.{j}), "
-                "experts split over ep (rank q holds q*E/ep ..), each expert's fc1 TP-sharded "
-                "like a dense fc1 [gate_r; up_r] and fc2 column-sharded; router and "
-                "pre_mlp_layernorm whole. vLLM names: MixtralForCausalLM's block_sparse_moe."
-            ),
-        ),
-    }
+    {name: _conventions_of(info) for name, info in FAMILY.items()}
 )
+"""Family name -> its conventions, read from the family files (``syncviz.families``)."""
 
 
 def conventions(family: str) -> Conventions:
@@ -287,5 +120,6 @@ def conventions(family: str) -> Conventions:
         return FAMILY_CONVENTIONS[family]
     except KeyError:
         raise SyncvizError(
-            f"family {family!r} has no layout conventions", fix="use one of " + ", ".join(FAMILIES)
+            f"family {family!r} has no layout conventions",
+            fix="use one of " + ", ".join(FAMILY_NAMES),
         ) from None

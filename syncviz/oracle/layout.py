@@ -192,6 +192,8 @@ def layer_kinds(spec: ModelSpec) -> list[str]:
     kinds = ["input_norm", "qkv"]
     if spec.qkv_bias:
         kinds.append("qkv_bias")
+    if spec.qk_norm:
+        kinds += ["q_norm", "k_norm"]
     kinds += ["o_proj", "post_attention_norm"]
     if spec.is_moe:
         kinds += ["router", "experts_w13", "experts_w2"]

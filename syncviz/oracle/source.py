@@ -27,7 +27,15 @@ from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
 
 REPLICATED_KINDS = frozenset(
-    {"input_norm", "post_attention_norm", "final_norm", "router", "shared_expert_gate"}
+    {
+        "input_norm",
+        "post_attention_norm",
+        "final_norm",
+        "router",
+        "shared_expert_gate",
+        "q_norm",
+        "k_norm",
+    }
 )
 """Kinds every TP rank holds whole (on both sides)."""
 

@@ -114,7 +114,7 @@ def _model_args(spec: ModelSpec, parallel: Parallel) -> dict[str, Any]:
         "pipeline_model_parallel_size": parallel.pp,
         "moe_expert_model_parallel_size": parallel.ep,
         "expert_model_parallel_size": parallel.ep,
-        "use_legacy_models": spec.family != "llama-mcore",
+        "use_legacy_models": FAMILY[spec.family].trainer == "legacy",
     }
 
 

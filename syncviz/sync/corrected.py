@@ -22,7 +22,9 @@ import torch
 
 from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.errors import SyncvizError
-from syncviz.families import FAMILY, classes_by_architecture
+from syncviz.families import FAMILY, classes_by_architecture, family_of_architecture
+from syncviz.oracle.blocks import GLOBAL_KINDS
+from syncviz.oracle.families import Conventions, conventions
 from syncviz.parallel import Parallel, validate
 from syncviz.rules import attention_rules
 from syncviz.spec import ModelSpec
@@ -35,7 +37,13 @@ from syncviz.sync.megatron_vllm import (
     ParamList,
     get_use_legacy_models,
 )
-from syncviz.sync.name_maps import QKV_OPS, MCore2LlamaSyncMap, Megatron2LlamaSyncMap
+from syncviz.sync.name_maps import (
+    MCORE_LAYER_PATTERN,
+    MCORE_SRC_PREFIX,
+    QKV_OPS,
+    MCore2LlamaSyncMap,
+    Megatron2LlamaSyncMap,
+)
 from syncviz.sync.vllm_utils import split_attn_state
 
 # Layer op names (group 2 of a sync map's layer regex), matched exactly, never as substrings:
@@ -57,6 +65,8 @@ CONCATENATED_GATE_UP_OP = "mlp.w1"
 HEP_EXPERT_OPS = {"mlp.experts.dense_h_to_4h": "fc1", "mlp.experts.dense_4h_to_h": "fc2"}
 # Megatron-Core SequentialMLP: one tensor per local expert.
 LOCAL_EXPERT_OP = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.linear_(fc[12])")
+# Megatron-Core TEGroupedMLP: one weight per local expert, numbered after the word.
+GROUPED_EXPERT_NAME = re.compile(r"(.*\.mlp\.experts\.)linear_(fc[12])\.weight(\d+)$")
 VOCAB_SUFFIXES = ("word_embeddings.weight", "output_layer.weight")
 
 
@@ -103,7 +113,9 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
 
     Per family (see the subclasses): QWen v1 pairs ``mlp.w1`` / ``mlp.w2`` whatever
     order they arrive in; Llama maps a QKV bias to ``qkv_proj.bias`` and keeps the
-    two name lists aligned when it drops other biases; Mixtral is new.
+    two name lists aligned when it drops other biases; the Megatron-Core families the
+    original has no class for (Mixtral, Mistral, Qwen3, Qwen3-MoE) share one class whose
+    names are read from the family's conventions.
 
     >>> from syncviz import Parallel, preset
     >>> sync = corrected_synchronizer(preset("qwen2-7b").scaled(), Parallel(tp=1), Parallel(tp=2))
@@ -228,6 +240,9 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
 
     def _role(self, name: str, regroup_routed_experts: bool) -> str:
         """How a parameter is regrouped: qkv, columns, gate_up, experts_fc1/2, vocab or whole."""
+        expert = _local_expert(name, self.sync_map.layer_re)
+        if expert is not None:
+            return f"experts_{expert[1]}"
         op = self._layer_op(name)
         if op is None:
             return "vocab" if name.endswith(VOCAB_SUFFIXES) else "whole"
@@ -242,9 +257,6 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         if op in HEP_EXPERT_OPS:
             # A HEP shard holds whole experts; only the all-gathered tensor can be cut.
             return f"experts_{HEP_EXPERT_OPS[op]}" if regroup_routed_experts else "whole"
-        local = LOCAL_EXPERT_OP.fullmatch(op)
-        if local is not None:
-            return f"experts_{local.group(2)}"
         return "whole"
 
     def regroup_qkv_tp_slices(
@@ -532,48 +544,77 @@ class CorrectedMegatronVllmLlamaSync(CorrectedMegatronVllmSync, MegatronVllmLlam
         return sync_map_cls(src_names, src_pipe_layer_offset)
 
 
-class MCore2MixtralSyncMap(CorrectedMCore2LlamaSyncMap):
-    """Megatron-Core Mixtral names (SequentialMLP experts) -> vLLM ``MixtralForCausalLM`` names.
+def _op_key(op: str) -> str:
+    """A layer op with any SequentialMLP expert number blanked (every local expert alike)."""
+    return re.sub(r"local_experts\.\d+\.", "local_experts.*.", op)
 
-    All local experts of one layer map to ONE destination name (``w13_weight`` or
-    ``w2_weight``), listed where the layer's first expert is.
+
+class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
+    """Megatron-Core names -> vLLM names, read from the family's conventions.
+
+    The trainer and vLLM name templates of :mod:`syncviz.oracle.families` are the one
+    statement of each family's names; this map pairs them by parameter kind, so a
+    family's names are never written a second time here. All local experts of one
+    layer map to ONE destination name (``w13_weight`` or ``w2_weight``), listed where
+    the layer's first expert is.
 
     >>> layer = "module.module.decoder.layers.0."
     >>> names = [layer + f"mlp.experts.local_experts.{j}.linear_fc1.weight" for j in (0, 1)]
-    >>> for name in MCore2MixtralSyncMap(names + [layer + "pre_mlp_layernorm.weight"], 2).dst_names:
+    >>> names += [layer + "pre_mlp_layernorm.weight"]
+    >>> for name in ConventionsSyncMap(names, 2, conventions("mixtral")).dst_names:
     ...     print(name)
     model.model.layers.2.block_sparse_moe.experts.w13_weight
     model.model.layers.2.post_attention_layernorm.weight
+    >>> norm = layer + "self_attention.k_layernorm.weight"
+    >>> ConventionsSyncMap([norm], 0, conventions("qwen3")).dst_names
+    ['model.model.layers.0.self_attn.k_norm.weight']
     """
 
-    def __init__(self, src_names: list[str], layer_offset: int) -> None:
+    def __init__(self, src_names: list[str], layer_offset: int, conv: Conventions) -> None:
         super().__init__(src_names, layer_offset)
-        self._layer_sync_map.update(
-            {
-                "pre_mlp_layernorm": ".post_attention_layernorm.",
-                "mlp.router": ".block_sparse_moe.gate.",
-            }
-        )
+        layer_re = re.compile(MCORE_LAYER_PATTERN.format(prefix=MCORE_SRC_PREFIX))
+        self._by_op: dict[tuple[str, str], tuple[str, bool]] = {}
+        whole: dict[str, str] = {}
+        for kind, templates in conv.src_names.items():
+            dst = conv.dst_names.get(kind)
+            if dst is None:
+                continue
+            src = templates[0].format(i=0, j=0)
+            match = layer_re.match(src)
+            if kind in GLOBAL_KINDS or match is None:
+                whole[src] = dst
+                continue
+            suffix = dst.split("{i}", 1)[1]
+            self._by_op[(_op_key(match.group(2)), match.group(3))] = (
+                suffix,
+                kind.startswith("experts_"),
+            )
+        self._embedding_sync_map = whole
+        self._final_layer_sync_map = {}
 
     def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
-        local = LOCAL_EXPERT_OP.fullmatch(op_name)
-        if local is None:
+        found = self._by_op.get((_op_key(op_name), weight_or_bias))
+        if found is None:
             super()._map_layer_param(layer_name, op_name, weight_or_bias)
             return
-        stacked = "w13_weight" if local.group(2) == "fc1" else "w2_weight"
-        name = f"{layer_name}.block_sparse_moe.experts.{stacked}"
-        if name not in self._dst_names:
+        suffix, stacked = found
+        name = layer_name + suffix
+        if not (stacked and name in self._dst_names):
             self._dst_names.append(name)
 
 
-class CorrectedMegatronVllmMixtralSync(CorrectedMegatronVllmSync):
-    """Megatron-Core Mixtral trainer (SequentialMLP, expert parallel 1) -> vLLM Mixtral.
+class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
+    """A Megatron-Core trainer -> vLLM, for any family whose conventions are data.
 
-    The original has no Mixtral synchronizer. Here ``transform_parameters`` stacks
-    a layer's local experts (each TP-sharded like a dense MLP: fc1 ``[gate_r; up_r]``,
-    fc2 a column slice) into ``[E, 2 * ffn / tp, H]`` and ``[E, H, ffn / tp]``, which
-    regroup like vLLM's FusedMoE ``w13`` / ``w2``. With trainer expert parallel > 1 the
-    experts of other ranks would have to be gathered first: not supported.
+    The original has no class for these families (Mixtral, Mistral, Qwen3, Qwen3-MoE).
+    Names come from the family's conventions (:class:`ConventionsSyncMap`, the family
+    found from vLLM's architecture). ``transform_parameters`` stacks a layer's local
+    experts (each TP-sharded like a dense MLP: fc1 ``[gate_r; up_r]``, fc2 a column
+    slice; SequentialMLP or TEGroupedMLP names) into ``[E_local, 2 * ffn / tp, H]`` and
+    ``[E_local, H, ffn / tp]``. With trainer expert parallel > 1 the all-gather of
+    routed experts collects the same tp rank of every ep rank, in ep order, so expert
+    ``ep_rank * E / EP + j`` lands at its global place; the result regroups like vLLM's
+    FusedMoE ``w13`` / ``w2``.
 
     >>> from syncviz import preset
     >>> from syncviz.sync.adapter import StageActor
@@ -587,12 +628,79 @@ class CorrectedMegatronVllmMixtralSync(CorrectedMegatronVllmSync):
 
     def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
         self._to_fix_qkv_ordering_func = split_attn_state
-        return MCore2MixtralSyncMap(src_names, src_pipe_layer_offset)
+        family = family_of_architecture(self.dst_model.config.architectures[0])
+        return ConventionsSyncMap(src_names, src_pipe_layer_offset, conventions(family))
 
     def transform_parameters(self, params_to_sync_list: ParamList) -> ParamList:
         """The usual transforms, then each layer's local experts stacked into one tensor."""
         params = super().transform_parameters(params_to_sync_list)
         return _stack_local_experts(params, self.sync_map.layer_re)
+
+    def _expert_parallel(self) -> int:
+        return self._args.get("expert_model_parallel_size") or 1
+
+    def allgather_routed_experts(
+        self, name: str, params_to_sync: torch.Tensor, group_name: Any, tp_rank: int
+    ) -> tuple[torch.Tensor, bool]:
+        """All experts of this tp rank: the stacked local experts of every ep rank, in ep order.
+
+        The group's members are ordered ``ep_rank * tp + tp_rank``; member
+        ``q * tp + tp_rank`` holds experts ``q * E / EP ..``. With ep 1 nothing moves.
+
+        >>> from syncviz.run.local_world import LocalWorld
+        >>> from syncviz.sync.adapter import StageActor
+        >>> spec = ModelSpec("t", "qwen3-moe", 1, 4, 1, 1, 2, 64, head_dim=4, num_experts=2,
+        ...                  moe_ffn_hidden_size=2)
+        >>> sync = corrected_synchronizer(spec, Parallel(1, ep=1), Parallel(1))
+        >>> _ = sync.map_name_from_src_to_dst(StageActor(), StageActor(), [], [])
+        >>> name = "module.module.decoder.layers.0.mlp.experts.linear_fc1.weight1"
+        >>> sync.allgather_routed_experts(name, torch.zeros(2, 4, 4), None, 0)[1]
+        False
+        """
+        ep = self._expert_parallel()
+        if _local_expert(name, self.sync_map.layer_re) is None or ep == 1:
+            return params_to_sync, False
+        tp = self._args["tensor_model_parallel_size"]
+        gathered = [torch.empty_like(params_to_sync) for _ in range(tp * ep)]
+        self.collective.all_gather(gathered, params_to_sync, group=group_name)
+        return torch.cat(gathered[tp_rank::tp], dim=0).contiguous(), True
+
+    def alltoall_routed_experts(
+        self, name: str, params_to_sync: torch.Tensor, comm_group: Any
+    ) -> tuple[torch.Tensor, bool]:
+        """Nothing to do with ep 1; with ep > 1 the experts are all-gathered instead."""
+        if _local_expert(name, self.sync_map.layer_re) is None or self._expert_parallel() == 1:
+            return params_to_sync, False
+        raise SyncvizError(
+            f"{name}: Megatron-Core experts under trainer ep ({self._expert_parallel()}) are"
+            " gathered by all-gather, not all-to-all, in the corrected synchronizer",
+            fix="use --expert-comm allgather",
+        )
+
+
+class CorrectedMegatronVllmMixtralSync(CorrectedMegatronVllmMCoreSync):
+    """Megatron-Core Mixtral trainer (SequentialMLP) -> vLLM Mixtral; the original has none.
+
+    >>> CorrectedMegatronVllmMixtralSync.__mro__[1].__name__
+    'CorrectedMegatronVllmMCoreSync'
+    """
+
+
+def _local_expert(name: str, layer_re: re.Pattern[str]) -> tuple[str, str, int] | None:
+    """``(layer key, "fc1" | "fc2", local expert)`` of a Megatron-Core per-expert weight.
+
+    >>> layer_re = re.compile(MCORE_LAYER_PATTERN.format(prefix=MCORE_SRC_PREFIX))
+    >>> _local_expert("module.module.decoder.layers.3.mlp.experts.linear_fc2.weight7", layer_re)
+    ('module.module.decoder.layers.3.mlp.experts.', 'fc2', 7)
+    """
+    grouped = GROUPED_EXPERT_NAME.match(name)
+    if grouped is not None:
+        return grouped.group(1), grouped.group(2), int(grouped.group(3))
+    match = layer_re.match(name)
+    local = LOCAL_EXPERT_OP.fullmatch(match.group(2)) if match else None
+    if local is None:
+        return None
+    return match.group(1), local.group(2), int(local.group(1))  # type: ignore[union-attr]
 
 
 def _stack_local_experts(params: ParamList, layer_re: re.Pattern[str]) -> ParamList:
@@ -603,16 +711,15 @@ def _stack_local_experts(params: ParamList, layer_re: re.Pattern[str]) -> ParamL
     groups: dict[tuple[str, str], list[tuple[int, str, torch.Tensor]]] = {}
     order: list[tuple[str, str] | int] = []
     for position, (name, tensor) in enumerate(params):
-        match = layer_re.match(name)
-        local = LOCAL_EXPERT_OP.fullmatch(match.group(2)) if match else None
-        if local is None:
+        expert = _local_expert(name, layer_re)
+        if expert is None:
             order.append(position)
             continue
-        key = (match.group(1), local.group(2))  # type: ignore[union-attr]
+        key = (expert[0], expert[1])
         if key not in groups:
             groups[key] = []
             order.append(key)
-        groups[key].append((int(local.group(1)), name, tensor))
+        groups[key].append((expert[2], name, tensor))
     result: ParamList = []
     for item in order:
         if isinstance(item, int):
@@ -631,6 +738,7 @@ _CORRECTED_CLASSES: dict[str, type[CorrectedMegatronVllmSync]] = {
         CorrectedMegatronVllmLlamaSync,
         CorrectedMegatronVllmQWenSync,
         CorrectedMegatronVllmQWen2Sync,
+        CorrectedMegatronVllmMCoreSync,
         CorrectedMegatronVllmMixtralSync,
     )
 }
@@ -652,19 +760,10 @@ def corrected_synchronizer(spec: ModelSpec, src: Parallel, dst: Parallel) -> Meg
     >>> from syncviz import Parallel, preset
     >>> type(corrected_synchronizer(preset("qwen-7b"), Parallel(2), Parallel(4))).__name__
     'CorrectedMegatronVllmQWenSync'
-    >>> try:
-    ...     corrected_synchronizer(preset("mixtral-8x7b"), Parallel(2, ep=2), Parallel(4))
-    ... except SyncvizError as err:
-    ...     print(err.fix)
-    use src ep=1
+    >>> type(corrected_synchronizer(preset("qwen3-8b"), Parallel(2), Parallel(4))).__name__
+    'CorrectedMegatronVllmMCoreSync'
     """
     validate(spec, src, dst)
-    if spec.family == "mixtral" and src.ep > 1:
-        raise SyncvizError(
-            f"mixtral with trainer ep ({src.ep}) > 1 is not supported by the corrected"
-            " synchronizer (its experts would first have to be gathered over the ep ranks)",
-            fix="use src ep=1",
-        )
     return CORRECTED_BY_FAMILY[spec.family](*models_for(spec, src, dst))
 
 

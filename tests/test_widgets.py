@@ -348,3 +348,114 @@ def test_a_step_that_cannot_be_drawn_is_said_in_words(tiny_spec, monkeypatch):
     monkeypatch.undo()
     ex.step.value = 2
     assert ex.step_image.value[:4] == b"\x89PNG"
+
+
+def _widget_tree(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _widget_tree(child)
+
+
+def test_views_offered_only_where_they_apply():
+    """The experts view is offered for a MoE model only; a dense model offers layout and
+    transfer, and switching to a MoE model keeps the chosen view where it still applies."""
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=True)
+    assert ex.view.options == ("layout", "transfer")
+    ex.view.value = "transfer"
+    ex.model.value = "qwen1.5-moe-a2.7b"
+    assert ex.view.options == ("layout", "experts", "transfer")
+    assert ex.view.value == "transfer"
+
+
+def test_layout_holds_still(tiny):
+    """No ipywidgets Image anywhere (an empty one is a broken icon); the step frame and its
+    words sit in a constant-height box after the picture; the busy line keeps its line."""
+    from syncviz.widgets.picture import Picture, Still
+
+    tree = list(_widget_tree(tiny))
+    assert not [x for x in tree if type(x).__name__ == "Image"]
+    children = list(tiny.children)
+    assert children.index(tiny.step_box) == children.index(tiny.image) + 1
+    assert tiny.step_box.layout.height.endswith("px")
+    assert list(tiny.step_box.children) == [tiny.step_text, tiny.step_image]
+    assert isinstance(tiny.image, Picture) and isinstance(tiny.step_image, Still)
+    assert tiny.busy.layout.min_height == "22px"
+    before = children.index(tiny.image)
+    tiny.param.value = QKV
+    tiny.step.value = 3
+    assert tiny.step_image.value[:4] == b"\x89PNG"
+    assert list(tiny.children).index(tiny.image) == before  # nothing inserted above it
+    tiny.step.value = 0
+
+
+def test_a_problem_leaves_words_not_an_empty_image():
+    """Inputs that cannot be shown empty the picture and say why in its note."""
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=True)
+    ex.dst_tp.value = 3
+    assert ex.image.value == b"" and ex.image.note.startswith("no picture: dst tp (3)")
+    assert ex.image.words == "" and ex.image.words_for == []
+
+
+def test_words_for_every_panel_name_their_cell(tiny):
+    """Hovering the first cell of each panel of o_proj gives words opening with that panel's
+    title and element, tagged with the cell they are for; a new view clears them."""
+    tiny.param.value = O_PROJ
+    tiny.view.value = "layout"
+    titles = {
+        "trainer": "trainer pp0 tp0 (rank 0)",
+        "vLLM holds": "vLLM pp0 tp{} (rank {})",
+        "vLLM expected": "vLLM pp0 tp{} (rank {})",
+    }
+    assert len(tiny.image.panels) == 5
+    for panel in tiny.image.panels:
+        side, rank = panel["side"], panel["rank"]
+        ni, nj = panel["cells"]
+        cell = [side, rank, ni - 1, nj - 1]
+        tiny.image.hover = cell
+        assert tiny.image.words_for == cell
+        title = titles[side].format(rank - 1, rank)
+        assert tiny.image.words.startswith(title + " row "), tiny.image.words
+        if side != "trainer":
+            assert ", expected " in tiny.image.words
+    tiny.view.value = "transfer"
+    assert tiny.image.words == "" and tiny.image.words_for == [] and tiny.image.panels == []
+    tiny.view.value = "layout"
+
+
+def test_an_unwritten_cell_says_only_that(tiny_spec):
+    """tp2 -> tp4: the post-attention norm's regroup raises, so nothing is written; both
+    vLLM sides say element 0 was never written and what it should hold, no origin or path."""
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=2), dst=Parallel(tp=4), scaled=False)
+    ex.param.value = "model.model.layers.0.post_attention_layernorm.weight"
+    assert ex.param.label.startswith("ERROR")
+    for side in ("vLLM holds", "vLLM expected"):
+        ex.image.hover = [side, 2, 0, 0]
+        assert ex.image.words == (
+            "vLLM pp0 tp0 (rank 2) element 0: never written"
+            " (it should hold post-attention norm element 0)"
+        )
+
+
+def test_pictures_keep_9pt_text_in_a_970px_cell(tiny):
+    """Shrunk to a 970 px cell, the layout picture, a step frame and the transfer map keep
+    their smallest text at 12 px (9 pt) or more (PNG widths and font sizes as drawn)."""
+    import io
+
+    from matplotlib.text import Text
+    from PIL import Image
+
+    from syncviz.diagram import pil, pil_layout, render, transfer_diagram
+    from syncviz.diagram.mpl import DPI
+
+    def shown(px: float, width: float) -> float:
+        return px * min(1.0, 970 / width)
+
+    tiny.param.value = O_PROJ
+    assert shown(pil_layout.FONT_PX, Image.open(io.BytesIO(tiny.image.value)).width) >= 12
+    tiny.step.value = 1
+    assert shown(pil.FONT_PX, Image.open(io.BytesIO(tiny.step_image.value)).width) >= 12
+    tiny.step.value = 0
+    fig = render(transfer_diagram(tiny.result)).fig
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text()]
+    assert len(sizes) > 5
+    assert shown(min(sizes) * DPI / 72, fig.get_figwidth() * DPI) >= 12

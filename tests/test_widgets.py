@@ -267,7 +267,7 @@ def test_a_kind_drawn_in_one_layer_is_reused_in_the_next(monkeypatch):
     layer1 = QKV.replace("layers.0", "layers.1")
     ex.param.value = layer1
     assert drawn == []
-    want, panels = layout_png(fresh(ex.result, layer1, ex.report, steps=[]))
+    want, panels = layout_png(fresh(ex.result, layer1, ex.report, steps=[], regions=False))
     assert ex.image.value == want and ex.image.panels == panels
     ex.image.hover = ["vLLM holds", 2, 0, 3]
     assert "holds K head 0 row 0 col 3, expected Q head 2 row 0 col 3: WRONG" in ex.image.words

@@ -618,7 +618,11 @@ class Explorer(w.VBox):
         if base is not None and base.title.startswith(base.key):
             self._kinds.move_to_end((self._run_key, sig))
             return replace(base, key=key, title=key + base.title[len(base.key) :])
-        diagram = layout_diagram(run.result, key, run.report, steps=_OnScreenSteps(self._steps))
+        # The check's words for wrong rows are in the details under the picture: the picture
+        # leaves them out (at real sizes they cost a raster of every vLLM panel).
+        diagram = layout_diagram(
+            run.result, key, run.report, steps=_OnScreenSteps(self._steps), regions=False
+        )
         if sig is not None:
             self._kinds[self._run_key, sig] = diagram
             while len(self._kinds) > PICTURE_CACHE:

@@ -3,9 +3,10 @@
 One function per notebook returns its cells; :func:`main` writes them all and
 executes each one (kernel ``python3``, the repository root on PYTHONPATH), so the
 committed files carry their outputs and the repository shows the pictures.
-Outputs stay small: PNGs are re-encoded with a 256-colour palette, no widget
-state is stored (a live widget's output keeps its plain-text form only; run the
-cell to get the widget). ``--no-execute`` writes the cells only.
+Outputs stay small: PNGs are re-encoded with a 256-colour palette (an SVG
+twin of a PNG is dropped) and no widget state is stored (a live widget's output
+keeps its plain-text form only; run the cell to get the widget). ``--no-execute``
+writes the cells only.
 ``tests/test_notebooks.py`` fails when the committed files are stale.
 """
 
@@ -137,6 +138,7 @@ def execute(notebook: nbformat.NotebookNode) -> None:
             data = output.get("data", {})
             data.pop(WIDGET_VIEW, None)  # no stored state: the view would name a lost model
             if "image/png" in data:
+                data.pop("image/svg+xml", None)  # the same picture again, several times larger
                 data["image/png"] = small_png(data["image/png"])
 
 

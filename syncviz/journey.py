@@ -688,16 +688,50 @@ def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
 # ---------------------------------------------------------------- journey
 
 
-def _runs(flags: torch.Tensor) -> str:
-    """Indices where ``flags`` is true as short runs: ``0-1, 4``."""
+def _runs(flags: torch.Tensor, unit: str = "rows") -> str:
+    """Indices where ``flags`` is true as ranges a person reads: consecutive ones as
+    ``0-3``, evenly spaced ones as ``0-4094 step 2 (every other row)``.
+
+    >>> _runs(torch.tensor([1, 1, 0, 0, 1, 0]))
+    '0-1, 4'
+    >>> _runs(torch.arange(4096) % 2 == 0)
+    '0-4094 step 2 (every other row)'
+    >>> _runs(torch.arange(12) % 3 == 1, "experts")
+    '1-10 step 3 (every 3rd expert)'
+    """
     idx = torch.nonzero(flags).flatten().tolist()
-    runs: list[list[int]] = []
+    runs: list[list[int]] = []  # [first, last, step]
     for i in idx:
-        if runs and runs[-1][1] == i - 1:
+        if runs and runs[-1][2] in (0, i - runs[-1][1]):
+            runs[-1][2] = i - runs[-1][1]
             runs[-1][1] = i
+        elif runs and runs[-1][2] > 1 and runs[-1][0] + runs[-1][2] == runs[-1][1]:
+            # two points only: keep the second for a new run, as "a, b" reads better
+            first = runs[-1][1]
+            runs[-1][1], runs[-1][2] = runs[-1][0], 0
+            runs.append([first, i, i - first])
         else:
-            runs.append([i, i])
-    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+            runs.append([i, i, 0])
+    out = []
+    for a, b, step in runs:
+        if a == b:
+            out.append(str(a))
+        elif step == 1:
+            out.append(f"{a}-{b}")
+        elif b == a + step:
+            out += [str(a), str(b)]
+        else:
+            out.append(f"{a}-{b} step {step} ({_every(step, unit)})")
+    return ", ".join(out)
+
+
+def _every(step: int, unit: str) -> str:
+    """``every other row``, ``every 3rd expert``, ``every 8th element``."""
+    one = unit.removesuffix("s")
+    if step == 2:
+        return f"every other {one}"
+    suffix = "th" if 10 <= step % 100 < 20 else {1: "st", 2: "nd", 3: "rd"}.get(step % 10, "th")
+    return f"every {step}{suffix} {one}"
 
 
 def _where(ids: torch.Tensor, wanted: torch.Tensor) -> tuple[str, torch.Tensor] | None:
@@ -707,7 +741,7 @@ def _where(ids: torch.Tensor, wanted: torch.Tensor) -> tuple[str, torch.Tensor] 
         return None
     unit = {1: "elements", 2: "rows", 3: "experts"}.get(ids.dim(), "rows")
     rows = mask.reshape(mask.shape[0], -1).any(dim=1) if ids.dim() > 1 else mask
-    return f"{unit} {_runs(rows)}", mask
+    return f"{unit} {_runs(rows, unit)}", mask
 
 
 def _dst_ids(result: SyncResult, world: int, key: str, name: str) -> torch.Tensor:

@@ -3,6 +3,7 @@ tells a block's journey (hand-worked tiny GQA case); ``import syncviz`` stays wi
 
 from __future__ import annotations
 
+import html
 import subprocess
 import sys
 
@@ -459,3 +460,17 @@ def test_pictures_keep_9pt_text_in_a_970px_cell(tiny):
     sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text()]
     assert len(sizes) > 5
     assert shown(min(sizes) * DPI / 72, fig.get_figwidth() * DPI) >= 12
+
+
+def test_journey_words_evenly_spaced_rows_as_a_range(tiny_spec):
+    """tp2 -> tp4 o_proj [8, 8]: trainer tp0's [8, 4] shard (heads 0-1) is sent flat and
+    halved; vLLM tp0 views its 16 ids as [8, 2], so row r holds shard row r//2, columns
+    2(r%2)..: head 1 sits in rows 1, 3, 5, 7, worded as one range, where the oracle wants
+    all of vLLM tp1's rows 0-7."""
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=2), dst=Parallel(tp=4), scaled=False)
+    ex.param.value = O_PROJ
+    ex.block.value = 1
+    assert ex.block.label == "head 1"
+    text = html.unescape(ex.journey.value)
+    assert f"ends: dst rank 2 (pp0 tp0): rows 1-7 step 2 (every other row) of {O_PROJ}" in text
+    assert "dst rank 3 (pp0 tp1): rows 0-7" in text and "WRONG" in text

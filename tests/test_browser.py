@@ -7,6 +7,7 @@ Needs Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` Python pa
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -62,17 +63,12 @@ def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float, log: Path
     raise TimeoutError(f"JupyterLab did not answer {url} within {timeout} s")
 
 
-def _expected_words() -> tuple[list, list[str]]:
-    """The same explorer built here: the picture's panel boxes and the words for HOVERED."""
+def _same_explorer():
+    """The notebook's explorer built here: its panel boxes, and the words for any cell."""
     from syncviz import Parallel
     from syncviz.widgets import Explorer
 
-    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
-    words = []
-    for cell in HOVERED:
-        ex.image.hover = list(cell)
-        words.append(ex.image.words)
-    return ex.image.panels, words
+    return Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
 
 
 def test_quickstart_runs_in_jupyterlab(tmp_path):
@@ -117,7 +113,7 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
             try:
                 page = browser.new_page(viewport=VIEWPORT)
                 url = f"{base}/lab/tree/{NOTEBOOK.name}?token={token}"
-                _run_notebook_and_check(page, url, *_expected_words())
+                _run_notebook_and_check(page, url, _same_explorer())
             except Exception:
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT.with_name("quickstart-failed.png")))
@@ -134,7 +130,7 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
         log.close()
 
 
-def _run_notebook_and_check(page, url: str, panels: list, words: list[str]) -> None:
+def _run_notebook_and_check(page, url: str, here) -> None:
     """Open the notebook, Run All Cells, hover each panel, step, change the parameter."""
     page.goto(url)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
@@ -160,8 +156,10 @@ def _run_notebook_and_check(page, url: str, panels: list, words: list[str]) -> N
         no_news.first.click()
     assert _assert_no_broken_image(explorer) == 1  # step 0: the step box shows words only
     tip = explorer.locator(".syncviz-tooltip")
-    for cell, want in zip(HOVERED, words, strict=True):
-        x, y = _point_at(page, image, panels, cell)
+    for aim in HOVERED:
+        x, y, cell = _point_at(page, image, here.image.panels, aim)
+        here.image.hover = cell  # the words for the cell under that pixel, told here
+        want = here.image.words
         page.mouse.move(x - 3, y)
         page.mouse.move(x, y)
         page.wait_for_function(
@@ -196,8 +194,9 @@ def _run_notebook_and_check(page, url: str, panels: list, words: list[str]) -> N
     assert "qkv_proj" in explorer.locator(".syncviz-status").inner_text()
 
 
-def _point_at(page, image, panels: list, cell: tuple) -> tuple[float, float]:
-    """Scroll the cell's centre to the middle of the window; return it in client pixels."""
+def _point_at(page, image, panels: list, cell: tuple) -> tuple[int, int, list]:
+    """Scroll the cell's centre to the middle of the window; return the whole pixel nearest
+    it (client coordinates) and the cell under that pixel (cells can be under 2 px)."""
     side, rank, i, j = cell
     box = next(p for p in panels if (p["side"], p["rank"]) == (side, rank))
     x0, y0, x1, y1 = box["box"]
@@ -216,7 +215,12 @@ def _point_at(page, image, panels: list, cell: tuple) -> tuple[float, float]:
     )
     page.wait_for_timeout(300)
     shown = image.bounding_box()
-    return shown["x"] + fx * shown["width"], shown["y"] + fy * shown["height"]
+    x, y = round(shown["x"] + fx * shown["width"]), round(shown["y"] + fy * shown["height"])
+    px = (x - shown["x"]) * natural[0] / shown["width"]
+    py = (y - shown["y"]) * natural[1] / shown["height"]
+    i = min(nr - 1, math.floor((py - y0) / (y1 - y0) * nr))
+    j = min(nc - 1, math.floor((px - x0) / (x1 - x0) * nc))
+    return x, y, [side, rank, i, j]
 
 
 def _step_keeps_the_picture_still(page, explorer, image) -> None:

@@ -474,3 +474,22 @@ def test_journey_words_evenly_spaced_rows_as_a_range(tiny_spec):
     text = html.unescape(ex.journey.value)
     assert f"ends: dst rank 2 (pp0 tp0): rows 1-7 step 2 (every other row) of {O_PROJ}" in text
     assert "dst rank 3 (pp0 tp1): rows 0-7" in text and "WRONG" in text
+
+
+def test_busy_line_while_a_journey_is_followed(tiny_spec, monkeypatch):
+    """Following a block's journey names it in the busy line while it runs, then clears it."""
+    import syncviz.widgets.explorer as explorer
+
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+    ex.param.value = QKV
+    seen = []
+    follow = explorer.block_journey
+
+    def watched(*args):
+        seen.append(ex.busy.value)
+        return follow(*args)
+
+    monkeypatch.setattr(explorer, "block_journey", watched)
+    ex.block.value = 3
+    assert len(seen) == 1 and "following the journey of Q head 3" in seen[0]
+    assert ex.busy.value == "" and "journey of <b>Q head 3</b>" in ex.journey.value

@@ -647,9 +647,13 @@ class Explorer(w.VBox):
         cache_key = (self.param.value, self.block.value)
         journey = run.journeys.get(cache_key)
         if journey is None:
-            journey = run.journeys[cache_key] = block_journey(
-                run.result, self.param.value, self.block.value
-            )
+            self.busy.value = _busy_html(f"following the journey of {self.block.label}")
+            try:
+                journey = run.journeys[cache_key] = block_journey(
+                    run.result, self.param.value, self.block.value
+                )
+            finally:
+                self.busy.value = ""
         color = "#1a7f37" if journey.ok else "#cf222e"
         verdict = "right" if journey.ok else "WRONG"
         self.journey.value = (

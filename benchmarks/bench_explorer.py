@@ -1,7 +1,13 @@
 """How fast the explorer answers a parameter or step change (targets: first view of a
 parameter p50 <= 150 ms, step p50 <= 30 ms), beside the eager path it took before.
 
-Run: ``python benchmarks/bench_explorer.py [--rounds N] [--real-sizes]``.
+Run: ``python benchmarks/bench_explorer.py [--rounds N] [--real-sizes] [--open]``.
+
+``--open`` times only the opening, constructor call to first picture (the PNG is in
+the picture widget when ``Explorer(...)`` returns), at real sizes beside
+``scaled=True`` in the same process, interleaved, for llama3-8b tp2 -> tp4,
+llama3-70b tp8 -> tp16 and qwen2-57b-a14b tp2 ep2 -> tp4 (targets: real at most
+2x scaled and 1.5 s), and the hover words p50 there (target 50 ms).
 
 Each change is made the way the page makes it (setting ``.value`` of the
 parameter dropdown or step slider); the observers run synchronously, so the
@@ -188,11 +194,64 @@ def measure_real_sizes() -> None:
     print(f"  peak resident memory {peak:.2f} GiB")
 
 
+OPEN_CASES = [
+    ("llama3-8b", Parallel(tp=2), Parallel(tp=4)),
+    ("llama3-70b", Parallel(tp=8), Parallel(tp=16)),
+    ("qwen2-57b-a14b", Parallel(tp=2, ep=2), Parallel(tp=4)),
+]
+
+
+def hover_ms(explorer: Explorer) -> list[float]:
+    """Hover words of nine cells of every panel of the picture on screen (ms each)."""
+    out = []
+    for panel in explorer.image.panels:
+        ni, nj = panel["cells"]
+        for i, j in itertools.product((0, ni // 2, ni - 1), (0, nj // 3, nj - 1)):
+            cell = [panel["side"], panel["rank"], i, j]
+            out.append(timed(lambda c=cell: setattr(explorer.image, "hover", c)))
+            assert explorer.image.words_for == cell and explorer.image.words
+    return out
+
+
+def measure_open(rounds: int) -> None:
+    """Open to first picture, real sizes beside scaled (interleaved), and hover words."""
+    print("open to first picture (Explorer(...) returns with the PNG shown)")
+    for model, src, dst in OPEN_CASES:
+        opened: dict[bool, list[float]] = {True: [], False: []}
+        cpu: dict[bool, list[float]] = {True: [], False: []}  # the process's CPU time
+        hovers: list[float] = []
+        for _ in range(rounds):
+            for scaled in (True, False):
+                start, used = time.perf_counter(), time.process_time()
+                ex = Explorer(model, src, dst, scaled=scaled)
+                opened[scaled].append(1000 * (time.perf_counter() - start))
+                cpu[scaled].append(1000 * (time.process_time() - used))
+                assert ex.image.value[:4] == b"\x89PNG", ex.message.value
+                if not scaled:
+                    hovers += hover_ms(ex)
+        real, scaled = statistics.median(opened[False]), statistics.median(opened[True])
+        sizes = f"src tp{src.tp} ep{src.ep} -> dst tp{dst.tp}"
+        print(f"  {model} {sizes} on {ex.param.value.split('.')[-2]}:")
+        print(f"    scaled {quantiles(opened[True])}")
+        print(f"    real   {quantiles(opened[False])}")
+        print(f"    real / scaled (p50): {real / scaled:.2f}x")
+        real, scaled = statistics.median(cpu[False]), statistics.median(cpu[True])
+        print("    CPU time (all threads; less swayed by other load than the wall clock):")
+        print(f"      scaled {quantiles(cpu[True])}")
+        print(f"      real   {quantiles(cpu[False])}")
+        print(f"      real / scaled (p50): {real / scaled:.2f}x")
+        print(f"    hover words at real sizes: {quantiles(hovers)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="cold rounds per case")
     parser.add_argument("--real-sizes", action="store_true", help="add llama3-8b, real sizes")
+    parser.add_argument("--open", action="store_true", help="time only the opening, real/scaled")
     args = parser.parse_args()
+    if args.open:
+        measure_open(args.rounds)
+        return
     for (model, src, dst), scaled in itertools.product(CASES, (True, False)):
         ms = measure(Explorer(model, src, dst, scaled=scaled), args.rounds)
         sizes = "scaled" if scaled else "real sizes, the default"

@@ -1,11 +1,21 @@
-"""Write the notebooks in notebooks/ (run: ``python scripts/make_notebooks.py``).
+"""Write and run the notebooks in notebooks/ (run: ``python scripts/make_notebooks.py``).
 
-One function per notebook returns its cells; :func:`main` writes them all,
-without outputs, so the files stay small and reproducible.
+One function per notebook returns its cells; :func:`main` writes them all and
+executes each one (kernel ``python3``, the repository root on PYTHONPATH), so the
+committed files carry their outputs and the repository shows the pictures.
+Outputs stay small: PNGs are re-encoded with a 256-colour palette (an SVG
+twin of a PNG is dropped) and no widget state is stored (a live widget's output
+keeps its plain-text form only; run the cell to get the widget). ``--no-execute``
+writes the cells only.
+``tests/test_notebooks.py`` fails when the committed files are stale.
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
+import io
+import os
 import sys
 from pathlib import Path
 
@@ -94,16 +104,69 @@ from notebooks_teaching import TEACHING_NOTEBOOKS  # noqa: E402  (sibling script
 NOTEBOOKS = {"01_quickstart.ipynb": quickstart, **TEACHING_NOTEBOOKS}
 
 
-def main() -> int:
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+CELL_TIMEOUT_S = 600
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    """The notebook ``name`` as written before it runs: its cells with fixed ids."""
+    notebook = NOTEBOOKS[name]()
+    for i, cell in enumerate(notebook.cells):  # fixed ids: the same file every run
+        cell.id = f"{Path(name).stem[:2]}-{i:02d}"
+    nbformat.validate(notebook)
+    return notebook
+
+
+def execute(notebook: nbformat.NotebookNode) -> None:
+    """Run every cell in notebooks/ (raises on the first error), then shrink the outputs."""
+    import nbclient
+
+    root = str(OUT.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        store_widget_state=False,
+        resources={"metadata": {"path": str(OUT)}},
+    )
+    client.execute()
+    notebook.metadata.pop("widgets", None)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            data.pop(WIDGET_VIEW, None)  # no stored state: the view would name a lost model
+            if "image/png" in data:
+                data.pop("image/svg+xml", None)  # the same picture again, several times larger
+                data["image/png"] = small_png(data["image/png"])
+
+
+def small_png(encoded: str) -> str:
+    """A base64 PNG re-encoded with a 256-colour palette (the pictures use few colours)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB")
+    out = io.BytesIO()
+    image.quantize(256, method=Image.Quantize.MEDIANCUT).save(out, format="PNG", optimize=True)
+    smaller = out.getvalue()
+    raw = base64.b64decode(encoded)
+    return base64.b64encode(smaller if len(smaller) < len(raw) else raw).decode("ascii")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-execute", action="store_true", help="write the cells only")
+    parser.add_argument("names", nargs="*", help="notebooks to write (default: all)")
+    args = parser.parse_args(argv)
     OUT.mkdir(exist_ok=True)
-    for name, build in NOTEBOOKS.items():
-        notebook = build()
-        for i, cell in enumerate(notebook.cells):  # fixed ids: the same file every run
-            cell.id = f"{Path(name).stem[:2]}-{i:02d}"
-        nbformat.validate(notebook)
+    for name in args.names or NOTEBOOKS:
+        notebook = build(name)
+        if not args.no_execute:
+            execute(notebook)
         path = OUT / name
         nbformat.write(notebook, path)
-        print(path)
+        print(path, f"{path.stat().st_size // 1024} KiB")
     return 0
 
 

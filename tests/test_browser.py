@@ -7,6 +7,7 @@ Needs Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` Python pa
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -33,7 +34,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 QKV_LABEL = "ERROR · layer 0 · self_attn.qkv_proj.weight (qkv)"
-HOVERED = ("vLLM holds", 2, 1, 0)  # vLLM tp0's row 1, col 0 of o_proj: a wrong element
+VIEWPORT = {"width": 1440, "height": 900}
+# One cell of each panel of o_proj (row 1, col 0); vLLM tp0's is a wrong element.
+HOVERED = [("trainer", 0, 1, 0), ("vLLM holds", 2, 1, 0), ("vLLM expected", 2, 1, 0)]
+NEAR_PX = 40  # the tooltip's box lies within this distance of the pointer
 
 pytestmark = pytest.mark.browser
 
@@ -59,20 +63,19 @@ def _wait_for_server(url: str, proc: subprocess.Popen, timeout: float, log: Path
     raise TimeoutError(f"JupyterLab did not answer {url} within {timeout} s")
 
 
-def _expected_words() -> tuple[list, str]:
-    """The same explorer built here: the picture's panel boxes and the words for HOVERED."""
+def _same_explorer():
+    """The notebook's explorer built here: its panel boxes, and the words for any cell."""
     from syncviz import Parallel
     from syncviz.widgets import Explorer
 
-    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
-    ex.image.hover = list(HOVERED)
-    return ex.image.panels, ex.image.words
+    return Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4))
 
 
 def test_quickstart_runs_in_jupyterlab(tmp_path):
-    """Run All Cells shows the explorer on o_proj (the first WRONG parameter); hovering one
-    cell of the picture shows the words the core gives for that element; a new parameter
-    changes the image."""
+    """Run All Cells shows the explorer on o_proj (the first WRONG parameter) at 1440 x 900;
+    a cell of each panel shows the core's words in a tooltip next to the pointer inside the
+    window (gone when the pointer leaves); stepping the slider draws a frame without moving
+    the picture; no image is broken; a new parameter changes the picture."""
     # CI installs both (.ci/run), so there a missing browser is a failure, not a skip.
     missing = pytest.fail if os.environ.get("CI") else pytest.skip
     if not CHROMIUM.exists():
@@ -108,9 +111,9 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1500, "height": 1100})
+                page = browser.new_page(viewport=VIEWPORT)
                 url = f"{base}/lab/tree/{NOTEBOOK.name}?token={token}"
-                _run_notebook_and_check(page, url, *_expected_words())
+                _run_notebook_and_check(page, url, _same_explorer())
             except Exception:
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT.with_name("quickstart-failed.png")))
@@ -127,8 +130,8 @@ def test_quickstart_runs_in_jupyterlab(tmp_path):
         log.close()
 
 
-def _run_notebook_and_check(page, url: str, panels: list, words: str) -> None:
-    """Open the notebook, Run All Cells, hover a cell, change the parameter."""
+def _run_notebook_and_check(page, url: str, here) -> None:
+    """Open the notebook, Run All Cells, hover each panel, step, change the parameter."""
     page.goto(url)
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     _accept_kernel_dialog(page, timeout_ms=15_000)  # JupyterLab may ask which kernel to start
@@ -137,13 +140,13 @@ def _run_notebook_and_check(page, url: str, panels: list, words: str) -> None:
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     _accept_kernel_dialog(page, timeout_ms=3_000)
     explorer = page.locator(".syncviz-explorer")
-    explorer.wait_for(timeout=90_000)
+    explorer.wait_for(timeout=120_000)
     image = explorer.locator(".syncviz-picture img").first
-    image.wait_for(timeout=60_000)
+    image.wait_for(timeout=90_000)
     page.wait_for_function(
         "el => !!el.getAttribute('src') && el.naturalWidth > 0",
         arg=image.element_handle(),
-        timeout=30_000,
+        timeout=60_000,
     )
     assert "Error displaying widget" not in page.content()
     assert "Cannot show this combination" not in explorer.inner_text()
@@ -151,28 +154,35 @@ def _run_notebook_and_check(page, url: str, panels: list, words: str) -> None:
     no_news = page.locator(".jp-toast-button", has_text="No")
     if no_news.count():
         no_news.first.click()
-    page.evaluate("el => el.scrollIntoView({block: 'start'})", image.element_handle())
-    page.wait_for_timeout(300)
-    side, rank, i, j = HOVERED
-    box = next(p for p in panels if (p["side"], p["rank"]) == (side, rank))
-    x0, y0, x1, y1 = box["box"]
-    nr, nc = box["cells"]
-    natural = image.evaluate("el => [el.naturalWidth, el.naturalHeight]")
-    shown = image.bounding_box()
-    sx, sy = shown["width"] / natural[0], shown["height"] / natural[1]
-    x = shown["x"] + (x0 + (j + 0.5) * (x1 - x0) / nc) * sx
-    y = shown["y"] + (y0 + (i + 0.5) * (y1 - y0) / nr) * sy
-    page.mouse.move(x - 3, y)
-    page.mouse.move(x, y)
-    tip = explorer.locator(".syncviz-hover")
-    page.wait_for_function(
-        "([el, want]) => el.textContent === want",
-        arg=[tip.element_handle(), words],
-        timeout=30_000,
-    )
-    assert "holds" in words and ", expected " in words and "came from trainer" in words
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    assert _assert_no_broken_image(explorer) == 1  # step 0: the step box shows words only
+    tip = explorer.locator(".syncviz-tooltip")
+    for aim in HOVERED:
+        x, y, cell = _point_at(page, image, here.image.panels, aim)
+        here.image.hover = cell  # the words for the cell under that pixel, told here
+        want = here.image.words
+        page.mouse.move(x - 3, y)
+        page.mouse.move(x, y)
+        page.wait_for_function(
+            "([el, want]) => el.textContent === want && el.style.display !== 'none'",
+            arg=[tip.element_handle(), want],
+            timeout=30_000,
+        )
+        box = tip.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= VIEWPORT["width"], (cell, box)
+        assert box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"], (cell, box)
+        dx = max(box["x"] - x, 0, x - box["x"] - box["width"])
+        dy = max(box["y"] - y, 0, y - box["y"] - box["height"])
+        assert max(dx, dy) <= NEAR_PX, (cell, box, x, y)
+        assert explorer.locator(".syncviz-hover").inner_text() == want  # the copyable panel
+        if cell[0] == "vLLM holds":
+            assert "WRONG" in want and "came from trainer" in want
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT.with_name("explorer-tooltip-o_proj.png")))
+    status = explorer.locator(".syncviz-status")
+    status.hover()  # the pointer leaves the picture: the tooltip goes
+    page.wait_for_function("el => el.style.display === 'none'", arg=tip.element_handle())
+    _step_keeps_the_picture_still(page, explorer, image)
+    _assert_no_broken_image(explorer)
     before = image.get_attribute("src")
     select = explorer.locator(".widget-dropdown", has_text="parameter").locator("select")
     select.select_option(label=QKV_LABEL)
@@ -182,6 +192,72 @@ def _run_notebook_and_check(page, url: str, panels: list, words: str) -> None:
         timeout=60_000,
     )
     assert "qkv_proj" in explorer.locator(".syncviz-status").inner_text()
+
+
+def _point_at(page, image, panels: list, cell: tuple) -> tuple[int, int, list]:
+    """Scroll the cell's centre to the middle of the window; return the whole pixel nearest
+    it (client coordinates) and the cell under that pixel (cells can be under 2 px)."""
+    side, rank, i, j = cell
+    box = next(p for p in panels if (p["side"], p["rank"]) == (side, rank))
+    x0, y0, x1, y1 = box["box"]
+    nr, nc = box["cells"]
+    natural = image.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+    fx, fy = (x0 + (j + 0.5) * (x1 - x0) / nc) / natural[0], (y0 + (i + 0.5) * (y1 - y0) / nr)
+    fy /= natural[1]
+    image.evaluate(
+        """(el, fy) => {
+            const r = el.getBoundingClientRect();
+            const y = r.top + fy * r.height;
+            const outer = el.closest('.jp-WindowedPanel-outer') || document.scrollingElement;
+            outer.scrollTop += y - window.innerHeight / 2;
+        }""",
+        fy,
+    )
+    page.wait_for_timeout(300)
+    shown = image.bounding_box()
+    x, y = round(shown["x"] + fx * shown["width"]), round(shown["y"] + fy * shown["height"])
+    px = (x - shown["x"]) * natural[0] / shown["width"]
+    py = (y - shown["y"]) * natural[1] / shown["height"]
+    i = min(nr - 1, math.floor((py - y0) / (y1 - y0) * nr))
+    j = min(nc - 1, math.floor((px - x0) / (x1 - x0) * nc))
+    return x, y, [side, rank, i, j]
+
+
+def _step_keeps_the_picture_still(page, explorer, image) -> None:
+    """Step 1 and 2 by the keyboard: a frame is drawn, the picture's top stays put."""
+    handle = explorer.locator(".widget-slider .noUi-handle").first
+    handle.focus()  # may scroll the page: the picture's top is read after it
+    page.wait_for_timeout(300)
+    top = image.bounding_box()["y"]
+    frame = explorer.locator(".syncviz-step-box img.syncviz-still")
+    box = explorer.locator(".syncviz-step-box").element_handle()
+    for number in (1, 2):
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(
+            "([el, n]) => el.textContent.includes('step ' + n + '/')",
+            arg=[box, number],
+            timeout=90_000,
+        )
+        page.wait_for_function(
+            "el => el.style.display !== 'none' && el.complete && el.naturalWidth > 0",
+            arg=frame.element_handle(),
+            timeout=30_000,
+        )
+        assert abs(image.bounding_box()["y"] - top) < 1, number
+    explorer.locator(".syncviz-step-box").scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOT.with_name("explorer-step-frame.png")))
+
+
+def _assert_no_broken_image(explorer) -> int:
+    """Every image the explorer shows has loaded pixels (none empty, none broken); returns
+    how many it shows."""
+    shown = explorer.locator("img").evaluate_all(
+        "els => els.filter(e => e.offsetParent !== null)"
+        ".map(e => [e.className, e.complete && e.naturalWidth > 0])"
+    )
+    assert shown and all(ok for _, ok in shown), shown
+    return len(shown)
 
 
 def _accept_kernel_dialog(page, timeout_ms: int) -> None:

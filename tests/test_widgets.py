@@ -3,6 +3,8 @@ tells a block's journey (hand-worked tiny GQA case); ``import syncviz`` stays wi
 
 from __future__ import annotations
 
+import html
+import math
 import subprocess
 import sys
 
@@ -267,7 +269,7 @@ def test_a_kind_drawn_in_one_layer_is_reused_in_the_next(monkeypatch):
     layer1 = QKV.replace("layers.0", "layers.1")
     ex.param.value = layer1
     assert drawn == []
-    want, panels = layout_png(fresh(ex.result, layer1, ex.report, steps=[]))
+    want, panels = layout_png(fresh(ex.result, layer1, ex.report, steps=[], regions=False))
     assert ex.image.value == want and ex.image.panels == panels
     ex.image.hover = ["vLLM holds", 2, 0, 3]
     assert "holds K head 0 row 0 col 3, expected Q head 2 row 0 col 3: WRONG" in ex.image.words
@@ -348,3 +350,171 @@ def test_a_step_that_cannot_be_drawn_is_said_in_words(tiny_spec, monkeypatch):
     monkeypatch.undo()
     ex.step.value = 2
     assert ex.step_image.value[:4] == b"\x89PNG"
+
+
+def _widget_tree(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _widget_tree(child)
+
+
+def test_views_offered_only_where_they_apply():
+    """The experts view is offered for a MoE model only; a dense model offers layout and
+    transfer, and switching to a MoE model keeps the chosen view where it still applies."""
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=True)
+    assert ex.view.options == ("layout", "transfer")
+    ex.view.value = "transfer"
+    ex.model.value = "qwen1.5-moe-a2.7b"
+    assert ex.view.options == ("layout", "experts", "transfer")
+    assert ex.view.value == "transfer"
+
+
+def test_layout_holds_still(tiny):
+    """No ipywidgets Image anywhere (an empty one is a broken icon); the step frame and its
+    words sit in a constant-height box after the picture; the busy line keeps its line."""
+    from syncviz.widgets.picture import Picture, Still
+
+    tree = list(_widget_tree(tiny))
+    assert not [x for x in tree if type(x).__name__ == "Image"]
+    children = list(tiny.children)
+    assert children.index(tiny.step_box) == children.index(tiny.image) + 1
+    assert tiny.step_box.layout.height.endswith("px")
+    assert list(tiny.step_box.children) == [tiny.step_text, tiny.step_image]
+    assert isinstance(tiny.image, Picture) and isinstance(tiny.step_image, Still)
+    assert tiny.busy.layout.min_height == "22px"
+    before = children.index(tiny.image)
+    tiny.param.value = QKV
+    tiny.step.value = 3
+    assert tiny.step_image.value[:4] == b"\x89PNG"
+    assert list(tiny.children).index(tiny.image) == before  # nothing inserted above it
+    tiny.step.value = 0
+
+
+def test_a_problem_leaves_words_not_an_empty_image():
+    """Inputs that cannot be shown empty the picture and say why in its note."""
+    ex = Explorer("llama3-8b", Parallel(tp=2), Parallel(tp=4), scaled=True)
+    ex.dst_tp.value = 3
+    assert ex.image.value == b"" and ex.image.note.startswith("no picture: dst tp (3)")
+    assert ex.image.words == "" and ex.image.words_for == []
+
+
+def test_words_for_every_panel_name_their_cell(tiny):
+    """Hovering the first cell of each panel of o_proj gives words opening with that panel's
+    title and element, tagged with the cell they are for; a new view clears them."""
+    tiny.param.value = O_PROJ
+    tiny.view.value = "layout"
+    titles = {
+        "trainer": "trainer pp0 tp0 (rank 0)",
+        "vLLM holds": "vLLM pp0 tp{} (rank {})",
+        "vLLM expected": "vLLM pp0 tp{} (rank {})",
+    }
+    assert len(tiny.image.panels) == 5
+    for panel in tiny.image.panels:
+        side, rank = panel["side"], panel["rank"]
+        ni, nj = panel["cells"]
+        cell = [side, rank, ni - 1, nj - 1]
+        tiny.image.hover = cell
+        assert tiny.image.words_for == cell
+        title = titles[side].format(rank - 1, rank)
+        assert tiny.image.words.startswith(title + " row "), tiny.image.words
+        if side != "trainer":
+            assert ", expected " in tiny.image.words
+    tiny.view.value = "transfer"
+    assert tiny.image.words == "" and tiny.image.words_for == [] and tiny.image.panels == []
+    tiny.view.value = "layout"
+
+
+def test_an_unwritten_cell_says_only_that(tiny_spec):
+    """tp2 -> tp4: the post-attention norm's regroup raises, so nothing is written; both
+    vLLM sides say element 0 was never written and what it should hold, no origin or path."""
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=2), dst=Parallel(tp=4), scaled=False)
+    ex.param.value = "model.model.layers.0.post_attention_layernorm.weight"
+    assert ex.param.label.startswith("ERROR")
+    for side in ("vLLM holds", "vLLM expected"):
+        ex.image.hover = [side, 2, 0, 0]
+        assert ex.image.words == (
+            "vLLM pp0 tp0 (rank 2) element 0: never written"
+            " (it should hold post-attention norm element 0)"
+        )
+
+
+def test_pictures_keep_9pt_text_in_a_970px_cell(tiny):
+    """Shrunk to a 970 px cell, the layout picture, a step frame and the transfer map keep
+    their smallest text at 12 px (9 pt) or more (PNG widths and font sizes as drawn)."""
+    import io
+
+    from matplotlib.text import Text
+    from PIL import Image
+
+    from syncviz.diagram import pil, pil_layout, render, transfer_diagram
+    from syncviz.diagram.mpl import DPI
+
+    def shown(px: float, width: float) -> float:
+        return px * min(1.0, 970 / width)
+
+    tiny.param.value = O_PROJ
+    assert shown(pil_layout.FONT_PX, Image.open(io.BytesIO(tiny.image.value)).width) >= 12
+    tiny.step.value = 1
+    assert shown(pil.FONT_PX, Image.open(io.BytesIO(tiny.step_image.value)).width) >= 12
+    tiny.step.value = 0
+    fig = render(transfer_diagram(tiny.result)).fig
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text()]
+    assert len(sizes) > 5
+    assert shown(min(sizes) * DPI / 72, fig.get_figwidth() * DPI) >= 12
+
+
+def test_journey_words_evenly_spaced_rows_as_a_range(tiny_spec):
+    """tp2 -> tp4 o_proj [8, 8]: trainer tp0's [8, 4] shard (heads 0-1) is sent flat and
+    halved; vLLM tp0 views its 16 ids as [8, 2], so row r holds shard row r//2, columns
+    2(r%2)..: head 1 sits in rows 1, 3, 5, 7, worded as one range, where the oracle wants
+    all of vLLM tp1's rows 0-7."""
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=2), dst=Parallel(tp=4), scaled=False)
+    ex.param.value = O_PROJ
+    ex.block.value = 1
+    assert ex.block.label == "head 1"
+    text = html.unescape(ex.journey.value)
+    assert f"ends: dst rank 2 (pp0 tp0): rows 1-7 step 2 (every other row) of {O_PROJ}" in text
+    assert "dst rank 3 (pp0 tp1): rows 0-7" in text and "WRONG" in text
+
+
+def test_busy_line_while_a_journey_is_followed(tiny_spec, monkeypatch):
+    """Following a block's journey names it in the busy line while it runs, then clears it."""
+    import syncviz.widgets.explorer as explorer
+
+    ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
+    ex.param.value = QKV
+    seen = []
+    follow = explorer.block_journey
+
+    def watched(*args):
+        seen.append(ex.busy.value)
+        return follow(*args)
+
+    monkeypatch.setattr(explorer, "block_journey", watched)
+    ex.block.value = 3
+    assert len(seen) == 1 and "following the journey of Q head 3" in seen[0]
+    assert ex.busy.value == "" and "journey of <b>Q head 3</b>" in ex.journey.value
+
+
+def test_journey_box_membership_agrees_with_the_box_ids():
+    """A journey tells which ids lie in a block's box by arithmetic on the ids; on random
+    boxes of 1-, 2- and 3-D shapes (powers of two and not) it agrees with a set lookup of
+    the box's own ids, markers (-1, -2, -3) never inside."""
+    import torch
+
+    from syncviz.journey import _in_box
+    from syncviz.oracle.index import Box
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((12,), (6, 10), (4, 8), (3, 5, 7), (8, 4, 16)):
+        numel = math.prod(shape)
+        ids = torch.cat([torch.arange(numel), torch.tensor([-1, -2, -3])]).to(torch.float64)
+        for _ in range(20):
+            start = [int(torch.randint(0, n, (1,), generator=g)) for n in shape]
+            stop = [
+                int(torch.randint(a + 1, n + 1, (1,), generator=g))
+                for a, n in zip(start, shape, strict=True)
+            ]
+            box = Box(tuple(start), tuple(stop))
+            want = torch.isin(ids.to(torch.int64), box.ids(shape).to(torch.int64))
+            assert torch.equal(_in_box(ids, box, shape), want), (shape, box)

@@ -28,9 +28,10 @@ from syncviz.diagram.raster_maps import map_value
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.provenance import is_symbolic
 from syncviz.run.symbolic_state import shard_map
-from syncviz.run.values import FOREIGN_ID
+from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 SIDES = ("trainer", "vLLM holds", "vLLM expected")
+UNWRITTEN = int(UNWRITTEN_ID)
 
 
 def _panel(d: LayoutDiagram, side: str, rank: int) -> Panel:
@@ -82,13 +83,17 @@ def cell_words(result, d: LayoutDiagram, side: str, rank: int, i: int, j: int) -
     got = _held(result, param, rank, t.name, row, col)
     want = map_value(shard_map(t.index, 0), row, col)
     where = _where_text(t.index.shape, row, col)
+    if got == UNWRITTEN and want != UNWRITTEN:  # nothing came: no origin, no path to tell
+        return f"{panel.title} {where}: never written (it should hold {_decode(param, want)})"
     verdict = "right" if got == want else "WRONG"
     words = (
         f"{panel.title} {where} holds {_decode(param, got)}, expected {_decode(param, want)}:"
         f" {verdict}"
     )
-    shown = got if side == "vLLM holds" else want
-    origin = _origin(result, d, param, shown, rank)
+    holds = side == "vLLM holds"
+    origin = _origin(result, d, param, got if holds else want, rank)
+    if origin and not holds:  # the expected element's source, which may not be where it went
+        origin = "should come from" + origin.removeprefix("came from")
     return f"{words}; {origin}" if origin else words
 
 

@@ -247,19 +247,24 @@ def layout_diagram(
     step: int | None = None,
     max_cells: int = MAX_CELLS,
     steps: list[TraceStep] | None = None,
+    regions: bool = True,
 ) -> LayoutDiagram:
     """The layout diagram of parameter ``key`` (a vLLM name) in ``result``.
 
     ``step`` (1-based, into :func:`syncviz.journey.param_steps`) adds that
     step's frame. Every rank is drawn; big tensors are downsampled. ``steps``
-    passes that list when the caller already has it.
+    passes that list when the caller already has it. ``regions=False`` leaves the
+    wrong regions' words out (panels' ``regions`` empty) for a caller that shows the
+    check's words beside the picture: at real sizes they cost a raster per panel.
     """
     numel = math.prod(result.plan.layout.param(key).global_shape)
     with small_work(numel):
-        return _layout_diagram(result, key, check_report, step, max_cells, steps)
+        return _layout_diagram(result, key, check_report, step, max_cells, steps, regions)
 
 
-def _layout_diagram(result, key, check_report, step, max_cells, steps) -> LayoutDiagram:
+def _layout_diagram(
+    result, key, check_report, step, max_cells, steps, with_regions
+) -> LayoutDiagram:
     plan = result.plan
     param = plan.layout.param(key)
     table = BlockTable(param)
@@ -284,7 +289,8 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
         world = dst_world(plan, t.pp, t.tp)
         raw = result.dst_tensors[world][t.name]
         if is_symbolic(raw):
-            dst_panels.append(_map_panel(plan, param, table, axis, cell, t, world, raw, words))
+            words_of = words if with_regions else None
+            dst_panels.append(_map_panel(plan, param, table, axis, cell, t, world, raw, words_of))
             continue
         actual = result.local_ids(world, key)
         expected = t.index.ids()
@@ -293,7 +299,9 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
         want = raster(expected, table, cell=cell)
         # Row blocks: cut regions where the held block changes; column blocks: whole runs.
         split = _row_keys(table, actual, expected) if axis == 0 else None
-        regions = wrong_regions(param, actual, expected, split=split, cache=words)
+        regions = (
+            wrong_regions(param, actual, expected, split=split, cache=words) if with_regions else []
+        )
         title = f"vLLM {t.rank_label} (rank {world})"
         shape = tuple(actual.shape)
         dst_panels.append(Panel(title, world, "dst", shape, got, want, regions, local_ids=actual))
@@ -329,12 +337,15 @@ def _layout_diagram(result, key, check_report, step, max_cells, steps) -> Layout
 
 
 def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
-    """A vLLM panel of a symbolic run: held and expected rasters and wrong regions, from maps."""
+    """A vLLM panel of a symbolic run: held and expected rasters and wrong regions, from maps
+    (``words`` None: no regions)."""
     got_map, want_map = raw.region_map(), shard_map(t.index, 0)
     base = plan.id_base[param.key]
     got = map_raster(got_map, table, want_map, base=base, cell=cell)
     want = map_raster(want_map, table, cell=cell)
-    regions = _map_regions(plan, param, table, axis, got_map, t.index, words)
+    regions = []
+    if words is not None:
+        regions = _map_regions(plan, param, table, axis, got_map, t.index, words)
     title = f"vLLM {t.rank_label} (rank {world})"
     grid = local_grid(got_map, base, math.prod(param.global_shape))
     return Panel(title, world, "dst", tuple(raw.shape), got, want, regions, grid=grid)

@@ -29,6 +29,7 @@ from syncviz.diagram.palette import RANK_COLORS, WRONG, family_rgb
 WARNING_COLOR = WRONG
 UNWRITTEN_COLOR = "#b0b0b0"  # grey: a slice the sync never wrote
 DPI = 100
+TRANSFER_WIDTH_IN = 9.6
 MAX_EXPLANATIONS = 8
 
 
@@ -152,13 +153,14 @@ def render_transfer(d: TransferDiagram) -> Figure:
     """Rank boxes (trainer left, vLLM right), arrows labelled with bytes and parameters."""
     n = max(len(d.src), len(d.dst), 1)
     fig_h = 1.6 + 0.55 * n + 0.25 * (len(d.exchanges) + len(d.notes))
-    fig = MplFigure(figsize=(11, fig_h), dpi=DPI)
+    # 960 px at 100 dpi with no text under 9 pt: a 970 px notebook cell shows it unshrunk.
+    fig = MplFigure(figsize=(TRANSFER_WIDTH_IN, fig_h), dpi=DPI)
     ax = fig.add_axes((0.02, 0.02, 0.96, 0.9))
     ax.set_xlim(0, 10)
     ax.set_ylim(n + 0.5, -0.7)
     ax.set_axis_off()
     pos: dict[int, tuple[float, float]] = {}
-    for column, boxes, x in ((0, d.src, 0.5), (1, d.dst, 6.0)):
+    for column, boxes, x in ((0, d.src, 0.2), (1, d.dst, 5.2)):
         ax.text(
             x + 1.25,
             -0.45,
@@ -179,7 +181,7 @@ def render_transfer(d: TransferDiagram) -> Figure:
                     lw=2,
                 )
             )
-            ax.text(x + 1.25, i + 0.35, box.label, ha="center", va="center", fontsize=8)
+            ax.text(x + 1.25, i + 0.35, box.label, ha="center", va="center", fontsize=9)
             pos[box.rank] = (x, i + 0.35)
     for e in d.edges:
         if e.src not in pos or e.dst not in pos:
@@ -200,20 +202,22 @@ def render_transfer(d: TransferDiagram) -> Figure:
                 color=rank_color(e.src),
             )
         )
-        mx = (start[0] + end[0]) / 2 + (0.6 if rad else 0)
+        # stage-2 words to the right of their arc, on two lines, inside the figure
+        mx = (start[0] + end[0]) / 2 + (0.55 if rad else 0)
         my = (start[1] + end[1]) / 2
         ax.text(
             mx,
             my - 0.08,
-            f"{e.stage}: {e.text}",
-            fontsize=7,
-            ha="center",
+            f"{e.stage}:\n{e.text}" if rad else f"{e.stage}: {e.text}",
+            fontsize=9,
+            ha="left" if rad else "center",
+            va="center" if rad else "baseline",
             color=rank_color(e.src),
             bbox={"fc": "white", "ec": "none", "pad": 0.5},
         )
     lines = [x.text for x in d.exchanges] + d.notes
     for i, line in enumerate(lines):
-        ax.text(0.1, n + 0.1 + 0.3 * i, line, fontsize=8)
+        ax.text(0.1, n + 0.1 + 0.3 * i, line, fontsize=9)
     fig.suptitle("transfer map " + d.title, fontsize=10)
     return Figure(fig)
 

@@ -33,7 +33,7 @@ from syncviz.diagram.raster import UNWRITTEN, Raster, small_work
 HEIGHT = 170  # px of the tallest raster in the strip
 PANEL_HEIGHT = 130  # px of the tallest big panel in row two
 MAX_WIDTH = 1080
-FONT_PX = 13  # about 9.5 pt at 100 dpi
+FONT_PX = 14  # at most 1080 px wide, shrunk to a 970 px cell: 12.6 px, above 9 pt
 TILE_WIDTH = 260  # px a tile may take at most
 
 

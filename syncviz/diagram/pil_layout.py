@@ -32,9 +32,9 @@ from syncviz.diagram.palette import WRONG, family_rgb, hex_rgb
 from syncviz.diagram.raster import small_work
 
 WIDTH = 1080
-FONT_PX = 13  # 9.4 pt at 100 dpi
-LEFT, RIGHT, TOP = 70, 20, 78
-LINE = 17
+FONT_PX = 14  # shrunk to a 970 px cell, 12.6 px: still above 9 pt (12 px)
+LEFT, RIGHT, TOP = 80, 20, 78
+LINE = 18
 
 
 MAX_MASKS = 4096  # rendered strings kept per font (each a few KB at most)
@@ -101,10 +101,11 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
     if len(regions) > MAX_REGION_LINES:
         lines.append((f"{len(regions) - MAX_REGION_LINES} further wrong regions", "#000000"))
     lines += [(p, "#000000") for p in d.problems[:3]]
+    font = _font()
+    lines = [(part, color) for text, color in lines for part in _wrap(text, font, width - 16)]
     height = top + plot_h + 24 + LINE * len(lines) + 8
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    font = _font()
 
     def px(x: float, y: float) -> tuple[float, float]:
         return left + x * sx, top + y * sy
@@ -134,7 +135,7 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
             title = p.title.replace("trainer ", "").replace("vLLM ", "")
             if (e - b) > 18 and (c - a) > 8 * len(title):
                 draw.rectangle(
-                    (a + 2, b + 1, a + 6 + draw.textlength(title, font=font), b + 16),
+                    (a + 2, b + 1, a + 6 + draw.textlength(title, font=font), b + FONT_PX + 3),
                     fill="#333333",
                 )
                 draw.text((a + 4, b + 2), title, fill="white", font=font)
@@ -149,9 +150,23 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
             draw.text((x - 8, y), name, fill="black", font=font, anchor="rm")
     y = top + plot_h + 22
     for text, color in lines:
-        draw.text((8, y), text[:160], fill=color if color != WRONG else "#A0105A", font=font)
+        draw.text((8, y), text, fill=color if color != WRONG else "#A0105A", font=font)
         y += LINE
     return png_bytes(image), panels
+
+
+def _wrap(text: str, font, width: float) -> list[str]:
+    """``text`` cut at spaces into lines at most ``width`` px wide (continuations indented),
+    so that long region lines stay inside the picture instead of running off its edge."""
+    out, line = [], ""
+    for word in text.split(" "):
+        trial = f"{line} {word}" if line else word
+        if line.strip() and font.getlength(trial) > width:
+            out.append(line)
+            line = "    " + word
+        else:
+            line = trial
+    return [*out, line]
 
 
 def png_bytes(image) -> bytes:

@@ -45,6 +45,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -102,10 +104,37 @@ def grid_map(region_map: RegionMap) -> RegionMap:
     return region_map.reshape((shape[0], math.prod(shape[1:])))
 
 
-def local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
+BOXES_KEPT = 64  # maps whose boxes are remembered (see local_boxes)
+_Kept = tuple[RegionMap, tuple["Box2", ...] | None]  # the map, its boxes (None: fragmented)
+_boxes: OrderedDict[tuple[int, int, int], _Kept] = OrderedDict()
+
+
+def local_boxes(region_map: RegionMap, base: int, numel: int) -> tuple[Box2, ...]:
     """The map's regions on the grid, as ids local to a parameter whose model-wide ids are
     ``base .. base + numel - 1`` (read back as :func:`~syncviz.run.values.to_local_ids` does:
-    markers below 0 kept, any other id outside the parameter is -3)."""
+    markers below 0 kept, any other id outside the parameter is -3).
+
+    Remembered for the last few maps (a panel's held map is read for its raster, its
+    status and its grid; an expected map for its raster and the status against it): at
+    real sizes each reading cuts thousands of regions.
+    """
+    key = (id(region_map), base, numel)
+    hit = _boxes.get(key)
+    if hit is None or hit[0] is not region_map:  # the map itself is kept: its id stays its own
+        try:
+            boxes: tuple[Box2, ...] | None = tuple(_local_boxes(region_map, base, numel))
+        except Fragmented:
+            boxes = None
+        hit = _boxes[key] = (region_map, boxes)
+        while len(_boxes) > BOXES_KEPT:
+            _boxes.popitem(last=False)
+    _boxes.move_to_end(key)
+    if hit[1] is None:
+        raise Fragmented
+    return hit[1]
+
+
+def _local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
     grid = grid_map(region_map)
     if grid.size_hint > MAX_PIECES:
         raise Fragmented
@@ -527,7 +556,7 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
     )
 
 
-def _corners(boxes: list[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
+def _corners(boxes: Sequence[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
     """The id at every cell's first element: each corner point lies in exactly one box."""
     corners = torch.empty((nr, nc), dtype=torch.int64)
     t = torch.tensor([(b.r0, b.r1, b.c0, b.c1, b.v, b.sr, b.sc) for b in boxes], dtype=torch.int64)
@@ -542,7 +571,7 @@ def _corners(boxes: list[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Ten
 RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_status
 
 
-def _status(actual: list[Box2], expected: list[Box2], rs, cs, nr, nc) -> torch.Tensor:
+def _status(actual: Sequence[Box2], expected: Sequence[Box2], rs, cs, nr, nc) -> torch.Tensor:
     """The worst verdict per cell of ``actual`` against ``expected`` (both local boxes)."""
     out = torch.zeros((nr, nc), dtype=torch.int64)
     by_row = sorted(expected, key=lambda e: e.r0)

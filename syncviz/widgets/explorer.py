@@ -41,6 +41,7 @@ PATH_CHOICE = "config.json path..."
 ALL_LAYERS = -1
 PICTURE_CACHE = 48  # rendered base pictures kept (each ~100-300 KB)
 VIEWS = ("layout", "experts", "transfer")
+STEP_BOX_HEIGHT = "420px"  # a step frame (at most ~330 px) and its two lines of words
 # Draw the layout-preserving downscale unless asked otherwise. Real sizes run on symbolic
 # provenance (compact maps, nothing per element); set False to open at real sizes.
 SCALED_DEFAULT = False
@@ -141,11 +142,18 @@ class Explorer(w.VBox):
         self.status = w.HTML()
         self.message = w.HTML()
         self.step_text = w.HTML()
-        from syncviz.widgets.picture import Picture
+        from syncviz.widgets.picture import Picture, Still
 
         self.image = Picture()
-        self.step_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
-        self.busy = w.HTML()
+        self.step_image = Still()
+        # The step frame sits under the picture in a box of constant height, so moving the
+        # slider never moves the picture; the busy line keeps its one line when empty.
+        self.step_box = w.VBox(
+            [self.step_text, self.step_image],
+            layout=w.Layout(height=STEP_BOX_HEIGHT, overflow="auto", max_width="100%"),
+        )
+        self.step_box.add_class("syncviz-step-box")
+        self.busy = w.HTML(layout=w.Layout(min_height="22px"))
         self.details = w.HTML()
         self.journey = w.HTML()
         self._initial_layer = layer
@@ -174,9 +182,8 @@ class Explorer(w.VBox):
                 self.status,
                 w.HBox([self.filter, self.param]),
                 w.HBox([self.view, self.step]),
-                self.step_text,
-                self.step_image,
                 self.image,
+                self.step_box,
                 self.details,
                 w.HBox([self.block]),
                 self.journey,
@@ -259,11 +266,14 @@ class Explorer(w.VBox):
         side, rank, i, j = cell
         self._hovering = True  # "via steps 3, 7" at real sizes once the slider replayed them
         try:
-            self.image.words = cell_words(run.result, picture.diagram, side, int(rank), i, j)
+            words = cell_words(run.result, picture.diagram, side, int(rank), i, j)
         except (StopIteration, IndexError, KeyError) as err:  # a stale cell of an old picture
-            self.image.words = f"(no cell there: {err})"
+            words = f"(no cell there: {err})"
         finally:
             self._hovering = False
+        # words_for first: the front end shows a tooltip only for the cell it is on.
+        self.image.words_for = list(cell)
+        self.image.words = words
 
     def _on_pick(self, change: dict) -> None:
         """A click selects the block the cell holds (expected, if it holds none) and its journey."""
@@ -342,6 +352,7 @@ class Explorer(w.VBox):
             self._show_problem(run.error)
             return
         self.message.value = ""
+        self._fill_views(run.result)
         self._fill_params(run.result)
         # Open where there is something to see: the first WRONG, else the first ERROR.
         order = {"wrong": 0, "error": 1}
@@ -397,8 +408,10 @@ class Explorer(w.VBox):
         self.step_text.value = ""
         self.details.value = ""
         self.journey.value = ""
+        self.image.clear_words()
         self.image.value = b""
         self.image.panels = []
+        self.image.note = "no picture: " + text
         self.step_image.value = b""
         self._busy = True
         try:
@@ -420,6 +433,19 @@ class Explorer(w.VBox):
             self.layer.options = options
             valid = {v for _, v in options}
             self.layer.value = wanted if wanted in valid else 0
+        finally:
+            self._busy = False
+
+    def _fill_views(self, result) -> None:
+        """Offer the views that apply to this run: experts only where routed experts are."""
+        views = [v for v in VIEWS if v != "experts" or _expert_key(result, None) is not None]
+        if list(self.view.options) == views:
+            return
+        self._busy = True
+        try:
+            keep = self.view.value
+            self.view.options = views
+            self.view.value = keep if keep in views else "layout"
         finally:
             self._busy = False
 
@@ -505,8 +531,10 @@ class Explorer(w.VBox):
             self.step_text.value = f"<div class='syncviz-note'>{html.escape(picture.note)}</div>"
         self._current = picture
         if self.image.value is not picture.png:
-            self.image.value = picture.png
+            self.image.clear_words()  # words of the old picture's cells mean nothing here
             self.image.panels = picture.panels
+            self.image.note = picture.note
+            self.image.value = picture.png
         if step is not None and view == "layout" and picture.diagram is not None:
             d = picture.diagram
             cell = d.src[0].actual.cell if d.src else None
@@ -590,7 +618,11 @@ class Explorer(w.VBox):
         if base is not None and base.title.startswith(base.key):
             self._kinds.move_to_end((self._run_key, sig))
             return replace(base, key=key, title=key + base.title[len(base.key) :])
-        diagram = layout_diagram(run.result, key, run.report, steps=_OnScreenSteps(self._steps))
+        # The check's words for wrong rows are in the details under the picture: the picture
+        # leaves them out (at real sizes they cost a raster of every vLLM panel).
+        diagram = layout_diagram(
+            run.result, key, run.report, steps=_OnScreenSteps(self._steps), regions=False
+        )
         if sig is not None:
             self._kinds[self._run_key, sig] = diagram
             while len(self._kinds) > PICTURE_CACHE:
@@ -615,9 +647,13 @@ class Explorer(w.VBox):
         cache_key = (self.param.value, self.block.value)
         journey = run.journeys.get(cache_key)
         if journey is None:
-            journey = run.journeys[cache_key] = block_journey(
-                run.result, self.param.value, self.block.value
-            )
+            self.busy.value = _busy_html(f"following the journey of {self.block.label}")
+            try:
+                journey = run.journeys[cache_key] = block_journey(
+                    run.result, self.param.value, self.block.value
+                )
+            finally:
+                self.busy.value = ""
         color = "#1a7f37" if journey.ok else "#cf222e"
         verdict = "right" if journey.ok else "WRONG"
         self.journey.value = (
@@ -701,11 +737,11 @@ def _step_html(step: TraceStep | None, index: int, total: int) -> str:
     )
 
 
-def _expert_key(result, key: str) -> str | None:
+def _expert_key(result, key: str | None) -> str | None:
     """The parameter the experts view draws: ``key`` if it is a routed-expert tensor,
     else the first one of the run (None if the model has none)."""
     params = result.plan.layout.params
-    if result.plan.layout.param(key).kind.startswith("experts_"):
+    if key is not None and result.plan.layout.param(key).kind.startswith("experts_"):
         return key
     return next((p.key for p in params if p.kind.startswith("experts_")), None)
 

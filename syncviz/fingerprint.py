@@ -44,6 +44,11 @@ VERSION = 1
 _SEED = 0x5EC0F1A9E2B7
 _GOLDEN = 0x9E3779B97F4A7C15
 _CHUNK_WORDS = 1 << 20  # plain-torch path: words widened to int64 at a time (8 MiB)
+TRITON_TILE = (2048, 1024, 4)  # words per program step, widest row block, warps
+CPU_FUSED_MIN_WORDS = 1 << 24
+"""On the CPU, tensors of this many words or more take one loop compiled by torch.compile
+(the same integer arithmetic; compiled once per process, about a minute): set
+SYNCVIZ_FINGERPRINT_COMPILE=0 to keep plain torch."""
 
 
 def _signed(c: int) -> int:
@@ -119,10 +124,35 @@ def fingerprint(t: torch.Tensor, run: int | None = None) -> torch.Tensor:
     on ``t``'s device."""
     w = words(t, run)
     if w.is_cuda and w.shape[0] and _has_triton():
-        sums = _row_sums_triton(w, multipliers(w.shape[1], w.device))
-    else:
-        sums = _row_sums_torch(w)
-    return fmix64(sums)
+        return _fingerprint_triton(w, multipliers(w.shape[1], w.device))
+    return fmix64(_row_sums_torch(w))
+
+
+def fingerprint_many(
+    tensors: list[torch.Tensor], runs: list[int | None] | None = None
+) -> list[torch.Tensor]:
+    """:func:`fingerprint` of each tensor (``runs[i]`` elements per segment); on CUDA with
+    Triton, one kernel launch per row width for all of them (a rank's hundreds of tensors).
+
+    >>> a, b = torch.ones(3, 4), torch.arange(8.0)
+    >>> [p.tolist() for p in fingerprint_many([a, b], [None, 2])] == [
+    ...     fingerprint(a).tolist(), fingerprint(b, 2).tolist()]
+    True
+    """
+    runs = runs if runs is not None else [None] * len(tensors)
+    ws = [words(t, run) for t, run in zip(tensors, runs, strict=True)]
+    out: list[torch.Tensor | None] = [None] * len(ws)
+    groups: dict[tuple, list[int]] = {}
+    for i, w in enumerate(ws):
+        if w.is_cuda and w.shape[0] and _has_triton():
+            groups.setdefault((w.device, w.dtype, w.shape[1]), []).append(i)
+        else:
+            out[i] = fmix64(_row_sums_torch(w))
+    for (device, _, n), members in groups.items():
+        prints = _fingerprint_triton_many([ws[i] for i in members], multipliers(n, device))
+        for i, p in zip(members, prints, strict=True):
+            out[i] = p
+    return out  # type: ignore[return-value]
 
 
 def fingerprint_torch(t: torch.Tensor, run: int | None = None) -> torch.Tensor:
@@ -145,6 +175,10 @@ def compose(prints: torch.Tensor, k: int) -> torch.Tensor:
 def _row_sums_torch(w: torch.Tensor) -> torch.Tensor:
     rows, n = w.shape
     d = multipliers(n, w.device)
+    if w.device.type == "cpu" and w.numel() >= CPU_FUSED_MIN_WORDS:
+        fused = _cpu_fused()
+        if fused is not None:
+            return fused(w, d)
     out = torch.empty(rows, dtype=torch.int64, device=w.device)
     step = max(1, _CHUNK_WORDS // max(n, 1))
     buf = torch.empty(min(step, rows), n, dtype=torch.int64, device=w.device)
@@ -154,6 +188,28 @@ def _row_sums_torch(w: torch.Tensor) -> torch.Tensor:
         part.mul_(d)
         torch.sum(part, dim=1, out=out[r : r + step])
     return out
+
+
+def _widened_sums(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    return (w.to(torch.int64) * d).sum(dim=1)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_fused():
+    """``_widened_sums`` compiled into one loop (no int64 temporaries), or None where
+    torch.compile has no C++ compiler to use or is switched off."""
+    import os
+
+    if os.environ.get("SYNCVIZ_FINGERPRINT_COMPILE", "1") == "0":
+        return None
+    try:
+        fused = torch.compile(_widened_sums, dynamic=True)
+        probe = torch.arange(-6, 6, dtype=torch.int16).view(3, 4)
+        if not torch.equal(fused(probe, multipliers(4)), _widened_sums(probe, multipliers(4))):
+            return None
+    except Exception:  # no compiler, no OpenMP, an inductor bug: plain torch is exact too
+        return None
+    return fused
 
 
 @functools.lru_cache(maxsize=1)
@@ -177,17 +233,100 @@ def _kernel():  # defined on first use: importing triton costs a second
             word = tl.load(w_ptr + base + c[None, :], mask=inside, other=0)
             d = tl.load(d_ptr + c, mask=c < n, other=0)
             acc += word.to(tl.int64) * d[None, :]  # sign-extended, wrapping like torch
-        tl.store(out_ptr + r, tl.sum(acc, axis=1), mask=r < rows)
+        x = tl.sum(acc, axis=1).to(tl.uint64, bitcast=True)  # fmix64, logical shifts
+        x = x ^ (x >> 33)
+        x = x * 0xFF51AFD7ED558CCD
+        x = x ^ (x >> 33)
+        x = x * 0xC4CEB9FE1A85EC53
+        x = x ^ (x >> 33)
+        tl.store(out_ptr + r, x.to(tl.int64, bitcast=True), mask=r < rows)
 
-    return triton, row_sums
+    @triton.jit
+    def many_row_sums(
+        table,
+        d_ptr,
+        out_ptr,
+        count,
+        n,
+        BLOCK_R: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+        STEPS: tl.constexpr,
+        BYTE: tl.constexpr,
+    ):
+        # table rows: data pointer, first block, first output row, rows; per tensor.
+        pid = tl.program_id(0)
+        lo = 0
+        hi = count
+        for _ in tl.static_range(STEPS):  # the tensor this block belongs to
+            mid = (lo + hi) // 2
+            go = tl.load(table + count + mid) <= pid
+            lo = tl.where(go, mid, lo)
+            hi = tl.where(go, hi, mid)
+        if BYTE:
+            w_ptr = tl.load(table + lo).to(tl.pointer_type(tl.int8))
+        else:
+            w_ptr = tl.load(table + lo).to(tl.pointer_type(tl.int16))
+        rows = tl.load(table + 3 * count + lo)
+        r = (pid - tl.load(table + count + lo)) * BLOCK_R + tl.arange(0, BLOCK_R)
+        acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.int64)
+        base = r.to(tl.int64)[:, None] * n
+        for c0 in range(0, n, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            inside = (r[:, None] < rows) & (c[None, :] < n)
+            word = tl.load(w_ptr + base + c[None, :], mask=inside, other=0)
+            d = tl.load(d_ptr + c, mask=c < n, other=0)
+            acc += word.to(tl.int64) * d[None, :]
+        x = tl.sum(acc, axis=1).to(tl.uint64, bitcast=True)
+        x = x ^ (x >> 33)
+        x = x * 0xFF51AFD7ED558CCD
+        x = x ^ (x >> 33)
+        x = x * 0xC4CEB9FE1A85EC53
+        x = x ^ (x >> 33)
+        first = tl.load(table + 2 * count + lo)
+        tl.store(out_ptr + first + r, x.to(tl.int64, bitcast=True), mask=r < rows)
+
+    return triton, row_sums, many_row_sums
 
 
-def _row_sums_triton(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    triton, kernel = _kernel()
+def _fingerprint_triton_many(ws: list[torch.Tensor], d: torch.Tensor) -> list[torch.Tensor]:
+    triton, _, kernel = _kernel()
+    n = ws[0].shape[1]
+    tile, widest, warps = TRITON_TILE
+    block_c = min(widest, triton.next_power_of_2(n))
+    block_r = max(1, tile // block_c)
+    rows = [w.shape[0] for w in ws]
+    blocks = [triton.cdiv(r, block_r) for r in rows]
+    firsts, starts = [0], [0]
+    for r, b in zip(rows[:-1], blocks[:-1], strict=True):
+        firsts.append(firsts[-1] + r)
+        starts.append(starts[-1] + b)
+    host = [w.data_ptr() for w in ws] + starts + firsts + rows
+    table = torch.tensor(host, dtype=torch.int64).to(d.device, non_blocking=False)
+    out = torch.empty(sum(rows), dtype=torch.int64, device=d.device)
+    steps = max(1, len(ws).bit_length())
+    grid = (sum(blocks),)
+    kernel[grid](
+        table,
+        d,
+        out,
+        len(ws),
+        n,
+        BLOCK_R=block_r,
+        BLOCK_C=block_c,
+        STEPS=steps,
+        BYTE=ws[0].element_size() == 1,
+        num_warps=warps,
+    )
+    return list(out.split(rows))
+
+
+def _fingerprint_triton(w: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    triton, kernel, _ = _kernel()
     rows, n = w.shape
     out = torch.empty(rows, dtype=torch.int64, device=w.device)
-    block_c = min(1024, triton.next_power_of_2(n))
-    block_r = max(1, 2048 // block_c)
+    tile, widest, warps = TRITON_TILE
+    block_c = min(widest, triton.next_power_of_2(n))
+    block_r = max(1, tile // block_c)
     grid = (triton.cdiv(rows, block_r),)
-    kernel[grid](w, d, out, rows, n, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=4)
+    kernel[grid](w, d, out, rows, n, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=warps)
     return out

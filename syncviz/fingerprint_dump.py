@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.fingerprint import VERSION, fingerprint
+from syncviz.fingerprint import VERSION, fingerprint_many
 
 SUFFIX = ".fingerprints.safetensors"
 FORMAT = "syncviz-fingerprints"
@@ -92,20 +92,21 @@ def save_fingerprints(
         raise SyncvizError(f"run_1d={run_1d} is not a positive count", fix="pass run_1d=16")
     prints: dict[str, torch.Tensor] = {}
     meta: dict[str, dict[str, Any]] = {}
+    todo: dict[str, torch.Tensor] = {}
     for name, tensor in _named(model_or_named_tensors):
-        if name in prints:
+        if name in meta:
             continue
         t = tensor.detach()
-        shape = tuple(t.shape)
-        run = tensor_run(shape, run_1d)
-        prints[name] = (
-            fingerprint(t, run).to("cpu") if t.numel() else torch.zeros(0, dtype=torch.int64)
-        )
-        meta[name] = {
-            "shape": list(shape),
-            "dtype": str(t.dtype).removeprefix("torch."),
-            "run": run,
-        }
+        run = tensor_run(tuple(t.shape), run_1d)
+        dtype = str(t.dtype).removeprefix("torch.")
+        meta[name] = {"shape": list(t.shape), "dtype": dtype, "run": run}
+        if t.numel():
+            todo[name] = t
+        else:
+            prints[name] = torch.zeros(0, dtype=torch.int64)
+    runs: list[int | None] = [meta[name]["run"] for name in todo]
+    for name, p in zip(todo, fingerprint_many(list(todo.values()), runs), strict=True):
+        prints[name] = p.to("cpu")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     path = root / fingerprint_file(pp_rank, tp_rank, pp_size)

@@ -29,6 +29,7 @@ def save_vllm_rank(
     tp_rank: int | None = None,
     pp_rank: int | None = None,
     pp_size: int | None = None,
+    fingerprints: bool = False,
 ) -> Path:
     """Write ``model.named_parameters()`` of this rank to ``out_dir/tp{t}.safetensors``
     (``pp{p}-tp{t}.safetensors`` when the pipeline has more than one stage).
@@ -37,6 +38,8 @@ def save_vllm_rank(
     group's rank, the PP group's rank and size); with it, the pipeline defaults to
     one stage. Tensors are copied to CPU as they are (same dtype,
     same names); tied parameters are written once per name. Returns the file's path.
+    With ``fingerprints=True`` only a fingerprint per row is computed, on the device,
+    and written to ``tp{t}.fingerprints.safetensors`` (:mod:`syncviz.fingerprint_dump`).
     """
     from safetensors.torch import save_file
 
@@ -46,6 +49,10 @@ def save_vllm_rank(
         pp_size = pp_size_now if pp_size is None else pp_size
     pp_rank = 0 if pp_rank is None else pp_rank
     pp_size = 1 if pp_size is None else pp_size
+    if fingerprints:
+        from syncviz.fingerprint_dump import save_fingerprints
+
+        return save_fingerprints(model, out_dir, tp_rank=tp_rank, pp_rank=pp_rank, pp_size=pp_size)
     from syncviz.diagnose.dumps import rank_file
 
     root = Path(out_dir)

@@ -149,3 +149,17 @@ def test_one_flipped_bit_is_found(checkpoints, tmp_path):
     assert [line.strip() for line in bad.lines()] == [
         "tp 1, row 5: holds values not found in the reference, expected heads 4-7 row 5"
     ]
+
+
+def test_save_vllm_rank_writes_fingerprints(tmp_path):
+    """save_vllm_rank(..., fingerprints=True) writes the rank's fingerprint file, no dump."""
+    from syncviz.dump import save_vllm_rank
+    from syncviz.fingerprint import fingerprint
+    from syncviz.fingerprint_dump import read_fingerprints
+
+    model = torch.nn.Linear(8, 3, bias=False)
+    path = save_vllm_rank(model, tmp_path, tp_rank=2, fingerprints=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tp2.fingerprints.safetensors"]
+    entries, prints = read_fingerprints(path)
+    assert entries["weight"].shape == (3, 8)
+    assert torch.equal(prints["weight"], fingerprint(model.weight))

@@ -219,3 +219,17 @@ def test_file_share_at_real_shapes(name, share):
     described = sum(math.prod(s) * 2 for s in shapes)
     prints = sum(math.prod(s) // tensor_run(s) * 8 for s in shapes)
     assert share - 0.00002 <= prints / described <= share, prints / described
+
+
+@pytest.mark.slow
+def test_compiled_cpu_loop_equals_plain_torch(monkeypatch):
+    """The compiled CPU loop (large tensors) gives the plain path's fingerprints, bf16 and fp8."""
+    import syncviz.fingerprint as fpm
+
+    tensors = [_random((300, 1000), torch.bfloat16, 11), _random((64, 4096), torch.int8, 12)]
+    plain = [fingerprint(t) for t in tensors]
+    monkeypatch.setattr(fpm, "CPU_FUSED_MIN_WORDS", 0)
+    assert [torch.equal(fingerprint(t), p) for t, p in zip(tensors, plain, strict=True)] == [
+        True,
+        True,
+    ]

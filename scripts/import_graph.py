@@ -43,11 +43,12 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "provenance",
         "idset",
         "ragged",
+        "fingerprint",
     ),
     ("spec",),
     ("parallel", "presets", ""),
     ("oracle", "sync"),
-    ("run", "check", "check_maps", "diagnose", "dump", "record", "journey"),
+    ("run", "check", "check_maps", "diagnose", "dump", "fingerprint_dump", "record", "journey"),
     ("diagram",),
     ("widgets", "cli", "__main__"),
 )

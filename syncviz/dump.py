@@ -40,6 +40,7 @@ def save_vllm_rank(
     tp_rank: int | None = None,
     pp_rank: int | None = None,
     pp_size: int | None = None,
+    fingerprints: bool = False,
 ) -> Path:
     """Write this rank's ``model.named_parameters()`` and persistent buffers to
     ``out_dir/tp{t}.safetensors`` (``pp{p}-tp{t}.safetensors`` when the pipeline has
@@ -60,6 +61,8 @@ def save_vllm_rank(
     Returns the safetensors file's path.
     A rank that is no rank (``tp_rank=-1``, ``True``, ``pp_rank`` not below ``pp_size``)
     raises SyncvizError naming it.
+    With ``fingerprints=True`` only a fingerprint per row is computed, on the device,
+    and written to ``tp{t}.fingerprints.safetensors`` (:mod:`syncviz.fingerprint_dump`).
     """
     for name, value, least in (
         ("tp_rank", tp_rank, 0),
@@ -86,6 +89,10 @@ def save_vllm_rank(
         pp_size = pp_size_now if pp_size is None else pp_size
     pp_rank = 0 if pp_rank is None else pp_rank
     pp_size = 1 if pp_size is None else pp_size
+    if fingerprints:
+        from syncviz.fingerprint_dump import save_fingerprints
+
+        return save_fingerprints(model, out_dir, tp_rank=tp_rank, pp_rank=pp_rank, pp_size=pp_size)
     from syncviz.diagnose.dumps import rank_file
 
     root = Path(out_dir)

@@ -196,3 +196,47 @@ def test_ids_survive_a_round_trip_through_the_device():
     """Sanity check of the harness: float64 ids come back from CUDA unchanged."""
     ids = torch.arange(2**40, 2**40 + 4096, dtype=torch.float64)
     assert torch.equal(ids.to("cuda").cpu(), ids)
+
+
+FP_DTYPES = [torch.bfloat16, torch.float16, torch.float32, torch.float64, torch.int8, torch.int64]
+FP_DTYPES += [d for d in (getattr(torch, "float8_e4m3fn", None),) if d is not None]
+
+
+@pytest.mark.parametrize("dtype", FP_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (257, 1000), (5, 5000), (2, 3, 4096), (4144,)])
+def test_fingerprints_on_cuda_equal_cpu(shape, dtype):
+    """Segment fingerprints (the fused kernel and plain torch on CUDA) equal the CPU's, bit
+    for bit, for ragged row counts and widths; one flipped bit on the GPU is seen there."""
+    from syncviz.fingerprint import fingerprint, fingerprint_torch
+
+    gen = torch.Generator().manual_seed(len(shape) * 1000 + shape[-1])
+    n = torch.Size(shape).numel()
+    raw = torch.randint(0, 256, (n * torch.empty(0, dtype=dtype).element_size(),), generator=gen)
+    t = raw.to(torch.uint8).view(dtype).view(shape)
+    run = 16 if len(shape) == 1 else None
+    cpu = fingerprint(t, run)
+    gpu = t.to("cuda")
+    assert torch.equal(fingerprint(gpu, run).cpu(), cpu)
+    assert torch.equal(fingerprint_torch(gpu, run).cpu(), cpu)
+    flipped = gpu.view(torch.uint8).clone()
+    flipped.view(-1)[-1] ^= 0x40
+    changed = fingerprint(flipped.view(dtype).view(shape), run).cpu() != cpu
+    assert changed.tolist() == [False] * (cpu.numel() - 1) + [True]
+
+
+def test_fingerprints_of_many_tensors_on_cuda_equal_cpu():
+    """One launch per row width for 70 tensors of mixed widths and word sizes (the rank's
+    case) gives each tensor's CPU fingerprints."""
+    from syncviz.fingerprint import fingerprint, fingerprint_many
+
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(int(r), int(c)) for r, c in torch.randint(1, 300, (70, 2), generator=gen)]
+    shapes = [(r, c if i % 3 else 512) for i, (r, c) in enumerate(shapes)]
+    dtypes = [torch.bfloat16, torch.float32, torch.int8]
+    tensors = [
+        torch.randint(-100, 100, s, generator=gen).to(dtypes[i % 3]) for i, s in enumerate(shapes)
+    ]
+    runs = [None] * 69 + [1]
+    got = fingerprint_many([t.to("cuda") for t in tensors], runs)
+    for t, run, g in zip(tensors, runs, got, strict=True):
+        assert torch.equal(g.cpu(), fingerprint(t, run))

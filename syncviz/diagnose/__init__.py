@@ -26,6 +26,7 @@ from typing import Any
 
 from syncviz.diagnose.core import Diagnosis, run_diagnosis
 from syncviz.diagnose.dumps import normalise
+from syncviz.diagnose.fingerprints import has_fingerprints, run_fingerprint_diagnosis
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.result import as_result, load_traces
 from syncviz.diagnose.words import DiagnosisReport
@@ -49,7 +50,9 @@ def diagnose(
     """Judge the vLLM ranks' tensors in ``dump`` against the checkpoint folder ``reference``.
 
     ``dump`` holds ``tp{t}.safetensors`` per rank (``pp{p}-tp{t}.safetensors``
-    when ``dst_pp`` > 1), as :func:`syncviz.dump.save_vllm_rank` writes them.
+    when ``dst_pp`` > 1), as :func:`syncviz.dump.save_vllm_rank` writes them, or
+    ``tp{t}.fingerprints.safetensors`` per rank
+    (:func:`syncviz.fingerprint_dump.save_fingerprints`): the same verdicts.
     Comparison is exact in the dump's dtype. ``layers`` limits the layers
     judged (the embedding, final norm and lm_head are judged when ``layers`` is
     None, or when ``include_globals`` is true); data from elsewhere is looked up
@@ -67,7 +70,8 @@ def diagnose(
     provenance, for the diagram views. Bad input raises
     :class:`~syncviz.errors.SyncvizError`.
     """
-    diagnosis = run_diagnosis(
+    run = run_fingerprint_diagnosis if has_fingerprints(dump) else run_diagnosis
+    diagnosis = run(
         reference,
         dump,
         dst_tp,

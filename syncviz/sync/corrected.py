@@ -611,10 +611,10 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
     found from vLLM's architecture). ``transform_parameters`` stacks a layer's local
     experts (each TP-sharded like a dense MLP: fc1 ``[gate_r; up_r]``, fc2 a column
     slice; SequentialMLP or TEGroupedMLP names) into ``[E_local, 2 * ffn / tp, H]`` and
-    ``[E_local, H, ffn / tp]``. With trainer expert parallel > 1 the all-gather of
-    routed experts collects the same tp rank of every ep rank, in ep order, so expert
-    ``ep_rank * E / EP + j`` lands at its global place; the result regroups like vLLM's
-    FusedMoE ``w13`` / ``w2``.
+    ``[E_local, H, ffn / tp]``. With trainer expert parallel > 1 the exchange of routed
+    experts (all-gather or all-to-all) collects the same tp rank of every ep rank, in ep
+    order, so expert ``ep_rank * E / EP + j`` lands at its global place; the result
+    regroups like vLLM's FusedMoE ``w13`` / ``w2``.
 
     >>> from syncviz import preset
     >>> from syncviz.sync.adapter import StageActor
@@ -668,14 +668,17 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
     def alltoall_routed_experts(
         self, name: str, params_to_sync: torch.Tensor, comm_group: Any
     ) -> tuple[torch.Tensor, bool]:
-        """Nothing to do with ep 1; with ep > 1 the experts are all-gathered instead."""
-        if _local_expert(name, self.sync_map.layer_re) is None or self._expert_parallel() == 1:
+        """The same gather as an all-to-all: member m sends its experts to the members of
+        its own tp rank (``k % tp == m % tp``) and an empty tensor to the others."""
+        ep = self._expert_parallel()
+        if _local_expert(name, self.sync_map.layer_re) is None or ep == 1:
             return params_to_sync, False
-        raise SyncvizError(
-            f"{name}: Megatron-Core experts under trainer ep ({self._expert_parallel()}) are"
-            " gathered by all-gather, not all-to-all, in the corrected synchronizer",
-            fix="use --expert-comm allgather",
-        )
+        tp = self._args["tensor_model_parallel_size"]
+        tp_rank = self.collective.rank(comm_group) % tp
+        nothing = params_to_sync.new_empty((0, *params_to_sync.shape[1:]))
+        sends = [params_to_sync if k % tp == tp_rank else nothing for k in range(tp * ep)]
+        received = self._all_to_all(sends, tp * ep, comm_group)
+        return torch.cat(received[tp_rank::tp], dim=0).contiguous(), True
 
 
 class CorrectedMegatronVllmMixtralSync(CorrectedMegatronVllmMCoreSync):

@@ -29,6 +29,7 @@ share a fingerprint with odds of about 2**-48 (one-bit changes: never).
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -70,10 +71,10 @@ _FILE_IN_NOTE = re.compile(r"\b((?:pp\d+-)?tp\d+)\.safetensors\b")
 
 def has_fingerprints(folder: str | Path) -> bool:
     """Does ``folder`` hold fingerprint files (and no full rank dumps)?"""
-    root = Path(folder)
-    if not root.is_dir():
+    try:
+        names = os.listdir(folder)
+    except OSError:  # not a folder, or unreadable: the dump reader says which, in words
         return False
-    names = [p.name for p in root.iterdir()]
     if any(_FULL_RANK_FILE.fullmatch(n) for n in names):
         return False
     return any(n.endswith(SUFFIX) for n in names)

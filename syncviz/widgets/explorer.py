@@ -271,9 +271,10 @@ class Explorer(w.VBox):
             words = f"(no cell there: {err})"
         finally:
             self._hovering = False
-        # words_for first: the front end shows a tooltip only for the cell it is on.
-        self.image.words_for = list(cell)
-        self.image.words = words
+        # One message with both: the front end shows a tooltip only for the cell it is on.
+        with self.image.hold_sync():
+            self.image.words = words
+            self.image.words_for = list(cell)
 
     def _on_pick(self, change: dict) -> None:
         """A click selects the block the cell holds (expected, if it holds none) and its journey."""

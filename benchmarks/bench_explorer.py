@@ -7,7 +7,8 @@ Run: ``python benchmarks/bench_explorer.py [--rounds N] [--real-sizes] [--open]`
 the picture widget when ``Explorer(...)`` returns), at real sizes beside
 ``scaled=True`` in the same process, interleaved, for llama3-8b tp2 -> tp4,
 llama3-70b tp8 -> tp16 and qwen2-57b-a14b tp2 ep2 -> tp4 (targets: real at most
-2x scaled and 1.5 s), and the hover words p50 there (target 50 ms).
+2x scaled and 1.5 s), the hover words p50 there (target 50 ms) and a block's journey
+(the second block, picked as the page picks it; target 1 s).
 
 Each change is made the way the page makes it (setting ``.value`` of the
 parameter dropdown or step slider); the observers run synchronously, so the
@@ -220,6 +221,7 @@ def measure_open(rounds: int) -> None:
         opened: dict[bool, list[float]] = {True: [], False: []}
         cpu: dict[bool, list[float]] = {True: [], False: []}  # the process's CPU time
         hovers: list[float] = []
+        journeys: list[float] = []
         for _ in range(rounds):
             for scaled in (True, False):
                 start, used = time.perf_counter(), time.process_time()
@@ -229,6 +231,9 @@ def measure_open(rounds: int) -> None:
                 assert ex.image.value[:4] == b"\x89PNG", ex.message.value
                 if not scaled:
                     hovers += hover_ms(ex)
+                    if len(ex.block.options) > 1:  # the page's path: pick a block
+                        journeys.append(timed(lambda ex=ex: setattr(ex.block, "value", 1)))
+                        refused = "no journey" in ex.journey.value
         real, scaled = statistics.median(opened[False]), statistics.median(opened[True])
         sizes = f"src tp{src.tp} ep{src.ep} -> dst tp{dst.tp}"
         print(f"  {model} {sizes} on {ex.param.value.split('.')[-2]}:")
@@ -241,6 +246,9 @@ def measure_open(rounds: int) -> None:
         print(f"      real   {quantiles(cpu[False])}")
         print(f"      real / scaled (p50): {real / scaled:.2f}x")
         print(f"    hover words at real sizes: {quantiles(hovers)}")
+        if journeys:
+            said = " (refused in words: too big to materialize here)" if refused else ""
+            print(f"    a block's journey at real sizes: {quantiles(journeys)}{said}")
 
 
 def main() -> None:

@@ -518,3 +518,24 @@ def test_journey_box_membership_agrees_with_the_box_ids():
             box = Box(tuple(start), tuple(stop))
             want = torch.isin(ids.to(torch.int64), box.ids(shape).to(torch.int64))
             assert torch.equal(_in_box(ids, box, shape), want), (shape, box)
+
+
+def test_experts_view_fits_a_970px_cell():
+    """qwen2-57b-a14b's experts view (4 trainer and 4 vLLM ranks) is drawn at most 960 px
+    wide, so a 970 px cell shows its 9 pt text unshrunk (its figure alone is 1053 px)."""
+    import io
+
+    from PIL import Image
+
+    ex = Explorer("qwen2-57b-a14b", Parallel(tp=2, ep=2), Parallel(tp=4), scaled=True)
+    ex.view.value = "experts"
+    assert ex.image.value[:4] == b"\x89PNG"
+    assert Image.open(io.BytesIO(ex.image.value)).width <= 960
+    from matplotlib.text import Text
+
+    from syncviz.diagram.experts import expert_diagram
+    from syncviz.widgets.explorer import _expert_key, _figure
+
+    fig = _figure(expert_diagram(ex.result, _expert_key(ex.result, None))).fig
+    assert fig.get_figwidth() * 100 <= 960
+    assert min(t.get_fontsize() for t in fig.findobj(Text) if t.get_text()) >= 9

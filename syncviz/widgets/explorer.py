@@ -41,6 +41,7 @@ PATH_CHOICE = "config.json path..."
 ALL_LAYERS = -1
 PICTURE_CACHE = 48  # rendered base pictures kept (each ~100-300 KB)
 VIEWS = ("layout", "experts", "transfer")
+PICTURE_PX = 960  # the widest matplotlib view: a 970 px cell shows its text at 9 pt
 STEP_BOX_HEIGHT = "420px"  # a step frame (at most ~330 px) and its two lines of words
 # Draw the layout-preserving downscale unless asked otherwise. Real sizes run on symbolic
 # provenance (compact maps, nothing per element); set False to open at real sizes.
@@ -271,9 +272,10 @@ class Explorer(w.VBox):
             words = f"(no cell there: {err})"
         finally:
             self._hovering = False
-        # words_for first: the front end shows a tooltip only for the cell it is on.
-        self.image.words_for = list(cell)
-        self.image.words = words
+        # One message with both: the front end shows a tooltip only for the cell it is on.
+        with self.image.hold_sync():
+            self.image.words = words
+            self.image.words_for = list(cell)
 
     def _on_pick(self, change: dict) -> None:
         """A click selects the block the cell holds (expected, if it holds none) and its journey."""
@@ -548,7 +550,7 @@ class Explorer(w.VBox):
             self.step_image.value = b""
 
     def _picture(self, run: _Run, key: str, view: str) -> _Picture:
-        from syncviz.diagram import render, transfer_diagram
+        from syncviz.diagram import transfer_diagram
         from syncviz.diagram.experts import expert_diagram
 
         if view == "experts":
@@ -577,7 +579,7 @@ class Explorer(w.VBox):
                 png, panels = layout_png(diagram)
                 picture = _Picture(png, panels, diagram)
             else:
-                picture = _Picture(render(diagram)._repr_png_(), [], None)
+                picture = _Picture(_figure(diagram)._repr_png_(), [], None)
         finally:
             self.busy.value = ""
         self._pictures[cache_key] = picture
@@ -770,6 +772,18 @@ def _kind_signature(run: _Run, key: str) -> tuple:
         tuple(held),
         errors,
     )
+
+
+def _figure(diagram):
+    """The matplotlib figure of an experts or transfer diagram, at most :data:`PICTURE_PX`
+    wide: a notebook cell that wide shows its 9 pt text unshrunk."""
+    from syncviz.diagram import render
+    from syncviz.diagram.experts import ExpertDiagram
+    from syncviz.diagram.mpl import DPI, render_experts
+
+    if isinstance(diagram, ExpertDiagram):
+        return render_experts(diagram, max_width_in=PICTURE_PX / DPI)
+    return render(diagram)
 
 
 def _busy_html(what: str) -> str:

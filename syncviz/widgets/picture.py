@@ -195,7 +195,8 @@ class Picture(anywidget.AnyWidget):
 
     def clear_words(self) -> None:
         """Forget the pointer's cell and its words (a new picture or view)."""
-        self.words, self.words_for, self.hover = "", [], []
+        with self.hold_sync():
+            self.words, self.words_for, self.hover = "", [], []
 
 
 class Still(anywidget.AnyWidget):

@@ -23,7 +23,8 @@ def _stop_while_starting(signum: int, frame: object) -> None:
 # The `syncviz` console script imports this package first: from here on, Ctrl-C or
 # SIGTERM while it starts ends it with 130 / 143 and its one line, as at any later
 # moment (syncviz.cli.main takes the signals over; see syncviz.cli.interrupts).
-if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "syncviz":
+_script = getattr(_sys.modules.get("__main__"), "__file__", None) or ""
+if _os.path.basename(_script) == "syncviz" and _sys.argv[:1] == [_script]:
     for _sig in (_signal.SIGINT, _signal.SIGTERM):
         _signal.signal(_sig, _stop_while_starting)
 

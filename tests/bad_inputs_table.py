@@ -5,9 +5,10 @@ boundary; or a small Python driver for the library's own entry points), the exit
 code it must end with, and the words its one-line message must hold (the field it
 names). Signal cases run under a console script made exactly like the one pip
 generates (``from syncviz.cli import main; sys.exit(main())``) and get SIGINT or
-SIGTERM at a seeded random moment 0.3-2.5 s after they start. ``run_table(root)``
-runs every case against the syncviz checkout at ``root`` and classifies it, so the
-same table measures any version:
+SIGTERM at a seeded random moment: 0.3-2.5 s after they start (half of them), or
+0.5-4 s after the command's handlers are in place, into a longer run (the other
+half). ``run_table(root)`` runs every case against the syncviz checkout at
+``root`` and classifies it, so the same table measures any version:
 
     python tests/bad_inputs_table.py [ROOT [ID,ID...]]      # prints the counts
 
@@ -119,6 +120,7 @@ class Case:
     script: bool = False  # run under the console script instead of `python -m syncviz`
     signal: int | None = None  # sent after `signal_at` seconds
     signal_at: float = 0.0
+    signal_from: str = "start"  # or "ready": counted from when SIGTERM is caught (main runs)
     cwd: str | None = None  # the case's own folder (default: the shared scratch folder)
     absent: tuple[str, ...] = ()  # must not be printed (a forged line, an escape, a shadow)
     driver: str | None = None  # Python code run with argv (instead of syncviz)
@@ -455,18 +457,30 @@ def _signal_cases(add: Callable[..., None]) -> None:
     """SIGINT / SIGTERM at seeded random moments into check and render, under the
     console script: 130 / 143 and the one line, never an abort."""
     chosen = random.Random(21)
-    sizes = ["--preset", "llama3-70b", "--src-tp", "8", "--dst-tp", "16"]
+    sizes = ["--src-tp", "8", "--dst-tp", "16"]
+    # From the start: the moments and commands of the report (llama3-70b, layers 0-3).
+    # From the handlers: longer runs (the whole model; a larger one to draw), so that the
+    # signal lands inside the run, rank threads busy, on a slow or a fast machine.
     commands = {
-        "check": ["check", *sizes, "--layers", "0-3"],
-        "render": ["render", *sizes, "--param", "qkv", "-o", "signal.png"],
+        "check": (
+            ["check", "--preset", "llama3-70b", *sizes, "--layers", "0-3"],
+            ["check", "--preset", "llama3-70b", *sizes],
+        ),
+        "render": (
+            ["render", "--preset", "llama3-70b", *sizes, "--param", "qkv", "-o", "signal.png"],
+            ["render", "--preset", "llama3.1-405b", *sizes, "--param", "qkv", "-o", "s.png"],
+        ),
     }
     stops = ((signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"))
-    for name, argv in commands.items():
+    for name, (from_start, from_ready) in commands.items():
         for sig, code, word in stops:
             for k in range(SIGNAL_ROUNDS):
-                at = round(chosen.uniform(0.3, 2.5), 2)
+                ready = k % 2 == 1
+                at = round(chosen.uniform(0.5, 4.0) if ready else chosen.uniform(0.3, 2.5), 2)
                 case_id = f"signal-{sig.name[3:].lower()}-{name}-{k}"
-                add(case_id, argv, code, f"syncviz: {word}", script=True, signal=sig, signal_at=at)
+                kw = {"script": True, "signal": sig, "signal_at": at}
+                kw["signal_from"] = "ready" if ready else "start"
+                add(case_id, from_ready if ready else from_start, code, f"syncviz: {word}", **kw)
 
 
 def _current_directory_cases(tmp: Path, add: Callable[..., None], chk: list[str]) -> None:
@@ -638,6 +652,8 @@ def _one(case: Case, root: Path, tmp: Path) -> Outcome:
     )
     note = ""
     if case.signal is not None:
+        if case.signal_from == "ready":
+            _wait_ready(proc)
         try:
             proc.wait(case.signal_at)
             note = "it ended before the signal was sent"
@@ -655,6 +671,20 @@ def _one(case: Case, root: Path, tmp: Path) -> Outcome:
         outcome.note = case.after() or ""
     outcome.kind = classify(outcome)
     return outcome
+
+
+def _wait_ready(proc: subprocess.Popen) -> None:
+    """Wait (at most HANG_S) until ``proc`` catches SIGTERM: the command's main runs."""
+    end = time.monotonic() + HANG_S
+    while proc.poll() is None and time.monotonic() < end:
+        try:
+            with open(f"/proc/{proc.pid}/status") as fh:
+                caught = next(line for line in fh if line.startswith("SigCgt:"))
+        except (OSError, StopIteration):
+            return
+        if int(caught.split()[1], 16) >> (signal.SIGTERM - 1) & 1:
+            return
+        time.sleep(0.01)
 
 
 def _session(sid: int) -> list[int]:

@@ -45,6 +45,8 @@ def test_bad_input_gets_one_clear_line(outcomes, case_id):
     if case_id in PENDING:
         pytest.xfail("read by the dump reader, which names a fifo 'missing' today")
     o = outcomes[case_id]
+    if o.case.signal is not None and o.note.startswith("it ended"):
+        pytest.skip("this machine ran the command to its end before the signal's moment")
     assert o.rc is not None, f"{case_id} hung: {o.stderr[-300:]}"
     assert "Traceback" not in o.stderr + o.stdout, o.stderr[-800:]
     assert o.orphans == 0, f"{o.orphans} process(es) outlived {case_id}"

@@ -120,3 +120,19 @@ def test_swallowed_signal_still_stops_the_command():
         except KeyboardInterrupt:
             pass  # what torch's start-up does to an exception in its numpy import
     checkpoint()  # nothing left pending afterwards
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_the_script_starts_ends_it_with_one_line(tmp_path, sig):
+    """A signal once syncviz is first imported, before main runs: 130 / 143, one line."""
+    script = tmp_path / "syncviz"
+    script.write_text(
+        f"import os, signal, time\nimport syncviz\nos.kill(os.getpid(), {int(sig)})\n"
+        "time.sleep(60)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert (done.returncode, done.stderr.splitlines()) == (128 + sig, [f"syncviz: {word}"])

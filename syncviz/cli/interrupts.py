@@ -107,12 +107,16 @@ def _redeliver_after_import(signum: int) -> None:
 
 
 def checkpoint() -> None:
-    """Raise again a signal whose exception was swallowed on its way out.
+    """Raise a signal that is still pending: one that came during an import (raised
+    here rather than by the watcher thread, if this comes first), or one whose
+    exception was swallowed on its way out.
 
     Some C code catches whatever an import raises and goes on: torch's start-up
     imports numpy and, when that fails (also by a KeyboardInterrupt raised in it),
-    clears the error and carries on without numpy. Called after such imports (and
-    when a command returns), this stops the command as the signal asked.
+    clears the error and carries on without numpy. Called after the heavy imports of
+    a command and when a command returns, this stops it as the signal asked.
+
+    >>> checkpoint()  # nothing pending: nothing happens
     """
     signum, _State.pending = _State.pending, None
     if signum == signal.SIGTERM:

@@ -34,16 +34,10 @@ def test_table_is_large_enough():
     assert len(set(CASE_IDS)) == len(CASE_IDS)
 
 
-# Whose fix lives where the dump files are first examined (syncviz/diagnose/dumps.py).
-PENDING = {"dump-fifo"}
-
-
 @pytest.mark.parametrize("case_id", CASE_IDS)
 def test_bad_input_gets_one_clear_line(outcomes, case_id):
     """The case exits with its code and its one line naming the field (a result case: its
     words in the report), with no traceback, nothing forged and no process left behind."""
-    if case_id in PENDING:
-        pytest.xfail("read by the dump reader, which names a fifo 'missing' today")
     o = outcomes[case_id]
     if o.case.signal is not None and o.note.startswith("it ended"):
         pytest.skip("this machine ran the command to its end before the signal's moment")

@@ -56,11 +56,15 @@ class Reference:
             )
         try:
             os.listdir(self.folder)
-        except OSError as err:
-            reason = "permission denied" if isinstance(err, PermissionError) else err.strerror
+        except PermissionError:
             raise SyncvizError(
-                f"reference folder {str(self.folder)!r} cannot be listed ({reason})",
+                f"reference folder {str(self.folder)!r} cannot be listed (permission denied)",
                 fix="make it readable (chmod a+rx) or run as its owner",
+            ) from None
+        except OSError as err:
+            raise SyncvizError(
+                f"reference folder {str(self.folder)!r} cannot be listed ({err.strerror or err})",
+                fix="pass the Hugging Face checkpoint folder (config.json + *.safetensors)",
             ) from None
         self.spec = ModelSpec.from_hf_config(self.folder)
         self.names = HF_NAMES[self.spec.family]

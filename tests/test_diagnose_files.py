@@ -129,6 +129,24 @@ def test_dump_rewritten_after_its_header_was_read(pair, tmp_path):
         rank.read("model.model.norm.weight")
 
 
+def test_header_half_written_is_named_as_changed(pair, tmp_path, monkeypatch):
+    """A header read while another process rewrites the file (garbage read, size moved):
+    named as changed, not as a broken file."""
+    path = copy(pair[1], tmp_path / "dump") / "tp1.safetensors"
+    original = tensor_file_module._pread_into
+
+    def hook(fd: int, view: memoryview, offset: int) -> int:
+        got = original(fd, view, offset)
+        if offset == 8:  # the JSON header: what a reader sees mid-write
+            view[:] = b"\0" * len(view)
+            os.truncate(path, 50)
+        return got
+
+    monkeypatch.setattr(tensor_file_module, "_pread_into", hook)
+    with pytest.raises(SyncvizError, match=r"^tp1\.safetensors changed while it was read"):
+        RankDump(path)
+
+
 def test_tensors_are_copies_not_maps(pair, tmp_path):
     """A tensor already read keeps its values when the file is cut to nothing after."""
     path = copy(pair[1], tmp_path / "dump") / "tp0.safetensors"

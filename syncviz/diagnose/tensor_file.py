@@ -88,7 +88,11 @@ class TensorFile:
         try:
             info = os.fstat(fd)
             self._identity = _identity(info)
-            self.entries = self._header(fd, info.st_size)
+            try:
+                self.entries = self._header(fd, info.st_size)
+            except SyncvizError:
+                self._unchanged(fd)  # a header half written by another process: say so
+                raise
             self._unchanged(fd)
         finally:
             os.close(fd)

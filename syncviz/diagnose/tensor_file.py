@@ -23,6 +23,7 @@ syncviz.errors.SyncvizError: tp0.safetensors changed while it was read: write du
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import stat
@@ -147,16 +148,26 @@ class TensorFile:
         if now != self._identity or named != self._identity:
             raise self._changed()
 
-    def _bytes(self, fd: int, size: int, offset: int) -> bytearray:
-        buf = bytearray(size)
+    def _fill(self, fd: int, view: memoryview, offset: int) -> None:
         try:
-            got = _pread_into(fd, memoryview(buf), offset)
+            got = _pread_into(fd, view, offset)
         except OSError as err:
             raise SyncvizError(
                 f"{self._shown()} cannot be read ({err.strerror or err})", fix=self.fix
             ) from None
-        if got != size:  # the header promised these bytes: the file was cut since
+        if got != len(view):  # the header promised these bytes: the file was cut since
             raise self._changed()
+
+    def _bytes(self, fd: int, size: int, offset: int) -> bytes:
+        buf = bytearray(size)
+        self._fill(fd, memoryview(buf), offset)
+        return bytes(buf)
+
+    def _tensor_bytes(self, fd: int, size: int, offset: int) -> torch.Tensor:
+        """``size`` bytes from ``offset`` into fresh memory, not zeroed first (one pass)."""
+        buf = torch.empty(size, dtype=torch.uint8)
+        if size:
+            self._fill(fd, memoryview((ctypes.c_char * size).from_address(buf.data_ptr())), offset)
         return buf
 
     def _header(self, fd: int, size: int) -> dict[str, Entry]:
@@ -165,7 +176,7 @@ class TensorFile:
         length = int.from_bytes(self._bytes(fd, 8, 0), "little")
         if length > MAX_HEADER_BYTES or 8 + length > size:
             raise self._broken(f"its header length {length} exceeds the file of {size} bytes")
-        raw = bytes(self._bytes(fd, length, 8))
+        raw = self._bytes(fd, length, 8)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -225,12 +236,10 @@ class TensorFile:
         fd = self._open()
         try:
             self._unchanged(fd)
-            data = self._bytes(fd, entry.end - entry.begin, entry.begin)
+            data = self._tensor_bytes(fd, entry.end - entry.begin, entry.begin)
             self._unchanged(fd)
         finally:
             os.close(fd)
-        if not data:
-            return torch.empty(entry.shape, dtype=dtype)
         # safetensors stores little-endian; torch reads the machine's order (little on
         # every platform torch ships for).
-        return torch.frombuffer(data, dtype=dtype).view(entry.shape)
+        return data.view(dtype).view(entry.shape)

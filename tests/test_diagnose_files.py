@@ -434,3 +434,54 @@ def test_q_k_v_disagreeing_with_each_other(tmp_path, capsys):
         f"config.json contradicts {name} of shape [4, 8] (config.json implies [4, 16]):"
         " the checkpoint and its config disagree" in line
     )
+
+
+# ---------------------------------------------------------------- the reader itself
+
+
+def test_reader_round_trips_every_float_dtype(tmp_path):
+    """float64/32/16 and bfloat16 tensors, an empty one included, read back bit for bit."""
+    tensors = {
+        "f64": torch.randn(3, 5, dtype=torch.float64),
+        "f32": torch.tensor([-0.0, float("nan"), 1.5]),
+        "f16": torch.randn(2, 2).half(),
+        "bf16": torch.randn(7, dtype=torch.bfloat16),
+        "empty": torch.zeros(0, 16),
+    }
+    save_file(tensors, str(tmp_path / "tp0.safetensors"))
+    rank = RankDump(tmp_path / "tp0.safetensors")
+    for name, tensor in tensors.items():
+        got = rank.read("model." + name)
+        assert got.dtype == tensor.dtype and got.shape == tensor.shape
+        assert torch.equal(got.view(-1).view(torch.uint8), tensor.view(-1).view(torch.uint8))
+
+
+def raw_file(header: object, data: bytes = b"", length: int | None = None) -> bytes:
+    text = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    return (len(text) if length is None else length).to_bytes(8, "little") + text + data
+
+
+F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+BROKEN_FILES = {
+    "short": (b"\x01\x02", "shorter than the 8-byte header length"),
+    "header-too-long": (raw_file({"w": F32}, bytes(8), length=10**6), "header length 1000000"),
+    "header-list": (raw_file([1, 2]), "its header is a JSON list"),
+    "header-not-json": (raw_file(b"{nope"), "is not valid JSON"),
+    "offsets-outside": (raw_file({"w": {**F32, "data_offsets": [0, 80]}}, bytes(8)), "outside"),
+    "offsets-reversed": (raw_file({"w": {**F32, "data_offsets": [8, 0]}}, bytes(8)), "outside"),
+    "bytes-vs-shape": (raw_file({"w": {**F32, "shape": [3]}}, bytes(8)), "needs 12"),
+    "shape-negative": (raw_file({"w": {**F32, "shape": [-2]}}, bytes(8)), "list of sizes"),
+    "no-dtype": (raw_file({"w": {"shape": [2], "data_offsets": [0, 8]}}, bytes(8)), "dtype"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_FILES))
+def test_broken_rank_file_is_named(tmp_path, case):
+    """Each malformed header is 'not a readable safetensors file', with what is wrong."""
+    content, words = BROKEN_FILES[case]
+    path = tmp_path / "tp0.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(SyncvizError) as err:
+        RankDump(path)
+    assert str(err.value).startswith(f"dump file {str(path)!r} is not a readable safetensors")
+    assert words in str(err.value)

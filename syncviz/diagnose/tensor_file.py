@@ -181,7 +181,10 @@ class TensorFile:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise self._broken(f"its header is not UTF-8 at byte {err.start}") from None
-        header = parse_json(text, f"the header of {self._shown()}", fix=self.fix)
+        try:
+            header = parse_json(text, "its header", fix=self.fix)
+        except SyncvizError as err:
+            raise self._broken(err.message) from None
         if not isinstance(header, dict):
             raise self._broken(f"its header is a JSON {type(header).__name__}, not an object")
         data_start, data_size = 8 + length, size - 8 - length

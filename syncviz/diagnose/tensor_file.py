@@ -174,8 +174,14 @@ class TensorFile:
         if size < 8:
             raise self._broken(f"{size} bytes, shorter than the 8-byte header length")
         length = int.from_bytes(self._bytes(fd, 8, 0), "little")
-        if length > MAX_HEADER_BYTES or 8 + length > size:
-            raise self._broken(f"its header length {length} exceeds the file of {size} bytes")
+        if length > MAX_HEADER_BYTES:
+            raise self._broken(f"its header length {length} is above {MAX_HEADER_BYTES}")
+        if 8 + length > size:
+            raise SyncvizError(
+                f"{self._shown()} is shorter than its header says: the header ends at byte"
+                f" {8 + length}, the file has {size}",
+                fix="let the writer finish (or write the file again) before diagnose reads it",
+            )
         raw = self._bytes(fd, length, 8)
         try:
             text = raw.decode("utf-8")
@@ -208,10 +214,16 @@ class TensorFile:
             isinstance(offsets, list)
             and len(offsets) == 2
             and all(type(n) is int for n in offsets)
-            and 0 <= offsets[0] <= offsets[1] <= data_size
+            and 0 <= offsets[0] <= offsets[1]
         ):
-            raise self._broken(f"{where} has data_offsets outside the file's {data_size} bytes")
+            raise self._broken(f"{where} has data_offsets that are no byte range")
         begin, end = offsets
+        if end > data_size:  # what a file still being written (or cut short) looks like
+            raise SyncvizError(
+                f"{self._shown()} is shorter than its header says: {name!r} ends at byte"
+                f" {data_start + end}, the file has {data_start + data_size}",
+                fix="let the writer finish (or write the file again) before diagnose reads it",
+            )
         known = FLOAT_DTYPES.get(dtype)
         if known is not None:
             need = math.prod(shape) * torch.empty((), dtype=known).element_size()

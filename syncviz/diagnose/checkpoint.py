@@ -16,6 +16,7 @@ blocks, :mod:`syncviz.oracle.blocks`) that the names join on dim 0.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -293,7 +294,8 @@ _NUMBERED = (_numbered("i"), _numbered("e"))  # layers, experts
 
 
 def _shown(value: object) -> str:
+    """A config value as config.json spells it (one architecture without its list)."""
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
-    text = str(value) if isinstance(value, (int, str)) else repr(value)
+    text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."

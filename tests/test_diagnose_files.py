@@ -196,6 +196,15 @@ def test_fifo_shard_is_not_a_regular_file(pair, tmp_path):
     assert "model-00001-of-00002.safetensors' is not a regular file" in err
 
 
+def test_fifo_index_is_not_a_regular_file(pair, tmp_path):
+    """A FIFO in place of the index: 'not a regular file', never blocks."""
+    ref = copy(pair[0], tmp_path / "ref")
+    (ref / INDEX).unlink()
+    os.mkfifo(ref / INDEX)
+    err = in_thread(lambda: Reference(ref))
+    assert f"{str(ref / INDEX)!r} is not a regular file" in err
+
+
 def dropped_privileges() -> list[str] | None:
     """A command prefix under which mode 000 denies reading; None where there is none."""
     if os.geteuid() != 0:

@@ -107,6 +107,15 @@ class Reference:
     def _index(self, path: Path) -> dict[str, str]:
         """The index's weight_map (tensor name -> shard file), read bounded and strict."""
         shown = f"checkpoint index {str(path)!r}"
+        try:  # (non-blocking: a FIFO is refused by the reader below, not waited on)
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        except PermissionError:
+            raise SyncvizError(
+                f"{shown} cannot be read (permission denied)",
+                fix="make it readable (chmod a+r) or run as its owner",
+            ) from None
+        except OSError:
+            pass  # the reader names what else is wrong
         text = read_text_file(path, "checkpoint index", MAX_INDEX_BYTES, fix=_INDEX_FIX)
         data = parse_json(text, shown, fix=_INDEX_FIX)
         if not isinstance(data, dict):

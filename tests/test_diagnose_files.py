@@ -509,3 +509,15 @@ def test_broken_rank_file_is_named(tmp_path, case):
         RankDump(path)
     assert str(err.value).startswith(f"dump file {str(path)!r} is not a readable safetensors")
     assert words in str(err.value)
+
+
+def test_integer_dump_tensor_is_named(tmp_path):
+    """A rank file holding an I64 tensor: bad input naming the tensor, its file and dtype."""
+    path = tmp_path / "tp0.safetensors"
+    save_file({"model.norm.weight": torch.arange(4)}, str(path))
+    with pytest.raises(SyncvizError) as err:
+        RankDump(path)
+    assert str(err.value).startswith(
+        f"'model.norm.weight' in {str(path)!r} has dtype I64, which syncviz cannot compare:"
+        " syncviz compares float64, float32, float16 and bfloat16 tensors; write rank dumps"
+    )

@@ -241,7 +241,7 @@ class TensorFile:
             raise SyncvizError(
                 f"{name!r} in {str(self.path)!r} has dtype {entry.dtype}, which syncviz cannot"
                 " compare",
-                fix="dump floating-point parameters (float32, bfloat16, float16)",
+                fix=f"syncviz compares float64, float32, float16 and bfloat16 tensors; {self.fix}",
             )
         return dtype
 

@@ -421,7 +421,7 @@ def build_cases(tmp: Path) -> list[Case]:
         "qkv-disagree": (llama, narrow_k, False, ("k_proj.weight of shape [4, 8]",)),
         "dump-fifo": (llama, fifo("tp1.safetensors"), True, ("tp1", "not a regular file")),
         "shard-fifo": (llama, fifo(shard1), False, (shard1, "not a regular file")),
-        "dump-truncated": (llama, cut, True, ("tp1.safetensors", "not a readable")),
+        "dump-truncated": (llama, cut, True, ("tp1.safetensors", "shorter than its header")),
     }
     if os.geteuid() != 0:  # root reads mode 000 (tests/test_diagnose_files.py drops the right)
         diag_cases |= {

@@ -129,6 +129,24 @@ def test_dump_rewritten_after_its_header_was_read(pair, tmp_path):
         rank.read("model.model.norm.weight")
 
 
+def test_header_half_written_is_named_as_changed(pair, tmp_path, monkeypatch):
+    """A header read while another process rewrites the file (garbage read, size moved):
+    named as changed, not as a broken file."""
+    path = copy(pair[1], tmp_path / "dump") / "tp1.safetensors"
+    original = tensor_file_module._pread_into
+
+    def hook(fd: int, view: memoryview, offset: int) -> int:
+        got = original(fd, view, offset)
+        if offset == 8:  # the JSON header: what a reader sees mid-write
+            view[:] = b"\0" * len(view)
+            os.truncate(path, 50)
+        return got
+
+    monkeypatch.setattr(tensor_file_module, "_pread_into", hook)
+    with pytest.raises(SyncvizError, match=r"^tp1\.safetensors changed while it was read"):
+        RankDump(path)
+
+
 def test_tensors_are_copies_not_maps(pair, tmp_path):
     """A tensor already read keeps its values when the file is cut to nothing after."""
     path = copy(pair[1], tmp_path / "dump") / "tp0.safetensors"
@@ -176,6 +194,15 @@ def test_fifo_shard_is_not_a_regular_file(pair, tmp_path):
     os.mkfifo(ref / "model-00001-of-00002.safetensors")
     err = in_thread(lambda: Reference(ref))
     assert "model-00001-of-00002.safetensors' is not a regular file" in err
+
+
+def test_fifo_index_is_not_a_regular_file(pair, tmp_path):
+    """A FIFO in place of the index: 'not a regular file', never blocks."""
+    ref = copy(pair[0], tmp_path / "ref")
+    (ref / INDEX).unlink()
+    os.mkfifo(ref / INDEX)
+    err = in_thread(lambda: Reference(ref))
+    assert f"{str(ref / INDEX)!r} is not a regular file" in err
 
 
 def dropped_privileges() -> list[str] | None:
@@ -415,4 +442,82 @@ def test_q_k_v_disagreeing_with_each_other(tmp_path, capsys):
     assert (
         f"config.json contradicts {name} of shape [4, 8] (config.json implies [4, 16]):"
         " the checkpoint and its config disagree" in line
+    )
+
+
+# ---------------------------------------------------------------- the reader itself
+
+
+def test_reader_round_trips_every_float_dtype(tmp_path):
+    """float64/32/16 and bfloat16 tensors, an empty one included, read back bit for bit."""
+    tensors = {
+        "f64": torch.randn(3, 5, dtype=torch.float64),
+        "f32": torch.tensor([-0.0, float("nan"), 1.5]),
+        "f16": torch.randn(2, 2).half(),
+        "bf16": torch.randn(7, dtype=torch.bfloat16),
+        "empty": torch.zeros(0, 16),
+    }
+    save_file(tensors, str(tmp_path / "tp0.safetensors"))
+    rank = RankDump(tmp_path / "tp0.safetensors")
+    for name, tensor in tensors.items():
+        got = rank.read("model." + name)
+        assert got.dtype == tensor.dtype and got.shape == tensor.shape
+        assert torch.equal(got.view(-1).view(torch.uint8), tensor.view(-1).view(torch.uint8))
+
+
+def raw_file(header: object, data: bytes = b"", length: int | None = None) -> bytes:
+    text = json.dumps(header).encode() if not isinstance(header, bytes) else header
+    return (len(text) if length is None else length).to_bytes(8, "little") + text + data
+
+
+F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+BROKEN_FILES = {
+    "short": (b"\x01\x02", "shorter than the 8-byte header length"),
+    "header-too-long": (raw_file({"w": F32}, bytes(8), length=10**9), "length 1000000000 is"),
+    "header-list": (raw_file([1, 2]), "its header is a JSON list"),
+    "header-not-json": (raw_file(b"{nope"), "is not valid JSON"),
+    "offsets-reversed": (raw_file({"w": {**F32, "data_offsets": [8, 0]}}, bytes(8)), "range"),
+    "bytes-vs-shape": (raw_file({"w": {**F32, "shape": [3]}}, bytes(8)), "needs 12"),
+    "shape-negative": (raw_file({"w": {**F32, "shape": [-2]}}, bytes(8)), "list of sizes"),
+    "no-dtype": (raw_file({"w": {"shape": [2], "data_offsets": [0, 8]}}, bytes(8)), "dtype"),
+}
+
+
+def test_file_shorter_than_its_header_says(tmp_path):
+    """A file cut short (or still being written) is told as such, with both byte counts."""
+    path = tmp_path / "tp0.safetensors"
+    header = json.dumps({"w": {**F32, "data_offsets": [0, 80]}}).encode()
+    path.write_bytes(raw_file(header, bytes(8)))
+    with pytest.raises(SyncvizError) as err:
+        RankDump(path)
+    assert (
+        f"dump file {str(path)!r} is shorter than its header says: 'w' ends at byte"
+        f" {8 + len(header) + 80}, the file has {8 + len(header) + 8}" in str(err.value)
+    )
+    path.write_bytes(raw_file(header, length=10**6))
+    with pytest.raises(SyncvizError, match="the header ends at byte 1000008, the file has"):
+        RankDump(path)
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_FILES))
+def test_broken_rank_file_is_named(tmp_path, case):
+    """Each malformed header is 'not a readable safetensors file', with what is wrong."""
+    content, words = BROKEN_FILES[case]
+    path = tmp_path / "tp0.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(SyncvizError) as err:
+        RankDump(path)
+    assert str(err.value).startswith(f"dump file {str(path)!r} is not a readable safetensors")
+    assert words in str(err.value)
+
+
+def test_integer_dump_tensor_is_named(tmp_path):
+    """A rank file holding an I64 tensor: bad input naming the tensor, its file and dtype."""
+    path = tmp_path / "tp0.safetensors"
+    save_file({"model.norm.weight": torch.arange(4)}, str(path))
+    with pytest.raises(SyncvizError) as err:
+        RankDump(path)
+    assert str(err.value).startswith(
+        f"'model.norm.weight' in {str(path)!r} has dtype I64, which syncviz cannot compare:"
+        " syncviz compares float64, float32, float16 and bfloat16 tensors; write rank dumps"
     )

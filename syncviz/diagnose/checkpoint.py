@@ -16,6 +16,7 @@ blocks, :mod:`syncviz.oracle.blocks`) that the names join on dim 0.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -112,16 +113,22 @@ def _pattern(family: str) -> re.Pattern[str]:
     return re.compile("|".join(parts))
 
 
-def disagreement(
-    spec: ModelSpec, held: Mapping[str, tuple[int, ...]], limit: int | None = None
-) -> list[Problem]:
+def disagreement(spec: ModelSpec, held: Mapping[str, tuple[int, ...]]) -> list[Problem]:
     """Where the checkpoint's tensors (``held``: name -> shape) differ from ``spec``'s, in
-    model order, then the family's names the spec does not call for. ``limit`` gives up
-    (returning a problem) once the spec calls for more tensors than that."""
+    model order, then the family's names the spec does not call for."""
+    problems = _disagreement(spec, held, None)
+    assert problems is not None
+    return problems
+
+
+def _disagreement(
+    spec: ModelSpec, held: Mapping[str, tuple[int, ...]], limit: int | None
+) -> list[Problem] | None:
+    """:func:`disagreement`, or None once ``spec`` calls for more than ``limit`` tensors."""
     problems, expected = [], set()
     for n, (name, shape) in enumerate(_expected(spec)):
         if limit is not None and n >= limit:
-            return [Problem(name, shape, None)]
+            return None
         expected.add(name)
         if held.get(name) != shape:
             problems.append(Problem(name, shape, held.get(name)))
@@ -186,12 +193,14 @@ def _fits(
             spec = ModelSpec.from_hf_config({**raw, key: value})
         except SyncvizError:
             continue
-        left = disagreement(spec, held, limit)
+        left = _disagreement(spec, held, limit)
+        if left is None:
+            continue
         if not left:
             full.append((key, value))
         elif len(left) < len(problems) and problems[0].name not in {p.name for p in left}:
             partial.append((key, value))
-    return full or partial
+    return (full or partial)[:3]
 
 
 def _counts(held: Mapping[str, tuple[int, ...]]) -> set[int]:
@@ -223,7 +232,8 @@ _NUMBERED = (_numbered("i"), _numbered("e"))  # layers, experts
 
 
 def _shown(value: object) -> str:
+    """A config value as config.json spells it (one architecture without its list)."""
     if isinstance(value, list) and len(value) == 1:
         value = value[0]
-    text = str(value) if isinstance(value, (int, str)) else repr(value)
+    text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -116,13 +116,12 @@ def open_dumps(folder: str | Path, tp: int, pp: int = 1) -> dict[tuple[int, int]
             f"dump folder {str(root)!r} cannot be listed ({err.strerror or err})",
             fix="pass the folder holding tp{t}.safetensors files",
         ) from None
+    present = sorted(n for n in listed if n.endswith(".safetensors"))
     dumps = {}
     for p in range(pp):
         for t in range(tp):
             path = root / rank_file(p, t, pp)
-            _require_rank_file(
-                path, sorted(n for n in listed if n.endswith(".safetensors")), tp, pp
-            )
+            _require_rank_file(path, present, tp, pp)
             dumps[(p, t)] = RankDump(path)
     return dumps
 

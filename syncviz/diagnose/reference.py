@@ -57,11 +57,15 @@ class Reference:
             )
         try:
             os.listdir(self.folder)
-        except OSError as err:
-            reason = "permission denied" if isinstance(err, PermissionError) else err.strerror
+        except PermissionError:
             raise SyncvizError(
-                f"reference folder {str(self.folder)!r} cannot be listed ({reason})",
+                f"reference folder {str(self.folder)!r} cannot be listed (permission denied)",
                 fix="make it readable (chmod a+rx) or run as its owner",
+            ) from None
+        except OSError as err:
+            raise SyncvizError(
+                f"reference folder {str(self.folder)!r} cannot be listed ({err.strerror or err})",
+                fix="pass the Hugging Face checkpoint folder (config.json + *.safetensors)",
             ) from None
         self.spec = ModelSpec.from_hf_config(self.folder)
         self.names = HF_NAMES[self.spec.family]
@@ -111,6 +115,15 @@ class Reference:
     def _index(self, path: Path) -> dict[str, str]:
         """The index's weight_map (tensor name -> shard file), read bounded and strict."""
         shown = f"checkpoint index {str(path)!r}"
+        try:  # (non-blocking: a FIFO is refused by the reader below, not waited on)
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        except PermissionError:
+            raise SyncvizError(
+                f"{shown} cannot be read (permission denied)",
+                fix="make it readable (chmod a+r) or run as its owner",
+            ) from None
+        except OSError:
+            pass  # the reader names what else is wrong
         text = read_text_file(path, "checkpoint index", MAX_INDEX_BYTES, fix=_INDEX_FIX)
         data = parse_json(text, shown, fix=_INDEX_FIX)
         if not isinstance(data, dict):

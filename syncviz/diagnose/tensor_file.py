@@ -23,6 +23,7 @@ syncviz.errors.SyncvizError: tp0.safetensors changed while it was read: write du
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import stat
@@ -88,7 +89,11 @@ class TensorFile:
         try:
             info = os.fstat(fd)
             self._identity = _identity(info)
-            self.entries = self._header(fd, info.st_size)
+            try:
+                self.entries = self._header(fd, info.st_size)
+            except SyncvizError:
+                self._unchanged(fd)  # a header half written by another process: say so
+                raise
             self._unchanged(fd)
         finally:
             os.close(fd)
@@ -143,30 +148,49 @@ class TensorFile:
         if now != self._identity or named != self._identity:
             raise self._changed()
 
-    def _bytes(self, fd: int, size: int, offset: int) -> bytearray:
-        buf = bytearray(size)
+    def _fill(self, fd: int, view: memoryview, offset: int) -> None:
         try:
-            got = _pread_into(fd, memoryview(buf), offset)
+            got = _pread_into(fd, view, offset)
         except OSError as err:
             raise SyncvizError(
                 f"{self._shown()} cannot be read ({err.strerror or err})", fix=self.fix
             ) from None
-        if got != size:  # the header promised these bytes: the file was cut since
+        if got != len(view):  # the header promised these bytes: the file was cut since
             raise self._changed()
+
+    def _bytes(self, fd: int, size: int, offset: int) -> bytes:
+        buf = bytearray(size)
+        self._fill(fd, memoryview(buf), offset)
+        return bytes(buf)
+
+    def _tensor_bytes(self, fd: int, size: int, offset: int) -> torch.Tensor:
+        """``size`` bytes from ``offset`` into fresh memory, not zeroed first (one pass)."""
+        buf = torch.empty(size, dtype=torch.uint8)
+        if size:
+            self._fill(fd, memoryview((ctypes.c_char * size).from_address(buf.data_ptr())), offset)
         return buf
 
     def _header(self, fd: int, size: int) -> dict[str, Entry]:
         if size < 8:
             raise self._broken(f"{size} bytes, shorter than the 8-byte header length")
         length = int.from_bytes(self._bytes(fd, 8, 0), "little")
-        if length > MAX_HEADER_BYTES or 8 + length > size:
-            raise self._broken(f"its header length {length} exceeds the file of {size} bytes")
-        raw = bytes(self._bytes(fd, length, 8))
+        if length > MAX_HEADER_BYTES:
+            raise self._broken(f"its header length {length} is above {MAX_HEADER_BYTES}")
+        if 8 + length > size:
+            raise SyncvizError(
+                f"{self._shown()} is shorter than its header says: the header ends at byte"
+                f" {8 + length}, the file has {size}",
+                fix="let the writer finish (or write the file again) before diagnose reads it",
+            )
+        raw = self._bytes(fd, length, 8)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise self._broken(f"its header is not UTF-8 at byte {err.start}") from None
-        header = parse_json(text, f"the header of {self._shown()}", fix=self.fix)
+        try:
+            header = parse_json(text, "its header", fix=self.fix)
+        except SyncvizError as err:
+            raise self._broken(err.message) from None
         if not isinstance(header, dict):
             raise self._broken(f"its header is a JSON {type(header).__name__}, not an object")
         data_start, data_size = 8 + length, size - 8 - length
@@ -190,10 +214,16 @@ class TensorFile:
             isinstance(offsets, list)
             and len(offsets) == 2
             and all(type(n) is int for n in offsets)
-            and 0 <= offsets[0] <= offsets[1] <= data_size
+            and 0 <= offsets[0] <= offsets[1]
         ):
-            raise self._broken(f"{where} has data_offsets outside the file's {data_size} bytes")
+            raise self._broken(f"{where} has data_offsets that are no byte range")
         begin, end = offsets
+        if end > data_size:  # what a file still being written (or cut short) looks like
+            raise SyncvizError(
+                f"{self._shown()} is shorter than its header says: {name!r} ends at byte"
+                f" {data_start + end}, the file has {data_start + data_size}",
+                fix="let the writer finish (or write the file again) before diagnose reads it",
+            )
         known = FLOAT_DTYPES.get(dtype)
         if known is not None:
             need = math.prod(shape) * torch.empty((), dtype=known).element_size()
@@ -211,7 +241,7 @@ class TensorFile:
             raise SyncvizError(
                 f"{name!r} in {str(self.path)!r} has dtype {entry.dtype}, which syncviz cannot"
                 " compare",
-                fix="dump floating-point parameters (float32, bfloat16, float16)",
+                fix=f"syncviz compares float64, float32, float16 and bfloat16 tensors; {self.fix}",
             )
         return dtype
 
@@ -221,12 +251,10 @@ class TensorFile:
         fd = self._open()
         try:
             self._unchanged(fd)
-            data = self._bytes(fd, entry.end - entry.begin, entry.begin)
+            data = self._tensor_bytes(fd, entry.end - entry.begin, entry.begin)
             self._unchanged(fd)
         finally:
             os.close(fd)
-        if not data:
-            return torch.empty(entry.shape, dtype=dtype)
         # safetensors stores little-endian; torch reads the machine's order (little on
         # every platform torch ships for).
-        return torch.frombuffer(data, dtype=dtype).view(entry.shape)
+        return data.view(dtype).view(entry.shape)

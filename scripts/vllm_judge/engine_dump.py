@@ -21,7 +21,7 @@ into ``OUT/dumps/CASE``:
 
 The first three are readable because the engine runs with the worker extension of
 ``keep_weights.py``, which keeps the dense weights the stock CPU engine frees. When
-``save_vllm_rank`` takes ``fingerprints=True``, each of them is also fingerprinted into
+``save_vllm_rank`` takes ``fingerprints=True``, every case is also fingerprinted into
 ``OUT/fingerprints/CASE``. ``OUT/summary.json`` says what ran and how long each step took.
 Exit 0 when every step ran, 1 otherwise (the engine's traceback on stderr).
 """
@@ -183,6 +183,8 @@ def main() -> int:
         t = step(f"dump {case}", t)
     repacked = llm.collective_rpc("syncviz_stock_repack")
     dump(llm, out / "dumps" / "stock")
+    if with_fingerprints:
+        fingerprint(llm, out / "fingerprints" / "stock")
     t = step("stock repack, dump stock", t)
 
     summary = {

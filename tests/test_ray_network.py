@@ -4,7 +4,8 @@ The processes are the driver (this process), its descendants, and every process
 carrying the session's watchdog mark (Ray's GCS, raylet, agents, monitors and the
 rank actors inherit it). Their sockets are found through ``/proc/PID/fd`` and
 looked up in ``/proc/net/tcp`` and ``/proc/net/tcp6``; none may listen outside
-127.0.0.0/8 or ::1.
+127.0.0.0/8 or ::1. The same holds through the command line, where every process
+of the command carries the tag that tests/test_faults.py gives it.
 """
 
 from __future__ import annotations
@@ -135,3 +136,46 @@ def test_local_ray_run_listens_on_loopback_only():
     assert kinds == {"gcs_server", "raylet"}, sorted(titles[pid][:80] for pid in listeners)
     assert os.getpid() in listeners
     assert set(actors) <= listeners
+
+
+def test_cli_ray_run_listens_on_loopback_only(tmp_path):
+    """During `syncviz check --executor ray`, no process of the command listens off loopback."""
+    from tests.test_faults import _leftovers, _ray_run, _tagged
+
+    run, _ = _ray_run(
+        tmp_path, "stall", lambda r: r.wait_for("sync"), "--timeout", "300", "--scaled"
+    )
+    try:
+        tag = run.tag.split("=", 1)[1]
+        pids = _tagged(tag)  # the command and every process it started carry the tag
+        titles = {}
+        for pid in pids:
+            try:
+                titles[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+        held = _sockets_of(titles)
+        listening = _listening()
+    finally:
+        run.proc.terminate()
+        code, _out, err = run.finish(120)
+    ours = {(pid, listening[i]) for pid, inodes in held.items() for i in inodes if i in listening}
+    outside = sorted(
+        (titles[pid].replace("\0", " ")[:80], str(address), port)
+        for pid, (address, port) in ours
+        if not _on_loopback(address)
+    )
+    assert outside == [], outside
+    listeners = {pid for pid, _ in ours}
+    seen = {
+        n
+        for pid in listeners
+        for n in ("gcs_server", "raylet", "ray::RankActor")
+        if n in titles[pid]
+    }
+    assert seen == {"gcs_server", "raylet", "ray::RankActor"}, sorted(
+        titles[p][:60] for p in listeners
+    )
+    assert run.proc.pid in listeners  # the driver's own server
+    assert code == 143, err[-800:]
+    assert _leftovers(run.tag) == []

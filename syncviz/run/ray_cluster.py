@@ -10,16 +10,18 @@ GCS, raylet, workers and agents listen on the loopback interface only (Ray binds
 its servers to loopback exactly when the node address is loopback, and picks a
 loopback node address only with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). It has
 no dashboard, and Ray's own output (start-up lines, its C++ log lines on stderr)
-is kept off the terminal unless ``SYNCVIZ_RAY_OUTPUT=1``; it stays in
+is kept off the terminal unless ``SYNCVIZ_RAY_OUTPUT=1``: it goes to
+``/tmp/ray/syncviz-output.log``, beside Ray's logs in
 ``/tmp/ray/session_latest/logs``. A watchdog process
-(:mod:`syncviz.run.ray_watchdog`) kills every process of that cluster as soon
-as the process that started it is gone, however it went (SIGKILL included).
+(:mod:`syncviz.run.ray_watchdog`) kills every process of that cluster as soon as
+the process that started it is gone, however it went (SIGKILL included).
 
 Ctrl-C or SIGTERM arriving while Ray starts is held until ``ray.init`` returns,
 then raised, so the half-started cluster is shut down instead of being left
-behind. Ray failing to start is a :class:`~syncviz.errors.RunFailed` that says
-so in one line. Ray is imported inside the functions so importing this module
-stays light.
+behind. A local cluster that fails to start is started once more (a line says
+so); failing again, or failing to join ``RAY_ADDRESS``, is a
+:class:`~syncviz.errors.RunFailed` that says so in one line. Ray is imported
+inside the functions so importing this module stays light.
 
 >>> RaySession(address="local", started=True).started
 True
@@ -44,6 +46,9 @@ from syncviz.errors import RunFailed, SyncvizError
 ADDRESS_VARIABLE = "RAY_ADDRESS"
 OUTPUT_VARIABLE = "SYNCVIZ_RAY_OUTPUT"  # "1": let Ray print its own lines to the terminal
 LOOPBACK = "127.0.0.1"
+# A local cluster is started twice before giving up: Ray's raylet gives its agents
+# about 15 s to come up and aborts otherwise, which a busy machine can exceed.
+START_TRIES = 2
 # Ray's switch for "this machine only" (its default on macOS and Windows): with it off,
 # Ray's node address is loopback, and Ray binds its servers to loopback exactly then.
 _ONE_MACHINE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -173,19 +178,27 @@ def open_session(num_cpus: int | None = None) -> RaySession:
         _init(address=address)
         return RaySession(address=address, started=False, restore=_ray_messages_hidden())
     _say(f"ray: starting a local cluster for this run (set ${ADDRESS_VARIABLE} to join one)")
-    watchdog = Watchdog()
-    try:
-        with watchdog.marking(), _one_machine():
-            # "local": never attach silently to a `ray start` cluster found on this machine.
-            _init(
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                _node_ip_address=LOOPBACK,
-            )
-    except BaseException:
-        watchdog.stop()
-        raise
+    for attempt in range(1, START_TRIES + 1):
+        watchdog = Watchdog()
+        try:
+            with watchdog.marking(), _one_machine():
+                # "local": never attach silently to a `ray start` cluster found on this machine.
+                _init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    _node_ip_address=LOOPBACK,
+                )
+        except RunFailed as failed:
+            watchdog.stop()
+            if attempt == START_TRIES:
+                raise
+            _say(f"ray: the local cluster did not start ({failed.message}); starting it again")
+            continue
+        except BaseException:
+            watchdog.stop()
+            raise
+        break
     return RaySession(
         address=_current_address(),
         started=True,
@@ -242,6 +255,7 @@ def _init(**options: object) -> None:
         if ray.is_initialized():  # failed or interrupted half-way: stop what started
             with suppress(Exception), _ray_output_hidden():
                 ray.shutdown()
+        _deliver(held)  # asked to stop while Ray failed to start: the interrupt wins
         raise
     finally:
         if held and ray.is_initialized():  # interrupted while starting: stop what started

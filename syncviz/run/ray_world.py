@@ -23,6 +23,11 @@ Failures come back in bounded time:
   naming the ranks still running, and the world is shut down.
 - ``fn`` cannot be unpickled on a rank (its synchronizer class lives in a module
   the workers cannot import): that rank's result carries a RunFailed saying so.
+- While the world is set up (actors starting, the rendezvous, groups), each
+  rank's call is watched on its own: a rank that dies or raises is named at once
+  (with Ray's reason and its pid), not its peers left waiting for it.
+- Ray's own GCS or raylet dies (a local cluster this driver started): the next
+  wait, within a second, raises a RunFailed naming it.
 
 The rendezvous store listens on 127.0.0.1 when every rank is on this machine (on
 rank 0's node address otherwise), never on all interfaces; gloo's own sockets then
@@ -41,6 +46,7 @@ import datetime
 import os
 import re
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -402,10 +408,13 @@ class RayWorld:
         while pending:
             grace_end = None if first_error_at is None else first_error_at + self.timeout
             limit = _earliest(deadline, grace_end)
-            ready, pending = ray.wait(pending, num_returns=1, timeout=_remaining(limit))
+            ready, pending = ray.wait(pending, num_returns=1, timeout=_poll(limit))
             if not ready:
-                self._abandon_run(pending, rank_of, results, stopped_by_timeout=timeout)
-                return
+                self._check_ray_alive("run")
+                if _remaining(limit) == 0.0:
+                    self._abandon_run(pending, rank_of, results, stopped_by_timeout=timeout)
+                    return
+                continue
             if pending:  # whatever else already finished, so simultaneous deaths are all named
                 more, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
                 ready += more
@@ -512,8 +521,11 @@ class RayWorld:
         pending = list(refs)
         end = time.monotonic() + limit
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=_remaining(end))
+            ready, pending = ray.wait(pending, num_returns=1, timeout=_poll(end))
             if not ready:
+                self._check_ray_alive(what)
+                if _remaining(end):
+                    continue
                 late = sorted(rank_of[ref] for ref in pending)
                 raise RunFailed(
                     f"rank(s) {late} could not {what} within {limit:.3g} s",
@@ -538,6 +550,23 @@ class RayWorld:
             if dead or failed:
                 self._fail_setup(what, dead, failed)
         return values
+
+    def _check_ray_alive(self, what: str) -> None:
+        """Raise RunFailed naming Ray's own process (GCS, raylet) that died, if one did.
+
+        Without them actors neither answer nor die in Ray's eyes, so a wait would
+        last until its timeout and then blame the ranks.
+        """
+        dead = _dead_ray_processes()
+        if not dead:
+            return
+        self._failure = f"{dead[0]} died"
+        self.closed = True  # Ray cannot kill the actors any more; its own clean-up does
+        raise RunFailed(
+            f"Ray's {', '.join(dead)} died while the ranks tried to {what}",
+            fix="see /tmp/ray/session_latest/logs (killed, out of memory, crash); "
+            "the run was abandoned",
+        )
 
     def _fail_setup(self, what: str, dead: dict[int, str], failed: dict[int, str]) -> None:
         """Raise the RunFailed for ranks that died or raised while the world was set up."""
@@ -694,6 +723,33 @@ def _process_alive(pid: int) -> bool:
         except OSError:
             return False
         return True
+
+
+# How often a wait on the ranks looks whether Ray's own processes still run.
+_POLL_S = 1.0
+
+
+def _dead_ray_processes() -> list[str]:
+    """Ray's GCS and raylet processes this driver started that have ended ("raylet (pid 7)").
+
+    Only a driver that started its cluster holds them (read from Ray's node
+    object; empty when Ray keeps no such record).
+    """
+    node = getattr(sys.modules.get("ray._private.worker"), "_global_node", None)
+    processes = getattr(node, "all_processes", None) or {}
+    dead = []
+    for kind in ("gcs_server", "raylet"):
+        for info in processes.get(kind, ()):
+            process = getattr(info, "process", None)
+            if process is not None and process.poll() is not None:
+                dead.append(f"{kind} (pid {process.pid})")
+    return dead
+
+
+def _poll(moment: float | None) -> float:
+    """How long one wait may last: until ``moment``, at most :data:`_POLL_S`."""
+    left = _remaining(moment)
+    return _POLL_S if left is None else min(left, _POLL_S)
 
 
 def _earliest(*moments: float | None) -> float | None:

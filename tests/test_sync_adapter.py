@@ -63,7 +63,8 @@ def test_get_synchronizer_picks_the_class_by_architecture(family, cls):
 
 def test_unsupported_architecture_raises_the_original_error():
     """Mixtral has no ChatLearn synchronizer: RuntimeError with the original text."""
-    models = models_for(_spec("mixtral"), Parallel(tp=1), Parallel(tp=2))
+    spec = _spec("mixtral", num_experts=4, moe_ffn_hidden_size=32)
+    models = models_for(spec, Parallel(tp=1), Parallel(tp=2))
     with pytest.raises(RuntimeError) as info:
         get_synchronizer(*models)
     assert str(info.value) == (

@@ -3,9 +3,10 @@
 Floors follow DESIGN.md ("Layers and their direction"), bottom up; a module may
 import only from its own floor or the floors below it. Imports under
 ``if TYPE_CHECKING:`` are for type hints only and are not counted. Imports inside
-functions (lazy ones) count for the direction, since they still tie the floors
-together; a cycle is one Python runs into at import time (module-level imports), and
-cycles closed only by a lazy import are listed apart, as ``lazy cycles``.
+functions (lazy ones) count like any other, for the direction and for cycles: a lazy
+import still ties two modules together, and a cycle held apart only by placing an
+import inside a function is still a cycle (what both sides need belongs in a module
+below both).
 
     python scripts/import_graph.py            # a summary, then every cycle and upward import
     python scripts/import_graph.py --json     # the same, as JSON
@@ -62,9 +63,9 @@ class Graph:
     edges: dict[str, dict[str, int]] = field(default_factory=dict)
     lazy: dict[str, set[str]] = field(default_factory=dict)  # targets imported in functions only
 
-    def cycles(self, *, lazy: bool = False) -> list[list[str]]:
-        """Strongly connected groups of two or more modules, sorted: over module-level
-        imports, or (``lazy=True``) over every import."""
+    def cycles(self, *, lazy: bool = True) -> list[list[str]]:
+        """Strongly connected groups of two or more modules, sorted: over every import, lazy
+        ones included, or (``lazy=False``) over module-level imports only."""
         edges = {
             source: {t for t in targets if lazy or t not in self.lazy.get(source, set())}
             for source, targets in self.edges.items()
@@ -202,7 +203,7 @@ def summary(graph: Graph) -> dict[str, object]:
         "modules": len(graph.modules),
         "imports": graph.edge_count(),
         "cycles": graph.cycles(),
-        "lazy_cycles": [c for c in graph.cycles(lazy=True) if c not in graph.cycles()],
+        "import_time_cycles": graph.cycles(lazy=False),
         "upward": [f"{a} -> {b} (line {line})" for a, b, line in graph.upward()],
     }
 
@@ -223,10 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             f"modules: {data['modules']}  imports: {data['imports']}"
             f"  cycles: {len(cycles)}  upward imports: {len(upward)}"  # type: ignore[arg-type]
         )
+        eager = data["import_time_cycles"]
         for group in cycles:  # type: ignore[union-attr]
-            print("cycle: " + " <-> ".join(group))
-        for group in data["lazy_cycles"]:  # type: ignore[union-attr]
-            print("lazy cycle (not run at import time): " + " <-> ".join(group))
+            kind = "cycle" if group in eager else "cycle (closed by a lazy import)"  # type: ignore[operator]
+            print(f"{kind}: " + " <-> ".join(group))
         for line in upward:  # type: ignore[union-attr]
             print("upward: " + line)
     return 0 if not data["cycles"] and not data["upward"] else 1

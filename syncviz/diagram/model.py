@@ -31,48 +31,21 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.check import Region, element_status, findings_words, wrong_regions
+from syncviz.diagram.frames import Frame, frame
+from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
 from syncviz.diagram.raster_maps import local_grid, map_raster
 from syncviz.journey import TraceStep, param_steps
-from syncviz.provenance import RegionMap, is_symbolic
+from syncviz.provenance import is_symbolic
 from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
-    from syncviz.diagram.frames import Frame
     from syncviz.run.result import SyncResult
 
 MAX_EDGES = 64  # arrows per transfer map
 MAX_RANK_BOXES = 64  # rank boxes per side of the transfer map
-
-
-@dataclass
-class Panel:
-    """One rank's tensor: its raster, and for vLLM ranks what the oracle expects.
-
-    ``regions`` are the checker's wrong runs (rows, experts) of this tensor in
-    words; ``shared`` names, per block label, the other vLLM ranks that hold
-    the same (replicated) block.
-    """
-
-    title: str
-    rank: int
-    side: str  # src | dst | step
-    shape: tuple[int, ...]
-    actual: Raster
-    expected: Raster | None = None
-    regions: list[Region] = field(default_factory=list)
-    shared: dict[str, list[int]] = field(default_factory=dict)
-    # A symbolic run's tensor on the raster grid in local ids (None: materialized run, or
-    # a map too fragmented): step frames ask it which cells hold a step's ids.
-    grid: RegionMap | None = field(default=None, repr=False, compare=False)
-    # A materialized run's tensor in local ids, for the same questions (None: symbolic).
-    local_ids: torch.Tensor | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def wrong_cells(self) -> int:
-        return int((self.actual.status != 0).sum())
 
 
 @dataclass(frozen=True)
@@ -330,8 +303,6 @@ def _layout_diagram(
         problems=problems,
     )
     if step is not None:
-        from syncviz.diagram.frames import frame
-
         d.frame = frame(d, step, cell)
     return d
 
@@ -565,11 +536,3 @@ def _totals(records) -> tuple[int, int]:
             names.update(n.strip() for n in rec.label.split(",") if n.strip())
     return sum(rec.bytes for rec in records), len(names)
 
-
-def __getattr__(name: str):
-    """``Frame`` and ``frame`` live in diagram.frames; still importable from here."""
-    if name in ("Frame", "frame"):
-        from syncviz.diagram import frames
-
-        return getattr(frames, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -210,8 +210,8 @@ def check(
     roles = {r.world: plan.rank_name(r.world).rsplit(" (rank", 1)[0] for r in plan.roles}
     return CheckReport(
         real.name if real is not None else plan.spec.name,
-        _sizes(plan.src),
-        _sizes(plan.dst),
+        plan.src.sizes_text(),
+        plan.dst.sizes_text(),
         synchronizer,
         params,
         flow_errors,
@@ -243,11 +243,6 @@ def _scaled_sizes(real: ModelSpec, used: ModelSpec) -> list[str]:
         for n in names
         if getattr(real, n) != getattr(used, n)
     ]
-
-
-def _sizes(p) -> str:
-    parts = [f"tp{p.tp}"] + [f"{k}{v}" for k, v in (("pp", p.pp), ("ep", p.ep)) if v > 1]
-    return " ".join(parts)
 
 
 def _check_tensor(
@@ -544,7 +539,7 @@ def wrong_regions(
     unit = "expert" if actual.dim() == 3 else ("row" if actual.dim() == 2 else "element")
     got = actual.to(torch.int64)
     regions = []
-    for a, b in _true_runs(rows, split):
+    for a, b in true_runs(rows, split):
         if bool((status[a:b] == UNWRITTEN).all()):
             holds = "nothing (never written)"
         else:
@@ -577,8 +572,13 @@ def region_words(rows_words, a: int, b: int) -> str:
     return f"{rows_words(a, a + 1)} in its first, ..., {rows_words(b - 1, b)} in its last"
 
 
-def _true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:
-    """Runs [a, b) where ``flags`` is true, cut where ``split`` changes."""
+def true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:
+    """Runs [a, b) where ``flags`` is true, cut where ``split`` changes.
+
+    >>> flags = torch.tensor([True, True, False, True, True, True])
+    >>> true_runs(flags, None), true_runs(flags, torch.tensor([0, 0, 0, 0, 1, 1]))
+    ([(0, 2), (3, 6)], [(0, 2), (3, 4), (4, 6)])
+    """
     runs: list[tuple[int, int]] = []
     keys = split.tolist() if split is not None else None
     for i in torch.nonzero(flags).flatten().tolist():

@@ -43,10 +43,10 @@ from syncviz.diagnose.core import (
     ZEROS,
     Decoded,
     Diagnosis,
-    _global,
-    _placement_notes,
-    _rank_order_notes,
-    _require_fitting_shapes,
+    placement_notes,
+    rank_order_notes,
+    reference_tensor,
+    require_fitting_shapes,
 )
 from syncviz.diagnose.dumps import normalise
 from syncviz.diagnose.reference import Reference
@@ -184,8 +184,8 @@ def run_fingerprint_diagnosis(
     layout = model_layout(ref.spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
     whole = model_layout(ref.spec, REFERENCE, dst)
     dumps = open_prints(dump, dst_tp, dst_pp)
-    notes = _placement_notes(layout, whole, dumps)  # type: ignore[arg-type]
-    _require_fitting_shapes(layout, dumps)  # type: ignore[arg-type]
+    notes = placement_notes(layout, whole, dumps)  # type: ignore[arg-type]
+    require_fitting_shapes(layout, dumps)  # type: ignore[arg-type]
     decoded: list[list[Decoded]] = []
     pending: list[_Pending] = []
     for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
@@ -193,7 +193,7 @@ def run_fingerprint_diagnosis(
     if pending:
         _search_elsewhere(ref, layout, pending)
     diagnosis = Diagnosis(ref, layout, dumps, decoded, notes)  # type: ignore[arg-type]
-    diagnosis.notes += _rank_order_notes(diagnosis)
+    diagnosis.notes += rank_order_notes(diagnosis)
     # The shared note words name full dump files; here the files are fingerprint files.
     diagnosis.notes = [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in diagnosis.notes]
     return diagnosis
@@ -228,7 +228,7 @@ def _judge(
                 fix=f"fingerprint again with save_fingerprints(..., run_1d={length})",
             )
         if glob is None:
-            glob = _global(ref, param)
+            glob = reference_tensor(ref, param)
         key = (entry.dtype, length, entry.run)
         if key not in tables:
             tables[key] = PrintTable(glob.to(entry.dtype), length, entry.run)
@@ -280,7 +280,7 @@ def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pendin
         fits = [p for p in pending if numel % p.decoded.length == 0]
         if not fits:
             continue
-        glob = _global(ref, param)
+        glob = reference_tensor(ref, param)
         tables: dict[tuple[torch.dtype, int, int], PrintTable] = {}
         for p in fits:
             key = (p.dtype, p.decoded.length, p.run)

@@ -183,11 +183,9 @@ def expert_diagram(
         )
         for r in rows
     ]
-    from syncviz.diagram.model import _sizes
-
     title = (
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
-        f" src {_sizes(plan.src)} -> dst {_sizes(plan.dst)}"
+        f" src {plan.src.sizes_text()} -> dst {plan.dst.sizes_text()}"
     )
     return ExpertDiagram(
         key,

@@ -63,8 +63,8 @@ from syncviz.diagram.raster import (
     MAX_CELLS,
     BlockTable,
     Raster,
-    _cells,
     as_grid,
+    cell_reduce,
     raster,
     small_work,
 )
@@ -294,7 +294,7 @@ def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[Fill]:
         first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
         fill = torch.where(~data, min(first, total), fill).clamp(max=max(total, 1))
         rs, cs = p.actual.cell
-        fills.append(Fill(_cells(fill, rs, cs, "min"), _cells(fill, rs, cs, "max")))
+        fills.append(Fill(cell_reduce(fill, rs, cs, "min"), cell_reduce(fill, rs, cs, "max")))
     return fills
 
 

@@ -63,11 +63,11 @@ class PanelLayout:
     def __init__(self, d: LayoutDiagram) -> None:
         self.axis = d.axis
         sides = [d.src, d.dst, d.dst]
-        along = [self._along(p) for p in d.src + d.dst]
+        along = [self.along_of(p) for p in d.src + d.dst]
         total = max(sum(along[: len(d.src)]), sum(along[len(d.src) :]), 1)
         self.min_along = total * 0.035  # a one-row tensor still gets a visible strip
         self.gap = total * 0.02
-        self.across = max(self._across(p) for p in d.src + d.dst)
+        self.across = max(self.across_of(p) for p in d.src + d.dst)
         band_w = self.across * (0.9 if d.axis == 0 else 0.7)
         side_gap = self.across * (0.12 if d.axis == 0 else 0.3)
         self.offsets = [0.0, self.across + band_w, 2 * self.across + band_w + side_gap]
@@ -76,29 +76,29 @@ class PanelLayout:
         for s, panels in enumerate(sides):
             pos = 0.0
             for i, p in enumerate(panels):
-                n = max(self._along(p), self.min_along)
+                n = max(self.along_of(p), self.min_along)
                 self.spans[s, i] = (pos, pos + n)
                 pos += n + self.gap
         self.span_along = max(v[1] for v in self.spans.values())
 
-    def _along(self, p: Panel) -> float:
+    def along_of(self, p: Panel) -> float:
         return float(p.actual.rows if self.axis == 0 else p.actual.cols)
 
-    def _across(self, p: Panel) -> float:
+    def across_of(self, p: Panel) -> float:
         return float(p.actual.cols if self.axis == 0 else p.actual.rows)
 
     def extent(self, side: int, i: int, p: Panel) -> tuple[float, float, float, float]:
         """(x0, x1, y0, y1) of a panel, y growing downward."""
         a0, a1 = self.spans[side, i]
         c0 = self.offsets[side]
-        c1 = c0 + self._across(p)
+        c1 = c0 + self.across_of(p)
         return (c0, c1, a0, a1) if self.axis == 0 else (a0, a1, c0, c1)
 
     def point(self, side: int, i: int, p: Panel, along: float, across: float):
         """Data (x, y) of element position (along, across) of a panel."""
         x0, _, y0, _ = self.extent(side, i, p)
         a0, a1 = self.spans[side, i]
-        scale = (a1 - a0) / max(self._along(p), 1)
+        scale = (a1 - a0) / max(self.along_of(p), 1)
         if self.axis == 0:
             return x0 + across, y0 + along * scale
         return x0 + along * scale, y0 + across

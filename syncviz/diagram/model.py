@@ -286,7 +286,7 @@ def _layout_diagram(
         problems = findings_words(result)[0].get(key, [])
     title = (
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
-        f" trainer {_sizes(plan.src)} -> vLLM {_sizes(plan.dst)}"
+        f" trainer {plan.src.sizes_text()} -> vLLM {plan.dst.sizes_text()}"
     )
     recorded = Replayed(lambda: param_steps(result, key)) if steps is None else steps
     d = LayoutDiagram(
@@ -327,7 +327,7 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
     ``index``: the wrong rows (experts, elements) come from a raster of one cell per row,
     and both sides of each are worded from their maps (:func:`syncviz.check.map_words`),
     no element read."""
-    from syncviz.check import _true_runs, map_words, region_words
+    from syncviz.check import map_words, region_words, true_runs
     from syncviz.run.values import UNWRITTEN_ID
 
     base = plan.id_base[param.key]
@@ -352,7 +352,7 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
         return rows_words
 
     regions = []
-    for a, b in _true_runs(flags, split):
+    for a, b in true_runs(flags, split):
         got_rows = got_map.take(0, a, 1, b - a)
         if all(r.is_constant and r.offset == UNWRITTEN_ID for r in got_rows.regions):
             holds = "nothing (never written)"  # as wrong_regions says it, told by the map
@@ -360,11 +360,6 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
             holds = region_words(words(got_map), a, b)
         regions.append(Region(unit, a, b, holds, region_words(words(want_ids), a, b)))
     return regions
-
-
-def _sizes(p) -> str:
-    parts = [f"tp{p.tp}"] + [f"{k}{v}" for k, v in (("pp", p.pp), ("ep", p.ep)) if v > 1]
-    return " ".join(parts)
 
 
 def _common_cell(param, axis: int, max_cells: int) -> tuple[int, int]:
@@ -510,7 +505,7 @@ def transfer_diagram(result: SyncResult) -> TransferDiagram:
     kept = [e for e in edges if e.src in shown and e.dst in shown][:MAX_EDGES]
     if len(kept) < len(edges):
         notes.append(f"... {len(edges) - len(kept)} more transfers")
-    title = f"{plan.spec.name}: src {_sizes(plan.src)} -> dst {_sizes(plan.dst)}"
+    title = f"{plan.spec.name}: src {plan.src.sizes_text()} -> dst {plan.dst.sizes_text()}"
     return TransferDiagram(title, src_boxes, dst_boxes, kept, exchanges, notes)
 
 
@@ -535,4 +530,3 @@ def _totals(records) -> tuple[int, int]:
         if rec.label:
             names.update(n.strip() for n in rec.label.split(",") if n.strip())
     return sum(rec.bytes for rec in records), len(names)
-

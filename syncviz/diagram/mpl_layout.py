@@ -305,20 +305,20 @@ def _bands(ax, lay: PanelLayout, d: LayoutDiagram) -> None:
     for b in d.bands:
         si, sp = src_i[b.src]
         di, dp = dst_i[b.dst]
-        a0 = lay.point(0, si, sp, b.src_span[0], lay._across(sp))
-        a1 = lay.point(0, si, sp, b.src_span[1], lay._across(sp))
+        a0 = lay.point(0, si, sp, b.src_span[0], lay.across_of(sp))
+        a1 = lay.point(0, si, sp, b.src_span[1], lay.across_of(sp))
         c0 = lay.point(1, di, dp, b.dst_span[0], 0)
         c1 = lay.point(1, di, dp, b.dst_span[1], 0)
         if lay.axis == 0:
             a0, a1 = (
-                (lay.offsets[0] + lay._across(sp), a0[1]),
-                (lay.offsets[0] + lay._across(sp), a1[1]),
+                (lay.offsets[0] + lay.across_of(sp), a0[1]),
+                (lay.offsets[0] + lay.across_of(sp), a1[1]),
             )
             c0, c1 = (lay.offsets[1], c0[1]), (lay.offsets[1], c1[1])
         else:
             a0, a1 = (
-                (a0[0], lay.offsets[0] + lay._across(sp)),
-                (a1[0], lay.offsets[0] + lay._across(sp)),
+                (a0[0], lay.offsets[0] + lay.across_of(sp)),
+                (a1[0], lay.offsets[0] + lay.across_of(sp)),
             )
             c0, c1 = (c0[0], lay.offsets[1]), (c1[0], lay.offsets[1])
         poly = [a0, a1, c1, c0]

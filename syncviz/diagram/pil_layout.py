@@ -246,8 +246,8 @@ def _bands(image, lay: PanelLayout, d: LayoutDiagram, px) -> None:
             x0, _, y0, _ = lay.extent(side, i, p)
             a0, a1 = lay.spans[side, i]
             origin = y0 if lay.axis == 0 else x0
-            starts[side, p.rank] = (origin, (a1 - a0) / max(lay._along(p), 1))
-    src_edge = {p.rank: lay.offsets[0] + lay._across(p) for p in d.src}
+            starts[side, p.rank] = (origin, (a1 - a0) / max(lay.along_of(p), 1))
+    src_edge = {p.rank: lay.offsets[0] + lay.across_of(p) for p in d.src}
     colors: dict[tuple[int, bool], tuple[int, ...]] = {}
     wrong = tuple(c / 255 for c in hex_rgb(WRONG))
     for b in sorted(d.bands, key=lambda b: b.wrong):

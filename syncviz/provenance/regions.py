@@ -89,8 +89,12 @@ class Region:
         return out
 
 
-def _region(start, stop, offset, strides) -> Region:
-    """A region with the strides of extent-1 dims zeroed (the canonical form)."""
+def canonical_region(start, stop, offset, strides) -> Region:
+    """A region with the strides of extent-1 dims zeroed (the canonical form).
+
+    >>> canonical_region((0, 2), (4, 3), 10, (8, 1)).strides
+    (8, 0)
+    """
     strides = tuple(s if b - a > 1 else 0 for a, b, s in zip(start, stop, strides, strict=True))
     return Region(tuple(start), tuple(stop), offset, strides)
 
@@ -116,7 +120,7 @@ class RegionMap:
         shape = tuple(shape)
         if math.prod(shape) == 0:
             return cls(shape, [])
-        return cls(shape, [_region((0,) * len(shape), shape, offset, tuple(strides))])
+        return cls(shape, [canonical_region((0,) * len(shape), shape, offset, tuple(strides))])
 
     @classmethod
     def constant(cls, shape: Sequence[int], value: float) -> RegionMap:
@@ -150,7 +154,9 @@ class RegionMap:
                     k += 1
                 start = (*coords, j)
                 stop = (*(c + 1 for c in coords), k)
-                regions.append(_region(start, stop, row[j], (0,) * len(outer) + (int(step),)))
+                regions.append(
+                    canonical_region(start, stop, row[j], (0,) * len(outer) + (int(step),))
+                )
                 j = k
         return cls(shape, regions)
 
@@ -212,7 +218,7 @@ class RegionMap:
             first = start + j0 * step
             offset = r.offset + (first - a) * r.strides[dim]
             out.append(
-                _region(
+                canonical_region(
                     _put(r.start, dim, j0),
                     _put(r.stop, dim, j1),
                     offset,
@@ -380,7 +386,7 @@ class RegionMap:
                 lo = hi = stride = None
             if lo is not None:
                 out.append(
-                    _region(
+                    canonical_region(
                         (*r.start[:d], lo, *r.start[d + 2 :]),
                         (*r.stop[:d], hi, *r.stop[d + 2 :]),
                         r.offset,
@@ -392,7 +398,7 @@ class RegionMap:
                 raise _TooMany
             for k in range(a0, b0):  # one region per row of the merge
                 out.append(
-                    _region(
+                    canonical_region(
                         (*r.start[:d], k * big + a1, *r.start[d + 2 :]),
                         (*r.stop[:d], k * big + b1, *r.stop[d + 2 :]),
                         r.offset + (k - a0) * sa,
@@ -410,7 +416,7 @@ class RegionMap:
 
             def piece(row0, row1, col0, col1, offset, r=r, s=s):
                 out.append(
-                    _region(
+                    canonical_region(
                         (*r.start[:d], row0, col0, *r.start[d + 1 :]),
                         (*r.stop[:d], row1, col1, *r.stop[d + 1 :]),
                         offset,
@@ -661,7 +667,7 @@ def _shifted(r: Region, start: tuple[int, ...], stop: tuple[int, ...]) -> Region
     offset = r.offset + sum(
         (a - a0) * s for a, a0, s in zip(start, r.start, r.strides, strict=True)
     )
-    return _region(start, stop, offset, r.strides)
+    return canonical_region(start, stop, offset, r.strides)
 
 
 def _coalesce(regions: Sequence[Region]) -> list[Region]:
@@ -702,4 +708,6 @@ def _join(a: Region, b: Region, d: int) -> Region | None:
         return None
     if (ea > 1 and a.strides[d] != step) or (eb > 1 and b.strides[d] != step):
         return None
-    return _region(a.start, _put(a.stop, d, b.stop[d]), a.offset, _put(a.strides, d, int(step)))
+    return canonical_region(
+        a.start, _put(a.stop, d, b.stop[d]), a.offset, _put(a.strides, d, int(step))
+    )

@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from syncviz.errors import SyncvizError
-from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, _region, row_major
+from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, canonical_region, row_major
 
 aten = torch.ops.aten
 
@@ -529,7 +529,7 @@ def _to_base(pos, pstrides, val, vstrides, extents, base_shape) -> list[Region]:
         used.add(k)
         stop[k] = start[k] + n
         strides[k] = vstrides[j]
-    return [_region(tuple(start), tuple(stop), val, tuple(strides))]
+    return [canonical_region(tuple(start), tuple(stop), val, tuple(strides))]
 
 
 def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:

@@ -38,6 +38,7 @@ PACKAGE = "syncviz"
 FLOORS: tuple[tuple[str, ...], ...] = (
     (
         "errors",
+        "geometry",
         "files",
         "constants",
         "families",

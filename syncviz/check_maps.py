@@ -329,14 +329,6 @@ def _chunk_pieces(value, dims, base, numel, global_shape) -> list[Piece] | None:
     return flat_pieces(ids, global_shape)
 
 
-def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
-    coords = []
-    for n in reversed(shape):
-        flat, rem = divmod(flat, n)
-        coords.append(rem)
-    return tuple(reversed(coords))
-
-
 def _chunks(m: RegionMap, limit: int) -> list[tuple[float, list[tuple[int, int]]]] | None:
     """``m``'s values in flat (row-major) order as chunks, each contiguous in ``m``'s
     memory and affine: (value at its start, [(extent, stride)] over its dims). A lazy

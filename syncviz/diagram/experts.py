@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.geometry import overlap, row_major
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import block_numbers
 from syncviz.oracle.index import Box, Pad
@@ -501,14 +502,12 @@ def _same_ids(a: list[Box], b: list[Box]) -> bool | None:
     size_a, size_b = sum(x.numel for x in a), sum(x.numel for x in b)
     if size_a != size_b:
         return False
-    self_overlap = sum(_overlap(x, y) for i, x in enumerate(a) for y in a[i + 1 :])
-    return not self_overlap and sum(_overlap(x, y) for x in a for y in b) == size_a
-
-
-def _overlap(x: Box, y: Box) -> int:
-    return math.prod(
-        max(0, min(b1, b2) - max(a1, a2))
-        for a1, b1, a2, b2 in zip(x.start, x.stop, y.start, y.stop, strict=True)
+    self_overlap = sum(
+        overlap(x.start, x.stop, y.start, y.stop) for i, x in enumerate(a) for y in a[i + 1 :]
+    )
+    return (
+        not self_overlap
+        and sum(overlap(x.start, x.stop, y.start, y.stop) for x in a for y in b) == size_a
     )
 
 
@@ -534,7 +533,7 @@ def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> s
         for e in range(block.box.start[0], block.box.stop[0]):
             by_expert.setdefault(e, []).append(number)
     for i, box in enumerate(boxes):
-        local = dict(zip(box.dims, _row_major_of([box.extents[d] for d in box.dims]), strict=True))
+        local = dict(zip(box.dims, row_major([box.extents[d] for d in box.dims]), strict=True))
         near = dict.fromkeys(
             n for e in range(box.start[0], box.stop[0]) for n in by_expert.get(e, ())
         )
@@ -551,14 +550,6 @@ def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> s
                 seen[k] = [min(seen[k][0], lo[d]), max(seen[k][1], hi[d] - 1)]
     order = sorted(first, key=first.__getitem__)
     return _held_text(param, order, {n: [tuple(v) for v in bounds[n]] for n in order}, extra)
-
-
-def _row_major_of(extents: list[int]) -> list[int]:
-    out, step = [], 1
-    for n in reversed(extents):
-        out.append(step)
-        step *= n
-    return list(reversed(out))
 
 
 def _slots(param: ParamLayout, want: torch.Tensor) -> dict[int, int]:

@@ -28,22 +28,10 @@ from dataclasses import dataclass
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.geometry import unravel
 
 # A map with more regions than this has fragmented: callers materialize or give up.
 MAX_REGIONS = 65_536
-
-
-def row_major(shape: Sequence[int]) -> tuple[int, ...]:
-    """Row-major strides of ``shape``, in elements.
-
-    >>> row_major((2, 3, 4))
-    (12, 4, 1)
-    """
-    out, step = [], 1
-    for n in reversed(shape):
-        out.append(step)
-        step *= n
-    return tuple(reversed(out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +131,7 @@ class RegionMap:
         regions = []
         flat = rows.tolist()
         for i, row in enumerate(flat):
-            coords = _unravel(i, outer)
+            coords = unravel(i, outer)
             j = 0
             while j < len(row):
                 k = j + 1
@@ -604,14 +592,6 @@ def _drop(t: tuple, i: int) -> tuple:
 
 def _ins(t: tuple, i: int, v) -> tuple:
     return (*t[:i], v, *t[i:])
-
-
-def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
-    coords = []
-    for n in reversed(shape):
-        flat, rem = divmod(flat, n)
-        coords.append(rem)
-    return tuple(reversed(coords))
 
 
 def _groups(old: tuple[int, ...], new: tuple[int, ...]) -> list[tuple[tuple, tuple]]:

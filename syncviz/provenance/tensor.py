@@ -33,7 +33,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from syncviz.errors import SyncvizError
-from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, canonical_region, row_major
+from syncviz.geometry import row_major, unravel
+from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, canonical_region
 
 aten = torch.ops.aten
 
@@ -497,7 +498,7 @@ def _write(dst: SymbolicTensor, src: RegionMap) -> None:
 def _to_base(pos, pstrides, val, vstrides, extents, base_shape) -> list[Region]:
     """The base-coordinate regions a written box covers (positions affine in its coords)."""
     rm = row_major(base_shape)
-    start = list(_unravel(pos, base_shape))
+    start = list(unravel(pos, base_shape))
     stop = [c + 1 for c in start]
     strides = [0] * len(base_shape)
     used: set[int] = set()
@@ -530,14 +531,6 @@ def _to_base(pos, pstrides, val, vstrides, extents, base_shape) -> list[Region]:
         stop[k] = start[k] + n
         strides[k] = vstrides[j]
     return [canonical_region(tuple(start), tuple(stop), val, tuple(strides))]
-
-
-def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
-    coords = []
-    for n in reversed(shape):
-        flat, rem = divmod(flat, n)
-        coords.append(rem)
-    return tuple(reversed(coords))
 
 
 # ---------------------------------------------------------------- computing ops

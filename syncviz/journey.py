@@ -32,7 +32,7 @@ from syncviz.errors import SyncvizError
 from syncviz.idset import IdSet
 from syncviz.oracle import ParamLayout
 from syncviz.provenance import RegionMap, SymbolicTensor, is_symbolic, map_of, row_major
-from syncviz.trace.model import OpRecord, ParamTrace
+from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
     from syncviz.run.result import SyncResult

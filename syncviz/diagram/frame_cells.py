@@ -3,16 +3,9 @@
 cell's first global id, the element rows of marked cells, and a vLLM panel as written by
 steps 1..k.
 
->>> import torch
->>> from syncviz.diagram.raster import BlockTable, raster
->>> from syncviz.oracle import model_layout
->>> from syncviz.spec import ModelSpec
->>> from syncviz import Parallel
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
->>> r = raster(qkv.dst[0].index.ids(), BlockTable(qkv))
->>> spans(torch.tensor([[True] * 8, [False] * 8] * 4), r)
-'rows 0, 2, 4, 6'
+>>> fill = Fill(some=torch.tensor([[1, 2]]), all=torch.tensor([[3, 2]]))
+>>> (fill.all <= 2).tolist()  # after step 2, the second cell is whole, the first in part
+[[False, True]]
 """
 
 from __future__ import annotations

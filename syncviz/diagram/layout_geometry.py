@@ -27,12 +27,12 @@ SIDES = ("trainer", "vLLM holds", "vLLM expected")
 def panel_image(panel_raster) -> np.ndarray:
     """RGB of a raster, two pixels per cell so mixed cells can be dotted.
 
+    >>> from syncviz import ModelSpec, Parallel
     >>> from syncviz.diagram.raster import BlockTable, raster
     >>> from syncviz.oracle import model_layout
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz import Parallel
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
+    >>> layout = model_layout(ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2),
+    ...                       Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> qkv = layout.params[1]
     >>> panel_image(raster(qkv.dst[0].index.ids(), BlockTable(qkv))).shape
     (16, 16, 3)
     """
@@ -48,12 +48,11 @@ def panel_image(panel_raster) -> np.ndarray:
 class PanelLayout:
     """Where each panel goes: 'along' the block axis, 'across' it; data units = elements.
 
-    >>> from syncviz import Parallel
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.run.inprocess import run_sync
+    >>> from syncviz import ModelSpec, Parallel
     >>> from syncviz.diagram.model import layout_diagram
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> from syncviz.run.inprocess import run_sync
+    >>> result = run_sync(ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2),
+    ...                   Parallel(tp=1), Parallel(tp=2), layers=[0])
     >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
     >>> lay = PanelLayout(d)
     >>> lay.extent(0, 0, d.src[0])[:2], lay.extent(1, 1, d.dst[1])[1] > lay.across

@@ -3,7 +3,7 @@
 Nothing here holds a torch object, so a trace can be saved, diffed, loaded in
 another process and drawn without torch tensors around.
 
->>> from syncviz.trace.model import OpRecord, ParamTrace, SyncTrace, TensorRef
+>>> from syncviz.trace import OpRecord, ParamTrace, SyncTrace, TensorRef
 >>> op = OpRecord(index=0, op="view", inputs=[TensorRef(0, [8, 4], "float32")],
 ...               args=[[4, 8]], outputs=[TensorRef(1, [4, 8], "float32")], derived_from=[0])
 >>> op.summary()
@@ -20,28 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from syncviz.trace.json_io import read_trace_fields, trace_fields, trace_to_json
-from syncviz.trace.records import (
-    SCHEMA_NAME,
-    SCHEMA_VERSION,
-    CollectiveRecord,
-    JSONValue,
-    OpRecord,
-    ParamTrace,
-    SourceRecord,
-    TensorRef,
-)
-
-__all__ = [
-    "SCHEMA_NAME",
-    "SCHEMA_VERSION",
-    "CollectiveRecord",
-    "JSONValue",
-    "OpRecord",
-    "ParamTrace",
-    "SourceRecord",
-    "SyncTrace",
-    "TensorRef",
-]
+from syncviz.trace.records import CollectiveRecord, JSONValue, ParamTrace, SourceRecord
 
 
 @dataclass

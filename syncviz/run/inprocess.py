@@ -35,6 +35,7 @@ from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
 from syncviz.run.symbolic_state import symbolic_state
 from syncviz.run.values import global_weights, take, unwritten
+from syncviz.run.world import World
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
 from syncviz.trace.model import SyncTrace
@@ -91,7 +92,7 @@ def run_sync(
     executor: Executor = "inprocess",
     trace: bool = True,
     timeout: float = DEFAULT_TIMEOUT_S,
-    world: Any = None,
+    world: World | None = None,
     show_progress: bool = False,
     values: Values = SyncOptions.values,
     seed: int = SyncOptions.seed,
@@ -198,7 +199,7 @@ def _describer(plan: SyncPlan, tracers: dict[int, Tracer]):
     return describe
 
 
-def _symbolic(provenance: str, values: str, executor: str, world: Any) -> bool:
+def _symbolic(provenance: str, values: str, executor: str, world: World | None) -> bool:
     if provenance not in ("materialized", "symbolic"):
         raise SyncvizError(
             f"unknown provenance {provenance!r}", fix="use 'materialized' or 'symbolic'"
@@ -215,7 +216,7 @@ def _symbolic(provenance: str, values: str, executor: str, world: Any) -> bool:
 
 
 def _execute(
-    world: Any,
+    world: World,
     plan: SyncPlan,
     factory,
     trace: bool,

@@ -260,19 +260,29 @@ def _check_tensor(
     wrong = (status == WRONG) | (status == FOREIGN)
     check = TensorCheck(world, tp, "ok", int(wrong.sum()), int(unwritten.sum()), writes)
     where = f"dst rank {world} (tp {tp})"
-    if check.unwritten:
-        check.status = "unwritten"
-        if check.unwritten == actual.numel():
-            check.problems.append(f"{where}: never written")
-        else:
-            check.problems.append(f"{where}: {check.unwritten} elements never written")
+    _note_unwritten(check, where, actual.numel())
     if check.wrong:
         check.status = "wrong"
         check.problems += _wrong_runs(param, where, got, expected, wrong, cache)
-    if writes > 1:
-        check.status = "rewritten" if check.status == "ok" else check.status
-        check.problems.append(f"{where}: written {writes} times")
+    _note_rewritten(check, where)
     return check
+
+
+def _note_unwritten(check: TensorCheck, where: str, numel: int) -> None:
+    """Status and words for the elements of a tensor of ``numel`` the sync never wrote."""
+    if check.unwritten:
+        check.status = "unwritten"
+        if check.unwritten == numel:
+            check.problems.append(f"{where}: never written")
+        else:
+            check.problems.append(f"{where}: {check.unwritten} elements never written")
+
+
+def _note_rewritten(check: TensorCheck, where: str) -> None:
+    """Status and words for a tensor the sync wrote more than once."""
+    if check.writes > 1:
+        check.status = "rewritten" if check.status == "ok" else check.status
+        check.problems.append(f"{where}: written {check.writes} times")
 
 
 def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
@@ -306,12 +316,7 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     )
     check = TensorCheck(world, t.tp, "ok", diff.wrong, diff.unwritten, writes)
     where = f"dst rank {world} (tp {t.tp})"
-    if check.unwritten:
-        check.status = "unwritten"
-        if check.unwritten == raw.numel():
-            check.problems.append(f"{where}: never written")
-        else:
-            check.problems.append(f"{where}: {check.unwritten} elements never written")
+    _note_unwritten(check, where, raw.numel())
     if check.wrong:
         check.status = "wrong"
         unit = "expert" if raw.dim() == 3 else ("row" if raw.dim() == 2 else "element")
@@ -336,9 +341,7 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
             check.problems.append(f"{where}, {span}: holds {holds}, expected {wants}")
         if len(runs) > MAX_RUNS:
             check.problems.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
-    if writes > 1:
-        check.status = "rewritten" if check.status == "ok" else check.status
-        check.problems.append(f"{where}: written {writes} times")
+    _note_rewritten(check, where)
     for other in _owners_of_ranges(plan, diff.id_ranges, param.key, cache):
         check.problems.append(f"{where}: holds elements of {other}")
     return check

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from syncviz.geometry import intersection
 from syncviz.oracle.index import IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
 from syncviz.provenance import Region, RegionMap, row_major
 from syncviz.provenance.regions import ReshapedMap
@@ -74,10 +75,10 @@ def compare_maps(actual: RegionMap, expected: RegionMap) -> MapDiff:
     rows: list[tuple[int, int]] = []
     for ra in a.regions:
         for rb in b.regions:
-            lo = tuple(max(x, y) for x, y in zip(ra.start, rb.start, strict=True))
-            hi = tuple(min(x, y) for x, y in zip(ra.stop, rb.stop, strict=True))
-            if any(x >= y for x, y in zip(lo, hi, strict=True)):
+            met = intersection(ra.start, ra.stop, rb.start, rb.stop)
+            if met is None:
                 continue
+            lo, hi = met
             _compare_piece(ra, rb, lo, hi, row_shape, diff, rows)
     diff.wrong_rows = _merge_runs(rows) if shape else ([(0, 1)] if diff.wrong else [])
     return diff

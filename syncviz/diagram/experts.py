@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.geometry import overlap, row_major
+from syncviz.geometry import intersection, overlap, row_major
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import block_numbers
 from syncviz.oracle.index import Box, Pad
@@ -387,10 +387,10 @@ def _map_slice_cell(
     foreign = padding = uncertain = False
     for ra in got_regions:
         for rb in want_regions:
-            lo = tuple(max(x, y) for x, y in zip(ra.start, rb.start, strict=True))
-            hi = tuple(min(x, y) for x, y in zip(ra.stop, rb.stop, strict=True))
-            if any(x >= y for x, y in zip(lo, hi, strict=True)):
+            met = intersection(ra.start, ra.stop, rb.start, rb.stop)
+            if met is None:
                 continue
+            lo, hi = met
             size = math.prod(y - x for x, y in zip(lo, hi, strict=True))
             va, vb = ra.value_at(lo), rb.value_at(lo)
             moving = [d for d in range(len(lo)) if hi[d] - lo[d] > 1]
@@ -539,10 +539,10 @@ def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> s
         )
         for number in near:
             block = param.blocks[number]
-            lo = [max(a, b) for a, b in zip(box.start, block.box.start, strict=True)]
-            hi = [min(a, b) for a, b in zip(box.stop, block.box.stop, strict=True)]
-            if any(a >= b for a, b in zip(lo, hi, strict=True)):
+            met = intersection(box.start, box.stop, block.box.start, block.box.stop)
+            if met is None:
                 continue
+            lo, hi = met
             pos = (i, sum((lo[d] - box.start[d]) * local[d] for d in range(box.ndim)))
             first[number] = min(first.get(number, pos), pos)
             seen = bounds.setdefault(number, [[lo[1], hi[1] - 1], [lo[2], hi[2] - 1]])

@@ -109,6 +109,20 @@ class Frame:
         moved = ", ".join(self.step.blocks) if self.step.blocks else "not replayed on ids"
         return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
 
+    def mark_read(self, p: Panel, cells: torch.Tensor | None) -> None:
+        """Mark the cells of trainer panel ``p`` the step read (None: none of them)."""
+        self.read.append(cells)
+        if cells is not None:
+            self.read_titles.append(p.title)
+            self.read_spans.append(spans(cells, p.actual))
+
+    def mark_wrote(self, p: Panel, cells: torch.Tensor | None) -> None:
+        """Mark the cells of vLLM panel ``p`` the step's result lands in (None: none)."""
+        self.wrote.append(cells)
+        if cells is not None:
+            self.wrote_titles.append(p.title)
+            self.wrote_spans.append(spans(cells, p.actual))
+
     def region_lines(self) -> list[str]:
         """``reads <panel> rows a-b`` / ``writes <panel> rows a-b``, one per marked panel;
         rows of the drawn grid (a 3-D expert tensor stacks its experts' rows)."""
@@ -350,19 +364,13 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
             else:
                 hit = None
             cells = _any_cells(hit, p.actual.cell) if hit is not None and bool(hit.any()) else None
-        f.read.append(cells)
-        if cells is not None:
-            f.read_titles.append(p.title)
-            f.read_spans.append(spans(cells, p.actual))
+        f.mark_read(p, cells)
     own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
     for i, p in enumerate(d.dst):
         cells = None
         if wrote_ids is not None and (not own_dst or i in own_dst):
             hit = _member(known.dst_index[i], wrote_ids, numel, wrote_table)
             cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
-        f.wrote.append(cells)
-        if cells is not None:
-            f.wrote_titles.append(p.title)
-            f.wrote_spans.append(spans(cells, p.actual))
+        f.mark_wrote(p, cells)
     for p, fill in zip(d.dst, known.fills, strict=True):
         f.filled.append(filled(p, fill, f.number))

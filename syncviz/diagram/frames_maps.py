@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from syncviz.diagram.frame_cells import Fill, cell_ids, filled, spans
+from syncviz.diagram.frame_cells import Fill, cell_ids, filled
 from syncviz.diagram.raster import BlockTable, Raster
 from syncviz.diagram.raster_maps import grid_map, map_raster
 from syncviz.idset import IdSet, cells_meeting
@@ -182,10 +182,7 @@ def mark(d: LayoutDiagram, f: Frame) -> None:
             if wanted is not None and not wanted.empty:
                 hit = cells_meeting(k.shard_grids[i], p.actual.cell, wanted)
                 cells = hit if bool(hit.any()) else None
-        f.read.append(cells)
-        if cells is not None:
-            f.read_titles.append(p.title)
-            f.read_spans.append(spans(cells, p.actual))
+        f.mark_read(p, cells)
     own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
     for i, p in enumerate(d.dst):
         cells = None
@@ -196,10 +193,7 @@ def mark(d: LayoutDiagram, f: Frame) -> None:
             else:
                 hit = wrote.contains(k.cell_ids[i])
             cells = hit if bool(hit.any()) else None
-        f.wrote.append(cells)
-        if cells is not None:
-            f.wrote_titles.append(p.title)
-            f.wrote_spans.append(spans(cells, p.actual))
+        f.mark_wrote(p, cells)
     for p, fill in zip(d.dst, k.fills, strict=True):
         # Without a grid map a cell is judged by its first element: written whole at once.
         whole = fill if isinstance(fill, Fill) else Fill(fill, fill)

@@ -240,26 +240,12 @@ def _labels(
 
     for label in panel_labels(r, lay.axis, place, min_gap):
         x, y = lay.point(s, i, p, label.mid, 0)
+        # Left of rows (axis 0) or above columns (axis 1), a little off the panel.
         if lay.axis == 0:
-            ax.text(
-                x - lay.across * 0.015,
-                y,
-                label.text,
-                ha="right",
-                va="center",
-                fontsize=FONT,
-                clip_on=False,
-            )
+            x, ha, va = x - lay.across * 0.015, "right", "center"
         else:
-            ax.text(
-                x,
-                y - lay.across * 0.015,
-                label.text,
-                ha="center",
-                va="bottom",
-                fontsize=FONT,
-                clip_on=False,
-            )
+            y, ha, va = y - lay.across * 0.015, "center", "bottom"
+        ax.text(x, y, label.text, ha=ha, va=va, fontsize=FONT, clip_on=False)
 
 
 _short = short_label  # kept: importable from here as before

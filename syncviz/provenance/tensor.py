@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from syncviz.errors import SyncvizError
-from syncviz.geometry import row_major, unravel
+from syncviz.geometry import intersection, row_major, unravel
 from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, canonical_region
 
 aten = torch.ops.aten
@@ -271,13 +271,6 @@ def _unbind(func, args, kwargs):
     return [_view(x, meta, lambda m, i=i: m.select(dim, i)) for i, meta in enumerate(metas)]
 
 
-def _squeeze(func, args, kwargs):
-    x = args[0]
-    meta = _run_meta(func, args, kwargs)
-    shape = tuple(meta.shape)
-    return _view(x, meta, lambda m: m.reshape(shape))
-
-
 # ---------------------------------------------------------------- copying ops
 
 
@@ -469,10 +462,10 @@ def _write(dst: SymbolicTensor, src: RegionMap) -> None:
     boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     for p in positions.regions:
         for q in src.regions:
-            lo = tuple(max(a, b) for a, b in zip(p.start, q.start, strict=True))
-            hi = tuple(min(a, b) for a, b in zip(p.stop, q.stop, strict=True))
-            if any(a >= b for a, b in zip(lo, hi, strict=True)):
+            met = intersection(p.start, p.stop, q.start, q.stop)
+            if met is None:
                 continue
+            lo, hi = met
             pos = p.offset + sum(
                 (a - s) * t for a, s, t in zip(lo, p.start, p.strides, strict=True)
             )
@@ -578,9 +571,9 @@ _HANDLERS: dict[Any, Callable] = {
     aten._unsafe_view.default: _reshape_view,
     aten.reshape.default: _reshape_view,
     aten.unsqueeze.default: _reshape_view,
-    aten.squeeze.default: _squeeze,
-    aten.squeeze.dim: _squeeze,
-    aten.squeeze.dims: _squeeze,
+    aten.squeeze.default: _reshape_view,  # dropping size-1 dims is a reshape
+    aten.squeeze.dim: _reshape_view,
+    aten.squeeze.dims: _reshape_view,
     aten.expand.default: _expand,
     aten.alias.default: _alias,
     aten.detach.default: _alias,

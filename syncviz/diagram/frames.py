@@ -30,12 +30,9 @@ size that agrees with every known element (each cell's first, every right
 cell); without one, only its first element is known and the others are taken
 as the oracle expects.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
 >>> from syncviz.diagram.model import layout_diagram
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
 >>> f = frame(d, 2)
 >>> f.text.split(": ", 1)[0], f.step.blocks

@@ -48,11 +48,9 @@ def panel_image(panel_raster) -> np.ndarray:
 class PanelLayout:
     """Where each panel goes: 'along' the block axis, 'across' it; data units = elements.
 
-    >>> from syncviz import ModelSpec, Parallel
     >>> from syncviz.diagram.model import layout_diagram
-    >>> from syncviz.run.inprocess import run_sync
-    >>> result = run_sync(ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2),
-    ...                   Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> result = tiny_run()
     >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
     >>> lay = PanelLayout(d)
     >>> lay.extent(0, 0, d.src[0])[:2], lay.extent(1, 1, d.dst[1])[1] > lay.across

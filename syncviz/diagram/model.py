@@ -7,11 +7,8 @@ region; movement bands from trainer rows (columns) to where they land; and the
 recorded steps (:func:`syncviz.journey.param_steps`, the one list every view
 reads). A :class:`TransferDiagram` says which rank sends how much to which.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
 >>> [p.title for p in d.dst], d.axis, d.wrong_count > 0
 (['vLLM pp0 tp0 (rank 1)', 'vLLM pp0 tp1 (rank 2)'], 1, True)

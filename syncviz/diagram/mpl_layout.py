@@ -9,12 +9,9 @@ black, the vLLM cells its result lands in in orange, and the vLLM panels show
 the tensors as written by steps 1..k. At 100 dpi the default figure is at most 1100 px wide and no
 text is smaller than 9 pt.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
 >>> from syncviz.diagram.model import layout_diagram
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> fig = render_layout(layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight"))
 >>> fig.size_px[0] <= 1100
 True

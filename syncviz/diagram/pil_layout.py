@@ -5,12 +5,9 @@ line and the notebooks use matplotlib (PNG and SVG, text kept as text). Both
 place panels with the same :class:`~syncviz.diagram.layout_geometry.PanelLayout`, so the
 two pictures agree cell for cell.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
 >>> from syncviz.diagram.model import layout_diagram
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
 >>> png, panels = layout_png(d)
 >>> png[:4], sorted({p["side"] for p in panels})

@@ -81,6 +81,18 @@ def initial_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
     return state
 
 
+def tiny_run() -> SyncResult:
+    """The small run the pictures' examples draw: a tiny Llama (hidden 8, 4 heads of 2, 2 KV
+    heads, 64 words), layer 0, trainer tp 1 -> vLLM tp 2, through the faithful port.
+
+    >>> result = tiny_run()
+    >>> result.plan.world_size, sorted(result.dst_tensors)
+    (3, [1, 2])
+    """
+    spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    return run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+
+
 def run_sync(
     spec: ModelSpec,
     src: Parallel,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from syncviz.geometry import intersection
+from syncviz.geometry import meetings
 from syncviz.oracle.index import IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
 from syncviz.provenance import Region, RegionMap, row_major
 from syncviz.provenance.regions import ReshapedMap
@@ -73,13 +73,8 @@ def compare_maps(actual: RegionMap, expected: RegionMap) -> MapDiff:
     a, b, row_shape = _common_view(actual, expected)
     diff = MapDiff()
     rows: list[tuple[int, int]] = []
-    for ra in a.regions:
-        for rb in b.regions:
-            met = intersection(ra.start, ra.stop, rb.start, rb.stop)
-            if met is None:
-                continue
-            lo, hi = met
-            _compare_piece(ra, rb, lo, hi, row_shape, diff, rows)
+    for ra, rb, lo, hi in meetings(a.regions, b.regions):
+        _compare_piece(ra, rb, lo, hi, row_shape, diff, rows)
     diff.wrong_rows = _merge_runs(rows) if shape else ([(0, 1)] if diff.wrong else [])
     return diff
 

@@ -13,9 +13,13 @@ provenance maps, the checker and the pictures all count positions this way.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from syncviz.errors import SyncvizError
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def row_major(shape: Sequence[int]) -> tuple[int, ...]:
@@ -77,3 +81,22 @@ def overlap(
     """
     met = intersection(start_a, stop_a, start_b, stop_b)
     return 0 if met is None else math.prod(b - a for a, b in zip(*met, strict=True))
+
+
+def meetings(
+    a: Iterable[A], b: Iterable[B]
+) -> Iterator[tuple[A, B, tuple[int, ...], tuple[int, ...]]]:
+    """Each pair of boxes, one from ``a`` and one from ``b`` (anything with ``start`` and
+    ``stop``), that share elements, with the box they share: (x, y, start, stop).
+
+    >>> from syncviz.oracle.index import Box
+    >>> found = meetings([Box((0,), (4,))], [Box((2,), (6,)), Box((5,), (8,))])
+    >>> [(y.start, lo, hi) for _, y, lo, hi in found]
+    [((2,), (2,), (4,))]
+    """
+    b = list(b)
+    for x in a:
+        for y in b:
+            met = intersection(x.start, x.stop, y.start, y.stop)  # type: ignore[attr-defined]
+            if met is not None:
+                yield x, y, met[0], met[1]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.geometry import intersection, overlap, row_major
+from syncviz.geometry import intersection, meetings, overlap, row_major
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import block_numbers
 from syncviz.oracle.index import Box, Pad
@@ -385,39 +385,34 @@ def _map_slice_cell(
     held: list[Region] = []  # got where wrong, "unwritten" where right or unwritten
     bad = unwritten = 0
     foreign = padding = uncertain = False
-    for ra in got_regions:
-        for rb in want_regions:
-            met = intersection(ra.start, ra.stop, rb.start, rb.stop)
-            if met is None:
-                continue
-            lo, hi = met
-            size = math.prod(y - x for x, y in zip(lo, hi, strict=True))
-            va, vb = ra.value_at(lo), rb.value_at(lo)
-            moving = [d for d in range(len(lo)) if hi[d] - lo[d] > 1]
-            blank = _constant(lo, hi, UNWRITTEN_ID)
-            if ra.is_constant and va == UNWRITTEN_ID:
-                unwritten += size
-            elif va != vb or any(ra.strides[d] != rb.strides[d] for d in moving):
-                terms = [(hi[d] - lo[d], ra.strides[d] - rb.strides[d]) for d in moving]
-                right = _right_count(vb - va, [(n, k) for n, k in terms if k])
-                if right is None:
-                    uncertain = True
-                elif right:
-                    return None  # this piece is right in places: only its elements tell which
-                bad += size
-                low = va + sum(min(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
-                high = va + sum(max(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
-                if ra.is_constant and va < 0:
-                    foreign |= va == FOREIGN_ID
-                    padding |= va == -1
-                elif low < 0:
-                    return None  # ids and markers in one region: read the elements
-                else:
-                    foreign |= low < base or high >= base + numel
-                strides = tuple(ra.strides[d] if d in moving else 0 for d in range(len(lo)))
-                held.append(Region(lo, hi, va, strides))
-                continue
-            held.append(blank)
+    for ra, rb, lo, hi in meetings(got_regions, want_regions):
+        size = math.prod(y - x for x, y in zip(lo, hi, strict=True))
+        va, vb = ra.value_at(lo), rb.value_at(lo)
+        moving = [d for d in range(len(lo)) if hi[d] - lo[d] > 1]
+        blank = _constant(lo, hi, UNWRITTEN_ID)
+        if ra.is_constant and va == UNWRITTEN_ID:
+            unwritten += size
+        elif va != vb or any(ra.strides[d] != rb.strides[d] for d in moving):
+            terms = [(hi[d] - lo[d], ra.strides[d] - rb.strides[d]) for d in moving]
+            right = _right_count(vb - va, [(n, k) for n, k in terms if k])
+            if right is None:
+                uncertain = True
+            elif right:
+                return None  # this piece is right in places: only its elements tell which
+            bad += size
+            low = va + sum(min(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
+            high = va + sum(max(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
+            if ra.is_constant and va < 0:
+                foreign |= va == FOREIGN_ID
+                padding |= va == -1
+            elif low < 0:
+                return None  # ids and markers in one region: read the elements
+            else:
+                foreign |= low < base or high >= base + numel
+            strides = tuple(ra.strides[d] if d in moving else 0 for d in range(len(lo)))
+            held.append(Region(lo, hi, va, strides))
+            continue
+        held.append(blank)
     if not bad and not unwritten:
         return Cell(world, "ok", _box_slice_words(param, boxes))
     if uncertain:  # the checker's exact count says whether any piece is right in places

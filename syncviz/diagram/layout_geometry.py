@@ -112,3 +112,30 @@ def edge_runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
     step = np.diff(pad, axis=1)
     starts, stops = np.nonzero(step == 1), np.nonzero(step == -1)
     return list(zip(starts[0].tolist(), starts[1].tolist(), stops[1].tolist(), strict=True))
+
+
+def outline_segments(
+    bad: np.ndarray, x0: float, x1: float, y0: float, y1: float
+) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """The line segments around every connected set of marked cells of ``bad`` drawn over
+    ``[x0, x1] x [y0, y1]`` (y down); edges are merged into runs, so a big region costs a
+    few lines, not one per cell.
+
+    >>> segs = outline_segments(np.array([[True, True], [False, False]]), 0, 2, 0, 2)
+    >>> segs[:2]  # above and below the top row; then its left and right sides
+    [((0.0, 0.0), (2.0, 0.0)), ((0.0, 1.0), (2.0, 1.0))]
+    >>> segs[2:]
+    [((0.0, 0.0), (0.0, 1.0)), ((2.0, 0.0), (2.0, 1.0))]
+    """
+    nr, nc = bad.shape
+    sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
+    pad = np.pad(bad, 1)
+    across = pad[1:, 1:-1] != pad[:-1, 1:-1]  # [nr + 1, nc]: edge above cell row i
+    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T  # [nc + 1, nr]: edge left of cell col j
+    segs = [
+        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in edge_runs(across)
+    ]
+    segs += [
+        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in edge_runs(down)
+    ]
+    return segs

@@ -30,7 +30,7 @@ from syncviz.diagram.layout_geometry import (
     MAX_REGION_LINES,
     SIDES,
     PanelLayout,
-    edge_runs,
+    outline_segments,
     panel_image,
 )
 from syncviz.diagram.model import LayoutDiagram, Panel
@@ -207,18 +207,7 @@ def _outline(ax, bad: np.ndarray, extent, color, under, zorder: int) -> None:
     cells; edges are merged into runs, so a big region costs a few lines, not one per cell."""
     if not bad.any():
         return
-    x0, x1, y0, y1 = extent
-    nr, nc = bad.shape
-    sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
-    pad = np.pad(bad, 1)
-    across = pad[1:, 1:-1] != pad[:-1, 1:-1]  # [nr + 1, nc]: edge above cell row i
-    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T  # [nc + 1, nr]: edge left of cell col j
-    segs = [
-        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in edge_runs(across)
-    ]
-    segs += [
-        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in edge_runs(down)
-    ]
+    segs = outline_segments(bad, *extent)
     ax.add_collection(LineCollection(segs, colors=under, linewidths=2.6, zorder=zorder))
     ax.add_collection(LineCollection(segs, colors=color, linewidths=1.4, zorder=zorder + 1))
 
@@ -255,29 +244,16 @@ def _panel_title(ax, lay: PanelLayout, s: int, i: int, p: Panel, per_px: float) 
     if p.shared and s == 2:
         ranks = sorted({r for rs in p.shared.values() for r in rs})
         text += f", shares {len(p.shared)} blocks with rank {', '.join(map(str, ranks))}"
+    # Only where there is room for the words: along rows, their lines; along columns, width.
     if lay.axis == 0:
-        if (y1 - y0) / per_px > 16 * (text.count("\n") + 1):  # room for the words
-            ax.text(
-                x0 + lay.across * 0.02,
-                y0,
-                text,
-                ha="left",
-                va="top",
-                fontsize=FONT,
-                color="white",
-                bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7},
-            )
-    elif (x1 - x0) / per_px > 9 * len(text):
-        ax.text(
-            x0 + (x1 - x0) * 0.01,
-            y0 + lay.across * 0.02,
-            text,
-            ha="left",
-            va="top",
-            fontsize=FONT,
-            color="white",
-            bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7},
-        )
+        room = (y1 - y0) / per_px > 16 * (text.count("\n") + 1)
+        x, y = x0 + lay.across * 0.02, y0
+    else:
+        room = (x1 - x0) / per_px > 9 * len(text)
+        x, y = x0 + (x1 - x0) * 0.01, y0 + lay.across * 0.02
+    if room:
+        box = {"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7}
+        ax.text(x, y, text, ha="left", va="top", fontsize=FONT, color="white", bbox=box)
 
 
 def _bands(ax, lay: PanelLayout, d: LayoutDiagram) -> None:

@@ -27,7 +27,7 @@ from syncviz.diagram.layout_geometry import (
     MAX_REGION_LINES,
     SIDES,
     PanelLayout,
-    edge_runs,
+    outline_segments,
     panel_image,
 )
 from syncviz.diagram.model import LayoutDiagram
@@ -268,17 +268,7 @@ def _outline(draw, r, box) -> None:
     if not bad.any():
         return
     x0, y0, x1, y1 = box
-    nr, nc = bad.shape
-    sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
-    pad = np.pad(bad, 1)
-    across = pad[1:, 1:-1] != pad[:-1, 1:-1]
-    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T
-    segs = [
-        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in edge_runs(across)
-    ]
-    segs += [
-        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in edge_runs(down)
-    ]
+    segs = outline_segments(bad, x0, x1, y0, y1)
     for seg in segs:
         draw.line(seg, fill="black", width=4)
     for seg in segs:

@@ -33,7 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from syncviz.errors import SyncvizError
-from syncviz.geometry import intersection, row_major, unravel
+from syncviz.geometry import meetings, row_major, unravel
 from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, canonical_region
 
 aten = torch.ops.aten
@@ -460,28 +460,19 @@ def _write(dst: SymbolicTensor, src: RegionMap) -> None:
         positions = fn(positions)
     new: list[Region] = []
     boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-    for p in positions.regions:
-        for q in src.regions:
-            met = intersection(p.start, p.stop, q.start, q.stop)
-            if met is None:
-                continue
-            lo, hi = met
-            pos = p.offset + sum(
-                (a - s) * t for a, s, t in zip(lo, p.start, p.strides, strict=True)
+    for p, q, lo, hi in meetings(positions.regions, src.regions):
+        pos = p.offset + sum((a - s) * t for a, s, t in zip(lo, p.start, p.strides, strict=True))
+        val = q.offset + sum((a - s) * t for a, s, t in zip(lo, q.start, q.strides, strict=True))
+        extents = tuple(b - a for a, b in zip(lo, hi, strict=True))
+        for region in _to_base(int(pos), p.strides, val, q.strides, extents, base_shape):
+            new.append(region)
+            boxes.append((region.start, region.stop))
+        if len(new) > MAX_REGIONS:
+            raise SyncvizError(
+                f"a write into a view of shape {list(dst.shape)} scatters into more than"
+                f" {MAX_REGIONS} pieces",
+                fix="use the materialized provenance (--scaled) for this synchronizer",
             )
-            val = q.offset + sum(
-                (a - s) * t for a, s, t in zip(lo, q.start, q.strides, strict=True)
-            )
-            extents = tuple(b - a for a, b in zip(lo, hi, strict=True))
-            for region in _to_base(int(pos), p.strides, val, q.strides, extents, base_shape):
-                new.append(region)
-                boxes.append((region.start, region.stop))
-            if len(new) > MAX_REGIONS:
-                raise SyncvizError(
-                    f"a write into a view of shape {list(dst.shape)} scatters into more than"
-                    f" {MAX_REGIONS} pieces",
-                    fix="use the materialized provenance (--scaled) for this synchronizer",
-                )
     m = store.map
     for box in boxes:
         m = m.write(box, [])

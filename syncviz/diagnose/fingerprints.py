@@ -48,7 +48,7 @@ from syncviz.diagnose.core import (
     reference_tensor,
     require_fitting_shapes,
 )
-from syncviz.diagnose.dumps import normalise
+from syncviz.diagnose.dumps import missing_rank_file, normalise
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.segments import segment_length, segment_starts
 from syncviz.errors import SyncvizError
@@ -108,13 +108,7 @@ def open_prints(folder: str | Path, tp: int, pp: int = 1) -> dict[tuple[int, int
             path = root / fingerprint_file(p, t, pp)
             if not path.is_file():
                 present = sorted(x.name for x in root.glob("*" + SUFFIX))
-                raise SyncvizError(
-                    f"fingerprint file {path.name} is missing from {str(root)!r}"
-                    f" (found {', '.join(present) or 'none'})",
-                    fix=f"fingerprint every rank of dst tp {tp}"
-                    + (f" pp {pp}" if pp > 1 else "")
-                    + ", or pass the --dst-tp/--dst-pp the engine ran with",
-                )
+                raise missing_rank_file("fingerprint", path, present or ["none"], tp, pp)
             files[(p, t)] = PrintDump(path)
     return files
 

@@ -3,11 +3,15 @@
 Floors follow DESIGN.md ("Layers and their direction"), bottom up; a module may
 import only from its own floor or the floors below it. Imports under
 ``if TYPE_CHECKING:`` are for type hints only and are not counted. Imports inside
-functions (lazy ones) count for the direction, since they still tie the floors
-together; a cycle is one Python runs into at import time (module-level imports), and
-cycles closed only by a lazy import are listed apart, as ``lazy cycles``.
+functions (lazy ones) count like any other, for the direction and for cycles: a lazy
+import still ties two modules together, and a cycle held apart only by placing an
+import inside a function is still a cycle (what both sides need belongs in a module
+below both). No module takes another module's underscore names, by ``from x import _y``
+or by ``x._y`` on an imported module: what two modules share is a public name of the
+module that owns it.
 
-    python scripts/import_graph.py            # a summary, then every cycle and upward import
+    python scripts/import_graph.py            # a summary, then every cycle, upward import
+                                              # and import of another module's private name
     python scripts/import_graph.py --json     # the same, as JSON
     python scripts/import_graph.py --root DIR # the package under DIR (default: this checkout)
 
@@ -34,6 +38,7 @@ PACKAGE = "syncviz"
 FLOORS: tuple[tuple[str, ...], ...] = (
     (
         "errors",
+        "geometry",
         "files",
         "constants",
         "families",
@@ -61,10 +66,11 @@ class Graph:
     modules: set[str] = field(default_factory=set)
     edges: dict[str, dict[str, int]] = field(default_factory=dict)
     lazy: dict[str, set[str]] = field(default_factory=dict)  # targets imported in functions only
+    private_uses: list[tuple[str, str, int]] = field(default_factory=list)
 
-    def cycles(self, *, lazy: bool = False) -> list[list[str]]:
-        """Strongly connected groups of two or more modules, sorted: over module-level
-        imports, or (``lazy=True``) over every import."""
+    def cycles(self, *, lazy: bool = True) -> list[list[str]]:
+        """Strongly connected groups of two or more modules, sorted: over every import, lazy
+        ones included, or (``lazy=False``) over module-level imports only."""
         edges = {
             source: {t for t in targets if lazy or t not in self.lazy.get(source, set())}
             for source, targets in self.edges.items()
@@ -113,6 +119,10 @@ class Graph:
                     found.append((source, target, line))
         return found
 
+    def private(self) -> list[tuple[str, str, int]]:
+        """(importer, ``module._name``, line) for every use of another module's private name."""
+        return sorted(self.private_uses)
+
     def edge_count(self) -> int:
         return sum(len(t) for t in self.edges.values())
 
@@ -157,12 +167,7 @@ def _imports(tree: ast.Module, module: str, is_package: bool) -> list[tuple[str,
             if isinstance(child, ast.Import):
                 found.extend((alias.name, child.lineno, lazy) for alias in child.names)
             elif isinstance(child, ast.ImportFrom):
-                base = child.module or ""
-                if child.level:
-                    package = module if is_package else module.rpartition(".")[0]
-                    for _ in range(child.level - 1):
-                        package = package.rpartition(".")[0]
-                    base = f"{package}.{base}" if base else package
+                base = _absolute(child, module, is_package)
                 # ``from a import b``: the module a.b when b is one, else a itself.
                 found.extend((f"{base}.{alias.name}", child.lineno, lazy) for alias in child.names)
             inner = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
@@ -170,6 +175,58 @@ def _imports(tree: ast.Module, module: str, is_package: bool) -> list[tuple[str,
 
     walk(tree)
     return found
+
+
+def _is_private(name: str) -> bool:
+    """``_x`` is private; ``__x__`` (a dunder) and ``_`` alone are not.
+
+    >>> _is_private("_cells"), _is_private("__version__"), _is_private("cells")
+    (True, False, False)
+    """
+    return name.startswith("_") and not name.endswith("__") and name != "_"
+
+
+def _private_uses(
+    tree: ast.Module, module: str, is_package: bool, names: set[str]
+) -> list[tuple[str, int]]:
+    """(``module._name``, line) for each underscore name ``tree`` takes from another syncviz
+    module: ``from m import _y`` and ``m._y`` on a name bound to a module by an import."""
+    found: list[tuple[str, int]] = []
+    bound: dict[str, str] = {}  # local name -> the syncviz module it is
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in names and alias.asname:
+                    bound[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node, module, is_package)
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                if target in names:
+                    bound[alias.asname or alias.name] = target
+                elif _is_private(alias.name) and base in names and base != module:
+                    found.append((target, node.lineno))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in bound
+            and bound[node.value.id] != module
+            and _is_private(node.attr)
+        ):
+            found.append((f"{bound[node.value.id]}.{node.attr}", node.lineno))
+    return found
+
+
+def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The absolute module name of ``from <base> import ...``, relative bases resolved."""
+    base = node.module or ""
+    if node.level:
+        package = module if is_package else module.rpartition(".")[0]
+        for _ in range(node.level - 1):
+            package = package.rpartition(".")[0]
+        base = f"{package}.{base}" if base else package
+    return base
 
 
 def build_graph(root: Path) -> Graph:
@@ -193,6 +250,10 @@ def build_graph(root: Path) -> Graph:
                     eager.add(imported)
         graph.edges[module] = targets
         graph.lazy[module] = set(targets) - eager
+        graph.private_uses += [
+            (module, name, line)
+            for name, line in _private_uses(tree, module, path.name == "__init__.py", set(names))
+        ]
     return graph
 
 
@@ -202,8 +263,9 @@ def summary(graph: Graph) -> dict[str, object]:
         "modules": len(graph.modules),
         "imports": graph.edge_count(),
         "cycles": graph.cycles(),
-        "lazy_cycles": [c for c in graph.cycles(lazy=True) if c not in graph.cycles()],
+        "import_time_cycles": graph.cycles(lazy=False),
         "upward": [f"{a} -> {b} (line {line})" for a, b, line in graph.upward()],
+        "private": [f"{a} takes {b} (line {line})" for a, b, line in graph.private()],
     }
 
 
@@ -218,18 +280,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     else:
-        cycles, upward = data["cycles"], data["upward"]
+        cycles, upward, private = data["cycles"], data["upward"], data["private"]
         print(
             f"modules: {data['modules']}  imports: {data['imports']}"
             f"  cycles: {len(cycles)}  upward imports: {len(upward)}"  # type: ignore[arg-type]
+            f"  private names taken: {len(private)}"  # type: ignore[arg-type]
         )
+        eager = data["import_time_cycles"]
         for group in cycles:  # type: ignore[union-attr]
-            print("cycle: " + " <-> ".join(group))
-        for group in data["lazy_cycles"]:  # type: ignore[union-attr]
-            print("lazy cycle (not run at import time): " + " <-> ".join(group))
+            kind = "cycle" if group in eager else "cycle (closed by a lazy import)"  # type: ignore[operator]
+            print(f"{kind}: " + " <-> ".join(group))
         for line in upward:  # type: ignore[union-attr]
             print("upward: " + line)
-    return 0 if not data["cycles"] and not data["upward"] else 1
+        for line in private:  # type: ignore[union-attr]
+            print("private: " + line)
+    return 0 if not data["cycles"] and not data["upward"] and not data["private"] else 1
 
 
 if __name__ == "__main__":

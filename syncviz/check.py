@@ -210,8 +210,8 @@ def check(
     roles = {r.world: plan.rank_name(r.world).rsplit(" (rank", 1)[0] for r in plan.roles}
     return CheckReport(
         real.name if real is not None else plan.spec.name,
-        _sizes(plan.src),
-        _sizes(plan.dst),
+        plan.src.sizes_text(),
+        plan.dst.sizes_text(),
         synchronizer,
         params,
         flow_errors,
@@ -245,11 +245,6 @@ def _scaled_sizes(real: ModelSpec, used: ModelSpec) -> list[str]:
     ]
 
 
-def _sizes(p) -> str:
-    parts = [f"tp{p.tp}"] + [f"{k}{v}" for k, v in (("pp", p.pp), ("ep", p.ep)) if v > 1]
-    return " ".join(parts)
-
-
 def _check_tensor(
     param: ParamLayout,
     tp: int,
@@ -265,19 +260,29 @@ def _check_tensor(
     wrong = (status == WRONG) | (status == FOREIGN)
     check = TensorCheck(world, tp, "ok", int(wrong.sum()), int(unwritten.sum()), writes)
     where = f"dst rank {world} (tp {tp})"
-    if check.unwritten:
-        check.status = "unwritten"
-        if check.unwritten == actual.numel():
-            check.problems.append(f"{where}: never written")
-        else:
-            check.problems.append(f"{where}: {check.unwritten} elements never written")
+    _note_unwritten(check, where, actual.numel())
     if check.wrong:
         check.status = "wrong"
         check.problems += _wrong_runs(param, where, got, expected, wrong, cache)
-    if writes > 1:
-        check.status = "rewritten" if check.status == "ok" else check.status
-        check.problems.append(f"{where}: written {writes} times")
+    _note_rewritten(check, where)
     return check
+
+
+def _note_unwritten(check: TensorCheck, where: str, numel: int) -> None:
+    """Status and words for the elements of a tensor of ``numel`` the sync never wrote."""
+    if check.unwritten:
+        check.status = "unwritten"
+        if check.unwritten == numel:
+            check.problems.append(f"{where}: never written")
+        else:
+            check.problems.append(f"{where}: {check.unwritten} elements never written")
+
+
+def _note_rewritten(check: TensorCheck, where: str) -> None:
+    """Status and words for a tensor the sync wrote more than once."""
+    if check.writes > 1:
+        check.status = "rewritten" if check.status == "ok" else check.status
+        check.problems.append(f"{where}: written {check.writes} times")
 
 
 def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
@@ -311,12 +316,7 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     )
     check = TensorCheck(world, t.tp, "ok", diff.wrong, diff.unwritten, writes)
     where = f"dst rank {world} (tp {t.tp})"
-    if check.unwritten:
-        check.status = "unwritten"
-        if check.unwritten == raw.numel():
-            check.problems.append(f"{where}: never written")
-        else:
-            check.problems.append(f"{where}: {check.unwritten} elements never written")
+    _note_unwritten(check, where, raw.numel())
     if check.wrong:
         check.status = "wrong"
         unit = "expert" if raw.dim() == 3 else ("row" if raw.dim() == 2 else "element")
@@ -341,9 +341,7 @@ def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
             check.problems.append(f"{where}, {span}: holds {holds}, expected {wants}")
         if len(runs) > MAX_RUNS:
             check.problems.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
-    if writes > 1:
-        check.status = "rewritten" if check.status == "ok" else check.status
-        check.problems.append(f"{where}: written {writes} times")
+    _note_rewritten(check, where)
     for other in _owners_of_ranges(plan, diff.id_ranges, param.key, cache):
         check.problems.append(f"{where}: holds elements of {other}")
     return check
@@ -544,7 +542,7 @@ def wrong_regions(
     unit = "expert" if actual.dim() == 3 else ("row" if actual.dim() == 2 else "element")
     got = actual.to(torch.int64)
     regions = []
-    for a, b in _true_runs(rows, split):
+    for a, b in true_runs(rows, split):
         if bool((status[a:b] == UNWRITTEN).all()):
             holds = "nothing (never written)"
         else:
@@ -577,8 +575,13 @@ def region_words(rows_words, a: int, b: int) -> str:
     return f"{rows_words(a, a + 1)} in its first, ..., {rows_words(b - 1, b)} in its last"
 
 
-def _true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:
-    """Runs [a, b) where ``flags`` is true, cut where ``split`` changes."""
+def true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:
+    """Runs [a, b) where ``flags`` is true, cut where ``split`` changes.
+
+    >>> flags = torch.tensor([True, True, False, True, True, True])
+    >>> true_runs(flags, None), true_runs(flags, torch.tensor([0, 0, 0, 0, 1, 1]))
+    ([(0, 2), (3, 6)], [(0, 2), (3, 4), (4, 6)])
+    """
     runs: list[tuple[int, int]] = []
     keys = split.tolist() if split is not None else None
     for i in torch.nonzero(flags).flatten().tolist():

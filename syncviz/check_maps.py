@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from syncviz.geometry import meetings
 from syncviz.oracle.index import IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
 from syncviz.provenance import Region, RegionMap, row_major
 from syncviz.provenance.regions import ReshapedMap
@@ -72,13 +73,8 @@ def compare_maps(actual: RegionMap, expected: RegionMap) -> MapDiff:
     a, b, row_shape = _common_view(actual, expected)
     diff = MapDiff()
     rows: list[tuple[int, int]] = []
-    for ra in a.regions:
-        for rb in b.regions:
-            lo = tuple(max(x, y) for x, y in zip(ra.start, rb.start, strict=True))
-            hi = tuple(min(x, y) for x, y in zip(ra.stop, rb.stop, strict=True))
-            if any(x >= y for x, y in zip(lo, hi, strict=True)):
-                continue
-            _compare_piece(ra, rb, lo, hi, row_shape, diff, rows)
+    for ra, rb, lo, hi in meetings(a.regions, b.regions):
+        _compare_piece(ra, rb, lo, hi, row_shape, diff, rows)
     diff.wrong_rows = _merge_runs(rows) if shape else ([(0, 1)] if diff.wrong else [])
     return diff
 
@@ -327,14 +323,6 @@ def _chunk_pieces(value, dims, base, numel, global_shape) -> list[Piece] | None:
     ids = torch.where(inside, local, torch.full_like(local, FOREIGN_ID))
     ids = torch.where(values.reshape(-1) < 0, values.reshape(-1), ids)
     return flat_pieces(ids, global_shape)
-
-
-def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
-    coords = []
-    for n in reversed(shape):
-        flat, rem = divmod(flat, n)
-        coords.append(rem)
-    return tuple(reversed(coords))
 
 
 def _chunks(m: RegionMap, limit: int) -> list[tuple[float, list[tuple[int, int]]]] | None:

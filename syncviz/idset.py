@@ -49,7 +49,7 @@ class IdSet:
                 if got is not None:
                     los.append(got[0])
                     his.append(got[0] + got[1])
-        return _merged(los, his)
+        return merge_ranges(los, his)
 
     @classmethod
     def from_ids(cls, ids: torch.Tensor) -> IdSet:
@@ -60,7 +60,7 @@ class IdSet:
         """
         flat = ids.reshape(-1).to(torch.int64)
         flat = flat[flat >= 0]
-        return _merged([flat], [flat + 1])
+        return merge_ranges([flat], [flat + 1])
 
     @property
     def empty(self) -> bool:
@@ -110,7 +110,7 @@ class IdSet:
         cuts = torch.unique(torch.cat([self.lo, self.hi, other.lo, other.hi]))
         lo, hi = cuts[:-1], cuts[1:]
         keep = self.contains(lo) & ~other.contains(lo)
-        return _merged([lo[keep]], [hi[keep]])
+        return merge_ranges([lo[keep]], [hi[keep]])
 
     def covers(self, other: IdSet) -> bool:
         """Every id of ``other`` is in this set."""
@@ -155,7 +155,13 @@ def _runs(r: Region) -> tuple[torch.Tensor, int] | None:
     return starts, run
 
 
-def _merged(los: list[torch.Tensor], his: list[torch.Tensor]) -> IdSet:
+def merge_ranges(los: list[torch.Tensor], his: list[torch.Tensor]) -> IdSet:
+    """The id set of the half-open ranges ``[lo, hi)`` given in pieces, overlapping or not.
+
+    >>> s = merge_ranges([torch.tensor([5, 0])], [torch.tensor([9, 3])])
+    >>> s.lo.tolist(), s.hi.tolist()
+    ([0, 5], [3, 9])
+    """
     if not los:
         empty = torch.zeros(0, dtype=torch.int64)
         return IdSet(empty, empty.clone())

@@ -32,7 +32,7 @@ from syncviz.errors import SyncvizError
 from syncviz.idset import IdSet
 from syncviz.oracle import ParamLayout
 from syncviz.provenance import RegionMap, SymbolicTensor, is_symbolic, map_of, row_major
-from syncviz.trace.model import OpRecord, ParamTrace
+from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
     from syncviz.run.result import SyncResult
@@ -477,7 +477,7 @@ def _local(result: SyncResult, world: int | None, key: str) -> torch.Tensor:
     if not _symbolic(result):
         return result.local_ids(world, key).to(torch.int64)
     param = result.plan.layout.param(key)
-    raw = result.dst_tensors[world][result._name_on(param, world)]
+    raw = result.dst_tensors[world][result.name_on(param, world)]
     base, numel = result.plan.id_base[key], math.prod(param.global_shape)
     return SymbolicTensor.from_map(local_map(map_of(raw), base, numel), dtype=torch.int64)
 
@@ -535,9 +535,9 @@ def step_ids(tensors) -> IdSet:
 
 
 def _union(a: IdSet, b: IdSet) -> IdSet:
-    from syncviz.idset import _merged
+    from syncviz.idset import merge_ranges
 
-    return _merged([a.lo, b.lo], [a.hi, b.hi])
+    return merge_ranges([a.lo, b.lo], [a.hi, b.hi])
 
 
 def _value_key(t: torch.Tensor):

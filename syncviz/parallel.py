@@ -47,6 +47,17 @@ class Parallel:
                     f"{name} ({value!r}) must be a positive integer", fix=f"use {name}=1 or more"
                 )
 
+    def sizes_text(self) -> str:
+        """The sizes in short words, pp and ep only when above 1 (figure titles, reports).
+
+        >>> Parallel(tp=2).sizes_text(), Parallel(tp=2, pp=2, ep=4).sizes_text()
+        ('tp2', 'tp2 pp2 ep4')
+        """
+        parts = [f"tp{self.tp}"] + [
+            f"{k}{v}" for k, v in (("pp", self.pp), ("ep", self.ep)) if v > 1
+        ]
+        return " ".join(parts)
+
     @property
     def world_size(self) -> int:
         """Ranks of one model replica times data-parallel replicas."""

@@ -195,7 +195,7 @@ def test_a_write_narrower_than_a_cell_is_marked(result):
 def _step(rank, ids):
     """A replayed step on ``rank`` whose one result holds ``ids``."""
     from syncviz.journey import TraceStep
-    from syncviz.trace.model import OpRecord
+    from syncviz.trace import OpRecord
 
     return TraceStep(rank, "stage1", OpRecord(0, "view"), ("x",), None, (ids,))
 

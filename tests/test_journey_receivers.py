@@ -17,7 +17,7 @@ from syncviz import Parallel
 from syncviz.journey import param_steps
 from syncviz.run.inprocess import run_sync
 from syncviz.spec import ModelSpec
-from syncviz.trace.model import OpRecord, TensorRef
+from syncviz.trace import OpRecord, TensorRef
 
 QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
 

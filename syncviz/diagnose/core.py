@@ -141,8 +141,8 @@ def run_diagnosis(
     whole = model_layout(spec, REFERENCE, dst)
     dumps = open_dumps(dump, dst_tp, dst_pp)
     engine = _engine_notes(dumps)
-    notes = _placement_notes(layout, whole, dumps, engine)
-    _require_fitting_shapes(layout, dumps)
+    notes = placement_notes(layout, whole, dumps, engine)
+    require_fitting_shapes(layout, dumps)
     decoded: list[list[Decoded]] = []
     pending: list[_Pending] = []
     for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
@@ -158,7 +158,7 @@ def run_diagnosis(
         for dec in per_rank:
             _recognise_w13_swap(layout, dec)
     diagnosis = Diagnosis(ref, layout, dumps, decoded, notes, earlier)
-    diagnosis.notes += _rank_order_notes(diagnosis)
+    diagnosis.notes += rank_order_notes(diagnosis)
     if earlier:
         diagnosis.missed = _missed_updates(diagnosis)
     return diagnosis
@@ -194,7 +194,9 @@ def _engine_notes(dumps: dict[tuple[int, int], RankDump]) -> dict[tuple[int, int
     return out
 
 
-def _global(ref: Reference, param: ParamLayout) -> torch.Tensor:
+def reference_tensor(ref: Reference, param: ParamLayout) -> torch.Tensor:
+    """The reference's whole tensor of ``param``; bad input when its shape is not the one
+    the checkpoint's config.json implies."""
     g = ref.global_tensor(param.kind, param.layer)
     if tuple(g.shape) != param.global_shape:
         raise SyncvizError(
@@ -239,7 +241,7 @@ def _judge(
             dec.status, dec.dump_shape = "shape", entry.shape
             continue
         if glob is None:
-            glob = _global(ref, param)
+            glob = reference_tensor(ref, param)
         actual = dumps[(t.pp, t.tp)].read(param.key)
         key = (actual.dtype, length)
         if key not in casts:
@@ -298,7 +300,7 @@ def _search_previous(prev: Reference, layout: ModelLayout, pending: list[_Pendin
     for p in pending:
         by_param.setdefault(p.decoded.param, []).append(p)
     for i, mine in sorted(by_param.items()):
-        glob = _global(prev, layout.params[i])
+        glob = reference_tensor(prev, layout.params[i])
         indexes: dict[tuple[torch.dtype, int], SegmentIndex] = {}
         for p in mine:
             cast = glob.to(p.values.dtype)
@@ -322,7 +324,7 @@ def _recognise_reordered(ref: Reference, layout: ModelLayout, pending: list[_Pen
     for p in pending:
         by_param.setdefault(p.decoded.param, []).append(p)
     for i, mine in sorted(by_param.items()):
-        glob = _global(ref, layout.params[i])
+        glob = reference_tensor(ref, layout.params[i])
         for p in mine:
             dec, length = p.decoded, p.decoded.length
             starts = dec.expected[p.segments]
@@ -397,7 +399,7 @@ def _look_up(
         fits = [p for p in pending if p.decoded.param != i and numel % p.decoded.length == 0]
         if not fits:
             continue
-        glob = _global(ref, param)
+        glob = reference_tensor(ref, param)
         indexes: dict[tuple[torch.dtype, int], SegmentIndex] = {}
         for p in fits:
             key = (p.values.dtype, p.decoded.length)
@@ -451,7 +453,7 @@ def _missed_updates(diagnosis: Diagnosis) -> dict[tuple[int, int], int]:
             if k is None:
                 continue  # already ruled out by an earlier parameter
             if k not in globs:
-                globs[k] = _global(diagnosis.previous[k], param)
+                globs[k] = reference_tensor(diagnosis.previous[k], param)
             actual = dumps[(d.pp, d.tp)].read(param.key)
             index = next(t.index for t in param.dst if (t.pp, t.tp) == (d.pp, d.tp))
             if not bool(compare(actual, globs[k].to(actual.dtype), index, d.length).all()):
@@ -459,7 +461,7 @@ def _missed_updates(diagnosis: Diagnosis) -> dict[tuple[int, int], int]:
     return candidates
 
 
-def _placement_notes(
+def placement_notes(
     layout: ModelLayout,
     whole: ModelLayout,
     dumps: dict[tuple[int, int], RankDump],
@@ -497,7 +499,7 @@ def _placement_notes(
     return notes
 
 
-def _require_fitting_shapes(layout: ModelLayout, dumps: dict[tuple[int, int], RankDump]) -> None:
+def require_fitting_shapes(layout: ModelLayout, dumps: dict[tuple[int, int], RankDump]) -> None:
     """Bad input when no split tensor of the dump has the shape the given sizes imply."""
     tried = fitted = 0
     sample: tuple[ParamLayout, tuple[int, ...]] | None = None
@@ -539,7 +541,7 @@ def _valid(layout: ModelLayout, tp: int) -> bool:
     return True
 
 
-def _rank_order_notes(diagnosis: Diagnosis) -> list[str]:
+def rank_order_notes(diagnosis: Diagnosis) -> list[str]:
     """Recognise rank files in the wrong order: a file holding, exactly, another rank's tensors."""
     layout, pp_size = diagnosis.layout, diagnosis.dst.pp
     holds: dict[tuple[int, int], set[int] | None] = {}

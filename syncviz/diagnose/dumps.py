@@ -126,17 +126,32 @@ def open_dumps(folder: str | Path, tp: int, pp: int = 1) -> dict[tuple[int, int]
     return dumps
 
 
+def missing_rank_file(what: str, path: Path, present: list[str], tp: int, pp: int) -> SyncvizError:
+    """The bad input of a rank's ``what`` file ("dump", "fingerprint") missing from its
+    folder: the files that are there, and how to make the missing one.
+
+    >>> err = missing_rank_file("dump", Path("d/rank_1.safetensors"), ["rank_0.safetensors"], 2, 1)
+    >>> str(err).split(": ")[0]
+    "dump file rank_1.safetensors is missing from 'd' (found rank_0.safetensors)"
+    >>> err.fix
+    'dump every rank of dst tp 2, or pass the --dst-tp/--dst-pp the engine ran with'
+    """
+    return SyncvizError(
+        f"{what} file {path.name} is missing from {str(path.parent)!r}"
+        f" (found {', '.join(present)})",
+        fix=f"{what} every rank of dst tp {tp}"
+        + (f" pp {pp}" if pp > 1 else "")
+        + ", or pass the --dst-tp/--dst-pp the engine ran with",
+    )
+
+
 def _require_rank_file(path: Path, present: list[str], tp: int, pp: int) -> None:
     """Bad input, named, unless ``path`` is a regular file syncviz may read."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise SyncvizError(
-            f"dump file {path.name} is missing from {str(path.parent)!r}"
-            f" (found {', '.join(present) or 'no .safetensors files'})",
-            fix=f"dump every rank of dst tp {tp}"
-            + (f" pp {pp}" if pp > 1 else "")
-            + ", or pass the --dst-tp/--dst-pp the engine ran with",
+        raise missing_rank_file(
+            "dump", path, present or ["no .safetensors files"], tp, pp
         ) from None
     except PermissionError:
         raise SyncvizError(

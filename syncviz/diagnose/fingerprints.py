@@ -44,12 +44,12 @@ from syncviz.diagnose.core import (
     ZEROS,
     Decoded,
     Diagnosis,
-    _global,
-    _placement_notes,
-    _rank_order_notes,
-    _require_fitting_shapes,
+    placement_notes,
+    rank_order_notes,
+    reference_tensor,
+    require_fitting_shapes,
 )
-from syncviz.diagnose.dumps import normalise
+from syncviz.diagnose.dumps import missing_rank_file, normalise
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.segments import segment_length, segment_starts
 from syncviz.errors import SyncvizError
@@ -109,13 +109,7 @@ def open_prints(folder: str | Path, tp: int, pp: int = 1) -> dict[tuple[int, int
             path = root / fingerprint_file(p, t, pp)
             if not path.is_file():
                 present = sorted(x.name for x in root.glob("*" + SUFFIX))
-                raise SyncvizError(
-                    f"fingerprint file {path.name} is missing from {str(root)!r}"
-                    f" (found {', '.join(present) or 'none'})",
-                    fix=f"fingerprint every rank of dst tp {tp}"
-                    + (f" pp {pp}" if pp > 1 else "")
-                    + ", or pass the --dst-tp/--dst-pp the engine ran with",
-                )
+                raise missing_rank_file("fingerprint", path, present or ["none"], tp, pp)
             files[(p, t)] = PrintDump(path)
     return files
 
@@ -185,8 +179,8 @@ def run_fingerprint_diagnosis(
     layout = model_layout(ref.spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
     whole = model_layout(ref.spec, REFERENCE, dst)
     dumps = open_prints(dump, dst_tp, dst_pp)
-    notes = _placement_notes(layout, whole, dumps)  # type: ignore[arg-type]
-    _require_fitting_shapes(layout, dumps)  # type: ignore[arg-type]
+    notes = placement_notes(layout, whole, dumps)  # type: ignore[arg-type]
+    require_fitting_shapes(layout, dumps)  # type: ignore[arg-type]
     decoded: list[list[Decoded]] = []
     pending: list[_Pending] = []
     for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
@@ -194,7 +188,7 @@ def run_fingerprint_diagnosis(
     if pending:
         _search_elsewhere(ref, layout, pending)
     diagnosis = Diagnosis(ref, layout, dumps, decoded, notes)  # type: ignore[arg-type]
-    diagnosis.notes += _rank_order_notes(diagnosis)
+    diagnosis.notes += rank_order_notes(diagnosis)
     # The shared note words name full dump files; here the files are fingerprint files.
     diagnosis.notes = [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in diagnosis.notes]
     return diagnosis
@@ -229,7 +223,7 @@ def _judge(
                 fix=f"fingerprint again with save_fingerprints(..., run_1d={length})",
             )
         if glob is None:
-            glob = _global(ref, param)
+            glob = reference_tensor(ref, param)
         key = (entry.dtype, length, entry.run)
         if key not in tables:
             tables[key] = PrintTable(glob.to(entry.dtype), length, entry.run)
@@ -281,7 +275,7 @@ def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pendin
         fits = [p for p in pending if numel % p.decoded.length == 0]
         if not fits:
             continue
-        glob = _global(ref, param)
+        glob = reference_tensor(ref, param)
         tables: dict[tuple[torch.dtype, int, int], PrintTable] = {}
         for p in fits:
             key = (p.dtype, p.decoded.length, p.run)

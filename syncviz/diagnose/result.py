@@ -30,7 +30,7 @@ import torch
 from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import normalise
 from syncviz.run.flow import RankOutcome
-from syncviz.run.plan import RankRole, SyncPlan, _id_bases, holds
+from syncviz.run.plan import RankRole, SyncPlan, holds, id_bases
 from syncviz.run.result import SyncResult
 from syncviz.run.values import UNWRITTEN_ID
 from syncviz.trace.model import SyncTrace
@@ -48,7 +48,7 @@ def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResul
     ]
     reference = RankRole(len(roles), "src", 0, 0)
     roles.append(reference)
-    bases = _id_bases(layout)
+    bases = id_bases(layout)
     by_world: dict[int, dict[str, Decoded]] = {r.world: {} for r in roles[:-1]}
     dst_shapes: dict[int, dict[str, tuple[int, ...]]] = {r.world: {} for r in roles[:-1]}
     for i, per_rank in enumerate(diagnosis.decoded):

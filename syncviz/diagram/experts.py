@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.geometry import intersection, meetings, overlap, row_major
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import block_numbers
 from syncviz.oracle.index import Box, Pad
@@ -183,11 +184,9 @@ def expert_diagram(
         )
         for r in rows
     ]
-    from syncviz.diagram.model import _sizes
-
     title = (
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
-        f" src {_sizes(plan.src)} -> dst {_sizes(plan.dst)}"
+        f" src {plan.src.sizes_text()} -> dst {plan.dst.sizes_text()}"
     )
     return ExpertDiagram(
         key,
@@ -386,39 +385,34 @@ def _map_slice_cell(
     held: list[Region] = []  # got where wrong, "unwritten" where right or unwritten
     bad = unwritten = 0
     foreign = padding = uncertain = False
-    for ra in got_regions:
-        for rb in want_regions:
-            lo = tuple(max(x, y) for x, y in zip(ra.start, rb.start, strict=True))
-            hi = tuple(min(x, y) for x, y in zip(ra.stop, rb.stop, strict=True))
-            if any(x >= y for x, y in zip(lo, hi, strict=True)):
-                continue
-            size = math.prod(y - x for x, y in zip(lo, hi, strict=True))
-            va, vb = ra.value_at(lo), rb.value_at(lo)
-            moving = [d for d in range(len(lo)) if hi[d] - lo[d] > 1]
-            blank = _constant(lo, hi, UNWRITTEN_ID)
-            if ra.is_constant and va == UNWRITTEN_ID:
-                unwritten += size
-            elif va != vb or any(ra.strides[d] != rb.strides[d] for d in moving):
-                terms = [(hi[d] - lo[d], ra.strides[d] - rb.strides[d]) for d in moving]
-                right = _right_count(vb - va, [(n, k) for n, k in terms if k])
-                if right is None:
-                    uncertain = True
-                elif right:
-                    return None  # this piece is right in places: only its elements tell which
-                bad += size
-                low = va + sum(min(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
-                high = va + sum(max(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
-                if ra.is_constant and va < 0:
-                    foreign |= va == FOREIGN_ID
-                    padding |= va == -1
-                elif low < 0:
-                    return None  # ids and markers in one region: read the elements
-                else:
-                    foreign |= low < base or high >= base + numel
-                strides = tuple(ra.strides[d] if d in moving else 0 for d in range(len(lo)))
-                held.append(Region(lo, hi, va, strides))
-                continue
-            held.append(blank)
+    for ra, rb, lo, hi in meetings(got_regions, want_regions):
+        size = math.prod(y - x for x, y in zip(lo, hi, strict=True))
+        va, vb = ra.value_at(lo), rb.value_at(lo)
+        moving = [d for d in range(len(lo)) if hi[d] - lo[d] > 1]
+        blank = _constant(lo, hi, UNWRITTEN_ID)
+        if ra.is_constant and va == UNWRITTEN_ID:
+            unwritten += size
+        elif va != vb or any(ra.strides[d] != rb.strides[d] for d in moving):
+            terms = [(hi[d] - lo[d], ra.strides[d] - rb.strides[d]) for d in moving]
+            right = _right_count(vb - va, [(n, k) for n, k in terms if k])
+            if right is None:
+                uncertain = True
+            elif right:
+                return None  # this piece is right in places: only its elements tell which
+            bad += size
+            low = va + sum(min(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
+            high = va + sum(max(0, ra.strides[d] * (hi[d] - lo[d] - 1)) for d in moving)
+            if ra.is_constant and va < 0:
+                foreign |= va == FOREIGN_ID
+                padding |= va == -1
+            elif low < 0:
+                return None  # ids and markers in one region: read the elements
+            else:
+                foreign |= low < base or high >= base + numel
+            strides = tuple(ra.strides[d] if d in moving else 0 for d in range(len(lo)))
+            held.append(Region(lo, hi, va, strides))
+            continue
+        held.append(blank)
     if not bad and not unwritten:
         return Cell(world, "ok", _box_slice_words(param, boxes))
     if uncertain:  # the checker's exact count says whether any piece is right in places
@@ -503,14 +497,12 @@ def _same_ids(a: list[Box], b: list[Box]) -> bool | None:
     size_a, size_b = sum(x.numel for x in a), sum(x.numel for x in b)
     if size_a != size_b:
         return False
-    self_overlap = sum(_overlap(x, y) for i, x in enumerate(a) for y in a[i + 1 :])
-    return not self_overlap and sum(_overlap(x, y) for x in a for y in b) == size_a
-
-
-def _overlap(x: Box, y: Box) -> int:
-    return math.prod(
-        max(0, min(b1, b2) - max(a1, a2))
-        for a1, b1, a2, b2 in zip(x.start, x.stop, y.start, y.stop, strict=True)
+    self_overlap = sum(
+        overlap(x.start, x.stop, y.start, y.stop) for i, x in enumerate(a) for y in a[i + 1 :]
+    )
+    return (
+        not self_overlap
+        and sum(overlap(x.start, x.stop, y.start, y.stop) for x in a for y in b) == size_a
     )
 
 
@@ -536,16 +528,16 @@ def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> s
         for e in range(block.box.start[0], block.box.stop[0]):
             by_expert.setdefault(e, []).append(number)
     for i, box in enumerate(boxes):
-        local = dict(zip(box.dims, _row_major_of([box.extents[d] for d in box.dims]), strict=True))
+        local = dict(zip(box.dims, row_major([box.extents[d] for d in box.dims]), strict=True))
         near = dict.fromkeys(
             n for e in range(box.start[0], box.stop[0]) for n in by_expert.get(e, ())
         )
         for number in near:
             block = param.blocks[number]
-            lo = [max(a, b) for a, b in zip(box.start, block.box.start, strict=True)]
-            hi = [min(a, b) for a, b in zip(box.stop, block.box.stop, strict=True)]
-            if any(a >= b for a, b in zip(lo, hi, strict=True)):
+            met = intersection(box.start, box.stop, block.box.start, block.box.stop)
+            if met is None:
                 continue
+            lo, hi = met
             pos = (i, sum((lo[d] - box.start[d]) * local[d] for d in range(box.ndim)))
             first[number] = min(first.get(number, pos), pos)
             seen = bounds.setdefault(number, [[lo[1], hi[1] - 1], [lo[2], hi[2] - 1]])
@@ -553,14 +545,6 @@ def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> s
                 seen[k] = [min(seen[k][0], lo[d]), max(seen[k][1], hi[d] - 1)]
     order = sorted(first, key=first.__getitem__)
     return _held_text(param, order, {n: [tuple(v) for v in bounds[n]] for n in order}, extra)
-
-
-def _row_major_of(extents: list[int]) -> list[int]:
-    out, step = [], 1
-    for n in reversed(extents):
-        out.append(step)
-        step *= n
-    return list(reversed(out))
 
 
 def _slots(param: ParamLayout, want: torch.Tensor) -> dict[int, int]:

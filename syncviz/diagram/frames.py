@@ -30,12 +30,9 @@ size that agrees with every known element (each cell's first, every right
 cell); without one, only its first element is known and the others are taken
 as the oracle expects.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
 >>> from syncviz.diagram.model import layout_diagram
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
 >>> f = frame(d, 2)
 >>> f.text.split(": ", 1)[0], f.step.blocks
@@ -48,7 +45,6 @@ as the oracle expects.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import weakref
 from collections import OrderedDict
@@ -57,14 +53,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from syncviz.diagram.model import Panel
+from syncviz.diagram import frames_maps
+from syncviz.diagram.frame_cells import Fill, cell_ids, filled, spans
+from syncviz.diagram.panel import Panel
 from syncviz.diagram.raster import (
     MAX_CELLS,
-    UNWRITTEN,
     BlockTable,
     Raster,
-    _cells,
     as_grid,
+    cell_reduce,
     raster,
     small_work,
 )
@@ -109,6 +106,20 @@ class Frame:
         moved = ", ".join(self.step.blocks) if self.step.blocks else "not replayed on ids"
         return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
 
+    def mark_read(self, p: Panel, cells: torch.Tensor | None) -> None:
+        """Mark the cells of trainer panel ``p`` the step read (None: none of them)."""
+        self.read.append(cells)
+        if cells is not None:
+            self.read_titles.append(p.title)
+            self.read_spans.append(spans(cells, p.actual))
+
+    def mark_wrote(self, p: Panel, cells: torch.Tensor | None) -> None:
+        """Mark the cells of vLLM panel ``p`` the step's result lands in (None: none)."""
+        self.wrote.append(cells)
+        if cells is not None:
+            self.wrote_titles.append(p.title)
+            self.wrote_spans.append(spans(cells, p.actual))
+
     def region_lines(self) -> list[str]:
         """``reads <panel> rows a-b`` / ``writes <panel> rows a-b``, one per marked panel;
         rows of the drawn grid (a 3-D expert tensor stacks its experts' rows)."""
@@ -127,8 +138,6 @@ def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | Non
     """A step tensor's raster at the diagram's scale, unless that scale would give more
     than MAX_CELLS cells a side (a flat buffer): then its own downsampling. Kept while the
     tensor lives, so the frames that show it (its step's and the next's) draw it once."""
-    from syncviz.diagram import frames_maps
-
     key = (id(t), id(table), cell)
     held = _STEP_RASTERS.get(key)
     if held is not None and held[0]() is t and held[1].table is table:
@@ -220,34 +229,6 @@ def _member(index: torch.Tensor, wanted: torch.Tensor, numel: int, table: list) 
     return table[0][index]
 
 
-def cell_ids(r: Raster) -> torch.Tensor:
-    """The global id of each cell's first element (negative blocks keep their number),
-    rebuilt from its block and row-major offset inside the block's box.
-
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.oracle import model_layout
-    >>> from syncviz import Parallel
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
-    >>> ids = qkv.dst[1].index.ids()
-    >>> bool((cell_ids(raster(ids, BlockTable(qkv))) == ids).all())
-    True
-    """
-    table = r.table
-    b = r.block.to(torch.int64)
-    safe = b.clamp(min=0)
-    rest = r.offset.to(torch.int64).clone()
-    ext, start = table.extent[safe], table.start[safe]  # [nr, nc, dims]
-    coords = []
-    for dim in reversed(range(len(table.shape))):
-        coords.insert(0, start[..., dim] + rest % ext[..., dim])
-        rest = rest // ext[..., dim]
-    ids = torch.zeros_like(b)
-    for dim, n in enumerate(table.shape):
-        ids = ids * n + coords[dim]
-    return torch.where(b >= 0, ids, b)
-
-
 def _any_cells(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
     """Per cell of ``cell`` elements: is any element of the (as-grid) mask true."""
     grid = as_grid(mask)[0].to(torch.bool)
@@ -263,44 +244,13 @@ def _any_cells(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
     return grid.reshape(nr, rs, nc, cs).any(dim=3).any(dim=1)
 
 
-def _spans(cells: torch.Tensor, r: Raster) -> str:
-    """The element rows (and columns, when not all) of the marked cells: ``rows 0-3``."""
-    rows = cells.any(dim=1)
-    cols = cells.any(dim=0)
-    rs, cs = r.cell
-    text = "rows " + _runs(rows, rs, r.rows)
-    if not bool(cols.all()):
-        text += ", cols " + _runs(cols, cs, r.cols)
-    return text
-
-
-def _runs(flags: torch.Tensor, per: int, limit: int) -> str:
-    out: list[list[int]] = []
-    for i in torch.nonzero(flags).flatten().tolist():
-        a, b = i * per, min(limit, (i + 1) * per) - 1
-        if out and out[-1][1] == a - 1:
-            out[-1][1] = b
-        else:
-            out.append([a, b])
-    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in out)
-
-
-@dataclass
-class _Fill:
-    """Per cell of one vLLM panel: the first step that writes any of its elements, and the
-    one after which all are written."""
-
-    some: torch.Tensor
-    all: torch.Tensor
-
-
 @dataclass
 class _Known:
     """What every frame of one diagram reads: computed once, held while the diagram lives."""
 
     shard_index: list[torch.Tensor]  # per trainer panel, its shard's ids as an _index
     dst_index: list[torch.Tensor]  # per vLLM panel, its elements' ids (module text), _index
-    fills: list[_Fill]  # per vLLM panel, per cell, the steps that write it
+    fills: list[Fill]  # per vLLM panel, per cell, the steps that write it
 
 
 _KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
@@ -325,10 +275,8 @@ def _known(d: LayoutDiagram) -> _Known:
 def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
     """Per vLLM panel of ``d``, per cell: the step number after which all its elements
     are written (see the module text for the rule); computed once per diagram."""
-    from syncviz.diagram import frames_maps
-
     fills = frames_maps.known(d).fills if frames_maps.symbolic(d) else _known(d).fills
-    return [f.all if isinstance(f, _Fill) else f for f in fills]
+    return [f.all if isinstance(f, Fill) else f for f in fills]
 
 
 def _element_ids(p: Panel) -> torch.Tensor:
@@ -342,7 +290,7 @@ def _element_ids(p: Panel) -> torch.Tensor:
     return first.repeat_interleave(rs, 0).repeat_interleave(cs, 1)[:rows, :cols]
 
 
-def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[_Fill]:
+def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[Fill]:
     outs = [_ids_of(s.outputs) for s in d.steps]
     total = len(d.steps)
     numel = math.prod(d.global_shape)
@@ -357,7 +305,7 @@ def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[_Fill]:
         first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
         fill = torch.where(~data, min(first, total), fill).clamp(max=max(total, 1))
         rs, cs = p.actual.cell
-        fills.append(_Fill(_cells(fill, rs, cs, "min"), _cells(fill, rs, cs, "max")))
+        fills.append(Fill(cell_reduce(fill, rs, cs, "min"), cell_reduce(fill, rs, cs, "max")))
     return fills
 
 
@@ -380,29 +328,8 @@ def _step_of(ids: torch.Tensor, steps: list, how: str, total: int, numel: int) -
     return fill
 
 
-def _filled(p: Panel, fill: _Fill, number: int) -> Panel:
-    """``p`` as written by steps 1..number: whole cells as they end up, cells written in
-    part marked mixed (see the module text)."""
-    r = p.actual
-    done = fill.all <= number
-    shown = fill.some <= number
-    partly = shown & ~done
-    unwritten = torch.full_like(r.block, UNWRITTEN)
-    drawn = dataclasses.replace(
-        r,
-        block=torch.where(shown, r.block, unwritten),
-        offset=torch.where(shown, r.offset, torch.zeros_like(r.offset)),
-        inner=torch.where(shown, r.inner, torch.zeros_like(r.inner)),
-        mixed=(r.mixed & done) | partly,
-        status=torch.where(done, r.status, torch.zeros_like(r.status)),
-    )
-    return Panel(p.title, p.rank, "dst", p.shape, drawn, p.expected)
-
-
 def _mark(d: LayoutDiagram, f: Frame) -> None:
     """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``."""
-    from syncviz.diagram import frames_maps
-
     if frames_maps.symbolic(d):  # the same marks, read from maps
         frames_maps.mark(d, f)
         return
@@ -434,19 +361,13 @@ def _mark(d: LayoutDiagram, f: Frame) -> None:
             else:
                 hit = None
             cells = _any_cells(hit, p.actual.cell) if hit is not None and bool(hit.any()) else None
-        f.read.append(cells)
-        if cells is not None:
-            f.read_titles.append(p.title)
-            f.read_spans.append(_spans(cells, p.actual))
+        f.mark_read(p, cells)
     own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
     for i, p in enumerate(d.dst):
         cells = None
         if wrote_ids is not None and (not own_dst or i in own_dst):
             hit = _member(known.dst_index[i], wrote_ids, numel, wrote_table)
             cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
-        f.wrote.append(cells)
-        if cells is not None:
-            f.wrote_titles.append(p.title)
-            f.wrote_spans.append(_spans(cells, p.actual))
+        f.mark_wrote(p, cells)
     for p, fill in zip(d.dst, known.fills, strict=True):
-        f.filled.append(_filled(p, fill, f.number))
+        f.filled.append(filled(p, fill, f.number))

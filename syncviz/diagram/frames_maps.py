@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from syncviz.diagram.frame_cells import Fill, cell_ids, filled
 from syncviz.diagram.raster import BlockTable, Raster
 from syncviz.diagram.raster_maps import grid_map, map_raster
 from syncviz.idset import IdSet, cells_meeting
@@ -71,7 +72,7 @@ class _Known:
     shard_sets: list[IdSet]  # per trainer panel, the ids its shard holds
     cell_ids: list[torch.Tensor]  # per vLLM panel, each cell's first id
     outs: list[IdSet | None]  # per step, the ids its result holds (None: not replayed)
-    fills: list  # per vLLM panel: a _Fill, or per cell the step that writes its first element
+    fills: list  # per vLLM panel: a Fill, or per cell the step that writes its first element
 
 
 _KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
@@ -81,8 +82,6 @@ def known(d: LayoutDiagram) -> _Known:
     held = _KNOWN.get(id(d))
     if held is not None and held[0]() is d:
         return held[1]
-    from syncviz.diagram.frames import cell_ids
-
     shards = [shard_map(s.index, 0) for s in d.table.param.src]
     outs = [step_ids(s.outputs) if s.outputs else None for s in d.steps]
     dst_ids = [cell_ids(p.actual) for p in d.dst]
@@ -100,7 +99,7 @@ def known(d: LayoutDiagram) -> _Known:
 
 def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list:
     """As :func:`syncviz.diagram.frames._fill_steps`, on id sets: per vLLM panel a
-    :class:`~syncviz.diagram.frames._Fill` (or, where the panel has no grid map, each
+    :class:`~syncviz.diagram.frame_cells.Fill` (or, where the panel has no grid map, each
     cell's first element's step)."""
 
     total = len(d.steps)
@@ -128,8 +127,6 @@ def _grid_fill(p, steps: list[tuple[int, IdSet]], total: int):
     and the one after which every element is written (every id of the grid map counts;
     padding and other markers count as written at the panel's first write), as
     :func:`syncviz.diagram.frames._fill_steps` does element by element."""
-    from syncviz.diagram.frames import _Fill
-
     grid, cell = p.grid, p.actual.cell
     shape = tuple(p.actual.block.shape)
     never = total + 1
@@ -150,7 +147,7 @@ def _grid_fill(p, steps: list[tuple[int, IdSet]], total: int):
     some = torch.where(markers, some.clamp(max=first), some)
     done = torch.where(markers, done.clamp(min=first), done)
     top = max(total, 1)
-    return _Fill(some.clamp(max=top), done.clamp(max=top))
+    return Fill(some.clamp(max=top), done.clamp(max=top))
 
 
 def _marker_cells(grid: RegionMap, cell: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
@@ -166,8 +163,6 @@ def _marker_cells(grid: RegionMap, cell: tuple[int, int], shape: tuple[int, int]
 
 def mark(d: LayoutDiagram, f: Frame) -> None:
     """As :func:`syncviz.diagram.frames._mark`, on id sets."""
-    from syncviz.diagram.frames import _Fill, _filled, _spans
-
     step = f.step
     f.src, f.dst = list(d.src), list(d.dst)
     k = known(d)
@@ -187,10 +182,7 @@ def mark(d: LayoutDiagram, f: Frame) -> None:
             if wanted is not None and not wanted.empty:
                 hit = cells_meeting(k.shard_grids[i], p.actual.cell, wanted)
                 cells = hit if bool(hit.any()) else None
-        f.read.append(cells)
-        if cells is not None:
-            f.read_titles.append(p.title)
-            f.read_spans.append(_spans(cells, p.actual))
+        f.mark_read(p, cells)
     own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
     for i, p in enumerate(d.dst):
         cells = None
@@ -201,11 +193,8 @@ def mark(d: LayoutDiagram, f: Frame) -> None:
             else:
                 hit = wrote.contains(k.cell_ids[i])
             cells = hit if bool(hit.any()) else None
-        f.wrote.append(cells)
-        if cells is not None:
-            f.wrote_titles.append(p.title)
-            f.wrote_spans.append(_spans(cells, p.actual))
+        f.mark_wrote(p, cells)
     for p, fill in zip(d.dst, k.fills, strict=True):
         # Without a grid map a cell is judged by its first element: written whole at once.
-        whole = fill if isinstance(fill, _Fill) else _Fill(fill, fill)
-        f.filled.append(_filled(p, whole, f.number))
+        whole = fill if isinstance(fill, Fill) else Fill(fill, fill)
+        f.filled.append(filled(p, whole, f.number))

@@ -25,6 +25,7 @@ import torch
 from syncviz.diagram.model import LayoutDiagram, Panel, Replayed
 from syncviz.diagram.raster import as_grid
 from syncviz.diagram.raster_maps import map_value
+from syncviz.geometry import unravel
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.provenance import is_symbolic
 from syncviz.run.symbolic_state import shard_map
@@ -162,7 +163,7 @@ def locate(index: IndexMap, element: int) -> tuple[int, int] | None:
     >>> locate(IndexMap((4, 6), (3, 2), [Box((0, 2), (2, 4)), Pad(2)]), 9)
     (1, 1)
     """
-    coords = _unravel(element, index.global_shape)
+    coords = unravel(element, index.global_shape)
     flat = 0
     for piece in index.pieces:
         if isinstance(piece, Box) and all(
@@ -178,14 +179,6 @@ def locate(index: IndexMap, element: int) -> tuple[int, int] | None:
             return divmod(flat + inside, grid_cols)
         flat += piece.numel
     return None
-
-
-def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    coords = []
-    for n in reversed(shape):
-        flat, rem = divmod(flat, n)
-        coords.append(rem)
-    return tuple(reversed(coords))
 
 
 def _send(result, rank: int) -> str:

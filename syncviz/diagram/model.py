@@ -7,11 +7,8 @@ region; movement bands from trainer rows (columns) to where they land; and the
 recorded steps (:func:`syncviz.journey.param_steps`, the one list every view
 reads). A :class:`TransferDiagram` says which rank sends how much to which.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
 >>> [p.title for p in d.dst], d.axis, d.wrong_count > 0
 (['vLLM pp0 tp0 (rank 1)', 'vLLM pp0 tp1 (rank 2)'], 1, True)
@@ -31,48 +28,21 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.check import Region, element_status, findings_words, wrong_regions
+from syncviz.diagram.frames import Frame, frame
+from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
 from syncviz.diagram.raster_maps import local_grid, map_raster
 from syncviz.journey import TraceStep, param_steps
-from syncviz.provenance import RegionMap, is_symbolic
+from syncviz.provenance import is_symbolic
 from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
-    from syncviz.diagram.frames import Frame
     from syncviz.run.result import SyncResult
 
 MAX_EDGES = 64  # arrows per transfer map
 MAX_RANK_BOXES = 64  # rank boxes per side of the transfer map
-
-
-@dataclass
-class Panel:
-    """One rank's tensor: its raster, and for vLLM ranks what the oracle expects.
-
-    ``regions`` are the checker's wrong runs (rows, experts) of this tensor in
-    words; ``shared`` names, per block label, the other vLLM ranks that hold
-    the same (replicated) block.
-    """
-
-    title: str
-    rank: int
-    side: str  # src | dst | step
-    shape: tuple[int, ...]
-    actual: Raster
-    expected: Raster | None = None
-    regions: list[Region] = field(default_factory=list)
-    shared: dict[str, list[int]] = field(default_factory=dict)
-    # A symbolic run's tensor on the raster grid in local ids (None: materialized run, or
-    # a map too fragmented): step frames ask it which cells hold a step's ids.
-    grid: RegionMap | None = field(default=None, repr=False, compare=False)
-    # A materialized run's tensor in local ids, for the same questions (None: symbolic).
-    local_ids: torch.Tensor | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def wrong_cells(self) -> int:
-        return int((self.actual.status != 0).sum())
 
 
 @dataclass(frozen=True)
@@ -313,7 +283,7 @@ def _layout_diagram(
         problems = findings_words(result)[0].get(key, [])
     title = (
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
-        f" trainer {_sizes(plan.src)} -> vLLM {_sizes(plan.dst)}"
+        f" trainer {plan.src.sizes_text()} -> vLLM {plan.dst.sizes_text()}"
     )
     recorded = Replayed(lambda: param_steps(result, key)) if steps is None else steps
     d = LayoutDiagram(
@@ -330,8 +300,6 @@ def _layout_diagram(
         problems=problems,
     )
     if step is not None:
-        from syncviz.diagram.frames import frame
-
         d.frame = frame(d, step, cell)
     return d
 
@@ -356,7 +324,7 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
     ``index``: the wrong rows (experts, elements) come from a raster of one cell per row,
     and both sides of each are worded from their maps (:func:`syncviz.check.map_words`),
     no element read."""
-    from syncviz.check import _true_runs, map_words, region_words
+    from syncviz.check import map_words, region_words, true_runs
     from syncviz.run.values import UNWRITTEN_ID
 
     base = plan.id_base[param.key]
@@ -381,7 +349,7 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
         return rows_words
 
     regions = []
-    for a, b in _true_runs(flags, split):
+    for a, b in true_runs(flags, split):
         got_rows = got_map.take(0, a, 1, b - a)
         if all(r.is_constant and r.offset == UNWRITTEN_ID for r in got_rows.regions):
             holds = "nothing (never written)"  # as wrong_regions says it, told by the map
@@ -389,11 +357,6 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
             holds = region_words(words(got_map), a, b)
         regions.append(Region(unit, a, b, holds, region_words(words(want_ids), a, b)))
     return regions
-
-
-def _sizes(p) -> str:
-    parts = [f"tp{p.tp}"] + [f"{k}{v}" for k, v in (("pp", p.pp), ("ep", p.ep)) if v > 1]
-    return " ".join(parts)
 
 
 def _common_cell(param, axis: int, max_cells: int) -> tuple[int, int]:
@@ -539,7 +502,7 @@ def transfer_diagram(result: SyncResult) -> TransferDiagram:
     kept = [e for e in edges if e.src in shown and e.dst in shown][:MAX_EDGES]
     if len(kept) < len(edges):
         notes.append(f"... {len(edges) - len(kept)} more transfers")
-    title = f"{plan.spec.name}: src {_sizes(plan.src)} -> dst {_sizes(plan.dst)}"
+    title = f"{plan.spec.name}: src {plan.src.sizes_text()} -> dst {plan.dst.sizes_text()}"
     return TransferDiagram(title, src_boxes, dst_boxes, kept, exchanges, notes)
 
 
@@ -564,12 +527,3 @@ def _totals(records) -> tuple[int, int]:
         if rec.label:
             names.update(n.strip() for n in rec.label.split(",") if n.strip())
     return sum(rec.bytes for rec in records), len(names)
-
-
-def __getattr__(name: str):
-    """``Frame`` and ``frame`` live in diagram.frames; still importable from here."""
-    if name in ("Frame", "frame"):
-        from syncviz.diagram import frames
-
-        return getattr(frames, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

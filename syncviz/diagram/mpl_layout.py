@@ -9,12 +9,9 @@ black, the vLLM cells its result lands in in orange, and the vLLM panels show
 the tensors as written by steps 1..k. At 100 dpi the default figure is at most 1100 px wide and no
 text is smaller than 9 pt.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
 >>> from syncviz.diagram.model import layout_diagram
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> fig = render_layout(layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight"))
 >>> fig.size_px[0] <= 1100
 True
@@ -29,74 +26,21 @@ from matplotlib.patches import Patch
 
 from syncviz.diagram.frames import READ, WROTE
 from syncviz.diagram.labels import panel_labels, short_label
+from syncviz.diagram.layout_geometry import (
+    MAX_REGION_LINES,
+    SIDES,
+    PanelLayout,
+    outline_segments,
+    panel_image,
+)
 from syncviz.diagram.model import LayoutDiagram, Panel
-from syncviz.diagram.mpl import DPI, Figure
-from syncviz.diagram.palette import WRONG, WRONG_BAND, family_rgb, raster_rgb
+from syncviz.diagram.mpl_figure import DPI, Figure
+from syncviz.diagram.palette import WRONG, WRONG_BAND, family_rgb
 from syncviz.diagram.raster import small_work
 
 WIDTH_IN = 10.8  # 1080 px at 100 dpi: fits a notebook cell
 FONT = 9.0  # the smallest text in a figure, in points
-MAX_REGION_LINES = 6  # region lines inside the figure; every region is in the text form
 MAX_FRAME_LINES = 4  # a step's "reads ..."/"writes ..." lines inside the figure
-SIDES = ("trainer", "vLLM holds", "vLLM expected")
-
-
-def _image(panel_raster) -> np.ndarray:
-    """RGB of a raster, two pixels per cell so mixed cells can be dotted."""
-    rgb = raster_rgb(panel_raster).numpy()
-    img = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)
-    mixed = np.repeat(np.repeat(panel_raster.mixed.numpy(), 2, axis=0), 2, axis=1)
-    dots = np.zeros_like(mixed)
-    dots[::2, ::2] = True
-    img[mixed & dots] = (255, 255, 255)
-    return img
-
-
-class _Layout:
-    """Where each panel goes: 'along' the block axis, 'across' it; data units = elements."""
-
-    def __init__(self, d: LayoutDiagram) -> None:
-        self.axis = d.axis
-        sides = [d.src, d.dst, d.dst]
-        along = [self._along(p) for p in d.src + d.dst]
-        total = max(sum(along[: len(d.src)]), sum(along[len(d.src) :]), 1)
-        self.min_along = total * 0.035  # a one-row tensor still gets a visible strip
-        self.gap = total * 0.02
-        self.across = max(self._across(p) for p in d.src + d.dst)
-        band_w = self.across * (0.9 if d.axis == 0 else 0.7)
-        side_gap = self.across * (0.12 if d.axis == 0 else 0.3)
-        self.offsets = [0.0, self.across + band_w, 2 * self.across + band_w + side_gap]
-        self.span_across = self.offsets[2] + self.across
-        self.spans: dict[tuple[int, int], tuple[float, float]] = {}  # (side, i) -> along
-        for s, panels in enumerate(sides):
-            pos = 0.0
-            for i, p in enumerate(panels):
-                n = max(self._along(p), self.min_along)
-                self.spans[s, i] = (pos, pos + n)
-                pos += n + self.gap
-        self.span_along = max(v[1] for v in self.spans.values())
-
-    def _along(self, p: Panel) -> float:
-        return float(p.actual.rows if self.axis == 0 else p.actual.cols)
-
-    def _across(self, p: Panel) -> float:
-        return float(p.actual.cols if self.axis == 0 else p.actual.rows)
-
-    def extent(self, side: int, i: int, p: Panel) -> tuple[float, float, float, float]:
-        """(x0, x1, y0, y1) of a panel, y growing downward."""
-        a0, a1 = self.spans[side, i]
-        c0 = self.offsets[side]
-        c1 = c0 + self._across(p)
-        return (c0, c1, a0, a1) if self.axis == 0 else (a0, a1, c0, c1)
-
-    def point(self, side: int, i: int, p: Panel, along: float, across: float):
-        """Data (x, y) of element position (along, across) of a panel."""
-        x0, _, y0, _ = self.extent(side, i, p)
-        a0, a1 = self.spans[side, i]
-        scale = (a1 - a0) / max(self._along(p), 1)
-        if self.axis == 0:
-            return x0 + across, y0 + along * scale
-        return x0 + along * scale, y0 + across
 
 
 def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
@@ -106,7 +50,7 @@ def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
 
 
 def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
-    lay = _Layout(d)
+    lay = PanelLayout(d)
     regions = d.regions()
     shown = regions[:MAX_REGION_LINES]
     n_text = len(shown) + (1 if len(regions) > len(shown) else 0) + len(d.problems[:3])
@@ -150,7 +94,9 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
             if s == 1 and f is not None:  # the destination as written by steps 1..k
                 r = f.filled[i].actual
             x0, x1, y0, y1 = lay.extent(s, i, p)
-            ax.imshow(_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto")
+            ax.imshow(
+                panel_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto"
+            )
             ax.add_patch(_frame(x0, x1, y0, y1))
             placed[(SIDES[s], p.rank)] = (ax, (x0, x1, y0, y1), r)
             if s == 1:
@@ -251,15 +197,6 @@ def _frame(x0, x1, y0, y1):
     return Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.8, ec="#333333")
 
 
-def _edge_runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
-    """Runs of true along the last axis of a 2-D mask: (line, start, stop)."""
-    pad = np.zeros((edges.shape[0], edges.shape[1] + 2), dtype=np.int8)
-    pad[:, 1:-1] = edges
-    step = np.diff(pad, axis=1)
-    starts, stops = np.nonzero(step == 1), np.nonzero(step == -1)
-    return list(zip(starts[0].tolist(), starts[1].tolist(), stops[1].tolist(), strict=True))
-
-
 def _outline_wrong(ax, r, extent) -> None:
     """A magenta (over black) outline around every connected set of not-right cells."""
     _outline(ax, r.status.numpy() != 0, extent, WRONG, "black", zorder=4)
@@ -270,23 +207,14 @@ def _outline(ax, bad: np.ndarray, extent, color, under, zorder: int) -> None:
     cells; edges are merged into runs, so a big region costs a few lines, not one per cell."""
     if not bad.any():
         return
-    x0, x1, y0, y1 = extent
-    nr, nc = bad.shape
-    sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
-    pad = np.pad(bad, 1)
-    across = pad[1:, 1:-1] != pad[:-1, 1:-1]  # [nr + 1, nc]: edge above cell row i
-    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T  # [nc + 1, nr]: edge left of cell col j
-    segs = [
-        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in _edge_runs(across)
-    ]
-    segs += [
-        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in _edge_runs(down)
-    ]
+    segs = outline_segments(bad, *extent)
     ax.add_collection(LineCollection(segs, colors=under, linewidths=2.6, zorder=zorder))
     ax.add_collection(LineCollection(segs, colors=color, linewidths=1.4, zorder=zorder + 1))
 
 
-def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_side: bool) -> None:
+def _labels(
+    ax, lay: PanelLayout, s: int, i: int, p: Panel, r, per_px: float, first_side: bool
+) -> None:
     """Block labels along the block axis, chosen by diagram.labels (thinned to fit)."""
     min_gap = (FONT + 3) * DPI / 72 * per_px  # one line of text, in data units along
     if lay.axis == 1:
@@ -298,64 +226,37 @@ def _labels(ax, lay: _Layout, s: int, i: int, p: Panel, r, per_px: float, first_
 
     for label in panel_labels(r, lay.axis, place, min_gap):
         x, y = lay.point(s, i, p, label.mid, 0)
+        # Left of rows (axis 0) or above columns (axis 1), a little off the panel.
         if lay.axis == 0:
-            ax.text(
-                x - lay.across * 0.015,
-                y,
-                label.text,
-                ha="right",
-                va="center",
-                fontsize=FONT,
-                clip_on=False,
-            )
+            x, ha, va = x - lay.across * 0.015, "right", "center"
         else:
-            ax.text(
-                x,
-                y - lay.across * 0.015,
-                label.text,
-                ha="center",
-                va="bottom",
-                fontsize=FONT,
-                clip_on=False,
-            )
+            y, ha, va = y - lay.across * 0.015, "center", "bottom"
+        ax.text(x, y, label.text, ha=ha, va=va, fontsize=FONT, clip_on=False)
 
 
 _short = short_label  # kept: importable from here as before
 
 
-def _panel_title(ax, lay: _Layout, s: int, i: int, p: Panel, per_px: float) -> None:
+def _panel_title(ax, lay: PanelLayout, s: int, i: int, p: Panel, per_px: float) -> None:
     """'rank 3 tp1' beside the panel, on the far side from the labels."""
     x0, x1, y0, y1 = lay.extent(s, i, p)
     text = p.title.replace("trainer ", "").replace("vLLM ", "")
     if p.shared and s == 2:
         ranks = sorted({r for rs in p.shared.values() for r in rs})
         text += f", shares {len(p.shared)} blocks with rank {', '.join(map(str, ranks))}"
+    # Only where there is room for the words: along rows, their lines; along columns, width.
     if lay.axis == 0:
-        if (y1 - y0) / per_px > 16 * (text.count("\n") + 1):  # room for the words
-            ax.text(
-                x0 + lay.across * 0.02,
-                y0,
-                text,
-                ha="left",
-                va="top",
-                fontsize=FONT,
-                color="white",
-                bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7},
-            )
-    elif (x1 - x0) / per_px > 9 * len(text):
-        ax.text(
-            x0 + (x1 - x0) * 0.01,
-            y0 + lay.across * 0.02,
-            text,
-            ha="left",
-            va="top",
-            fontsize=FONT,
-            color="white",
-            bbox={"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7},
-        )
+        room = (y1 - y0) / per_px > 16 * (text.count("\n") + 1)
+        x, y = x0 + lay.across * 0.02, y0
+    else:
+        room = (x1 - x0) / per_px > 9 * len(text)
+        x, y = x0 + (x1 - x0) * 0.01, y0 + lay.across * 0.02
+    if room:
+        box = {"fc": "#333333", "ec": "none", "pad": 1, "alpha": 0.7}
+        ax.text(x, y, text, ha="left", va="top", fontsize=FONT, color="white", bbox=box)
 
 
-def _bands(ax, lay: _Layout, d: LayoutDiagram) -> None:
+def _bands(ax, lay: PanelLayout, d: LayoutDiagram) -> None:
     """Trainer spans -> vLLM spans as filled quadrilaterals, block colour or magenta if wrong."""
     src_i = {p.rank: (i, p) for i, p in enumerate(d.src)}
     dst_i = {p.rank: (i, p) for i, p in enumerate(d.dst)}
@@ -363,20 +264,20 @@ def _bands(ax, lay: _Layout, d: LayoutDiagram) -> None:
     for b in d.bands:
         si, sp = src_i[b.src]
         di, dp = dst_i[b.dst]
-        a0 = lay.point(0, si, sp, b.src_span[0], lay._across(sp))
-        a1 = lay.point(0, si, sp, b.src_span[1], lay._across(sp))
+        a0 = lay.point(0, si, sp, b.src_span[0], lay.across_of(sp))
+        a1 = lay.point(0, si, sp, b.src_span[1], lay.across_of(sp))
         c0 = lay.point(1, di, dp, b.dst_span[0], 0)
         c1 = lay.point(1, di, dp, b.dst_span[1], 0)
         if lay.axis == 0:
             a0, a1 = (
-                (lay.offsets[0] + lay._across(sp), a0[1]),
-                (lay.offsets[0] + lay._across(sp), a1[1]),
+                (lay.offsets[0] + lay.across_of(sp), a0[1]),
+                (lay.offsets[0] + lay.across_of(sp), a1[1]),
             )
             c0, c1 = (lay.offsets[1], c0[1]), (lay.offsets[1], c1[1])
         else:
             a0, a1 = (
-                (a0[0], lay.offsets[0] + lay._across(sp)),
-                (a1[0], lay.offsets[0] + lay._across(sp)),
+                (a0[0], lay.offsets[0] + lay.across_of(sp)),
+                (a1[0], lay.offsets[0] + lay.across_of(sp)),
             )
             c0, c1 = (c0[0], lay.offsets[1]), (c1[0], lay.offsets[1])
         poly = [a0, a1, c1, c0]

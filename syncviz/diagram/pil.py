@@ -8,12 +8,9 @@ Explorer's step slider redraws only this strip, never the matplotlib figure,
 so walking the steps stays fast at any tensor size (rasters are at most a few
 hundred cells a side).
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
 >>> from syncviz.diagram.model import layout_diagram
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight", step=1)
 >>> frame_png(d.frame)[:4]
 b'\\x89PNG'

@@ -2,15 +2,12 @@
 
 The Explorer draws with this (a first view must come back fast); the command
 line and the notebooks use matplotlib (PNG and SVG, text kept as text). Both
-place panels with the same :class:`~syncviz.diagram.mpl_layout._Layout`, so the
+place panels with the same :class:`~syncviz.diagram.layout_geometry.PanelLayout`, so the
 two pictures agree cell for cell.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
 >>> from syncviz.diagram.model import layout_diagram
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
 >>> png, panels = layout_png(d)
 >>> png[:4], sorted({p["side"] for p in panels})
@@ -26,8 +23,14 @@ import zlib
 import numpy as np
 
 from syncviz.diagram.labels import panel_labels
+from syncviz.diagram.layout_geometry import (
+    MAX_REGION_LINES,
+    SIDES,
+    PanelLayout,
+    outline_segments,
+    panel_image,
+)
 from syncviz.diagram.model import LayoutDiagram
-from syncviz.diagram.mpl_layout import MAX_REGION_LINES, SIDES, _edge_runs, _image, _Layout
 from syncviz.diagram.palette import WRONG, family_rgb, hex_rgb
 from syncviz.diagram.raster import small_work
 
@@ -87,7 +90,7 @@ def layout_png(d: LayoutDiagram, width: int = WIDTH) -> tuple[bytes, list[dict]]
 def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
     from PIL import Image, ImageDraw
 
-    lay = _Layout(d)
+    lay = PanelLayout(d)
     span_x, span_y = (
         (lay.span_across, lay.span_along) if d.axis == 0 else (lay.span_along, lay.span_across)
     )
@@ -121,7 +124,7 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
             x0, x1, y0, y1 = lay.extent(s, i, p)
             (a, b), (c, e) = px(x0, y0), px(x1, y1)
             box = [round(a, 1), round(b, 1), round(c, 1), round(e, 1)]
-            tile = Image.fromarray(_image(r), "RGB").resize(
+            tile = Image.fromarray(panel_image(r), "RGB").resize(
                 (max(1, round(c - a)), max(1, round(e - b))), Image.NEAREST
             )
             image.paste(tile, (round(a), round(b)))
@@ -227,7 +230,7 @@ def _pale(rgb, alpha: float) -> tuple[int, ...]:
     return tuple(round(255 * (1 - alpha + alpha * c)) for c in rgb)
 
 
-def _bands(image, lay: _Layout, d: LayoutDiagram, px) -> None:
+def _bands(image, lay: PanelLayout, d: LayoutDiagram, px) -> None:
     """Bands drawn opaque, pale, right ones first and wrong ones on top (no alpha pass)."""
     from PIL import ImageDraw
 
@@ -240,8 +243,8 @@ def _bands(image, lay: _Layout, d: LayoutDiagram, px) -> None:
             x0, _, y0, _ = lay.extent(side, i, p)
             a0, a1 = lay.spans[side, i]
             origin = y0 if lay.axis == 0 else x0
-            starts[side, p.rank] = (origin, (a1 - a0) / max(lay._along(p), 1))
-    src_edge = {p.rank: lay.offsets[0] + lay._across(p) for p in d.src}
+            starts[side, p.rank] = (origin, (a1 - a0) / max(lay.along_of(p), 1))
+    src_edge = {p.rank: lay.offsets[0] + lay.across_of(p) for p in d.src}
     colors: dict[tuple[int, bool], tuple[int, ...]] = {}
     wrong = tuple(c / 255 for c in hex_rgb(WRONG))
     for b in sorted(d.bands, key=lambda b: b.wrong):
@@ -265,24 +268,14 @@ def _outline(draw, r, box) -> None:
     if not bad.any():
         return
     x0, y0, x1, y1 = box
-    nr, nc = bad.shape
-    sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
-    pad = np.pad(bad, 1)
-    across = pad[1:, 1:-1] != pad[:-1, 1:-1]
-    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T
-    segs = [
-        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in _edge_runs(across)
-    ]
-    segs += [
-        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in _edge_runs(down)
-    ]
+    segs = outline_segments(bad, x0, x1, y0, y1)
     for seg in segs:
         draw.line(seg, fill="black", width=4)
     for seg in segs:
         draw.line(seg, fill=hex_rgb(WRONG), width=2)
 
 
-def _labels(draw, lay: _Layout, s: int, i: int, p, r, px, font) -> None:
+def _labels(draw, lay: PanelLayout, s: int, i: int, p, r, px, font) -> None:
     """Block labels along the block axis, chosen by diagram.labels (thinned to fit)."""
     gap = FONT_PX + 3 if lay.axis == 0 else 34
     along = 1 if lay.axis == 0 else 0

@@ -278,13 +278,13 @@ def raster(
         mixed = torch.zeros_like(first, dtype=torch.bool)
     else:
         block = table.block_of(grid)
-        mixed = _cells(block, rs, cs, "max") != _cells(block, rs, cs, "min")
+        mixed = cell_reduce(block, rs, cs, "max") != cell_reduce(block, rs, cs, "min")
     if status is None:
         cell_status = torch.zeros_like(first)
     elif rs * cs == 1:
         cell_status = as_grid(status)[0].to(torch.int64)
     else:  # the worst verdict in the cell: downsampling never hides a wrong element
-        cell_status = _cells(as_grid(status)[0].to(torch.int64), rs, cs, "max")
+        cell_status = cell_reduce(as_grid(status)[0].to(torch.int64), rs, cs, "max")
     inner = table.inner(first, first_offset)
     assert first.shape == (nr, nc)
     return Raster(
@@ -292,8 +292,12 @@ def raster(
     )
 
 
-def _cells(x: torch.Tensor, rs: int, cs: int, how: str) -> torch.Tensor:
-    """The max (or min) of every rs x cs cell of a 2-D tensor; edge cells may be smaller."""
+def cell_reduce(x: torch.Tensor, rs: int, cs: int, how: str) -> torch.Tensor:
+    """The max (or min) of every rs x cs cell of a 2-D tensor; edge cells may be smaller.
+
+    >>> cell_reduce(torch.arange(6).reshape(2, 3), 2, 2, "max").tolist()
+    [[4, 5]]
+    """
     rows, cols = x.shape
     nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
     if rows % rs or cols % cs:  # pad with a value that cannot win

@@ -53,6 +53,7 @@ import torch
 
 from syncviz.diagram.raster import BlockTable, Raster, as_grid, cell_size, raster
 from syncviz.errors import SyncvizError
+from syncviz.geometry import row_major, unravel
 from syncviz.provenance import RegionMap
 from syncviz.provenance.regions import Region
 from syncviz.ragged import ragged, rect_cells
@@ -197,14 +198,6 @@ def _digits(stride: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> li
     return [sign * x for x in out]
 
 
-def _unravel(x: int, shape: tuple[int, ...]) -> list[int]:
-    coords = []
-    for n in reversed(shape):
-        x, rem = divmod(x, n)
-        coords.append(rem)
-    return coords[::-1]
-
-
 # A lattice piece: rows r0 + pr*k (k < nr), cols c0 + pc*l (l < nc), local id x0 + Sr*k + Sc*l.
 Piece = tuple[int, int, int, int, int, int, int, int, int]
 
@@ -214,7 +207,7 @@ def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> torch.Tensor:
     rows of ``r0, pr, nr, c0, pc, nc, block`` (rows ``r0 + pr*k``, ``k < nr``; columns
     likewise)."""
     shape = table.shape
-    strides = _row_major(shape)
+    strides = row_major(shape)
     work: list[Piece] = [
         (box.r0, 1, box.r1 - box.r0, box.c0, 1, box.c1 - box.c0, box.v, box.sr, box.sc)
     ]
@@ -233,7 +226,7 @@ def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> torch.Tensor:
             runs.append(got)
             count += len(got)
             continue
-        a = _unravel(x0, shape)
+        a = unravel(x0, shape)
         dr = _digits(sr, shape, strides) if nr > 1 else [0] * len(shape)
         dc = _digits(sc, shape, strides) if nc > 1 else [0] * len(shape)
         split = _overflow_split(p, a, dr, dc, shape)
@@ -302,14 +295,6 @@ def _run_pieces(p: Piece, table: BlockTable, strides, cut_dims, budget: int) -> 
         rows = (ones * r0, ones * pr, ones * nr)
         cols = (c0 + pc * t0, ones * pc, t1 - t0)
     return torch.stack([*rows, *cols, blocks], 1)
-
-
-def _row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
-    out, step = [], 1
-    for n in reversed(shape):
-        out.append(step)
-        step *= n
-    return tuple(reversed(out))
 
 
 def _overflow_split(p: Piece, a, dr, dc, shape) -> list[Piece] | None:
@@ -381,7 +366,7 @@ def _pieces_of(box: Box2, table: BlockTable, budget: int, shapes: dict) -> tuple
     first id, except the outermost one when no block cuts it: its ids stay inside the
     parameter, so that coordinate never wraps, and the blocks do not depend on it.
     """
-    coords = _unravel(box.v, table.shape)
+    coords = unravel(box.v, table.shape)
     key = (box.r1 - box.r0, box.c1 - box.c0, box.sr, box.sc, *coords[1:])
     if len(table.cuts[0]) > 2:
         key += (coords[0],)

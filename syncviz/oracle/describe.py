@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.geometry import intersection
 from syncviz.oracle.blocks import DIM_NAMES, Block
 from syncviz.oracle.index import Box, IndexMap, Pad, Piece
 
@@ -197,10 +198,10 @@ def _items(box: Box, blocks_: Sequence[Block]) -> list[_Item]:
             parts_per_index[(b.unit, b.index)] = parts_per_index.get((b.unit, b.index), 0) + 1
     raw: list[tuple[Block, str, bool]] = []
     for b in blocks_:
-        lo = [max(a, c) for a, c in zip(box.start, b.box.start, strict=True)]
-        hi = [min(a, c) for a, c in zip(box.stop, b.box.stop, strict=True)]
-        if any(x >= y for x, y in zip(lo, hi, strict=True)):
+        met = intersection(box.start, box.stop, b.box.start, b.box.stop)
+        if met is None:
             continue
+        lo, hi = met
         partial = []
         for d in range(box.ndim):
             if (lo[d], hi[d]) != (b.box.start[d], b.box.stop[d]):

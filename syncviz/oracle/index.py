@@ -25,33 +25,20 @@ from dataclasses import dataclass
 
 import torch
 
+from syncviz import geometry
 from syncviz.errors import SyncvizError
+from syncviz.geometry import row_major
 
 PAD_ID = -1
 
 
-def _strides(shape: Sequence[int]) -> tuple[int, ...]:
-    """Row-major strides, in elements."""
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
-
-
 def unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
-    """Coordinates of a row-major flat position.
+    """Coordinates of a row-major flat position inside ``shape`` (outside: an error).
 
     >>> unravel(5, (2, 3))
     (1, 2)
     """
-    coords = []
-    for n in reversed(shape):
-        flat, rem = divmod(flat, n)
-        coords.append(rem)
-    if flat:
-        raise SyncvizError(f"flat index is outside shape {tuple(shape)}")
-    return tuple(reversed(coords))
+    return geometry.unravel(flat, shape, check=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +170,7 @@ def _flat_range_boxes(start: int, length: int, shape: Sequence[int]) -> list[Box
     """Boxes covering the contiguous flat ids ``start .. start+length-1``."""
     boxes: list[Box] = []
     pos, end = start, start + length
-    strides = _strides(shape)
+    strides = row_major(shape)
     while pos < end:
         coords = unravel(pos, shape)
         # Largest aligned block starting at pos that fits before end.
@@ -238,7 +225,7 @@ def affine_pieces(
         return None
     if len(merged) == 1 and merged[0][1] == 1:
         return _flat_range_boxes(first, merged[0][0], shape)
-    strides = _strides(shape)
+    strides = row_major(shape)
     start = unravel(first, shape)
     stop = [c + 1 for c in start]
     placed: list[int] = []
@@ -442,7 +429,7 @@ class IndexMap:
 
 def _box_run_starts(box: Box, global_shape: Sequence[int]) -> tuple[torch.Tensor, int]:
     """A box's ids as contiguous runs: (start id of each run, in local order; run length)."""
-    strides = _strides(global_shape)
+    strides = row_major(global_shape)
     dims = [d for d in box.dims if box.stop[d] - box.start[d] > 1] or [box.ndim - 1]
     # Fold inner dims while each is the global successor of the next and is full.
     run_len, inner = 1, len(dims)
@@ -478,7 +465,7 @@ def _classify_rows(
     if rows.numel() == 0:
         return
     n_rows, n_cols = rows.shape
-    strides = _strides(global_shape)
+    strides = row_major(global_shape)
     first = rows[:, 0]
     if n_cols > 1:
         diffs = rows[:, 1:] - rows[:, :-1]

@@ -10,7 +10,8 @@ Floor: beside the tracer (errors and torch only; no oracle, no synchronizer).
 2
 """
 
-from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, row_major
+from syncviz.geometry import row_major
+from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap
 from syncviz.provenance.tensor import (
     SMALL,
     UNWRITTEN,

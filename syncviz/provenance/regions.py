@@ -28,22 +28,10 @@ from dataclasses import dataclass
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.geometry import unravel
 
 # A map with more regions than this has fragmented: callers materialize or give up.
 MAX_REGIONS = 65_536
-
-
-def row_major(shape: Sequence[int]) -> tuple[int, ...]:
-    """Row-major strides of ``shape``, in elements.
-
-    >>> row_major((2, 3, 4))
-    (12, 4, 1)
-    """
-    out, step = [], 1
-    for n in reversed(shape):
-        out.append(step)
-        step *= n
-    return tuple(reversed(out))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +77,12 @@ class Region:
         return out
 
 
-def _region(start, stop, offset, strides) -> Region:
-    """A region with the strides of extent-1 dims zeroed (the canonical form)."""
+def canonical_region(start, stop, offset, strides) -> Region:
+    """A region with the strides of extent-1 dims zeroed (the canonical form).
+
+    >>> canonical_region((0, 2), (4, 3), 10, (8, 1)).strides
+    (8, 0)
+    """
     strides = tuple(s if b - a > 1 else 0 for a, b, s in zip(start, stop, strides, strict=True))
     return Region(tuple(start), tuple(stop), offset, strides)
 
@@ -116,7 +108,7 @@ class RegionMap:
         shape = tuple(shape)
         if math.prod(shape) == 0:
             return cls(shape, [])
-        return cls(shape, [_region((0,) * len(shape), shape, offset, tuple(strides))])
+        return cls(shape, [canonical_region((0,) * len(shape), shape, offset, tuple(strides))])
 
     @classmethod
     def constant(cls, shape: Sequence[int], value: float) -> RegionMap:
@@ -139,7 +131,7 @@ class RegionMap:
         regions = []
         flat = rows.tolist()
         for i, row in enumerate(flat):
-            coords = _unravel(i, outer)
+            coords = unravel(i, outer)
             j = 0
             while j < len(row):
                 k = j + 1
@@ -150,7 +142,9 @@ class RegionMap:
                     k += 1
                 start = (*coords, j)
                 stop = (*(c + 1 for c in coords), k)
-                regions.append(_region(start, stop, row[j], (0,) * len(outer) + (int(step),)))
+                regions.append(
+                    canonical_region(start, stop, row[j], (0,) * len(outer) + (int(step),))
+                )
                 j = k
         return cls(shape, regions)
 
@@ -212,7 +206,7 @@ class RegionMap:
             first = start + j0 * step
             offset = r.offset + (first - a) * r.strides[dim]
             out.append(
-                _region(
+                canonical_region(
                     _put(r.start, dim, j0),
                     _put(r.stop, dim, j1),
                     offset,
@@ -380,7 +374,7 @@ class RegionMap:
                 lo = hi = stride = None
             if lo is not None:
                 out.append(
-                    _region(
+                    canonical_region(
                         (*r.start[:d], lo, *r.start[d + 2 :]),
                         (*r.stop[:d], hi, *r.stop[d + 2 :]),
                         r.offset,
@@ -392,7 +386,7 @@ class RegionMap:
                 raise _TooMany
             for k in range(a0, b0):  # one region per row of the merge
                 out.append(
-                    _region(
+                    canonical_region(
                         (*r.start[:d], k * big + a1, *r.start[d + 2 :]),
                         (*r.stop[:d], k * big + b1, *r.stop[d + 2 :]),
                         r.offset + (k - a0) * sa,
@@ -410,7 +404,7 @@ class RegionMap:
 
             def piece(row0, row1, col0, col1, offset, r=r, s=s):
                 out.append(
-                    _region(
+                    canonical_region(
                         (*r.start[:d], row0, col0, *r.start[d + 1 :]),
                         (*r.stop[:d], row1, col1, *r.stop[d + 1 :]),
                         offset,
@@ -600,14 +594,6 @@ def _ins(t: tuple, i: int, v) -> tuple:
     return (*t[:i], v, *t[i:])
 
 
-def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
-    coords = []
-    for n in reversed(shape):
-        flat, rem = divmod(flat, n)
-        coords.append(rem)
-    return tuple(reversed(coords))
-
-
 def _groups(old: tuple[int, ...], new: tuple[int, ...]) -> list[tuple[tuple, tuple]]:
     """Pair runs of old dims with runs of new dims of equal product (as ``view`` does).
 
@@ -661,7 +647,7 @@ def _shifted(r: Region, start: tuple[int, ...], stop: tuple[int, ...]) -> Region
     offset = r.offset + sum(
         (a - a0) * s for a, a0, s in zip(start, r.start, r.strides, strict=True)
     )
-    return _region(start, stop, offset, r.strides)
+    return canonical_region(start, stop, offset, r.strides)
 
 
 def _coalesce(regions: Sequence[Region]) -> list[Region]:
@@ -702,4 +688,6 @@ def _join(a: Region, b: Region, d: int) -> Region | None:
         return None
     if (ea > 1 and a.strides[d] != step) or (eb > 1 and b.strides[d] != step):
         return None
-    return _region(a.start, _put(a.stop, d, b.stop[d]), a.offset, _put(a.strides, d, int(step)))
+    return canonical_region(
+        a.start, _put(a.stop, d, b.stop[d]), a.offset, _put(a.strides, d, int(step))
+    )

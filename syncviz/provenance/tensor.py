@@ -33,7 +33,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from syncviz.errors import SyncvizError
-from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, _region, row_major
+from syncviz.geometry import meetings, row_major, unravel
+from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, canonical_region
 
 aten = torch.ops.aten
 
@@ -270,13 +271,6 @@ def _unbind(func, args, kwargs):
     return [_view(x, meta, lambda m, i=i: m.select(dim, i)) for i, meta in enumerate(metas)]
 
 
-def _squeeze(func, args, kwargs):
-    x = args[0]
-    meta = _run_meta(func, args, kwargs)
-    shape = tuple(meta.shape)
-    return _view(x, meta, lambda m: m.reshape(shape))
-
-
 # ---------------------------------------------------------------- copying ops
 
 
@@ -466,28 +460,19 @@ def _write(dst: SymbolicTensor, src: RegionMap) -> None:
         positions = fn(positions)
     new: list[Region] = []
     boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
-    for p in positions.regions:
-        for q in src.regions:
-            lo = tuple(max(a, b) for a, b in zip(p.start, q.start, strict=True))
-            hi = tuple(min(a, b) for a, b in zip(p.stop, q.stop, strict=True))
-            if any(a >= b for a, b in zip(lo, hi, strict=True)):
-                continue
-            pos = p.offset + sum(
-                (a - s) * t for a, s, t in zip(lo, p.start, p.strides, strict=True)
+    for p, q, lo, hi in meetings(positions.regions, src.regions):
+        pos = p.offset + sum((a - s) * t for a, s, t in zip(lo, p.start, p.strides, strict=True))
+        val = q.offset + sum((a - s) * t for a, s, t in zip(lo, q.start, q.strides, strict=True))
+        extents = tuple(b - a for a, b in zip(lo, hi, strict=True))
+        for region in _to_base(int(pos), p.strides, val, q.strides, extents, base_shape):
+            new.append(region)
+            boxes.append((region.start, region.stop))
+        if len(new) > MAX_REGIONS:
+            raise SyncvizError(
+                f"a write into a view of shape {list(dst.shape)} scatters into more than"
+                f" {MAX_REGIONS} pieces",
+                fix="use the materialized provenance (--scaled) for this synchronizer",
             )
-            val = q.offset + sum(
-                (a - s) * t for a, s, t in zip(lo, q.start, q.strides, strict=True)
-            )
-            extents = tuple(b - a for a, b in zip(lo, hi, strict=True))
-            for region in _to_base(int(pos), p.strides, val, q.strides, extents, base_shape):
-                new.append(region)
-                boxes.append((region.start, region.stop))
-            if len(new) > MAX_REGIONS:
-                raise SyncvizError(
-                    f"a write into a view of shape {list(dst.shape)} scatters into more than"
-                    f" {MAX_REGIONS} pieces",
-                    fix="use the materialized provenance (--scaled) for this synchronizer",
-                )
     m = store.map
     for box in boxes:
         m = m.write(box, [])
@@ -497,7 +482,7 @@ def _write(dst: SymbolicTensor, src: RegionMap) -> None:
 def _to_base(pos, pstrides, val, vstrides, extents, base_shape) -> list[Region]:
     """The base-coordinate regions a written box covers (positions affine in its coords)."""
     rm = row_major(base_shape)
-    start = list(_unravel(pos, base_shape))
+    start = list(unravel(pos, base_shape))
     stop = [c + 1 for c in start]
     strides = [0] * len(base_shape)
     used: set[int] = set()
@@ -529,15 +514,7 @@ def _to_base(pos, pstrides, val, vstrides, extents, base_shape) -> list[Region]:
         used.add(k)
         stop[k] = start[k] + n
         strides[k] = vstrides[j]
-    return [_region(tuple(start), tuple(stop), val, tuple(strides))]
-
-
-def _unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
-    coords = []
-    for n in reversed(shape):
-        flat, rem = divmod(flat, n)
-        coords.append(rem)
-    return tuple(reversed(coords))
+    return [canonical_region(tuple(start), tuple(stop), val, tuple(strides))]
 
 
 # ---------------------------------------------------------------- computing ops
@@ -585,9 +562,9 @@ _HANDLERS: dict[Any, Callable] = {
     aten._unsafe_view.default: _reshape_view,
     aten.reshape.default: _reshape_view,
     aten.unsqueeze.default: _reshape_view,
-    aten.squeeze.default: _squeeze,
-    aten.squeeze.dim: _squeeze,
-    aten.squeeze.dims: _squeeze,
+    aten.squeeze.default: _reshape_view,  # dropping size-1 dims is a reshape
+    aten.squeeze.dim: _reshape_view,
+    aten.squeeze.dims: _reshape_view,
     aten.expand.default: _expand,
     aten.alias.default: _alias,
     aten.detach.default: _alias,

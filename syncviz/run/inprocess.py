@@ -35,6 +35,7 @@ from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
 from syncviz.run.symbolic_state import symbolic_state
 from syncviz.run.values import global_weights, take, unwritten
+from syncviz.run.world import World
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
 from syncviz.trace.model import SyncTrace
@@ -80,6 +81,18 @@ def initial_state(plan: SyncPlan, world: int) -> dict[str, torch.Tensor]:
     return state
 
 
+def tiny_run() -> SyncResult:
+    """The small run the pictures' examples draw: a tiny Llama (hidden 8, 4 heads of 2, 2 KV
+    heads, 64 words), layer 0, trainer tp 1 -> vLLM tp 2, through the faithful port.
+
+    >>> result = tiny_run()
+    >>> result.plan.world_size, sorted(result.dst_tensors)
+    (3, [1, 2])
+    """
+    spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    return run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+
+
 def run_sync(
     spec: ModelSpec,
     src: Parallel,
@@ -91,7 +104,7 @@ def run_sync(
     executor: Executor = "inprocess",
     trace: bool = True,
     timeout: float = DEFAULT_TIMEOUT_S,
-    world: Any = None,
+    world: World | None = None,
     show_progress: bool = False,
     values: Values = SyncOptions.values,
     seed: int = SyncOptions.seed,
@@ -198,7 +211,7 @@ def _describer(plan: SyncPlan, tracers: dict[int, Tracer]):
     return describe
 
 
-def _symbolic(provenance: str, values: str, executor: str, world: Any) -> bool:
+def _symbolic(provenance: str, values: str, executor: str, world: World | None) -> bool:
     if provenance not in ("materialized", "symbolic"):
         raise SyncvizError(
             f"unknown provenance {provenance!r}", fix="use 'materialized' or 'symbolic'"
@@ -215,7 +228,7 @@ def _symbolic(provenance: str, values: str, executor: str, world: Any) -> bool:
 
 
 def _execute(
-    world: Any,
+    world: World,
     plan: SyncPlan,
     factory,
     trace: bool,

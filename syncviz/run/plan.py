@@ -309,7 +309,7 @@ def build_plan(
         stage2=tuple(mapping.stage2),
         expert_groups=expert_groups,
         options=options,
-        id_base=_id_bases(layout),
+        id_base=id_bases(layout),
     )
 
 
@@ -327,7 +327,7 @@ def _expert_groups(src_roles: list[RankRole], src: Parallel) -> tuple[tuple[int,
     return tuple(tuple(w for _, _, w in sorted(g)) for _, g in sorted(groups.items()))
 
 
-def _id_bases(layout: ModelLayout) -> dict[str, int]:
+def id_bases(layout: ModelLayout) -> dict[str, int]:
     """Where each parameter's ids start, so ids are unique across the whole model.
 
     A destination element then names its parameter too, and a value that

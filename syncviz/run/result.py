@@ -46,7 +46,7 @@ class SyncResult:
         parameter (another parameter's data, or a value the sync made up).
         """
         param = self.plan.layout.param(key)
-        name = self._name_on(param, world)
+        name = self.name_on(param, world)
         return to_local_ids(self.plan, param, self.dst_tensors[world][name])
 
     def foreign_keys(self, world: int, key: str) -> list[str]:
@@ -54,9 +54,10 @@ class SyncResult:
         if self.plan.values != "ids":
             return []
         param = self.plan.layout.param(key)
-        name = self._name_on(param, world)
+        name = self.name_on(param, world)
         return owners(self.plan, self.dst_tensors[world][name], exclude=key)
 
-    def _name_on(self, param, world: int) -> str:
+    def name_on(self, param, world: int) -> str:
+        """The name ``param`` has in the tensors of vLLM world rank ``world``."""
         role = self.plan.roles[world]
         return next(t.name for t in param.dst if (t.pp, t.tp) == (role.pp, role.tp))

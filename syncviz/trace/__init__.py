@@ -13,14 +13,8 @@ tensors it was told to track, and collectives its callers report.
 True
 """
 
-from syncviz.trace.model import (
-    CollectiveRecord,
-    OpRecord,
-    ParamTrace,
-    SourceRecord,
-    SyncTrace,
-    TensorRef,
-)
+from syncviz.trace.model import SyncTrace
+from syncviz.trace.records import CollectiveRecord, OpRecord, ParamTrace, SourceRecord, TensorRef
 
 
 def __getattr__(name: str):

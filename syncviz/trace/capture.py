@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 
 import torch
 
-from syncviz.trace.model import OpRecord, TensorRef
 from syncviz.trace.ops import (
     CAST_OPS,
     CREATION_OPS,
@@ -36,6 +35,7 @@ from syncviz.trace.ops import (
     render_arg,
     value_warning,
 )
+from syncviz.trace.records import OpRecord, TensorRef
 
 # (ref, shape, dtype) of one tensor at the moment of the op.
 Snapshot = tuple[int, torch.Size, torch.dtype]

@@ -10,12 +10,12 @@ a folder, not UTF-8), is a SyncvizError.
 
 >>> from syncviz.trace.model import SyncTrace
 >>> text = trace_to_json(SyncTrace(metadata={"b": 1, "a": [2, 3]}))
->>> trace_from_json(text).metadata
+>>> trace_fields(text)["metadata"]
 {'a': [2, 3], 'b': 1}
 >>> import json
 >>> data = json.loads(trace_to_json(SyncTrace()))
 >>> data["warnings"] = [3]
->>> trace_from_json(json.dumps(data))
+>>> trace_fields(json.dumps(data))
 Traceback (most recent call last):
 ...
 syncviz.errors.SyncvizError: trace field warnings[0] must be a string, got 3: ...
@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from syncviz.errors import SyncvizError
-from syncviz.trace.model import (
+from syncviz.trace.records import (
     SCHEMA_NAME,
     SCHEMA_VERSION,
     CollectiveRecord,
@@ -42,9 +42,11 @@ from syncviz.trace.model import (
     OpRecord,
     ParamTrace,
     SourceRecord,
-    SyncTrace,
     TensorRef,
 )
+
+if TYPE_CHECKING:
+    from syncviz.trace.model import SyncTrace
 
 T = TypeVar("T")
 
@@ -62,6 +64,7 @@ _FIX = f"the file is not a valid {SCHEMA_NAME} version {SCHEMA_VERSION} document
 def trace_to_json(trace: SyncTrace) -> str:
     """Serialise ``trace``: keys sorted, one value per line, so two runs diff cleanly.
 
+    >>> from syncviz.trace.model import SyncTrace
     >>> trace_to_json(SyncTrace()).splitlines()[:4]
     ['{', ' "collectives": [],', ' "metadata": {},', ' "params": [],']
     """
@@ -72,10 +75,10 @@ def trace_to_json(trace: SyncTrace) -> str:
     return json.dumps(data, sort_keys=True, indent=1, allow_nan=False)
 
 
-def trace_from_json(text: str) -> SyncTrace:
-    """Parse ``text`` (JSON only) into a SyncTrace, validating every field.
+def trace_fields(text: str) -> dict[str, Any]:
+    """Parse ``text`` (JSON only) into the fields of a SyncTrace, validating every field.
 
-    >>> trace_from_json("[]")
+    >>> trace_fields("[]")
     Traceback (most recent call last):
     ...
     syncviz.errors.SyncvizError: trace field <document> must be an object, got []: ...
@@ -89,16 +92,17 @@ def trace_from_json(text: str) -> SyncTrace:
     return _read_trace(parse_json(text, "trace field <document>", fix=_FIX))
 
 
-def read_trace_file(path: str | os.PathLike[str]) -> SyncTrace:
-    """Read a trace file written by ``SyncTrace.save``; every failure is a SyncvizError.
+def read_trace_fields(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The fields of the SyncTrace in a file written by ``SyncTrace.save``; every failure is
+    a SyncvizError.
 
-    >>> read_trace_file("/no/such/trace.json")
+    >>> read_trace_fields("/no/such/trace.json")
     Traceback (most recent call last):
     ...
     syncviz.errors.SyncvizError: trace file '/no/such/trace.json' does not exist: ...
     """
     text = read_text_file(path, "trace file", MAX_TRACE_BYTES, fix="pass a trace saved by syncviz")
-    return trace_from_json(text)
+    return trace_fields(text)
 
 
 def check_folder_size(files: list[Path], folder: str | os.PathLike[str]) -> None:
@@ -381,7 +385,7 @@ def _param(value: Any, path: str) -> ParamTrace:
     )
 
 
-def _read_trace(data: Any) -> SyncTrace:
+def _read_trace(data: Any) -> dict[str, Any]:
     keys = {"schema", "version", "metadata", "sources", "params", "collectives", "warnings"}
     if not isinstance(data, dict):
         raise _bad("<document>", "an object", data)
@@ -392,7 +396,7 @@ def _read_trace(data: Any) -> SyncTrace:
             "version", f"{SCHEMA_VERSION} (the version this syncviz reads)", data.get("version")
         )
     obj = _fields(data, "", keys, set())
-    return SyncTrace(
+    return dict(
         metadata=_json_object(obj["metadata"], "metadata"),
         sources=_list(obj["sources"], "sources", _source),
         params=_list(obj["params"], "params", _param),

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from syncviz.trace.model import JSONValue
+from syncviz.trace.records import JSONValue
 
 # Ops that only move, select, repeat or re-view elements: every output element is a
 # copy of some input element, so provenance ids stay exact.

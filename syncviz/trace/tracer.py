@@ -41,15 +41,10 @@ from syncviz.trace.capture import (
     op_info,
     source_positions,
 )
-from syncviz.trace.model import (
-    CollectiveRecord,
-    ParamTrace,
-    SourceRecord,
-    SyncTrace,
-    TensorRef,
-)
+from syncviz.trace.model import SyncTrace
 from syncviz.trace.ops import dtype_name, freeze_arg
 from syncviz.trace.proxy import TracedProxy
+from syncviz.trace.records import CollectiveRecord, ParamTrace, SourceRecord, TensorRef
 
 T = TypeVar("T")
 

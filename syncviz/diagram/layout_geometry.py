@@ -1,0 +1,141 @@
+"""Where the layout view puts things, for any renderer: panels placed to scale along the
+block axis (:class:`PanelLayout`), a raster's pixels (:func:`panel_image`) and the runs
+of a cell outline (:func:`edge_runs`). The matplotlib (:mod:`~syncviz.diagram.mpl_layout`)
+and PIL (:mod:`~syncviz.diagram.pil_layout`) renderers both draw from it, so the two
+pictures agree; it imports neither drawing library.
+
+>>> SIDES
+('trainer', 'vLLM holds', 'vLLM expected')
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from syncviz.diagram.palette import raster_rgb
+
+if TYPE_CHECKING:
+    from syncviz.diagram.model import LayoutDiagram
+    from syncviz.diagram.panel import Panel
+
+MAX_REGION_LINES = 6  # region lines inside the figure; every region is in the text form
+SIDES = ("trainer", "vLLM holds", "vLLM expected")
+
+
+def panel_image(panel_raster) -> np.ndarray:
+    """RGB of a raster, two pixels per cell so mixed cells can be dotted.
+
+    >>> from syncviz import ModelSpec, Parallel
+    >>> from syncviz.diagram.raster import BlockTable, raster
+    >>> from syncviz.oracle import model_layout
+    >>> layout = model_layout(ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2),
+    ...                       Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> qkv = layout.params[1]
+    >>> panel_image(raster(qkv.dst[0].index.ids(), BlockTable(qkv))).shape
+    (16, 16, 3)
+    """
+    rgb = raster_rgb(panel_raster).numpy()
+    img = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)
+    mixed = np.repeat(np.repeat(panel_raster.mixed.numpy(), 2, axis=0), 2, axis=1)
+    dots = np.zeros_like(mixed)
+    dots[::2, ::2] = True
+    img[mixed & dots] = (255, 255, 255)
+    return img
+
+
+class PanelLayout:
+    """Where each panel goes: 'along' the block axis, 'across' it; data units = elements.
+
+    >>> from syncviz.diagram.model import layout_diagram
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> result = tiny_run()
+    >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> lay = PanelLayout(d)
+    >>> lay.extent(0, 0, d.src[0])[:2], lay.extent(1, 1, d.dst[1])[1] > lay.across
+    ((0.0, 8.0), True)
+    """
+
+    def __init__(self, d: LayoutDiagram) -> None:
+        self.axis = d.axis
+        sides = [d.src, d.dst, d.dst]
+        along = [self.along_of(p) for p in d.src + d.dst]
+        total = max(sum(along[: len(d.src)]), sum(along[len(d.src) :]), 1)
+        self.min_along = total * 0.035  # a one-row tensor still gets a visible strip
+        self.gap = total * 0.02
+        self.across = max(self.across_of(p) for p in d.src + d.dst)
+        band_w = self.across * (0.9 if d.axis == 0 else 0.7)
+        side_gap = self.across * (0.12 if d.axis == 0 else 0.3)
+        self.offsets = [0.0, self.across + band_w, 2 * self.across + band_w + side_gap]
+        self.span_across = self.offsets[2] + self.across
+        self.spans: dict[tuple[int, int], tuple[float, float]] = {}  # (side, i) -> along
+        for s, panels in enumerate(sides):
+            pos = 0.0
+            for i, p in enumerate(panels):
+                n = max(self.along_of(p), self.min_along)
+                self.spans[s, i] = (pos, pos + n)
+                pos += n + self.gap
+        self.span_along = max(v[1] for v in self.spans.values())
+
+    def along_of(self, p: Panel) -> float:
+        return float(p.actual.rows if self.axis == 0 else p.actual.cols)
+
+    def across_of(self, p: Panel) -> float:
+        return float(p.actual.cols if self.axis == 0 else p.actual.rows)
+
+    def extent(self, side: int, i: int, p: Panel) -> tuple[float, float, float, float]:
+        """(x0, x1, y0, y1) of a panel, y growing downward."""
+        a0, a1 = self.spans[side, i]
+        c0 = self.offsets[side]
+        c1 = c0 + self.across_of(p)
+        return (c0, c1, a0, a1) if self.axis == 0 else (a0, a1, c0, c1)
+
+    def point(self, side: int, i: int, p: Panel, along: float, across: float):
+        """Data (x, y) of element position (along, across) of a panel."""
+        x0, _, y0, _ = self.extent(side, i, p)
+        a0, a1 = self.spans[side, i]
+        scale = (a1 - a0) / max(self.along_of(p), 1)
+        if self.axis == 0:
+            return x0 + across, y0 + along * scale
+        return x0 + along * scale, y0 + across
+
+
+def edge_runs(edges: np.ndarray) -> list[tuple[int, int, int]]:
+    """Runs of true along the last axis of a 2-D mask: (line, start, stop).
+
+    >>> edge_runs(np.array([[1, 1, 0, 1], [0, 0, 0, 0]], dtype=bool))
+    [(0, 0, 2), (0, 3, 4)]
+    """
+    pad = np.zeros((edges.shape[0], edges.shape[1] + 2), dtype=np.int8)
+    pad[:, 1:-1] = edges
+    step = np.diff(pad, axis=1)
+    starts, stops = np.nonzero(step == 1), np.nonzero(step == -1)
+    return list(zip(starts[0].tolist(), starts[1].tolist(), stops[1].tolist(), strict=True))
+
+
+def outline_segments(
+    bad: np.ndarray, x0: float, x1: float, y0: float, y1: float
+) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """The line segments around every connected set of marked cells of ``bad`` drawn over
+    ``[x0, x1] x [y0, y1]`` (y down); edges are merged into runs, so a big region costs a
+    few lines, not one per cell.
+
+    >>> segs = outline_segments(np.array([[True, True], [False, False]]), 0, 2, 0, 2)
+    >>> segs[:2]  # above and below the top row; then its left and right sides
+    [((0.0, 0.0), (2.0, 0.0)), ((0.0, 1.0), (2.0, 1.0))]
+    >>> segs[2:]
+    [((0.0, 0.0), (0.0, 1.0)), ((2.0, 0.0), (2.0, 1.0))]
+    """
+    nr, nc = bad.shape
+    sx, sy = (x1 - x0) / nc, (y1 - y0) / nr
+    pad = np.pad(bad, 1)
+    across = pad[1:, 1:-1] != pad[:-1, 1:-1]  # [nr + 1, nc]: edge above cell row i
+    down = (pad[1:-1, 1:] != pad[1:-1, :-1]).T  # [nc + 1, nr]: edge left of cell col j
+    segs = [
+        ((x0 + a * sx, y0 + i * sy), (x0 + b * sx, y0 + i * sy)) for i, a, b in edge_runs(across)
+    ]
+    segs += [
+        ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in edge_runs(down)
+    ]
+    return segs

@@ -50,7 +50,7 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _K = 16  # coefficients per byte position: 16 exact sums per segment
 _GEMM_BYTES = 1 << 16  # bytes per int8 product block: |S| <= 2**14 * 2**16 < 2**31
 _CHUNK_BYTES = 1 << 21  # plain-torch path: bytes widened to int64 at a time (16 MiB)
-TRITON_TILE = (4096, 2048, 4)  # bytes per program step, widest row block, warps
+TRITON_TILE = (4096, 1024, 4)  # bytes per program step, widest row block, warps
 
 
 def _signed(c: int) -> int:

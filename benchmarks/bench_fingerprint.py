@@ -23,7 +23,11 @@ tensor, ``.sum()``), the expected fingerprints of every rank (each global tensor
 read, assembled and fingerprinted once in its ranks' segments), the whole
 fingerprint diagnosis, and the full-dump diagnosis of the same ranks.
 
+``project``: from the two runs' JSON, DeepSeek-V3 671B at TP 8 / EP 8 (bf16): what
+a full dump and fingerprints write, hold and take (the README's table).
+
 Run:  python benchmarks/bench_fingerprint.py gpu|cpu [--reps 5] [--json OUT]
+      python benchmarks/bench_fingerprint.py project --gpu-json G --cpu-json C
 
 >>> [round(torch.Size(s).numel() * 2 / 2**30, 2) for s in rank_shapes("llama3-70b")[:4]]
 [0.02, 0.02, 0.11, 0.05]
@@ -95,7 +99,7 @@ def bench_gpu(name: str, reps: int, sweep: bool = False) -> dict:
     tiles = {}
     if sweep:
         default = fp_module.TRITON_TILE
-        for tile in [(4096, 2048, 4), (8192, 2048, 4), (4096, 1024, 4), (8192, 4096, 8)]:
+        for tile in [(4096, 1024, 4), (4096, 2048, 4), (2048, 1024, 4), (8192, 1024, 8)]:
             fp_module.TRITON_TILE = tile
             tiles[str(tile)] = nbytes / _cuda_time(prints, reps) / 1e9
         fp_module.TRITON_TILE = default
@@ -199,7 +203,13 @@ def bench_cpu(reps: int) -> dict:
     start = time.perf_counter()
     expected()  # the first call builds the coefficient tables
     first_s = time.perf_counter() - start
+    globs = [
+        (reference.global_tensor(p.kind, p.layer), tensor_run(p.dst[0].shape))
+        for p in layout.params
+    ]
     bare_s, expected_s = timed(bare, reps), timed(expected, reps)
+    prints_only_s = timed(lambda: [fingerprint(g.reshape(-1, r)) for g, r in globs], reps)
+    sums_only_s = timed(lambda: [g.sum() for g, _ in globs], reps)
     fp_diag_s = timed(lambda: run_fingerprint_diagnosis(ref, prints, 8, layers=[0]), 1)
     full_diag_s = timed(lambda: run_diagnosis(ref, dump, 8, layers=[0]), 1)
     return {
@@ -211,18 +221,63 @@ def bench_cpu(reps: int) -> dict:
         "bare_GBps": nbytes / bare_s / 1e9,
         "expected_GBps": nbytes / expected_s / 1e9,
         "ratio": bare_s / expected_s,
+        "in_memory_fingerprint_GBps": nbytes / prints_only_s / 1e9,
+        "in_memory_sum_GBps": nbytes / sums_only_s / 1e9,
         "fingerprint_diagnosis_s": fp_diag_s,
         "full_diagnosis_s": full_diag_s,
     }
 
 
+def deepseek_v3_rank() -> tuple[int, int]:
+    """(bf16 bytes, fingerprint bytes) of one DeepSeek-V3 rank at EP 8 / TP 8: 58 MoE layers
+    of 32 of the 256 experts (w13 [4096, 7168], w2 [7168, 2048]); the rest (MLA attention,
+    3 dense layers, shared experts, embeddings: about 17.1B parameters) split 8 ways, its
+    fingerprints taken at the experts' share."""
+    rows = 58 * 32 * (4096 + 7168)
+    expert_bytes = 58 * 32 * 3 * 7168 * 2048 * 2
+    rest_bytes = (671_000_000_000 - 58 * 256 * 3 * 7168 * 2048) * 2 // 8
+    prints = rows * 8
+    return expert_bytes + rest_bytes, prints + prints * rest_bytes // expert_bytes
+
+
+def project(gpu: dict, cpu: dict) -> str:
+    """A Markdown table: DeepSeek-V3 671B at TP 8 / EP 8 (bf16), full dump vs fingerprints."""
+    rank, prints = deepseek_v3_rank()
+    fp_rate = min(r["fingerprint_GBps"] for r in gpu["ranks"]) * 1e9
+    dump = gpu["full_dump"]
+    d2h, disk = dump["d2h_GBps"] * 1e9, dump["disk_write_GBps"] * 1e9
+    expected = cpu["cpu"]["expected_GBps"] * 1e9
+    rows = [
+        ("written, 8 ranks", f"{8 * rank / 1e12:.2f} TB", f"{8 * prints / 1e9:.2f} GB"),
+        ("host memory per rank", f"{rank / 1e9:.0f} GB", f"{prints / 1e6:.0f} MB"),
+        (
+            "time on the engine",
+            f"{rank / d2h:.0f} s to the host per rank, {8 * rank / disk / 60:.0f} min to disk",
+            f"{rank / fp_rate:.2f} s per rank (GPUs in parallel)",
+        ),
+        (
+            "expected side, CPU",
+            "reads the checkpoint and all dumps",
+            f"{8 * rank / expected / 60:.1f} min from memory (checkpoint only)",
+        ),
+    ]
+    lines = ["| DeepSeek-V3 671B, TP 8 / EP 8, bf16 | full dump | fingerprints |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["gpu", "cpu"])
+    parser.add_argument("what", choices=["gpu", "cpu", "project"])
+    parser.add_argument("--gpu-json", default=None, help="project: the gpu run's --json")
+    parser.add_argument("--cpu-json", default=None, help="project: the cpu run's --json")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", default=None)
     parser.add_argument("--sweep", action="store_true", help="try a few kernel tile sizes")
     args = parser.parse_args()
+    if args.what == "project":
+        gpu, cpu = (json.loads(Path(f).read_text()) for f in (args.gpu_json, args.cpu_json))
+        print(project(gpu, cpu))
+        return
     out: dict = {"torch": torch.__version__}
     if args.what == "gpu":
         out["device"] = torch.cuda.get_device_name()

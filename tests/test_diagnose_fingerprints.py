@@ -93,6 +93,16 @@ def test_correct_dump_is_ok(checkpoints, tmp_path, family, tp):
     _same(full, fp)
 
 
+def test_diagram_of_a_fingerprint_diagnosis(checkpoints, tmp_path):
+    """The layout diagram draws a fingerprint diagnosis with the full dump's wrong count."""
+    from syncviz.diagram import layout_diagram
+
+    full, fp = _both(checkpoints, tmp_path, "llama-mcore", 4, bugs={"qkv": "shard0"})
+    key = full.bad()[0].key
+    want = layout_diagram(full.result, key, full).wrong_count
+    assert want > 0 and layout_diagram(fp.result, key, fp).wrong_count == want
+
+
 def test_swapped_files_and_pipeline(checkpoints, tmp_path):
     """Rank files in the wrong order are named as fingerprint files; pp 2 agrees too."""
     full, fp = _both(checkpoints, tmp_path / "a", "llama-mcore", 4, swap_files=True)

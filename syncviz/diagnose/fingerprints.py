@@ -122,7 +122,7 @@ class PrintTable:
         self.length, self.run = length, run
         self._flat = glob.reshape(-1)
         self.prints = _segment_prints(glob, length, run)
-        self.sorted, self.order = self.prints.sort(stable=True)
+        self._sorted: tuple[torch.Tensor, torch.Tensor] | None = None  # for look-ups only
         minus = torch.full((length,), -0.0, dtype=glob.dtype) if glob.is_floating_point() else None
         self.negative_zero = None if minus is None else int(_segment_prints(minus, length, run)[0])
 
@@ -140,11 +140,13 @@ class PrintTable:
 
     def find(self, prints: torch.Tensor) -> torch.Tensor:
         """Start id of a window with each fingerprint (the first in order), or -1."""
-        if not self.sorted.numel():
+        if self._sorted is None:
+            self._sorted = self.prints.sort(stable=True)
+        ordered, order = self._sorted
+        if not ordered.numel():
             return torch.full_like(prints, -1)
-        lo = torch.searchsorted(self.sorted, prints)
-        hit = self.sorted[lo.clamp(max=self.sorted.numel() - 1)] == prints
-        return torch.where(hit, self.order[lo.clamp(max=self.order.numel() - 1)] * self.length, -1)
+        lo = torch.searchsorted(ordered, prints).clamp(max=ordered.numel() - 1)
+        return torch.where(ordered[lo] == prints, order[lo] * self.length, -1)
 
 
 def _segment_prints(t: torch.Tensor, length: int, run: int) -> torch.Tensor:

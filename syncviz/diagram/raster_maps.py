@@ -435,6 +435,45 @@ def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects) -> None:
     high.view(-1).scatter_reduce_(0, flat, values, "amax")
 
 
+MAX_COVER = 1 << 23  # (value, cell) counters of _paint_min_max before it paints cell by cell
+
+
+def _covered(rects: torch.Tensor, groups: torch.Tensor, n: int, shape) -> torch.Tensor:
+    """Per group and cell, whether a rectangle of the group covers the cell (rows of
+    ``rects``: ``i0, i1, j0, j1``; ``groups``: each one's group below ``n``): a
+    difference array summed along both sides, so it costs the rectangles and the cells,
+    never the rectangles' areas."""
+    nr, nc = shape
+    count = torch.zeros((n, nr + 1, nc + 1), dtype=torch.int32)
+    flat, base = count.view(-1), groups * ((nr + 1) * (nc + 1))
+    i0, i1, j0, j1 = (rects[:, k].clamp(0, nr if k < 2 else nc) for k in range(4))
+    for rows, cols, sign in ((i0, j0, 1), (i1, j1, 1), (i0, j1, -1), (i1, j0, -1)):
+        ones = torch.full(rows.shape, sign, dtype=torch.int32)
+        flat.index_add_(0, base + rows * (nc + 1) + cols, ones)
+    return count.cumsum(1).cumsum(2)[:, :nr, :nc] > 0
+
+
+def _paint_min_max(low: torch.Tensor, high: torch.Tensor, rects: torch.Tensor) -> None:
+    """:func:`_paint_rects` (per-cell min into ``low``, max into ``high``) by the cover of
+    each distinct value (:func:`_covered`): a real-size panel's pieces touch millions of
+    cells in all, but hold a few dozen values on a grid of at most ~10^5 cells."""
+    rects = rects[(rects[:, 1] > rects[:, 0]) & (rects[:, 3] > rects[:, 2])]
+    if not len(rects):
+        return
+    least, most = int(rects[:, 4].min()), int(rects[:, 4].max())
+    n = most - least + 1  # values are blocks and markers: a short range (no sort needed)
+    if n * (low.shape[0] + 1) * (low.shape[1] + 1) > MAX_COVER:
+        _paint_rects(low, high, rects)
+        return
+    values = torch.arange(least, most + 1, dtype=torch.int64)
+    present = _covered(rects[:, :4], rects[:, 4] - least, n, tuple(low.shape)).to(torch.int8)
+    some = present.any(0)
+    first = values[present.argmax(0)]  # values ascend: the first present is the least
+    last = values[n - 1 - present.flip(0).argmax(0)]
+    low[some] = torch.minimum(low, first)[some]
+    high[some] = torch.maximum(high, last)[some]
+
+
 def _cell_index(start: int, step: int, count: int, size: int) -> slice | torch.Tensor:
     """The cells (along one side) touched by elements ``start + step*k``, ``k < count``."""
     last = start + step * (count - 1)
@@ -544,7 +583,7 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
         if placed:
             rects.append(_piece_rects(shapes, placed, rs, cs, low, high))
         if rects:
-            _paint_rects(low, high, torch.cat(rects))
+            _paint_min_max(low, high, torch.cat(rects))
         is_mixed = low != high
     if expected is None:
         status = torch.zeros_like(first)
@@ -619,6 +658,20 @@ def _paint_wrong(out: torch.Tensor, t: torch.Tensor, rs: int, cs: int) -> None:
     on, and the difference is 0 there.
     """
     r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
+    # Where the difference has no zero on the whole overlap, every touched cell is wrong:
+    # painted as rectangles (the usual case at real sizes, thousands of boxes per panel).
+    lo = dd + (dr * (r1 - r0 - 1)).clamp(max=0) + (dc * (c1 - c0 - 1)).clamp(max=0)
+    hi = dd + (dr * (r1 - r0 - 1)).clamp(min=0) + (dc * (c1 - c0 - 1)).clamp(min=0)
+    nowhere = (lo > 0) | (hi < 0)
+    if nowhere.any():
+        cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1], 1)
+        rects = cells[nowhere]
+        hit = _covered(rects, torch.zeros(len(rects), dtype=torch.int64), 1, tuple(out.shape))
+        out[hit[0]] = out[hit[0]].clamp(min=WRONG)
+        t = t[~nowhere]
+        if not len(t):
+            return
+        r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
     which, i, j = rect_cells(r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1)
     top, left = torch.maximum(i * rs, r0[which]), torch.maximum(j * cs, c0[which])
     rn = torch.minimum((i + 1) * rs, r1[which]) - top

@@ -674,8 +674,17 @@ def _coalesce(regions: Sequence[Region]) -> list[Region]:
     while changed and len(out) > 1:
         changed = False
         for d in reversed(range(ndim)):
+            e = d + 1  # keys sliced inline: at real sizes this runs on thousands of regions
             keyed = sorted(
-                ((_drop(r.start, d), _drop(r.stop, d), _drop(r.strides, d), r.start[d]), r)
+                (
+                    (
+                        r.start[:d] + r.start[e:],
+                        r.stop[:d] + r.stop[e:],
+                        r.strides[:d] + r.strides[e:],
+                        r.start[d],
+                    ),
+                    r,
+                )
                 for r in out
             )
             merged = [keyed[0]]

@@ -157,6 +157,7 @@ class Explorer(w.VBox):
         self.busy = w.HTML(layout=w.Layout(min_height="22px"))
         self.details = w.HTML()
         self.journey = w.HTML()
+        self.journey_image = Still()  # the journey's path as a small picture of steps
         self._initial_layer = layer
         self._current: _Picture | None = None
         self._open_first_bad = True
@@ -188,6 +189,7 @@ class Explorer(w.VBox):
                 self.details,
                 w.HBox([self.block]),
                 self.journey,
+                self.journey_image,
             ]
         )
         self.add_class("syncviz-explorer")
@@ -410,6 +412,7 @@ class Explorer(w.VBox):
         self.step_text.value = ""
         self.details.value = ""
         self.journey.value = ""
+        self.journey_image.value = b""
         self.image.clear_words()
         self.image.value = b""
         self.image.panels = []
@@ -515,6 +518,7 @@ class Explorer(w.VBox):
         self._refresh_picture()
         # A journey replays every op: follow one only when asked (a click or the block list).
         self.journey.value = JOURNEY_HINT
+        self.journey_image.value = b""
 
     def _refresh_picture(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None
@@ -641,10 +645,12 @@ class Explorer(w.VBox):
         run = self._runs.get(self._run_key) if self._run_key else None
         if run is None or run.result is None or self.block.value is None:
             self.journey.value = ""
+            self.journey_image.value = b""
             return
         refusal = self._journey_too_big(run, self.param.value)
         if refusal:  # a journey replays the parameter's ops on its ids
             self.journey.value = f"<div class='syncviz-journey'>{html.escape(refusal)}</div>"
+            self.journey_image.value = b""
             return
         cache_key = (self.param.value, self.block.value)
         journey = run.journeys.get(cache_key)
@@ -656,6 +662,9 @@ class Explorer(w.VBox):
                 )
             finally:
                 self.busy.value = ""
+        from syncviz.diagram.pil_journey import journey_png
+
+        self.journey_image.value = journey_png(journey)
         color = "#1a7f37" if journey.ok else "#cf222e"
         verdict = "right" if journey.ok else "WRONG"
         self.journey.value = (

@@ -22,6 +22,7 @@ single element, so real sizes cost what their structure costs, not their numel.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,6 +92,10 @@ class Region:
 
 def _region(start, stop, offset, strides) -> Region:
     """A region with the strides of extent-1 dims zeroed (the canonical form)."""
+    if len(strides) == 2:  # the common case, spelled out: real-size maps make many thousands
+        (a0, a1), (b0, b1), (s0, s1) = start, stop, strides
+        strides = (s0 if b0 - a0 > 1 else 0, s1 if b1 - a1 > 1 else 0)
+        return Region(tuple(start), tuple(stop), offset, strides)
     strides = tuple(s if b - a > 1 else 0 for a, b, s in zip(start, stop, strides, strict=True))
     return Region(tuple(start), tuple(stop), offset, strides)
 
@@ -666,7 +671,7 @@ def _shifted(r: Region, start: tuple[int, ...], stop: tuple[int, ...]) -> Region
 
 def _coalesce(regions: Sequence[Region]) -> list[Region]:
     """Merge neighbours that continue one affine function (a cheap canonical form)."""
-    out = [r for r in regions if all(a < b for a, b in zip(r.start, r.stop, strict=True))]
+    out = [r for r in regions if all(map(operator.lt, r.start, r.stop))]  # non-empty ones
     if len(out) < 2:
         return out
     ndim = len(out[0].start)

@@ -518,7 +518,9 @@ def _paint_min_max(low: torch.Tensor, high: torch.Tensor, rects: torch.Tensor) -
         return
     least, most = int(rects[:, 4].min()), int(rects[:, 4].max())
     n = most - least + 1  # values are blocks and markers: a short range (no sort needed)
-    if n * (low.shape[0] + 1) * (low.shape[1] + 1) > MAX_COVER:
+    cover = n * (low.shape[0] + 1) * (low.shape[1] + 1)
+    area = int(((rects[:, 1] - rects[:, 0]) * (rects[:, 3] - rects[:, 2])).sum())
+    if cover > MAX_COVER or area <= cover:  # cell by cell is cheaper: few or small rectangles
         _paint_rects(low, high, rects)
         return
     values = torch.arange(least, most + 1, dtype=torch.int64)

@@ -255,17 +255,18 @@ def _follow_a_journey(page, explorer) -> None:
     label = page.locator("label.widget-label", has_text="block")
     select = explorer.locator(".widget-dropdown").filter(has=label).locator("select")
     select.select_option(index=1)
-    words = explorer.locator(".syncviz-journey")
+    # Asked by selector: the words' element is made anew each time they change.
     page.wait_for_function(
-        "el => el.textContent.includes('journey of')", arg=words.element_handle(), timeout=90_000
+        "() => [...document.querySelectorAll('.syncviz-journey')]"
+        ".some(e => e.textContent.includes('journey of'))",
+        timeout=90_000,
     )
-    picture = explorer.locator(".syncviz-journey-image img.syncviz-still")
     page.wait_for_function(
-        "el => el.style.display !== 'none' && el.complete && el.naturalWidth > 0",
-        arg=picture.element_handle(),
+        "() => [...document.querySelectorAll('.syncviz-journey-image img.syncviz-still')]"
+        ".some(e => e.style.display !== 'none' && e.complete && e.naturalWidth > 0)",
         timeout=30_000,
     )
-    picture.scroll_into_view_if_needed()
+    explorer.locator(".syncviz-journey-image img.syncviz-still").first.scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOT.with_name("explorer-journey.png")))
 

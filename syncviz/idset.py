@@ -62,6 +62,27 @@ class IdSet:
         flat = flat[flat >= 0]
         return merge_ranges([flat], [flat + 1])
 
+    @classmethod
+    def of_box(cls, start: Sequence[int], stop: Sequence[int], shape: Sequence[int]) -> IdSet:
+        """The row-major ids of the box ``start <= c < stop`` of a tensor of ``shape``: one
+        interval per line of its last dim (fewer where lines join).
+
+        >>> s = IdSet.of_box((1, 0), (3, 2), (4, 4))  # rows 1-2, columns 0-1
+        >>> s.lo.tolist(), s.hi.tolist()
+        ([4, 8], [6, 10])
+        """
+        starts = torch.zeros(1, dtype=torch.int64)
+        stride = 1
+        lead = []
+        for a, z, n in zip(reversed(start), reversed(stop), reversed(shape), strict=True):
+            lead.append((a, z, stride))
+            stride *= n
+        (a, z, _), lead = lead[0], lead[1:]
+        for a0, z0, st in reversed(lead):
+            steps = torch.arange(a0, z0, dtype=torch.int64) * st
+            starts = (starts[:, None] + steps[None, :]).reshape(-1)
+        return merge_ranges([starts + a], [starts + z])
+
     @property
     def empty(self) -> bool:
         return not self.lo.numel()

@@ -89,6 +89,26 @@ class TraceStep:
         return f"{ins} -> {outs}"
 
 
+@dataclass(frozen=True)
+class PathStep:
+    """One step of a block's path, as the journey picture draws it: where it is (``side``:
+    ``trainer``, ``op`` on a rank, ``collective`` from a rank, ``vLLM``), which rank,
+    which op, which rows (words; '' when the op's rows are not read).
+
+    >>> PathStep("op", 0, "regroup: view", "rows 0-1").words
+    'rank 0 | regroup: view | rows 0-1'
+    """
+
+    side: str
+    rank: int
+    op: str
+    rows: str = ""
+
+    @property
+    def words(self) -> str:
+        return " | ".join(x for x in (f"rank {self.rank}", self.op, self.rows) if x)
+
+
 @dataclass
 class Journey:
     """Where one block starts, what moved it, where it ends, and whether that is right.
@@ -110,6 +130,7 @@ class Journey:
     expected: list[str] = field(default_factory=list)
     src_ranks: list[int] = field(default_factory=list)
     dst_ranks: list[int] = field(default_factory=list)
+    path: list[PathStep] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [self.label]
@@ -761,14 +782,97 @@ def _in_box(ids: torch.Tensor, box, shape: tuple[int, ...]) -> torch.Tensor:
     return inside.view(ids.shape)
 
 
-def _where(ids: torch.Tensor, box, shape: tuple[int, ...]) -> tuple[str, torch.Tensor] | None:
-    """Which rows (experts, elements) of a local id tensor hold any id of ``box``."""
+def _where(
+    ids: torch.Tensor, box, shape: tuple[int, ...], unit: str | None = None
+) -> tuple[str, torch.Tensor] | None:
+    """Which rows (experts, elements; ``unit`` names them otherwise) of a local id tensor
+    hold any id of ``box``."""
     mask = _in_box(ids, box, shape)
     if not bool(mask.any()):
         return None
-    unit = {1: "elements", 2: "rows", 3: "experts"}.get(ids.dim(), "rows")
+    unit = unit or {1: "elements", 2: "rows", 3: "experts"}.get(ids.dim(), "rows")
     rows = mask.reshape(mask.shape[0], -1).any(dim=1) if ids.dim() > 1 else mask
     return f"{unit} {_runs(rows, unit)}", mask
+
+
+def where_in_map(
+    m: RegionMap, box, shape: tuple[int, ...], unit: str | None = None
+) -> tuple[str, torch.Tensor] | None:
+    """:func:`_where` of a map of local ids: which rows (experts, elements) hold any id of
+    ``box``, and per row whether it does (rows, not elements), from the map's regions
+    (:func:`~syncviz.idset.cells_meeting`), no id materialized.
+
+    >>> m = RegionMap.affine((4, 4), 0, (4, 1)).slice(0, 1, 4)  # rows 1-3 of a [4, 4]
+    >>> from syncviz.oracle.index import Box
+    >>> where_in_map(m, Box((2, 0), (4, 2)), (4, 4))[0]
+    'rows 1-2'
+    """
+    from syncviz.idset import cells_meeting
+
+    ids = IdSet.of_box(box.start, box.stop, shape)
+    dims = len(m.shape)
+    if dims == 1:
+        flags = cells_meeting(m.unsqueeze(0), (1, 1), ids).reshape(-1)
+    else:
+        grid = m if dims == 2 else m.reshape((m.shape[0], math.prod(m.shape[1:])))
+        flags = cells_meeting(grid, (1, max(1, grid.shape[1])), ids).reshape(-1)
+    if not bool(flags.any()):
+        return None
+    unit = unit or {1: "elements", 2: "rows", 3: "experts"}.get(dims, "rows")
+    return f"{unit} {_runs(flags, unit)}", flags
+
+
+SMALL_OVERLAP = 1 << 16  # elements of an overlap read one by one where two maps may agree
+
+
+def maps_agree_on(got: RegionMap, want: RegionMap, box, shape: tuple[int, ...]) -> bool:
+    """Whether ``got`` equals ``want`` (maps of local ids, one shape) at every element where
+    either holds an id of ``box``: the journey's verdict, from the maps.
+
+    Each overlap of a ``got`` region with a ``want`` region is one affine function minus
+    another: zero throughout (right), nowhere (wrong wherever either side holds the
+    block: asked of their id sets), or on one line, where an overlap of at most
+    ``SMALL_OVERLAP`` elements is read element by element and a bigger one counts as
+    wrong wherever it touches the block.
+
+    >>> from syncviz.oracle.index import Box
+    >>> want = RegionMap.affine((2, 4), 0, (4, 1))
+    >>> got = RegionMap.cat([want.slice(0, 0, 1), RegionMap.constant((1, 4), -2)], 0)
+    >>> maps_agree_on(got, want, Box((0, 0), (1, 4)), (2, 4)), maps_agree_on(
+    ...     got, want, Box((1, 0), (2, 4)), (2, 4))
+    (True, False)
+    """
+    from syncviz.provenance import Region
+
+    ids = IdSet.of_box(box.start, box.stop, shape)
+    sides: list[Region] = []  # both sides of every overlap where the two differ somewhere
+    for g in got.regions:
+        for w in want.regions:
+            lo = tuple(max(a, b) for a, b in zip(g.start, w.start, strict=True))
+            hi = tuple(min(a, b) for a, b in zip(g.stop, w.stop, strict=True))
+            if any(a >= b for a, b in zip(lo, hi, strict=True)):
+                continue
+            gv, wv = g.value_at(lo), w.value_at(lo)
+            moves = [
+                (gs - ws) * (b - a - 1)
+                for gs, ws, a, b in zip(g.strides, w.strides, lo, hi, strict=True)
+            ]
+            if gv == wv and not any(moves):
+                continue  # the same ids throughout
+            low = gv - wv + sum(x for x in moves if x < 0)
+            high = gv - wv + sum(x for x in moves if x > 0)
+            gr = Region(lo, hi, gv, g.strides)
+            wr = Region(lo, hi, wv, w.strides)
+            if low <= 0 <= high and gr.numel <= SMALL_OVERLAP:  # may agree on a line: read it
+                a, b = gr.values().to(torch.int64), wr.values().to(torch.int64)
+                if bool(((ids.contains(a) | ids.contains(b)) & (a != b)).any()):
+                    return False
+                continue
+            sides += [gr, wr]
+    if not sides:
+        return True
+    touched = IdSet.of([RegionMap(got.shape, sides, merge=False)])  # the ids, not a partition
+    return not bool(touched.meets(ids.lo, ids.hi).any())
 
 
 def _dst_ids(result: SyncResult, world: int, key: str, name: str) -> torch.Tensor:
@@ -789,9 +893,15 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     param = plan.layout.param(key)
     chosen = param.blocks[block]
     box, shape = chosen.box, tuple(param.global_shape)
-    starts, src_ranks = [], []
+    starts, src_ranks, path = [], [], []
+    symbolic = _symbolic(result)  # then every answer comes from maps, no id materialized
     for shard in param.src:
-        found = _where(shard.index.ids(), box, shape)
+        if symbolic:
+            from syncviz.run.symbolic_state import shard_map
+
+            found = where_in_map(shard_map(shard.index, 0), box, shape)
+        else:
+            found = _where(shard.index.ids(), box, shape)
         if found is None:
             continue
         for role in plan.roles:
@@ -804,31 +914,43 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
                     f"src rank {role.world} ({shard.rank_label}): {found[0]} of"
                     f" {shard.name} {list(shard.shape)}"
                 )
+                holds = f"holds ({shard.rank_label})"
+                path.append(PathStep("trainer", role.world, holds, found[0]))
     table, labels = _block_table(param)
-    moves = _op_moves(result, param, src_ranks, table, labels, chosen.label)
-    ends, expected, dst_ranks, ok = [], [], [], True
+    moves = _op_moves(result, param, src_ranks, table, labels, chosen.label, path, box, shape)
+    ends, expected, dst_ranks, ok, arrived = [], [], [], True, []
     for t in param.dst:
         world = next(
             r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
         )
-        got = _dst_ids(result, world, key, t.name)
-        want = t.index.ids()
-        held, should = _where(got, box, shape), _where(want, box, shape)
+        if symbolic:
+            got_map, want_map = map_of(_local(result, world, key)), shard_map(t.index, 0)
+            held, should = where_in_map(got_map, box, shape), where_in_map(want_map, box, shape)
+        else:
+            got = _dst_ids(result, world, key, t.name)
+            want = t.index.ids()
+            held, should = _where(got, box, shape), _where(want, box, shape)
         if held is not None:
             dst_ranks.append(world)
             ends.append(f"dst rank {world} ({t.rank_label}): {held[0]} of {t.name}")
+            arrived.append(PathStep("vLLM", world, f"holds ({t.rank_label})", held[0]))
         if should is not None:
             expected.append(f"dst rank {world} ({t.rank_label}): {should[0]}")
         if (held is None) != (should is None):
             ok = False
+        elif held is not None and should is not None and symbolic:
+            ok = ok and maps_agree_on(got_map, want_map, box, shape)
         elif held is not None and should is not None:
             same_place = torch.equal(held[1], should[1])
             ok = ok and same_place and torch.equal(got[should[1]], want[should[1]])
-    moves += _collective_moves(result, key, src_ranks, dst_ranks)
-    return Journey(chosen.label, starts, moves, ends, ok, expected, src_ranks, dst_ranks)
+    moves += _collective_moves(result, key, src_ranks, dst_ranks, path)
+    path += arrived
+    return Journey(chosen.label, starts, moves, ends, ok, expected, src_ranks, dst_ranks, path)
 
 
-def _op_moves(result, param, src_ranks, table, labels, label) -> list[str]:
+def _op_moves(result, param, src_ranks, table, labels, label, path, box, shape) -> list[str]:
+    """The recorded ops on the block's trainer ranks that carry it (words), each also a
+    step of ``path`` with the rows of its first result that hold the block."""
     moves = []
     for pt in _param_traces(result, param.key):
         if pt.rank not in src_ranks:
@@ -840,13 +962,27 @@ def _op_moves(result, param, src_ranks, table, labels, label) -> list[str]:
             outs = replayed.get(op.index)
             if outs is None:
                 moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()} (not replayed)")
+                path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op} (not replayed)"))
             elif any(label in _blocks_in(o, table, labels) for o in outs):
                 moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()}")
+                held = next((w for o in outs if (w := _rows_holding(o, box, shape))), "")
+                path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", held))
     return moves
 
 
-def _collective_moves(result, key, src_ranks, dst_ranks) -> list[str]:
-    """Collectives carrying this parameter out of the ranks that hold the block."""
+def _rows_holding(t: torch.Tensor, box, shape: tuple[int, ...]) -> str:
+    """Words for the rows (experts, elements) of a replayed tensor holding ids of ``box``
+    ('' when none): from its map when symbolic (:func:`where_in_map`), else its ids."""
+    if is_symbolic(t):
+        found = where_in_map(map_of(t), box, shape, unit="rows")
+    else:
+        found = _where(t.to(torch.int64), box, shape, unit="rows")
+    return f"{found[0]} of {list(t.shape)}" if found is not None else ""
+
+
+def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
+    """Collectives carrying this parameter out of the ranks that hold the block (words;
+    each also a step of ``path``)."""
     if result.trace is None:
         return []
     records = list(result.trace.collectives)
@@ -862,10 +998,13 @@ def _collective_moves(result, key, src_ranks, dst_ranks) -> list[str]:
             continue
         others = [r for r in rec.ranks if r != sender]
         moves.append(f"{rec.kind} from rank {sender} to rank(s) {others} (group {rec.group})")
+        to = ", ".join(str(r) for r in others)
+        path.append(PathStep("collective", sender, f"{rec.kind} to rank(s) {to}"))
         holders.update(rec.ranks)
     for pt in _param_traces(result, key):
         if pt.rank in dst_ranks and pt.phase in ("stage1", "stage2"):
             for op in pt.ops:
                 if op.op not in QUIET_OPS:
                     moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()}")
+                    path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}"))
     return moves

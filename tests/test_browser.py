@@ -183,6 +183,7 @@ def _run_notebook_and_check(page, url: str, here) -> None:
     page.wait_for_function("el => el.style.display === 'none'", arg=tip.element_handle())
     _step_keeps_the_picture_still(page, explorer, image)
     _assert_no_broken_image(explorer)
+    _follow_a_journey(page, explorer)
     before = image.get_attribute("src")
     select = explorer.locator(".widget-dropdown", has_text="parameter").locator("select")
     select.select_option(label=QKV_LABEL)
@@ -247,6 +248,27 @@ def _step_keeps_the_picture_still(page, explorer, image) -> None:
     explorer.locator(".syncviz-step-box").scroll_into_view_if_needed()
     page.wait_for_timeout(300)
     page.screenshot(path=str(SCREENSHOT.with_name("explorer-step-frame.png")))
+
+
+def _follow_a_journey(page, explorer) -> None:
+    """Pick the second block: the journey's words and its picture of steps are shown."""
+    label = page.locator("label.widget-label", has_text="block")
+    select = explorer.locator(".widget-dropdown").filter(has=label).locator("select")
+    select.select_option(index=1)
+    # Asked by selector: the words' element is made anew each time they change.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.syncviz-journey')]"
+        ".some(e => e.textContent.includes('journey of'))",
+        timeout=90_000,
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.syncviz-journey-image img.syncviz-still')]"
+        ".some(e => e.style.display !== 'none' && e.complete && e.naturalWidth > 0)",
+        timeout=30_000,
+    )
+    explorer.locator(".syncviz-journey-image img.syncviz-still").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOT.with_name("explorer-journey.png")))
 
 
 def _assert_no_broken_image(explorer) -> int:

@@ -283,3 +283,58 @@ def test_one_block_pieces_partition_a_box_by_the_blocks_of_its_ids(kind):
             seen[rows[:, None], cols[None, :]] += 1
         assert bool((seen == 1).all()), box
         assert torch.equal(got, want), box
+
+
+def test_painting_by_value_cover_equals_painting_cell_by_cell():
+    """Random big rectangles (values -3..4) on a 6 x 7 grid: per-cell min and max from
+    each value's cover (difference arrays) equal those painted cell by cell."""
+    from syncviz.diagram.raster_maps import _BIG, _SMALL, _paint_min_max, _paint_rects
+
+    rng = random.Random(7)
+    for _ in range(20):
+        rows = []
+        for _ in range(150):
+            i0, j0 = rng.randrange(6), rng.randrange(7)
+            rows.append(
+                (i0, rng.randrange(i0 + 1, 7), j0, rng.randrange(j0 + 1, 8), rng.randint(-3, 4))
+            )
+        rects = torch.tensor(rows, dtype=torch.int64)
+        area = int(((rects[:, 1] - rects[:, 0]) * (rects[:, 3] - rects[:, 2])).sum())
+        values = int(rects[:, 4].max() - rects[:, 4].min()) + 1
+        assert area > values * 7 * 8  # the cover path is the one taken
+        got = [torch.full((6, 7), _BIG), torch.full((6, 7), _SMALL)]
+        want = [torch.full((6, 7), _BIG), torch.full((6, 7), _SMALL)]
+        _paint_min_max(*got, rects)
+        _paint_rects(*want, rects)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_status_all_at_once_equals_box_by_box():
+    """Random held boxes (markers -2/-3 among them) against one and three expected boxes
+    on a 12 x 10 grid: the tensor comparison paints the verdicts the loop paints."""
+    import syncviz.diagram.raster_maps as rm
+    from syncviz.diagram.raster_maps import Box2, _status, _status_all_at_once
+
+    rng = random.Random(11)
+    for cut in (12, 5):
+        expected = [Box2(0, 12, 0, 10, 0, 10, 1)]
+        if cut < 12:
+            expected = [Box2(0, cut, 0, 10, 0, 10, 1), Box2(cut, 12, 0, 4, 200, 4, 1)]
+            expected.append(Box2(cut, 12, 4, 10, 300, 1, 7))
+        for _ in range(10):
+            held, r = [], 0
+            while r < 12:
+                h = rng.randint(1, 3)
+                v = rng.choice([-2, -3, rng.randrange(0, 120), 10 * r])
+                sr, sc = (0, 0) if v < 0 else rng.choice([(10, 1), (1, 10), (0, 1), (10, 0)])
+                held.append(Box2(r, min(12, r + h), 0, 10, v, sr, sc))
+                r += h
+            for rs, cs in ((1, 1), (2, 3), (5, 4)):
+                nr, nc = math.ceil(12 / rs), math.ceil(10 / cs)
+                fast = _status_all_at_once(held, expected, rs, cs, nr, nc)
+                old, rm.FEW_EXPECTED = rm.FEW_EXPECTED, 0  # the loop, box by box
+                try:
+                    slow = _status(held, expected, rs, cs, nr, nc)
+                finally:
+                    rm.FEW_EXPECTED = old
+                assert torch.equal(fast, slow), (held, rs, cs)

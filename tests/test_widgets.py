@@ -177,10 +177,9 @@ def test_experts_view_draws_routed_experts():
 
 
 def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkeypatch):
-    """With 1000 bytes free, real sizes still run and draw (symbolic ids, pictures and steps
-    read maps), but a block journey that would materialize 16x8 qkv ids (8 KiB with the
-    copies) is refused in words; the materialized downscale is refused inline with the fix;
-    freed memory is asked again."""
+    """With 1000 bytes free, real sizes still run and draw (symbolic ids: pictures, steps and
+    a block's journey read maps, so the journey of K head 0 is followed, not refused); the
+    materialized downscale is refused inline with the fix; freed memory is asked again."""
     import syncviz.run.memory
     from syncviz.provenance import SymbolicTensor
 
@@ -188,12 +187,11 @@ def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkey
     ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
     assert ex.message.value == "" and "MISMATCH" in ex.status.value
     assert all(isinstance(t, SymbolicTensor) for t in ex.result.dst_tensors[1].values())
-    ex.param.value = QKV  # 128 ids on the trainer, 2 x 64 on vLLM: 4 copies x 8 B x 256
+    ex.param.value = QKV
     assert ex.image.value[:4] == b"\x89PNG" and ex.step.max > 0
-    ex.block.value = 1
-    journey = ex.journey.value
-    assert f"following a block of {QKV} at real sizes materializes its ids, about 8 KiB" in journey
-    assert "1000 B is available; tick the layout-preserving downscale" in journey
+    ex.block.value = 4  # K head 0
+    assert "journey of <b>K head 0</b>" in ex.journey.value and "no journey" not in ex.journey.value
+    assert ex.journey_image.value[:4] == b"\x89PNG"
     ex.scaled.value = True
     shown = ex.message.value
     assert "this run needs ~" in shown and "the machine has 1000 B available" in shown

@@ -47,7 +47,7 @@ import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -72,12 +72,12 @@ class Fragmented(Exception):
     """A map needs more pieces than ``MAX_PIECES`` to be drawn from its regions."""
 
 
-@dataclass(frozen=True)
-class Box2:
+class Box2(NamedTuple):
     """A region of a 2-D grid: rows r0..r1-1, cols c0..c1-1, local id ``v + sr*dr + sc*dc``.
 
     A constant (``sr == sc == 0``) with ``v < 0`` is a marker: -1 padding, -2
-    unwritten, -3 another parameter's data.
+    unwritten, -3 another parameter's data. A tuple (a real-size panel has thousands,
+    made and read as a tensor's rows at once).
     """
 
     r0: int
@@ -176,16 +176,42 @@ def local_grid(region_map: RegionMap, base: int, numel: int) -> RegionMap | None
         boxes = local_boxes(region_map, base, numel)
     except Fragmented:
         return None
-    regions = [
-        Region(
-            (b.r0, b.c0),
-            (b.r1, b.c1),
-            b.v,
-            (b.sr if b.r1 - b.r0 > 1 else 0, b.sc if b.c1 - b.c0 > 1 else 0),
-        )
-        for b in boxes
-    ]
-    return RegionMap(grid_map(region_map).shape, regions, merge=False)
+    return BoxGrid(grid_map(region_map).shape, boxes)
+
+
+class BoxGrid(RegionMap):
+    """A grid map of local boxes whose regions are made when first read (a hover, a step):
+    a real-size panel holds thousands, and its first picture reads none of them.
+
+    >>> g = BoxGrid((2, 4), (Box2(0, 2, 0, 4, 3, 4, 1),))
+    >>> g.regions[0].offset, g.materialize().tolist()[1]
+    (3, [7.0, 8.0, 9.0, 10.0])
+    """
+
+    __slots__ = ("_boxes", "_made")
+
+    def __init__(self, shape: tuple[int, ...], boxes: Sequence[Box2]) -> None:
+        self.shape = tuple(shape)
+        self._boxes = boxes
+        self._made: tuple[Region, ...] | None = None
+
+    @property
+    def regions(self) -> tuple[Region, ...]:  # type: ignore[override]
+        if self._made is None:
+            self._made = tuple(
+                Region(
+                    (b.r0, b.c0),
+                    (b.r1, b.c1),
+                    b.v,
+                    (b.sr if b.r1 - b.r0 > 1 else 0, b.sc if b.c1 - b.c0 > 1 else 0),
+                )
+                for b in self._boxes
+            )
+        return self._made
+
+    @property
+    def size_hint(self) -> int:
+        return len(self._boxes)
 
 
 def _digits(stride: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> list[int]:
@@ -358,39 +384,69 @@ def _slices(p: Piece, axis: int) -> list[Piece]:
     return [_cut(p, axis, t, t + 1) for t in range(n)]
 
 
-def _pieces_of(box: Box2, table: BlockTable, budget: int, shapes: dict) -> tuple:
-    """The key under which ``shapes`` holds :func:`one_block_pieces` of ``box``, relative
-    to its corner (rows of ``r0, pr, nr, c0, pc, nc, block``), shared by boxes alike.
+def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, nc: int):
+    """Per cell, whether it holds more than one block: every box is a mark (a marker, or
+    ids of one block) or the one-block pieces of its shape (:func:`one_block_pieces`)
+    placed at its corner; both painted as cell rectangles (per-cell min and max).
 
-    The cuts follow from the box's extents, strides and the global coordinates of its
-    first id, except the outermost one when no block cuts it: its ids stay inside the
-    parameter, so that coordinate never wraps, and the blocks do not depend on it.
+    Boxes alike share their pieces: the cuts follow from a box's extents, strides and
+    the global coordinates of its first id, except the outermost one when no block cuts
+    it (its ids stay inside the parameter, so that coordinate never wraps). The boxes
+    are grouped by that key as a tensor's rows, so thousands of boxes cost a few ops.
     """
-    coords = unravel(box.v, table.shape)
-    key = (box.r1 - box.r0, box.c1 - box.c0, box.sr, box.sc, *coords[1:])
-    if len(table.cuts[0]) > 2:
-        key += (coords[0],)
-    if key not in shapes:
-        moved = Box2(0, box.r1 - box.r0, 0, box.c1 - box.c0, box.v, box.sr, box.sc)
-        shapes[key] = one_block_pieces(moved, table, budget)
-    return key
+    low = torch.full((nr, nc), _BIG, dtype=torch.int64)
+    high = torch.full((nr, nc), _SMALL, dtype=torch.int64)
+    t = torch.tensor(boxes, dtype=torch.int64).view(-1, 7)
+    r0, r1, c0, c1, v, sr, sc = t.unbind(1)
+    constant = ((sr == 0) | (r1 - r0 == 1)) & ((sc == 0) | (c1 - c0 == 1))
+    is_mark = (v < 0) | constant
+    rects = [
+        torch.stack(
+            [r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1, table.block_of(v)], 1
+        )[is_mark]
+    ]
+    budget = MAX_PIECES - int(is_mark.sum())
+    if budget < 0:
+        raise Fragmented
+    laid = t[~is_mark]
+    if len(laid):
+        coords, x = [], laid[:, 4]
+        for n in reversed(table.shape):
+            coords.insert(0, x % n)
+            x = x // n
+        if len(table.cuts[0]) <= 2:
+            coords = coords[1:]
+        sizes = [laid[:, 1] - laid[:, 0], laid[:, 3] - laid[:, 2], laid[:, 5], laid[:, 6]]
+        keys = torch.stack(sizes + coords, 1)
+        _, group = torch.unique(keys, dim=0, return_inverse=True)
+        groups = int(group.max()) + 1
+        each = torch.bincount(group, minlength=groups)
+        first = torch.full((groups,), len(laid), dtype=torch.int64)
+        first.scatter_reduce_(0, group, torch.arange(len(laid)), "amin")
+        shapes = []
+        for g, i in enumerate(first.tolist()):
+            b0, b1, a0, a1, x0, ssr, ssc = laid[i].tolist()
+            got = one_block_pieces(Box2(0, b1 - b0, 0, a1 - a0, x0, ssr, ssc), table, budget)
+            budget -= len(got) * int(each[g])
+            if budget < 0:
+                raise Fragmented
+            shapes.append(got)
+        rects.append(_placed_rects(shapes, group, laid[:, 0], laid[:, 2], rs, cs, low, high))
+    _paint_min_max(low, high, torch.cat(rects))
+    return low != high
 
 
-def _piece_rects(shapes: dict, corners: dict, rs: int, cs: int, low, high) -> torch.Tensor:
+def _placed_rects(shapes, group, r_at, c_at, rs: int, cs: int, low, high) -> torch.Tensor:
     """The cell rectangles (rows of ``i0, i1, j0, j1, block``) of every box: the pieces
-    of its shape (``shapes[key]``) put at each of its corners (``corners[key]``), all
-    pairs at once; a piece whose elements lie further apart than a cell (so it touches
-    cells with gaps between) is painted into ``low``/``high`` on its own instead."""
-    keys = list(corners)
-    pieces = torch.cat([shapes[k] for k in keys])
-    at = torch.tensor([c for k in keys for c in corners[k]], dtype=torch.int64).view(-1, 2)
-    n_pieces = torch.tensor([len(shapes[k]) for k in keys])
-    n_at = torch.tensor([len(corners[k]) for k in keys])
-    key, t = ragged(n_pieces * n_at)
-    each = n_pieces[key]
-    p = pieces[(torch.cumsum(n_pieces, 0) - n_pieces)[key] + t % each]
-    a = at[(torch.cumsum(n_at, 0) - n_at)[key] + t // each]
-    r0, c0 = a[:, 0] + p[:, 0], a[:, 1] + p[:, 3]
+    of its group's shape (``shapes[group]``) put at its corner (``r_at``, ``c_at``), all
+    at once; a piece whose elements lie further apart than a cell (so it touches cells
+    with gaps between) is painted into ``low``/``high`` on its own instead."""
+    pieces = torch.cat(shapes)
+    n_pieces = torch.tensor([len(p) for p in shapes], dtype=torch.int64)
+    start = torch.cumsum(n_pieces, 0) - n_pieces
+    box, t = ragged(n_pieces[group])
+    p = pieces[start[group[box]] + t]
+    r0, c0 = r_at[box] + p[:, 0], c_at[box] + p[:, 3]
     pr, nr, pc, nc, block = p[:, 1], p[:, 2], p[:, 4], p[:, 5], p[:, 6]
     r1, c1 = r0 + pr * (nr - 1), c0 + pc * (nc - 1)
     whole = ((nr == 1) | (pr <= rs)) & ((nc == 1) | (pc <= cs))
@@ -418,6 +474,47 @@ def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects) -> None:
         return
     low.view(-1).scatter_reduce_(0, flat, values, "amin")
     high.view(-1).scatter_reduce_(0, flat, values, "amax")
+
+
+MAX_COVER = 1 << 23  # (value, cell) counters of _paint_min_max before it paints cell by cell
+
+
+def _covered(rects: torch.Tensor, groups: torch.Tensor, n: int, shape) -> torch.Tensor:
+    """Per group and cell, whether a rectangle of the group covers the cell (rows of
+    ``rects``: ``i0, i1, j0, j1``; ``groups``: each one's group below ``n``): a
+    difference array summed along both sides, so it costs the rectangles and the cells,
+    never the rectangles' areas."""
+    nr, nc = shape
+    count = torch.zeros((n, nr + 1, nc + 1), dtype=torch.int32)
+    flat, base = count.view(-1), groups * ((nr + 1) * (nc + 1))
+    i0, i1, j0, j1 = (rects[:, k].clamp(0, nr if k < 2 else nc) for k in range(4))
+    for rows, cols, sign in ((i0, j0, 1), (i1, j1, 1), (i0, j1, -1), (i1, j0, -1)):
+        ones = torch.full(rows.shape, sign, dtype=torch.int32)
+        flat.index_add_(0, base + rows * (nc + 1) + cols, ones)
+    return count.cumsum(1).cumsum(2)[:, :nr, :nc] > 0
+
+
+def _paint_min_max(low: torch.Tensor, high: torch.Tensor, rects: torch.Tensor) -> None:
+    """:func:`_paint_rects` (per-cell min into ``low``, max into ``high``) by the cover of
+    each distinct value (:func:`_covered`): a real-size panel's pieces touch millions of
+    cells in all, but hold a few dozen values on a grid of at most ~10^5 cells."""
+    rects = rects[(rects[:, 1] > rects[:, 0]) & (rects[:, 3] > rects[:, 2])]
+    if not len(rects):
+        return
+    least, most = int(rects[:, 4].min()), int(rects[:, 4].max())
+    n = most - least + 1  # values are blocks and markers: a short range (no sort needed)
+    cover = n * (low.shape[0] + 1) * (low.shape[1] + 1)
+    area = int(((rects[:, 1] - rects[:, 0]) * (rects[:, 3] - rects[:, 2])).sum())
+    if cover > MAX_COVER or area <= cover:  # cell by cell is cheaper: few or small rectangles
+        _paint_rects(low, high, rects)
+        return
+    values = torch.arange(least, most + 1, dtype=torch.int64)
+    present = _covered(rects[:, :4], rects[:, 4] - least, n, tuple(low.shape)).to(torch.int8)
+    some = present.any(0)
+    first = values[present.argmax(0)]  # values ascend: the first present is the least
+    last = values[n - 1 - present.flip(0).argmax(0)]
+    low[some] = torch.minimum(low, first)[some]
+    high[some] = torch.maximum(high, last)[some]
 
 
 def _cell_index(start: int, step: int, count: int, size: int) -> slice | torch.Tensor:
@@ -504,33 +601,7 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
     if rs * cs == 1 or not mixed:
         is_mixed = torch.zeros_like(first, dtype=torch.bool)
     else:
-        low = torch.full((nr, nc), _BIG, dtype=torch.int64)
-        high = torch.full((nr, nc), _SMALL, dtype=torch.int64)
-        budget = MAX_PIECES
-        rects: list[torch.Tensor] = []  # rows of (cell row 0, 1, cell col 0, 1, block)
-        marks: list[tuple[int, int, int, int, int]] = []  # one-block boxes, same form
-        shapes: dict[tuple, torch.Tensor] = {}  # pieces of a box shape, relative to its corner
-        placed: dict[tuple, list[tuple[int, int]]] = {}  # box corners per box shape
-        for b in boxes:
-            if b.v < 0 or b.constant:
-                block = b.v if b.v < 0 else int(table.block_of(torch.tensor([b.v]))[0])
-                marks.append(
-                    (b.r0 // rs, (b.r1 - 1) // rs + 1, b.c0 // cs, (b.c1 - 1) // cs + 1, block)
-                )
-                budget -= 1
-                continue
-            key = _pieces_of(b, table, budget, shapes)
-            budget -= len(shapes[key])
-            if budget < 0:
-                raise Fragmented
-            placed.setdefault(key, []).append((b.r0, b.c0))
-        if marks:
-            rects.append(torch.tensor(marks, dtype=torch.int64))
-        if placed:
-            rects.append(_piece_rects(shapes, placed, rs, cs, low, high))
-        if rects:
-            _paint_rects(low, high, torch.cat(rects))
-        is_mixed = low != high
+        is_mixed = _mixed(boxes, table, rs, cs, nr, nc)
     if expected is None:
         status = torch.zeros_like(first)
     else:
@@ -544,7 +615,7 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
 def _corners(boxes: Sequence[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
     """The id at every cell's first element: each corner point lies in exactly one box."""
     corners = torch.empty((nr, nc), dtype=torch.int64)
-    t = torch.tensor([(b.r0, b.r1, b.c0, b.c1, b.v, b.sr, b.sc) for b in boxes], dtype=torch.int64)
+    t = torch.tensor(boxes, dtype=torch.int64)  # rows r0, r1, c0, c1, v, sr, sc
     r0, r1, c0, c1, v, sr, sc = t.reshape(-1, 7).unbind(1)
     # The cells whose first element (a multiple of the cell size) lies in each box.
     which, i, j = rect_cells(-(-r0 // rs), -(-r1 // rs), -(-c0 // cs), -(-c1 // cs))
@@ -556,8 +627,13 @@ def _corners(boxes: Sequence[Box2], rs: int, cs: int, nr: int, nc: int) -> torch
 RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_status
 
 
+FEW_EXPECTED = 64  # expected boxes (an oracle shard: usually one) compared all at once
+
+
 def _status(actual: Sequence[Box2], expected: Sequence[Box2], rs, cs, nr, nc) -> torch.Tensor:
     """The worst verdict per cell of ``actual`` against ``expected`` (both local boxes)."""
+    if len(expected) <= FEW_EXPECTED and len(actual) * len(expected) <= MAX_PAIRS:
+        return _status_all_at_once(actual, expected, rs, cs, nr, nc)
     out = torch.zeros((nr, nc), dtype=torch.int64)
     by_row = sorted(expected, key=lambda e: e.r0)
     starts = [e.r0 for e in by_row]
@@ -596,6 +672,40 @@ def _status(actual: Sequence[Box2], expected: Sequence[Box2], rs, cs, nr, nc) ->
     return out
 
 
+def _status_all_at_once(actual, expected, rs, cs, nr, nc) -> torch.Tensor:
+    """:func:`_status` with the held boxes as one tensor, against each of a few expected
+    boxes in turn: the same overlaps and verdicts, no loop over thousands of boxes."""
+    out = torch.zeros((nr, nc), dtype=torch.int64)
+    if not len(actual):
+        return out
+    r0, r1, c0, c1, v, sr, sc = torch.tensor(actual, dtype=torch.int64).view(-1, 7).unbind(1)
+    asr = torch.where(r1 - r0 > 1, sr, 0)
+    asc = torch.where(c1 - c0 > 1, sc, 0)
+    constant = (asr == 0) & (asc == 0)
+    unwritten, foreign = constant & (v == UNWRITTEN), constant & (v == FOREIGN)
+    verdict = torch.where(unwritten, NOT_WRITTEN, NOT_OURS).to(torch.int64)
+    marked = unwritten | foreign
+    cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1, verdict], 1)
+    _paint_rects(out, None, cells[marked])
+    overlaps = []
+    for e in expected:
+        top, bottom = r0.clamp(min=e.r0), r1.clamp(max=e.r1)
+        left, right = c0.clamp(min=e.c0), c1.clamp(max=e.c1)
+        meet = ~marked & (top < bottom) & (left < right)
+        esr = e.sr if e.r1 - e.r0 > 1 else 0
+        esc = e.sc if e.c1 - e.c0 > 1 else 0
+        va = v + asr * (top - r0) + asc * (left - c0)
+        ve = e.v + esr * (top - e.r0) + esc * (left - e.c0)
+        dr = torch.where(bottom - top > 1, asr - esr, 0)
+        dc = torch.where(right - left > 1, asc - esc, 0)
+        differ = meet & ((va != ve) | (dr != 0) | (dc != 0))
+        overlaps.append(torch.stack([top, bottom, left, right, va - ve, dr, dc], 1)[differ])
+    found = torch.cat(overlaps)
+    if len(found):
+        _paint_wrong(out, found, rs, cs)
+    return out
+
+
 def _paint_wrong(out: torch.Tensor, t: torch.Tensor, rs: int, cs: int) -> None:
     """Mark wrong every cell touched by an overlap where got - expected is not 0 throughout.
 
@@ -604,6 +714,20 @@ def _paint_wrong(out: torch.Tensor, t: torch.Tensor, rs: int, cs: int) -> None:
     on, and the difference is 0 there.
     """
     r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
+    # Where the difference has no zero on the whole overlap, every touched cell is wrong:
+    # painted as rectangles (the usual case at real sizes, thousands of boxes per panel).
+    lo = dd + (dr * (r1 - r0 - 1)).clamp(max=0) + (dc * (c1 - c0 - 1)).clamp(max=0)
+    hi = dd + (dr * (r1 - r0 - 1)).clamp(min=0) + (dc * (c1 - c0 - 1)).clamp(min=0)
+    nowhere = (lo > 0) | (hi < 0)
+    if nowhere.any():
+        cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1], 1)
+        rects = cells[nowhere]
+        hit = _covered(rects, torch.zeros(len(rects), dtype=torch.int64), 1, tuple(out.shape))
+        out[hit[0]] = out[hit[0]].clamp(min=WRONG)
+        t = t[~nowhere]
+        if not len(t):
+            return
+        r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
     which, i, j = rect_cells(r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1)
     top, left = torch.maximum(i * rs, r0[which]), torch.maximum(j * cs, c0[which])
     rn = torch.minimum((i + 1) * rs, r1[which]) - top

@@ -22,6 +22,7 @@ single element, so real sizes cost what their structure costs, not their numel.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,6 +84,10 @@ def canonical_region(start, stop, offset, strides) -> Region:
     >>> canonical_region((0, 2), (4, 3), 10, (8, 1)).strides
     (8, 0)
     """
+    if len(strides) == 2:  # the common case, spelled out: real-size maps make many thousands
+        (a0, a1), (b0, b1), (s0, s1) = start, stop, strides
+        strides = (s0 if b0 - a0 > 1 else 0, s1 if b1 - a1 > 1 else 0)
+        return Region(tuple(start), tuple(stop), offset, strides)
     strides = tuple(s if b - a > 1 else 0 for a, b, s in zip(start, stop, strides, strict=True))
     return Region(tuple(start), tuple(stop), offset, strides)
 
@@ -652,7 +657,7 @@ def _shifted(r: Region, start: tuple[int, ...], stop: tuple[int, ...]) -> Region
 
 def _coalesce(regions: Sequence[Region]) -> list[Region]:
     """Merge neighbours that continue one affine function (a cheap canonical form)."""
-    out = [r for r in regions if all(a < b for a, b in zip(r.start, r.stop, strict=True))]
+    out = [r for r in regions if all(map(operator.lt, r.start, r.stop))]  # non-empty ones
     if len(out) < 2:
         return out
     ndim = len(out[0].start)
@@ -660,8 +665,17 @@ def _coalesce(regions: Sequence[Region]) -> list[Region]:
     while changed and len(out) > 1:
         changed = False
         for d in reversed(range(ndim)):
+            e = d + 1  # keys sliced inline: at real sizes this runs on thousands of regions
             keyed = sorted(
-                ((_drop(r.start, d), _drop(r.stop, d), _drop(r.strides, d), r.start[d]), r)
+                (
+                    (
+                        r.start[:d] + r.start[e:],
+                        r.stop[:d] + r.stop[e:],
+                        r.strides[:d] + r.strides[e:],
+                        r.start[d],
+                    ),
+                    r,
+                )
                 for r in out
             )
             merged = [keyed[0]]

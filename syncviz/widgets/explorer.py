@@ -157,6 +157,8 @@ class Explorer(w.VBox):
         self.busy = w.HTML(layout=w.Layout(min_height="22px"))
         self.details = w.HTML()
         self.journey = w.HTML()
+        self.journey_image = Still()  # the journey's path as a small picture of steps
+        self.journey_image.add_class("syncviz-journey-image")
         self._initial_layer = layer
         self._current: _Picture | None = None
         self._open_first_bad = True
@@ -188,6 +190,7 @@ class Explorer(w.VBox):
                 self.details,
                 w.HBox([self.block]),
                 self.journey,
+                self.journey_image,
             ]
         )
         self.add_class("syncviz-explorer")
@@ -410,6 +413,7 @@ class Explorer(w.VBox):
         self.step_text.value = ""
         self.details.value = ""
         self.journey.value = ""
+        self.journey_image.value = b""
         self.image.clear_words()
         self.image.value = b""
         self.image.panels = []
@@ -515,6 +519,7 @@ class Explorer(w.VBox):
         self._refresh_picture()
         # A journey replays every op: follow one only when asked (a click or the block list).
         self.journey.value = JOURNEY_HINT
+        self.journey_image.value = b""
 
     def _refresh_picture(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None
@@ -587,27 +592,6 @@ class Explorer(w.VBox):
             self._pictures.popitem(last=False)
         return picture
 
-    def _journey_too_big(self, run: _Run, key: str) -> str:
-        """Why the journey of a block of ``key`` is not followed ('' when it is). Pictures,
-        steps and hover words of a symbolic run read maps, but a journey's start and end
-        positions still materialize the parameter's ids (float64, every shard and vLLM
-        tensor): estimated like run/memory's copies, so a 70B embedding's journey is
-        refused in words instead of the kernel being killed."""
-        from syncviz.run.memory import COPIES, available_bytes, size_words
-
-        if self._run_key is None or self._run_key[-1] != "symbolic":
-            return ""  # a materialized run's estimate already covered these ids
-        param = run.result.plan.layout.param(key)
-        elements = sum(s.index.numel for s in param.src) + sum(t.index.numel for t in param.dst)
-        need, have = COPIES * 8 * elements, available_bytes()
-        if have is None or need <= have:
-            return ""
-        return (
-            f"no journey: following a block of {key} at real sizes materializes its ids,"
-            f" about {size_words(need)}, and {size_words(have)} is available; tick the"
-            " layout-preserving downscale, or pick a smaller parameter"
-        )
-
     def _layout(self, run: _Run, key: str):
         """The layout diagram of ``key``; its steps are replayed when the slider or a hover
         first reads them (:class:`_OnScreenSteps`). A parameter of a kind already drawn in
@@ -641,10 +625,7 @@ class Explorer(w.VBox):
         run = self._runs.get(self._run_key) if self._run_key else None
         if run is None or run.result is None or self.block.value is None:
             self.journey.value = ""
-            return
-        refusal = self._journey_too_big(run, self.param.value)
-        if refusal:  # a journey replays the parameter's ops on its ids
-            self.journey.value = f"<div class='syncviz-journey'>{html.escape(refusal)}</div>"
+            self.journey_image.value = b""
             return
         cache_key = (self.param.value, self.block.value)
         journey = run.journeys.get(cache_key)
@@ -656,6 +637,9 @@ class Explorer(w.VBox):
                 )
             finally:
                 self.busy.value = ""
+        from syncviz.diagram.pil_journey import journey_png
+
+        self.journey_image.value = journey_png(journey)
         color = "#1a7f37" if journey.ok else "#cf222e"
         verdict = "right" if journey.ok else "WRONG"
         self.journey.value = (

@@ -9,9 +9,17 @@ parameter's) says where its data came from, exactly as a full dump's look-up
 does. Runs shorter than a segment are composed into the segment's fingerprint
 (:func:`syncviz.fingerprint.compose`) on both sides.
 
+Every other step is the full dump's (:func:`syncviz.diagnose.core.run_diagnosis`
+with :class:`PrintFiles`): the engine's note beside each file (``tp{t}.notes.json``,
+written by ``save_vllm_rank(..., fingerprints=True)`` too), an emptied tensor as not
+checkable, ``previous`` checkpoints fingerprinted alike for stale values, the
+recognised w13 swap and reordered segments.
+
 What differs from a full dump: a segment mixing +0.0 and -0.0 (where data was
-expected) reads "not found" rather than "zeros", and two different segments
-share a fingerprint with odds of about 2**-48 (one-bit changes: never).
+expected) reads "not found" rather than "zeros"; a segment reordered within a run
+(not in whole runs) reads "not found" rather than "in another order"; and two
+different segments share a fingerprint with odds of about 2**-48 (one-bit
+changes: never).
 
 >>> import tempfile
 >>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps

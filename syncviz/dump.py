@@ -61,8 +61,9 @@ def save_vllm_rank(
     Returns the safetensors file's path.
     A rank that is no rank (``tp_rank=-1``, ``True``, ``pp_rank`` not below ``pp_size``)
     raises SyncvizError naming it.
-    With ``fingerprints=True`` only a fingerprint per row is computed, on the device,
-    and written to ``tp{t}.fingerprints.safetensors`` (:mod:`syncviz.fingerprint_dump`).
+    With ``fingerprints=True`` only a fingerprint per row of the same tensors is computed,
+    on the device, and written to ``tp{t}.fingerprints.safetensors``
+    (:mod:`syncviz.fingerprint_dump`), with the same note beside it.
     """
     for name, value, least in (
         ("tp_rank", tp_rank, 0),
@@ -89,12 +90,6 @@ def save_vllm_rank(
         pp_size = pp_size_now if pp_size is None else pp_size
     pp_rank = 0 if pp_rank is None else pp_rank
     pp_size = 1 if pp_size is None else pp_size
-    if fingerprints:
-        from syncviz.fingerprint_dump import save_fingerprints
-
-        return save_fingerprints(model, out_dir, tp_rank=tp_rank, pp_rank=pp_rank, pp_size=pp_size)
-    from syncviz.diagnose.dumps import rank_file
-
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -108,10 +103,18 @@ def save_vllm_rank(
             buffers.append(name)
         if tensor.dtype not in COMPARABLE:
             continue
+        tensors[name] = tensor.detach()
+    if fingerprints:  # fingerprinted where they live: only the fingerprints travel
+        from syncviz.fingerprint_dump import save_fingerprints
+
+        path = save_fingerprints(tensors, root, tp_rank=tp_rank, pp_rank=pp_rank, pp_size=pp_size)
+    else:
+        from syncviz.diagnose.dumps import rank_file
+
         # clone(): safetensors refuses tensors that share storage (tied embeddings).
-        tensors[name] = tensor.detach().to("cpu").contiguous().clone()
-    path = root / rank_file(pp_rank, tp_rank, pp_size)
-    save_file(tensors, str(path))
+        host = {n: t.to("cpu").contiguous().clone() for n, t in tensors.items()}
+        path = root / rank_file(pp_rank, tp_rank, pp_size)
+        save_file(host, str(path))
     note = {
         "format": NOTES_FORMAT,
         "rank": {"tp": tp_rank, "pp": pp_rank, "pp_size": pp_size},
@@ -123,12 +126,16 @@ def save_vllm_rank(
 
 
 def notes_path(rank_path: Path) -> Path:
-    """The note beside a rank's file: ``tp1.safetensors`` -> ``tp1.notes.json``.
+    """The note beside a rank's file, full dump or fingerprints: ``tp1.safetensors`` and
+    ``tp1.fingerprints.safetensors`` -> ``tp1.notes.json``.
 
     >>> notes_path(Path("/d/pp1-tp3.safetensors")).name
     'pp1-tp3.notes.json'
+    >>> notes_path(Path("/d/tp1.fingerprints.safetensors")).name
+    'tp1.notes.json'
     """
-    return rank_path.with_name(rank_path.name.removesuffix(".safetensors") + ".notes.json")
+    stem = rank_path.name.removesuffix(".safetensors").removesuffix(".fingerprints")
+    return rank_path.with_name(stem + ".notes.json")
 
 
 def read_notes(rank_path: Path) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from syncviz.diagnose.fixtures import BUGS, tiny_spec, write_checkpoint, write_d
 from syncviz.errors import SyncvizError
 from syncviz.fingerprint_dump import SUFFIX, save_fingerprints
 
-FAMILIES = ("llama-mcore", "qwen2", "qwen2-moe", "mixtral")
+FAMILIES = ("llama-mcore", "qwen2", "qwen2-moe", "mixtral", "qwen3")
 
 # Every bug the fixtures plant, in the kinds it fits, on every family that has the kind.
 CASES = [
@@ -40,6 +40,11 @@ CASES = [
     ("mixtral", 2, {"lm_head": "tp0", "router": "noise"}),
     ("mixtral", 2, {"experts_w13": "tp0", "experts_w2": "missing"}),
     ("mixtral", 2, {"experts_w13": "few_shared"}),
+    ("llama-mcore", 2, {"gate_up": "swap_halves"}),
+    ("mixtral", 2, {"experts_w13": "swap_halves"}),  # recognised: not checkable
+    ("mixtral", 2, {"experts_w13": "local_experts", "experts_w2": "local_experts"}),
+    ("qwen2", 2, {"input_norm": "regroup_qkv"}),  # reordered in blocks of 2 = the run
+    ("qwen3", 2, {"q_norm": "exchange", "k_norm": "exchange"}),
 ]
 
 
@@ -64,7 +69,7 @@ def _both(checkpoints, tmp_path, family, tp, pp=1, **kwargs):
 
 
 def _same(full, fp) -> None:
-    assert fp.ok == full.ok
+    assert fp.ok == full.ok and fp.exit_code == full.exit_code
     assert fp.counts() == full.counts()
     assert [dataclasses.astuple(p) for p in fp.params] == [
         dataclasses.astuple(p) for p in full.params
@@ -162,14 +167,89 @@ def test_one_flipped_bit_is_found(checkpoints, tmp_path):
 
 
 def test_save_vllm_rank_writes_fingerprints(tmp_path):
-    """save_vllm_rank(..., fingerprints=True) writes the rank's fingerprint file, no dump."""
-    from syncviz.dump import save_vllm_rank
+    """save_vllm_rank(..., fingerprints=True) writes the fingerprint file and the note, no dump."""
+    from syncviz.dump import read_notes, save_vllm_rank
     from syncviz.fingerprint import fingerprint
     from syncviz.fingerprint_dump import read_fingerprints
 
     model = torch.nn.Linear(8, 3, bias=False)
     path = save_vllm_rank(model, tmp_path, tp_rank=2, fingerprints=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tp2.fingerprints.safetensors"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["tp2.fingerprints.safetensors", "tp2.notes.json"]
     entries, prints = read_fingerprints(path)
     assert entries["weight"].shape == (3, 8)
     assert torch.equal(prints["weight"], fingerprint(model.weight))
+    note = read_notes(path)
+    assert note is not None and note["rank"] == {"tp": 2, "pp": 0, "pp_size": 1}
+    assert note["changed"] == {} and note["buffers"] == []
+
+
+def test_engine_notes_agree(checkpoints, tmp_path):
+    """The CPU engine's emptied linears, dumped both ways by save_vllm_rank: the fingerprint
+    files carry the same note, and the 8 tensors are not checkable (exit 2) from either."""
+    from safetensors.torch import load_file
+
+    from syncviz.dump import notes_path, save_vllm_rank
+    from tests.test_diagnose_engine import engine_dump, engine_model, free_dense
+
+    ref, dump, prints = checkpoints["llama-mcore"], tmp_path / "dump", tmp_path / "prints"
+    engine_dump(ref, dump, 2, free_dense)
+    for t in range(2):
+        model = engine_model(load_file(str(tmp_path / "dump-cut" / f"tp{t}.safetensors")))
+        for name, module in model.named_modules():
+            free_dense(name, module)
+        save_vllm_rank(model, prints, tp_rank=t, fingerprints=True)
+        full_note = notes_path(dump / f"tp{t}.safetensors").read_text()
+        assert (prints / f"tp{t}.notes.json").read_text() == full_note
+    full, fp = diagnose(ref, dump, 2), diagnose(ref, prints, 2)
+    assert full.counts() == {"ok": 7, "uncheckable": 8} and full.exit_code == 2
+    _same(full, fp)
+    assert fp.text().splitlines()[1:] == full.text().splitlines()[1:]
+
+
+def test_empty_fingerprint_without_a_note_is_not_checkable(checkpoints, tmp_path):
+    """An emptied tensor fingerprinted without a note (shape [0], no fingerprints): not
+    checkable, worded as the full dump words it."""
+    from safetensors.torch import load_file, save_file
+
+    ref, dump, prints = checkpoints["llama-mcore"], tmp_path / "dump", tmp_path / "prints"
+    write_dumps(tiny_spec("llama-mcore"), ref, dump, tp=2)
+    tensors = load_file(str(dump / "tp1.safetensors"))
+    tensors["model.layers.1.mlp.down_proj.weight"] = torch.empty(0, dtype=torch.bfloat16)
+    save_file(tensors, str(dump / "tp1.safetensors"))
+    fingerprint_dumps(dump, prints, tp=2)
+    full, fp = diagnose(ref, dump, 2), diagnose(ref, prints, 2)
+    assert full.counts() == {"ok": 14, "uncheckable": 1}
+    _same(full, fp)
+    (param,) = [p for p in fp.params if p.status != "ok"]
+    assert param.lines() == ["  tp 1: empty (shape [0]), expected [16, 12]"]
+
+
+def test_stale_values_found_in_previous_fingerprints(checkpoints, tmp_path):
+    """A router kept from the previous step on both ranks, and a rank 1 that missed the whole
+    update: the fingerprint look-up in --previous finds the same stale values and missed rank."""
+    from safetensors.torch import load_file, save_file
+
+    from tests.test_diagnose_stale import next_step
+
+    spec, step1 = tiny_spec("mixtral"), checkpoints["mixtral"]
+    step2 = next_step(step1, tmp_path / "step2")
+    for case, keep in (("router", ("gate",)), ("missed", ())):
+        old, dump, prints = tmp_path / f"old-{case}", tmp_path / case, tmp_path / f"p-{case}"
+        write_dumps(spec, step1, old, tp=2)
+        write_dumps(spec, step2, dump, tp=2)
+        for t in range(2):
+            tensors = load_file(str(dump / f"tp{t}.safetensors"))
+            stale = load_file(str(old / f"tp{t}.safetensors"))
+            for name in tensors:
+                if (keep and any(f".{k}." in name for k in keep)) or (not keep and t == 1):
+                    tensors[name] = stale[name]
+            save_file(tensors, str(dump / f"tp{t}.safetensors"))
+        fingerprint_dumps(dump, prints, tp=2)
+        full = diagnose(step2, dump, 2, previous=[step1])
+        fp = diagnose(step2, prints, 2, previous=[step1])
+        assert not full.ok and "stale" in full.text()
+        assert ("tp 1 missed the update" in full.text()) == (case == "missed")
+        assert fp.missed_ranks == full.missed_ranks
+        _same(full, fp)
+        assert fp.text().splitlines()[1:] == full.text().splitlines()[1:]

@@ -33,10 +33,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from syncviz.diagnose.dumps import RankDump, normalise, open_dumps, rank_file, rank_label
+from syncviz.diagnose.dumps import normalise, open_dumps, rank_file, rank_label
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.segments import (
     SegmentIndex,
@@ -57,7 +58,6 @@ ZEROS = -1  # source code of a segment that is all zeros (where data was expecte
 NOT_FOUND = -2  # source code of a segment found nowhere in the reference
 REORDERED = -3  # source code of a segment holding exactly its expected elements, reordered
 STALE = -10  # source code of a segment found in previous checkpoint k: STALE - k
-_RANK_FILE = re.compile(r"(pp\d+-)?tp\d+\.safetensors")
 REFERENCE = Parallel(tp=1)  # the checkpoint plays the one, unsharded trainer rank
 
 
@@ -96,10 +96,78 @@ class Decoded:
 
 
 @dataclass
-class _Pending:
+class Pending:
+    """Segments of one decoded tensor found nowhere yet, with what the rank holds there.
+
+    The searches are shared; how a held segment is looked up differs by rank file:
+    its values (:class:`ValuePending`, a full dump) or its fingerprint (a fingerprint file).
+    """
+
     decoded: Decoded
     segments: torch.Tensor  # positions in decoded
+
+    def key(self) -> tuple:
+        """What an index must match to serve this look-up (equal keys share one index)."""
+        raise NotImplementedError
+
+    def index(self, glob: torch.Tensor) -> Any:
+        """An index of ``glob``'s aligned segments for :meth:`find`."""
+        raise NotImplementedError
+
+    def find(self, index: Any) -> torch.Tensor:
+        """Per pending segment: the start id of an equal segment in ``index``, or -1."""
+        raise NotImplementedError
+
+    def in_place(self, glob: torch.Tensor) -> torch.Tensor:
+        """Per pending segment: its expected start id when ``glob`` holds it there, else -1."""
+        raise NotImplementedError
+
+    def reordered(self, glob: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Of the pending segments ``real``: does each hold its expected elements reordered?"""
+        raise NotImplementedError
+
+    def keep(self, mask: torch.Tensor) -> None:
+        """Keep only the pending segments where ``mask`` is true."""
+        raise NotImplementedError
+
+
+@dataclass
+class ValuePending(Pending):
+    """Pending segments of a full dump, with their values."""
+
     values: torch.Tensor  # [n, length] in the dump's dtype
+
+    def key(self) -> tuple:
+        return (self.values.dtype, self.decoded.length)
+
+    def index(self, glob: torch.Tensor) -> Any:
+        return SegmentIndex(glob.to(self.values.dtype), self.decoded.length)
+
+    def find(self, index: Any) -> torch.Tensor:
+        return index.find(self.values)
+
+    def in_place(self, glob: torch.Tensor) -> torch.Tensor:
+        starts = self.decoded.expected[self.segments]
+        length = self.decoded.length
+        found = torch.full_like(starts, -1)
+        real = starts >= 0  # padding is never stale
+        if not bool(real.any()):
+            return found
+        ids = starts[real][:, None] + torch.arange(length)[None, :]
+        there = bits(glob.to(self.values.dtype)).reshape(-1)[ids]
+        equal = (there == bits(self.values[real]).reshape(-1, length)).all(dim=1)
+        found[torch.nonzero(real).flatten()[equal]] = starts[real][equal]
+        return found
+
+    def reordered(self, glob: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        length = self.decoded.length
+        ids = self.decoded.expected[self.segments][real][:, None] + torch.arange(length)[None, :]
+        want = bits(glob.to(self.values.dtype)).reshape(-1)[ids].sort(dim=1).values
+        got = bits(self.values[real]).reshape(-1, length).sort(dim=1).values
+        return (want == got).all(dim=1)
+
+    def keep(self, mask: torch.Tensor) -> None:
+        self.segments, self.values = self.segments[mask], self.values[mask]
 
 
 @dataclass
@@ -108,7 +176,7 @@ class Diagnosis:
 
     reference: Reference
     layout: ModelLayout
-    dumps: dict[tuple[int, int], RankDump]
+    dumps: dict[tuple[int, int], Any]  # RankDump, or a fingerprint file's PrintDump
     decoded: list[list[Decoded]]  # per parameter, per destination tensor
     notes: list[str] = field(default_factory=list)
     previous: list[Reference] = field(default_factory=list)
@@ -117,6 +185,79 @@ class Diagnosis:
     @property
     def dst(self) -> Parallel:
         return self.layout.dst
+
+
+class FullDumps:
+    """Rank files that hold the tensors themselves (:func:`syncviz.dump.save_vllm_rank`):
+    the part of the pipeline that differs for fingerprint files
+    (:class:`syncviz.diagnose.fingerprints.PrintFiles`)."""
+
+    rank_pattern = re.compile(r"(pp\d+-)?tp\d+\.safetensors")
+
+    def open(self, folder: str | Path, tp: int, pp: int) -> dict[tuple[int, int], Any]:
+        """Every rank's file in ``folder``, by (pp, tp); a missing one is bad input."""
+        return open_dumps(folder, tp, pp)
+
+    def judge(
+        self,
+        dec: Decoded,
+        dump: Any,
+        param: ParamLayout,
+        index: Any,
+        glob: Any,
+        cache: dict,
+        pending: list[Pending],
+    ) -> None:
+        """Compare the rank's tensor (present, of its shape) with the oracle's segments; set
+        ``dec``'s verdict, look the wrong segments up in the parameter and queue the rest.
+        ``glob()`` reads the reference's tensor; ``cache`` lives for one parameter."""
+        actual = dump.read(param.key)
+        length = dec.length
+        key = (actual.dtype, length)
+        if key not in cache:
+            cache[key] = (glob().to(actual.dtype), None)
+        reference, segments_index = cache[key]
+        ok = compare(actual, reference, index, length)
+        dec.source = torch.full_like(dec.expected, dec.param)
+        dec.start = dec.expected.clone()
+        if bool(ok.all()):
+            return
+        dec.status = "wrong"
+        wrong = torch.nonzero(~ok).flatten()
+        segments = actual.reshape(-1, length)
+        values = segments if wrong.numel() == segments.shape[0] else segments[wrong]
+        words, _ = wide(bits(values), length)
+        zero = (words == 0).all(dim=1)  # +0.0 everywhere; -0.0 is caught after the look-up
+        dec.source[wrong[zero]] = ZEROS
+        dec.start[wrong[zero]] = -1
+        rest, values = wrong[~zero], values[~zero]
+        if not rest.numel():
+            return
+        if segments_index is None:
+            segments_index = SegmentIndex(reference, length)
+            cache[key] = (reference, segments_index)
+        found = segments_index.find(values)
+        hit = found >= 0
+        dec.start[rest[hit]] = found[hit]
+        signed_zero = torch.zeros_like(hit)
+        if not bool(hit.all()):  # (bf16 arithmetic is slow on CPU: only where needed)
+            signed_zero[~hit] = (values[~hit] == 0).all(dim=1)
+        dec.source[rest[signed_zero]] = ZEROS
+        dec.start[rest[signed_zero]] = -1
+        miss = ~hit & ~signed_zero
+        dec.source[rest[miss]] = NOT_FOUND
+        dec.start[rest[miss]] = -1
+        if bool(miss.any()):
+            pending.append(ValuePending(dec, rest[miss], values[miss].clone()))
+
+    def holds(self, dump: Any, param: ParamLayout, index: Any, dec: Decoded, glob: Any) -> bool:
+        """Does the rank's tensor hold, in every segment, what ``glob`` puts there?"""
+        actual = dump.read(param.key)
+        return bool(compare(actual, glob.to(actual.dtype), index, dec.length).all())
+
+    def words(self, notes: list[str]) -> list[str]:
+        """The notes as this kind of rank file names its files."""
+        return notes
 
 
 def run_diagnosis(
@@ -129,8 +270,14 @@ def run_diagnosis(
     include_globals: bool | None = None,
     show_progress: bool = False,
     previous: Iterable[str | Path] = (),
+    files: Any = None,
 ) -> Diagnosis:
-    """Read, compare and decode; see :func:`syncviz.diagnose.diagnose` for the report."""
+    """Read, compare and decode; see :func:`syncviz.diagnose.diagnose` for the report.
+
+    ``files`` is the kind of rank file (:class:`FullDumps` when None); every step but
+    reading and comparing a rank's tensor is the same for each kind.
+    """
+    files = FullDumps() if files is None else files
     ref = Reference(reference)
     spec = ref.spec
     earlier = [_previous(ref, p) for p in previous]
@@ -139,14 +286,14 @@ def run_diagnosis(
     with_globals = (wanted is None) if include_globals is None else include_globals
     layout = model_layout(spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
     whole = model_layout(spec, REFERENCE, dst)
-    dumps = open_dumps(dump, dst_tp, dst_pp)
+    dumps = files.open(dump, dst_tp, dst_pp)
     engine = _engine_notes(dumps)
-    notes = placement_notes(layout, whole, dumps, engine)
+    notes = placement_notes(layout, whole, dumps, engine, files.rank_pattern)
     require_fitting_shapes(layout, dumps)
     decoded: list[list[Decoded]] = []
-    pending: list[_Pending] = []
+    pending: list[Pending] = []
     for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
-        decoded.append(_judge(ref, i, param, dumps, pending, engine))
+        decoded.append(_judge(ref, i, param, dumps, pending, engine, files))
     if pending:
         _search_elsewhere(ref, layout, pending)
     for k, prev in enumerate(earlier):
@@ -159,8 +306,9 @@ def run_diagnosis(
             _recognise_w13_swap(layout, dec)
     diagnosis = Diagnosis(ref, layout, dumps, decoded, notes, earlier)
     diagnosis.notes += rank_order_notes(diagnosis)
+    diagnosis.notes = files.words(diagnosis.notes)
     if earlier:
-        diagnosis.missed = _missed_updates(diagnosis)
+        diagnosis.missed = _missed_updates(diagnosis, files)
     return diagnosis
 
 
@@ -184,7 +332,7 @@ class _Note:
     buffers: set[str] = field(default_factory=set)
 
 
-def _engine_notes(dumps: dict[tuple[int, int], RankDump]) -> dict[tuple[int, int], _Note]:
+def _engine_notes(dumps: dict[tuple[int, int], Any]) -> dict[tuple[int, int], _Note]:
     """Per rank, what its note says: the tensors the engine changed, the buffers written."""
     out: dict[tuple[int, int], _Note] = {}
     for rank, dump in dumps.items():
@@ -211,12 +359,19 @@ def _judge(
     ref: Reference,
     i: int,
     param: ParamLayout,
-    dumps: dict[tuple[int, int], RankDump],
-    pending: list[_Pending],
+    dumps: dict[tuple[int, int], Any],
+    pending: list[Pending],
     notes: dict[tuple[int, int], _Note],
+    files: Any,
 ) -> list[Decoded]:
-    glob: torch.Tensor | None = None
-    casts: dict[tuple[torch.dtype, int], tuple[torch.Tensor, SegmentIndex | None]] = {}
+    got: list[torch.Tensor] = []
+
+    def glob() -> torch.Tensor:  # read once per parameter, only when a rank needs it
+        if not got:
+            got.append(reference_tensor(ref, param))
+        return got[0]
+
+    cache: dict = {}
     out = []
     for t in param.dst:
         length = segment_length(t.index)
@@ -240,49 +395,11 @@ def _judge(
         if entry.shape != t.shape:
             dec.status, dec.dump_shape = "shape", entry.shape
             continue
-        if glob is None:
-            glob = reference_tensor(ref, param)
-        actual = dumps[(t.pp, t.tp)].read(param.key)
-        key = (actual.dtype, length)
-        if key not in casts:
-            casts[key] = (glob.to(actual.dtype), None)
-        reference, index = casts[key]
-        ok = compare(actual, reference, t.index, length)
-        dec.source = torch.full_like(dec.expected, i)
-        dec.start = dec.expected.clone()
-        if bool(ok.all()):
-            continue
-        dec.status = "wrong"
-        wrong = torch.nonzero(~ok).flatten()
-        segments = actual.reshape(-1, length)
-        values = segments if wrong.numel() == segments.shape[0] else segments[wrong]
-        words, _ = wide(bits(values), length)
-        zero = (words == 0).all(dim=1)  # +0.0 everywhere; -0.0 is caught after the look-up
-        dec.source[wrong[zero]] = ZEROS
-        dec.start[wrong[zero]] = -1
-        rest, values = wrong[~zero], values[~zero]
-        if not rest.numel():
-            continue
-        if index is None:
-            index = SegmentIndex(reference, length)
-            casts[key] = (reference, index)
-        found = index.find(values)
-        hit = found >= 0
-        dec.start[rest[hit]] = found[hit]
-        signed_zero = torch.zeros_like(hit)
-        if not bool(hit.all()):  # (bf16 arithmetic is slow on CPU: only where needed)
-            signed_zero[~hit] = (values[~hit] == 0).all(dim=1)
-        dec.source[rest[signed_zero]] = ZEROS
-        dec.start[rest[signed_zero]] = -1
-        miss = ~hit & ~signed_zero
-        dec.source[rest[miss]] = NOT_FOUND
-        dec.start[rest[miss]] = -1
-        if bool(miss.any()):
-            pending.append(_Pending(dec, rest[miss], values[miss].clone()))
+        files.judge(dec, dumps[(t.pp, t.tp)], param, t.index, glob, cache, pending)
     return out
 
 
-def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pending]) -> None:
+def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[Pending]) -> None:
     """Look unexplained segments up in the other parameters: same kind first."""
     own = {p.decoded.param for p in pending}
     kinds = {layout.params[i].kind for i in own}
@@ -292,74 +409,58 @@ def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pendin
     _look_up(ref, layout, pending, order, None)
 
 
-def _search_previous(prev: Reference, layout: ModelLayout, pending: list[_Pending], k: int):
+def _search_previous(prev: Reference, layout: ModelLayout, pending: list[Pending], k: int):
     """Look unexplained segments up in previous checkpoint ``k``, each parameter read once for
     its own segments: first in place (the usual stale tensor), then anywhere in it; what is
     left, in the other parameters."""
-    by_param: dict[int, list[_Pending]] = {}
+    by_param: dict[int, list[Pending]] = {}
     for p in pending:
         by_param.setdefault(p.decoded.param, []).append(p)
     for i, mine in sorted(by_param.items()):
         glob = reference_tensor(prev, layout.params[i])
-        indexes: dict[tuple[torch.dtype, int], SegmentIndex] = {}
+        indexes: dict[tuple, Any] = {}
         for p in mine:
-            cast = glob.to(p.values.dtype)
-            _mark(p, _in_place(p, cast), i, k)
-            if not p.segments.numel():
-                continue
-            key = (p.values.dtype, p.decoded.length)
-            if key not in indexes:
-                indexes[key] = SegmentIndex(cast, key[1])
-            _mark(p, indexes[key].find(p.values), i, k)
+            _mark(p, p.in_place(glob), i, k)
+            if p.segments.numel():
+                _mark(p, p.find(_index(p, glob, indexes)), i, k)
     pending[:] = [p for p in pending if p.segments.numel()]
     if pending:
         own = {p.decoded.param for p in pending}
         _look_up(prev, layout, pending, [i for i in range(len(layout.params)) if i not in own], k)
 
 
-def _recognise_reordered(ref: Reference, layout: ModelLayout, pending: list[_Pending]) -> None:
+def _recognise_reordered(ref: Reference, layout: ModelLayout, pending: list[Pending]) -> None:
     """Segments found nowhere that hold exactly their expected elements in another order: a
     regroup meant for another layout (a fused norm regrouped as if it were QKV)."""
-    by_param: dict[int, list[_Pending]] = {}
+    by_param: dict[int, list[Pending]] = {}
     for p in pending:
         by_param.setdefault(p.decoded.param, []).append(p)
     for i, mine in sorted(by_param.items()):
         glob = reference_tensor(ref, layout.params[i])
         for p in mine:
             dec, length = p.decoded, p.decoded.length
-            starts = dec.expected[p.segments]
-            real = torch.nonzero(starts >= 0).flatten()
+            real = torch.nonzero(dec.expected[p.segments] >= 0).flatten()
             if length < 2 or not real.numel():
                 continue
-            ids = starts[real][:, None] + torch.arange(length)[None, :]
-            want = bits(glob.to(p.values.dtype)).reshape(-1)[ids].sort(dim=1).values
-            got = bits(p.values[real]).reshape(-1, length).sort(dim=1).values
-            same = real[(want == got).all(dim=1)]
+            same = real[p.reordered(glob, real)]
             assert dec.source is not None and dec.start is not None
             dec.source[p.segments[same]] = REORDERED
             dec.start[p.segments[same]] = -1
             keep = torch.ones(p.segments.numel(), dtype=torch.bool)
             keep[same] = False
-            p.segments, p.values = p.segments[keep], p.values[keep]
+            p.keep(keep)
     pending[:] = [p for p in pending if p.segments.numel()]
 
 
-def _in_place(p: _Pending, glob: torch.Tensor) -> torch.Tensor:
-    """Per pending segment: its expected start id when ``glob`` holds it there, else -1."""
-    starts = p.decoded.expected[p.segments]
-    length = p.decoded.length
-    found = torch.full_like(starts, -1)
-    real = starts >= 0  # padding is never stale
-    if not bool(real.any()):
-        return found
-    ids = starts[real][:, None] + torch.arange(length)[None, :]
-    there = bits(glob).reshape(-1)[ids]
-    equal = (there == bits(p.values[real]).reshape(-1, length)).all(dim=1)
-    found[torch.nonzero(real).flatten()[equal]] = starts[real][equal]
-    return found
+def _index(p: Pending, glob: torch.Tensor, indexes: dict[tuple, Any]) -> Any:
+    """The index of ``glob`` that ``p`` looks up in, made once per key."""
+    key = p.key()
+    if key not in indexes:
+        indexes[key] = p.index(glob)
+    return indexes[key]
 
 
-def _mark(p: _Pending, found: torch.Tensor, i: int, previous: int | None) -> None:
+def _mark(p: Pending, found: torch.Tensor, i: int, previous: int | None) -> None:
     """Record the hits of ``found`` (start ids, -1 none) in parameter ``i`` and drop them from
     ``p``: in the reference (``previous`` None) or in previous checkpoint ``previous``."""
     hit = found >= 0
@@ -376,13 +477,13 @@ def _mark(p: _Pending, found: torch.Tensor, i: int, previous: int | None) -> Non
         dec.source[where] = STALE - previous
         dec.stale_param[where] = i
     dec.start[where] = found[hit]
-    p.segments, p.values = p.segments[~hit], p.values[~hit]
+    p.keep(~hit)
 
 
 def _look_up(
     ref: Reference,
     layout: ModelLayout,
-    pending: list[_Pending],
+    pending: list[Pending],
     order: list[int],
     previous: int | None,
 ) -> None:
@@ -400,12 +501,9 @@ def _look_up(
         if not fits:
             continue
         glob = reference_tensor(ref, param)
-        indexes: dict[tuple[torch.dtype, int], SegmentIndex] = {}
+        indexes: dict[tuple, Any] = {}
         for p in fits:
-            key = (p.values.dtype, p.decoded.length)
-            if key not in indexes:
-                indexes[key] = SegmentIndex(glob.to(key[0]), key[1])
-            _mark(p, indexes[key].find(p.values), i, previous)
+            _mark(p, p.find(_index(p, glob, indexes)), i, previous)
         pending[:] = [p for p in pending if p.segments.numel()]
 
 
@@ -425,7 +523,7 @@ def _recognise_w13_swap(layout: ModelLayout, dec: Decoded) -> None:
         dec.status, dec.why = "uncheckable", "w13_swapped"
 
 
-def _missed_updates(diagnosis: Diagnosis) -> dict[tuple[int, int], int]:
+def _missed_updates(diagnosis: Diagnosis, files: Any) -> dict[tuple[int, int], int]:
     """Ranks that missed the update: every judged tensor holds, in its place, the values of
     one previous checkpoint (some differing from the reference), and none is missing."""
     by_rank: dict[tuple[int, int], list[Decoded]] = {}
@@ -454,9 +552,8 @@ def _missed_updates(diagnosis: Diagnosis) -> dict[tuple[int, int], int]:
                 continue  # already ruled out by an earlier parameter
             if k not in globs:
                 globs[k] = reference_tensor(diagnosis.previous[k], param)
-            actual = dumps[(d.pp, d.tp)].read(param.key)
             index = next(t.index for t in param.dst if (t.pp, t.tp) == (d.pp, d.tp))
-            if not bool(compare(actual, globs[k].to(actual.dtype), index, d.length).all()):
+            if not files.holds(dumps[(d.pp, d.tp)], param, index, d, globs[k]):
                 del candidates[(d.pp, d.tp)]
     return candidates
 
@@ -464,10 +561,12 @@ def _missed_updates(diagnosis: Diagnosis) -> dict[tuple[int, int], int]:
 def placement_notes(
     layout: ModelLayout,
     whole: ModelLayout,
-    dumps: dict[tuple[int, int], RankDump],
+    dumps: dict[tuple[int, int], Any],
     engine: dict[tuple[int, int], _Note],
+    rank_pattern: re.Pattern[str] = FullDumps.rank_pattern,
 ) -> list[str]:
-    """Tensors in the files that are no parameter of the model, or sit on the wrong stage."""
+    """Tensors in the files that are no parameter of the model, or sit on the wrong stage;
+    rank files (``rank_pattern``) of other sizes in the folder."""
     notes = []
     stage_of = {}
     for p in whole.params:
@@ -477,7 +576,7 @@ def placement_notes(
     ours = {d.path.name for d in dumps.values()}
     sizes = f"dst tp {layout.dst.tp}" + (f" pp {pp_size}" if pp_size > 1 else "")
     for path in sorted(folder.glob("*.safetensors")):
-        if path.name not in ours and _RANK_FILE.fullmatch(path.name):
+        if path.name not in ours and rank_pattern.fullmatch(path.name):
             notes.append(f"{path.name} is no rank of {sizes}: a dump of other sizes mixed in?")
     for (pp, tp), dump in dumps.items():
         where = f"{rank_label(pp, tp, pp_size)} ({rank_file(pp, tp, pp_size)})"
@@ -499,7 +598,7 @@ def placement_notes(
     return notes
 
 
-def require_fitting_shapes(layout: ModelLayout, dumps: dict[tuple[int, int], RankDump]) -> None:
+def require_fitting_shapes(layout: ModelLayout, dumps: dict[tuple[int, int], Any]) -> None:
     """Bad input when no split tensor of the dump has the shape the given sizes imply."""
     tried = fitted = 0
     sample: tuple[ParamLayout, tuple[int, ...]] | None = None

@@ -9,9 +9,17 @@ parameter's) says where its data came from, exactly as a full dump's look-up
 does. Runs shorter than a segment are composed into the segment's fingerprint
 (:func:`syncviz.fingerprint.compose`) on both sides.
 
+Every other step is the full dump's (:func:`syncviz.diagnose.core.run_diagnosis`
+with :class:`PrintFiles`): the engine's note beside each file (``tp{t}.notes.json``,
+written by ``save_vllm_rank(..., fingerprints=True)`` too), an emptied tensor as not
+checkable, ``previous`` checkpoints fingerprinted alike for stale values, the
+recognised w13 swap and reordered segments.
+
 What differs from a full dump: a segment mixing +0.0 and -0.0 (where data was
-expected) reads "not found" rather than "zeros", and two different segments
-share a fingerprint with odds of about 2**-48 (one-bit changes: never).
+expected) reads "not found" rather than "zeros"; a segment reordered within a run
+(not in whole runs) reads "not found" rather than "in another order"; and two
+different segments share a fingerprint with odds of about 2**-48 (one-bit
+changes: never).
 
 >>> import tempfile
 >>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
@@ -28,10 +36,9 @@ share a fingerprint with odds of about 2**-48 (one-bit changes: never).
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,18 +47,13 @@ import torch
 from syncviz.check import CheckReport
 from syncviz.diagnose.core import (
     NOT_FOUND,
-    REFERENCE,
     ZEROS,
     Decoded,
     Diagnosis,
-    placement_notes,
-    rank_order_notes,
-    reference_tensor,
-    require_fitting_shapes,
+    Pending,
+    run_diagnosis,
 )
 from syncviz.diagnose.dumps import missing_rank_file, normalise
-from syncviz.diagnose.reference import Reference
-from syncviz.diagnose.segments import segment_length, segment_starts
 from syncviz.errors import SyncvizError
 from syncviz.fingerprint import compose, fingerprint
 from syncviz.fingerprint_dump import (
@@ -61,9 +63,7 @@ from syncviz.fingerprint_dump import (
     read_fingerprints,
     save_fingerprints,
 )
-from syncviz.oracle import ModelLayout, ParamLayout, model_layout
-from syncviz.parallel import Parallel
-from syncviz.progress import progress
+from syncviz.oracle import ParamLayout
 
 _FULL_RANK_FILE = re.compile(r"(pp\d+-)?tp\d+\.safetensors")
 _FILE_IN_NOTE = re.compile(r"\b((?:pp\d+-)?tp\d+)\.safetensors\b")
@@ -155,12 +155,125 @@ def _segment_prints(t: torch.Tensor, length: int, run: int) -> torch.Tensor:
 
 
 @dataclass
-class _Pending:
-    decoded: Decoded
-    segments: torch.Tensor
-    prints: torch.Tensor
+class PrintPending(Pending):
+    """Pending segments of a fingerprint file, with their fingerprints (composed per segment)
+    and the fingerprints of their runs (for recognising a reordered segment)."""
+
+    prints: torch.Tensor  # [n]
+    runs: torch.Tensor  # [n, length // run]
     dtype: torch.dtype
     run: int
+
+    def key(self) -> tuple:
+        return (self.dtype, self.decoded.length, self.run)
+
+    def index(self, glob: torch.Tensor) -> PrintTable:
+        return PrintTable(glob.to(self.dtype), self.decoded.length, self.run)
+
+    def find(self, index: PrintTable) -> torch.Tensor:
+        return index.find(self.prints)
+
+    def in_place(self, glob: torch.Tensor) -> torch.Tensor:
+        starts = self.decoded.expected[self.segments]
+        found = torch.full_like(starts, -1)
+        real = starts >= 0  # padding is never stale
+        if not bool(real.any()):
+            return found
+        table = self.index(glob)
+        equal = table.expected(starts[real]) == self.prints[real]
+        found[torch.nonzero(real).flatten()[equal]] = starts[real][equal]
+        return found
+
+    def reordered(self, glob: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        # Whole runs reordered: the same run fingerprints in another order (a reorder
+        # within a run reads "not found").
+        length = self.decoded.length
+        ids = self.decoded.expected[self.segments][real][:, None] + torch.arange(length)[None, :]
+        flat = glob.to(self.dtype).reshape(-1)[ids].reshape(-1, self.run)
+        want = fingerprint(flat).reshape(ids.shape[0], -1).sort(dim=1).values
+        return (want == self.runs[real].sort(dim=1).values).all(dim=1)
+
+    def keep(self, mask: torch.Tensor) -> None:
+        self.segments, self.prints = self.segments[mask], self.prints[mask]
+        self.runs = self.runs[mask]
+
+
+class PrintFiles:
+    """Rank files of fingerprints (:func:`syncviz.fingerprint_dump.save_fingerprints`): the
+    part of :func:`syncviz.diagnose.core.run_diagnosis` that differs from full dumps."""
+
+    rank_pattern = re.compile(r"(pp\d+-)?tp\d+" + re.escape(SUFFIX))
+
+    def open(self, folder: str | Path, tp: int, pp: int) -> dict[tuple[int, int], PrintDump]:
+        """Every rank's fingerprint file in ``folder``, by (pp, tp); a missing one is bad input."""
+        return open_prints(folder, tp, pp)
+
+    def judge(
+        self,
+        dec: Decoded,
+        dump: PrintDump,
+        param: ParamLayout,
+        index: object,
+        glob: Callable[[], torch.Tensor],
+        cache: dict,
+        pending: list[Pending],
+    ) -> None:
+        """Compare the rank's fingerprints with the oracle's; decode and queue as a full dump."""
+        entry, length = dump.tensors[param.key], dec.length
+        if length % entry.run:
+            raise SyncvizError(
+                f"{dump.path.name}: {entry.name} was fingerprinted in runs of {entry.run}"
+                f" elements, but the layout moves it in segments of {length}",
+                fix=f"fingerprint again with save_fingerprints(..., run_1d={length})",
+            )
+        key = (entry.dtype, length, entry.run)
+        if key not in cache:
+            cache[key] = PrintTable(glob().to(entry.dtype), length, entry.run)
+        table = cache[key]
+        runs = dump.read(param.key)
+        actual = compose(runs, length // entry.run) if length > entry.run else runs
+        ok = actual == table.expected(dec.expected)
+        dec.source = torch.full_like(dec.expected, dec.param)
+        dec.start = dec.expected.clone()
+        if bool(ok.all()):
+            return
+        dec.status = "wrong"
+        wrong = torch.nonzero(~ok).flatten()
+        prints = actual[wrong]
+        zero = prints == 0  # +0.0 everywhere; -0.0 is caught after the look-up
+        dec.source[wrong[zero]] = ZEROS
+        dec.start[wrong[zero]] = -1
+        rest, prints = wrong[~zero], prints[~zero]
+        if not rest.numel():
+            return
+        found = table.find(prints)
+        hit = found >= 0
+        dec.start[rest[hit]] = found[hit]
+        signed_zero = ~hit & (prints == table.negative_zero)
+        dec.source[rest[signed_zero]] = ZEROS
+        dec.start[rest[signed_zero]] = -1
+        miss = ~hit & ~signed_zero
+        dec.source[rest[miss]] = NOT_FOUND
+        dec.start[rest[miss]] = -1
+        if bool(miss.any()):
+            per = runs.reshape(-1, length // entry.run)[rest[miss]]
+            pending.append(PrintPending(dec, rest[miss], prints[miss], per, entry.dtype, entry.run))
+
+    def holds(
+        self, dump: PrintDump, param: ParamLayout, index: object, dec: Decoded, glob: torch.Tensor
+    ) -> bool:
+        """Does the rank's file hold, in every segment, the fingerprint of what ``glob`` puts
+        there?"""
+        entry, length = dump.tensors[param.key], dec.length
+        actual = dump.read(param.key)
+        if length > entry.run:
+            actual = compose(actual, length // entry.run)
+        table = PrintTable(glob.to(entry.dtype), length, entry.run)
+        return bool((actual == table.expected(dec.expected)).all())
+
+    def words(self, notes: list[str]) -> list[str]:
+        """The shared note words name full dump files; here the files are fingerprint files."""
+        return [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in notes]
 
 
 def run_fingerprint_diagnosis(
@@ -172,126 +285,20 @@ def run_fingerprint_diagnosis(
     layers: Iterable[int] | None = None,
     include_globals: bool | None = None,
     show_progress: bool = False,
+    previous: Iterable[str | Path] = (),
 ) -> Diagnosis:
-    """Compare each rank's fingerprints with the oracle's and decode the wrong segments."""
-    ref = Reference(reference)
-    dst = Parallel(tp=dst_tp, pp=dst_pp)
-    wanted = None if layers is None else tuple(layers)
-    with_globals = (wanted is None) if include_globals is None else include_globals
-    layout = model_layout(ref.spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
-    whole = model_layout(ref.spec, REFERENCE, dst)
-    dumps = open_prints(dump, dst_tp, dst_pp)
-    notes = placement_notes(layout, whole, dumps)  # type: ignore[arg-type]
-    require_fitting_shapes(layout, dumps)  # type: ignore[arg-type]
-    decoded: list[list[Decoded]] = []
-    pending: list[_Pending] = []
-    for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
-        decoded.append(_judge(ref, i, param, dumps, pending))
-    if pending:
-        _search_elsewhere(ref, layout, pending)
-    diagnosis = Diagnosis(ref, layout, dumps, decoded, notes)  # type: ignore[arg-type]
-    diagnosis.notes += rank_order_notes(diagnosis)
-    # The shared note words name full dump files; here the files are fingerprint files.
-    diagnosis.notes = [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in diagnosis.notes]
-    return diagnosis
-
-
-def _judge(
-    ref: Reference,
-    i: int,
-    param: ParamLayout,
-    dumps: dict[tuple[int, int], PrintDump],
-    pending: list[_Pending],
-) -> list[Decoded]:
-    glob: torch.Tensor | None = None
-    tables: dict[tuple[torch.dtype, int, int], PrintTable] = {}
-    out = []
-    for t in param.dst:
-        length = segment_length(t.index)
-        dec = Decoded(i, t.pp, t.tp, t.shape, length, segment_starts(t.index, length))
-        out.append(dec)
-        dump = dumps[(t.pp, t.tp)]
-        entry = dump.tensors.get(param.key)
-        if entry is None:
-            dec.status = "missing"
-            continue
-        if entry.shape != t.shape:
-            dec.status, dec.dump_shape = "shape", entry.shape
-            continue
-        if length % entry.run:
-            raise SyncvizError(
-                f"{dump.path.name}: {entry.name} was fingerprinted in runs of {entry.run}"
-                f" elements, but the layout moves it in segments of {length}",
-                fix=f"fingerprint again with save_fingerprints(..., run_1d={length})",
-            )
-        if glob is None:
-            glob = reference_tensor(ref, param)
-        key = (entry.dtype, length, entry.run)
-        if key not in tables:
-            tables[key] = PrintTable(glob.to(entry.dtype), length, entry.run)
-        table = tables[key]
-        actual = dump.read(param.key)
-        if length > entry.run:
-            actual = compose(actual, length // entry.run)
-        ok = actual == table.expected(dec.expected)
-        dec.source = torch.full_like(dec.expected, i)
-        dec.start = dec.expected.clone()
-        if bool(ok.all()):
-            continue
-        dec.status = "wrong"
-        wrong = torch.nonzero(~ok).flatten()
-        prints = actual[wrong]
-        zero = prints == 0  # +0.0 everywhere; -0.0 is caught after the look-up
-        dec.source[wrong[zero]] = ZEROS
-        dec.start[wrong[zero]] = -1
-        rest, prints = wrong[~zero], prints[~zero]
-        if not rest.numel():
-            continue
-        found = table.find(prints)
-        hit = found >= 0
-        dec.start[rest[hit]] = found[hit]
-        signed_zero = ~hit & (prints == table.negative_zero)
-        dec.source[rest[signed_zero]] = ZEROS
-        dec.start[rest[signed_zero]] = -1
-        miss = ~hit & ~signed_zero
-        dec.source[rest[miss]] = NOT_FOUND
-        dec.start[rest[miss]] = -1
-        if bool(miss.any()):
-            pending.append(_Pending(dec, rest[miss], prints[miss], entry.dtype, entry.run))
-    return out
-
-
-def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[_Pending]) -> None:
-    """Look unexplained segments up in the other parameters: same kind first."""
-    own = {p.decoded.param for p in pending}
-    kinds = {layout.params[i].kind for i in own}
-    order = sorted(
-        (i for i in range(len(layout.params)) if i not in own),
-        key=lambda i: (layout.params[i].kind not in kinds, i),
+    """:func:`syncviz.diagnose.core.run_diagnosis` of a folder of fingerprint files."""
+    return run_diagnosis(
+        reference,
+        dump,
+        dst_tp,
+        dst_pp,
+        layers=layers,
+        include_globals=include_globals,
+        show_progress=show_progress,
+        previous=previous,
+        files=PrintFiles(),
     )
-    for i in order:
-        if not pending:
-            return
-        param = layout.params[i]
-        numel = math.prod(param.global_shape)
-        fits = [p for p in pending if numel % p.decoded.length == 0]
-        if not fits:
-            continue
-        glob = reference_tensor(ref, param)
-        tables: dict[tuple[torch.dtype, int, int], PrintTable] = {}
-        for p in fits:
-            key = (p.dtype, p.decoded.length, p.run)
-            if key not in tables:
-                tables[key] = PrintTable(glob.to(p.dtype), p.decoded.length, p.run)
-            found = tables[key].find(p.prints)
-            hit = found >= 0
-            if not bool(hit.any()):
-                continue
-            assert p.decoded.source is not None and p.decoded.start is not None
-            p.decoded.source[p.segments[hit]] = i
-            p.decoded.start[p.segments[hit]] = found[hit]
-            p.segments, p.prints = p.segments[~hit], p.prints[~hit]
-        pending[:] = [p for p in pending if p.segments.numel()]
 
 
 def diagnose_fingerprints(
@@ -303,6 +310,7 @@ def diagnose_fingerprints(
     layers: Iterable[int] | None = None,
     include_globals: bool | None = None,
     show_progress: bool = False,
+    previous: Iterable[str | Path] = (),
 ) -> CheckReport:
     """:func:`syncviz.diagnose.diagnose` for a folder of fingerprint files."""
     from syncviz.diagnose.result import as_result
@@ -316,6 +324,7 @@ def diagnose_fingerprints(
         layers=layers,
         include_globals=include_globals,
         show_progress=show_progress,
+        previous=previous,
     )
     report = _report(diagnosis)
     report.result = as_result(diagnosis)  # type: ignore[attr-defined]

@@ -158,9 +158,9 @@ def bench_cpu(reps: int) -> dict:
     """The expected side of one llama3-70b layer at TP 8 against a bare pass over its bytes."""
     from syncviz.diagnose.core import REFERENCE, run_diagnosis
     from syncviz.diagnose.fingerprints import (
+        PrintFiles,
         PrintTable,
         fingerprint_dumps,
-        run_fingerprint_diagnosis,
     )
     from syncviz.diagnose.fixtures import write_checkpoint, write_dumps
     from syncviz.diagnose.reference import Reference
@@ -210,7 +210,7 @@ def bench_cpu(reps: int) -> dict:
     bare_s, expected_s = timed(bare, reps), timed(expected, reps)
     prints_only_s = timed(lambda: [fingerprint(g.reshape(-1, r)) for g, r in globs], reps)
     sums_only_s = timed(lambda: [g.sum() for g, _ in globs], reps)
-    fp_diag_s = timed(lambda: run_fingerprint_diagnosis(ref, prints, 8, layers=[0]), 1)
+    fp_diag_s = timed(lambda: run_diagnosis(ref, prints, 8, layers=[0], files=PrintFiles()), 1)
     full_diag_s = timed(lambda: run_diagnosis(ref, dump, 8, layers=[0]), 1)
     return {
         "bytes": nbytes,

@@ -10,7 +10,6 @@ import torch
 from syncviz.cli import main
 from syncviz.diagnose import diagnose
 from syncviz.diagnose.fingerprints import (
-    diagnose_fingerprints,
     fingerprint_dumps,
     has_fingerprints,
 )
@@ -143,7 +142,7 @@ def test_run_longer_than_segment_is_bad_input(checkpoints, tmp_path):
         tensors = load_file(str(dump / f"tp{t}.safetensors"))
         save_fingerprints(tensors, prints, tp_rank=t)  # the default run of 16 elements
     with pytest.raises(SyncvizError, match=r"runs of 16 elements.*segments of 4") as err:
-        diagnose_fingerprints(ref, prints, 2)
+        diagnose(ref, prints, 2)
     assert "run_1d=4" in str(err.value.fix)
 
 
@@ -158,7 +157,7 @@ def test_one_flipped_bit_is_found(checkpoints, tmp_path):
         if t == 1:
             tensors["model.layers.0.self_attn.o_proj.weight"].view(torch.int16)[5, 3] ^= 1 << 4
         save_fingerprints(tensors, prints, tp_rank=t, run_1d=2)
-    report = diagnose_fingerprints(ref, prints, 2)
+    report = diagnose(ref, prints, 2)
     (bad,) = report.bad()
     assert bad.key == "model.model.layers.0.self_attn.o_proj.weight"
     assert [line.strip() for line in bad.lines()] == [

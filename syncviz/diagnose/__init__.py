@@ -26,7 +26,7 @@ from typing import Any
 
 from syncviz.diagnose.core import Diagnosis, run_diagnosis
 from syncviz.diagnose.dumps import normalise
-from syncviz.diagnose.fingerprints import has_fingerprints, run_fingerprint_diagnosis
+from syncviz.diagnose.fingerprints import PrintFiles, has_fingerprints
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.result import as_result, load_traces
 from syncviz.diagnose.words import DiagnosisReport
@@ -70,8 +70,7 @@ def diagnose(
     provenance, for the diagram views. Bad input raises
     :class:`~syncviz.errors.SyncvizError`.
     """
-    run = run_fingerprint_diagnosis if has_fingerprints(dump) else run_diagnosis
-    diagnosis = run(
+    diagnosis = run_diagnosis(
         reference,
         dump,
         dst_tp,
@@ -80,6 +79,7 @@ def diagnose(
         include_globals=include_globals,
         show_progress=show_progress,
         previous=previous,
+        files=PrintFiles() if has_fingerprints(dump) else None,
     )
     report = _report(diagnosis)
     traces = None if trace is None else load_traces(trace, dst_tp * dst_pp)

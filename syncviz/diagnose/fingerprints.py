@@ -27,7 +27,8 @@ changes: never).
 >>> _ = write_checkpoint(spec, ref)
 >>> write_dumps(spec, ref, dump, tp=4, bugs={"qkv": "shard0"})
 >>> prints = fingerprint_dumps(dump, tempfile.mkdtemp(), tp=4)
->>> report = diagnose_fingerprints(ref, prints, dst_tp=4)
+>>> from syncviz.diagnose import diagnose  # it reads either kind of rank file
+>>> report = diagnose(ref, prints, dst_tp=4)
 >>> report.ok, report.counts()
 (False, {'ok': 14, 'wrong': 1})
 >>> print(report.bad()[0].lines()[0])
@@ -38,20 +39,17 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from syncviz.check import CheckReport
 from syncviz.diagnose.core import (
     NOT_FOUND,
     ZEROS,
     Decoded,
-    Diagnosis,
     Pending,
-    run_diagnosis,
 )
 from syncviz.diagnose.dumps import missing_rank_file, normalise
 from syncviz.errors import SyncvizError
@@ -274,61 +272,6 @@ class PrintFiles:
     def words(self, notes: list[str]) -> list[str]:
         """The shared note words name full dump files; here the files are fingerprint files."""
         return [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in notes]
-
-
-def run_fingerprint_diagnosis(
-    reference: str | Path,
-    dump: str | Path,
-    dst_tp: int,
-    dst_pp: int = 1,
-    *,
-    layers: Iterable[int] | None = None,
-    include_globals: bool | None = None,
-    show_progress: bool = False,
-    previous: Iterable[str | Path] = (),
-) -> Diagnosis:
-    """:func:`syncviz.diagnose.core.run_diagnosis` of a folder of fingerprint files."""
-    return run_diagnosis(
-        reference,
-        dump,
-        dst_tp,
-        dst_pp,
-        layers=layers,
-        include_globals=include_globals,
-        show_progress=show_progress,
-        previous=previous,
-        files=PrintFiles(),
-    )
-
-
-def diagnose_fingerprints(
-    reference: str | Path,
-    dump_dir: str | Path,
-    dst_tp: int,
-    dst_pp: int = 1,
-    *,
-    layers: Iterable[int] | None = None,
-    include_globals: bool | None = None,
-    show_progress: bool = False,
-    previous: Iterable[str | Path] = (),
-) -> CheckReport:
-    """:func:`syncviz.diagnose.diagnose` for a folder of fingerprint files."""
-    from syncviz.diagnose.result import as_result
-    from syncviz.diagnose.words import report as _report
-
-    diagnosis = run_fingerprint_diagnosis(
-        reference,
-        dump_dir,
-        dst_tp,
-        dst_pp,
-        layers=layers,
-        include_globals=include_globals,
-        show_progress=show_progress,
-        previous=previous,
-    )
-    report = _report(diagnosis)
-    report.result = as_result(diagnosis)  # type: ignore[attr-defined]
-    return report
 
 
 def fingerprint_dumps(

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 
 from syncviz.errors import RunFailed, SyncvizError
+from syncviz.families import family_of_architecture
 from syncviz.parallel import Parallel
 from syncviz.progress import Ticker
 from syncviz.provenance import symbolic_factories
@@ -89,7 +90,8 @@ def tiny_run() -> SyncResult:
     >>> result.plan.world_size, sorted(result.dst_tensors)
     (3, [1, 2])
     """
-    spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    family = family_of_architecture("LlamaForCausalLM")  # the family a plain Llama reads as
+    spec = ModelSpec("tiny", family, 1, 8, 4, 2, 8, 64, head_dim=2)
     return run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
 
 

@@ -30,6 +30,7 @@ import math
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +63,8 @@ TRAINER_SIZES = (
     Parallel(tp=2, pp=2, ep=2),
     Parallel(tp=2, pp=2),
     Parallel(tp=2),
+    Parallel(tp=1, pp=2, ep=2),
+    Parallel(tp=1, pp=2),
     Parallel(tp=1),
 )
 # Single cases that disagree for a reason reported and not yet fixed:
@@ -130,7 +133,10 @@ def judge_spec(family: str):
     if spec.shared_expert_ffn_hidden_size:
         shared = spec.shared_expert_ffn_hidden_size
         changes["shared_expert_ffn_hidden_size"] = math.ceil(shared / per_rank) * per_rank
-    return replace(spec, **changes)
+    try:
+        return replace(spec, **changes)
+    except SyncvizError:
+        return spec  # sizes the family does not take: judged as declared (vLLM may refuse)
 
 
 def allowed(spec, src: Parallel, d: int) -> bool:
@@ -170,6 +176,7 @@ class Judged:
         self.sizes = [d for d in TP_SIZES if allowed(self.spec, Parallel(tp=1), d)]
         write_judged_checkpoint(self.spec, folder / "ckpt")
         tp = [str(d) for d in self.sizes]
+        started = time.perf_counter()
         run = subprocess.run(
             [python, str(SCRIPT), "--checkpoint", "ckpt", "--out", "out", "--tp", *tp],
             capture_output=True,
@@ -179,11 +186,12 @@ class Judged:
             cwd=folder,
             env={**os.environ, "PYTHONPATH": ""},
         )
+        self.seconds = round(time.perf_counter() - started, 1)
         self.log = f"stdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-6000:]}"
         assert run.returncode == 0, f"load_ranks.py exited {run.returncode}\n{self.log}"
         self.summary = json.loads((folder / "out" / "summary.json").read_text())
         # Shown with pytest -s: per TP size, vLLM's verdict and seconds (all ranks).
-        print(f"\nvLLM judge {family}: {json.dumps(self.summary)}", flush=True)
+        print(f"\nvLLM judge {family} ({self.seconds} s): {json.dumps(self.summary)}", flush=True)
 
     def ranks(self, d: int) -> list[dict[str, torch.Tensor]]:
         """What vLLM holds on each rank at TP d, by vLLM's names."""
@@ -233,10 +241,11 @@ def not_a_weight(name: str) -> bool:
     return head.endswith(".attn") and last in ATTENTION_SCALES
 
 
-def syncviz_name(vllm: str) -> str:
-    """The oracle's name for a vLLM name: vLLM >= 0.3x nests routed experts one level deeper
-    (``mlp.experts.routed_experts.w13_weight``); the same tensor as ``mlp.experts.w13_weight``."""
-    return vllm.replace(".experts.routed_experts.", ".experts.")
+def syncviz_name(name: str) -> str:
+    """One spelling of a destination name for both sides: vLLM >= 0.3x nests routed experts
+    one level deeper (``mlp.experts.routed_experts.w13_weight``) than older vLLM
+    (``mlp.experts.w13_weight``); the tensor is the same, a family may name either."""
+    return name.replace(".experts.routed_experts.", ".experts.")
 
 
 def judged_case(request, judged, family: str, d: int, check: str):
@@ -318,7 +327,7 @@ def oracle_ranks(ref: Reference, spec, d: int) -> list[dict[str, torch.Tensor]]:
     for param in layout.params:
         glob = ref.global_tensor(param.kind, param.layer)
         for t in param.dst:
-            out[t.tp][vllm_name(param.key)] = local_tensor(glob, t.index)
+            out[t.tp][syncviz_name(vllm_name(param.key))] = local_tensor(glob, t.index)
     return out
 
 
@@ -340,7 +349,7 @@ def corrected_ranks(ref: Reference, spec, d: int) -> list[dict[str, torch.Tensor
             ids = ids.long()
             local = flat[ids.clamp(min=0).reshape(-1)].view(ids.shape).clone()
             local[ids < 0] = 0
-            out[role.tp][vllm_name(param.key)] = local
+            out[role.tp][syncviz_name(vllm_name(param.key))] = local
     return out
 
 

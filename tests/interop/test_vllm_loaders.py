@@ -194,13 +194,21 @@ class Judged:
         print(f"\nvLLM judge {family} ({self.seconds} s): {json.dumps(self.summary)}", flush=True)
 
     def ranks(self, d: int) -> list[dict[str, torch.Tensor]]:
-        """What vLLM holds on each rank at TP d, by vLLM's names."""
+        """The weights vLLM holds on each rank at TP d (:func:`not_a_weight` left out), by
+        vLLM's names in :func:`syncviz_name`'s spelling."""
         found = []
         for r in range(d):
             path = self.folder / "out" / f"tp{d}" / f"rank{r}.safetensors"
             with safe_open(str(path), "pt") as f:
+                buffers = set(json.loads(f.metadata()["buffers"]))
                 names = f.keys()  # (a safe_open file is not iterable)
-                found.append({name: f.get_tensor(name) for name in names})
+                found.append(
+                    {
+                        syncviz_name(name): f.get_tensor(name)
+                        for name in names
+                        if not not_a_weight(name, buffers)
+                    }
+                )
         return found
 
 
@@ -229,16 +237,16 @@ class _Lazy(dict):
 ATTENTION_SCALES = ("_q_scale", "_k_scale", "_v_scale", "_prob_scale")
 
 
-def not_a_weight(name: str) -> bool:
+def not_a_weight(name: str, buffers: set[str]) -> bool:
     """vLLM entries that are not weights of the model, left out of the comparison.
 
-    Only ``self_attn.attn._{q,k,v,prob}_scale``: vLLM's attention layer keeps its
-    quantization scales (0-d float32, 1.0 unless a quantized checkpoint sets them) as
-    persistent state; no checkpoint tensor or trainer parameter is sent to them. (Rotary
-    caches are non-persistent buffers: the judge never saves them.)
+    Only the attention layers' ``_{q,k,v,prob}_scale`` buffers (``self_attn.attn.`` or,
+    for MLA, ``self_attn.mla_attn.mla_attn.``): vLLM keeps these quantization scales (0-d
+    float32, 1.0 unless a quantized checkpoint sets them) as persistent state; no
+    checkpoint tensor or trainer parameter is sent to them. A parameter of that name
+    would still be compared. (Rotary caches are non-persistent buffers: never saved.)
     """
-    head, _, last = name.rpartition(".")
-    return head.endswith(".attn") and last in ATTENTION_SCALES
+    return name in buffers and name.rpartition(".")[2] in ATTENTION_SCALES
 
 
 def syncviz_name(name: str) -> str:
@@ -266,11 +274,7 @@ def judged_case(request, judged, family: str, d: int, check: str):
     reason = KNOWN.get((family, d, check))
     if reason:
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-    ranks = [
-        {syncviz_name(n): t for n, t in rank.items() if not not_a_weight(n)}
-        for rank in run.ranks(d)
-    ]
-    return run, spec, ranks
+    return run, spec, run.ranks(d)
 
 
 def reference(run: Judged) -> Reference:
@@ -281,12 +285,17 @@ def reference(run: Judged) -> Reference:
     return ref
 
 
+# vLLM keeps some parameters in float32 whatever the model dtype (DeepSeek's router
+# e_score_correction_bias): its loader widens the checkpoint's element, which is exact.
+EXACT_WIDENING = {(torch.bfloat16, torch.float32), (torch.float16, torch.float32)}
 _BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def difference(name: str, rank: int, got: torch.Tensor, want: torch.Tensor) -> str | None:
     """Where ``want`` (syncviz) and ``got`` (vLLM) first differ bit for bit, in words."""
     where = f"{name} rank {rank}"
+    if (want.dtype, got.dtype) in EXACT_WIDENING:
+        want = want.to(got.dtype)  # exact: every bf16 value is a float32 value
     if got.dtype != want.dtype or got.shape != want.shape:
         return (
             f"{where}: vLLM {got.dtype} {list(got.shape)}, syncviz {want.dtype} {list(want.shape)}"
@@ -372,7 +381,8 @@ def test_corrected_sync_is_what_vllm_loads(request, judged, family, d):
 
 
 def test_difference_names_the_first_differing_bits():
-    """A single flipped bit (and a sign of zero) is found, at its index, in words."""
+    """A sign of zero and a changed value are found, at the first index, in words; a float32
+    parameter is compared with the bf16 element widened; other dtypes and shapes differ."""
     want = torch.zeros(3, 4, dtype=torch.bfloat16)
     got = want.clone()
     assert difference("w", 1, got, want) is None
@@ -381,9 +391,24 @@ def test_difference_names_the_first_differing_bits():
     assert difference("w", 1, got, want) == (
         "w rank 1: 2 elements differ, first at [2, 1]: vLLM -0.0, syncviz 0.0"
     )
-    assert difference("w", 0, got.float(), want) == (
-        "w rank 0: vLLM torch.float32 [3, 4], syncviz torch.bfloat16 [3, 4]"
+    assert difference("w", 1, want.float(), want) is None
+    assert difference("w", 1, got.float(), want).startswith("w rank 1: 2 elements differ")
+    assert difference("w", 0, want.half(), want) == (
+        "w rank 0: vLLM torch.float16 [3, 4], syncviz torch.bfloat16 [3, 4]"
     )
+    assert difference("w", 0, want.view(4, 3), want) == (
+        "w rank 0: vLLM torch.bfloat16 [4, 3], syncviz torch.bfloat16 [3, 4]"
+    )
+
+
+def test_only_attention_scale_buffers_are_not_weights():
+    """The attention layers' scale buffers (plain and MLA) are left out; a parameter of the
+    same name, or any other buffer, is compared."""
+    scales = {"model.layers.0.self_attn.attn._k_scale", "a.mla_attn.mla_attn._prob_scale"}
+    for name in scales:
+        assert not_a_weight(name, scales)
+        assert not not_a_weight(name, set())
+    assert not not_a_weight("model.layers.0.mlp.gate.e_score_correction_bias", {"x"} | scales)
 
 
 def test_the_comparison_sees_ranks_exchanged(judged):
@@ -392,7 +417,7 @@ def test_the_comparison_sees_ranks_exchanged(judged):
     family = next(f for f in FAMILY_NAMES if judge_spec(f) and not judged[f].summary["unsupported"])
     run = judged[family]
     d = max(run.sizes)
-    vllm = [{syncviz_name(n): t for n, t in r.items() if not not_a_weight(n)} for r in run.ranks(d)]
+    vllm = run.ranks(d)
     mine = oracle_ranks(reference(run), run.spec, d)
     assert_same(family, d, vllm, mine)
     with pytest.raises(AssertionError, match=r"disagreements\n\s*\S+ rank 0: \d+ elements differ"):

@@ -12,6 +12,7 @@ from syncviz.diagnose import diagnose
 from syncviz.diagnose.fingerprints import (
     fingerprint_dumps,
     has_fingerprints,
+    open_prints,
 )
 from syncviz.diagnose.fixtures import BUGS, tiny_spec, write_checkpoint, write_dumps
 from syncviz.errors import SyncvizError
@@ -95,7 +96,7 @@ def test_groups_agree_with_full_dump(checkpoints, tmp_path, family, tp, bugs):
     16-byte ones): the same statuses and exit code as the full dump; per rank tensor every
     segment the full dump finds wrong is wrong, and others only inside a group holding one."""
     from syncviz.diagnose.core import run_diagnosis
-    from syncviz.diagnose.fingerprints import PrintFiles, open_prints
+    from syncviz.diagnose.fingerprints import PrintFiles
 
     ref, dump, prints = checkpoints[family], tmp_path / "dump", tmp_path / "prints"
     write_dumps(tiny_spec(family), ref, dump, tp=tp, bugs=bugs)
@@ -295,3 +296,25 @@ def test_stale_values_found_in_previous_fingerprints(checkpoints, tmp_path, min_
         assert fp.missed_ranks == full.missed_ranks
         _same(full, fp)
         assert fp.text().splitlines()[1:] == full.text().splitlines()[1:]
+
+
+@pytest.mark.parametrize(
+    "bugs",
+    [{}, {"qkv": "swap_kv"}, {"gate_up": "swap_halves"}, {"o_proj": "rows"}, {"down": "tp0"}],
+    ids=str,
+)
+def test_default_groups_keep_the_words_at_heads_of_32(tmp_path, bugs):
+    """The live engine tier's model (hidden 128, heads of 32, TP 2) fingerprinted as
+    save_vllm_rank does (groups of rows up to 8 KiB: 32 rows of qkv, one head): the report's
+    every line but the headline equals the full dump's."""
+    from syncviz.spec import ModelSpec
+
+    spec = ModelSpec("llama-live", "llama-mcore", 2, 128, 4, 2, 128, 100, head_dim=32)
+    ref, dump, prints = tmp_path / "ref", tmp_path / "dump", tmp_path / "prints"
+    write_checkpoint(spec, ref)
+    write_dumps(spec, ref, dump, tp=2, bugs=bugs)
+    fingerprint_dumps(dump, prints, tp=2, run_1d=16, min_bytes=8192)
+    assert {e.group for e in open_prints(prints, 2)[(0, 0)].tensors.values()} >= {32, 64}
+    full, fp = diagnose(ref, dump, 2), diagnose(ref, prints, 2)
+    assert fp.exit_code == full.exit_code == (1 if bugs else 0)
+    assert fp.text().splitlines()[1:] == full.text().splitlines()[1:]

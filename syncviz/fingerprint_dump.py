@@ -13,16 +13,16 @@ under the parameters' own names, its metadata naming each tensor's shape, dtype,
 run and group, the file format's version and the fingerprint function's version.
 
 >>> import tempfile, torch
->>> model = torch.nn.Linear(4, 2)
+>>> model = torch.nn.Linear(4, 4)
 >>> path = save_fingerprints(model, tempfile.mkdtemp(), tp_rank=1)
 >>> path.name
 'tp1.fingerprints.safetensors'
 >>> entries, prints = read_fingerprints(path)
->>> w = entries["weight"]  # rows of 16 bytes: both rows' fingerprints composed into one
+>>> w = entries["weight"]  # rows of 16 bytes: two rows' fingerprints composed into one
 >>> w.shape, w.run, w.group, tuple(prints["weight"].shape)
-((2, 4), 4, 2, (1,))
+((4, 4), 4, 2, (2,))
 >>> entries["bias"].run, entries["bias"].group
-(2, 1)
+(4, 1)
 """
 
 from __future__ import annotations
@@ -83,10 +83,11 @@ def tensor_run(shape: tuple[int, ...], run_1d: int = RUN_1D) -> int:
 
 
 def tensor_group(shape: tuple[int, ...], element_size: int, min_bytes: int = MIN_BYTES) -> int:
-    """Rows per stored fingerprint: the fewest (a power of two dividing the rows of each
-    matrix, so a group never straddles two experts) that make ``min_bytes``; 1 for 1-D.
+    """Rows per stored fingerprint: the fewest that make ``min_bytes``, a power of two dividing
+    half the rows of each matrix, so that a group never straddles two experts nor the halves
+    of a fused gate/up; 1 for 1-D.
 
-    >>> tensor_group((4096, 1536), 2), tensor_group((16, 4096, 4096), 2), tensor_group((6, 4), 2)
+    >>> tensor_group((4096, 1536), 2), tensor_group((16, 4096, 4096), 2), tensor_group((12, 4), 2)
     (4, 1, 2)
     >>> tensor_group((8192,), 2), tensor_group((8, 16), 2, min_bytes=0)
     (1, 1)
@@ -94,7 +95,7 @@ def tensor_group(shape: tuple[int, ...], element_size: int, min_bytes: int = MIN
     if len(shape) < 2 or not math.prod(shape):
         return 1
     rows, row_bytes, group = shape[-2], shape[-1] * element_size, 1
-    while group * row_bytes < min_bytes and rows % (2 * group) == 0:
+    while group * row_bytes < min_bytes and rows % (4 * group) == 0:
         group *= 2
     return group
 

@@ -1,5 +1,8 @@
 """Weight-sync bugs met in the field, planted in dumps cut from a checkpoint, diagnosed in words:
-gate/up halves exchanged, expert ids local under EP, tied and untied lm_head mixed up."""
+gate/up halves exchanged, expert ids local under EP, tied and untied lm_head mixed up, a router
+never sent, a fused norm regrouped as QKV, the MHA regroup applied to a GQA model. Each dump is
+also fingerprinted and diagnosed from the fingerprints: the same exit code, tensors, ranks, rows
+and words (a router bias and MLA's fused down-projection wait for families that have them)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from syncviz.diagnose import diagnose
+from syncviz.diagnose import diagnose as diagnose_full
+from syncviz.diagnose.fingerprints import fingerprint_dumps
 from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
 from syncviz.diagnose.words import W13_SWAP
+from syncviz.fingerprint_dump import SUFFIX
+from tests.test_diagnose_fingerprints import _same
 
 L0 = "model.model.layers.0."
 MOE = L0 + "block_sparse_moe.experts."
@@ -27,6 +33,32 @@ def checkpoints(tmp_path_factory):
     out["tied"] = tmp_path_factory.mktemp("tied")
     write_checkpoint(dataclasses.replace(tiny_spec("qwen2"), tie_word_embeddings=True), out["tied"])
     return out
+
+
+def diagnose(ref, dump, tp, **kwargs):
+    """The full dump's report, after checking it against the dump's fingerprints: one per row,
+    the same report; in groups of rows as save_vllm_rank writes them (here whole tensors of
+    tiny rows), the same exit code, statuses, and wrong tensors on the same ranks."""
+    full = diagnose_full(ref, dump, tp, **kwargs)
+    for min_bytes in (0, 8192):
+        prints = dump.parent / f"{dump.name}-prints-{min_bytes}"
+        fingerprint_dumps(dump, prints, tp=tp, min_bytes=min_bytes)
+        fp = diagnose_full(ref, prints, tp, **kwargs)
+        if min_bytes == 0:
+            _same(full, fp)
+            named = full.text().replace(".safetensors", SUFFIX)  # the rank files' names
+            assert fp.text().splitlines()[1:] == named.splitlines()[1:]
+        assert (fp.exit_code, fp.counts()) == (full.exit_code, full.counts())
+        assert ranks(fp) == ranks(full)
+    return full
+
+
+def ranks(report) -> dict[str, tuple[str, list[str]]]:
+    """Per parameter: its status and the ranks its lines name."""
+    return {
+        p.key: (p.status, sorted({line.split(",")[0].split(":")[0] for line in p.lines()}))
+        for p in report.params
+    }
 
 
 def run(checkpoints, tmp_path, family, **kwargs):

@@ -184,7 +184,7 @@ def test_file_roundtrip(tmp_path):
     """A fingerprint file keeps names, shapes, dtypes, runs, groups, the versions; a tied name
     once; rows narrower than min_bytes stored as composed groups of rows."""
     tensors = [
-        ("a.weight", _random((6, 8), torch.bfloat16, 8)),
+        ("a.weight", _random((8, 8), torch.bfloat16, 8)),
         ("a.bias", _random((24,), torch.float32, 9)),
         ("e.w13", _random((2, 4, 8), torch.float16, 10)),
         ("empty", torch.zeros(0, dtype=torch.bfloat16)),
@@ -194,15 +194,15 @@ def test_file_roundtrip(tmp_path):
     assert path.name == "pp1-tp2.fingerprints.safetensors"
     entries, prints = read_fingerprints(path)
     assert {n: (e.shape, e.dtype, e.run, e.group) for n, e in entries.items()} == {
-        "a.weight": ((6, 8), torch.bfloat16, 8, 2),  # 16-byte rows; 6 rows: pairs
+        "a.weight": ((8, 8), torch.bfloat16, 8, 4),  # 16-byte rows in fours: 64 bytes
         "a.bias": ((24,), torch.float32, 8, 1),
-        "e.w13": ((2, 4, 8), torch.float16, 8, 4),  # a group never straddles two experts
+        "e.w13": ((2, 4, 8), torch.float16, 8, 2),  # never across the halves of an expert
         "empty": ((0,), torch.bfloat16, 1, 1),
     }
     rows = fingerprint(tensors[0][1])
-    assert torch.equal(prints["a.weight"], fingerprint(rows.reshape(3, 2)))
+    assert torch.equal(prints["a.weight"], fingerprint(rows.reshape(2, 4)))
     assert torch.equal(prints["a.bias"], fingerprint(tensors[1][1], run=8))
-    assert torch.equal(prints["e.w13"], fingerprint(fingerprint(tensors[2][1]).reshape(2, 4)))
+    assert torch.equal(prints["e.w13"], fingerprint(fingerprint(tensors[2][1]).reshape(4, 2)))
     assert prints["empty"].shape == (0,)
     assert VERSION == 1 and FILE_VERSION == 2
 

@@ -214,3 +214,40 @@ def test_fused_norm_regrouped_as_qkv(tmp_path):
             for t in (0, 1)
         ]
     }
+
+
+def mha_regroup(held: torch.Tensor, heads: int, groups: int, head_dim: int) -> torch.Tensor:
+    """A rank's fused QKV as the MHA regroup makes it of a GQA model's Megatron QKV: the rank's
+    interleaved rows (per query group: its Q heads, K, V) cut as if every head were [q; k; v]."""
+    per = heads // groups
+    q, k, v = held.split([groups * per * head_dim, groups * head_dim, groups * head_dim])
+    cols = held.shape[-1]
+    parts = [q.view(groups, per * head_dim, cols), k.view(groups, head_dim, cols)]
+    interleaved = torch.cat([*parts, v.view(groups, head_dim, cols)], dim=1)
+    slots = interleaved.reshape(-1, 3, head_dim, cols)
+    return torch.cat([slots[:, 0], slots[:, 1], slots[:, 2]]).reshape(held.shape)
+
+
+def test_mha_regroup_applied_to_gqa(checkpoints, tmp_path):
+    """GQA (8 Q heads, 2 groups, heads of 2 rows) given the MHA regroup at tp 2: a rank's 6 head
+    slots [q0 q1 q2 q3 k v] come out [q0 q3 q1 k q2 v] (worked by hand); slots 1-4 are named."""
+    spec, dump = tiny_spec("llama-mcore"), tmp_path / "dump"
+    write_dumps(spec, checkpoints["llama-mcore"], dump, tp=2)
+    name = "model.layers.0.self_attn.qkv_proj.weight"
+    for t in (0, 1):
+        tensors = load_file(str(dump / f"tp{t}.safetensors"))
+        held = tensors[name]
+        tensors[name] = mha_regroup(held, 8 // 2, 2 // 2, 2).contiguous()
+        slots = held.view(6, 2, -1)
+        assert torch.equal(tensors[name].view(6, 2, -1), slots[[0, 3, 1, 4, 2, 5]])
+        save_file(tensors, str(dump / f"tp{t}.safetensors"))
+    report = diagnose(checkpoints["llama-mcore"], dump, 2)
+    assert lines(report) == {
+        L0 + "self_attn.qkv_proj.weight": [
+            f"tp {t}, rows 2-9: holds rows 0-1: Q head {4 * t + 3}; rows 2-3: Q head {4 * t + 1};"
+            f" rows 4-5: K head {t}; rows 6-7: Q head {4 * t + 2}, expected rows 0-5: Q heads"
+            f" {4 * t + 1}-{4 * t + 3}; rows 6-7: K head {t}"
+            for t in (0, 1)
+        ]
+    }
+    assert report.exit_code == 1 and report.counts() == {"ok": 14, "wrong": 1}

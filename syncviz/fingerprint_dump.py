@@ -120,8 +120,6 @@ def save_fingerprints(
     """
     from safetensors.torch import save_file
 
-    from syncviz.fingerprint import compose
-
     if run_1d < 1:
         raise SyncvizError(f"run_1d={run_1d} is not a positive count", fix="pass run_1d=16")
     if min_bytes < 0:
@@ -142,9 +140,12 @@ def save_fingerprints(
         else:
             prints[name] = torch.zeros(0, dtype=torch.int64)
     runs: list[int | None] = [meta[name]["run"] for name in todo]
-    for name, p in zip(todo, fingerprint_many(list(todo.values()), runs), strict=True):
-        group = meta[name]["group"]
-        prints[name] = (compose(p, group) if group > 1 else p).to("cpu")
+    groups = [meta[name]["group"] for name in todo]
+    stored = rank_prints(list(todo.values()), runs, groups)
+    if len({p.device for p in stored}) == 1:  # one copy to the host, not one per tensor
+        stored = list(torch.cat(stored).to("cpu").split([p.numel() for p in stored]))
+    for name, p in zip(todo, stored, strict=True):
+        prints[name] = p.to("cpu")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     path = root / fingerprint_file(pp_rank, tp_rank, pp_size)
@@ -156,6 +157,26 @@ def save_fingerprints(
     }
     save_file(prints, str(path), metadata=header)
     return path
+
+
+def rank_prints(
+    tensors: list[torch.Tensor], runs: list[int | None], groups: list[int]
+) -> list[torch.Tensor]:
+    """What a fingerprint file stores of each tensor, on its device: the fingerprints of its
+    runs of ``runs[i]`` elements, ``groups[i]`` consecutive ones composed into one. On CUDA,
+    one kernel launch per row width, then one per group size.
+
+    >>> from syncviz.fingerprint import compose, fingerprint
+    >>> t = torch.arange(32.0).view(8, 4)
+    >>> torch.equal(rank_prints([t], [None], [2])[0], compose(fingerprint(t), 2))
+    True
+    """
+    prints = fingerprint_many(tensors, runs)
+    grouped = [i for i, g in enumerate(groups) if g > 1]
+    composed = fingerprint_many([prints[i].reshape(-1, groups[i]) for i in grouped])
+    for i, p in zip(grouped, composed, strict=True):
+        prints[i] = p
+    return prints
 
 
 def _named(source: Any) -> Iterable[tuple[str, torch.Tensor]]:

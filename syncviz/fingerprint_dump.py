@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.fingerprint import VERSION, fingerprint_many
+from syncviz.fingerprint import VERSION, compose, fingerprint_many
 
 SUFFIX = ".fingerprints.safetensors"
 FORMAT = "syncviz-fingerprints"
@@ -164,18 +164,23 @@ def rank_prints(
 ) -> list[torch.Tensor]:
     """What a fingerprint file stores of each tensor, on its device: the fingerprints of its
     runs of ``runs[i]`` elements, ``groups[i]`` consecutive ones composed into one. On CUDA,
-    one kernel launch per row width, then one per group size.
+    one kernel launch per row width, then a few elementwise ones per group size.
 
-    >>> from syncviz.fingerprint import compose, fingerprint
+    >>> from syncviz.fingerprint import fingerprint
     >>> t = torch.arange(32.0).view(8, 4)
     >>> torch.equal(rank_prints([t], [None], [2])[0], compose(fingerprint(t), 2))
     True
     """
     prints = fingerprint_many(tensors, runs)
-    grouped = [i for i, g in enumerate(groups) if g > 1]
-    composed = fingerprint_many([prints[i].reshape(-1, groups[i]) for i in grouped])
-    for i, p in zip(grouped, composed, strict=True):
-        prints[i] = p
+    by_size: dict[tuple[int, torch.device], list[int]] = {}
+    for i, g in enumerate(groups):
+        if g > 1:
+            by_size.setdefault((g, prints[i].device), []).append(i)
+    for (g, _), members in by_size.items():
+        composed = compose(torch.cat([prints[i] for i in members]), g)
+        sizes = [prints[i].numel() // g for i in members]
+        for i, p in zip(members, composed.split(sizes), strict=True):
+            prints[i] = p
     return prints
 
 

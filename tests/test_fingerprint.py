@@ -144,15 +144,45 @@ def test_non_contiguous_reads_logical_order():
     assert torch.equal(fingerprint(t.t()), fingerprint(t.t().contiguous()))
 
 
-def test_compose_is_a_fingerprint_of_fingerprints():
-    """Composed runs: equal to fingerprinting the run fingerprints' bits; one bit changes it."""
+def test_compose_is_the_fingerprint_with_weighted_multipliers():
+    """Composed runs: the fingerprint of the runs' bytes with multipliers E[i] * O[j] (computed
+    here with Python integers); one bit changes it; zeros compose to 0."""
+    from syncviz.fingerprint import multipliers, places
+
     v = _random((32,), torch.bfloat16, 6)
     runs = fingerprint(v, run=2)
-    assert torch.equal(compose(runs, 4), fingerprint(runs.view(4, 4)))
+    e, o = multipliers(4).tolist(), places(4).tolist()
+    b = v.view(torch.int8).view(4, 4, 4).tolist()  # [segment][run][byte]
+    want = []
+    for seg in b:
+        inner = sum(x * e[i] * o[j] for j, run in enumerate(seg) for i, x in enumerate(run))
+        f = _py_fmix(inner & M64)
+        want.append(f - (1 << 64) if f >> 63 else f)
+    assert compose(runs, 4).tolist() == want
     flipped = v.view(torch.int16).clone()
     flipped[9] ^= 1
     other = compose(fingerprint(flipped.view(torch.bfloat16), run=2), 4)
     assert (other != compose(runs, 4)).tolist() == [False, True, False, False]
+    assert compose(torch.zeros(6, dtype=torch.int64), 3).tolist() == [0, 0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=2, max_value=8),
+    st.integers(min_value=0, max_value=7),
+    st.integers(min_value=0, max_value=63),
+    st.integers(min_value=0, max_value=2**31),
+)
+def test_one_bit_in_a_group_changes_its_fingerprint(k, row, bit, seed):
+    """A group of k rows of 4 bf16 values: flipping any one bit of any row changes the group's
+    composed fingerprint (the odd place weights keep the row's change)."""
+    rows = _random((k, 4), torch.bfloat16, seed)
+    row %= k
+    flipped = rows.view(torch.int16).clone().view(torch.int64)
+    flipped[row] ^= 1 << bit if bit < 63 else -(1 << 63)
+    before = compose(fingerprint(rows), k)
+    after = compose(fingerprint(flipped.view(torch.bfloat16).view(k, 4)), k)
+    assert int(before[0]) != int(after[0])
 
 
 def test_fmix64_is_murmur3_finaliser():
@@ -200,9 +230,9 @@ def test_file_roundtrip(tmp_path):
         "empty": ((0,), torch.bfloat16, 1, 1),
     }
     rows = fingerprint(tensors[0][1])
-    assert torch.equal(prints["a.weight"], fingerprint(rows.reshape(2, 4)))
+    assert torch.equal(prints["a.weight"], compose(rows, 4))
     assert torch.equal(prints["a.bias"], fingerprint(tensors[1][1], run=8))
-    assert torch.equal(prints["e.w13"], fingerprint(fingerprint(tensors[2][1]).reshape(4, 2)))
+    assert torch.equal(prints["e.w13"], compose(fingerprint(tensors[2][1]), 2))
     assert prints["empty"].shape == (0,)
     assert VERSION == 1 and FILE_VERSION == 2
 

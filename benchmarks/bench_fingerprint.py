@@ -6,8 +6,10 @@ gate_up [7168, 8192], down [8192, 3584] and two norms of 8192) and a Qwen3-235B-
 EP 8 rank (94 layers of 16 experts' w13 [3072, 4096] and w2 [4096, 1536] and two
 norms of 4096). Timed side by side in one run, CUDA events, median of ``--reps``:
 
-- ``fingerprint``: :func:`syncviz.fingerprint.fingerprint_many` of every tensor (the
-  fused kernel, one launch per row width), what ``save_fingerprints`` computes;
+- ``fingerprint``: :func:`syncviz.fingerprint_dump.rank_prints` of every tensor (the
+  fused kernel, one launch per row width, then one per group size to compose narrow
+  rows in groups), what ``save_fingerprints`` computes; ``rows_only``: without the
+  composing;
 - ``copy``: ``scratch[:n].copy_(tensor)`` of every tensor (device to device).
 
 Rates count the weights' bytes once (bytes described per second) for both, so
@@ -19,9 +21,11 @@ full dump costs on that machine (device-to-host copy, disk write).
 ``cpu``: the expected side. A Hugging Face checkpoint of one llama3-70b layer at
 real shapes (vocabulary cut to 1024 so the file stays small) and the fingerprint
 files of its 8 TP ranks; timed: one bare pass over the checkpoint's bytes (read each
-tensor, ``.sum()``), the expected fingerprints of every rank (each global tensor
-read, assembled and fingerprinted once in its ranks' segments), the whole
-fingerprint diagnosis, and the full-dump diagnosis of the same ranks.
+tensor through diagnose's reader, ``.sum()``), the expected fingerprints of every
+rank (each global tensor read, assembled and fingerprinted once, every rank's
+segments looked up and composed into its groups), the same from memory (tensors
+already read and assembled) against a ``.sum()`` of them, the reading and the
+assembling alone, the whole fingerprint diagnosis, and the full-dump diagnosis.
 
 ``project``: from the two runs' JSON, DeepSeek-V3 671B at TP 8 / EP 8 (bf16): what
 a full dump and fingerprints write, hold and take (the README's table).
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -48,7 +53,7 @@ import torch
 
 import syncviz.fingerprint as fp_module
 from syncviz.fingerprint import fingerprint, fingerprint_many, fingerprint_torch
-from syncviz.fingerprint_dump import save_fingerprints
+from syncviz.fingerprint_dump import rank_prints, save_fingerprints, tensor_group
 
 
 def rank_shapes(name: str) -> list[tuple[int, ...]]:
@@ -85,8 +90,12 @@ def bench_gpu(name: str, reps: int, sweep: bool = False) -> dict:
     nbytes = sum(t.numel() * t.element_size() for t in tensors)
     scratch = torch.empty(max(t.numel() for t in tensors), dtype=torch.bfloat16, device="cuda")
     runs = [None if t.dim() > 1 else 16 for t in tensors]
+    groups = [tensor_group(tuple(t.shape), t.element_size()) for t in tensors]
 
     def prints():
+        return rank_prints(tensors, runs, groups)
+
+    def rows_only():
         return fingerprint_many(tensors, runs)
 
     def one_by_one():
@@ -104,6 +113,7 @@ def bench_gpu(name: str, reps: int, sweep: bool = False) -> dict:
             tiles[str(tile)] = nbytes / _cuda_time(prints, reps) / 1e9
         fp_module.TRITON_TILE = default
     fp_s, copy_s = _cuda_time(prints, reps), _cuda_time(copy, reps)
+    rows_s = _cuda_time(rows_only, reps)
     single_s = _cuda_time(one_by_one, reps)
     torch_s = _cuda_time(
         lambda: [fingerprint_torch(t, None if t.dim() > 1 else 16) for t in tensors[:24]], 1
@@ -121,6 +131,7 @@ def bench_gpu(name: str, reps: int, sweep: bool = False) -> dict:
         "fingerprint_GBps": nbytes / fp_s / 1e9,
         "copy_GBps": nbytes / copy_s / 1e9,
         "ratio": copy_s / fp_s,
+        "rows_only_GBps": nbytes / rows_s / 1e9,
         "one_launch_per_tensor_GBps": nbytes / single_s / 1e9,
         "tile_sweep_GBps": tiles,
         "torch_path_s_est": torch_s,
@@ -157,86 +168,117 @@ def bench_full_dump_costs(gib: float = 4.0) -> dict:
 def bench_cpu(reps: int) -> dict:
     """The expected side of one llama3-70b layer at TP 8 against a bare pass over its bytes."""
     from syncviz.diagnose.core import REFERENCE, run_diagnosis
-    from syncviz.diagnose.fingerprints import (
-        PrintFiles,
-        PrintTable,
-        fingerprint_dumps,
-    )
+    from syncviz.diagnose.fingerprints import PrintFiles, PrintTable, fingerprint_dumps
     from syncviz.diagnose.fixtures import write_checkpoint, write_dumps
     from syncviz.diagnose.reference import Reference
-    from syncviz.diagnose.segments import segment_length
-    from syncviz.fingerprint_dump import tensor_run
+    from syncviz.diagnose.segments import segment_length, segment_starts
+    from syncviz.fingerprint import compose
+    from syncviz.fingerprint_dump import MIN_BYTES, tensor_group, tensor_run
     from syncviz.oracle import model_layout
     from syncviz.parallel import Parallel
     from syncviz.presets import PRESETS
 
     spec = dataclasses.replace(PRESETS["llama3-70b"], num_layers=1, vocab_size=1024)
-    root = Path(tempfile.mkdtemp())
-    ref, dump, prints = root / "ref", root / "dump", root / "prints"
-    write_checkpoint(spec, ref)
-    write_dumps(spec, ref, dump, tp=8, layers=[0])
-    fingerprint_dumps(dump, prints, tp=8, run_1d=16)
-    reference = Reference(ref)
-    layer0 = [n for n in reference.files if n.startswith("model.layers.0.")]
-    nbytes = sum(reference.read(n).numel() * 2 for n in layer0)
-    layout = model_layout(spec, REFERENCE, Parallel(tp=8), layers=[0], include_globals=False)
-
-    def bare():
-        for n in layer0:
-            reference.read(n).sum()
-
-    def expected():
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ref, dump, prints = root / "ref", root / "dump", root / "prints"
+        write_checkpoint(spec, ref)
+        write_dumps(spec, ref, dump, tp=8, layers=[0])
+        fingerprint_dumps(dump, prints, tp=8, run_1d=16, min_bytes=MIN_BYTES)
+        reference = Reference(ref)
+        layout = model_layout(spec, REFERENCE, Parallel(tp=8), layers=[0], include_globals=False)
+        names = [
+            [t.format(i=0) for t in reference.names[p.kind]] for p in layout.params
+        ]  # the checkpoint tensors each parameter is assembled from
+        nbytes = sum(reference.read(n).numel() * 2 for parts in names for n in parts)
+        plans = []  # per parameter: segment length, run, and per rank its starts and group
         for p in layout.params:
             length = segment_length(p.dst[0].index)
-            glob = reference.global_tensor(p.kind, p.layer)
-            PrintTable(glob, length, tensor_run(p.dst[0].shape))
+            ranks = [
+                (segment_starts(t.index, length), tensor_group(t.shape, 2, MIN_BYTES))
+                for t in p.dst
+            ]
+            plans.append((length, tensor_run(p.dst[0].shape), ranks))
 
-    def timed(fn, n):
-        fn()
-        out = []
-        for _ in range(n):
-            start = time.perf_counter()
+        def bare():
+            for parts in names:
+                for n in parts:
+                    reference.read(n).sum()
+
+        def assemble(parts: list[str]) -> torch.Tensor:
+            got = [reference.read(n) for n in parts]
+            return got[0] if len(got) == 1 else torch.cat(got)
+
+        def expected_prints(glob, plan):
+            length, run, ranks = plan
+            table = PrintTable(glob, length, run)
+            for starts, group in ranks:
+                mine = table.expected(starts)
+                if group > 1:
+                    compose(mine, group)
+
+        def expected():  # every rank's expected fingerprints, each tensor read once
+            for parts, plan in zip(names, plans, strict=True):
+                expected_prints(assemble(parts), plan)
+
+        def timed(fn, n):
             fn()
-            out.append(time.perf_counter() - start)
-        return statistics.median(out)
+            out = []
+            for _ in range(n):
+                start = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - start)
+            return statistics.median(out)
 
-    start = time.perf_counter()
-    expected()  # the first call builds the coefficient tables
-    first_s = time.perf_counter() - start
-    globs = [
-        (reference.global_tensor(p.kind, p.layer), tensor_run(p.dst[0].shape))
-        for p in layout.params
-    ]
-    bare_s, expected_s = timed(bare, reps), timed(expected, reps)
-    prints_only_s = timed(lambda: [fingerprint(g.reshape(-1, r)) for g, r in globs], reps)
-    sums_only_s = timed(lambda: [g.sum() for g, _ in globs], reps)
-    fp_diag_s = timed(lambda: run_diagnosis(ref, prints, 8, layers=[0], files=PrintFiles()), 1)
-    full_diag_s = timed(lambda: run_diagnosis(ref, dump, 8, layers=[0]), 1)
+        start = time.perf_counter()
+        expected()  # the first call builds the coefficient tables
+        first_s = time.perf_counter() - start
+        globs = [assemble(parts) for parts in names]
+        bare_s, expected_s = timed(bare, reps), timed(expected, reps)
+        read_s = timed(lambda: [reference.read(n) for parts in names for n in parts], reps)
+        assemble_s = timed(lambda: [assemble(parts) for parts in names], reps)
+        in_memory_s = timed(
+            lambda: [expected_prints(g, plan) for g, plan in zip(globs, plans, strict=True)], reps
+        )
+        sums_only_s = timed(lambda: [g.sum() for g in globs], reps)
+        fp_diag_s = timed(lambda: run_diagnosis(ref, prints, 8, layers=[0], files=PrintFiles()), 1)
+        full_diag_s = timed(lambda: run_diagnosis(ref, dump, 8, layers=[0]), 1)
+        file_bytes = sum(f.stat().st_size for f in prints.glob("*.fingerprints.safetensors"))
+        dump_bytes = sum(f.stat().st_size for f in dump.glob("*.safetensors"))
     return {
         "bytes": nbytes,
         "threads": torch.get_num_threads(),
         "bare_pass_s": bare_s,
         "expected_s": expected_s,
         "expected_first_call_s": first_s,
+        "read_s": read_s,
+        "read_and_assemble_s": assemble_s,
         "bare_GBps": nbytes / bare_s / 1e9,
         "expected_GBps": nbytes / expected_s / 1e9,
         "ratio": bare_s / expected_s,
-        "in_memory_fingerprint_GBps": nbytes / prints_only_s / 1e9,
+        "in_memory_expected_GBps": nbytes / in_memory_s / 1e9,
         "in_memory_sum_GBps": nbytes / sums_only_s / 1e9,
+        "in_memory_ratio": sums_only_s / in_memory_s,
         "fingerprint_diagnosis_s": fp_diag_s,
         "full_diagnosis_s": full_diag_s,
+        "fingerprint_files_bytes": file_bytes,
+        "full_dump_bytes": dump_bytes,
+        "file_share": file_bytes / dump_bytes,
     }
 
 
 def deepseek_v3_rank() -> tuple[int, int]:
     """(bf16 bytes, fingerprint bytes) of one DeepSeek-V3 rank at EP 8 / TP 8: 58 MoE layers
-    of 32 of the 256 experts (w13 [4096, 7168], w2 [7168, 2048]); the rest (MLA attention,
-    3 dense layers, shared experts, embeddings: about 17.1B parameters) split 8 ways, its
-    fingerprints taken at the experts' share."""
-    rows = 58 * 32 * (4096 + 7168)
+    of 32 of the 256 experts (w13 [4096, 7168], w2 [7168, 2048]: rows of 4 KiB in pairs, as
+    save_fingerprints stores them); the rest (MLA attention, 3 dense layers, shared experts,
+    embeddings: about 17.1B parameters) split 8 ways, its fingerprints taken at the experts'
+    share."""
+    w13, w2 = (32, 4096, 7168), (32, 7168, 2048)
+    prints = (
+        58 * 8 * sum(math.prod(s) // (s[-1] * tensor_group(s, 2)) for s in (w13, w2))
+    )  # 8 bytes per stored fingerprint
     expert_bytes = 58 * 32 * 3 * 7168 * 2048 * 2
     rest_bytes = (671_000_000_000 - 58 * 256 * 3 * 7168 * 2048) * 2 // 8
-    prints = rows * 8
     return expert_bytes + rest_bytes, prints + prints * rest_bytes // expert_bytes
 
 

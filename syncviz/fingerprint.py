@@ -185,16 +185,57 @@ def fingerprint_torch(t: torch.Tensor, run: int | None = None) -> torch.Tensor:
     return fmix64(_sums_torch(words(t, run)))
 
 
-def compose(prints: torch.Tensor, k: int) -> torch.Tensor:
-    """One fingerprint per ``k`` consecutive fingerprints: the fingerprint of their bytes.
+def unfmix64(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`fmix64` (xor-shifts by 33 undo themselves; the products undo by
+    the multipliers' inverses modulo 2**64).
 
-    A segment cut in ``k`` runs has this fingerprint whichever side computed the runs.
-
-    >>> a = fingerprint(torch.arange(8.0), run=2)
-    >>> torch.equal(compose(a, 2), fingerprint(a.view(2, 2)))
+    >>> x = torch.tensor([0, 1, -7, 2**62])
+    >>> torch.equal(unfmix64(fmix64(x)), x)
     True
     """
-    return fingerprint(prints.reshape(-1, k))
+    x = x ^ _shr(x, 33)
+    x = x * _signed(_INVERSE_2)
+    x = x ^ _shr(x, 33)
+    x = x * _signed(_INVERSE_1)
+    return x ^ _shr(x, 33)
+
+
+_INVERSE_1 = pow(0xFF51AFD7ED558CCD, -1, 1 << 64)
+_INVERSE_2 = pow(0xC4CEB9FE1A85EC53, -1, 1 << 64)
+
+
+def compose(prints: torch.Tensor, k: int) -> torch.Tensor:
+    """One fingerprint per ``k`` consecutive fingerprints: the fingerprint of their segments
+    together. Each fingerprint's inner sum (``fmix64`` undone) is weighted by an odd
+    constant ``O[j]`` of its place and the weighted sums added modulo 2**64:
+
+        compose = fmix64( sum_j O[j] * unfmix64(p[j])  mod 2**64 )
+
+    which is the fingerprint of the ``k`` segments' bytes with the multipliers
+    ``E[i] * O[j]`` (odd). So **any change confined to one of the segments that changes
+    its fingerprint changes the composed one** (its inner sum moves by a non-zero ``x``,
+    the composed by ``O[j] * x``, non-zero modulo 2**64 as ``O[j]`` is odd): a one-bit
+    change of a group of rows always shows. Segments of zero bits compose to 0. The
+    result is the same whichever side (and device) computed the fingerprints.
+
+    >>> a = fingerprint(torch.arange(8.0), run=2)
+    >>> compose(a, 2).shape, int(compose(torch.zeros(4, dtype=torch.int64), 2)[0])
+    (torch.Size([2]), 0)
+    """
+    inner = unfmix64(prints.reshape(-1, k))
+    weights = places(k, prints.device)
+    return fmix64((inner * weights).sum(dim=1))
+
+
+@functools.lru_cache(maxsize=64)
+def places(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``O[j]``: the odd weights of places ``0..k-1`` in :func:`compose` (splitmix64 of
+    counters apart from the byte coefficients').
+
+    >>> bool((places(5) % 2 != 0).all())
+    True
+    """
+    return (splitmix64(torch.arange(k, dtype=torch.int64) - (1 << 40)) | 1).to(device)
 
 
 def _sums_int_mm(b: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Weight-sync bugs met in the field, planted in dumps cut from a checkpoint, diagnosed in words:
-gate/up halves exchanged, expert ids local under EP, tied and untied lm_head mixed up."""
+gate/up halves exchanged, expert ids local under EP, tied and untied lm_head mixed up, a router
+never sent, a fused norm regrouped as QKV, the MHA regroup applied to a GQA model. Each dump is
+also fingerprinted and diagnosed from the fingerprints: the same exit code, tensors, ranks, rows
+and words (a router bias and MLA's fused down-projection wait for families that have them)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from syncviz.diagnose import diagnose
+from syncviz.diagnose import diagnose as diagnose_full
+from syncviz.diagnose.fingerprints import fingerprint_dumps
 from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
 from syncviz.diagnose.words import W13_SWAP
+from syncviz.fingerprint_dump import SUFFIX
+from tests.test_diagnose_fingerprints import _same
 
 L0 = "model.model.layers.0."
 MOE = L0 + "block_sparse_moe.experts."
@@ -27,6 +33,32 @@ def checkpoints(tmp_path_factory):
     out["tied"] = tmp_path_factory.mktemp("tied")
     write_checkpoint(dataclasses.replace(tiny_spec("qwen2"), tie_word_embeddings=True), out["tied"])
     return out
+
+
+def diagnose(ref, dump, tp, **kwargs):
+    """The full dump's report, after checking it against the dump's fingerprints: one per row,
+    the same report; in groups of rows as save_vllm_rank writes them (here whole tensors of
+    tiny rows), the same exit code, statuses, and wrong tensors on the same ranks."""
+    full = diagnose_full(ref, dump, tp, **kwargs)
+    for min_bytes in (0, 8192):
+        prints = dump.parent / f"{dump.name}-prints-{min_bytes}"
+        fingerprint_dumps(dump, prints, tp=tp, min_bytes=min_bytes)
+        fp = diagnose_full(ref, prints, tp, **kwargs)
+        if min_bytes == 0:
+            _same(full, fp)
+            named = full.text().replace(".safetensors", SUFFIX)  # the rank files' names
+            assert fp.text().splitlines()[1:] == named.splitlines()[1:]
+        assert (fp.exit_code, fp.counts()) == (full.exit_code, full.counts())
+        assert ranks(fp) == ranks(full)
+    return full
+
+
+def ranks(report) -> dict[str, tuple[str, list[str]]]:
+    """Per parameter: its status and the ranks its lines name."""
+    return {
+        p.key: (p.status, sorted({line.split(",")[0].split(":")[0] for line in p.lines()}))
+        for p in report.params
+    }
 
 
 def run(checkpoints, tmp_path, family, **kwargs):
@@ -182,3 +214,40 @@ def test_fused_norm_regrouped_as_qkv(tmp_path):
             for t in (0, 1)
         ]
     }
+
+
+def mha_regroup(held: torch.Tensor, heads: int, groups: int, head_dim: int) -> torch.Tensor:
+    """A rank's fused QKV as the MHA regroup makes it of a GQA model's Megatron QKV: the rank's
+    interleaved rows (per query group: its Q heads, K, V) cut as if every head were [q; k; v]."""
+    per = heads // groups
+    q, k, v = held.split([groups * per * head_dim, groups * head_dim, groups * head_dim])
+    cols = held.shape[-1]
+    parts = [q.view(groups, per * head_dim, cols), k.view(groups, head_dim, cols)]
+    interleaved = torch.cat([*parts, v.view(groups, head_dim, cols)], dim=1)
+    slots = interleaved.reshape(-1, 3, head_dim, cols)
+    return torch.cat([slots[:, 0], slots[:, 1], slots[:, 2]]).reshape(held.shape)
+
+
+def test_mha_regroup_applied_to_gqa(checkpoints, tmp_path):
+    """GQA (8 Q heads, 2 groups, heads of 2 rows) given the MHA regroup at tp 2: a rank's 6 head
+    slots [q0 q1 q2 q3 k v] come out [q0 q3 q1 k q2 v] (worked by hand); slots 1-4 are named."""
+    spec, dump = tiny_spec("llama-mcore"), tmp_path / "dump"
+    write_dumps(spec, checkpoints["llama-mcore"], dump, tp=2)
+    name = "model.layers.0.self_attn.qkv_proj.weight"
+    for t in (0, 1):
+        tensors = load_file(str(dump / f"tp{t}.safetensors"))
+        held = tensors[name]
+        tensors[name] = mha_regroup(held, 8 // 2, 2 // 2, 2).contiguous()
+        slots = held.view(6, 2, -1)
+        assert torch.equal(tensors[name].view(6, 2, -1), slots[[0, 3, 1, 4, 2, 5]])
+        save_file(tensors, str(dump / f"tp{t}.safetensors"))
+    report = diagnose(checkpoints["llama-mcore"], dump, 2)
+    assert lines(report) == {
+        L0 + "self_attn.qkv_proj.weight": [
+            f"tp {t}, rows 2-9: holds rows 0-1: Q head {4 * t + 3}; rows 2-3: Q head {4 * t + 1};"
+            f" rows 4-5: K head {t}; rows 6-7: Q head {4 * t + 2}, expected rows 0-5: Q heads"
+            f" {4 * t + 1}-{4 * t + 3}; rows 6-7: K head {t}"
+            for t in (0, 1)
+        ]
+    }
+    assert report.exit_code == 1 and report.counts() == {"ok": 14, "wrong": 1}

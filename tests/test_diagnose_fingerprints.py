@@ -12,6 +12,7 @@ from syncviz.diagnose import diagnose
 from syncviz.diagnose.fingerprints import (
     fingerprint_dumps,
     has_fingerprints,
+    open_prints,
 )
 from syncviz.diagnose.fixtures import BUGS, tiny_spec, write_checkpoint, write_dumps
 from syncviz.errors import SyncvizError
@@ -70,9 +71,9 @@ def _both(checkpoints, tmp_path, family, tp, pp=1, **kwargs):
 def _same(full, fp) -> None:
     assert fp.ok == full.ok and fp.exit_code == full.exit_code
     assert fp.counts() == full.counts()
-    assert [dataclasses.astuple(p) for p in fp.params] == [
-        dataclasses.astuple(p) for p in full.params
-    ]
+    assert [repr(dataclasses.astuple(p)) for p in fp.params] == [
+        repr(dataclasses.astuple(p)).replace(".safetensors", SUFFIX) for p in full.params
+    ]  # the same findings, naming the rank files read
     assert fp.flow_errors == [n.replace(".safetensors", SUFFIX) for n in full.flow_errors]
 
 
@@ -87,6 +88,41 @@ def test_agrees_with_full_dump(checkpoints, tmp_path, family, tp, bugs):
     full, fp = _both(checkpoints, tmp_path, family, tp, bugs=bugs)
     assert not full.ok  # the case plants something the full dump finds
     _same(full, fp)
+
+
+@pytest.mark.parametrize(("family", "tp", "bugs"), CASES, ids=lambda x: str(x))
+def test_groups_agree_with_full_dump(checkpoints, tmp_path, family, tp, bugs):
+    """Rows fingerprinted in groups (64 bytes a fingerprint: pairs of 32-byte rows, fours of
+    16-byte ones): the same statuses and exit code as the full dump; per rank tensor every
+    segment the full dump finds wrong is wrong, and others only inside a group holding one."""
+    from syncviz.diagnose.core import run_diagnosis
+    from syncviz.diagnose.fingerprints import PrintFiles
+
+    ref, dump, prints = checkpoints[family], tmp_path / "dump", tmp_path / "prints"
+    write_dumps(tiny_spec(family), ref, dump, tp=tp, bugs=bugs)
+    fingerprint_dumps(dump, prints, tp=tp, min_bytes=64)
+    full, fp = diagnose(ref, dump, tp), diagnose(ref, prints, tp)
+    assert (fp.exit_code, fp.counts()) == (full.exit_code, full.counts())
+    assert [(p.key, p.status) for p in fp.params] == [(p.key, p.status) for p in full.params]
+    whole = run_diagnosis(ref, dump, tp)
+    grouped = run_diagnosis(ref, prints, tp, files=PrintFiles())
+    files = open_prints(prints, tp)
+    groups = matrices = 0
+    params = whole.layout.params
+    for param, mine, theirs in zip(params, grouped.decoded, whole.decoded, strict=True):
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.status == b.status
+            if a.status != "wrong":
+                continue
+            entry = files[(a.pp, a.tp)].tensors[param.key]
+            g, bad, truth = entry.group, a.bad, b.bad
+            groups += g > 1
+            matrices += len(a.shape) > 1
+            assert bool((bad | ~truth).all())  # every segment the full dump finds wrong
+            in_wrong_group = truth.reshape(-1, g).any(dim=1).repeat_interleave(g)
+            assert bool((in_wrong_group | ~bad).all())  # and only in groups holding one
+            assert torch.equal(bad.reshape(-1, g).any(dim=1), in_wrong_group[::g])
+    assert groups or not matrices  # groups were exercised wherever a matrix is wrong
 
 
 @pytest.mark.parametrize(("family", "tp"), [(f, 2) for f in FAMILIES] + [("qwen2", 4)])
@@ -146,8 +182,14 @@ def test_run_longer_than_segment_is_bad_input(checkpoints, tmp_path):
     assert "run_1d=4" in str(err.value.fix)
 
 
-def test_one_flipped_bit_is_found(checkpoints, tmp_path):
-    """One bit flipped in row 5 of o_proj on tp 1 (cols 8-15: heads 4-7): that row alone."""
+@pytest.mark.parametrize(
+    ("min_bytes", "where"),
+    [(0, "row 5"), (64, "rows 4-7"), (8192, "rows 0-7")],
+)
+def test_one_flipped_bit_is_found(checkpoints, tmp_path, min_bytes, where):
+    """One bit flipped in row 5 of o_proj on tp 1 (cols 8-15: heads 4-7, 16-byte rows): that
+    row alone, or its group of 4 rows (64 bytes a fingerprint), or of 8 (the default: at most
+    half the rows)."""
     from safetensors.torch import load_file
 
     ref, dump, prints = checkpoints["llama-mcore"], tmp_path / "d", tmp_path / "p"
@@ -156,12 +198,12 @@ def test_one_flipped_bit_is_found(checkpoints, tmp_path):
         tensors = load_file(str(dump / f"tp{t}.safetensors"))
         if t == 1:
             tensors["model.layers.0.self_attn.o_proj.weight"].view(torch.int16)[5, 3] ^= 1 << 4
-        save_fingerprints(tensors, prints, tp_rank=t, run_1d=2)
+        save_fingerprints(tensors, prints, tp_rank=t, run_1d=2, min_bytes=min_bytes)
     report = diagnose(ref, prints, 2)
     (bad,) = report.bad()
     assert bad.key == "model.model.layers.0.self_attn.o_proj.weight"
     assert [line.strip() for line in bad.lines()] == [
-        "tp 1, row 5: holds values not found in the reference, expected heads 4-7 row 5"
+        f"tp 1, {where}: holds values not found in the reference, expected heads 4-7 {where}"
     ]
 
 
@@ -224,9 +266,11 @@ def test_empty_fingerprint_without_a_note_is_not_checkable(checkpoints, tmp_path
     assert param.lines() == ["  tp 1: empty (shape [0]), expected [16, 12]"]
 
 
-def test_stale_values_found_in_previous_fingerprints(checkpoints, tmp_path):
+@pytest.mark.parametrize("min_bytes", [0, 64])
+def test_stale_values_found_in_previous_fingerprints(checkpoints, tmp_path, min_bytes):
     """A router kept from the previous step on both ranks, and a rank 1 that missed the whole
-    update: the fingerprint look-up in --previous finds the same stale values and missed rank."""
+    update: the fingerprint look-up in --previous finds the same stale values and missed rank,
+    rows fingerprinted one by one or in groups (whole tensors stale: the same words)."""
     from safetensors.torch import load_file, save_file
 
     from tests.test_diagnose_stale import next_step
@@ -244,7 +288,7 @@ def test_stale_values_found_in_previous_fingerprints(checkpoints, tmp_path):
                 if (keep and any(f".{k}." in name for k in keep)) or (not keep and t == 1):
                     tensors[name] = stale[name]
             save_file(tensors, str(dump / f"tp{t}.safetensors"))
-        fingerprint_dumps(dump, prints, tp=2)
+        fingerprint_dumps(dump, prints, tp=2, min_bytes=min_bytes)
         full = diagnose(step2, dump, 2, previous=[step1])
         fp = diagnose(step2, prints, 2, previous=[step1])
         assert not full.ok and "stale" in full.text()
@@ -252,3 +296,25 @@ def test_stale_values_found_in_previous_fingerprints(checkpoints, tmp_path):
         assert fp.missed_ranks == full.missed_ranks
         _same(full, fp)
         assert fp.text().splitlines()[1:] == full.text().splitlines()[1:]
+
+
+@pytest.mark.parametrize(
+    "bugs",
+    [{}, {"qkv": "swap_kv"}, {"gate_up": "swap_halves"}, {"o_proj": "rows"}, {"down": "tp0"}],
+    ids=str,
+)
+def test_default_groups_keep_the_words_at_heads_of_32(tmp_path, bugs):
+    """The live engine tier's model (hidden 128, heads of 32, TP 2) fingerprinted as
+    save_vllm_rank does (groups of rows up to 8 KiB: 32 rows of qkv, one head): the report's
+    every line but the headline equals the full dump's."""
+    from syncviz.spec import ModelSpec
+
+    spec = ModelSpec("llama-live", "llama-mcore", 2, 128, 4, 2, 128, 100, head_dim=32)
+    ref, dump, prints = tmp_path / "ref", tmp_path / "dump", tmp_path / "prints"
+    write_checkpoint(spec, ref)
+    write_dumps(spec, ref, dump, tp=2, bugs=bugs)
+    fingerprint_dumps(dump, prints, tp=2, run_1d=16, min_bytes=8192)
+    assert {e.group for e in open_prints(prints, 2)[(0, 0)].tensors.values()} >= {32, 64}
+    full, fp = diagnose(ref, dump, 2), diagnose(ref, prints, 2)
+    assert fp.exit_code == full.exit_code == (1 if bugs else 0)
+    assert fp.text().splitlines()[1:] == full.text().splitlines()[1:]

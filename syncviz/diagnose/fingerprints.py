@@ -15,11 +15,17 @@ written by ``save_vllm_rank(..., fingerprints=True)`` too), an emptied tensor as
 checkable, ``previous`` checkpoints fingerprinted alike for stale values, the
 recognised w13 swap and reordered segments.
 
+Rows narrower than 8 KiB are stored one fingerprint per group of rows (the rows'
+fingerprints composed, :func:`syncviz.fingerprint_dump.tensor_group`): a group is
+judged as one, and a wrong group's rows are looked up together (in the tensor's
+aligned groups of rows, then in every rank's expected groups), so a wrong row reads
+as its group's rows, and rows reordered inside a group read "not found".
+
 What differs from a full dump: a segment mixing +0.0 and -0.0 (where data was
 expected) reads "not found" rather than "zeros"; a segment reordered within a run
-(not in whole runs) reads "not found" rather than "in another order"; and two
-different segments share a fingerprint with odds of about 2**-48 (one-bit
-changes: never).
+(not in whole runs) reads "not found" rather than "in another order"; the groups
+above; and two different segments share a fingerprint with odds of about 2**-48
+(one-bit changes: never).
 
 >>> import tempfile
 >>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
@@ -37,6 +43,7 @@ changes: never).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -52,6 +59,7 @@ from syncviz.diagnose.core import (
     Pending,
 )
 from syncviz.diagnose.dumps import missing_rank_file, normalise
+from syncviz.diagnose.segments import segment_length, segment_starts
 from syncviz.errors import SyncvizError
 from syncviz.fingerprint import compose, fingerprint
 from syncviz.fingerprint_dump import (
@@ -114,22 +122,31 @@ def open_prints(folder: str | Path, tp: int, pp: int = 1) -> dict[tuple[int, int
 
 class PrintTable:
     """The fingerprints of a global tensor's aligned windows of ``length`` elements, sorted
-    for look-up. ``run`` is the length of the fingerprinted runs a window is composed of."""
+    for look-up. ``run`` is the length of the fingerprinted runs a window is composed of.
+    The windows are fingerprinted on first use (a table serving only windows off the grid
+    never reads the whole tensor)."""
 
     def __init__(self, glob: torch.Tensor, length: int, run: int) -> None:
         self.length, self.run = length, run
         self._flat = glob.reshape(-1)
-        self.prints = _segment_prints(glob, length, run)
         self._sorted: tuple[torch.Tensor, torch.Tensor] | None = None  # for look-ups only
         minus = torch.full((length,), -0.0, dtype=glob.dtype) if glob.is_floating_point() else None
         self.negative_zero = None if minus is None else int(_segment_prints(minus, length, run)[0])
+
+    @functools.cached_property
+    def prints(self) -> torch.Tensor:
+        """The fingerprint of every aligned window (none when they do not tile the tensor)."""
+        if self._flat.numel() % self.length:
+            return torch.zeros(0, dtype=torch.int64)
+        return _segment_prints(self._flat, self.length, self.run)
 
     def expected(self, starts: torch.Tensor) -> torch.Tensor:
         """The fingerprint of the window at each start id (-1: padding, zeros: 0)."""
         out = torch.zeros(starts.shape[0], dtype=torch.int64)
         real = starts >= 0
         aligned = real & (starts % self.length == 0)
-        out[aligned] = self.prints[starts[aligned] // self.length]
+        if bool(aligned.any()):
+            out[aligned] = self.prints[starts[aligned] // self.length]
         odd = real & ~aligned
         if bool(odd.any()):  # a window off the grid: fingerprint it where it lies
             ids = starts[odd][:, None] + torch.arange(self.length)[None, :]
@@ -140,11 +157,37 @@ class PrintTable:
         """Start id of a window with each fingerprint (the first in order), or -1."""
         if self._sorted is None:
             self._sorted = self.prints.sort(stable=True)
-        ordered, order = self._sorted
-        if not ordered.numel():
-            return torch.full_like(prints, -1)
-        lo = torch.searchsorted(ordered, prints).clamp(max=ordered.numel() - 1)
-        return torch.where(ordered[lo] == prints, order[lo] * self.length, -1)
+        return _found(self._sorted, prints, self.length)
+
+
+class GroupTable:
+    """The composed fingerprints of a global tensor's aligned windows of ``group`` consecutive
+    segments (what a rank stores for ``group`` rows it holds in one piece), for look-up."""
+
+    def __init__(self, rows: PrintTable, group: int) -> None:
+        self.rows, self.group = rows, group
+        self._sorted: tuple[torch.Tensor, torch.Tensor] | None = None
+        nz = rows.negative_zero
+        self.negative_zero = None if nz is None else int(compose(torch.full((group,), nz), group))
+
+    def find(self, prints: torch.Tensor) -> torch.Tensor:
+        """Start id of a window of ``group`` segments with each fingerprint, or -1."""
+        if self._sorted is None:
+            p = self.rows.prints
+            p = p[: p.numel() - p.numel() % self.group]
+            self._sorted = (compose(p, self.group) if p.numel() else p).sort(stable=True)
+        return _found(self._sorted, prints, self.rows.length * self.group)
+
+
+def _found(
+    table: tuple[torch.Tensor, torch.Tensor], prints: torch.Tensor, unit: int
+) -> torch.Tensor:
+    """Per fingerprint: ``unit`` times the position of an equal one in sorted ``table``, or -1."""
+    ordered, order = table
+    if not ordered.numel():
+        return torch.full_like(prints, -1)
+    lo = torch.searchsorted(ordered, prints).clamp(max=ordered.numel() - 1)
+    return torch.where(ordered[lo] == prints, order[lo] * unit, -1)
 
 
 def _segment_prints(t: torch.Tensor, length: int, run: int) -> torch.Tensor:
@@ -196,6 +239,46 @@ class PrintPending(Pending):
         self.runs = self.runs[mask]
 
 
+@dataclass
+class GroupPending(Pending):
+    """Pending segments of a fingerprint file that stores one fingerprint per ``group`` rows:
+    whole groups, each segment with its group's fingerprint and its place in the group."""
+
+    prints: torch.Tensor  # [n]: the group's fingerprint, per segment
+    offsets: torch.Tensor  # [n]: the segment's place in its group
+    dtype: torch.dtype
+    run: int
+    group: int
+
+    def key(self) -> tuple:
+        return (self.dtype, self.decoded.length, self.run, self.group)
+
+    def index(self, glob: torch.Tensor) -> GroupTable:
+        return GroupTable(
+            PrintTable(glob.to(self.dtype), self.decoded.length, self.run), self.group
+        )
+
+    def find(self, index: GroupTable) -> torch.Tensor:
+        at = index.find(self.prints)
+        return torch.where(at >= 0, at + self.offsets * self.decoded.length, -1)
+
+    def in_place(self, glob: torch.Tensor) -> torch.Tensor:
+        starts = self.decoded.expected[self.segments]
+        table = PrintTable(glob.to(self.dtype), self.decoded.length, self.run)
+        expected = compose(table.expected(starts), self.group)
+        real = (starts >= 0).reshape(-1, self.group).all(dim=1)  # padding is never stale
+        same = (real & (expected == self.prints[:: self.group])).repeat_interleave(self.group)
+        return torch.where(same, starts, -1)
+
+    def reordered(self, glob: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        # Reordered rows inside a group cannot be told from the group's one fingerprint.
+        return torch.zeros(real.numel(), dtype=torch.bool)
+
+    def keep(self, mask: torch.Tensor) -> None:
+        self.segments, self.prints = self.segments[mask], self.prints[mask]
+        self.offsets = self.offsets[mask]
+
+
 class PrintFiles:
     """Rank files of fingerprints (:func:`syncviz.fingerprint_dump.save_fingerprints`): the
     part of :func:`syncviz.diagnose.core.run_diagnosis` that differs from full dumps."""
@@ -218,6 +301,9 @@ class PrintFiles:
     ) -> None:
         """Compare the rank's fingerprints with the oracle's; decode and queue as a full dump."""
         entry, length = dump.tensors[param.key], dec.length
+        if entry.group > 1:
+            self._judge_groups(dec, dump, param, glob, cache, pending)
+            return
         if length % entry.run:
             raise SyncvizError(
                 f"{dump.path.name}: {entry.name} was fingerprinted in runs of {entry.run}"
@@ -267,19 +353,121 @@ class PrintFiles:
         if length > entry.run:
             actual = compose(actual, length // entry.run)
         table = PrintTable(glob.to(entry.dtype), length, entry.run)
-        return bool((actual == table.expected(dec.expected)).all())
+        expected = table.expected(dec.expected)
+        if entry.group > 1:
+            expected = compose(expected, entry.group)
+        return bool((actual == expected).all())
+
+    def _judge_groups(
+        self,
+        dec: Decoded,
+        dump: PrintDump,
+        param: ParamLayout,
+        glob: Callable[[], torch.Tensor],
+        cache: dict,
+        pending: list[Pending],
+    ) -> None:
+        """:meth:`judge` for one fingerprint per ``group`` rows: a wrong group's rows are looked
+        up together, in the tensor's aligned groups of rows, then in every rank's expected
+        groups (a row-parallel slice: rows of one rank are apart in the global tensor)."""
+        entry, length, group = dump.tensors[param.key], dec.length, dump.tensors[param.key].group
+        if entry.run != length or dec.expected.numel() % group:
+            raise SyncvizError(
+                f"{dump.path.name}: {entry.name} holds one fingerprint per {group} runs of"
+                f" {entry.run} elements, but the layout moves it in segments of {length}",
+                fix="fingerprint again with save_fingerprints(..., min_bytes=0)",
+            )
+        key = (entry.dtype, length, entry.run)
+        if key not in cache:
+            cache[key] = PrintTable(glob().to(entry.dtype), length, entry.run)
+        rows: PrintTable = cache[key]
+        actual = dump.read(param.key)
+        ok = actual == compose(rows.expected(dec.expected), group)
+        dec.source = torch.full_like(dec.expected, dec.param)
+        dec.start = dec.expected.clone()
+        if bool(ok.all()):
+            return
+        dec.status = "wrong"
+        offsets = torch.arange(group)
+
+        def segments(groups: torch.Tensor) -> torch.Tensor:
+            return (groups[:, None] * group + offsets[None, :]).flatten()
+
+        table = cache.setdefault((*key, group), GroupTable(rows, group))
+        wrong = torch.nonzero(~ok).flatten()
+        prints = actual[wrong]
+        zero = prints == 0  # +0.0 in every row (or -0.0: next line)
+        if table.negative_zero is not None:
+            zero |= prints == table.negative_zero
+        dec.source[segments(wrong[zero])] = ZEROS
+        dec.start[segments(wrong[zero])] = -1
+        rest, prints = wrong[~zero], prints[~zero]
+        at = table.find(prints)
+        hit = at >= 0
+        dec.start[segments(rest[hit])] = (at[hit][:, None] + offsets[None, :] * length).flatten()
+        rest, prints = rest[~hit], prints[~hit]
+        if rest.numel():
+            peers = cache.get(("peers", *key, group))
+            if peers is None:
+                peers = cache[("peers", *key, group)] = _peer_groups(param, rows, length, group)
+            sorted_prints, starts = peers
+            at = _found(sorted_prints, prints, 1)
+            hit = at >= 0
+            dec.start[segments(rest[hit])] = starts[at[hit]].flatten()
+            rest, prints = rest[~hit], prints[~hit]
+        if not rest.numel():
+            return
+        miss = segments(rest)
+        dec.source[miss] = NOT_FOUND
+        dec.start[miss] = -1
+        per = prints.repeat_interleave(group)
+        pending.append(
+            GroupPending(
+                dec, miss, per, offsets.repeat(rest.numel()), entry.dtype, entry.run, group
+            )
+        )
 
     def words(self, notes: list[str]) -> list[str]:
         """The shared note words name full dump files; here the files are fingerprint files."""
         return [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in notes]
 
 
+def _peer_groups(
+    param: ParamLayout, rows: PrintTable, length: int, group: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Every rank's expected groups of ``param`` (no padding in them): their composed
+    fingerprints sorted for :func:`_found`, and each group's segment start ids [n, group]."""
+    prints, starts = [], []
+    for t in param.dst:
+        if segment_length(t.index) != length:
+            continue
+        mine = segment_starts(t.index, length)
+        if mine.numel() % group:
+            continue
+        mine = mine.reshape(-1, group)
+        real = (mine >= 0).all(dim=1)
+        prints.append(compose(rows.expected(mine.flatten()), group)[real])
+        starts.append(mine[real])
+    if not prints:
+        return (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)), torch.zeros(
+            0, group, dtype=torch.int64
+        )
+    ordered, order = torch.cat(prints).sort(stable=True)
+    return (ordered, order), torch.cat(starts)
+
+
 def fingerprint_dumps(
-    dump: str | Path, out_dir: str | Path, tp: int, pp: int = 1, run_1d: int = 2
+    dump: str | Path,
+    out_dir: str | Path,
+    tp: int,
+    pp: int = 1,
+    run_1d: int = 2,
+    min_bytes: int = 0,
 ) -> Path:
     """Fingerprint a folder of full rank dumps (what each rank would have written itself).
 
-    ``run_1d`` defaults to 2 here: the tiny test models have heads of 2 elements.
+    ``run_1d`` defaults to 2 here: the tiny test models have heads of 2 elements; and
+    ``min_bytes`` to 0 (one fingerprint per row): their rows are a few dozen bytes.
     """
     from safetensors.torch import load_file
 
@@ -288,5 +476,8 @@ def fingerprint_dumps(
     for p in range(pp):
         for t in range(tp):
             tensors = load_file(str(Path(dump) / rank_file(p, t, pp)))
-            save_fingerprints(tensors, out_dir, tp_rank=t, pp_rank=p, pp_size=pp, run_1d=run_1d)
+            save_fingerprints(
+                tensors, out_dir, tp_rank=t, pp_rank=p, pp_size=pp, run_1d=run_1d,
+                min_bytes=min_bytes,
+            )  # fmt: skip
     return Path(out_dir)

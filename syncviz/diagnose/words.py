@@ -184,7 +184,8 @@ def _tensor_check(diagnosis: Diagnosis, param: ParamLayout, dec: Decoded) -> Ten
     where = rank_label(dec.pp, dec.tp, pp_size)
     world = _world(diagnosis, dec)
     if dec.status == "missing":
-        file = rank_file(dec.pp, dec.tp, pp_size)
+        opened = diagnosis.dumps.get((dec.pp, dec.tp))  # a full dump or a fingerprint file
+        file = opened.path.name if opened is not None else rank_file(dec.pp, dec.tp, pp_size)
         return TensorCheck(world, dec.tp, "missing", problems=[f"{where}: missing from {file}"])
     if dec.status == "shape":
         text = f"{where}: shape {list(dec.dump_shape or ())}, expected {list(dec.shape)}"

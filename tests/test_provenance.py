@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from syncviz.errors import SyncvizError
 from syncviz.provenance import RegionMap, SymbolicTensor, row_major, symbolic_factories
+from syncviz.provenance.regions import ReshapedMap, _eager_forms
 
 
 def pair(shape, offset=1000):
@@ -160,6 +161,68 @@ def test_index_select_runs_stay_compact():
     _, sym = pair((1000, 64))
     picked = sym.index_select(0, torch.arange(10, 1000, 3))
     assert len(picked.region_map().regions) == 1
+
+
+# ------------------------------------------------------------ eager forms of lazy maps
+
+_LAZY = {
+    "row cut in two (a flat chunk of a row-parallel shard)": lambda o: RegionMap.affine(
+        (64, 16), o, (128, 1)
+    ).reshape((128, 8)),
+    "rows read backwards, cut in two": lambda o: (
+        RegionMap.affine((64, 16), o, (128, 1)).take(0, 63, -1, 64).reshape((128, 8))
+    ),
+    "stacked column slices seen side by side": lambda o: RegionMap.affine(
+        (2, 64, 4), o, (1024, 16, 1)
+    ).reshape((64, 8)),
+    "two lazy maps stacked": lambda o: RegionMap.cat(
+        [
+            RegionMap.affine((64, 16), o, (128, 1)).reshape((128, 8)),
+            RegionMap.affine((32, 16), o + 5, (64, 2)).reshape((64, 8)),
+        ],
+        0,
+    ),
+    "a float segment beside an int one, into three dims": lambda o: ReshapedMap(
+        [RegionMap.affine((64, 16), o, (128, 1)), RegionMap.constant((32, 16), float(o) - 2.0)],
+        (48, 4, 8),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_LAZY))
+def test_shifted_maps_reuse_exact_eager_forms(name):
+    """A lazy map shifted by a constant reuses another's eager form: the same regions, each
+    offset of the same type, as working it out again, and the same ids as its segments."""
+    make = _LAZY[name]
+    _eager_forms.clear()
+    first = make(1000)
+    assert isinstance(first, ReshapedMap)
+    assert first.regions == first._eager_uncached().regions
+    for shift in (1, 977, -1000, 3 * 2**40):
+        m = make(1000 + shift)
+        got = m.regions
+        assert len(_eager_forms) == 1  # read from the first one's form, none added
+        want = make(1000 + shift)._eager_uncached().regions
+        assert [(r, type(r.offset)) for r in got] == [(r, type(r.offset)) for r in want]
+        assert torch.equal(RegionMap(m.shape, got, merge=False).materialize(), m.materialize())
+
+
+def test_eager_forms_are_shared_only_by_shifted_maps():
+    """Maps that are not one shift of another (a marker that stays, another cut, an offset
+    that is not an integer) get their own eager form."""
+    _eager_forms.clear()
+    data = RegionMap.affine((64, 16), 0, (128, 1))
+    marker = RegionMap.constant((32, 16), -2.0)
+    base = ReshapedMap([data, marker], (96, 16))
+    moved = ReshapedMap([RegionMap.affine((64, 16), 7, (128, 1)), marker], (96, 16))
+    other_cut = ReshapedMap([RegionMap.affine((64, 16), 0, (64, 1)), marker], (96, 16))
+    for m in (base, moved, other_cut):
+        assert m.regions == m._eager_uncached().regions
+    assert len(_eager_forms) == 3
+    half = ReshapedMap([data, RegionMap.constant((32, 16), 0.5)], (96, 16))
+    assert half.regions == half._eager_uncached().regions
+    assert len(_eager_forms) == 3  # 0.5 could not be shifted exactly: not kept
+    assert [r.offset for r in moved.regions if r.is_constant] == [-2.0]
 
 
 # ------------------------------------------------------------ random op chains

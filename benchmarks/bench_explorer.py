@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import os
 import statistics
 import time
 
@@ -215,9 +216,23 @@ def hover_ms(explorer: Explorer) -> list[float]:
     return out
 
 
+def load_average() -> str:
+    """The machine's 1-minute load average (other work sways the wall clock)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def measure_open(rounds: int) -> None:
-    """Open to first picture, real sizes beside scaled (interleaved), and hover words."""
-    print("open to first picture (Explorer(...) returns with the PNG shown)")
+    """Open to first picture, real sizes beside scaled (interleaved), and hover words.
+
+    Each opening is cold: the eager forms of lazy maps kept from earlier runs (a map
+    shifted from one seen before reuses its form) are forgotten first, as in a fresh
+    kernel. The first real-size opening of the process also pays torch's one-time import
+    of ``torch.distributed.tensor`` (its first dispatch of a tensor subclass).
+    """
+    from syncviz.provenance.regions import forget_eager_forms
+
+    print("open to first picture (Explorer(...) returns with the PNG shown);", end=" ")
+    print(f"load {load_average()}")
     for model, src, dst in OPEN_CASES:
         opened: dict[bool, list[float]] = {True: [], False: []}
         cpu: dict[bool, list[float]] = {True: [], False: []}  # the process's CPU time
@@ -225,6 +240,7 @@ def measure_open(rounds: int) -> None:
         journeys: list[float] = []
         for _ in range(rounds):
             for scaled in (True, False):
+                forget_eager_forms()
                 start, used = time.perf_counter(), time.process_time()
                 ex = Explorer(model, src, dst, scaled=scaled)
                 opened[scaled].append(1000 * (time.perf_counter() - start))
@@ -249,6 +265,7 @@ def measure_open(rounds: int) -> None:
         print(f"    hover words at real sizes: {quantiles(hovers)}")
         if journeys:  # its words and its picture of steps, answered from maps
             print(f"    a block's journey at real sizes: {quantiles(journeys)}")
+        print(f"    load {load_average()}")
 
 
 def main() -> None:

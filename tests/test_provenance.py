@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -11,7 +12,13 @@ from hypothesis import strategies as st
 
 from syncviz.errors import SyncvizError
 from syncviz.provenance import RegionMap, SymbolicTensor, row_major, symbolic_factories
-from syncviz.provenance.regions import ReshapedMap, _eager_forms
+from syncviz.provenance.regions import (
+    ReshapedMap,
+    _coalesce,
+    _eager_forms,
+    _join,
+    canonical_region,
+)
 
 
 def pair(shape, offset=1000):
@@ -223,6 +230,81 @@ def test_eager_forms_are_shared_only_by_shifted_maps():
     assert half.regions == half._eager_uncached().regions
     assert len(_eager_forms) == 3  # 0.5 could not be shifted exactly: not kept
     assert [r.offset for r in moved.regions if r.is_constant] == [-2.0]
+
+
+def _coalesce_before(regions):
+    """The joining pass as it was written first (keys of sliced tuples): the reference."""
+    out = [r for r in regions if all(a < b for a, b in zip(r.start, r.stop, strict=True))]
+    if len(out) < 2:
+        return out
+    ndim = len(out[0].start)
+    changed = True
+    while changed and len(out) > 1:
+        changed = False
+        for d in reversed(range(ndim)):
+            e = d + 1
+            keyed = sorted(
+                (
+                    (
+                        r.start[:d] + r.start[e:],
+                        r.stop[:d] + r.stop[e:],
+                        r.strides[:d] + r.strides[e:],
+                        r.start[d],
+                    ),
+                    r,
+                )
+                for r in out
+            )
+            merged = [keyed[0]]
+            for k, r in keyed[1:]:
+                pk, p = merged[-1]
+                if pk[:3] == k[:3] and p.stop[d] == r.start[d]:
+                    m = _join(p, r, d)
+                    if m is not None:
+                        merged[-1] = (pk, m)
+                        changed = True
+                        continue
+                merged.append((k, r))
+            out = [r for _, r in merged]
+        if ndim == 1:
+            break
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 7), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_joining_pass_matches_its_first_form(shape, data):
+    """The joining pass (keys spelled out per rank of dims) joins exactly the regions its
+    first form joined, in the same order: boxes of a grid cut of 1-3 dims, some continuing
+    one affine function, some constant, some with their own offset, shuffled."""
+    cuts = [
+        sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=3)) if n > 1 else [])
+        for n in shape
+    ]
+    edges = [[0, *c, n] for c, n in zip(cuts, shape, strict=True)]
+    strides = row_major(shape)
+    regions = []
+    for box in itertools.product(*(list(itertools.pairwise(e)) for e in edges)):
+        start = tuple(a for a, _ in box)
+        stop = tuple(b for _, b in box)
+        kind = data.draw(st.sampled_from(["affine", "affine", "constant", "own"]))
+        if kind == "affine":
+            offset = 100 + sum(a * s for a, s in zip(start, strides, strict=True))
+            regions.append(canonical_region(start, stop, offset, strides))
+        elif kind == "constant":
+            regions.append(canonical_region(start, stop, -2.0, (0,) * len(shape)))
+        else:
+            own = tuple(data.draw(st.integers(-3, 3)) for _ in shape)
+            regions.append(canonical_region(start, stop, data.draw(st.integers(0, 50)), own))
+    order = data.draw(st.permutations(range(len(regions))))
+    shuffled = [regions[i] for i in order]
+    got, want = _coalesce(shuffled), _coalesce_before(shuffled)
+    assert [(r, type(r.offset)) for r in got] == [(r, type(r.offset)) for r in want]
+    ids = RegionMap(shape, shuffled, merge=False).materialize()
+    assert torch.equal(RegionMap(shape, got, merge=False).materialize(), ids)
 
 
 # ------------------------------------------------------------ random op chains

@@ -53,7 +53,7 @@ class Region:
 
     @property
     def extents(self) -> tuple[int, ...]:
-        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))
+        return tuple(map(operator.sub, self.stop, self.start))
 
     @property
     def numel(self) -> int:
@@ -600,6 +600,11 @@ def _eager_form(m: ReshapedMap) -> RegionMap:
     return RegionMap(m.shape, regions, merge=False)
 
 
+def forget_eager_forms() -> None:
+    """Forget the eager forms kept by :func:`_eager_form` (a benchmark's cold start)."""
+    _eager_forms.clear()
+
+
 def _shape_key(m: ReshapedMap) -> tuple[tuple | None, int]:
     """What ``m``'s eager form follows from, its offsets taken from the first one's (an
     int), with each offset's type; None when an offset is not an exact integer."""
@@ -727,7 +732,12 @@ def _shifted(r: Region, start: tuple[int, ...], stop: tuple[int, ...]) -> Region
 
 
 def _coalesce(regions: Sequence[Region]) -> list[Region]:
-    """Merge neighbours that continue one affine function (a cheap canonical form)."""
+    """Merge neighbours that continue one affine function (a cheap canonical form).
+
+    Passes over the dims, last first, until one pass joins nothing: each sorts the
+    regions by where they sit apart from dim ``d`` (then by their start along it) and
+    joins each to the one before it where they meet along ``d``.
+    """
     out = [r for r in regions if all(map(operator.lt, r.start, r.stop))]  # non-empty ones
     if len(out) < 2:
         return out
@@ -736,23 +746,11 @@ def _coalesce(regions: Sequence[Region]) -> list[Region]:
     while changed and len(out) > 1:
         changed = False
         for d in reversed(range(ndim)):
-            e = d + 1  # keys sliced inline: at real sizes this runs on thousands of regions
-            keyed = sorted(
-                (
-                    (
-                        r.start[:d] + r.start[e:],
-                        r.stop[:d] + r.stop[e:],
-                        r.strides[:d] + r.strides[e:],
-                        r.start[d],
-                    ),
-                    r,
-                )
-                for r in out
-            )
+            keyed = _sorted_apart_from(out, d, ndim)
             merged = [keyed[0]]
             for k, r in keyed[1:]:
                 pk, p = merged[-1]
-                if pk[:3] == k[:3] and p.stop[d] == r.start[d]:
+                if pk[:-1] == k[:-1] and p.stop[d] == k[-1]:
                     m = _join(p, r, d)
                     if m is not None:
                         merged[-1] = (pk, m)
@@ -763,6 +761,34 @@ def _coalesce(regions: Sequence[Region]) -> list[Region]:
         if ndim == 1:  # one sorted pass has joined every run: no other dim to reopen it
             break
     return out
+
+
+def _sorted_apart_from(regions: list[Region], d: int, ndim: int) -> list[tuple[tuple, Region]]:
+    """``regions`` keyed and sorted by (start, stop, strides of every dim but ``d``, then
+    the start along ``d``): regions that may join along ``d`` have keys equal but the last
+    and sort next to each other. Keys are flat tuples, spelled out for 1 and 2 dims (at
+    real sizes this runs on thousands of regions)."""
+    if ndim == 1:
+        return sorted(((r.start[0],), r) for r in regions)
+    if ndim == 2:
+        o = 1 - d  # the other dim
+        return sorted(((r.start[o], r.stop[o], r.strides[o], r.start[d]), r) for r in regions)
+    e = d + 1
+    return sorted(
+        (
+            (
+                *r.start[:d],
+                *r.start[e:],
+                *r.stop[:d],
+                *r.stop[e:],
+                *r.strides[:d],
+                *r.strides[e:],
+                r.start[d],
+            ),
+            r,
+        )
+        for r in regions
+    )
 
 
 def _join(a: Region, b: Region, d: int) -> Region | None:

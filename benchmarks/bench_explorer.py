@@ -238,6 +238,7 @@ def measure_open(rounds: int) -> None:
         cpu: dict[bool, list[float]] = {True: [], False: []}  # the process's CPU time
         hovers: list[float] = []
         journeys: list[float] = []
+        journeys_cpu: list[float] = []
         for _ in range(rounds):
             for scaled in (True, False):
                 forget_eager_forms()
@@ -249,7 +250,9 @@ def measure_open(rounds: int) -> None:
                 if not scaled:
                     hovers += hover_ms(ex)
                     if len(ex.block.options) > 1:  # the page's path: pick a block
+                        used = time.process_time()
                         journeys.append(timed(lambda ex=ex: setattr(ex.block, "value", 1)))
+                        journeys_cpu.append(1000 * (time.process_time() - used))
                         assert ex.journey_image.value[:4] == b"\x89PNG", ex.journey.value
         real, scaled = statistics.median(opened[False]), statistics.median(opened[True])
         sizes = f"src tp{src.tp} ep{src.ep} -> dst tp{dst.tp}"
@@ -265,6 +268,7 @@ def measure_open(rounds: int) -> None:
         print(f"    hover words at real sizes: {quantiles(hovers)}")
         if journeys:  # its words and its picture of steps, answered from maps
             print(f"    a block's journey at real sizes: {quantiles(journeys)}")
+            print(f"      its CPU time:                   {quantiles(journeys_cpu)}")
         print(f"    load {load_average()}")
 
 

@@ -174,6 +174,39 @@ def test_import_syncviz_loads_no_widgets():
     assert out.strip() == "[]"
 
 
+def test_answers_run_on_one_thread_with_the_collector_paused(tiny, monkeypatch):
+    """While the explorer answers (a hover here) torch has one intra-op thread and the cycle
+    collector is off; after, both are as they were, also when the answer raised."""
+    import gc
+
+    import torch
+
+    import syncviz.diagram.hover as hover
+
+    seen = []
+
+    def words(*args, **kwargs):
+        seen.append((torch.get_num_threads(), gc.isenabled()))
+        if len(seen) == 2:
+            raise RuntimeError("a failing answer")
+        return "the words"
+
+    monkeypatch.setattr(hover, "cell_words", words)
+    tiny.param.value = QKV
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tiny.image.hover = ["vLLM holds", 2, 0, 1]
+        assert tiny.image.words == "the words"
+        assert (torch.get_num_threads(), gc.isenabled()) == (2, True)
+        with pytest.raises(RuntimeError, match="a failing answer"):
+            tiny.image.hover = ["vLLM holds", 2, 0, 2]
+        assert (torch.get_num_threads(), gc.isenabled()) == (2, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [(1, False), (1, False)]
+
+
 def test_hover_and_click_read_the_core(tiny):
     """Hovering vLLM tp1's first cell reads what it holds vs expects and where it came from;
     clicking it selects K head 0 (what it holds) and shows that block's journey."""

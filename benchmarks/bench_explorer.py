@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import os
 import statistics
 import time
 
@@ -215,16 +216,32 @@ def hover_ms(explorer: Explorer) -> list[float]:
     return out
 
 
+def load_average() -> str:
+    """The machine's 1-minute load average (other work sways the wall clock)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def measure_open(rounds: int) -> None:
-    """Open to first picture, real sizes beside scaled (interleaved), and hover words."""
-    print("open to first picture (Explorer(...) returns with the PNG shown)")
+    """Open to first picture, real sizes beside scaled (interleaved), and hover words.
+
+    Each opening is cold: the eager forms of lazy maps kept from earlier runs (a map
+    shifted from one seen before reuses its form) are forgotten first, as in a fresh
+    kernel. The first real-size opening of the process also pays torch's one-time import
+    of ``torch.distributed.tensor`` (its first dispatch of a tensor subclass).
+    """
+    from syncviz.provenance.regions import forget_eager_forms
+
+    print("open to first picture (Explorer(...) returns with the PNG shown);", end=" ")
+    print(f"load {load_average()}")
     for model, src, dst in OPEN_CASES:
         opened: dict[bool, list[float]] = {True: [], False: []}
         cpu: dict[bool, list[float]] = {True: [], False: []}  # the process's CPU time
         hovers: list[float] = []
         journeys: list[float] = []
+        journeys_cpu: list[float] = []
         for _ in range(rounds):
             for scaled in (True, False):
+                forget_eager_forms()
                 start, used = time.perf_counter(), time.process_time()
                 ex = Explorer(model, src, dst, scaled=scaled)
                 opened[scaled].append(1000 * (time.perf_counter() - start))
@@ -233,7 +250,9 @@ def measure_open(rounds: int) -> None:
                 if not scaled:
                     hovers += hover_ms(ex)
                     if len(ex.block.options) > 1:  # the page's path: pick a block
+                        used = time.process_time()
                         journeys.append(timed(lambda ex=ex: setattr(ex.block, "value", 1)))
+                        journeys_cpu.append(1000 * (time.process_time() - used))
                         assert ex.journey_image.value[:4] == b"\x89PNG", ex.journey.value
         real, scaled = statistics.median(opened[False]), statistics.median(opened[True])
         sizes = f"src tp{src.tp} ep{src.ep} -> dst tp{dst.tp}"
@@ -249,6 +268,8 @@ def measure_open(rounds: int) -> None:
         print(f"    hover words at real sizes: {quantiles(hovers)}")
         if journeys:  # its words and its picture of steps, answered from maps
             print(f"    a block's journey at real sizes: {quantiles(journeys)}")
+            print(f"      its CPU time:                   {quantiles(journeys_cpu)}")
+        print(f"    load {load_average()}")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -11,6 +12,13 @@ from hypothesis import strategies as st
 
 from syncviz.errors import SyncvizError
 from syncviz.provenance import RegionMap, SymbolicTensor, row_major, symbolic_factories
+from syncviz.provenance.regions import (
+    ReshapedMap,
+    _coalesce,
+    _eager_forms,
+    _join,
+    canonical_region,
+)
 
 
 def pair(shape, offset=1000):
@@ -160,6 +168,143 @@ def test_index_select_runs_stay_compact():
     _, sym = pair((1000, 64))
     picked = sym.index_select(0, torch.arange(10, 1000, 3))
     assert len(picked.region_map().regions) == 1
+
+
+# ------------------------------------------------------------ eager forms of lazy maps
+
+_LAZY = {
+    "row cut in two (a flat chunk of a row-parallel shard)": lambda o: RegionMap.affine(
+        (64, 16), o, (128, 1)
+    ).reshape((128, 8)),
+    "rows read backwards, cut in two": lambda o: (
+        RegionMap.affine((64, 16), o, (128, 1)).take(0, 63, -1, 64).reshape((128, 8))
+    ),
+    "stacked column slices seen side by side": lambda o: RegionMap.affine(
+        (2, 64, 4), o, (1024, 16, 1)
+    ).reshape((64, 8)),
+    "two lazy maps stacked": lambda o: RegionMap.cat(
+        [
+            RegionMap.affine((64, 16), o, (128, 1)).reshape((128, 8)),
+            RegionMap.affine((32, 16), o + 5, (64, 2)).reshape((64, 8)),
+        ],
+        0,
+    ),
+    "a float segment beside an int one, into three dims": lambda o: ReshapedMap(
+        [RegionMap.affine((64, 16), o, (128, 1)), RegionMap.constant((32, 16), float(o) - 2.0)],
+        (48, 4, 8),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_LAZY))
+def test_shifted_maps_reuse_exact_eager_forms(name):
+    """A lazy map shifted by a constant reuses another's eager form: the same regions, each
+    offset of the same type, as working it out again, and the same ids as its segments."""
+    make = _LAZY[name]
+    _eager_forms.clear()
+    first = make(1000)
+    assert isinstance(first, ReshapedMap)
+    assert first.regions == first._eager_uncached().regions
+    for shift in (1, 977, -1000, 3 * 2**40):
+        m = make(1000 + shift)
+        got = m.regions
+        assert len(_eager_forms) == 1  # read from the first one's form, none added
+        want = make(1000 + shift)._eager_uncached().regions
+        assert [(r, type(r.offset)) for r in got] == [(r, type(r.offset)) for r in want]
+        assert torch.equal(RegionMap(m.shape, got, merge=False).materialize(), m.materialize())
+
+
+def test_eager_forms_are_shared_only_by_shifted_maps():
+    """Maps that are not one shift of another (a marker that stays, another cut, an offset
+    that is not an integer) get their own eager form."""
+    _eager_forms.clear()
+    data = RegionMap.affine((64, 16), 0, (128, 1))
+    marker = RegionMap.constant((32, 16), -2.0)
+    base = ReshapedMap([data, marker], (96, 16))
+    moved = ReshapedMap([RegionMap.affine((64, 16), 7, (128, 1)), marker], (96, 16))
+    other_cut = ReshapedMap([RegionMap.affine((64, 16), 0, (64, 1)), marker], (96, 16))
+    for m in (base, moved, other_cut):
+        assert m.regions == m._eager_uncached().regions
+    assert len(_eager_forms) == 3
+    half = ReshapedMap([data, RegionMap.constant((32, 16), 0.5)], (96, 16))
+    assert half.regions == half._eager_uncached().regions
+    assert len(_eager_forms) == 3  # 0.5 could not be shifted exactly: not kept
+    assert [r.offset for r in moved.regions if r.is_constant] == [-2.0]
+
+
+def _coalesce_before(regions):
+    """The joining pass as it was written first (keys of sliced tuples): the reference."""
+    out = [r for r in regions if all(a < b for a, b in zip(r.start, r.stop, strict=True))]
+    if len(out) < 2:
+        return out
+    ndim = len(out[0].start)
+    changed = True
+    while changed and len(out) > 1:
+        changed = False
+        for d in reversed(range(ndim)):
+            e = d + 1
+            keyed = sorted(
+                (
+                    (
+                        r.start[:d] + r.start[e:],
+                        r.stop[:d] + r.stop[e:],
+                        r.strides[:d] + r.strides[e:],
+                        r.start[d],
+                    ),
+                    r,
+                )
+                for r in out
+            )
+            merged = [keyed[0]]
+            for k, r in keyed[1:]:
+                pk, p = merged[-1]
+                if pk[:3] == k[:3] and p.stop[d] == r.start[d]:
+                    m = _join(p, r, d)
+                    if m is not None:
+                        merged[-1] = (pk, m)
+                        changed = True
+                        continue
+                merged.append((k, r))
+            out = [r for _, r in merged]
+        if ndim == 1:
+            break
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 7), min_size=1, max_size=3),
+    data=st.data(),
+)
+def test_joining_pass_matches_its_first_form(shape, data):
+    """The joining pass (keys spelled out per rank of dims) joins exactly the regions its
+    first form joined, in the same order: boxes of a grid cut of 1-3 dims, some continuing
+    one affine function, some constant, some with their own offset, shuffled."""
+    cuts = [
+        sorted(data.draw(st.sets(st.integers(1, n - 1), max_size=3)) if n > 1 else [])
+        for n in shape
+    ]
+    edges = [[0, *c, n] for c, n in zip(cuts, shape, strict=True)]
+    strides = row_major(shape)
+    regions = []
+    for box in itertools.product(*(list(itertools.pairwise(e)) for e in edges)):
+        start = tuple(a for a, _ in box)
+        stop = tuple(b for _, b in box)
+        kind = data.draw(st.sampled_from(["affine", "affine", "constant", "own"]))
+        if kind == "affine":
+            offset = 100 + sum(a * s for a, s in zip(start, strides, strict=True))
+            regions.append(canonical_region(start, stop, offset, strides))
+        elif kind == "constant":
+            regions.append(canonical_region(start, stop, -2.0, (0,) * len(shape)))
+        else:
+            own = tuple(data.draw(st.integers(-3, 3)) for _ in shape)
+            regions.append(canonical_region(start, stop, data.draw(st.integers(0, 50)), own))
+    order = data.draw(st.permutations(range(len(regions))))
+    shuffled = [regions[i] for i in order]
+    got, want = _coalesce(shuffled), _coalesce_before(shuffled)
+    assert [(r, type(r.offset)) for r in got] == [(r, type(r.offset)) for r in want]
+    ids = RegionMap(shape, shuffled, merge=False).materialize()
+    assert torch.equal(RegionMap(shape, got, merge=False).materialize(), ids)
 
 
 # ------------------------------------------------------------ random op chains

@@ -76,6 +76,27 @@ def test_step_slider_walks_ops(tiny):
     assert tiny.step_image.value == b""
 
 
+def test_no_internal_tensor_ids_on_the_page(tiny):
+    """Step words and journeys name tensors by their shapes: the trace's refs (#6) and the
+    ids' dtype never show; every step of the qkv regroup and each block's journey."""
+    import re
+
+    tiny.param.value = QKV
+    texts = []
+    for i in range(1, tiny.step.max + 1):
+        tiny.step.value = i
+        texts.append(tiny.step_text.value)
+    tiny.step.value = 2
+    assert "getitem([8, 2, 8], [0, 2, None]) -&gt; [2, 2, 8]" in tiny.step_text.value
+    tiny.step.value = 0
+    for b in range(len(tiny.block.options)):
+        tiny.block.value = b
+        texts.append(tiny.journey.value)
+    assert len(texts) > 6
+    for text in texts:
+        assert not re.search(r"#\d+\[|'#\d+'", text) and "float64" not in text, text
+
+
 def test_filter_narrows_parameters(tiny):
     """Typing in the search box keeps only matching parameters."""
     tiny.filter.value = "o_proj"
@@ -112,7 +133,7 @@ def test_block_journey_hand_worked(tiny):
     text = tiny.journey.value
     assert "Q head 2" in text
     assert "starts: src rank 0 (pp0 tp0): rows 8-9 of" in text
-    assert "getitem(#6[8, 2, 8] float64, [4, 5, None])" in text  # the op that picked it
+    assert "getitem([8, 2, 8], [4, 5, None])" in text  # the op that picked it, by shapes
     assert "ends: dst rank 1 (pp0 tp0): rows 4-5 of" in text
     assert "dst rank 2 (pp0 tp1): rows 0-1" in text and "WRONG" in text
     tiny.block.value = 0  # Q head 0: src rank 0 rows 0-1 -> dst rank 1 rows 0-1, right
@@ -151,6 +172,39 @@ def test_import_syncviz_loads_no_widgets():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_answers_run_on_one_thread_with_the_collector_paused(tiny, monkeypatch):
+    """While the explorer answers (a hover here) torch has one intra-op thread and the cycle
+    collector is off; after, both are as they were, also when the answer raised."""
+    import gc
+
+    import torch
+
+    import syncviz.diagram.hover as hover
+
+    seen = []
+
+    def words(*args, **kwargs):
+        seen.append((torch.get_num_threads(), gc.isenabled()))
+        if len(seen) == 2:
+            raise RuntimeError("a failing answer")
+        return "the words"
+
+    monkeypatch.setattr(hover, "cell_words", words)
+    tiny.param.value = QKV
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tiny.image.hover = ["vLLM holds", 2, 0, 1]
+        assert tiny.image.words == "the words"
+        assert (torch.get_num_threads(), gc.isenabled()) == (2, True)
+        with pytest.raises(RuntimeError, match="a failing answer"):
+            tiny.image.hover = ["vLLM holds", 2, 0, 2]
+        assert (torch.get_num_threads(), gc.isenabled()) == (2, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [(1, False), (1, False)]
 
 
 def test_hover_and_click_read_the_core(tiny):

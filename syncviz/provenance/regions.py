@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ class Region:
 
     @property
     def extents(self) -> tuple[int, ...]:
-        return tuple(b - a for a, b in zip(self.start, self.stop, strict=True))
+        return tuple(map(operator.sub, self.stop, self.start))
 
     @property
     def numel(self) -> int:
@@ -486,13 +487,17 @@ class ReshapedMap(RegionMap):
     @property
     def regions(self) -> tuple[Region, ...]:  # type: ignore[override]
         if self._eager is None:
-            parts = [m._reshape_eager((m.numel,)) for m in self.segments]
-            if len(parts) == 1:  # already in its compact form: nothing to join
-                flat = parts[0]
-            else:
-                flat = RegionMap.cat(parts, 0) if parts else RegionMap((0,), [])
-            self._eager = flat._reshape_eager(self.shape)
+            self._eager = _eager_form(self)
         return self._eager.regions
+
+    def _eager_uncached(self) -> RegionMap:
+        """The eager form, worked out region by region (see :func:`_eager_form`)."""
+        parts = [m._reshape_eager((m.numel,)) for m in self.segments]
+        if len(parts) == 1:  # already in its compact form: nothing to join
+            flat = parts[0]
+        else:
+            flat = RegionMap.cat(parts, 0) if parts else RegionMap((0,), [])
+        return flat._reshape_eager(self.shape)
 
     @property
     def size_hint(self) -> int:
@@ -548,6 +553,77 @@ class ReshapedMap(RegionMap):
         if tuple(shape) == self.shape:
             return self
         return self._plain().expand(shape)
+
+
+EAGER_KEPT = 32  # eager forms of lazy maps remembered by their shape (see _eager_form)
+# Exact integers only: an offset beyond this could round when shifted.
+_SHIFTABLE = 1 << 52
+_eager_forms: OrderedDict[tuple, tuple[int, tuple[Region, ...]]] = OrderedDict()
+
+
+def _eager_form(m: ReshapedMap) -> RegionMap:
+    """``m``'s eager form; a map that is another one's ids shifted by a constant reuses
+    that one's regions, shifted.
+
+    Every vLLM rank of a row-parallel weight holds its shard through the same views,
+    so the ranks' lazy maps differ by a constant only; at real sizes each eager form
+    is thousands of regions (a row cut in two per row). Every step of the eager form
+    (merging and splitting dims, joining neighbours) moves offsets by integers and
+    compares them only by their differences, so shifting every input offset by ``k``
+    shifts every output offset by ``k`` and changes nothing else: the shifted copy is
+    exactly what working it out again would give. Offsets must be exact integers
+    (Python ints, or floats holding integers below 2**52), so that shifting rounds
+    nothing, and each keeps its type (an int stays an int, a float a float).
+
+    >>> a = RegionMap.affine((64, 4), 0, (10, 1)).reshape((256,))
+    >>> b = RegionMap.affine((64, 4), 5000, (10, 1)).reshape((256,))
+    >>> [r.offset for r in a.regions[:2]], [r.offset for r in b.regions[:2]]
+    ([0, 10], [5000, 5010])
+    >>> b.regions == b._eager_uncached().regions
+    True
+    """
+    key, base = _shape_key(m)
+    if key is None:
+        return m._eager_uncached()
+    hit = _eager_forms.get(key)
+    if hit is None:
+        eager = m._eager_uncached()
+        _eager_forms[key] = (base, eager.regions)
+        while len(_eager_forms) > EAGER_KEPT:
+            _eager_forms.popitem(last=False)
+        return eager
+    _eager_forms.move_to_end(key)
+    was, regions = hit
+    k = base - was
+    if k:
+        regions = tuple(Region(r.start, r.stop, r.offset + k, r.strides) for r in regions)
+    return RegionMap(m.shape, regions, merge=False)
+
+
+def forget_eager_forms() -> None:
+    """Forget the eager forms kept by :func:`_eager_form` (a benchmark's cold start)."""
+    _eager_forms.clear()
+
+
+def _shape_key(m: ReshapedMap) -> tuple[tuple | None, int]:
+    """What ``m``'s eager form follows from, its offsets taken from the first one's (an
+    int), with each offset's type; None when an offset is not an exact integer."""
+    base = None
+    segments = []
+    for seg in m.segments:
+        regions = []
+        for r in seg.regions:
+            x = r.offset
+            kind = type(x)
+            if kind is not int and not (kind is float and x.is_integer()):
+                return None, 0
+            if not -_SHIFTABLE < x < _SHIFTABLE:
+                return None, 0
+            if base is None:
+                base = int(x)
+            regions.append((r.start, r.stop, r.strides, kind, int(x) - base))
+        segments.append((type(seg), seg.shape, tuple(regions)))
+    return (m.shape, tuple(segments)), base or 0
 
 
 def _flat_range(m: RegionMap, a: int, b: int) -> list[RegionMap]:
@@ -656,7 +732,12 @@ def _shifted(r: Region, start: tuple[int, ...], stop: tuple[int, ...]) -> Region
 
 
 def _coalesce(regions: Sequence[Region]) -> list[Region]:
-    """Merge neighbours that continue one affine function (a cheap canonical form)."""
+    """Merge neighbours that continue one affine function (a cheap canonical form).
+
+    Passes over the dims, last first, until one pass joins nothing: each sorts the
+    regions by where they sit apart from dim ``d`` (then by their start along it) and
+    joins each to the one before it where they meet along ``d``.
+    """
     out = [r for r in regions if all(map(operator.lt, r.start, r.stop))]  # non-empty ones
     if len(out) < 2:
         return out
@@ -665,23 +746,11 @@ def _coalesce(regions: Sequence[Region]) -> list[Region]:
     while changed and len(out) > 1:
         changed = False
         for d in reversed(range(ndim)):
-            e = d + 1  # keys sliced inline: at real sizes this runs on thousands of regions
-            keyed = sorted(
-                (
-                    (
-                        r.start[:d] + r.start[e:],
-                        r.stop[:d] + r.stop[e:],
-                        r.strides[:d] + r.strides[e:],
-                        r.start[d],
-                    ),
-                    r,
-                )
-                for r in out
-            )
+            keyed = _sorted_apart_from(out, d, ndim)
             merged = [keyed[0]]
             for k, r in keyed[1:]:
                 pk, p = merged[-1]
-                if pk[:3] == k[:3] and p.stop[d] == r.start[d]:
+                if pk[:-1] == k[:-1] and p.stop[d] == k[-1]:
                     m = _join(p, r, d)
                     if m is not None:
                         merged[-1] = (pk, m)
@@ -692,6 +761,34 @@ def _coalesce(regions: Sequence[Region]) -> list[Region]:
         if ndim == 1:  # one sorted pass has joined every run: no other dim to reopen it
             break
     return out
+
+
+def _sorted_apart_from(regions: list[Region], d: int, ndim: int) -> list[tuple[tuple, Region]]:
+    """``regions`` keyed and sorted by (start, stop, strides of every dim but ``d``, then
+    the start along ``d``): regions that may join along ``d`` have keys equal but the last
+    and sort next to each other. Keys are flat tuples, spelled out for 1 and 2 dims (at
+    real sizes this runs on thousands of regions)."""
+    if ndim == 1:
+        return sorted(((r.start[0],), r) for r in regions)
+    if ndim == 2:
+        o = 1 - d  # the other dim
+        return sorted(((r.start[o], r.stop[o], r.strides[o], r.start[d]), r) for r in regions)
+    e = d + 1
+    return sorted(
+        (
+            (
+                *r.start[:d],
+                *r.start[e:],
+                *r.stop[:d],
+                *r.stop[e:],
+                *r.strides[:d],
+                *r.strides[e:],
+                r.start[d],
+            ),
+            r,
+        )
+        for r in regions
+    )
 
 
 def _join(a: Region, b: Region, d: int) -> Region | None:

@@ -21,12 +21,16 @@ True
 
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 import html
+import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import ipywidgets as w
 
@@ -51,6 +55,59 @@ JOURNEY_HINT = (
     "<div class='syncviz-journey'>click a cell of the picture, or pick a block, to follow"
     " its journey</div>"
 )
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside, as they were after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off inside, as it was after (cycles made inside are
+    collected by its next run)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _answer(method: _Method) -> _Method:
+    """Run an explorer answer (an opening, a picture, hover words, a journey) on one torch
+    thread with the cycle collector paused.
+
+    Its tensors are small (a picture's cells, a panel's boxes: 10^3-10^5 elements), too
+    small for intra-op threads to pay: on a busy machine a split op waits for a thread that
+    is not scheduled. And a real-size opening makes some 10^5 short-lived objects (regions,
+    boxes), which set off hundreds of collector runs, each walking every object of the
+    kernel (torch's, the notebook's); they hold no cycles, reference counts free them.
+    On the shared 2-core machine the llama3-70b tp8 -> tp16 opening took 4.5-5.7 s of CPU
+    with both, 1.6 with one thread and 1.2 with neither (benchmarks/bench_explorer.py)."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _torch_threads(1), _collector_paused():
+            return method(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 @dataclass
@@ -216,6 +273,7 @@ class Explorer(w.VBox):
         run = self._runs.get(self._run_key) if self._run_key else None
         return run.report if run else None
 
+    @_answer
     def prefetch(self) -> int:
         """Render the layout picture of every parameter of the current run (returns how many),
         so that later parameter changes only look them up."""
@@ -256,6 +314,7 @@ class Explorer(w.VBox):
         if not self._busy:
             self._refresh_journey()
 
+    @_answer
     def _on_hover(self, change: dict) -> None:
         """Words for the cell under the pointer, from the core (diagram.hover)."""
         from syncviz.diagram.hover import cell_words
@@ -280,6 +339,7 @@ class Explorer(w.VBox):
             self.image.words = words
             self.image.words_for = list(cell)
 
+    @_answer
     def _on_pick(self, change: dict) -> None:
         """A click selects the block the cell holds (expected, if it holds none) and its journey."""
         cell = change["new"]
@@ -321,6 +381,7 @@ class Explorer(w.VBox):
             return ModelSpec.from_hf_config(path)
         return PRESETS[choice]
 
+    @_answer
     def _refresh_run(self) -> None:
         self._open_first_bad = True
         try:
@@ -499,6 +560,7 @@ class Explorer(w.VBox):
             return len(run.steps[key])
         return step_count(run.result, key)
 
+    @_answer
     def _refresh_param(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None
         if run is None or run.result is None or not self.param.value:
@@ -521,6 +583,7 @@ class Explorer(w.VBox):
         self.journey.value = JOURNEY_HINT
         self.journey_image.value = b""
 
+    @_answer
     def _refresh_picture(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None
         if run is None or run.result is None or not self.param.value:
@@ -621,6 +684,7 @@ class Explorer(w.VBox):
         blocks = run.result.plan.layout.param(key).blocks
         return blocks[self.block.value].label if self.block.value < len(blocks) else None
 
+    @_answer
     def _refresh_journey(self) -> None:
         run = self._runs.get(self._run_key) if self._run_key else None
         if run is None or run.result is None or self.block.value is None:
@@ -645,7 +709,8 @@ class Explorer(w.VBox):
         self.journey.value = (
             f"<div class='syncviz-journey'><b style='color:{color}'>{verdict}</b> "
             f"journey of <b>{html.escape(journey.label)}</b>"
-            f"<pre style='font-size:11px;white-space:pre-wrap'>{html.escape(journey.text())}</pre>"
+            f"<pre style='font-size:11px;white-space:pre-wrap'>"
+            f"{html.escape(without_ids(journey.text()))}</pre>"
             "</div>"
         )
 
@@ -719,8 +784,26 @@ def _step_html(step: TraceStep | None, index: int, total: int) -> str:
     return (
         f"<div class='syncviz-step'><b>step {index}/{total}</b>: rank {step.rank}"
         f" {esc(step.phase)} <b>{esc(step.op.op)}</b> {esc(step.shapes)}; {esc(carries)}"
-        f"<br><code>{esc(step.op.summary())}</code></div>"
+        f"<br><code>{esc(without_ids(step.op.summary()))}</code></div>"
     )
+
+
+# The trace's tensor words (TensorRef.summary: ``#ref[shape] dtype``) and a tensor inside
+# an argument (``'#ref'``, e.g. an index tensor). The ref numbers the trace's tensors; the
+# dtype is that of the ids the run carries: neither means anything on the page.
+_TENSOR = re.compile(r"#\d+(\[[0-9, ]*\]) [a-z0-9_]+")
+_NESTED = re.compile(r"'#\d+'")
+
+
+def without_ids(text: str) -> str:
+    """An op's words as the page shows them: each tensor by its shape alone.
+
+    >>> without_ids("chunk(#7[8388608] float64, 2) -> #8[4194304] float64, #9[4194304] float64")
+    'chunk([8388608], 2) -> [4194304], [4194304]'
+    >>> without_ids("index_select(#3[8, 4] float64, 0, '#4')")
+    'index_select([8, 4], 0, a tensor)'
+    """
+    return _NESTED.sub("a tensor", _TENSOR.sub(r"\1", text))
 
 
 def _expert_key(result, key: str | None) -> str | None:

@@ -24,17 +24,14 @@ from syncviz.check_maps import compare_maps, map_index
 from syncviz.oracle import ParamLayout, describe
 from syncviz.progress import progress
 from syncviz.provenance import Region as MapRegion
-from syncviz.provenance import RegionMap, is_symbolic
+from syncviz.provenance import RegionMap
 from syncviz.provenance.regions import ReshapedMap
 from syncviz.run.result import SyncResult
 from syncviz.run.symbolic_state import shard_map
-from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID, owners, to_local_ids
+from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID, to_local_ids
 from syncviz.spec import ModelSpec
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
-# Symbolic tensors above this many elements are compared map against map (all of them:
-# the map comparison gives the element-wise report, and costs regions, not elements).
-ELEMENTWISE_LIMIT = 0
 DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized when its map does not compress
 MAX_DESCRIBED_ROWS = 250_000  # as IndexMap.from_ids: longer runs are "in no regular order"
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?) [\d-]+: ")
@@ -190,18 +187,7 @@ def check(
             world = plan.world_rank("dst", t.pp, t.tp)
             raw = result.dst_tensors[world][t.name]
             writes = result.writes(world).get(t.name, 0)
-            if is_symbolic(raw) and raw.numel() > ELEMENTWISE_LIMIT:  # real sizes: maps
-                tensors.append(_check_tensor_map(plan, param, t, world, raw, writes, words))
-                continue
-            actual = to_local_ids(plan, param, raw)
-            checked = _check_tensor(param, t.tp, world, actual, t.index.ids(), writes, words)
-            foreign = plan.values == "ids" and bool((actual == FOREIGN_ID).any())
-            if foreign:  # ids are model-wide: name the other parameters whose data landed here
-                for other in owners(plan, raw, exclude=param.key):
-                    checked.problems.append(
-                        f"dst rank {world} (tp {t.tp}): holds elements of {other}"
-                    )
-            tensors.append(checked)
+            tensors.append(_check_tensor(plan, param, t, world, raw, writes, words))
         errors = by_param.get(param.key, [])
         status = (
             "error" if errors else ("ok" if all(c.status == "ok" for c in tensors) else "wrong")
@@ -245,29 +231,6 @@ def _scaled_sizes(real: ModelSpec, used: ModelSpec) -> list[str]:
     ]
 
 
-def _check_tensor(
-    param: ParamLayout,
-    tp: int,
-    world: int,
-    actual: torch.Tensor,
-    expected: torch.Tensor,
-    writes: int,
-    cache: dict,
-) -> TensorCheck:
-    got = actual.to(torch.int64)
-    status = element_status(actual, expected)
-    unwritten = status == UNWRITTEN
-    wrong = (status == WRONG) | (status == FOREIGN)
-    check = TensorCheck(world, tp, "ok", int(wrong.sum()), int(unwritten.sum()), writes)
-    where = f"dst rank {world} (tp {tp})"
-    _note_unwritten(check, where, actual.numel())
-    if check.wrong:
-        check.status = "wrong"
-        check.problems += _wrong_runs(param, where, got, expected, wrong, cache)
-    _note_rewritten(check, where)
-    return check
-
-
 def _note_unwritten(check: TensorCheck, where: str, numel: int) -> None:
     """Status and words for the elements of a tensor of ``numel`` the sync never wrote."""
     if check.unwritten:
@@ -285,8 +248,8 @@ def _note_rewritten(check: TensorCheck, where: str) -> None:
         check.problems.append(f"{where}: written {check.writes} times")
 
 
-def _check_tensor_map(plan, param, t, world, raw, writes, cache) -> TensorCheck:
-    """:func:`_check_tensor` for a symbolic tensor: regions overlaid, same words.
+def _check_tensor(plan, param, t, world, raw, writes, cache) -> TensorCheck:
+    """One destination tensor (a map) against the oracle's: regions overlaid, in words.
 
     The wrong rows (at most ``MAX_RUNS`` runs of them) are described from their
     maps (:func:`map_words`); no element is read unless a run does not compress.
@@ -358,8 +321,7 @@ def map_words(plan, param: ParamLayout, region_map: RegionMap, cache: dict | Non
     >>> from syncviz import Parallel, preset
     >>> from syncviz.run.inprocess import run_sync
     >>> spec = preset("llama3-8b").scaled()
-    >>> result = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], trace=False,
-    ...                   provenance="symbolic")
+    >>> result = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], trace=False)
     >>> o_proj = result.plan.layout.params[2]  # the faithful port splits its rows, not columns
     >>> vllm = result.dst_tensors[result.plan.world_rank("dst", 0, 0)][o_proj.dst[0].name]
     >>> map_words(result.plan, o_proj, vllm.region_map().take(0, 1, 1, 3))  # rows 1-3
@@ -430,27 +392,6 @@ def _owners_of_ranges(plan, ranges, exclude: str, cache: dict) -> list[str]:
         last = bisect.bisect_right(starts, high) - 1
         found.update(keys[first : last + 1])
     return [k for k in keys if k in found and k != exclude]
-
-
-def _wrong_runs(param, where, got, expected, wrong, cache) -> list[str]:
-    rows = wrong.reshape(wrong.shape[0], -1).any(dim=1) if wrong.dim() > 1 else wrong
-    idx = torch.nonzero(rows).flatten().tolist()
-    runs: list[tuple[int, int]] = []
-    for i in idx:
-        if runs and runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], i + 1)
-        else:
-            runs.append((i, i + 1))
-    unit = "expert" if got.dim() == 3 else ("row" if got.dim() == 2 else "element")
-    out = []
-    for a, b in runs[:MAX_RUNS]:
-        span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
-        holds = _words(param, got[a:b], cache)
-        wants = _words(param, expected[a:b], cache)
-        out.append(f"{where}, {span}: holds {holds}, expected {wants}")
-    if len(runs) > MAX_RUNS:
-        out.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
-    return out
 
 
 def _words(param: ParamLayout, ids: torch.Tensor, cache: dict) -> str:

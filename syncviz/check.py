@@ -453,51 +453,7 @@ def element_status(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor
     return torch.where(got == int(FOREIGN_ID), FOREIGN, out)
 
 
-def wrong_regions(
-    param: ParamLayout,
-    actual: torch.Tensor,
-    expected: torch.Tensor,
-    split: torch.Tensor | None = None,
-    cache: dict | None = None,
-) -> list[Region]:
-    """Every run of rows (experts for 3-D tensors) that is not right, with what it holds
-    and what the oracle expects there, in the checker's words.
-
-    ``split`` (one integer per row) cuts runs where it changes, e.g. where the
-    held block changes, so each region names one block.
-
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.oracle import model_layout
-    >>> from syncviz import Parallel
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
-    >>> want = qkv.dst[0].index.ids()
-    >>> got = want[[0, 1, 2, 3, 6, 7, 4, 5]].to(torch.float64)  # K and V swapped
-    >>> [r.text for r in wrong_regions(qkv, got, want, split=torch.tensor([0] * 6 + [1] * 2))]
-    ['rows 4-5: holds V head 0, expected K head 0', 'rows 6-7: holds K head 0, expected V head 0']
-    """
-    cache = {} if cache is None else cache
-    status = element_status(actual, expected)
-    bad = status != RIGHT
-    rows = bad.reshape(bad.shape[0], -1).any(dim=1) if bad.dim() > 1 else bad
-    unit = "expert" if actual.dim() == 3 else ("row" if actual.dim() == 2 else "element")
-    got = actual.to(torch.int64)
-    regions = []
-    for a, b in true_runs(rows, split):
-        if bool((status[a:b] == UNWRITTEN).all()):
-            holds = "nothing (never written)"
-        else:
-            holds = _region_words(param, got, a, b, cache)
-        regions.append(Region(unit, a, b, holds, _region_words(param, expected, a, b, cache)))
-    return regions
-
-
 MAX_REGION_WORDS = 160  # longer descriptions of a region are cut to its first and last row
-
-
-def _region_words(param: ParamLayout, ids: torch.Tensor, a: int, b: int, cache: dict) -> str:
-    """Words for rows a..b-1; a long irregular region is named by its first and last row."""
-    return region_words(lambda x, y: _words(param, ids[x:y], cache), a, b)
 
 
 def region_words(rows_words, a: int, b: int) -> str:

@@ -35,7 +35,7 @@ from syncviz.geometry import intersection, meetings, overlap, row_major
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import block_numbers
 from syncviz.oracle.index import Box, Pad
-from syncviz.provenance import Region, RegionMap, is_symbolic
+from syncviz.provenance import Region, RegionMap
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 if TYPE_CHECKING:
@@ -287,8 +287,7 @@ def _experts_of(param: ParamLayout, ids: torch.Tensor) -> torch.Tensor:
 def _after(result: SyncResult, param: ParamLayout):
     """Per vLLM rank: the status of each expert's slice, with words for wrong ones.
 
-    A symbolic tensor is read from its map (:func:`_map_cells`), a materialized one
-    element by element."""
+    Each tensor is read from its map (:func:`_map_cells`)."""
     from syncviz.diagram.ranks import dst_world as _dst_world
 
     n_experts = param.global_shape[0]
@@ -299,20 +298,7 @@ def _after(result: SyncResult, param: ParamLayout):
         pp = f"pp{t.pp} " if result.plan.dst.pp > 1 else ""
         columns.append(RankColumn(world, f"rank {world} {pp}tp{t.tp}"))
         raw = result.dst_tensors[world][t.name]
-        if is_symbolic(raw):
-            by_rank.append(_map_cells(result.plan, param, t, world, raw.region_map()))
-            continue
-        got = result.local_ids(world, param.key).to(torch.int64)
-        want = t.index.ids()
-        slot_of = _slots(param, want)
-        cells = []
-        for e in range(n_experts):
-            if e not in slot_of:
-                cells.append(Cell(world, "unwritten", "expert not on this rank"))
-                continue
-            s = slot_of[e]
-            cells.append(slice_cell(param, world, got[s], want[s]))
-        by_rank.append(cells)
+        by_rank.append(_map_cells(result.plan, param, t, world, raw.region_map()))
     return columns, [[cells[e] for cells in by_rank] for e in range(n_experts)]
 
 

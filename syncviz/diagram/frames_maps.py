@@ -18,8 +18,8 @@ run with materialized ids (tests/test_frames_maps.py).
 >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
 >>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0], provenance="symbolic")
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
->>> symbolic(d), frame(d, 2).region_lines()
-(True, ['reads trainer pp0 tp0 (rank 0) rows 0-3', 'writes vLLM pp0 tp0 (rank 1) rows 0-3'])
+>>> frame(d, 2).region_lines()
+['reads trainer pp0 tp0 (rank 0) rows 0-3', 'writes vLLM pp0 tp0 (rank 1) rows 0-3']
 """
 
 from __future__ import annotations
@@ -36,17 +36,12 @@ from syncviz.diagram.raster import BlockTable, Raster
 from syncviz.diagram.raster_maps import grid_map, map_raster
 from syncviz.idset import IdSet, cells_meeting
 from syncviz.journey import step_ids
-from syncviz.provenance import RegionMap, is_symbolic, map_of
+from syncviz.provenance import RegionMap, map_of
 from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
     from syncviz.diagram.frames import Frame
     from syncviz.diagram.model import LayoutDiagram
-
-
-def symbolic(d: LayoutDiagram) -> bool:
-    """Whether the diagram's steps were replayed on maps (a symbolic run)."""
-    return any(is_symbolic(t) for s in d.steps for t in (*(s.inputs or ()), *(s.outputs or ())))
 
 
 def grid_shape(t: torch.Tensor) -> tuple[int, int]:

@@ -311,7 +311,7 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     Each slot (dim 0) of the held map is overlaid on the oracle's; the cost follows
     their regions. A slot that does not compress to whole-right / whole-wrong pieces is
     materialized when it has at most ``MATERIALIZE_LIMIT`` elements."""
-    from syncviz.check_maps import map_index
+    from syncviz.check import map_index
     from syncviz.run.symbolic_state import shard_map
     from syncviz.run.values import to_local_ids
 
@@ -362,7 +362,7 @@ def _map_slice_cell(
 ) -> Cell | None:
     """:func:`slice_cell` of one slot from its maps; None when a piece is partly right
     or its held ids do not compress (the caller then reads the elements)."""
-    from syncviz.check_maps import compare_maps, map_index
+    from syncviz.check import compare_maps, map_index
 
     base, numel = plan.id_base[param.key], math.prod(param.global_shape)
     got_regions, want_regions = got.regions, want.regions

@@ -31,7 +31,7 @@ import torch
 from syncviz.errors import SyncvizError
 from syncviz.idset import IdSet
 from syncviz.oracle import ParamLayout
-from syncviz.provenance import RegionMap, SymbolicTensor, is_symbolic, map_of, row_major
+from syncviz.provenance import RegionMap, SymbolicTensor, map_of, row_major
 from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
@@ -478,25 +478,16 @@ def _held_ids(result: SyncResult, world: int, key: str) -> torch.Tensor | None:
 # ---------------------------------------------------------------- ids: real or maps
 
 
-def _symbolic(result: SyncResult) -> bool:
-    """Whether the run kept its ids as maps: then replays run on maps too."""
-    return any(is_symbolic(t) for tensors in result.dst_tensors.values() for t in tensors.values())
-
-
 def _ids(result: SyncResult | None, index) -> torch.Tensor:
-    """The local ids of an oracle index map: real, or (symbolic run) as a map."""
-    if result is not None and _symbolic(result):
-        from syncviz.run.symbolic_state import shard_map
+    """The local ids of an oracle index map, as a map."""
+    from syncviz.run.symbolic_state import shard_map
 
-        return SymbolicTensor.from_map(shard_map(index, 0), dtype=torch.int64)
-    return index.ids()
+    return SymbolicTensor.from_map(shard_map(index, 0), dtype=torch.int64)
 
 
 def _local(result: SyncResult, world: int | None, key: str) -> torch.Tensor:
-    """What vLLM rank ``world`` holds of ``key``, as local ids (int64; a map when the run
-    is symbolic: model-wide ids shifted, other parameters' ids -3)."""
-    if not _symbolic(result):
-        return result.local_ids(world, key).to(torch.int64)
+    """What vLLM rank ``world`` holds of ``key``, as local ids (int64, a map: model-wide
+    ids shifted, other parameters' ids -3)."""
     param = result.plan.layout.param(key)
     raw = result.dst_tensors[world][result.name_on(param, world)]
     base, numel = result.plan.id_base[key], math.prod(param.global_shape)
@@ -539,54 +530,33 @@ def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
 
 
 def step_ids(tensors) -> IdSet:
-    """The non-negative ids some step tensors hold (real or maps), as a set.
+    """The non-negative ids some step tensors hold, as a set (a real tensor, e.g. an
+    index a replayed op made, is compacted first).
 
     >>> step_ids([torch.tensor([[3, 4], [-1, 9]])]).lo.tolist()
     [3, 9]
     """
-    maps, real = [], []
-    for t in tensors:
-        (maps if is_symbolic(t) else real).append(t)
-    got = IdSet.of([map_of(t) for t in maps])
-    if real:
-        flat = torch.cat([t.reshape(-1).to(torch.int64) for t in real])
-        more = IdSet.from_ids(flat)
-        got = more if got.empty else _union(got, more)
-    return got
+    return IdSet.of([_map(t) for t in tensors])
 
 
-def _union(a: IdSet, b: IdSet) -> IdSet:
-    from syncviz.idset import merge_ranges
+def _map(t: torch.Tensor) -> RegionMap:
+    from syncviz.run.values import ids_map
 
-    return merge_ranges([a.lo, b.lo], [a.hi, b.hi])
+    return t.region_map() if isinstance(t, SymbolicTensor) else ids_map(t)
 
 
 def _value_key(t: torch.Tensor):
-    """What tells two replayed tensors' values apart: their elements, or their flat map."""
-    if is_symbolic(t):
-        flat = map_of(t).reshape((t.numel(),))
-        return ("map", tuple(sorted((r.start, r.stop, r.offset, r.strides) for r in flat.regions)))
-    return tuple(t.reshape(-1).tolist())
+    """What tells two replayed tensors' values apart: their flat map."""
+    flat = _map(t).reshape((t.numel(),))
+    return tuple(sorted((r.start, r.stop, r.offset, r.strides) for r in flat.regions))
 
 
 class _Blocks:
-    """Which block each global id is in: a table of every id (built on first use, for
-    real ids), or the blocks' runs of ids (for maps); neither is built unless read."""
+    """Which block each global id is in: the blocks' runs of ids, built when first read."""
 
     def __init__(self, param: ParamLayout) -> None:
         self.param = param
-        self._table: torch.Tensor | None = None
         self._runs = None
-
-    @property
-    def table(self) -> torch.Tensor:
-        if self._table is None:
-            param = self.param
-            table = torch.full((math.prod(param.global_shape),), -1, dtype=torch.int64)
-            for i, block in enumerate(param.blocks):
-                table[block.box.ids(param.global_shape)] = i
-            self._table = table
-        return self._table
 
     @property
     def runs(self):
@@ -623,13 +593,7 @@ def _blocks_of(ids: IdSet, runs, labels: list[str]) -> tuple[str, ...]:
 
 
 def _blocks_in(ids: torch.Tensor, table, labels: list[str]) -> tuple[str, ...]:
-    if is_symbolic(ids):  # a map: read against the blocks' runs of ids
-        return _blocks_of(step_ids([ids]), table.runs, labels)
-    flat = ids.reshape(-1).to(torch.int64)
-    flat = flat[flat >= 0]
-    counts = torch.bincount(table.table[flat] + 1, minlength=len(labels) + 1)  # beats unique
-    found = torch.nonzero(counts[1:]).flatten().tolist()
-    return tuple(labels[i] for i in found)
+    return _blocks_of(step_ids([ids]), table.runs, labels)
 
 
 def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
@@ -755,50 +719,10 @@ def _every(step: int, unit: str) -> str:
     return f"every {step}{suffix} {one}"
 
 
-def _in_box(ids: torch.Tensor, box, shape: tuple[int, ...]) -> torch.Tensor:
-    """Whether each id (of a parameter of global ``shape``) lies in ``box``: its global
-    coordinates read off by division, a few passes over the ids (a set lookup of a
-    block's half a million ids in millions took seconds at real sizes).
-
-    >>> from syncviz.oracle.index import Box
-    >>> _in_box(torch.tensor([[0, 5, 6], [-2, 9, 11]]), Box((1, 1), (3, 3)), (4, 4)).tolist()
-    [[False, True, True], [False, True, False]]
-    """
-    numel = math.prod(shape)
-    flat = ids.reshape(-1).to(torch.int32 if numel < 2**31 else torch.int64)
-    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
-    # The outermost coordinate is a range of ids; markers (below 0) fall outside it.
-    inside = (flat >= box.start[0] * strides[0]) & (flat < box.stop[0] * strides[0])
-    for d in range(1, len(shape)):
-        n, a, z = shape[d], box.start[d], box.stop[d]
-        if (a, z) == (0, n):
-            continue  # the box spans this dim: nothing to test
-        st = strides[d]
-        if st & (st - 1) == 0 and n & (n - 1) == 0:  # powers of two: shift and mask
-            coord = (flat >> (st.bit_length() - 1)) & (n - 1)
-        else:
-            coord = torch.div(flat, st, rounding_mode="floor") % n
-        inside &= (coord >= a) & (coord < z)
-    return inside.view(ids.shape)
-
-
-def _where(
-    ids: torch.Tensor, box, shape: tuple[int, ...], unit: str | None = None
-) -> tuple[str, torch.Tensor] | None:
-    """Which rows (experts, elements; ``unit`` names them otherwise) of a local id tensor
-    hold any id of ``box``."""
-    mask = _in_box(ids, box, shape)
-    if not bool(mask.any()):
-        return None
-    unit = unit or {1: "elements", 2: "rows", 3: "experts"}.get(ids.dim(), "rows")
-    rows = mask.reshape(mask.shape[0], -1).any(dim=1) if ids.dim() > 1 else mask
-    return f"{unit} {_runs(rows, unit)}", mask
-
-
 def where_in_map(
     m: RegionMap, box, shape: tuple[int, ...], unit: str | None = None
 ) -> tuple[str, torch.Tensor] | None:
-    """:func:`_where` of a map of local ids: which rows (experts, elements) hold any id of
+    """Which rows (experts, elements) hold any id of
     ``box``, and per row whether it does (rows, not elements), from the map's regions
     (:func:`~syncviz.idset.cells_meeting`), no id materialized.
 
@@ -875,13 +799,6 @@ def maps_agree_on(got: RegionMap, want: RegionMap, box, shape: tuple[int, ...]) 
     return not bool(touched.meets(ids.lo, ids.hi).any())
 
 
-def _dst_ids(result: SyncResult, world: int, key: str, name: str) -> torch.Tensor:
-    local = getattr(result, "local_ids", None)
-    if local is not None:  # model-wide ids: back to this parameter's ids
-        return local(world, key).to(torch.int64)
-    return result.dst_tensors[world][name].to(torch.int64)
-
-
 def block_journey(result: SyncResult, key: str, block: int) -> Journey:
     """The journey of block number ``block`` (an index into the parameter's blocks)."""
     with _one_thread():
@@ -894,14 +811,10 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     chosen = param.blocks[block]
     box, shape = chosen.box, tuple(param.global_shape)
     starts, src_ranks, path = [], [], []
-    symbolic = _symbolic(result)  # then every answer comes from maps, no id materialized
-    for shard in param.src:
-        if symbolic:
-            from syncviz.run.symbolic_state import shard_map
+    from syncviz.run.symbolic_state import shard_map
 
-            found = where_in_map(shard_map(shard.index, 0), box, shape)
-        else:
-            found = _where(shard.index.ids(), box, shape)
+    for shard in param.src:  # every answer comes from maps, no id materialized
+        found = where_in_map(shard_map(shard.index, 0), box, shape)
         if found is None:
             continue
         for role in plan.roles:
@@ -923,13 +836,8 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
         world = next(
             r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
         )
-        if symbolic:
-            got_map, want_map = map_of(_local(result, world, key)), shard_map(t.index, 0)
-            held, should = where_in_map(got_map, box, shape), where_in_map(want_map, box, shape)
-        else:
-            got = _dst_ids(result, world, key, t.name)
-            want = t.index.ids()
-            held, should = _where(got, box, shape), _where(want, box, shape)
+        got_map, want_map = map_of(_local(result, world, key)), shard_map(t.index, 0)
+        held, should = where_in_map(got_map, box, shape), where_in_map(want_map, box, shape)
         if held is not None:
             dst_ranks.append(world)
             ends.append(f"dst rank {world} ({t.rank_label}): {held[0]} of {t.name}")
@@ -938,11 +846,8 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
             expected.append(f"dst rank {world} ({t.rank_label}): {should[0]}")
         if (held is None) != (should is None):
             ok = False
-        elif held is not None and should is not None and symbolic:
-            ok = ok and maps_agree_on(got_map, want_map, box, shape)
         elif held is not None and should is not None:
-            same_place = torch.equal(held[1], should[1])
-            ok = ok and same_place and torch.equal(got[should[1]], want[should[1]])
+            ok = ok and maps_agree_on(got_map, want_map, box, shape)
     moves += _collective_moves(result, key, src_ranks, dst_ranks, path)
     path += arrived
     return Journey(chosen.label, starts, moves, ends, ok, expected, src_ranks, dst_ranks, path)
@@ -972,11 +877,8 @@ def _op_moves(result, param, src_ranks, table, labels, label, path, box, shape) 
 
 def _rows_holding(t: torch.Tensor, box, shape: tuple[int, ...]) -> str:
     """Words for the rows (experts, elements) of a replayed tensor holding ids of ``box``
-    ('' when none): from its map when symbolic (:func:`where_in_map`), else its ids."""
-    if is_symbolic(t):
-        found = where_in_map(map_of(t), box, shape, unit="rows")
-    else:
-        found = _where(t.to(torch.int64), box, shape, unit="rows")
+    ('' when none), from its map (:func:`where_in_map`)."""
+    found = where_in_map(_map(t), box, shape, unit="rows")
     return f"{found[0]} of {list(t.shape)}" if found is not None else ""
 
 

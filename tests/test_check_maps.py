@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncviz.check_maps import compare_maps
+from syncviz.check import compare_maps
 from syncviz.provenance import RegionMap, SymbolicTensor, row_major
 from syncviz.run.values import UNWRITTEN_ID
 from tests.test_provenance import _UNARY

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from syncviz import Parallel
-from syncviz.diagram.frames import WROTE, cell_ids, frame
+from syncviz.diagram.frame_cells import cell_ids
+from syncviz.diagram.frames import WROTE, frame
 from syncviz.diagram.model import layout_diagram
 from syncviz.diagram.palette import hex_rgb
 from syncviz.diagram.pil import frame_png
@@ -157,27 +158,6 @@ def test_figure_draws_the_destination_as_written(qkv, result, tmp_path):
     assert _pixel(png, fig.cell_pixel("vLLM holds", 1, 0, 0)) == pytest.approx(
         hex_rgb("#4477AA"), abs=2
     )
-
-
-def test_large_tensor_path_gives_the_same_frames(result, monkeypatch):
-    """Above LOOKUP_MAX global ids membership is sorted, not tabled: same marks, same
-    destination, every step (a fresh diagram, so nothing is reused from the table path)."""
-    from syncviz.diagram import frames
-
-    def summary(d):
-        out = []
-        for k in range(1, len(d.steps) + 1):
-            f = frame(d, k)
-            out.append((f.region_lines(), [raster_text(p.actual) for p in f.filled]))
-        return out
-
-    tabled = summary(layout_diagram(result, QKV))
-    monkeypatch.setattr(frames, "LOOKUP_MAX", 0)
-    assert summary(layout_diagram(result, QKV)) == tabled
-
-
-# Downsampled panels: cells of several elements, forced by max_cells on the tiny spec.
-# max_cells=2 gives [4, 8] cells, max_cells=4 gives [2, 4] cells (qkv [16, 8], tp [8, 8]).
 
 
 def test_a_write_narrower_than_a_cell_is_marked(result):

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncviz.check_maps import map_index
+from syncviz.check import map_index
 from syncviz.oracle.index import IndexMap
 from syncviz.provenance import RegionMap, SymbolicTensor, row_major
 from syncviz.run.values import FOREIGN_ID

@@ -1,4 +1,5 @@
-"""Symbolic provenance through the whole in-process flow gives today's reports, exactly."""
+"""The flow on symbolic shards gives the reports and ids of the flow on real float64 ids
+(the test oracle), exactly; either way the result holds maps."""
 
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def _assert_same(a, b):
     assert check(a).to_json() == check(b).to_json()
     for world, tensors in b.dst_tensors.items():
         for name, t in tensors.items():
-            assert isinstance(t, SymbolicTensor)
-            assert torch.equal(t.materialize(), a.dst_tensors[world][name]), (world, name)
+            other = a.dst_tensors[world][name]
+            assert isinstance(t, SymbolicTensor) and isinstance(other, SymbolicTensor)
+            assert torch.equal(t.materialize(), other.materialize()), (world, name)
 
 
 @pytest.mark.parametrize("sync", sorted(SYNCS))
@@ -87,21 +89,6 @@ def test_symbolic_refuses_ray_and_random_weights():
     for kw in ({"values": "random"}, {"executor": "ray"}):
         with pytest.raises(SyncvizError, match="provenance='materialized'"):
             run_sync(spec, Parallel(tp=1), Parallel(tp=2), provenance="symbolic", **kw)
-
-
-@pytest.mark.parametrize("sync", sorted(SYNCS))
-@pytest.mark.parametrize(
-    ("name", "s", "d"), [("llama3-8b", 2, 4), ("qwen2-7b", 1, 4), ("mixtral-8x7b", 2, 4)]
-)
-def test_map_comparison_reads_as_elementwise(name, s, d, sync, monkeypatch):
-    """Comparing maps gives the same report as comparing the same symbolic run's elements."""
-    import syncviz.check as check_module
-
-    spec = preset(name).scaled(Parallel(tp=s), Parallel(tp=d), num_layers=1)
-    _, b = _both(spec, Parallel(tp=s), Parallel(tp=d), SYNCS[sync])
-    by_maps = check(b).to_json()
-    monkeypatch.setattr(check_module, "ELEMENTWISE_LIMIT", 2**62)
-    assert check(b).to_json() == by_maps
 
 
 def test_trace_is_the_same_on_symbolic_shards():

@@ -29,10 +29,11 @@ import torch
 
 from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import normalise
+from syncviz.provenance import RegionMap, SymbolicTensor
 from syncviz.run.flow import RankOutcome
 from syncviz.run.plan import RankRole, SyncPlan, holds, id_bases
 from syncviz.run.result import SyncResult
-from syncviz.run.values import UNWRITTEN_ID
+from syncviz.run.values import UNWRITTEN_ID, ids_map
 from syncviz.trace.model import SyncTrace
 
 NOT_FOUND_ID = -4.0
@@ -85,7 +86,7 @@ def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResul
 
 
 class _Decoded(Mapping[str, torch.Tensor]):
-    """One rank's tensors as model-wide ids, materialized on access."""
+    """One rank's tensors as maps of model-wide ids, built on access."""
 
     def __init__(self, decoded: dict[str, Decoded], keys: list[str], bases: dict[str, int]):
         self._decoded, self._keys, self._bases = decoded, keys, bases
@@ -93,7 +94,7 @@ class _Decoded(Mapping[str, torch.Tensor]):
     def __getitem__(self, key: str) -> torch.Tensor:
         dec = self._decoded[key]
         if dec.source is None or dec.start is None:
-            return torch.full(dec.shape, UNWRITTEN_ID, dtype=torch.float64)
+            return SymbolicTensor.from_map(RegionMap.constant(dec.shape, UNWRITTEN_ID))
         base = torch.tensor([self._bases[self._keys[i]] for i in range(len(self._keys))])
         src = dec.source.clamp(min=0)
         first = (base[src] + dec.start).to(torch.float64)
@@ -102,7 +103,7 @@ class _Decoded(Mapping[str, torch.Tensor]):
         elsewhere = (dec.source == NOT_FOUND) | (dec.source == REORDERED) | (dec.source <= STALE)
         ids[elsewhere] = NOT_FOUND_ID
         ids[(dec.source >= 0) & (dec.start < 0)] = -1.0  # expected padding, held as zeros
-        return ids.view(dec.shape)
+        return SymbolicTensor.from_map(ids_map(ids.view(dec.shape)))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._decoded)

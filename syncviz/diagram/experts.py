@@ -35,7 +35,7 @@ from syncviz.geometry import intersection, meetings, overlap, row_major
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import block_numbers
 from syncviz.oracle.index import Box, Pad
-from syncviz.provenance import Region, RegionMap, is_symbolic
+from syncviz.provenance import Region, RegionMap
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 if TYPE_CHECKING:
@@ -287,8 +287,7 @@ def _experts_of(param: ParamLayout, ids: torch.Tensor) -> torch.Tensor:
 def _after(result: SyncResult, param: ParamLayout):
     """Per vLLM rank: the status of each expert's slice, with words for wrong ones.
 
-    A symbolic tensor is read from its map (:func:`_map_cells`), a materialized one
-    element by element."""
+    Each tensor is read from its map (:func:`_map_cells`)."""
     from syncviz.diagram.ranks import dst_world as _dst_world
 
     n_experts = param.global_shape[0]
@@ -299,20 +298,7 @@ def _after(result: SyncResult, param: ParamLayout):
         pp = f"pp{t.pp} " if result.plan.dst.pp > 1 else ""
         columns.append(RankColumn(world, f"rank {world} {pp}tp{t.tp}"))
         raw = result.dst_tensors[world][t.name]
-        if is_symbolic(raw):
-            by_rank.append(_map_cells(result.plan, param, t, world, raw.region_map()))
-            continue
-        got = result.local_ids(world, param.key).to(torch.int64)
-        want = t.index.ids()
-        slot_of = _slots(param, want)
-        cells = []
-        for e in range(n_experts):
-            if e not in slot_of:
-                cells.append(Cell(world, "unwritten", "expert not on this rank"))
-                continue
-            s = slot_of[e]
-            cells.append(slice_cell(param, world, got[s], want[s]))
-        by_rank.append(cells)
+        by_rank.append(_map_cells(result.plan, param, t, world, raw.region_map()))
     return columns, [[cells[e] for cells in by_rank] for e in range(n_experts)]
 
 
@@ -325,7 +311,7 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     Each slot (dim 0) of the held map is overlaid on the oracle's; the cost follows
     their regions. A slot that does not compress to whole-right / whole-wrong pieces is
     materialized when it has at most ``MATERIALIZE_LIMIT`` elements."""
-    from syncviz.check_maps import map_index
+    from syncviz.check import map_index
     from syncviz.run.symbolic_state import shard_map
     from syncviz.run.values import to_local_ids
 
@@ -376,7 +362,7 @@ def _map_slice_cell(
 ) -> Cell | None:
     """:func:`slice_cell` of one slot from its maps; None when a piece is partly right
     or its held ids do not compress (the caller then reads the elements)."""
-    from syncviz.check_maps import compare_maps, map_index
+    from syncviz.check import compare_maps, map_index
 
     base, numel = plan.id_base[param.key], math.prod(param.global_shape)
     got_regions, want_regions = got.regions, want.regions

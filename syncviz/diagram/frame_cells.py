@@ -1,5 +1,4 @@
-"""What a step frame reads off a raster cell by cell, shared by the frames drawn from ids
-(:mod:`syncviz.diagram.frames`) and from maps (:mod:`syncviz.diagram.frames_maps`): each
+"""What a step frame (:mod:`syncviz.diagram.frames`) reads off a raster cell by cell: each
 cell's first global id, the element rows of marked cells, and a vLLM panel as written by
 steps 1..k.
 

@@ -30,6 +30,12 @@ size that agrees with every known element (each cell's first, every right
 cell); without one, only its first element is known and the others are taken
 as the oracle expects.
 
+Every mark is a question on the *set* of ids a step carries
+(:class:`~syncviz.idset.IdSet`): which cells of a trainer shard hold one of them
+(the shard's map, cell by cell), which vLLM cells' first ids are among them,
+which step first (or last) carried each vLLM cell. So a frame costs the maps'
+runs of ids and the rasters' cells, never a tensor's elements, at any size.
+
 >>> from syncviz.diagram.model import layout_diagram
 >>> from syncviz.run.inprocess import tiny_run
 >>> result = tiny_run()
@@ -53,20 +59,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from syncviz.diagram import frames_maps
 from syncviz.diagram.frame_cells import Fill, cell_ids, filled, spans
 from syncviz.diagram.panel import Panel
-from syncviz.diagram.raster import (
-    MAX_CELLS,
-    BlockTable,
-    Raster,
-    as_grid,
-    cell_reduce,
-    raster,
-    small_work,
-)
-from syncviz.journey import TraceStep
-from syncviz.provenance import is_symbolic
+from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, small_work
+from syncviz.diagram.raster_maps import grid_map, map_raster
+from syncviz.idset import IdSet, cells_meeting
+from syncviz.journey import TraceStep, step_ids
+from syncviz.provenance import RegionMap, map_of
+from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
     from syncviz.diagram.model import LayoutDiagram
@@ -143,13 +143,10 @@ def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | Non
     if held is not None and held[0]() is t and held[1].table is table:
         return held[1]
     if cell is not None:
-        rows, cols = frames_maps.grid_shape(t)
+        rows, cols = grid_shape(t)
         if math.ceil(rows / cell[0]) > 2 * MAX_CELLS or math.ceil(cols / cell[1]) > MAX_CELLS:
             cell = None
-    if is_symbolic(t):  # a symbolic run's step: drawn from its map
-        drawn = frames_maps.step_raster(t, table, cell)
-    else:
-        drawn = raster(t, table, cell=cell)
+    drawn = step_raster(t, table, cell)
     _STEP_RASTERS[key] = (weakref.ref(t), drawn)
     while len(_STEP_RASTERS) > STEP_RASTERS_KEPT:
         _STEP_RASTERS.popitem(last=False)
@@ -196,178 +193,167 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
     return f
 
 
-# ---------------------------------------------------------------- the big panels
+def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
+    """Per vLLM panel of ``d``, per cell: the step number after which all its elements
+    are written (see the module text for the rule); computed once per diagram."""
+    fills = known(d).fills
+    return [f.all if isinstance(f, Fill) else f for f in fills]
 
 
-def _ids_of(tensors) -> torch.Tensor | None:
-    """The non-negative ids of some step tensors (repeats kept); None when not replayed."""
-    if not tensors:
-        return None
-    flat = torch.cat([t.reshape(-1).to(torch.int64) for t in tensors])
-    return flat[flat >= 0]
+def _mark(d: LayoutDiagram, f: Frame) -> None:
+    """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``, from maps."""
+    mark(d, f)
 
 
-LOOKUP_MAX = 1 << 24  # global sizes up to which membership is a table lookup, not a sort
+# ---------------------------------------------------------------- marks, from maps
 
 
-def _index(ids: torch.Tensor, numel: int) -> torch.Tensor:
-    """ids as lookup indices: the negative ones (padding, unwritten) all ``numel``."""
-    ids = ids.to(torch.int64)
-    return torch.where(ids >= 0, ids, numel)
+def grid_shape(t: torch.Tensor) -> tuple[int, int]:
+    """The raster grid's shape of a step tensor (:func:`~syncviz.diagram.raster.as_grid`)."""
+    shape = tuple(t.shape)
+    if len(shape) == 1:
+        return 1, shape[0]
+    if len(shape) == 3:
+        return shape[0] * shape[1], shape[2]
+    return shape[0], math.prod(shape[1:])
 
 
-def _member(index: torch.Tensor, wanted: torch.Tensor, numel: int, table: list) -> torch.Tensor:
-    """``torch.isin(index, wanted)`` for an :func:`_index` and non-negative ids ``wanted``;
-    for a global size up to LOOKUP_MAX, by a table of every global id (built once into
-    ``table``), which is several times faster than sorting."""
-    if numel > LOOKUP_MAX:
-        return torch.isin(index, wanted)
-    if not table:
-        lut = torch.zeros(numel + 1, dtype=torch.bool)  # the last entry: negative ids
-        lut[wanted] = True
-        table.append(lut)
-    return table[0][index]
-
-
-def _any_cells(mask: torch.Tensor, cell: tuple[int, int]) -> torch.Tensor:
-    """Per cell of ``cell`` elements: is any element of the (as-grid) mask true."""
-    grid = as_grid(mask)[0].to(torch.bool)
-    rows, cols = grid.shape
-    rs, cs = cell
-    if rs * cs == 1:
-        return grid
-    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
-    if rows % rs or cols % cs:
-        padded = torch.zeros((nr * rs, nc * cs), dtype=torch.bool)
-        padded[:rows, :cols] = grid
-        grid = padded
-    return grid.reshape(nr, rs, nc, cs).any(dim=3).any(dim=1)
+def step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
+    """The raster of a step tensor held as a map (local ids)."""
+    return map_raster(map_of(t), table, cell=cell)
 
 
 @dataclass
 class _Known:
     """What every frame of one diagram reads: computed once, held while the diagram lives."""
 
-    shard_index: list[torch.Tensor]  # per trainer panel, its shard's ids as an _index
-    dst_index: list[torch.Tensor]  # per vLLM panel, its elements' ids (module text), _index
-    fills: list[Fill]  # per vLLM panel, per cell, the steps that write it
+    shard_grids: list[RegionMap]  # per trainer panel, its shard's ids on the raster grid
+    shard_sets: list[IdSet]  # per trainer panel, the ids its shard holds
+    cell_ids: list[torch.Tensor]  # per vLLM panel, each cell's first id
+    outs: list[IdSet | None]  # per step, the ids its result holds (None: not replayed)
+    fills: list  # per vLLM panel: a Fill, or per cell the step that writes its first element
 
 
 _KNOWN: dict[int, tuple[weakref.ref, _Known]] = {}
 
 
-def _known(d: LayoutDiagram) -> _Known:
+def known(d: LayoutDiagram) -> _Known:
     held = _KNOWN.get(id(d))
     if held is not None and held[0]() is d:
         return held[1]
-    dst_ids = [_element_ids(p) for p in d.dst]
-    numel = math.prod(d.global_shape)
-    known = _Known(
-        [_index(s.index.ids(), numel) for s in d.table.param.src],
-        [_index(ids, numel) for ids in dst_ids],
-        _fill_steps(d, dst_ids),
+    shards = [shard_map(s.index, 0) for s in d.table.param.src]
+    outs = [step_ids(s.outputs) if s.outputs else None for s in d.steps]
+    dst_ids = [cell_ids(p.actual) for p in d.dst]
+    got = _Known(
+        [grid_map(m) for m in shards],
+        [IdSet.of([m]) for m in shards],
+        dst_ids,
+        outs,
+        _fill_steps(d, dst_ids, outs),
     )
-    _KNOWN[id(d)] = (weakref.ref(d), known)
+    _KNOWN[id(d)] = (weakref.ref(d), got)
     weakref.finalize(d, _KNOWN.pop, id(d), None)
-    return known
+    return got
 
 
-def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
-    """Per vLLM panel of ``d``, per cell: the step number after which all its elements
-    are written (see the module text for the rule); computed once per diagram."""
-    fills = frames_maps.known(d).fills if frames_maps.symbolic(d) else _known(d).fills
-    return [f.all if isinstance(f, Fill) else f for f in fills]
+def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list:
+    """As :func:`syncviz.diagram.frames._fill_steps`, on id sets: per vLLM panel a
+    :class:`~syncviz.diagram.frame_cells.Fill` (or, where the panel has no grid map, each
+    cell's first element's step)."""
 
-
-def _element_ids(p: Panel) -> torch.Tensor:
-    """A vLLM panel's element ids on the raster grid: the tensor's own; a panel made
-    without them (by hand) is judged by each cell's first element."""
-    if p.local_ids is not None:
-        return as_grid(p.local_ids.to(torch.int64))[0]
-    rs, cs = p.actual.cell
-    rows, cols = p.actual.rows, p.actual.cols
-    first = cell_ids(p.actual)
-    return first.repeat_interleave(rs, 0).repeat_interleave(cs, 1)[:rows, :cols]
-
-
-def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor]) -> list[Fill]:
-    outs = [_ids_of(s.outputs) for s in d.steps]
     total = len(d.steps)
-    numel = math.prod(d.global_shape)
-    fills = []
+    fills: list = []
     for p, ids in zip(d.dst, dst_ids, strict=True):
         own = [k for k, s in enumerate(d.steps) if s.rank == p.rank and outs[k] is not None]
+        if own and p.grid is not None:
+            fills.append(_grid_fill(p, [(k + 1, outs[k]) for k in own], total))
+            continue
         order = own if own else [k for k in range(total) if outs[k] is not None]
         # Own steps: the first that holds it; else the last move of that data anywhere.
-        steps = [(k + 1, outs[k]) for k in order]
-        fill = _step_of(ids, steps, "amin" if own else "amax", total, numel)
+        fill = torch.full(ids.shape, total + 1, dtype=torch.int64)
+        for k in order:
+            hit = outs[k].contains(ids)
+            fill = torch.where(hit & (fill > k + 1) if own else hit, k + 1, fill)
         data = ids >= 0
         first = int(fill[data & (fill <= total)].min()) if bool((fill <= total).any()) else total
-        fill = torch.where(~data, min(first, total), fill).clamp(max=max(total, 1))
-        rs, cs = p.actual.cell
-        fills.append(Fill(cell_reduce(fill, rs, cs, "min"), cell_reduce(fill, rs, cs, "max")))
+        fill = torch.where(~data, min(first, total), fill)
+        fills.append(fill.clamp(max=max(total, 1)))
     return fills
 
 
-def _step_of(ids: torch.Tensor, steps: list, how: str, total: int, numel: int) -> torch.Tensor:
-    """Per id of ``ids``: the first ("amin") or last ("amax") step number whose ids hold
-    it, total + 1 where none does. By a table over the ``numel`` global ids (one scatter
-    per step) up to LOOKUP_MAX, else by sorted membership."""
+def _grid_fill(p, steps: list[tuple[int, IdSet]], total: int):
+    """Per cell of a vLLM panel: the first of its own ``steps`` that writes any element,
+    and the one after which every element is written (every id of the grid map counts;
+    padding and other markers count as written at the panel's first write), as
+    :func:`syncviz.diagram.frames._fill_steps` does element by element."""
+    grid, cell = p.grid, p.actual.cell
+    shape = tuple(p.actual.block.shape)
     never = total + 1
-    if numel <= LOOKUP_MAX:
-        start = never if how == "amin" else 0
-        table = torch.full((numel + 1,), start, dtype=torch.int64)
-        for k, o in steps:
-            table.scatter_reduce_(0, o, torch.full_like(o, k), reduce=how)
-        got = table[torch.where(ids >= 0, ids, numel)]
-        return torch.where(got == 0, never, got) if how == "amax" else got
-    fill = torch.full(ids.shape, never, dtype=torch.int64)
-    for k, o in steps:
-        hit = torch.isin(ids, o)
-        fill = torch.where(hit & (fill > k) if how == "amin" else hit, k, fill)
-    return fill
+    some = torch.full(shape, never, dtype=torch.int64)
+    done = torch.full(shape, never, dtype=torch.int64)
+    pending = data = IdSet.of([grid])
+    has_data = cells_meeting(grid, cell, data)
+    for k, out in steps:
+        some = torch.where(cells_meeting(grid, cell, out) & (some > k), k, some)
+        pending = pending.minus(out)
+        left = cells_meeting(grid, cell, pending)
+        done = torch.where(~left & (done > k), k, done)
+    written = some[has_data & (some <= total)]
+    first = int(written.min()) if written.numel() else total
+    markers = _marker_cells(grid, cell, shape)
+    some = torch.where(has_data, some, first)
+    done = torch.where(has_data, done, first)
+    some = torch.where(markers, some.clamp(max=first), some)
+    done = torch.where(markers, done.clamp(min=first), done)
+    top = max(total, 1)
+    return Fill(some.clamp(max=top), done.clamp(max=top))
 
 
-def _mark(d: LayoutDiagram, f: Frame) -> None:
-    """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``."""
-    if frames_maps.symbolic(d):  # the same marks, read from maps
-        frames_maps.mark(d, f)
-        return
+def _marker_cells(grid: RegionMap, cell: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
+    """Cells holding any marker (padding, unwritten, another parameter's data)."""
+    rs, cs = cell
+    out = torch.zeros(shape, dtype=torch.bool)
+    for r in grid.regions:
+        if r.is_constant and r.offset < 0:
+            (r0, c0), (r1, c1) = r.start, r.stop
+            out[r0 // rs : (r1 - 1) // rs + 1, c0 // cs : (c1 - 1) // cs + 1] = True
+    return out
+
+
+def mark(d: LayoutDiagram, f: Frame) -> None:
+    """As :func:`syncviz.diagram.frames._mark`, on id sets."""
     step = f.step
     f.src, f.dst = list(d.src), list(d.dst)
-    # A data-moving op carries into its result only part of what it was handed (a
-    # getitem of a view): what it read is that part, where its result came from.
-    wrote_ids = _ids_of(step.outputs)
-    read_ids = wrote_ids if wrote_ids is not None else _ids_of(step.inputs)
-    known = _known(d)
-    numel = math.prod(d.global_shape)
-    read_table: list = []
-    wrote_table: list = []
+    k = known(d)
+    wrote = k.outs[f.number - 1]
+    read = wrote if wrote is not None else (step_ids(step.inputs) if step.inputs else None)
     own_src = [i for i, p in enumerate(d.src) if p.rank == step.rank]
-    others = read_ids
-    if read_ids is not None and own_src:
+    others = read
+    if read is not None and own_src:
         # Its own shard first; other shards only for data it does not hold (an exchange
         # of routed experts), never for a replica of its own (dense weights under ep).
-        own = torch.cat([known.shard_index[i].reshape(-1) for i in own_src])
-        others = read_ids[~_member(read_ids, own[own < numel], numel, [])]
-    other_table: list = []
+        for i in own_src:
+            others = others.minus(k.shard_sets[i])
     for i, p in enumerate(d.src):
         cells = None
-        if read_ids is not None:
-            if i in own_src:
-                hit = _member(known.shard_index[i], read_ids, numel, read_table)
-            elif others is not None and others.numel():
-                hit = _member(known.shard_index[i], others, numel, other_table)
-            else:
-                hit = None
-            cells = _any_cells(hit, p.actual.cell) if hit is not None and bool(hit.any()) else None
+        if read is not None:
+            wanted = read if i in own_src else others
+            if wanted is not None and not wanted.empty:
+                hit = cells_meeting(k.shard_grids[i], p.actual.cell, wanted)
+                cells = hit if bool(hit.any()) else None
         f.mark_read(p, cells)
     own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
     for i, p in enumerate(d.dst):
         cells = None
-        if wrote_ids is not None and (not own_dst or i in own_dst):
-            hit = _member(known.dst_index[i], wrote_ids, numel, wrote_table)
-            cells = _any_cells(hit, p.actual.cell) if bool(hit.any()) else None
+        if wrote is not None and (not own_dst or i in own_dst):
+            # Any element of a cell, where the panel keeps its grid map; else its first.
+            if p.grid is not None:
+                hit = cells_meeting(p.grid, p.actual.cell, wrote)
+            else:
+                hit = wrote.contains(k.cell_ids[i])
+            cells = hit if bool(hit.any()) else None
         f.mark_wrote(p, cells)
-    for p, fill in zip(d.dst, known.fills, strict=True):
-        f.filled.append(filled(p, fill, f.number))
+    for p, fill in zip(d.dst, k.fills, strict=True):
+        # Without a grid map a cell is judged by its first element: written whole at once.
+        whole = fill if isinstance(fill, Fill) else Fill(fill, fill)
+        f.filled.append(filled(p, whole, f.number))

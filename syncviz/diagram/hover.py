@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from syncviz.diagram.model import LayoutDiagram, Panel, Replayed
-from syncviz.diagram.raster import as_grid
 from syncviz.diagram.raster_maps import map_value
 from syncviz.geometry import unravel
 from syncviz.oracle.index import Box, IndexMap
-from syncviz.provenance import is_symbolic
 from syncviz.run.symbolic_state import shard_map
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
@@ -56,12 +52,9 @@ def _where_text(shape: tuple[int, ...], row: int, col: int) -> str:
 
 
 def _held(result, param, rank: int, name: str, row: int, col: int) -> int:
-    """The local id vLLM rank ``rank`` holds at grid element (row, col): read from the map
-    of a symbolic run (nothing materialized), else from the ids read back."""
+    """The local id vLLM rank ``rank`` holds at grid element (row, col), read from its map
+    (nothing materialized)."""
     raw = result.dst_tensors[rank][name]
-    if not is_symbolic(raw):
-        ids = result.local_ids(rank, param.key).to(torch.int64)
-        return int(as_grid(ids)[0][row, col])
     value = map_value(raw.region_map(), row, col)
     base, numel = result.plan.id_base[param.key], math.prod(param.global_shape)
     if value < 0:
@@ -143,14 +136,11 @@ REPLAY_LIMIT = 1 << 22  # elements of a parameter up to which a hover replays it
 
 
 def _recorded(result, d: LayoutDiagram):
-    """The diagram's steps, or None for a big symbolic run that has not replayed them yet:
+    """The diagram's steps, or None for a big parameter whose steps are not replayed yet:
     replaying reads every element (a 70B QKV: about a minute and 4 GiB), too much for a
     pointer resting on a cell."""
     big = math.prod(d.global_shape) > REPLAY_LIMIT
-    symbolic = any(
-        is_symbolic(t) for tensors in result.dst_tensors.values() for t in tensors.values()
-    )
-    if isinstance(d.steps, Replayed) and not d.steps.done and big and symbolic:
+    if isinstance(d.steps, Replayed) and not d.steps.done and big:
         return None
     return d.steps
 

@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from syncviz.check import Region, element_status, findings_words, wrong_regions
+from syncviz.check import Region, findings_words
 from syncviz.diagram.frames import Frame, frame
 from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
-from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
+from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, small_work
 from syncviz.diagram.raster_maps import local_grid, map_raster
 from syncviz.journey import TraceStep, param_steps
-from syncviz.provenance import is_symbolic
 from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
@@ -240,41 +239,20 @@ def _layout_diagram(
     table = BlockTable(param)
     axis = block_axis(table)
     cell = _common_cell(param, axis, max_cells)
-    # A symbolic run keeps ids as maps: every panel is drawn from maps, never materialized.
-    symbolic = any(
-        is_symbolic(result.dst_tensors[dst_world(plan, t.pp, t.tp)][t.name]) for t in param.dst
-    )
+    # A result keeps ids as maps: every panel is drawn from maps, never materialized.
     src_panels = []
     for shard in param.src:
         world = src_world(plan, shard.pp, shard.tp, shard.ep)
         title = f"trainer {shard.rank_label} (rank {world})"
-        if symbolic:
-            drawn = map_raster(shard_map(shard.index, 0), table, cell=cell)
-        else:
-            drawn = raster(shard.index.ids(), table, cell=cell)
+        drawn = map_raster(shard_map(shard.index, 0), table, cell=cell)
         src_panels.append(Panel(title, world, "src", tuple(shard.index.shape), drawn))
     dst_panels = []
     words: dict = {}
     for t in param.dst:
         world = dst_world(plan, t.pp, t.tp)
         raw = result.dst_tensors[world][t.name]
-        if is_symbolic(raw):
-            words_of = words if with_regions else None
-            dst_panels.append(_map_panel(plan, param, table, axis, cell, t, world, raw, words_of))
-            continue
-        actual = result.local_ids(world, key)
-        expected = t.index.ids()
-        status = element_status(actual, expected)
-        got = raster(actual, table, status, cell=cell)
-        want = raster(expected, table, cell=cell)
-        # Row blocks: cut regions where the held block changes; column blocks: whole runs.
-        split = _row_keys(table, actual, expected) if axis == 0 else None
-        regions = (
-            wrong_regions(param, actual, expected, split=split, cache=words) if with_regions else []
-        )
-        title = f"vLLM {t.rank_label} (rank {world})"
-        shape = tuple(actual.shape)
-        dst_panels.append(Panel(title, world, "dst", shape, got, want, regions, local_ids=actual))
+        words_of = words if with_regions else None
+        dst_panels.append(_map_panel(plan, param, table, axis, cell, t, world, raw, words_of))
     _mark_shared(dst_panels, table)
     if check_report is not None:
         pc = next((p for p in check_report.params if p.key == key), None)
@@ -320,7 +298,7 @@ def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
 
 
 def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region]:
-    """:func:`syncviz.check.wrong_regions` of a symbolic tensor against the oracle's
+    """The wrong regions of a destination tensor (a map) against the oracle's
     ``index``: the wrong rows (experts, elements) come from a raster of one cell per row,
     and both sides of each are worded from their maps (:func:`syncviz.check.map_words`),
     no element read."""
@@ -336,7 +314,7 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
     rows = map_raster(got_map, table, want_map, base=base, cell=cell, mixed=False)
     flags = (rows.status != 0).reshape(-1)
     split = None
-    if axis == 0:  # as _row_keys: cut where the held or the expected block changes
+    if axis == 0:  # row blocks: cut where the held or the expected block changes
         want = map_raster(want_map, table, cell=cell, mixed=False)
         split = rows.block.reshape(-1) * (len(table.blocks) + 8) + want.block.reshape(-1)
 
@@ -352,7 +330,7 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
     for a, b in true_runs(flags, split):
         got_rows = got_map.take(0, a, 1, b - a)
         if all(r.is_constant and r.offset == UNWRITTEN_ID for r in got_rows.regions):
-            holds = "nothing (never written)"  # as wrong_regions says it, told by the map
+            holds = "nothing (never written)"  # told by the map
         else:
             holds = region_words(words(got_map), a, b)
         regions.append(Region(unit, a, b, holds, region_words(words(want_ids), a, b)))
@@ -378,14 +356,6 @@ def _common_cell(param, axis: int, max_cells: int) -> tuple[int, int]:
     sizes[axis] = cell_size(along, 2 * max_cells)
     sizes[1 - axis] = cell_size(across, max_cells // 2 if axis == 0 else max_cells)
     return sizes[0], sizes[1]
-
-
-def _row_keys(table: BlockTable, actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-    """Per row (expert): the blocks its first element holds and should hold, as one key."""
-    first = (lambda x: x.reshape(x.shape[0], -1)[:, 0]) if actual.dim() > 1 else (lambda x: x)
-    got, _ = table.lookup(first(actual))
-    want, _ = table.lookup(first(expected))
-    return got * (len(table.blocks) + 8) + want
 
 
 def _mark_shared(panels: list[Panel], table: BlockTable) -> None:

@@ -35,7 +35,7 @@ from syncviz.run.options import Comm, ExpertComm, SyncOptions, Values
 from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
 from syncviz.run.symbolic_state import symbolic_state
-from syncviz.run.values import global_weights, take, unwritten
+from syncviz.run.values import global_weights, held_ids, take, unwritten
 from syncviz.run.world import World
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
@@ -300,7 +300,9 @@ def _execute(
             traces.append(rank_trace)
         if r.rank in dst_tensors:
             dst_tensors[r.rank] = state
-    src_tensors = {w: before[w] for w in plan.src_params}
+    # The result holds maps only: buffers that had to be real are compacted here.
+    src_tensors = {w: held_ids(plan, w, before[w]) for w in plan.src_params}
+    dst_tensors = {w: held_ids(plan, w, t) for w, t in dst_tensors.items()}
     return SyncResult(plan, src_tensors, dst_tensors, outcomes, _merge(traces) if trace else None)
 
 

@@ -83,7 +83,7 @@ def test_w2_bias_is_held_on_tp_rank_0_only():
     # The trainer holds each expert's whole fc2 bias on every tp rank.
     assert [s.index.ids().tolist() for s in param.src_for(1)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert param.describe(param.dst[0].index) == "rows 0-1: experts 0-1 down bias"
-    assert param.describe(param.dst[1].index) == "rows 0-1: padding"
+    assert param.describe(param.dst[1].index) == "rows 0-1: zeros"
 
 
 def test_sinks_are_split_by_query_heads():
@@ -229,12 +229,12 @@ def test_checker_catches_de_interleaved_experts():
 
 
 def test_checker_catches_w2_bias_on_every_rank():
-    """The fc2 bias on tp 1 too: w2_bias wrong on tp 1 only, where padding (zeros) is due."""
+    """The fc2 bias on tp 1 too: w2_bias wrong on tp 1 only, where zeros are due."""
     bad = _wrong(_W2BiasEverywhere)
     assert set(bad) == {"mlp.experts.w2_bias"}
     tensors = bad["mlp.experts.w2_bias"].tensors
     assert [t.tp for t in tensors if t.status != "ok"] == [1]
-    assert "expected padding" in "\n".join(bad["mlp.experts.w2_bias"].lines())
+    assert "expected zeros" in "\n".join(bad["mlp.experts.w2_bias"].lines())
 
 
 def test_checker_catches_unsharded_sinks():
@@ -243,3 +243,70 @@ def test_checker_catches_unsharded_sinks():
     assert set(bad) == {"attn.sinks"}
     text = "\n".join(bad["attn.sinks"].lines())
     assert "holds Q heads 0-3 sink, expected Q heads 4-7 sink" in text
+
+
+# ---------------------------------------------------------------------- checkpoints, diagnose
+
+
+def test_fused_checkpoint_experts_read_as_the_oracles_global_tensors(tmp_path):
+    """gate_up_proj [E, H, 2I] with columns g0 u0 g1 u1 ... reads as w13 [E, 2I, H] [gate; up];
+    down_proj [E, I, H] as w2 [E, H, I]; the biases alike, by hand on the tiny checkpoint."""
+    from safetensors.torch import load_file
+
+    from syncviz.diagnose.fixtures import write_checkpoint
+    from syncviz.diagnose.reference import Reference
+
+    spec = tiny_spec(FAMILY)
+    names = write_checkpoint(spec, tmp_path)
+    assert "model.layers.0.mlp.experts.gate_up_proj" in names
+    held = load_file(str(tmp_path / "model.safetensors"))
+    gate_up = held["model.layers.1.mlp.experts.gate_up_proj"]
+    e, hidden, inter = spec.num_experts, spec.hidden_size, spec.moe_ffn_hidden_size
+    assert tuple(gate_up.shape) == (e, hidden, 2 * inter)
+    ref = Reference(tmp_path)
+    w13 = ref.global_tensor("experts_w13", 1)
+    for c in (0, 5, inter - 1):  # gate c is column 2c, up c column 2c + 1
+        assert torch.equal(w13[2, c], gate_up[2, :, 2 * c])
+        assert torch.equal(w13[2, inter + c], gate_up[2, :, 2 * c + 1])
+    bias = held["model.layers.1.mlp.experts.gate_up_proj_bias"]
+    w13_bias = ref.global_tensor("experts_w13_bias", 1)
+    assert torch.equal(w13_bias[3, inter + 7], bias[3, 15])
+    down = held["model.layers.1.mlp.experts.down_proj"]
+    assert torch.equal(ref.global_tensor("experts_w2", 1)[1, 9, 4], down[1, 4, 9])
+
+
+@pytest.mark.parametrize(("tp", "naming"), [(1, "vllm"), (2, "routed"), (4, "vllm")])
+def test_diagnose_reads_dumps_cut_by_the_rules(tmp_path, tp, naming):
+    """Dumps of the tiny checkpoint cut as vLLM holds them (both expert spellings) are OK."""
+    from syncviz.diagnose import diagnose
+    from syncviz.diagnose.fixtures import write_checkpoint, write_dumps
+
+    spec = tiny_spec(FAMILY)
+    write_checkpoint(spec, tmp_path / "ref")
+    write_dumps(spec, tmp_path / "ref", tmp_path / "dump", tp=tp, naming=naming)
+    report = diagnose(tmp_path / "ref", tmp_path / "dump", tp)
+    assert report.ok, report.text()
+    assert report.counts() == {"ok": 29}
+
+
+def test_diagnose_names_a_w2_bias_held_on_every_rank(tmp_path):
+    """A dump whose tp 1 holds the whole w2_bias where zeros are due: that tensor is wrong."""
+    from safetensors.torch import load_file, save_file
+
+    from syncviz.diagnose import diagnose
+    from syncviz.diagnose.fixtures import write_checkpoint, write_dumps
+
+    spec = tiny_spec(FAMILY)
+    write_checkpoint(spec, tmp_path / "ref")
+    write_dumps(spec, tmp_path / "ref", tmp_path / "dump", tp=2)
+    name = "model.layers.0.mlp.experts.w2_bias"
+    ranks = [load_file(str(tmp_path / "dump" / f"tp{r}.safetensors")) for r in (0, 1)]
+    assert bool((ranks[1][name] == 0).all()) and not bool((ranks[0][name] == 0).any())
+    ranks[1][name] = ranks[0][name].clone()
+    save_file(ranks[1], str(tmp_path / "dump" / "tp1.safetensors"))
+    report = diagnose(tmp_path / "ref", tmp_path / "dump", 2)
+    bad = {p.key: p for p in report.bad()}
+    assert set(bad) == {L0 + "mlp.experts.w2_bias"}
+    assert "tp 1, rows 0-3: holds tp 0's experts 0-3 down bias, expected zeros" in "\n".join(
+        bad[L0 + "mlp.experts.w2_bias"].lines()
+    )

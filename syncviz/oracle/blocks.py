@@ -281,6 +281,16 @@ def block_numbers(blocks_: Sequence[Block], ids: torch.Tensor) -> torch.Tensor:
     return out.view(ids.shape)
 
 
+def pad_word(blocks_: Sequence[Block]) -> str:
+    """What id -1 is called in a parameter: vocab "padding", or "zeros" where a tensor
+    without padding rows must hold zeros (a bias held on TP rank 0 only).
+
+    >>> pad_word([Block("vocab", "vocab", Box((0,), (4,)))]), pad_word([])
+    ('padding', 'zeros')
+    """
+    return "padding" if any(b.family == "vocab" for b in blocks_) else "zeros"
+
+
 def decode(blocks_: Sequence[Block], element_id: int) -> str:
     """One id in words: its block and its row/col inside that block (-1 is padding)."""
     if element_id == -1:

@@ -26,7 +26,7 @@ import torch
 
 from syncviz.errors import SyncvizError
 from syncviz.geometry import intersection
-from syncviz.oracle.blocks import DIM_NAMES, Block
+from syncviz.oracle.blocks import DIM_NAMES, Block, pad_word
 from syncviz.oracle.index import Box, IndexMap, Pad, Piece
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ def _piece_text(piece: Any, blocks_: Sequence[Block], self_expert: int | None = 
         a = _piece_text(piece.a, blocks_, self_expert)
         return f"{a} and {_piece_text(piece.b, blocks_, self_expert)}, interleaved"
     if isinstance(piece, Pad):
-        return "padding"
+        return pad_word(blocks_)
     if not isinstance(piece, Box):
         return "values that are not ids of this parameter"
     items = _items(piece, blocks_)

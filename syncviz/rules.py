@@ -163,6 +163,9 @@ def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
         )
 
     found = attention_rules(side, spec.num_attention_heads, spec.num_query_groups)
+    if side == "dst" and not spec.dst_kv_replicated:
+        why = " (this family's vLLM model splits the K/V heads and never replicates them)"
+        found.append(divides("num_query_groups", spec.num_query_groups, why))
     if not spec.is_moe:  # an MoE model here has no dense MLP; its intermediate_size is unused
         found.append(divides("ffn_hidden_size", spec.ffn_hidden_size))
     if spec.is_moe and (side == "dst" or not hep):

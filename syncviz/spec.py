@@ -152,6 +152,21 @@ class ModelSpec:
         return self.num_experts > 0
 
     @property
+    def bias_kinds(self) -> tuple[str, ...]:
+        """Attention-sink models' extra kinds (o_proj/router/expert biases, sinks): family facts."""
+        return FAMILY[self.family].bias_kinds
+
+    @property
+    def interleaved_experts(self) -> bool:
+        """vLLM holds each expert's gate/up rows interleaved (g0, u0, g1, ...): a family fact."""
+        return FAMILY[self.family].dst_expert_fc1 == "interleaved"
+
+    @property
+    def dst_kv_replicated(self) -> bool:
+        """vLLM replicates K/V heads when its tp exceeds them (else tp must divide them)."""
+        return FAMILY[self.family].dst_kv_replicated
+
+    @property
     def is_gqa(self) -> bool:
         return self.num_query_groups != self.num_attention_heads
 

@@ -89,6 +89,7 @@ def _contract_outputs(
         names = list(ids)
         sync = corrected_synchronizer(spec, src, dst)
         sync.collective = coll
+        sync.zero_value = -1.0  # ids stand for values: a must-be-zero element is padding
         src_names, dst_names = sync.map_name_from_src_to_dst(
             StageActor(0, names), StageActor(0), names, list(names)
         )

@@ -239,7 +239,7 @@ def test_qwen3_moe_mixed_stack_names_the_field():
         ("kv_lora_rank", 512, "DeepSeek"),
         ("n_routed_experts", 256, "DeepSeek"),
         ("num_experts", 8, "family qwen2-moe / mixtral / qwen3-moe reads it"),
-        ("num_local_experts", 8, "family mixtral reads it"),
+        ("num_local_experts", 8, "family mixtral / gpt-oss reads it"),
         ("use_qk_norm", True, "GLM-4.5"),
         ("head_dim", 32, "family "),
         ("mlp_bias", True, "MLP biases"),

@@ -107,6 +107,24 @@ PUBLISHED = {
         "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
         "tie_word_embeddings": False, "attention_bias": False,
     },
+    "gpt-oss-20b": {  # openai/gpt-oss-20b
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+        "num_hidden_layers": 24, "hidden_size": 2880, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 2880,
+        "num_local_experts": 32, "num_experts_per_tok": 4, "experts_per_token": 4,
+        "vocab_size": 201088, "tie_word_embeddings": False, "attention_bias": True,
+        "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"] * 12,
+        "swiglu_limit": 7.0, "quantization_config": {"quant_method": "mxfp4"},
+    },
+    "gpt-oss-120b": {  # openai/gpt-oss-120b
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+        "num_hidden_layers": 36, "hidden_size": 2880, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 2880,
+        "num_local_experts": 128, "num_experts_per_tok": 4, "experts_per_token": 4,
+        "vocab_size": 201088, "tie_word_embeddings": False, "attention_bias": True,
+        "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"] * 18,
+        "swiglu_limit": 7.0, "quantization_config": {"quant_method": "mxfp4"},
+    },
 }  # fmt: skip
 
 FAMILIES = {
@@ -126,11 +144,13 @@ FAMILIES = {
     "qwen3-32b": "qwen3",
     "qwen3-30b-a3b": "qwen3-moe",
     "qwen3-235b-a22b": "qwen3-moe",
+    "gpt-oss-20b": "gpt-oss",
+    "gpt-oss-120b": "gpt-oss",
 }
 
 
 def test_the_presets_and_their_families() -> None:
-    """Exactly the sixteen presets exist, each in its agreed trainer family."""
+    """Exactly the eighteen presets exist, each in its agreed trainer family."""
     assert {name: spec.family for name, spec in PRESETS.items()} == FAMILIES
 
 
@@ -163,7 +183,8 @@ def test_qwen_7b_ffn_is_one_half_of_the_fused_size() -> None:
 
 def test_moe_presets() -> None:
     """MoE sizes: Qwen1.5-MoE 60x1408 + shared 5632, Qwen2-57B 64x2560 + 20480, Mixtral
-    8x14336, Qwen3-30B-A3B 128x768, Qwen3-235B-A22B 128x1536 (no shared expert)."""
+    8x14336, Qwen3-30B-A3B 128x768, Qwen3-235B-A22B 128x1536 (no shared expert), gpt-oss
+    32x2880 (20b) and 128x2880 (120b)."""
     got = {
         name: (s.num_experts, s.moe_ffn_hidden_size, s.shared_expert_ffn_hidden_size)
         for name, s in PRESETS.items()
@@ -175,15 +196,18 @@ def test_moe_presets() -> None:
         "mixtral-8x7b": (8, 14336, 0),
         "qwen3-30b-a3b": (128, 768, 0),
         "qwen3-235b-a22b": (128, 1536, 0),
+        "gpt-oss-20b": (32, 2880, 0),
+        "gpt-oss-120b": (128, 2880, 0),
     }
 
 
 def test_bias_gate_and_tied_embeddings_flags() -> None:
-    """Only Qwen before Qwen3 has a QKV bias, only qwen2-moe a shared-expert gate, only
+    """Only Qwen before Qwen3 and gpt-oss have a QKV bias, only qwen2-moe a shared-expert gate, only
     Qwen3-0.6B ties embeddings, only Qwen3 has q/k norms."""
     for name, spec in PRESETS.items():
         qwen3 = name.startswith("qwen3")
-        assert spec.qkv_bias == (name.startswith("qwen") and not qwen3), name
+        gpt_oss = name.startswith("gpt-oss")
+        assert spec.qkv_bias == ((name.startswith("qwen") and not qwen3) or gpt_oss), name
         assert spec.shared_expert_gate == (spec.family == "qwen2-moe"), name
         assert spec.tie_word_embeddings is (name == "qwen3-0.6b"), name
         assert spec.qk_norm is qwen3, name

@@ -25,7 +25,7 @@ from typing import Any
 
 from syncviz.errors import SyncvizError
 from syncviz.oracle.blocks import blocks, global_shape
-from syncviz.oracle.hf_names import HF_NAMES
+from syncviz.oracle.hf_names import HF_FUSED_EXPERTS, HF_NAMES, fused_expert_shape
 from syncviz.oracle.layout import layer_kinds
 from syncviz.spec import CONFIG_BOUNDS, HF_ARCHITECTURES, ModelSpec
 
@@ -69,10 +69,14 @@ def _expected(spec: ModelSpec) -> Iterator[tuple[str, tuple[int, ...]]]:
     names = HF_NAMES[spec.family]
     kinds = [("embed", None)] + [(k, i) for i in range(spec.num_layers) for k in layer_kinds(spec)]
     kinds += [("final_norm", None)] + ([] if spec.tie_word_embeddings else [("lm_head", None)])
+    fused = spec.family in HF_FUSED_EXPERTS
     for kind, layer in kinds:
         templates = names[kind]
-        shapes = part_shapes(kind, spec, len(templates))
         fields = {} if layer is None else {"i": layer}
+        if fused and kind.startswith("experts_"):  # one 3-D tensor for all the experts
+            yield templates[0].format(**fields), fused_expert_shape(kind, global_shape(kind, spec))
+            continue
+        shapes = part_shapes(kind, spec, len(templates))
         for e in range(spec.num_experts) if kind.startswith("experts_") else [None]:
             for template, shape in zip(templates, shapes, strict=True):
                 yield template.format(**fields, **({} if e is None else {"e": e})), shape

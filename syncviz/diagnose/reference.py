@@ -26,7 +26,7 @@ import torch
 from syncviz.diagnose.checkpoint import require_agreement
 from syncviz.diagnose.tensor_file import TensorFile
 from syncviz.errors import SyncvizError
-from syncviz.oracle.hf_names import HF_NAMES, foreign_tensor
+from syncviz.oracle.hf_names import HF_FUSED_EXPERTS, HF_NAMES, foreign_tensor, from_fused_experts
 from syncviz.spec import MAX_CONFIG_BYTES, ModelSpec
 from syncviz.trace.json_io import parse_json, read_text_file
 
@@ -205,6 +205,8 @@ class Reference:
         fields = {} if layer is None else {"i": layer}
         if kind == "lm_head" and self.spec.tie_word_embeddings:
             templates = self.names["embed"]
+        if kind.startswith("experts_") and self.spec.family in HF_FUSED_EXPERTS:
+            return from_fused_experts(kind, self.read(templates[0].format(**fields)))
         if kind.startswith("experts_"):
             per_expert: Callable[[int], torch.Tensor] = lambda e: torch.cat(  # noqa: E731
                 [self.read(t.format(e=e, **fields)) for t in templates], dim=0

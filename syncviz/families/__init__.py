@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from syncviz.families import (
+    gpt_oss,
     llama_legacy,
     llama_mcore,
     mistral,
@@ -84,7 +85,6 @@ UNSUPPORTED_MODEL_TYPES: Mapping[str, str] = MappingProxyType(
         "deepseek_v3": "DeepSeek-V3 (MLA)",
         "kimi_k2": "Kimi-K2 (MLA)",
         "glm4_moe": "GLM-4.5 MoE",
-        "gpt_oss": "gpt-oss",
         "gemma3": "Gemma-3",
         "gemma3_text": "Gemma-3",
         "llama4": "Llama-4",
@@ -107,6 +107,7 @@ _ALL: tuple[FamilyInfo, ...] = tuple(
         mistral,
         qwen3,
         qwen3_moe,
+        gpt_oss,
     )
 )
 

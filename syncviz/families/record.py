@@ -23,6 +23,7 @@ from typing import Any, Literal
 ExpertLayout = Literal["none", "hep", "sequential"]
 Trainer = Literal["legacy", "mcore"]
 QkvLayout = Literal["grouped", "separate"]
+ExpertFc1 = Literal["halves", "interleaved"]
 
 TRAINER_PREFIX: Mapping[str, str] = MappingProxyType(
     {"legacy": "module.module.language_model.", "mcore": "module.module."}
@@ -101,6 +102,14 @@ class FamilyInfo:
     ``fc1_halves``, ``expert_fc1_halves``, ``experts``; ``notes`` give their sources.
     ``presets`` are the published models of the family; ``tiny`` the ``ModelSpec``
     fields of a small spec with every feature of the real ones.
+
+    Attention-sink models (gpt-oss): ``o_proj_bias``, ``sinks`` (one per head),
+    ``router_bias`` and ``expert_bias`` (each expert's fc1 and fc2 bias) add those
+    kinds; ``dst_expert_fc1`` is how vLLM lays out each expert's gate/up rows
+    (``"interleaved"``: g0, u0, g1, u1, ...); ``dst_kv_replicated`` False means vLLM
+    refuses a tp that does not divide the K/V heads; ``hf_fused_experts`` that the
+    checkpoint keeps a layer's experts as fused 3-D tensors (``gate_up_proj``
+    [E, H, 2I] with interleaved columns, ``down_proj`` [E, I, H]).
     """
 
     name: str
@@ -127,6 +136,13 @@ class FamilyInfo:
     qkv_layout: QkvLayout = "grouped"
     fc1_halves: tuple[tuple[str, ...], ...] = (("gate", "up"),)
     expert_fc1_halves: tuple[str, ...] = ("gate", "up")
+    o_proj_bias: bool = False
+    sinks: bool = False
+    router_bias: bool = False
+    expert_bias: bool = False
+    dst_expert_fc1: ExpertFc1 = "halves"
+    dst_kv_replicated: bool = True
+    hf_fused_experts: bool = False
     notes: str = field(default="", compare=False)
     presets: tuple[Preset, ...] = field(default=(), repr=False)
     tiny: Mapping[str, Any] | None = field(default=None, repr=False)
@@ -153,7 +169,31 @@ class FamilyInfo:
     @property
     def layout_signature(self) -> tuple[object, ...]:
         """What fixes the parameter set: two families with the same signature lay out alike."""
-        return (self.qk_norm, self.is_moe, self.shared_expert, self.fused_ffn, self.mha_only)
+        return (
+            self.qk_norm,
+            self.is_moe,
+            self.shared_expert,
+            self.fused_ffn,
+            self.mha_only,
+            self.bias_kinds,
+            self.dst_expert_fc1,
+        )
+
+    @property
+    def bias_kinds(self) -> tuple[str, ...]:
+        """The attention-sink models' extra kinds this family has (``syncviz.oracle.biased``).
+
+        >>> FamilyInfo("x", "X", "x", "", "", sinks=True, router_bias=True).bias_kinds
+        ('sinks', 'router_bias')
+        """
+        flags = {
+            "o_proj_bias": self.o_proj_bias,
+            "sinks": self.sinks,
+            "router_bias": self.router_bias,
+            "experts_w13_bias": self.expert_bias,
+            "experts_w2_bias": self.expert_bias,
+        }
+        return tuple(kind for kind, on in flags.items() if on)
 
     def src_template(self, kind: str, tensor: int = 0) -> str:
         """The trainer's full name template of ``kind`` (tensor ``tensor`` of it)."""

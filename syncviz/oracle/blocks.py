@@ -35,12 +35,17 @@ LAYER_KINDS: tuple[str, ...] = (
     "q_norm",
     "k_norm",
     "o_proj",
+    "o_proj_bias",
+    "sinks",
     "post_attention_norm",
     "gate_up",
     "down",
     "router",
+    "router_bias",
     "experts_w13",
+    "experts_w13_bias",
     "experts_w2",
+    "experts_w2_bias",
     "shared_gate_up",
     "shared_down",
     "shared_expert_gate",
@@ -124,11 +129,51 @@ def global_shape(kind: str, spec: ModelSpec) -> tuple[int, ...]:
         "shared_down": (h, spec.shared_expert_ffn_hidden_size),
         "shared_expert_gate": (1, h),
     }
+    shapes.update(_biased_shapes(spec))
     if kind not in shapes:
         raise SyncvizError(
             f"parameter kind {kind!r} is not known", fix="use one of " + ", ".join(KINDS)
         )
     return shapes[kind]
+
+
+def _biased_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Shapes of the attention-sink models' kinds (gpt-oss): biases and one sink per head."""
+    h, n_experts, inter = spec.hidden_size, spec.num_experts, spec.moe_ffn_hidden_size
+    return {
+        "o_proj_bias": (h,),
+        "sinks": (spec.num_attention_heads,),
+        "router_bias": (n_experts,),
+        "experts_w13_bias": (n_experts, 2 * inter),
+        "experts_w2_bias": (n_experts, h),
+    }
+
+
+def _biased_blocks(kind: str, shape: tuple[int, ...]) -> tuple[Block, ...] | None:
+    """Blocks of the attention-sink models' kinds; None for any other kind.
+
+    A sink is one number per query head ("Q head 5 sink"); an expert's fc1 bias has a
+    gate and an up half like its weight ("expert 3 gate col 7" in words).
+    """
+    if kind == "sinks":
+        return tuple(Block("Q head", "q", Box((h,), (h + 1,)), h, "sink") for h in range(shape[0]))
+    if kind == "experts_w13_bias":
+        half = shape[1] // 2
+        return tuple(
+            Block("expert", "expert", Box((e, lo), (e + 1, lo + half)), e, part)
+            for e in range(shape[0])
+            for part, lo in (("gate", 0), ("up", half))
+        )
+    if kind == "experts_w2_bias":
+        return tuple(
+            Block("expert", "expert", Box((e, 0), (e + 1, shape[1])), e, "down bias")
+            for e in range(shape[0])
+        )
+    single = {"o_proj_bias": ("o_proj bias", "o"), "router_bias": ("router bias", "router")}
+    if kind in single:
+        unit, family = single[kind]
+        return (Block(unit, family, _whole(shape)),)
+    return None
 
 
 def _rows(shape: Sequence[int], a: int, b: int) -> Box:
@@ -148,6 +193,9 @@ def blocks(kind: str, spec: ModelSpec) -> tuple[Block, ...]:
     """The logical blocks of a kind's global tensor; they tile it exactly."""
     shape = global_shape(kind, spec)
     hd, nh, ng = spec.head_dim, spec.num_attention_heads, spec.num_query_groups
+    biased = _biased_blocks(kind, shape)
+    if biased is not None:
+        return biased
     if kind in ("qkv", "qkv_bias"):
         out = [Block("Q head", "q", _rows(shape, h * hd, (h + 1) * hd), h) for h in range(nh)]
         for unit, family, base in (("K head", "k", nh), ("V head", "v", nh + ng)):
@@ -231,6 +279,16 @@ def block_numbers(blocks_: Sequence[Block], ids: torch.Tensor) -> torch.Tensor:
             inside &= (c >= a) & (c < b)
         out[inside] = number
     return out.view(ids.shape)
+
+
+def pad_word(blocks_: Sequence[Block]) -> str:
+    """What id -1 is called in a parameter: vocab "padding", or "zeros" where a tensor
+    without padding rows must hold zeros (a bias held on TP rank 0 only).
+
+    >>> pad_word([Block("vocab", "vocab", Box((0,), (4,)))]), pad_word([])
+    ('padding', 'zeros')
+    """
+    return "padding" if any(b.family == "vocab" for b in blocks_) else "zeros"
 
 
 def decode(blocks_: Sequence[Block], element_id: int) -> str:

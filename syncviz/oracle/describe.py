@@ -26,7 +26,7 @@ import torch
 
 from syncviz.errors import SyncvizError
 from syncviz.geometry import intersection
-from syncviz.oracle.blocks import DIM_NAMES, Block
+from syncviz.oracle.blocks import DIM_NAMES, Block, pad_word
 from syncviz.oracle.index import Box, IndexMap, Pad, Piece
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def describe_index(index: IndexMap, blocks_: Sequence[Block]) -> str:
     for piece in index.pieces:
         segments.append((offset, piece.numel, piece))
         offset += piece.numel
+    segments = _fold_interleaved(segments)
     if len(shape) == 3 and shape[0] > 1:
         return _describe_stacked(segments, shape, blocks_)
     texts = [f"{_local_text(off, n, shape)}: {_piece_text(p, blocks_)}" for off, n, p in segments]
@@ -165,9 +166,78 @@ class _Item:
     full: bool
 
 
-def _piece_text(piece: Piece, blocks_: Sequence[Block], self_expert: int | None = None) -> str:
+@dataclass(frozen=True)
+class _Interleaved:
+    """Two boxes read one unit of each in turn (a, b, a, b, ...): an interleaved gate/up."""
+
+    a: Box
+    b: Box
+
+    @property
+    def numel(self) -> int:
+        return self.a.numel + self.b.numel
+
+
+def _fold_interleaved(segments: list[tuple[int, int, Any]]) -> list[tuple[int, int, Any]]:
+    """Runs of equal boxes alternating between two places, each stepping on by its own
+    extent (g0, u0, g1, u1, ...), folded into one :class:`_Interleaved` segment.
+
+    >>> rows = [Box((c + h, 0), (c + h + 1, 2)) for c in range(3) for h in (0, 4)]
+    >>> [type(p).__name__ for _, _, p in _fold_interleaved([(2 * k, 2, b) for k, b in
+    ...                                                      enumerate(rows)])]
+    ['_Interleaved']
+    """
+    out: list[tuple[int, int, Any]] = []
+    i = 0
+    while i < len(segments):
+        j = _interleave_end(segments, i)
+        if j - i >= 4:  # at least two pairs
+            a = Box(segments[i][2].start, segments[j - 2][2].stop)
+            b = Box(segments[i + 1][2].start, segments[j - 1][2].stop)
+            out.append((segments[i][0], sum(n for _, n, _ in segments[i:j]), _Interleaved(a, b)))
+            i = j
+        else:
+            out.append(segments[i])
+            i += 1
+    return out
+
+
+def _interleave_end(segments: list[tuple[int, int, Any]], i: int) -> int:
+    """The end of the alternating run starting at segment ``i`` (``i`` if none)."""
+    if i + 3 >= len(segments):
+        return i
+    a0, b0, a1 = (segments[i + k][2] for k in range(3))
+    if not all(isinstance(p, Box) and p.order is None for p in (a0, b0, a1)):
+        return i
+    moved = [q for q in range(a0.ndim) if a1.start[q] != a0.start[q]]
+    apart = [q for q in range(a0.ndim) if b0.start[q] != a0.start[q]]
+    # One dim only, both the step and the gap between the two places (rows g_c, u_c, ...).
+    if len(moved) != 1 or apart != moved or a0.extents != b0.extents:
+        return i
+    q = moved[0]
+    step = a0.extents[q]
+    if a1.start[q] - a0.start[q] != step:
+        return i
+    end = i
+    for k in range(i, len(segments) - 1, 2):
+        a, b = segments[k][2], segments[k + 1][2]
+        shift = (k - i) // 2 * step
+        if not all(isinstance(p, Box) and p.order is None for p in (a, b)):
+            break
+        want_a = tuple(x + (shift if d == q else 0) for d, x in enumerate(a0.start))
+        want_b = tuple(x + (shift if d == q else 0) for d, x in enumerate(b0.start))
+        if a.start != want_a or b.start != want_b or a.extents != a0.extents != b.extents:
+            break
+        end = k + 2
+    return end
+
+
+def _piece_text(piece: Any, blocks_: Sequence[Block], self_expert: int | None = None) -> str:
+    if isinstance(piece, _Interleaved):
+        a = _piece_text(piece.a, blocks_, self_expert)
+        return f"{a} and {_piece_text(piece.b, blocks_, self_expert)}, interleaved"
     if isinstance(piece, Pad):
-        return "padding"
+        return pad_word(blocks_)
     if not isinstance(piece, Box):
         return "values that are not ids of this parameter"
     items = _items(piece, blocks_)

@@ -15,6 +15,7 @@ Identical for every family; only the names differ (see families.py).
 from __future__ import annotations
 
 from syncviz.constants import VLLM_VOCAB_PADDING
+from syncviz.oracle.biased import BIASED_KINDS, biased_dest_maps, expert_fc1_map
 from syncviz.oracle.blocks import global_shape
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.oracle.slicing import cols_map, padded_rows_map, round_up, rows_map
@@ -41,6 +42,10 @@ def kv_heads_of_rank(spec: ModelSpec, d: int, r: int) -> range:
 def dest_maps(kind: str, spec: ModelSpec, d: int) -> list[IndexMap]:
     """The index map of ``kind`` on each of the ``d`` vLLM TP ranks."""
     shape = global_shape(kind, spec)
+    if kind in BIASED_KINDS:  # attention-sink models' biases and sinks (oracle.biased)
+        return biased_dest_maps(kind, spec, d)
+    if kind == "experts_w13" and spec.interleaved_experts:
+        return [expert_fc1_map(shape, spec, d, r) for r in range(d)]
     return [_dest_map(kind, spec, shape, d, r) for r in range(d)]
 
 

@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY, FAMILY_NAMES, ExpertLayout, FamilyInfo
-from syncviz.families.record import QkvLayout
+from syncviz.families.record import ExpertFc1, QkvLayout
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class Conventions:
       ``"sequential"`` Megatron-Core per-expert tensors, experts split by ep and
       each expert TP-sharded like a dense MLP; ``expert_fc1_halves`` is the
       order of the two halves inside one expert's fc1.
+    - ``expert_bias``: each local expert has fc1 and fc2 biases; ``dst_expert_fc1``:
+      ``"halves"`` (vLLM w13 ``[gate; up]``) or ``"interleaved"`` (``g0, u0, g1, ...``).
     - ``src_vocab_divisible_by``: Megatron pads the vocab to a multiple of this
       times the source TP size (``--make-vocab-size-divisible-by``). ``None``
       (the default) means the trainer pads like vLLM, to a multiple of 64 (i.e.
@@ -62,6 +64,8 @@ class Conventions:
     expert_layout: ExpertLayout = "none"
     expert_fc1_halves: tuple[str, ...] = ("gate", "up")
     src_vocab_divisible_by: int | None = None
+    expert_bias: bool = False
+    dst_expert_fc1: ExpertFc1 = "halves"
     notes: str = field(default="", compare=False)
 
     def src_name(self, kind: str, tensor: int = 0, **fields: int) -> str:
@@ -100,6 +104,8 @@ def _conventions_of(info: FamilyInfo) -> Conventions:
         fc1_halves=info.fc1_halves,
         expert_layout=info.experts,
         expert_fc1_halves=info.expert_fc1_halves,
+        expert_bias=info.expert_bias,
+        dst_expert_fc1=info.dst_expert_fc1,
         notes=info.notes,
     )
 

@@ -17,12 +17,48 @@ import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+import torch
+
 from syncviz.families import FAMILY
 
 HF_NAMES: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {name: info.hf_names for name, info in FAMILY.items()}
 )
 """Hugging Face checkpoint names per family and parameter kind."""
+
+
+HF_FUSED_EXPERTS: frozenset[str] = frozenset(
+    name for name, info in FAMILY.items() if info.hf_fused_experts
+)
+"""Families whose checkpoints keep a layer's experts as fused 3-D tensors (one name, no
+``{e}``): ``gate_up_proj`` [E, H, 2I] with gate/up interleaved columns (g0, u0, g1, ...),
+``gate_up_proj_bias`` [E, 2I] likewise, ``down_proj`` [E, I, H], ``down_proj_bias`` [E, H]."""
+
+
+def fused_expert_shape(kind: str, global_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The fused checkpoint tensor's shape for ``kind`` of oracle shape ``global_shape``.
+
+    >>> fused_expert_shape("experts_w13", (4, 16, 8)), fused_expert_shape("experts_w2", (4, 8, 6))
+    ((4, 8, 16), (4, 6, 8))
+    """
+    if kind in ("experts_w13", "experts_w2"):  # stored [E, in, out]: the weight transposed
+        return (global_shape[0], global_shape[2], global_shape[1])
+    return global_shape
+
+
+def from_fused_experts(kind: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A fused checkpoint tensor as the oracle's global tensor: transposed to [E, out, in],
+    and an fc1's interleaved gate/up rows (g0, u0, g1, ...) put back as [gate; up].
+
+    >>> gate_up = torch.tensor([[[0.0, 10, 1, 11]]])  # [E 1, H 1, 2I 4]: g0 u0 g1 u1
+    >>> from_fused_experts("experts_w13", gate_up).flatten().tolist()
+    [0.0, 1.0, 10.0, 11.0]
+    """
+    if kind in ("experts_w13", "experts_w2"):
+        tensor = tensor.transpose(1, 2)
+    if kind in ("experts_w13", "experts_w13_bias"):
+        tensor = torch.cat([tensor[:, 0::2], tensor[:, 1::2]], dim=1)
+    return tensor.contiguous()
 
 
 def _pattern(template: str) -> re.Pattern[str]:

@@ -203,7 +203,24 @@ def layer_kinds(spec: ModelSpec) -> list[str]:
             kinds.append("shared_expert_gate")
     else:
         kinds += ["gate_up", "down"]
-    return kinds
+    return _with_bias_kinds(kinds, spec.bias_kinds)
+
+
+def _with_bias_kinds(kinds: list[str], extra: tuple[str, ...]) -> list[str]:
+    """``kinds`` with the attention-sink models' kinds (``spec.bias_kinds``) each after the
+    kind it belongs to (o_proj bias and sinks after o_proj, router bias after the router,
+    each expert bias after its weight).
+
+    >>> _with_bias_kinds(["o_proj", "router", "experts_w13"], ("router_bias", "sinks"))
+    ['o_proj', 'sinks', 'router', 'router_bias', 'experts_w13']
+    """
+    after = {"o_proj": ("o_proj_bias", "sinks"), "router": ("router_bias",),
+             "experts_w13": ("experts_w13_bias",), "experts_w2": ("experts_w2_bias",)}  # fmt: skip
+    out: list[str] = []
+    for kind in kinds:
+        out.append(kind)
+        out += [k for k in after.get(kind, ()) if k in extra]
+    return out
 
 
 def _layer_number(layer: object) -> int:

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 from syncviz.constants import VLLM_VOCAB_PADDING
+from syncviz.oracle.biased import BIASED_KINDS, biased_source_maps
 from syncviz.oracle.blocks import global_shape
 from syncviz.oracle.families import Conventions
 from syncviz.oracle.index import Box, IndexMap
@@ -105,6 +106,11 @@ def source_tensors(
     """Every tensor of ``kind`` on one pipeline stage's trainer ranks."""
     shape = global_shape(kind, spec)
     s = src.tp
+    if kind in BIASED_KINDS:  # attention-sink models' biases and sinks (oracle.biased)
+        return [
+            RankTensor(tp, ep, index, local_expert=j)
+            for tp, ep, index, j in biased_source_maps(kind, spec, conv, src)
+        ]
     if kind in EXPERT_KINDS:
         return _expert_tensors(kind, spec, conv, src)
     out: list[RankTensor] = []

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from syncviz.run.plan import SyncPlan, expert_group, pair_group
+from syncviz.run.values import PADDING_ID
 from syncviz.sync.adapter import StageActor
 from syncviz.sync.base import BaseSync
 from syncviz.sync.collective import Collective
@@ -145,6 +146,8 @@ def run_rank(
     if role.side == "src":
         sync = make_sync()
         sync.collective = traced
+        if plan.values == "ids":  # ids stand for values: an element that must be zero is -1
+            sync.zero_value = PADDING_ID  # type: ignore[attr-defined]
         _send_all(plan, traced, state, sync, tracer, outcome, on_param or _nothing)
     else:
         _receive_all(plan, traced, state, tracer, outcome)

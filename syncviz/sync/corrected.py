@@ -65,8 +65,8 @@ CONCATENATED_GATE_UP_OP = "mlp.w1"
 HEP_EXPERT_OPS = {"mlp.experts.dense_h_to_4h": "fc1", "mlp.experts.dense_4h_to_h": "fc2"}
 # Megatron-Core SequentialMLP: one tensor per local expert.
 LOCAL_EXPERT_OP = re.compile(r"mlp\.experts\.local_experts\.(\d+)\.linear_(fc[12])")
-# Megatron-Core TEGroupedMLP: one weight per local expert, numbered after the word.
-GROUPED_EXPERT_NAME = re.compile(r"(.*\.mlp\.experts\.)linear_(fc[12])\.weight(\d+)$")
+# Megatron-Core TEGroupedMLP: one weight (and bias) per local expert, numbered after the word.
+GROUPED_EXPERT_NAME = re.compile(r"(.*\.mlp\.experts\.)linear_(fc[12])\.(weight|bias)(\d+)$")
 VOCAB_SUFFIXES = ("word_embeddings.weight", "output_layer.weight")
 
 
@@ -249,7 +249,8 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         if op in FUSED_QKV_OPS:
             return "qkv"
         if op in ROW_PARALLEL_OPS:
-            return "columns"
+            # A row-parallel layer's bias is whole on every rank (added after the reduce).
+            return "whole" if name.endswith(".bias") else "columns"
         if op in GATE_UP_OPS or (
             op == CONCATENATED_GATE_UP_OP and self.concat_params_dict is not None
         ):
@@ -301,6 +302,8 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         [[0.0, 2.0], [1.0, 3.0]]
         """
         role = self._role(name, regroup_routed_experts)
+        if role in ("experts_fc1", "experts_fc1_bias") and self._interleaved_experts():
+            role = "experts_rows"  # already interleaved per rank: each slice is a run of rows
         if role == "qkv":
             return self.regroup_qkv_tp_slices(name, param_data, tp_division)
         if role == "vocab":
@@ -313,8 +316,15 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
             "gate_up": _gate_up_pairs,
             "experts_fc1": _expert_fc1_pairs,
             "experts_fc2": _expert_fc2_slices,
+            "experts_fc1_bias": _expert_fc1_pairs,
+            "experts_fc2_bias": _expert_slots,
+            "experts_rows": _expert_row_slices,
         }[role]
         return regroup(name, param_data, tp_division)
+
+    def _interleaved_experts(self) -> bool:
+        """Whether vLLM holds each expert's gate/up rows interleaved (a family fact)."""
+        return False
 
     def _check_vocab_rows(self, name: str, param_data: torch.Tensor, tp_division: int) -> None:
         """Raise when this shard's vocab rows are not exactly its vLLM ranks' rows."""
@@ -424,6 +434,36 @@ def _expert_fc2_slices(name: str, data: torch.Tensor, parts: int) -> torch.Tenso
         .contiguous()
         .view(data.shape)
     )
+
+
+def _expert_row_slices(name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
+    """``[E, parts * r, ...]`` -> ``parts`` stacked ``[E, r, ...]``: each slice a run of each
+    expert's rows (an interleaved w13 weight or bias; same shape)."""
+    experts, rows = data.shape[:2]
+    _parts_of(name, rows, parts, "each expert's rows")
+    return data.reshape(experts, parts, -1).transpose(0, 1).contiguous().view(data.shape)
+
+
+def _expert_slots(name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
+    """``[E, parts, H]`` (one slot per destination slice) -> ``parts`` stacked ``[E, H]``."""
+    if data.dim() != 3 or data.shape[1] != parts:
+        raise SyncvizError(
+            f"{name}: expected [experts, {parts}, hidden] (one slot per destination slice),"
+            f" got {list(data.shape)}",
+            fix="let transform_parameters lay out the expert fc2 bias per destination slice",
+        )
+    return data.transpose(0, 1).contiguous().view(data.shape)
+
+
+def _interleave_halves(data: torch.Tensor) -> torch.Tensor:
+    """Each expert's ``[gate; up]`` rows (dim 1) -> ``g0, u0, g1, u1, ...``.
+
+    >>> _interleave_halves(torch.tensor([[0.0, 1, 2, 10, 11, 12]])).tolist()
+    [[0.0, 10.0, 1.0, 11.0, 2.0, 12.0]]
+    """
+    experts, rows = data.shape[:2]
+    pairs = data.reshape(experts, 2, rows // 2, *data.shape[2:]).transpose(1, 2)
+    return pairs.contiguous().view(data.shape)
 
 
 def _swap_expert_halves(rows: torch.Tensor, experts: int) -> torch.Tensor:
@@ -571,6 +611,7 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
     """
 
     def __init__(self, src_names: list[str], layer_offset: int, conv: Conventions) -> None:
+        given = list(src_names)
         super().__init__(src_names, layer_offset)
         layer_re = re.compile(MCORE_LAYER_PATTERN.format(prefix=MCORE_SRC_PREFIX))
         self._by_op: dict[tuple[str, str], tuple[str, bool]] = {}
@@ -591,6 +632,13 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
             )
         self._embedding_sync_map = whole
         self._final_layer_sync_map = {}
+        # Biases (and the sinks) the family declares are synced; others stay dropped.
+        kept = set(self.src_names)
+        self.src_names = [n for n in given if n in kept or self._declared(layer_re, n)]
+
+    def _declared(self, layer_re: re.Pattern[str], name: str) -> bool:
+        match = layer_re.match(name)
+        return match is not None and (_op_key(match.group(2)), match.group(3)) in self._by_op
 
     def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
         found = self._by_op.get((_op_key(op_name), weight_or_bias))
@@ -632,9 +680,49 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
         return ConventionsSyncMap(src_names, src_pipe_layer_offset, conventions(family))
 
     def transform_parameters(self, params_to_sync_list: ParamList) -> ParamList:
-        """The usual transforms, then each layer's local experts stacked into one tensor."""
+        """The usual transforms, then each layer's local experts stacked into one tensor.
+
+        For an attention-sink family (gpt-oss) each expert's fc1 weight and bias rows are
+        then interleaved ``g0, u0, g1, ...`` as vLLM holds them, and each fc2 bias gets one
+        slot per destination slice of this rank: the bias for vLLM tp 0, zeros for the
+        others (``[E_local, d / s, H]``; the exchange of experts keeps the slots).
+        """
         params = super().transform_parameters(params_to_sync_list)
-        return _stack_local_experts(params, self.sync_map.layer_re)
+        params = _stack_local_experts(params, self.sync_map.layer_re)
+        if not self._conventions.expert_bias and not self._interleaved_experts():
+            return params
+        out: ParamList = []
+        for name, tensor in params:
+            expert = _local_expert(name, self.sync_map.layer_re)
+            fc = expert[1] if expert is not None else ""
+            if fc in ("fc1", "fc1_bias") and self._interleaved_experts():
+                tensor = _interleave_halves(tensor)
+            elif fc == "fc2_bias":
+                tensor = self._rank0_slots(tensor)
+            out.append((name, tensor))
+        return out
+
+    zero_value: float = 0.0
+    """What a must-be-zero element is written as (a run of provenance ids sets its padding id)."""
+
+    def _rank0_slots(self, bias: torch.Tensor) -> torch.Tensor:
+        """``[E, H]`` -> ``[E, d / s, H]``: slot i goes to vLLM rank ``r * d / s + i``, and only
+        vLLM tp 0 holds the bias (vLLM adds it once, after the row-parallel all-reduce)."""
+        src_tp = self._args["tensor_model_parallel_size"]
+        dst_args = getattr(getattr(self.dst_model, "module_args", None), "args_dict", None) or {}
+        per = (dst_args.get("tensor_model_parallel_size") or src_tp) // src_tp
+        tp_rank = self.collective.rank() % src_tp  # Megatron numbers ranks tp fastest
+        slots = bias.new_full((bias.shape[0], per, *bias.shape[1:]), self.zero_value)
+        if tp_rank == 0:
+            slots[:, 0] = bias
+        return slots
+
+    @property
+    def _conventions(self) -> Conventions:
+        return conventions(family_of_architecture(self.dst_model.config.architectures[0]))
+
+    def _interleaved_experts(self) -> bool:
+        return self._conventions.dst_expert_fc1 == "interleaved"
 
     def _expert_parallel(self) -> int:
         return self._args.get("expert_model_parallel_size") or 1
@@ -697,8 +785,9 @@ def _local_expert(name: str, layer_re: re.Pattern[str]) -> tuple[str, str, int] 
     ('module.module.decoder.layers.3.mlp.experts.', 'fc2', 7)
     """
     grouped = GROUPED_EXPERT_NAME.match(name)
-    if grouped is not None:
-        return grouped.group(1), grouped.group(2), int(grouped.group(3))
+    if grouped is not None:  # an expert's bias is its own tensor kind: "fc1_bias", "fc2_bias"
+        fc = grouped.group(2) + ("_bias" if grouped.group(3) == "bias" else "")
+        return grouped.group(1), fc, int(grouped.group(4))
     match = layer_re.match(name)
     local = LOCAL_EXPERT_OP.fullmatch(match.group(2)) if match else None
     if local is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from syncviz.cli.args import add_layers_arg
+from syncviz.cli.args import add_engine_arg, add_layers_arg
 from syncviz.cli.command import Command
 from syncviz.cli.interrupts import checkpoint
 from syncviz.cli.output import report_text
@@ -32,6 +32,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dst-tp", type=int, required=True, metavar="D", help="vLLM tp size")
     parser.add_argument("--dst-pp", type=int, default=1, metavar="P", help="vLLM pp size")
+    add_engine_arg(parser)
     add_layers_arg(
         parser,
         default=None,
@@ -71,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         trace=args.trace,
         show_progress=not args.json,
         previous=args.previous,
+        engine=args.engine,
     )
     print(report.to_json() if args.json else report_text(report))
     return report.exit_code

@@ -272,7 +272,7 @@ def _layout_diagram(
         regions = (
             wrong_regions(param, actual, expected, split=split, cache=words) if with_regions else []
         )
-        title = f"vLLM {t.rank_label} (rank {world})"
+        title = f"{plan.dst.engine_name} {t.rank_label} (rank {world})"
         shape = tuple(actual.shape)
         dst_panels.append(Panel(title, world, "dst", shape, got, want, regions, local_ids=actual))
     _mark_shared(dst_panels, table)
@@ -283,7 +283,7 @@ def _layout_diagram(
         problems = findings_words(result)[0].get(key, [])
     title = (
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
-        f" trainer {plan.src.sizes_text()} -> vLLM {plan.dst.sizes_text()}"
+        f" trainer {plan.src.sizes_text()} -> {plan.dst.engine_name} {plan.dst.sizes_text()}"
     )
     recorded = Replayed(lambda: param_steps(result, key)) if steps is None else steps
     d = LayoutDiagram(
@@ -314,7 +314,7 @@ def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
     regions = []
     if words is not None:
         regions = _map_regions(plan, param, table, axis, got_map, t.index, words)
-    title = f"vLLM {t.rank_label} (rank {world})"
+    title = f"{plan.dst.engine_name} {t.rank_label} (rank {world})"
     grid = local_grid(got_map, base, math.prod(param.global_shape))
     return Panel(title, world, "dst", tuple(raw.shape), got, want, regions, grid=grid)
 

@@ -240,7 +240,7 @@ _short = short_label  # kept: importable from here as before
 def _panel_title(ax, lay: PanelLayout, s: int, i: int, p: Panel, per_px: float) -> None:
     """'rank 3 tp1' beside the panel, on the far side from the labels."""
     x0, x1, y0, y1 = lay.extent(s, i, p)
-    text = p.title.replace("trainer ", "").replace("vLLM ", "")
+    text = p.title.split(" ", 1)[-1]  # without the side's word
     if p.shared and s == 2:
         ranks = sorted({r for rs in p.shared.values() for r in rs})
         text += f", shares {len(p.shared)} blocks with rank {', '.join(map(str, ranks))}"

@@ -135,7 +135,7 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
             if s == 1:
                 _outline(draw, r, box)
             _labels(draw, lay, s, i, p, r, px, font)
-            title = p.title.replace("trainer ", "").replace("vLLM ", "")
+            title = p.title.split(" ", 1)[-1]  # without the side's word
             if (e - b) > 18 and (c - a) > 8 * len(title):
                 draw.rectangle(
                     (a + 2, b + 1, a + 6 + draw.textlength(title, font=font), b + FONT_PX + 3),

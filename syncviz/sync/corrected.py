@@ -308,6 +308,8 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
             return param_data
         if role == "whole" or tp_division == 1:
             return param_data
+        if role.startswith("experts_") and self._dst_expert_parallel() > 1:
+            return self._whole_experts(name, param_data, tp_division)
         regroup = {
             "columns": _column_slices,
             "gate_up": _gate_up_pairs,
@@ -315,6 +317,41 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
             "experts_fc2": _expert_fc2_slices,
         }[role]
         return regroup(name, param_data, tp_division)
+
+    # ------------------------------------------- destination expert parallel
+
+    def _dst_expert_parallel(self) -> int:
+        return self.dst_model.module_args.get("expert_model_parallel_size") or 1
+
+    def _whole_experts(self, name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
+        """Every destination rank's whole experts, rank after rank (expert TP 1).
+
+        ``data`` holds every expert whole (``[E, ...]``, after the expert exchange, from a
+        trainer tp of 1); slice r is the experts EP rank r holds, in its local order:
+        ``linear`` (contiguous) or ``round_robin`` (r, r + ep, ...). Written here from
+        vLLM's placement, not taken from the oracle, which judges the result.
+
+        >>> from syncviz import preset
+        >>> from syncviz.sync.adapter import StageActor
+        >>> spec = ModelSpec("t", "qwen3-moe", 1, 8, 2, 2, 8, 64, head_dim=4, num_experts=4,
+        ...                  moe_ffn_hidden_size=4)
+        >>> dst = Parallel(2, ep=2, expert_placement="round_robin")
+        >>> sync = corrected_synchronizer(spec, Parallel(1), dst)
+        >>> sync._whole_experts("w", torch.arange(4.0).view(4, 1, 1), 2).flatten().tolist()
+        [0.0, 2.0, 1.0, 3.0]
+        """
+        ep, experts = self._dst_expert_parallel(), data.shape[0]
+        if parts != ep:
+            raise SyncvizError(
+                f"{name}: a trainer rank sends to {parts} destination ranks, but whole experts"
+                f" go to dst ep ({ep}) ranks",
+                fix="use src tp 1 with dst ep = dst tp (each trainer rank holds every expert"
+                " whole only then)",
+            )
+        if self.dst_model.module_args.get("expert_placement") != "round_robin":
+            return data  # linear: rank after rank, the experts are already in order
+        order = [e for r in range(ep) for e in range(r, experts, ep)]
+        return data[order].contiguous()
 
     def _check_vocab_rows(self, name: str, param_data: torch.Tensor, tp_division: int) -> None:
         """Raise when this shard's vocab rows are not exactly its vLLM ranks' rows."""

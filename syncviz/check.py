@@ -22,6 +22,7 @@ import torch
 
 from syncviz.check_maps import compare_maps, map_index
 from syncviz.oracle import ParamLayout, describe
+from syncviz.oracle.dest import experts_of_rank
 from syncviz.progress import progress
 from syncviz.provenance import Region as MapRegion
 from syncviz.provenance import RegionMap, is_symbolic
@@ -195,6 +196,8 @@ def check(
                 continue
             actual = to_local_ids(plan, param, raw)
             checked = _check_tensor(param, t.tp, world, actual, t.index.ids(), writes, words)
+            if checked.status != "ok" and plan.dst.ep > 1 and param.kind.startswith("experts_"):
+                checked.problems.extend(_placement_words(plan, param, t.tp, world, actual))
             foreign = plan.values == "ids" and bool((actual == FOREIGN_ID).any())
             if foreign:  # ids are model-wide: name the other parameters whose data landed here
                 for other in owners(plan, raw, exclude=param.key):
@@ -218,6 +221,34 @@ def check(
         roles,
         _scaled_sizes(real, plan.spec) if real is not None else [],
     )
+
+
+def _placement_words(plan, param: ParamLayout, tp: int, world: int, actual) -> list[str]:
+    """Under destination expert parallel: the experts a rank holds against those its
+    placement gives it, naming the placement it holds instead when it is one.
+
+    ``actual`` holds this parameter's global ids; each local expert is named by its first.
+    """
+    experts, per = param.global_shape[0], math.prod(param.global_shape[1:])
+    firsts = actual.reshape(actual.shape[0], -1)[:, 0].tolist()
+    held = [int(i) // per if 0 <= i < experts * per else -1 for i in firsts]
+    ep, placement = plan.dst.ep, plan.dst.expert_placement
+    want = experts_of_rank(experts, ep, tp, placement)
+    if held == want:
+        return []
+    line = (
+        f"dst rank {world} (tp {tp}): holds experts {_expert_list(held)}; the {placement}"
+        f" placement over dst ep {ep} gives it experts {_expert_list(want)}"
+    )
+    others = [p for p in ("linear", "round_robin") if p != placement]
+    for other in others:
+        if held == experts_of_rank(experts, ep, tp, other):
+            line += f" (it holds the {other} placement's)"
+    return [line]
+
+
+def _expert_list(experts: list[int]) -> str:
+    return ", ".join("?" if e < 0 else str(e) for e in experts)
 
 
 def findings_words(result: SyncResult) -> tuple[dict[str, list[str]], list[str]]:

@@ -245,3 +245,67 @@ def test_diagnose_sglang_dump_finds_exchanged_experts(moe_checkpoint, tmp_path):
     assert [p.key for p in report.bad()] == [L0 + "mlp.experts.w13_weight"]
     text = " ".join(report.bad()[0].lines())
     assert "expert 0" in text and "expert 1" in text
+
+
+@pytest.mark.parametrize("family", ["llama-mcore", "qwen2", "qwen3-moe"])
+def test_corrected_sync_to_dp_attention(family):
+    """SGLang with DP attention (tp 4, dp_attention 2): the corrected synchronizer gives every
+    rank its attention shard r % 2 and the whole embedding, as the oracle says."""
+    dst = Parallel(tp=4, engine="sglang", dp_attention=2)
+    report = check(run_sync(tiny_spec(family), Parallel(tp=1), dst, synchronizer="corrected"))
+    assert report.ok, report.text()
+    assert report.dst == "tp4 dp-attention2"
+
+
+def test_faithful_port_has_no_dp_attention():
+    """Qwen2 at tp 2: the faithful port is right without DP attention; with dp_attention 2
+    (attention whole on each rank) its QKV weight and bias are found wrong."""
+    spec = tiny_spec("qwen2")
+
+    def bad(dst: Parallel) -> set[str]:
+        return {p.key for p in check(run_sync(spec, Parallel(tp=1), dst, layers=[0])).bad()}
+
+    assert bad(Parallel(tp=2, engine="sglang")) == set()
+    assert bad(Parallel(tp=2, engine="sglang", dp_attention=2)) == {
+        L0 + "self_attn.qkv_proj.weight",
+        L0 + "self_attn.qkv_proj.bias",
+    }
+
+
+def test_dp_attention_sync_needs_src_tp_1():
+    """A sync to DP attention from src tp 2 is refused up front, saying why."""
+    dst = Parallel(tp=4, engine="sglang", dp_attention=2)
+    with pytest.raises(SyncvizError, match=r"dst dp_attention \(2\) needs src tp 1"):
+        run_sync(tiny_spec("llama-mcore"), Parallel(tp=2), dst, synchronizer="corrected")
+
+
+def test_pictures_name_the_engine(tmp_path, capsys):
+    """A layout diagram to SGLang: its title, its panels and its text say SGLang, not vLLM."""
+    from syncviz.diagram import layout_diagram
+    from syncviz.diagram.text import layout_text
+
+    spec = tiny_spec("qwen3")
+    result = run_sync(spec, Parallel(tp=1), Parallel(tp=2, engine="sglang"), layers=[0])
+    d = layout_diagram(result, L0 + "self_attn.o_proj.weight")
+    assert d.title.endswith("trainer tp1 -> SGLang tp2")
+    assert [p.title for p in d.dst] == ["SGLang pp0 tp0 (rank 1)", "SGLang pp0 tp1 (rank 2)"]
+    text = layout_text(d)
+    assert "\nSGLang\n" in text and "vLLM" not in text
+    argv = [
+        "render",
+        "--preset",
+        "qwen3-8b",
+        "--scaled",
+        "--dst-tp",
+        "2",
+        "--engine",
+        "sglang",
+        "--param",
+        "o_proj",
+        "--synchronizer",
+        "corrected",
+        "-o",
+        str(tmp_path / "o.png"),
+    ]
+    assert main(argv) == 0  # fmt: skip
+    assert "every SGLang rank holds what the oracle expects" in capsys.readouterr().out

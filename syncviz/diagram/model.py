@@ -33,6 +33,7 @@ from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, raster, small_work
 from syncviz.diagram.raster_maps import local_grid, map_raster
+from syncviz.engines import DEFAULT_ENGINE, ENGINE
 from syncviz.journey import TraceStep, param_steps
 from syncviz.provenance import is_symbolic
 from syncviz.run.symbolic_state import shard_map
@@ -81,6 +82,7 @@ class LayoutDiagram:
     steps: Sequence[TraceStep] = field(repr=False)
     frame: Frame | None = None
     problems: list[str] = field(default_factory=list)
+    engine: str = ENGINE[DEFAULT_ENGINE].display  # the destination's name, as printed
 
     @property
     def wrong_count(self) -> int:
@@ -298,6 +300,7 @@ def _layout_diagram(
         movement(src_panels, dst_panels, table, axis),
         recorded,
         problems=problems,
+        engine=plan.dst.engine_name,
     )
     if step is not None:
         d.frame = frame(d, step, cell)

@@ -32,6 +32,7 @@ from syncviz.diagram.layout_geometry import (
     PanelLayout,
     outline_segments,
     panel_image,
+    side_label,
 )
 from syncviz.diagram.model import LayoutDiagram, Panel
 from syncviz.diagram.mpl_figure import DPI, Figure
@@ -113,7 +114,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
         xy = (c0, -0.01 * lay.span_along) if d.axis == 0 else (-0.01 * lay.span_along, c0)
         ax.text(
             *xy,
-            name,
+            side_label(name, d.engine),
             ha="center" if d.axis == 0 else "right",
             va="bottom" if d.axis == 0 else "center",
             fontsize=FONT + 1,

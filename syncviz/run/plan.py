@@ -317,8 +317,14 @@ def build_plan(
 
 
 def _check_dst_experts(spec: ModelSpec, src: Parallel, dst: Parallel) -> None:
-    """What the sync executors can carry of the destination's expert parallel (the oracle
-    and ``syncviz layout`` take any valid one)."""
+    """What the sync executors can carry of the destination's expert parallel and DP
+    attention (the oracle and ``syncviz layout`` take any valid one)."""
+    if dst.dp_attention > 1 and src.tp != 1:
+        raise SyncvizError(
+            f"dst dp_attention ({dst.dp_attention}) needs src tp 1 in the sync executors (src tp"
+            f" is {src.tp}): a destination rank receives from one trainer tp rank",
+            fix="use --src-tp 1; `syncviz layout` shows any src tp",
+        )
     if dst.ep == 1:
         return
     if spec.num_experts % dst.ep:

@@ -42,6 +42,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "files",
         "constants",
         "families",
+        "engines",
         "rules",
         "progress",
         "trace",

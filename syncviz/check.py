@@ -39,6 +39,7 @@ import torch
 from syncviz.geometry import meetings
 from syncviz.oracle import ParamLayout, describe
 from syncviz.oracle.index import IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
+from syncviz.oracle.dest import experts_of_rank
 from syncviz.progress import progress
 from syncviz.provenance import Region as MapRegion
 from syncviz.provenance import RegionMap, row_major
@@ -204,7 +205,10 @@ def check(
             world = plan.world_rank("dst", t.pp, t.tp)
             raw = result.dst_tensors[world][t.name]
             writes = result.writes(world).get(t.name, 0)
-            tensors.append(_check_tensor(plan, param, t, world, raw, writes, words))
+            checked = _check_tensor(plan, param, t, world, raw, writes, words)
+            if checked.status != "ok" and plan.dst.ep > 1 and param.kind.startswith("experts_"):
+                checked.problems.extend(_placement_words(plan, param, t.tp, world, raw))
+            tensors.append(checked)
         errors = by_param.get(param.key, [])
         status = (
             "error" if errors else ("ok" if all(c.status == "ok" for c in tensors) else "wrong")
@@ -221,6 +225,35 @@ def check(
         roles,
         _scaled_sizes(real, plan.spec) if real is not None else [],
     )
+
+
+def _placement_words(plan, param: ParamLayout, tp: int, world: int, raw) -> list[str]:
+    """Under destination expert parallel: the experts a rank holds against those its
+    placement gives it, naming the placement it holds instead when it is one.
+
+    Each local expert of ``raw`` (a map of model-wide ids) is named by its first element.
+    """
+    experts, per = param.global_shape[0], math.prod(param.global_shape[1:])
+    firsts = raw.region_map().slice(1, 0, 1).slice(2, 0, 1).materialize().flatten()
+    local = (firsts - plan.id_base[param.key]).tolist()
+    held = [int(i) // per if 0 <= i < experts * per else -1 for i in local]
+    ep, placement = plan.dst.ep, plan.dst.expert_placement
+    want = experts_of_rank(experts, ep, tp, placement)
+    if held == want:
+        return []
+    line = (
+        f"dst rank {world} (tp {tp}): holds experts {_expert_list(held)}; the {placement}"
+        f" placement over dst ep {ep} gives it experts {_expert_list(want)}"
+    )
+    others = [p for p in ("linear", "round_robin") if p != placement]
+    for other in others:
+        if held == experts_of_rank(experts, ep, tp, other):
+            line += f" (it holds the {other} placement's)"
+    return [line]
+
+
+def _expert_list(experts: list[int]) -> str:
+    return ", ".join("?" if e < 0 else str(e) for e in experts)
 
 
 def findings_words(result: SyncResult) -> tuple[dict[str, list[str]], list[str]]:

@@ -1,7 +1,8 @@
-"""Dump what a vLLM rank holds: one safetensors file per rank, for ``syncviz diagnose``.
+"""Dump what an engine rank holds: one safetensors file per rank, for ``syncviz diagnose``.
 
-Run it where the rank's model lives (a vLLM worker, a ChatLearn or verl rollout
-worker). vLLM is imported only when the TP/PP ranks are not given. Beside each
+Run it where the rank's model lives (a vLLM or SGLang worker, a ChatLearn, verl or
+slime rollout worker): :func:`save_vllm_rank` or :func:`save_sglang_rank`. The engine
+is imported only when the TP/PP ranks are not given. Beside each
 rank's file goes a small note (``tp{t}.notes.json``) naming the tensors the
 engine changed after loading, which the file cannot show as they were loaded.
 
@@ -26,6 +27,7 @@ from typing import Any
 
 import torch
 
+from syncviz.engines import EngineInfo, engine
 from syncviz.errors import SyncvizError
 
 NOTES_FORMAT = "syncviz-engine-notes/1"
@@ -42,7 +44,7 @@ def save_vllm_rank(
     pp_size: int | None = None,
     fingerprints: bool = False,
 ) -> Path:
-    """Write this rank's ``model.named_parameters()`` and persistent buffers to
+    """Write this vLLM rank's ``model.named_parameters()`` and persistent buffers to
     ``out_dir/tp{t}.safetensors`` (``pp{p}-tp{t}.safetensors`` when the pipeline has
     more than one stage), and the engine's changes to ``tp{t}.notes.json`` beside it.
 
@@ -65,6 +67,61 @@ def save_vllm_rank(
     on the device, and written to ``tp{t}.fingerprints.safetensors``
     (:mod:`syncviz.fingerprint_dump`), with the same note beside it.
     """
+    return _save_rank(
+        engine("vllm"),
+        model,
+        out_dir,
+        tp_rank=tp_rank,
+        pp_rank=pp_rank,
+        pp_size=pp_size,
+        fingerprints=fingerprints,
+    )
+
+
+def save_sglang_rank(
+    model: Any,
+    out_dir: str | Path,
+    *,
+    tp_rank: int | None = None,
+    pp_rank: int | None = None,
+    pp_size: int | None = None,
+    fingerprints: bool = False,
+) -> Path:
+    """Write this SGLang rank's ``model.named_parameters()`` and persistent buffers (call it
+    after ``load_weights`` or a weight update, in the model runner's worker), as
+    :func:`save_vllm_rank` does for vLLM: the same files, read by ``syncviz diagnose
+    --engine sglang``. Without ``tp_rank`` the ranks come from SGLang's parallel state
+    (``sglang.srt.distributed.parallel_state``); an MoE layer's experts per rank from its
+    ``num_local_experts``.
+
+    >>> import tempfile, torch
+    >>> model = torch.nn.Linear(4, 2, bias=False)
+    >>> save_sglang_rank(model, tempfile.mkdtemp(), tp_rank=0).name
+    'tp0.safetensors'
+    """
+    return _save_rank(
+        engine("sglang"),
+        model,
+        out_dir,
+        tp_rank=tp_rank,
+        pp_rank=pp_rank,
+        pp_size=pp_size,
+        fingerprints=fingerprints,
+    )
+
+
+def _save_rank(
+    info: EngineInfo,
+    model: Any,
+    out_dir: str | Path,
+    *,
+    tp_rank: int | None,
+    pp_rank: int | None,
+    pp_size: int | None,
+    fingerprints: bool,
+) -> Path:
+    """One rank of engine ``info``: see :func:`save_vllm_rank`."""
+    from_engine = f"pass this worker's own rank numbers, or none to read them from {info.display}"
     for name, value, least in (
         ("tp_rank", tp_rank, 0),
         ("pp_rank", pp_rank, 0),
@@ -74,18 +131,18 @@ def save_vllm_rank(
             isinstance(value, bool) or not isinstance(value, int) or value < least
         ):
             raise SyncvizError(
-                f"save_vllm_rank({name}={value!r}): {name} must be an integer, {least} or more",
-                fix="pass this worker's own rank numbers, or none to read them from vLLM",
+                f"{info.dump}({name}={value!r}): {name} must be an integer, {least} or more",
+                fix=from_engine,
             )
     if pp_rank is not None and pp_size is not None and pp_rank >= pp_size:
         raise SyncvizError(
-            f"save_vllm_rank(pp_rank={pp_rank}, pp_size={pp_size}): pp_rank must be below pp_size",
-            fix="pass this worker's own rank numbers, or none to read them from vLLM",
+            f"{info.dump}(pp_rank={pp_rank}, pp_size={pp_size}): pp_rank must be below pp_size",
+            fix=from_engine,
         )
     from safetensors.torch import save_file
 
     if tp_rank is None:
-        tp_rank, pp_now, pp_size_now = _vllm_ranks()
+        tp_rank, pp_now, pp_size_now = _engine_ranks(info)
         pp_rank = pp_now if pp_rank is None else pp_rank
         pp_size = pp_size_now if pp_size is None else pp_size
     pp_rank = 0 if pp_rank is None else pp_rank
@@ -96,7 +153,7 @@ def save_vllm_rank(
     changed: dict[str, dict[str, Any]] = {}
     buffers: list[str] = []
     for name, tensor, owner, is_buffer in _named_tensors(model):
-        note = _change(name, tensor, owner)
+        note = _change(name, tensor, owner, info.expert_count)
         if note is not None:
             changed[name] = note
         if is_buffer:
@@ -120,6 +177,7 @@ def save_vllm_rank(
         "rank": {"tp": tp_rank, "pp": pp_rank, "pp_size": pp_size},
         "changed": changed,
         "buffers": buffers,
+        **({} if info.name == "vllm" else {"engine": info.name}),
     }
     notes_path(path).write_text(json.dumps(note, indent=1), encoding="utf-8")
     return path
@@ -174,10 +232,12 @@ def _named_tensors(model: Any):
             yield prefix + local, tensor, module, is_buffer
 
 
-def _change(name: str, tensor: torch.Tensor, owner: Any) -> dict[str, Any] | None:
+def _change(
+    name: str, tensor: torch.Tensor, owner: Any, expert_count: str = "local_num_experts"
+) -> dict[str, Any] | None:
     """What the engine changed about this tensor, or None when it looks as loaded."""
     shape, dtype = list(tensor.shape), str(tensor.dtype).removeprefix("torch.")
-    expected_shape = _declared_shape(name.rsplit(".", 1)[-1], owner)
+    expected_shape = _declared_shape(name.rsplit(".", 1)[-1], owner, expert_count)
     expected_dtype = getattr(owner, "params_dtype", None)
     note: dict[str, Any] = {"shape": shape, "dtype": dtype}
     if expected_shape is not None:
@@ -195,9 +255,13 @@ def _change(name: str, tensor: torch.Tensor, owner: Any) -> dict[str, Any] | Non
     return None
 
 
-def _declared_shape(local: str, owner: Any) -> tuple[int, ...] | None:
-    """The per-rank shape a vLLM layer declares for its parameter ``local``, if it says."""
+def _declared_shape(
+    local: str, owner: Any, expert_count: str = "local_num_experts"
+) -> tuple[int, ...] | None:
+    """The per-rank shape an engine layer declares for its parameter ``local``, if it says
+    (``expert_count``: the MoE layer's attribute counting the rank's experts)."""
     size = {k: getattr(owner, k, None) for k in _DECLARED}
+    size["local_num_experts"] = getattr(owner, expert_count, None)
     if not all(isinstance(v, int) or v is None for v in size.values()):
         return None
     out, inp = size["output_size_per_partition"], size["input_size_per_partition"]
@@ -226,20 +290,23 @@ _DECLARED = (
 )
 
 
-def _vllm_ranks() -> tuple[int, int, int]:
-    """(tp rank, pp rank, pp size) from vLLM's parallel state."""
+def _engine_ranks(info: EngineInfo) -> tuple[int, int, int]:
+    """(tp rank, pp rank, pp size) from the engine's parallel state."""
+    import importlib
+
     try:
-        from vllm.distributed import parallel_state as ps
+        ps = importlib.import_module(info.parallel_state)
     except ImportError:
         raise SyncvizError(
-            "vLLM is not importable here, so the rank is unknown",
-            fix="call save_vllm_rank inside a vLLM worker, or pass tp_rank=, pp_rank=, pp_size=",
+            f"{info.display} is not importable here, so the rank is unknown",
+            fix=f"call {info.dump} inside a {info.display} worker, or pass tp_rank=, pp_rank=,"
+            " pp_size=",
         ) from None
     try:
         pp = ps.get_pp_group()
         return ps.get_tensor_model_parallel_rank(), pp.rank_in_group, pp.world_size
     except (AssertionError, AttributeError) as err:
         raise SyncvizError(
-            f"vLLM's parallel state is not initialised here ({err})",
-            fix="call save_vllm_rank in a worker of a running engine, or pass the ranks",
+            f"{info.display}'s parallel state is not initialised here ({err})",
+            fix=f"call {info.dump} in a worker of a running engine, or pass the ranks",
         ) from None

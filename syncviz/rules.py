@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, cast
 
 from syncviz.constants import VLLM_VOCAB_PADDING
+from syncviz.engines import ENGINE, engine
 from syncviz.errors import SyncvizError
 from syncviz.families import is_hep
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # both sit on floors above this one; the rules only read thei
 
 Side = Literal["src", "dst"]
 Need = Literal["layout", "sync"]
-FIELDS = ("src.tp", "src.pp", "src.ep", "dst.tp", "dst.pp", "dst.ep")
+FIELDS = ("src.tp", "src.pp", "src.ep", "dst.tp", "dst.pp", "dst.ep", "dst.dp_attention")
 
 Holds = Callable[["Parallel", "Parallel"], bool]
 Say = Callable[["Parallel", "Parallel"], str]
@@ -125,8 +126,8 @@ def attention_rules(side: Side, heads: int, groups: int) -> list[Rule]:
     found = [
         Rule(
             (f"{side}.tp",),
-            lambda a, b: heads % of(a, b).tp == 0,
-            lambda a, b: f"{side} tp ({of(a, b).tp}) must divide num_attention_heads ({heads})",
+            lambda a, b: heads % _attn_tp(of(a, b)) == 0,
+            lambda a, b: f"{_attn_words(side, of(a, b))} must divide num_attention_heads ({heads})",
         )
     ]
     if side == "src":  # Megatron splits the K/V groups over tp
@@ -141,14 +142,28 @@ def attention_rules(side: Side, heads: int, groups: int) -> list[Rule]:
         found.append(
             Rule(
                 ("dst.tp",),
-                lambda a, b: groups % b.tp == 0 or b.tp % groups == 0,
+                lambda a, b: groups % _attn_tp(b) == 0 or _attn_tp(b) % groups == 0,
                 lambda a, b: (
-                    f"dst tp ({b.tp}) and num_query_groups ({groups}) must divide one another"
+                    f"{_attn_words('dst', b)} and num_query_groups ({groups}) must divide one"
+                    " another"
                     " (K/V heads are split over tp, or each is replicated on tp/groups ranks)"
                 ),
             )
         )
     return found
+
+
+def _attn_tp(sizes: Parallel) -> int:
+    """The ranks attention is sharded over (``tp / dp_attention``; a side without it: tp)."""
+    return sizes.tp // getattr(sizes, "dp_attention", 1)
+
+
+def _attn_words(side: Side, sizes: Parallel) -> str:
+    """``dst tp (4)``, or with DP attention ``dst attention tp (tp 8 / dp_attention 2 = 4)``."""
+    dp = getattr(sizes, "dp_attention", 1)
+    if dp == 1:
+        return f"{side} tp ({sizes.tp})"
+    return f"{side} attention tp (tp {sizes.tp} / dp_attention {dp} = {sizes.tp // dp})"
 
 
 def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
@@ -168,9 +183,21 @@ def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
         found.append(divides("num_query_groups", spec.num_query_groups, why))
     if not spec.is_moe:  # an MoE model here has no dense MLP; its intermediate_size is unused
         found.append(divides("ffn_hidden_size", spec.ffn_hidden_size))
-    if spec.is_moe and (side == "dst" or not hep):
+    if spec.is_moe and side == "src" and not hep:
         why = " (each expert's FFN is split over tp)"
         found.append(divides("moe_ffn_hidden_size", spec.moe_ffn_hidden_size, why))
+    if spec.is_moe and side == "dst":  # with expert parallel, experts are whole on each rank
+        inter = spec.moe_ffn_hidden_size
+        found.append(
+            Rule(
+                ("dst.tp",),
+                lambda a, b: b.ep > 1 or inter % b.tp == 0,
+                lambda a, b: (
+                    f"dst tp ({b.tp}) must divide moe_ffn_hidden_size ({inter})"
+                    " (each expert's FFN is split over tp)"
+                ),
+            )
+        )
     if spec.shared_expert_ffn_hidden_size:
         found.append(divides("shared_expert_ffn_hidden_size", spec.shared_expert_ffn_hidden_size))
     if side == "dst":  # Megatron pads its vocab to 128 * tp, so only vLLM's padding can fail
@@ -211,6 +238,55 @@ def _src_ep_rules(spec: ModelSpec, hep: bool) -> list[Rule]:
     ]
 
 
+def _dst_ep_rules(spec: ModelSpec) -> list[Rule]:
+    """The destination's expert parallel: whole experts on each rank (expert TP 1) over an
+    EP group of tp x dp ranks (vLLM; one replica here, so ep is 1 or tp)."""
+    experts = spec.num_experts
+    if not spec.is_moe:
+        return [
+            Rule(
+                ("dst.ep",),
+                lambda a, b: b.ep == 1,
+                lambda a, b: f"dst ep ({b.ep}) must be 1 for a dense model (num_experts is 0)",
+            )
+        ]
+    return [
+        Rule(
+            ("dst.ep",),
+            lambda a, b: b.ep <= experts,
+            lambda a, b: f"dst ep ({b.ep}) must be at most num_experts ({experts})",
+        ),
+        Rule(
+            ("dst.ep", "dst.tp"),
+            lambda a, b: b.ep in (1, b.tp),
+            lambda a, b: (
+                f"dst ep ({b.ep}) must be 1 or dst tp ({b.tp}): the engine's expert-parallel"
+                " group is its tp x dp ranks (one replica here), each holding whole experts"
+            ),
+        ),
+    ]
+
+
+def _dp_attention_rules() -> list[Rule]:
+    """DP attention (SGLang): attention over tp / dp_attention ranks, on engines that have it."""
+    able = tuple(e.display for e in ENGINE.values() if e.dp_attention)
+    return [
+        Rule(
+            ("dst.dp_attention",),
+            lambda a, b: b.dp_attention == 1 or engine(b.engine).dp_attention,
+            lambda a, b: (
+                f"dst dp_attention ({b.dp_attention}) needs an engine with DP attention"
+                f" ({', '.join(able)}); {engine(b.engine).display} has none"
+            ),
+        ),
+        Rule(
+            ("dst.dp_attention", "dst.tp"),
+            lambda a, b: b.tp % b.dp_attention == 0,
+            lambda a, b: f"dst dp_attention ({b.dp_attention}) must divide dst tp ({b.tp})",
+        ),
+    ]
+
+
 def _pp_rule(spec: ModelSpec, side: Side) -> Rule:
     of = _side_of(side)
     layers = spec.num_layers
@@ -234,14 +310,8 @@ def rules(spec: ModelSpec, *, hep: bool | None = None) -> list[Rule]:
     """
     hep = is_hep(spec.family) if hep is None else hep
     cross = [
-        Rule(
-            ("dst.ep",),
-            lambda a, b: b.ep == 1,
-            lambda a, b: (
-                f"dst ep ({b.ep}) must be 1 (the vLLM side has no expert parallel here;"
-                " it splits every expert over tp)"
-            ),
-        ),
+        *_dst_ep_rules(spec),
+        *_dp_attention_rules(),
         Rule(
             ("dst.tp", "src.tp"),
             # The sync sends each source rank's regrouped shard to dst.tp / src.tp ranks.
@@ -382,7 +452,7 @@ def _split(field: str) -> tuple[Side, str]:
     if field not in FIELDS:
         raise SyncvizError(
             f"field {field!r} is not known",
-            fix="use src.tp, src.pp, src.ep, dst.tp, dst.pp or dst.ep",
+            fix="use " + ", ".join(FIELDS),
         )
     return cast(Side, side), name
 
@@ -399,6 +469,10 @@ def _candidates(spec: ModelSpec, field: str) -> tuple[int, ...]:
         return _divisors(spec.num_layers)
     if side == "src" and spec.is_moe:
         return _divisors(spec.num_experts)
+    if name == "ep" and spec.is_moe:  # the destination's: whole experts, up to one a rank
+        return tuple(range(1, spec.num_experts + 1))
+    if name == "dp_attention":
+        return _divisors(spec.num_attention_heads)
     return (1,)
 
 

@@ -47,7 +47,7 @@ def test_help_shows_defaults(capsys) -> None:
     """`check --help` says what an omitted size is: tp 1 -> 1, synchronizer chatlearn."""
     assert main(["check", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "trainer tp size (default: 1)" in out and "vLLM tp size (default: 1)" in out
+    assert "trainer tp size (default: 1)" in out and "inference engine tp size (default: 1)" in out
     assert "package.module:ClassName (default: chatlearn)" in out
 
 

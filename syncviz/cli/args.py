@@ -24,8 +24,9 @@ import os
 import sys
 from typing import ClassVar
 
+from syncviz.engines import DEFAULT_ENGINE, ENGINE_NAMES
 from syncviz.errors import SyncvizError
-from syncviz.parallel import Parallel, validate
+from syncviz.parallel import EXPERT_PLACEMENTS, Parallel, validate
 from syncviz.presets import PRESETS, preset, shipped_config, shipped_configs
 from syncviz.rules import spoken
 from syncviz.spec import ModelSpec
@@ -74,18 +75,51 @@ def load_spec(args: argparse.Namespace) -> ModelSpec:
 
 
 def add_parallel_args(parser: argparse.ArgumentParser) -> None:
-    """``--src-tp --src-pp --src-ep --dst-tp --dst-pp`` (each defaults to 1)."""
-    for side, who in (("src", "trainer"), ("dst", "vLLM")):
-        for size in ("tp", "pp") + (("ep",) if side == "src" else ()):
+    """``--src-tp --src-pp --src-ep --dst-tp --dst-pp --dst-ep`` (each defaults to 1), and the
+    destination's engine: ``--engine``, ``--dst-expert-placement``, ``--dst-dp-attention``."""
+    for side, who in (("src", "trainer"), ("dst", "inference engine")):
+        for size in ("tp", "pp", "ep"):
             parser.add_argument(
                 f"--{side}-{size}", type=int, default=1, metavar="N", help=f"{who} {size} size"
             )
+    add_engine_arg(parser)
+    parser.add_argument(
+        "--dst-expert-placement",
+        choices=EXPERT_PLACEMENTS,
+        default="linear",
+        help="how the engine places whole experts under --dst-ep: contiguous (linear,"
+        " the first E mod ep ranks one more) or rank r holding r, r+ep, ... (round_robin)",
+    )
+    parser.add_argument(
+        "--dst-dp-attention",
+        type=int,
+        default=1,
+        metavar="N",
+        help="DP attention size (SGLang): attention sharded over dst tp / N ranks",
+    )
+
+
+def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    """``--engine vllm|sglang`` (default vllm): the destination engine (``syncviz.engines``)."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_NAMES,
+        default=DEFAULT_ENGINE,
+        help="the inference engine the weights go to (default vllm)",
+    )
 
 
 def load_parallel(args: argparse.Namespace) -> tuple[Parallel, Parallel]:
     """The (src, dst) sizes from :func:`add_parallel_args`."""
     src = Parallel(tp=args.src_tp, pp=args.src_pp, ep=args.src_ep)
-    dst = Parallel(tp=args.dst_tp, pp=args.dst_pp)
+    dst = Parallel(
+        tp=args.dst_tp,
+        pp=args.dst_pp,
+        ep=args.dst_ep,
+        engine=args.engine,
+        expert_placement=args.dst_expert_placement,
+        dp_attention=args.dst_dp_attention,
+    )
     return src, dst
 
 

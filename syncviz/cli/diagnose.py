@@ -1,4 +1,4 @@
-"""``syncviz diagnose``: judge real vLLM rank dumps against the checkpoint they came from.
+"""``syncviz diagnose``: judge real engine rank dumps (vLLM, SGLang) against their checkpoint.
 
 Exit 0 when every tensor matches, 1 on any mismatch, missing or stale tensor, 2
 when nothing judged is wrong but some tensor was not checkable (the engine emptied
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from syncviz.cli.args import add_layers_arg
+from syncviz.cli.args import add_engine_arg, add_layers_arg
 from syncviz.cli.command import Command
 from syncviz.cli.interrupts import checkpoint
 from syncviz.cli.output import report_text
@@ -28,10 +28,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--dump",
         required=True,
         metavar="DUMP_DIR",
-        help="one tp{t}.safetensors per vLLM rank (pp{p}-tp{t}.safetensors when --dst-pp > 1)",
+        help="one tp{t}.safetensors per engine rank (pp{p}-tp{t}.safetensors when --dst-pp > 1)",
     )
-    parser.add_argument("--dst-tp", type=int, required=True, metavar="D", help="vLLM tp size")
-    parser.add_argument("--dst-pp", type=int, default=1, metavar="P", help="vLLM pp size")
+    parser.add_argument("--dst-tp", type=int, required=True, metavar="D", help="engine tp size")
+    parser.add_argument("--dst-pp", type=int, default=1, metavar="P", help="engine pp size")
+    add_engine_arg(parser)
     add_layers_arg(
         parser,
         default=None,
@@ -71,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         trace=args.trace,
         show_progress=not args.json,
         previous=args.previous,
+        engine=args.engine,
     )
     print(report.to_json() if args.json else report_text(report))
     return report.exit_code
@@ -78,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     "diagnose",
-    "judge real vLLM rank dumps against their checkpoint (exit 1 on a mismatch)",
+    "judge real engine rank dumps against their checkpoint (exit 1 on a mismatch)",
     _configure,
     _run,
 )

@@ -64,6 +64,12 @@ def _layout_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dst_extra(dst) -> str:
+    """The destination's expert parallel and DP attention, when set (nothing otherwise)."""
+    extra = f" ep={dst.ep} ({dst.expert_placement})" if dst.ep > 1 else ""
+    return extra + (f" dp_attention={dst.dp_attention}" if dst.dp_attention > 1 else "")
+
+
 def _describe_layer(spec, src, dst, layer: int, with_globals: bool) -> None:
     from syncviz.oracle import model_layout
 
@@ -72,12 +78,13 @@ def _describe_layer(spec, src, dst, layer: int, with_globals: bool) -> None:
     layout = model_layout(spec, src, dst, layers=[layer], include_globals=with_globals)
     say(
         f"{spec.name} ({spec.family}), layer {layer}: trainer tp={src.tp} pp={src.pp}"
-        f" ep={src.ep} -> vLLM tp={dst.tp} pp={dst.pp}"
+        f" ep={src.ep} -> {dst.engine_name} tp={dst.tp} pp={dst.pp}{_dst_extra(dst)}"
     )
     src_stage, dst_stage = layout.src_stage(layer), layout.dst_stage(layer)
     local = layer - src_stage * (spec.num_layers // src.pp)
     say(
-        f"trainer stage {src_stage} holds it as its local layer {local}; vLLM stage {dst_stage}"
+        f"trainer stage {src_stage} holds it as its local layer {local}; {dst.engine_name} stage"
+        f" {dst_stage}"
         f" names it by its global index {layer}"
     )
     for param in layout.params:

@@ -145,7 +145,7 @@ def _words(diagram) -> list[str]:
     lines += diagram.problems
     if diagram.frame is not None:
         lines += [diagram.frame.text, *diagram.frame.region_lines()]
-    return lines or ["every vLLM rank holds what the oracle expects"]
+    return lines or [f"every {diagram.engine} rank holds what the oracle expects"]
 
 
 def resolve_param(keys: list[str], name: str | None) -> str:

@@ -46,6 +46,7 @@ def diagnose(
     trace: str | Path | None = None,
     show_progress: bool = False,
     previous: Iterable[str | Path] = (),
+    engine: str = "vllm",
 ) -> DiagnosisReport:
     """Judge the vLLM ranks' tensors in ``dump`` against the checkpoint folder ``reference``.
 
@@ -61,7 +62,8 @@ def diagnose(
     checkpoints (same format as ``reference``): wrong values found in one read as
     its stale values, and a rank holding them everywhere as a rank that missed the
     update. Tensors the engine emptied or changed after loading are not checkable
-    (never wrong).
+    (never wrong). ``engine`` (``"vllm"`` or ``"sglang"``, :mod:`syncviz.engines`) is the
+    engine the dump came from: its names and its per-rank layout.
 
     Returns a :class:`~syncviz.diagnose.words.DiagnosisReport`, the checker's
     :class:`~syncviz.check.CheckReport` with the reasons tensors were not checkable
@@ -80,6 +82,7 @@ def diagnose(
         show_progress=show_progress,
         previous=previous,
         files=PrintFiles() if has_fingerprints(dump) else None,
+        engine=engine,
     )
     report = _report(diagnosis)
     traces = None if trace is None else load_traces(trace, dst_tp * dst_pp)

@@ -48,6 +48,7 @@ from syncviz.diagnose.segments import (
     wide,
 )
 from syncviz.dump import read_notes
+from syncviz.engines import DEFAULT_ENGINE
 from syncviz.errors import SyncvizError
 from syncviz.oracle import ModelLayout, ParamLayout, model_layout
 from syncviz.oracle.dest import dest_maps
@@ -271,6 +272,7 @@ def run_diagnosis(
     show_progress: bool = False,
     previous: Iterable[str | Path] = (),
     files: Any = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> Diagnosis:
     """Read, compare and decode; see :func:`syncviz.diagnose.diagnose` for the report.
 
@@ -281,19 +283,19 @@ def run_diagnosis(
     ref = Reference(reference)
     spec = ref.spec
     earlier = [_previous(ref, p) for p in previous]
-    dst = Parallel(tp=dst_tp, pp=dst_pp)
+    dst = Parallel(tp=dst_tp, pp=dst_pp, engine=engine)
     wanted = None if layers is None else tuple(layers)
     with_globals = (wanted is None) if include_globals is None else include_globals
     layout = model_layout(spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
     whole = model_layout(spec, REFERENCE, dst)
     dumps = files.open(dump, dst_tp, dst_pp)
-    engine = _engine_notes(dumps)
-    notes = placement_notes(layout, whole, dumps, engine, files.rank_pattern)
+    engine_notes = _engine_notes(dumps)
+    notes = placement_notes(layout, whole, dumps, engine_notes, files.rank_pattern)
     require_fitting_shapes(layout, dumps)
     decoded: list[list[Decoded]] = []
     pending: list[Pending] = []
     for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
-        decoded.append(_judge(ref, i, param, dumps, pending, engine, files))
+        decoded.append(_judge(ref, i, param, dumps, pending, engine_notes, files))
     if pending:
         _search_elsewhere(ref, layout, pending)
     for k, prev in enumerate(earlier):

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from syncviz.diagnose.tensor_file import TensorFile
+from syncviz.engines import ENGINE
 from syncviz.errors import SyncvizError
 
 # Top-level module names of a vLLM causal LM (its own names, without a wrapper).
@@ -33,8 +34,10 @@ _ROOTS = ("model.", "lm_head.", "transformer.")
 
 
 def normalise(name: str) -> str:
-    """The oracle's key for a vLLM parameter name in any of the accepted spellings."""
-    name = name.replace(".experts.routed_experts.", ".experts.")
+    """The oracle's key for an engine's parameter name in any of the accepted spellings
+    (each engine record's routed-expert spellings, see :mod:`syncviz.engines`)."""
+    for info in ENGINE.values():
+        name = info.canonical_name(name)
     if name.startswith("module."):  # a DDP/DeepSpeed-style wrapper around the engine model
         name = name[len("module.") :]
     # A ChatLearn-style wrapper adds one "model." in front of vLLM's own names.

@@ -173,11 +173,13 @@ def write_dumps(
     swap_files: bool = False,
     naming: str = "vllm",
     layers: list[int] | None = None,
+    engine: str = "vllm",
 ) -> None:
     """Write every vLLM rank's dump of the checkpoint in ``reference``, as the layout rules cut it.
 
     ``bugs`` maps a parameter kind to one of :data:`BUGS`, planted at layer 0 (or
     in that global parameter); ``swap_files`` exchanges the files of tp 0 and tp 1.
+    ``engine`` is the engine whose names and per-rank layout the dumps take.
     """
     from safetensors.torch import save_file
 
@@ -189,7 +191,11 @@ def write_dumps(
                 f"unknown bug {bug!r} for {kind}", fix="use one of " + ", ".join(BUGS)
             )
     layout = model_layout(
-        spec, Parallel(tp=1), Parallel(tp=tp, pp=pp), layers=layers, include_globals=True
+        spec,
+        Parallel(tp=1),
+        Parallel(tp=tp, pp=pp, engine=engine),
+        layers=layers,
+        include_globals=True,
     )
     files: dict[tuple[int, int], dict[str, torch.Tensor]] = {
         (p, t): {} for p in range(pp) for t in range(tp)

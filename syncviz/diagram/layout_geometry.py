@@ -24,6 +24,15 @@ MAX_REGION_LINES = 6  # region lines inside the figure; every region is in the t
 SIDES = ("trainer", "vLLM holds", "vLLM expected")
 
 
+def side_label(side: str, engine: str) -> str:
+    """How a side (one of :data:`SIDES`, which stay its keys) is drawn for ``engine``.
+
+    >>> side_label("vLLM holds", "SGLang"), side_label("trainer", "SGLang")
+    ('SGLang holds', 'trainer')
+    """
+    return side.replace("vLLM", engine, 1)
+
+
 def panel_image(panel_raster) -> np.ndarray:
     """RGB of a raster, two pixels per cell so mixed cells can be dotted.
 

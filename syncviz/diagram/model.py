@@ -33,6 +33,7 @@ from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, small_work
 from syncviz.diagram.raster_maps import local_grid, map_raster
+from syncviz.engines import DEFAULT_ENGINE, ENGINE
 from syncviz.journey import TraceStep, param_steps
 from syncviz.run.symbolic_state import shard_map
 
@@ -80,6 +81,7 @@ class LayoutDiagram:
     steps: Sequence[TraceStep] = field(repr=False)
     frame: Frame | None = None
     problems: list[str] = field(default_factory=list)
+    engine: str = ENGINE[DEFAULT_ENGINE].display  # the destination's name, as printed
 
     @property
     def wrong_count(self) -> int:
@@ -261,7 +263,7 @@ def _layout_diagram(
         problems = findings_words(result)[0].get(key, [])
     title = (
         f"{key} {list(param.global_shape)} ({param.kind}): {plan.spec.name},"
-        f" trainer {plan.src.sizes_text()} -> vLLM {plan.dst.sizes_text()}"
+        f" trainer {plan.src.sizes_text()} -> {plan.dst.engine_name} {plan.dst.sizes_text()}"
     )
     recorded = Replayed(lambda: param_steps(result, key)) if steps is None else steps
     d = LayoutDiagram(
@@ -276,6 +278,7 @@ def _layout_diagram(
         movement(src_panels, dst_panels, table, axis),
         recorded,
         problems=problems,
+        engine=plan.dst.engine_name,
     )
     if step is not None:
         d.frame = frame(d, step, cell)
@@ -292,7 +295,7 @@ def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
     regions = []
     if words is not None:
         regions = _map_regions(plan, param, table, axis, got_map, t.index, words)
-    title = f"vLLM {t.rank_label} (rank {world})"
+    title = f"{plan.dst.engine_name} {t.rank_label} (rank {world})"
     grid = local_grid(got_map, base, math.prod(param.global_shape))
     return Panel(title, world, "dst", tuple(raw.shape), got, want, regions, grid=grid)
 

@@ -32,6 +32,7 @@ from syncviz.diagram.layout_geometry import (
     PanelLayout,
     outline_segments,
     panel_image,
+    side_label,
 )
 from syncviz.diagram.model import LayoutDiagram, Panel
 from syncviz.diagram.mpl_figure import DPI, Figure
@@ -113,7 +114,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
         xy = (c0, -0.01 * lay.span_along) if d.axis == 0 else (-0.01 * lay.span_along, c0)
         ax.text(
             *xy,
-            name,
+            side_label(name, d.engine),
             ha="center" if d.axis == 0 else "right",
             va="bottom" if d.axis == 0 else "center",
             fontsize=FONT + 1,
@@ -240,7 +241,7 @@ _short = short_label  # kept: importable from here as before
 def _panel_title(ax, lay: PanelLayout, s: int, i: int, p: Panel, per_px: float) -> None:
     """'rank 3 tp1' beside the panel, on the far side from the labels."""
     x0, x1, y0, y1 = lay.extent(s, i, p)
-    text = p.title.replace("trainer ", "").replace("vLLM ", "")
+    text = p.title.split(" ", 1)[-1]  # without the side's word
     if p.shared and s == 2:
         ranks = sorted({r for rs in p.shared.values() for r in rs})
         text += f", shares {len(p.shared)} blocks with rank {', '.join(map(str, ranks))}"

@@ -29,6 +29,7 @@ from syncviz.diagram.layout_geometry import (
     PanelLayout,
     outline_segments,
     panel_image,
+    side_label,
 )
 from syncviz.diagram.model import LayoutDiagram
 from syncviz.diagram.palette import WRONG, family_rgb, hex_rgb
@@ -135,7 +136,7 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
             if s == 1:
                 _outline(draw, r, box)
             _labels(draw, lay, s, i, p, r, px, font)
-            title = p.title.replace("trainer ", "").replace("vLLM ", "")
+            title = p.title.split(" ", 1)[-1]  # without the side's word
             if (e - b) > 18 and (c - a) > 8 * len(title):
                 draw.rectangle(
                     (a + 2, b + 1, a + 6 + draw.textlength(title, font=font), b + FONT_PX + 3),
@@ -145,12 +146,13 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
             panels.append({"side": SIDES[s], "rank": p.rank, "box": box, "cells": list(r.cells)})
     for s, name in enumerate(SIDES):
         mid = lay.offsets[s] + lay.across / 2
+        label = side_label(name, d.engine)
         if d.axis == 0:
             x, y = px(mid, 0)
-            draw.text((x, y - 4), name, fill="black", font=font, anchor="mb")
+            draw.text((x, y - 4), label, fill="black", font=font, anchor="mb")
         else:
             x, y = px(0, mid)
-            draw.text((x - 8, y), name, fill="black", font=font, anchor="rm")
+            draw.text((x - 8, y), label, fill="black", font=font, anchor="rm")
     y = top + plot_h + 22
     for text, color in lines:
         draw.text((8, y), text, fill=color if color != WRONG else "#A0105A", font=font)

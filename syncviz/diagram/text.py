@@ -54,7 +54,7 @@ def layout_text(d: LayoutDiagram, inner: bool = False) -> str:
     lines = [f"layout {d.title}", "trainer"]
     for panel in d.src:
         lines += panel_text(panel, inner=inner)
-    lines.append("vLLM")
+    lines.append(d.engine)
     for panel in d.dst:
         lines += panel_text(panel, inner=inner)
     lines.append(f"movement ({unit})")
@@ -64,7 +64,7 @@ def layout_text(d: LayoutDiagram, inner: bool = False) -> str:
         for panel in d.frame.inputs + d.frame.outputs:
             lines += panel_text(panel, inner=inner)
         lines += [f"  {line}" for line in d.frame.region_lines()]
-        lines.append(f"vLLM as written by steps 1-{d.frame.number}")
+        lines.append(f"{d.engine} as written by steps 1-{d.frame.number}")
         for panel in d.frame.filled:
             lines.append(f"  {panel.title}")
             lines += [f"    {line}" for line in raster_text(panel.actual, inner).splitlines()]

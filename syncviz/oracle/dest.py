@@ -1,10 +1,12 @@
-"""What each vLLM tensor-parallel rank must hold of one parameter kind.
+"""What each destination (inference engine) rank must hold of one parameter kind.
 
 The rules of LAYOUTS.md, "Destination": QKVParallelLinear (K/V heads
 replicated when the TP size exceeds the K/V head count),
 MergedColumnParallelLinear, RowParallelLinear, VocabParallelEmbedding
-(vocab padded to a multiple of 64), FusedMoE without expert parallel.
-Identical for every family; only the names differ (see families.py).
+(vocab padded to a multiple of 64), FusedMoE without expert parallel, or with it
+(whole experts per rank, see :func:`experts_of_rank`). Identical for every family;
+only the names differ (see families.py). The destination's engine and sizes
+(``Parallel``: ``ep``, ``expert_placement``, ``dp_attention``) say the rest.
 
 >>> from syncviz.spec import ModelSpec
 >>> spec = ModelSpec("tiny", "llama-mcore", 2, 8, 4, 2, 4, 70)
@@ -14,13 +16,17 @@ Identical for every family; only the names differ (see families.py).
 
 from __future__ import annotations
 
-from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.oracle.biased import BIASED_KINDS, biased_dest_maps, expert_fc1_map
+from syncviz.engines import engine
 from syncviz.oracle.blocks import global_shape
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.oracle.slicing import cols_map, padded_rows_map, round_up, rows_map
 from syncviz.oracle.source import COLUMN_KINDS, REPLICATED_KINDS, qkv_head_rows
+from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
+
+ATTENTION_KINDS = frozenset({"qkv", "qkv_bias", "o_proj"})
+"""Kinds sharded over the attention ranks (``tp / dp_attention`` under DP attention)."""
 
 
 def kv_heads_of_rank(spec: ModelSpec, d: int, r: int) -> range:
@@ -39,17 +45,57 @@ def kv_heads_of_rank(spec: ModelSpec, d: int, r: int) -> range:
     return range(head, head + 1)
 
 
-def dest_maps(kind: str, spec: ModelSpec, d: int) -> list[IndexMap]:
-    """The index map of ``kind`` on each of the ``d`` vLLM TP ranks."""
+def experts_of_rank(experts: int, ep: int, rank: int, placement: str = "linear") -> list[int]:
+    """The (global) experts destination EP rank ``rank`` of ``ep`` holds, in local order.
+
+    ``linear``: contiguous, the first ``experts mod ep`` ranks one more; ``round_robin``:
+    ``rank, rank + ep, ...`` (vLLM's placements).
+
+    >>> [experts_of_rank(6, 4, r) for r in range(4)]
+    [[0, 1], [2, 3], [4], [5]]
+    >>> [experts_of_rank(6, 4, r, "round_robin") for r in range(4)]
+    [[0, 4], [1, 5], [2], [3]]
+    """
+    if placement == "round_robin":
+        return list(range(rank, experts, ep))
+    base, extra = divmod(experts, ep)
+    start = rank * base + min(rank, extra)
+    return list(range(start, start + base + (rank < extra)))
+
+
+def dest_maps(kind: str, spec: ModelSpec, d: int, dst: Parallel | None = None) -> list[IndexMap]:
+    """The index map of ``kind`` on each of the ``d`` destination TP ranks.
+
+    ``dst`` (default ``Parallel(tp=d)``) gives the engine, its expert parallel and its
+    DP attention; its ``tp`` must be ``d``.
+    """
+    dst = dst or Parallel(tp=d)
     shape = global_shape(kind, spec)
+    if dst.ep > 1 and kind in ("experts_w13", "experts_w2"):
+        return [_expert_map(kind, shape, dst, r) for r in range(d)]
     if kind in BIASED_KINDS:  # attention-sink models' biases and sinks (oracle.biased)
         return biased_dest_maps(kind, spec, d)
     if kind == "experts_w13" and spec.interleaved_experts:
         return [expert_fc1_map(shape, spec, d, r) for r in range(d)]
-    return [_dest_map(kind, spec, shape, d, r) for r in range(d)]
+    if kind in ATTENTION_KINDS and dst.attn_tp != d:  # rank r holds attention shard r % attn_tp
+        per = [_dest_map(kind, spec, shape, dst.attn_tp, r) for r in range(dst.attn_tp)]
+        return [per[r % dst.attn_tp] for r in range(d)]
+    info = engine(dst.engine)
+    if kind == "embed" and dst.dp_attention > 1 and info.dp_attention_embed == "replicated":
+        return [_dest_map(kind, spec, shape, 1, 0, info.vocab_padding)] * d
+    return [_dest_map(kind, spec, shape, d, r, info.vocab_padding) for r in range(d)]
 
 
-def _dest_map(kind: str, spec: ModelSpec, shape: tuple[int, ...], d: int, r: int) -> IndexMap:
+def _expert_map(kind: str, shape: tuple[int, ...], dst: Parallel, r: int) -> IndexMap:
+    """Whole experts on rank ``r`` (expert TP 1), stacked in the order the rank holds them."""
+    held = experts_of_rank(shape[0], dst.ep, r, dst.expert_placement)
+    pieces = [Box((e, 0, 0), (e + 1, *shape[1:])) for e in held]
+    return IndexMap(shape, (len(held), *shape[1:]), pieces)
+
+
+def _dest_map(
+    kind: str, spec: ModelSpec, shape: tuple[int, ...], d: int, r: int, padding: int = 64
+) -> IndexMap:
     if kind in REPLICATED_KINDS:
         return IndexMap.whole(shape)
     if kind in ("qkv", "qkv_bias"):
@@ -67,7 +113,7 @@ def _dest_map(kind: str, spec: ModelSpec, shape: tuple[int, ...], d: int, r: int
             shape, [(r * width, (r + 1) * width), (half + r * width, half + (r + 1) * width)]
         )
     if kind in ("embed", "lm_head"):
-        padded = round_up(spec.vocab_size, VLLM_VOCAB_PADDING)
+        padded = round_up(spec.vocab_size, padding)
         return padded_rows_map(shape, padded, r, d)
     n_experts, inter, hidden = shape[0], spec.moe_ffn_hidden_size, spec.hidden_size
     width = inter // d

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from syncviz.engines import engine
 from syncviz.errors import SyncvizError
 from syncviz.oracle.blocks import GLOBAL_KINDS, Block, blocks, decode, find_block, global_shape
 from syncviz.oracle.describe import describe
@@ -61,7 +62,7 @@ class SourceShard:
 
 @dataclass(frozen=True, slots=True)
 class DestTensor:
-    """The tensor a vLLM rank must hold; ``name`` uses the global layer index."""
+    """The tensor a destination rank must hold; ``name`` uses the global layer index."""
 
     pp: int
     tp: int
@@ -293,13 +294,14 @@ class _Builder:
     def param(self, kind: str, layer: int | None) -> ParamLayout:
         if kind not in self._src:
             self._src[kind] = source_tensors(kind, self.spec, self.conv, self.src_par)
-            self._dst[kind] = dest_maps(kind, self.spec, self.dst_par.tp)
+            self._dst[kind] = dest_maps(kind, self.spec, self.dst_par.tp, self.dst_par)
             self._blocks[kind] = blocks(kind, self.spec)
         src_stage, dst_stage = self._stages(kind, layer)
         src_offset, dst_offset = src_stage * self.src_per_stage, dst_stage * self.dst_per_stage
         src_fields = {} if layer is None else {"i": layer - src_offset}
         dst_fields = {} if layer is None else {"i": layer}
-        key = self.conv.dst_name(kind, **dst_fields)
+        # The family writes vLLM's names; the engine record respells them (syncviz.engines).
+        key = engine(self.dst_par.engine).dst_name(self.conv.dst_name(kind, **dst_fields))
         shards = tuple(
             SourceShard(
                 pp=src_stage,

@@ -201,7 +201,7 @@ def _describer(plan: SyncPlan, tracers: dict[int, Tracer]):
 
     def describe(rank: int) -> str:
         role = plan.roles[rank]
-        side = "trainer" if role.side == "src" else "vLLM"
+        side = "trainer" if role.side == "src" else plan.dst.engine_name
         where = f"pp {role.pp} tp {role.tp}" if role.pp else f"tp {role.tp}"
         text = f"{side} {where} (rank {rank}) stopped answering"
         tracer = tracers.get(rank)

@@ -174,7 +174,7 @@ class SyncPlan:
         """
         role = self.roles[world]
         sizes = self.src if role.side == "src" else self.dst
-        parts = ["trainer" if role.side == "src" else "vLLM"]
+        parts = ["trainer" if role.side == "src" else self.dst.engine_name]
         if sizes.pp > 1:
             parts.append(f"pp {role.pp}")
         parts.append(f"tp {role.tp}")
@@ -268,7 +268,10 @@ def build_plan(
     src = replace(src, dp=max(src.dp, src.ep))
     conv = replace(conventions(spec.family), src_vocab_divisible_by=options.src_vocab_divisible_by)
     layout = model_layout(spec, src, dst, layers=layers, conv=conv)
-    mapping = plan_rank_mapping(RankLayout.megatron_to_vllm(src, dst, replicas=1))
+    _check_dst_experts(spec, src, dst)
+    # The engine's expert parallel lives inside its tp ranks (each holds whole experts): the
+    # rank mapping, whose dst ep is ChatLearn's (more ranks), sees tp ranks only.
+    mapping = plan_rank_mapping(RankLayout.megatron_to_vllm(src, replace(dst, ep=1), replicas=1))
 
     roles: list[RankRole] = []
     for world in range(src.world_size):
@@ -311,6 +314,33 @@ def build_plan(
         options=options,
         id_base=id_bases(layout),
     )
+
+
+def _check_dst_experts(spec: ModelSpec, src: Parallel, dst: Parallel) -> None:
+    """What the sync executors can carry of the destination's expert parallel and DP
+    attention (the oracle and ``syncviz layout`` take any valid one)."""
+    if dst.dp_attention > 1 and src.tp != 1:
+        raise SyncvizError(
+            f"dst dp_attention ({dst.dp_attention}) needs src tp 1 in the sync executors (src tp"
+            f" is {src.tp}): a destination rank receives from one trainer tp rank",
+            fix="use --src-tp 1; `syncviz layout` shows any src tp",
+        )
+    if dst.ep == 1:
+        return
+    if spec.num_experts % dst.ep:
+        per = spec.num_experts // dst.ep
+        raise SyncvizError(
+            f"dst ep ({dst.ep}) with num_experts ({spec.num_experts}): ranks hold {per + 1} or"
+            f" {per} experts, and the sync executors cut a regrouped buffer into equal chunks",
+            fix="for a sync use a dst ep dividing num_experts; `syncviz layout` shows any",
+        )
+    if src.tp != 1:
+        raise SyncvizError(
+            f"dst ep ({dst.ep}) needs src tp 1 in the sync executors (src tp is {src.tp}): a"
+            " destination rank receives from one trainer tp rank, which holds one tp slice of"
+            " each expert",
+            fix="use --src-tp 1 (and any --src-ep); `syncviz layout` shows any src tp",
+        )
 
 
 def _expert_groups(src_roles: list[RankRole], src: Parallel) -> tuple[tuple[int, ...], ...]:

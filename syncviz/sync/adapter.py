@@ -114,6 +114,8 @@ def _model_args(spec: ModelSpec, parallel: Parallel) -> dict[str, Any]:
         "pipeline_model_parallel_size": parallel.pp,
         "moe_expert_model_parallel_size": parallel.ep,
         "expert_model_parallel_size": parallel.ep,
+        "expert_placement": parallel.expert_placement,  # the destination's (vLLM's names)
+        "dp_attention": parallel.dp_attention,  # the destination's (SGLang's DP attention)
         "use_legacy_models": FAMILY[spec.family].trainer == "legacy",
     }
 

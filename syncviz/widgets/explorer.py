@@ -141,6 +141,7 @@ class Explorer(w.VBox):
     ``synchronizers``: extra choices, a name -> BaseSync subclass (or "module:Class").
     ``scaled``: draw the layout-preserving downscale (fast, element exact); False runs
     the model's real sizes on symbolic provenance; None (default): :data:`SCALED_DEFAULT`.
+    ``engine``: the destination engine (``"vllm"``, ``"sglang"``; default ``dst``'s).
     Display it in a notebook cell (it is a VBox); ``explorer.widget`` is itself.
     """
 
@@ -155,9 +156,11 @@ class Explorer(w.VBox):
         spec: ModelSpec | None = None,
         scaled: bool | None = None,
         layer: int = 0,
+        engine: str | None = None,
     ) -> None:
         src = src or Parallel(tp=2)
         dst = dst or Parallel(tp=4)
+        self._engine = dst.engine if engine is None else Parallel(tp=1, engine=engine).engine
         scaled = SCALED_DEFAULT if scaled is None else scaled
         self._custom = spec
         self._choices: dict[str, str | type[BaseSync]] = {"chatlearn": "chatlearn"}
@@ -387,7 +390,7 @@ class Explorer(w.VBox):
         try:
             spec = self._spec()
             src = Parallel(tp=self.src_tp.value, pp=self.src_pp.value, ep=self.src_ep.value)
-            dst = Parallel(tp=self.dst_tp.value)
+            dst = Parallel(tp=self.dst_tp.value, engine=self._engine)
             validate(spec, src, dst)
             if self.scaled.value:
                 spec = spec.scaled(src, dst)

@@ -38,8 +38,8 @@ import torch
 
 from syncviz.geometry import meetings
 from syncviz.oracle import ParamLayout, describe
-from syncviz.oracle.index import IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
 from syncviz.oracle.dest import experts_of_rank
+from syncviz.oracle.index import IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
 from syncviz.progress import progress
 from syncviz.provenance import Region as MapRegion
 from syncviz.provenance import RegionMap, row_major

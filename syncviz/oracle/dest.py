@@ -16,8 +16,8 @@ only the names differ (see families.py). The destination's engine and sizes
 
 from __future__ import annotations
 
-from syncviz.oracle.biased import BIASED_KINDS, biased_dest_maps, expert_fc1_map
 from syncviz.engines import engine
+from syncviz.oracle.biased import BIASED_KINDS, biased_dest_maps, expert_fc1_map
 from syncviz.oracle.blocks import global_shape
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.oracle.slicing import cols_map, padded_rows_map, round_up, rows_map

@@ -6,10 +6,9 @@ a random bf16 checkpoint of its tiny spec is written with syncviz's own writer (
 from the family record, tensors under its Hugging Face names). scripts/vllm_judge/load_ranks.py
 runs in vLLM's virtualenv (its python named by SYNCVIZ_VLLM_PYTHON, which .ci/run sets), in
 one process for all the families a run selects: for every TP size d in 1, 2, 4 that the spec
-allows and every rank r < d it builds
-vLLM's model class for the config's architecture with vLLM's groups answering "rank r of d",
-runs vLLM's ``DefaultModelLoader.load_weights`` over the checkpoint and saves what the rank
-holds. Here, for every parameter and rank:
+allows and every rank r < d it builds vLLM's model class for the config's architecture with
+vLLM's groups answering "rank r of d", runs vLLM's ``DefaultModelLoader.load_weights`` over
+the checkpoint and saves what the rank holds. Here, for every parameter and rank:
 
 - the names agree: vLLM's parameters and persistent buffers are exactly the oracle's
   destination parameters, but for the entries named in :func:`not_a_weight`;
@@ -50,6 +49,7 @@ from syncviz.oracle.hf_names import HF_NAMES
 from syncviz.parallel import Parallel, validate
 from syncviz.run.inprocess import run_sync
 from syncviz.run.values import PADDING_ID
+from syncviz.spec import ModelSpec
 
 pytestmark = pytest.mark.interop
 
@@ -85,12 +85,10 @@ def vllm_python() -> str:
     return python
 
 
-def base_spec(family: str):
+def base_spec(family: str) -> ModelSpec | None:
     """The family's own tiny spec; where it declares none, the tiny spec of the first family
     of the registry with the same layout (same parameter set); else a small dense spec
     (2 layers, hidden 32, 4 heads of 8, K/V heads 2 or, MHA only, 4)."""
-    from syncviz.spec import ModelSpec
-
     info = FAMILY[family]
     same = info.layout_signature
     borrowed = [f.tiny for f in FAMILY.values() if f.tiny and f.layout_signature == same]
@@ -110,7 +108,7 @@ def base_spec(family: str):
     return None
 
 
-def judge_spec(family: str):
+def judge_spec(family: str) -> ModelSpec | None:
     """The spec vLLM judges: the tiny one, its MoE sizes widened for vLLM's CPU back end.
 
     Widened (MoE families only): hidden to the next multiple of 32, keeping
@@ -140,7 +138,7 @@ def judge_spec(family: str):
         return spec  # sizes the family does not take: judged as declared (vLLM may refuse)
 
 
-def allowed(spec, src: Parallel, d: int) -> bool:
+def allowed(spec: ModelSpec, src: Parallel, d: int) -> bool:
     try:
         validate(spec, src, Parallel(tp=d))
     except SyncvizError:
@@ -148,12 +146,12 @@ def allowed(spec, src: Parallel, d: int) -> bool:
     return True
 
 
-def trainer_sizes(spec, d: int) -> Parallel:
+def trainer_sizes(spec: ModelSpec, d: int) -> Parallel:
     """The first trainer layout of :data:`TRAINER_SIZES` the spec allows with vLLM TP d."""
     return next(src for src in TRAINER_SIZES if allowed(spec, src, d))
 
 
-def write_judged_checkpoint(spec, folder: Path) -> None:
+def write_judged_checkpoint(spec: ModelSpec, folder: Path) -> None:
     """config.json from the family record and random bf16 tensors under its HF names."""
     from safetensors.torch import save_file
 
@@ -365,7 +363,7 @@ def assert_same(family: str, d: int, vllm: list[dict], mine: list[dict]) -> None
     assert not found, f"{family} TP {d}: {len(found)} disagreements\n" + "\n".join(found[:20])
 
 
-def oracle_ranks(ref: Reference, spec, d: int) -> list[dict[str, torch.Tensor]]:
+def oracle_ranks(ref: Reference, spec: ModelSpec, d: int) -> list[dict[str, torch.Tensor]]:
     """The checkpoint cut for every vLLM rank by the oracle's index maps."""
     layout = model_layout(spec, Parallel(tp=1), Parallel(tp=d), include_globals=True)
     out: list[dict[str, torch.Tensor]] = [{} for _ in range(d)]
@@ -376,7 +374,7 @@ def oracle_ranks(ref: Reference, spec, d: int) -> list[dict[str, torch.Tensor]]:
     return out
 
 
-def corrected_ranks(ref: Reference, spec, d: int) -> list[dict[str, torch.Tensor]]:
+def corrected_ranks(ref: Reference, spec: ModelSpec, d: int) -> list[dict[str, torch.Tensor]]:
     """What the corrected synchronizer writes on every vLLM rank from a trainer layout of
     the checkpoint: its run on element ids, each id read back in the checkpoint."""
     src = trainer_sizes(spec, d)

@@ -6,6 +6,9 @@ the standard library only (nothing of syncviz: it is the outside judge):
     /path/to/vllm-venv/bin/python scripts/vllm_judge/load_ranks.py \\
         --checkpoint CKPT --tp 1 2 4 --out OUT
 
+(or ``--jobs JOBS.json``, a list of such checkpoint, TP sizes and output folder, judged
+in one process: importing vLLM and reading its registry take most of the time).
+
 For each TP size d and each rank r < d it builds vLLM's model class for the checkpoint's
 architecture (``initialize_model``, as ``DefaultModelLoader.load_model`` does) while
 vLLM's process groups answer "rank r of d", runs ``DefaultModelLoader.load_weights`` over
@@ -182,40 +185,58 @@ def unsupported(checkpoint: Path) -> str:
     return f"vLLM has no model class for architecture {architecture}{since}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--tp", required=True, type=int, nargs="+")
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args()
-
+def judge(checkpoint: Path, sizes: list[int], out: Path) -> dict:
+    """Load ``checkpoint`` on every rank of each TP size in ``sizes``; save into ``out``."""
     import torch
     import vllm
     from safetensors.torch import save_file
 
     summary: dict = {"vllm": vllm.__version__, "torch": torch.__version__, "tp": {}}
-    summary["unsupported"] = unsupported(args.checkpoint)
-    for size in [] if summary["unsupported"] else args.tp:
+    summary["unsupported"] = unsupported(checkpoint)
+    for size in [] if summary["unsupported"] else sizes:
         started = time.perf_counter()
         try:
-            config = engine_config(args.checkpoint.resolve(), size)
-            folder = args.out / f"tp{size}"
+            config = engine_config(checkpoint.resolve(), size)
+            folder = out / f"tp{size}"
             folder.mkdir(parents=True, exist_ok=True)
             for rank in range(size):
                 tensors, buffers = rank_tensors(load_rank(config, rank, size))
                 meta = {"buffers": json.dumps(buffers)}
                 save_file(tensors, str(folder / f"rank{rank}.safetensors"), metadata=meta)
             result = "ok"
-        except Exception as exc:  # reported per size; the test decides what it means
+        except Exception as exc:  # reported per size; the caller decides what it means
             traceback.print_exc()
             result = f"{type(exc).__name__}: {exc}".splitlines()[0]
         summary["tp"][str(size)] = {
             "result": result,
             "seconds": round(time.perf_counter() - started, 2),
         }
-        print(f"load_ranks: tp {size}: {result}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        print(f"load_ranks: {checkpoint} tp {size}: {result}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="one checkpoint folder")
+    parser.add_argument("--tp", type=int, nargs="+", help="TP sizes (with --checkpoint)")
+    parser.add_argument("--out", type=Path, help="output folder (with --checkpoint)")
+    parser.add_argument(
+        "--jobs",
+        type=Path,
+        help='instead: a JSON list of {"checkpoint": ..., "tp": [...], "out": ...}, '
+        "all judged in this one process (vLLM is imported once)",
+    )
+    args = parser.parse_args()
+    if args.jobs:
+        jobs = json.loads(args.jobs.read_text(encoding="utf-8"))
+    elif args.checkpoint and args.tp and args.out:
+        jobs = [{"checkpoint": args.checkpoint, "tp": args.tp, "out": args.out}]
+    else:
+        parser.error("give --jobs, or --checkpoint with --tp and --out")
+    for job in jobs:
+        judge(Path(job["checkpoint"]), [int(d) for d in job["tp"]], Path(job["out"]))
     return 0
 
 

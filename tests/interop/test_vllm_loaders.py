@@ -4,11 +4,11 @@ and the corrected synchronizer say every TP rank holds, for every family of the 
 For each family (``syncviz.families.FAMILY``, so a family added there is judged here too)
 a random bf16 checkpoint of its tiny spec is written with syncviz's own writer (config.json
 from the family record, tensors under its Hugging Face names). scripts/vllm_judge/load_ranks.py
-runs in vLLM's virtualenv (its python named by SYNCVIZ_VLLM_PYTHON, which .ci/run sets), once
-per family: for every TP size d in 1, 2, 4 that the spec allows and every rank r < d it builds
-vLLM's model class for the config's architecture with vLLM's groups answering "rank r of d",
-runs vLLM's ``DefaultModelLoader.load_weights`` over the checkpoint and saves what the rank
-holds. Here, for every parameter and rank:
+runs in vLLM's virtualenv (its python named by SYNCVIZ_VLLM_PYTHON, which .ci/run sets), in
+one process for all the families a run selects: for every TP size d in 1, 2, 4 that the spec
+allows and every rank r < d it builds vLLM's model class for the config's architecture with
+vLLM's groups answering "rank r of d", runs vLLM's ``DefaultModelLoader.load_weights`` over
+the checkpoint and saves what the rank holds. Here, for every parameter and rank:
 
 - the names agree: vLLM's parameters and persistent buffers are exactly the oracle's
   destination parameters, but for the entries named in :func:`not_a_weight`;
@@ -49,6 +49,7 @@ from syncviz.oracle.hf_names import HF_NAMES
 from syncviz.parallel import Parallel, validate
 from syncviz.run.inprocess import run_sync
 from syncviz.run.values import PADDING_ID
+from syncviz.spec import ModelSpec
 
 pytestmark = pytest.mark.interop
 
@@ -84,12 +85,10 @@ def vllm_python() -> str:
     return python
 
 
-def base_spec(family: str):
+def base_spec(family: str) -> ModelSpec | None:
     """The family's own tiny spec; where it declares none, the tiny spec of the first family
     of the registry with the same layout (same parameter set); else a small dense spec
     (2 layers, hidden 32, 4 heads of 8, K/V heads 2 or, MHA only, 4)."""
-    from syncviz.spec import ModelSpec
-
     info = FAMILY[family]
     same = info.layout_signature
     borrowed = [f.tiny for f in FAMILY.values() if f.tiny and f.layout_signature == same]
@@ -109,7 +108,7 @@ def base_spec(family: str):
     return None
 
 
-def judge_spec(family: str):
+def judge_spec(family: str) -> ModelSpec | None:
     """The spec vLLM judges: the tiny one, its MoE sizes widened for vLLM's CPU back end.
 
     Widened (MoE families only): hidden to the next multiple of 32, keeping
@@ -139,7 +138,7 @@ def judge_spec(family: str):
         return spec  # sizes the family does not take: judged as declared (vLLM may refuse)
 
 
-def allowed(spec, src: Parallel, d: int) -> bool:
+def allowed(spec: ModelSpec, src: Parallel, d: int) -> bool:
     try:
         validate(spec, src, Parallel(tp=d))
     except SyncvizError:
@@ -147,12 +146,12 @@ def allowed(spec, src: Parallel, d: int) -> bool:
     return True
 
 
-def trainer_sizes(spec, d: int) -> Parallel:
+def trainer_sizes(spec: ModelSpec, d: int) -> Parallel:
     """The first trainer layout of :data:`TRAINER_SIZES` the spec allows with vLLM TP d."""
     return next(src for src in TRAINER_SIZES if allowed(spec, src, d))
 
 
-def write_judged_checkpoint(spec, folder: Path) -> None:
+def write_judged_checkpoint(spec: ModelSpec, folder: Path) -> None:
     """config.json from the family record and random bf16 tensors under its HF names."""
     from safetensors.torch import save_file
 
@@ -169,29 +168,19 @@ def write_judged_checkpoint(spec, folder: Path) -> None:
 class Judged:
     """One family's checkpoint and what vLLM's loader put on each rank of each TP size."""
 
-    def __init__(self, family: str, folder: Path, python: str) -> None:
+    def __init__(self, family: str, folder: Path) -> None:
         self.family = family
         self.spec = judge_spec(family)
         self.folder = folder
         self.sizes = [d for d in TP_SIZES if allowed(self.spec, Parallel(tp=1), d)]
+        self.summary: dict = {}
+        self.log = ""
         write_judged_checkpoint(self.spec, folder / "ckpt")
-        tp = [str(d) for d in self.sizes]
-        started = time.perf_counter()
-        run = subprocess.run(
-            [python, str(SCRIPT), "--checkpoint", "ckpt", "--out", "out", "--tp", *tp],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-            cwd=folder,
-            env={**os.environ, "PYTHONPATH": ""},
-        )
-        self.seconds = round(time.perf_counter() - started, 1)
-        self.log = f"stdout:\n{run.stdout[-3000:]}\nstderr:\n{run.stderr[-6000:]}"
-        assert run.returncode == 0, f"load_ranks.py exited {run.returncode}\n{self.log}"
-        self.summary = json.loads((folder / "out" / "summary.json").read_text())
-        # Shown with pytest -s: per TP size, vLLM's verdict and seconds (all ranks).
-        print(f"\nvLLM judge {family} ({self.seconds} s): {json.dumps(self.summary)}", flush=True)
+
+    def job(self) -> dict:
+        """This family's entry in load_ranks.py's jobs file."""
+        ckpt, out = self.folder / "ckpt", self.folder / "out"
+        return {"checkpoint": str(ckpt), "tp": self.sizes, "out": str(out)}
 
     def ranks(self, d: int) -> list[dict[str, torch.Tensor]]:
         """The weights vLLM holds on each rank at TP d (:func:`not_a_weight` left out), by
@@ -213,33 +202,67 @@ class Judged:
 
 
 @pytest.fixture(scope="module")
-def judged() -> Iterator[Families]:
-    """Families judged so far in this module (one vLLM process each, on first use)."""
+def judged(request) -> Iterator[Families]:
+    """The families this run's selected tests judge, all in one vLLM process on first use."""
+    wanted = set()
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.module is request.module and "family" in params:
+            wanted.add(params["family"])
     # Not under pytest's base temp: other pytest runs of the same user rotate it away.
     with tempfile.TemporaryDirectory(prefix="syncviz-vllm-loaders-") as folder:
-        yield Families(Path(folder))
+        yield Families(Path(folder), wanted)
 
 
 class Families:
-    """Each family's :class:`Judged`, made on first use; a failed run fails every later
-    test of that family at once, without another vLLM process."""
+    """Each family's :class:`Judged`. The first one asked for runs load_ranks.py once for
+    it and every other wanted family not judged yet (vLLM imported once: most of the
+    time); a failed run fails each of their tests at once, without another run."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, wanted: set[str]) -> None:
         self.root = root
+        self.wanted = wanted
         self.done: dict[str, Judged | AssertionError] = {}
 
     def __getitem__(self, family: str) -> Judged:
         if family not in self.done:
-            python = vllm_python()  # (skips the test when there is none)
-            (self.root / family).mkdir()
-            try:
-                self.done[family] = Judged(family, self.root / family, python)
-            except AssertionError as err:
-                self.done[family] = err
+            self._run([family, *sorted(self.wanted - self.done.keys() - {family})])
         found = self.done[family]
         if isinstance(found, AssertionError):
             raise found
         return found
+
+    def _run(self, families: list[str]) -> None:
+        python = vllm_python()  # (skips the test when there is none)
+        batch = [f for f in families if judge_spec(f) is not None]
+        runs = {f: Judged(f, self.root / f) for f in batch}
+        jobs = self.root / f"jobs-{len(self.done)}.json"
+        jobs.write_text(json.dumps([run.job() for run in runs.values()]), encoding="utf-8")
+        started = time.perf_counter()
+        out = subprocess.run(
+            [python, str(SCRIPT), "--jobs", str(jobs)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+            env={**os.environ, "PYTHONPATH": ""},
+        )
+        seconds = time.perf_counter() - started
+        log = f"stdout:\n{out.stdout[-3000:]}\nstderr:\n{out.stderr[-6000:]}"
+        # Shown with pytest -s: the run's wall time, and per family and TP size vLLM's
+        # verdict and seconds (all ranks).
+        print(f"\nvLLM judge: {len(runs)} families in one process, {seconds:.1f} s", flush=True)
+        for family, run in runs.items():
+            summary = run.folder / "out" / "summary.json"
+            if out.returncode != 0 or not summary.is_file():
+                self.done[family] = AssertionError(
+                    f"load_ranks.py exited {out.returncode} ({family}: no summary)\n{log}"
+                )
+                continue
+            run.summary = json.loads(summary.read_text(encoding="utf-8"))
+            run.log = log
+            self.done[family] = run
+            print(f"vLLM judge {family}: {json.dumps(run.summary)}", flush=True)
 
 
 # ---------------------------------------------------------------------- the judgement
@@ -340,7 +363,7 @@ def assert_same(family: str, d: int, vllm: list[dict], mine: list[dict]) -> None
     assert not found, f"{family} TP {d}: {len(found)} disagreements\n" + "\n".join(found[:20])
 
 
-def oracle_ranks(ref: Reference, spec, d: int) -> list[dict[str, torch.Tensor]]:
+def oracle_ranks(ref: Reference, spec: ModelSpec, d: int) -> list[dict[str, torch.Tensor]]:
     """The checkpoint cut for every vLLM rank by the oracle's index maps."""
     layout = model_layout(spec, Parallel(tp=1), Parallel(tp=d), include_globals=True)
     out: list[dict[str, torch.Tensor]] = [{} for _ in range(d)]
@@ -351,7 +374,7 @@ def oracle_ranks(ref: Reference, spec, d: int) -> list[dict[str, torch.Tensor]]:
     return out
 
 
-def corrected_ranks(ref: Reference, spec, d: int) -> list[dict[str, torch.Tensor]]:
+def corrected_ranks(ref: Reference, spec: ModelSpec, d: int) -> list[dict[str, torch.Tensor]]:
     """What the corrected synchronizer writes on every vLLM rank from a trainer layout of
     the checkpoint: its run on element ids, each id read back in the checkpoint."""
     src = trainer_sizes(spec, d)

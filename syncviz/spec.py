@@ -43,10 +43,10 @@ Family = str
 FAMILIES: tuple[str, ...] = FAMILY_NAMES
 
 # Hugging Face `architectures` entry -> trainer family, and config.json `model_type` ->
-# architecture (used only when a config.json has no `architectures` list): both read
-# from the one family registry.
-HF_ARCHITECTURES: dict[str, str] = dict(ARCHITECTURE_FAMILY)
-_HF_MODEL_TYPES: dict[str, str] = dict(MODEL_TYPE_ARCHITECTURE)
+# architecture (used only when a config.json has no `architectures` list): both live
+# views of the one family registry (a family registered later is read too).
+HF_ARCHITECTURES: Mapping[str, str] = ARCHITECTURE_FAMILY
+_HF_MODEL_TYPES: Mapping[str, str] = MODEL_TYPE_ARCHITECTURE
 
 
 @dataclass(frozen=True)

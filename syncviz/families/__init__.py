@@ -19,7 +19,7 @@ answers questions across them. No other module names a family.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Literal
 
@@ -35,6 +35,14 @@ from syncviz.families import (
     qwen_v1,
 )
 from syncviz.families.record import LAYOUT_KEYS, ExpertLayout, FamilyInfo, Preset
+from syncviz.families.registry import (
+    FAMILY,
+    FamilyNames,
+    add_built_in,
+    derived,
+    register,
+    unregister,
+)
 
 __all__ = [
     "ARCHITECTURE_FAMILY",
@@ -52,6 +60,8 @@ __all__ = [
     "family_of_architecture",
     "is_hep",
     "readers_of",
+    "register",
+    "unregister",
 ]
 
 INACTIVE_VALUES: Mapping[str, object] = MappingProxyType(
@@ -109,22 +119,19 @@ _ALL: tuple[FamilyInfo, ...] = tuple(
         qwen3_moe,
     )
 )
+for _info in _ALL:
+    add_built_in(_info)
 
-FAMILY: Mapping[str, FamilyInfo] = MappingProxyType({f.name: f for f in _ALL})
-"""Family name -> its facts."""
+FAMILY_NAMES: Sequence[str] = FamilyNames()
+"""Every family name, in registry order (families registered later included)."""
 
-FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY)
-"""Every family name, in registry order."""
-
-HEP_FAMILIES = frozenset(f.name for f in _ALL if f.experts == "hep")
-
-ARCHITECTURE_FAMILY: Mapping[str, str] = MappingProxyType(
-    {f.architecture: f.name for f in _ALL if f.hf_default}
+ARCHITECTURE_FAMILY: Mapping[str, str] = derived(
+    lambda infos: {f.architecture: f.name for f in infos if f.hf_default}
 )
 """Hugging Face ``architectures`` entry -> the family it is read as."""
 
-MODEL_TYPE_ARCHITECTURE: Mapping[str, str] = MappingProxyType(
-    {f.model_type: f.architecture for f in _ALL if f.hf_default}
+MODEL_TYPE_ARCHITECTURE: Mapping[str, str] = derived(
+    lambda infos: {f.model_type: f.architecture for f in infos if f.hf_default}
 )
 """config.json ``model_type`` -> architecture (used when ``architectures`` is missing)."""
 
@@ -146,7 +153,7 @@ def readers_of(key: str) -> list[str]:
     >>> readers_of("shared_expert_intermediate_size")
     ['qwen2-moe']
     """
-    return [f.name for f in _ALL if key in f.reads]
+    return [f.name for f in FAMILY.values() if key in f.reads]
 
 
 def classes_by_architecture(kind: Literal["chatlearn", "corrected"]) -> dict[str, str]:
@@ -158,7 +165,7 @@ def classes_by_architecture(kind: Literal["chatlearn", "corrected"]) -> dict[str
     False
     """
     found: dict[str, str] = {}
-    for info in _ALL:
+    for info in FAMILY.values():
         name = getattr(info, kind)
         if name and info.architecture not in found:
             found[info.architecture] = name

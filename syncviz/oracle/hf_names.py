@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 
-from syncviz.families import FAMILY
+from syncviz.families.registry import derived
 
-HF_NAMES: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {name: info.hf_names for name, info in FAMILY.items()}
+HF_NAMES: Mapping[str, Mapping[str, tuple[str, ...]]] = derived(
+    lambda infos: {info.name: info.hf_names for info in infos}
 )
 """Hugging Face checkpoint names per family and parameter kind."""
 
@@ -29,10 +28,12 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(re.escape(template).replace(r"\{i\}", r"\d+").replace(r"\{e\}", r"\d+"))
 
 
-_PATTERNS: dict[str, list[re.Pattern[str]]] = {
-    name: [_pattern(t) for templates in names.values() for t in templates]
-    for name, names in HF_NAMES.items()
-}
+_PATTERNS: Mapping[str, list[re.Pattern[str]]] = derived(
+    lambda infos: {
+        info.name: [_pattern(t) for templates in info.hf_names.values() for t in templates]
+        for info in infos
+    }
+)
 
 
 def foreign_tensor(family: str, names: Iterable[str]) -> tuple[str, str] | None:

@@ -16,13 +16,15 @@ shard of source rank r))`` is exactly what destination rank ``r * (d / s) + i`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.errors import SyncvizError
-from syncviz.families import FAMILY, classes_by_architecture, family_of_architecture
+from syncviz.families import classes_by_architecture, family_of_architecture
+from syncviz.families.registry import derived
 from syncviz.oracle.blocks import GLOBAL_KINDS
 from syncviz.oracle.families import Conventions, conventions
 from syncviz.parallel import Parallel, validate
@@ -746,14 +748,17 @@ _CORRECTED_CLASSES: dict[str, type[CorrectedMegatronVllmSync]] = {
     )
 }
 
-CORRECTED_BY_FAMILY: dict[str, type[CorrectedMegatronVllmSync]] = {
-    name: _CORRECTED_CLASSES[info.corrected] for name, info in FAMILY.items()
-}
+CORRECTED_BY_FAMILY: Mapping[str, type[CorrectedMegatronVllmSync]] = derived(
+    lambda infos: {info.name: _CORRECTED_CLASSES[info.corrected] for info in infos}
+)
 """The corrected class for each model family (named in :mod:`syncviz.families`)."""
 
-CORRECTED_BY_ARCHITECTURE: dict[str, type[CorrectedMegatronVllmSync]] = {
-    arch: _CORRECTED_CLASSES[name] for arch, name in classes_by_architecture("corrected").items()
-}
+CORRECTED_BY_ARCHITECTURE: Mapping[str, type[CorrectedMegatronVllmSync]] = derived(
+    lambda _infos: {
+        arch: _CORRECTED_CLASSES[name]
+        for arch, name in classes_by_architecture("corrected").items()
+    }
+)
 """The corrected class for each vLLM architecture (what ``get_synchronizer`` switches on)."""
 
 

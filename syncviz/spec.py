@@ -395,7 +395,8 @@ def _architecture(config: Mapping[str, Any], where: str) -> str:
                 return arch
         raise SyncvizError(
             f"architecture {_shown(', '.join(names))[1:-1]} in {where} is not supported",
-            fix=f"use a config of one of {supported}, or build a ModelSpec by hand",
+            fix=f"use a config of one of {supported}, or declare the model's family in one"
+            " file (--family PATH; see the README, 'Your own model')",
         )
     model_type = config.get("model_type")
     if model_type is not None and not isinstance(model_type, str):

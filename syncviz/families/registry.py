@@ -62,10 +62,17 @@ def origin(name: str) -> str:
     return _ORIGIN.get(name, "")
 
 
-def register(info: FamilyInfo, *, origin: str = "a Python record") -> FamilyInfo:
-    """Add a user's family to the registry; return it. The record's facts are not checked
-    here (``syncviz.family_file.register_family`` does that first); clashes are refused:
-    a name, an architecture or ``model_type`` read as another family, a preset name taken.
+def register(
+    info: FamilyInfo,
+    *,
+    origin: str = "a Python record",
+    check: Callable[[FamilyInfo], None] | None = None,
+) -> FamilyInfo:
+    """Add a user's family to the registry; return it. Clashes are refused: a built-in
+    name, an architecture or ``model_type`` read as another family, a preset name taken.
+    ``check`` runs with the family registered (checks that need it known, such as
+    building its specs); if it raises, the family is taken out again. The record's own
+    facts are checked by ``syncviz.family_file.register_family``, which calls this.
 
     Registering the same record again changes nothing (a notebook cell run twice).
 
@@ -73,8 +80,8 @@ def register(info: FamilyInfo, *, origin: str = "a Python record") -> FamilyInfo
     >>> try:
     ...     register(next(iter(FAMILY.values())))
     ... except SyncvizError as err:
-    ...     print(str(err).split(":")[0])
-    family name 'llama-legacy' (in a Python record) is a built-in family
+    ...     print(str(err).split(":")[1])
+     family name 'llama-legacy' is a built-in family
     """
     global _generation
     if not isinstance(info, FamilyInfo):
@@ -85,13 +92,13 @@ def register(info: FamilyInfo, *, origin: str = "a Python record") -> FamilyInfo
     name = info.name
     if name in _BUILT_IN:
         raise SyncvizError(
-            f"family name {name!r} (in {origin}) is a built-in family",
+            f"{origin}: family name {name!r} is a built-in family",
             fix=f"give your family its own name (e.g. {name + '-custom'!r})",
         )
     earlier = _EVER.get(name)
     if earlier is not None and earlier != info:
         raise SyncvizError(
-            f"family {name!r} (in {origin}) was registered with other facts"
+            f"{origin}: family {name!r} was registered earlier with other facts"
             f" (from {_ORIGIN.get(name) or 'a Python record'})",
             fix="give the changed family a new name, or restart Python to redefine it",
         )
@@ -100,15 +107,22 @@ def register(info: FamilyInfo, *, origin: str = "a Python record") -> FamilyInfo
     for other in _FAMILIES.values():
         _refuse_clash(info, other, origin)
     _FAMILIES[name] = info
+    _generation += 1
+    if check is not None:
+        try:
+            check(info)
+        except BaseException:
+            del _FAMILIES[name]
+            _generation += 1
+            raise
     _EVER[name] = info
     _ORIGIN[name] = origin
-    _generation += 1
     return info
 
 
 def _refuse_clash(info: FamilyInfo, other: FamilyInfo, origin: str) -> None:
     """A Hugging Face name read as two families, or a preset name twice, is refused."""
-    where = f"family {info.name!r} (in {origin})"
+    where = f"{origin}: family {info.name!r}"
     if info.hf_default and other.hf_default:
         for field, mine, theirs in (
             ("architecture", info.architecture, other.architecture),

@@ -354,3 +354,21 @@ def test_missing_or_odd_family_file_exits_2(tmp_path, capsys):
     odd.write_text("name: x\n", encoding="utf-8")
     assert main([*args, "--family", str(odd)]) == 2
     assert "is neither .py nor .json" in capsys.readouterr().err
+
+
+def test_explorer_opens_on_the_family_first_preset():
+    """Explorer(family=file) registers it and opens on its preset, listing its own names."""
+    pytest.importorskip("ipywidgets")
+    from syncviz.parallel import Parallel
+    from syncviz.widgets.explorer import Explorer
+
+    ex = Explorer(
+        family=JSON_FILE, src=Parallel(tp=2), dst=Parallel(tp=4), synchronizer="corrected",
+        scaled=True,
+    )  # fmt: skip
+    assert ex.model.value == PRESET
+    assert "synchronizer corrected: OK (8 ok)" in ex.status.value
+    names = [value for _, value in ex.param.options]
+    assert "model.model.layers.0.attn.wqkv.weight" in names
+    assert "model.model.layers.0.ffn.w13.weight" in names
+    assert ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"

@@ -26,11 +26,13 @@ import html
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
 
 from syncviz.errors import SyncvizError
+from syncviz.families import FamilyInfo
 from syncviz.journey import TraceStep, block_journey, param_steps, step_count
 from syncviz.parallel import Parallel, validate
 from syncviz.presets import PRESETS, shipped_config, shipped_configs
@@ -51,6 +53,18 @@ JOURNEY_HINT = (
     "<div class='syncviz-journey'>click a cell of the picture, or pick a block, to follow"
     " its journey</div>"
 )
+
+
+def _opening_model(model: str | None, family: str | Path | FamilyInfo | None) -> str:
+    """The model the Explorer opens on: ``model``, else ``family``'s first preset (the family
+    registered first), else llama3-8b."""
+    if family is not None:
+        from syncviz.family_file import use_family
+
+        info = use_family(family)
+        if model is None and info.presets:
+            return info.presets[0].name
+    return model or "llama3-8b"
 
 
 @dataclass
@@ -80,7 +94,9 @@ class Explorer(w.VBox):
     """An interactive view of one sync: check status, a diagram, the steps, a block's journey.
 
     ``model``: a preset name, ``"config: <shipped config>"``, or a path to a HF
-    ``config.json``; ``spec``: any ModelSpec (shown as "custom: <name>").
+    ``config.json``; ``spec``: any ModelSpec (shown as "custom: <name>"). ``family``: a
+    family of one's own (a ``.py`` / ``.json`` family file, or a ``FamilyInfo``), registered
+    first; with no ``model`` given the Explorer opens on its first preset.
     ``synchronizers``: extra choices, a name -> BaseSync subclass (or "module:Class").
     ``scaled``: draw the layout-preserving downscale (fast, element exact); False runs
     the model's real sizes on symbolic provenance; None (default): :data:`SCALED_DEFAULT`.
@@ -89,7 +105,7 @@ class Explorer(w.VBox):
 
     def __init__(
         self,
-        model: str = "llama3-8b",
+        model: str | None = None,
         src: Parallel | None = None,
         dst: Parallel | None = None,
         *,
@@ -98,7 +114,9 @@ class Explorer(w.VBox):
         spec: ModelSpec | None = None,
         scaled: bool | None = None,
         layer: int = 0,
+        family: str | Path | FamilyInfo | None = None,
     ) -> None:
+        model = _opening_model(model, family)
         src = src or Parallel(tp=2)
         dst = dst or Parallel(tp=4)
         scaled = SCALED_DEFAULT if scaled is None else scaled

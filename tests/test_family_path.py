@@ -32,7 +32,7 @@ def test_python_and_json_files_declare_the_same_family():
     from_py, from_json = read_family(PY_FILE), read_family(JSON_FILE)
     assert from_py == from_json
     assert from_json.name == TOY
-    assert from_json.hf_names["qkv"][1] == "model.layers.{i}.attn.wk.weight"
+    assert from_json.hf_names["qkv"][1] == "transformer.blocks.{i}.attn.wk.weight"
     assert TOY not in FAMILY  # reading registers nothing
 
 
@@ -65,8 +65,8 @@ def test_layout_shows_the_family_own_names(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith(f"{PRESET} ({TOY}), layer 0")
-    assert "model.model.layers.0.attn.wqkv.weight  (qkv, global [3072, 2048])" in out
-    assert "dst pp0 tp0-3 (each) model.model.layers.0.attn.q_norm.weight [128]" in out
+    assert "model.model.blocks.0.attn.wqkv.weight  (qkv, global [3072, 2048])" in out
+    assert "dst pp0 tp0-3 (each) model.model.blocks.0.attn.q_norm.weight [128]" in out
     assert "module.module.decoder.layers.0.self_attention.q_layernorm.weight" in out
 
 
@@ -139,8 +139,8 @@ def test_diagnose_finds_q_norm_holding_k_norm(dumps, capsys):
     out = capsys.readouterr().out
     assert code == 1
     assert "MISMATCH (18 ok, 1 wrong)" in out
-    assert "WRONG model.model.layers.0.attn.q_norm.weight" in out
-    assert "holds model.model.layers.0.attn.k_norm.weight's k norm, expected q norm" in out
+    assert "WRONG model.model.blocks.0.attn.q_norm.weight" in out
+    assert "holds model.model.blocks.0.attn.k_norm.weight's k norm, expected q norm" in out
 
 
 def test_diagnose_finds_k_and_v_heads_exchanged(dumps, capsys):
@@ -151,7 +151,7 @@ def test_diagnose_finds_k_and_v_heads_exchanged(dumps, capsys):
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1
-    assert "WRONG model.model.layers.0.attn.wqkv.weight" in out
+    assert "WRONG model.model.blocks.0.attn.wqkv.weight" in out
     # tp 1 holds Q heads 2-3 (rows 0-15), then K head 1 and V head 1 (8 rows each).
     assert (
         "tp 1, rows 16-31: holds rows 0-7: V head 1; rows 8-15: K head 1,"
@@ -170,8 +170,8 @@ def test_registered_family_reaches_every_table():
 
     info = register_family(read_family(PY_FILE))
     assert PRESETS[PRESET].family == TOY and PRESETS[PRESET].head_dim == 128
-    assert FAMILY_CONVENTIONS[TOY].dst_names["gate_up"] == "model.model.layers.{i}.ffn.w13.weight"
-    assert HF_NAMES[TOY]["down"] == ("model.layers.{i}.ffn.w2.weight",)
+    assert FAMILY_CONVENTIONS[TOY].dst_names["gate_up"] == "model.model.blocks.{i}.ffn.w13.weight"
+    assert HF_NAMES[TOY]["down"] == ("transformer.blocks.{i}.ffn.w2.weight",)
     assert HF_ARCHITECTURES[ARCH] == TOY and FAMILIES[-1] == TOY
     assert CORRECTED_BY_FAMILY[TOY].__name__ == info.corrected
     assert CORRECTED_BY_ARCHITECTURE[ARCH].__name__ == info.corrected
@@ -369,6 +369,6 @@ def test_explorer_opens_on_the_family_first_preset():
     assert ex.model.value == PRESET
     assert "synchronizer corrected: OK (8 ok)" in ex.status.value
     names = [value for _, value in ex.param.options]
-    assert "model.model.layers.0.attn.wqkv.weight" in names
-    assert "model.model.layers.0.ffn.w13.weight" in names
+    assert "model.model.blocks.0.attn.wqkv.weight" in names
+    assert "model.model.blocks.0.ffn.w13.weight" in names
     assert ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"

@@ -586,9 +586,9 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
             if kind in GLOBAL_KINDS or match is None:
                 whole[src] = dst
                 continue
-            suffix = dst.split("{i}", 1)[1]
+            # The whole template: a family's layers need not sit under ``.layers.{i}``.
             self._by_op[(_op_key(match.group(2)), match.group(3))] = (
-                suffix,
+                dst,
                 kind.startswith("experts_"),
             )
         self._embedding_sync_map = whole
@@ -599,8 +599,8 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
         if found is None:
             super()._map_layer_param(layer_name, op_name, weight_or_bias)
             return
-        suffix, stacked = found
-        name = layer_name + suffix
+        template, stacked = found
+        name = template.format(i=int(layer_name.rsplit(".", 1)[1]))
         if not (stacked and name in self._dst_names):
             self._dst_names.append(name)
 

@@ -9,8 +9,8 @@ from syncviz.families import FamilyInfo, Preset
 from syncviz.families.names import MCORE_DENSE, MCORE_QK_NORM
 from syncviz.families.record import sizes
 
-LAYER = "model.model.layers.{i}."  # vLLM: the wrapper's model., then the model's own names
-HF = "model.layers.{i}."  # the checkpoint
+LAYER = "model.model.blocks.{i}."  # vLLM: the wrapper's model., then the model's own names
+HF = "transformer.blocks.{i}."  # the checkpoint
 
 FAMILY = FamilyInfo(
     "toy-dense", "ToyDenseForCausalLM", "toy_dense", "", "CorrectedMegatronVllmMCoreSync",

@@ -471,26 +471,39 @@ from syncviz.families.record import sizes
 from syncviz.family_file import register_family
 
 VLLM, HF = "model.model.blocks.{i}.", "transformer.blocks.{i}."  # its own module names
-acme = register_family(FamilyInfo(
-    "acme-dense", "AcmeForCausalLM", "acme", "", "CorrectedMegatronVllmMCoreSync",
-    src_names=MCORE_DENSE,  # trained with Megatron-Core: its usual names
-    dst_names={
-        "embed": "model.model.wte.weight", "final_norm": "model.model.norm_f.weight",
-        "lm_head": "model.lm_head.weight", "input_norm": VLLM + "norm_1.weight",
-        "qkv": VLLM + "attn.c_qkv.weight", "o_proj": VLLM + "attn.c_proj.weight",
-        "post_attention_norm": VLLM + "norm_2.weight",
-        "gate_up": VLLM + "mlp.c_fc.weight", "down": VLLM + "mlp.c_out.weight",
-    },
-    hf_names={
-        "embed": ("transformer.wte.weight",), "final_norm": ("transformer.norm_f.weight",),
-        "lm_head": ("lm_head.weight",), "input_norm": (HF + "norm_1.weight",),
-        "qkv": tuple(HF + f"attn.{p}.weight" for p in ("q", "k", "v")),
-        "o_proj": (HF + "attn.c_proj.weight",), "post_attention_norm": (HF + "norm_2.weight",),
-        "gate_up": (HF + "mlp.gate.weight", HF + "mlp.up.weight"),
-        "down": (HF + "mlp.c_out.weight",),
-    },
-    presets=(Preset("acme-3b", sizes(26, 3072, 24, 8, 8192, 50304), "made up"),),
-))
+acme = register_family(
+    FamilyInfo(
+        "acme-dense",
+        "AcmeForCausalLM",  # its Hugging Face architecture
+        "acme",  # its model_type
+        "",  # the original has no synchronizer class for it
+        "CorrectedMegatronVllmMCoreSync",  # names come from this record
+        src_names=MCORE_DENSE,  # trained with Megatron-Core: its usual names
+        dst_names={
+            "embed": "model.model.wte.weight",
+            "final_norm": "model.model.norm_f.weight",
+            "lm_head": "model.lm_head.weight",
+            "input_norm": VLLM + "norm_1.weight",
+            "qkv": VLLM + "attn.c_qkv.weight",
+            "o_proj": VLLM + "attn.c_proj.weight",
+            "post_attention_norm": VLLM + "norm_2.weight",
+            "gate_up": VLLM + "mlp.c_fc.weight",
+            "down": VLLM + "mlp.c_out.weight",
+        },
+        hf_names={
+            "embed": ("transformer.wte.weight",),
+            "final_norm": ("transformer.norm_f.weight",),
+            "lm_head": ("lm_head.weight",),
+            "input_norm": (HF + "norm_1.weight",),
+            "qkv": (HF + "attn.q.weight", HF + "attn.k.weight", HF + "attn.v.weight"),
+            "o_proj": (HF + "attn.c_proj.weight",),
+            "post_attention_norm": (HF + "norm_2.weight",),
+            "gate_up": (HF + "mlp.gate.weight", HF + "mlp.up.weight"),
+            "down": (HF + "mlp.c_out.weight",),
+        },
+        presets=(Preset("acme-3b", sizes(26, 3072, 24, 8, 8192, 50304), "made up"),),
+    )
+)
 preset("acme-3b")  # its preset, like every table, knows it now
 """
 

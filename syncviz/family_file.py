@@ -18,8 +18,8 @@ A bad file is bad input, told in one line naming the file, the field and the val
 ... except SyncvizError as err:
 ...     print(str(err).split("mine.json': ")[1])
 unknown field 'qk_nrom' (= True): did you mean qk_norm?
->>> json_fields()["experts"]
-"one of 'none', 'hep', 'sequential' (default 'none')"
+>>> print(json_fields()["experts"])
+one of 'none', 'hep', 'sequential' (default "none")
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ def json_fields() -> dict[str, str]:
     """The fields of a family file (``FamilyInfo``'s), each with what it holds in JSON.
 
     >>> json_fields()["name"], json_fields()["qk_norm"]
-    ('a string (required)', 'true or false (default False)')
+    ('a string (required)', 'true or false (default false)')
     """
     out = {}
     for f in dataclasses.fields(FamilyInfo):
         default = _default(f)
-        said = "required" if default is dataclasses.MISSING else f"default {default!r}"
+        said = "required" if default is dataclasses.MISSING else f"default {json.dumps(default)}"
         out[f.name] = f"{_spoken(_hints(FamilyInfo)[f.name])} ({said})"
     return out
 
@@ -95,7 +95,7 @@ def _spoken(hint: Any) -> str:
     if origin is tuple:
         return "a list of " + _plural(args[0])
     if origin in (Mapping, dict, typing.Mapping):
-        return f"an object of {_plural(args[1])} by parameter kind"
+        return "an object" if args[1] is Any else f"an object of {_plural(args[1])} by kind"
     if dataclasses.is_dataclass(hint):
         return "an object with " + ", ".join(f.name for f in dataclasses.fields(hint))
     return str(hint)

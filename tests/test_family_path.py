@@ -10,7 +10,8 @@ import pytest
 
 from syncviz.cli import main
 from syncviz.errors import SyncvizError
-from syncviz.families import FAMILY, register, registry, unregister
+from syncviz.families import FAMILY, registry, unregister
+from syncviz.families.registry import register
 from syncviz.family_file import load_family, read_family, register_family
 
 DATA = Path(__file__).parent / "data" / "families"
@@ -372,3 +373,34 @@ def test_explorer_opens_on_the_family_first_preset():
     assert "model.model.blocks.0.attn.wqkv.weight" in names
     assert "model.model.blocks.0.ffn.w13.weight" in names
     assert ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _family_names(coll):
+    from syncviz.families import FAMILY
+    from syncviz.presets import PRESETS
+
+    return coll, list(FAMILY)[-1], PRESETS[PRESET].family
+
+
+def test_ray_ranks_register_the_families_of_the_driver(tmp_path):
+    """What RayWorld sends a rank, unpickled in a fresh process that knows only the built-in
+    families, registers the driver's own family before it runs (its presets known there)."""
+    import subprocess
+    import sys
+
+    cloudpickle = pytest.importorskip("ray.cloudpickle")
+    from syncviz.run.ray_world import _knowing_own_families
+
+    load_family(JSON_FILE)
+    sent = tmp_path / "fn.pickle"
+    sent.write_bytes(cloudpickle.dumps(_knowing_own_families(_family_names)))
+    code = (
+        "import pickle, sys; from syncviz.families import FAMILY;"
+        f" assert {TOY!r} not in FAMILY;"
+        f" print(pickle.loads(open(sys.argv[1], 'rb').read())('rank 3'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(sent)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"('rank 3', {TOY!r}, {TOY!r})"

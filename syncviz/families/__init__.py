@@ -6,7 +6,10 @@ reports, the ``model_type`` that names it when a config.json has no ``architectu
 list, how its config.json is read (which layout keys it reads, and what they mean), its
 parameter names (trainer, vLLM, Hugging Face), its trainer conventions, the synchronizer
 classes chosen for it, its presets and a tiny spec. This registry lists the files and
-answers questions across them. No other module names a family.
+answers questions across them. No other module names a family. A family of one's own (a
+file, or a record built in a notebook) joins later through
+``syncviz.family_file.load_family`` / ``register_family``, which check it first; every
+table here and elsewhere follows (:mod:`syncviz.families.registry`).
 
 >>> from syncviz.families import FAMILY, family_of_architecture, is_hep
 >>> FAMILY["qwen2-moe"].architecture, is_hep("qwen2-moe"), is_hep("mixtral")
@@ -35,14 +38,7 @@ from syncviz.families import (
     qwen_v1,
 )
 from syncviz.families.record import LAYOUT_KEYS, ExpertLayout, FamilyInfo, Preset
-from syncviz.families.registry import (
-    FAMILY,
-    FamilyNames,
-    add_built_in,
-    derived,
-    register,
-    unregister,
-)
+from syncviz.families.registry import FAMILY, FamilyNames, add_built_in, derived, unregister
 
 __all__ = [
     "ARCHITECTURE_FAMILY",
@@ -60,7 +56,6 @@ __all__ = [
     "family_of_architecture",
     "is_hep",
     "readers_of",
-    "register",
     "unregister",
 ]
 

@@ -77,6 +77,7 @@ def register(
     Registering the same record again changes nothing (a notebook cell run twice).
 
     >>> from syncviz.families import FAMILY
+    >>> from syncviz.families.registry import register
     >>> try:
     ...     register(next(iter(FAMILY.values())))
     ... except SyncvizError as err:
@@ -141,6 +142,12 @@ def _refuse_clash(info: FamilyInfo, other: FamilyInfo, origin: str) -> None:
                 f"{where}: preset name {preset.name!r} is already a preset of {other.name!r}",
                 fix="give the preset another name",
             )
+
+
+def own_families() -> tuple[tuple[FamilyInfo, str], ...]:
+    """The families registered by a file or a record, each with where it came from (what
+    another process, e.g. a Ray rank, registers to know them too)."""
+    return tuple((f, _ORIGIN[f.name]) for f in _FAMILIES.values() if f.name not in _BUILT_IN)
 
 
 def unregister(name: str) -> None:

@@ -49,6 +49,16 @@ def test_check_corrected_exits_0_on_the_family(path, capsys):
     assert out.startswith(f"{PRESET}: src tp2 -> dst tp4, synchronizer corrected: OK (67 ok)")
 
 
+def test_presets_lists_the_family_presets(capsys):
+    """presets --family lists the file's preset, its family and sizes, after the built-in ones."""
+    assert main(["presets", "--family", str(JSON_FILE)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    mine = [line for line in lines if line.startswith(PRESET)]
+    assert mine == [f"{PRESET:20} {TOY:13} 8 layers, hidden 2048, 16 heads / 4 K/V groups"]
+    built_in = sum(len(info.presets) for info in FAMILY.values() if registry.is_built_in(info.name))
+    assert lines.index(mine[0]) == built_in  # after the built-in presets, before shipped configs
+
+
 def test_faithful_port_has_no_class_for_the_family(capsys):
     """The faithful port chooses by architecture, as the original did, and knows none: exit 1."""
     code = main(["check", "--family", str(PY_FILE), "--preset", PRESET, "--layers", "0"])

@@ -93,6 +93,8 @@ def _spoken(hint: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_spoken(a) for a in args)
     if origin is tuple:
+        if not (len(args) == 2 and args[1] is Ellipsis):
+            return f"a list of {len(args)}: " + ", ".join(_spoken(a) for a in args)
         return "a list of " + _plural(args[0])
     if origin in (Mapping, dict, typing.Mapping):
         return "an object" if args[1] is Any else f"an object of {_plural(args[1])} by kind"
@@ -145,9 +147,12 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
                 continue
         raise _Bad(where, value, _spoken(hint))
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
+        fixed = not (len(args) == 2 and args[1] is Ellipsis)  # tuple[int, int] vs tuple[int, ...]
+        if not isinstance(value, (list, tuple)) or (fixed and len(value) != len(args)):
             raise _Bad(where, value, _spoken(hint))
-        return tuple(_convert(v, args[0], f"{where}[{n}]") for n, v in enumerate(value))
+        hints = args if fixed else (args[0],) * len(value)
+        pairs = enumerate(zip(value, hints, strict=True))
+        return tuple(_convert(v, h, f"{where}[{n}]") for n, (v, h) in pairs)
     if origin in (Mapping, dict):
         if not isinstance(value, Mapping):
             raise _Bad(where, value, _spoken(hint))

@@ -53,7 +53,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ),
     ("spec",),
     ("parallel", "presets", ""),
-    ("oracle", "sync"),
+    ("oracle", "sync", "family_file"),
     ("run", "check", "diagnose", "dump", "fingerprint_dump", "record", "journey"),
     ("diagram",),
     ("widgets", "cli", "__main__"),

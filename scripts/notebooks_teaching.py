@@ -425,8 +425,111 @@ def new_model_notebook() -> nbformat.NotebookNode:
             print(faithful.flow_errors[0])
             assert check(run_sync(mixtral, src, dst, synchronizer="corrected", layers=[0])).ok
             """),
+            *_QWEN3_CELLS,
+            *_OWN_FAMILY_CELLS,
         ]
     )
+
+
+_QWEN3_CELLS = [
+    _md("""
+    ## A Qwen3 model
+
+    Qwen3-8B (its published `config.json`, the preset `qwen3-8b`) adds two parameters per
+    layer: `q_norm` and `k_norm`, one `[head_dim]` RMSNorm each, applied to every head.
+    They are not sharded: every vLLM rank holds them whole. Relabelling the config as
+    Llama would leave them out of the layout altogether, and a check would say OK about
+    a model missing two tensors per layer; the Qwen3 family names them.
+    """),
+    _code("""
+    from syncviz import preset
+    from syncviz.oracle import model_layout
+
+    qwen3 = preset("qwen3-8b").scaled(src, dst)  # a layout-preserving downscale, as above
+    for param in model_layout(qwen3, src, dst, layers=[0]).params:
+        if param.kind in ("q_norm", "k_norm"):
+            print(param.key, [f"tp{t.tp}: {param.describe(t.index)}" for t in param.dst])
+    """),
+    _md("""
+    The original has no synchronizer class for `Qwen3ForCausalLM`; the corrected one sends
+    every tensor of layer 0 right:
+    """),
+    _code("""
+    faithful = check(run_sync(qwen3, src, dst, synchronizer="chatlearn", layers=[0]))
+    print(faithful.flow_errors[0])
+    fixed = run_sync(qwen3, src, dst, synchronizer="corrected", layers=[0])
+    report = check(fixed, "corrected")
+    assert report.ok, report.text()
+    print(report.text().splitlines()[0])
+    """),
+]
+
+_OWN_FAMILY = """
+from syncviz.families import FamilyInfo, Preset
+from syncviz.families.names import MCORE_DENSE
+from syncviz.families.record import sizes
+from syncviz.family_file import register_family
+
+VLLM, HF = "model.model.blocks.{i}.", "transformer.blocks.{i}."  # its own module names
+acme = register_family(
+    FamilyInfo(
+        "acme-dense",
+        "AcmeForCausalLM",  # its Hugging Face architecture
+        "acme",  # its model_type
+        "",  # the original has no synchronizer class for it
+        "CorrectedMegatronVllmMCoreSync",  # names come from this record
+        src_names=MCORE_DENSE,  # trained with Megatron-Core: its usual names
+        dst_names={
+            "embed": "model.model.wte.weight",
+            "final_norm": "model.model.norm_f.weight",
+            "lm_head": "model.lm_head.weight",
+            "input_norm": VLLM + "norm_1.weight",
+            "qkv": VLLM + "attn.c_qkv.weight",
+            "o_proj": VLLM + "attn.c_proj.weight",
+            "post_attention_norm": VLLM + "norm_2.weight",
+            "gate_up": VLLM + "mlp.c_fc.weight",
+            "down": VLLM + "mlp.c_out.weight",
+        },
+        hf_names={
+            "embed": ("transformer.wte.weight",),
+            "final_norm": ("transformer.norm_f.weight",),
+            "lm_head": ("lm_head.weight",),
+            "input_norm": (HF + "norm_1.weight",),
+            "qkv": (HF + "attn.q.weight", HF + "attn.k.weight", HF + "attn.v.weight"),
+            "o_proj": (HF + "attn.c_proj.weight",),
+            "post_attention_norm": (HF + "norm_2.weight",),
+            "gate_up": (HF + "mlp.gate.weight", HF + "mlp.up.weight"),
+            "down": (HF + "mlp.c_out.weight",),
+        },
+        presets=(Preset("acme-3b", sizes(26, 3072, 24, 8, 8192, 50304), "made up"),),
+    )
+)
+preset("acme-3b")  # its preset, like every table, knows it now
+"""
+
+_OWN_FAMILY_CELLS = [
+    _md("""
+    ## A model no tool knows yet: its family in one cell
+
+    A family is one record (`FamilyInfo`, as each file of `syncviz/families/` holds): its
+    Hugging Face architecture, its parameter names on the trainer, in vLLM and in the
+    checkpoint, its trainer's conventions and its presets. Declare one for your own model
+    and register it: presets, config.json reading, the oracle, the corrected synchronizer,
+    the pictures, the Explorer and `diagnose` all know it from then on. The same fields
+    written as a `.py` or `.json` file load with `--family PATH` on the command line
+    (see the README, "Your own model"). A record that does not hold together (a kind its
+    sizes lay out without a name, an unknown field, a clash with a built-in family) is
+    refused in one line naming the field.
+    """),
+    _code(_OWN_FAMILY),
+    _code("""
+    acme3b = preset("acme-3b").scaled(src, dst)
+    result = run_sync(acme3b, src, dst, synchronizer="corrected", layers=[0])
+    report = check(result, "corrected")
+    assert report.ok, report.text()
+    render(layout_diagram(result, "model.model.blocks.0.attn.c_qkv.weight", report))
+    """),
+]
 
 
 # ---------------------------------------------------------------- 04 MoE experts

@@ -9,22 +9,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from syncviz.errors import SyncvizError
-from syncviz.families import FAMILY
+from syncviz.families.registry import derived
 from syncviz.spec import ModelSpec
 
 # Each family file (syncviz/families/) lists its presets, each citing its Hugging Face
 # repo and the config.json fields it takes (num_hidden_layers, hidden_size,
 # num_attention_heads, num_key_value_heads, head_dim where given, intermediate_size,
-# vocab_size, tie_word_embeddings, and for MoE the expert count and sizes).
-PRESETS: dict[str, ModelSpec] = {
-    p.name: ModelSpec(name=p.name, family=info.name, source=p.source, **p.sizes)
-    for info in FAMILY.values()
-    for p in info.presets
-}
+# vocab_size, tie_word_embeddings, and for MoE the expert count and sizes). A family
+# registered later (``syncviz.family_file``) adds its presets here.
+PRESETS: Mapping[str, ModelSpec] = derived(
+    lambda infos: {
+        p.name: ModelSpec(name=p.name, family=info.name, source=p.source, **p.sizes)
+        for info in infos
+        for p in info.presets
+    }
+)
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 

@@ -43,10 +43,10 @@ Family = str
 FAMILIES: tuple[str, ...] = FAMILY_NAMES
 
 # Hugging Face `architectures` entry -> trainer family, and config.json `model_type` ->
-# architecture (used only when a config.json has no `architectures` list): both read
-# from the one family registry.
-HF_ARCHITECTURES: dict[str, str] = dict(ARCHITECTURE_FAMILY)
-_HF_MODEL_TYPES: dict[str, str] = dict(MODEL_TYPE_ARCHITECTURE)
+# architecture (used only when a config.json has no `architectures` list): both live
+# views of the one family registry (a family registered later is read too).
+HF_ARCHITECTURES: Mapping[str, str] = ARCHITECTURE_FAMILY
+_HF_MODEL_TYPES: Mapping[str, str] = MODEL_TYPE_ARCHITECTURE
 
 
 @dataclass(frozen=True)
@@ -410,7 +410,8 @@ def _architecture(config: Mapping[str, Any], where: str) -> str:
                 return arch
         raise SyncvizError(
             f"architecture {_shown(', '.join(names))[1:-1]} in {where} is not supported",
-            fix=f"use a config of one of {supported}, or build a ModelSpec by hand",
+            fix=f"use a config of one of {supported}, or declare the model's family in one"
+            " file (--family PATH; see the README, 'Your own model')",
         )
     model_type = config.get("model_type")
     if model_type is not None and not isinstance(model_type, str):

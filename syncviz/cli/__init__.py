@@ -67,8 +67,9 @@ exit codes:
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM); both clean up first
 
 what runs: --synchronizer package.module:Class imports that module (from the
-current directory or PYTHONPATH) and so runs its code; the current directory is
-searched for nothing else. config.json and trace files are only parsed as JSON.
+current directory or PYTHONPATH) and so runs its code, as --family FILE.py runs
+that file; the current directory is searched for nothing else. config.json,
+trace files and --family FILE.json are only parsed as JSON.
 SYNCVIZ_TRACEBACK=1 prints the traceback of an unexpected error.
 """
 

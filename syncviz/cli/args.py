@@ -42,6 +42,27 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--config", metavar="PATH", help="a Hugging Face config.json (or its folder)"
     )
+    add_family_arg(parser)
+
+
+def add_family_arg(parser: argparse.ArgumentParser) -> None:
+    """``--family PATH``: a family of one's own, declared in a .py or .json file."""
+    parser.add_argument(
+        "--family",
+        metavar="PATH",
+        help="a model family of your own: a .py file defining FAMILY = FamilyInfo(...) or a"
+        " .json file of its fields; its presets and architecture are then known",
+    )
+
+
+def load_family_arg(args: argparse.Namespace) -> None:
+    """Read, check and register the ``--family`` file, if one was given (before the model
+    is read: its presets and config.json architecture come from it)."""
+    path = getattr(args, "family", None)
+    if path is not None:
+        from syncviz.family_file import load_family
+
+        load_family(path)
 
 
 def load_spec(args: argparse.Namespace) -> ModelSpec:
@@ -55,6 +76,7 @@ def load_spec(args: argparse.Namespace) -> ModelSpec:
     ...     print(err)
     unknown preset 'llama3-8': did you mean llama3-8b, llama3-70b or llama2-7b?
     """
+    load_family_arg(args)
     if args.preset is None:
         spec = ModelSpec.from_hf_config(args.config)
         for note in spec.notes:  # said, never a reason to stop

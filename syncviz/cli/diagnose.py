@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from syncviz.cli.args import add_engine_arg, add_layers_arg
+from syncviz.cli.args import add_engine_arg, add_family_arg, add_layers_arg, load_family_arg
 from syncviz.cli.command import Command
 from syncviz.cli.interrupts import checkpoint
 from syncviz.cli.output import report_text
@@ -50,12 +50,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--trace", default=None, metavar="TRACE_DIR", help="traces from syncviz.record"
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_family_arg(parser)
 
 
 def _run(args: argparse.Namespace) -> int:
     from syncviz.diagnose import diagnose
 
     checkpoint()  # a Ctrl-C that torch's start-up swallowed
+    load_family_arg(args)  # a checkpoint of a family of one's own: its architecture
 
     for name in ("dst_tp", "dst_pp"):
         if getattr(args, name) < 1:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 
+from syncviz.cli.args import add_family_arg, load_family_arg
 from syncviz.cli.command import Command
 from syncviz.cli.output import say
 from syncviz.presets import PRESETS, shipped_config, shipped_configs
 
 
 def _presets_run(args: argparse.Namespace) -> int:
+    load_family_arg(args)  # --family: its presets are listed too
     for name, spec in PRESETS.items():
         say(_line(name, spec))
     for name in shipped_configs():  # small config.json files, named like presets
@@ -35,6 +37,6 @@ def _line(name: str, spec) -> str:
 COMMAND = Command(
     "presets",
     "list the model presets and shipped configs (both usable as --preset NAME)",
-    lambda parser: None,
+    add_family_arg,
     _presets_run,
 )

@@ -15,7 +15,6 @@ blocks, :mod:`syncviz.oracle.blocks`) that the names join on dim 0.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -24,6 +23,7 @@ from fractions import Fraction
 from typing import Any
 
 from syncviz.errors import SyncvizError
+from syncviz.families.registry import derived
 from syncviz.oracle.blocks import blocks, global_shape
 from syncviz.oracle.hf_names import HF_FUSED_EXPERTS, HF_NAMES, fused_expert_shape
 from syncviz.oracle.layout import layer_kinds
@@ -109,12 +109,20 @@ class Problem:
         return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
-@functools.cache
 def _pattern(family: str) -> re.Pattern[str]:
     """Any name of ``family``'s checkpoints, any layer and expert."""
-    names = [t for templates in HF_NAMES[family].values() for t in templates]
-    parts = [re.escape(t).replace(r"\{i\}", r"\d+").replace(r"\{e\}", r"\d+") for t in names]
+    return _PATTERNS[family]
+
+
+def _any_name(names: Mapping[str, tuple[str, ...]]) -> re.Pattern[str]:
+    templates = [t for ts in names.values() for t in ts]
+    parts = [re.escape(t).replace(r"\{i\}", r"\d+").replace(r"\{e\}", r"\d+") for t in templates]
     return re.compile("|".join(parts))
+
+
+_PATTERNS: Mapping[str, re.Pattern[str]] = derived(
+    lambda infos: {info.name: _any_name(info.hf_names) for info in infos}
+)
 
 
 def disagreement(spec: ModelSpec, held: Mapping[str, tuple[int, ...]]) -> list[Problem]:
@@ -210,7 +218,7 @@ def _fits(
 def _counts(held: Mapping[str, tuple[int, ...]]) -> set[int]:
     """How many layers and experts the checkpoint's names number (1 + the largest index)."""
     found = set()
-    for numbered in _NUMBERED:
+    for numbered in _NUMBERED.values():
         numbers = [int(m.group(1)) for name in held for p in numbered if (m := p.fullmatch(name))]
         if numbers:
             found.add(max(numbers) + 1)
@@ -232,7 +240,9 @@ def _numbered(field: str) -> list[re.Pattern[str]]:
     ]
 
 
-_NUMBERED = (_numbered("i"), _numbered("e"))  # layers, experts
+_NUMBERED: Mapping[str, list[re.Pattern[str]]] = derived(  # layers, experts
+    lambda _infos: {field: _numbered(field) for field in ("i", "e")}
+)
 
 
 def _shown(value: object) -> str:

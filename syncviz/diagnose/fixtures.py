@@ -27,6 +27,7 @@ from syncviz.diagnose.dumps import rank_file
 from syncviz.diagnose.reference import Reference
 from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY
+from syncviz.families.registry import derived
 from syncviz.oracle import Box, IndexMap, model_layout
 from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
@@ -47,7 +48,9 @@ BUGS = (
 EXCHANGED = {"q_norm": "k_norm", "k_norm": "q_norm"}
 """The kind whose data the ``exchange`` bug writes in place of each kind's own."""
 
-_TINY = {name: ModelSpec(family=name, **info.tiny) for name, info in FAMILY.items() if info.tiny}
+_TINY: Mapping[str, ModelSpec] = derived(
+    lambda infos: {f.name: ModelSpec(family=f.name, **f.tiny) for f in infos if f.tiny}
+)
 """The small spec each family file declares (one with every feature of the real ones)."""
 
 

@@ -6,7 +6,10 @@ reports, the ``model_type`` that names it when a config.json has no ``architectu
 list, how its config.json is read (which layout keys it reads, and what they mean), its
 parameter names (trainer, vLLM, Hugging Face), its trainer conventions, the synchronizer
 classes chosen for it, its presets and a tiny spec. This registry lists the files and
-answers questions across them. No other module names a family.
+answers questions across them. No other module names a family. A family of one's own (a
+file, or a record built in a notebook) joins later through
+``syncviz.family_file.load_family`` / ``register_family``, which check it first; every
+table here and elsewhere follows (:mod:`syncviz.families.registry`).
 
 >>> from syncviz.families import FAMILY, family_of_architecture, is_hep
 >>> FAMILY["qwen2-moe"].architecture, is_hep("qwen2-moe"), is_hep("mixtral")
@@ -19,7 +22,7 @@ answers questions across them. No other module names a family.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Literal
 
@@ -36,6 +39,7 @@ from syncviz.families import (
     qwen_v1,
 )
 from syncviz.families.record import LAYOUT_KEYS, ExpertLayout, FamilyInfo, Preset
+from syncviz.families.registry import FAMILY, FamilyNames, add_built_in, derived, unregister
 
 __all__ = [
     "ARCHITECTURE_FAMILY",
@@ -53,6 +57,7 @@ __all__ = [
     "family_of_architecture",
     "is_hep",
     "readers_of",
+    "unregister",
 ]
 
 INACTIVE_VALUES: Mapping[str, object] = MappingProxyType(
@@ -110,22 +115,19 @@ _ALL: tuple[FamilyInfo, ...] = tuple(
         gpt_oss,
     )
 )
+for _info in _ALL:
+    add_built_in(_info)
 
-FAMILY: Mapping[str, FamilyInfo] = MappingProxyType({f.name: f for f in _ALL})
-"""Family name -> its facts."""
+FAMILY_NAMES: Sequence[str] = FamilyNames()
+"""Every family name, in registry order (families registered later included)."""
 
-FAMILY_NAMES: tuple[str, ...] = tuple(FAMILY)
-"""Every family name, in registry order."""
-
-HEP_FAMILIES = frozenset(f.name for f in _ALL if f.experts == "hep")
-
-ARCHITECTURE_FAMILY: Mapping[str, str] = MappingProxyType(
-    {f.architecture: f.name for f in _ALL if f.hf_default}
+ARCHITECTURE_FAMILY: Mapping[str, str] = derived(
+    lambda infos: {f.architecture: f.name for f in infos if f.hf_default}
 )
 """Hugging Face ``architectures`` entry -> the family it is read as."""
 
-MODEL_TYPE_ARCHITECTURE: Mapping[str, str] = MappingProxyType(
-    {f.model_type: f.architecture for f in _ALL if f.hf_default}
+MODEL_TYPE_ARCHITECTURE: Mapping[str, str] = derived(
+    lambda infos: {f.model_type: f.architecture for f in infos if f.hf_default}
 )
 """config.json ``model_type`` -> architecture (used when ``architectures`` is missing)."""
 
@@ -147,7 +149,7 @@ def readers_of(key: str) -> list[str]:
     >>> readers_of("shared_expert_intermediate_size")
     ['qwen2-moe']
     """
-    return [f.name for f in _ALL if key in f.reads]
+    return [f.name for f in FAMILY.values() if key in f.reads]
 
 
 def classes_by_architecture(kind: Literal["chatlearn", "corrected"]) -> dict[str, str]:
@@ -159,7 +161,7 @@ def classes_by_architecture(kind: Literal["chatlearn", "corrected"]) -> dict[str
     False
     """
     found: dict[str, str] = {}
-    for info in _ALL:
+    for info in FAMILY.values():
         name = getattr(info, kind)
         if name and info.architecture not in found:
             found[info.architecture] = name

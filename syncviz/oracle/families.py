@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from syncviz.errors import SyncvizError
-from syncviz.families import FAMILY, FAMILY_NAMES, ExpertLayout, FamilyInfo
+from syncviz.families import FAMILY_NAMES, ExpertLayout, FamilyInfo
 from syncviz.families.record import ExpertFc1, QkvLayout
+from syncviz.families.registry import derived
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,10 @@ def _count(value: str | tuple[str, ...]) -> int:
     return 1 if isinstance(value, str) else len(value)
 
 
-FAMILY_CONVENTIONS: Mapping[str, Conventions] = MappingProxyType(
-    {name: _conventions_of(info) for name, info in FAMILY.items()}
+FAMILY_CONVENTIONS: Mapping[str, Conventions] = derived(
+    lambda infos: {info.name: _conventions_of(info) for info in infos}
 )
-"""Family name -> its conventions, read from the family files (``syncviz.families``)."""
+"""Family name -> its conventions, read from the family records (``syncviz.families``)."""
 
 
 def conventions(family: str) -> Conventions:

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 
 import torch
 
-from syncviz.families import FAMILY
+from syncviz.families.registry import derived
 
-HF_NAMES: Mapping[str, Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {name: info.hf_names for name, info in FAMILY.items()}
+HF_NAMES: Mapping[str, Mapping[str, tuple[str, ...]]] = derived(
+    lambda infos: {info.name: info.hf_names for info in infos}
 )
 """Hugging Face checkpoint names per family and parameter kind."""
 
 
-HF_FUSED_EXPERTS: frozenset[str] = frozenset(
-    name for name, info in FAMILY.items() if info.hf_fused_experts
+HF_FUSED_EXPERTS: Mapping[str, bool] = derived(
+    lambda infos: {info.name: True for info in infos if info.hf_fused_experts}
 )
 """Families whose checkpoints keep a layer's experts as fused 3-D tensors (one name, no
 ``{e}``): ``gate_up_proj`` [E, H, 2I] with gate/up interleaved columns (g0, u0, g1, ...),
@@ -65,10 +64,12 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(re.escape(template).replace(r"\{i\}", r"\d+").replace(r"\{e\}", r"\d+"))
 
 
-_PATTERNS: dict[str, list[re.Pattern[str]]] = {
-    name: [_pattern(t) for templates in names.values() for t in templates]
-    for name, names in HF_NAMES.items()
-}
+_PATTERNS: Mapping[str, list[re.Pattern[str]]] = derived(
+    lambda infos: {
+        info.name: [_pattern(t) for templates in info.hf_names.values() for t in templates]
+        for info in infos
+    }
+)
 
 
 def foreign_tensor(family: str, names: Iterable[str]) -> tuple[str, str] | None:

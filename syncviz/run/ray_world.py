@@ -130,6 +130,25 @@ class RankCollective(TorchCollective):
         return resolved
 
 
+def _knowing_own_families(fn: Callable[[RankCollective], T]) -> Callable[[RankCollective], T]:
+    """``fn``, first registering in the rank's process the families this process registered
+    from a file or a record (a rank is another process: it knows only the built-in ones)."""
+    from syncviz.families.registry import own_families
+
+    families = own_families()
+    if not families:
+        return fn
+
+    def run(coll: RankCollective) -> T:
+        from syncviz.families.registry import register
+
+        for info, origin in families:
+            register(info, origin=origin)
+        return fn(coll)
+
+    return run
+
+
 class RankActor:
     """The body of one rank's actor (wrapped with ``ray.remote`` by :class:`RayWorld`).
 
@@ -378,7 +397,7 @@ class RayWorld:
         from ray import cloudpickle
 
         self._describe = describe or (lambda rank: f"rank {rank} stopped answering")
-        fn_ref = ray.put(cloudpickle.dumps(fn))
+        fn_ref = ray.put(cloudpickle.dumps(_knowing_own_families(fn)))
         rank_of = {actor.run.remote(fn_ref): r for r, actor in enumerate(self._actors)}
         results: list[RankResult[T] | None] = [None] * self.world_size
         try:

@@ -18,16 +18,20 @@ without Megatron, vLLM or Ray.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY
+from syncviz.families.registry import derived
 from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
 
 # Hugging Face architecture name of each family (what get_synchronizer switches on).
-ARCHITECTURES = {name: info.architecture for name, info in FAMILY.items()}
+ARCHITECTURES: Mapping[str, str] = derived(
+    lambda infos: {info.name: info.architecture for info in infos}
+)
 
 MEGATRON = "megatron"
 VLLM = "vllm"

@@ -16,13 +16,15 @@ shard of source rank r))`` is exactly what destination rank ``r * (d / s) + i`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.errors import SyncvizError
-from syncviz.families import FAMILY, classes_by_architecture, family_of_architecture
+from syncviz.families import classes_by_architecture, family_of_architecture
+from syncviz.families.registry import derived
 from syncviz.oracle.blocks import GLOBAL_KINDS
 from syncviz.oracle.families import Conventions, conventions
 from syncviz.parallel import Parallel, validate
@@ -707,9 +709,9 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
             if kind in GLOBAL_KINDS or match is None:
                 whole[src] = dst
                 continue
-            suffix = dst.split("{i}", 1)[1]
+            # The whole template: a family's layers need not sit under ``.layers.{i}``.
             self._by_op[(_op_key(match.group(2)), match.group(3))] = (
-                suffix,
+                dst,
                 kind.startswith("experts_"),
             )
         self._embedding_sync_map = whole
@@ -727,8 +729,8 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
         if found is None:
             super()._map_layer_param(layer_name, op_name, weight_or_bias)
             return
-        suffix, stacked = found
-        name = layer_name + suffix
+        template, stacked = found
+        name = template.format(i=int(layer_name.rsplit(".", 1)[1]))
         if not (stacked and name in self._dst_names):
             self._dst_names.append(name)
 
@@ -917,14 +919,17 @@ _CORRECTED_CLASSES: dict[str, type[CorrectedMegatronVllmSync]] = {
     )
 }
 
-CORRECTED_BY_FAMILY: dict[str, type[CorrectedMegatronVllmSync]] = {
-    name: _CORRECTED_CLASSES[info.corrected] for name, info in FAMILY.items()
-}
+CORRECTED_BY_FAMILY: Mapping[str, type[CorrectedMegatronVllmSync]] = derived(
+    lambda infos: {info.name: _CORRECTED_CLASSES[info.corrected] for info in infos}
+)
 """The corrected class for each model family (named in :mod:`syncviz.families`)."""
 
-CORRECTED_BY_ARCHITECTURE: dict[str, type[CorrectedMegatronVllmSync]] = {
-    arch: _CORRECTED_CLASSES[name] for arch, name in classes_by_architecture("corrected").items()
-}
+CORRECTED_BY_ARCHITECTURE: Mapping[str, type[CorrectedMegatronVllmSync]] = derived(
+    lambda _infos: {
+        arch: _CORRECTED_CLASSES[name]
+        for arch, name in classes_by_architecture("corrected").items()
+    }
+)
 """The corrected class for each vLLM architecture (what ``get_synchronizer`` switches on)."""
 
 

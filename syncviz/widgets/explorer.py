@@ -30,11 +30,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import ipywidgets as w
 
 from syncviz.errors import SyncvizError
+from syncviz.families import FamilyInfo
 from syncviz.journey import TraceStep, block_journey, param_steps, step_count
 from syncviz.parallel import Parallel, validate
 from syncviz.presets import PRESETS, shipped_config, shipped_configs
@@ -110,6 +112,18 @@ def _answer(method: _Method) -> _Method:
     return run  # type: ignore[return-value]
 
 
+def _opening_model(model: str | None, family: str | Path | FamilyInfo | None) -> str:
+    """The model the Explorer opens on: ``model``, else ``family``'s first preset (the family
+    registered first), else llama3-8b."""
+    if family is not None:
+        from syncviz.family_file import use_family
+
+        info = use_family(family)
+        if model is None and info.presets:
+            return info.presets[0].name
+    return model or "llama3-8b"
+
+
 @dataclass
 class _Run:
     """One cached sync run: the result and its check, or the reason there is none."""
@@ -137,7 +151,9 @@ class Explorer(w.VBox):
     """An interactive view of one sync: check status, a diagram, the steps, a block's journey.
 
     ``model``: a preset name, ``"config: <shipped config>"``, or a path to a HF
-    ``config.json``; ``spec``: any ModelSpec (shown as "custom: <name>").
+    ``config.json``; ``spec``: any ModelSpec (shown as "custom: <name>"). ``family``: a
+    family of one's own (a ``.py`` / ``.json`` family file, or a ``FamilyInfo``), registered
+    first; with no ``model`` given the Explorer opens on its first preset.
     ``synchronizers``: extra choices, a name -> BaseSync subclass (or "module:Class").
     ``scaled``: draw the layout-preserving downscale (fast, element exact); False runs
     the model's real sizes on symbolic provenance; None (default): :data:`SCALED_DEFAULT`.
@@ -147,7 +163,7 @@ class Explorer(w.VBox):
 
     def __init__(
         self,
-        model: str = "llama3-8b",
+        model: str | None = None,
         src: Parallel | None = None,
         dst: Parallel | None = None,
         *,
@@ -157,7 +173,9 @@ class Explorer(w.VBox):
         scaled: bool | None = None,
         layer: int = 0,
         engine: str | None = None,
+        family: str | Path | FamilyInfo | None = None,
     ) -> None:
+        model = _opening_model(model, family)
         src = src or Parallel(tp=2)
         dst = dst or Parallel(tp=4)
         self._engine = dst.engine if engine is None else Parallel(tp=1, engine=engine).engine

@@ -596,8 +596,9 @@ def _eager_form(m: ReshapedMap) -> RegionMap:
     _eager_forms.move_to_end(key)
     was, regions = hit
     k = base - was
-    if k:
-        regions = tuple(Region(r.start, r.stop, r.offset + k, r.strides) for r in regions)
+    if k:  # made as tuples (each Region's fields in order): this runs on thousands
+        new = tuple.__new__
+        regions = tuple([new(Region, (r[0], r[1], r[2] + k, r[3])) for r in regions])
     return RegionMap(m.shape, regions, merge=False)
 
 

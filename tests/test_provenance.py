@@ -12,6 +12,10 @@ from hypothesis import strategies as st
 
 from syncviz.errors import SyncvizError
 from syncviz.provenance import RegionMap, SymbolicTensor, row_major, symbolic_factories
+
+# Region-level tests take every name from the regions module itself: pytest's importlib mode
+# may import that module anew for its doctests, and its classes must not mix with the old.
+from syncviz.provenance.regions import RegionMap as Map
 from syncviz.provenance.regions import (
     ReshapedMap,
     _coalesce,
@@ -173,24 +177,24 @@ def test_index_select_runs_stay_compact():
 # ------------------------------------------------------------ eager forms of lazy maps
 
 _LAZY = {
-    "row cut in two (a flat chunk of a row-parallel shard)": lambda o: RegionMap.affine(
+    "row cut in two (a flat chunk of a row-parallel shard)": lambda o: Map.affine(
         (64, 16), o, (128, 1)
     ).reshape((128, 8)),
     "rows read backwards, cut in two": lambda o: (
-        RegionMap.affine((64, 16), o, (128, 1)).take(0, 63, -1, 64).reshape((128, 8))
+        Map.affine((64, 16), o, (128, 1)).take(0, 63, -1, 64).reshape((128, 8))
     ),
-    "stacked column slices seen side by side": lambda o: RegionMap.affine(
+    "stacked column slices seen side by side": lambda o: Map.affine(
         (2, 64, 4), o, (1024, 16, 1)
     ).reshape((64, 8)),
-    "two lazy maps stacked": lambda o: RegionMap.cat(
+    "two lazy maps stacked": lambda o: Map.cat(
         [
-            RegionMap.affine((64, 16), o, (128, 1)).reshape((128, 8)),
-            RegionMap.affine((32, 16), o + 5, (64, 2)).reshape((64, 8)),
+            Map.affine((64, 16), o, (128, 1)).reshape((128, 8)),
+            Map.affine((32, 16), o + 5, (64, 2)).reshape((64, 8)),
         ],
         0,
     ),
     "a float segment beside an int one, into three dims": lambda o: ReshapedMap(
-        [RegionMap.affine((64, 16), o, (128, 1)), RegionMap.constant((32, 16), float(o) - 2.0)],
+        [Map.affine((64, 16), o, (128, 1)), Map.constant((32, 16), float(o) - 2.0)],
         (48, 4, 8),
     ),
 }
@@ -211,22 +215,22 @@ def test_shifted_maps_reuse_exact_eager_forms(name):
         assert len(_eager_forms) == 1  # read from the first one's form, none added
         want = make(1000 + shift)._eager_uncached().regions
         assert [(r, type(r.offset)) for r in got] == [(r, type(r.offset)) for r in want]
-        assert torch.equal(RegionMap(m.shape, got, merge=False).materialize(), m.materialize())
+        assert torch.equal(Map(m.shape, got, merge=False).materialize(), m.materialize())
 
 
 def test_eager_forms_are_shared_only_by_shifted_maps():
     """Maps that are not one shift of another (a marker that stays, another cut, an offset
     that is not an integer) get their own eager form."""
     _eager_forms.clear()
-    data = RegionMap.affine((64, 16), 0, (128, 1))
-    marker = RegionMap.constant((32, 16), -2.0)
+    data = Map.affine((64, 16), 0, (128, 1))
+    marker = Map.constant((32, 16), -2.0)
     base = ReshapedMap([data, marker], (96, 16))
-    moved = ReshapedMap([RegionMap.affine((64, 16), 7, (128, 1)), marker], (96, 16))
-    other_cut = ReshapedMap([RegionMap.affine((64, 16), 0, (64, 1)), marker], (96, 16))
+    moved = ReshapedMap([Map.affine((64, 16), 7, (128, 1)), marker], (96, 16))
+    other_cut = ReshapedMap([Map.affine((64, 16), 0, (64, 1)), marker], (96, 16))
     for m in (base, moved, other_cut):
         assert m.regions == m._eager_uncached().regions
     assert len(_eager_forms) == 3
-    half = ReshapedMap([data, RegionMap.constant((32, 16), 0.5)], (96, 16))
+    half = ReshapedMap([data, Map.constant((32, 16), 0.5)], (96, 16))
     assert half.regions == half._eager_uncached().regions
     assert len(_eager_forms) == 3  # 0.5 could not be shifted exactly: not kept
     assert [r.offset for r in moved.regions if r.is_constant] == [-2.0]
@@ -303,8 +307,8 @@ def test_joining_pass_matches_its_first_form(shape, data):
     shuffled = [regions[i] for i in order]
     got, want = _coalesce(shuffled), _coalesce_before(shuffled)
     assert [(r, type(r.offset)) for r in got] == [(r, type(r.offset)) for r in want]
-    ids = RegionMap(shape, shuffled, merge=False).materialize()
-    assert torch.equal(RegionMap(shape, got, merge=False).materialize(), ids)
+    ids = Map(shape, shuffled, merge=False).materialize()
+    assert torch.equal(Map(shape, got, merge=False).materialize(), ids)
 
 
 # ------------------------------------------------------------ random op chains

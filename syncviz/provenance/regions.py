@@ -25,7 +25,7 @@ import math
 import operator
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -36,11 +36,12 @@ from syncviz.geometry import unravel
 MAX_REGIONS = 65_536
 
 
-@dataclass(frozen=True, slots=True)
-class Region:
+class Region(NamedTuple):
     """Box ``start <= c < stop`` whose value at ``c`` is ``offset + sum((c - start) * strides)``.
 
-    Strides of dims with extent 1 are kept at 0, so equal regions compare equal.
+    Strides of dims with extent 1 are kept at 0, so equal regions compare equal. A named
+    tuple (immutable, compared and hashed by its fields): a real-size map is made of many
+    thousands, and a tuple is made in half the time of a frozen dataclass.
 
     >>> Region((0, 2), (2, 4), 2, (6, 1)).numel
     4
@@ -595,8 +596,9 @@ def _eager_form(m: ReshapedMap) -> RegionMap:
     _eager_forms.move_to_end(key)
     was, regions = hit
     k = base - was
-    if k:
-        regions = tuple(Region(r.start, r.stop, r.offset + k, r.strides) for r in regions)
+    if k:  # made as tuples (each Region's fields in order): this runs on thousands
+        new = tuple.__new__
+        regions = tuple([new(Region, (r[0], r[1], r[2] + k, r[3])) for r in regions])
     return RegionMap(m.shape, regions, merge=False)
 
 

@@ -101,8 +101,9 @@ def _answer(method: _Method) -> _Method:
     is not scheduled. And a real-size opening makes some 10^5 short-lived objects (regions,
     boxes), which set off hundreds of collector runs, each walking every object of the
     kernel (torch's, the notebook's); they hold no cycles, reference counts free them.
-    On the shared 2-core machine the llama3-70b tp8 -> tp16 opening took 4.5-5.7 s of CPU
-    with both, 1.6 with one thread and 1.2 with neither (benchmarks/bench_explorer.py)."""
+    On the shared 2-core machine (load 8-10) the llama3-70b tp8 -> tp16 opening took
+    4.5-5.7 s of CPU with two torch threads and the collector on, 1.6 s on one thread, and
+    1.2 s on one thread with the collector paused (benchmarks/bench_explorer.py)."""
 
     @functools.wraps(method)
     def run(*args: Any, **kwargs: Any) -> Any:

@@ -310,3 +310,37 @@ def test_diagnose_names_a_w2_bias_held_on_every_rank(tmp_path):
     assert "tp 1, rows 0-3: holds tp 0's experts 0-3 down bias, expected zeros" in "\n".join(
         bad[L0 + "mlp.experts.w2_bias"].lines()
     )
+
+
+# ---------------------------------------------------------------------- the commands
+
+
+def test_layout_and_render_commands_show_the_family(tmp_path, capsys):
+    """`layout` words the sinks and the interleaved w13 of the tiny config; `render` draws
+    its w13 after a corrected sync, every rank as expected (both exit 0)."""
+    import json
+
+    from syncviz.cli import main
+    from syncviz.diagnose.fixtures import hf_config
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(hf_config(tiny_spec(FAMILY))), encoding="utf-8")
+    sizes = ["--config", str(config), "--src-tp", "2", "--dst-tp", "4"]
+    assert main(["layout", *sizes, "--layers", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "elements 0-1: Q heads 2-3 sink" in text
+    # I 128 over 4 ranks: tp 1 holds gate/up rows 32-63 of each expert, interleaved.
+    assert "experts 0-3 each (rows 0-63: gate rows 32-63 and up rows 32-63, interleaved)" in text
+    assert "rows 0-3: zeros" in text
+    picture = tmp_path / "w13.png"
+    args = [
+        "render",
+        *sizes,
+        "--synchronizer",
+        "corrected",
+        "--param",
+        L0 + "mlp.experts.w13_weight",
+    ]
+    assert main([*args, "-o", str(picture)]) == 0
+    assert picture.stat().st_size > 0
+    assert "every vLLM rank holds what the oracle expects" in capsys.readouterr().out

@@ -120,7 +120,7 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
     Per family (see the subclasses): QWen v1 pairs ``mlp.w1`` / ``mlp.w2`` whatever
     order they arrive in; Llama maps a QKV bias to ``qkv_proj.bias`` and keeps the
     two name lists aligned when it drops other biases; the Megatron-Core families the
-    original has no class for (Mixtral, Mistral, Qwen3, Qwen3-MoE) share one class whose
+    original has no class for (Mixtral, Mistral, Qwen3, Qwen3-MoE, gpt-oss) share one class whose
     names are read from the family's conventions.
 
     >>> from syncviz import Parallel, preset
@@ -738,7 +738,7 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
 class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
     """A Megatron-Core trainer -> vLLM, for any family whose conventions are data.
 
-    The original has no class for these families (Mixtral, Mistral, Qwen3, Qwen3-MoE).
+    The original has no class for these families (Mixtral, Mistral, Qwen3, Qwen3-MoE, gpt-oss).
     Names come from the family's conventions (:class:`ConventionsSyncMap`, the family
     found from vLLM's architecture). ``transform_parameters`` stacks a layer's local
     experts (each TP-sharded like a dense MLP: fc1 ``[gate_r; up_r]``, fc2 a column

@@ -22,10 +22,11 @@ full dump costs on that machine (device-to-host copy, disk write).
 real shapes (vocabulary cut to 1024 so the file stays small) and the fingerprint
 files of its 8 TP ranks; timed: one bare pass over the checkpoint's bytes (read each
 tensor through diagnose's reader, ``.sum()``), the expected fingerprints of every
-rank (each global tensor read, assembled and fingerprinted once, every rank's
-segments looked up and composed into its groups), the same from memory (tensors
-already read and assembled) against a ``.sum()`` of them, the reading and the
-assembling alone, the whole fingerprint diagnosis, and the full-dump diagnosis.
+rank (each checkpoint tensor read once and fingerprinted where it lies, as diagnose
+does, every rank's segments looked up and composed into its groups), the same with
+each parameter's tensors joined first (``joined``, the way before), the same from
+memory (tensors already read and joined) against a ``.sum()`` of them, the reading
+and the joining alone, the whole fingerprint diagnosis, and the full-dump diagnosis.
 
 ``project``: from the two runs' JSON, DeepSeek-V3 671B at TP 8 / EP 8 (bf16): what
 a full dump and fingerprints write, hold and take (the README's table).
@@ -167,7 +168,7 @@ def bench_full_dump_costs(gib: float = 4.0) -> dict:
 
 def bench_cpu(reps: int) -> dict:
     """The expected side of one llama3-70b layer at TP 8 against a bare pass over its bytes."""
-    from syncviz.diagnose.core import REFERENCE, run_diagnosis
+    from syncviz.diagnose.core import REFERENCE, GlobalTensor, run_diagnosis
     from syncviz.diagnose.fingerprints import PrintFiles, PrintTable, fingerprint_dumps
     from syncviz.diagnose.fixtures import write_checkpoint, write_dumps
     from syncviz.diagnose.reference import Reference
@@ -209,17 +210,20 @@ def bench_cpu(reps: int) -> dict:
             got = [reference.read(n) for n in parts]
             return got[0] if len(got) == 1 else torch.cat(got)
 
-        def expected_prints(glob, plan):
-            length, run, ranks = plan
-            table = PrintTable(glob, length, run)
-            for starts, group in ranks:
+        def expected_prints(table, plan):
+            for starts, group in plan[2]:
                 mine = table.expected(starts)
                 if group > 1:
                     compose(mine, group)
 
         def expected():  # every rank's expected fingerprints, each tensor read once
+            for p, plan in zip(layout.params, plans, strict=True):
+                glob = GlobalTensor(reference, p)  # as diagnose does: no joining copy
+                expected_prints(PrintTable.of(glob, torch.bfloat16, plan[0], plan[1]), plan)
+
+        def expected_joined():  # the same from the joined tensors (the way before)
             for parts, plan in zip(names, plans, strict=True):
-                expected_prints(assemble(parts), plan)
+                expected_prints(PrintTable(assemble(parts), plan[0], plan[1]), plan)
 
         def timed(fn, n):
             fn()
@@ -237,8 +241,13 @@ def bench_cpu(reps: int) -> dict:
         bare_s, expected_s = timed(bare, reps), timed(expected, reps)
         read_s = timed(lambda: [reference.read(n) for parts in names for n in parts], reps)
         assemble_s = timed(lambda: [assemble(parts) for parts in names], reps)
+        joined_s = timed(expected_joined, reps)
         in_memory_s = timed(
-            lambda: [expected_prints(g, plan) for g, plan in zip(globs, plans, strict=True)], reps
+            lambda: [
+                expected_prints(PrintTable(g, plan[0], plan[1]), plan)
+                for g, plan in zip(globs, plans, strict=True)
+            ],
+            reps,
         )
         sums_only_s = timed(lambda: [g.sum() for g in globs], reps)
         fp_diag_s = timed(lambda: run_diagnosis(ref, prints, 8, layers=[0], files=PrintFiles()), 1)
@@ -251,6 +260,8 @@ def bench_cpu(reps: int) -> dict:
         "bare_pass_s": bare_s,
         "expected_s": expected_s,
         "expected_first_call_s": first_s,
+        "expected_joined_s": joined_s,
+        "ratio_joined": bare_s / joined_s,
         "read_s": read_s,
         "read_and_assemble_s": assemble_s,
         "bare_GBps": nbytes / bare_s / 1e9,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -318,3 +319,34 @@ def test_default_groups_keep_the_words_at_heads_of_32(tmp_path, bugs):
     full, fp = diagnose(ref, dump, 2), diagnose(ref, prints, 2)
     assert fp.exit_code == full.exit_code == (1 if bugs else 0)
     assert fp.text().splitlines()[1:] == full.text().splitlines()[1:]
+
+
+PARTS = {"gate_up": 2, "qkv": 3, "qkv_bias": 3, "experts_w13": 8, "input_norm": 1}
+
+
+@pytest.mark.parametrize("kind", list(PARTS))
+def test_table_from_checkpoint_parts_equals_joined(checkpoints, kind):
+    """The expected fingerprints built from the checkpoint tensors a parameter is joined from
+    (gate and up, q k v, each of 4 experts' gate and up) equal those of the joined tensor, and
+    the joining copy is never made; a window off the grid reads the same too."""
+    from syncviz.diagnose.core import REFERENCE, GlobalTensor
+    from syncviz.diagnose.fingerprints import PrintTable
+    from syncviz.diagnose.reference import Reference
+    from syncviz.diagnose.segments import segment_length
+    from syncviz.oracle import model_layout
+    from syncviz.parallel import Parallel
+
+    family = {"q": "qwen2", "e": "mixtral"}.get(kind[0], "llama-mcore")
+    ref = Reference(checkpoints[family])
+    layout = model_layout(ref.spec, REFERENCE, Parallel(tp=2), layers=[0], include_globals=False)
+    (param,) = [p for p in layout.params if p.kind == kind]
+    length = segment_length(param.dst[0].index)
+    glob = GlobalTensor(ref, param)
+    table = PrintTable.of(glob, torch.bfloat16, length, length)
+    assert len(glob.parts()) == PARTS[kind]
+    whole = PrintTable(ref.global_tensor(kind, 0), length, length)
+    assert torch.equal(table.prints, whole.prints) and glob._whole is None
+    assert table.prints.numel() == math.prod(param.global_shape) // length
+    numel = math.prod(param.global_shape)
+    odd = torch.tensor([s for s in (1, length + 1) if s + length <= numel])  # one element in
+    assert torch.equal(table.expected(odd), whole.expected(odd))

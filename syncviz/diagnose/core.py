@@ -357,6 +357,42 @@ def reference_tensor(ref: Reference, param: ParamLayout) -> torch.Tensor:
     return g
 
 
+class GlobalTensor:
+    """The reference's tensor of one parameter, read once, only when a rank needs it:
+    ``glob()`` the whole tensor; ``glob.parts()`` the checkpoint tensors it is joined from
+    (the whole one once it was joined), for a reader that needs only their rows."""
+
+    def __init__(self, ref: Reference, param: ParamLayout) -> None:
+        self.ref, self.param = ref, param
+        self._whole: torch.Tensor | None = None
+        self._parts: list[torch.Tensor] | None = None
+
+    def __call__(self) -> torch.Tensor:
+        if self._whole is None:
+            parts = self._parts
+            if parts is None:
+                self._whole = reference_tensor(self.ref, self.param)
+            else:  # already read (and their shapes checked) by parts()
+                whole = parts[0] if len(parts) == 1 else torch.cat(parts)
+                self._whole = whole.view(self.param.global_shape)
+            self._parts = None
+        return self._whole
+
+    def parts(self) -> list[torch.Tensor]:
+        if self._whole is not None:
+            return [self._whole]
+        if self._parts is None:
+            parts = self.ref.global_parts(self.param.kind, self.param.layer)
+            shape = self.param.global_shape
+            inner = torch.Size(shape[1:] if len(shape) < 3 else shape[2:])  # of a row
+            if sum(p.numel() for p in parts) != math.prod(shape) or any(
+                p.shape[1:] != inner for p in parts if len(shape) > 1
+            ):
+                return [self()]  # the whole tensor's reading says what is wrong
+            self._parts = parts
+        return self._parts
+
+
 def _judge(
     ref: Reference,
     i: int,
@@ -366,13 +402,7 @@ def _judge(
     notes: dict[tuple[int, int], _Note],
     files: Any,
 ) -> list[Decoded]:
-    got: list[torch.Tensor] = []
-
-    def glob() -> torch.Tensor:  # read once per parameter, only when a rank needs it
-        if not got:
-            got.append(reference_tensor(ref, param))
-        return got[0]
-
+    glob = GlobalTensor(ref, param)
     cache: dict = {}
     out = []
     for t in param.dst:

@@ -126,16 +126,39 @@ class PrintTable:
     The windows are fingerprinted on first use (a table serving only windows off the grid
     never reads the whole tensor)."""
 
-    def __init__(self, glob: torch.Tensor, length: int, run: int) -> None:
+    def __init__(self, glob: torch.Tensor | list[torch.Tensor], length: int, run: int) -> None:
         self.length, self.run = length, run
-        self._flat = glob.reshape(-1)
+        parts = [glob] if isinstance(glob, torch.Tensor) else glob
+        self._parts = [p.reshape(-1) for p in parts]
         self._sorted: tuple[torch.Tensor, torch.Tensor] | None = None  # for look-ups only
-        minus = torch.full((length,), -0.0, dtype=glob.dtype) if glob.is_floating_point() else None
+        floating, dtype = parts[0].is_floating_point(), parts[0].dtype
+        minus = torch.full((length,), -0.0, dtype=dtype) if floating else None
         self.negative_zero = None if minus is None else int(_segment_prints(minus, length, run)[0])
+
+    @classmethod
+    def of(
+        cls, glob: Callable[[], torch.Tensor], dtype: torch.dtype, length: int, run: int
+    ) -> PrintTable:
+        """The table of a parameter's reference tensor (``glob()``), built from the checkpoint
+        tensors it is joined from where each holds whole windows (``glob.parts()``): their
+        windows are the joined tensor's, in order, without the copy that joins them."""
+        parts_of = getattr(glob, "parts", None)
+        parts = parts_of() if parts_of is not None else [glob()]
+        if any(p.numel() % length for p in parts):
+            parts = [glob()]
+        return cls([p.to(dtype) for p in parts], length, run)
+
+    @functools.cached_property
+    def _flat(self) -> torch.Tensor:
+        """The whole tensor, flat (joined on first use: only windows off the grid need it)."""
+        return self._parts[0] if len(self._parts) == 1 else torch.cat(self._parts)
 
     @functools.cached_property
     def prints(self) -> torch.Tensor:
         """The fingerprint of every aligned window (none when they do not tile the tensor)."""
+        if all(p.numel() % self.length == 0 for p in self._parts):
+            per = [_segment_prints(p, self.length, self.run) for p in self._parts]
+            return per[0] if len(per) == 1 else torch.cat(per)
         if self._flat.numel() % self.length:
             return torch.zeros(0, dtype=torch.int64)
         return _segment_prints(self._flat, self.length, self.run)
@@ -312,7 +335,7 @@ class PrintFiles:
             )
         key = (entry.dtype, length, entry.run)
         if key not in cache:
-            cache[key] = PrintTable(glob().to(entry.dtype), length, entry.run)
+            cache[key] = PrintTable.of(glob, entry.dtype, length, entry.run)
         table = cache[key]
         runs = dump.read(param.key)
         actual = compose(runs, length // entry.run) if length > entry.run else runs
@@ -379,7 +402,7 @@ class PrintFiles:
             )
         key = (entry.dtype, length, entry.run)
         if key not in cache:
-            cache[key] = PrintTable(glob().to(entry.dtype), length, entry.run)
+            cache[key] = PrintTable.of(glob, entry.dtype, length, entry.run)
         rows: PrintTable = cache[key]
         actual = dump.read(param.key)
         ok = actual == compose(rows.expected(dec.expected), group)

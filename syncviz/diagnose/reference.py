@@ -17,7 +17,6 @@ read at open time but the headers.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -196,6 +195,16 @@ class Reference:
 
     def global_tensor(self, kind: str, layer: int | None) -> torch.Tensor:
         """The global tensor of ``kind`` (at ``layer``) in the oracle's layout."""
+        parts = self.global_parts(kind, layer)
+        whole = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        if kind.startswith("experts_"):
+            return whole.view(self.spec.num_experts, -1, *whole.shape[1:])
+        return whole
+
+    def global_parts(self, kind: str, layer: int | None) -> list[torch.Tensor]:
+        """The checkpoint tensors whose concatenation along the first dimension is
+        :meth:`global_tensor` (experts: each expert's in turn), read but not joined: a
+        reader that needs only their rows need not copy them into one tensor."""
         templates = self.names.get(kind)
         if templates is None:
             raise SyncvizError(
@@ -208,9 +217,9 @@ class Reference:
         if kind.startswith("experts_") and self.spec.family in HF_FUSED_EXPERTS:
             return from_fused_experts(kind, self.read(templates[0].format(**fields)))
         if kind.startswith("experts_"):
-            per_expert: Callable[[int], torch.Tensor] = lambda e: torch.cat(  # noqa: E731
-                [self.read(t.format(e=e, **fields)) for t in templates], dim=0
-            )
-            return torch.stack([per_expert(e) for e in range(self.spec.num_experts)])
-        parts = [self.read(t.format(**fields)) for t in templates]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+            return [
+                self.read(t.format(e=e, **fields))
+                for e in range(self.spec.num_experts)
+                for t in templates
+            ]
+        return [self.read(t.format(**fields)) for t in templates]

@@ -347,7 +347,7 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
 
 def _materialized_cell(plan, param, world, got: RegionMap, want: RegionMap) -> Cell:
     """:func:`slice_cell` of one slot read element by element, when it is small enough."""
-    from syncviz.diagram.raster_maps import MATERIALIZE_LIMIT
+    from syncviz.diagram.raster import MATERIALIZE_LIMIT
     from syncviz.run.values import to_local_ids
 
     if got.numel > MATERIALIZE_LIMIT:

@@ -31,8 +31,15 @@ from syncviz.check import Region, findings_words
 from syncviz.diagram.frames import Frame, frame
 from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
-from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, small_work
-from syncviz.diagram.raster_maps import local_grid, map_raster
+from syncviz.diagram.raster import (
+    MAX_CELLS,
+    BlockTable,
+    Raster,
+    cell_size,
+    local_grid,
+    map_raster,
+    small_work,
+)
 from syncviz.journey import TraceStep, param_steps
 from syncviz.run.symbolic_state import shard_map
 

@@ -290,7 +290,7 @@ def _layout_diagram(
 
 
 def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
-    """A vLLM panel of a symbolic run: held and expected rasters and wrong regions, from maps
+    """A vLLM panel: held and expected rasters and wrong regions, from maps
     (``words`` None: no regions)."""
     got_map, want_map = raw.region_map(), shard_map(t.index, 0)
     base = plan.id_base[param.key]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 
 import pytest
 import torch
@@ -119,7 +120,7 @@ def test_hand_made_maps_equal_materialized(kind):
 def test_fragmented_map_materialized_when_small_refused_when_big(monkeypatch):
     """Past MAX_PIECES a panel is materialized (same raster); past MATERIALIZE_LIMIT too,
     it is refused with the fix."""
-    from syncviz.diagram import raster as raster_module
+    raster_module = sys.modules["syncviz.diagram.raster"]  # the package exports raster()
     from syncviz.errors import SyncvizError
 
     param = _param("o_proj")
@@ -293,7 +294,7 @@ def test_painting_by_value_cover_equals_painting_cell_by_cell():
 def test_status_all_at_once_equals_box_by_box():
     """Random held boxes (markers -2/-3 among them) against one and three expected boxes
     on a 12 x 10 grid: the tensor comparison paints the verdicts the loop paints."""
-    import syncviz.diagram.raster as rm
+    rm = sys.modules["syncviz.diagram.raster"]  # the package exports raster()
     from syncviz.diagram.raster import Box2, _status, _status_all_at_once
 
     rng = random.Random(11)

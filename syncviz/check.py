@@ -361,8 +361,8 @@ def _check_tensor(plan, param, t, world, raw, writes, cache) -> TensorCheck:
 
 
 def map_words(plan, param: ParamLayout, region_map: RegionMap, cache: dict | None = None):
-    """What a symbolic tensor (or a run of its rows) holds of ``param``, in the words the
-    checker prints for the same ids materialized; None when it is too big to describe.
+    """What a destination map (or a run of its rows) holds of ``param``, in the checker's
+    words; None when it is too big to describe.
 
     Its regions become the oracle's pieces directly (:func:`map_index`),
     so the cost follows the regions, not the elements; a map that does not compress
@@ -508,7 +508,7 @@ MAX_REGION_WORDS = 160  # longer descriptions of a region are cut to its first a
 
 def region_words(rows_words, a: int, b: int) -> str:
     """Words for rows a..b-1 from ``rows_words(x, y)`` (the words of rows x..y-1, e.g.
-    :func:`map_words` of a symbolic tensor's rows): a long irregular region is named by
+    :func:`map_words` of a map's rows): a long irregular region is named by
     its first and last row.
 
     >>> region_words(lambda x, y: "Q head 0" if y - x > 1 else f"row {x}", 0, 4)

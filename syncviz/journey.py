@@ -52,9 +52,9 @@ class TraceStep:
 
     ``blocks`` names the blocks its outputs hold (replayed on provenance ids);
     None when the op could not be replayed. ``inputs``/``outputs`` are the
-    replayed id tensors (None when not replayed): real int64 ids for a
-    materialized run, :class:`~syncviz.provenance.SymbolicTensor` maps of the
-    same ids for a symbolic one (read them with :func:`step_ids`).
+    replayed id tensors (None when not replayed):
+    :class:`~syncviz.provenance.SymbolicTensor` maps of local ids (read them with
+    :func:`step_ids`).
 
     >>> TraceStep(0, "regroup", OpRecord(0, "view"), ("Q head 0",)).text
     'rank 0 regroup: view() -> None'
@@ -475,7 +475,7 @@ def _held_ids(result: SyncResult, world: int, key: str) -> torch.Tensor | None:
         return None
 
 
-# ---------------------------------------------------------------- ids: real or maps
+# ---------------------------------------------------------------- ids as maps
 
 
 def _ids(result: SyncResult | None, index) -> torch.Tensor:

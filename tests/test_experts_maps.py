@@ -1,4 +1,5 @@
-"""The expert view of a symbolic run, read from maps, against the materialized run."""
+"""The expert view, read from maps: known words of wrong cells, no slot read element by element
+where its pieces are wholly right or wrong, real sizes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import pytest
 from syncviz import Parallel, preset
 from syncviz.diagram import experts
 from syncviz.diagram.experts import expert_diagram, expert_text
-from syncviz.provenance import is_symbolic
 from syncviz.run.inprocess import run_sync
 
 SIZES = [
@@ -17,36 +17,18 @@ SIZES = [
 ]
 
 
-def _texts(name, src, dst, synchronizer, comm, provenance, kind="experts_"):
+def _texts(name, src, dst, synchronizer, comm, kind="experts_"):
     spec = preset(name).scaled(src, dst)
     result = run_sync(spec, src, dst, synchronizer=synchronizer, layers=[0],
-                      provenance=provenance, expert_comm=comm, trace=False)  # fmt: skip
+                      expert_comm=comm, trace=False)  # fmt: skip
     keys = [p.key for p in result.plan.layout if p.kind.startswith(kind)]
     return result, [expert_text(expert_diagram(result, k)) for k in keys]
 
 
-@pytest.mark.parametrize(("src", "dst"), SIZES, ids=["tp2ep2-tp4", "tp2-tp4", "ep2-tp2"])
-@pytest.mark.parametrize("comm", ["allgather", "alltoall"])
-@pytest.mark.parametrize("synchronizer", ["chatlearn", "corrected"])
-@pytest.mark.parametrize("name", ["qwen2-57b-a14b", "qwen1.5-moe-a2.7b", "mixtral-8x7b"])
-def test_symbolic_equals_materialized(name, synchronizer, comm, src, dst):
-    """Scaled presets, both synchronizers, both expert exchanges: the expert view of the
-    symbolic run reads exactly as the materialized one (ok, wrong with what is held,
-    unwritten), slots read from maps or, where a piece is right in places, from elements."""
-    _, want = _texts(name, src, dst, synchronizer, comm, "materialized")
-    result, got = _texts(name, src, dst, synchronizer, comm, "symbolic")
-    assert is_symbolic(next(iter(result.dst_tensors[dst_rank(result)].values())))
-    assert got == want
-
-
-def dst_rank(result) -> int:
-    return next(r.world for r in result.plan.roles if r.side == "dst")
-
-
 def test_wrong_cells_are_covered():
-    """The comparison above meets wrong cells with held words, not only ok ones: chatlearn's
-    alltoall exchange on qwen2-57b-a14b tp2 ep2 -> tp4 puts other experts' rows in place."""
-    _, texts = _texts("qwen2-57b-a14b", *SIZES[0], "chatlearn", "alltoall", "materialized")
+    """Wrong cells are worded with what they hold: chatlearn's alltoall exchange on
+    qwen2-57b-a14b tp2 ep2 -> tp4 puts other experts' rows in place."""
+    _, texts = _texts("qwen2-57b-a14b", *SIZES[0], "chatlearn", "alltoall")
     assert "wrong: holds expert 0 up rows 0-3 (from trainer rank 0)" in texts[0]
 
 
@@ -57,12 +39,13 @@ def _refuse(*args):
 @pytest.mark.parametrize("synchronizer", ["chatlearn", "corrected"])
 def test_whole_pieces_read_from_maps(synchronizer, monkeypatch):
     """Slots whose pieces are wholly right or wholly wrong (here chatlearn's alltoall w13,
-    which holds other experts' rows, and corrected's) are worded from maps alone."""
+    which holds other experts' rows, and corrected's, all right) are worded from maps alone,
+    no slot read element by element."""
     case = ("qwen2-57b-a14b", *SIZES[0], synchronizer, "alltoall")
-    _, want = _texts(*case, "materialized", kind="experts_w13")
     monkeypatch.setattr(experts, "_materialized_cell", _refuse)
-    _, got = _texts(*case, "symbolic", kind="experts_w13")
-    assert got == want and len(got) == 1
+    _, got = _texts(*case, kind="experts_w13")
+    assert len(got) == 1
+    assert ("wrong: holds expert" in got[0]) == (synchronizer == "chatlearn")
 
 
 def test_real_size_corrected_all_ok(monkeypatch):

@@ -5,8 +5,9 @@ fraction of it); AFTER says, per vLLM rank, whether its slice of each expert
 is ok, wrong (with what it holds instead) or unwritten. Consecutive experts
 with identical rows collapse into one row, and rows and columns are capped,
 so 64 experts over 16 ranks stay a short table. Plain data: no matplotlib.
-A symbolic run (real sizes) is read from its maps, so the cost follows their
-regions, not the elements; it reads exactly as the materialized run.
+Every tensor is read from its map, so the cost follows the regions, not the
+elements; a slot whose pieces are right in places is read element by element
+when small.
 
 >>> from syncviz import Parallel
 >>> from syncviz.spec import ModelSpec
@@ -347,7 +348,7 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
 
 def _materialized_cell(plan, param, world, got: RegionMap, want: RegionMap) -> Cell:
     """:func:`slice_cell` of one slot read element by element, when it is small enough."""
-    from syncviz.diagram.raster_maps import MATERIALIZE_LIMIT
+    from syncviz.diagram.raster import MATERIALIZE_LIMIT
     from syncviz.run.values import to_local_ids
 
     if got.numel > MATERIALIZE_LIMIT:

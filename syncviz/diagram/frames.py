@@ -61,8 +61,7 @@ import torch
 
 from syncviz.diagram.frame_cells import Fill, cell_ids, filled, spans
 from syncviz.diagram.panel import Panel
-from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, small_work
-from syncviz.diagram.raster_maps import grid_map, map_raster
+from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, grid_map, map_raster, small_work
 from syncviz.idset import IdSet, cells_meeting
 from syncviz.journey import TraceStep, step_ids
 from syncviz.provenance import RegionMap, map_of

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from syncviz.diagram.model import LayoutDiagram, Panel, Replayed
-from syncviz.diagram.raster_maps import map_value
+from syncviz.diagram.raster import map_value
 from syncviz.geometry import unravel
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.run.symbolic_state import shard_map

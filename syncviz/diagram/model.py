@@ -31,8 +31,15 @@ from syncviz.check import Region, findings_words
 from syncviz.diagram.frames import Frame, frame
 from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
-from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, cell_size, small_work
-from syncviz.diagram.raster_maps import local_grid, map_raster
+from syncviz.diagram.raster import (
+    MAX_CELLS,
+    BlockTable,
+    Raster,
+    cell_size,
+    local_grid,
+    map_raster,
+    small_work,
+)
 from syncviz.engines import DEFAULT_ENGINE, ENGINE
 from syncviz.journey import TraceStep, param_steps
 from syncviz.run.symbolic_state import shard_map
@@ -286,7 +293,7 @@ def _layout_diagram(
 
 
 def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
-    """A vLLM panel of a symbolic run: held and expected rasters and wrong regions, from maps
+    """A vLLM panel: held and expected rasters and wrong regions, from maps
     (``words`` None: no regions)."""
     got_map, want_map = raw.region_map(), shard_map(t.index, 0)
     base = plan.id_base[param.key]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from syncviz.check import Region
 from syncviz.diagram.raster import Raster
 from syncviz.provenance import RegionMap
@@ -34,11 +32,9 @@ class Panel:
     expected: Raster | None = None
     regions: list[Region] = field(default_factory=list)
     shared: dict[str, list[int]] = field(default_factory=dict)
-    # A symbolic run's tensor on the raster grid in local ids (None: materialized run, or
-    # a map too fragmented): step frames ask it which cells hold a step's ids.
+    # The tensor on the raster grid in local ids (None: a trainer panel, or a map too
+    # fragmented): step frames ask it which cells hold a step's ids.
     grid: RegionMap | None = field(default=None, repr=False, compare=False)
-    # A materialized run's tensor in local ids, for the same questions (None: symbolic).
-    local_ids: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def wrong_cells(self) -> int:

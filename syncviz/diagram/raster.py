@@ -22,19 +22,59 @@ rows 4-5: k1*8
 rows 6-7: v1*8
 >>> print(raster_text(raster(qkv.dst[1].index.ids(), table), inner=True).splitlines()[0])
 rows 0: q2:0*8
+
+A result's tensors hold their ids as a :class:`~syncviz.provenance.RegionMap`
+(boxes, each an affine function of its coordinates), drawn by :func:`map_raster`:
+the same raster, at the cost of the map's regions and the raster's cells, never
+of the tensor's elements. Each field of a raster follows from the regions alone:
+
+- the first element of a cell (its block and offset) is the map read at the
+  cell's corner, one point per cell;
+- a cell is mixed when it holds more than one block: each region is cut into
+  lattice pieces that hold one block each (block boundaries are the parameter's
+  block cuts; a region whose ids wrap across rows of the global tensor, as a flat
+  chunk does, is first split into residue classes or runs that do not wrap), and
+  every piece paints its block into the cells it touches (per-cell min and max);
+- a cell's status is the worst verdict of its elements: actual and expected
+  regions are overlaid, and inside each overlap the difference of two affine
+  functions is zero either everywhere, nowhere, or on one line, which decides
+  each touched cell exactly.
+
+A map too fragmented for that (more than ``MAX_PIECES`` pieces) is materialized
+when it is small, and refused with the fix otherwise.
+
+>>> from syncviz.run.symbolic_state import shard_map
+>>> m = shard_map(qkv.dst[1].index, 0)
+>>> print(raster_text(map_raster(m, table, cell=(2, 4))))
+rows 0-1: q2*2
+rows 2-3: q3*2
+rows 4-5: k1*2
+rows 6-7: v1*2
+>>> raster_text(map_raster(m, table, cell=(4, 4))) == raster_text(
+...     raster(qkv.dst[1].index.ids(), table, cell=(4, 4)))
+True
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
+from syncviz.errors import SyncvizError
+from syncviz.geometry import row_major, unravel
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import Block
+from syncviz.provenance import RegionMap
+from syncviz.provenance.regions import Region
+from syncviz.ragged import ragged, rect_cells
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 PAD = -1  # block number of padding (id -1)
@@ -347,3 +387,690 @@ def raster_text(r: Raster, inner: bool = False) -> str:
 
 def _span(a: int, b: int) -> str:
     return str(a) if b - a == 1 else f"{a}-{b - 1}"
+
+
+# ---------------------------------------------------------------- from maps
+
+MAX_PIECES = 1 << 18  # one-block lattice pieces per panel before the map counts as fragmented
+MATERIALIZE_LIMIT = 1 << 24  # elements of a fragmented panel materialized instead
+MAX_PAIRS = 1 << 22  # overlapping (held, expected) box pairs compared per panel
+_BIG = torch.iinfo(torch.int64).max
+_SMALL = torch.iinfo(torch.int64).min
+
+
+class Fragmented(Exception):
+    """A map needs more pieces than ``MAX_PIECES`` to be drawn from its regions."""
+
+
+class Box2(NamedTuple):
+    """A region of a 2-D grid: rows r0..r1-1, cols c0..c1-1, local id ``v + sr*dr + sc*dc``.
+
+    A constant (``sr == sc == 0``) with ``v < 0`` is a marker: -1 padding, -2
+    unwritten, -3 another parameter's data. A tuple (a real-size panel has thousands,
+    made and read as a tensor's rows at once).
+    """
+
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    v: int
+    sr: int
+    sc: int
+
+    @property
+    def constant(self) -> bool:
+        return (self.sr == 0 or self.r1 - self.r0 == 1) and (self.sc == 0 or self.c1 - self.c0 == 1)
+
+
+def grid_map(region_map: RegionMap) -> RegionMap:
+    """The map seen as the raster's 2-D grid (:func:`~syncviz.diagram.raster.as_grid`)."""
+    shape = region_map.shape
+    if len(shape) == 1:
+        return region_map.unsqueeze(0)
+    if len(shape) == 2:
+        return region_map
+    if len(shape) == 3:
+        return region_map.reshape((shape[0] * shape[1], shape[2]))
+    return region_map.reshape((shape[0], math.prod(shape[1:])))
+
+
+BOXES_KEPT = 64  # maps whose boxes are remembered (see local_boxes)
+_Kept = tuple[RegionMap, tuple["Box2", ...] | None]  # the map, its boxes (None: fragmented)
+_boxes: OrderedDict[tuple[int, int, int], _Kept] = OrderedDict()
+
+
+def local_boxes(region_map: RegionMap, base: int, numel: int) -> tuple[Box2, ...]:
+    """The map's regions on the grid, as ids local to a parameter whose model-wide ids are
+    ``base .. base + numel - 1`` (read back as :func:`~syncviz.run.values.to_local_ids` does:
+    markers below 0 kept, any other id outside the parameter is -3).
+
+    Remembered for the last few maps (a panel's held map is read for its raster, its
+    status and its grid; an expected map for its raster and the status against it): at
+    real sizes each reading cuts thousands of regions.
+    """
+    key = (id(region_map), base, numel)
+    hit = _boxes.get(key)
+    if hit is None or hit[0] is not region_map:  # the map itself is kept: its id stays its own
+        try:
+            boxes: tuple[Box2, ...] | None = tuple(_local_boxes(region_map, base, numel))
+        except Fragmented:
+            boxes = None
+        hit = _boxes[key] = (region_map, boxes)
+        while len(_boxes) > BOXES_KEPT:
+            _boxes.popitem(last=False)
+    _boxes.move_to_end(key)
+    if hit[1] is None:
+        raise Fragmented
+    return hit[1]
+
+
+def _local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
+    grid = grid_map(region_map)
+    if grid.size_hint > MAX_PIECES:
+        raise Fragmented
+    out: list[Box2] = []
+    work = [
+        (r.start[0], r.stop[0], r.start[1], r.stop[1], int(r.offset), r.strides[0], r.strides[1])
+        for r in grid.regions
+    ]
+    while work:
+        if len(out) + len(work) > MAX_PIECES:
+            raise Fragmented
+        r0, r1, c0, c1, v, sr, sc = work.pop()
+        nr, nc = r1 - r0, c1 - c0
+        sr, sc = (sr if nr > 1 else 0), (sc if nc > 1 else 0)
+        lo = v + min(0, sr * (nr - 1)) + min(0, sc * (nc - 1))
+        hi = v + max(0, sr * (nr - 1)) + max(0, sc * (nc - 1))
+        if lo == hi and v < 0:  # a marker
+            out.append(Box2(r0, r1, c0, c1, v, 0, 0))
+        elif lo >= base and hi < base + numel:
+            out.append(Box2(r0, r1, c0, c1, v - base, sr, sc))
+        elif lo >= 0 and (hi < base or lo >= base + numel):
+            out.append(Box2(r0, r1, c0, c1, FOREIGN, 0, 0))
+        elif lo < 0:  # ids below zero that are not one marker: not ids of any parameter
+            raise Fragmented
+        elif nr >= nc:  # partly this parameter's: halve until each part is one or the other
+            m = r0 + nr // 2
+            work += [(r0, m, c0, c1, v, sr, sc), (m, r1, c0, c1, v + sr * (m - r0), sr, sc)]
+        else:
+            m = c0 + nc // 2
+            work += [(r0, r1, c0, m, v, sr, sc), (r0, r1, m, c1, v + sc * (m - c0), sr, sc)]
+    return out
+
+
+def local_grid(region_map: RegionMap, base: int, numel: int) -> RegionMap | None:
+    """The map on the raster grid in local ids (:func:`local_boxes`), or None when it is
+    too fragmented to hold that way."""
+    try:
+        boxes = local_boxes(region_map, base, numel)
+    except Fragmented:
+        return None
+    return BoxGrid(grid_map(region_map).shape, boxes)
+
+
+class BoxGrid(RegionMap):
+    """A grid map of local boxes whose regions are made when first read (a hover, a step):
+    a real-size panel holds thousands, and its first picture reads none of them.
+
+    >>> g = BoxGrid((2, 4), (Box2(0, 2, 0, 4, 3, 4, 1),))
+    >>> g.regions[0].offset, g.materialize().tolist()[1]
+    (3, [7.0, 8.0, 9.0, 10.0])
+    """
+
+    __slots__ = ("_boxes", "_made")
+
+    def __init__(self, shape: tuple[int, ...], boxes: Sequence[Box2]) -> None:
+        self.shape = tuple(shape)
+        self._boxes = boxes
+        self._made: tuple[Region, ...] | None = None
+
+    @property
+    def regions(self) -> tuple[Region, ...]:  # type: ignore[override]
+        if self._made is None:
+            self._made = tuple(
+                Region(
+                    (b.r0, b.c0),
+                    (b.r1, b.c1),
+                    b.v,
+                    (b.sr if b.r1 - b.r0 > 1 else 0, b.sc if b.c1 - b.c0 > 1 else 0),
+                )
+                for b in self._boxes
+            )
+        return self._made
+
+    @property
+    def size_hint(self) -> int:
+        return len(self._boxes)
+
+
+def _digits(stride: int, shape: tuple[int, ...], strides: tuple[int, ...]) -> list[int]:
+    """A flat id step as steps of the global coordinates (mixed radix, signed)."""
+    sign, s = (1, stride) if stride >= 0 else (-1, -stride)
+    out = [
+        (s // st) % n if d else s // st
+        for d, (n, st) in enumerate(zip(shape, strides, strict=True))
+    ]
+    return [sign * x for x in out]
+
+
+# A lattice piece: rows r0 + pr*k (k < nr), cols c0 + pc*l (l < nc), local id x0 + Sr*k + Sc*l.
+Piece = tuple[int, int, int, int, int, int, int, int, int]
+
+
+def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> torch.Tensor:
+    """``box`` (ids of this parameter) cut into lattice pieces that hold one block each:
+    rows of ``r0, pr, nr, c0, pc, nc, block`` (rows ``r0 + pr*k``, ``k < nr``; columns
+    likewise)."""
+    shape = table.shape
+    strides = row_major(shape)
+    work: list[Piece] = [
+        (box.r0, 1, box.r1 - box.r0, box.c0, 1, box.c1 - box.c0, box.v, box.sr, box.sc)
+    ]
+    done: list[tuple[int, ...]] = []
+    runs: list[torch.Tensor] = []
+    count = 0
+    cut_dims = [d for d, c in enumerate(table.cuts) if len(c) > 2]
+    while work:
+        if count + len(done) + len(work) > budget:
+            raise Fragmented
+        p = work.pop()
+        r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+        rows_still, cols_still = nr == 1 or sr == 0, nc == 1 or sc == 0
+        if rows_still != cols_still and abs(sc if rows_still else sr) == 1:
+            got = _run_pieces(p, table, strides, cut_dims, budget - count - len(done))
+            runs.append(got)
+            count += len(got)
+            continue
+        a = unravel(x0, shape)
+        dr = _digits(sr, shape, strides) if nr > 1 else [0] * len(shape)
+        dc = _digits(sc, shape, strides) if nc > 1 else [0] * len(shape)
+        split = _overflow_split(p, a, dr, dc, shape)
+        if split is not None:
+            work += split
+            continue
+        cuts: list[set[int]] = [{0, nr}, {0, nc}]
+        sliced = None
+        for d in cut_dims:
+            steps = [(0, dr[d], nr), (1, dc[d], nc)]
+            moving = [(k, s, n) for k, s, n in steps if s]
+            if len(moving) == 2:  # both axes move this coordinate: slice the shorter one
+                sliced = _slices(p, 0 if nr <= nc else 1)
+                break
+            if not moving:
+                continue
+            k, step, n = moving[0]
+            for z in table.cuts[d].tolist():
+                t = -((a[d] - z) // step) if step > 0 else (a[d] - z) // -step + 1
+                if 0 < t < n:
+                    cuts[k].add(t)
+        if sliced is not None:
+            work += sliced
+            continue
+        rk, cl = sorted(cuts[0]), sorted(cuts[1])
+        tk = torch.tensor(rk[:-1], dtype=torch.int64)
+        tl = torch.tensor(cl[:-1], dtype=torch.int64)
+        blocks = table.block_of(x0 + sr * tk[:, None] + sc * tl[None, :]).tolist()
+        for i, (k0, k1) in enumerate(itertools.pairwise(rk)):
+            for j, (l0, l1) in enumerate(itertools.pairwise(cl)):
+                done.append((r0 + pr * k0, pr, k1 - k0, c0 + pc * l0, pc, l1 - l0, blocks[i][j]))
+    return torch.cat([torch.tensor(done, dtype=torch.int64).view(-1, 7), *runs])
+
+
+def _run_pieces(p: Piece, table: BlockTable, strides, cut_dims, budget: int) -> torch.Tensor:
+    """One-block pieces (as :func:`one_block_pieces` gives them) of a piece whose ids run
+    one by one along one axis, so they are one interval ``[lo, hi)`` of ids: cut where a
+    cut dim's coordinate crosses a cut, every boundary at once."""
+    r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+    axis, step, n = (1, sc, nc) if nr == 1 or sr == 0 else (0, sr, nr)
+    lo, hi = (x0, x0 + n) if step > 0 else (x0 - n + 1, x0 + 1)
+    points = [torch.tensor([lo, hi], dtype=torch.int64)]
+    total = 0
+    for d in cut_dims:
+        period = strides[d] * table.shape[d]  # ids from one row of dim d-1 to the next
+        first, last = lo // period, (hi - 1) // period
+        total += (last - first + 1) * (len(table.cuts[d]) - 1)
+        if total > budget:
+            raise Fragmented
+        q = torch.arange(first, last + 1, dtype=torch.int64)[:, None] * period
+        y = (q + table.cuts[d][None, :-1] * strides[d]).view(-1)
+        points.append(y[(y > lo) & (y < hi)])
+    cut = torch.unique(torch.cat(points))  # sorted interval ends, lo and hi included
+    blocks = table.block_of(cut[:-1])
+    keep = torch.ones(len(blocks), dtype=torch.bool)
+    keep[1:] = blocks[1:] != blocks[:-1]  # neighbours of one block make one piece
+    a, blocks = cut[:-1][keep], blocks[keep]
+    b = torch.cat([a[1:], cut[-1:]])
+    # Ids [a, b) are places a - x0 .. b - x0 along the axis, or x0 - b + 1 .. when descending.
+    t0, t1 = (a - x0, b - x0) if step > 0 else (x0 - b + 1, x0 - a + 1)
+    ones = torch.ones_like(t0)
+    if axis == 0:
+        cols = (ones * c0, ones * pc, ones * nc)
+        rows = (r0 + pr * t0, ones * pr, t1 - t0)
+    else:
+        rows = (ones * r0, ones * pr, ones * nr)
+        cols = (c0 + pc * t0, ones * pc, t1 - t0)
+    return torch.stack([*rows, *cols, blocks], 1)
+
+
+def _overflow_split(p: Piece, a, dr, dc, shape) -> list[Piece] | None:
+    """Pieces of ``p`` whose global coordinates do not wrap, or None when ``p``'s do not."""
+    nr, nc = p[2], p[5]
+    for d in reversed(range(len(shape))):
+        lo = a[d] + min(0, dr[d] * (nr - 1)) + min(0, dc[d] * (nc - 1))
+        hi = a[d] + max(0, dr[d] * (nr - 1)) + max(0, dc[d] * (nc - 1))
+        if lo >= 0 and hi < shape[d]:
+            continue
+        axis = 0 if abs(dr[d]) * (nr - 1) >= abs(dc[d]) * (nc - 1) else 1
+        step, n = (dr[d], nr) if axis == 0 else (dc[d], nc)
+        period = shape[d] // math.gcd(abs(step), shape[d])
+        runs = abs(step) * (n - 1) // shape[d] + 2
+        if 1 < period < min(n, runs):  # residue classes step past the wrap together
+            return [_residue(p, axis, q, period) for q in range(period)]
+        # Runs up to the first wrap of this axis alone; else halves.
+        t = -((a[d] - shape[d]) // step) if step > 0 else a[d] // -step + 1
+        if not 0 < t < n:
+            t = n // 2
+        return [_cut(p, axis, 0, t), _cut(p, axis, t, n)]
+    return None
+
+
+def _residue(p: Piece, axis: int, q: int, period: int) -> Piece:
+    r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+    if axis == 0:
+        return (
+            r0 + pr * q,
+            pr * period,
+            -((q - nr) // period),
+            c0,
+            pc,
+            nc,
+            x0 + sr * q,
+            sr * period,
+            sc,
+        )
+    return (
+        r0,
+        pr,
+        nr,
+        c0 + pc * q,
+        pc * period,
+        -((q - nc) // period),
+        x0 + sc * q,
+        sr,
+        sc * period,
+    )
+
+
+def _cut(p: Piece, axis: int, t0: int, t1: int) -> Piece:
+    r0, pr, nr, c0, pc, nc, x0, sr, sc = p
+    if axis == 0:
+        return (r0 + pr * t0, pr, t1 - t0, c0, pc, nc, x0 + sr * t0, sr, sc)
+    return (r0, pr, nr, c0 + pc * t0, pc, t1 - t0, x0 + sc * t0, sr, sc)
+
+
+def _slices(p: Piece, axis: int) -> list[Piece]:
+    n = p[2] if axis == 0 else p[5]
+    return [_cut(p, axis, t, t + 1) for t in range(n)]
+
+
+def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, nc: int):
+    """Per cell, whether it holds more than one block: every box is a mark (a marker, or
+    ids of one block) or the one-block pieces of its shape (:func:`one_block_pieces`)
+    placed at its corner; both painted as cell rectangles (per-cell min and max).
+
+    Boxes alike share their pieces: the cuts follow from a box's extents, strides and
+    the global coordinates of its first id, except the outermost one when no block cuts
+    it (its ids stay inside the parameter, so that coordinate never wraps). The boxes
+    are grouped by that key as a tensor's rows, so thousands of boxes cost a few ops.
+    """
+    low = torch.full((nr, nc), _BIG, dtype=torch.int64)
+    high = torch.full((nr, nc), _SMALL, dtype=torch.int64)
+    t = torch.tensor(boxes, dtype=torch.int64).view(-1, 7)
+    r0, r1, c0, c1, v, sr, sc = t.unbind(1)
+    constant = ((sr == 0) | (r1 - r0 == 1)) & ((sc == 0) | (c1 - c0 == 1))
+    is_mark = (v < 0) | constant
+    rects = [
+        torch.stack(
+            [r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1, table.block_of(v)], 1
+        )[is_mark]
+    ]
+    budget = MAX_PIECES - int(is_mark.sum())
+    if budget < 0:
+        raise Fragmented
+    laid = t[~is_mark]
+    if len(laid):
+        coords, x = [], laid[:, 4]
+        for n in reversed(table.shape):
+            coords.insert(0, x % n)
+            x = x // n
+        if len(table.cuts[0]) <= 2:
+            coords = coords[1:]
+        sizes = [laid[:, 1] - laid[:, 0], laid[:, 3] - laid[:, 2], laid[:, 5], laid[:, 6]]
+        keys = torch.stack(sizes + coords, 1)
+        _, group = torch.unique(keys, dim=0, return_inverse=True)
+        groups = int(group.max()) + 1
+        each = torch.bincount(group, minlength=groups)
+        first = torch.full((groups,), len(laid), dtype=torch.int64)
+        first.scatter_reduce_(0, group, torch.arange(len(laid)), "amin")
+        shapes = []
+        for g, i in enumerate(first.tolist()):
+            b0, b1, a0, a1, x0, ssr, ssc = laid[i].tolist()
+            got = one_block_pieces(Box2(0, b1 - b0, 0, a1 - a0, x0, ssr, ssc), table, budget)
+            budget -= len(got) * int(each[g])
+            if budget < 0:
+                raise Fragmented
+            shapes.append(got)
+        rects.append(_placed_rects(shapes, group, laid[:, 0], laid[:, 2], rs, cs, low, high))
+    _paint_min_max(low, high, torch.cat(rects))
+    return low != high
+
+
+def _placed_rects(shapes, group, r_at, c_at, rs: int, cs: int, low, high) -> torch.Tensor:
+    """The cell rectangles (rows of ``i0, i1, j0, j1, block``) of every box: the pieces
+    of its group's shape (``shapes[group]``) put at its corner (``r_at``, ``c_at``), all
+    at once; a piece whose elements lie further apart than a cell (so it touches cells
+    with gaps between) is painted into ``low``/``high`` on its own instead."""
+    pieces = torch.cat(shapes)
+    n_pieces = torch.tensor([len(p) for p in shapes], dtype=torch.int64)
+    start = torch.cumsum(n_pieces, 0) - n_pieces
+    box, t = ragged(n_pieces[group])
+    p = pieces[start[group[box]] + t]
+    r0, c0 = r_at[box] + p[:, 0], c_at[box] + p[:, 3]
+    pr, nr, pc, nc, block = p[:, 1], p[:, 2], p[:, 4], p[:, 5], p[:, 6]
+    r1, c1 = r0 + pr * (nr - 1), c0 + pc * (nc - 1)
+    whole = ((nr == 1) | (pr <= rs)) & ((nc == 1) | (pc <= cs))
+    for k in (~whole).nonzero().view(-1).tolist():  # rare: rows or columns far apart
+        ri = _cell_index(int(r0[k]), int(pr[k]), int(nr[k]), rs)
+        ci = _cell_index(int(c0[k]), int(pc[k]), int(nc[k]), cs)
+        _paint(low, ri, ci, int(block[k]), "min")
+        _paint(high, ri, ci, int(block[k]), "max")
+    rects = (r0 // rs, r1 // rs + 1, c0 // cs, c1 // cs + 1, block)
+    return torch.stack([x[whole] for x in rects], 1)
+
+
+def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects) -> None:
+    """Per-cell min and max of the values of many cell rectangles (rows of ``i0, i1, j0,
+    j1, value``, a list or a tensor), in one scatter each (``high`` None: the max into
+    ``low``)."""
+    if not len(rects):
+        return
+    t = torch.as_tensor(rects, dtype=torch.int64)
+    which, rows, cols = rect_cells(t[:, 0], t[:, 1], t[:, 2], t[:, 3])
+    flat = rows * low.shape[1] + cols
+    values = t[which, 4]
+    if high is None:
+        low.view(-1).scatter_reduce_(0, flat, values, "amax")
+        return
+    low.view(-1).scatter_reduce_(0, flat, values, "amin")
+    high.view(-1).scatter_reduce_(0, flat, values, "amax")
+
+
+MAX_COVER = 1 << 23  # (value, cell) counters of _paint_min_max before it paints cell by cell
+
+
+def _covered(rects: torch.Tensor, groups: torch.Tensor, n: int, shape) -> torch.Tensor:
+    """Per group and cell, whether a rectangle of the group covers the cell (rows of
+    ``rects``: ``i0, i1, j0, j1``; ``groups``: each one's group below ``n``): a
+    difference array summed along both sides, so it costs the rectangles and the cells,
+    never the rectangles' areas."""
+    nr, nc = shape
+    count = torch.zeros((n, nr + 1, nc + 1), dtype=torch.int32)
+    flat, base = count.view(-1), groups * ((nr + 1) * (nc + 1))
+    i0, i1, j0, j1 = (rects[:, k].clamp(0, nr if k < 2 else nc) for k in range(4))
+    for rows, cols, sign in ((i0, j0, 1), (i1, j1, 1), (i0, j1, -1), (i1, j0, -1)):
+        ones = torch.full(rows.shape, sign, dtype=torch.int32)
+        flat.index_add_(0, base + rows * (nc + 1) + cols, ones)
+    return count.cumsum(1).cumsum(2)[:, :nr, :nc] > 0
+
+
+def _paint_min_max(low: torch.Tensor, high: torch.Tensor, rects: torch.Tensor) -> None:
+    """:func:`_paint_rects` (per-cell min into ``low``, max into ``high``) by the cover of
+    each distinct value (:func:`_covered`): a real-size panel's pieces touch millions of
+    cells in all, but hold a few dozen values on a grid of at most ~10^5 cells."""
+    rects = rects[(rects[:, 1] > rects[:, 0]) & (rects[:, 3] > rects[:, 2])]
+    if not len(rects):
+        return
+    least, most = int(rects[:, 4].min()), int(rects[:, 4].max())
+    n = most - least + 1  # values are blocks and markers: a short range (no sort needed)
+    cover = n * (low.shape[0] + 1) * (low.shape[1] + 1)
+    area = int(((rects[:, 1] - rects[:, 0]) * (rects[:, 3] - rects[:, 2])).sum())
+    if cover > MAX_COVER or area <= cover:  # cell by cell is cheaper: few or small rectangles
+        _paint_rects(low, high, rects)
+        return
+    values = torch.arange(least, most + 1, dtype=torch.int64)
+    present = _covered(rects[:, :4], rects[:, 4] - least, n, tuple(low.shape)).to(torch.int8)
+    some = present.any(0)
+    first = values[present.argmax(0)]  # values ascend: the first present is the least
+    last = values[n - 1 - present.flip(0).argmax(0)]
+    low[some] = torch.minimum(low, first)[some]
+    high[some] = torch.maximum(high, last)[some]
+
+
+def _cell_index(start: int, step: int, count: int, size: int) -> slice | torch.Tensor:
+    """The cells (along one side) touched by elements ``start + step*k``, ``k < count``."""
+    last = start + step * (count - 1)
+    if count == 1 or step <= size:
+        return slice(start // size, last // size + 1)
+    return torch.arange(start, last + 1, step) // size
+
+
+def _paint(target: torch.Tensor, rows, cols, value: int, how: str) -> None:
+    """``target[rows, cols] = min/max(target[rows, cols], value)`` for slices or index lists."""
+    if isinstance(rows, slice) and isinstance(cols, slice):
+        view = target[rows, cols]
+        view.clamp_(max=value) if how == "min" else view.clamp_(min=value)
+        return
+    ri = torch.arange(target.shape[0])[rows] if isinstance(rows, slice) else rows
+    ci = torch.arange(target.shape[1])[cols] if isinstance(cols, slice) else cols
+    index = (ri[:, None], ci[None, :])
+    current = target[index]
+    target[index] = current.clamp(max=value) if how == "min" else current.clamp(min=value)
+
+
+def map_raster(
+    region_map: RegionMap,
+    table: BlockTable,
+    expected: RegionMap | None = None,
+    *,
+    base: int = 0,
+    max_cells: int = 192,
+    cell: tuple[int, int] | None = None,
+    mixed: bool = True,
+) -> Raster:
+    """The raster of a map of ids (model-wide ids from ``base``; 0: local ids), equal to
+    :func:`~syncviz.diagram.raster.raster` of its materialized local ids.
+
+    ``expected`` (local ids, e.g. ``shard_map(index, 0)``) gives the checker's status
+    per cell. ``mixed=False`` skips the mixed marks (all False), for callers that read
+    only corners and status. A map too fragmented is materialized when it holds at most
+    ``MATERIALIZE_LIMIT`` elements; otherwise a :class:`~syncviz.errors.SyncvizError`.
+    """
+    numel = math.prod(table.shape)
+    try:
+        return _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed)
+    except Fragmented:
+        return _materialized(region_map, table, expected, base, numel, max_cells, cell, mixed)
+
+
+def _materialized(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
+    from syncviz.check import element_status
+
+    if region_map.numel > MATERIALIZE_LIMIT:
+        raise SyncvizError(
+            f"a tensor of shape {list(region_map.shape)} holds ids too fragmented to draw from"
+            f" its map (more than {MAX_PIECES} pieces) and too big ({region_map.numel} elements)"
+            " to materialize",
+            fix="use --scaled for this parameter",
+        )
+    values = region_map.materialize()
+    local = torch.where(values >= base, values - base, torch.full_like(values, FOREIGN_ID))
+    local = torch.where(
+        (local >= numel) & (values >= 0), torch.full_like(values, FOREIGN_ID), local
+    )
+    local = torch.where(values < 0, values, local)
+    status = (
+        None if expected is None else element_status(local, expected.materialize().to(torch.int64))
+    )
+    out = raster(local, table, status, max_cells=max_cells, cell=cell)
+    if not mixed:
+        out.mixed = torch.zeros_like(out.mixed)
+    return out
+
+
+def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
+    shape = tuple(region_map.shape)
+    grid, bands = as_grid(torch.empty(shape, dtype=torch.int8))
+    rows, cols = int(grid.shape[0]), int(grid.shape[1])
+    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
+    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
+    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    boxes = local_boxes(region_map, base, numel)
+    corners = _corners(boxes, rs, cs, nr, nc)
+    first, first_offset = table.lookup(corners)
+    if rs * cs == 1 or not mixed:
+        is_mixed = torch.zeros_like(first, dtype=torch.bool)
+    else:
+        is_mixed = _mixed(boxes, table, rs, cs, nr, nc)
+    if expected is None:
+        status = torch.zeros_like(first)
+    else:
+        status = _status(boxes, local_boxes(expected, 0, numel), rs, cs, nr, nc)
+    inner = table.inner(first, first_offset)
+    return Raster(
+        shape, rows, cols, (rs, cs), bands, first, first_offset, inner, is_mixed, status, table
+    )
+
+
+def _corners(boxes: Sequence[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
+    """The id at every cell's first element: each corner point lies in exactly one box."""
+    corners = torch.empty((nr, nc), dtype=torch.int64)
+    t = torch.tensor(boxes, dtype=torch.int64)  # rows r0, r1, c0, c1, v, sr, sc
+    r0, r1, c0, c1, v, sr, sc = t.reshape(-1, 7).unbind(1)
+    # The cells whose first element (a multiple of the cell size) lies in each box.
+    which, i, j = rect_cells(-(-r0 // rs), -(-r1 // rs), -(-c0 // cs), -(-c1 // cs))
+    values = v[which] + sr[which] * (i * rs - r0[which]) + sc[which] * (j * cs - c0[which])
+    corners.view(-1)[i * nc + j] = values
+    return corners
+
+
+RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_status
+
+
+FEW_EXPECTED = 64  # expected boxes (an oracle shard: usually one) compared all at once
+
+
+def _status(actual: Sequence[Box2], expected: Sequence[Box2], rs, cs, nr, nc) -> torch.Tensor:
+    """The worst verdict per cell of ``actual`` against ``expected`` (both local boxes)."""
+    if len(expected) <= FEW_EXPECTED and len(actual) * len(expected) <= MAX_PAIRS:
+        return _status_all_at_once(actual, expected, rs, cs, nr, nc)
+    out = torch.zeros((nr, nc), dtype=torch.int64)
+    by_row = sorted(expected, key=lambda e: e.r0)
+    starts = [e.r0 for e in by_row]
+    reach = list(itertools.accumulate((e.r1 for e in by_row), max))  # non-decreasing
+    marked: list[tuple[int, int, int, int, int]] = []  # unwritten / foreign: cell rects
+    overlaps: list[tuple[int, ...]] = []  # (r0, r1, c0, c1, D, dr, dc) of got - expected
+    pairs = 0
+    for a in actual:
+        verdict = {UNWRITTEN: NOT_WRITTEN, FOREIGN: NOT_OURS}.get(a.v) if a.constant else None
+        if verdict is not None:
+            marked.append(
+                (a.r0 // rs, (a.r1 - 1) // rs + 1, a.c0 // cs, (a.c1 - 1) // cs + 1, verdict)
+            )
+            continue
+        # Candidates: expected boxes starting above a's last row and reaching below its first.
+        lo, hi = bisect.bisect_right(reach, a.r0), bisect.bisect_left(starts, a.r1)
+        pairs += max(0, hi - lo)
+        if pairs > MAX_PAIRS:
+            raise Fragmented
+        asr, asc = (a.sr if a.r1 - a.r0 > 1 else 0), (a.sc if a.c1 - a.c0 > 1 else 0)
+        for e in by_row[lo:hi]:
+            r0, r1 = max(a.r0, e.r0), min(a.r1, e.r1)
+            c0, c1 = max(a.c0, e.c0), min(a.c1, e.c1)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            esr, esc = (e.sr if e.r1 - e.r0 > 1 else 0), (e.sc if e.c1 - e.c0 > 1 else 0)
+            va = a.v + asr * (r0 - a.r0) + asc * (c0 - a.c0)
+            ve = e.v + esr * (r0 - e.r0) + esc * (c0 - e.c0)
+            dr = (asr - esr) if r1 - r0 > 1 else 0
+            dc = (asc - esc) if c1 - c0 > 1 else 0
+            if va != ve or dr or dc:
+                overlaps.append((r0, r1, c0, c1, va - ve, dr, dc))
+    _paint_rects(out, None, marked)
+    if overlaps:
+        _paint_wrong(out, torch.tensor(overlaps, dtype=torch.int64), rs, cs)
+    return out
+
+
+def _status_all_at_once(actual, expected, rs, cs, nr, nc) -> torch.Tensor:
+    """:func:`_status` with the held boxes as one tensor, against each of a few expected
+    boxes in turn: the same overlaps and verdicts, no loop over thousands of boxes."""
+    out = torch.zeros((nr, nc), dtype=torch.int64)
+    if not len(actual):
+        return out
+    r0, r1, c0, c1, v, sr, sc = torch.tensor(actual, dtype=torch.int64).view(-1, 7).unbind(1)
+    asr = torch.where(r1 - r0 > 1, sr, 0)
+    asc = torch.where(c1 - c0 > 1, sc, 0)
+    constant = (asr == 0) & (asc == 0)
+    unwritten, foreign = constant & (v == UNWRITTEN), constant & (v == FOREIGN)
+    verdict = torch.where(unwritten, NOT_WRITTEN, NOT_OURS).to(torch.int64)
+    marked = unwritten | foreign
+    cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1, verdict], 1)
+    _paint_rects(out, None, cells[marked])
+    overlaps = []
+    for e in expected:
+        top, bottom = r0.clamp(min=e.r0), r1.clamp(max=e.r1)
+        left, right = c0.clamp(min=e.c0), c1.clamp(max=e.c1)
+        meet = ~marked & (top < bottom) & (left < right)
+        esr = e.sr if e.r1 - e.r0 > 1 else 0
+        esc = e.sc if e.c1 - e.c0 > 1 else 0
+        va = v + asr * (top - r0) + asc * (left - c0)
+        ve = e.v + esr * (top - e.r0) + esc * (left - e.c0)
+        dr = torch.where(bottom - top > 1, asr - esr, 0)
+        dc = torch.where(right - left > 1, asc - esc, 0)
+        differ = meet & ((va != ve) | (dr != 0) | (dc != 0))
+        overlaps.append(torch.stack([top, bottom, left, right, va - ve, dr, dc], 1)[differ])
+    found = torch.cat(overlaps)
+    if len(found):
+        _paint_wrong(out, found, rs, cs)
+    return out
+
+
+def _paint_wrong(out: torch.Tensor, t: torch.Tensor, rs: int, cs: int) -> None:
+    """Mark wrong every cell touched by an overlap where got - expected is not 0 throughout.
+
+    Over an overlap the difference is ``D + dr * (r - r0) + dc * (c - c0)``; a cell's part
+    of it is right only if that part is one point along every axis the difference moves
+    on, and the difference is 0 there.
+    """
+    r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
+    # Where the difference has no zero on the whole overlap, every touched cell is wrong:
+    # painted as rectangles (the usual case at real sizes, thousands of boxes per panel).
+    lo = dd + (dr * (r1 - r0 - 1)).clamp(max=0) + (dc * (c1 - c0 - 1)).clamp(max=0)
+    hi = dd + (dr * (r1 - r0 - 1)).clamp(min=0) + (dc * (c1 - c0 - 1)).clamp(min=0)
+    nowhere = (lo > 0) | (hi < 0)
+    if nowhere.any():
+        cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1], 1)
+        rects = cells[nowhere]
+        hit = _covered(rects, torch.zeros(len(rects), dtype=torch.int64), 1, tuple(out.shape))
+        out[hit[0]] = out[hit[0]].clamp(min=WRONG)
+        t = t[~nowhere]
+        if not len(t):
+            return
+        r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
+    which, i, j = rect_cells(r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1)
+    top, left = torch.maximum(i * rs, r0[which]), torch.maximum(j * cs, c0[which])
+    rn = torch.minimum((i + 1) * rs, r1[which]) - top
+    cn = torch.minimum((j + 1) * cs, c1[which]) - left
+    rdr, rdc = dr[which], dc[which]
+    diff = dd[which] + rdr * (top - r0[which]) + rdc * (left - c0[which])
+    wrong = (diff != 0) | ((rn > 1) & (rdr != 0)) | ((cn > 1) & (rdc != 0))
+    out.view(-1).scatter_reduce_(0, i * out.shape[1] + j, wrong.to(torch.int64) * WRONG, "amax")
+
+
+def map_value(region_map: RegionMap, row: int, col: int) -> int:
+    """The id at element (row, col) of the map's grid (no element materialized)."""
+    for r in grid_map(region_map).regions:
+        if r.start[0] <= row < r.stop[0] and r.start[1] <= col < r.stop[1]:
+            return int(r.value_at((row, col)))
+    raise SyncvizError(f"element ({row}, {col}) is outside the map", fix="report a bug")

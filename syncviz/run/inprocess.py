@@ -131,7 +131,9 @@ def run_sync(
     :class:`~syncviz.provenance.SymbolicTensor` shards (ids kept as compact maps,
     nothing allocated per element), so real sizes are cheap; the in-process
     world passes the maps through its collectives. The Ray executor and
-    ``values="random"`` need real buffers and keep ``"materialized"``.
+    ``values="random"`` need real buffers and keep ``"materialized"`` (float64 ids,
+    also the reference the tests hold the symbolic flow to). Either way the
+    result holds maps only: real buffers are compacted when it is built.
 
     A rank that fails mid-sync (a dead actor, a timed-out collective) leaves
     every destination rank's tensors as they were: receivers stage what arrives

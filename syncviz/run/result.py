@@ -21,7 +21,8 @@ from syncviz.trace.model import SyncTrace
 
 @dataclass
 class SyncResult:
-    """What a sync run produced: every rank's tensors, the findings, the trace.
+    """What a sync run produced: every rank's tensors (maps of model-wide ids,
+    :class:`~syncviz.provenance.SymbolicTensor`), the findings, the trace.
 
     ``plan.options`` says how it ran (the synchronizer's name included).
     """
@@ -40,7 +41,8 @@ class SyncResult:
         return self.outcomes[world].writes
 
     def local_ids(self, world: int, key: str) -> torch.Tensor:
-        """Destination tensor ``key`` of rank ``world`` as ids of that parameter (float64).
+        """Destination tensor ``key`` of rank ``world`` as ids of that parameter, materialized
+        from its map (float64): the reference tests and small pictures read.
 
         -1 is padding, -2 never written, and -3 an element that is not from this
         parameter (another parameter's data, or a value the sync made up).

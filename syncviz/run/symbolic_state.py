@@ -2,7 +2,7 @@
 
 The oracle's :class:`~syncviz.oracle.index.IndexMap` of a shard (boxes of the
 global tensor, padding) becomes a :class:`~syncviz.provenance.RegionMap` of
-model-wide ids: the same numbers the materialized path stores, kept compact.
+model-wide ids: the same numbers the float64 flow stores, kept compact.
 
 >>> from syncviz.oracle.index import Box, IndexMap, Pad
 >>> idx = IndexMap((4, 6), (3, 2), [Box((0, 2), (2, 4)), Pad(2)])

@@ -163,7 +163,7 @@ def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
         )
 
     found = attention_rules(side, spec.num_attention_heads, spec.num_query_groups)
-    if not spec.is_moe:  # an MoE model here has no dense MLP; its intermediate_size is unused
+    if spec.has_dense_layers:  # an all-MoE model has no dense MLP: intermediate_size unused
         found.append(divides("ffn_hidden_size", spec.ffn_hidden_size))
     if spec.is_moe and (side == "dst" or not hep):
         why = " (each expert's FFN is split over tp)"

@@ -107,6 +107,37 @@ PUBLISHED = {
         "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
         "tie_word_embeddings": False, "attention_bias": False,
     },
+    "deepseek-v3": {  # deepseek-ai/DeepSeek-V3
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "num_hidden_layers": 61, "hidden_size": 7168, "num_attention_heads": 128,
+        "num_key_value_heads": 128, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+        "n_routed_experts": 256, "n_shared_experts": 1, "first_k_dense_replace": 3,
+        "moe_layer_freq": 1, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64, "v_head_dim": 128, "topk_method": "noaux_tc", "n_group": 8,
+        "topk_group": 4, "num_experts_per_tok": 8, "num_nextn_predict_layers": 1,
+        "vocab_size": 129280, "tie_word_embeddings": False,
+        "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
+                                "quant_method": "fp8", "weight_block_size": [128, 128]},
+    },
+    "kimi-k2": {  # moonshotai/Kimi-K2-Instruct
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "kimi_k2",
+        "num_hidden_layers": 61, "hidden_size": 7168, "num_attention_heads": 64,
+        "num_key_value_heads": 64, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+        "n_routed_experts": 384, "n_shared_experts": 1, "first_k_dense_replace": 1,
+        "moe_layer_freq": 1, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64, "v_head_dim": 128, "topk_method": "noaux_tc", "n_group": 1,
+        "topk_group": 1, "num_experts_per_tok": 8, "num_nextn_predict_layers": 0,
+        "vocab_size": 163840, "tie_word_embeddings": False,
+    },
+    "moonlight-16b-a3b": {  # moonshotai/Moonlight-16B-A3B
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "num_hidden_layers": 27, "hidden_size": 2048, "num_attention_heads": 16,
+        "num_key_value_heads": 16, "intermediate_size": 11264, "moe_intermediate_size": 1408,
+        "n_routed_experts": 64, "n_shared_experts": 2, "first_k_dense_replace": 1,
+        "moe_layer_freq": 1, "q_lora_rank": None, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64, "v_head_dim": 128, "topk_method": "noaux_tc",
+        "vocab_size": 163840, "tie_word_embeddings": False,
+    },
 }  # fmt: skip
 
 FAMILIES = {
@@ -126,11 +157,14 @@ FAMILIES = {
     "qwen3-32b": "qwen3",
     "qwen3-30b-a3b": "qwen3-moe",
     "qwen3-235b-a22b": "qwen3-moe",
+    "deepseek-v3": "deepseek-v3",
+    "kimi-k2": "deepseek-v3",
+    "moonlight-16b-a3b": "deepseek-v3",
 }
 
 
 def test_the_presets_and_their_families() -> None:
-    """Exactly the sixteen presets exist, each in its agreed trainer family."""
+    """Exactly the nineteen presets exist, each in its agreed trainer family."""
     assert {name: spec.family for name, spec in PRESETS.items()} == FAMILIES
 
 
@@ -163,7 +197,8 @@ def test_qwen_7b_ffn_is_one_half_of_the_fused_size() -> None:
 
 def test_moe_presets() -> None:
     """MoE sizes: Qwen1.5-MoE 60x1408 + shared 5632, Qwen2-57B 64x2560 + 20480, Mixtral
-    8x14336, Qwen3-30B-A3B 128x768, Qwen3-235B-A22B 128x1536 (no shared expert)."""
+    8x14336, Qwen3-30B-A3B 128x768, Qwen3-235B-A22B 128x1536 (no shared expert),
+    DeepSeek-V3 256x2048 + 1 shared, Kimi-K2 384x2048 + 1, Moonlight 64x1408 + 2."""
     got = {
         name: (s.num_experts, s.moe_ffn_hidden_size, s.shared_expert_ffn_hidden_size)
         for name, s in PRESETS.items()
@@ -175,6 +210,9 @@ def test_moe_presets() -> None:
         "mixtral-8x7b": (8, 14336, 0),
         "qwen3-30b-a3b": (128, 768, 0),
         "qwen3-235b-a22b": (128, 1536, 0),
+        "deepseek-v3": (256, 2048, 2048),
+        "kimi-k2": (384, 2048, 2048),
+        "moonlight-16b-a3b": (64, 1408, 2816),
     }
 
 

@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from syncviz.families import (
+    deepseek_v3,
     llama_legacy,
     llama_mcore,
     mistral,
@@ -81,8 +82,6 @@ KEY_OWNERS: Mapping[str, str] = MappingProxyType(
 UNSUPPORTED_MODEL_TYPES: Mapping[str, str] = MappingProxyType(
     {
         "deepseek_v2": "DeepSeek-V2 (MLA)",
-        "deepseek_v3": "DeepSeek-V3 (MLA)",
-        "kimi_k2": "Kimi-K2 (MLA)",
         "glm4_moe": "GLM-4.5 MoE",
         "gpt_oss": "gpt-oss",
         "gemma3": "Gemma-3",
@@ -107,6 +106,7 @@ _ALL: tuple[FamilyInfo, ...] = tuple(
         mistral,
         qwen3,
         qwen3_moe,
+        deepseek_v3,
     )
 )
 
@@ -124,7 +124,7 @@ ARCHITECTURE_FAMILY: Mapping[str, str] = MappingProxyType(
 """Hugging Face ``architectures`` entry -> the family it is read as."""
 
 MODEL_TYPE_ARCHITECTURE: Mapping[str, str] = MappingProxyType(
-    {f.model_type: f.architecture for f in _ALL if f.hf_default}
+    {t: f.architecture for f in _ALL if f.hf_default for t in (f.model_type, *f.also_model_types)}
 )
 """config.json ``model_type`` -> architecture (used when ``architectures`` is missing)."""
 

@@ -63,6 +63,19 @@ not read is refused at config loading (``syncviz.spec``), so a model is never la
 without the parameters that key brings.
 """
 
+MLA_KEYS: tuple[str, ...] = (
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+    "qk_nope_head_dim",
+    "v_head_dim",
+)
+"""The config.json keys of multi-head latent attention (a family with ``mla`` reads all)."""
+
+ROUTER_BIAS_WHEN: tuple[str, str] = ("topk_method", "noaux_tc")
+"""(key, value): a router bias exists when the key has this value or is absent (DeepSeek-V3's
+default); vLLM's ``e_score_correction_bias`` exists only then."""
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -91,12 +104,24 @@ class FamilyInfo:
     its gate); ``sparse_step`` whether ``decoder_sparse_step`` / ``mlp_only_layers`` are
     read; ``fused_ffn`` that ``intermediate_size`` holds both gate and up halves;
     ``head_dim_key`` the key of an explicit head size; ``mha_only`` that K/V heads
-    always equal the query heads. :attr:`reads` follows from these.
+    always equal the query heads. ``mla`` that attention is multi-head latent
+    attention (:data:`MLA_KEYS`; ``head_dim`` is then ``v_head_dim``);
+    ``dense_first_key`` the key of the count of dense first layers of an MoE stack;
+    ``shared_experts_key`` the key of a shared-expert count whose FFN is that many
+    routed experts wide (no gate); ``router_bias`` that the router has a
+    score-correction bias when :data:`ROUTER_BIAS_WHEN` holds; ``mtp_key`` the key of
+    multi-token-prediction layers, noted and left out; ``also_model_types`` more
+    ``model_type`` values read as this family. :attr:`reads` follows from these.
 
     Names, per parameter kind (``{i}`` the layer, ``{j}`` a local expert, ``{e}`` an
     expert): ``src_names`` the trainer's (after :data:`TRAINER_PREFIX`; a tuple where
     the trainer keeps several tensors), ``dst_names`` vLLM's, ``hf_names`` the
     checkpoint tensors that make the global tensor (joined on dim 0, experts stacked).
+    ``dense_src_names`` are the trainer names that differ in the dense layers of a
+    mixed stack (Megatron-Core fuses the norm into a dense fc1, not into the experts);
+    ``dtypes`` the kinds kept in another dtype than the weights (torch names);
+    ``hf_extra`` keys a generated config.json adds that are not layout keys but that
+    the engine needs to build the model.
     Trainer conventions (see ``syncviz.oracle.families.Conventions``): ``qkv_layout``,
     ``fc1_halves``, ``expert_fc1_halves``, ``experts``; ``notes`` give their sources.
     ``presets`` are the published models of the family; ``tiny`` the ``ModelSpec``
@@ -121,9 +146,18 @@ class FamilyInfo:
     fused_ffn: bool = False
     head_dim_key: str = "head_dim"
     mha_only: bool = False
+    mla: bool = False
+    dense_first_key: str = ""
+    shared_experts_key: str = ""
+    router_bias: bool = False
+    mtp_key: str = ""
+    also_model_types: tuple[str, ...] = ()
     src_names: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict, repr=False)
     dst_names: Mapping[str, str] = field(default_factory=dict, repr=False)
     hf_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    dense_src_names: Mapping[str, str] = field(default_factory=dict, repr=False)
+    dtypes: Mapping[str, str] = field(default_factory=dict, repr=False)
+    hf_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
     qkv_layout: QkvLayout = "grouped"
     fc1_halves: tuple[tuple[str, ...], ...] = (("gate", "up"),)
     expert_fc1_halves: tuple[str, ...] = ("gate", "up")
@@ -148,12 +182,24 @@ class FamilyInfo:
             keys.add("shared_expert_intermediate_size")
         if self.sparse_step:
             keys.update(("decoder_sparse_step", "mlp_only_layers"))
+        if self.mla:
+            keys.update(MLA_KEYS)
+        keys.update(k for k in (self.dense_first_key, self.shared_experts_key, self.mtp_key) if k)
         return frozenset(keys)
 
     @property
     def layout_signature(self) -> tuple[object, ...]:
         """What fixes the parameter set: two families with the same signature lay out alike."""
-        return (self.qk_norm, self.is_moe, self.shared_expert, self.fused_ffn, self.mha_only)
+        return (
+            self.qk_norm,
+            self.is_moe,
+            self.shared_expert,
+            self.fused_ffn,
+            self.mha_only,
+            self.mla,
+            self.router_bias,
+            bool(self.shared_experts_key),
+        )
 
     def src_template(self, kind: str, tensor: int = 0) -> str:
         """The trainer's full name template of ``kind`` (tensor ``tensor`` of it)."""

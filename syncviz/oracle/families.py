@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY, FAMILY_NAMES, ExpertLayout, FamilyInfo
-from syncviz.families.record import QkvLayout
+from syncviz.families.record import TRAINER_PREFIX, QkvLayout
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class Conventions:
       ``"sequential"`` Megatron-Core per-expert tensors, experts split by ep and
       each expert TP-sharded like a dense MLP; ``expert_fc1_halves`` is the
       order of the two halves inside one expert's fc1.
+    - ``dense_src_names``: trainer names in the dense layers of a mixed stack, where they
+      differ; ``dtypes``: kinds kept in another dtype than the weights (the router bias).
     - ``src_vocab_divisible_by``: Megatron pads the vocab to a multiple of this
       times the source TP size (``--make-vocab-size-divisible-by``). ``None``
       (the default) means the trainer pads like vLLM, to a multiple of 64 (i.e.
@@ -63,10 +65,15 @@ class Conventions:
     expert_fc1_halves: tuple[str, ...] = ("gate", "up")
     src_vocab_divisible_by: int | None = None
     notes: str = field(default="", compare=False)
+    dense_src_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    dtypes: Mapping[str, str] = field(default_factory=dict)
 
-    def src_name(self, kind: str, tensor: int = 0, **fields: int) -> str:
-        """The trainer name of tensor ``tensor`` of ``kind``."""
+    def src_name(self, kind: str, tensor: int = 0, dense: bool = False, **fields: int) -> str:
+        """The trainer name of tensor ``tensor`` of ``kind`` (``dense``: in a dense layer of
+        a mixed stack, where ``dense_src_names`` may name it otherwise)."""
         try:
+            if dense and kind in self.dense_src_names:
+                return self.dense_src_names[kind][tensor].format(**fields)
             return self.src_names[kind][tensor].format(**fields)
         except KeyError:
             raise SyncvizError(
@@ -101,6 +108,13 @@ def _conventions_of(info: FamilyInfo) -> Conventions:
         expert_layout=info.experts,
         expert_fc1_halves=info.expert_fc1_halves,
         notes=info.notes,
+        dense_src_names=MappingProxyType(
+            {
+                kind: (TRAINER_PREFIX[info.trainer] + name,)
+                for kind, name in info.dense_src_names.items()
+            }
+        ),
+        dtypes=MappingProxyType(dict(info.dtypes)),
     )
 
 

@@ -97,6 +97,7 @@ class ModelSpec:
     qk_nope_head_dim: int = 0
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
+    use_qk_norm: bool = True
     source: str = field(default="", compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
@@ -246,8 +247,9 @@ class ModelSpec:
 
     @property
     def qk_norm(self) -> bool:
-        """Per-head q/k norms (``head_dim`` elements each): a fact of the family."""
-        return FAMILY[self.family].qk_norm
+        """Per-head q/k norms (``head_dim`` elements each): a fact of the family, which
+        ``use_qk_norm=False`` turns off where the family's config makes them optional."""
+        return FAMILY[self.family].qk_norm and self.use_qk_norm
 
     @property
     def is_moe(self) -> bool:
@@ -673,7 +675,8 @@ def _whole(config: Mapping[str, Any], key: str, where: str) -> int:
 def _stack_and_mla_sizes(
     config: Mapping[str, Any], where: str, info: FamilyInfo, sizes: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Dense first layers, a counted shared expert, the router bias and MLA's sizes."""
+    """Dense first layers, a counted shared expert, the router bias, optional q/k norms
+    and MLA's sizes."""
     out: dict[str, Any] = {}
     if info.dense_first_key:
         out["first_k_dense_replace"] = min(
@@ -685,6 +688,8 @@ def _stack_and_mla_sizes(
     if info.router_bias:
         key, value = ROUTER_BIAS_WHEN
         out["router_bias"] = config.get(key, value) == value
+    if info.qk_norm_key:
+        out["use_qk_norm"] = _flag(config, info.qk_norm_key, where, False)
     if info.mla:
         out["q_lora_rank"] = _whole(config, "q_lora_rank", where)
         for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):

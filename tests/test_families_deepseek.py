@@ -298,7 +298,7 @@ def test_deepseek_keys_on_a_llama_config_name_the_family(key):
     llama = {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2, "hidden_size": 64,
              "num_attention_heads": 4, "intermediate_size": 96, "vocab_size": 500,
              key: llama[key]}  # fmt: skip
-    with pytest.raises(SyncvizError, match="family deepseek-v3 reads it"):
+    with pytest.raises(SyncvizError, match=r"family deepseek-v3( / glm4-moe)? reads it"):
         ModelSpec.from_hf_config(llama)
 
 
@@ -365,3 +365,23 @@ def test_picture_labels_name_mla_head_parts():
     assert [short_label(kv_b, b) for b in range(2)] == ["K0 k_nope", "V0"]
     fused = BlockTable(layout.param(f"{L0}self_attn.fused_qkv_a_proj.weight"))
     assert [short_label(fused, b) for b in range(2)] == ["q_a", "kv_a"]
+
+
+def test_diagnose_tiny_deepseek_dumps(tmp_path):
+    """diagnose reads the family's tiny checkpoint (MLA with q_lora, dense then MoE layer):
+    right dumps at tp 2 are OK; kv_b_proj of rank 0 on every rank is found on rank 1."""
+    from syncviz.diagnose import diagnose
+    from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+
+    spec = tiny_spec("deepseek-v3")
+    write_checkpoint(spec, tmp_path / "ref")
+    write_dumps(spec, tmp_path / "ref", tmp_path / "good", tp=2)
+    assert diagnose(tmp_path / "ref", tmp_path / "good", 2).ok
+    write_dumps(spec, tmp_path / "ref", tmp_path / "bad", tp=2, bugs={"kv_b_proj": "shard0"})
+    report = diagnose(tmp_path / "ref", tmp_path / "bad", 2)
+    lines = {p.key: " ".join(p.lines()) for p in report.bad()}
+    assert list(lines) == [f"{L0}self_attn.kv_b_proj.weight"]
+    assert (
+        "holds tp 0's kv_b heads 0-1, expected kv_b heads 2-3"
+        in lines[f"{L0}self_attn.kv_b_proj.weight"]
+    )

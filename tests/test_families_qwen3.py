@@ -237,10 +237,10 @@ def test_qwen3_moe_mixed_stack_names_the_field():
     [
         ("q_lora_rank", 1536, "family deepseek-v3 reads it"),
         ("kv_lora_rank", 512, "family deepseek-v3 reads it"),
-        ("n_routed_experts", 256, "family deepseek-v3 reads it"),
+        ("n_routed_experts", 256, "family deepseek-v3 / glm4-moe reads it"),
         ("num_experts", 8, "family qwen2-moe / mixtral / qwen3-moe reads it"),
         ("num_local_experts", 8, "family mixtral reads it"),
-        ("use_qk_norm", True, "GLM-4.5"),
+        ("use_qk_norm", True, "family glm4-moe reads it"),
         ("head_dim", 32, "family "),
         ("mlp_bias", True, "MLP biases"),
     ],

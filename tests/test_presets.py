@@ -138,6 +138,26 @@ PUBLISHED = {
         "qk_rope_head_dim": 64, "v_head_dim": 128, "topk_method": "noaux_tc",
         "vocab_size": 163840, "tie_word_embeddings": False,
     },
+    "glm-4.5": {  # zai-org/GLM-4.5
+        "architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe",
+        "num_hidden_layers": 92, "hidden_size": 5120, "num_attention_heads": 96,
+        "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 12288,
+        "moe_intermediate_size": 1536, "n_routed_experts": 160, "n_shared_experts": 1,
+        "first_k_dense_replace": 3, "attention_bias": True, "use_qk_norm": True,
+        "partial_rotary_factor": 0.5, "num_nextn_predict_layers": 1, "n_group": 1,
+        "topk_group": 1, "num_experts_per_tok": 8, "vocab_size": 151552,
+        "tie_word_embeddings": False,
+    },
+    "glm-4.5-air": {  # zai-org/GLM-4.5-Air
+        "architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe",
+        "num_hidden_layers": 46, "hidden_size": 4096, "num_attention_heads": 96,
+        "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 10944,
+        "moe_intermediate_size": 1408, "n_routed_experts": 128, "n_shared_experts": 1,
+        "first_k_dense_replace": 1, "attention_bias": True, "use_qk_norm": False,
+        "partial_rotary_factor": 0.5, "num_nextn_predict_layers": 1, "n_group": 1,
+        "topk_group": 1, "num_experts_per_tok": 8, "vocab_size": 151552,
+        "tie_word_embeddings": False,
+    },
 }  # fmt: skip
 
 FAMILIES = {
@@ -160,11 +180,13 @@ FAMILIES = {
     "deepseek-v3": "deepseek-v3",
     "kimi-k2": "deepseek-v3",
     "moonlight-16b-a3b": "deepseek-v3",
+    "glm-4.5": "glm4-moe",
+    "glm-4.5-air": "glm4-moe",
 }
 
 
 def test_the_presets_and_their_families() -> None:
-    """Exactly the nineteen presets exist, each in its agreed trainer family."""
+    """Exactly the twenty-one presets exist, each in its agreed trainer family."""
     assert {name: spec.family for name, spec in PRESETS.items()} == FAMILIES
 
 
@@ -198,7 +220,8 @@ def test_qwen_7b_ffn_is_one_half_of_the_fused_size() -> None:
 def test_moe_presets() -> None:
     """MoE sizes: Qwen1.5-MoE 60x1408 + shared 5632, Qwen2-57B 64x2560 + 20480, Mixtral
     8x14336, Qwen3-30B-A3B 128x768, Qwen3-235B-A22B 128x1536 (no shared expert),
-    DeepSeek-V3 256x2048 + 1 shared, Kimi-K2 384x2048 + 1, Moonlight 64x1408 + 2."""
+    DeepSeek-V3 256x2048 + 1 shared, Kimi-K2 384x2048 + 1, Moonlight 64x1408 + 2, GLM-4.5
+    160x1536 + 1, GLM-4.5-Air 128x1408 + 1."""
     got = {
         name: (s.num_experts, s.moe_ffn_hidden_size, s.shared_expert_ffn_hidden_size)
         for name, s in PRESETS.items()
@@ -213,18 +236,20 @@ def test_moe_presets() -> None:
         "deepseek-v3": (256, 2048, 2048),
         "kimi-k2": (384, 2048, 2048),
         "moonlight-16b-a3b": (64, 1408, 2816),
+        "glm-4.5": (160, 1536, 1536),
+        "glm-4.5-air": (128, 1408, 1408),
     }
 
 
 def test_bias_gate_and_tied_embeddings_flags() -> None:
-    """Only Qwen before Qwen3 has a QKV bias, only qwen2-moe a shared-expert gate, only
-    Qwen3-0.6B ties embeddings, only Qwen3 has q/k norms."""
+    """Only Qwen before Qwen3 and GLM-4.5 have a QKV bias, only qwen2-moe a shared-expert
+    gate, only Qwen3-0.6B ties embeddings, only Qwen3 and GLM-4.5 (not Air) have q/k norms."""
     for name, spec in PRESETS.items():
-        qwen3 = name.startswith("qwen3")
-        assert spec.qkv_bias == (name.startswith("qwen") and not qwen3), name
+        qwen3, glm = name.startswith("qwen3"), name.startswith("glm")
+        assert spec.qkv_bias == ((name.startswith("qwen") and not qwen3) or glm), name
         assert spec.shared_expert_gate == (spec.family == "qwen2-moe"), name
         assert spec.tie_word_embeddings is (name == "qwen3-0.6b"), name
-        assert spec.qk_norm is qwen3, name
+        assert spec.qk_norm is (qwen3 or name == "glm-4.5"), name
 
 
 def test_qwen3_head_dim_is_explicit() -> None:

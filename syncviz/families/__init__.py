@@ -25,6 +25,7 @@ from typing import Literal
 
 from syncviz.families import (
     deepseek_v3,
+    glm4_moe,
     llama_legacy,
     llama_mcore,
     mistral,
@@ -82,7 +83,6 @@ KEY_OWNERS: Mapping[str, str] = MappingProxyType(
 UNSUPPORTED_MODEL_TYPES: Mapping[str, str] = MappingProxyType(
     {
         "deepseek_v2": "DeepSeek-V2 (MLA)",
-        "glm4_moe": "GLM-4.5 MoE",
         "gpt_oss": "gpt-oss",
         "gemma3": "Gemma-3",
         "gemma3_text": "Gemma-3",
@@ -107,6 +107,7 @@ _ALL: tuple[FamilyInfo, ...] = tuple(
         qwen3,
         qwen3_moe,
         deepseek_v3,
+        glm4_moe,
     )
 )
 

@@ -51,6 +51,7 @@ _DST = {
     "q_proj": _VATTN + "q_proj.weight",
     # vLLM 0.32 (DeepseekV2MLAAttention): with q_lora_rank, q_a_proj and kv_a_proj_with_mqa
     # load into one replicated fused_qkv_a_proj; without, kv_a_proj_with_mqa stays alone.
+    # (With VLLM_MLA_DISABLE set, vLLM's non-MLA attention keeps q_a_proj unfused.)
     "fused_qkv_a": _VATTN + "fused_qkv_a_proj.weight",
     "q_a_norm": _VATTN + "q_a_layernorm.weight",
     "q_b_proj": _VATTN + "q_b_proj.weight",

@@ -98,7 +98,8 @@ class FamilyInfo:
 
     Reading config.json: ``qkv_bias`` is a constant or the key of a JSON flag
     (``qkv_bias_default`` when absent); ``qk_norm`` says the attention has per-head q/k
-    norms; ``experts_keys`` are the keys that may give the routed-expert count (first
+    norms (only when the JSON flag ``qk_norm_key`` is true, where one is named);
+    ``experts_keys`` are the keys that may give the routed-expert count (first
     present wins; none: a dense family); ``moe_ffn_key`` the key of each expert's FFN
     size; ``shared_expert`` whether ``shared_expert_intermediate_size`` is read (with
     its gate); ``sparse_step`` whether ``decoder_sparse_step`` / ``mlp_only_layers`` are
@@ -139,6 +140,7 @@ class FamilyInfo:
     qkv_bias: bool | str = False
     qkv_bias_default: bool = False
     qk_norm: bool = False
+    qk_norm_key: str = ""
     experts_keys: tuple[str, ...] = ()
     moe_ffn_key: str = "moe_intermediate_size"
     shared_expert: bool = False
@@ -184,6 +186,8 @@ class FamilyInfo:
             keys.update(("decoder_sparse_step", "mlp_only_layers"))
         if self.mla:
             keys.update(MLA_KEYS)
+        if self.qk_norm_key:
+            keys.add(self.qk_norm_key)
         keys.update(k for k in (self.dense_first_key, self.shared_experts_key, self.mtp_key) if k)
         return frozenset(keys)
 
@@ -199,6 +203,7 @@ class FamilyInfo:
             self.mla,
             self.router_bias,
             bool(self.shared_experts_key),
+            self.qk_norm_key,
         )
 
     def src_template(self, kind: str, tensor: int = 0) -> str:

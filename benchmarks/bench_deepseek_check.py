@@ -3,7 +3,8 @@
 Run from the repository root: ``PYTHONPATH=. python benchmarks/bench_deepseek_check.py``.
 Each case is a fresh process running what ``syncviz check`` runs (``run_sync`` with
 symbolic ids at the true sizes, then ``check``), so each peak resident memory is that
-case's own and start-up costs count on both sides.
+case's own and start-up costs count on both sides. CPU s is the process's CPU time (all
+threads): on a busy shared machine it says what the run costs when wall time does not.
 
 Cases: llama3-70b (80 layers) trainer tp 8 -> vLLM tp 16, and DeepSeek-V3 (61 layers:
 3 dense, 58 MoE with 256 routed experts, a shared expert and the router bias; MLA with
@@ -38,7 +39,7 @@ TARGET_S, TARGET_GIB = 60.0, 2.0
 
 def _child(name: str, s: str, ep: str, d: str) -> None:
     """One case in this process: print wall time, peak RSS and the verdict as JSON."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     from syncviz import Parallel, preset
     from syncviz.check import check
     from syncviz.run.inprocess import run_sync
@@ -55,6 +56,7 @@ def _child(name: str, s: str, ep: str, d: str) -> None:
         json.dumps(
             {
                 "wall_s": wall,
+                "cpu_s": time.process_time() - cpu,
                 "sync_s": synced,
                 "rss_gib": rss,
                 "ok": report.ok,
@@ -89,13 +91,13 @@ def main() -> int:
 
     print(f"syncviz from {Path(syncviz.__file__).parent}")
     rows = [(c, run_case(c)) for c in CASES + ([HEAVY] if args.heavy else [])]
-    print("\n| case | params | wall s | of which sync s | peak RSS GiB | verdict |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("\n| case | params | wall s | of which sync s | CPU s | peak RSS GiB | verdict |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for case, r in rows:
         verdict = "OK" if r["ok"] else "MISMATCH " + json.dumps(r["counts"])
         print(
             f"| {case[0]} | {r['params']} | {r['wall_s']:.1f} | {r['sync_s']:.1f} |"
-            f" {r['rss_gib']:.2f} | {verdict} |"
+            f" {r['cpu_s']:.1f} | {r['rss_gib']:.2f} | {verdict} |"
         )
     llama, deepseek = rows[0][1], rows[1][1]
     print(

@@ -181,7 +181,7 @@ def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
     if side == "dst" and not spec.dst_kv_replicated:
         why = " (this family's vLLM model splits the K/V heads and never replicates them)"
         found.append(divides("num_query_groups", spec.num_query_groups, why))
-    if not spec.is_moe:  # an MoE model here has no dense MLP; its intermediate_size is unused
+    if spec.has_dense_layers:  # an all-MoE model has no dense MLP: intermediate_size unused
         found.append(divides("ffn_hidden_size", spec.ffn_hidden_size))
     if spec.is_moe and side == "src" and not hep:
         why = " (each expert's FFN is split over tp)"

@@ -34,6 +34,7 @@ from syncviz.families import (
     FamilyInfo,
     readers_of,
 )
+from syncviz.families.record import ROUTER_BIAS_WHEN
 
 if TYPE_CHECKING:  # parallel.py sits on the floor above this one
     from syncviz.parallel import Parallel
@@ -62,6 +63,14 @@ class ModelSpec:
     ``qk_norm`` adds per-head q/k norms of ``head_dim`` elements (Qwen3). ``notes``
     are things said about the source config that do not change the layout.
 
+    Mixed stacks: in an MoE model the first ``first_k_dense_replace`` layers have a
+    dense MLP of ``ffn_hidden_size`` (:meth:`is_moe_layer`). ``router_bias`` adds the
+    router's score-correction bias (``[num_experts]``). Multi-head latent attention
+    (MLA, :attr:`is_mla`) is on when ``kv_lora_rank`` > 0: per head ``qk_nope_head_dim``
+    + ``qk_rope_head_dim`` query/key rows and ``v_head_dim`` value rows (``head_dim``
+    is then ``v_head_dim``: the width of one head's ``o_proj`` columns); ``q_lora_rank``
+    > 0 adds the low-rank query projection.
+
     >>> ModelSpec("m", "qwen2", 2, 64, 4, 2, 96, 100).padded_vocab_size
     128
     """
@@ -81,6 +90,14 @@ class ModelSpec:
     moe_ffn_hidden_size: int = 0
     shared_expert_ffn_hidden_size: int = 0
     shared_expert_gate: bool = False
+    first_k_dense_replace: int = 0
+    router_bias: bool = False
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    use_qk_norm: bool = True
     source: str = field(default="", compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
@@ -103,6 +120,25 @@ class ModelSpec:
                     f"{name} ({value!r}) must be a positive integer",
                     fix=f"set {name} from the model's config.json",
                 )
+        self._check_mla()
+        if FAMILY[self.family].mla != self.is_mla:
+            needs = "needs" if FAMILY[self.family].mla else "does not have"
+            raise SyncvizError(
+                f"kv_lora_rank ({self.kv_lora_rank}) does not fit family {self.family!r}, which"
+                f" {needs} multi-head latent attention",
+                fix="set kv_lora_rank and the MLA head sizes from config.json"
+                if FAMILY[self.family].mla
+                else "use an MLA family ("
+                + ", ".join(f for f in FAMILY if FAMILY[f].mla)
+                + ") or kv_lora_rank=0",
+            )
+        if self.is_mla and self.qkv_bias:
+            raise SyncvizError(
+                "qkv_bias (True) has no tensor under multi-head latent attention",
+                fix="use qkv_bias=False",
+            )
+        if self.head_dim == 0 and self.is_mla:
+            object.__setattr__(self, "head_dim", self.v_head_dim)
         if self.head_dim == 0:
             if self.hidden_size % self.num_attention_heads:
                 raise SyncvizError(
@@ -137,6 +173,73 @@ class ModelSpec:
                 fix="set moe_intermediate_size from config.json",
             )
 
+    def _check_mla(self) -> None:
+        for name in ("first_k_dense_replace", "q_lora_rank", "kv_lora_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SyncvizError(
+                    f"{name} ({value!r}) must be a whole number >= 0",
+                    fix=f"set {name} from the model's config.json (0: none)",
+                )
+        if self.first_k_dense_replace and self.ffn_hidden_size <= 0:
+            raise SyncvizError(
+                f"ffn_hidden_size ({self.ffn_hidden_size}) must be positive when the first"
+                f" {self.first_k_dense_replace} layers are dense",
+                fix="set intermediate_size from config.json",
+            )
+        if not self.is_mla:
+            if self.q_lora_rank:
+                raise SyncvizError(
+                    f"q_lora_rank ({self.q_lora_rank}) needs multi-head latent attention",
+                    fix="set kv_lora_rank from config.json, or q_lora_rank=0",
+                )
+            return
+        for name in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SyncvizError(
+                    f"{name} ({value!r}) must be a positive integer with kv_lora_rank"
+                    f" {self.kv_lora_rank} (multi-head latent attention)",
+                    fix=f"set {name} from the model's config.json",
+                )
+        if self.head_dim not in (0, self.v_head_dim):
+            raise SyncvizError(
+                f"head_dim ({self.head_dim}) must equal v_head_dim ({self.v_head_dim}) under"
+                " multi-head latent attention (it is one head's o_proj width)",
+                fix="leave head_dim at 0",
+            )
+        if self.num_query_groups != self.num_attention_heads:
+            raise SyncvizError(
+                f"num_query_groups ({self.num_query_groups}) must equal num_attention_heads"
+                f" ({self.num_attention_heads}) under multi-head latent attention",
+                fix="set num_query_groups to the head count",
+            )
+
+    @property
+    def is_mla(self) -> bool:
+        """Multi-head latent attention (``kv_lora_rank`` > 0) instead of fused QKV."""
+        return self.kv_lora_rank > 0
+
+    @property
+    def qk_head_dim(self) -> int:
+        """One MLA query/key head: its nope rows, then its rope rows."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether layer ``layer`` has routed experts (dense below ``first_k_dense_replace``).
+
+        >>> spec = ModelSpec("m", "mixtral", 4, 16, 4, 2, 8, 64, num_experts=4,
+        ...                  moe_ffn_hidden_size=8, first_k_dense_replace=1)
+        >>> [spec.is_moe_layer(i) for i in range(3)]
+        [False, True, True]
+        """
+        return self.is_moe and layer >= self.first_k_dense_replace
+
+    @property
+    def has_dense_layers(self) -> bool:
+        """Whether any layer has a dense MLP of ``ffn_hidden_size``."""
+        return not self.is_moe or self.first_k_dense_replace > 0
+
     @property
     def queries_per_group(self) -> int:
         """Query heads that share one K/V head (nq in LAYOUTS.md)."""
@@ -144,8 +247,9 @@ class ModelSpec:
 
     @property
     def qk_norm(self) -> bool:
-        """Per-head q/k norms (``head_dim`` elements each): a fact of the family."""
-        return FAMILY[self.family].qk_norm
+        """Per-head q/k norms (``head_dim`` elements each): a fact of the family, which
+        ``use_qk_norm=False`` turns off where the family's config makes them optional."""
+        return FAMILY[self.family].qk_norm and self.use_qk_norm
 
     @property
     def is_moe(self) -> bool:
@@ -260,11 +364,27 @@ class ModelSpec:
             vocab_size=padded - padding,
             moe_ffn_hidden_size=shrink(self.moe_ffn_hidden_size),
             shared_expert_ffn_hidden_size=shrink(self.shared_expert_ffn_hidden_size),
+            first_k_dense_replace=min(self.first_k_dense_replace, layers),
+            **_scaled_mla(self, target_head_dim),
             source=f"scaled from {self.name}",
         )
 
 
 # ---------------------------------------------------------------- downscale helpers
+
+
+def _scaled_mla(spec: ModelSpec, head: int) -> dict[str, int]:
+    """MLA's sizes at head size ``head``: no rank splits them (heads are kept), so any
+    small distinct sizes keep the layout; each stays at least 1."""
+    if not spec.is_mla:
+        return {}
+    return {
+        "qk_nope_head_dim": head,
+        "qk_rope_head_dim": max(1, head // 2),
+        "v_head_dim": head,
+        "kv_lora_rank": 2 * head,
+        "q_lora_rank": 3 * head if spec.q_lora_rank else 0,
+    }
 
 
 def _candidate_tps(heads: int, src: Parallel | None, dst: Parallel | None) -> list[int]:
@@ -347,6 +467,14 @@ CONFIG_BOUNDS: dict[str, int] = {
     "vocab_size": 1 << 24,
     "num_experts": 1024,
     "num_local_experts": 1024,
+    "n_routed_experts": 1024,
+    "n_shared_experts": 1024,
+    "first_k_dense_replace": 1024,
+    "q_lora_rank": 1 << 18,
+    "kv_lora_rank": 1 << 18,
+    "qk_nope_head_dim": 4096,
+    "qk_rope_head_dim": 4096,
+    "v_head_dim": 4096,
 }
 MAX_CONFIG_BYTES = 16 << 20  # a config.json is a few KiB
 _CONFIG_FIX = "pass the path of a Hugging Face config.json or of the folder that holds it"
@@ -490,7 +618,11 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
         "num_query_groups": heads if info.mha_only else need("num_key_value_heads", heads),
         "ffn_hidden_size": need("intermediate_size"),
         "vocab_size": need("vocab_size"),
-        "head_dim": need(info.head_dim_key) if config.get(info.head_dim_key) is not None else 0,
+        "head_dim": (
+            need(info.head_dim_key)
+            if config.get(info.head_dim_key) is not None and not info.mla
+            else 0
+        ),
         "tie_word_embeddings": _flag(config, "tie_word_embeddings", where, False),
         "qkv_bias": (
             _flag(config, info.qkv_bias, where, info.qkv_bias_default)
@@ -519,15 +651,66 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
             has_shared = config.get("shared_expert_intermediate_size") not in (None, 0)
             shared = need("shared_expert_intermediate_size") if has_shared else 0
             sizes.update(shared_expert_ffn_hidden_size=shared, shared_expert_gate=shared > 0)
-    notes = ()
+    sizes.update(_stack_and_mla_sizes(config, where, info, sizes))
+    notes: tuple[str, ...] = ()
     if config.get("quantization_config") is not None:
         notes = (
             f"{where} has a quantization_config: quantization scales are not part of the"
             " layout, so the check covers the unquantized weights",
         )
+    mtp = config.get(info.mtp_key) if info.mtp_key else None
+    if mtp:
+        notes += (
+            f"{where} has {info.mtp_key} {_shown(mtp)}: the multi-token-prediction layer(s)"
+            " after the last layer are left out of the layout",
+        )
     return ModelSpec(
         name=name, family=info.name, source=f"hf config {where} ({arch})", notes=notes, **sizes
     )
+
+
+def _whole(config: Mapping[str, Any], key: str, where: str) -> int:
+    """A count that may be 0 or absent (null reads as 0)."""
+    value = config.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SyncvizError(
+            f"{key} ({_shown(value)}) in {where} must be a whole number >= 0",
+            fix=f"set {key} to the value in the model's config.json",
+        )
+    bound = CONFIG_BOUNDS.get(key)
+    if bound is not None and value > bound:
+        raise SyncvizError(
+            f"{key} ({value}) in {where} is above the bound of {bound} syncviz accepts",
+            fix=f"check the value; real models stay below {bound}",
+        )
+    return value
+
+
+def _stack_and_mla_sizes(
+    config: Mapping[str, Any], where: str, info: FamilyInfo, sizes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Dense first layers, a counted shared expert, the router bias, optional q/k norms
+    and MLA's sizes."""
+    out: dict[str, Any] = {}
+    if info.dense_first_key:
+        out["first_k_dense_replace"] = min(
+            _whole(config, info.dense_first_key, where), sizes["num_layers"]
+        )
+    if info.shared_experts_key:
+        count = _whole(config, info.shared_experts_key, where)
+        out["shared_expert_ffn_hidden_size"] = count * sizes["moe_ffn_hidden_size"]
+    if info.router_bias:
+        key, value = ROUTER_BIAS_WHEN
+        out["router_bias"] = config.get(key, value) == value
+    if info.qk_norm_key:
+        out["use_qk_norm"] = _flag(config, info.qk_norm_key, where, False)
+    if info.mla:
+        out["q_lora_rank"] = _whole(config, "q_lora_rank", where)
+        for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            out[key] = _positive_int(config, key, where)
+    return out
 
 
 def _is_set(key: str, value: object) -> bool:

@@ -235,12 +235,12 @@ def test_qwen3_moe_mixed_stack_names_the_field():
 @pytest.mark.parametrize(
     ("key", "value", "reader"),
     [
-        ("q_lora_rank", 1536, "DeepSeek-V3"),
-        ("kv_lora_rank", 512, "DeepSeek"),
-        ("n_routed_experts", 256, "DeepSeek"),
+        ("q_lora_rank", 1536, "family deepseek-v3 reads it"),
+        ("kv_lora_rank", 512, "family deepseek-v3 reads it"),
+        ("n_routed_experts", 256, "family deepseek-v3 / glm4-moe reads it"),
         ("num_experts", 8, "family qwen2-moe / mixtral / qwen3-moe reads it"),
         ("num_local_experts", 8, "family mixtral / gpt-oss reads it"),
-        ("use_qk_norm", True, "GLM-4.5"),
+        ("use_qk_norm", True, "family glm4-moe reads it"),
         ("head_dim", 32, "family "),
         ("mlp_bias", True, "MLP biases"),
     ],
@@ -276,6 +276,8 @@ def test_every_unread_layout_key_is_refused_for_every_family():
         config = {**LLAMA_CONFIG, "architectures": [info.architecture]}
         if info.is_moe:
             config.update({info.experts_keys[0]: 4, info.moe_ffn_key: 32})
+        if info.mla:
+            config.update(kv_lora_rank=8, qk_nope_head_dim=4, qk_rope_head_dim=2, v_head_dim=4)
         ModelSpec.from_hf_config(config)  # the base reads
         for key in set(LAYOUT_KEYS) - info.reads:
             with pytest.raises(SyncvizError, match=f"^{key} "):
@@ -290,7 +292,7 @@ def test_relabelled_qwen3_is_refused():
     same_layout = {**LLAMA_CONFIG, "model_type": "mistral"}
     assert ModelSpec.from_hf_config(same_layout).family == "llama-mcore"
     deepseek = {**LLAMA_CONFIG, "model_type": "deepseek_v3"}
-    with pytest.raises(SyncvizError, match="DeepSeek-V3"):
+    with pytest.raises(SyncvizError, match="is family deepseek-v3"):
         ModelSpec.from_hf_config(deepseek)
 
 

@@ -61,7 +61,7 @@ def test_every_family_has_names_for_every_kind_it_lays_out():
 
     for spec in PRESETS.values():
         info = FAMILY[spec.family]
-        kinds = ["embed", "final_norm", "lm_head", *layer_kinds(spec)]
+        kinds = ["embed", "final_norm", "lm_head", *layer_kinds(spec), *layer_kinds(spec, 0)]
         for kind in kinds:
             assert kind in info.src_names and kind in info.dst_names, (info.name, kind)
             assert kind in info.hf_names, (info.name, kind)

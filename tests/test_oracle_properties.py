@@ -62,6 +62,20 @@ def cases(draw: st.DrawFn) -> tuple[ModelSpec, Parallel, Parallel]:
         )
         if FAMILY[family].shared_expert:
             fields.update(shared_expert_ffn_hidden_size=unit, shared_expert_gate=True)
+    if FAMILY[family].mla:  # MLA: one K/V head a query head, its own head sizes
+        fields.update(
+            num_query_groups=nh,
+            head_dim=0,
+            qkv_bias=False,
+            q_lora_rank=draw(st.sampled_from([0, 2])),
+            kv_lora_rank=draw(st.sampled_from([1, 3])),
+            qk_nope_head_dim=draw(st.sampled_from([1, 2])),
+            qk_rope_head_dim=draw(st.sampled_from([1, 2])),
+            v_head_dim=draw(st.sampled_from([1, 2])),
+            first_k_dense_replace=draw(st.sampled_from([0, 1])),
+            router_bias=draw(st.booleans()),
+            shared_expert_ffn_hidden_size=draw(st.sampled_from([0, unit])),
+        )
     spec = ModelSpec(**fields)  # type: ignore[arg-type]
     return spec, Parallel(tp=s, pp=src_pp, ep=ep), Parallel(tp=d, pp=dst_pp)
 

@@ -125,6 +125,57 @@ PUBLISHED = {
         "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"] * 18,
         "swiglu_limit": 7.0, "quantization_config": {"quant_method": "mxfp4"},
     },
+    "deepseek-v3": {  # deepseek-ai/DeepSeek-V3
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "num_hidden_layers": 61, "hidden_size": 7168, "num_attention_heads": 128,
+        "num_key_value_heads": 128, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+        "n_routed_experts": 256, "n_shared_experts": 1, "first_k_dense_replace": 3,
+        "moe_layer_freq": 1, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64, "v_head_dim": 128, "topk_method": "noaux_tc", "n_group": 8,
+        "topk_group": 4, "num_experts_per_tok": 8, "num_nextn_predict_layers": 1,
+        "vocab_size": 129280, "tie_word_embeddings": False,
+        "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
+                                "quant_method": "fp8", "weight_block_size": [128, 128]},
+    },
+    "kimi-k2": {  # moonshotai/Kimi-K2-Instruct
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "kimi_k2",
+        "num_hidden_layers": 61, "hidden_size": 7168, "num_attention_heads": 64,
+        "num_key_value_heads": 64, "intermediate_size": 18432, "moe_intermediate_size": 2048,
+        "n_routed_experts": 384, "n_shared_experts": 1, "first_k_dense_replace": 1,
+        "moe_layer_freq": 1, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64, "v_head_dim": 128, "topk_method": "noaux_tc", "n_group": 1,
+        "topk_group": 1, "num_experts_per_tok": 8, "num_nextn_predict_layers": 0,
+        "vocab_size": 163840, "tie_word_embeddings": False,
+    },
+    "moonlight-16b-a3b": {  # moonshotai/Moonlight-16B-A3B
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "num_hidden_layers": 27, "hidden_size": 2048, "num_attention_heads": 16,
+        "num_key_value_heads": 16, "intermediate_size": 11264, "moe_intermediate_size": 1408,
+        "n_routed_experts": 64, "n_shared_experts": 2, "first_k_dense_replace": 1,
+        "moe_layer_freq": 1, "q_lora_rank": None, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+        "qk_rope_head_dim": 64, "v_head_dim": 128, "topk_method": "noaux_tc",
+        "vocab_size": 163840, "tie_word_embeddings": False,
+    },
+    "glm-4.5": {  # zai-org/GLM-4.5
+        "architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe",
+        "num_hidden_layers": 92, "hidden_size": 5120, "num_attention_heads": 96,
+        "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 12288,
+        "moe_intermediate_size": 1536, "n_routed_experts": 160, "n_shared_experts": 1,
+        "first_k_dense_replace": 3, "attention_bias": True, "use_qk_norm": True,
+        "partial_rotary_factor": 0.5, "num_nextn_predict_layers": 1, "n_group": 1,
+        "topk_group": 1, "num_experts_per_tok": 8, "vocab_size": 151552,
+        "tie_word_embeddings": False,
+    },
+    "glm-4.5-air": {  # zai-org/GLM-4.5-Air
+        "architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe",
+        "num_hidden_layers": 46, "hidden_size": 4096, "num_attention_heads": 96,
+        "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 10944,
+        "moe_intermediate_size": 1408, "n_routed_experts": 128, "n_shared_experts": 1,
+        "first_k_dense_replace": 1, "attention_bias": True, "use_qk_norm": False,
+        "partial_rotary_factor": 0.5, "num_nextn_predict_layers": 1, "n_group": 1,
+        "topk_group": 1, "num_experts_per_tok": 8, "vocab_size": 151552,
+        "tie_word_embeddings": False,
+    },
 }  # fmt: skip
 
 FAMILIES = {
@@ -146,11 +197,16 @@ FAMILIES = {
     "qwen3-235b-a22b": "qwen3-moe",
     "gpt-oss-20b": "gpt-oss",
     "gpt-oss-120b": "gpt-oss",
+    "deepseek-v3": "deepseek-v3",
+    "kimi-k2": "deepseek-v3",
+    "moonlight-16b-a3b": "deepseek-v3",
+    "glm-4.5": "glm4-moe",
+    "glm-4.5-air": "glm4-moe",
 }
 
 
 def test_the_presets_and_their_families() -> None:
-    """Exactly the eighteen presets exist, each in its agreed trainer family."""
+    """Exactly the twenty-three presets exist, each in its agreed trainer family."""
     assert {name: spec.family for name, spec in PRESETS.items()} == FAMILIES
 
 
@@ -184,7 +240,8 @@ def test_qwen_7b_ffn_is_one_half_of_the_fused_size() -> None:
 def test_moe_presets() -> None:
     """MoE sizes: Qwen1.5-MoE 60x1408 + shared 5632, Qwen2-57B 64x2560 + 20480, Mixtral
     8x14336, Qwen3-30B-A3B 128x768, Qwen3-235B-A22B 128x1536 (no shared expert), gpt-oss
-    32x2880 (20b) and 128x2880 (120b)."""
+    32x2880 (20b) and 128x2880 (120b), DeepSeek-V3 256x2048 + 1 shared, Kimi-K2 384x2048 + 1,
+    Moonlight 64x1408 + 2, GLM-4.5 160x1536 + 1, GLM-4.5-Air 128x1408 + 1."""
     got = {
         name: (s.num_experts, s.moe_ffn_hidden_size, s.shared_expert_ffn_hidden_size)
         for name, s in PRESETS.items()
@@ -198,19 +255,25 @@ def test_moe_presets() -> None:
         "qwen3-235b-a22b": (128, 1536, 0),
         "gpt-oss-20b": (32, 2880, 0),
         "gpt-oss-120b": (128, 2880, 0),
+        "deepseek-v3": (256, 2048, 2048),
+        "kimi-k2": (384, 2048, 2048),
+        "moonlight-16b-a3b": (64, 1408, 2816),
+        "glm-4.5": (160, 1536, 1536),
+        "glm-4.5-air": (128, 1408, 1408),
     }
 
 
 def test_bias_gate_and_tied_embeddings_flags() -> None:
-    """Only Qwen before Qwen3 and gpt-oss have a QKV bias, only qwen2-moe a shared-expert gate, only
-    Qwen3-0.6B ties embeddings, only Qwen3 has q/k norms."""
+    """Only Qwen before Qwen3, GLM-4.5 and gpt-oss have a QKV bias, only qwen2-moe a
+    shared-expert gate, only Qwen3-0.6B ties embeddings, only Qwen3 and GLM-4.5 (not Air)
+    have q/k norms."""
     for name, spec in PRESETS.items():
-        qwen3 = name.startswith("qwen3")
+        qwen3, glm = name.startswith("qwen3"), name.startswith("glm")
         gpt_oss = name.startswith("gpt-oss")
-        assert spec.qkv_bias == ((name.startswith("qwen") and not qwen3) or gpt_oss), name
+        assert spec.qkv_bias == ((name.startswith("qwen") and not qwen3) or glm or gpt_oss), name
         assert spec.shared_expert_gate == (spec.family == "qwen2-moe"), name
         assert spec.tie_word_embeddings is (name == "qwen3-0.6b"), name
-        assert spec.qk_norm is qwen3, name
+        assert spec.qk_norm is (qwen3 or name == "glm-4.5"), name
 
 
 def test_qwen3_head_dim_is_explicit() -> None:

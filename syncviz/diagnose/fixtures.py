@@ -26,7 +26,8 @@ from syncviz.diagnose.checkpoint import checkpoint_shapes
 from syncviz.diagnose.dumps import rank_file
 from syncviz.diagnose.reference import Reference
 from syncviz.errors import SyncvizError
-from syncviz.families import FAMILY
+from syncviz.families import FAMILY, FamilyInfo
+from syncviz.families.record import ROUTER_BIAS_WHEN
 from syncviz.families.registry import derived
 from syncviz.oracle import Box, IndexMap, model_layout
 from syncviz.parallel import Parallel
@@ -88,6 +89,31 @@ def hf_config(spec: ModelSpec) -> dict:
         config[info.moe_ffn_key] = spec.moe_ffn_hidden_size
     if info.shared_expert:
         config["shared_expert_intermediate_size"] = spec.shared_expert_ffn_hidden_size
+    config.update(_stack_and_mla_keys(spec, info))
+    if info.mla:
+        del config[info.head_dim_key]  # MLA's head sizes are its own keys
+    return config
+
+
+def _stack_and_mla_keys(spec: ModelSpec, info: FamilyInfo) -> dict:
+    """The config.json keys of dense first layers, counted shared experts, the router bias
+    and MLA, as the family record names them (the inverse of ``spec``'s reader)."""
+    config: dict = dict(info.hf_extra)
+    if info.dense_first_key:
+        config[info.dense_first_key] = spec.first_k_dense_replace
+    if info.shared_experts_key:
+        config[info.shared_experts_key] = (
+            spec.shared_expert_ffn_hidden_size // spec.moe_ffn_hidden_size
+        )
+    if info.router_bias:
+        key, value = ROUTER_BIAS_WHEN
+        config[key] = value if spec.router_bias else "greedy"
+    if info.qk_norm_key:
+        config[info.qk_norm_key] = spec.use_qk_norm
+    if info.mla:
+        config["q_lora_rank"] = spec.q_lora_rank or None
+        for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            config[key] = getattr(spec, key)
     return config
 
 

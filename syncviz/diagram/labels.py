@@ -51,8 +51,11 @@ def short_label(table, b: int) -> str | None:
     if b < 0:
         return SPECIAL_LABELS.get(b)
     block = table.blocks[b]
-    if block.family in ("q", "k", "v"):
-        return f"{block.family.upper()}{block.index}"
+    if block.family in ("q", "k", "v") and block.index is not None:
+        text = f"{block.family.upper()}{block.index}"
+        # MLA's heads have parts: "Q4 nope", "Q4 rope", "K4 k_nope" (a v part is just "V4").
+        part = getattr(block, "part", None)  # tables of bare namespaces carry no parts
+        return f"{text} {part}" if part and part != block.family else text
     if block.family == "o":
         return f"h{block.index}"
     if block.family == "expert":

@@ -27,6 +27,8 @@ from types import MappingProxyType
 from typing import Literal
 
 from syncviz.families import (
+    deepseek_v3,
+    glm4_moe,
     gpt_oss,
     llama_legacy,
     llama_mcore,
@@ -87,9 +89,6 @@ KEY_OWNERS: Mapping[str, str] = MappingProxyType(
 UNSUPPORTED_MODEL_TYPES: Mapping[str, str] = MappingProxyType(
     {
         "deepseek_v2": "DeepSeek-V2 (MLA)",
-        "deepseek_v3": "DeepSeek-V3 (MLA)",
-        "kimi_k2": "Kimi-K2 (MLA)",
-        "glm4_moe": "GLM-4.5 MoE",
         "gemma3": "Gemma-3",
         "gemma3_text": "Gemma-3",
         "llama4": "Llama-4",
@@ -113,6 +112,8 @@ _ALL: tuple[FamilyInfo, ...] = tuple(
         qwen3,
         qwen3_moe,
         gpt_oss,
+        deepseek_v3,
+        glm4_moe,
     )
 )
 for _info in _ALL:
@@ -127,7 +128,12 @@ ARCHITECTURE_FAMILY: Mapping[str, str] = derived(
 """Hugging Face ``architectures`` entry -> the family it is read as."""
 
 MODEL_TYPE_ARCHITECTURE: Mapping[str, str] = derived(
-    lambda infos: {f.model_type: f.architecture for f in infos if f.hf_default}
+    lambda infos: {
+        t: f.architecture
+        for f in infos
+        if f.hf_default
+        for t in (f.model_type, *f.also_model_types)
+    }
 )
 """config.json ``model_type`` -> architecture (used when ``architectures`` is missing)."""
 

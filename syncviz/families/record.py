@@ -64,6 +64,19 @@ not read is refused at config loading (``syncviz.spec``), so a model is never la
 without the parameters that key brings.
 """
 
+MLA_KEYS: tuple[str, ...] = (
+    "q_lora_rank",
+    "kv_lora_rank",
+    "qk_rope_head_dim",
+    "qk_nope_head_dim",
+    "v_head_dim",
+)
+"""The config.json keys of multi-head latent attention (a family with ``mla`` reads all)."""
+
+ROUTER_BIAS_WHEN: tuple[str, str] = ("topk_method", "noaux_tc")
+"""(key, value): a router bias exists when the key has this value or is absent (DeepSeek-V3's
+default); vLLM's ``e_score_correction_bias`` exists only then."""
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -86,27 +99,40 @@ class FamilyInfo:
 
     Reading config.json: ``qkv_bias`` is a constant or the key of a JSON flag
     (``qkv_bias_default`` when absent); ``qk_norm`` says the attention has per-head q/k
-    norms; ``experts_keys`` are the keys that may give the routed-expert count (first
+    norms (only when the JSON flag ``qk_norm_key`` is true, where one is named);
+    ``experts_keys`` are the keys that may give the routed-expert count (first
     present wins; none: a dense family); ``moe_ffn_key`` the key of each expert's FFN
     size; ``shared_expert`` whether ``shared_expert_intermediate_size`` is read (with
     its gate); ``sparse_step`` whether ``decoder_sparse_step`` / ``mlp_only_layers`` are
     read; ``fused_ffn`` that ``intermediate_size`` holds both gate and up halves;
     ``head_dim_key`` the key of an explicit head size; ``mha_only`` that K/V heads
-    always equal the query heads. :attr:`reads` follows from these.
+    always equal the query heads. ``mla`` that attention is multi-head latent
+    attention (:data:`MLA_KEYS`; ``head_dim`` is then ``v_head_dim``);
+    ``dense_first_key`` the key of the count of dense first layers of an MoE stack;
+    ``shared_experts_key`` the key of a shared-expert count whose FFN is that many
+    routed experts wide (no gate); ``router_bias`` that the router has a
+    score-correction bias when :data:`ROUTER_BIAS_WHEN` holds; ``mtp_key`` the key of
+    multi-token-prediction layers, noted and left out; ``also_model_types`` more
+    ``model_type`` values read as this family. :attr:`reads` follows from these.
 
     Names, per parameter kind (``{i}`` the layer, ``{j}`` a local expert, ``{e}`` an
     expert): ``src_names`` the trainer's (after :data:`TRAINER_PREFIX`; a tuple where
     the trainer keeps several tensors), ``dst_names`` vLLM's, ``hf_names`` the
     checkpoint tensors that make the global tensor (joined on dim 0, experts stacked).
+    ``dense_src_names`` are the trainer names that differ in the dense layers of a
+    mixed stack (Megatron-Core fuses the norm into a dense fc1, not into the experts);
+    ``dtypes`` the kinds kept in another dtype than the weights (torch names);
+    ``hf_extra`` keys a generated config.json adds that are not layout keys but that
+    the engine needs to build the model.
     Trainer conventions (see ``syncviz.oracle.families.Conventions``): ``qkv_layout``,
     ``fc1_halves``, ``expert_fc1_halves``, ``experts``; ``notes`` give their sources.
     ``presets`` are the published models of the family; ``tiny`` the ``ModelSpec``
     fields of a small spec with every feature of the real ones.
 
-    Attention-sink models (gpt-oss): ``o_proj_bias``, ``sinks`` (one per head),
-    ``router_bias`` and ``expert_bias`` (each expert's fc1 and fc2 bias) add those
-    kinds; ``dst_expert_fc1`` is how vLLM lays out each expert's gate/up rows
-    (``"interleaved"``: g0, u0, g1, u1, ...); ``dst_kv_replicated`` False means vLLM
+    Attention-sink models (gpt-oss): ``o_proj_bias``, ``sinks`` (one per head) and
+    ``expert_bias`` (each expert's fc1 and fc2 bias) add those kinds (its router bias is
+    ``router_bias``, as for DeepSeek's score correction); ``dst_expert_fc1`` is how vLLM
+    lays out each expert's gate/up rows (``"interleaved"``: g0, u0, g1, u1, ...); ``dst_kv_replicated`` False means vLLM
     refuses a tp that does not divide the K/V heads; ``hf_fused_experts`` that the
     checkpoint keeps a layer's experts as fused 3-D tensors (``gate_up_proj``
     [E, H, 2I] with interleaved columns, ``down_proj`` [E, I, H]).
@@ -123,6 +149,7 @@ class FamilyInfo:
     qkv_bias: bool | str = False
     qkv_bias_default: bool = False
     qk_norm: bool = False
+    qk_norm_key: str = ""
     experts_keys: tuple[str, ...] = ()
     moe_ffn_key: str = "moe_intermediate_size"
     shared_expert: bool = False
@@ -130,15 +157,23 @@ class FamilyInfo:
     fused_ffn: bool = False
     head_dim_key: str = "head_dim"
     mha_only: bool = False
+    mla: bool = False
+    dense_first_key: str = ""
+    shared_experts_key: str = ""
+    router_bias: bool = False
+    mtp_key: str = ""
+    also_model_types: tuple[str, ...] = ()
     src_names: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict, repr=False)
     dst_names: Mapping[str, str] = field(default_factory=dict, repr=False)
     hf_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    dense_src_names: Mapping[str, str] = field(default_factory=dict, repr=False)
+    dtypes: Mapping[str, str] = field(default_factory=dict, repr=False)
+    hf_extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
     qkv_layout: QkvLayout = "grouped"
     fc1_halves: tuple[tuple[str, ...], ...] = (("gate", "up"),)
     expert_fc1_halves: tuple[str, ...] = ("gate", "up")
     o_proj_bias: bool = False
     sinks: bool = False
-    router_bias: bool = False
     expert_bias: bool = False
     dst_expert_fc1: ExpertFc1 = "halves"
     dst_kv_replicated: bool = True
@@ -164,6 +199,11 @@ class FamilyInfo:
             keys.add("shared_expert_intermediate_size")
         if self.sparse_step:
             keys.update(("decoder_sparse_step", "mlp_only_layers"))
+        if self.mla:
+            keys.update(MLA_KEYS)
+        if self.qk_norm_key:
+            keys.add(self.qk_norm_key)
+        keys.update(k for k in (self.dense_first_key, self.shared_experts_key, self.mtp_key) if k)
         return frozenset(keys)
 
     @property
@@ -177,19 +217,21 @@ class FamilyInfo:
             self.mha_only,
             self.bias_kinds,
             self.dst_expert_fc1,
+            self.mla,
+            bool(self.shared_experts_key),
+            self.qk_norm_key,
         )
 
     @property
     def bias_kinds(self) -> tuple[str, ...]:
         """The attention-sink models' extra kinds this family has (``syncviz.oracle.biased``).
 
-        >>> FamilyInfo("x", "X", "x", "", "", sinks=True, router_bias=True).bias_kinds
-        ('sinks', 'router_bias')
+        >>> FamilyInfo("x", "X", "x", "", "", sinks=True, expert_bias=True).bias_kinds
+        ('sinks', 'experts_w13_bias', 'experts_w2_bias')
         """
         flags = {
             "o_proj_bias": self.o_proj_bias,
             "sinks": self.sinks,
-            "router_bias": self.router_bias,
             "experts_w13_bias": self.expert_bias,
             "experts_w2_bias": self.expert_bias,
         }

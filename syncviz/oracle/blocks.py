@@ -49,8 +49,21 @@ LAYER_KINDS: tuple[str, ...] = (
     "shared_gate_up",
     "shared_down",
     "shared_expert_gate",
+    *(
+        # Multi-head latent attention (MLA): what replaces qkv.
+        "q_proj",
+        "fused_qkv_a",
+        "q_a_norm",
+        "q_b_proj",
+        "kv_a",
+        "kv_a_norm",
+        "kv_b_proj",
+    ),
 )
-"""Per-layer parameter kinds, in the order a layer lists them."""
+"""Per-layer parameter kinds (a layer lists those it has in ``layout.layer_kinds`` order)."""
+
+MLA_HEAD_KINDS = frozenset({"q_proj", "q_b_proj", "kv_b_proj"})
+"""MLA's up projections: rows of heads, each head its own parts (nope/rope or k_nope/v)."""
 
 GLOBAL_KINDS: tuple[str, ...] = ("embed", "final_norm", "lm_head")
 """Parameters outside the layers."""
@@ -130,6 +143,7 @@ def global_shape(kind: str, spec: ModelSpec) -> tuple[int, ...]:
         "shared_expert_gate": (1, h),
     }
     shapes.update(_biased_shapes(spec))
+    shapes.update(_mla_shapes(spec))
     if kind not in shapes:
         raise SyncvizError(
             f"parameter kind {kind!r} is not known", fix="use one of " + ", ".join(KINDS)
@@ -173,6 +187,56 @@ def _biased_blocks(kind: str, shape: tuple[int, ...]) -> tuple[Block, ...] | Non
     if kind in single:
         unit, family = single[kind]
         return (Block(unit, family, _whole(shape)),)
+
+
+def _mla_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """MLA's global shapes (vLLM's, as in the Hugging Face checkpoint)."""
+    h, nh = spec.hidden_size, spec.num_attention_heads
+    q_lora, kv_lora, rope = spec.q_lora_rank, spec.kv_lora_rank, spec.qk_rope_head_dim
+    return {
+        "q_proj": (nh * spec.qk_head_dim, h),
+        # vLLM fuses q_a_proj and kv_a_proj_with_mqa into one replicated weight.
+        "fused_qkv_a": (q_lora + kv_lora + rope, h),
+        "q_a_norm": (q_lora,),
+        "q_b_proj": (nh * spec.qk_head_dim, q_lora),
+        "kv_a": (kv_lora + rope, h),
+        "kv_a_norm": (kv_lora,),
+        "kv_b_proj": (nh * (spec.qk_nope_head_dim + spec.v_head_dim), kv_lora),
+    }
+
+
+def mla_head_parts(kind: str, spec: ModelSpec) -> tuple[tuple[str, str, int], ...]:
+    """``(part, colour, rows)`` of one head of an MLA up projection, in row order.
+
+    >>> from syncviz.spec import ModelSpec
+    >>> spec = ModelSpec("m", "deepseek-v3", 1, 8, 2, 2, 8, 64, num_experts=2,
+    ...                  moe_ffn_hidden_size=4, kv_lora_rank=4, qk_nope_head_dim=3,
+    ...                  qk_rope_head_dim=2, v_head_dim=5)
+    >>> mla_head_parts("kv_b_proj", spec)
+    (('k_nope', 'k', 3), ('v', 'v', 5))
+    """
+    if kind == "kv_b_proj":
+        return (("k_nope", "k", spec.qk_nope_head_dim), ("v", "v", spec.v_head_dim))
+    return (("nope", "q", spec.qk_nope_head_dim), ("rope", "q", spec.qk_rope_head_dim))
+
+
+def _mla_blocks(kind: str, spec: ModelSpec, shape: tuple[int, ...]) -> tuple[Block, ...] | None:
+    """Blocks of the MLA kinds (None for any other kind)."""
+    if kind in MLA_HEAD_KINDS:
+        unit = "kv_b head" if kind == "kv_b_proj" else "Q head"
+        parts = mla_head_parts(kind, spec)
+        out, row = [], 0
+        for head in range(spec.num_attention_heads):
+            for part, family, rows in parts:
+                out.append(Block(unit, family, _rows(shape, row, row + rows), head, part))
+                row += rows
+        return tuple(out)
+    if kind in ("fused_qkv_a", "kv_a"):
+        q_rows = spec.q_lora_rank if kind == "fused_qkv_a" else 0
+        kv_rows = spec.kv_lora_rank + spec.qk_rope_head_dim
+        # kv_a_proj_with_mqa is [kv_lora latent rows; rope rows] (one k rope head shared).
+        kv = Block("kv_a", "k", _rows(shape, q_rows, q_rows + kv_rows))
+        return ((Block("q_a", "q", _rows(shape, 0, q_rows)),) if q_rows else ()) + (kv,)
     return None
 
 
@@ -196,6 +260,9 @@ def blocks(kind: str, spec: ModelSpec) -> tuple[Block, ...]:
     biased = _biased_blocks(kind, shape)
     if biased is not None:
         return biased
+    mla = _mla_blocks(kind, spec, shape)
+    if mla is not None:
+        return mla
     if kind in ("qkv", "qkv_bias"):
         out = [Block("Q head", "q", _rows(shape, h * hd, (h + 1) * hd), h) for h in range(nh)]
         for unit, family, base in (("K head", "k", nh), ("V head", "v", nh + ng)):
@@ -242,6 +309,9 @@ def blocks(kind: str, spec: ModelSpec) -> tuple[Block, ...]:
         "shared_down": ("shared down", "down"),
         "router": ("router", "router"),
         "shared_expert_gate": ("shared expert gate", "router"),
+        "router_bias": ("router bias", "router"),
+        "q_a_norm": ("q_a norm", "norm"),
+        "kv_a_norm": ("kv_a norm", "norm"),
     }
     unit, family = single[kind]
     return (Block(unit, family, _whole(shape)),)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from syncviz.engines import engine
 from syncviz.oracle.biased import BIASED_KINDS, biased_dest_maps, expert_fc1_map
-from syncviz.oracle.blocks import global_shape
+from syncviz.oracle.blocks import MLA_HEAD_KINDS, global_shape
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.oracle.slicing import cols_map, padded_rows_map, round_up, rows_map
-from syncviz.oracle.source import COLUMN_KINDS, REPLICATED_KINDS, qkv_head_rows
+from syncviz.oracle.source import COLUMN_KINDS, REPLICATED_KINDS, head_rows_map, qkv_head_rows
 from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
 
@@ -96,8 +96,10 @@ def _expert_map(kind: str, shape: tuple[int, ...], dst: Parallel, r: int) -> Ind
 def _dest_map(
     kind: str, spec: ModelSpec, shape: tuple[int, ...], d: int, r: int, padding: int = 64
 ) -> IndexMap:
-    if kind in REPLICATED_KINDS:
+    if kind in REPLICATED_KINDS or kind == "fused_qkv_a":  # fused_qkv_a: MLA's, replicated
         return IndexMap.whole(shape)
+    if kind in MLA_HEAD_KINDS:  # ColumnParallelLinear over heads, each head's parts together
+        return head_rows_map(shape, r, d)
     if kind in ("qkv", "qkv_bias"):
         q, k, v = qkv_head_rows(spec)
         per_q = spec.num_attention_heads // d

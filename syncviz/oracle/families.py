@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY_NAMES, ExpertLayout, FamilyInfo
-from syncviz.families.record import ExpertFc1, QkvLayout
+from syncviz.families.record import TRAINER_PREFIX, ExpertFc1, QkvLayout
 from syncviz.families.registry import derived
 
 
@@ -49,6 +49,8 @@ class Conventions:
       order of the two halves inside one expert's fc1.
     - ``expert_bias``: each local expert has fc1 and fc2 biases; ``dst_expert_fc1``:
       ``"halves"`` (vLLM w13 ``[gate; up]``) or ``"interleaved"`` (``g0, u0, g1, ...``).
+    - ``dense_src_names``: trainer names in the dense layers of a mixed stack, where they
+      differ; ``dtypes``: kinds kept in another dtype than the weights (the router bias).
     - ``src_vocab_divisible_by``: Megatron pads the vocab to a multiple of this
       times the source TP size (``--make-vocab-size-divisible-by``). ``None``
       (the default) means the trainer pads like vLLM, to a multiple of 64 (i.e.
@@ -68,10 +70,15 @@ class Conventions:
     expert_bias: bool = False
     dst_expert_fc1: ExpertFc1 = "halves"
     notes: str = field(default="", compare=False)
+    dense_src_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    dtypes: Mapping[str, str] = field(default_factory=dict)
 
-    def src_name(self, kind: str, tensor: int = 0, **fields: int) -> str:
-        """The trainer name of tensor ``tensor`` of ``kind``."""
+    def src_name(self, kind: str, tensor: int = 0, dense: bool = False, **fields: int) -> str:
+        """The trainer name of tensor ``tensor`` of ``kind`` (``dense``: in a dense layer of
+        a mixed stack, where ``dense_src_names`` may name it otherwise)."""
         try:
+            if dense and kind in self.dense_src_names:
+                return self.dense_src_names[kind][tensor].format(**fields)
             return self.src_names[kind][tensor].format(**fields)
         except KeyError:
             raise SyncvizError(
@@ -108,6 +115,13 @@ def _conventions_of(info: FamilyInfo) -> Conventions:
         expert_bias=info.expert_bias,
         dst_expert_fc1=info.dst_expert_fc1,
         notes=info.notes,
+        dense_src_names=MappingProxyType(
+            {
+                kind: (TRAINER_PREFIX[info.trainer] + name,)
+                for kind, name in info.dense_src_names.items()
+            }
+        ),
+        dtypes=MappingProxyType(dict(info.dtypes)),
     )
 
 

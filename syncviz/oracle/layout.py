@@ -188,16 +188,24 @@ class ModelLayout:
         )
 
 
-def layer_kinds(spec: ModelSpec) -> list[str]:
-    """The per-layer parameter kinds ``spec`` has, in order."""
-    kinds = ["input_norm", "qkv"]
+def layer_kinds(spec: ModelSpec, layer: int | None = None) -> list[str]:
+    """The parameter kinds of layer ``layer`` of ``spec``, in order (``None``: a layer past
+    any dense first layers).
+
+    >>> spec = ModelSpec("m", "mixtral", 2, 16, 4, 2, 8, 64, num_experts=4,
+    ...                  moe_ffn_hidden_size=8, first_k_dense_replace=1)
+    >>> layer_kinds(spec, 0)[-2:], layer_kinds(spec, 1)[-2:]
+    (['gate_up', 'down'], ['experts_w13', 'experts_w2'])
+    """
+    kinds = ["input_norm", *_attention_kinds(spec)]
     if spec.qkv_bias:
         kinds.append("qkv_bias")
     if spec.qk_norm:
         kinds += ["q_norm", "k_norm"]
     kinds += ["o_proj", "post_attention_norm"]
-    if spec.is_moe:
-        kinds += ["router", "experts_w13", "experts_w2"]
+    if spec.is_moe and (layer is None or spec.is_moe_layer(layer)):
+        kinds += ["router", *(["router_bias"] if spec.router_bias else []), "experts_w13"]
+        kinds += ["experts_w2"]
         if spec.shared_expert_ffn_hidden_size:
             kinds += ["shared_gate_up", "shared_down"]
         if spec.shared_expert_gate:
@@ -209,19 +217,27 @@ def layer_kinds(spec: ModelSpec) -> list[str]:
 
 def _with_bias_kinds(kinds: list[str], extra: tuple[str, ...]) -> list[str]:
     """``kinds`` with the attention-sink models' kinds (``spec.bias_kinds``) each after the
-    kind it belongs to (o_proj bias and sinks after o_proj, router bias after the router,
-    each expert bias after its weight).
+    kind it belongs to (o_proj bias and sinks after o_proj, each expert bias after its
+    weight).
 
-    >>> _with_bias_kinds(["o_proj", "router", "experts_w13"], ("router_bias", "sinks"))
-    ['o_proj', 'sinks', 'router', 'router_bias', 'experts_w13']
+    >>> _with_bias_kinds(["o_proj", "router", "experts_w13"], ("experts_w13_bias", "sinks"))
+    ['o_proj', 'sinks', 'router', 'experts_w13', 'experts_w13_bias']
     """
-    after = {"o_proj": ("o_proj_bias", "sinks"), "router": ("router_bias",),
-             "experts_w13": ("experts_w13_bias",), "experts_w2": ("experts_w2_bias",)}  # fmt: skip
+    after = {"o_proj": ("o_proj_bias", "sinks"), "experts_w13": ("experts_w13_bias",),
+             "experts_w2": ("experts_w2_bias",)}  # fmt: skip
     out: list[str] = []
     for kind in kinds:
         out.append(kind)
         out += [k for k in after.get(kind, ()) if k in extra]
     return out
+
+
+def _attention_kinds(spec: ModelSpec) -> list[str]:
+    """Fused QKV, or MLA's projections (with or without the low-rank query)."""
+    if not spec.is_mla:
+        return ["qkv"]
+    query = ["fused_qkv_a", "q_a_norm", "q_b_proj"] if spec.q_lora_rank else ["q_proj", "kv_a"]
+    return [*query, "kv_a_norm", "kv_b_proj"]
 
 
 def _layer_number(layer: object) -> int:
@@ -272,7 +288,7 @@ def model_layout(
     if with_globals:
         params.append(builder.param("embed", None))
     for layer in wanted:
-        params.extend(builder.param(kind, layer) for kind in layer_kinds(spec))
+        params.extend(builder.param(kind, layer) for kind in layer_kinds(spec, layer))
     if with_globals:
         params.append(builder.param("final_norm", None))
         if not spec.tie_word_embeddings:
@@ -310,6 +326,7 @@ class _Builder:
                 name=self.conv.src_name(
                     kind,
                     t.tensor,
+                    dense=layer is not None and not self.spec.is_moe_layer(layer),
                     **src_fields,
                     **({} if t.local_expert is None else {"j": t.local_expert}),
                 ),

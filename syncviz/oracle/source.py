@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.oracle.biased import BIASED_KINDS, biased_source_maps
-from syncviz.oracle.blocks import global_shape
+from syncviz.oracle.blocks import MLA_HEAD_KINDS, global_shape
 from syncviz.oracle.families import Conventions
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.oracle.slicing import clip_segments, cols_map, padded_rows_map, round_up, rows_map
@@ -37,8 +37,9 @@ REPLICATED_KINDS = frozenset(
         "q_norm",
         "k_norm",
     }
-)
-"""Kinds every TP rank holds whole (on both sides)."""
+) | frozenset({"kv_a", "q_a_norm", "kv_a_norm", "router_bias"})
+"""Kinds every TP rank holds whole (on both sides); the second set is MLA's and the
+router bias."""
 
 COLUMN_KINDS = frozenset({"o_proj", "down", "shared_down"})
 """Row-parallel weights: each rank holds a slice of the input (column) dim."""
@@ -113,6 +114,8 @@ def source_tensors(
         ]
     if kind in EXPERT_KINDS:
         return _expert_tensors(kind, spec, conv, src)
+    if kind in MLA_HEAD_KINDS or kind == "fused_qkv_a":
+        return _mla_tensors(kind, spec, src)
     out: list[RankTensor] = []
     for r in range(s):
         if kind in REPLICATED_KINDS:
@@ -189,4 +192,30 @@ def _expert_tensors(
                     pieces = [Box((e, 0, t * width), (e + 1, hidden, (t + 1) * width))]
                     local = (hidden, width)
                 out.append(RankTensor(t, q, IndexMap(shape, local, pieces), local_expert=j))
+    return out
+
+
+def head_rows_map(shape: tuple[int, ...], part: int, parts: int) -> IndexMap:
+    """Rank ``part`` of ``parts`` of an MLA up projection: its heads' rows, in order.
+
+    Each head's parts (nope/rope, k_nope/v) stay together, so a rank's heads are one
+    contiguous run of rows; both sides cut by heads alike.
+    """
+    rows = shape[0] // parts
+    return rows_map(shape, [(part * rows, (part + 1) * rows)])
+
+
+def _mla_tensors(kind: str, spec: ModelSpec, src: Parallel) -> list[RankTensor]:
+    """Megatron-Core MLA: up projections column-parallel by heads; the two down projections
+    whole on every rank (tensor 0 ``linear_q_down_proj`` = vLLM's rows of ``q_a``,
+    tensor 1 ``linear_kv_down_proj`` = the rest of ``fused_qkv_a``)."""
+    shape = global_shape(kind, spec)
+    out: list[RankTensor] = []
+    for r in range(src.tp):
+        if kind in MLA_HEAD_KINDS:
+            out.append(RankTensor(r, None, head_rows_map(shape, r, src.tp)))
+            continue
+        q_rows = spec.q_lora_rank
+        out.append(RankTensor(r, None, rows_map(shape, [(0, q_rows)]), tensor=0))
+        out.append(RankTensor(r, None, rows_map(shape, [(q_rows, shape[0])]), tensor=1))
     return out

@@ -59,9 +59,17 @@ ROW_PARALLEL_OPS = frozenset(
         "mlp.dense_4h_to_h",
         "mlp.linear_fc2",
         "mlp.shared_experts.dense_4h_to_h",
+        "mlp.shared_experts.linear_fc2",
     }
 )
-GATE_UP_OPS = frozenset({"mlp.dense_h_to_4h", "mlp.linear_fc1", "mlp.shared_experts.dense_h_to_4h"})
+GATE_UP_OPS = frozenset(
+    {
+        "mlp.dense_h_to_4h",
+        "mlp.linear_fc1",
+        "mlp.shared_experts.dense_h_to_4h",
+        "mlp.shared_experts.linear_fc1",
+    }
+)
 # Attention's output projection (row-parallel): with DP attention it splits over attn_tp.
 ATTENTION_OUT_OPS = frozenset(
     {"self_attention.dense", "attention.dense", "self_attention.linear_proj"}
@@ -695,14 +703,15 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
     """
 
     def __init__(self, src_names: list[str], layer_offset: int, conv: Conventions) -> None:
-        given = list(src_names)
         super().__init__(src_names, layer_offset)
         layer_re = re.compile(MCORE_LAYER_PATTERN.format(prefix=MCORE_SRC_PREFIX))
         self._by_op: dict[tuple[str, str], tuple[str, bool]] = {}
         whole: dict[str, str] = {}
-        for kind, templates in conv.src_names.items():
+        present = {_op_word(layer_re, name) for name in src_names}
+        tables = [conv.src_names.items(), conv.dense_src_names.items()]
+        for kind, templates in (item for table in tables for item in table):
             dst = conv.dst_names.get(kind)
-            if dst is None:
+            if dst is None or len(templates) > 1:
                 continue
             src = templates[0].format(i=0, j=0)
             match = layer_re.match(src)
@@ -714,15 +723,26 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
                 dst,
                 kind.startswith("experts_"),
             )
+        # A kind the trainer keeps as several tensors (MLA's two down projections, vLLM's
+        # one fused_qkv_a_proj) names all of them once, where its first tensor is; its
+        # ops take that name only when the trainer holds its first tensor at all.
+        for op_words, dst in _joined_kinds(conv, layer_re):
+            if op_words[0] in present:
+                self._by_op.update(dict.fromkeys(op_words, (dst, True)))
         self._embedding_sync_map = whole
         self._final_layer_sync_map = {}
-        # Biases (and the sinks) the family declares are synced; others stay dropped.
-        kept = set(self.src_names)
-        self.src_names = [n for n in given if n in kept or self._declared(layer_re, n)]
+        # Biases the conventions name (the router's bias, gpt-oss's biases) are synced; other
+        # biases leave both lists, as in the Llama maps.
+        self.src_names = [
+            name
+            for name in src_names
+            if _op_word(layer_re, name)[1] != "bias"
+            or _op_word(layer_re, name) in self._by_op
+            or self.layer_re.match(name).group(2) in FUSED_QKV_OPS  # type: ignore[union-attr]
+        ]
 
-    def _declared(self, layer_re: re.Pattern[str], name: str) -> bool:
-        match = layer_re.match(name)
-        return match is not None and (_op_key(match.group(2)), match.group(3)) in self._by_op
+    def _keep_synced(self) -> None:
+        """Filtering waits for the conventions (see ``__init__``)."""
 
     def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
         found = self._by_op.get((_op_key(op_name), weight_or_bias))
@@ -733,6 +753,67 @@ class ConventionsSyncMap(CorrectedMCore2LlamaSyncMap):
         name = template.format(i=int(layer_name.rsplit(".", 1)[1]))
         if not (stacked and name in self._dst_names):
             self._dst_names.append(name)
+
+
+def _op_word(layer_re: re.Pattern[str], name: str) -> tuple[str, str]:
+    """``(op key, trailing word)`` of a layer parameter name (empty strings otherwise)."""
+    match = layer_re.match(name)
+    return (_op_key(match.group(2)), match.group(3)) if match else ("", "")
+
+
+def _joined_kinds(
+    conv: Conventions, layer_re: re.Pattern[str]
+) -> list[tuple[tuple[tuple[str, str], ...], str]]:
+    """``((op, word) of each trainer tensor, vLLM template)`` of kinds held as several
+    tensors by a Megatron-Core trainer, joined on dim 0 into one vLLM tensor."""
+    found = []
+    for kind, templates in conv.src_names.items():
+        if len(templates) > 1 and kind in conv.dst_names:
+            ops = tuple(_op_word(layer_re, t.format(i=0, j=0)) for t in templates)
+            found.append((ops, conv.dst_names[kind]))
+    return found
+
+
+def _join_tensors(params: ParamList, conv: Conventions, layer_re: re.Pattern[str]) -> ParamList:
+    """Join each layer's tensors of a several-tensor kind on dim 0, in the conventions'
+    order, where the first of them arrives (as the name map lists the one vLLM name),
+    under the name of the conventions' first; a kind whose first tensor is missing is
+    left as it is.
+
+    >>> from syncviz.oracle.families import Conventions
+    >>> layer_re = re.compile(MCORE_LAYER_PATTERN.format(prefix=MCORE_SRC_PREFIX))
+    >>> at = "module.module.decoder.layers.{i}.self_attention."
+    >>> conv = Conventions("x", {"a": (at + "linear_q_down_proj.weight",
+    ...                                at + "linear_kv_down_proj.weight")}, {"a": "a.{i}"})
+    >>> layer = at.format(i=0)
+    >>> params = [(layer + "linear_kv_down_proj.weight", torch.ones(1, 2)),
+    ...           (layer + "linear_q_up_proj.weight", torch.ones(3, 2)),
+    ...           (layer + "linear_q_down_proj.weight", torch.zeros(2, 2))]
+    >>> [(n.split(".")[-2], t[:, 0].tolist()) for n, t in _join_tensors(params, conv, layer_re)]
+    [('linear_q_down_proj', [0.0, 0.0, 1.0]), ('linear_q_up_proj', [1.0, 1.0, 1.0])]
+    """
+    joined = _joined_kinds(conv, layer_re)
+    if not joined:
+        return params
+    part_of = {op: (k, n) for k, (ops, _) in enumerate(joined) for n, op in enumerate(ops)}
+    groups: dict[tuple[int, str], dict[int, tuple[str, torch.Tensor]]] = {}
+    for name, tensor in params:
+        where = part_of.get(_op_word(layer_re, name))
+        if where is not None:
+            layer = layer_re.match(name).group(1)  # type: ignore[union-attr]
+            groups.setdefault((where[0], layer), {})[where[1]] = (name, tensor)
+    result: ParamList = []
+    done: set[tuple[int, str]] = set()
+    for name, tensor in params:
+        where = part_of.get(_op_word(layer_re, name))
+        key = None if where is None else (where[0], layer_re.match(name).group(1))  # type: ignore[union-attr]
+        if key is None or 0 not in groups[key]:
+            result.append((name, tensor))
+        elif key not in done:
+            done.add(key)
+            ordered = [groups[key][n] for n in sorted(groups[key])]
+            result.append((ordered[0][0], torch.cat([t for _, t in ordered], dim=0)))
+    return result
 
 
 class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
@@ -760,11 +841,11 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
 
     def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
         self._to_fix_qkv_ordering_func = split_attn_state
-        family = family_of_architecture(self.dst_model.config.architectures[0])
-        return ConventionsSyncMap(src_names, src_pipe_layer_offset, conventions(family))
+        return ConventionsSyncMap(src_names, src_pipe_layer_offset, self._conventions)
 
     def transform_parameters(self, params_to_sync_list: ParamList) -> ParamList:
-        """The usual transforms, then each layer's local experts stacked into one tensor.
+        """The usual transforms, then each layer's local experts stacked into one tensor
+        and the tensors of one several-tensor kind joined (MLA's down projections).
 
         For an attention-sink family (gpt-oss) each expert's fc1 weight and bias rows are
         then interleaved ``g0, u0, g1, ...`` as vLLM holds them, and each fc2 bias gets one
@@ -773,6 +854,7 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
         """
         params = super().transform_parameters(params_to_sync_list)
         params = _stack_local_experts(params, self.sync_map.layer_re)
+        params = _join_tensors(params, self._conventions, self.sync_map.layer_re)
         if not self._conventions.expert_bias and not self._interleaved_experts():
             return params
         out: ParamList = []

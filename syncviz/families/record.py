@@ -132,10 +132,11 @@ class FamilyInfo:
     Attention-sink models (gpt-oss): ``o_proj_bias``, ``sinks`` (one per head) and
     ``expert_bias`` (each expert's fc1 and fc2 bias) add those kinds (its router bias is
     ``router_bias``, as for DeepSeek's score correction); ``dst_expert_fc1`` is how vLLM
-    lays out each expert's gate/up rows (``"interleaved"``: g0, u0, g1, u1, ...); ``dst_kv_replicated`` False means vLLM
-    refuses a tp that does not divide the K/V heads; ``hf_fused_experts`` that the
-    checkpoint keeps a layer's experts as fused 3-D tensors (``gate_up_proj``
-    [E, H, 2I] with interleaved columns, ``down_proj`` [E, I, H]).
+    lays out each expert's gate/up rows (``"interleaved"``: g0, u0, g1, u1, ...);
+    ``dst_kv_replicated`` False means vLLM refuses a tp that does not divide the K/V
+    heads; ``hf_fused_experts`` that the checkpoint keeps a layer's experts as fused 3-D
+    tensors (``gate_up_proj`` [E, H, 2I] with interleaved columns, ``down_proj``
+    [E, I, H]).
     """
 
     name: str

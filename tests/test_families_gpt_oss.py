@@ -26,7 +26,8 @@ SRC = "module.module.decoder.layers.0."
 def _spec(heads=4, groups=2, head_dim=2, hidden=4, experts=2, inter=4) -> ModelSpec:
     """A small gpt-oss spec: ids are easy to work out by hand."""
     return ModelSpec("hand", FAMILY, 1, hidden, heads, groups, inter, 64, head_dim=head_dim,
-                     qkv_bias=True, num_experts=experts, moe_ffn_hidden_size=inter)  # fmt: skip
+                     qkv_bias=True, router_bias=True, num_experts=experts,
+                     moe_ffn_hidden_size=inter)  # fmt: skip
 
 
 def _dst_ids(spec, kind_key, d):

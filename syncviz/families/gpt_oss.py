@@ -99,20 +99,20 @@ FAMILY = FamilyInfo(
         # intermediate_size 2880 (each expert), num_local_experts 32, vocab_size 201088,
         # tie_word_embeddings false, quantization_config mxfp4.
         Preset("gpt-oss-20b",
-               sizes(24, 2880, 64, 8, 2880, 201088, head_dim=64, qkv_bias=True, num_experts=32,
-                     moe_ffn_hidden_size=2880),
+               sizes(24, 2880, 64, 8, 2880, 201088, head_dim=64, qkv_bias=True,
+                     router_bias=True, num_experts=32, moe_ffn_hidden_size=2880),
                "openai/gpt-oss-20b config.json"),
         # openai/gpt-oss-120b: num_hidden_layers 36, hidden_size 2880, num_attention_heads
         # 64, num_key_value_heads 8, head_dim 64, intermediate_size 2880,
         # num_local_experts 128, vocab_size 201088, tie_word_embeddings false.
         Preset("gpt-oss-120b",
-               sizes(36, 2880, 64, 8, 2880, 201088, head_dim=64, qkv_bias=True, num_experts=128,
-                     moe_ffn_hidden_size=2880),
+               sizes(36, 2880, 64, 8, 2880, 201088, head_dim=64, qkv_bias=True,
+                     router_bias=True, num_experts=128, moe_ffn_hidden_size=2880),
                "openai/gpt-oss-120b config.json"),
     ),
     # 4 K/V heads (d in 1, 2, 4 divides them), head_dim 32 with hidden 64 (not 64 / 8);
     # per-rank expert size 128 / d divisible by 32 and hidden 64 (vLLM's CPU MoE); vocab
     # 200 pads to 256.
     tiny=sizes(2, 64, 8, 4, 128, 200, name="gpt-oss-tiny", head_dim=32, qkv_bias=True,
-               num_experts=4, moe_ffn_hidden_size=128),
+               router_bias=True, num_experts=4, moe_ffn_hidden_size=128),
 )  # fmt: skip

@@ -230,6 +230,7 @@ def test_diagnose_sglang_dump_is_ok(moe_checkpoint, tmp_path):
     report = diagnose(moe_checkpoint, dump, 2, engine="sglang")
     assert report.ok, report.text()
     assert set(report.counts()) == {"ok"}
+    assert "-> dst tp2 (SGLang), synchronizer as dumped" in report.text()
     assert main(["diagnose", "--reference", str(moe_checkpoint), "--dump", str(dump),
                  "--dst-tp", "2", "--engine", "sglang", "--json"]) == 0  # fmt: skip
 
@@ -309,3 +310,14 @@ def test_pictures_name_the_engine(tmp_path, capsys):
     ]
     assert main(argv) == 0  # fmt: skip
     assert "every SGLang rank holds what the oracle expects" in capsys.readouterr().out
+
+
+def test_explorer_takes_an_engine():
+    """Explorer(engine="sglang") runs its sync to SGLang ranks and names them so."""
+    from syncviz.widgets.explorer import Explorer
+
+    spec = tiny_spec("qwen3")
+    ex = Explorer(spec=spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False, engine="sglang")
+    assert {"SGLang tp 0", "SGLang tp 1"} <= set(ex.report.roles.values())
+    with pytest.raises(SyncvizError, match="use vllm or sglang"):
+        Explorer(spec=spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False, engine="tgi")

@@ -321,3 +321,28 @@ def test_explorer_takes_an_engine():
     assert {"SGLang tp 0", "SGLang tp 1"} <= set(ex.report.roles.values())
     with pytest.raises(SyncvizError, match="use vllm or sglang"):
         Explorer(spec=spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False, engine="tgi")
+
+
+def test_no_module_outside_the_engine_files_switches_on_an_engine():
+    """An engine is a record: no string constant of the package outside syncviz/engines/ is
+    "sglang"; "vllm" only as ChatLearn's backend word (sync/adapter.py) and a dump-naming
+    style of the fixtures (diagnose/fixtures.py)."""
+    import ast
+    from pathlib import Path
+
+    import syncviz
+
+    package = Path(syncviz.__file__).parent
+    found: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        if path.parent == package / "engines":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in ENGINE
+        }
+        if names:
+            found[str(path.relative_to(package))] = names
+    assert found == {"sync/adapter.py": {"vllm"}, "diagnose/fixtures.py": {"vllm"}}

@@ -31,6 +31,7 @@ from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.result import as_result, load_traces
 from syncviz.diagnose.words import DiagnosisReport
 from syncviz.diagnose.words import report as _report
+from syncviz.engines import DEFAULT_ENGINE
 
 __all__ = ["Diagnosis", "DiagnosisReport", "Reference", "diagnose", "normalise", "run_diagnosis"]
 
@@ -46,7 +47,7 @@ def diagnose(
     trace: str | Path | None = None,
     show_progress: bool = False,
     previous: Iterable[str | Path] = (),
-    engine: str = "vllm",
+    engine: str = DEFAULT_ENGINE,
     dst_ep: int = 1,
     expert_placement: str = "linear",
     dp_attention: int = 1,

@@ -25,6 +25,7 @@ import torch
 from syncviz.diagnose.checkpoint import checkpoint_shapes
 from syncviz.diagnose.dumps import rank_file
 from syncviz.diagnose.reference import Reference
+from syncviz.engines import DEFAULT_ENGINE
 from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY
 from syncviz.oracle import Box, IndexMap, model_layout
@@ -173,7 +174,7 @@ def write_dumps(
     swap_files: bool = False,
     naming: str = "vllm",
     layers: list[int] | None = None,
-    engine: str = "vllm",
+    engine: str = DEFAULT_ENGINE,
     ep: int = 1,
     expert_placement: str = "linear",
     dp_attention: int = 1,

@@ -188,3 +188,24 @@ def test_diagnose_dump_under_dst_ep(moe_checkpoint, tmp_path):
         "--json",
     ]
     assert main(argv) == 0  # fmt: skip
+
+
+def test_experts_view_under_dst_ep():
+    """The experts view at E=8, ep=4 round_robin: each expert is ok on the one rank holding it
+    (r holds r, r+4) and blank elsewhere, never "unwritten"; a misplacement shows as wrong."""
+    from syncviz.diagram.experts import expert_diagram
+
+    dst = Parallel(tp=4, ep=4, expert_placement="round_robin")
+    key = L0 + "mlp.experts.w13_weight"
+    d = expert_diagram(run_sync(moe(8), Parallel(tp=1), dst, synchronizer="corrected"), key)
+    statuses = {}
+    for row in d.rows:
+        for e in range(row.first, row.last + 1):
+            statuses[e] = [c.status for c in row.after]
+    assert statuses == {e: ["ok" if r == e % 4 else "none" for r in range(4)] for e in range(8)}
+    bad = expert_diagram(run_sync(moe(8), Parallel(tp=1), dst, synchronizer=LinearOnly), key)
+    wrong = {(e, c.rank) for r in bad.rows for e in range(r.first, r.last + 1)
+             for c in r.after if c.status == "wrong"}  # fmt: skip
+    # linear puts expert 1 on tp 0 (world 1) where round robin wants expert 4: wrong there.
+    assert (4, 1) in wrong and all(c != "unwritten" for r in bad.rows for c in
+                                   [x.status for x in r.after])  # fmt: skip

@@ -46,7 +46,8 @@ MAX_COLUMNS = 8  # ranks shown per side; the rest are counted in a note
 MAX_HELD_BLOCKS = 2  # blocks named in one wrong cell's explanation
 
 BEFORE_STATUSES = ("whole", "part", "none")
-AFTER_STATUSES = ("ok", "wrong", "unwritten")
+AFTER_STATUSES = ("ok", "wrong", "unwritten", "none")  # none: not this rank's expert (EP)
+FINE = ("ok", "none")  # after-cells that are no finding
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class RankColumn:
 
 @dataclass(frozen=True, eq=False)
 class Cell:
-    """One cell: ``status`` (before: whole/part/none; after: ok/wrong/unwritten) and words.
+    """One cell: ``status`` (before: whole/part/none; after: ok/wrong/unwritten/none) and words.
 
     Cells compare by identity (each is drawn and located on its own); :attr:`key`
     is what aggregation compares.
@@ -161,7 +162,7 @@ def expert_diagram(
     if len(rows) > max_rows:
         rest = rows[max_rows:]
         hidden = sum(r.count for r in rest)
-        bad = sum(r.count for r in rest if any(c.status != "ok" for c in r.after))
+        bad = sum(r.count for r in rest if any(c.status not in FINE for c in r.after))
         words = f" ({bad} not all ok)" if bad else " (all ok)"
         notes.append(f"... {hidden} more experts{words}")
         rows = rows[:max_rows]
@@ -170,7 +171,7 @@ def expert_diagram(
             notes.append(f"... {len(cols) - max_columns} more {side} ranks")
     if len(dst_cols) > max_columns:
         hidden_bad = sum(
-            c.status != "ok" for r in rows for c in r.after[max_columns:]
+            c.status not in FINE for r in rows for c in r.after[max_columns:]
         )  # shown rows only: hidden rows are counted above
         if hidden_bad:
             notes[-1] += f" ({hidden_bad} cells not ok)"
@@ -308,7 +309,7 @@ def _after(result: SyncResult, param: ParamLayout):
         cells = []
         for e in range(n_experts):
             if e not in slot_of:
-                cells.append(Cell(world, "unwritten", "expert not on this rank"))
+                cells.append(Cell(world, "none"))  # not this rank's (destination EP)
                 continue
             s = slot_of[e]
             cells.append(slice_cell(param, world, got[s], want[s]))
@@ -346,7 +347,7 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     cells = []
     for e in range(param.global_shape[0]):
         if e not in slot_of:
-            cells.append(Cell(world, "unwritten", "expert not on this rank"))
+            cells.append(Cell(world, "none"))  # not this rank's (destination EP)
             continue
         s, want_slot, boxes = slot_of[e]
         got_slot = got.take(0, s, 1, 1)

@@ -346,3 +346,14 @@ def test_no_module_outside_the_engine_files_switches_on_an_engine():
         if names:
             found[str(path.relative_to(package))] = names
     assert found == {"sync/adapter.py": {"vllm"}, "diagnose/fixtures.py": {"vllm"}}
+
+
+def test_experts_view_names_the_engine():
+    """The experts view of a sync to SGLang heads its after side "SGLang ranks"."""
+    from syncviz.diagram.experts import expert_diagram, expert_text
+
+    dst = Parallel(tp=2, engine="sglang")
+    result = run_sync(tiny_spec("qwen3-moe"), Parallel(tp=1), dst, synchronizer="corrected")
+    text = expert_text(expert_diagram(result, L0 + "mlp.experts.w2_weight"))
+    assert "after (SGLang ranks): rank 1 tp0 | rank 2 tp1" in text
+    assert "vLLM" not in text

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from syncviz.engines import DEFAULT_ENGINE, ENGINE
 from syncviz.errors import SyncvizError
 from syncviz.geometry import intersection, meetings, overlap, row_major
 from syncviz.oracle import ParamLayout
@@ -122,6 +123,7 @@ class ExpertDiagram:
     dst: list[RankColumn]
     rows: list[ExpertRow]
     notes: list[str] = field(default_factory=list)
+    engine: str = ENGINE[DEFAULT_ENGINE].display  # the destination's name, as printed
 
     @property
     def num_experts(self) -> int:
@@ -166,7 +168,7 @@ def expert_diagram(
         words = f" ({bad} not all ok)" if bad else " (all ok)"
         notes.append(f"... {hidden} more experts{words}")
         rows = rows[:max_rows]
-    for side, cols in (("trainer", src_cols), ("vLLM", dst_cols)):
+    for side, cols in (("trainer", src_cols), (plan.dst.engine_name, dst_cols)):
         if len(cols) > max_columns:
             notes.append(f"... {len(cols) - max_columns} more {side} ranks")
     if len(dst_cols) > max_columns:
@@ -198,6 +200,7 @@ def expert_diagram(
         dst_cols[:max_columns],
         rows,
         notes,
+        plan.dst.engine_name,
     )
 
 
@@ -778,7 +781,7 @@ def expert_text(d: ExpertDiagram) -> str:
       experts 0-7 (8, all wrong): wrong: holds expert 9
     """
     lines = [f"experts {d.title}"]
-    for side, name, cols in (("before", "trainer", d.src), ("after", "vLLM", d.dst)):
+    for side, name, cols in (("before", "trainer", d.src), ("after", d.engine, d.dst)):
         lines.append(f"{side} ({name} ranks): " + " | ".join(c.label for c in cols))
         for row in d.rows:
             cells = " | ".join(_cell_text(c) for c in getattr(row, side))

@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
-from syncviz.engines import EngineInfo, engine
+from syncviz.engines import DEFAULT_ENGINE, EngineInfo
+from syncviz.engines import sglang as _sglang
+from syncviz.engines import vllm as _vllm
 from syncviz.errors import SyncvizError
 
 NOTES_FORMAT = "syncviz-engine-notes/1"
@@ -68,7 +70,7 @@ def save_vllm_rank(
     (:mod:`syncviz.fingerprint_dump`), with the same note beside it.
     """
     return _save_rank(
-        engine("vllm"),
+        _vllm.ENGINE,
         model,
         out_dir,
         tp_rank=tp_rank,
@@ -100,7 +102,7 @@ def save_sglang_rank(
     'tp0.safetensors'
     """
     return _save_rank(
-        engine("sglang"),
+        _sglang.ENGINE,
         model,
         out_dir,
         tp_rank=tp_rank,
@@ -177,7 +179,7 @@ def _save_rank(
         "rank": {"tp": tp_rank, "pp": pp_rank, "pp_size": pp_size},
         "changed": changed,
         "buffers": buffers,
-        **({} if info.name == "vllm" else {"engine": info.name}),
+        **({} if info.name == DEFAULT_ENGINE else {"engine": info.name}),
     }
     notes_path(path).write_text(json.dumps(note, indent=1), encoding="utf-8")
     return path

@@ -143,3 +143,69 @@ def test_uneven_experts_layout_but_no_sync(capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].endswith("-> vLLM tp=4 pp=1 ep=4 (round_robin)")
     assert "expert 31 (rows 0-1535: expert 127)" in out
+
+
+@pytest.fixture(scope="module")
+def moe_checkpoint(tmp_path_factory):
+    from syncviz.diagnose.fixtures import write_checkpoint
+
+    folder = tmp_path_factory.mktemp("moe8")
+    write_checkpoint(moe(8), folder)
+    return folder
+
+
+def test_diagnose_dump_under_dst_ep(moe_checkpoint, tmp_path):
+    """A dump of 8 experts on ep 4 round_robin is OK judged as such; judged as linear, the
+    experts of every rank but the experts it shares are wrong, and found where they are."""
+    from syncviz.diagnose import diagnose
+    from syncviz.diagnose.fixtures import write_dumps
+
+    dump = tmp_path / "dump"
+    write_dumps(moe(8), moe_checkpoint, dump, tp=4, ep=4, expert_placement="round_robin")
+    right = diagnose(moe_checkpoint, dump, 4, dst_ep=4, expert_placement="round_robin")
+    assert right.ok, right.text()
+    assert "-> dst tp4 ep4 round_robin, synchronizer as dumped" in right.text()
+    wrong = diagnose(moe_checkpoint, dump, 4, dst_ep=4)  # linear expected
+    assert sorted(p.key for p in wrong.bad()) == [
+        L0 + "mlp.experts.w13_weight",
+        L0 + "mlp.experts.w2_weight",
+    ]
+    text = " ".join(wrong.bad()[0].lines())
+    # tp 0 holds [0, 4] where linear wants [0, 1]: its local expert 1 holds expert 4.
+    assert "tp 0" in text and "expert 4" in text, text
+    argv = [
+        "diagnose",
+        "--reference",
+        str(moe_checkpoint),
+        "--dump",
+        str(dump),
+        "--dst-tp",
+        "4",
+        "--dst-ep",
+        "4",
+        "--dst-expert-placement",
+        "round_robin",
+        "--json",
+    ]
+    assert main(argv) == 0  # fmt: skip
+
+
+def test_experts_view_under_dst_ep():
+    """The experts view at E=8, ep=4 round_robin: each expert is ok on the one rank holding it
+    (r holds r, r+4) and blank elsewhere, never "unwritten"; a misplacement shows as wrong."""
+    from syncviz.diagram.experts import expert_diagram
+
+    dst = Parallel(tp=4, ep=4, expert_placement="round_robin")
+    key = L0 + "mlp.experts.w13_weight"
+    d = expert_diagram(run_sync(moe(8), Parallel(tp=1), dst, synchronizer="corrected"), key)
+    statuses = {}
+    for row in d.rows:
+        for e in range(row.first, row.last + 1):
+            statuses[e] = [c.status for c in row.after]
+    assert statuses == {e: ["ok" if r == e % 4 else "none" for r in range(4)] for e in range(8)}
+    bad = expert_diagram(run_sync(moe(8), Parallel(tp=1), dst, synchronizer=LinearOnly), key)
+    wrong = {(e, c.rank) for r in bad.rows for e in range(r.first, r.last + 1)
+             for c in r.after if c.status == "wrong"}  # fmt: skip
+    # linear puts expert 1 on tp 0 (world 1) where round robin wants expert 4: wrong there.
+    assert (4, 1) in wrong and all(c != "unwritten" for r in bad.rows for c in
+                                   [x.status for x in r.after])  # fmt: skip

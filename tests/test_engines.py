@@ -230,6 +230,7 @@ def test_diagnose_sglang_dump_is_ok(moe_checkpoint, tmp_path):
     report = diagnose(moe_checkpoint, dump, 2, engine="sglang")
     assert report.ok, report.text()
     assert set(report.counts()) == {"ok"}
+    assert "-> dst tp2 (SGLang), synchronizer as dumped" in report.text()
     assert main(["diagnose", "--reference", str(moe_checkpoint), "--dump", str(dump),
                  "--dst-tp", "2", "--engine", "sglang", "--json"]) == 0  # fmt: skip
 
@@ -309,3 +310,50 @@ def test_pictures_name_the_engine(tmp_path, capsys):
     ]
     assert main(argv) == 0  # fmt: skip
     assert "every SGLang rank holds what the oracle expects" in capsys.readouterr().out
+
+
+def test_explorer_takes_an_engine():
+    """Explorer(engine="sglang") runs its sync to SGLang ranks and names them so."""
+    from syncviz.widgets.explorer import Explorer
+
+    spec = tiny_spec("qwen3")
+    ex = Explorer(spec=spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False, engine="sglang")
+    assert {"SGLang tp 0", "SGLang tp 1"} <= set(ex.report.roles.values())
+    with pytest.raises(SyncvizError, match="use vllm or sglang"):
+        Explorer(spec=spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False, engine="tgi")
+
+
+def test_no_module_outside_the_engine_files_switches_on_an_engine():
+    """An engine is a record: no string constant of the package outside syncviz/engines/ is
+    "sglang"; "vllm" only as ChatLearn's backend word (sync/adapter.py) and a dump-naming
+    style of the fixtures (diagnose/fixtures.py)."""
+    import ast
+    from pathlib import Path
+
+    import syncviz
+
+    package = Path(syncviz.__file__).parent
+    found: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        if path.parent == package / "engines":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in ENGINE
+        }
+        if names:
+            found[str(path.relative_to(package))] = names
+    assert found == {"sync/adapter.py": {"vllm"}, "diagnose/fixtures.py": {"vllm"}}
+
+
+def test_experts_view_names_the_engine():
+    """The experts view of a sync to SGLang heads its after side "SGLang ranks"."""
+    from syncviz.diagram.experts import expert_diagram, expert_text
+
+    dst = Parallel(tp=2, engine="sglang")
+    result = run_sync(tiny_spec("qwen3-moe"), Parallel(tp=1), dst, synchronizer="corrected")
+    text = expert_text(expert_diagram(result, L0 + "mlp.experts.w2_weight"))
+    assert "after (SGLang ranks): rank 1 tp0 | rank 2 tp1" in text
+    assert "vLLM" not in text

@@ -105,6 +105,12 @@ def add_parallel_args(parser: argparse.ArgumentParser) -> None:
                 f"--{side}-{size}", type=int, default=1, metavar="N", help=f"{who} {size} size"
             )
     add_engine_arg(parser)
+    add_engine_layout_args(parser)
+
+
+def add_engine_layout_args(parser: argparse.ArgumentParser) -> None:
+    """``--dst-expert-placement`` and ``--dst-dp-attention``: how the engine places experts
+    and attention (``--dst-ep`` is among the sizes)."""
     parser.add_argument(
         "--dst-expert-placement",
         choices=EXPERT_PLACEMENTS,

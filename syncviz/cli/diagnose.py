@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import argparse
 
-from syncviz.cli.args import add_engine_arg, add_family_arg, add_layers_arg, load_family_arg
+from syncviz.cli.args import (
+    add_engine_arg,
+    add_engine_layout_args,
+    add_family_arg,
+    add_layers_arg,
+    load_family_arg,
+)
 from syncviz.cli.command import Command
 from syncviz.cli.interrupts import checkpoint
 from syncviz.cli.output import report_text
@@ -32,7 +38,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dst-tp", type=int, required=True, metavar="D", help="engine tp size")
     parser.add_argument("--dst-pp", type=int, default=1, metavar="P", help="engine pp size")
+    parser.add_argument(
+        "--dst-ep", type=int, default=1, metavar="N", help="engine expert parallel size"
+    )
     add_engine_arg(parser)
+    add_engine_layout_args(parser)
     add_layers_arg(
         parser,
         default=None,
@@ -59,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     checkpoint()  # a Ctrl-C that torch's start-up swallowed
     load_family_arg(args)  # a checkpoint of a family of one's own: its architecture
 
-    for name in ("dst_tp", "dst_pp"):
+    for name in ("dst_tp", "dst_pp", "dst_ep", "dst_dp_attention"):
         if getattr(args, name) < 1:
             flag = "--" + name.replace("_", "-")
             raise SyncvizError(
@@ -75,6 +85,9 @@ def _run(args: argparse.Namespace) -> int:
         show_progress=not args.json,
         previous=args.previous,
         engine=args.engine,
+        dst_ep=args.dst_ep,
+        expert_placement=args.dst_expert_placement,
+        dp_attention=args.dst_dp_attention,
     )
     print(report.to_json() if args.json else report_text(report))
     return report.exit_code

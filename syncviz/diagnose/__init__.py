@@ -31,6 +31,7 @@ from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.result import as_result, load_traces
 from syncviz.diagnose.words import DiagnosisReport
 from syncviz.diagnose.words import report as _report
+from syncviz.engines import DEFAULT_ENGINE
 
 __all__ = ["Diagnosis", "DiagnosisReport", "Reference", "diagnose", "normalise", "run_diagnosis"]
 
@@ -46,7 +47,10 @@ def diagnose(
     trace: str | Path | None = None,
     show_progress: bool = False,
     previous: Iterable[str | Path] = (),
-    engine: str = "vllm",
+    engine: str = DEFAULT_ENGINE,
+    dst_ep: int = 1,
+    expert_placement: str = "linear",
+    dp_attention: int = 1,
 ) -> DiagnosisReport:
     """Judge the vLLM ranks' tensors in ``dump`` against the checkpoint folder ``reference``.
 
@@ -63,7 +67,9 @@ def diagnose(
     its stale values, and a rank holding them everywhere as a rank that missed the
     update. Tensors the engine emptied or changed after loading are not checkable
     (never wrong). ``engine`` (``"vllm"`` or ``"sglang"``, :mod:`syncviz.engines`) is the
-    engine the dump came from: its names and its per-rank layout.
+    engine the dump came from: its names and its per-rank layout; ``dst_ep`` and
+    ``expert_placement`` its expert parallel (whole experts per rank), ``dp_attention``
+    its DP attention (SGLang), as :class:`~syncviz.parallel.Parallel` takes them.
 
     Returns a :class:`~syncviz.diagnose.words.DiagnosisReport`, the checker's
     :class:`~syncviz.check.CheckReport` with the reasons tensors were not checkable
@@ -83,6 +89,9 @@ def diagnose(
         previous=previous,
         files=PrintFiles() if has_fingerprints(dump) else None,
         engine=engine,
+        dst_ep=dst_ep,
+        expert_placement=expert_placement,
+        dp_attention=dp_attention,
     )
     report = _report(diagnosis)
     traces = None if trace is None else load_traces(trace, dst_tp * dst_pp)

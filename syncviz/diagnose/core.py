@@ -273,6 +273,9 @@ def run_diagnosis(
     previous: Iterable[str | Path] = (),
     files: Any = None,
     engine: str = DEFAULT_ENGINE,
+    dst_ep: int = 1,
+    expert_placement: str = "linear",
+    dp_attention: int = 1,
 ) -> Diagnosis:
     """Read, compare and decode; see :func:`syncviz.diagnose.diagnose` for the report.
 
@@ -283,7 +286,14 @@ def run_diagnosis(
     ref = Reference(reference)
     spec = ref.spec
     earlier = [_previous(ref, p) for p in previous]
-    dst = Parallel(tp=dst_tp, pp=dst_pp, engine=engine)
+    dst = Parallel(
+        tp=dst_tp,
+        pp=dst_pp,
+        ep=dst_ep,
+        engine=engine,
+        expert_placement=expert_placement,
+        dp_attention=dp_attention,
+    )
     wanted = None if layers is None else tuple(layers)
     with_globals = (wanted is None) if include_globals is None else include_globals
     layout = model_layout(spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)

@@ -25,6 +25,7 @@ import torch
 from syncviz.diagnose.checkpoint import checkpoint_shapes
 from syncviz.diagnose.dumps import rank_file
 from syncviz.diagnose.reference import Reference
+from syncviz.engines import DEFAULT_ENGINE
 from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY, FamilyInfo
 from syncviz.families.record import ROUTER_BIAS_WHEN
@@ -202,13 +203,17 @@ def write_dumps(
     swap_files: bool = False,
     naming: str = "vllm",
     layers: list[int] | None = None,
-    engine: str = "vllm",
+    engine: str = DEFAULT_ENGINE,
+    ep: int = 1,
+    expert_placement: str = "linear",
+    dp_attention: int = 1,
 ) -> None:
     """Write every vLLM rank's dump of the checkpoint in ``reference``, as the layout rules cut it.
 
     ``bugs`` maps a parameter kind to one of :data:`BUGS`, planted at layer 0 (or
     in that global parameter); ``swap_files`` exchanges the files of tp 0 and tp 1.
-    ``engine`` is the engine whose names and per-rank layout the dumps take.
+    ``engine`` is the engine whose names and per-rank layout the dumps take, with its
+    expert parallel ``ep`` (placed ``expert_placement``) and DP attention ``dp_attention``.
     """
     from safetensors.torch import save_file
 
@@ -222,7 +227,14 @@ def write_dumps(
     layout = model_layout(
         spec,
         Parallel(tp=1),
-        Parallel(tp=tp, pp=pp, engine=engine),
+        Parallel(
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            engine=engine,
+            expert_placement=expert_placement,
+            dp_attention=dp_attention,
+        ),
         layers=layers,
         include_globals=True,
     )

@@ -33,6 +33,7 @@ import torch
 from syncviz.check import MAX_RUNS, CheckReport, ParamCheck, TensorCheck
 from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import rank_file, rank_label
+from syncviz.engines import DEFAULT_ENGINE
 from syncviz.oracle import IndexMap, ParamLayout, describe
 
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?|experts?) [\d-]+: ")
@@ -151,7 +152,9 @@ def report(diagnosis: Diagnosis) -> DiagnosisReport:
         if judged:
             status = "missing" if judged == {"missing"} else "wrong"
         params.append(ParamCheck(param.key, status, tensors))
-    dst = f"tp{layout.dst.tp}" + (f" pp{layout.dst.pp}" if layout.dst.pp > 1 else "")
+    dst = layout.dst.sizes_text() + (
+        "" if layout.dst.engine == DEFAULT_ENGINE else f" ({layout.dst.engine_name})"
+    )
     pp_size = diagnosis.dst.pp
     missed = [
         f"{rank_label(pp, tp, pp_size)} missed the update: every tensor holds {STALE_WORDS}:"

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from syncviz.engines import DEFAULT_ENGINE, ENGINE
 from syncviz.errors import SyncvizError
 from syncviz.geometry import intersection, meetings, overlap, row_major
 from syncviz.oracle import ParamLayout
@@ -47,7 +48,8 @@ MAX_COLUMNS = 8  # ranks shown per side; the rest are counted in a note
 MAX_HELD_BLOCKS = 2  # blocks named in one wrong cell's explanation
 
 BEFORE_STATUSES = ("whole", "part", "none")
-AFTER_STATUSES = ("ok", "wrong", "unwritten")
+AFTER_STATUSES = ("ok", "wrong", "unwritten", "none")  # none: not this rank's expert (EP)
+FINE = ("ok", "none")  # after-cells that are no finding
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class RankColumn:
 
 @dataclass(frozen=True, eq=False)
 class Cell:
-    """One cell: ``status`` (before: whole/part/none; after: ok/wrong/unwritten) and words.
+    """One cell: ``status`` (before: whole/part/none; after: ok/wrong/unwritten/none) and words.
 
     Cells compare by identity (each is drawn and located on its own); :attr:`key`
     is what aggregation compares.
@@ -122,6 +124,7 @@ class ExpertDiagram:
     dst: list[RankColumn]
     rows: list[ExpertRow]
     notes: list[str] = field(default_factory=list)
+    engine: str = ENGINE[DEFAULT_ENGINE].display  # the destination's name, as printed
 
     @property
     def num_experts(self) -> int:
@@ -162,16 +165,16 @@ def expert_diagram(
     if len(rows) > max_rows:
         rest = rows[max_rows:]
         hidden = sum(r.count for r in rest)
-        bad = sum(r.count for r in rest if any(c.status != "ok" for c in r.after))
+        bad = sum(r.count for r in rest if any(c.status not in FINE for c in r.after))
         words = f" ({bad} not all ok)" if bad else " (all ok)"
         notes.append(f"... {hidden} more experts{words}")
         rows = rows[:max_rows]
-    for side, cols in (("trainer", src_cols), ("vLLM", dst_cols)):
+    for side, cols in (("trainer", src_cols), (plan.dst.engine_name, dst_cols)):
         if len(cols) > max_columns:
             notes.append(f"... {len(cols) - max_columns} more {side} ranks")
     if len(dst_cols) > max_columns:
         hidden_bad = sum(
-            c.status != "ok" for r in rows for c in r.after[max_columns:]
+            c.status not in FINE for r in rows for c in r.after[max_columns:]
         )  # shown rows only: hidden rows are counted above
         if hidden_bad:
             notes[-1] += f" ({hidden_bad} cells not ok)"
@@ -198,6 +201,7 @@ def expert_diagram(
         dst_cols[:max_columns],
         rows,
         notes,
+        plan.dst.engine_name,
     )
 
 
@@ -333,7 +337,7 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     cells = []
     for e in range(param.global_shape[0]):
         if e not in slot_of:
-            cells.append(Cell(world, "unwritten", "expert not on this rank"))
+            cells.append(Cell(world, "none"))  # not this rank's (destination EP)
             continue
         s, want_slot, boxes = slot_of[e]
         got_slot = got.take(0, s, 1, 1)
@@ -764,7 +768,7 @@ def expert_text(d: ExpertDiagram) -> str:
       experts 0-7 (8, all wrong): wrong: holds expert 9
     """
     lines = [f"experts {d.title}"]
-    for side, name, cols in (("before", "trainer", d.src), ("after", "vLLM", d.dst)):
+    for side, name, cols in (("before", "trainer", d.src), ("after", d.engine, d.dst)):
         lines.append(f"{side} ({name} ranks): " + " | ".join(c.label for c in cols))
         for row in d.rows:
             cells = " | ".join(_cell_text(c) for c in getattr(row, side))

@@ -248,7 +248,7 @@ def render_experts(d: ExpertDiagram, max_width_in: float = MAX_WIDTH_IN) -> Figu
         if not chunk:
             continue
         block = k if chunks[0] else k + 1
-        heading = "after: vLLM ranks" + ("" if first else " (continued)")
+        heading = f"after: {d.engine} ranks" + ("" if first else " (continued)")
         x0 = x_dst if block == 0 else x_src
         grids.append((block, heading, [(j, d.dst[j]) for j in chunk], "after", x0, dst_col_w))
         first = False

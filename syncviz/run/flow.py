@@ -231,7 +231,7 @@ def _regroup_for(plan, sender, dst, sync, prepared, dst_names, experts, tracer, 
         on_param()
         data = experts.get(name, tensor)
         if dst_name not in shapes:
-            message = f"vLLM rank {dst} has no {dst_name!r}"
+            message = f"{plan.dst.engine_name} rank {dst} has no {dst_name!r}"
             outcome.findings.append(Finding(dst_name, sender, "names", message))
             entries.append(_Entry(dst_name, name, 0, 0, message))
             continue

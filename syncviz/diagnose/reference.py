@@ -215,7 +215,8 @@ class Reference:
         if kind == "lm_head" and self.spec.tie_word_embeddings:
             templates = self.names["embed"]
         if kind.startswith("experts_") and self.spec.family in HF_FUSED_EXPERTS:
-            return from_fused_experts(kind, self.read(templates[0].format(**fields)))
+            fused = from_fused_experts(kind, self.read(templates[0].format(**fields)))
+            return list(fused.unbind(0))  # one part per expert, as for per-expert tensors
         if kind.startswith("experts_"):
             return [
                 self.read(t.format(e=e, **fields))

@@ -538,16 +538,6 @@ def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> s
     return _held_text(param, order, {n: [tuple(v) for v in bounds[n]] for n in order}, extra)
 
 
-def _slots(param: ParamLayout, want: torch.Tensor) -> dict[int, int]:
-    """expert -> its slot on dim 0 of a destination tensor (from the expected ids)."""
-    slots: dict[int, int] = {}
-    for s, experts in enumerate(_experts_of(param, want).reshape(want.shape[0], -1)):
-        experts = experts[experts >= 0]
-        if len(experts):
-            slots.setdefault(int(experts[0]), s)
-    return slots
-
-
 def slice_cell(param: ParamLayout, world: int, got: torch.Tensor, want: torch.Tensor) -> Cell:
     """The after-cell of one expert slice: ok, unwritten, or wrong with what it holds.
 

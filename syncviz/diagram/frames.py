@@ -192,13 +192,6 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
     return f
 
 
-def fill_steps(d: LayoutDiagram) -> list[torch.Tensor]:
-    """Per vLLM panel of ``d``, per cell: the step number after which all its elements
-    are written (see the module text for the rule); computed once per diagram."""
-    fills = known(d).fills
-    return [f.all if isinstance(f, Fill) else f for f in fills]
-
-
 def _mark(d: LayoutDiagram, f: Frame) -> None:
     """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``, from maps."""
     mark(d, f)

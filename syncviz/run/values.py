@@ -79,10 +79,6 @@ def unwritten(shape: tuple[int, ...], values: str) -> torch.Tensor:
     return torch.full(shape, float("nan"), dtype=torch.float32)
 
 
-def is_unwritten(tensor: torch.Tensor, values: str) -> torch.Tensor:
-    return tensor.isnan() if values == "random" else tensor == UNWRITTEN_ID
-
-
 def ids_of_values(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Turn received float32 weights back into global ids (float64), bit for bit.
 

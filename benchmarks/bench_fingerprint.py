@@ -238,10 +238,16 @@ def bench_cpu(reps: int) -> dict:
         expected()  # the first call builds the coefficient tables
         first_s = time.perf_counter() - start
         globs = [assemble(parts) for parts in names]
-        bare_s, expected_s = timed(bare, reps), timed(expected, reps)
+        # Interleaved rounds: a busy machine's load drifts; each round times all three.
+        rounds: dict = {bare: [], expected: [], expected_joined: []}
+        for _ in range(reps):
+            for fn, got in rounds.items():
+                start = time.perf_counter()
+                fn()
+                got.append(time.perf_counter() - start)
+        bare_s, expected_s, joined_s = (statistics.median(v) for v in rounds.values())
         read_s = timed(lambda: [reference.read(n) for parts in names for n in parts], reps)
         assemble_s = timed(lambda: [assemble(parts) for parts in names], reps)
-        joined_s = timed(expected_joined, reps)
         in_memory_s = timed(
             lambda: [
                 expected_prints(PrintTable(g, plan[0], plan[1]), plan)

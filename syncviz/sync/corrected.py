@@ -819,7 +819,7 @@ def _join_tensors(params: ParamList, conv: Conventions, layer_re: re.Pattern[str
 class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
     """A Megatron-Core trainer -> vLLM, for any family whose conventions are data.
 
-    The original has no class for these families (Mixtral, Mistral, Qwen3, Qwen3-MoE, gpt-oss).
+    The original has no class for these families (the family records name this class).
     Names come from the family's conventions (:class:`ConventionsSyncMap`, the family
     found from vLLM's architecture). ``transform_parameters`` stacks a layer's local
     experts (each TP-sharded like a dense MLP: fc1 ``[gate_r; up_r]``, fc2 a column

@@ -303,7 +303,7 @@ def test_router_bias_never_sent(deepseek, tmp_path):
     assert report.exit_code == 1 and report.counts() == {"ok": 26, "wrong": 1}
 
 
-def test_mla_fused_down_projection_half_stale(deepseek, tmp_path):
+def test_mla_fused_down_projection_half_stale(deepseek, tmp_path, capsys):
     """fused_qkv_a_proj = [q_a_proj (q_lora 24 rows); kv_a_proj_with_mqa (kv_lora 16 + rope 4)],
     replicated: its kv_a rows 24-43 from the previous step read stale on both ranks; q_a is fine."""
     fused = ATTN + "fused_qkv_a_proj.weight"
@@ -319,6 +319,14 @@ def test_mla_fused_down_projection_half_stale(deepseek, tmp_path):
     stale = f"holds the previous checkpoint's values (stale): {deepseek / 'prev'}"
     assert lines(report) == {"model." + fused: [f"tp {t}, rows 24-43: {stale}" for t in (0, 1)]}
     assert report.flow_errors == [] and report.exit_code == 1
+    # The command line says the same of the dump and of its fingerprints (exit 1).
+    from syncviz.cli import main
+
+    for dump in (tmp_path / "dump", tmp_path / "dump-prints-0"):
+        args = ["--reference", str(deepseek / "cur"), "--dump", str(dump), "--dst-tp", "2"]
+        assert main(["diagnose", *args, "--previous", str(deepseek / "prev")]) == 1
+        out = capsys.readouterr().out
+        assert out.count(stale) == 2 and f"tp 1, rows 24-43: {stale}" in out
     # Without --previous the same rows are wrong and unexplained; q_a's rows 0-23 still pass.
     bare = diagnose(deepseek / "cur", tmp_path / "dump", 2)
     assert lines(bare) == {

@@ -2,7 +2,9 @@
 gate/up halves exchanged, expert ids local under EP, tied and untied lm_head mixed up, a router
 never sent, a fused norm regrouped as QKV, the MHA regroup applied to a GQA model. Each dump is
 also fingerprinted and diagnosed from the fingerprints: the same exit code, tensors, ranks, rows
-and words (a router bias and MLA's fused down-projection wait for families that have them)."""
+and words. DeepSeek-V3 (MLA) adds a router score-correction bias never sent, MLA's fused
+down-projection half from the previous step, kv_b heads shifted on a rank, and q_b heads written
+[rope; nope]."""
 
 from __future__ import annotations
 
@@ -251,3 +253,128 @@ def test_mha_regroup_applied_to_gqa(checkpoints, tmp_path):
         ]
     }
     assert report.exit_code == 1 and report.counts() == {"ok": 14, "wrong": 1}
+
+
+DS = "deepseek-v3"
+ATTN = "model.layers.0.self_attn."  # a dump's (and the checkpoint's) names of layer 0's MLA
+
+
+@pytest.fixture(scope="module")
+def deepseek(tmp_path_factory):
+    """Tiny DeepSeek-V3 (4 heads, q_lora 24, kv_lora 16, nope 8, rope 4, v 8; layer 1 MoE with a
+    router bias): a previous checkpoint, the current one (every value + 0.5), their tp 2 dumps."""
+    from tests.test_diagnose_stale import next_step
+
+    root, spec = tmp_path_factory.mktemp("deepseek"), tiny_spec(DS)
+    write_checkpoint(spec, root / "prev")
+    next_step(root / "prev", root / "cur")
+    for step in ("prev", "cur"):
+        write_dumps(spec, root / step, root / f"{step}-dump", tp=2)
+    return root
+
+
+def edited(deepseek, out, edit) -> None:
+    """The current step's dumps, each rank's tensors passed through ``edit(tp, tensors)``."""
+    out.mkdir()
+    for t in (0, 1):
+        tensors = load_file(str(deepseek / "cur-dump" / f"tp{t}.safetensors"))
+        edit(t, tensors)
+        save_file(tensors, str(out / f"tp{t}.safetensors"))
+
+
+def test_router_bias_never_sent(deepseek, tmp_path):
+    """mlp.gate.e_score_correction_bias (a buffer a parameter walk skips) keeps vLLM's initial
+    float32 zeros on both ranks: named there as holding none of the checkpoint's values."""
+    bias = "model.layers.1.mlp.gate.e_score_correction_bias"  # layer 0 is dense: no router
+
+    def zero(t, tensors):
+        assert tensors[bias].shape == (4,)  # replicated: all 4 experts' biases on every rank
+        tensors[bias] = torch.zeros(4, dtype=torch.float32)
+
+    edited(deepseek, tmp_path / "dump", zero)
+    report = diagnose(deepseek / "cur", tmp_path / "dump", 2)
+    assert lines(report) == {
+        "model." + bias: [
+            f"tp {t}, elements 0-3: holds zeros (none of the checkpoint's values: as if never"
+            " written), expected router bias"
+            for t in (0, 1)
+        ]
+    }
+    assert report.exit_code == 1 and report.counts() == {"ok": 26, "wrong": 1}
+
+
+def test_mla_fused_down_projection_half_stale(deepseek, tmp_path, capsys):
+    """fused_qkv_a_proj = [q_a_proj (q_lora 24 rows); kv_a_proj_with_mqa (kv_lora 16 + rope 4)],
+    replicated: its kv_a rows 24-43 from the previous step read stale on both ranks; q_a is fine."""
+    fused = ATTN + "fused_qkv_a_proj.weight"
+    q_rows, kv_rows = 24, 16 + 4
+    old = {t: load_file(str(deepseek / "prev-dump" / f"tp{t}.safetensors")) for t in (0, 1)}
+
+    def half_stale(t, tensors):
+        assert tensors[fused].shape == (q_rows + kv_rows, 64)
+        tensors[fused][q_rows:] = old[t][fused][q_rows:]
+
+    edited(deepseek, tmp_path / "dump", half_stale)
+    report = diagnose(deepseek / "cur", tmp_path / "dump", 2, previous=[deepseek / "prev"])
+    stale = f"holds the previous checkpoint's values (stale): {deepseek / 'prev'}"
+    assert lines(report) == {"model." + fused: [f"tp {t}, rows 24-43: {stale}" for t in (0, 1)]}
+    assert report.flow_errors == [] and report.exit_code == 1
+    # The command line says the same of the dump and of its fingerprints (exit 1).
+    from syncviz.cli import main
+
+    for dump in (tmp_path / "dump", tmp_path / "dump-prints-0"):
+        args = ["--reference", str(deepseek / "cur"), "--dump", str(dump), "--dst-tp", "2"]
+        assert main(["diagnose", *args, "--previous", str(deepseek / "prev")]) == 1
+        out = capsys.readouterr().out
+        assert out.count(stale) == 2 and f"tp 1, rows 24-43: {stale}" in out
+    # Without --previous the same rows are wrong and unexplained; q_a's rows 0-23 still pass.
+    bare = diagnose(deepseek / "cur", tmp_path / "dump", 2)
+    assert lines(bare) == {
+        "model." + fused: [
+            f"tp {t}, rows 24-43: holds values not found in the reference, expected kv_a"
+            for t in (0, 1)
+        ]
+    }
+
+
+def test_mla_kv_b_heads_shifted_on_a_rank(deepseek, tmp_path):
+    """kv_b_proj (4 heads of [k_nope 8; v 8] = 16 rows, 2 heads a rank) with tp 1 cut one head
+    early: it holds heads 1-2 (checkpoint rows 16-47) where heads 2-3 are due; tp 0 is right."""
+    kv_b = ATTN + "kv_b_proj.weight"
+    glob = load_file(str(deepseek / "cur" / "model.safetensors"))[kv_b]
+    assert glob.shape == (4 * (8 + 8), 16)
+
+    def shift(t, tensors):
+        if t == 1:
+            assert torch.equal(tensors[kv_b], glob[32:64])
+            tensors[kv_b] = glob[16:48].clone()
+
+    edited(deepseek, tmp_path / "dump", shift)
+    report = diagnose(deepseek / "cur", tmp_path / "dump", 2)
+    assert lines(report) == {
+        "model." + kv_b: ["tp 1, rows 0-31: holds kv_b heads 1-2, expected kv_b heads 2-3"]
+    }
+    assert report.exit_code == 1 and report.counts() == {"ok": 26, "wrong": 1}
+
+
+def test_mla_q_b_heads_rope_before_nope(deepseek, tmp_path):
+    """q_b_proj heads (nope 8 + rope 4 = 12 rows) written [rope; nope] on both ranks: rank t's
+    rows 0-3 hold Q head 2t's rope, 4-11 its nope, 12-15 head 2t+1's rope, 16-23 its nope."""
+    q_b = ATTN + "q_b_proj.weight"
+
+    def rope_first(t, tensors):
+        heads = tensors[q_b].view(2, 12, 24)
+        tensors[q_b] = torch.cat([heads[:, 8:], heads[:, :8]], dim=1).reshape(24, 24)
+
+    edited(deepseek, tmp_path / "dump", rope_first)
+    report = diagnose(deepseek / "cur", tmp_path / "dump", 2)
+    h = (0, 2)
+    assert lines(report) == {
+        "model." + q_b: [
+            f"tp {t}, rows 0-23: holds rows 0-3: Q head {h[t]} rope; rows 4-11: Q head {h[t]}"
+            f" nope; rows 12-15: Q head {h[t] + 1} rope; rows 16-23: Q head {h[t] + 1} nope,"
+            f" expected Q heads {h[t]}-{h[t] + 1}"
+            for t in (0, 1)
+        ]
+    }
+    assert report.exit_code == 1 and report.counts() == {"ok": 26, "wrong": 1}

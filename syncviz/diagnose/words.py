@@ -38,6 +38,9 @@ from syncviz.oracle import IndexMap, ParamLayout, describe
 
 _LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?|experts?) [\d-]+: ")
 NOT_FOUND_WORDS = "values not found in the reference"
+# Zeros where data is due are most often a tensor the sync never wrote (a buffer such as a
+# router's score-correction bias keeps the engine's initial zeros): say so, not just "zeros".
+ZEROS_WORDS = "zeros (none of the checkpoint's values: as if never written)"
 REORDERED_WORDS = "its expected elements in another order"
 STALE_WORDS = "the previous checkpoint's values (stale)"
 W13_SWAP = (
@@ -303,7 +306,7 @@ def _holds(
     source = dec.source[s0:s1]
     for kind in kinds:
         if kind == ZEROS:
-            words.append("zeros")
+            words.append(ZEROS_WORDS)
         elif kind == NOT_FOUND:
             words.append(NOT_FOUND_WORDS)
         elif kind == REORDERED:

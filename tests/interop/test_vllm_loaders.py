@@ -207,7 +207,8 @@ def judged(request) -> Iterator[Families]:
     wanted = set()
     for item in request.session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if item.module is request.module and "family" in params:
+        # Doctest items have no module: only this module's parametrized tests count.
+        if getattr(item, "module", None) is request.module and "family" in params:
             wanted.add(params["family"])
     # Not under pytest's base temp: other pytest runs of the same user rotate it away.
     with tempfile.TemporaryDirectory(prefix="syncviz-vllm-loaders-") as folder:

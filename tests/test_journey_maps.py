@@ -92,7 +92,7 @@ def test_path_of_q_head_3_is_hand_worked(run):
         PathStep("op", 2, "stage2: view"),
         PathStep("vLLM", 2, "holds (pp0 tp1)", "rows 4-5"),
     ]
-    assert not j.ok and j.expected == ["dst rank 2 (pp0 tp1): rows 2-3"]
+    assert not j.ok and j.expected == ["vLLM pp0 tp1 (rank 2): rows 2-3"]
 
 
 def test_journey_picture_has_a_line_per_step(run):
@@ -105,7 +105,7 @@ def test_journey_picture_has_a_line_per_step(run):
     lines = journey_lines(j)
     assert lines[0] == ("WRONG", "journey of Q head 3")
     assert lines[1] == ("trainer", "rank 0 | holds (pp0 tp0) | rows 10-11")
-    assert lines[-1] == ("expected", "dst rank 2 (pp0 tp1): rows 2-3")
+    assert lines[-1] == ("expected", "vLLM pp0 tp1 (rank 2): rows 2-3")
     assert len(lines) == 1 + len(j.path) + 1
     import io
 

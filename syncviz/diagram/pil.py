@@ -93,10 +93,11 @@ def _frame_png(frame: Frame, height: int, panels: bool) -> bytes:
 
     font = ImageFont.load_default(size=FONT_PX)
     gap, top = 14, FONT_PX + 8
-    # Row one: inputs -> outputs, titled "reads #1 [16, 8]".
-    row = [(p.title.split(" ", 2)[-1], _tile(p.actual, height)) for p in frame.inputs]
+    # Row one: inputs -> outputs, titled "reads [16, 8]" (the rank is in the step's words).
+    who = frame.step.who + " "
+    row = [(p.title.removeprefix(who), _tile(p.actual, height)) for p in frame.inputs]
     row.append(("->", None))
-    row += [(p.title.split(" ", 2)[-1], _tile(p.actual, height)) for p in frame.outputs]
+    row += [(p.title.removeprefix(who), _tile(p.actual, height)) for p in frame.outputs]
     rows = [row]
     if panels:
         big = [

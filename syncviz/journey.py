@@ -192,20 +192,24 @@ class TraceStep:
 class PathStep:
     """One step of a block's path, as the journey picture draws it: where it is (``side``:
     ``trainer``, ``op`` on a rank, ``collective`` from a rank, ``vLLM``), which rank,
-    which op, which rows (words; '' when the op's rows are not read).
+    which op, which rows (words; '' when the op's rows are not read); ``where`` names the
+    rank as the panels do (:func:`rank_words`).
 
     >>> PathStep("op", 0, "regroup: view", "rows 0-1").words
     'rank 0 | regroup: view | rows 0-1'
+    >>> PathStep("op", 0, "regroup: view", "rows 0-1", "trainer pp0 tp0 (rank 0)").words
+    'trainer pp0 tp0 (rank 0) | regroup: view | rows 0-1'
     """
 
     side: str
     rank: int
     op: str
     rows: str = ""
+    where: str = field(default="", compare=False)
 
     @property
     def words(self) -> str:
-        return " | ".join(x for x in (f"rank {self.rank}", self.op, self.rows) if x)
+        return " | ".join(x for x in (self.where or f"rank {self.rank}", self.op, self.rows) if x)
 
 
 @dataclass
@@ -928,8 +932,8 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
                     f"trainer {shard.rank_label} (rank {role.world}): {found[0]} of"
                     f" {shard.name} {list(shard.shape)}"
                 )
-                holds = f"holds ({shard.rank_label})"
-                path.append(PathStep("trainer", role.world, holds, found[0]))
+                where = f"trainer {shard.rank_label} (rank {role.world})"
+                path.append(PathStep("trainer", role.world, "holds", found[0], where))
     table, labels = _block_table(param)
     moves = _op_moves(result, param, src_ranks, table, labels, chosen.label, path, box, shape)
     ends, expected, dst_ranks, ok, arrived = [], [], [], True, []
@@ -943,7 +947,8 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
         if held is not None:
             dst_ranks.append(world)
             ends.append(f"{engine} {t.rank_label} (rank {world}): {held[0]} of {t.name}")
-            arrived.append(PathStep("vLLM", world, f"holds ({t.rank_label})", held[0]))
+            where = f"{engine} {t.rank_label} (rank {world})"
+            arrived.append(PathStep("vLLM", world, "holds", held[0], where))
         if should is not None:
             expected.append(f"{engine} {t.rank_label} (rank {world}): {should[0]}")
         if (held is None) != (should is None):
@@ -970,11 +975,12 @@ def _op_moves(result, param, src_ranks, table, labels, label, path, box, shape) 
             outs = replayed.get(op.index)
             if outs is None:
                 moves.append(f"{who} {pt.phase}: {op_words(op)} (not replayed)")
-                path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op} (not replayed)"))
+                done = f"{pt.phase}: {op.op} (not replayed)"
+                path.append(PathStep("op", pt.rank, done, where=who))
             elif any(label in _blocks_in(o, table, labels) for o in outs):
                 moves.append(f"{who} {pt.phase}: {op_words(op)}")
                 held = next((w for o in outs if (w := _rows_holding(o, box, shape))), "")
-                path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", held))
+                path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", held, who))
     return moves
 
 
@@ -1004,11 +1010,12 @@ def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
         if key not in (rec.label or "").split(", ") or sender not in holders:
             continue
         others = [r for r in rec.ranks if r != sender]
-        to_words = ", ".join(rank_words(plan, param, r) for r in others)
-        sent = f"{rec.kind} from {rank_words(plan, param, sender)} to {to_words}"
-        moves.append(f"{sent} (group {rec.group})")
-        to = ", ".join(str(r) for r in others)
-        path.append(PathStep("collective", sender, f"{rec.kind} to rank(s) {to}"))
+        by, to_words = (
+            rank_words(plan, param, sender),
+            ", ".join(rank_words(plan, param, r) for r in others),
+        )
+        moves.append(f"{rec.kind} from {by} to {to_words} (group {rec.group})")
+        path.append(PathStep("collective", sender, f"{rec.kind} to {to_words}", where=by))
         holders.update(rec.ranks)
     for pt in _param_traces(result, key):
         if pt.rank in dst_ranks and pt.phase in ("stage1", "stage2"):
@@ -1016,5 +1023,5 @@ def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
                 if op.op not in QUIET_OPS:
                     who = rank_words(plan, param, pt.rank)
                     moves.append(f"{who} {pt.phase}: {op_words(op)}")
-                    path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}"))
+                    path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", where=who))
     return moves

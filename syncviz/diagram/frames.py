@@ -176,12 +176,12 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
         )
     step = d.steps[number - 1]
 
-    def panels(tensors, refs, kind: str) -> list[Panel]:
+    def panels(tensors, kind: str) -> list[Panel]:
         out = []
-        for t, ref in zip(tensors or (), refs, strict=False):
+        for t in tensors or ():
             if t is None:
                 continue
-            title = f"{step.who} {kind} {list(ref.shape)}"
+            title = f"{step.who} {kind}"  # its shape is the panel's (drawn beside it)
             out.append(
                 Panel(title, step.rank, "step", tuple(t.shape), _step_raster(t, d.table, cell))
             )
@@ -191,8 +191,8 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
         number,
         total,
         step,
-        panels(step.inputs, step.op.inputs, "reads"),
-        panels(step.outputs, step.op.outputs, "writes"),
+        panels(step.inputs, "reads"),
+        panels(step.outputs, "writes"),
         param=d.table.param,
     )
     _mark(d, f)

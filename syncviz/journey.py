@@ -105,8 +105,9 @@ def rank_words(plan: SyncPlan, param: ParamLayout, world: int) -> str:
 
 def blocks_words(param: ParamLayout, labels: Sequence[str]) -> str:
     """The blocks named by ``labels`` in words, in the parameter's block order, consecutive
-    blocks of one unit folded into a range (``Q heads 0-7``) as the layout words name them;
-    labels it does not know last, as they are.
+    blocks of one unit folded into a range (``Q heads 0-7``) and every part of an expert
+    into the expert (``experts 0-3``) as the layout words name them; labels it does not
+    know last, as they are.
 
     >>> from syncviz import Parallel
     >>> from syncviz.spec import ModelSpec
@@ -119,15 +120,26 @@ def blocks_words(param: ParamLayout, labels: Sequence[str]) -> str:
     """
     known = {b.label: b for b in param.blocks}
     order = {b.label: i for i, b in enumerate(param.blocks)}
+    present = set(labels)
+    parts: dict[tuple[str, int], list[str]] = {}  # an expert's parts: gate, up
+    for b in param.blocks:
+        if b.index is not None and b.part is not None:
+            parts.setdefault((b.unit, b.index), []).append(b.label)
     runs: list[tuple[str, str | None, int, int] | str] = []  # (unit, part, first, last)
-    for label in sorted(labels, key=lambda x: order.get(x, len(order))):
+    for label in sorted(present, key=lambda x: (order.get(x, len(order)), x)):
         b, last = known.get(label), runs[-1] if runs else None
         if b is None or b.index is None:
             runs.append(label)
-        elif isinstance(last, tuple) and last[:2] == (b.unit, b.part) and last[3] + 1 == b.index:
-            runs[-1] = (b.unit, b.part, last[2], b.index)
+            continue
+        part = b.part
+        if part is not None and all(x in present for x in parts[(b.unit, b.index)]):
+            part = None  # every part of it: the whole of it, as the layout words say
+            if isinstance(last, tuple) and last[:2] == (b.unit, None) and last[3] == b.index:
+                continue  # its other parts, said already
+        if isinstance(last, tuple) and last[:2] == (b.unit, part) and last[3] + 1 == b.index:
+            runs[-1] = (b.unit, part, last[2], b.index)
         else:
-            runs.append((b.unit, b.part, b.index, b.index))
+            runs.append((b.unit, part, b.index, b.index))
     out = []
     for run in runs:
         if isinstance(run, str):

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from syncviz import Parallel
+from syncviz import Parallel, preset
 from syncviz.diagram.frames import frame
 from syncviz.diagram.model import layout_diagram
 from syncviz.diagram.text import layout_text
@@ -99,7 +99,8 @@ def test_render_text_of_every_step_is_free_of_trace_ids(run):
 
 def test_op_words_and_block_ranges():
     """An index tensor inside an argument reads ``a tensor``; o_proj's heads fold into one
-    range in block order, a gap splits it, a label the parameter lacks is kept, last."""
+    range in block order, a gap splits it, a label the parameter lacks is kept, last; an
+    expert with both parts (gate, up) is the expert, one with a part only keeps it."""
     op = OpRecord(0, "getitem", [TensorRef(3, [8, 4], "float64")], [["#5", [0, 2, None]]])
     op.outputs = [TensorRef(6, [2, 4], "float64")]
     assert op_words(op) == "getitem([8, 4], [a tensor, [0, 2, None]]) -> [2, 4]"
@@ -107,6 +108,15 @@ def test_op_words_and_block_ranges():
     o_proj = layout.param("model.model.layers.0.self_attn.o_proj.weight")
     assert blocks_words(o_proj, ["head 1", "head 0", "head 2", "head 3"]) == "heads 0-3"
     assert blocks_words(o_proj, ["head 3", "nothing", "head 1"]) == "head 1, head 3, nothing"
+    moe = model_layout(
+        preset("qwen2-57b-a14b").scaled(), Parallel(tp=2, ep=2), Parallel(tp=4), layers=[0]
+    )
+    w13 = moe.param("model.model.layers.0.mlp.experts.w13_weight")
+    both = [f"expert {e} {part}" for e in range(4) for part in ("gate", "up")]
+    assert blocks_words(w13, both) == "experts 0-3"
+    assert blocks_words(w13, [*both[:5], "expert 9 up", "expert 10 up"]) == (
+        "experts 0-1, expert 2 gate, experts 9-10 up"
+    )
 
 
 def test_journey_picture_lines_name_ranks(run):

@@ -15,13 +15,14 @@ synchronizer again. Ops it cannot replay are listed as not replayed.
 >>> j.label, j.src_ranks, j.dst_ranks
 ('Q head 0', [0], [1])
 >>> [s.text for s in param_steps(result, key)][0]
-'rank 0 regroup: view(#1[16, 8] float64, [8, 2, 8]) -> #6[8, 2, 8] float64'
+'trainer pp0 tp0 (rank 0) regroup: view([16, 8], [8, 2, 8]) -> [8, 2, 8]'
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from syncviz.provenance import RegionMap, SymbolicTensor, map_of, row_major
 from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
+    from syncviz.run.plan import SyncPlan
     from syncviz.run.result import SyncResult
 
 QUIET_OPS = frozenset({"contiguous", "detach", "clone"})  # ops that do not move data
@@ -46,6 +48,109 @@ GATHER_KINDS = frozenset({"all_gather", "allgather"})
 ALLTOALL_KINDS = frozenset({"all_to_all", "alltoall"})
 
 
+_NESTED_REF = re.compile(r"#\d+")  # a tensor inside an argument (an index tensor)
+
+
+def op_words(op: OpRecord) -> str:
+    """One recorded op as a person reads it: each tensor by its shape (the trace's tensor
+    numbers and the ids' dtype mean nothing outside the trace), a tensor inside an
+    argument as ``a tensor``.
+
+    >>> from syncviz.trace.records import TensorRef
+    >>> op = OpRecord(0, "chunk", [TensorRef(7, [8], "float64")], [2], {"dim": 0},
+    ...     [TensorRef(8, [4], "float64"), TensorRef(9, [4], "float64")])
+    >>> op_words(op)
+    'chunk([8], 2, dim=0) -> [4], [4]'
+    >>> op_words(OpRecord(1, "index_select", [TensorRef(3, [8, 4], "float64")], [0, "#4"]))
+    'index_select([8, 4], 0, a tensor) -> None'
+    """
+    parts = [str(list(t.shape)) for t in op.inputs]
+    parts += [_arg_words(a) for a in op.args]
+    parts += [f"{k}={_arg_words(v)}" for k, v in op.kwargs.items()]
+    outs = ", ".join(str(list(t.shape)) for t in op.outputs) or "None"
+    return f"{op.op}({', '.join(parts)}) -> {outs}"
+
+
+def _arg_words(arg: Any) -> str:
+    if isinstance(arg, str) and _NESTED_REF.fullmatch(arg):
+        return "a tensor"
+    if isinstance(arg, list):
+        return "[" + ", ".join(_arg_words(a) for a in arg) + "]"
+    return repr(arg)
+
+
+def rank_words(plan: SyncPlan, param: ParamLayout, world: int) -> str:
+    """Rank ``world`` as the pictures' panels name it: its side (the trainer, or the
+    engine's display name), its place, its global number.
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.run.plan import build_plan
+    >>> plan = build_plan(ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2),
+    ...     Parallel(tp=1), Parallel(tp=2))
+    >>> param = plan.layout.params[0]
+    >>> rank_words(plan, param, 0), rank_words(plan, param, 2)
+    ('trainer pp0 tp0 (rank 0)', 'vLLM pp0 tp1 (rank 2)')
+    """
+    role = plan.roles[world]
+    place = f"pp{role.pp} tp{role.tp}"
+    if role.side == "src":
+        shards = [
+            s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
+        ]
+        place = shards[0].rank_label if len(shards) == 1 else place
+        return f"trainer {place} (rank {world})"
+    return f"{plan.dst.engine_name} {place} (rank {world})"
+
+
+def blocks_words(param: ParamLayout, labels: Sequence[str]) -> str:
+    """The blocks named by ``labels`` in words, in the parameter's block order, consecutive
+    blocks of one unit folded into a range (``Q heads 0-7``) and every part of an expert
+    into the expert (``experts 0-3``) as the layout words name them; labels it does not
+    know last, as they are.
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle import model_layout
+    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    >>> layout = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> qkv = layout.param("model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> blocks_words(qkv, ["Q head 2", "K head 0", "Q head 0", "Q head 1", "V head 0"])
+    'Q heads 0-2, K head 0, V head 0'
+    """
+    known = {b.label: b for b in param.blocks}
+    order = {b.label: i for i, b in enumerate(param.blocks)}
+    present = set(labels)
+    parts: dict[tuple[str, int], list[str]] = {}  # an expert's parts: gate, up
+    for b in param.blocks:
+        if b.index is not None and b.part is not None:
+            parts.setdefault((b.unit, b.index), []).append(b.label)
+    runs: list[tuple[str, str | None, int, int] | str] = []  # (unit, part, first, last)
+    for label in sorted(present, key=lambda x: (order.get(x, len(order)), x)):
+        b, last = known.get(label), runs[-1] if runs else None
+        if b is None or b.index is None:
+            runs.append(label)
+            continue
+        part = b.part
+        if part is not None and all(x in present for x in parts[(b.unit, b.index)]):
+            part = None  # every part of it: the whole of it, as the layout words say
+            if isinstance(last, tuple) and last[:2] == (b.unit, None) and last[3] == b.index:
+                continue  # its other parts, said already
+        if isinstance(last, tuple) and last[:2] == (b.unit, part) and last[3] + 1 == b.index:
+            runs[-1] = (b.unit, part, last[2], b.index)
+        else:
+            runs.append((b.unit, part, b.index, b.index))
+    out = []
+    for run in runs:
+        if isinstance(run, str):
+            out.append(run)
+            continue
+        unit, part, first, last = run
+        head = f"{unit} {first}" if first == last else f"{unit}s {first}-{last}"
+        out.append(f"{head} {part}" if part else head)
+    return ", ".join(out)
+
+
 @dataclass(frozen=True)
 class TraceStep:
     """One recorded data-moving op of a parameter on one rank.
@@ -54,7 +159,7 @@ class TraceStep:
     None when the op could not be replayed. ``inputs``/``outputs`` are the
     replayed id tensors (None when not replayed):
     :class:`~syncviz.provenance.SymbolicTensor` maps of local ids (read them with
-    :func:`step_ids`).
+    :func:`step_ids`). ``where`` names its rank as the pictures do (:func:`rank_words`).
 
     >>> TraceStep(0, "regroup", OpRecord(0, "view"), ("Q head 0",)).text
     'rank 0 regroup: view() -> None'
@@ -66,10 +171,16 @@ class TraceStep:
     blocks: tuple[str, ...] | None = None
     inputs: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
     outputs: tuple[torch.Tensor, ...] | None = field(default=None, compare=False, repr=False)
+    where: str = ""
+
+    @property
+    def who(self) -> str:
+        """Its rank in words: ``where``, or ``rank N`` when that is not known."""
+        return self.where or f"rank {self.rank}"
 
     @property
     def text(self) -> str:
-        return f"rank {self.rank} {self.phase}: {self.op.summary()}"
+        return f"{self.who} {self.phase}: {op_words(self.op)}"
 
     def holds(self, element: int) -> bool:
         """Whether its result holds global id ``element`` (False when not replayed).
@@ -93,20 +204,24 @@ class TraceStep:
 class PathStep:
     """One step of a block's path, as the journey picture draws it: where it is (``side``:
     ``trainer``, ``op`` on a rank, ``collective`` from a rank, ``vLLM``), which rank,
-    which op, which rows (words; '' when the op's rows are not read).
+    which op, which rows (words; '' when the op's rows are not read); ``where`` names the
+    rank as the panels do (:func:`rank_words`).
 
     >>> PathStep("op", 0, "regroup: view", "rows 0-1").words
     'rank 0 | regroup: view | rows 0-1'
+    >>> PathStep("op", 0, "regroup: view", "rows 0-1", "trainer pp0 tp0 (rank 0)").words
+    'trainer pp0 tp0 (rank 0) | regroup: view | rows 0-1'
     """
 
     side: str
     rank: int
     op: str
     rows: str = ""
+    where: str = field(default="", compare=False)
 
     @property
     def words(self) -> str:
-        return " | ".join(x for x in (f"rank {self.rank}", self.op, self.rows) if x)
+        return " | ".join(x for x in (self.where or f"rank {self.rank}", self.op, self.rows) if x)
 
 
 @dataclass
@@ -666,7 +781,9 @@ def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
                 blocks = tuple(dict.fromkeys(b for o in outs for b in _blocks_in(o, table, labels)))
             inputs = tuple(ins[op.index]) if op.index in ins else None
             outputs = tuple(outs) if outs is not None else None
-            steps.append(TraceStep(pt.rank or 0, pt.phase or "", op, blocks, inputs, outputs))
+            rank = pt.rank or 0
+            where = rank_words(result.plan, param, rank)
+            steps.append(TraceStep(rank, pt.phase or "", op, blocks, inputs, outputs, where))
     return steps
 
 
@@ -824,14 +941,15 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
                 if role.world not in src_ranks:
                     src_ranks.append(role.world)
                 starts.append(
-                    f"src rank {role.world} ({shard.rank_label}): {found[0]} of"
+                    f"trainer {shard.rank_label} (rank {role.world}): {found[0]} of"
                     f" {shard.name} {list(shard.shape)}"
                 )
-                holds = f"holds ({shard.rank_label})"
-                path.append(PathStep("trainer", role.world, holds, found[0]))
+                where = f"trainer {shard.rank_label} (rank {role.world})"
+                path.append(PathStep("trainer", role.world, "holds", found[0], where))
     table, labels = _block_table(param)
     moves = _op_moves(result, param, src_ranks, table, labels, chosen.label, path, box, shape)
     ends, expected, dst_ranks, ok, arrived = [], [], [], True, []
+    engine = plan.dst.engine_name
     for t in param.dst:
         world = next(
             r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
@@ -840,10 +958,11 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
         held, should = where_in_map(got_map, box, shape), where_in_map(want_map, box, shape)
         if held is not None:
             dst_ranks.append(world)
-            ends.append(f"dst rank {world} ({t.rank_label}): {held[0]} of {t.name}")
-            arrived.append(PathStep("vLLM", world, f"holds ({t.rank_label})", held[0]))
+            ends.append(f"{engine} {t.rank_label} (rank {world}): {held[0]} of {t.name}")
+            where = f"{engine} {t.rank_label} (rank {world})"
+            arrived.append(PathStep("vLLM", world, "holds", held[0], where))
         if should is not None:
-            expected.append(f"dst rank {world} ({t.rank_label}): {should[0]}")
+            expected.append(f"{engine} {t.rank_label} (rank {world}): {should[0]}")
         if (held is None) != (should is None):
             ok = False
         elif held is not None and should is not None:
@@ -860,18 +979,20 @@ def _op_moves(result, param, src_ranks, table, labels, label, path, box, shape) 
     for pt in _param_traces(result, param.key):
         if pt.rank not in src_ranks:
             continue
+        who = rank_words(result.plan, param, pt.rank)
         replayed = _replay(pt, _bindings(result, param, pt))
         for op in pt.ops:
             if op.op in QUIET_OPS:
                 continue
             outs = replayed.get(op.index)
             if outs is None:
-                moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()} (not replayed)")
-                path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op} (not replayed)"))
+                moves.append(f"{who} {pt.phase}: {op_words(op)} (not replayed)")
+                done = f"{pt.phase}: {op.op} (not replayed)"
+                path.append(PathStep("op", pt.rank, done, where=who))
             elif any(label in _blocks_in(o, table, labels) for o in outs):
-                moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()}")
+                moves.append(f"{who} {pt.phase}: {op_words(op)}")
                 held = next((w for o in outs if (w := _rows_holding(o, box, shape))), "")
-                path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", held))
+                path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", held, who))
     return moves
 
 
@@ -887,6 +1008,8 @@ def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
     each also a step of ``path``)."""
     if result.trace is None:
         return []
+    plan = result.plan
+    param = plan.layout.param(key)
     records = list(result.trace.collectives)
     for pt in result.trace.params:
         records += pt.collectives
@@ -899,14 +1022,18 @@ def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
         if key not in (rec.label or "").split(", ") or sender not in holders:
             continue
         others = [r for r in rec.ranks if r != sender]
-        moves.append(f"{rec.kind} from rank {sender} to rank(s) {others} (group {rec.group})")
-        to = ", ".join(str(r) for r in others)
-        path.append(PathStep("collective", sender, f"{rec.kind} to rank(s) {to}"))
+        by, to_words = (
+            rank_words(plan, param, sender),
+            ", ".join(rank_words(plan, param, r) for r in others),
+        )
+        moves.append(f"{rec.kind} from {by} to {to_words} (group {rec.group})")
+        path.append(PathStep("collective", sender, f"{rec.kind} to {to_words}", where=by))
         holders.update(rec.ranks)
     for pt in _param_traces(result, key):
         if pt.rank in dst_ranks and pt.phase in ("stage1", "stage2"):
             for op in pt.ops:
                 if op.op not in QUIET_OPS:
-                    moves.append(f"rank {pt.rank} {pt.phase}: {op.summary()}")
-                    path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}"))
+                    who = rank_words(plan, param, pt.rank)
+                    moves.append(f"{who} {pt.phase}: {op_words(op)}")
+                    path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", where=who))
     return moves

@@ -87,7 +87,7 @@ def test_column_blocks_read_and_write_columns(result):
     trainer elements from every row (the faithful port splits rows, not columns)."""
     d = layout_diagram(result, O_PROJ)
     assert [s.text.split(":")[0] for s in d.steps] == [
-        "rank 1 stage1", "rank 1 stage1", "rank 2 stage2",
+        f"{V1} stage1", f"{V1} stage1", f"{V2} stage2",
     ]  # fmt: skip
     f = frame(d, 2)
     assert f.region_lines() == [f"reads {T0} rows 0-3", f"writes {V1} rows 0-7"]

@@ -131,12 +131,12 @@ def test_block_journey_hand_worked(tiny):
     tiny.block.value = 2  # Q head 2
     text = tiny.journey.value
     assert "Q head 2" in text
-    assert "starts: src rank 0 (pp0 tp0): rows 8-9 of" in text
+    assert "starts: trainer pp0 tp0 (rank 0): rows 8-9 of" in text
     assert "getitem([8, 2, 8], [4, 5, None])" in text  # the op that picked it, by shapes
-    assert "ends: dst rank 1 (pp0 tp0): rows 4-5 of" in text
-    assert "dst rank 2 (pp0 tp1): rows 0-1" in text and "WRONG" in text
+    assert "ends: vLLM pp0 tp0 (rank 1): rows 4-5 of" in text
+    assert "vLLM pp0 tp1 (rank 2): rows 0-1" in text and "WRONG" in text
     tiny.block.value = 0  # Q head 0: src rank 0 rows 0-1 -> dst rank 1 rows 0-1, right
-    assert "ends: dst rank 1 (pp0 tp0): rows 0-1 of" in tiny.journey.value
+    assert "ends: vLLM pp0 tp0 (rank 1): rows 0-1 of" in tiny.journey.value
     assert "right" in tiny.journey.value
 
 
@@ -524,8 +524,8 @@ def test_journey_words_evenly_spaced_rows_as_a_range(tiny_spec):
     ex.block.value = 1
     assert ex.block.label == "head 1"
     text = html.unescape(ex.journey.value)
-    assert f"ends: dst rank 2 (pp0 tp0): rows 1-7 step 2 (every other row) of {O_PROJ}" in text
-    assert "dst rank 3 (pp0 tp1): rows 0-7" in text and "WRONG" in text
+    assert f"ends: vLLM pp0 tp0 (rank 2): rows 1-7 step 2 (every other row) of {O_PROJ}" in text
+    assert "vLLM pp0 tp1 (rank 3): rows 0-7" in text and "WRONG" in text
 
 
 def test_busy_line_while_a_journey_is_followed(tiny_spec, monkeypatch):

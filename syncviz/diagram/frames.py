@@ -63,12 +63,13 @@ from syncviz.diagram.frame_cells import Fill, cell_ids, filled, spans
 from syncviz.diagram.panel import Panel
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, grid_map, map_raster, small_work
 from syncviz.idset import IdSet, cells_meeting
-from syncviz.journey import TraceStep, step_ids
+from syncviz.journey import TraceStep, blocks_words, step_ids
 from syncviz.provenance import RegionMap, map_of
 from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
     from syncviz.diagram.model import LayoutDiagram
+    from syncviz.oracle import ParamLayout
 
 READ = "#000000"  # outline of the trainer cells a step read (over white)
 WROTE = "#EE7733"  # outline of the vLLM cells its result lands in (Tol vibrant orange)
@@ -99,10 +100,15 @@ class Frame:
     wrote_titles: list[str] = field(default_factory=list)
     read_spans: list[str] = field(default_factory=list)
     wrote_spans: list[str] = field(default_factory=list)
+    param: ParamLayout | None = field(default=None, repr=False)  # names the step's blocks
 
     @property
     def text(self) -> str:
-        moved = ", ".join(self.step.blocks) if self.step.blocks else "not replayed on ids"
+        """``step k/n: <rank> <phase>: <op on shapes> (holds <blocks>)``."""
+        blocks = self.step.blocks
+        moved = "not replayed on ids"
+        if blocks:
+            moved = blocks_words(self.param, blocks) if self.param else ", ".join(blocks)
         return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
 
     def mark_read(self, p: Panel, cells: torch.Tensor | None) -> None:
@@ -170,12 +176,12 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
         )
     step = d.steps[number - 1]
 
-    def panels(tensors, refs, kind: str) -> list[Panel]:
+    def panels(tensors, kind: str) -> list[Panel]:
         out = []
-        for t, ref in zip(tensors or (), refs, strict=False):
+        for t in tensors or ():
             if t is None:
                 continue
-            title = f"rank {step.rank} {kind} #{ref.ref} {list(ref.shape)}"
+            title = f"{step.who} {kind}"  # its shape is the panel's (drawn beside it)
             out.append(
                 Panel(title, step.rank, "step", tuple(t.shape), _step_raster(t, d.table, cell))
             )
@@ -185,8 +191,9 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
         number,
         total,
         step,
-        panels(step.inputs, step.op.inputs, "reads"),
-        panels(step.outputs, step.op.outputs, "writes"),
+        panels(step.inputs, "reads"),
+        panels(step.outputs, "writes"),
+        param=d.table.param,
     )
     _mark(d, f)
     return f

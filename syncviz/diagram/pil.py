@@ -25,6 +25,7 @@ import numpy as np
 
 from syncviz.diagram.frames import READ, WROTE, Frame
 from syncviz.diagram.palette import FAMILY_COLORS, hex_rgb, raster_rgb
+from syncviz.diagram.panel import Panel
 from syncviz.diagram.raster import UNWRITTEN, Raster, small_work
 
 HEIGHT = 170  # px of the tallest raster in the strip
@@ -80,6 +81,11 @@ def _edge(m: np.ndarray, width: int) -> np.ndarray:
     return m & ~inner
 
 
+def _step_title(p: Panel, who: str) -> str:
+    """A step tensor's title in the strip: ``reads [16, 8]`` (the rank is in the step's words)."""
+    return f"{p.title.removeprefix(who)} {list(p.shape)}"
+
+
 def frame_png(frame: Frame | None, height: int = HEIGHT, panels: bool = True) -> bytes:
     """The step strip of ``frame`` (row two only with ``panels``); b"" for no frame."""
     if frame is None:
@@ -93,10 +99,11 @@ def _frame_png(frame: Frame, height: int, panels: bool) -> bytes:
 
     font = ImageFont.load_default(size=FONT_PX)
     gap, top = 14, FONT_PX + 8
-    # Row one: inputs -> outputs, titled "reads #1 [16, 8]".
-    row = [(p.title.split(" ", 2)[-1], _tile(p.actual, height)) for p in frame.inputs]
+    # Row one: inputs -> outputs, titled "reads [16, 8]" (the rank is in the step's words).
+    who = frame.step.who + " "
+    row = [(_step_title(p, who), _tile(p.actual, height)) for p in frame.inputs]
     row.append(("->", None))
-    row += [(p.title.split(" ", 2)[-1], _tile(p.actual, height)) for p in frame.outputs]
+    row += [(_step_title(p, who), _tile(p.actual, height)) for p in frame.outputs]
     rows = [row]
     if panels:
         big = [

@@ -25,7 +25,6 @@ import functools
 import gc
 import hashlib
 import html
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,7 +36,7 @@ import ipywidgets as w
 
 from syncviz.errors import SyncvizError
 from syncviz.families import FamilyInfo
-from syncviz.journey import TraceStep, block_journey, param_steps, step_count
+from syncviz.journey import TraceStep, block_journey, op_words, param_steps, step_count
 from syncviz.parallel import Parallel, validate
 from syncviz.presets import PRESETS, shipped_config, shipped_configs
 from syncviz.spec import ModelSpec
@@ -732,7 +731,7 @@ class Explorer(w.VBox):
             f"<div class='syncviz-journey'><b style='color:{color}'>{verdict}</b> "
             f"journey of <b>{html.escape(journey.label)}</b>"
             f"<pre style='font-size:11px;white-space:pre-wrap'>"
-            f"{html.escape(without_ids(journey.text()))}</pre>"
+            f"{html.escape(journey.text())}</pre>"
             "</div>"
         )
 
@@ -804,28 +803,10 @@ def _step_html(step: TraceStep | None, index: int, total: int) -> str:
         shown = ", ".join(step.blocks[:12]) + (" ..." if len(step.blocks) > 12 else "")
         carries = f"carries {shown or 'nothing of this parameter'}"
     return (
-        f"<div class='syncviz-step'><b>step {index}/{total}</b>: rank {step.rank}"
+        f"<div class='syncviz-step'><b>step {index}/{total}</b>: {esc(step.who)}"
         f" {esc(step.phase)} <b>{esc(step.op.op)}</b> {esc(step.shapes)}; {esc(carries)}"
-        f"<br><code>{esc(without_ids(step.op.summary()))}</code></div>"
+        f"<br><code>{esc(op_words(step.op))}</code></div>"
     )
-
-
-# The trace's tensor words (TensorRef.summary: ``#ref[shape] dtype``) and a tensor inside
-# an argument (``'#ref'``, e.g. an index tensor). The ref numbers the trace's tensors; the
-# dtype is that of the ids the run carries: neither means anything on the page.
-_TENSOR = re.compile(r"#\d+(\[[0-9, ]*\]) [a-z0-9_]+")
-_NESTED = re.compile(r"'#\d+'")
-
-
-def without_ids(text: str) -> str:
-    """An op's words as the page shows them: each tensor by its shape alone.
-
-    >>> without_ids("chunk(#7[8388608] float64, 2) -> #8[4194304] float64, #9[4194304] float64")
-    'chunk([8388608], 2) -> [4194304], [4194304]'
-    >>> without_ids("index_select(#3[8, 4] float64, 0, '#4')")
-    'index_select([8, 4], 0, a tensor)'
-    """
-    return _NESTED.sub("a tensor", _TENSOR.sub(r"\1", text))
 
 
 def _expert_key(result, key: str | None) -> str | None:

@@ -352,6 +352,24 @@ def test_cli_check_layout_and_render(tmp_path, capsys):
     assert out.stat().st_size > 0
 
 
+def test_render_with_the_faithful_port_says_why_nothing_was_written(tmp_path, capsys):
+    """render with the faithful port, which has no DeepSeek class: its one-line refusal per
+    trainer rank comes before the never-written regions it left."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(DEEPSEEK_CONFIG), encoding="utf-8")
+    out = tmp_path / "kv_b.png"
+    args = ["--config", str(config), "--src-tp", "2", "--dst-tp", "4", "--layers", "1"]
+    assert main(["render", *args, "--param", "kv_b_proj", "-o", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    refusals = [
+        n for n, line in enumerate(lines) if "Unsupported model DeepseekV3ForCausalLM" in line
+    ]
+    assert [lines[n].split(":")[0] for n in refusals] == ["flow", "flow"]  # trainer ranks 0, 1
+    first_region = next(n for n, line in enumerate(lines) if line.startswith("WRONG "))
+    assert max(refusals) < first_region
+    assert "holds nothing (never written)" in lines[first_region]
+
+
 def test_picture_labels_name_mla_head_parts():
     """The pictures' short labels: Q heads by nope/rope, kv_b heads by k_nope / V, the fused
     down projection's parts by name."""

@@ -80,6 +80,7 @@ def render_main(args: argparse.Namespace) -> int:
             f"render draws one layer, not {len(args.layers)}", fix="use e.g. --layers 0"
         )
     # torch and matplotlib load only once the input is known good: bad input fails fast.
+    from syncviz.check import findings_words
     from syncviz.diagram import layout_diagram, render, transfer_diagram
     from syncviz.diagram.experts import expert_diagram
     from syncviz.run.inprocess import run_sync
@@ -121,6 +122,10 @@ def render_main(args: argparse.Namespace) -> int:
     with atomic_output(output) as tmp:
         figure.save(tmp)
     say(output)
+    # A synchronizer that failed on a rank (a family the original has no class for, say)
+    # is said first, in check's words, before the regions its failure left unwritten.
+    for line in findings_words(result)[1]:
+        say(f"flow: {line}")
     for line in _words(diagram):
         say(line)
     return 0

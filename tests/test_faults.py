@@ -114,12 +114,21 @@ def _tagged(tag: str) -> list[int]:
 OUTLIVE_S = 5.0
 
 
-def _leftovers(tag: str, within: float = OUTLIVE_S) -> list[int]:
-    """Tagged processes still alive ``within`` seconds from now (call it once the command ended)."""
+def _leftovers(tag: str, within: float = OUTLIVE_S) -> list[str]:
+    """Tagged processes still alive ``within`` seconds from now (call it once the command
+    ended), each as "pid: command line" so a failure says what was left."""
     end = time.monotonic() + within
     while (alive := _tagged(tag)) and time.monotonic() < end:
         time.sleep(0.25)
-    return alive
+    return [f"{pid}: {_command(pid)}" for pid in alive]
+
+
+def _command(pid: int) -> str:
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "(gone)"
+    return b" ".join(words).decode(errors="replace").strip()[:200]
 
 
 class Run:

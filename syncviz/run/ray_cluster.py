@@ -55,7 +55,7 @@ _ONE_MACHINE_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _WATCH_VARIABLE = "SYNCVIZ_RAY_WATCH"  # marks the processes of one local cluster
 _WATCHDOG = Path(__file__).with_name("ray_watchdog.py")
 # How long closing a session waits for the watchdog to kill what Ray left behind.
-_WATCHDOG_WAIT_S = 15.0
+_WATCHDOG_WAIT_S = 30.0
 
 
 class Watchdog:
@@ -78,7 +78,7 @@ class Watchdog:
         self.mark = f"{_WATCH_VARIABLE}={uuid.uuid4().hex}"
         # Its own session: Ctrl-C at a terminal reaches the foreground group, not it.
         self.process = subprocess.Popen(
-            [sys.executable, "-I", str(_WATCHDOG), self.mark],
+            [sys.executable, "-I", str(_WATCHDOG), self.mark, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

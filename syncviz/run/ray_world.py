@@ -45,6 +45,7 @@ import contextlib
 import datetime
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -580,7 +581,12 @@ class RayWorld:
         if not dead:
             return
         self._failure = f"{dead[0]} died"
-        self.closed = True  # Ray cannot kill the actors any more; its own clean-up does
+        self.closed = True  # Ray cannot kill the actors any more: their processes are ended here
+        if self._is_local():
+            for pid in self.pids:
+                with contextlib.suppress(OSError):  # gone already
+                    os.kill(pid, signal.SIGKILL)
+            _wait_for_exit(self.pids, _SHUTDOWN_WAIT_S)
         raise RunFailed(
             f"Ray's {', '.join(dead)} died while the ranks tried to {what}",
             fix="see /tmp/ray/session_latest/logs (killed, out of memory, crash); "

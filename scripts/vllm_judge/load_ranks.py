@@ -4,10 +4,17 @@ Run with vLLM's virtualenv (never the package's); it imports vllm, torch, safete
 the standard library only (nothing of syncviz: it is the outside judge):
 
     /path/to/vllm-venv/bin/python scripts/vllm_judge/load_ranks.py \\
-        --checkpoint CKPT --tp 1 2 4 --out OUT
+        --checkpoint CKPT --tp 1 2 4 --out OUT [--dump DUMPS]
 
-(or ``--jobs JOBS.json``, a list of such checkpoint, TP sizes and output folder, judged
-in one process: importing vLLM and reading its registry take most of the time).
+(or ``--jobs JOBS.json``, a list of such checkpoint, TP sizes, output folder and optional
+dump folder, judged in one process: importing vLLM and reading its registry take most of
+the time).
+
+With a dump folder, each rank is also written as a user dumps a rank for ``syncviz
+diagnose``: this checkout's ``syncviz.dump.save_vllm_rank(model, DUMPS/tp{d}, tp_rank=r)``
+(the README's recipe, run on the model vLLM's loader filled), giving
+``DUMPS/tp{d}/tp{r}.safetensors`` and the note beside it. Only then is syncviz imported,
+after the judged files are saved: it writes, it does not judge.
 
 For each TP size d and each rank r < d it builds vLLM's model class for the checkpoint's
 architecture (``initialize_model``, as ``DefaultModelLoader.load_model`` does) while
@@ -185,8 +192,19 @@ def unsupported(checkpoint: Path) -> str:
     return f"vLLM has no model class for architecture {architecture}{since}"
 
 
-def judge(checkpoint: Path, sizes: list[int], out: Path) -> dict:
-    """Load ``checkpoint`` on every rank of each TP size in ``sizes``; save into ``out``."""
+def save_dump(model, folder: Path, rank: int) -> None:
+    """The rank as ``syncviz diagnose --dump`` reads it, written by this checkout's syncviz."""
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from syncviz.dump import save_vllm_rank
+
+    save_vllm_rank(model, folder, tp_rank=rank)
+
+
+def judge(checkpoint: Path, sizes: list[int], out: Path, dump: Path | None = None) -> dict:
+    """Load ``checkpoint`` on every rank of each TP size in ``sizes``; save into ``out`` (and,
+    with ``dump``, each rank as a diagnose dump into ``dump/tp{size}``)."""
     import torch
     import vllm
     from safetensors.torch import save_file
@@ -200,9 +218,12 @@ def judge(checkpoint: Path, sizes: list[int], out: Path) -> dict:
             folder = out / f"tp{size}"
             folder.mkdir(parents=True, exist_ok=True)
             for rank in range(size):
-                tensors, buffers = rank_tensors(load_rank(config, rank, size))
+                model = load_rank(config, rank, size)
+                tensors, buffers = rank_tensors(model)
                 meta = {"buffers": json.dumps(buffers)}
                 save_file(tensors, str(folder / f"rank{rank}.safetensors"), metadata=meta)
+                if dump is not None:
+                    save_dump(model, dump / f"tp{size}", rank)
             result = "ok"
         except Exception as exc:  # reported per size; the caller decides what it means
             traceback.print_exc()
@@ -223,20 +244,24 @@ def main() -> int:
     parser.add_argument("--tp", type=int, nargs="+", help="TP sizes (with --checkpoint)")
     parser.add_argument("--out", type=Path, help="output folder (with --checkpoint)")
     parser.add_argument(
+        "--dump", type=Path, help="also dump each rank for syncviz diagnose here (optional)"
+    )
+    parser.add_argument(
         "--jobs",
         type=Path,
-        help='instead: a JSON list of {"checkpoint": ..., "tp": [...], "out": ...}, '
-        "all judged in this one process (vLLM is imported once)",
+        help='instead: a JSON list of {"checkpoint": ..., "tp": [...], "out": ...} (and '
+        'optionally "dump": ...), all judged in this one process (vLLM is imported once)',
     )
     args = parser.parse_args()
     if args.jobs:
         jobs = json.loads(args.jobs.read_text(encoding="utf-8"))
     elif args.checkpoint and args.tp and args.out:
-        jobs = [{"checkpoint": args.checkpoint, "tp": args.tp, "out": args.out}]
+        jobs = [{"checkpoint": args.checkpoint, "tp": args.tp, "out": args.out, "dump": args.dump}]
     else:
         parser.error("give --jobs, or --checkpoint with --tp and --out")
     for job in jobs:
-        judge(Path(job["checkpoint"]), [int(d) for d in job["tp"]], Path(job["out"]))
+        dump = Path(job["dump"]) if job.get("dump") else None
+        judge(Path(job["checkpoint"]), [int(d) for d in job["tp"]], Path(job["out"]), dump)
     return 0
 
 

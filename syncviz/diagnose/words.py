@@ -194,7 +194,7 @@ def _tensor_check(diagnosis: Diagnosis, param: ParamLayout, dec: Decoded) -> Ten
         file = opened.path.name if opened is not None else rank_file(dec.pp, dec.tp, pp_size)
         return TensorCheck(world, dec.tp, "missing", problems=[f"{where}: missing from {file}"])
     if dec.status == "shape":
-        text = f"{where}: shape {list(dec.dump_shape or ())}, expected {list(dec.shape)}"
+        text = _shape_words(param, dec, where)
         return TensorCheck(world, dec.tp, "wrong", math.prod(dec.shape), problems=[text])
     if dec.status == "uncheckable":
         return TensorCheck(world, dec.tp, "uncheckable", problems=[_uncheckable(dec, where)])
@@ -204,6 +204,19 @@ def _tensor_check(diagnosis: Diagnosis, param: ParamLayout, dec: Decoded) -> Ten
     check = TensorCheck(world, dec.tp, "wrong", int(bad.sum()) * dec.length, writes=1)
     check.problems = _runs(diagnosis, param, dec, bad, where)
     return check
+
+
+def _shape_words(param: ParamLayout, dec: Decoded, where: str) -> str:
+    """A rank's tensor of another shape than its part, in one line; the whole tensor's shape
+    on a rank that holds a part is said to be that (a sync that sent it unsharded), with the
+    part the rank is due."""
+    got, wanted = list(dec.dump_shape or ()), list(dec.shape)
+    if tuple(got) != param.global_shape:
+        return f"{where}: shape {got}, expected {wanted}"
+    own = _shorten(
+        describe(param, _index(dec, dec.expected, 0, len(dec.expected), param.global_shape))
+    )
+    return f"{where}: shape {got}, the whole tensor's (unsharded), expected {wanted}: {own}"
 
 
 def _uncheckable(dec: Decoded, where: str) -> str:

@@ -340,7 +340,11 @@ def new_model_notebook() -> nbformat.NotebookNode:
 
             spec = ModelSpec.from_hf_config(CONFIGS_DIR / "gqa-custom.json")
             assert spec == shipped_config("gqa-custom")
-            spec
+            print(
+                f"{spec.name} ({spec.family}): {spec.num_attention_heads} query heads in "
+                f"{spec.num_query_groups} K/V groups, head_dim {spec.head_dim}, "
+                f"hidden {spec.hidden_size}, {spec.num_layers} layers"
+            )
             """),
             _md("""
             ## The original synchronizer: red

@@ -7,20 +7,17 @@ each expert's gate/up interleaved on vLLM; vLLM's ``attn.`` and ``embedding`` na
 'decoder.layers.{i}.mlp.experts.linear_fc2.bias{j}'
 """
 
-from syncviz.families.names import HF_LAYER, MCORE_LAYER, MCORE_MOE
+from syncviz.families.names import HF_DENSE, HF_LAYER, MCORE_GROUPED_MOE, MCORE_LAYER, without
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
 _SRC = {
-    **MCORE_MOE,
-    "qkv_bias": MCORE_LAYER + "self_attention.linear_qkv.bias",
+    **MCORE_GROUPED_MOE,
     "o_proj_bias": MCORE_LAYER + "self_attention.linear_proj.bias",
     # Megatron-Core's learnable softmax offset is the attention sink, one per head.
     "sinks": MCORE_LAYER + "self_attention.core_attention.softmax_offset",
     "router_bias": MCORE_LAYER + "mlp.router.bias",
-    # TEGroupedMLP with biases: one weight and one bias per local expert.
-    "experts_w13": MCORE_LAYER + "mlp.experts.linear_fc1.weight{j}",
+    # TEGroupedMLP with biases: one bias per local expert beside its weight.
     "experts_w13_bias": MCORE_LAYER + "mlp.experts.linear_fc1.bias{j}",
-    "experts_w2": MCORE_LAYER + "mlp.experts.linear_fc2.weight{j}",
     "experts_w2_bias": MCORE_LAYER + "mlp.experts.linear_fc2.bias{j}",
 }
 
@@ -50,14 +47,7 @@ _DST = {
 # The checkpoint keeps each layer's experts as fused 3-D tensors (gate_up_proj [E, H, 2I]
 # with gate/up interleaved columns, down_proj [E, I, H]); see FamilyInfo.hf_fused_experts.
 _HF = {
-    "embed": ("model.embed_tokens.weight",),
-    "final_norm": ("model.norm.weight",),
-    "lm_head": ("lm_head.weight",),
-    "input_norm": (HF_LAYER + "input_layernorm.weight",),
-    "post_attention_norm": (HF_LAYER + "post_attention_layernorm.weight",),
-    "qkv": tuple(HF_LAYER + f"self_attn.{p}_proj.weight" for p in "qkv"),
-    "qkv_bias": tuple(HF_LAYER + f"self_attn.{p}_proj.bias" for p in "qkv"),
-    "o_proj": (HF_LAYER + "self_attn.o_proj.weight",),
+    **without(HF_DENSE, "gate_up", "down"),
     "o_proj_bias": (HF_LAYER + "self_attn.o_proj.bias",),
     "sinks": (HF_LAYER + "self_attn.sinks",),
     "router": (HF_LAYER + "mlp.router.weight",),

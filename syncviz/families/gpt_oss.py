@@ -7,7 +7,16 @@ each expert's gate/up interleaved on vLLM; vLLM's ``attn.`` and ``embedding`` na
 'decoder.layers.{i}.mlp.experts.linear_fc2.bias{j}'
 """
 
-from syncviz.families.names import HF_DENSE, HF_LAYER, MCORE_GROUPED_MOE, MCORE_LAYER, without
+from syncviz.families.names import (
+    HF_DENSE,
+    HF_LAYER,
+    MCORE_GROUPED_MOE,
+    MCORE_LAYER,
+    VLLM_DENSE,
+    VLLM_LAYER,
+    VLLM_ROUTED,
+    without,
+)
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
 _SRC = {
@@ -21,27 +30,22 @@ _SRC = {
     "experts_w2_bias": MCORE_LAYER + "mlp.experts.linear_fc2.bias{j}",
 }
 
-_L = "model.model.layers.{i}."
-# GptOssForCausalLM's own names (vLLM renames HF's self_attn. to attn., embed_tokens to
-# embedding); experts in the ChatLearn-era spelling, as for every family (diagnose also
-# reads current vLLM's mlp.experts.routed_experts.).
+# GptOssForCausalLM's own names where they differ from vLLM's usual ones (it renames HF's
+# self_attn. to attn., embed_tokens to embedding); experts in the ChatLearn-era spelling, as
+# for every family (diagnose also reads current vLLM's mlp.experts.routed_experts.).
 _DST = {
+    **without(VLLM_DENSE, "gate_up", "down"),
+    **VLLM_ROUTED,
     "embed": "model.model.embedding.weight",
-    "final_norm": "model.model.norm.weight",
-    "lm_head": "model.lm_head.weight",
-    "input_norm": _L + "input_layernorm.weight",
-    "qkv": _L + "attn.qkv_proj.weight",
-    "qkv_bias": _L + "attn.qkv_proj.bias",
-    "o_proj": _L + "attn.o_proj.weight",
-    "o_proj_bias": _L + "attn.o_proj.bias",
-    "sinks": _L + "attn.sinks",
-    "post_attention_norm": _L + "post_attention_layernorm.weight",
-    "router": _L + "mlp.router.weight",
-    "router_bias": _L + "mlp.router.bias",
-    "experts_w13": _L + "mlp.experts.w13_weight",
-    "experts_w13_bias": _L + "mlp.experts.w13_bias",
-    "experts_w2": _L + "mlp.experts.w2_weight",
-    "experts_w2_bias": _L + "mlp.experts.w2_bias",
+    "qkv": VLLM_LAYER + "attn.qkv_proj.weight",
+    "qkv_bias": VLLM_LAYER + "attn.qkv_proj.bias",
+    "o_proj": VLLM_LAYER + "attn.o_proj.weight",
+    "o_proj_bias": VLLM_LAYER + "attn.o_proj.bias",
+    "sinks": VLLM_LAYER + "attn.sinks",
+    "router": VLLM_LAYER + "mlp.router.weight",
+    "router_bias": VLLM_LAYER + "mlp.router.bias",
+    "experts_w13_bias": VLLM_LAYER + "mlp.experts.w13_bias",
+    "experts_w2_bias": VLLM_LAYER + "mlp.experts.w2_bias",
 }
 
 # The checkpoint keeps each layer's experts as fused 3-D tensors (gate_up_proj [E, H, 2I]

@@ -12,11 +12,8 @@ loading (empty in the dump, or named in the rank's note) are not checkable,
 and so is the one back-end transform recognised from the decoded provenance:
 every expert's w13 halves exchanged on a rank.
 
->>> import tempfile
->>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
->>> spec, ref, dump = tiny_spec("mixtral"), tempfile.mkdtemp(), tempfile.mkdtemp()
->>> _ = write_checkpoint(spec, ref)
->>> write_dumps(spec, ref, dump, tp=2, bugs={"router": "noise"})
+>>> from syncviz.diagnose.fixtures import planted
+>>> ref, dump = planted("mixtral", tp=2, bugs={"router": "noise"})
 >>> diagnosis = run_diagnosis(ref, dump, 2)
 >>> [(d.tp, d.status) for per_rank in diagnosis.decoded for d in per_rank if d.status != "ok"]
 [(1, 'wrong')]

@@ -28,10 +28,8 @@ above; and two different segments share a fingerprint with odds of about 2**-48
 (one-bit changes: never).
 
 >>> import tempfile
->>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
->>> spec, ref, dump = tiny_spec("llama-mcore"), tempfile.mkdtemp(), tempfile.mkdtemp()
->>> _ = write_checkpoint(spec, ref)
->>> write_dumps(spec, ref, dump, tp=4, bugs={"qkv": "shard0"})
+>>> from syncviz.diagnose.fixtures import planted
+>>> ref, dump = planted("llama-mcore", tp=4, bugs={"qkv": "shard0"})
 >>> prints = fingerprint_dumps(dump, tempfile.mkdtemp(), tp=4)
 >>> from syncviz.diagnose import diagnose  # it reads either kind of rank file
 >>> report = diagnose(ref, prints, dst_tp=4)

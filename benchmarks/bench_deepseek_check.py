@@ -22,71 +22,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-# (label, preset, src tp, src ep, dst tp)
+from benchmarks.bench_exact import run_case
+
+# bench_exact's cases (label, preset, src tp, src ep, dst tp, then how), timed by its child
+# process; every one the corrected synchronizer, exact sizes, the whole model.
+_HOW = ("corrected", "exact", "all")
 CASES = [
-    ("llama3-70b exact", "llama3-70b", 8, 1, 16),
-    ("deepseek-v3 exact", "deepseek-v3", 2, 8, 8),
+    ("llama3-70b exact", "llama3-70b", 8, 1, 16, *_HOW),
+    ("deepseek-v3 exact", "deepseek-v3", 2, 8, 8, *_HOW),
 ]
-HEAVY = ("deepseek-v3 exact, trainer tp 8 ep 8", "deepseek-v3", 8, 8, 8)
+HEAVY = ("deepseek-v3 exact, trainer tp 8 ep 8", "deepseek-v3", 8, 8, 8, *_HOW)
 TARGET_S, TARGET_GIB = 60.0, 2.0
-
-
-def _child(name: str, s: str, ep: str, d: str) -> None:
-    """One case in this process: print wall time, peak RSS and the verdict as JSON."""
-    start, cpu = time.perf_counter(), time.process_time()
-    from syncviz import Parallel, preset
-    from syncviz.check import check
-    from syncviz.run.inprocess import run_sync
-
-    src, dst = Parallel(tp=int(s), ep=int(ep)), Parallel(tp=int(d))
-    result = run_sync(
-        preset(name), src, dst, synchronizer="corrected", layers=None, provenance="symbolic"
-    )
-    synced = time.perf_counter() - start
-    report = check(result, "corrected")
-    wall = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    print(
-        json.dumps(
-            {
-                "wall_s": wall,
-                "cpu_s": time.process_time() - cpu,
-                "sync_s": synced,
-                "rss_gib": rss,
-                "ok": report.ok,
-                "params": len(result.plan.layout),
-                "counts": report.counts(),
-            }
-        )
-    )
-
-
-def run_case(case: tuple) -> dict:
-    _, name, s, ep, d = case
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", name, str(s), str(ep), str(d)],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[1],
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--heavy", action="store_true", help="add trainer tp 8 ep 8")
-    parser.add_argument("--child", nargs=4, metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        _child(*args.child)
-        return 0
     import syncviz
 
     print(f"syncviz from {Path(syncviz.__file__).parent}")

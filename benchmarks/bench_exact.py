@@ -49,8 +49,9 @@ def case_argv(case) -> list[str]:
 
 
 def _child(name: str, s: str, ep: str, d: str, sync: str, sizes: str, layers: str) -> None:
-    """One case in this process: print wall time, peak RSS and the verdict as JSON."""
-    start = time.perf_counter()
+    """One case in this process: print wall, CPU and sync time, peak RSS and the verdict
+    as JSON."""
+    start, cpu = time.perf_counter(), time.process_time()
     from syncviz import Parallel, preset
     from syncviz.check import check
     from syncviz.run.inprocess import run_sync
@@ -67,6 +68,7 @@ def _child(name: str, s: str, ep: str, d: str, sync: str, sizes: str, layers: st
         layers=None if layers == "all" else [int(x) for x in layers.split(",")],
         provenance="materialized" if sizes == "scaled" else "symbolic",
     )
+    synced = time.perf_counter() - start
     report = check(result, sync)
     wall = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
@@ -75,8 +77,11 @@ def _child(name: str, s: str, ep: str, d: str, sync: str, sizes: str, layers: st
         json.dumps(
             {
                 "wall_s": wall,
+                "cpu_s": time.process_time() - cpu,
+                "sync_s": synced,
                 "rss_gib": rss,
                 "ok": report.ok,
+                "params": len(result.plan.layout),
                 "counts": report.counts(),
                 "first_problem": (wrong[0].lines() or [""])[0].strip()[:160] if wrong else "",
             }

@@ -53,3 +53,13 @@ class RunFailed(SyncvizError):
     """
 
     exit_code = 3
+
+
+def shown(value: object) -> str:
+    """``repr`` cut to a readable length for a one-line message.
+
+    >>> shown("x" * 100)[-5:], len(shown("x" * 100)), shown(3)
+    ('xx...', 60, '3')
+    """
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from syncviz.errors import SyncvizError
+from syncviz.errors import SyncvizError, shown
 from syncviz.families import FamilyInfo, record, registry
 from syncviz.oracle.blocks import GLOBAL_KINDS, KINDS
 from syncviz.oracle.layout import layer_kinds
@@ -199,17 +199,12 @@ def _fields_of(cls: type, data: Mapping[str, Any], where: str) -> dict[str, Any]
 def _error(origin: str, bad: _Bad) -> SyncvizError:
     """The one-line error for ``bad`` in the file (or record) ``origin``."""
     if bad.message:
-        shown = "" if bad.value is None else f" (= {_short(bad.value)})"
-        return SyncvizError(f"{origin}: {bad.message}{shown}", fix=bad.fix)
+        said = "" if bad.value is None else f" (= {shown(bad.value)})"
+        return SyncvizError(f"{origin}: {bad.message}{said}", fix=bad.fix)
     return SyncvizError(
-        f"{origin}: field {bad.where!r} is {_short(bad.value)}",
+        f"{origin}: field {bad.where!r} is {shown(bad.value)}",
         fix=f"make it {bad.expected} (see {EXAMPLE})",
     )
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ------------------------------------------------------------------ reading a file
@@ -290,7 +285,7 @@ def _from_python(file: Path, origin: str) -> FamilyInfo:
         ) from None
     info = getattr(module, "FAMILY", None)
     if not isinstance(info, FamilyInfo):
-        what = "defines no FAMILY" if info is None else f"has FAMILY = {_short(info)}"
+        what = "defines no FAMILY" if info is None else f"has FAMILY = {shown(info)}"
         raise SyncvizError(
             f"{origin} {what}",
             fix=f"end it with FAMILY = FamilyInfo(...), as {EXAMPLE} does",
@@ -349,7 +344,7 @@ def _check_facts(info: FamilyInfo, origin: str) -> None:
                 )
             if not names or (not isinstance(names, str) and not all(names)):
                 raise SyncvizError(
-                    f"{origin}: {table}[{kind!r}] is {_short(names)}: a kind with no names",
+                    f"{origin}: {table}[{kind!r}] is {shown(names)}: a kind with no names",
                     fix=f"give the name of {kind} ('{{i}}' for the layer), or leave the kind out",
                 )
     if not info.presets and not info.tiny:

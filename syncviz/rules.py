@@ -210,13 +210,7 @@ def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
 def _src_ep_rules(spec: ModelSpec, hep: bool) -> list[Rule]:
     experts = spec.num_experts
     if not spec.is_moe:
-        return [
-            Rule(
-                ("src.ep",),
-                lambda a, b: a.ep == 1,
-                lambda a, b: f"src ep ({a.ep}) must be 1 for a dense model (num_experts is 0)",
-            )
-        ]
+        return [_dense_ep_rule("src")]
     if hep:
         return [
             Rule(
@@ -243,13 +237,7 @@ def _dst_ep_rules(spec: ModelSpec) -> list[Rule]:
     EP group of tp x dp ranks (vLLM; one replica here, so ep is 1 or tp)."""
     experts = spec.num_experts
     if not spec.is_moe:
-        return [
-            Rule(
-                ("dst.ep",),
-                lambda a, b: b.ep == 1,
-                lambda a, b: f"dst ep ({b.ep}) must be 1 for a dense model (num_experts is 0)",
-            )
-        ]
+        return [_dense_ep_rule("dst")]
     return [
         Rule(
             ("dst.ep",),
@@ -285,6 +273,16 @@ def _dp_attention_rules() -> list[Rule]:
             lambda a, b: f"dst dp_attention ({b.dp_attention}) must divide dst tp ({b.tp})",
         ),
     ]
+
+
+def _dense_ep_rule(side: Side) -> Rule:
+    """A dense model has no experts to spread: ``side``'s ep must be 1."""
+    of = _side_of(side)
+    return Rule(
+        (f"{side}.ep",),
+        lambda a, b: of(a, b).ep == 1,
+        lambda a, b: f"{side} ep ({of(a, b).ep}) must be 1 for a dense model (num_experts is 0)",
+    )
 
 
 def _pp_rule(spec: ModelSpec, side: Side) -> Rule:

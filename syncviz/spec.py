@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncviz.constants import MEGATRON_VOCAB_DIVISOR, VLLM_VOCAB_PADDING
-from syncviz.errors import SyncvizError
+from syncviz.errors import SyncvizError, shown
 from syncviz.families import (
     ARCHITECTURE_FAMILY,
     FAMILY,
@@ -529,7 +529,7 @@ def _architecture(config: Mapping[str, Any], where: str) -> str:
         isinstance(names, list) and all(isinstance(n, str) for n in names)
     ):
         raise SyncvizError(
-            f"architectures ({_shown(names)}) in {where} must be a list of class names",
+            f"architectures ({shown(names)}) in {where} must be a list of class names",
             fix='use e.g. "architectures": ["LlamaForCausalLM"]',
         )
     if names:
@@ -537,14 +537,14 @@ def _architecture(config: Mapping[str, Any], where: str) -> str:
             if arch in HF_ARCHITECTURES:
                 return arch
         raise SyncvizError(
-            f"architecture {_shown(', '.join(names))[1:-1]} in {where} is not supported",
+            f"architecture {shown(', '.join(names))[1:-1]} in {where} is not supported",
             fix=f"use a config of one of {supported}, or declare the model's family in one"
             " file (--family PATH; see the README, 'Your own model')",
         )
     model_type = config.get("model_type")
     if model_type is not None and not isinstance(model_type, str):
         raise SyncvizError(
-            f"model_type ({_shown(model_type)}) in {where} must be a string",
+            f"model_type ({shown(model_type)}) in {where} must be a string",
             fix='use e.g. "model_type": "llama", or add an "architectures" list',
         )
     if model_type in _HF_MODEL_TYPES:
@@ -553,12 +553,6 @@ def _architecture(config: Mapping[str, Any], where: str) -> str:
         f"{where} has no 'architectures' list (and model_type {model_type!r} is not known)",
         fix=f'add "architectures": ["<one of {supported}>"]',
     )
-
-
-def _shown(value: object) -> str:
-    """``repr`` cut to a readable length for a one-line message."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _positive_int(
@@ -572,9 +566,25 @@ def _positive_int(
             f"{where} has no {key!r}",
             fix=f'add "{key}": <positive integer> from the model\'s config.json',
         )
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    return _count(value, key, where, least=1)
+
+
+def _count(value: Any, key: str, where: str, *, least: int) -> int:
+    """``value`` (``config[key]``) as a JSON integer of at least ``least`` (1 or 0), within
+    :data:`CONFIG_BOUNDS`.
+
+    >>> _count(3, "num_experts", "config", least=0)
+    3
+    >>> _count(True, "num_experts", "config", least=1)
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: num_experts (True) in config must be a positive integer: \
+set num_experts to the value in the model's config.json
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        what = "a positive integer" if least == 1 else f"a whole number >= {least}"
         raise SyncvizError(
-            f"{key} ({_shown(value)}) in {where} must be a positive integer",
+            f"{key} ({shown(value)}) in {where} must be {what}",
             fix=f"set {key} to the value in the model's config.json",
         )
     bound = CONFIG_BOUNDS.get(key)
@@ -593,7 +603,7 @@ def _flag(config: Mapping[str, Any], key: str, where: str, default: bool) -> boo
         return default
     if not isinstance(value, bool):
         raise SyncvizError(
-            f"{key} ({_shown(value)}) in {where} must be a JSON boolean",
+            f"{key} ({shown(value)}) in {where} must be a JSON boolean",
             fix=f'write "{key}": true or "{key}": false, without quotes',
         )
     return value
@@ -661,7 +671,7 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
     mtp = config.get(info.mtp_key) if info.mtp_key else None
     if mtp:
         notes += (
-            f"{where} has {info.mtp_key} {_shown(mtp)}: the multi-token-prediction layer(s)"
+            f"{where} has {info.mtp_key} {shown(mtp)}: the multi-token-prediction layer(s)"
             " after the last layer are left out of the layout",
         )
     return ModelSpec(
@@ -672,20 +682,7 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
 def _whole(config: Mapping[str, Any], key: str, where: str) -> int:
     """A count that may be 0 or absent (null reads as 0)."""
     value = config.get(key)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SyncvizError(
-            f"{key} ({_shown(value)}) in {where} must be a whole number >= 0",
-            fix=f"set {key} to the value in the model's config.json",
-        )
-    bound = CONFIG_BOUNDS.get(key)
-    if bound is not None and value > bound:
-        raise SyncvizError(
-            f"{key} ({value}) in {where} is above the bound of {bound} syncviz accepts",
-            fix=f"check the value; real models stay below {bound}",
-        )
-    return value
+    return 0 if value is None else _count(value, key, where, least=0)
 
 
 def _stack_and_mla_sizes(
@@ -753,7 +750,7 @@ def _refuse_unread_keys(
             who = f"it is read by {owner}, which syncviz does not model yet"
             fix = f"use that model's own config; syncviz cannot lay it out as {info.name}"
         raise SyncvizError(
-            f"{key} ({_shown(value)}) in {where} changes the layout ({what}) but family"
+            f"{key} ({shown(value)}) in {where} changes the layout ({what}) but family"
             f" {info.name} does not read it; {who}",
             fix=fix,
         )
@@ -788,7 +785,7 @@ def _require_all_layers_moe(config: Mapping[str, Any], where: str) -> None:
     dense_layers = config.get("mlp_only_layers") or []
     if isinstance(step, bool) or not isinstance(step, int):
         raise SyncvizError(
-            f"decoder_sparse_step ({_shown(step)}) in {where} must be an integer",
+            f"decoder_sparse_step ({shown(step)}) in {where} must be an integer",
             fix='use "decoder_sparse_step": 1',
         )
     if step != 1 or dense_layers:

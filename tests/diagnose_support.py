@@ -6,7 +6,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from syncviz.diagnose.fixtures import vllm_name
+from syncviz.diagnose import diagnose
+from syncviz.diagnose.fixtures import tiny_spec, vllm_name, write_checkpoint, write_dumps
 from syncviz.diagnose.reference import Reference
 from syncviz.parallel import Parallel
 from syncviz.run.inprocess import run_sync
@@ -35,3 +36,26 @@ def dumps_from_corrected(
     for tp, tensors in files.items():
         save_file(tensors, str(out / f"tp{tp}.safetensors"))  # type: ignore[arg-type]
     return files
+
+
+def tiny_checkpoints(tmp_path_factory, families) -> dict[str, Path]:
+    """One random bf16 checkpoint of each family's tiny spec, by family."""
+    out = {}
+    for family in families:
+        folder = tmp_path_factory.mktemp(family)
+        write_checkpoint(tiny_spec(family), folder)
+        out[family] = folder
+    return out
+
+
+def diagnose_dumps(checkpoints, tmp_path, family, tp, **kwargs):
+    """The report on dumps cut from ``family``'s checkpoint at ``tp`` (``kwargs``, such as
+    ``bugs``, go to ``write_dumps``)."""
+    dump = tmp_path / "dump"
+    write_dumps(tiny_spec(family), checkpoints[family], dump, tp=tp, **kwargs)
+    return diagnose(checkpoints[family], dump, tp)
+
+
+def bad(report) -> dict[str, list[str]]:
+    """Each wrong parameter's lines, stripped, by parameter."""
+    return {p.key: [line.strip() for line in p.lines()] for p in report.bad()}

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from syncviz.diagnose import diagnose
-from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+from syncviz.diagnose.fixtures import tiny_spec, write_dumps
 from syncviz.diagram import layout_diagram
 from syncviz.diagram.experts import expert_diagram
+from tests.diagnose_support import bad, diagnose_dumps, tiny_checkpoints
 
 L0 = "model.model.layers.0."
 
@@ -16,22 +17,7 @@ L0 = "model.model.layers.0."
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """One random bf16 checkpoint per family."""
-    out = {}
-    for family in ("llama-mcore", "qwen2", "qwen2-moe", "mixtral"):
-        folder = tmp_path_factory.mktemp(family)
-        write_checkpoint(tiny_spec(family), folder)
-        out[family] = folder
-    return out
-
-
-def run(checkpoints, tmp_path, family, tp, **kwargs):
-    dump = tmp_path / "dump"
-    write_dumps(tiny_spec(family), checkpoints[family], dump, tp=tp, **kwargs)
-    return diagnose(checkpoints[family], dump, tp)
-
-
-def bad(report) -> dict[str, list[str]]:
-    return {p.key: [line.strip() for line in p.lines()] for p in report.bad()}
+    return tiny_checkpoints(tmp_path_factory, ("llama-mcore", "qwen2", "qwen2-moe", "mixtral"))
 
 
 @pytest.mark.parametrize(
@@ -47,7 +33,7 @@ def bad(report) -> dict[str, list[str]]:
 )
 def test_correct_dump_is_ok(checkpoints, tmp_path, family, tp):
     """A dump cut by the layout rules is OK on every tensor, vocab padding rows included."""
-    report = run(checkpoints, tmp_path, family, tp)
+    report = diagnose_dumps(checkpoints, tmp_path, family, tp)
     assert report.ok, report.text()
     assert set(report.counts()) == {"ok"}
 
@@ -55,7 +41,7 @@ def test_correct_dump_is_ok(checkpoints, tmp_path, family, tp):
 def test_shard0_on_every_rank_llama_gqa(checkpoints, tmp_path):
     """A loader defaulting tp_rank to 0 for qkv and gate_up: every other rank holds tp 0's rows;
     with d > kv heads the replicated K/V rows of tp 1 are still right."""
-    report = run(
+    report = diagnose_dumps(
         checkpoints, tmp_path, "llama-mcore", 4, bugs={"qkv": "shard0", "gate_up": "shard0"}
     )
     found = bad(report)
@@ -77,7 +63,9 @@ def test_shard0_on_every_rank_llama_gqa(checkpoints, tmp_path):
 
 def test_k_and_v_swapped_weight_and_bias_qwen2(checkpoints, tmp_path):
     """K and V exchanged in qkv_proj weight and bias: the rows and elements are named."""
-    report = run(checkpoints, tmp_path, "qwen2", 2, bugs={"qkv": "swap_kv", "qkv_bias": "swap_kv"})
+    report = diagnose_dumps(
+        checkpoints, tmp_path, "qwen2", 2, bugs={"qkv": "swap_kv", "qkv_bias": "swap_kv"}
+    )
     found = bad(report)
     assert found[L0 + "self_attn.qkv_proj.weight"][1] == (
         "tp 1, rows 8-15: holds rows 0-3: V head 1; rows 4-7: K head 1,"
@@ -92,7 +80,7 @@ def test_k_and_v_swapped_weight_and_bias_qwen2(checkpoints, tmp_path):
 
 def test_qkv_bias_shard0_with_replicated_kv_qwen2(checkpoints, tmp_path):
     """Qwen2 at d=4 > 2 kv heads: the bias of tp 0 on every rank; tp 1's replicated K/V agree."""
-    found = bad(run(checkpoints, tmp_path, "qwen2", 4, bugs={"qkv_bias": "shard0"}))
+    found = bad(diagnose_dumps(checkpoints, tmp_path, "qwen2", 4, bugs={"qkv_bias": "shard0"}))
     lines = found[L0 + "self_attn.qkv_proj.bias"]
     assert lines[0] == "tp 1, elements 0-3: holds tp 0's Q head 0, expected Q head 1"
     assert lines[1].startswith("tp 2, elements 0-11: holds tp 0's")
@@ -100,7 +88,7 @@ def test_qkv_bias_shard0_with_replicated_kv_qwen2(checkpoints, tmp_path):
 
 def test_o_proj_split_by_rows(checkpoints, tmp_path):
     """A row-parallel weight cut by rows: every rank wrong; tp 0's row 0 happens to be right."""
-    report = run(checkpoints, tmp_path, "llama-mcore", 4, bugs={"o_proj": "rows"})
+    report = diagnose_dumps(checkpoints, tmp_path, "llama-mcore", 4, bugs={"o_proj": "rows"})
     lines = bad(report)[L0 + "self_attn.o_proj.weight"]
     assert lines[0].startswith("tp 0, rows 1-15: holds ")
     assert {line.split(",")[0] for line in lines} == {"tp 0", "tp 1", "tp 2", "tp 3"}
@@ -110,7 +98,7 @@ def test_o_proj_split_by_rows(checkpoints, tmp_path):
 @pytest.mark.parametrize("family", ["mixtral", "qwen2-moe"])
 def test_two_experts_exchanged_on_one_rank(checkpoints, tmp_path, family):
     """Experts 0 and 1 exchanged on tp 1 (w13 and w2): found there only, by expert."""
-    report = run(
+    report = diagnose_dumps(
         checkpoints,
         tmp_path,
         family,
@@ -133,7 +121,9 @@ def test_two_experts_exchanged_on_one_rank(checkpoints, tmp_path, family):
 
 def test_shared_expert_and_gate_qwen2_moe(checkpoints, tmp_path):
     """Qwen2-MoE: tp 0's shared-expert gate_up on tp 1 is found; the shared-expert gate stays OK."""
-    report = run(checkpoints, tmp_path, "qwen2-moe", 2, bugs={"shared_gate_up": "shard0"})
+    report = diagnose_dumps(
+        checkpoints, tmp_path, "qwen2-moe", 2, bugs={"shared_gate_up": "shard0"}
+    )
     found = bad(report)
     assert list(found) == [L0 + "mlp.shared_expert.gate_up_proj.weight"]
     assert found[L0 + "mlp.shared_expert.gate_up_proj.weight"][0].startswith(
@@ -145,7 +135,7 @@ def test_shared_expert_and_gate_qwen2_moe(checkpoints, tmp_path):
 
 def test_lm_head_of_tp1_holds_tp0_shard(checkpoints, tmp_path):
     """lm_head of tp 1 holding tp 0's vocab rows."""
-    found = bad(run(checkpoints, tmp_path, "mixtral", 2, bugs={"lm_head": "tp0"}))
+    found = bad(diagnose_dumps(checkpoints, tmp_path, "mixtral", 2, bugs={"lm_head": "tp0"}))
     assert found == {
         "model.lm_head.weight": [
             "tp 1, rows 0-31: holds tp 0's vocab rows 0-31, expected vocab rows 32-63"
@@ -155,7 +145,7 @@ def test_lm_head_of_tp1_holds_tp0_shard(checkpoints, tmp_path):
 
 def test_missing_tensor_is_named_by_rank(checkpoints, tmp_path):
     """A tensor absent from one rank's file is MISSING there, by name and rank."""
-    report = run(checkpoints, tmp_path, "llama-mcore", 2, bugs={"down": "missing"})
+    report = diagnose_dumps(checkpoints, tmp_path, "llama-mcore", 2, bugs={"down": "missing"})
     param = next(p for p in report.params if p.status != "ok")
     assert (param.key, param.status) == (L0 + "mlp.down_proj.weight", "missing")
     assert param.lines() == ["  tp 1: missing from tp1.safetensors"]
@@ -165,7 +155,7 @@ def test_missing_tensor_is_named_by_rank(checkpoints, tmp_path):
 
 def test_rank_files_swapped(checkpoints, tmp_path):
     """tp0 and tp1 files exchanged: recognised as files in the wrong order."""
-    report = run(checkpoints, tmp_path, "qwen2", 2, swap_files=True)
+    report = diagnose_dumps(checkpoints, tmp_path, "qwen2", 2, swap_files=True)
     assert report.flow_errors == [
         "rank files in the wrong order: tp0.safetensors holds tp 1's tensors;"
         " tp1.safetensors holds tp 0's tensors"
@@ -177,7 +167,7 @@ def test_rank_files_swapped(checkpoints, tmp_path):
 def test_values_not_found_are_never_guessed(checkpoints, tmp_path):
     """Random values (and random values sharing every 5th element with the right ones)."""
     for bug in ("noise", "few_shared"):
-        report = run(checkpoints, tmp_path, "llama-mcore", 2, bugs={"o_proj": bug})
+        report = diagnose_dumps(checkpoints, tmp_path, "llama-mcore", 2, bugs={"o_proj": bug})
         param = bad(report)
         lines = param[L0 + "self_attn.o_proj.weight"]
         assert lines == [
@@ -226,7 +216,7 @@ def test_data_from_another_layer_is_located(checkpoints, tmp_path):
 
 def test_diagram_views_draw_the_diagnosis(checkpoints, tmp_path):
     """The layout view marks the wrong rects of a diagnosed parameter and none of a right one."""
-    report = run(checkpoints, tmp_path, "llama-mcore", 4, bugs={"qkv": "shard0"})
+    report = diagnose_dumps(checkpoints, tmp_path, "llama-mcore", 4, bugs={"qkv": "shard0"})
     wrong = layout_diagram(report.result, L0 + "self_attn.qkv_proj.weight", report)
     right = layout_diagram(report.result, L0 + "self_attn.o_proj.weight", report)
     assert wrong.wrong_count > 0 and right.wrong_count == 0
@@ -243,7 +233,7 @@ def test_report_json_and_html(checkpoints, tmp_path):
     """The diagnosis report has the checker's JSON and HTML forms."""
     import json
 
-    report = run(checkpoints, tmp_path, "llama-mcore", 2, bugs={"lm_head": "tp0"})
+    report = diagnose_dumps(checkpoints, tmp_path, "llama-mcore", 2, bugs={"lm_head": "tp0"})
     data = json.loads(report.to_json())
     lm = next(p for p in data["params"] if p["key"] == "model.lm_head.weight")
     assert lm["status"] == "wrong" and lm["tensors"][1]["problems"]

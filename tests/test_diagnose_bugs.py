@@ -19,6 +19,7 @@ from syncviz.diagnose.fingerprints import fingerprint_dumps
 from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
 from syncviz.diagnose.words import W13_SWAP
 from syncviz.fingerprint_dump import SUFFIX
+from tests.diagnose_support import bad
 from tests.test_diagnose_fingerprints import _same
 
 L0 = "model.model.layers.0."
@@ -69,15 +70,11 @@ def run(checkpoints, tmp_path, family, **kwargs):
     return diagnose(checkpoints[family], tmp_path / "dump", 2)
 
 
-def lines(report) -> dict[str, list[str]]:
-    return {p.key: [line.strip() for line in p.lines()] for p in report.bad()}
-
-
 def test_dense_gate_up_halves_exchanged(checkpoints, tmp_path):
     """A fused gate_up sent as [up; gate] (HF fused experts read the wrong way round): I 24 at
     tp 2 puts gate rows 12r.. then up rows 12r.. on rank r; both ranks hold them exchanged."""
     report = run(checkpoints, tmp_path, "llama-mcore", bugs={"gate_up": "swap_halves"})
-    assert lines(report) == {
+    assert bad(report) == {
         L0 + "mlp.gate_up_proj.weight": [
             "tp 0, rows 0-23: holds rows 0-11: up rows 0-11; rows 12-23: gate rows 0-11,"
             " expected rows 0-11: gate rows 0-11; rows 12-23: up rows 0-11",
@@ -91,7 +88,7 @@ def test_dense_gate_up_halves_exchanged(checkpoints, tmp_path):
 def test_w13_halves_exchanged_in_every_expert(checkpoints, tmp_path):
     """Every expert [up; gate] on every rank: the MoE back end's layout, named once (exit 2)."""
     report = run(checkpoints, tmp_path, "mixtral", bugs={"experts_w13": "swap_halves"})
-    assert lines(report) == {
+    assert bad(report) == {
         MOE + "w13_weight": [
             f"tp {t}, experts 0-3: every expert's w13 halves exchanged ([up; gate] instead of"
             " [gate; up])"
@@ -105,7 +102,7 @@ def test_local_expert_ids_under_ep(checkpoints, tmp_path):
     """Trainer EP 2 naming experts by local id: experts 0-1 hold experts 2-3 (the last EP rank's
     write wins) on both TP ranks, each rank its own columns (I 8 / 2 = 4) of them."""
     bugs = {"experts_w13": "local_experts", "experts_w2": "local_experts"}
-    found = lines(run(checkpoints, tmp_path, "mixtral", bugs=bugs))
+    found = bad(run(checkpoints, tmp_path, "mixtral", bugs=bugs))
     assert found[MOE + "w2_weight"] == [
         "tp 0, experts 0-1: holds experts 2-3 down cols 0-3, expected experts 0-1 down cols 0-3",
         "tp 1, experts 0-1: holds experts 2-3 down cols 4-7, expected experts 0-1 down cols 4-7",
@@ -126,7 +123,7 @@ def test_untied_lm_head_given_the_embedding(checkpoints, tmp_path):
         tensors = load_file(str(dump / f"tp{t}.safetensors"))
         tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()
         save_file(tensors, str(dump / f"tp{t}.safetensors"))
-    found = lines(diagnose(checkpoints["mixtral"], dump, 2))
+    found = bad(diagnose(checkpoints["mixtral"], dump, 2))
     assert found == {
         "model.lm_head.weight": [
             "tp 0, rows 0-31: holds model.model.embed_tokens.weight's vocab rows 0-31,"
@@ -160,7 +157,7 @@ def test_tied_and_untied_lm_head_mixed_up(checkpoints, tmp_path):
         tensors = load_file(str(untied / f"tp{t}.safetensors"))
         del tensors["lm_head.weight"]
         save_file(tensors, str(untied / f"tp{t}.safetensors"))
-    assert lines(diagnose(checkpoints["mixtral"], untied, 2)) == {
+    assert bad(diagnose(checkpoints["mixtral"], untied, 2)) == {
         "model.lm_head.weight": [
             "tp 0: missing from tp0.safetensors",
             "tp 1: missing from tp1.safetensors",
@@ -209,7 +206,7 @@ def test_fused_norm_regrouped_as_qkv(tmp_path):
     order = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15]  # q0 q1 | k0 k1 | v0 v1
     assert torch.equal(held, norm[order])
     report = diagnose(tmp_path / "ref", tmp_path / "dump", 2)
-    assert lines(report) == {
+    assert bad(report) == {
         L0 + "input_layernorm.weight": [
             f"tp {t}, elements 0-15: holds its expected elements in another order,"
             " expected input norm"
@@ -244,7 +241,7 @@ def test_mha_regroup_applied_to_gqa(checkpoints, tmp_path):
         assert torch.equal(tensors[name].view(6, 2, -1), slots[[0, 3, 1, 4, 2, 5]])
         save_file(tensors, str(dump / f"tp{t}.safetensors"))
     report = diagnose(checkpoints["llama-mcore"], dump, 2)
-    assert lines(report) == {
+    assert bad(report) == {
         L0 + "self_attn.qkv_proj.weight": [
             f"tp {t}, rows 2-9: holds rows 0-1: Q head {4 * t + 3}; rows 2-3: Q head {4 * t + 1};"
             f" rows 4-5: K head {t}; rows 6-7: Q head {4 * t + 2}, expected rows 0-5: Q heads"
@@ -293,7 +290,7 @@ def test_router_bias_never_sent(deepseek, tmp_path):
 
     edited(deepseek, tmp_path / "dump", zero)
     report = diagnose(deepseek / "cur", tmp_path / "dump", 2)
-    assert lines(report) == {
+    assert bad(report) == {
         "model." + bias: [
             f"tp {t}, elements 0-3: holds zeros (none of the checkpoint's values: as if never"
             " written), expected router bias"
@@ -317,7 +314,7 @@ def test_mla_fused_down_projection_half_stale(deepseek, tmp_path, capsys):
     edited(deepseek, tmp_path / "dump", half_stale)
     report = diagnose(deepseek / "cur", tmp_path / "dump", 2, previous=[deepseek / "prev"])
     stale = f"holds the previous checkpoint's values (stale): {deepseek / 'prev'}"
-    assert lines(report) == {"model." + fused: [f"tp {t}, rows 24-43: {stale}" for t in (0, 1)]}
+    assert bad(report) == {"model." + fused: [f"tp {t}, rows 24-43: {stale}" for t in (0, 1)]}
     assert report.flow_errors == [] and report.exit_code == 1
     # The command line says the same of the dump and of its fingerprints (exit 1).
     from syncviz.cli import main
@@ -329,7 +326,7 @@ def test_mla_fused_down_projection_half_stale(deepseek, tmp_path, capsys):
         assert out.count(stale) == 2 and f"tp 1, rows 24-43: {stale}" in out
     # Without --previous the same rows are wrong and unexplained; q_a's rows 0-23 still pass.
     bare = diagnose(deepseek / "cur", tmp_path / "dump", 2)
-    assert lines(bare) == {
+    assert bad(bare) == {
         "model." + fused: [
             f"tp {t}, rows 24-43: holds values not found in the reference, expected kv_a"
             for t in (0, 1)
@@ -351,7 +348,7 @@ def test_mla_kv_b_heads_shifted_on_a_rank(deepseek, tmp_path):
 
     edited(deepseek, tmp_path / "dump", shift)
     report = diagnose(deepseek / "cur", tmp_path / "dump", 2)
-    assert lines(report) == {
+    assert bad(report) == {
         "model." + kv_b: ["tp 1, rows 0-31: holds kv_b heads 1-2, expected kv_b heads 2-3"]
     }
     assert report.exit_code == 1 and report.counts() == {"ok": 26, "wrong": 1}
@@ -369,7 +366,7 @@ def test_mla_q_b_heads_rope_before_nope(deepseek, tmp_path):
     edited(deepseek, tmp_path / "dump", rope_first)
     report = diagnose(deepseek / "cur", tmp_path / "dump", 2)
     h = (0, 2)
-    assert lines(report) == {
+    assert bad(report) == {
         "model." + q_b: [
             f"tp {t}, rows 0-23: holds rows 0-3: Q head {h[t]} rope; rows 4-11: Q head {h[t]}"
             f" nope; rows 12-15: Q head {h[t] + 1} rope; rows 16-23: Q head {h[t] + 1} nope,"

@@ -14,9 +14,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from syncviz.diagnose import diagnose
-from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
+from syncviz.diagnose.fixtures import tiny_spec, write_dumps
 from syncviz.diagnose.words import W13_SWAP
 from syncviz.dump import notes_path, read_notes, save_vllm_rank
+from tests.diagnose_support import tiny_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 L0 = "model.model.layers.0."
@@ -26,12 +27,7 @@ DENSE = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Tiny bf16 Llama (8 heads, 2 K/V heads, head_dim 2, hidden 16, I 24) and Mixtral."""
-    out = {}
-    for family in ("llama-mcore", "mixtral"):
-        folder = tmp_path_factory.mktemp(family)
-        write_checkpoint(tiny_spec(family), folder)
-        out[family] = folder
-    return out
+    return tiny_checkpoints(tmp_path_factory, ("llama-mcore", "mixtral"))
 
 
 def engine_model(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:

@@ -18,6 +18,7 @@ from syncviz.diagnose.fingerprints import (
 from syncviz.diagnose.fixtures import BUGS, tiny_spec, write_checkpoint, write_dumps
 from syncviz.errors import SyncvizError
 from syncviz.fingerprint_dump import SUFFIX, save_fingerprints
+from tests.diagnose_support import tiny_checkpoints
 
 FAMILIES = ("llama-mcore", "qwen2", "qwen2-moe", "mixtral", "qwen3")
 
@@ -52,12 +53,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """One random bf16 checkpoint per family."""
-    out = {}
-    for family in FAMILIES:
-        folder = tmp_path_factory.mktemp(family)
-        write_checkpoint(tiny_spec(family), folder)
-        out[family] = folder
-    return out
+    return tiny_checkpoints(tmp_path_factory, FAMILIES)
 
 
 def _both(checkpoints, tmp_path, family, tp, pp=1, **kwargs):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from syncviz.diagnose import diagnose
-from syncviz.diagnose.fixtures import hf_config, tiny_spec, write_checkpoint, write_dumps
+from syncviz.diagnose.fixtures import hf_config, tiny_spec
 from syncviz.spec import ModelSpec
+from tests.diagnose_support import bad, diagnose_dumps, tiny_checkpoints
 
 L0 = "model.model.layers.0."
 
@@ -14,22 +14,7 @@ L0 = "model.model.layers.0."
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """One random bf16 checkpoint per family."""
-    out = {}
-    for family in ("qwen3", "qwen3-moe"):
-        folder = tmp_path_factory.mktemp(family)
-        write_checkpoint(tiny_spec(family), folder)
-        out[family] = folder
-    return out
-
-
-def run(checkpoints, tmp_path, family, tp, **kwargs):
-    dump = tmp_path / "dump"
-    write_dumps(tiny_spec(family), checkpoints[family], dump, tp=tp, **kwargs)
-    return diagnose(checkpoints[family], dump, tp)
-
-
-def bad(report) -> dict[str, list[str]]:
-    return {p.key: [line.strip() for line in p.lines()] for p in report.bad()}
+    return tiny_checkpoints(tmp_path_factory, ("qwen3", "qwen3-moe"))
 
 
 def test_fixture_config_reads_back_as_the_spec():
@@ -46,21 +31,21 @@ def test_fixture_config_reads_back_as_the_spec():
 )  # fmt: skip
 def test_correct_dump_is_ok(checkpoints, tmp_path, family, tp, naming):
     """Dumps cut by the layout rules (q/k norms, tied vocab, experts, any naming) are all OK."""
-    report = run(checkpoints, tmp_path, family, tp, naming=naming)
+    report = diagnose_dumps(checkpoints, tmp_path, family, tp, naming=naming)
     assert report.ok, report.text()
     assert set(report.counts()) == {"ok"}
 
 
 def test_q_norm_missing_on_one_rank(checkpoints, tmp_path):
     """q_norm absent from tp 1's file: that tensor, on that rank, is missing."""
-    report = run(checkpoints, tmp_path, "qwen3", 2, bugs={"q_norm": "missing"})
+    report = diagnose_dumps(checkpoints, tmp_path, "qwen3", 2, bugs={"q_norm": "missing"})
     assert bad(report) == {L0 + "self_attn.q_norm.weight": ["tp 1: missing from tp1.safetensors"]}
     assert report.counts() == {"ok": 17, "missing": 1}
 
 
 def test_q_norm_and_k_norm_exchanged(checkpoints, tmp_path):
     """q_norm and k_norm exchanged on every rank: each is wrong and holds the other's data."""
-    report = run(
+    report = diagnose_dumps(
         checkpoints, tmp_path, "qwen3", 2, bugs={"q_norm": "exchange", "k_norm": "exchange"}
     )
     found = bad(report)
@@ -78,7 +63,9 @@ def test_q_norm_and_k_norm_exchanged(checkpoints, tmp_path):
 
 def test_experts_exchanged_on_one_rank(checkpoints, tmp_path):
     """Experts 0 and 1 of w13 exchanged on tp 1 only: that rank's two experts are named."""
-    report = run(checkpoints, tmp_path, "qwen3-moe", 2, bugs={"experts_w13": "swap_experts"})
+    report = diagnose_dumps(
+        checkpoints, tmp_path, "qwen3-moe", 2, bugs={"experts_w13": "swap_experts"}
+    )
     found = bad(report)
     assert list(found) == [L0 + "mlp.experts.w13_weight"]
     (line,) = found[L0 + "mlp.experts.w13_weight"]
@@ -91,7 +78,9 @@ def test_experts_exchanged_on_one_rank(checkpoints, tmp_path):
 def test_gate_and_up_exchanged_in_every_expert(checkpoints, tmp_path):
     """Each expert written [up; gate] on every rank (an MoE back end's swap): named once per
     rank as the known back-end transform, not as a scramble of rows."""
-    report = run(checkpoints, tmp_path, "qwen3-moe", 2, bugs={"experts_w13": "swap_halves"})
+    report = diagnose_dumps(
+        checkpoints, tmp_path, "qwen3-moe", 2, bugs={"experts_w13": "swap_halves"}
+    )
     assert bad(report) == {
         L0 + "mlp.experts.w13_weight": [
             f"tp {r}, experts 0-3: every expert's w13 halves exchanged ([up; gate] instead of"

@@ -156,25 +156,58 @@ def validate_sizes(spec: ModelSpec, src: Parallel, dst: Parallel) -> None:
     validate(spec, src, dst)
 
 
+def load_inputs(args: argparse.Namespace) -> tuple[ModelSpec, Parallel, Parallel]:
+    """The model and the (src, dst) sizes, checked against each other and ``--layers``
+    before any work starts (bad input fails fast, before torch loads).
+
+    >>> args = argparse.Namespace(preset="llama3-8b", config=None, src_tp=2, src_pp=1,
+    ...     src_ep=1, dst_tp=4, dst_pp=1, dst_ep=1, engine="vllm",
+    ...     dst_expert_placement="linear", dst_dp_attention=1, layers=[0])
+    >>> spec, src, dst = load_inputs(args)
+    >>> spec.name, src.tp, dst.tp
+    ('llama3-8b', 2, 4)
+    """
+    spec = load_spec(args)
+    src, dst = load_parallel(args)
+    validate_sizes(spec, src, dst)
+    check_layers(spec, args.layers)
+    return spec, src, dst
+
+
+def add_sync_args(parser: argparse.ArgumentParser, *, layers: str | None, what: str) -> None:
+    """What a command that runs a sync reads: the model, the sizes, ``--synchronizer``,
+    ``--scaled/--exact`` (real sizes unless ``--scaled``) and ``--layers`` (default
+    ``layers``, help ``what``)."""
+    add_model_args(parser)
+    add_parallel_args(parser)
+    add_run_args(parser, scaled_default=False)
+    add_layers_arg(parser, default=layers, what=what)
+
+
 def add_run_args(parser: argparse.ArgumentParser, *, scaled_default: bool = True) -> None:
     """``--synchronizer`` and ``--scaled/--exact``: how a simulated sync runs."""
     parser.add_argument(
         "--synchronizer", default="chatlearn", metavar="NAME", help=SYNCHRONIZER_HELP
     )
+    add_size_arg(
+        parser,
+        scaled_default=scaled_default,
+        scaled_help="layout-preserving small sizes" + (" (default)" if scaled_default else ""),
+        exact_help="the true sizes"
+        + ("" if scaled_default else " (default; ids kept as compact maps)"),
+    )
+
+
+def add_size_arg(
+    parser: argparse.ArgumentParser, *, scaled_default: bool, scaled_help: str, exact_help: str
+) -> None:
+    """``--scaled`` (layout-preserving small sizes) or ``--exact`` (the true ones): one
+    ``scaled`` flag, default ``scaled_default``."""
     size = parser.add_mutually_exclusive_group()
     size.add_argument(
-        "--scaled",
-        dest="scaled",
-        action="store_true",
-        default=scaled_default,
-        help="layout-preserving small sizes" + (" (default)" if scaled_default else ""),
+        "--scaled", dest="scaled", action="store_true", default=scaled_default, help=scaled_help
     )
-    size.add_argument(
-        "--exact",
-        dest="scaled",
-        action="store_false",
-        help="the true sizes" + ("" if scaled_default else " (default; ids kept as compact maps)"),
-    )
+    size.add_argument("--exact", dest="scaled", action="store_false", help=exact_help)
 
 
 def synchronizer_choice(args: argparse.Namespace) -> str:

@@ -11,17 +11,11 @@ import contextlib
 import sys
 
 from syncviz.cli.args import (
-    add_layers_arg,
-    add_model_args,
-    add_parallel_args,
-    add_run_args,
+    add_sync_args,
     add_timeout_arg,
-    check_layers,
-    load_parallel,
-    load_spec,
+    load_inputs,
     positive_int,
     synchronizer_choice,
-    validate_sizes,
 )
 from syncviz.cli.command import Command
 from syncviz.cli.interrupts import checkpoint
@@ -31,10 +25,7 @@ from syncviz.spec import CONFIG_BOUNDS
 
 
 def _check_configure(parser: argparse.ArgumentParser) -> None:
-    add_model_args(parser)
-    add_parallel_args(parser)
-    add_run_args(parser, scaled_default=False)  # real sizes unless --scaled
-    add_layers_arg(parser, default=None, what="layers to check (default: all)")
+    add_sync_args(parser, layers=None, what="layers to check (default: all)")
     parser.add_argument(
         "--expert-comm",
         choices=("allgather", "alltoall"),
@@ -68,10 +59,7 @@ def _check_configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_run(args: argparse.Namespace) -> int:
-    spec = load_spec(args)
-    src, dst = load_parallel(args)
-    validate_sizes(spec, src, dst)
-    check_layers(spec, args.layers)
+    spec, src, dst = load_inputs(args)
     from syncviz.check import check  # torch: only once the input is known good
     from syncviz.run.inprocess import run_sync
 

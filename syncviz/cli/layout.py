@@ -20,10 +20,8 @@ from syncviz.cli.args import (
     add_layers_arg,
     add_model_args,
     add_parallel_args,
-    check_layers,
-    load_parallel,
-    load_spec,
-    validate_sizes,
+    add_size_arg,
+    load_inputs,
 )
 from syncviz.cli.command import Command
 from syncviz.cli.interrupts import checkpoint
@@ -37,24 +35,16 @@ def _layout_configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--globals", action="store_true", help="also show the embedding, final norm and lm_head"
     )
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument(
-        "--scaled",
-        dest="scaled",
-        action="store_true",
-        default=False,
-        help="layout-preserving small sizes (a small teaching picture)",
-    )
-    size.add_argument(
-        "--exact", dest="scaled", action="store_false", help="the model's real sizes (default)"
+    add_size_arg(
+        parser,
+        scaled_default=False,
+        scaled_help="layout-preserving small sizes (a small teaching picture)",
+        exact_help="the model's real sizes (default)",
     )
 
 
 def _layout_run(args: argparse.Namespace) -> int:
-    spec = load_spec(args)
-    src, dst = load_parallel(args)
-    validate_sizes(spec, src, dst)
-    check_layers(spec, args.layers)
+    spec, src, dst = load_inputs(args)
     if args.scaled:
         spec = spec.scaled(src, dst)
     for number, layer in enumerate(args.layers):

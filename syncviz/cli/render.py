@@ -12,18 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from syncviz.cli.args import (
-    add_layers_arg,
-    add_model_args,
-    add_parallel_args,
-    add_run_args,
-    add_timeout_arg,
-    check_layers,
-    load_parallel,
-    load_spec,
-    synchronizer_choice,
-    validate_sizes,
-)
+from syncviz.cli.args import add_sync_args, add_timeout_arg, load_inputs, synchronizer_choice
 from syncviz.cli.command import Command
 from syncviz.cli.interrupts import checkpoint
 from syncviz.errors import SyncvizError
@@ -31,10 +20,7 @@ from syncviz.errors import SyncvizError
 
 def render_configure(parser: argparse.ArgumentParser) -> None:
     """Arguments: model, sizes, run options, ``--param --view --layers -o``."""
-    add_model_args(parser)
-    add_parallel_args(parser)
-    add_run_args(parser, scaled_default=False)  # real sizes unless --scaled
-    add_layers_arg(parser, default="0", what="the layer to draw (one)")
+    add_sync_args(parser, layers="0", what="the layer to draw (one)")
     parser.add_argument(
         "--param",
         metavar="NAME",
@@ -71,10 +57,7 @@ def render_main(args: argparse.Namespace) -> int:
     from syncviz.cli.output import atomic_output, checked_output, say
 
     output = checked_output(args.output, (".png", ".svg"))  # before any work is spent
-    spec = load_spec(args)
-    src, dst = load_parallel(args)
-    validate_sizes(spec, src, dst)
-    check_layers(spec, args.layers)
+    spec, src, dst = load_inputs(args)
     if len(args.layers) != 1:
         raise SyncvizError(
             f"render draws one layer, not {len(args.layers)}", fix="use e.g. --layers 0"

@@ -12,11 +12,8 @@ loading (empty in the dump, or named in the rank's note) are not checkable,
 and so is the one back-end transform recognised from the decoded provenance:
 every expert's w13 halves exchanged on a rank.
 
->>> import tempfile
->>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
->>> spec, ref, dump = tiny_spec("mixtral"), tempfile.mkdtemp(), tempfile.mkdtemp()
->>> _ = write_checkpoint(spec, ref)
->>> write_dumps(spec, ref, dump, tp=2, bugs={"router": "noise"})
+>>> from syncviz.diagnose.fixtures import planted
+>>> ref, dump = planted("mixtral", tp=2, bugs={"router": "noise"})
 >>> diagnosis = run_diagnosis(ref, dump, 2)
 >>> [(d.tp, d.status) for per_rank in diagnosis.decoded for d in per_rank if d.status != "ok"]
 [(1, 'wrong')]
@@ -94,6 +91,42 @@ class Decoded:
         """Per segment: is it not what the oracle expects?"""
         assert self.source is not None and self.start is not None
         return (self.source != self.param) | (self.start != self.expected)
+
+    def verdict(self, ok: torch.Tensor) -> torch.Tensor | None:
+        """Every segment as the oracle expects it, then: the indices of the ones not ``ok``
+        (the tensor is wrong), or None when every one is.
+
+        >>> dec = Decoded(0, 0, 0, (2,), 1, torch.tensor([0, 1]))
+        >>> dec.verdict(torch.tensor([True, False])).tolist(), dec.status
+        ([1], 'wrong')
+        """
+        self.source = torch.full_like(self.expected, self.param)
+        self.start = self.expected.clone()
+        if bool(ok.all()):
+            return None
+        self.status = "wrong"
+        return torch.nonzero(~ok).flatten()
+
+    def mark(self, segments: torch.Tensor, source: int) -> None:
+        """``segments`` hold no parameter's data at a start id (``source`` is ZEROS,
+        NOT_FOUND or REORDERED)."""
+        assert self.source is not None and self.start is not None
+        self.source[segments] = source
+        self.start[segments] = -1
+
+    def place(
+        self, rest: torch.Tensor, found: torch.Tensor, signed_zero: torch.Tensor
+    ) -> torch.Tensor:
+        """The look-up of segments ``rest`` in this parameter: ``found`` their start ids
+        (-1: not there); ``signed_zero`` the ones that are zeros after all. Returns the
+        misses (neither), marked NOT_FOUND."""
+        assert self.start is not None
+        hit = found >= 0
+        self.start[rest[hit]] = found[hit]
+        self.mark(rest[signed_zero], ZEROS)
+        miss = ~hit & ~signed_zero
+        self.mark(rest[miss], NOT_FOUND)
+        return miss
 
 
 @dataclass
@@ -218,19 +251,14 @@ class FullDumps:
         if key not in cache:
             cache[key] = (glob().to(actual.dtype), None)
         reference, segments_index = cache[key]
-        ok = compare(actual, reference, index, length)
-        dec.source = torch.full_like(dec.expected, dec.param)
-        dec.start = dec.expected.clone()
-        if bool(ok.all()):
+        wrong = dec.verdict(compare(actual, reference, index, length))
+        if wrong is None:
             return
-        dec.status = "wrong"
-        wrong = torch.nonzero(~ok).flatten()
         segments = actual.reshape(-1, length)
         values = segments if wrong.numel() == segments.shape[0] else segments[wrong]
         words, _ = wide(bits(values), length)
         zero = (words == 0).all(dim=1)  # +0.0 everywhere; -0.0 is caught after the look-up
-        dec.source[wrong[zero]] = ZEROS
-        dec.start[wrong[zero]] = -1
+        dec.mark(wrong[zero], ZEROS)
         rest, values = wrong[~zero], values[~zero]
         if not rest.numel():
             return
@@ -239,15 +267,10 @@ class FullDumps:
             cache[key] = (reference, segments_index)
         found = segments_index.find(values)
         hit = found >= 0
-        dec.start[rest[hit]] = found[hit]
         signed_zero = torch.zeros_like(hit)
         if not bool(hit.all()):  # (bf16 arithmetic is slow on CPU: only where needed)
             signed_zero[~hit] = (values[~hit] == 0).all(dim=1)
-        dec.source[rest[signed_zero]] = ZEROS
-        dec.start[rest[signed_zero]] = -1
-        miss = ~hit & ~signed_zero
-        dec.source[rest[miss]] = NOT_FOUND
-        dec.start[rest[miss]] = -1
+        miss = dec.place(rest, found, signed_zero)
         if bool(miss.any()):
             pending.append(ValuePending(dec, rest[miss], values[miss].clone()))
 
@@ -486,8 +509,7 @@ def _recognise_reordered(ref: Reference, layout: ModelLayout, pending: list[Pend
                 continue
             same = real[p.reordered(glob, real)]
             assert dec.source is not None and dec.start is not None
-            dec.source[p.segments[same]] = REORDERED
-            dec.start[p.segments[same]] = -1
+            dec.mark(p.segments[same], REORDERED)
             keep = torch.ones(p.segments.numel(), dtype=torch.bool)
             keep[same] = False
             p.keep(keep)

@@ -28,10 +28,8 @@ above; and two different segments share a fingerprint with odds of about 2**-48
 (one-bit changes: never).
 
 >>> import tempfile
->>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
->>> spec, ref, dump = tiny_spec("llama-mcore"), tempfile.mkdtemp(), tempfile.mkdtemp()
->>> _ = write_checkpoint(spec, ref)
->>> write_dumps(spec, ref, dump, tp=4, bugs={"qkv": "shard0"})
+>>> from syncviz.diagnose.fixtures import planted
+>>> ref, dump = planted("llama-mcore", tp=4, bugs={"qkv": "shard0"})
 >>> prints = fingerprint_dumps(dump, tempfile.mkdtemp(), tp=4)
 >>> from syncviz.diagnose import diagnose  # it reads either kind of rank file
 >>> report = diagnose(ref, prints, dst_tp=4)
@@ -339,29 +337,17 @@ class PrintFiles:
         table = cache[key]
         runs = dump.read(param.key)
         actual = compose(runs, length // entry.run) if length > entry.run else runs
-        ok = actual == table.expected(dec.expected)
-        dec.source = torch.full_like(dec.expected, dec.param)
-        dec.start = dec.expected.clone()
-        if bool(ok.all()):
+        wrong = dec.verdict(actual == table.expected(dec.expected))
+        if wrong is None:
             return
-        dec.status = "wrong"
-        wrong = torch.nonzero(~ok).flatten()
         prints = actual[wrong]
         zero = prints == 0  # +0.0 everywhere; -0.0 is caught after the look-up
-        dec.source[wrong[zero]] = ZEROS
-        dec.start[wrong[zero]] = -1
+        dec.mark(wrong[zero], ZEROS)
         rest, prints = wrong[~zero], prints[~zero]
         if not rest.numel():
             return
         found = table.find(prints)
-        hit = found >= 0
-        dec.start[rest[hit]] = found[hit]
-        signed_zero = ~hit & (prints == table.negative_zero)
-        dec.source[rest[signed_zero]] = ZEROS
-        dec.start[rest[signed_zero]] = -1
-        miss = ~hit & ~signed_zero
-        dec.source[rest[miss]] = NOT_FOUND
-        dec.start[rest[miss]] = -1
+        miss = dec.place(rest, found, (found < 0) & (prints == table.negative_zero))
         if bool(miss.any()):
             per = runs.reshape(-1, length // entry.run)[rest[miss]]
             pending.append(PrintPending(dec, rest[miss], prints[miss], per, entry.dtype, entry.run))
@@ -405,25 +391,20 @@ class PrintFiles:
             cache[key] = PrintTable.of(glob, entry.dtype, length, entry.run)
         rows: PrintTable = cache[key]
         actual = dump.read(param.key)
-        ok = actual == compose(rows.expected(dec.expected), group)
-        dec.source = torch.full_like(dec.expected, dec.param)
-        dec.start = dec.expected.clone()
-        if bool(ok.all()):
+        wrong = dec.verdict(actual == compose(rows.expected(dec.expected), group))
+        if wrong is None:
             return
-        dec.status = "wrong"
         offsets = torch.arange(group)
 
         def segments(groups: torch.Tensor) -> torch.Tensor:
             return (groups[:, None] * group + offsets[None, :]).flatten()
 
         table = cache.setdefault((*key, group), GroupTable(rows, group))
-        wrong = torch.nonzero(~ok).flatten()
         prints = actual[wrong]
         zero = prints == 0  # +0.0 in every row (or -0.0: next line)
         if table.negative_zero is not None:
             zero |= prints == table.negative_zero
-        dec.source[segments(wrong[zero])] = ZEROS
-        dec.start[segments(wrong[zero])] = -1
+        dec.mark(segments(wrong[zero]), ZEROS)
         rest, prints = wrong[~zero], prints[~zero]
         at = table.find(prints)
         hit = at >= 0
@@ -441,8 +422,7 @@ class PrintFiles:
         if not rest.numel():
             return
         miss = segments(rest)
-        dec.source[miss] = NOT_FOUND
-        dec.start[miss] = -1
+        dec.mark(miss, NOT_FOUND)
         per = prints.repeat_interleave(group)
         pending.append(
             GroupPending(

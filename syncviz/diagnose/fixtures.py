@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -259,6 +260,21 @@ def write_dumps(
         names[(0, 0)], names[(0, 1)] = names[(0, 1)], names[(0, 0)]
     for key, tensors in files.items():
         save_file(tensors, str(root / names[key]))
+
+
+def planted(family: str, *, tp: int, bugs: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """``(reference, dump)``: ``family``'s tiny checkpoint and its ``tp`` vLLM ranks' dumps
+    with ``bugs`` planted (:func:`write_dumps`), each in a new temporary folder.
+
+    >>> ref, dump = planted("qwen2", tp=2, bugs={"lm_head": "missing"})
+    >>> sorted(p.name for p in Path(dump).iterdir())[-1], (Path(ref) / "config.json").exists()
+    ('tp1.safetensors', True)
+    """
+    spec = tiny_spec(family)
+    reference, dump = tempfile.mkdtemp(), tempfile.mkdtemp()
+    write_checkpoint(spec, reference)
+    write_dumps(spec, reference, dump, tp=tp, bugs=bugs)
+    return reference, dump
 
 
 def _plant(bug, param, glob, local, spec: ModelSpec, tp: int) -> list[torch.Tensor | None]:

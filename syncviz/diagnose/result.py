@@ -7,12 +7,9 @@ previous checkpoint: stale; only reordered) read as -4, zeros where data was
 expected as padding (-1), a missing tensor, or one the engine left empty, as never
 written (-2).
 
->>> import tempfile
 >>> from syncviz.diagnose.core import run_diagnosis
->>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
->>> spec, ref, dump = tiny_spec("llama-mcore"), tempfile.mkdtemp(), tempfile.mkdtemp()
->>> _ = write_checkpoint(spec, ref)
->>> write_dumps(spec, ref, dump, tp=2, bugs={"lm_head": "missing"})
+>>> from syncviz.diagnose.fixtures import planted
+>>> ref, dump = planted("llama-mcore", tp=2, bugs={"lm_head": "missing"})
 >>> result = as_result(run_diagnosis(ref, dump, 2))
 >>> result.local_ids(1, "model.lm_head.weight").unique().tolist()
 [-2.0]

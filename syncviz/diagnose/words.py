@@ -7,12 +7,9 @@ of an earlier checkpoint read "holds the previous checkpoint's values (stale)".
 Tensors the engine changed after loading are *not checkable*: each says what
 the dump holds, and the report says once why and how to dump them as loaded.
 
->>> import tempfile
 >>> from syncviz.diagnose.core import run_diagnosis
->>> from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint, write_dumps
->>> spec, ref, dump = tiny_spec("qwen2"), tempfile.mkdtemp(), tempfile.mkdtemp()
->>> _ = write_checkpoint(spec, ref)
->>> write_dumps(spec, ref, dump, tp=2, bugs={"lm_head": "tp0"})
+>>> from syncviz.diagnose.fixtures import planted
+>>> ref, dump = planted("qwen2", tp=2, bugs={"lm_head": "tp0"})
 >>> line = report(run_diagnosis(ref, dump, 2)).bad()[0].lines()[0]
 >>> held, wanted = line.split(", expected ")
 >>> held

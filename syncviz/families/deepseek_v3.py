@@ -11,19 +11,22 @@ from syncviz.families.names import (
     HF_DENSE,
     HF_LAYER,
     HF_ROUTED,
-    MCORE_DENSE,
+    HF_SHARED,
+    MCORE_DENSE_LAYER,
+    MCORE_GROUPED_MOE,
     MCORE_LAYER,
-    MCORE_MOE,
+    MCORE_SHARED,
     VLLM_DENSE,
     VLLM_LAYER,
     VLLM_ROUTED,
+    VLLM_SHARED,
     without,
 )
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
 _ATTN = MCORE_LAYER + "self_attention."
 _SRC = {
-    **without(MCORE_MOE, "qkv", "qkv_bias"),
+    **without(MCORE_GROUPED_MOE, "qkv", "qkv_bias"),
     # MLA has no fused linear_qkv to carry the input norm: it is its own module.
     "input_norm": MCORE_LAYER + "input_layernorm.weight",
     "q_proj": _ATTN + "linear_q_proj.weight",
@@ -34,15 +37,7 @@ _SRC = {
     "kv_a": _ATTN + "linear_kv_down_proj.weight",
     "kv_a_norm": _ATTN + "linear_kv_up_proj.layer_norm_weight",
     "kv_b_proj": _ATTN + "linear_kv_up_proj.weight",
-    "gate_up": MCORE_DENSE["gate_up"],
-    "down": MCORE_DENSE["down"],
-    # A buffer, not a parameter: a sync that walks named_parameters() never sends it.
-    "router_bias": MCORE_LAYER + "mlp.router.expert_bias",
-    # TEGroupedMLP: one weight per local expert, numbered after the word.
-    "experts_w13": MCORE_LAYER + "mlp.experts.linear_fc1.weight{j}",
-    "experts_w2": MCORE_LAYER + "mlp.experts.linear_fc2.weight{j}",
-    "shared_gate_up": MCORE_LAYER + "mlp.shared_experts.linear_fc1.weight",
-    "shared_down": MCORE_LAYER + "mlp.shared_experts.linear_fc2.weight",
+    **MCORE_SHARED,
 }
 _VATTN = VLLM_LAYER + "self_attn."
 _DST = {
@@ -58,9 +53,7 @@ _DST = {
     "kv_a": _VATTN + "kv_a_proj_with_mqa.weight",
     "kv_a_norm": _VATTN + "kv_a_layernorm.weight",
     "kv_b_proj": _VATTN + "kv_b_proj.weight",
-    "router_bias": VLLM_LAYER + "mlp.gate.e_score_correction_bias",
-    "shared_gate_up": VLLM_LAYER + "mlp.shared_experts.gate_up_proj.weight",
-    "shared_down": VLLM_LAYER + "mlp.shared_experts.down_proj.weight",
+    **VLLM_SHARED,
 }
 _HATTN = HF_LAYER + "self_attn."
 _HF = {
@@ -73,12 +66,7 @@ _HF = {
     "kv_a": (_HATTN + "kv_a_proj_with_mqa.weight",),
     "kv_a_norm": (_HATTN + "kv_a_layernorm.weight",),
     "kv_b_proj": (_HATTN + "kv_b_proj.weight",),
-    "router_bias": (HF_LAYER + "mlp.gate.e_score_correction_bias",),
-    "shared_gate_up": (
-        HF_LAYER + "mlp.shared_experts.gate_proj.weight",
-        HF_LAYER + "mlp.shared_experts.up_proj.weight",
-    ),
-    "shared_down": (HF_LAYER + "mlp.shared_experts.down_proj.weight",),
+    **HF_SHARED,
 }
 
 # The original has no DeepSeek synchronizer.
@@ -88,8 +76,7 @@ FAMILY = FamilyInfo(
     dense_first_key="first_k_dense_replace", shared_experts_key="n_shared_experts",
     router_bias=True, mtp_key="num_nextn_predict_layers", also_model_types=("kimi_k2",),
     src_names=_SRC, dst_names=_DST, hf_names=_HF,
-    # Megatron-Core fuses the pre-MLP norm into a dense layer's fc1 (TELayerNormColumnParallel).
-    dense_src_names={"post_attention_norm": MCORE_DENSE["post_attention_norm"]},
+    dense_src_names=MCORE_DENSE_LAYER,
     # vLLM allocates e_score_correction_bias as float32 whatever the weights' dtype;
     # Megatron-Core keeps expert_bias in float32 too.
     dtypes={"router_bias": "float32"},

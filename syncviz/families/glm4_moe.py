@@ -7,52 +7,23 @@
 
 from syncviz.families.names import (
     HF_DENSE,
-    HF_LAYER,
     HF_QK_NORM,
     HF_ROUTED,
-    MCORE_DENSE,
-    MCORE_LAYER,
-    MCORE_MOE,
+    HF_SHARED,
+    MCORE_DENSE_LAYER,
+    MCORE_GROUPED_MOE,
     MCORE_QK_NORM,
+    MCORE_SHARED,
     VLLM_DENSE,
-    VLLM_LAYER,
     VLLM_QK_NORM,
     VLLM_ROUTED,
+    VLLM_SHARED,
 )
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
-_SRC = {
-    **MCORE_MOE,
-    **MCORE_QK_NORM,
-    "gate_up": MCORE_DENSE["gate_up"],
-    "down": MCORE_DENSE["down"],
-    # A buffer, not a parameter: a sync that walks named_parameters() never sends it.
-    "router_bias": MCORE_LAYER + "mlp.router.expert_bias",
-    # TEGroupedMLP: one weight per local expert, numbered after the word.
-    "experts_w13": MCORE_LAYER + "mlp.experts.linear_fc1.weight{j}",
-    "experts_w2": MCORE_LAYER + "mlp.experts.linear_fc2.weight{j}",
-    "shared_gate_up": MCORE_LAYER + "mlp.shared_experts.linear_fc1.weight",
-    "shared_down": MCORE_LAYER + "mlp.shared_experts.linear_fc2.weight",
-}
-_DST = {
-    **VLLM_DENSE,
-    **VLLM_QK_NORM,
-    **VLLM_ROUTED,
-    "router_bias": VLLM_LAYER + "mlp.gate.e_score_correction_bias",
-    "shared_gate_up": VLLM_LAYER + "mlp.shared_experts.gate_up_proj.weight",
-    "shared_down": VLLM_LAYER + "mlp.shared_experts.down_proj.weight",
-}
-_HF = {
-    **HF_DENSE,
-    **HF_QK_NORM,
-    **HF_ROUTED,
-    "router_bias": (HF_LAYER + "mlp.gate.e_score_correction_bias",),
-    "shared_gate_up": (
-        HF_LAYER + "mlp.shared_experts.gate_proj.weight",
-        HF_LAYER + "mlp.shared_experts.up_proj.weight",
-    ),
-    "shared_down": (HF_LAYER + "mlp.shared_experts.down_proj.weight",),
-}
+_SRC = {**MCORE_GROUPED_MOE, **MCORE_QK_NORM, **MCORE_SHARED}
+_DST = {**VLLM_DENSE, **VLLM_QK_NORM, **VLLM_ROUTED, **VLLM_SHARED}
+_HF = {**HF_DENSE, **HF_QK_NORM, **HF_ROUTED, **HF_SHARED}
 
 # The original has no GLM synchronizer.
 FAMILY = FamilyInfo(
@@ -62,8 +33,7 @@ FAMILY = FamilyInfo(
     shared_experts_key="n_shared_experts", router_bias=True,
     mtp_key="num_nextn_predict_layers",
     src_names=_SRC, dst_names=_DST, hf_names=_HF,
-    # Megatron-Core fuses the pre-MLP norm into a dense layer's fc1 (TELayerNormColumnParallel).
-    dense_src_names={"post_attention_norm": MCORE_DENSE["post_attention_norm"]},
+    dense_src_names=MCORE_DENSE_LAYER,
     # vLLM allocates e_score_correction_bias as float32 (Glm4MoE); so does Megatron-Core.
     dtypes={"router_bias": "float32"},
     hf_extra={

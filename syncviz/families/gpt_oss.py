@@ -7,57 +7,51 @@ each expert's gate/up interleaved on vLLM; vLLM's ``attn.`` and ``embedding`` na
 'decoder.layers.{i}.mlp.experts.linear_fc2.bias{j}'
 """
 
-from syncviz.families.names import HF_LAYER, MCORE_LAYER, MCORE_MOE
+from syncviz.families.names import (
+    HF_DENSE,
+    HF_LAYER,
+    MCORE_GROUPED_MOE,
+    MCORE_LAYER,
+    VLLM_DENSE,
+    VLLM_LAYER,
+    VLLM_ROUTED,
+    without,
+)
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
 _SRC = {
-    **MCORE_MOE,
-    "qkv_bias": MCORE_LAYER + "self_attention.linear_qkv.bias",
+    **MCORE_GROUPED_MOE,
     "o_proj_bias": MCORE_LAYER + "self_attention.linear_proj.bias",
     # Megatron-Core's learnable softmax offset is the attention sink, one per head.
     "sinks": MCORE_LAYER + "self_attention.core_attention.softmax_offset",
     "router_bias": MCORE_LAYER + "mlp.router.bias",
-    # TEGroupedMLP with biases: one weight and one bias per local expert.
-    "experts_w13": MCORE_LAYER + "mlp.experts.linear_fc1.weight{j}",
+    # TEGroupedMLP with biases: one bias per local expert beside its weight.
     "experts_w13_bias": MCORE_LAYER + "mlp.experts.linear_fc1.bias{j}",
-    "experts_w2": MCORE_LAYER + "mlp.experts.linear_fc2.weight{j}",
     "experts_w2_bias": MCORE_LAYER + "mlp.experts.linear_fc2.bias{j}",
 }
 
-_L = "model.model.layers.{i}."
-# GptOssForCausalLM's own names (vLLM renames HF's self_attn. to attn., embed_tokens to
-# embedding); experts in the ChatLearn-era spelling, as for every family (diagnose also
-# reads current vLLM's mlp.experts.routed_experts.).
+# GptOssForCausalLM's own names where they differ from vLLM's usual ones (it renames HF's
+# self_attn. to attn., embed_tokens to embedding); experts in the ChatLearn-era spelling, as
+# for every family (diagnose also reads current vLLM's mlp.experts.routed_experts.).
 _DST = {
+    **without(VLLM_DENSE, "gate_up", "down"),
+    **VLLM_ROUTED,
     "embed": "model.model.embedding.weight",
-    "final_norm": "model.model.norm.weight",
-    "lm_head": "model.lm_head.weight",
-    "input_norm": _L + "input_layernorm.weight",
-    "qkv": _L + "attn.qkv_proj.weight",
-    "qkv_bias": _L + "attn.qkv_proj.bias",
-    "o_proj": _L + "attn.o_proj.weight",
-    "o_proj_bias": _L + "attn.o_proj.bias",
-    "sinks": _L + "attn.sinks",
-    "post_attention_norm": _L + "post_attention_layernorm.weight",
-    "router": _L + "mlp.router.weight",
-    "router_bias": _L + "mlp.router.bias",
-    "experts_w13": _L + "mlp.experts.w13_weight",
-    "experts_w13_bias": _L + "mlp.experts.w13_bias",
-    "experts_w2": _L + "mlp.experts.w2_weight",
-    "experts_w2_bias": _L + "mlp.experts.w2_bias",
+    "qkv": VLLM_LAYER + "attn.qkv_proj.weight",
+    "qkv_bias": VLLM_LAYER + "attn.qkv_proj.bias",
+    "o_proj": VLLM_LAYER + "attn.o_proj.weight",
+    "o_proj_bias": VLLM_LAYER + "attn.o_proj.bias",
+    "sinks": VLLM_LAYER + "attn.sinks",
+    "router": VLLM_LAYER + "mlp.router.weight",
+    "router_bias": VLLM_LAYER + "mlp.router.bias",
+    "experts_w13_bias": VLLM_LAYER + "mlp.experts.w13_bias",
+    "experts_w2_bias": VLLM_LAYER + "mlp.experts.w2_bias",
 }
 
 # The checkpoint keeps each layer's experts as fused 3-D tensors (gate_up_proj [E, H, 2I]
 # with gate/up interleaved columns, down_proj [E, I, H]); see FamilyInfo.hf_fused_experts.
 _HF = {
-    "embed": ("model.embed_tokens.weight",),
-    "final_norm": ("model.norm.weight",),
-    "lm_head": ("lm_head.weight",),
-    "input_norm": (HF_LAYER + "input_layernorm.weight",),
-    "post_attention_norm": (HF_LAYER + "post_attention_layernorm.weight",),
-    "qkv": tuple(HF_LAYER + f"self_attn.{p}_proj.weight" for p in "qkv"),
-    "qkv_bias": tuple(HF_LAYER + f"self_attn.{p}_proj.bias" for p in "qkv"),
-    "o_proj": (HF_LAYER + "self_attn.o_proj.weight",),
+    **without(HF_DENSE, "gate_up", "down"),
     "o_proj_bias": (HF_LAYER + "self_attn.o_proj.bias",),
     "sinks": (HF_LAYER + "self_attn.sinks",),
     "router": (HF_LAYER + "mlp.router.weight",),

@@ -82,6 +82,12 @@ MCORE_MOE = {
     "experts_w13": MCORE_LAYER + "mlp.experts.local_experts.{j}.linear_fc1.weight",
     "experts_w2": MCORE_LAYER + "mlp.experts.local_experts.{j}.linear_fc2.weight",
 }
+# TEGroupedMLP: one weight per local expert, numbered after the word.
+MCORE_GROUPED_MOE = {
+    **MCORE_MOE,
+    "experts_w13": MCORE_LAYER + "mlp.experts.linear_fc1.weight{j}",
+    "experts_w2": MCORE_LAYER + "mlp.experts.linear_fc2.weight{j}",
+}
 # q_layernorm / k_layernorm: one [head_dim] norm each, whole on every rank.
 MCORE_QK_NORM = {
     "q_norm": MCORE_LAYER + "self_attention.q_layernorm.weight",
@@ -113,6 +119,32 @@ HF_ROUTED = {
         HF_LAYER + "mlp.experts.{e}.up_proj.weight",
     ),
     "experts_w2": (HF_LAYER + "mlp.experts.{e}.down_proj.weight",),
+}
+
+# DeepSeek-style MoE: dense MLPs in the first layers (below first_k_dense_replace), a
+# router bias, and shared experts beside the routed ones; per side.
+MCORE_SHARED = {
+    "gate_up": MCORE_DENSE["gate_up"],
+    "down": MCORE_DENSE["down"],
+    # A buffer, not a parameter: a sync that walks named_parameters() never sends it.
+    "router_bias": MCORE_LAYER + "mlp.router.expert_bias",
+    "shared_gate_up": MCORE_LAYER + "mlp.shared_experts.linear_fc1.weight",
+    "shared_down": MCORE_LAYER + "mlp.shared_experts.linear_fc2.weight",
+}
+# Megatron-Core fuses the pre-MLP norm into a dense layer's fc1 (TELayerNormColumnParallel).
+MCORE_DENSE_LAYER = {"post_attention_norm": MCORE_DENSE["post_attention_norm"]}
+VLLM_SHARED = {
+    "router_bias": VLLM_LAYER + "mlp.gate.e_score_correction_bias",
+    "shared_gate_up": VLLM_LAYER + "mlp.shared_experts.gate_up_proj.weight",
+    "shared_down": VLLM_LAYER + "mlp.shared_experts.down_proj.weight",
+}
+HF_SHARED = {
+    "router_bias": (HF_LAYER + "mlp.gate.e_score_correction_bias",),
+    "shared_gate_up": (
+        HF_LAYER + "mlp.shared_experts.gate_proj.weight",
+        HF_LAYER + "mlp.shared_experts.up_proj.weight",
+    ),
+    "shared_down": (HF_LAYER + "mlp.shared_experts.down_proj.weight",),
 }
 
 

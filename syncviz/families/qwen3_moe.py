@@ -9,8 +9,7 @@ from syncviz.families.names import (
     HF_DENSE,
     HF_QK_NORM,
     HF_ROUTED,
-    MCORE_LAYER,
-    MCORE_MOE,
+    MCORE_GROUPED_MOE,
     MCORE_QK_NORM,
     VLLM_DENSE,
     VLLM_QK_NORM,
@@ -19,19 +18,11 @@ from syncviz.families.names import (
 )
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
-_SRC = {
-    **MCORE_MOE,
-    **MCORE_QK_NORM,
-    # TEGroupedMLP: one weight per local expert, numbered after the word.
-    "experts_w13": MCORE_LAYER + "mlp.experts.linear_fc1.weight{j}",
-    "experts_w2": MCORE_LAYER + "mlp.experts.linear_fc2.weight{j}",
-}
-
 FAMILY = FamilyInfo(
     "qwen3-moe", "Qwen3MoeForCausalLM", "qwen3_moe", "", "CorrectedMegatronVllmMCoreSync",
     experts="sequential", qkv_bias="attention_bias", qk_norm=True,
     experts_keys=("num_experts",), sparse_step=True,
-    src_names=_SRC,
+    src_names={**MCORE_GROUPED_MOE, **MCORE_QK_NORM},
     dst_names={**without(VLLM_DENSE, "gate_up", "down"), **VLLM_QK_NORM, **VLLM_ROUTED},
     hf_names={**without(HF_DENSE, "gate_up", "down"), **HF_QK_NORM, **HF_ROUTED},
     notes=(

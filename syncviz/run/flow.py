@@ -265,6 +265,11 @@ def _regroup_for(plan, sender, dst, sync, prepared, dst_names, experts, tracer, 
 # ------------------------------------------------------------------ the wire
 
 
+def _receive(coll, plan, group):
+    """The receiving member's side of :func:`_transfer`: the manifest and data that came."""
+    return _transfer(coll, plan, group, None, None, sender=False)
+
+
 def _transfer(coll, plan, group, entries, buffers, *, sender: bool):
     """Send a pair's manifest, then the data of every good entry, bucket by bucket.
 
@@ -330,14 +335,7 @@ def _stage_and_forward(plan, coll, state, staged, tracer, outcome) -> None:
     for src, dst in plan.stage1:
         if dst != world:
             continue
-        entries, flat = _transfer(
-            coll,
-            plan,
-            pair_group("stage1", src, dst),
-            None,
-            None,
-            sender=False,
-        )
+        entries, flat = _receive(coll, plan, pair_group("stage1", src, dst))
         for entry, data in _unpack(entries, flat):
             with _scope(tracer, entry.dst_name, world, "stage1"):
                 chunks = _chunks(entry, data, plan.tp_num_mapping)
@@ -371,14 +369,7 @@ def _stage_and_forward(plan, coll, state, staged, tracer, outcome) -> None:
                 sender=True,
             )
         elif world == b:
-            entries, flat = _transfer(
-                coll,
-                plan,
-                pair_group("stage2", a, b),
-                None,
-                None,
-                sender=False,
-            )
+            entries, flat = _receive(coll, plan, pair_group("stage2", a, b))
             for entry, data in _unpack(entries, flat):
                 with _scope(tracer, entry.dst_name, world, "stage2"):
                     _write(state, staged, entry.dst_name, data, world, "stage2", outcome)

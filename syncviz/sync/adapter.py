@@ -128,11 +128,8 @@ def models_for(spec: ModelSpec, src: Parallel, dst: Parallel) -> tuple[SyncModel
     """``(src_model, dst_model)`` for a Megatron trainer under ``src`` and vLLM under ``dst``.
 
     >>> from syncviz.parallel import Parallel
-    >>> from syncviz.spec import ModelSpec
-    >>> spec = ModelSpec(name="t", family="llama-mcore", num_layers=1, hidden_size=16,
-    ...                  num_attention_heads=4, num_query_groups=4, ffn_hidden_size=32,
-    ...                  vocab_size=64)
-    >>> src, dst = models_for(spec, Parallel(tp=1), Parallel(tp=2))
+    >>> from syncviz.presets import preset
+    >>> src, dst = models_for(preset("llama3-8b"), Parallel(tp=1), Parallel(tp=2))
     >>> src.module_args["use_legacy_models"], dst.module_args["tensor_model_parallel_size"]
     (False, 2)
     """

@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 from syncviz.diagnose import diagnose as diagnose_full
 from syncviz.diagnose.fixtures import tiny_spec, write_checkpoint
 from syncviz.parallel import Parallel
-from tests.diagnose_support import dumps_from_corrected
-from tests.test_diagnose_bugs import diagnose, lines
+from tests.diagnose_support import bad, dumps_from_corrected
+from tests.test_diagnose_bugs import diagnose
 
 L0, L1 = "model.layers.0.", "model.layers.1."
 
@@ -83,7 +83,7 @@ def test_shared_experts_of_the_wrong_rank(made, tmp_path):
         return f"rows 0-63: shared gate rows {64 * t}-{64 * t + 63}; rows 64-127: shared up rows" \
             f" {64 * t}-{64 * t + 63}"  # fmt: skip
 
-    assert lines(report) == {
+    assert bad(report) == {
         "model." + names[0]: [
             f"tp {t}, rows 0-127: holds tp {1 - t}'s {gate_up(1 - t)}, expected {gate_up(t)}"
             for t in (0, 1)
@@ -113,7 +113,7 @@ def test_gpt_oss_w13_de_interleaved(made, tmp_path):
     root = made["gpt-oss"]
     report = diagnose_full(root / "ref", edited(root, tmp_path / "dump", de_interleave), 2)
     rows = {0: "rows 0-63", 1: "rows 64-127"}
-    assert lines(report) == {
+    assert bad(report) == {
         "model." + W13: [
             f"tp {t}, experts 0-3: holds experts 0-3 each (rows 0-63: gate {rows[t]}, rows"
             f" 64-127: up {rows[t]}), expected experts 0-3 each (rows 0-127: gate {rows[t]} and"
@@ -135,7 +135,7 @@ def test_gpt_oss_w2_bias_on_every_rank(made, tmp_path):
 
     root = made["gpt-oss"]
     report = diagnose_full(root / "ref", edited(root, tmp_path / "dump", everywhere), 2)
-    assert lines(report) == {
+    assert bad(report) == {
         "model." + bias: ["tp 1, rows 0-3: holds tp 0's experts 0-3 down bias, expected zeros"]
     }
     assert report.exit_code == 1 and report.counts() == {"ok": 28, "wrong": 1}
@@ -155,7 +155,7 @@ def test_gpt_oss_sinks_unsharded(made, tmp_path):
 
     root = made["gpt-oss"]
     report = diagnose_full(root / "ref", edited(root, tmp_path / "dump", unsharded), 2)
-    assert lines(report) == {
+    assert bad(report) == {
         "model." + sinks: [
             f"tp {t}: shape [8], the whole tensor's (unsharded), expected [4]: Q heads"
             f" {4 * t}-{4 * t + 3} sink"
@@ -175,7 +175,7 @@ def test_first_heads_sinks_on_every_rank(made, tmp_path):
 
     root = made["gpt-oss"]
     report = diagnose_full(root / "ref", edited(root, tmp_path / "dump", first), 2)
-    assert lines(report) == {
+    assert bad(report) == {
         "model." + sinks: ["tp 1, elements 0-3: holds tp 0's Q heads 0-3 sink, expected Q heads"
                            " 4-7 sink"]
     }  # fmt: skip

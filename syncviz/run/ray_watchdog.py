@@ -2,19 +2,24 @@
 
 Run as ``python -I ray_watchdog.py NAME=VALUE OWNER_PID`` with a pipe on stdin
 whose other end the starting process (``OWNER_PID``) holds (see
-:mod:`syncviz.run.ray_cluster`). Reading stdin returns at end of file: the owner
-closed the pipe (its Ray session ended) or died, however it died (SIGKILL
-included); as a fork of the owner would keep the pipe open, the watchdog also
-looks every half second whether the owner is still its parent. The watchdog then
-SIGKILLs every process whose environment holds ``NAME=VALUE``, the mark the owner
-put in its environment while Ray started (the GCS, the raylet and everything they
-start: workers, agents, monitors inherit it), and exits once none is seen on
-several scans in a row. Ray's own clean-up takes seconds to minutes after its
-driver dies (workers and agents notice a dead raylet late), hence this. Standard
-library only, so it starts fast
-under ``-I``.
+:mod:`syncviz.run.ray_cluster`). The owner puts the mark ``NAME=VALUE`` in its
+environment while Ray starts, so the GCS and the raylet inherit it. Their
+children are not always readable by it: Ray's agents write their process title
+over the start of their environment block, the mark sometimes with it. So while
+it waits, the watchdog keeps learning the cluster every half second: a process
+is the cluster's when it carries the mark or its parent is the cluster's
+(remembered by pid and start time, so a process that outlived its parent, or a
+reused pid, is told right).
 
->>> marked(b"SYNCVIZ_RAY_WATCH=none-such", skip=set())
+The wait ends when reading stdin reaches end of file (the owner closed the pipe
+at the end of its Ray session, or died, however it died, SIGKILL included) or
+the owner is no longer the watchdog's parent (a fork of the owner would keep the
+pipe open). The watchdog then SIGKILLs every process of the cluster until none
+is seen on several scans in a row, and exits. Ray's own clean-up takes seconds
+to minutes after its driver dies (workers and agents notice a dead raylet
+late), hence this. Standard library only, so it starts fast under ``-I``.
+
+>>> Cluster(b"SYNCVIZ_RAY_WATCH=none-such", skip=set()).alive()
 []
 """
 
@@ -29,58 +34,86 @@ import time
 
 # How long the watchdog keeps killing before it gives up on a process that will not die.
 KILL_FOR_S = 10.0
-# Scans in a row (0.05 s apart) that must find no marked process before the watchdog ends.
+# Scans in a row (0.05 s apart) that must find no process of the cluster before it ends.
 QUIET_SCANS = 3
-# How often the watchdog looks whether its owner still lives, while the pipe stays open.
-OWNER_POLL_S = 0.5
+# How often the watchdog learns the cluster and looks whether its owner still lives.
+POLL_S = 0.5
 
 
-def marked(mark: bytes, skip: set[int]) -> list[int]:
-    """Live processes (zombies are gone) whose environment holds ``mark`` exactly."""
-    found = []
+def processes() -> dict[int, tuple[int, str]]:
+    """Every live process (zombies are gone): pid -> (parent pid, start time)."""
+    table = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in skip:
+        if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as env:
-                if mark not in env.read().split(b"\0"):
-                    continue
             with open(f"/proc/{name}/stat", "rb") as stat:
-                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue
-        except (OSError, IndexError):  # gone meanwhile, or not ours to read
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):  # gone meanwhile
             continue
-        found.append(int(name))
-    return found
+        if fields[0] != b"Z":
+            # After the name: state, ppid, ... ; start time is field 22 of stat (19 here).
+            table[int(name)] = (int(fields[1]), fields[19].decode())
+    return table
 
 
-def kill_marked(mark: bytes, limit: float = KILL_FOR_S) -> list[int]:
-    """SIGKILL the marked processes until none is left (or ``limit`` s); returns survivors.
-
-    "None left" must be seen on :data:`QUIET_SCANS` scans in a row: a process that
-    one scan could not read (being started, or exiting) is looked for again.
-    """
-    skip = {os.getpid()}
-    end = time.monotonic() + limit
-    quiet = 0
-    while quiet < QUIET_SCANS and time.monotonic() < end:
-        alive = marked(mark, skip)
-        quiet = 0 if alive else quiet + 1
-        for pid in alive:
-            with contextlib.suppress(OSError):  # gone meanwhile
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    return marked(mark, skip)
+def _carries(pid: int, mark: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as env:
+            return mark in env.read().split(b"\0")
+    except OSError:  # gone meanwhile, or not ours to read
+        return False
 
 
-def wait_for_owner(owner: int) -> None:
-    """Return once the pipe on stdin reaches its end or the owner process is gone.
+class Cluster:
+    """The processes of one cluster, learned scan by scan (see the module doc)."""
 
-    The end of the pipe alone is not enough: a process forked from the owner
-    without exec holds the pipe's other end too, and would keep it open.
-    """
+    def __init__(self, mark: bytes, skip: set[int]) -> None:
+        self.mark = mark
+        self.skip = skip
+        self.known: dict[int, str] = {}  # pid -> start time
+
+    def learn(self) -> dict[int, tuple[int, str]]:
+        """Add the marked processes and every descendant of a known one; the scan's table."""
+        table = processes()
+        for pid, (_, start) in table.items():
+            if pid not in self.skip and self.known.get(pid) != start and _carries(pid, self.mark):
+                self.known[pid] = start
+        grew = True
+        while grew:
+            grew = False
+            for pid, (parent, start) in table.items():
+                mine = parent in table and self.known.get(parent) == table[parent][1]
+                if mine and pid not in self.skip and self.known.get(pid) != start:
+                    self.known[pid] = start
+                    grew = True
+        return table
+
+    def alive(self) -> list[int]:
+        """Known processes still running (the same start time: not a reused pid)."""
+        table = self.learn()
+        return [pid for pid, start in self.known.items() if table.get(pid, (0, ""))[1] == start]
+
+    def kill(self, limit: float = KILL_FOR_S) -> list[int]:
+        """SIGKILL the cluster until none is left on :data:`QUIET_SCANS` scans in a row (or
+        ``limit`` s); returns the survivors."""
+        end = time.monotonic() + limit
+        quiet = 0
+        while quiet < QUIET_SCANS and time.monotonic() < end:
+            alive = self.alive()
+            quiet = 0 if alive else quiet + 1
+            for pid in alive:
+                with contextlib.suppress(OSError):  # gone meanwhile
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        return self.alive()
+
+
+def wait_for_owner(owner: int, cluster: Cluster) -> None:
+    """Learn the cluster until the pipe on stdin ends or the owner is no longer the parent."""
     while os.getppid() == owner:
-        ready, _, _ = select.select([sys.stdin.buffer], [], [], OWNER_POLL_S)
+        cluster.learn()
+        ready, _, _ = select.select([sys.stdin.buffer], [], [], POLL_S)
         if ready and not os.read(sys.stdin.fileno(), 65536):
             return
 
@@ -92,8 +125,9 @@ def main(argv: list[str]) -> int:
     # Ctrl-C reaches the whole foreground group: the watchdog must outlast its owner.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    wait_for_owner(int(argv[2]))
-    return 1 if kill_marked(argv[1].encode()) else 0
+    cluster = Cluster(argv[1].encode(), skip={os.getpid()})
+    wait_for_owner(int(argv[2]), cluster)
+    return 1 if cluster.kill() else 0
 
 
 if __name__ == "__main__":

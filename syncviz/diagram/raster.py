@@ -436,24 +436,30 @@ def grid_map(region_map: RegionMap) -> RegionMap:
 
 
 BOXES_KEPT = 64  # maps whose boxes are remembered (see local_boxes)
-_Kept = tuple[RegionMap, tuple["Box2", ...] | None]  # the map, its boxes (None: fragmented)
+_Kept = tuple[RegionMap, torch.Tensor | None]  # the map, its boxes (None: fragmented)
 _boxes: OrderedDict[tuple[int, int, int], _Kept] = OrderedDict()
 
 
-def local_boxes(region_map: RegionMap, base: int, numel: int) -> tuple[Box2, ...]:
+def local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
     """The map's regions on the grid, as ids local to a parameter whose model-wide ids are
     ``base .. base + numel - 1`` (read back as :func:`~syncviz.run.values.to_local_ids` does:
-    markers below 0 kept, any other id outside the parameter is -3).
+    markers below 0 kept, any other id outside the parameter is -3): a tensor whose rows
+    are :class:`Box2` fields (``r0, r1, c0, c1, v, sr, sc``), read by the raster, its
+    status and its grid as a whole (:func:`box_tuples` gives them one by one).
 
     Remembered for the last few maps (a panel's held map is read for its raster, its
     status and its grid; an expected map for its raster and the status against it): at
     real sizes each reading cuts thousands of regions.
+
+    >>> m = RegionMap.affine((2, 4), 10, (4, 1))
+    >>> local_boxes(m, 8, 16).tolist(), local_boxes(m, 0, 8).tolist()
+    ([[0, 2, 0, 4, 2, 4, 1]], [[0, 2, 0, 4, -3, 0, 0]])
     """
     key = (id(region_map), base, numel)
     hit = _boxes.get(key)
     if hit is None or hit[0] is not region_map:  # the map itself is kept: its id stays its own
         try:
-            boxes: tuple[Box2, ...] | None = tuple(_local_boxes(region_map, base, numel))
+            boxes: torch.Tensor | None = _local_boxes(region_map, base, numel)
         except Fragmented:
             boxes = None
         hit = _boxes[key] = (region_map, boxes)
@@ -465,17 +471,60 @@ def local_boxes(region_map: RegionMap, base: int, numel: int) -> tuple[Box2, ...
     return hit[1]
 
 
-def _local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
+Boxes = torch.Tensor | Sequence[Box2]  # boxes as a tensor's rows or as tuples
+
+
+def box_tuples(boxes: Boxes) -> tuple[Box2, ...]:
+    """Boxes (a tensor's rows, as :func:`local_boxes` gives them) as :class:`Box2` tuples."""
+    if not isinstance(boxes, torch.Tensor):
+        return tuple(boxes)
+    return tuple(Box2(*row) for row in boxes.tolist())
+
+
+def box_tensor(boxes: Boxes) -> torch.Tensor:
+    """Boxes as a tensor of rows ``r0, r1, c0, c1, v, sr, sc``."""
+    return torch.as_tensor(boxes, dtype=torch.int64).view(-1, 7)
+
+
+def _local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
+    """:func:`local_boxes`: every region classified at once (a marker, ids of this
+    parameter, ids of another); only a region partly this parameter's is halved, one
+    by one, until each part is one or the other."""
     grid = grid_map(region_map)
     if grid.size_hint > MAX_PIECES:
         raise Fragmented
-    out: list[Box2] = []
-    work = [
-        (r.start[0], r.stop[0], r.start[1], r.stop[1], int(r.offset), r.strides[0], r.strides[1])
-        for r in grid.regions
-    ]
+    t = torch.tensor(
+        [(*r.start, *r.stop, r.offset, *r.strides) for r in grid.regions], dtype=torch.int64
+    ).view(-1, 7)
+    r0, c0, r1, c1, v, sr, sc = t.unbind(1)
+    nr, nc = r1 - r0, c1 - c0
+    sr, sc = torch.where(nr > 1, sr, 0), torch.where(nc > 1, sc, 0)
+    lo = v + (sr * (nr - 1)).clamp(max=0) + (sc * (nc - 1)).clamp(max=0)
+    hi = v + (sr * (nr - 1)).clamp(min=0) + (sc * (nc - 1)).clamp(min=0)
+    marker = (lo == hi) & (v < 0)
+    ours = ~marker & (lo >= base) & (hi < base + numel)
+    foreign = ~marker & ~ours & (lo >= 0) & ((hi < base) | (lo >= base + numel))
+    rest = ~(marker | ours | foreign)
+    if bool((rest & (lo < 0)).any()):  # ids below zero that are not one marker
+        raise Fragmented
+    zero = torch.zeros_like(v)
+    value = torch.where(ours, v - base, torch.where(foreign, FOREIGN, v))
+    moving = ours | rest
+    done = torch.stack(
+        [r0, r1, c0, c1, value, torch.where(moving, sr, zero), torch.where(moving, sc, zero)], 1
+    )
+    out = [done[~rest]]
+    if bool(rest.any()):
+        out.append(_halved(done[rest].tolist(), base, numel, MAX_PIECES - len(out[0])))
+    return torch.cat(out)
+
+
+def _halved(work: list[list[int]], base: int, numel: int, budget: int) -> torch.Tensor:
+    """Regions (rows of :class:`Box2` fields) partly ids of this parameter, halved until
+    each part is a marker, ids of this parameter (made local) or another's."""
+    out: list[tuple[int, ...]] = []
     while work:
-        if len(out) + len(work) > MAX_PIECES:
+        if len(out) + len(work) > budget:
             raise Fragmented
         r0, r1, c0, c1, v, sr, sc = work.pop()
         nr, nc = r1 - r0, c1 - c0
@@ -483,20 +532,20 @@ def _local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
         lo = v + min(0, sr * (nr - 1)) + min(0, sc * (nc - 1))
         hi = v + max(0, sr * (nr - 1)) + max(0, sc * (nc - 1))
         if lo == hi and v < 0:  # a marker
-            out.append(Box2(r0, r1, c0, c1, v, 0, 0))
+            out.append((r0, r1, c0, c1, v, 0, 0))
         elif lo >= base and hi < base + numel:
-            out.append(Box2(r0, r1, c0, c1, v - base, sr, sc))
+            out.append((r0, r1, c0, c1, v - base, sr, sc))
         elif lo >= 0 and (hi < base or lo >= base + numel):
-            out.append(Box2(r0, r1, c0, c1, FOREIGN, 0, 0))
+            out.append((r0, r1, c0, c1, FOREIGN, 0, 0))
         elif lo < 0:  # ids below zero that are not one marker: not ids of any parameter
             raise Fragmented
         elif nr >= nc:  # partly this parameter's: halve until each part is one or the other
             m = r0 + nr // 2
-            work += [(r0, m, c0, c1, v, sr, sc), (m, r1, c0, c1, v + sr * (m - r0), sr, sc)]
+            work += [[r0, m, c0, c1, v, sr, sc], [m, r1, c0, c1, v + sr * (m - r0), sr, sc]]
         else:
             m = c0 + nc // 2
-            work += [(r0, r1, c0, m, v, sr, sc), (r0, r1, m, c1, v + sc * (m - c0), sr, sc)]
-    return out
+            work += [[r0, r1, c0, m, v, sr, sc], [r0, r1, m, c1, v + sc * (m - c0), sr, sc]]
+    return torch.tensor(out, dtype=torch.int64).view(-1, 7)
 
 
 def local_grid(region_map: RegionMap, base: int, numel: int) -> RegionMap | None:
@@ -520,7 +569,7 @@ class BoxGrid(RegionMap):
 
     __slots__ = ("_boxes", "_made")
 
-    def __init__(self, shape: tuple[int, ...], boxes: Sequence[Box2]) -> None:
+    def __init__(self, shape: tuple[int, ...], boxes: Boxes) -> None:
         self.shape = tuple(shape)
         self._boxes = boxes
         self._made: tuple[Region, ...] | None = None
@@ -535,7 +584,7 @@ class BoxGrid(RegionMap):
                     b.v,
                     (b.sr if b.r1 - b.r0 > 1 else 0, b.sc if b.c1 - b.c0 > 1 else 0),
                 )
-                for b in self._boxes
+                for b in box_tuples(self._boxes)
             )
         return self._made
 
@@ -714,7 +763,7 @@ def _slices(p: Piece, axis: int) -> list[Piece]:
     return [_cut(p, axis, t, t + 1) for t in range(n)]
 
 
-def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, nc: int):
+def _mixed(boxes: torch.Tensor, table: BlockTable, rs: int, cs: int, nr: int, nc: int):
     """Per cell, whether it holds more than one block: every box is a mark (a marker, or
     ids of one block) or the one-block pieces of its shape (:func:`one_block_pieces`)
     placed at its corner; both painted as cell rectangles (per-cell min and max).
@@ -726,7 +775,7 @@ def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, 
     """
     low = torch.full((nr, nc), _BIG, dtype=torch.int64)
     high = torch.full((nr, nc), _SMALL, dtype=torch.int64)
-    t = torch.tensor(boxes, dtype=torch.int64).view(-1, 7)
+    t = boxes.view(-1, 7)
     r0, r1, c0, c1, v, sr, sc = t.unbind(1)
     constant = ((sr == 0) | (r1 - r0 == 1)) & ((sc == 0) | (c1 - c0 == 1))
     is_mark = (v < 0) | constant
@@ -747,9 +796,7 @@ def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, 
         if len(table.cuts[0]) <= 2:
             coords = coords[1:]
         sizes = [laid[:, 1] - laid[:, 0], laid[:, 3] - laid[:, 2], laid[:, 5], laid[:, 6]]
-        keys = torch.stack(sizes + coords, 1)
-        _, group = torch.unique(keys, dim=0, return_inverse=True)
-        groups = int(group.max()) + 1
+        group, groups = row_groups(sizes + coords)
         each = torch.bincount(group, minlength=groups)
         first = torch.full((groups,), len(laid), dtype=torch.int64)
         first.scatter_reduce_(0, group, torch.arange(len(laid)), "amin")
@@ -764,6 +811,23 @@ def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, 
         rects.append(_placed_rects(shapes, group, laid[:, 0], laid[:, 2], rs, cs, low, high))
     _paint_min_max(low, high, torch.cat(rects))
     return low != high
+
+
+def row_groups(columns: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Number the distinct rows of equal-length integer columns in sorted (lexicographic)
+    order: each row's number and how many there are, as ``torch.unique(dim=0)``'s inverse
+    gives them, from one sort per column (several times faster than sorting rows).
+
+    >>> group, n = row_groups([torch.tensor([5, 1, 5, 1]), torch.tensor([0, 2, 0, 1])])
+    >>> group.tolist(), n
+    ([2, 1, 2, 0], 3)
+    """
+    group = torch.zeros(len(columns[0]), dtype=torch.int64)
+    for column in columns:
+        _, rank = torch.unique(column, return_inverse=True)
+        group = group * (int(rank.max()) + 1) + rank  # both below the row count: no overflow
+        _, group = torch.unique(group, return_inverse=True)
+    return group, int(group.max()) + 1
 
 
 def _placed_rects(shapes, group, r_at, c_at, rs: int, cs: int, low, high) -> torch.Tensor:
@@ -785,8 +849,8 @@ def _placed_rects(shapes, group, r_at, c_at, rs: int, cs: int, low, high) -> tor
         ci = _cell_index(int(c0[k]), int(pc[k]), int(nc[k]), cs)
         _paint(low, ri, ci, int(block[k]), "min")
         _paint(high, ri, ci, int(block[k]), "max")
-    rects = (r0 // rs, r1 // rs + 1, c0 // cs, c1 // cs + 1, block)
-    return torch.stack([x[whole] for x in rects], 1)
+    rects = torch.stack((r0 // rs, r1 // rs + 1, c0 // cs, c1 // cs + 1, block), 1)
+    return rects if bool(whole.all()) else rects[whole]
 
 
 def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects) -> None:
@@ -942,11 +1006,10 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
     )
 
 
-def _corners(boxes: Sequence[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
+def _corners(boxes: torch.Tensor, rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
     """The id at every cell's first element: each corner point lies in exactly one box."""
     corners = torch.empty((nr, nc), dtype=torch.int64)
-    t = torch.tensor(boxes, dtype=torch.int64)  # rows r0, r1, c0, c1, v, sr, sc
-    r0, r1, c0, c1, v, sr, sc = t.reshape(-1, 7).unbind(1)
+    r0, r1, c0, c1, v, sr, sc = boxes.reshape(-1, 7).unbind(1)
     # The cells whose first element (a multiple of the cell size) lies in each box.
     which, i, j = rect_cells(-(-r0 // rs), -(-r1 // rs), -(-c0 // cs), -(-c1 // cs))
     values = v[which] + sr[which] * (i * rs - r0[which]) + sc[which] * (j * cs - c0[which])
@@ -960,10 +1023,11 @@ RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_sta
 FEW_EXPECTED = 64  # expected boxes (an oracle shard: usually one) compared all at once
 
 
-def _status(actual: Sequence[Box2], expected: Sequence[Box2], rs, cs, nr, nc) -> torch.Tensor:
-    """The worst verdict per cell of ``actual`` against ``expected`` (both local boxes)."""
-    if len(expected) <= FEW_EXPECTED and len(actual) * len(expected) <= MAX_PAIRS:
-        return _status_all_at_once(actual, expected, rs, cs, nr, nc)
+def _status(held: Boxes, wanted: Boxes, rs, cs, nr, nc) -> torch.Tensor:
+    """The worst verdict per cell of ``held`` against ``wanted`` (both local boxes)."""
+    if len(wanted) <= FEW_EXPECTED and len(held) * len(wanted) <= MAX_PAIRS:
+        return _status_all_at_once(held, wanted, rs, cs, nr, nc)
+    actual, expected = box_tuples(held), box_tuples(wanted)
     out = torch.zeros((nr, nc), dtype=torch.int64)
     by_row = sorted(expected, key=lambda e: e.r0)
     starts = [e.r0 for e in by_row]
@@ -1002,13 +1066,13 @@ def _status(actual: Sequence[Box2], expected: Sequence[Box2], rs, cs, nr, nc) ->
     return out
 
 
-def _status_all_at_once(actual, expected, rs, cs, nr, nc) -> torch.Tensor:
+def _status_all_at_once(actual: Boxes, expected: Boxes, rs, cs, nr, nc) -> torch.Tensor:
     """:func:`_status` with the held boxes as one tensor, against each of a few expected
     boxes in turn: the same overlaps and verdicts, no loop over thousands of boxes."""
     out = torch.zeros((nr, nc), dtype=torch.int64)
     if not len(actual):
         return out
-    r0, r1, c0, c1, v, sr, sc = torch.tensor(actual, dtype=torch.int64).view(-1, 7).unbind(1)
+    r0, r1, c0, c1, v, sr, sc = box_tensor(actual).unbind(1)
     asr = torch.where(r1 - r0 > 1, sr, 0)
     asc = torch.where(c1 - c0 > 1, sc, 0)
     constant = (asr == 0) & (asc == 0)
@@ -1018,7 +1082,7 @@ def _status_all_at_once(actual, expected, rs, cs, nr, nc) -> torch.Tensor:
     cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1, verdict], 1)
     _paint_rects(out, None, cells[marked])
     overlaps = []
-    for e in expected:
+    for e in box_tuples(expected):
         top, bottom = r0.clamp(min=e.r0), r1.clamp(max=e.r1)
         left, right = c0.clamp(min=e.c0), c1.clamp(max=e.c1)
         meet = ~marked & (top < bottom) & (left < right)

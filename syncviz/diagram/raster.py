@@ -66,6 +66,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy
 import torch
 
 from syncviz.errors import SyncvizError
@@ -493,9 +494,8 @@ def _local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
     grid = grid_map(region_map)
     if grid.size_hint > MAX_PIECES:
         raise Fragmented
-    t = torch.tensor(
-        [(*r.start, *r.stop, r.offset, *r.strides) for r in grid.regions], dtype=torch.int64
-    ).view(-1, 7)
+    rows = [r.start + r.stop + (r.offset,) + r.strides for r in grid.regions]
+    t = torch.from_numpy(numpy.array(rows, dtype=numpy.int64).reshape(-1, 7))  # numpy: 2x faster
     r0, c0, r1, c1, v, sr, sc = t.unbind(1)
     nr, nc = r1 - r0, c1 - c0
     sr, sc = torch.where(nr > 1, sr, 0), torch.where(nc > 1, sc, 0)
@@ -808,7 +808,23 @@ def _mixed(boxes: torch.Tensor, table: BlockTable, rs: int, cs: int, nr: int, nc
             if budget < 0:
                 raise Fragmented
             shapes.append(got)
-        rects.append(_placed_rects(shapes, group, laid[:, 0], laid[:, 2], rs, cs, low, high))
+        # Boxes of one group that lie in one row of cells (or one column) at the same
+        # cell paint the same rectangles there: one of them is placed (min and max do not
+        # count repeats). A real-size panel's thousands of boxes are a few hundred places.
+        r_at, c_at = laid[:, 0], laid[:, 2]
+        one_r = r_at // rs == (laid[:, 1] - 1) // rs
+        one_c = c_at // cs == (laid[:, 3] - 1) // cs
+        place, n_places = row_groups(
+            [
+                group,
+                torch.where(one_r, -1 - r_at // rs, r_at),
+                torch.where(one_c, -1 - c_at // cs, c_at),
+            ]
+        )
+        pick = torch.full((n_places,), len(laid), dtype=torch.int64)
+        pick.scatter_reduce_(0, place, torch.arange(len(laid)), "amin")
+        placed = _placed_rects(shapes, group[pick], r_at[pick], c_at[pick], rs, cs, low, high)
+        rects.append(placed)
     _paint_min_max(low, high, torch.cat(rects))
     return low != high
 

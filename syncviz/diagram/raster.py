@@ -772,6 +772,26 @@ def _mixed(boxes: torch.Tensor, table: BlockTable, rs: int, cs: int, nr: int, nc
     the global coordinates of its first id, except the outermost one when no block cuts
     it (its ids stay inside the parameter, so that coordinate never wraps). The boxes
     are grouped by that key as a tensor's rows, so thousands of boxes cost a few ops.
+
+    Rows 0-15 of this map alternate rows of heads 0 and 1 of a tiny o_proj (one box per
+    pair, several in a row of cells), rows 16-23 hold head 2: the marks are those of the
+    materialized ids at any cell size, a row of cells straddled by boxes included.
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.oracle import model_layout
+    >>> from syncviz.spec import ModelSpec
+    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    >>> o_proj = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[2]
+    >>> table, whole = BlockTable(o_proj), RegionMap.affine((8, 8), 0, (8, 1))
+    >>> m = RegionMap.cat([whole.take(1, 0, 1, 4).reshape((16, 2)), whole.take(1, 4, 1, 2)], 0)
+    >>> map_raster(m, table, cell=(4, 2)).mixed.view(-1).tolist()
+    [True, True, True, True, False, False]
+    >>> ids = m.materialize()
+    >>> [
+    ...     torch.equal(map_raster(m, table, cell=c).mixed, raster(ids, table, cell=c).mixed)
+    ...     for c in ((4, 2), (5, 1), (8, 2), (3, 2))
+    ... ]
+    [True, True, True, True]
     """
     low = torch.full((nr, nc), _BIG, dtype=torch.int64)
     high = torch.full((nr, nc), _SMALL, dtype=torch.int64)

@@ -113,16 +113,13 @@ def measure(explorer: Explorer, rounds: int) -> dict[str, list[float]]:
     from syncviz.diagram.pil_layout import layout_png
 
     keys = [key for _, key in explorer.param.options]
-    run = explorer._runs[explorer._run_key]
 
     def show(key: str) -> None:
         explorer.param.value = key
 
     out: dict[str, list[float]] = {k: [] for k in ("cold", "cold1", "warm", "step", "hover")}
     for r in range(rounds):
-        explorer._pictures.clear()
-        explorer._kinds.clear()
-        run.steps.clear()
+        explorer.session.forget()
         order = keys[1:] + keys[:1]  # the one on screen last, so that every change is one
         cold = [timed(lambda k=k: show(k)) for k in order]
         out["cold"] += cold
@@ -163,8 +160,7 @@ def measure_layers(model: str, src: Parallel, dst: Parallel) -> dict[str, list[f
     """First views on a run of every layer: layer 0 (fresh) and layers 1-3 (kind reused)."""
     explorer = Explorer(model, src, dst, layer=-1, scaled=True)
     explorer.param.value = explorer.param.options[-1][1]  # off layers 0-3
-    explorer._pictures.clear()
-    explorer._kinds.clear()
+    explorer.session.forget()
     out: dict[str, list[float]] = {"layer0": [], "later": []}
     for _, key in explorer.param.options:
         layer = key.split("layers.")[1].split(".")[0] if "layers." in key else None

@@ -56,7 +56,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("oracle", "sync", "family_file"),
     ("run", "check", "diagnose", "dump", "fingerprint_dump", "record", "journey"),
     ("diagram",),
-    ("widgets", "cli", "__main__"),
+    ("widgets", "explorer_session", "cli", "__main__"),
 )
 
 

@@ -262,13 +262,12 @@ def test_real_sizes_run_symbolic_and_scaled_runs_are_estimated(tiny_spec, monkey
 def test_steps_are_replayed_only_when_asked(tiny, monkeypatch):
     """A first view replays no steps, yet the slider's range is the step list's length;
     moving the slider replays that parameter once."""
-    import syncviz.widgets.explorer as explorer
+    import syncviz.explorer_session as session
     from syncviz.journey import param_steps
 
     calls = []
-    monkeypatch.setattr(explorer, "param_steps", lambda *a: calls.append(a) or param_steps(*a))
-    tiny._runs[tiny._run_key].steps.clear()
-    tiny._pictures.clear()
+    monkeypatch.setattr(session, "param_steps", lambda *a: calls.append(a) or param_steps(*a))
+    tiny.session.forget()
     for key in (O_PROJ, QKV):
         tiny.param.value = key
         assert tiny.step.max == len(param_steps(tiny.result, key)) > 0
@@ -363,11 +362,11 @@ def test_default_sizes_are_one_constant(tiny_spec, monkeypatch):
 def test_real_size_hover_waits_for_the_slider_to_replay(tiny_spec, monkeypatch):
     """At real sizes a hover never starts the replay: it names the ops ("via steps")
     only once the step slider has replayed them; scaled runs name them at once."""
-    import syncviz.widgets.explorer as explorer
+    import syncviz.explorer_session as session
     from syncviz.journey import param_steps
 
     calls = []
-    monkeypatch.setattr(explorer, "param_steps", lambda *a: calls.append(a) or param_steps(*a))
+    monkeypatch.setattr(session, "param_steps", lambda *a: calls.append(a) or param_steps(*a))
     for scaled in (False, True):
         ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=scaled)
         ex.param.value = QKV
@@ -530,18 +529,18 @@ def test_journey_words_evenly_spaced_rows_as_a_range(tiny_spec):
 
 def test_busy_line_while_a_journey_is_followed(tiny_spec, monkeypatch):
     """Following a block's journey names it in the busy line while it runs, then clears it."""
-    import syncviz.widgets.explorer as explorer
+    import syncviz.explorer_session as session
 
     ex = Explorer(spec=tiny_spec, src=Parallel(tp=1), dst=Parallel(tp=2), scaled=False)
     ex.param.value = QKV
     seen = []
-    follow = explorer.block_journey
+    follow = session.block_journey
 
     def watched(*args):
         seen.append(ex.busy.value)
         return follow(*args)
 
-    monkeypatch.setattr(explorer, "block_journey", watched)
+    monkeypatch.setattr(session, "block_journey", watched)
     ex.block.value = 3
     assert len(seen) == 1 and "following the journey of Q head 3" in seen[0]
     assert ex.busy.value == "" and "journey of <b>Q head 3</b>" in ex.journey.value
@@ -561,8 +560,8 @@ def test_experts_view_fits_a_970px_cell():
     from matplotlib.text import Text
 
     from syncviz.diagram.experts import expert_diagram
-    from syncviz.widgets.explorer import _expert_key, _figure
+    from syncviz.explorer_session import expert_key, figure
 
-    fig = _figure(expert_diagram(ex.result, _expert_key(ex.result, None))).fig
+    fig = figure(expert_diagram(ex.result, expert_key(ex.result, None))).fig
     assert fig.get_figwidth() * 100 <= 960
     assert min(t.get_fontsize() for t in fig.findobj(Text) if t.get_text()) >= 9

@@ -66,6 +66,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy
 import torch
 
 from syncviz.errors import SyncvizError
@@ -436,24 +437,30 @@ def grid_map(region_map: RegionMap) -> RegionMap:
 
 
 BOXES_KEPT = 64  # maps whose boxes are remembered (see local_boxes)
-_Kept = tuple[RegionMap, tuple["Box2", ...] | None]  # the map, its boxes (None: fragmented)
+_Kept = tuple[RegionMap, torch.Tensor | None]  # the map, its boxes (None: fragmented)
 _boxes: OrderedDict[tuple[int, int, int], _Kept] = OrderedDict()
 
 
-def local_boxes(region_map: RegionMap, base: int, numel: int) -> tuple[Box2, ...]:
+def local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
     """The map's regions on the grid, as ids local to a parameter whose model-wide ids are
     ``base .. base + numel - 1`` (read back as :func:`~syncviz.run.values.to_local_ids` does:
-    markers below 0 kept, any other id outside the parameter is -3).
+    markers below 0 kept, any other id outside the parameter is -3): a tensor whose rows
+    are :class:`Box2` fields (``r0, r1, c0, c1, v, sr, sc``), read by the raster, its
+    status and its grid as a whole (:func:`box_tuples` gives them one by one).
 
     Remembered for the last few maps (a panel's held map is read for its raster, its
     status and its grid; an expected map for its raster and the status against it): at
     real sizes each reading cuts thousands of regions.
+
+    >>> m = RegionMap.affine((2, 4), 10, (4, 1))
+    >>> local_boxes(m, 8, 16).tolist(), local_boxes(m, 0, 8).tolist()
+    ([[0, 2, 0, 4, 2, 4, 1]], [[0, 2, 0, 4, -3, 0, 0]])
     """
     key = (id(region_map), base, numel)
     hit = _boxes.get(key)
     if hit is None or hit[0] is not region_map:  # the map itself is kept: its id stays its own
         try:
-            boxes: tuple[Box2, ...] | None = tuple(_local_boxes(region_map, base, numel))
+            boxes: torch.Tensor | None = _local_boxes(region_map, base, numel)
         except Fragmented:
             boxes = None
         hit = _boxes[key] = (region_map, boxes)
@@ -465,17 +472,59 @@ def local_boxes(region_map: RegionMap, base: int, numel: int) -> tuple[Box2, ...
     return hit[1]
 
 
-def _local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
+Boxes = torch.Tensor | Sequence[Box2]  # boxes as a tensor's rows or as tuples
+
+
+def box_tuples(boxes: Boxes) -> tuple[Box2, ...]:
+    """Boxes (a tensor's rows, as :func:`local_boxes` gives them) as :class:`Box2` tuples."""
+    if not isinstance(boxes, torch.Tensor):
+        return tuple(boxes)
+    return tuple(Box2(*row) for row in boxes.tolist())
+
+
+def box_tensor(boxes: Boxes) -> torch.Tensor:
+    """Boxes as a tensor of rows ``r0, r1, c0, c1, v, sr, sc``."""
+    return torch.as_tensor(boxes, dtype=torch.int64).view(-1, 7)
+
+
+def _local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
+    """:func:`local_boxes`: every region classified at once (a marker, ids of this
+    parameter, ids of another); only a region partly this parameter's is halved, one
+    by one, until each part is one or the other."""
     grid = grid_map(region_map)
     if grid.size_hint > MAX_PIECES:
         raise Fragmented
-    out: list[Box2] = []
-    work = [
-        (r.start[0], r.stop[0], r.start[1], r.stop[1], int(r.offset), r.strides[0], r.strides[1])
-        for r in grid.regions
-    ]
+    rows = [r.start + r.stop + (r.offset,) + r.strides for r in grid.regions]
+    t = torch.from_numpy(numpy.array(rows, dtype=numpy.int64).reshape(-1, 7))  # numpy: 2x faster
+    r0, c0, r1, c1, v, sr, sc = t.unbind(1)
+    nr, nc = r1 - r0, c1 - c0
+    sr, sc = torch.where(nr > 1, sr, 0), torch.where(nc > 1, sc, 0)
+    lo = v + (sr * (nr - 1)).clamp(max=0) + (sc * (nc - 1)).clamp(max=0)
+    hi = v + (sr * (nr - 1)).clamp(min=0) + (sc * (nc - 1)).clamp(min=0)
+    marker = (lo == hi) & (v < 0)
+    ours = ~marker & (lo >= base) & (hi < base + numel)
+    foreign = ~marker & ~ours & (lo >= 0) & ((hi < base) | (lo >= base + numel))
+    rest = ~(marker | ours | foreign)
+    if bool((rest & (lo < 0)).any()):  # ids below zero that are not one marker
+        raise Fragmented
+    zero = torch.zeros_like(v)
+    value = torch.where(ours, v - base, torch.where(foreign, FOREIGN, v))
+    moving = ours | rest
+    done = torch.stack(
+        [r0, r1, c0, c1, value, torch.where(moving, sr, zero), torch.where(moving, sc, zero)], 1
+    )
+    out = [done[~rest]]
+    if bool(rest.any()):
+        out.append(_halved(done[rest].tolist(), base, numel, MAX_PIECES - len(out[0])))
+    return torch.cat(out)
+
+
+def _halved(work: list[list[int]], base: int, numel: int, budget: int) -> torch.Tensor:
+    """Regions (rows of :class:`Box2` fields) partly ids of this parameter, halved until
+    each part is a marker, ids of this parameter (made local) or another's."""
+    out: list[tuple[int, ...]] = []
     while work:
-        if len(out) + len(work) > MAX_PIECES:
+        if len(out) + len(work) > budget:
             raise Fragmented
         r0, r1, c0, c1, v, sr, sc = work.pop()
         nr, nc = r1 - r0, c1 - c0
@@ -483,20 +532,20 @@ def _local_boxes(region_map: RegionMap, base: int, numel: int) -> list[Box2]:
         lo = v + min(0, sr * (nr - 1)) + min(0, sc * (nc - 1))
         hi = v + max(0, sr * (nr - 1)) + max(0, sc * (nc - 1))
         if lo == hi and v < 0:  # a marker
-            out.append(Box2(r0, r1, c0, c1, v, 0, 0))
+            out.append((r0, r1, c0, c1, v, 0, 0))
         elif lo >= base and hi < base + numel:
-            out.append(Box2(r0, r1, c0, c1, v - base, sr, sc))
+            out.append((r0, r1, c0, c1, v - base, sr, sc))
         elif lo >= 0 and (hi < base or lo >= base + numel):
-            out.append(Box2(r0, r1, c0, c1, FOREIGN, 0, 0))
+            out.append((r0, r1, c0, c1, FOREIGN, 0, 0))
         elif lo < 0:  # ids below zero that are not one marker: not ids of any parameter
             raise Fragmented
         elif nr >= nc:  # partly this parameter's: halve until each part is one or the other
             m = r0 + nr // 2
-            work += [(r0, m, c0, c1, v, sr, sc), (m, r1, c0, c1, v + sr * (m - r0), sr, sc)]
+            work += [[r0, m, c0, c1, v, sr, sc], [m, r1, c0, c1, v + sr * (m - r0), sr, sc]]
         else:
             m = c0 + nc // 2
-            work += [(r0, r1, c0, m, v, sr, sc), (r0, r1, m, c1, v + sc * (m - c0), sr, sc)]
-    return out
+            work += [[r0, r1, c0, m, v, sr, sc], [r0, r1, m, c1, v + sc * (m - c0), sr, sc]]
+    return torch.tensor(out, dtype=torch.int64).view(-1, 7)
 
 
 def local_grid(region_map: RegionMap, base: int, numel: int) -> RegionMap | None:
@@ -520,7 +569,7 @@ class BoxGrid(RegionMap):
 
     __slots__ = ("_boxes", "_made")
 
-    def __init__(self, shape: tuple[int, ...], boxes: Sequence[Box2]) -> None:
+    def __init__(self, shape: tuple[int, ...], boxes: Boxes) -> None:
         self.shape = tuple(shape)
         self._boxes = boxes
         self._made: tuple[Region, ...] | None = None
@@ -535,7 +584,7 @@ class BoxGrid(RegionMap):
                     b.v,
                     (b.sr if b.r1 - b.r0 > 1 else 0, b.sc if b.c1 - b.c0 > 1 else 0),
                 )
-                for b in self._boxes
+                for b in box_tuples(self._boxes)
             )
         return self._made
 
@@ -714,7 +763,7 @@ def _slices(p: Piece, axis: int) -> list[Piece]:
     return [_cut(p, axis, t, t + 1) for t in range(n)]
 
 
-def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, nc: int):
+def _mixed(boxes: torch.Tensor, table: BlockTable, rs: int, cs: int, nr: int, nc: int):
     """Per cell, whether it holds more than one block: every box is a mark (a marker, or
     ids of one block) or the one-block pieces of its shape (:func:`one_block_pieces`)
     placed at its corner; both painted as cell rectangles (per-cell min and max).
@@ -723,10 +772,30 @@ def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, 
     the global coordinates of its first id, except the outermost one when no block cuts
     it (its ids stay inside the parameter, so that coordinate never wraps). The boxes
     are grouped by that key as a tensor's rows, so thousands of boxes cost a few ops.
+
+    Rows 0-15 of this map alternate rows of heads 0 and 1 of a tiny o_proj (one box per
+    pair, several in a row of cells), rows 16-23 hold head 2: the marks are those of the
+    materialized ids at any cell size, a row of cells straddled by boxes included.
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.oracle import model_layout
+    >>> from syncviz.spec import ModelSpec
+    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    >>> o_proj = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[2]
+    >>> table, whole = BlockTable(o_proj), RegionMap.affine((8, 8), 0, (8, 1))
+    >>> m = RegionMap.cat([whole.take(1, 0, 1, 4).reshape((16, 2)), whole.take(1, 4, 1, 2)], 0)
+    >>> map_raster(m, table, cell=(4, 2)).mixed.view(-1).tolist()
+    [True, True, True, True, False, False]
+    >>> ids = m.materialize()
+    >>> [
+    ...     torch.equal(map_raster(m, table, cell=c).mixed, raster(ids, table, cell=c).mixed)
+    ...     for c in ((4, 2), (5, 1), (8, 2), (3, 2))
+    ... ]
+    [True, True, True, True]
     """
     low = torch.full((nr, nc), _BIG, dtype=torch.int64)
     high = torch.full((nr, nc), _SMALL, dtype=torch.int64)
-    t = torch.tensor(boxes, dtype=torch.int64).view(-1, 7)
+    t = boxes.view(-1, 7)
     r0, r1, c0, c1, v, sr, sc = t.unbind(1)
     constant = ((sr == 0) | (r1 - r0 == 1)) & ((sc == 0) | (c1 - c0 == 1))
     is_mark = (v < 0) | constant
@@ -747,9 +816,7 @@ def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, 
         if len(table.cuts[0]) <= 2:
             coords = coords[1:]
         sizes = [laid[:, 1] - laid[:, 0], laid[:, 3] - laid[:, 2], laid[:, 5], laid[:, 6]]
-        keys = torch.stack(sizes + coords, 1)
-        _, group = torch.unique(keys, dim=0, return_inverse=True)
-        groups = int(group.max()) + 1
+        group, groups = row_groups(sizes + coords)
         each = torch.bincount(group, minlength=groups)
         first = torch.full((groups,), len(laid), dtype=torch.int64)
         first.scatter_reduce_(0, group, torch.arange(len(laid)), "amin")
@@ -761,9 +828,56 @@ def _mixed(boxes: Sequence[Box2], table: BlockTable, rs: int, cs: int, nr: int, 
             if budget < 0:
                 raise Fragmented
             shapes.append(got)
-        rects.append(_placed_rects(shapes, group, laid[:, 0], laid[:, 2], rs, cs, low, high))
+        # Boxes of one group that lie in one row of cells (or one column) at the same
+        # cell paint the same rectangles there: one of them is placed (min and max do not
+        # count repeats). A real-size panel's thousands of boxes are a few hundred places.
+        r_at, c_at = laid[:, 0], laid[:, 2]
+        one_r = r_at // rs == (laid[:, 1] - 1) // rs
+        one_c = c_at // cs == (laid[:, 3] - 1) // cs
+        place, n_places = row_groups(
+            [
+                group,
+                torch.where(one_r, -1 - r_at // rs, r_at),
+                torch.where(one_c, -1 - c_at // cs, c_at),
+            ]
+        )
+        pick = torch.full((n_places,), len(laid), dtype=torch.int64)
+        pick.scatter_reduce_(0, place, torch.arange(len(laid)), "amin")
+        placed = _placed_rects(shapes, group[pick], r_at[pick], c_at[pick], rs, cs, low, high)
+        rects.append(placed)
     _paint_min_max(low, high, torch.cat(rects))
     return low != high
+
+
+def row_groups(columns: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Number the distinct rows of equal-length integer columns in sorted (lexicographic)
+    order: each row's number and how many there are, as ``torch.unique(dim=0)``'s inverse
+    gives them. The columns are read as digits of one number (each its own span), sorted
+    once; a sort per column only where those numbers would pass 2^62 (several times
+    faster than sorting rows either way).
+
+    >>> group, n = row_groups([torch.tensor([5, 1, 5, 1]), torch.tensor([0, 2, 0, 1])])
+    >>> group.tolist(), n
+    ([2, 1, 2, 0], 3)
+    >>> big = torch.tensor([0, 2**40, 0, 2**40])
+    >>> row_groups([big, big, torch.tensor([3, 1, 2, 1])])[0].tolist()
+    [1, 2, 0, 2]
+    """
+    group = torch.zeros(len(columns[0]), dtype=torch.int64)
+    size = 1  # the numbers in ``group`` lie in 0 .. size - 1
+    for column in columns:
+        least = int(column.min()) if len(column) else 0
+        span = (int(column.max()) - least + 1) if len(column) else 1
+        if size * span >= 1 << 62:  # renumber what is there, then this column if need be
+            _, group = torch.unique(group, return_inverse=True)
+            size = int(group.max()) + 1
+            if size * span >= 1 << 62:
+                _, column = torch.unique(column, return_inverse=True)
+                least, span = 0, int(column.max()) + 1
+        group = group * span + (column - least)
+        size *= span
+    _, group = torch.unique(group, return_inverse=True)
+    return group, (int(group.max()) + 1) if len(group) else 0
 
 
 def _placed_rects(shapes, group, r_at, c_at, rs: int, cs: int, low, high) -> torch.Tensor:
@@ -785,8 +899,8 @@ def _placed_rects(shapes, group, r_at, c_at, rs: int, cs: int, low, high) -> tor
         ci = _cell_index(int(c0[k]), int(pc[k]), int(nc[k]), cs)
         _paint(low, ri, ci, int(block[k]), "min")
         _paint(high, ri, ci, int(block[k]), "max")
-    rects = (r0 // rs, r1 // rs + 1, c0 // cs, c1 // cs + 1, block)
-    return torch.stack([x[whole] for x in rects], 1)
+    rects = torch.stack((r0 // rs, r1 // rs + 1, c0 // cs, c1 // cs + 1, block), 1)
+    return rects if bool(whole.all()) else rects[whole]
 
 
 def _paint_rects(low: torch.Tensor, high: torch.Tensor | None, rects) -> None:
@@ -942,11 +1056,10 @@ def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed
     )
 
 
-def _corners(boxes: Sequence[Box2], rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
+def _corners(boxes: torch.Tensor, rs: int, cs: int, nr: int, nc: int) -> torch.Tensor:
     """The id at every cell's first element: each corner point lies in exactly one box."""
     corners = torch.empty((nr, nc), dtype=torch.int64)
-    t = torch.tensor(boxes, dtype=torch.int64)  # rows r0, r1, c0, c1, v, sr, sc
-    r0, r1, c0, c1, v, sr, sc = t.reshape(-1, 7).unbind(1)
+    r0, r1, c0, c1, v, sr, sc = boxes.reshape(-1, 7).unbind(1)
     # The cells whose first element (a multiple of the cell size) lies in each box.
     which, i, j = rect_cells(-(-r0 // rs), -(-r1 // rs), -(-c0 // cs), -(-c1 // cs))
     values = v[which] + sr[which] * (i * rs - r0[which]) + sc[which] * (j * cs - c0[which])
@@ -960,10 +1073,11 @@ RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_sta
 FEW_EXPECTED = 64  # expected boxes (an oracle shard: usually one) compared all at once
 
 
-def _status(actual: Sequence[Box2], expected: Sequence[Box2], rs, cs, nr, nc) -> torch.Tensor:
-    """The worst verdict per cell of ``actual`` against ``expected`` (both local boxes)."""
-    if len(expected) <= FEW_EXPECTED and len(actual) * len(expected) <= MAX_PAIRS:
-        return _status_all_at_once(actual, expected, rs, cs, nr, nc)
+def _status(held: Boxes, wanted: Boxes, rs, cs, nr, nc) -> torch.Tensor:
+    """The worst verdict per cell of ``held`` against ``wanted`` (both local boxes)."""
+    if len(wanted) <= FEW_EXPECTED and len(held) * len(wanted) <= MAX_PAIRS:
+        return _status_all_at_once(held, wanted, rs, cs, nr, nc)
+    actual, expected = box_tuples(held), box_tuples(wanted)
     out = torch.zeros((nr, nc), dtype=torch.int64)
     by_row = sorted(expected, key=lambda e: e.r0)
     starts = [e.r0 for e in by_row]
@@ -1002,13 +1116,13 @@ def _status(actual: Sequence[Box2], expected: Sequence[Box2], rs, cs, nr, nc) ->
     return out
 
 
-def _status_all_at_once(actual, expected, rs, cs, nr, nc) -> torch.Tensor:
+def _status_all_at_once(actual: Boxes, expected: Boxes, rs, cs, nr, nc) -> torch.Tensor:
     """:func:`_status` with the held boxes as one tensor, against each of a few expected
     boxes in turn: the same overlaps and verdicts, no loop over thousands of boxes."""
     out = torch.zeros((nr, nc), dtype=torch.int64)
     if not len(actual):
         return out
-    r0, r1, c0, c1, v, sr, sc = torch.tensor(actual, dtype=torch.int64).view(-1, 7).unbind(1)
+    r0, r1, c0, c1, v, sr, sc = box_tensor(actual).unbind(1)
     asr = torch.where(r1 - r0 > 1, sr, 0)
     asc = torch.where(c1 - c0 > 1, sc, 0)
     constant = (asr == 0) & (asc == 0)
@@ -1018,7 +1132,7 @@ def _status_all_at_once(actual, expected, rs, cs, nr, nc) -> torch.Tensor:
     cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1, verdict], 1)
     _paint_rects(out, None, cells[marked])
     overlaps = []
-    for e in expected:
+    for e in box_tuples(expected):
         top, bottom = r0.clamp(min=e.r0), r1.clamp(max=e.r1)
         left, right = c0.clamp(min=e.c0), c1.clamp(max=e.c1)
         meet = ~marked & (top < bottom) & (left < right)

@@ -56,7 +56,7 @@ import functools
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -281,6 +281,11 @@ class GroupPending(Pending):
     dtype: torch.dtype
     run: int
     group: int
+    settled: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+
+    def __post_init__(self) -> None:
+        if self.settled.numel() != self.segments.numel():  # none settled yet
+            self.settled = torch.zeros(self.segments.numel(), dtype=torch.bool)
 
     def key(self) -> tuple:
         return (self.dtype, self.decoded.length, self.run, self.group)
@@ -292,15 +297,28 @@ class GroupPending(Pending):
 
     def find(self, index: GroupTable) -> torch.Tensor:
         at = index.find(self.prints)
-        return torch.where(at >= 0, at + self.offsets * self.decoded.length, -1)
+        found = (at >= 0) & ~self.settled
+        return torch.where(found, at + self.offsets * self.decoded.length, -1)
 
     def in_place(self, glob: torch.Tensor) -> torch.Tensor:
-        starts = self.decoded.expected[self.segments]
-        table = PrintTable(glob.to(self.dtype), self.decoded.length, self.run)
-        expected = compose(table.expected(starts), self.group)
-        real = (starts >= 0).reshape(-1, self.group).all(dim=1)  # padding is never stale
-        same = (real & (expected == self.prints[:: self.group])).repeat_interleave(self.group)
-        return torch.where(same, starts, -1)
+        # Per group (the pending segments may be part of one: see below), by its rows' starts.
+        dec, group = self.decoded, self.group
+        groups, at = (self.segments // group).unique(return_inverse=True)
+        starts = dec.expected.view(-1, group)[groups]
+        table = PrintTable(glob.to(self.dtype), dec.length, self.run)
+        expected = compose(table.expected(starts.flatten()), group)
+        held = torch.empty_like(expected)
+        held[at] = self.prints
+        real = (starts >= 0).any(dim=1)  # padding alone is never stale
+        same = (real & (expected == held))[at] & ~self.settled
+        mine = dec.expected[self.segments]
+        # A group holding the previous rows and zeros where padding is due: its padding rows
+        # are right (they stay pending, settled, as only found segments leave).
+        pad = same & (mine < 0)
+        assert dec.source is not None and dec.start is not None
+        dec.source[self.segments[pad]], dec.start[self.segments[pad]] = dec.param, -1
+        self.settled = self.settled | pad
+        return torch.where(same, mine, -1)
 
     def reordered(self, glob: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         # Reordered rows inside a group cannot be told from the group's one fingerprint.
@@ -308,7 +326,7 @@ class GroupPending(Pending):
 
     def keep(self, mask: torch.Tensor) -> None:
         self.segments, self.prints = self.segments[mask], self.prints[mask]
-        self.offsets = self.offsets[mask]
+        self.offsets, self.settled = self.offsets[mask], self.settled[mask]
 
 
 class PrintFiles:
@@ -317,12 +335,8 @@ class PrintFiles:
 
     rank_pattern = re.compile(r"(pp\d+-)?tp\d+" + re.escape(SUFFIX))
 
-    def __init__(self) -> None:
-        self.whole_rows: dict[str, list[str]] = {}  # wrong rows named whole: key -> words
-
     def open(self, folder: str | Path, tp: int, pp: int) -> dict[tuple[int, int], PrintDump]:
         """Every rank's fingerprint file in ``folder``, by (pp, tp); a missing one is bad input."""
-        self.whole_rows = {}
         return open_prints(folder, tp, pp)
 
     def judge(
@@ -498,8 +512,10 @@ class PrintFiles:
             return
         dec.status = "wrong"
         unit = "row" if entry.group == 1 else f"{entry.group} rows"
-        self.whole_rows.setdefault(param.key, [f"one per {unit} of {entry.run}", str(length)])
-        self.whole_rows[param.key].append(dump.path.name)
+        noted = self.whole_rows().setdefault(
+            param.key, [f"one per {unit} of {entry.run}", str(length)]
+        )
+        noted.append(dump.path.name)
         offsets = torch.arange(per)
 
         def segments(units: torch.Tensor) -> torch.Tensor:
@@ -533,11 +549,16 @@ class PrintFiles:
                 RowsPending(dec, miss, per_segment, index.units, entry, param.global_shape)
             )
 
+    def whole_rows(self) -> dict[str, list[str]]:
+        """Per tensor whose wrong rows :meth:`_judge_rows` named whole: the note's words and
+        the rank files (made on first use: one PrintFiles serves one diagnosis)."""
+        return self.__dict__.setdefault("_whole_rows", {})
+
     def words(self, notes: list[str]) -> list[str]:
         """The shared note words name full dump files; here the files are fingerprint files.
         Wrong rows named whole (:meth:`_judge_rows`) add a note per tensor."""
         out = [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in notes]
-        for key, (prints, length, *names) in self.whole_rows.items():
+        for key, (prints, length, *names) in self.whole_rows().items():
             out.append(
                 f"{key} ({', '.join(names)}): fingerprinted {prints} elements, but the layout"
                 f" fills its rows in segments of {length}: its wrong rows are named whole, not"

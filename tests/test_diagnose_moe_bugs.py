@@ -360,3 +360,23 @@ def test_gpt_oss_missed_rank_from_the_full_dump(made, tmp_path):
     """The same rank from the full dump: said to have missed the update, as from fingerprints."""
     step1, step2, dump = stale_dump(made, tmp_path, "rank")
     assert diagnose_full(step2, dump, 2, previous=[step1]).missed_ranks == [1]
+
+
+def test_cli_on_fingerprints_as_save_vllm_rank_writes_them(made, tmp_path, capsys):
+    """gpt-oss ranks fingerprinted with save_fingerprints' defaults (runs of 16 elements, groups
+    up to 8 KiB): `syncviz diagnose` exits 0 on the right ranks, 1 with one bit of tp 1's
+    w13_bias flipped (naming its rows 2-3), where it once refused them as bad input (2)."""
+    from syncviz.cli import main
+    from syncviz.fingerprint_dump import save_fingerprints
+
+    root = made["gpt-oss"]
+    for case, code in (("right", 0), ("flipped", 1)):
+        prints = tmp_path / case
+        for t in range(2):
+            tensors = load_file(str(root / "dump" / f"tp{t}.safetensors"))
+            if case == "flipped" and t == 1:
+                tensors[B13].view(torch.int16)[2, 5] ^= 1
+            save_fingerprints(tensors, prints, tp_rank=t)
+        args = ["diagnose", "--reference", str(root / "ref"), "--dump", str(prints)]
+        assert main([*args, "--dst-tp", "2"]) == code
+    assert "tp 1, rows 2-3: holds values not found in the reference" in capsys.readouterr().out

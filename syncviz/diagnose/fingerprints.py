@@ -607,6 +607,9 @@ def gathered_prints(
     True
     >>> torch.equal(gathered_prints(g, starts, 1, 4, 2), compose(fingerprint(local), 2))
     True
+    >>> padded = gathered_prints(g, torch.tensor([4, -1]), 2, 4, 1)  # a row [g4 g5 0 0]
+    >>> torch.equal(padded, fingerprint(torch.tensor([[4.0, 5, 0, 0]])))
+    True
     """
     unit = run * group // length  # segments per stored fingerprint
     step = max(1, _GATHER_ELEMENTS // (run * group)) * unit
@@ -614,9 +617,10 @@ def gathered_prints(
     span = torch.arange(length)
     for s0 in range(0, starts.numel(), step):
         part = starts[s0 : s0 + step]
-        ids = (part[:, None] + span[None, :]).flatten()
-        values = flat[ids.clamp(min=0)]
-        values[ids < 0] = 0
+        padding = (part < 0)[:, None].expand(-1, length).flatten()
+        ids = (part.clamp(min=0)[:, None] + span[None, :]).flatten()
+        values = flat[ids]
+        values[padding] = 0
         prints = fingerprint(values.reshape(-1, run))
         out.append(compose(prints, group) if group > 1 else prints)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)

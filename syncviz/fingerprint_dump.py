@@ -2,7 +2,9 @@
 
 Every tensor is fingerprinted where it lives (see :mod:`syncviz.fingerprint`):
 per row for 2-D weights, per row of each expert for 3-D stacks, per run of
-``run_1d`` elements for 1-D tensors (norms, biases). Rows narrower than
+``run_1d`` elements for 1-D tensors (norms, biases). A row the layout fills in
+shorter segments (an expert's gate and up bias interleaved element by element) is
+one fingerprint too: diagnosis names such rows whole. Rows narrower than
 ``min_bytes`` (8 KiB) are fingerprinted one by one too, then ``group`` consecutive
 rows' fingerprints are composed into one (:func:`syncviz.fingerprint.compose`) so
 that every stored fingerprint stands for at least 8 KiB: files stay at most 0.1%

@@ -21,11 +21,20 @@ judged as one, and a wrong group's rows are looked up together (in the tensor's
 aligned groups of rows, then in every rank's expected groups), so a wrong row reads
 as its group's rows, and rows reordered inside a group read "not found".
 
+Rows the layout fills in shorter segments than a row (an expert's gate and up bias
+interleaved element by element: 1-element segments) are still one fingerprint per row,
+as the writer cannot know the layout and a fingerprint per element would cost four times
+the bytes it describes. Each stored fingerprint is compared with the fingerprint of what
+the oracle puts in its rows, gathered element by element (:func:`gathered_prints`): the
+same wrong rows as a full dump. A wrong row is named whole: found among every rank's
+expected rows (another rank's, another layer's, a previous checkpoint's) or not found,
+and a note says once per tensor that the elements inside are not located.
+
 What differs from a full dump: a segment mixing +0.0 and -0.0 (where data was
 expected) reads "not found" rather than "zeros"; a segment reordered within a run
 (not in whole runs) reads "not found" rather than "in another order"; the groups
-above; and two different segments share a fingerprint with odds of about 2**-48
-(one-bit changes: never).
+and whole rows above; and two different segments share a fingerprint with odds of
+about 2**-48 (one-bit changes: never).
 
 >>> import tempfile
 >>> from syncviz.diagnose.fixtures import planted
@@ -45,7 +54,7 @@ import functools
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -270,6 +279,11 @@ class GroupPending(Pending):
     dtype: torch.dtype
     run: int
     group: int
+    settled: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+
+    def __post_init__(self) -> None:
+        if self.settled.numel() != self.segments.numel():  # none settled yet
+            self.settled = torch.zeros(self.segments.numel(), dtype=torch.bool)
 
     def key(self) -> tuple:
         return (self.dtype, self.decoded.length, self.run, self.group)
@@ -281,15 +295,28 @@ class GroupPending(Pending):
 
     def find(self, index: GroupTable) -> torch.Tensor:
         at = index.find(self.prints)
-        return torch.where(at >= 0, at + self.offsets * self.decoded.length, -1)
+        found = (at >= 0) & ~self.settled
+        return torch.where(found, at + self.offsets * self.decoded.length, -1)
 
     def in_place(self, glob: torch.Tensor) -> torch.Tensor:
-        starts = self.decoded.expected[self.segments]
-        table = PrintTable(glob.to(self.dtype), self.decoded.length, self.run)
-        expected = compose(table.expected(starts), self.group)
-        real = (starts >= 0).reshape(-1, self.group).all(dim=1)  # padding is never stale
-        same = (real & (expected == self.prints[:: self.group])).repeat_interleave(self.group)
-        return torch.where(same, starts, -1)
+        # Per group (the pending segments may be part of one: see below), by its rows' starts.
+        dec, group = self.decoded, self.group
+        groups, at = (self.segments // group).unique(return_inverse=True)
+        starts = dec.expected.view(-1, group)[groups]
+        table = PrintTable(glob.to(self.dtype), dec.length, self.run)
+        expected = compose(table.expected(starts.flatten()), group)
+        held = torch.empty_like(expected)
+        held[at] = self.prints
+        real = (starts >= 0).any(dim=1)  # padding alone is never stale
+        same = (real & (expected == held))[at] & ~self.settled
+        mine = dec.expected[self.segments]
+        # A group holding the previous rows and zeros where padding is due: its padding rows
+        # are right (they stay pending, settled, as only found segments leave).
+        pad = same & (mine < 0)
+        assert dec.source is not None and dec.start is not None
+        dec.source[self.segments[pad]], dec.start[self.segments[pad]] = dec.param, -1
+        self.settled = self.settled | pad
+        return torch.where(same, mine, -1)
 
     def reordered(self, glob: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         # Reordered rows inside a group cannot be told from the group's one fingerprint.
@@ -297,7 +324,7 @@ class GroupPending(Pending):
 
     def keep(self, mask: torch.Tensor) -> None:
         self.segments, self.prints = self.segments[mask], self.prints[mask]
-        self.offsets = self.offsets[mask]
+        self.offsets, self.settled = self.offsets[mask], self.settled[mask]
 
 
 class PrintFiles:
@@ -322,6 +349,9 @@ class PrintFiles:
     ) -> None:
         """Compare the rank's fingerprints with the oracle's; decode and queue as a full dump."""
         entry, length = dump.tensors[param.key], dec.length
+        if len(entry.shape) > 1 and entry.run > length:
+            self._judge_rows(dec, dump, param, glob, cache, pending)
+            return
         if entry.group > 1:
             self._judge_groups(dec, dump, param, glob, cache, pending)
             return
@@ -359,6 +389,10 @@ class PrintFiles:
         there?"""
         entry, length = dump.tensors[param.key], dec.length
         actual = dump.read(param.key)
+        if len(entry.shape) > 1 and entry.run > length:
+            flat = glob.to(entry.dtype).reshape(-1)
+            expected = gathered_prints(flat, dec.expected, length, entry.run, entry.group)
+            return bool((actual == expected).all())
         if length > entry.run:
             actual = compose(actual, length // entry.run)
         table = PrintTable(glob.to(entry.dtype), length, entry.run)
@@ -430,9 +464,88 @@ class PrintFiles:
             )
         )
 
+    def _judge_rows(
+        self,
+        dec: Decoded,
+        dump: PrintDump,
+        param: ParamLayout,
+        glob: Callable[[], torch.Tensor],
+        cache: dict,
+        pending: list[Pending],
+    ) -> None:
+        """:meth:`judge` for rows the layout fills in shorter segments (an expert's gate and up
+        bias interleaved element by element): each stored fingerprint (a row, or a group of
+        rows) is compared with the fingerprint of what the oracle puts in those rows, gathered
+        element by element. A wrong one is marked whole and looked up among every rank's
+        expected rows; its elements are not located (a note says so once per tensor)."""
+        entry, length = dump.tensors[param.key], dec.length
+        per = entry.run * entry.group // length  # segments per stored fingerprint
+        key = ("rows", entry.dtype)
+        if key not in cache:
+            cache[key] = glob().to(entry.dtype).reshape(-1)
+        flat: torch.Tensor = cache[key]
+        actual = dump.read(param.key)
+        ok = actual == gathered_prints(flat, dec.expected, length, entry.run, entry.group)
+        dec.source = torch.full_like(dec.expected, dec.param)
+        dec.start = dec.expected.clone()
+        if bool(ok.all()):
+            return
+        dec.status = "wrong"
+        unit = "row" if entry.group == 1 else f"{entry.group} rows"
+        noted = self.whole_rows().setdefault(
+            param.key, [f"one per {unit} of {entry.run}", str(length)]
+        )
+        noted.append(dump.path.name)
+        offsets = torch.arange(per)
+
+        def segments(units: torch.Tensor) -> torch.Tensor:
+            return (units[:, None] * per + offsets[None, :]).flatten()
+
+        wrong = torch.nonzero(~ok).flatten()
+        prints = actual[wrong]
+        zero = prints == 0  # +0.0 in every element (or -0.0: next line)
+        if flat.is_floating_point():
+            minus = fingerprint(torch.full((entry.group, entry.run), -0.0, dtype=entry.dtype))
+            zero |= prints == int(compose(minus, entry.group)[0] if entry.group > 1 else minus[0])
+        dec.source[segments(wrong[zero])] = ZEROS
+        dec.start[segments(wrong[zero])] = -1
+        rest, prints = wrong[~zero], prints[~zero]
+        if not rest.numel():
+            return
+        rows_key = ("rows", entry.dtype, entry.run, entry.group)
+        if rows_key not in cache:
+            units = _expected_units(param, length, per)
+            cache[rows_key] = RowsIndex(flat, units, length, entry)
+        index: RowsIndex = cache[rows_key]
+        found = index.find(prints)
+        hit = (found >= 0).all(dim=1)
+        dec.start[segments(rest[hit])] = found[hit].flatten()
+        miss = segments(rest[~hit])
+        dec.source[miss] = NOT_FOUND
+        dec.start[miss] = -1
+        if miss.numel():
+            per_segment = prints[~hit].repeat_interleave(per)
+            pending.append(
+                RowsPending(dec, miss, per_segment, index.units, entry, param.global_shape)
+            )
+
+    def whole_rows(self) -> dict[str, list[str]]:
+        """Per tensor whose wrong rows :meth:`_judge_rows` named whole: the note's words and
+        the rank files (made on first use: one PrintFiles serves one diagnosis)."""
+        return self.__dict__.setdefault("_whole_rows", {})
+
     def words(self, notes: list[str]) -> list[str]:
-        """The shared note words name full dump files; here the files are fingerprint files."""
-        return [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in notes]
+        """The shared note words name full dump files; here the files are fingerprint files.
+        Wrong rows named whole (:meth:`_judge_rows`) add a note per tensor."""
+        out = [_FILE_IN_NOTE.sub(r"\1" + SUFFIX, n) for n in notes]
+        for key, (prints, length, *names) in self.whole_rows().items():
+            out.append(
+                f"{key} ({', '.join(names)}): fingerprinted {prints} elements, but the layout"
+                f" fills its rows in segments of {length}: its wrong rows are named whole, not"
+                " the elements in them; a full dump (save_vllm_rank without fingerprints=True)"
+                " names those"
+            )
+        return out
 
 
 def _peer_groups(
@@ -457,6 +570,123 @@ def _peer_groups(
         )
     ordered, order = torch.cat(prints).sort(stable=True)
     return (ordered, order), torch.cat(starts)
+
+
+def gathered_prints(
+    flat: torch.Tensor, starts: torch.Tensor, length: int, run: int, group: int
+) -> torch.Tensor:
+    """What a rank's fingerprint file stores for a tensor whose segments of ``length``
+    elements start at global ids ``starts`` (-1: padding, zeros) of ``flat``: its elements
+    gathered in local order, fingerprinted in runs of ``run``, ``group`` runs composed into
+    one. Gathered a bounded number of elements at a time.
+
+    >>> g = torch.arange(8.0)
+    >>> starts = torch.tensor([0, 4, 1, 5, 2, 6, 3, 7])  # rows [g0 u0 g1 u1], [g2 u2 g3 u3]
+    >>> local = torch.tensor([[0.0, 4, 1, 5], [2, 6, 3, 7]])
+    >>> torch.equal(gathered_prints(g, starts, 1, 4, 1), fingerprint(local))
+    True
+    >>> torch.equal(gathered_prints(g, starts, 1, 4, 2), compose(fingerprint(local), 2))
+    True
+    >>> padded = gathered_prints(g, torch.tensor([4, -1]), 2, 4, 1)  # a row [g4 g5 0 0]
+    >>> torch.equal(padded, fingerprint(torch.tensor([[4.0, 5, 0, 0]])))
+    True
+    """
+    unit = run * group // length  # segments per stored fingerprint
+    step = max(1, _GATHER_ELEMENTS // (run * group)) * unit
+    out = []
+    span = torch.arange(length)
+    for s0 in range(0, starts.numel(), step):
+        part = starts[s0 : s0 + step]
+        padding = (part < 0)[:, None].expand(-1, length).flatten()
+        ids = (part.clamp(min=0)[:, None] + span[None, :]).flatten()
+        values = flat[ids]
+        values[padding] = 0
+        prints = fingerprint(values.reshape(-1, run))
+        out.append(compose(prints, group) if group > 1 else prints)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
+_GATHER_ELEMENTS = 1 << 22  # elements gathered at a time by gathered_prints
+
+
+def _expected_units(param: ParamLayout, length: int, per: int) -> torch.Tensor:
+    """Every rank's expected stored units of ``param`` (``per`` segments each, of ``length``
+    elements, no padding in them): their segments' start ids [n, per]."""
+    units = []
+    for t in param.dst:
+        if segment_length(t.index) != length:
+            continue
+        mine = segment_starts(t.index, length)
+        if mine.numel() % per:
+            continue
+        mine = mine.reshape(-1, per)
+        units.append(mine[(mine >= 0).all(dim=1)])
+    return torch.cat(units) if units else torch.zeros(0, per, dtype=torch.int64)
+
+
+class RowsIndex:
+    """Every rank's expected rows (or groups of rows) of a parameter laid out in segments
+    shorter than a row, fingerprinted from a global tensor of the parameter's shape, for
+    look-up: a wrong row held by another rank, another layer, or a previous checkpoint."""
+
+    def __init__(
+        self, flat: torch.Tensor, units: torch.Tensor, length: int, entry: PrintEntry
+    ) -> None:
+        self.units = units
+        prints = gathered_prints(flat, units.flatten(), length, entry.run, entry.group)
+        self._sorted = prints.sort(stable=True)
+
+    def find(self, prints: torch.Tensor) -> torch.Tensor:
+        """Per fingerprint: the segment start ids of a unit with it [n, per], or -1."""
+        at = _found(self._sorted, prints, 1)
+        out = torch.full((prints.numel(), self.units.shape[1]), -1, dtype=torch.int64)
+        out[at >= 0] = self.units[at[at >= 0]]
+        return out
+
+
+@dataclass
+class RowsPending(Pending):
+    """Pending segments of rows fingerprinted whole but laid out in shorter segments: whole
+    stored units, each segment with its unit's fingerprint. Found only where a unit of
+    every rank's expected ones is held in full (in place, or at another rank's place)."""
+
+    prints: torch.Tensor  # [n]: the unit's fingerprint, per segment
+    units: torch.Tensor  # [m, per]: every rank's expected units of the parameter
+    entry: PrintEntry
+    global_shape: tuple[int, ...]
+
+    def key(self) -> tuple:
+        return ("rows", self.decoded.param, self.entry.dtype, self.entry.run, self.entry.group)
+
+    def index(self, glob: torch.Tensor) -> RowsIndex | None:
+        if tuple(glob.shape) != self.global_shape:  # another parameter's shape: no such rows
+            return None
+        flat = glob.to(self.entry.dtype).reshape(-1)
+        return RowsIndex(flat, self.units, self.decoded.length, self.entry)
+
+    def find(self, index: RowsIndex | None) -> torch.Tensor:
+        if index is None:
+            return torch.full_like(self.segments, -1)
+        per = self.units.shape[1]
+        found = index.find(self.prints[::per].contiguous())  # segments come in whole units
+        return found.flatten()
+
+    def in_place(self, glob: torch.Tensor) -> torch.Tensor:
+        dec, per = self.decoded, self.units.shape[1]
+        starts = dec.expected[self.segments].reshape(-1, per)
+        flat = glob.to(self.entry.dtype).reshape(-1)
+        e = self.entry
+        expected = gathered_prints(flat, starts.flatten(), dec.length, e.run, e.group)
+        real = (starts >= 0).all(dim=1)  # padding is never stale
+        same = (real & (expected == self.prints[::per])).repeat_interleave(per)
+        return torch.where(same, starts.flatten(), -1)
+
+    def reordered(self, glob: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        # A row's one fingerprint cannot tell its elements reordered.
+        return torch.zeros(real.numel(), dtype=torch.bool)
+
+    def keep(self, mask: torch.Tensor) -> None:
+        self.segments, self.prints = self.segments[mask], self.prints[mask]
 
 
 def fingerprint_dumps(

@@ -3,14 +3,16 @@
 Pass 1 reads one parameter's global tensor and every rank's tensor of it,
 compares them segment by segment with what the oracle says the rank must hold
 (exact, in the dump's dtype), and looks each wrong segment up in the same
-parameter. Pass 2 looks the segments still unexplained up in the other
-parameters of the diagnosed layers, one global tensor at a time. Pass 3
-looks what is still unexplained up in earlier checkpoints (``previous``):
-values found there are stale. What is found nowhere stays "not found":
-nothing is guessed. Tensors the engine emptied, repacked or quantized after
-loading (empty in the dump, or named in the rank's note) are not checkable,
-and so is the one back-end transform recognised from the decoded provenance:
-every expert's w13 halves exchanged on a rank.
+parameter. With earlier checkpoints (``previous``), a segment that holds
+one's values in its own place is stale, before any other look-up. Pass 2 looks
+the segments still unexplained up in the other parameters of the diagnosed
+layers, one global tensor at a time. Pass 3 looks what is still unexplained up
+anywhere in the earlier checkpoints: values found there are stale too. What is
+found nowhere stays "not found": nothing is guessed (nor is a hit of a segment of
+a byte or two taken alone: see :func:`coherent`). Tensors the engine emptied,
+repacked or quantized after loading (empty in the dump, or named in the rank's
+note) are not checkable, and so is the one back-end transform recognised from
+the decoded provenance: every expert's w13 halves exchanged on a rank.
 
 >>> from syncviz.diagnose.fixtures import planted
 >>> ref, dump = planted("mixtral", tp=2, bugs={"router": "noise"})
@@ -57,6 +59,28 @@ NOT_FOUND = -2  # source code of a segment found nowhere in the reference
 REORDERED = -3  # source code of a segment holding exactly its expected elements, reordered
 STALE = -10  # source code of a segment found in previous checkpoint k: STALE - k
 REFERENCE = Parallel(tp=1)  # the checkpoint plays the one, unsharded trainer rank
+# A value look-up names where a segment came from only for at least this many bytes: one
+# or two bf16 values turn up by chance anywhere. Shorter segments (gpt-oss's interleaved
+# w13 bias, per-head sinks) count only in runs of consecutive hits that long.
+MIN_FOUND_BYTES = 8
+
+
+def coherent(segments: torch.Tensor, found: torch.Tensor, length: int, itemsize: int):
+    """``found`` (start ids, -1 none) of ``segments`` with hits too short to mean anything
+    dropped: a hit stands when the run of hits it belongs to (next segment, next place)
+    covers :data:`MIN_FOUND_BYTES`.
+
+    >>> coherent(torch.tensor([0, 1, 2, 3, 7]), torch.tensor([8, 9, 10, 11, 40]), 1, 2).tolist()
+    [8, 9, 10, 11, -1]
+    """
+    if length * itemsize >= MIN_FOUND_BYTES or not found.numel():
+        return found
+    hit = found >= 0
+    link = (segments[1:] == segments[:-1] + 1) & (found[1:] == found[:-1] + length)
+    link &= hit[1:] & hit[:-1]
+    run = torch.cumsum(torch.cat([torch.ones(1, dtype=torch.long), (~link).long()]), 0) - 1
+    size = torch.bincount(run)[run] * length * itemsize
+    return torch.where(hit & (size >= MIN_FOUND_BYTES), found, -1)
 
 
 @dataclass
@@ -178,7 +202,8 @@ class ValuePending(Pending):
         return SegmentIndex(glob.to(self.values.dtype), self.decoded.length)
 
     def find(self, index: Any) -> torch.Tensor:
-        return index.find(self.values)
+        found = index.find(self.values)
+        return coherent(self.segments, found, self.decoded.length, self.values.element_size())
 
     def in_place(self, glob: torch.Tensor) -> torch.Tensor:
         starts = self.decoded.expected[self.segments]
@@ -265,7 +290,7 @@ class FullDumps:
         if segments_index is None:
             segments_index = SegmentIndex(reference, length)
             cache[key] = (reference, segments_index)
-        found = segments_index.find(values)
+        found = coherent(rest, segments_index.find(values), length, actual.element_size())
         hit = found >= 0
         signed_zero = torch.zeros_like(hit)
         if not bool(hit.all()):  # (bf16 arithmetic is slow on CPU: only where needed)
@@ -329,6 +354,11 @@ def run_diagnosis(
     pending: list[Pending] = []
     for i, param in enumerate(progress(layout.params, "diagnose", enabled=show_progress)):
         decoded.append(_judge(ref, i, param, dumps, pending, engine_notes, files))
+    # A segment holding an earlier checkpoint's values in its own place is stale before it
+    # is anything else: a short segment's values also turn up by chance in other tensors.
+    for k, prev in enumerate(earlier):
+        if pending:
+            _search_previous(prev, layout, pending, k, in_place_only=True)
     if pending:
         _search_elsewhere(ref, layout, pending)
     for k, prev in enumerate(earlier):
@@ -474,10 +504,16 @@ def _search_elsewhere(ref: Reference, layout: ModelLayout, pending: list[Pending
     _look_up(ref, layout, pending, order, None)
 
 
-def _search_previous(prev: Reference, layout: ModelLayout, pending: list[Pending], k: int):
+def _search_previous(
+    prev: Reference,
+    layout: ModelLayout,
+    pending: list[Pending],
+    k: int,
+    in_place_only: bool = False,
+) -> None:
     """Look unexplained segments up in previous checkpoint ``k``, each parameter read once for
     its own segments: first in place (the usual stale tensor), then anywhere in it; what is
-    left, in the other parameters."""
+    left, in the other parameters (not with ``in_place_only``)."""
     by_param: dict[int, list[Pending]] = {}
     for p in pending:
         by_param.setdefault(p.decoded.param, []).append(p)
@@ -486,10 +522,10 @@ def _search_previous(prev: Reference, layout: ModelLayout, pending: list[Pending
         indexes: dict[tuple, Any] = {}
         for p in mine:
             _mark(p, p.in_place(glob), i, k)
-            if p.segments.numel():
+            if p.segments.numel() and not in_place_only:
                 _mark(p, p.find(_index(p, glob, indexes)), i, k)
     pending[:] = [p for p in pending if p.segments.numel()]
-    if pending:
+    if pending and not in_place_only:
         own = {p.decoded.param for p in pending}
         _look_up(prev, layout, pending, [i for i in range(len(layout.params)) if i not in own], k)
 

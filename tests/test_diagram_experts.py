@@ -306,3 +306,27 @@ def test_dst_ep_columns_name_the_ep_rank():
         (0, 1, ["ok", "none"]),
         (2, 3, ["none", "ok"]),
     ]
+
+
+def test_interleaved_slot_of_many_rows_read_from_its_map(monkeypatch):
+    """An interleaved fc1 slot of 512 one-row regions (too many pairs to overlay) that
+    holds exactly the oracle's regions is judged ok from its map, never read per element."""
+    import syncviz.diagram.experts as experts
+
+    def no_materializing(*args):
+        raise AssertionError("a slot was read element by element")
+
+    spec = ModelSpec(
+        "t", "gpt-oss", 1, 64, 4, 2, 8, 64, head_dim=16, num_experts=2, moe_ffn_hidden_size=1024
+    )
+    result = run_sync(
+        spec, Parallel(tp=1), Parallel(tp=2), synchronizer="corrected", layers=[0],
+        provenance="symbolic",
+    )  # fmt: skip
+    monkeypatch.setattr(experts, "_materialized_cell", no_materializing)
+    d = expert_diagram(result, "model.model.layers.0.mlp.experts.w13_weight")
+    assert [(c.status, c.text) for c in d.rows[0].after] == [
+        ("ok", "gate/up rows 0-511, interleaved"),
+        ("ok", "gate/up rows 512-1023, interleaved"),
+    ]
+    assert (d.rows[0].first, d.rows[0].last) == (0, 1)

@@ -325,11 +325,16 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     base = plan.id_base[param.key]
     want = shard_map(t.index, base)
     slot_of: dict[int, tuple[int, RegionMap, list]] = {}
+    by_slot = _slot_boxes(t.index)
     for s in range(t.index.shape[0]):
         want_slot = want.take(0, s, 1, 1)
-        index = map_index(want_slot, base, param.global_shape)
-        boxes = [] if index is None else [p for p in index.pieces if isinstance(p, Box)]
-        if index is None:  # the oracle's own slot does not compress: read this slot's ids
+        boxes: list[Box] | None
+        if by_slot is not None:  # the oracle's own pieces of this slot: no map read back
+            boxes = by_slot[s]
+        else:
+            index = map_index(want_slot, base, param.global_shape)
+            boxes = None if index is None else [p for p in index.pieces if isinstance(p, Box)]
+        if boxes is None:  # the oracle's own slot does not compress: read this slot's ids
             experts = _experts_of(param, to_local_ids(plan, param, want_slot.materialize()))
             experts = experts[experts >= 0]
             if len(experts):
@@ -350,6 +355,33 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
         )
         cells.append(cell or _materialized_cell(plan, param, world, got_slot, want_slot))
     return cells
+
+
+def _slot_boxes(index) -> list[list[Box]] | None:
+    """The oracle's boxes of each slot (dim 0) of a destination tensor, read off its index
+    map's pieces in storage order; None when a piece spans two slots (the caller then
+    reads each slot's map back).
+
+    >>> from syncviz.oracle.index import IndexMap
+    >>> m = IndexMap((2, 4, 1), (2, 2, 1), [Box((e, r, 0), (e + 1, r + 1, 1))
+    ...     for e in range(2) for r in (0, 2)])
+    >>> [[b.start for b in slot] for slot in _slot_boxes(m)]
+    [[(0, 0, 0), (0, 2, 0)], [(1, 0, 0), (1, 2, 0)]]
+    >>> _slot_boxes(IndexMap.whole((2, 4, 1))) is None
+    True
+    """
+    per_slot = math.prod(index.shape[1:])
+    out: list[list[Box]] = [[] for _ in range(index.shape[0])]
+    pos = 0
+    for piece in index.pieces:
+        if piece.numel and pos // per_slot != (pos + piece.numel - 1) // per_slot:
+            return None
+        if isinstance(piece, Box):
+            out[pos // per_slot].append(piece)
+        elif not isinstance(piece, Pad):
+            return None
+        pos += piece.numel
+    return out
 
 
 def _materialized_cell(plan, param, world, got: RegionMap, want: RegionMap) -> Cell:

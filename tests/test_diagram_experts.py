@@ -267,3 +267,69 @@ def test_render_experts_wraps_any_rank_count():
     spots = {tuple(round(v) for v in fig.rect_pixel(c)) for c in d.rows[0].after}
     assert len(spots) == 16
     assert all(0 < x < fig.size_px[0] and 0 < y < fig.size_px[1] for x, y in spots)
+
+
+# gpt-oss's fc1: 2 experts, moe ffn 4 over 2 vLLM ranks; rank j holds gate rows 2j-2j+1
+# and up rows 2j-2j+1 of each expert stored g, u, g, u (vLLM's interleaved w13).
+GPT_OSS = ModelSpec(
+    "tiny", "gpt-oss", 1, 8, 4, 2, 8, 64, head_dim=2, num_experts=2, moe_ffn_hidden_size=4
+)
+
+
+@pytest.mark.parametrize("provenance", ["materialized", "symbolic"])
+def test_interleaved_experts_say_so(provenance):
+    """gpt-oss's w13 slices read "gate/up rows 2-3, interleaved"; Mixtral's stay two runs."""
+    result = run_sync(
+        GPT_OSS, Parallel(tp=1), Parallel(tp=2), synchronizer="corrected", layers=[0],
+        provenance=provenance,
+    )  # fmt: skip
+    d = expert_diagram(result, "model.model.layers.0.mlp.experts.w13_weight")
+    assert [[c.text for c in row.after] for row in d.rows] == [
+        ["gate/up rows 0-1, interleaved", "gate/up rows 2-3, interleaved"]
+    ]
+    result = run_sync(
+        MIXTRAL, Parallel(tp=1), Parallel(tp=2), synchronizer="corrected", layers=[0],
+        provenance=provenance,
+    )  # fmt: skip
+    d = expert_diagram(result, MIXTRAL_W13)
+    assert [c.text for c in d.rows[0].after] == ["gate rows 0-1, up rows 0-1",
+                                                 "gate rows 2-3, up rows 2-3"]  # fmt: skip
+
+
+def test_dst_ep_columns_name_the_ep_rank():
+    """Under destination EP 2 (E=4, linear) the after columns read "rank 1 tp0 ep0",
+    "rank 2 tp1 ep1", each holding its two experts whole."""
+    result = run_sync(QWEN, Parallel(tp=1), Parallel(tp=2, ep=2), synchronizer="corrected")
+    d = expert_diagram(result, QWEN_W13)
+    assert [c.label for c in d.dst] == ["rank 1 tp0 ep0", "rank 2 tp1 ep1"]
+    assert [(r.first, r.last, [c.status for c in r.after]) for r in d.rows] == [
+        (0, 1, ["ok", "none"]),
+        (2, 3, ["none", "ok"]),
+    ]
+
+
+def test_interleaved_slot_of_many_rows_read_from_its_map(monkeypatch):
+    """An interleaved fc1 slot of 512 one-row regions (too many pairs to overlay) that
+    holds exactly the oracle's regions is judged ok from its map, never read per element,
+    its boxes taken from the oracle's pieces (no map read back per slot)."""
+    import syncviz.check
+    import syncviz.diagram.experts as experts
+
+    def no_materializing(*args):
+        raise AssertionError("a slot was read element by element")
+
+    spec = ModelSpec(
+        "t", "gpt-oss", 1, 64, 4, 2, 8, 64, head_dim=16, num_experts=2, moe_ffn_hidden_size=1024
+    )
+    result = run_sync(
+        spec, Parallel(tp=1), Parallel(tp=2), synchronizer="corrected", layers=[0],
+        provenance="symbolic",
+    )  # fmt: skip
+    monkeypatch.setattr(experts, "_materialized_cell", no_materializing)
+    monkeypatch.setattr(syncviz.check, "map_index", no_materializing)
+    d = expert_diagram(result, "model.model.layers.0.mlp.experts.w13_weight")
+    assert [(c.status, c.text) for c in d.rows[0].after] == [
+        ("ok", "gate/up rows 0-511, interleaved"),
+        ("ok", "gate/up rows 512-1023, interleaved"),
+    ]
+    assert (d.rows[0].first, d.rows[0].last) == (0, 1)

@@ -95,3 +95,29 @@ def test_never_overprint_on_64_heads():
         assert all(b - a >= 16 for a, b in itertools.pairwise(at)), p.title
     first = panel_labels(d.src[0].actual, 0, lambda m: m * 2.0, 16)
     assert any(x.text.startswith("K") for x in first) and first[0].text.startswith("Q")
+
+
+# MLA, two heads: q_proj [10, 8] is per head 3 nope rows then 2 rope rows (run middles
+# 1.5, 4, 6.5, 9); kv_b_proj [16, 4] per head 3 k_nope rows then 5 v rows (1.5, 5.5, 9.5,
+# 13.5). One trainer rank holds each whole.
+MLA = ModelSpec(
+    "mla", "deepseek-v3", 1, 8, 2, 2, 8, 64, num_experts=2, moe_ffn_hidden_size=4,
+    kv_lora_rank=4, qk_nope_head_dim=3, qk_rope_head_dim=2, v_head_dim=5,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "gap", "expected"),
+    [
+        ("q_proj", 2, [("Q0 nope", 1.5), ("Q0 rope", 4.0), ("Q1 nope", 6.5), ("Q1 rope", 9.0)]),
+        # rope 2.5 rows after its nope: only the nope labels fit a 3-row gap.
+        ("q_proj", 3, [("Q0 nope", 1.5), ("Q1 nope", 6.5)]),
+        ("kv_b_proj", 4, [("K0 k_nope", 1.5), ("V0", 5.5), ("K1 k_nope", 9.5), ("V1", 13.5)]),
+    ],
+)
+def test_mla_heads_are_labelled_by_part(kind, gap, expected):
+    """MLA's up projections name each head's parts: "Q0 nope"/"Q0 rope", "K0 k_nope"/"V0"."""
+    layout = model_layout(MLA, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    param = next(p for p in layout.params if p.kind == kind)
+    r = raster(param.src[0].index.ids(), BlockTable(param))
+    assert _shown(r, 0, gap) == expected

@@ -301,7 +301,9 @@ def _after(result: SyncResult, param: ParamLayout):
     for t in param.dst:
         world = _dst_world(result.plan, t.pp, t.tp)
         pp = f"pp{t.pp} " if result.plan.dst.pp > 1 else ""
-        columns.append(RankColumn(world, f"rank {world} {pp}tp{t.tp}"))
+        # Destination EP spans the TP group (ep is 1 or tp): tp rank r is ep rank r.
+        ep = f" ep{t.tp}" if result.plan.dst.ep > 1 else ""
+        columns.append(RankColumn(world, f"rank {world} {pp}tp{t.tp}{ep}"))
         raw = result.dst_tensors[world][t.name]
         by_rank.append(_map_cells(result.plan, param, t, world, raw.region_map()))
     return columns, [[cells[e] for cells in by_rank] for e in range(n_experts)]
@@ -323,11 +325,16 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     base = plan.id_base[param.key]
     want = shard_map(t.index, base)
     slot_of: dict[int, tuple[int, RegionMap, list]] = {}
+    by_slot = _slot_boxes(t.index)
     for s in range(t.index.shape[0]):
         want_slot = want.take(0, s, 1, 1)
-        index = map_index(want_slot, base, param.global_shape)
-        boxes = [] if index is None else [p for p in index.pieces if isinstance(p, Box)]
-        if index is None:  # the oracle's own slot does not compress: read this slot's ids
+        boxes: list[Box] | None
+        if by_slot is not None:  # the oracle's own pieces of this slot: no map read back
+            boxes = by_slot[s]
+        else:
+            index = map_index(want_slot, base, param.global_shape)
+            boxes = None if index is None else [p for p in index.pieces if isinstance(p, Box)]
+        if boxes is None:  # the oracle's own slot does not compress: read this slot's ids
             experts = _experts_of(param, to_local_ids(plan, param, want_slot.materialize()))
             experts = experts[experts >= 0]
             if len(experts):
@@ -348,6 +355,33 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
         )
         cells.append(cell or _materialized_cell(plan, param, world, got_slot, want_slot))
     return cells
+
+
+def _slot_boxes(index) -> list[list[Box]] | None:
+    """The oracle's boxes of each slot (dim 0) of a destination tensor, read off its index
+    map's pieces in storage order; None when a piece spans two slots (the caller then
+    reads each slot's map back).
+
+    >>> from syncviz.oracle.index import IndexMap
+    >>> m = IndexMap((2, 4, 1), (2, 2, 1), [Box((e, r, 0), (e + 1, r + 1, 1))
+    ...     for e in range(2) for r in (0, 2)])
+    >>> [[b.start for b in slot] for slot in _slot_boxes(m)]
+    [[(0, 0, 0), (0, 2, 0)], [(1, 0, 0), (1, 2, 0)]]
+    >>> _slot_boxes(IndexMap.whole((2, 4, 1))) is None
+    True
+    """
+    per_slot = math.prod(index.shape[1:])
+    out: list[list[Box]] = [[] for _ in range(index.shape[0])]
+    pos = 0
+    for piece in index.pieces:
+        if piece.numel and pos // per_slot != (pos + piece.numel - 1) // per_slot:
+            return None
+        if isinstance(piece, Box):
+            out[pos // per_slot].append(piece)
+        elif not isinstance(piece, Pad):
+            return None
+        pos += piece.numel
+    return out
 
 
 def _materialized_cell(plan, param, world, got: RegionMap, want: RegionMap) -> Cell:
@@ -371,6 +405,10 @@ def _map_slice_cell(
 
     base, numel = plan.id_base[param.key], math.prod(param.global_shape)
     got_regions, want_regions = got.regions, want.regions
+    if list(got_regions) == list(want_regions):
+        # The same regions hold the same ids: right, however many pieces (an interleaved
+        # fc1 slot is one region per row, too many pairs to overlay at real sizes).
+        return Cell(world, "ok", _box_slice_words(param, boxes))
     if len(got_regions) * len(want_regions) > MAX_PAIRS:
         return None
     held: list[Region] = []  # got where wrong, "unwritten" where right or unwritten
@@ -506,7 +544,10 @@ def _box_slice_words(param: ParamLayout, boxes: list[Box]) -> str:
         spans = [(max(x.start[1], a) - a, min(x.stop[1], b) - a) for x in boxes]
         return _interval_stats(spans)
 
-    return _slice_text(param, rows_in, _interval_stats([(x.start[2], x.stop[2]) for x in boxes]))
+    cols = _interval_stats([(x.start[2], x.stop[2]) for x in boxes])
+    half = param.global_shape[1] // 2
+    halves = [int(x.start[1] >= half) for x in boxes]  # the pieces in storage order
+    return _slice_text(param, rows_in, cols, _alternates(halves))
 
 
 def _box_held_words(param: ParamLayout, boxes: list[Box], extra: list[str]) -> str:
@@ -594,12 +635,30 @@ def slice_words(param: ParamLayout, ids: torch.Tensor) -> str:
         inside = (rows >= a) & (rows < b)
         return _value_stats(rows[inside] - a) if bool(inside.any()) else None
 
-    return _slice_text(param, rows_in, _value_stats(cols))
+    # Each held row in storage order (a row's elements are stored together).
+    held_rows = torch.unique_consecutive(rows)
+    halves = (held_rows >= param.global_shape[1] // 2).to(torch.int64).tolist()
+    return _slice_text(param, rows_in, _value_stats(cols), _alternates(halves))
 
 
-def _slice_text(param: ParamLayout, rows_in, cols: tuple[int, int, int]) -> str:
+def _alternates(halves: list[int]) -> bool:
+    """Whether a w13 slice's rows, in storage order, go gate, up, gate, ... (interleaved,
+    as gpt-oss's fc1) rather than one run per half (0 gate, 1 up per row or piece).
+
+    >>> _alternates([0, 1, 0, 1]), _alternates([0, 0, 1, 1]), _alternates([0, 1])
+    (True, False, False)
+    """
+    runs = sum(1 for i, h in enumerate(halves) if i == 0 or h != halves[i - 1])
+    return runs > 2
+
+
+def _slice_text(
+    param: ParamLayout, rows_in, cols: tuple[int, int, int], interleaved: bool = False
+) -> str:
     """:func:`slice_words` from the slice's (lowest, highest, how many) rows in a range
-    (``rows_in(a, b)``, counted from ``a``; None if none) and its columns."""
+    (``rows_in(a, b)``, counted from ``a``; None if none) and its columns; an
+    ``interleaved`` w13 slice (gate and up rows alternating) says so, its two halves'
+    rows said once where they are the same rows."""
     n_rows, n_cols = param.global_shape[1:]
     col_words = _range_words("cols", cols, n_cols)
     if param.kind == "experts_w13":
@@ -608,8 +667,12 @@ def _slice_text(param: ParamLayout, rows_in, cols: tuple[int, int, int]) -> str:
         for name, a, b in (("gate", 0, half), ("up", half, n_rows)):
             stats = rows_in(a, b)
             if stats is not None:
-                parts.append(f"{name} " + (_range_words("rows", stats, half) or "whole"))
-        words = ", ".join(parts)
+                parts.append((name, _range_words("rows", stats, half) or "whole"))
+        if interleaved and len(parts) == 2 and parts[0][1] == parts[1][1]:
+            words = f"gate/up {parts[0][1]}, interleaved"
+        else:
+            words = ", ".join(f"{name} {rows}" for name, rows in parts)
+            words += ", interleaved" if interleaved else ""
         return words + (f"; {col_words}" if col_words else "")
     row_words = _range_words("rows", rows_in(0, n_rows), n_rows)
     return ", ".join(w for w in (row_words, col_words) if w) or "whole"

@@ -86,3 +86,37 @@ def test_one_head_replaced_names_its_two_columns(swapped):
     got = RegionMap.cat([ids.slice(1, 0, 2), ids.slice(1, 4, 6)], 1)
     found = column_regions(plan, param, param.dst[0].index, got)
     assert [r.text for r in found] == ["columns 2-3 (head 1): hold head 2, expected head 1"]
+
+
+def _wrong_columns_reference(got: RegionMap, want: RegionMap) -> list[tuple[int, int]]:
+    """Runs of columns where any written element differs, read element by element."""
+    a, b = got.materialize(), want.materialize()
+    flags = [*((a != b) & (a != -2)).any(0).tolist(), False]
+    runs, start = [], None
+    for j, flag in enumerate(flags):
+        if flag and start is None:
+            start = j
+        elif not flag and start is not None:
+            runs.append((start, j))
+            start = None
+    return runs
+
+
+def test_wrong_columns_equal_columns_read_element_by_element():
+    """Lazy reshapes (a flat half seen as [8, 4], as the faithful port hands o_proj on), maps of
+    many regions against one and against two: the wrong columns equal the element-wise ones."""
+    ids = RegionMap.affine((8, 8), 0, (8, 1))
+    two = RegionMap.cat([ids.slice(1, 0, 2), ids.slice(1, 6, 8)], 1)  # two regions, apart
+    cases = [
+        (ids.slice(0, 4, 8).reshape((32,)).reshape((8, 4)), ids.slice(1, 4, 8)),
+        (ids.slice(0, 0, 4).reshape((8, 4)), ids.slice(1, 0, 4)),
+        (ids.slice(1, 4, 8), ids.slice(1, 0, 4)),
+        (RegionMap.cat([ids.slice(1, 0, 2), ids.slice(1, 3, 5)], 1), two),
+        (RegionMap.cat([ids.slice(1, 0, 3), RegionMap.constant((8, 1), -2)], 1), two),
+        (ids.permute((1, 0)).slice(1, 0, 4), two),
+    ]
+    lazy = RegionMap.affine((64, 8), 0, (16, 1)).reshape((128, 4))  # kept lazy: 1 segment
+    assert type(lazy).__name__ == "ReshapedMap"
+    cases += [(lazy, RegionMap.affine((128, 4), 0, (8, 1))), (lazy, lazy.slice(0, 0, 128))]
+    for got, want in cases:
+        assert wrong_columns(got, want) == _wrong_columns_reference(got, want), (got, want)

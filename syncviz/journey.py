@@ -607,7 +607,21 @@ def _local(result: SyncResult, world: int | None, key: str) -> torch.Tensor:
     param = result.plan.layout.param(key)
     raw = result.dst_tensors[world][result.name_on(param, world)]
     base, numel = result.plan.id_base[key], math.prod(param.global_shape)
-    return SymbolicTensor.from_map(local_map(map_of(raw), base, numel), dtype=torch.int64)
+    m = map_of(raw)
+    kept = (id(m), base, numel)  # the map itself is kept: its id stays its own
+    hit = _locals.get(kept)
+    if hit is None or hit[0] is not m:
+        hit = _locals[kept] = (m, local_map(m, base, numel))
+        while len(_locals) > LOCALS_KEPT:
+            _locals.popitem(last=False)
+    _locals.move_to_end(kept)
+    return SymbolicTensor.from_map(hit[1], dtype=torch.int64)
+
+
+# Local maps of the last vLLM tensors read: every block's journey of a parameter reads
+# every rank's (thousands of regions each at real sizes), the same for each block.
+LOCALS_KEPT = 64
+_locals: OrderedDict[tuple[int, int, int], tuple[RegionMap, RegionMap]] = OrderedDict()
 
 
 def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
@@ -1142,8 +1156,12 @@ def _op_moves(result, param, src_ranks, label, path, box, shape) -> list[str]:
 
 
 def _holds_any(t: torch.Tensor, ids: IdSet) -> bool:
-    """Whether a replayed tensor holds any id of ``ids``."""
-    held = step_ids([t])
+    """Whether a replayed tensor holds any id of ``ids``. A lazy reshape holds the ids of
+    its segments (its order aside): they are asked, its own regions are not made."""
+    from syncviz.provenance.regions import ReshapedMap
+
+    m = _map(t)
+    held = IdSet.of(list(m.segments) if isinstance(m, ReshapedMap) else [m])
     return bool(ids.meets(held.lo, held.hi).any())
 
 

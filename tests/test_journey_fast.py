@@ -186,3 +186,24 @@ def test_journey_moves_are_the_steps_whose_results_hold_the_block(run):
             assert moved == want, (param.key, block.label)
             carried += len(moved)
     assert carried  # some ops carry blocks
+
+
+def test_local_maps_kept_for_the_next_block_are_read_anew_when_a_tensor_changes():
+    """Tiny 1 -> 2, corrected, symbolic: o_proj's head 0 arrives right, twice alike (the
+    second journey reads the local maps kept from the first); once vLLM tp 0's tensor is
+    replaced by tp 1's, the journey reads the new one and says wrong."""
+    from syncviz.provenance import SymbolicTensor
+    from syncviz.run.symbolic_state import shard_map
+
+    key = "model.model.layers.0.self_attn.o_proj.weight"
+    result = run_sync(
+        SPEC, Parallel(tp=1), Parallel(tp=2), layers=[0], synchronizer="corrected",
+        provenance="symbolic",
+    )  # fmt: skip
+    first = block_journey(result, key, 0)
+    assert first.ok and block_journey(result, key, 0).text() == first.text()
+    plan, param = result.plan, result.plan.layout.param(key)
+    other = shard_map(param.dst[1].index, plan.id_base[key])
+    world = plan.world_rank("dst", 0, 0)
+    result.dst_tensors[world][result.name_on(param, world)] = SymbolicTensor.from_map(other)
+    assert not block_journey(result, key, 0).ok

@@ -7,8 +7,10 @@ Run: ``python benchmarks/bench_explorer.py [--rounds N] [--real-sizes] [--open] 
 block list's ``.value``: the journey's words and its picture of steps), at real sizes
 beside ``scaled=True`` in the same process, interleaved, on o_proj and qkv_proj of
 llama3-8b tp2 -> tp4 and llama3-70b tp8 -> tp16, each journey cold (the run's
-journeys forgotten first); and the journey alone (``block_journey``), without its
-picture (target: at most 1 s at real sizes on the 2-core machine).
+journeys forgotten first; the vLLM ranks' local maps are kept from the parameter's
+earlier blocks, as on the page); and the journey alone (``block_journey``, right after,
+with the collector running), without its picture (target: at most 1 s at real sizes
+on the 2-core machine).
 
 ``--open`` times only the opening, constructor call to first picture (the PNG is in
 the picture widget when ``Explorer(...)`` returns), at real sizes beside

@@ -1,7 +1,16 @@
 """How fast the explorer answers a parameter or step change (targets: first view of a
 parameter p50 <= 150 ms, step p50 <= 30 ms), beside the eager path it took before.
 
-Run: ``python benchmarks/bench_explorer.py [--rounds N] [--real-sizes] [--open]``.
+Run: ``python benchmarks/bench_explorer.py [--rounds N] [--real-sizes] [--open] [--journey]``.
+
+``--journey`` times only blocks' journeys, picked as the page picks them (setting the
+block list's ``.value``: the journey's words and its picture of steps), at real sizes
+beside ``scaled=True`` in the same process, interleaved, on o_proj and qkv_proj of
+llama3-8b tp2 -> tp4 and llama3-70b tp8 -> tp16, each journey cold (the run's
+journeys forgotten first; the vLLM ranks' local maps are kept from the parameter's
+earlier blocks, as on the page); and the journey alone (``block_journey``, right after,
+with the collector running), without its picture (target: at most 1 s at real sizes
+on the 2-core machine).
 
 ``--open`` times only the opening, constructor call to first picture (the PNG is in
 the picture widget when ``Explorer(...)`` returns), at real sizes beside
@@ -268,12 +277,73 @@ def measure_open(rounds: int) -> None:
         print(f"    load {load_average()}")
 
 
+JOURNEY_CASES = [
+    ("llama3-8b", Parallel(tp=2), Parallel(tp=4)),
+    ("llama3-70b", Parallel(tp=8), Parallel(tp=16)),
+]
+JOURNEY_PARAMS = ("self_attn.o_proj.weight", "self_attn.qkv_proj.weight")
+
+
+def pick_block(explorer: Explorer, block: int) -> None:
+    """Pick a block as the page does (the same one again: shown anew, as a click does)."""
+    if explorer.block.value == block:
+        explorer._refresh_journey()
+    else:
+        explorer.block.value = block
+
+
+def journey_ms(explorer: Explorer, name: str) -> tuple[list[float], list[float]]:
+    """Cold journeys of three blocks of the parameter ending ``name``: on the page (words
+    and picture), and the journey alone (ms each)."""
+    from syncviz.journey import block_journey
+
+    key = next(k for _, k in explorer.param.options if k.endswith(name))
+    explorer.param.value = key
+    run = explorer._runs[explorer._run_key]
+    blocks = len(explorer.block.options)
+    page, alone = [], []
+    for block in sorted({1 % blocks, blocks // 2, blocks - 1}):
+        run.journeys.clear()
+        page.append(timed(lambda b=block: pick_block(explorer, b)))
+        assert explorer.journey_image.value[:4] == b"\x89PNG", explorer.journey.value
+        alone.append(timed(lambda b=block: block_journey(run.result, key, b)))
+    return page, alone
+
+
+def measure_journeys(rounds: int) -> None:
+    """Blocks' journeys on the page and alone, real sizes beside scaled (interleaved)."""
+    print(f"a block's journey, picked on the page (words and picture); load {load_average()}")
+    for model, src, dst in JOURNEY_CASES:
+        explorers = {scaled: Explorer(model, src, dst, scaled=scaled) for scaled in (True, False)}
+        print(f"  {model} src tp{src.tp} -> dst tp{dst.tp}:")
+        for name in JOURNEY_PARAMS:
+            page: dict[bool, list[float]] = {True: [], False: []}
+            alone: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(rounds):
+                for scaled, explorer in explorers.items():
+                    on_page, by_itself = journey_ms(explorer, name)
+                    page[scaled] += on_page
+                    alone[scaled] += by_itself
+            short = name.split(".")[1]
+            for what, ms in (("on the page", page), ("the journey alone", alone)):
+                real, scaled = statistics.median(ms[False]), statistics.median(ms[True])
+                print(f"    {short}, {what}:")
+                print(f"      scaled {quantiles(ms[True])}")
+                print(f"      real   {quantiles(ms[False])}")
+                print(f"      real / scaled (p50): {real / scaled:.2f}x")
+        print(f"    load {load_average()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="cold rounds per case")
     parser.add_argument("--real-sizes", action="store_true", help="add llama3-8b, real sizes")
     parser.add_argument("--open", action="store_true", help="time only the opening, real/scaled")
+    parser.add_argument("--journey", action="store_true", help="time only blocks' journeys")
     args = parser.parse_args()
+    if args.journey:
+        measure_journeys(args.rounds)
+        return
     if args.open:
         measure_open(args.rounds)
         return

@@ -38,8 +38,9 @@ import torch
 
 from syncviz.geometry import meetings
 from syncviz.oracle import ParamLayout, describe
+from syncviz.oracle.describe import block_names
 from syncviz.oracle.dest import experts_of_rank
-from syncviz.oracle.index import IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
+from syncviz.oracle.index import Box, IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
 from syncviz.progress import progress
 from syncviz.provenance import Region as MapRegion
 from syncviz.provenance import RegionMap, row_major
@@ -330,8 +331,17 @@ def _check_tensor(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     check = TensorCheck(world, t.tp, "ok", diff.wrong, diff.unwritten, writes)
     where = f"dst rank {world} (tp {t.tp})"
     _note_unwritten(check, where, raw.numel())
+    columns = None
     if check.wrong:
         check.status = "wrong"
+        columns = column_regions(plan, param, t.index, got_map, cache)
+    if columns is not None:  # a row-parallel shard: its column blocks, as the input splits
+        for region in columns[:MAX_RUNS]:
+            check.problems.append(f"{where}, {region.text}")
+        if len(columns) > MAX_RUNS:
+            more = len(columns) - MAX_RUNS
+            check.problems.append(f"{where}: ... {more} more wrong column runs")
+    elif check.wrong:
         unit = "expert" if raw.dim() == 3 else ("row" if raw.dim() == 2 else "element")
         row = math.prod(raw.shape[1:]) if raw.dim() else 1
         runs = diff.wrong_rows
@@ -388,6 +398,194 @@ def map_words(plan, param: ParamLayout, region_map: RegionMap, cache: dict | Non
         return None
     got = to_local_ids(plan, param, region_map.materialize())
     return _words(param, got.to(torch.int64), {} if cache is None else cache)
+
+
+def column_shard(param: ParamLayout, index: IndexMap) -> tuple[int, int] | None:
+    """The global columns ``first .. stop - 1`` that a row-parallel shard holds (every
+    row of them, in order), or None for any other shard.
+
+    A row-parallel weight (o_proj, down_proj) is split by its input columns, so its
+    findings are worded by column blocks and the heads they carry.
+
+    >>> from syncviz import Parallel, preset
+    >>> from syncviz.oracle import model_layout
+    >>> layout = model_layout(preset("llama3-8b").scaled(), Parallel(tp=2), Parallel(tp=4))
+    >>> o_proj, qkv = layout.param("model.model.layers.0.self_attn.o_proj.weight"), layout.params[1]
+    >>> column_shard(o_proj, o_proj.dst[1].index), column_shard(qkv, qkv.dst[1].index)
+    ((32, 64), None)
+    """
+    shape = tuple(param.global_shape)
+    if len(shape) != 2 or len(index.pieces) != 1 or not isinstance(index.pieces[0], Box):
+        return None
+    box = index.pieces[0]
+    first, stop = box.start[1], box.stop[1]
+    whole_rows = (box.start[0], box.stop[0]) == (0, shape[0])
+    if not whole_rows or box.is_transposed or (first, stop) == (0, shape[1]):
+        return None
+    return (first, stop) if tuple(index.shape) == (shape[0], stop - first) else None
+
+
+def column_regions(
+    plan,
+    param: ParamLayout,
+    index: IndexMap,
+    got_map: RegionMap,
+    cache: dict | None = None,
+    *,
+    unwritten: bool = False,
+) -> list[Region] | None:
+    """The wrong column runs of a row-parallel shard (:func:`column_shard`) in words: the
+    local columns, the blocks they should carry, what they hold and what they should;
+    None for any other shard. The checker's lines and the pictures' regions both come
+    from here, so a finding reads the same in ``check``, ``render`` and the Explorer.
+    ``unwritten``: never-written columns are runs too (a picture marks them; the
+    checker says "never written" apart).
+
+    >>> from syncviz import Parallel, preset
+    >>> from syncviz.run.inprocess import run_sync
+    >>> spec = preset("llama3-8b").scaled()
+    >>> result = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], trace=False)
+    >>> o_proj = result.plan.layout.params[2]  # the faithful port splits its rows, not columns
+    >>> vllm = result.dst_tensors[result.plan.world_rank("dst", 0, 1)][o_proj.dst[1].name]
+    >>> print(column_regions(result.plan, o_proj, o_proj.dst[1].index, vllm.region_map())[0].text)
+    columns 0-31 (heads 8-15): hold heads 0-15 rows 64-127, expected heads 8-15
+    """
+    columns = column_shard(param, index)
+    if columns is None:
+        return None
+    cache = {} if cache is None else cache
+    base = plan.id_base[param.key]
+    expected = shard_map(index, base)
+    key = ("columns", id(param.blocks), _map_key(got_map, base), index, unwritten)
+    if key not in cache:
+        cache[key] = wrong_columns(got_map, expected, unwritten=unwritten)
+    regions = []
+    width = got_map.shape[1]
+    for a, b in cache[key]:
+        whole = (a, b) == (0, width)  # the usual run: a lazy map is worded as it is, unsliced
+        got = got_map if whole else got_map.slice(1, a, b)
+        want = expected if whole else expected.slice(1, a, b)
+        blocks = column_blocks(param, columns[0] + a, columns[0] + b)
+        if _never_written(got):
+            holds = "nothing (never written)"
+        else:
+            holds = map_words(plan, param, got, cache)
+            many = f"other ids ({got.numel} elements, too many to describe)"
+            holds = many if holds is None else holds
+        regions.append(Region("column", a, b, holds, map_words(plan, param, want, cache), blocks))
+    return regions
+
+
+def _never_written(m: RegionMap) -> bool:
+    """Whether every element of ``m`` is the never-written marker (a lazy reshape asked of
+    its segments: its own regions are made only when read)."""
+    parts = m.segments if isinstance(m, ReshapedMap) else (m,)
+    return all(r.is_constant and r.offset == UNWRITTEN_ID for p in parts for r in p.regions)
+
+
+def column_blocks(param: ParamLayout, first: int, stop: int) -> str:
+    """The blocks that global columns ``first .. stop - 1`` carry, by name ('' for a
+    parameter of one block: the columns say it all).
+
+    >>> from syncviz import Parallel, preset
+    >>> from syncviz.oracle import model_layout
+    >>> layout = model_layout(preset("llama3-8b").scaled(), Parallel(tp=2), Parallel(tp=4))
+    >>> column_blocks(layout.param("model.model.layers.0.self_attn.o_proj.weight"), 30, 64)
+    'heads 7-15'
+    """
+    if len(param.blocks) < 2:
+        return ""
+    rows = param.global_shape[0]
+    return block_names(Box((0, first), (rows, stop)), param.blocks)
+
+
+def wrong_columns(
+    got: RegionMap, expected: RegionMap, *, unwritten: bool = False
+) -> list[tuple[int, int]]:
+    """Runs ``[a, b)`` of the columns of a 2-D map where any element differs from
+    ``expected``'s (never-written elements aside, as they are counted apart, unless
+    ``unwritten``), from the boxes where their regions meet (a lazy reshape seen in the
+    shape :func:`compare_maps` compares it in, unfragmented): in each, the two differ by
+    one affine function, and a column is right where it is zero down every row.
+
+    >>> want = RegionMap.affine((4, 4), 0, (4, 1))
+    >>> got = RegionMap.cat([want.slice(1, 0, 2), want.slice(1, 3, 4), want.slice(1, 2, 3)], 1)
+    >>> wrong_columns(got, want)  # columns 2 and 3 swapped
+    [(2, 4)]
+    >>> wrong_columns(RegionMap.affine((4, 4), 0, (1, 4)), want)  # transposed: the diagonal
+    [(0, 4)]
+    """
+    a, b, rows = _common_view(got, expected)  # a lazy reshape is seen unfragmented
+    if a is got and len(b.regions) == 1:  # a plain map against one region: all at once
+        return _wrong_columns_of_one(got, b.regions[0], unwritten)
+    k = len(rows)
+    inner = a.shape[k:]  # the columns, split as the common shape splits them
+    steps = row_major(inner)
+    wrong = torch.zeros(math.prod(inner), dtype=torch.bool)
+    for ra, rb, lo, hi in meetings(a.regions, b.regions):
+        va, vb = ra.value_at(lo), rb.value_at(lo)
+        ext = [y - x for x, y in zip(lo, hi, strict=True)]
+        delta = [
+            sa - sb if n > 1 else 0 for sa, sb, n in zip(ra.strides, rb.strides, ext, strict=True)
+        ]
+        columns = torch.zeros((1,), dtype=torch.int64)  # the box's columns, and the gap there
+        gap = torch.full((1,), int(va - vb), dtype=torch.int64)
+        for d in range(k, len(ext)):
+            at = torch.arange(ext[d], dtype=torch.int64)
+            columns = (columns[:, None] + (at + lo[d]) * steps[d - k]).reshape(-1)
+            gap = (gap[:, None] + at * delta[d]).reshape(-1)
+        if ra.is_constant and va == UNWRITTEN_ID:
+            wrong[columns] |= unwritten
+        elif any(delta[:k]):  # rows move apart: no column agrees down every row
+            wrong[columns] = True
+        else:
+            wrong[columns] |= gap != 0
+    return [(x, y + 1) for x, y in _true_spans(wrong)]
+
+
+def _true_spans(flags: torch.Tensor) -> list[tuple[int, int]]:
+    """First and last index of each run of true ``flags``."""
+    idx = torch.nonzero(flags).reshape(-1)
+    if not idx.numel():
+        return []
+    cut = torch.nonzero(idx[1:] - idx[:-1] > 1).reshape(-1)
+    firsts = torch.cat([idx[:1], idx[cut + 1]]).tolist()
+    lasts = torch.cat([idx[cut], idx[-1:]]).tolist()
+    return list(zip(firsts, lasts, strict=True))
+
+
+def _wrong_columns_of_one(
+    got: RegionMap, want: MapRegion, unwritten: bool
+) -> list[tuple[int, int]]:
+    """:func:`wrong_columns` against one region covering the map (a row-parallel shard's
+    expected ids), every region of ``got`` at once (a real-size one has thousands)."""
+    regions = got.regions
+    if not regions:
+        return []
+    start = torch.tensor([r.start for r in regions], dtype=torch.int64)
+    stop = torch.tensor([r.stop for r in regions], dtype=torch.int64)
+    strides = torch.tensor([r.strides for r in regions], dtype=torch.int64)
+    va = torch.tensor([r.offset for r in regions], dtype=torch.float64).to(torch.int64)
+    ext = stop - start
+    vb = int(want.offset) + start[:, 0] * want.strides[0] + start[:, 1] * want.strides[1]
+    down = torch.where(ext[:, 0] > 1, strides[:, 0] - want.strides[0], 0)
+    across = torch.where(ext[:, 1] > 1, strides[:, 1] - want.strides[1], 0)
+    never = (strides == 0).all(1) & (va == int(UNWRITTEN_ID))
+    wrong = (down != 0) | (across != 0) | (va != vb)
+    # Where only the step along a row differs, the two agree down at most one column: j.
+    gap, safe = vb - va, torch.where(across != 0, across, 1)
+    j = torch.div(gap, safe, rounding_mode="floor")
+    lone = (down == 0) & (across != 0) & (j * across == gap) & (j >= 0) & (j < ext[:, 1])
+    keep = (wrong & ~never) | (never & unwritten)
+    runs: list[tuple[int, int]] = []
+    picked = torch.nonzero(keep).reshape(-1)
+    columns = torch.stack([start[picked, 1], stop[picked, 1], lone[picked].long(), j[picked]])
+    for c0, c1, one, at in columns.t().tolist():
+        if one:
+            runs += [(x, y) for x, y in ((c0, c0 + at), (c0 + at + 1, c1)) if x < y]
+        else:
+            runs.append((c0, c1))
+    return _merge_runs(runs)
 
 
 def _map_key(region_map: RegionMap, base: int) -> tuple:
@@ -473,21 +671,24 @@ VERDICT_WORDS = ("right", "wrong", "never written", "another parameter's data")
 class Region:
     """A run of rows (experts, elements) of one tensor that is not right, in words."""
 
-    unit: str  # row | expert | element
+    unit: str  # row | expert | element | column (a row-parallel shard's)
     start: int
     stop: int
     holds: str
     expected: str
+    blocks: str = ""  # the blocks these rows or columns should carry, when worth saying
 
     @property
     def span(self) -> str:
+        where = f"{self.unit} {self.start}"
         if self.stop - self.start > 1:
-            return f"{self.unit}s {self.start}-{self.stop - 1}"
-        return f"{self.unit} {self.start}"
+            where = f"{self.unit}s {self.start}-{self.stop - 1}"
+        return f"{where} ({self.blocks})" if self.blocks else where
 
     @property
     def text(self) -> str:
-        return f"{self.span}: holds {self.holds}, expected {self.expected}"
+        verb = "hold" if self.unit == "column" and self.stop - self.start > 1 else "holds"
+        return f"{self.span}: {verb} {self.holds}, expected {self.expected}"
 
 
 def element_status(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -779,7 +980,8 @@ def _compare_piece(
     diff.wrong += numel - equal
     right_rows: list[int] = []
     if equal and not any(deltas[d] for d in moving if d >= k):  # whole rows may agree
-        row_terms = [(lo[d], extents[d], deltas[d], d) for d in range(k)]
+        # (a row dim of extent 1 does not move: it has no delta)
+        row_terms = [(lo[d], extents[d], deltas.get(d, 0), d) for d in range(k)]
         right_rows = _right_rows(vb - va, row_terms, row_shape)
     rows.extend(_cut(_box_rows(lo[:k], hi[:k], row_shape), right_rows))
     if not a.is_constant or va >= 0:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.idset import IdSet
+from syncviz.idset import IdSet, merge_ranges
 from syncviz.oracle import ParamLayout
-from syncviz.provenance import RegionMap, SymbolicTensor, map_of, row_major
+from syncviz.provenance import Region, RegionMap, SymbolicTensor, map_of, row_major
 from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
@@ -606,7 +607,21 @@ def _local(result: SyncResult, world: int | None, key: str) -> torch.Tensor:
     param = result.plan.layout.param(key)
     raw = result.dst_tensors[world][result.name_on(param, world)]
     base, numel = result.plan.id_base[key], math.prod(param.global_shape)
-    return SymbolicTensor.from_map(local_map(map_of(raw), base, numel), dtype=torch.int64)
+    m = map_of(raw)
+    kept = (id(m), base, numel)  # the map itself is kept: its id stays its own
+    hit = _locals.get(kept)
+    if hit is None or hit[0] is not m:
+        hit = _locals[kept] = (m, local_map(m, base, numel))
+        while len(_locals) > LOCALS_KEPT:
+            _locals.popitem(last=False)
+    _locals.move_to_end(kept)
+    return SymbolicTensor.from_map(hit[1], dtype=torch.int64)
+
+
+# Local maps of the last vLLM tensors read: every block's journey of a parameter reads
+# every rank's (thousands of regions each at real sizes), the same for each block.
+LOCALS_KEPT = 64
+_locals: OrderedDict[tuple[int, int, int], tuple[RegionMap, RegionMap]] = OrderedDict()
 
 
 def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
@@ -614,26 +629,96 @@ def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
     numel - 1``, as :func:`~syncviz.run.values.to_local_ids` reads them: markers below 0
     kept, any other id outside the parameter -3.
 
+    Every region is placed at once from its lowest and highest id (a real-size map is
+    thousands of regions); one that is partly the parameter's is halved along its
+    longest dim until each part is one or the other.
+
     >>> m = RegionMap.affine((2, 4), 98, (4, 1))  # ids 98..105; the parameter has 100..103
     >>> local_map(m, 100, 4).materialize().tolist()
     [[-3.0, -3.0, 0.0, 1.0], [2.0, 3.0, -3.0, -3.0]]
     """
-    from syncviz.provenance import Region
     from syncviz.run.values import FOREIGN_ID
 
-    out, work = [], list(m.regions)
+    regions = m.regions
+    if not regions:
+        return RegionMap(m.shape, [])
+    low, high = _id_spans(regions)
+    marker = high < 0  # padding, unwritten, another's: kept, as to_local_ids does
+    inside = ~marker & (low >= base) & (high < base + numel)
+    foreign = ~marker & ~inside & (low >= 0) & ((high < base) | (low >= base + numel))
+    if bool(inside.all()):
+        return _shifted_local(m, base)
+    kind = inside.to(torch.int8) + 2 * foreign.to(torch.int8) + 3 * marker.to(torch.int8)
+    out, split = [], []
+    for r, k in zip(regions, kind.tolist(), strict=True):
+        if k == 1:
+            out.append(Region(r.start, r.stop, r.offset - base, r.strides))
+        elif k == 3:
+            out.append(r)
+        elif k == 2:
+            out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(r.strides)))
+        else:
+            split.append(r)
+    _split_local(split, base, numel, out)
+    return RegionMap(m.shape, out)
+
+
+LOCAL_KEPT = 16  # local forms remembered by their structure (see _shifted_local)
+_local_forms: OrderedDict[tuple, tuple[Region, ...]] = OrderedDict()
+
+
+def _shifted_local(m: RegionMap, base: int) -> RegionMap:
+    """``m`` as local ids when every region is the parameter's: every id less ``base``.
+
+    Its regions are then merged anew (as :class:`~syncviz.provenance.RegionMap` merges
+    them), and that merging reads offsets only by their differences and their order: maps
+    whose regions differ by one constant in every offset merge alike. Every vLLM rank of
+    a row-parallel weight, and every layer of one kind, holds such a map (thousands of
+    regions at real sizes): the merged form of the first is kept and shifted for the others.
+    """
+    regions = m.regions
+    first = regions[0].offset
+    key = (m.shape, tuple((r.start, r.stop, r.strides, r.offset - first) for r in regions))
+    kept = _local_forms.get(key)
+    if kept is None:
+        relative = [Region(r.start, r.stop, r.offset - first, r.strides) for r in regions]
+        kept = _local_forms[key] = RegionMap(m.shape, relative).regions
+        while len(_local_forms) > LOCAL_KEPT:
+            _local_forms.popitem(last=False)
+    _local_forms.move_to_end(key)
+    shift = first - base
+    out = [Region(r.start, r.stop, r.offset + shift, r.strides) for r in kept]
+    return RegionMap(m.shape, out, merge=False)
+
+
+def _id_spans(regions: Sequence[Region]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per region its lowest and highest value (int64), all regions at once."""
+    offset = torch.tensor([r.offset for r in regions], dtype=torch.float64).to(torch.int64)
+    strides = torch.tensor([r.strides for r in regions], dtype=torch.int64)
+    last = torch.tensor([r.stop for r in regions], dtype=torch.int64) - torch.tensor(
+        [r.start for r in regions], dtype=torch.int64
+    )
+    moves = strides.reshape(len(regions), -1) * (last.reshape(len(regions), -1) - 1)
+    return offset + moves.clamp(max=0).sum(1), offset + moves.clamp(min=0).sum(1)
+
+
+def _split_local(work: list[Region], base: int, numel: int, out: list[Region]) -> None:
+    """Regions partly of the parameter: halve each along its longest dim until every part
+    is the parameter's, a marker or another's (each then placed as :func:`local_map`)."""
+    from syncviz.run.values import FOREIGN_ID
+
     while work:
         r = work.pop()
         ext = r.extents
         lo = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s < 0)
         hi = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s > 0)
-        if hi < 0:  # markers (padding, unwritten, another's): kept, as to_local_ids does
+        if hi < 0:
             out.append(r)
         elif base <= lo and hi < base + numel:
             out.append(Region(r.start, r.stop, r.offset - base, r.strides))
         elif lo >= 0 and (hi < base or lo >= base + numel):
             out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(ext)))
-        else:  # partly this parameter's: halve its longest dim until each part is one or other
+        else:
             d = max(range(len(ext)), key=lambda i: ext[i])
             mid = r.start[d] + ext[d] // 2
             first_stop = (*r.stop[:d], mid, *r.stop[d + 1 :])
@@ -641,7 +726,6 @@ def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
             shift = r.strides[d] * (mid - r.start[d])
             work.append(Region(r.start, first_stop, r.offset, r.strides))
             work.append(Region(second_start, r.stop, r.offset + shift, r.strides))
-    return RegionMap(m.shape, out)
 
 
 def step_ids(tensors) -> IdSet:
@@ -841,26 +925,72 @@ def where_in_map(
 ) -> tuple[str, torch.Tensor] | None:
     """Which rows (experts, elements) hold any id of
     ``box``, and per row whether it does (rows, not elements), from the map's regions
-    (:func:`~syncviz.idset.cells_meeting`), no id materialized.
+    (:func:`rows_meeting`), no id materialized.
 
     >>> m = RegionMap.affine((4, 4), 0, (4, 1)).slice(0, 1, 4)  # rows 1-3 of a [4, 4]
     >>> from syncviz.oracle.index import Box
     >>> where_in_map(m, Box((2, 0), (4, 2)), (4, 4))[0]
     'rows 1-2'
     """
-    from syncviz.idset import cells_meeting
-
     ids = IdSet.of_box(box.start, box.stop, shape)
     dims = len(m.shape)
     if dims == 1:
+        from syncviz.idset import cells_meeting
+
         flags = cells_meeting(m.unsqueeze(0), (1, 1), ids).reshape(-1)
     else:
         grid = m if dims == 2 else m.reshape((m.shape[0], math.prod(m.shape[1:])))
-        flags = cells_meeting(grid, (1, max(1, grid.shape[1])), ids).reshape(-1)
+        flags = rows_meeting(grid, ids)
     if not bool(flags.any()):
         return None
     unit = unit or {1: "elements", 2: "rows", 3: "experts"}.get(dims, "rows")
     return f"{unit} {_runs(flags, unit)}", flags
+
+
+LINES_AT_ONCE = 1 << 21  # lines of a map asked of an id set at once (else as cells are)
+
+
+def rows_meeting(grid: RegionMap, ids: IdSet) -> torch.Tensor:
+    """Per row of a 2-D map: does any of its elements hold an id of ``ids``.
+
+    A region whose ids run along its rows one by one (or stay put) holds one interval of
+    ids per row: all such rows of all regions are asked at once. Other regions (and a map
+    of more than ``LINES_AT_ONCE`` such rows) are asked as
+    :func:`~syncviz.idset.cells_meeting` asks them, one cell per row: both read every
+    region exactly, so the answer is the same.
+
+    >>> m = RegionMap.affine((4, 4), 0, (4, 1)).slice(0, 1, 4)  # rows 1-3 of a [4, 4]
+    >>> rows_meeting(m, IdSet.of_box((2, 0), (4, 2), (4, 4))).tolist()
+    [False, True, True]
+    """
+    from syncviz.idset import cells_meeting
+    from syncviz.ragged import ragged
+
+    rows, cols = grid.shape
+    lines, other = [], []
+    for r in grid.regions:
+        sr, sc = r.strides
+        if sc in (0, 1):
+            if sc or sr or r.offset >= 0:  # a constant below 0 is a marker: no id
+                width = r.stop[1] - r.start[1]
+                lines.append((r.start[0], r.stop[0], width, int(r.offset), sr, sc))
+        else:
+            other.append(r)
+    if sum(b - a for a, b, *_ in lines) > LINES_AT_ONCE:
+        lines, other = [], list(grid.regions)
+    if other:
+        cell = (1, max(1, cols))
+        flags = cells_meeting(RegionMap(grid.shape, other, merge=False), cell, ids).reshape(-1)
+    else:
+        flags = torch.zeros(rows, dtype=torch.bool)
+    if lines and not ids.empty:
+        t = torch.tensor(lines, dtype=torch.int64)
+        r0, r1, width, first, sr, sc = t.unbind(1)
+        which, k = ragged(r1 - r0)
+        lo = first[which] + k * sr[which]
+        hit = ids.meets(lo, lo + width[which] * sc[which] + (1 - sc[which]))
+        flags[(r0[which] + k)[hit]] = True
+    return flags
 
 
 SMALL_OVERLAP = 1 << 16  # elements of an overlap read one by one where two maps may agree
@@ -883,10 +1013,9 @@ def maps_agree_on(got: RegionMap, want: RegionMap, box, shape: tuple[int, ...]) 
     ...     got, want, Box((1, 0), (2, 4)), (2, 4))
     (True, False)
     """
-    from syncviz.provenance import Region
-
     ids = IdSet.of_box(box.start, box.stop, shape)
     sides: list[Region] = []  # both sides of every overlap where the two differ somewhere
+    reads: dict[tuple[int, ...], list[tuple]] = {}  # small overlaps to read, by their extents
     for g in got.regions:
         for w in want.regions:
             lo = tuple(max(a, b) for a, b in zip(g.start, w.start, strict=True))
@@ -902,18 +1031,43 @@ def maps_agree_on(got: RegionMap, want: RegionMap, box, shape: tuple[int, ...]) 
                 continue  # the same ids throughout
             low = gv - wv + sum(x for x in moves if x < 0)
             high = gv - wv + sum(x for x in moves if x > 0)
-            gr = Region(lo, hi, gv, g.strides)
-            wr = Region(lo, hi, wv, w.strides)
-            if low <= 0 <= high and gr.numel <= SMALL_OVERLAP:  # may agree on a line: read it
-                a, b = gr.values().to(torch.int64), wr.values().to(torch.int64)
-                if bool(((ids.contains(a) | ids.contains(b)) & (a != b)).any()):
-                    return False
+            ext = tuple(b - a for a, b in zip(lo, hi, strict=True))
+            if low <= 0 <= high and math.prod(ext) <= SMALL_OVERLAP:  # may agree on a line
+                reads.setdefault(ext, []).append((gv, g.strides, wv, w.strides))
                 continue
-            sides += [gr, wr]
+            sides += [Region(lo, hi, gv, g.strides), Region(lo, hi, wv, w.strides)]
+    if any(_differ_on(ext, overlaps, ids) for ext, overlaps in reads.items()):
+        return False
     if not sides:
         return True
     touched = IdSet.of([RegionMap(got.shape, sides, merge=False)])  # the ids, not a partition
     return not bool(touched.meets(ids.lo, ids.hi).any())
+
+
+READ_AT_ONCE = 1 << 22  # elements of small overlaps read at once
+
+
+def _differ_on(ext: tuple[int, ...], overlaps: list[tuple], ids: IdSet) -> bool:
+    """Whether any of some overlaps of extents ``ext`` (each: the got side's value at its
+    start and strides, the wanted side's) differs at an element where either side holds an
+    id of ``ids``: every element read, overlaps of one size side by side."""
+    numel = math.prod(ext)
+    coords = torch.zeros((0, 1), dtype=torch.int64)  # per dim, each element's coordinate
+    if ext:
+        grid = torch.cartesian_prod(*(torch.arange(n, dtype=torch.int64) for n in ext))
+        coords = grid.reshape(numel, len(ext)).t()
+    per = max(1, READ_AT_ONCE // numel)
+    for i in range(0, len(overlaps), per):
+        part = overlaps[i : i + per]
+        sides = []
+        for at, steps in ((0, 1), (2, 3)):
+            first = torch.tensor([int(o[at]) for o in part], dtype=torch.int64)
+            strides = torch.tensor([o[steps] for o in part], dtype=torch.int64)
+            sides.append(first[:, None] + strides.reshape(len(part), -1) @ coords)
+        a, b = sides
+        if bool(((ids.contains(a) | ids.contains(b)) & (a != b)).any()):
+            return True
+    return False
 
 
 def block_journey(result: SyncResult, key: str, block: int) -> Journey:
@@ -946,8 +1100,7 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
                 )
                 where = f"trainer {shard.rank_label} (rank {role.world})"
                 path.append(PathStep("trainer", role.world, "holds", found[0], where))
-    table, labels = _block_table(param)
-    moves = _op_moves(result, param, src_ranks, table, labels, chosen.label, path, box, shape)
+    moves = _op_moves(result, param, src_ranks, chosen.label, path, box, shape)
     ends, expected, dst_ranks, ok, arrived = [], [], [], True, []
     engine = plan.dst.engine_name
     for t in param.dst:
@@ -972,9 +1125,15 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     return Journey(chosen.label, starts, moves, ends, ok, expected, src_ranks, dst_ranks, path)
 
 
-def _op_moves(result, param, src_ranks, table, labels, label, path, box, shape) -> list[str]:
+def _op_moves(result, param, src_ranks, label, path, box, shape) -> list[str]:
     """The recorded ops on the block's trainer ranks that carry it (words), each also a
-    step of ``path`` with the rows of its first result that hold the block."""
+    step of ``path`` with the rows of its first result that hold the block.
+
+    An op carries the block when its results hold an id of a block labelled ``label``:
+    asked of those blocks' ids alone, not of every block's."""
+    full = tuple(param.global_shape)
+    chosen = [IdSet.of_box(b.box.start, b.box.stop, full) for b in param.blocks if b.label == label]
+    ids = merge_ranges([s.lo for s in chosen], [s.hi for s in chosen])
     moves = []
     for pt in _param_traces(result, param.key):
         if pt.rank not in src_ranks:
@@ -989,11 +1148,21 @@ def _op_moves(result, param, src_ranks, table, labels, label, path, box, shape) 
                 moves.append(f"{who} {pt.phase}: {op_words(op)} (not replayed)")
                 done = f"{pt.phase}: {op.op} (not replayed)"
                 path.append(PathStep("op", pt.rank, done, where=who))
-            elif any(label in _blocks_in(o, table, labels) for o in outs):
+            elif any(_holds_any(o, ids) for o in outs):
                 moves.append(f"{who} {pt.phase}: {op_words(op)}")
                 held = next((w for o in outs if (w := _rows_holding(o, box, shape))), "")
                 path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", held, who))
     return moves
+
+
+def _holds_any(t: torch.Tensor, ids: IdSet) -> bool:
+    """Whether a replayed tensor holds any id of ``ids``. A lazy reshape holds the ids of
+    its segments (its order aside): they are asked, its own regions are not made."""
+    from syncviz.provenance.regions import ReshapedMap
+
+    m = _map(t)
+    held = IdSet.of(list(m.segments) if isinstance(m, ReshapedMap) else [m])
+    return bool(ids.meets(held.lo, held.hi).any())
 
 
 def _rows_holding(t: torch.Tensor, box, shape: tuple[int, ...]) -> str:

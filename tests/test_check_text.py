@@ -48,7 +48,12 @@ def test_ranks_are_named_by_role(faithful_1_to_2) -> None:
     assert "  trainer tp 0 (rank 0): regroup: IndexError: too many indices for tensor of" \
         " dimension 1" in lines  # fmt: skip
     assert "  vLLM tp 0-1 (ranks 1-2): never written" in lines
-    assert any(line.startswith("  vLLM tp 1 (rank 2): rows 0-") for line in lines)
+    # o_proj [128, 128] (32 heads of 4 columns) cut flat: vLLM tp 1's columns, those of heads
+    # 16-31, hold the second half of the flat ids, rows 64-127 of every head.
+    assert (
+        "  vLLM tp 1 (rank 2): columns 0-63 (heads 16-31): hold heads 0-31 rows 64-127,"
+        " expected heads 16-31" in lines
+    )
 
 
 def test_status_words_are_defined(faithful_1_to_2) -> None:

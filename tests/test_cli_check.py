@@ -11,7 +11,8 @@ from syncviz.presets import PRESETS
 
 
 def test_faithful_mismatch_exits_1_and_names_parameter_and_blocks(capsys):
-    """llama3-8b s=1 -> d=2: the faithful port splits o_proj flat, so check exits 1 and says so."""
+    """llama3-8b s=1 -> d=2: the faithful port splits o_proj flat, so check exits 1 and says so,
+    by vLLM tp 0's columns (heads 0-15, 128 columns each) and the flat half they hold."""
     code = main(
         ["check", "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2", "--layers", "0"]
     )
@@ -19,7 +20,10 @@ def test_faithful_mismatch_exits_1_and_names_parameter_and_blocks(capsys):
     assert code == 1
     assert "MISMATCH" in out
     assert "WRONG model.model.layers.0.self_attn.o_proj.weight" in out
-    assert "vLLM tp 0 (rank 1): rows 1-" in out and "holds" in out and "expected" in out
+    assert (
+        "vLLM tp 0 (rank 1): columns 0-2047 (heads 0-15): hold heads 0-31 rows 0-2047,"
+        " expected heads 0-15\n" in out
+    )
 
 
 def test_matching_sync_exits_0(capsys):

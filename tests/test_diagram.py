@@ -101,7 +101,8 @@ def test_qkv_faithful_s1_d2_holds_beside_expected(tiny_result):
 
 def test_o_proj_row_split_bug(tiny_result):
     """o_proj [8, 8] s=1 -> d=2 cut as a flat chunk: local row i of tp t holds global row
-    (8t+i)//2, columns of heads 2((8t+i)%2) and +1, where columns of heads 2t, 2t+1 belong."""
+    (8t+i)//2, columns of heads 2((8t+i)%2) and +1, where columns of heads 2t, 2t+1 belong:
+    every column is wrong (only row 0 of tp 0 is right), worded by the columns' heads."""
     d = layout_diagram(tiny_result, O_PROJ)
     assert d.axis == 1  # o_proj's blocks (heads) are columns
     for tp, panel in enumerate(d.dst):
@@ -114,7 +115,10 @@ def test_o_proj_row_split_bug(tiny_result):
             want.append(f"rows {i}: h{2 * tp}:{i}*2 h{2 * tp + 1}:{i}*2")
         assert raster_text(panel.actual, inner=True) == "\n".join(holds)
         assert raster_text(panel.expected, inner=True) == "\n".join(want)
-    assert d.dst[0].regions[0].span == "rows 1-7"
+    assert [r.text for p in d.dst for r in p.regions] == [
+        "columns 0-3 (heads 0-1): hold heads 0-3 rows 0-3, expected heads 0-1",
+        "columns 0-3 (heads 2-3): hold heads 0-3 rows 4-7, expected heads 2-3",
+    ]
 
 
 def test_gate_up_halves():
@@ -264,8 +268,9 @@ def _render(tmp_path, *argv):
 
 
 def test_render_o_proj_says_what_was_expected(tmp_path, capsys):
-    """`render --param o_proj` (llama3-8b 1 -> 2) prints the path and every wrong region, at
-    the model's real sizes by default (row numbers up to 4095), at small ones with --scaled."""
+    """`render --param o_proj` (llama3-8b 1 -> 2) prints the path and every wrong region, by
+    columns and their heads, at the model's real sizes by default (2048 columns a rank, heads
+    of 128), at small ones with --scaled (64 columns, heads of 4)."""
     assert _render(tmp_path, "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2",
                    "--param", "o_proj") == 0  # fmt: skip
     out = capsys.readouterr().out.splitlines()
@@ -273,13 +278,18 @@ def test_render_o_proj_says_what_was_expected(tmp_path, capsys):
     assert len(out) == 3 and all(
         line.startswith("WRONG ") and ", expected " in line for line in out[1:]
     )
-    assert out[1].startswith("WRONG vLLM pp0 tp0 (rank 1) rows 1-4095: holds ")
-    assert out[1].endswith(", expected heads 0-15 rows 1-4095")
+    assert out[1] == (
+        "WRONG vLLM pp0 tp0 (rank 1) columns 0-2047 (heads 0-15): hold heads 0-31 rows 0-2047,"
+        " expected heads 0-15"
+    )
     assert mpimg.imread(tmp_path / "x.png").shape[1] <= 1100
     assert _render(tmp_path, "--preset", "llama3-8b", "--src-tp", "1", "--dst-tp", "2",
                    "--param", "o_proj", "--scaled") == 0  # fmt: skip
     scaled = capsys.readouterr().out.splitlines()
-    assert len(scaled) == 3 and " rows 1-4095" not in scaled[1] and ", expected " in scaled[1]
+    assert scaled[1] == (
+        "WRONG vLLM pp0 tp0 (rank 1) columns 0-63 (heads 0-15): hold heads 0-31 rows 0-63,"
+        " expected heads 0-15"
+    )
 
 
 def test_render_embed_tokens_and_step(tmp_path, capsys):

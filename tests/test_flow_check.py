@@ -22,7 +22,8 @@ def test_equal_tp_is_one_stage_and_exact():
 
 
 def test_mcore_o_proj_is_not_column_regrouped_by_the_original(tiny_spec):
-    """s=1 -> d=2: the original does not column-split linear_proj, so dst ranks get flat halves."""
+    """s=1 -> d=2: the original does not column-split linear_proj, so dst ranks get flat halves:
+    tp 0's columns 0-3 (heads 0-1) hold rows 0-3 of all four heads."""
     result = run_sync(tiny_spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
     o_proj = "model.model.layers.0.self_attn.o_proj.weight"
     # Global o_proj is [8, 8] (ids 0..63); dst tp0 must hold columns 0-3 of every row.
@@ -33,7 +34,10 @@ def test_mcore_o_proj_is_not_column_regrouped_by_the_original(tiny_spec):
     report = check(result, "chatlearn")
     param = next(p for p in report.params if p.key == o_proj)
     assert param.status == "wrong"
-    assert "dst rank 1 (tp 0), rows 1-7: holds" in "\n".join(param.lines())
+    assert (
+        "dst rank 1 (tp 0), columns 0-3 (heads 0-1): hold heads 0-3 rows 0-3, expected heads 0-1"
+        in "\n".join(param.lines())
+    )
 
 
 def test_synchronizer_exception_is_a_finding_not_a_crash(tiny_spec):

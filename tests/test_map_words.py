@@ -71,7 +71,8 @@ def test_random_chains_give_the_pieces_of_their_ids(shape, steps, cut):
 
 def test_faithful_o_proj_at_real_sizes_reads_by_hand():
     """llama3-8b 2 -> 4 at real sizes: vLLM tp 0 gets trainer rows 0-2047 (heads 0-15)
-    seen as [4096, 1024] (rows split for columns): only row 0 is right, in these words."""
+    seen as [4096, 1024] (rows split for columns): only row 0 is right, worded by the
+    columns (those of heads 0-7, 128 each) and what they hold."""
     from syncviz import Parallel, preset
     from syncviz.check import check
     from syncviz.run.inprocess import run_sync
@@ -84,8 +85,8 @@ def test_faithful_o_proj_at_real_sizes_reads_by_hand():
     first = o_proj.tensors[0]
     assert first.wrong == 4095 * 1024 and first.unwritten == 0
     assert first.problems == [
-        "dst rank 2 (tp 0), rows 1-4095: holds row 0: heads 8-15 row 0; rows 1-4094:"
-        " heads 0-15 rows 1-2047, expected heads 0-7 rows 1-4095"
+        "dst rank 2 (tp 0), columns 0-1023 (heads 0-7): hold heads 0-15 rows 0-2047,"
+        " expected heads 0-7"
     ]
 
 

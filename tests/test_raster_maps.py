@@ -213,14 +213,16 @@ def test_locate_reads_the_oracle_pieces():
 
 def test_real_sizes_drawn_from_maps_only():
     """llama3-8b 1 -> 2 at real sizes: the o_proj diagram (the row-split bug) is drawn from
-    maps, its wrong regions in the checker's words, every row of rank 1 but row 0 wrong."""
+    maps, its wrong regions in the checker's words: every column of rank 1 (heads 0-15, 128
+    columns each) holds a flat half of the trainer's o_proj, rows 0-2047 of every head."""
     result = run_sync(
         preset("llama3-8b"), Parallel(tp=1), Parallel(tp=2), layers=[0], provenance="symbolic"
     )
     d = layout_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
     assert d.global_shape == (4096, 4096) and d.axis == 1
-    assert [r.span for r in d.dst[0].regions] == ["rows 1-4095"]
-    assert d.dst[0].regions[0].expected == "heads 0-15 rows 1-4095"
+    assert [r.span for r in d.dst[0].regions] == ["columns 0-2047 (heads 0-15)"]
+    assert d.dst[0].regions[0].holds == "heads 0-31 rows 0-2047"
+    assert d.dst[0].regions[0].expected == "heads 0-15"
     first = d.dst[0].actual
     assert first.cells == (128, 128) and bool(first.mixed.all())  # rows of two halves each
     assert int(first.status[0, 0]) == 1 and d.wrong_count == 2 * 128 * 128

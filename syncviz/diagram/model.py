@@ -312,9 +312,12 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
     ``index``: the wrong rows (experts, elements) come from a raster of one cell per row,
     and both sides of each are worded from their maps (:func:`syncviz.check.map_words`),
     no element read."""
-    from syncviz.check import map_words, region_words, true_runs
+    from syncviz.check import column_regions, map_words, region_words, true_runs
     from syncviz.run.values import UNWRITTEN_ID
 
+    columns = column_regions(plan, param, index, got_map, cache, unwritten=True)
+    if columns is not None:
+        return columns
     base = plan.id_base[param.key]
     want_map, want_ids = shard_map(index, 0), shard_map(index, base)
     shape = got_map.shape

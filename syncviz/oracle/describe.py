@@ -259,6 +259,35 @@ def _piece_text(piece: Any, blocks_: Sequence[Block], self_expert: int | None = 
     return ", ".join(words) + suffix
 
 
+def block_names(box: Box, blocks_: Sequence[Block]) -> str:
+    """The blocks a box meets, by name only (how much of each aside), alike ones grouped.
+
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle.blocks import blocks
+    >>> spec = ModelSpec("tiny", "llama-mcore", 2, 8, 4, 2, 4, 70)
+    >>> block_names(Box((0, 1), (8, 6)), blocks("o_proj", spec))  # columns 1-5: heads of 2
+    'heads 0-2'
+    """
+    runs: list[list] = []  # [unit, part, first, last]
+    for item in _items(box, blocks_):
+        last = runs[-1] if runs else None
+        if (
+            last is not None
+            and item.first is not None
+            and last[3] is not None
+            and (last[0], last[1]) == (item.unit, item.part)
+            and item.first == last[3] + 1
+        ):
+            last[3] = item.last
+        else:
+            runs.append([item.unit, item.part, item.first, item.last])
+    names = []
+    for unit, part, first, last in runs:
+        head = unit if first is None else _span(unit, first, last)
+        names.append(" ".join(w for w in (head, part or "") if w))
+    return ", ".join(names)
+
+
 def _items(box: Box, blocks_: Sequence[Block]) -> list[_Item]:
     """The blocks a box touches, whole experts folded, consecutive alike blocks grouped."""
     names = DIM_NAMES.get(box.ndim) or tuple(f"dim{k}s" for k in range(box.ndim))

@@ -235,7 +235,10 @@ def _placement_words(plan, param: ParamLayout, tp: int, world: int, raw) -> list
     Each local expert of ``raw`` (a map of model-wide ids) is named by its first element.
     """
     experts, per = param.global_shape[0], math.prod(param.global_shape[1:])
-    firsts = raw.region_map().slice(1, 0, 1).slice(2, 0, 1).materialize().flatten()
+    first = raw.region_map()
+    for dim in range(1, len(param.global_shape)):  # 3-D weights and 2-D biases alike
+        first = first.slice(dim, 0, 1)
+    firsts = first.materialize().flatten()
     local = (firsts - plan.id_base[param.key]).tolist()
     held = [int(i) // per if 0 <= i < experts * per else -1 for i in local]
     ep, placement = plan.dst.ep, plan.dst.expert_placement

@@ -87,6 +87,46 @@ def test_w2_bias_is_held_on_tp_rank_0_only():
     assert param.describe(param.dst[1].index) == "rows 0-1: zeros"
 
 
+def test_destination_ep_holds_whole_experts_interleaved_with_their_biases():
+    """4 experts, I 4, H 2, vLLM tp 2 ep 2 (linear): rank 1 holds experts 2-3 whole, each
+    w13 row order g0 u0 g1 u1 g2 u2 g3 u3 as the checkpoint keeps it, its w13 bias alike and
+    its w2 bias too (vLLM 0.32's gpt-oss loader narrows every expert tensor to the EP rank's
+    experts and zeroes w2_bias only without EP)."""
+    spec = _spec(experts=4, inter=4, hidden=2)
+    dst = Parallel(tp=2, ep=2)
+    layout = model_layout(spec, Parallel(tp=1), dst, layers=[0])
+
+    def ids(key):
+        return [t.index.ids().tolist() for t in layout.param(L0 + key).dst]
+
+    order = [0, 4, 1, 5, 2, 6, 3, 7]  # interleaved rows of one expert, by global row
+    # w13 [4, 8, 2]: expert e row k holds ids 16e + 2k, 16e + 2k + 1.
+    assert ids("mlp.experts.w13_weight")[1] == [
+        [[16 * e + 2 * k, 16 * e + 2 * k + 1] for k in order] for e in (2, 3)
+    ]
+    # w13 bias [4, 8]: expert e col c has id 8e + c.
+    assert ids("mlp.experts.w13_bias")[1] == [[8 * e + c for c in order] for e in (2, 3)]
+    # w2 bias [4, 2]: every EP rank its own experts' bias, no zeros.
+    assert ids("mlp.experts.w2_bias") == [[[0, 1], [2, 3]], [[4, 5], [6, 7]]]
+    robin = model_layout(spec, Parallel(tp=1), Parallel(tp=2, ep=2, expert_placement="round_robin"),
+                         layers=[0])  # fmt: skip
+    assert [t.index.ids().tolist() for t in robin.param(L0 + "mlp.experts.w2_bias").dst] == [
+        [[0, 1], [4, 5]],
+        [[2, 3], [6, 7]],
+    ]
+
+
+@pytest.mark.parametrize("placement", ["linear", "round_robin"])
+def test_corrected_sync_fills_destination_ep_ranks_exactly(placement):
+    """The tiny spec from trainer tp 1 (ep 1 and 2) to vLLM tp 2 ep 2: every tensor OK, biases
+    and interleaved experts included."""
+    for src in (Parallel(tp=1), Parallel(tp=1, ep=2)):
+        dst = Parallel(tp=2, ep=2, expert_placement=placement)
+        result = run_sync(tiny_spec(FAMILY), src, dst, synchronizer="corrected", trace=False)
+        report = check(result)
+        assert report.ok, report.text()
+
+
 def test_sinks_are_split_by_query_heads():
     """8 heads: trainer tp 2 holds 4 sinks each, vLLM tp 4 two each, as Q heads r*h/d.."""
     spec = _spec(heads=8, groups=4)

@@ -103,17 +103,21 @@ def biased_dest_maps(kind: str, spec: ModelSpec, d: int) -> list[IndexMap]:
     return [expert_fc1_map(shape, spec, d, r) for r in range(d)]
 
 
-def expert_fc1_map(shape: tuple[int, ...], spec: ModelSpec, d: int, r: int) -> IndexMap:
+def expert_fc1_map(
+    shape: tuple[int, ...], spec: ModelSpec, d: int, r: int, experts: list[int] | None = None
+) -> IndexMap:
     """vLLM rank ``r``'s w13 weight ``[E, 2I/d, H]`` or w13 bias ``[E, 2I/d]`` of a global
     ``[gate; up]`` per expert: the rank's share of each half, ``[gate; up]`` or interleaved
-    (``g0, u0, g1, u1, ...``) as the family says.
+    (``g0, u0, g1, u1, ...``) as the family says; of the ``experts`` it holds, in that order
+    (default: all).
 
     >>> spec = ModelSpec("t", "gpt-oss", 1, 4, 4, 2, 4, 64, head_dim=2, num_experts=1,
     ...                  moe_ffn_hidden_size=4)
     >>> expert_fc1_map((1, 8, 4), spec, 2, 0).ids()[0, :, 0].floor_divide(4).tolist()
     [0, 4, 1, 5]
     """
-    n_experts, inter = shape[0], spec.moe_ffn_hidden_size
+    held = list(range(shape[0])) if experts is None else experts
+    inter = spec.moe_ffn_hidden_size
     width = inter // d
     rest = shape[2:]
 
@@ -123,14 +127,10 @@ def expert_fc1_map(shape: tuple[int, ...], spec: ModelSpec, d: int, r: int) -> I
     if spec.interleaved_experts:
         pieces = [
             rows(e, lo + c, lo + c + 1)
-            for e in range(n_experts)
+            for e in held
             for c in range(r * width, (r + 1) * width)
             for lo in (0, inter)
         ]
     else:
-        pieces = [
-            rows(e, lo + r * width, lo + (r + 1) * width)
-            for e in range(n_experts)
-            for lo in (0, inter)
-        ]
-    return IndexMap(shape, (n_experts, 2 * width, *rest), pieces)
+        pieces = [rows(e, lo + r * width, lo + (r + 1) * width) for e in held for lo in (0, inter)]
+    return IndexMap(shape, (len(held), 2 * width, *rest), pieces)

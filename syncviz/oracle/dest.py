@@ -71,8 +71,8 @@ def dest_maps(kind: str, spec: ModelSpec, d: int, dst: Parallel | None = None) -
     """
     dst = dst or Parallel(tp=d)
     shape = global_shape(kind, spec)
-    if dst.ep > 1 and kind in ("experts_w13", "experts_w2"):
-        return [_expert_map(kind, shape, dst, r) for r in range(d)]
+    if dst.ep > 1 and kind in _EXPERT_KINDS:
+        return [_expert_map(kind, spec, shape, dst, r) for r in range(d)]
     if kind in BIASED_KINDS:  # attention-sink models' biases and sinks (oracle.biased)
         return biased_dest_maps(kind, spec, d)
     if kind == "experts_w13" and spec.interleaved_experts:
@@ -86,10 +86,20 @@ def dest_maps(kind: str, spec: ModelSpec, d: int, dst: Parallel | None = None) -
     return [_dest_map(kind, spec, shape, d, r, info.vocab_padding) for r in range(d)]
 
 
-def _expert_map(kind: str, shape: tuple[int, ...], dst: Parallel, r: int) -> IndexMap:
-    """Whole experts on rank ``r`` (expert TP 1), stacked in the order the rank holds them."""
+# Expert kinds whose experts a destination EP rank holds whole (its biases with them).
+_EXPERT_KINDS = frozenset({"experts_w13", "experts_w2", "experts_w13_bias", "experts_w2_bias"})
+
+
+def _expert_map(
+    kind: str, spec: ModelSpec, shape: tuple[int, ...], dst: Parallel, r: int
+) -> IndexMap:
+    """Whole experts on rank ``r`` (expert TP 1), stacked in the order the rank holds them:
+    fc1 rows as the family keeps them at TP 1 (interleaved for gpt-oss), and fc2's bias on
+    every rank (expert TP 1 adds each expert's bias once)."""
     held = experts_of_rank(shape[0], dst.ep, r, dst.expert_placement)
-    pieces = [Box((e, 0, 0), (e + 1, *shape[1:])) for e in held]
+    if kind in ("experts_w13", "experts_w13_bias"):
+        return expert_fc1_map(shape, spec, 1, 0, experts=held)
+    pieces = [Box((e,) + (0,) * (len(shape) - 1), (e + 1, *shape[1:])) for e in held]
     return IndexMap(shape, (len(held), *shape[1:]), pieces)
 
 

@@ -850,7 +850,8 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
         For an attention-sink family (gpt-oss) each expert's fc1 weight and bias rows are
         then interleaved ``g0, u0, g1, ...`` as vLLM holds them, and each fc2 bias gets one
         slot per destination slice of this rank: the bias for vLLM tp 0, zeros for the
-        others (``[E_local, d / s, H]``; the exchange of experts keeps the slots).
+        others (``[E_local, d / s, H]``; the exchange of experts keeps the slots), unless
+        the destination holds whole experts (EP), where it travels as the weights do.
         """
         params = super().transform_parameters(params_to_sync_list)
         params = _stack_local_experts(params, self.sync_map.layer_re)
@@ -863,7 +864,8 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
             fc = expert[1] if expert is not None else ""
             if fc in ("fc1", "fc1_bias") and self._interleaved_experts():
                 tensor = _interleave_halves(tensor)
-            elif fc == "fc2_bias":
+            elif fc == "fc2_bias" and self._dst_expert_parallel() == 1:
+                # Under destination EP (expert TP 1) every rank adds its experts' bias.
                 tensor = self._rank0_slots(tensor)
             out.append((name, tensor))
         return out

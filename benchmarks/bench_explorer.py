@@ -299,7 +299,8 @@ def journey_ms(explorer: Explorer, name: str) -> tuple[list[float], list[float]]
 
     key = next(k for _, k in explorer.param.options if k.endswith(name))
     explorer.param.value = key
-    run = explorer._runs[explorer._run_key]
+    run = explorer.session.run
+    assert run is not None
     blocks = len(explorer.block.options)
     page, alone = [], []
     for block in sorted({1 % blocks, blocks // 2, blocks - 1}):

@@ -252,6 +252,11 @@ class ModelSpec:
         return FAMILY[self.family].qk_norm and self.use_qk_norm
 
     @property
+    def output_norms(self) -> bool:
+        """Norms on the attention and MLP outputs (Gemma-3's): a fact of the family."""
+        return FAMILY[self.family].output_norms
+
+    @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
 
@@ -613,7 +618,10 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
     """The spec, read as the family's record (``syncviz.families``) says: no per-family code."""
     arch = _architecture(config, where)
     info = FAMILY[HF_ARCHITECTURES[arch]]
-    _check_model_type(config, where, arch, info)
+    if arch == info.wrapper_architecture:
+        config, where = _text_config(config, where, info), f"text_config of {where}"
+    _check_model_type(config, where, info.architecture, info)
+    config = {**info.config_defaults, **config}
 
     def need(key: str, default: int | None = None) -> int:
         return _positive_int(config, key, where, default)
@@ -677,6 +685,22 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
     return ModelSpec(
         name=name, family=info.name, source=f"hf config {where} ({arch})", notes=notes, **sizes
     )
+
+
+def _text_config(config: Mapping[str, Any], where: str, info: FamilyInfo) -> Mapping[str, Any]:
+    """A multimodal wrapper's text model: its ``text_config`` (the vision tower is not read).
+
+    >>> _text_config({"text_config": {"hidden_size": 8}}, "c", FAMILY["qwen3"])
+    {'hidden_size': 8}
+    """
+    text = config.get("text_config")
+    if not isinstance(text, Mapping):
+        raise SyncvizError(
+            f"{where} is a {info.wrapper_architecture} config without a text_config object"
+            f" ({shown(text)})",
+            fix="use the model's published config.json, whose text_config holds the text model",
+        )
+    return text
 
 
 def _whole(config: Mapping[str, Any], key: str, where: str) -> int:

@@ -176,6 +176,24 @@ PUBLISHED = {
         "topk_group": 1, "num_experts_per_tok": 8, "vocab_size": 151552,
         "tie_word_embeddings": False,
     },
+    # google/gemma-3-12b-it, as published: the multimodal wrapper; its text_config leaves
+    # head_dim, vocab_size and tie_word_embeddings to Gemma3TextConfig's defaults.
+    "gemma3-12b": {
+        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
+        "text_config": {
+            "hidden_size": 3840, "intermediate_size": 15360, "model_type": "gemma3_text",
+            "num_attention_heads": 16, "num_hidden_layers": 48, "num_key_value_heads": 8,
+            "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024,
+        },
+        "vision_config": {"hidden_size": 1152, "num_hidden_layers": 27},
+    },
+    "gemma3-1b": {  # google/gemma-3-1b-it
+        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+        "num_hidden_layers": 26, "hidden_size": 1152, "num_attention_heads": 4,
+        "num_key_value_heads": 1, "head_dim": 256, "intermediate_size": 6912,
+        "vocab_size": 262144, "attention_bias": False, "query_pre_attn_scalar": 256,
+        "sliding_window": 512, "sliding_window_pattern": 6,
+    },
 }  # fmt: skip
 
 FAMILIES = {
@@ -202,11 +220,13 @@ FAMILIES = {
     "moonlight-16b-a3b": "deepseek-v3",
     "glm-4.5": "glm4-moe",
     "glm-4.5-air": "glm4-moe",
+    "gemma3-12b": "gemma3",
+    "gemma3-1b": "gemma3",
 }
 
 
 def test_the_presets_and_their_families() -> None:
-    """Exactly the twenty-three presets exist, each in its agreed trainer family."""
+    """Exactly the twenty-five presets exist, each in its agreed trainer family."""
     assert {name: spec.family for name, spec in PRESETS.items()} == FAMILIES
 
 
@@ -265,15 +285,16 @@ def test_moe_presets() -> None:
 
 def test_bias_gate_and_tied_embeddings_flags() -> None:
     """Only Qwen before Qwen3, GLM-4.5 and gpt-oss have a QKV bias, only qwen2-moe a
-    shared-expert gate, only Qwen3-0.6B ties embeddings, only Qwen3 and GLM-4.5 (not Air)
-    have q/k norms."""
+    shared-expert gate, only Qwen3-0.6B and Gemma-3 tie embeddings, only Qwen3, GLM-4.5
+    (not Air) and Gemma-3 have q/k norms, only Gemma-3 has output norms."""
     for name, spec in PRESETS.items():
         qwen3, glm = name.startswith("qwen3"), name.startswith("glm")
-        gpt_oss = name.startswith("gpt-oss")
+        gpt_oss, gemma3 = name.startswith("gpt-oss"), name.startswith("gemma3")
         assert spec.qkv_bias == ((name.startswith("qwen") and not qwen3) or glm or gpt_oss), name
         assert spec.shared_expert_gate == (spec.family == "qwen2-moe"), name
-        assert spec.tie_word_embeddings is (name == "qwen3-0.6b"), name
-        assert spec.qk_norm is (qwen3 or name == "glm-4.5"), name
+        assert spec.tie_word_embeddings is (name == "qwen3-0.6b" or gemma3), name
+        assert spec.qk_norm is (qwen3 or name == "glm-4.5" or gemma3), name
+        assert spec.output_norms is gemma3, name
 
 
 def test_qwen3_head_dim_is_explicit() -> None:

@@ -28,6 +28,7 @@ from typing import Literal
 
 from syncviz.families import (
     deepseek_v3,
+    gemma3,
     glm4_moe,
     gpt_oss,
     llama_legacy,
@@ -89,8 +90,6 @@ KEY_OWNERS: Mapping[str, str] = MappingProxyType(
 UNSUPPORTED_MODEL_TYPES: Mapping[str, str] = MappingProxyType(
     {
         "deepseek_v2": "DeepSeek-V2 (MLA)",
-        "gemma3": "Gemma-3",
-        "gemma3_text": "Gemma-3",
         "llama4": "Llama-4",
         "llama4_text": "Llama-4",
     }
@@ -114,6 +113,7 @@ _ALL: tuple[FamilyInfo, ...] = tuple(
         gpt_oss,
         deepseek_v3,
         glm4_moe,
+        gemma3,
     )
 )
 for _info in _ALL:
@@ -123,17 +123,27 @@ FAMILY_NAMES: Sequence[str] = FamilyNames()
 """Every family name, in registry order (families registered later included)."""
 
 ARCHITECTURE_FAMILY: Mapping[str, str] = derived(
-    lambda infos: {f.architecture: f.name for f in infos if f.hf_default}
-)
-"""Hugging Face ``architectures`` entry -> the family it is read as."""
-
-MODEL_TYPE_ARCHITECTURE: Mapping[str, str] = derived(
     lambda infos: {
-        t: f.architecture
+        arch: f.name
         for f in infos
         if f.hf_default
-        for t in (f.model_type, *f.also_model_types)
+        for arch in (f.architecture, f.wrapper_architecture)
+        if arch
     }
+)
+"""Hugging Face ``architectures`` entry -> the family it is read as (a multimodal wrapper's
+included: its ``text_config`` is read)."""
+
+MODEL_TYPE_ARCHITECTURE: Mapping[str, str] = derived(
+    lambda infos: (
+        {
+            t: f.architecture
+            for f in infos
+            if f.hf_default
+            for t in (f.model_type, *f.also_model_types)
+        }
+        | {f.wrapper_model_type: f.wrapper_architecture for f in infos if f.wrapper_model_type}
+    )
 )
 """config.json ``model_type`` -> architecture (used when ``architectures`` is missing)."""
 

@@ -113,7 +113,14 @@ class FamilyInfo:
     routed experts wide (no gate); ``router_bias`` that the router has a
     score-correction bias when :data:`ROUTER_BIAS_WHEN` holds; ``mtp_key`` the key of
     multi-token-prediction layers, noted and left out; ``also_model_types`` more
-    ``model_type`` values read as this family. :attr:`reads` follows from these.
+    ``model_type`` values read as this family. ``config_defaults`` are the values
+    Hugging Face's config class gives keys a config.json leaves out, where they differ
+    from the reader's own (the head size, tied embeddings). ``wrapper_architecture`` /
+    ``wrapper_model_type`` name a multimodal wrapper whose config.json holds this
+    family's text model under ``text_config`` (the text model alone is read).
+    ``output_norms`` adds a norm on the attention output and one on the MLP output
+    (kinds ``attn_out_norm`` and ``ffn_out_norm``, both ``[hidden]``, whole on every
+    rank). :attr:`reads` follows from these.
 
     Names, per parameter kind (``{i}`` the layer, ``{j}`` a local expert, ``{e}`` an
     expert): ``src_names`` the trainer's (after :data:`TRAINER_PREFIX`; a tuple where
@@ -164,6 +171,10 @@ class FamilyInfo:
     router_bias: bool = False
     mtp_key: str = ""
     also_model_types: tuple[str, ...] = ()
+    config_defaults: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    wrapper_architecture: str = ""
+    wrapper_model_type: str = ""
+    output_norms: bool = False
     src_names: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict, repr=False)
     dst_names: Mapping[str, str] = field(default_factory=dict, repr=False)
     hf_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
@@ -221,6 +232,7 @@ class FamilyInfo:
             self.mla,
             bool(self.shared_experts_key),
             self.qk_norm_key,
+            self.output_norms,
         )
 
     @property

@@ -59,6 +59,9 @@ LAYER_KINDS: tuple[str, ...] = (
         "kv_a_norm",
         "kv_b_proj",
     ),
+    # Norms on the attention and MLP outputs (Gemma-3's four norms a layer).
+    "attn_out_norm",
+    "ffn_out_norm",
 )
 """Per-layer parameter kinds (a layer lists those it has in ``layout.layer_kinds`` order)."""
 
@@ -128,6 +131,8 @@ def global_shape(kind: str, spec: ModelSpec) -> tuple[int, ...]:
         "final_norm": (h,),
         "input_norm": (h,),
         "post_attention_norm": (h,),
+        "attn_out_norm": (h,),
+        "ffn_out_norm": (h,),
         "qkv": (qkv_rows, h),
         "qkv_bias": (qkv_rows,),
         "q_norm": (hd,),
@@ -302,6 +307,8 @@ def blocks(kind: str, spec: ModelSpec) -> tuple[Block, ...]:
         "final_norm": ("final norm", "norm"),
         "input_norm": ("input norm", "norm"),
         "post_attention_norm": ("post-attention norm", "norm"),
+        "attn_out_norm": ("attention-output norm", "norm"),
+        "ffn_out_norm": ("MLP-output norm", "norm"),
         # One norm of head_dim elements, applied to every head (not one row per head).
         "q_norm": ("q norm", "norm"),
         "k_norm": ("k norm", "norm"),

@@ -202,7 +202,7 @@ def layer_kinds(spec: ModelSpec, layer: int | None = None) -> list[str]:
         kinds.append("qkv_bias")
     if spec.qk_norm:
         kinds += ["q_norm", "k_norm"]
-    kinds += ["o_proj", "post_attention_norm"]
+    kinds += ["o_proj", *(["attn_out_norm"] if spec.output_norms else []), "post_attention_norm"]
     if spec.is_moe and (layer is None or spec.is_moe_layer(layer)):
         kinds += ["router", *(["router_bias"] if spec.router_bias else []), "experts_w13"]
         kinds += ["experts_w2"]
@@ -212,6 +212,8 @@ def layer_kinds(spec: ModelSpec, layer: int | None = None) -> list[str]:
             kinds.append("shared_expert_gate")
     else:
         kinds += ["gate_up", "down"]
+    if spec.output_norms:
+        kinds.append("ffn_out_norm")
     return _with_bias_kinds(kinds, spec.bias_kinds)
 
 

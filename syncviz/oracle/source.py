@@ -36,6 +36,8 @@ REPLICATED_KINDS = frozenset(
         "shared_expert_gate",
         "q_norm",
         "k_norm",
+        "attn_out_norm",
+        "ffn_out_norm",
     }
 ) | frozenset({"kv_a", "q_a_norm", "kv_a_norm", "router_bias"})
 """Kinds every TP rank holds whole (on both sides); the second set is MLA's and the

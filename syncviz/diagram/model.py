@@ -13,7 +13,7 @@ reads). A :class:`TransferDiagram` says which rank sends how much to which.
 >>> [p.title for p in d.dst], d.axis, d.wrong_count > 0
 (['vLLM pp0 tp0 (rank 1)', 'vLLM pp0 tp1 (rank 2)'], 1, True)
 >>> d.dst[0].regions[0].text
-'rows 1-7: holds row 0: heads 2-3 row 0; rows 1-6: heads 0-3 rows 1-3, expected heads 0-1 rows 1-7'
+'columns 0-3 (heads 0-1): hold heads 0-3 rows 0-3, expected heads 0-1'
 >>> [(e.src, e.dst, e.stage) for e in transfer_diagram(result).edges]
 [(0, 1, 'stage1'), (1, 2, 'stage2')]
 """

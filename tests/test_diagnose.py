@@ -68,12 +68,12 @@ def test_k_and_v_swapped_weight_and_bias_qwen2(checkpoints, tmp_path):
     )
     found = bad(report)
     assert found[L0 + "self_attn.qkv_proj.weight"][1] == (
-        "tp 1, rows 8-15: holds rows 0-3: V head 1; rows 4-7: K head 1,"
-        " expected rows 0-3: K head 1; rows 4-7: V head 1"
+        "tp 1, rows 8-15: holds rows 8-11: V head 1; rows 12-15: K head 1,"
+        " expected rows 8-11: K head 1; rows 12-15: V head 1"
     )
     assert found[L0 + "self_attn.qkv_proj.bias"][0] == (
-        "tp 0, elements 8-15: holds elements 0-3: V head 0; elements 4-7: K head 0,"
-        " expected elements 0-3: K head 0; elements 4-7: V head 0"
+        "tp 0, elements 8-15: holds elements 8-11: V head 0; elements 12-15: K head 0,"
+        " expected elements 8-11: K head 0; elements 12-15: V head 0"
     )
     assert len(found) == 2
 

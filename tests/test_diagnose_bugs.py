@@ -243,9 +243,9 @@ def test_mha_regroup_applied_to_gqa(checkpoints, tmp_path):
     report = diagnose(checkpoints["llama-mcore"], dump, 2)
     assert bad(report) == {
         L0 + "self_attn.qkv_proj.weight": [
-            f"tp {t}, rows 2-9: holds rows 0-1: Q head {4 * t + 3}; rows 2-3: Q head {4 * t + 1};"
-            f" rows 4-5: K head {t}; rows 6-7: Q head {4 * t + 2}, expected rows 0-5: Q heads"
-            f" {4 * t + 1}-{4 * t + 3}; rows 6-7: K head {t}"
+            f"tp {t}, rows 2-9: holds rows 2-3: Q head {4 * t + 3}; rows 4-5: Q head {4 * t + 1};"
+            f" rows 6-7: K head {t}; rows 8-9: Q head {4 * t + 2}, expected rows 2-7: Q heads"
+            f" {4 * t + 1}-{4 * t + 3}; rows 8-9: K head {t}"
             for t in (0, 1)
         ]
     }

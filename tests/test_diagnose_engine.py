@@ -225,9 +225,8 @@ def test_w13_halves_swapped_in_every_expert_is_named(checkpoints, tmp_path):
     assert one.exit_code == 1 and W13_SWAP not in one.text()
     # I = 8 at tp 2: each expert holds gate rows 4r..4r+3 then up rows 4r..4r+3.
     assert lines[0] == (
-        "  tp 0, expert 2: holds expert 0 rows 0-3: expert 2 up rows 0-3; expert 0 rows 4-7:"
-        " expert 2 gate rows 0-3, expected expert 0 rows 0-3: expert 2 gate rows 0-3;"
-        " expert 0 rows 4-7: expert 2 up rows 0-3"
+        "  tp 0, expert 2: holds expert 2 (rows 0-3: up rows 0-3, rows 4-7: gate rows 0-3),"
+        " expected expert 2 (rows 0-3: gate rows 0-3, rows 4-7: up rows 0-3)"
     )
 
 

@@ -290,8 +290,8 @@ def test_gpt_oss_w13_bias_of_the_other_rank(made, tmp_path):
 
 def test_gpt_oss_w13_bias_one_flipped_bit(made, tmp_path):
     """One bit of tp 1's w13_bias row 2 (expert 2) flipped: that row alone from fingerprints one
-    per row (the full dump's row), rows 2-3 from pairs (their expected rows numbered within
-    the pair, as the report numbers any span); every other tensor right."""
+    per row (the full dump's row), rows 2-3 from pairs (their expected rows numbered as the
+    rank's rows, as the report numbers any span); every other tensor right."""
 
     def flip(ranks):
         ranks[1][B13].view(torch.int16)[2, 77] ^= 1 << 3
@@ -301,7 +301,7 @@ def test_gpt_oss_w13_bias_one_flipped_bit(made, tmp_path):
     assert [line.split(":")[0] for line in bad(full)["model." + B13]] == ["tp 1, row 2"]
     wrong = "holds values not found in the reference, expected"
     assert bad(fp) == {"model." + B13: [f"tp 1, row 2: {wrong} {expected_bias(1, 2)}"]}
-    pair = f"row 0: {expected_bias(1, 2)}; row 1: {expected_bias(1, 3)}"  # rows of the pair
+    pair = f"row 2: {expected_bias(1, 2)}; row 3: {expected_bias(1, 3)}"  # rows of the pair
     assert bad(paired) == {"model." + B13: [f"tp 1, rows 2-3: {wrong} {pair}"]}
 
 

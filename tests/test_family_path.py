@@ -165,8 +165,8 @@ def test_diagnose_finds_k_and_v_heads_exchanged(dumps, capsys):
     assert "WRONG model.model.blocks.0.attn.wqkv.weight" in out
     # tp 1 holds Q heads 2-3 (rows 0-15), then K head 1 and V head 1 (8 rows each).
     assert (
-        "tp 1, rows 16-31: holds rows 0-7: V head 1; rows 8-15: K head 1,"
-        " expected rows 0-7: K head 1; rows 8-15: V head 1"
+        "tp 1, rows 16-31: holds rows 16-23: V head 1; rows 24-31: K head 1,"
+        " expected rows 16-23: K head 1; rows 24-31: V head 1"
     ) in out
 
 

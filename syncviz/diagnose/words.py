@@ -275,13 +275,23 @@ def _runs(
         if _stale_in_place(dec, a * per, b * per):
             out.append(f"{where}, {span}: holds {holds}")
             continue
+        first = a * per * dec.length // _row_size(dec)
         wants = _shorten(
-            describe(param, _index(dec, dec.expected, a * per, b * per, param.global_shape))
+            describe(
+                param,
+                _index(dec, dec.expected, a * per, b * per, param.global_shape),
+                first=first,
+            )
         )
         out.append(f"{where}, {span}: holds {holds}, expected {wants}")
     if len(runs) > MAX_RUNS:
         out.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
     return out
+
+
+def _row_size(dec: Decoded) -> int:
+    """Elements in one row (expert) of the local tensor; 1 for a vector."""
+    return math.prod(dec.shape[1:])
 
 
 def _index(
@@ -325,7 +335,8 @@ def _holds(
             words.append(_stale_words(diagnosis, dec, s0, s1, kind))
         elif kind == dec.param:
             own = torch.where(dec.source == dec.param, dec.start, torch.full_like(dec.start, -3))
-            text = _shorten(describe(param, _index(dec, own, s0, s1, param.global_shape)))
+            ids = _index(dec, own, s0, s1, param.global_shape)
+            text = _shorten(describe(param, ids, first=s0 * dec.length // _row_size(dec)))
             whose = _whose(diagnosis, dec, s0, s1)
             words.append(f"{whose}'s {text}" if whose else text)
         else:

@@ -38,20 +38,30 @@ def describe(
     ids: IndexMap | torch.Tensor,
     *,
     key: str | None = None,
+    first: int = 0,
 ) -> str:
     """Describe ``ids`` (an index map or a tensor of ids) of one parameter in words.
 
     ``target`` is the parameter (a ParamLayout), a ModelLayout with ``key``
-    naming the parameter, or the parameter's blocks.
+    naming the parameter, or the parameter's blocks. ``ids`` may be a slice of a
+    local tensor that starts at its row (element, expert) ``first``: the words then
+    number the local rows from there.
+
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.oracle.blocks import blocks
+    >>> from syncviz.oracle.dest import dest_maps
+    >>> spec = ModelSpec("tiny", "llama-mcore", 2, 8, 4, 2, 4, 70)
+    >>> describe(blocks("qkv", spec), dest_maps("qkv", spec, 2)[1].ids()[4:], first=4)
+    'rows 4-5: K head 1; rows 6-7: V head 1'
     """
     blocks_ = _blocks_of(target, key)
     if isinstance(ids, IndexMap):
-        return describe_index(ids, blocks_)
+        return describe_index(ids, blocks_, first)
     try:
         index = IndexMap.from_ids(ids, _shape_of(blocks_))
     except SyncvizError:
         return f"{ids.numel()} elements in no regular order"
-    return describe_index(index, blocks_)
+    return describe_index(index, blocks_, first)
 
 
 def _blocks_of(target: Any, key: str | None) -> Sequence[Block]:
@@ -69,11 +79,12 @@ def _shape_of(blocks_: Sequence[Block]) -> tuple[int, ...]:
     return tuple(max(b.box.stop[d] for b in blocks_) for d in range(ndim))
 
 
-def describe_index(index: IndexMap, blocks_: Sequence[Block]) -> str:
-    """The words for an index map, one segment per piece, regular patterns shortened."""
-    shape = index.shape
+def describe_index(index: IndexMap, blocks_: Sequence[Block], first: int = 0) -> str:
+    """The words for an index map, one segment per piece, regular patterns shortened;
+    local places numbered from row (element, expert) ``first``."""
+    shape = (index.shape[0] + first, *index.shape[1:])  # as if the rows before were there
     segments: list[tuple[int, int, Piece]] = []
-    offset = 0
+    offset = first * math.prod(shape[1:])
     for piece in index.pieces:
         segments.append((offset, piece.numel, piece))
         offset += piece.numel

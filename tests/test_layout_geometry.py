@@ -1,5 +1,6 @@
 """The layout view's geometry as drawn: every block label inside its own column (matplotlib
-Text extents and PIL's label boxes) for the README's MLA and Llama pictures, and legends
+Text extents and PIL's label boxes) for the README's MLA and Llama pictures (rows: labels
+beside them; o_proj's columns: labels above them), and legends
 that name the sub-blocks drawn (MLA's nope/rope rows of q, k_nope/v rows of kv_b)."""
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ PICTURES = [
     ("moonlight", ATTN.format("q_proj")),
     ("moonlight", ATTN.format("kv_b_proj")),
     ("llama3-8b", QKV),
+    ("llama3-8b", ATTN.format("o_proj")),  # labels above columns
+    ("moonlight", ATTN.format("o_proj")),
 ]
 
 
@@ -65,24 +68,26 @@ def diagrams():
     return get
 
 
-def _assert_in_columns(labels, panels, width: int) -> int:
-    """Each label (side, y centre, x0, x1) lies between the previous column's right edge
-    (or the picture's left edge) and the left edge of its own side's panels."""
-    left = {s: min(p["box"][0] for p in panels if p["side"] == s) for s in SIDES}
-    right = {s: max(p["box"][2] for p in panels if p["side"] == s) for s in SIDES}
-    for side, text, x0, x1 in labels:
+def _assert_in_columns(labels, panels, axis: int, size: tuple[int, int]) -> int:
+    """Each label (side, text, box) lies, across the block axis (x beside rows, y above
+    columns), between the previous column's panels (or the picture's edge) and its own
+    side's panels, and inside the picture."""
+    lo, hi = (0, 2) if axis == 0 else (1, 3)
+    start = {s: min(p["box"][lo] for p in panels if p["side"] == s) for s in SIDES}
+    end = {s: max(p["box"][hi] for p in panels if p["side"] == s) for s in SIDES}
+    for side, text, box in labels:
         k = SIDES.index(side)
-        before = 0.0 if k == 0 else right[SIDES[k - 1]]
-        assert x0 >= before, f"{side} label {text!r} starts at {x0:.1f} px, left of {before}"
-        assert x1 <= left[side], f"{side} label {text!r} ends at {x1:.1f} px, in its panel"
-        assert x1 <= width
+        before = 0.0 if k == 0 else end[SIDES[k - 1]]
+        assert box[lo] >= before, f"{side} label {text!r} starts at {box[lo]:.1f}, not {before}"
+        assert box[hi] <= start[side], f"{side} label {text!r} ends at {box[hi]:.1f}, in its panel"
+        assert box[0] >= 0 and box[2] <= size[0] and box[1] >= 0 and box[3] <= size[1]
     return len(labels)
 
 
 @pytest.mark.parametrize(("run", "key"), PICTURES)
 def test_matplotlib_labels_stay_in_their_columns(diagrams, run, key):
     """matplotlib: every block label's drawn extent (Agg text metrics) lies inside its own
-    column: right of the panel before it (or the figure's edge), left of its own panel."""
+    column: past the panels before it (or the figure's edge), short of its own panel."""
     d = diagrams(run, key)
     figure = render(d)
     renderer = FigureCanvasAgg(figure.fig).get_renderer()
@@ -93,14 +98,23 @@ def test_matplotlib_labels_stay_in_their_columns(diagrams, run, key):
     for t in figure.fig.axes[0].texts:
         if t.get_text() not in texts:
             continue  # side headings and panel titles
-        box = t.get_window_extent(renderer)
-        y = height - (box.y0 + box.y1) / 2
-        side = next(
-            p["side"] for p in panels if p["box"][1] <= y <= p["box"][3] and p["box"][0] >= box.x1
-        )
-        labels.append((side, t.get_text(), box.x0, box.x1))
+        ext = t.get_window_extent(renderer)
+        box = (ext.x0, height - ext.y1, ext.x1, height - ext.y0)  # from the top left
+        labels.append((_side(panels, box, d.axis), t.get_text(), box))
     assert {side for side, *_ in labels} == set(SIDES)
-    assert _assert_in_columns(labels, panels, figure.size_px[0]) >= 3 * len(d.dst)
+    assert _assert_in_columns(labels, panels, d.axis, figure.size_px) >= 3 * len(d.dst)
+
+
+def _side(panels, box, axis: int) -> str:
+    """The side of the first panel (trainer, holds, expected) beside which a label sits:
+    its along-axis span holds the label's middle, and it starts after the label across."""
+    mid = (box[1] + box[3]) / 2 if axis == 0 else (box[0] + box[2]) / 2
+    a, b, across, start = (1, 3, 2, 0) if axis == 0 else (0, 2, 3, 1)
+    return next(
+        p["side"]
+        for p in panels
+        if p["box"][a] <= mid <= p["box"][b] and p["box"][start] >= box[across]
+    )
 
 
 @pytest.mark.parametrize(("run", "key"), PICTURES)
@@ -111,10 +125,10 @@ def test_pil_labels_stay_in_their_columns(diagrams, run, key):
     png, panels = layout_png(d)
     boxes = label_boxes(d)
     assert {b["text"] for b in boxes} <= label_texts(d)
-    labels = [(b["side"], b["text"], b["box"][0], b["box"][2]) for b in boxes]
+    labels = [(b["side"], b["text"], b["box"]) for b in boxes]
     assert {side for side, *_ in labels} == set(SIDES)
-    width = Image.open(io.BytesIO(png)).width
-    assert _assert_in_columns(labels, panels, width) >= 3 * len(d.dst)
+    size = Image.open(io.BytesIO(png)).size
+    assert _assert_in_columns(labels, panels, d.axis, size) >= 3 * len(d.dst)
 
 
 @pytest.mark.parametrize(

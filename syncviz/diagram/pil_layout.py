@@ -127,8 +127,10 @@ class _Geometry:
         return (self.plot_w if lay.axis == 0 else self._plot_h(lay)) / lay.span_across
 
 
+@functools.lru_cache(maxsize=MAX_MASKS)
 def _reach(font, text: str, anchor: str, axis: int) -> float:
-    """How far ``text`` drawn at ``anchor`` reaches from it, away from its panel."""
+    """How far ``text`` drawn at ``anchor`` reaches from it, away from its panel (kept:
+    the same head labels are measured for every parameter of every layer)."""
     x0, y0, _, _ = font.getbbox(text, anchor=anchor)
     return float(-x0 if axis == 0 else -y0)
 

@@ -1,8 +1,9 @@
 """Where the layout view puts things, for any renderer: panels placed to scale along the
-block axis (:class:`PanelLayout`), a raster's pixels (:func:`panel_image`) and the runs
-of a cell outline (:func:`edge_runs`). The matplotlib (:mod:`~syncviz.diagram.mpl_layout`)
-and PIL (:mod:`~syncviz.diagram.pil_layout`) renderers both draw from it, so the two
-pictures agree; it imports neither drawing library.
+block axis (:class:`PanelLayout`), with room between them for the widest block label
+(:func:`label_texts`), a raster's pixels (:func:`panel_image`), the runs of a cell
+outline (:func:`edge_runs`) and the legend's words (:func:`legend_entries`). The
+matplotlib (:mod:`~syncviz.diagram.mpl_layout`) and PIL (:mod:`~syncviz.diagram.pil_layout`)
+renderers both draw from it, so the two pictures agree; it imports neither drawing library.
 
 >>> SIDES
 ('trainer', 'vLLM holds', 'vLLM expected')
@@ -10,11 +11,14 @@ pictures agree; it imports neither drawing library.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from syncviz.diagram.palette import raster_rgb
+from syncviz.diagram.labels import short_label
+from syncviz.diagram.palette import SPECIAL_FAMILY, family_words, raster_rgb
 
 if TYPE_CHECKING:
     from syncviz.diagram.model import LayoutDiagram
@@ -22,6 +26,8 @@ if TYPE_CHECKING:
 
 MAX_REGION_LINES = 6  # region lines inside the figure; every region is in the text form
 SIDES = ("trainer", "vLLM holds", "vLLM expected")
+LABEL_CLEARANCE_PX = 4  # between a block label and the panel before it
+MAX_FIT = 50  # rounds of widening the gaps (each round gets within a fraction of the need)
 
 
 def side_label(side: str, engine: str) -> str:
@@ -54,8 +60,68 @@ def panel_image(panel_raster) -> np.ndarray:
     return img
 
 
+def drawn_rasters(d: LayoutDiagram) -> list:
+    """Every raster the layout view draws: trainer and vLLM tensors as held, vLLM tensors
+    as expected, and with a step frame the vLLM tensors as written by steps 1..k."""
+    out = [p.actual for p in d.src + d.dst] + [p.expected for p in d.dst]
+    if d.frame is not None:
+        out += [p.actual for p in d.frame.filled]
+    return out
+
+
+def _drawn_blocks(d: LayoutDiagram) -> list[int]:
+    """Block numbers (and negative markers) of every drawn cell, in first-seen order."""
+    seen: dict[int, None] = {}
+    for r in drawn_rasters(d):
+        seen.update(dict.fromkeys(torch.unique(r.block).tolist()))
+    return list(seen)
+
+
+def label_texts(d: LayoutDiagram) -> set[str]:
+    """Every block label a panel of ``d`` can show: the labels actually drawn are a
+    thinned subset of these (thinning depends on the height the gaps change), so a gap
+    sized for the widest of them holds every drawn label.
+
+    >>> from syncviz.diagram.model import layout_diagram
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> d = layout_diagram(tiny_run(), "model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> sorted(label_texts(d))[:4]
+    ['K0', 'K1', 'Q0', 'Q1']
+    """
+    return {t for b in _drawn_blocks(d) if (t := short_label(d.table, b)) is not None}
+
+
+def legend_entries(d: LayoutDiagram) -> list[tuple[str, str]]:
+    """``(colour family, words)`` for each family drawn, first seen first; the words name
+    the sub-blocks (a block's ``part``) its drawn blocks have, as the labels do, so a
+    picture of MLA's q rows says "nope, rope" and one of kv_b "k_nope" and "v".
+
+    >>> from syncviz.diagram.model import layout_diagram
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> d = layout_diagram(tiny_run(), "model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> legend_entries(d)
+    [('q', 'Q heads'), ('k', 'K heads'), ('v', 'V heads')]
+    """
+    parts: dict[str, dict[str, None]] = {}
+    for b in _drawn_blocks(d):
+        if b < 0:
+            parts.setdefault(SPECIAL_FAMILY[b], {})
+            continue
+        block = d.table.blocks[b]
+        seen = parts.setdefault(block.family, {})
+        part = getattr(block, "part", None)
+        if part:
+            seen[part] = None
+    return [(family, family_words(family, list(ps))) for family, ps in parts.items()]
+
+
 class PanelLayout:
     """Where each panel goes: 'along' the block axis, 'across' it; data units = elements.
+
+    ``label_room(layout)``, where given, is how many data units across the widest block
+    label needs beside a panel (label, its offset and a clearance) at ``layout``'s span
+    across, in the renderer's scale; the gaps before the vLLM columns are widened until
+    it fits, so no label runs into the panel before it.
 
     >>> from syncviz.diagram.model import layout_diagram
     >>> from syncviz.run.inprocess import tiny_run
@@ -64,9 +130,20 @@ class PanelLayout:
     >>> lay = PanelLayout(d)
     >>> lay.extent(0, 0, d.src[0])[:2], lay.extent(1, 1, d.dst[1])[1] > lay.across
     ((0.0, 8.0), True)
+    >>> lay.side_gap, lay.across
+    (0.96, 8.0)
+
+    A label 40 px wide where the whole span across is drawn 400 px wide needs a tenth of
+    the span, 3.47 once the gap has widened the span to 34.7 (the band, 7.2, had room):
+
+    >>> wide = PanelLayout(d, label_room=lambda lay: 40 * lay.span_across / 400)
+    >>> round(wide.side_gap, 2), round(wide.span_across, 1), wide.band_w == lay.band_w
+    (3.47, 34.7, True)
     """
 
-    def __init__(self, d: LayoutDiagram) -> None:
+    def __init__(
+        self, d: LayoutDiagram, label_room: Callable[[PanelLayout], float] | None = None
+    ) -> None:
         self.axis = d.axis
         sides = [d.src, d.dst, d.dst]
         along = [self.along_of(p) for p in d.src + d.dst]
@@ -74,10 +151,6 @@ class PanelLayout:
         self.min_along = total * 0.035  # a one-row tensor still gets a visible strip
         self.gap = total * 0.02
         self.across = max(self.across_of(p) for p in d.src + d.dst)
-        band_w = self.across * (0.9 if d.axis == 0 else 0.7)
-        side_gap = self.across * (0.12 if d.axis == 0 else 0.3)
-        self.offsets = [0.0, self.across + band_w, 2 * self.across + band_w + side_gap]
-        self.span_across = self.offsets[2] + self.across
         self.spans: dict[tuple[int, int], tuple[float, float]] = {}  # (side, i) -> along
         for s, panels in enumerate(sides):
             pos = 0.0
@@ -86,6 +159,23 @@ class PanelLayout:
                 self.spans[s, i] = (pos, pos + n)
                 pos += n + self.gap
         self.span_along = max(v[1] for v in self.spans.values())
+        self._across(
+            self.across * (0.9 if d.axis == 0 else 0.7),
+            self.across * (0.12 if d.axis == 0 else 0.3),
+        )
+        # The room a label needs in data units grows with the span it widens (the span is
+        # drawn at a fixed width): widen by a hair more than asked until it fits.
+        for _ in range(MAX_FIT if label_room is not None else 0):
+            need = label_room(self)
+            if need <= min(self.band_w, self.side_gap):
+                break
+            self._across(max(self.band_w, need * 1.001), max(self.side_gap, need * 1.001))
+
+    def _across(self, band_w: float, side_gap: float) -> None:
+        """Place the three columns across: trainer, band, vLLM holds, gap, vLLM expected."""
+        self.band_w, self.side_gap = band_w, side_gap
+        self.offsets = [0.0, self.across + band_w, 2 * self.across + band_w + side_gap]
+        self.span_across = self.offsets[2] + self.across
 
     def along_of(self, p: Panel) -> float:
         return float(p.actual.rows if self.axis == 0 else p.actual.cols)

@@ -19,6 +19,8 @@ True
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure as MplFigure
@@ -27,9 +29,12 @@ from matplotlib.patches import Patch
 from syncviz.diagram.frames import READ, WROTE
 from syncviz.diagram.labels import panel_labels, short_label
 from syncviz.diagram.layout_geometry import (
+    LABEL_CLEARANCE_PX,
     MAX_REGION_LINES,
     SIDES,
     PanelLayout,
+    label_texts,
+    legend_entries,
     outline_segments,
     panel_image,
     side_label,
@@ -42,6 +47,8 @@ from syncviz.diagram.raster import small_work
 WIDTH_IN = 10.8  # 1080 px at 100 dpi: fits a notebook cell
 FONT = 9.0  # the smallest text in a figure, in points
 MAX_FRAME_LINES = 4  # a step's "reads ..."/"writes ..." lines inside the figure
+LEFT_IN, RIGHT_IN = 1.2, 0.4  # margins beside the plot (the trainer's labels sit left)
+LABEL_OFFSET = 0.015  # a label's distance from its panel, in panel widths across
 
 
 def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
@@ -50,16 +57,65 @@ def render_layout(d: LayoutDiagram, width_in: float = WIDTH_IN) -> Figure:
         return _render_layout(d, width_in)
 
 
+def label_extent_px(texts, axis: int) -> float:
+    """How far the widest of ``texts`` reaches across the block axis in PNG pixels, in the
+    font metrics the figure draws with: its width beside rows, its height above columns.
+
+    >>> 30 < label_extent_px({"Q0", "Q127 rope"}, 0) < 80 < label_extent_px({"Q0"}, 0) + 80
+    True
+    """
+    extents = [_text_px(t)[0 if axis == 0 else 1] for t in texts]
+    return max(extents, default=0.0)
+
+
+@functools.cache
+def _text_px(text: str) -> tuple[float, float]:
+    """(width, height) of ``text`` at :data:`FONT` as Agg draws it at :data:`DPI`."""
+    from matplotlib.font_manager import FontProperties
+
+    font = FontProperties(size=FONT)
+    w, h, _ = _measurer().get_text_width_height_descent(text, font, False)
+    _, line, _ = _measurer().get_text_width_height_descent("lp", font, False)
+    return float(w), float(max(h, line))  # one line is at least as tall as "lp"
+
+
+@functools.cache
+def _measurer():
+    """An Agg renderer at the figures' dpi, only to measure text."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    return RendererAgg(1, 1, DPI)
+
+
+def _plot_h(lay: PanelLayout, plot_w: float) -> float:
+    """The plot's height in inches: to the panels' aspect, within 3..7.5 in."""
+    aspect = lay.span_along / lay.span_across if lay.axis == 0 else lay.span_across / lay.span_along
+    return float(np.clip(plot_w * aspect * 1.5, 3.0, 7.5))
+
+
+def _layout(d: LayoutDiagram, width_in: float) -> tuple[PanelLayout, float, float]:
+    """The panel layout with room for every label, the left margin and the plot's width
+    (inches): across, the x limits span 1.02 spans (axis 0) and the y limits 1.06 (axis 1)."""
+    label_px = label_extent_px(label_texts(d), d.axis) + LABEL_CLEARANCE_PX
+    left_in = max(LEFT_IN, label_px / DPI) if d.axis == 0 else LEFT_IN
+    plot_w = width_in - left_in - RIGHT_IN
+
+    def room(lay: PanelLayout) -> float:
+        px = plot_w * DPI if lay.axis == 0 else _plot_h(lay, plot_w) * DPI
+        per_unit = px / ((1.02 if lay.axis == 0 else 1.06) * lay.span_across)
+        return lay.across * LABEL_OFFSET + label_px / per_unit
+
+    return PanelLayout(d, label_room=room), left_in, plot_w
+
+
 def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
-    lay = PanelLayout(d)
+    lay, left_in, plot_w = _layout(d, width_in)
     regions = d.regions()
     shown = regions[:MAX_REGION_LINES]
     n_text = len(shown) + (1 if len(regions) > len(shown) else 0) + len(d.problems[:3])
     if d.frame is not None:
         n_text += 1 + len(_frame_lines(d))
-    aspect = lay.span_along / lay.span_across if d.axis == 0 else lay.span_across / lay.span_along
-    plot_w = width_in - 1.6
-    plot_h = float(np.clip(plot_w * aspect * 1.5, 3.0, 7.5))
+    plot_h = _plot_h(lay, plot_w)
     top_h, line_h = 0.95, 0.2
     strip = _strip(d)  # step K: what it read -> what it wrote, as rasters
     below = 0.0 if strip is None else strip.shape[0] / DPI + 0.15
@@ -67,7 +123,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     fig = MplFigure(figsize=(width_in, fig_h), dpi=DPI)
     ax = fig.add_axes(
         (
-            1.2 / width_in,
+            left_in / width_in,
             (0.3 + line_h * n_text + below) / fig_h,
             plot_w / width_in,
             plot_h / fig_h,
@@ -229,9 +285,9 @@ def _labels(
         x, y = lay.point(s, i, p, label.mid, 0)
         # Left of rows (axis 0) or above columns (axis 1), a little off the panel.
         if lay.axis == 0:
-            x, ha, va = x - lay.across * 0.015, "right", "center"
+            x, ha, va = x - lay.across * LABEL_OFFSET, "right", "center"
         else:
-            y, ha, va = y - lay.across * 0.015, "center", "bottom"
+            y, ha, va = y - lay.across * LABEL_OFFSET, "center", "bottom"
         ax.text(x, y, label.text, ha=ha, va=va, fontsize=FONT, clip_on=False)
 
 
@@ -302,25 +358,9 @@ def _bands(ax, lay: PanelLayout, d: LayoutDiagram) -> None:
 
 
 def _legend(fig: MplFigure, d: LayoutDiagram, fig_h: float) -> None:
-    names = {
-        "q": "Q heads",
-        "k": "K heads",
-        "v": "V heads",
-        "o": "heads (columns)",
-        "gate": "gate",
-        "up": "up",
-        "down": "down",
-        "expert": "experts",
-        "vocab": "vocab rows",
-        "norm": "norm",
-        "router": "router",
-        "padding": "padding",
-        "unwritten": "never written",
-        "foreign": "another parameter's data",
-    }
     handles = [
-        Patch(facecolor=family_rgb(f), edgecolor="#333333", label=names.get(f, f))
-        for f in d.families()
+        Patch(facecolor=family_rgb(f), edgecolor="#333333", label=words)
+        for f, words in legend_entries(d)
     ]
     if d.wrong_count:
         handles.append(Patch(facecolor="white", edgecolor=WRONG, lw=2, label="not right (checker)"))

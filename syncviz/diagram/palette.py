@@ -18,6 +18,7 @@ written as text, never coloured with a status colour.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 
@@ -38,6 +39,18 @@ FAMILY_COLORS: dict[str, str] = {
     "foreign": "#000000",  # black: another parameter's data
 }
 """The hue of each block family; shade 0 at offset 0 of a block is exactly this colour."""
+
+FAMILY_WORDS: dict[str, str] = {
+    "q": "Q heads",
+    "k": "K heads",
+    "v": "V heads",
+    "o": "heads (columns)",
+    "expert": "experts",
+    "vocab": "vocab rows",
+    "unwritten": "never written",
+    "foreign": "another parameter's data",
+}
+"""What a legend calls each block family (a family not listed is called by its name)."""
 
 WRONG = "#EE3377"  # magenta outline of cells the checker calls not right
 WRONG_BAND = "#EE3377"
@@ -66,6 +79,16 @@ def family_rgb(family: str, shade: int = 0) -> tuple[float, float, float]:
     dark = SHADE_DARKEN[shade % 3] if family not in ("padding", "unwritten", "foreign") else 0.0
     r, g, b = (c * (1 - dark) for c in base)
     return r, g, b
+
+
+def family_words(family: str, parts: Sequence[str] = ()) -> str:
+    """A legend entry: the family's words, then the sub-blocks (parts) drawn in its colour.
+
+    >>> family_words("q", ["nope", "rope"]), family_words("v", ["v"]), family_words("gate")
+    ('Q heads (nope, rope)', 'V heads (v)', 'gate')
+    """
+    words = FAMILY_WORDS.get(family, family)
+    return f"{words} ({', '.join(parts)})" if parts else words
 
 
 def block_rgb(

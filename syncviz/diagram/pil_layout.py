@@ -24,9 +24,12 @@ import numpy as np
 
 from syncviz.diagram.labels import panel_labels
 from syncviz.diagram.layout_geometry import (
+    LABEL_CLEARANCE_PX,
     MAX_REGION_LINES,
     SIDES,
     PanelLayout,
+    label_texts,
+    legend_entries,
     outline_segments,
     panel_image,
     side_label,
@@ -39,6 +42,7 @@ WIDTH = 1080
 FONT_PX = 14  # shrunk to a 970 px cell, 12.6 px: still above 9 pt (12 px)
 LEFT, RIGHT, TOP = 80, 20, 78
 LINE = 18
+LABEL_OFFSET_PX = (4, 3)  # a block label's distance from its panel: beside rows, above columns
 
 
 MAX_MASKS = 4096  # rendered strings kept per font (each a few KB at most)
@@ -88,32 +92,88 @@ def layout_png(d: LayoutDiagram, width: int = WIDTH) -> tuple[bytes, list[dict]]
         return _layout_png(d, width)
 
 
+class _Geometry:
+    """Where the picture of ``d`` goes in pixels: the panel layout, with room beside every
+    panel for the widest block label in this font, its margins and scale."""
+
+    def __init__(self, d: LayoutDiagram, width: int, font) -> None:
+        anchor = "rm" if d.axis == 0 else "mb"
+        reach = [_reach(font, t, anchor, d.axis) for t in label_texts(d)]
+        label_px = max(reach, default=0) + LABEL_OFFSET_PX[d.axis] + LABEL_CLEARANCE_PX
+        self.left = max(LEFT, round(label_px)) if d.axis == 0 else LEFT + 30
+        self.top = TOP if d.axis == 0 else TOP + 20
+        self.plot_w = width - self.left - RIGHT
+        self.lay = PanelLayout(d, label_room=lambda lay: label_px / self._across_scale(lay))
+        span_x, span_y = self._spans(self.lay)
+        self.plot_h = self._plot_h(self.lay)
+        self.sx, self.sy = self.plot_w / span_x, self.plot_h / span_y
+
+    def px(self, x: float, y: float) -> tuple[float, float]:
+        """Pixel of data point (x, y)."""
+        return self.left + x * self.sx, self.top + y * self.sy
+
+    @staticmethod
+    def _spans(lay: PanelLayout) -> tuple[float, float]:
+        """(x, y) spans of the plot in data units."""
+        across, along = lay.span_across, lay.span_along
+        return (across, along) if lay.axis == 0 else (along, across)
+
+    def _plot_h(self, lay: PanelLayout) -> int:
+        span_x, span_y = self._spans(lay)
+        return int(np.clip(self.plot_w * span_y / span_x * 1.5, 300, 750))
+
+    def _across_scale(self, lay: PanelLayout) -> float:
+        """Pixels per data unit across the block axis, were ``lay`` drawn."""
+        return (self.plot_w if lay.axis == 0 else self._plot_h(lay)) / lay.span_across
+
+
+@functools.lru_cache(maxsize=MAX_MASKS)
+def _reach(font, text: str, anchor: str, axis: int) -> float:
+    """How far ``text`` drawn at ``anchor`` reaches from it, away from its panel (kept:
+    the same head labels are measured for every parameter of every layer)."""
+    x0, y0, _, _ = font.getbbox(text, anchor=anchor)
+    return float(-x0 if axis == 0 else -y0)
+
+
+def label_boxes(d: LayoutDiagram, width: int = WIDTH) -> list[dict]:
+    """Every block label :func:`layout_png` draws, with its ink box in pixels:
+    ``{"side", "rank", "text", "box": [x0, y0, x1, y1]}``.
+
+    >>> from syncviz.diagram.model import layout_diagram
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> d = layout_diagram(tiny_run(), "model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> [(b["side"], b["text"]) for b in label_boxes(d)][:2]
+    [('trainer', 'Q0'), ('trainer', 'Q1')]
+    """
+    with small_work(0):
+        font = _font()
+        geo = _Geometry(d, width, font)
+        out = []
+        for s, group in enumerate((d.src, d.dst, d.dst)):
+            for i, p in enumerate(group):
+                r = p.actual if s < 2 else p.expected
+                for xy, text, anchor in _label_places(geo.lay, s, i, p, r, geo.px):
+                    x0, y0, x1, y1 = font.getbbox(text, anchor=anchor)
+                    box = [xy[0] + x0, xy[1] + y0, xy[0] + x1, xy[1] + y1]
+                    out.append({"side": SIDES[s], "rank": p.rank, "text": text, "box": box})
+        return out
+
+
 def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
     from PIL import Image, ImageDraw
 
-    lay = PanelLayout(d)
-    span_x, span_y = (
-        (lay.span_across, lay.span_along) if d.axis == 0 else (lay.span_along, lay.span_across)
-    )
-    left = LEFT if d.axis == 0 else LEFT + 30
-    top = TOP if d.axis == 0 else TOP + 20
-    plot_w = width - left - RIGHT
-    plot_h = int(np.clip(plot_w * span_y / span_x * 1.5, 300, 750))
-    sx, sy = plot_w / span_x, plot_h / span_y
+    font = _font()
+    geo = _Geometry(d, width, font)
+    lay, top, plot_h, px = geo.lay, geo.top, geo.plot_h, geo.px
     regions = d.regions()
     lines = [(f"WRONG {t}", WRONG) for t in regions[:MAX_REGION_LINES]]
     if len(regions) > MAX_REGION_LINES:
         lines.append((f"{len(regions) - MAX_REGION_LINES} further wrong regions", "#000000"))
     lines += [(p, "#000000") for p in d.problems[:3]]
-    font = _font()
     lines = [(part, color) for text, color in lines for part in _wrap(text, font, width - 16)]
     height = top + plot_h + 24 + LINE * len(lines) + 8
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-
-    def px(x: float, y: float) -> tuple[float, float]:
-        return left + x * sx, top + y * sy
-
     draw.text((width / 2, 6), d.title[:150], fill="black", font=font, anchor="mt")
     _legend(draw, d, width, font)
     _bands(image, lay, d, px)
@@ -211,10 +271,7 @@ def png_bytes(image) -> bytes:
 
 
 def _legend(draw, d: LayoutDiagram, width: int, font) -> None:
-    names = {"q": "Q heads", "k": "K heads", "v": "V heads", "o": "heads (columns)",
-             "expert": "experts", "vocab": "vocab rows", "unwritten": "never written",
-             "foreign": "another parameter's data"}  # fmt: skip
-    items = [(tuple(round(c * 255) for c in family_rgb(f)), names.get(f, f)) for f in d.families()]
+    items = [(tuple(round(c * 255) for c in family_rgb(f)), w) for f, w in legend_entries(d)]
     if d.wrong_count:
         items.append((None, "not right (checker)"))
     x = max(8, width / 2 - 60 * len(items))
@@ -279,15 +336,23 @@ def _outline(draw, r, box) -> None:
 
 def _labels(draw, lay: PanelLayout, s: int, i: int, p, r, px, font) -> None:
     """Block labels along the block axis, chosen by diagram.labels (thinned to fit)."""
+    for xy, text, anchor in _label_places(lay, s, i, p, r, px):
+        draw.text(xy, text, fill="black", font=font, anchor=anchor)
+
+
+def _label_places(lay: PanelLayout, s: int, i: int, p, r, px) -> list[tuple]:
+    """``((x, y), text, anchor)`` of each label of a panel: left of rows, above columns."""
     gap = FONT_PX + 3 if lay.axis == 0 else 34
     along = 1 if lay.axis == 0 else 0
 
     def place(mid: float) -> float:
         return px(*lay.point(s, i, p, mid, 0))[along]
 
+    out = []
     for label in panel_labels(r, lay.axis, place, gap):
         x, y = px(*lay.point(s, i, p, label.mid, 0))
         if lay.axis == 0:
-            draw.text((x - 4, y), label.text, fill="black", font=font, anchor="rm")
+            out.append(((x - LABEL_OFFSET_PX[0], y), label.text, "rm"))
         else:
-            draw.text((x, y - 3), label.text, fill="black", font=font, anchor="mb")
+            out.append(((x, y - LABEL_OFFSET_PX[1]), label.text, "mb"))
+    return out

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from syncviz.errors import SyncvizError
-from syncviz.journey import TraceStep, block_journey, param_steps, step_count
+from syncviz.journey import TraceStep, block_journey, carried_words, param_steps, step_count
 from syncviz.parallel import Parallel, validate
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
@@ -136,13 +136,17 @@ class ParamView:
 @dataclass
 class StepView:
     """Step ``number`` of the parameter on screen: the recorded step (None for step 0 or
-    past the end), how many there are, its frame (PNG, b"" when not drawn) and a note
+    past the end), how many there are, what its result carries in blocks and rows
+    (:func:`~syncviz.journey.carried_words`), its frame (PNG, b"" when not drawn), the
+    frame's words (``reads <rank> rows ...``, ``writes <rank> rows ...``) and a note
     saying why a frame is not drawn."""
 
     number: int
     step: TraceStep | None
     total: int
+    carries: str = ""
     png: bytes = b""
+    moves: list[str] = field(default_factory=list)
     note: str = ""
 
 
@@ -351,8 +355,11 @@ class ExplorerSession:
         steps = self.steps()
         step = steps[number - 1] if number <= len(steps) else None
         out = StepView(number, step, len(steps))
+        if step is None:
+            return out
+        out.carries = carried_words(self.run.result.plan.layout.param(self.key), step)
         picture = self.picture
-        if step is None or self.view != "layout" or picture is None or picture.diagram is None:
+        if self.view != "layout" or picture is None or picture.diagram is None:
             return out
         from syncviz.diagram.model import frame
         from syncviz.diagram.pil import frame_png
@@ -360,7 +367,8 @@ class ExplorerSession:
         d = picture.diagram
         cell = d.src[0].actual.cell if d.src else None
         try:
-            out.png = frame_png(frame(d, number, cell))
+            drawn = frame(d, number, cell)
+            out.png, out.moves = frame_png(drawn), drawn.region_lines()
         except SyncvizError as err:  # e.g. a step tensor too fragmented to draw at this size
             out.note = f"step {number} not drawn: {err}"
         return out

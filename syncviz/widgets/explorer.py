@@ -494,14 +494,15 @@ def _step_html(shown: StepView) -> str:
             f"<div class='syncviz-step'>all {shown.total} recorded steps shown;"
             " move the step slider to walk them op by op</div>"
         )
-    carries = "blocks not known (not replayed)"
-    if step.blocks is not None:
-        listed = ", ".join(step.blocks[:12]) + (" ..." if len(step.blocks) > 12 else "")
-        carries = f"carries {listed or 'nothing of this parameter'}"
+    # Blocks and rows, ranks by name: "carries rows 0-2047 of heads 0-15"; "reads trainer
+    # tp 0 (rank 0) rows 0-2047 -> writes vLLM tp 0 (rank 2) rows 0-4095".
+    moves = " -> ".join(shown.moves)
     return (
         f"<div class='syncviz-step'><b>step {shown.number}/{shown.total}</b>: {esc(step.who)}"
-        f" {esc(step.phase)} <b>{esc(step.op.op)}</b> {esc(step.shapes)}; {esc(carries)}"
-        f"<br><code>{esc(op_words(step.op))}</code></div>"
+        f" {esc(step.phase)} <b>{esc(step.op.op)}</b> {esc(step.shapes)};"
+        f" carries {esc(shown.carries)}"
+        + (f"<br>{esc(moves)}" if moves else "")
+        + f"<br><code>{esc(op_words(step.op))}</code></div>"
     )
 
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,7 @@ from syncviz.errors import SyncvizError
 from syncviz.idset import IdSet, merge_ranges
 from syncviz.oracle import ParamLayout
 from syncviz.provenance import Region, RegionMap, SymbolicTensor, map_of, row_major
+from syncviz.provenance.regions import map_work
 from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
@@ -870,19 +870,8 @@ def _is_step(op: OpRecord) -> bool:
 
 def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     """Every recorded data-moving op of parameter ``key``, rank by rank, phase by phase."""
-    with _one_thread():
+    with map_work():
         return _param_steps(result, key)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Replays touch small id tensors: one torch thread is faster (restored on exit)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
@@ -1107,7 +1096,7 @@ def _differ_on(ext: tuple[int, ...], overlaps: list[tuple], ids: IdSet) -> bool:
 
 def block_journey(result: SyncResult, key: str, block: int) -> Journey:
     """The journey of block number ``block`` (an index into the parameter's blocks)."""
-    with _one_thread():
+    with map_work():
         return _block_journey(result, key, block)
 
 

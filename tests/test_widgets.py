@@ -569,3 +569,21 @@ def test_experts_view_fits_a_970px_cell():
     fig = figure(expert_diagram(ex.result, expert_key(ex.result, None))).fig
     assert fig.get_figwidth() * 100 <= 960
     assert min(t.get_fontsize() for t in fig.findobj(Text) if t.get_text()) >= 9
+
+
+def test_the_details_box_names_ranks_as_check_does(tiny):
+    """The tiny 1 -> 2 o_proj finding (the faithful port's flat halves: vLLM tp 0 holds heads
+    0-3 rows 0-3 where heads 0-1 belong) reads in the details box as in ``check``'s text,
+    line for line, never as the report's raw ``dst rank 1 (tp 0)``."""
+    from syncviz.check import check
+
+    tiny.param.value = O_PROJ
+    text = check(tiny.result).text().splitlines()
+    at = text.index(f"WRONG {O_PROJ}")
+    lines = [line.strip() for line in text[at + 1 : at + 3]]
+    assert lines == [
+        "vLLM tp 0 (rank 1): columns 0-3 (heads 0-1): hold heads 0-3 rows 0-3, expected heads 0-1",
+        "vLLM tp 1 (rank 2): columns 0-3 (heads 2-3): hold heads 0-3 rows 4-7, expected heads 2-3",
+    ]
+    assert all(html.escape(line) in tiny.details.value for line in lines)
+    assert "dst rank" not in tiny.details.value

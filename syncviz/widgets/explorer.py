@@ -416,7 +416,7 @@ class Explorer(w.VBox):
             self.block.value = 0 if shown.blocks else None
         run = self.session.run
         self.status.value = _status_html(run.report, run.head, key)
-        self.details.value = _details_html(self.session.finding(key))
+        self.details.value = _details_html(run.report, self.session.finding(key))
         self._show_picture(shown.picture)
         self._show_step()
         # A journey replays every op: follow one only when asked (a click or the block list).
@@ -479,10 +479,11 @@ def _status_html(report, head: str, key: str) -> str:
     return f"<div class='syncviz-status'><b style='color:{color}'>{head}</b>{mine}</div>"
 
 
-def _details_html(pc) -> str:
-    if pc is None or not pc.lines():
+def _details_html(report, pc) -> str:
+    """The parameter's findings in check's words (its ranks named as check names them)."""
+    if report is None or pc is None or not pc.lines():
         return ""
-    text = "\n".join(line.strip() for line in pc.lines())
+    text = "\n".join(report.finding_lines(pc))
     return f"<pre style='font-size:11px;white-space:pre-wrap'>{html.escape(text)}</pre>"
 
 

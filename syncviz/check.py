@@ -111,6 +111,22 @@ class CheckReport:
     def bad(self) -> list[ParamCheck]:
         return [p for p in self.params if p.status != "ok"]
 
+    def finding_lines(self, p: ParamCheck) -> list[str]:
+        """Parameter ``p``'s findings as the text says them: one line per distinct finding,
+        its ranks named by role (``vLLM tp 0 (rank 1): columns 0-3 ...``); without roles
+        (a report of no plan), its tensors' own lines.
+
+        >>> from syncviz.run.inprocess import tiny_run
+        >>> report = check(tiny_run())
+        >>> o_proj = report.bad()[2]  # the faithful port splits it flat
+        >>> print(o_proj.lines()[0].strip()); print(report.finding_lines(o_proj)[0])
+        dst rank 1 (tp 0), columns 0-3 (heads 0-1): hold heads 0-3 rows 0-3, expected heads 0-1
+        vLLM tp 0 (rank 1): columns 0-3 (heads 0-1): hold heads 0-3 rows 0-3, expected heads 0-1
+        """
+        if not self.roles:
+            return [line.strip() for line in p.lines()]
+        return [f"{_who(worlds, self.roles)}{what}" for what, worlds in _findings(p)]
+
     def headline(self) -> str:
         """One line: model, sizes, synchronizer, verdict and counts."""
         return (
@@ -150,7 +166,7 @@ class CheckReport:
         if verbose:
             for p in self.bad():
                 lines.append(f"{p.status.upper()} {p.key}")
-                lines += p.lines()
+                lines += [f"  {line}" for line in self.finding_lines(p)]
             return "\n".join(lines)
         for group in _groups(self.bad()):
             lines += group.text(self.roles)
@@ -168,7 +184,7 @@ class CheckReport:
         rows = []
         for p in self.params:
             mark = "&#10003;" if p.status == "ok" else esc(p.status.upper())
-            detail = "<br>".join(esc(line.strip()) for line in p.lines())
+            detail = "<br>".join(esc(line) for line in self.finding_lines(p))
             rows.append(
                 f"<tr><td>{mark}</td><td><code>{esc(p.key)}</code></td><td>{detail}</td></tr>"
             )

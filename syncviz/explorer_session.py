@@ -23,7 +23,6 @@ run's hover first needs them, a block's journey when it is asked for.
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,8 +31,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from syncviz.errors import SyncvizError
-from syncviz.journey import TraceStep, block_journey, param_steps, step_count
+from syncviz.journey import TraceStep, block_journey, carried_words, param_steps, step_count
 from syncviz.parallel import Parallel, validate
+from syncviz.provenance.regions import map_work
 from syncviz.spec import ModelSpec
 from syncviz.sync.base import BaseSync
 
@@ -47,52 +47,14 @@ CHOICES: dict[str, str | type[BaseSync]] = {"chatlearn": "chatlearn", "corrected
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op threads set to ``n`` inside, as they were after."""
-    import torch
-
-    before = torch.get_num_threads()
-    if before == n:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off inside, as it was after (cycles made inside are
-    collected by its next run)."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def answer(method: _Method) -> _Method:
-    """Run a session answer (an opening, a picture, hover words, a journey) on one torch
-    thread with the cycle collector paused.
-
-    Its tensors are small (a picture's cells, a panel's boxes: 10^3-10^5 elements), too
-    small for intra-op threads to pay: on a busy machine a split op waits for a thread that
-    is not scheduled. And a real-size opening makes some 10^5 short-lived objects (regions,
-    boxes), which set off hundreds of collector runs, each walking every object of the
-    kernel (torch's, the notebook's); they hold no cycles, reference counts free them.
-    On the shared 2-core machine (load 8-10) the llama3-70b tp8 -> tp16 opening took
-    4.5-5.7 s of CPU with two torch threads and the collector on, 1.6 s on one thread, and
-    1.2 s on one thread with the collector paused (benchmarks/bench_explorer.py)."""
+    """Run a session answer (an opening, a picture, hover words, a journey) as map work:
+    one torch thread, the cycle collector paused (:func:`~syncviz.provenance.regions.map_work`
+    says why)."""
 
     @functools.wraps(method)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with _torch_threads(1), _collector_paused():
+        with map_work():
             return method(*args, **kwargs)
 
     return run  # type: ignore[return-value]
@@ -136,13 +98,17 @@ class ParamView:
 @dataclass
 class StepView:
     """Step ``number`` of the parameter on screen: the recorded step (None for step 0 or
-    past the end), how many there are, its frame (PNG, b"" when not drawn) and a note
+    past the end), how many there are, what its result carries in blocks and rows
+    (:func:`~syncviz.journey.carried_words`), its frame (PNG, b"" when not drawn), the
+    frame's words (``reads <rank> rows ...``, ``writes <rank> rows ...``) and a note
     saying why a frame is not drawn."""
 
     number: int
     step: TraceStep | None
     total: int
+    carries: str = ""
     png: bytes = b""
+    moves: list[str] = field(default_factory=list)
     note: str = ""
 
 
@@ -351,8 +317,11 @@ class ExplorerSession:
         steps = self.steps()
         step = steps[number - 1] if number <= len(steps) else None
         out = StepView(number, step, len(steps))
+        if step is None:
+            return out
+        out.carries = carried_words(self.run.result.plan.layout.param(self.key), step)
         picture = self.picture
-        if step is None or self.view != "layout" or picture is None or picture.diagram is None:
+        if self.view != "layout" or picture is None or picture.diagram is None:
             return out
         from syncviz.diagram.model import frame
         from syncviz.diagram.pil import frame_png
@@ -360,7 +329,8 @@ class ExplorerSession:
         d = picture.diagram
         cell = d.src[0].actual.cell if d.src else None
         try:
-            out.png = frame_png(frame(d, number, cell))
+            drawn = frame(d, number, cell)
+            out.png, out.moves = frame_png(drawn), drawn.region_lines()
         except SyncvizError as err:  # e.g. a step tensor too fragmented to draw at this size
             out.note = f"step {number} not drawn: {err}"
         return out

@@ -15,7 +15,7 @@ synchronizer again. Ops it cannot replay are listed as not replayed.
 >>> j.label, j.src_ranks, j.dst_ranks
 ('Q head 0', [0], [1])
 >>> [s.text for s in param_steps(result, key)][0]
-'trainer pp0 tp0 (rank 0) regroup: view([16, 8], [8, 2, 8]) -> [8, 2, 8]'
+'trainer tp 0 (rank 0) regroup: view([16, 8], [8, 2, 8]) -> [8, 2, 8]'
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +33,10 @@ from syncviz.errors import SyncvizError
 from syncviz.idset import IdSet, merge_ranges
 from syncviz.oracle import ParamLayout
 from syncviz.provenance import Region, RegionMap, SymbolicTensor, map_of, row_major
+from syncviz.provenance.regions import map_work
 from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
-    from syncviz.run.plan import SyncPlan
     from syncviz.run.result import SyncResult
 
 QUIET_OPS = frozenset({"contiguous", "detach", "clone"})  # ops that do not move data
@@ -78,30 +77,6 @@ def _arg_words(arg: Any) -> str:
     if isinstance(arg, list):
         return "[" + ", ".join(_arg_words(a) for a in arg) + "]"
     return repr(arg)
-
-
-def rank_words(plan: SyncPlan, param: ParamLayout, world: int) -> str:
-    """Rank ``world`` as the pictures' panels name it: its side (the trainer, or the
-    engine's display name), its place, its global number.
-
-    >>> from syncviz import Parallel
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.run.plan import build_plan
-    >>> plan = build_plan(ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2),
-    ...     Parallel(tp=1), Parallel(tp=2))
-    >>> param = plan.layout.params[0]
-    >>> rank_words(plan, param, 0), rank_words(plan, param, 2)
-    ('trainer pp0 tp0 (rank 0)', 'vLLM pp0 tp1 (rank 2)')
-    """
-    role = plan.roles[world]
-    place = f"pp{role.pp} tp{role.tp}"
-    if role.side == "src":
-        shards = [
-            s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
-        ]
-        place = shards[0].rank_label if len(shards) == 1 else place
-        return f"trainer {place} (rank {world})"
-    return f"{plan.dst.engine_name} {place} (rank {world})"
 
 
 def blocks_words(param: ParamLayout, labels: Sequence[str]) -> str:
@@ -152,6 +127,65 @@ def blocks_words(param: ParamLayout, labels: Sequence[str]) -> str:
     return ", ".join(out)
 
 
+def carried_words(param: ParamLayout, step: TraceStep) -> str:
+    """What a step's result carries of ``param``, block by block: whole blocks by name
+    (:func:`blocks_words`), a block it carries in part as the block's rows it holds
+    (``rows 0-3 of heads 0-3``; ``parts of rows`` where it holds only some columns of
+    them); from its replayed ids' runs, no element read.
+
+    >>> from syncviz import Parallel
+    >>> from syncviz.spec import ModelSpec
+    >>> from syncviz.run.inprocess import run_sync
+    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
+    >>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> key = "model.model.layers.0.self_attn.o_proj.weight"
+    >>> step = param_steps(result, key)[1]  # the first rank's half of the flat o_proj
+    >>> step.text, carried_words(result.plan.layout.param(key), step)
+    ('vLLM tp 0 (rank 1) stage1: view([32], [8, 4]) -> [8, 4]', 'rows 0-3 of heads 0-3')
+    """
+    if step.blocks is None or step.outputs is None:
+        return "blocks not known (not replayed)"
+    if not step.blocks:
+        return "nothing of this parameter"
+    held, wanted = step_ids(step.outputs), set(step.blocks)
+    shape = tuple(param.global_shape)
+    unit = "elements" if len(shape) == 1 else "rows"
+    whole: list[str] = []
+    parts: dict[str, list[str]] = {}  # the rows' words -> the blocks held at those rows
+    for b in param.blocks:
+        if b.label not in wanted:
+            continue
+        meets, inside = _block_lines(b.box, shape, held)
+        if bool(inside.all()):
+            whole.append(b.label)
+        elif bool(meets.any()):
+            rows = f"{unit} {_runs(meets, unit)}"
+            rows = rows if bool(inside[meets].all()) else f"parts of {rows}"
+            parts.setdefault(rows, []).append(b.label)
+    out = [blocks_words(param, whole)] if whole else []
+    out += [f"{rows} of {blocks_words(param, labels)}" for rows, labels in parts.items()]
+    return "; ".join(out) or "nothing of this parameter"
+
+
+def _block_lines(box, shape: tuple[int, ...], held: IdSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a block's box (per element of a 1-D one), counted from the box's first:
+    does ``held`` hold any of its ids, and all of them (a row of a 3-D box is its rows
+    over the leading dim: an expert's rows)."""
+    start, stop = tuple(box.start), tuple(box.stop)
+    if len(shape) == 1:
+        lo = torch.arange(start[0], stop[0], dtype=torch.int64)
+        return held.meets_inside(lo, lo + 1)
+    strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    starts = torch.zeros((), dtype=torch.int64)
+    for a, z, st in zip(start[:-1], stop[:-1], strides[:-1], strict=True):
+        starts = starts[..., None] + torch.arange(a, z, dtype=torch.int64) * st
+    meets, inside = held.meets_inside(starts + start[-1], starts + stop[-1])
+    lead = tuple(range(meets.dim() - 1))  # every dim but the rows'
+    if lead:
+        meets, inside = meets.any(dim=lead), inside.all(dim=lead)
+    return meets, inside
+
+
 @dataclass(frozen=True)
 class TraceStep:
     """One recorded data-moving op of a parameter on one rank.
@@ -160,7 +194,8 @@ class TraceStep:
     None when the op could not be replayed. ``inputs``/``outputs`` are the
     replayed id tensors (None when not replayed):
     :class:`~syncviz.provenance.SymbolicTensor` maps of local ids (read them with
-    :func:`step_ids`). ``where`` names its rank as the pictures do (:func:`rank_words`).
+    :func:`step_ids`). ``where`` names its rank as ``check`` and the pictures do
+    (:meth:`~syncviz.run.plan.SyncPlan.rank_name`).
 
     >>> TraceStep(0, "regroup", OpRecord(0, "view"), ("Q head 0",)).text
     'rank 0 regroup: view() -> None'
@@ -206,12 +241,12 @@ class PathStep:
     """One step of a block's path, as the journey picture draws it: where it is (``side``:
     ``trainer``, ``op`` on a rank, ``collective`` from a rank, ``vLLM``), which rank,
     which op, which rows (words; '' when the op's rows are not read); ``where`` names the
-    rank as the panels do (:func:`rank_words`).
+    rank as the panels do (:meth:`~syncviz.run.plan.SyncPlan.rank_name`).
 
     >>> PathStep("op", 0, "regroup: view", "rows 0-1").words
     'rank 0 | regroup: view | rows 0-1'
-    >>> PathStep("op", 0, "regroup: view", "rows 0-1", "trainer pp0 tp0 (rank 0)").words
-    'trainer pp0 tp0 (rank 0) | regroup: view | rows 0-1'
+    >>> PathStep("op", 0, "regroup: view", "rows 0-1", "trainer tp 0 (rank 0)").words
+    'trainer tp 0 (rank 0) | regroup: view | rows 0-1'
     """
 
     side: str
@@ -835,19 +870,8 @@ def _is_step(op: OpRecord) -> bool:
 
 def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     """Every recorded data-moving op of parameter ``key``, rank by rank, phase by phase."""
-    with _one_thread():
+    with map_work():
         return _param_steps(result, key)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Replays touch small id tensors: one torch thread is faster (restored on exit)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
@@ -866,7 +890,7 @@ def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
             inputs = tuple(ins[op.index]) if op.index in ins else None
             outputs = tuple(outs) if outs is not None else None
             rank = pt.rank or 0
-            where = rank_words(result.plan, param, rank)
+            where = result.plan.rank_name(rank)
             steps.append(TraceStep(rank, pt.phase or "", op, blocks, inputs, outputs, where))
     return steps
 
@@ -1072,7 +1096,7 @@ def _differ_on(ext: tuple[int, ...], overlaps: list[tuple], ids: IdSet) -> bool:
 
 def block_journey(result: SyncResult, key: str, block: int) -> Journey:
     """The journey of block number ``block`` (an index into the parameter's blocks)."""
-    with _one_thread():
+    with map_work():
         return _block_journey(result, key, block)
 
 
@@ -1094,15 +1118,11 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
                     continue
                 if role.world not in src_ranks:
                     src_ranks.append(role.world)
-                starts.append(
-                    f"trainer {shard.rank_label} (rank {role.world}): {found[0]} of"
-                    f" {shard.name} {list(shard.shape)}"
-                )
-                where = f"trainer {shard.rank_label} (rank {role.world})"
+                where = plan.rank_name(role.world)
+                starts.append(f"{where}: {found[0]} of {shard.name} {list(shard.shape)}")
                 path.append(PathStep("trainer", role.world, "holds", found[0], where))
     moves = _op_moves(result, param, src_ranks, chosen.label, path, box, shape)
     ends, expected, dst_ranks, ok, arrived = [], [], [], True, []
-    engine = plan.dst.engine_name
     for t in param.dst:
         world = next(
             r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
@@ -1111,11 +1131,11 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
         held, should = where_in_map(got_map, box, shape), where_in_map(want_map, box, shape)
         if held is not None:
             dst_ranks.append(world)
-            ends.append(f"{engine} {t.rank_label} (rank {world}): {held[0]} of {t.name}")
-            where = f"{engine} {t.rank_label} (rank {world})"
+            where = plan.rank_name(world)
+            ends.append(f"{where}: {held[0]} of {t.name}")
             arrived.append(PathStep("vLLM", world, "holds", held[0], where))
         if should is not None:
-            expected.append(f"{engine} {t.rank_label} (rank {world}): {should[0]}")
+            expected.append(f"{plan.rank_name(world)}: {should[0]}")
         if (held is None) != (should is None):
             ok = False
         elif held is not None and should is not None:
@@ -1138,7 +1158,7 @@ def _op_moves(result, param, src_ranks, label, path, box, shape) -> list[str]:
     for pt in _param_traces(result, param.key):
         if pt.rank not in src_ranks:
             continue
-        who = rank_words(result.plan, param, pt.rank)
+        who = result.plan.rank_name(pt.rank)
         replayed = _replay(pt, _bindings(result, param, pt))
         for op in pt.ops:
             if op.op in QUIET_OPS:
@@ -1178,7 +1198,6 @@ def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
     if result.trace is None:
         return []
     plan = result.plan
-    param = plan.layout.param(key)
     records = list(result.trace.collectives)
     for pt in result.trace.params:
         records += pt.collectives
@@ -1192,8 +1211,8 @@ def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
             continue
         others = [r for r in rec.ranks if r != sender]
         by, to_words = (
-            rank_words(plan, param, sender),
-            ", ".join(rank_words(plan, param, r) for r in others),
+            plan.rank_name(sender),
+            ", ".join(plan.rank_name(r) for r in others),
         )
         moves.append(f"{rec.kind} from {by} to {to_words} (group {rec.group})")
         path.append(PathStep("collective", sender, f"{rec.kind} to {to_words}", where=by))
@@ -1202,7 +1221,7 @@ def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
         if pt.rank in dst_ranks and pt.phase in ("stage1", "stage2"):
             for op in pt.ops:
                 if op.op not in QUIET_OPS:
-                    who = rank_words(plan, param, pt.rank)
+                    who = plan.rank_name(pt.rank)
                     moves.append(f"{who} {pt.phase}: {op_words(op)}")
                     path.append(PathStep("op", pt.rank, f"{pt.phase}: {op.op}", where=who))
     return moves

@@ -153,3 +153,26 @@ def test_render_step_and_its_range(tmp_path, capsys):
     assert main([*argv, "--step", "1"]) == 0 and out.exists()
     assert main([*argv, "--step", "99"]) == 2
     assert "use --step 1.." in capsys.readouterr().err
+
+
+def test_check_and_render_name_a_finding_rank_alike(capsys, tmp_path):
+    """llama3-8b scaled, trainer tp2 pp2 -> vLLM tp4, layer 16 (on trainer pp 1): the faithful
+    port's o_proj finding starts each rank's line with the same name in ``check`` and
+    ``render`` (``vLLM tp 0 (rank 4)``: no pp where vLLM has one stage); render's step words
+    name the trainer rank with its pp as check's legend does."""
+    sizes = ["--preset", "llama3-8b", "--scaled", "--src-tp", "2", "--src-pp", "2"]
+    sizes += ["--dst-tp", "4", "--layers", "16"]
+    assert main(["check", *sizes]) == 1
+    checked = capsys.readouterr().out.splitlines()
+    assert "ranks: trainer pp 0 tp 0-1 = ranks 0-1; trainer pp 1 tp 0-1 = ranks 2-3;" in (
+        " ".join(checked)
+    )
+    at = checked.index("WRONG model.model.layers.16.self_attn.o_proj.weight")
+    in_check = [line.strip().split(": ", 1) for line in checked[at + 1 : at + 5]]
+    out = tmp_path / "o.png"
+    assert main(["render", *sizes, "--param", "o_proj", "--step", "1", "-o", str(out)]) == 0
+    rendered = capsys.readouterr().out.splitlines()
+    in_render = [line.removeprefix("WRONG ").split(": ", 1) for line in rendered[1:5]]
+    assert [who for who, _ in in_check] == [f"vLLM tp {t} (rank {4 + t})" for t in range(4)]
+    assert in_render == in_check
+    assert rendered[6] == "reads trainer pp 1 tp 0 (rank 2) rows 0-127"

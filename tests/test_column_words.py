@@ -73,8 +73,8 @@ def test_swapped_heads_read_by_columns_in_check_render_and_the_diagram(swapped):
     d = layout_diagram(swapped, O_PROJ)
     assert [r.text for p in d.dst for r in p.regions] == words
     assert render_words(d) == [
-        f"WRONG vLLM pp0 tp0 (rank 1) {words[0]}",
-        f"WRONG vLLM pp0 tp1 (rank 2) {words[1]}",
+        f"WRONG vLLM tp 0 (rank 1): {words[0]}",
+        f"WRONG vLLM tp 1 (rank 2): {words[1]}",
     ]
 
 

@@ -221,8 +221,8 @@ def test_diagram_views_draw_the_diagnosis(checkpoints, tmp_path):
     right = layout_diagram(report.result, L0 + "self_attn.o_proj.weight", report)
     assert wrong.wrong_count > 0 and right.wrong_count == 0
     assert wrong.regions()[:2] == [
-        "vLLM pp0 tp1 (rank 1) rows 0-1: holds Q head 0, expected Q head 2",
-        "vLLM pp0 tp1 (rank 1) rows 2-3: holds Q head 1, expected Q head 3",
+        "vLLM tp 1 (rank 1): rows 0-1: holds Q head 0, expected Q head 2",
+        "vLLM tp 1 (rank 1): rows 2-3: holds Q head 1, expected Q head 3",
     ]
     assert right.regions() == []
     ids = report.result.local_ids(1, L0 + "self_attn.qkv_proj.weight")

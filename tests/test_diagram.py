@@ -81,7 +81,7 @@ def test_qkv_gqa_more_ranks_than_groups_replicates_kv():
 def test_qkv_faithful_s1_d2_holds_beside_expected(tiny_result):
     """ChatLearn s=1 -> d=2 cuts mcore rows [Q0 Q1 K0 V0 Q2 Q3 K1 V1] as if HF-ordered."""
     text = layout_text(layout_diagram(tiny_result, QKV))
-    rank2 = text.split("  vLLM pp0 tp1 (rank 2) [8, 8]\n", 1)[1].split("movement")[0]
+    rank2 = text.split("  vLLM tp 1 (rank 2) [8, 8]\n", 1)[1].split("movement")[0]
     assert rank2.splitlines() == [
         "    holds",
         "      rows 0-1: k0!*8",
@@ -254,8 +254,8 @@ def test_transfer_text(tiny_result):
     """s=1 -> d=2: rank 0 sends all 4 synced params (384 float64) to 1, which forwards half to 2."""
     assert transfer_text(transfer_diagram(tiny_result)) == "\n".join([
         "transfer tiny: src tp1 -> dst tp2",
-        "source ranks: rank 0: pp0 tp0",
-        "destination ranks: rank 1: pp0 tp0, rank 2: pp0 tp1",
+        "source ranks: tp 0 (rank 0)",
+        "destination ranks: tp 0 (rank 1), tp 1 (rank 2)",
         "stage1: 0 -> 1  3.0 KiB, 4 params",
         "stage2: 1 -> 2  1.5 KiB, 4 params",
     ])  # fmt: skip
@@ -279,7 +279,7 @@ def test_render_o_proj_says_what_was_expected(tmp_path, capsys):
         line.startswith("WRONG ") and ", expected " in line for line in out[1:]
     )
     assert out[1] == (
-        "WRONG vLLM pp0 tp0 (rank 1) columns 0-2047 (heads 0-15): hold heads 0-31 rows 0-2047,"
+        "WRONG vLLM tp 0 (rank 1): columns 0-2047 (heads 0-15): hold heads 0-31 rows 0-2047,"
         " expected heads 0-15"
     )
     assert mpimg.imread(tmp_path / "x.png").shape[1] <= 1100
@@ -287,7 +287,7 @@ def test_render_o_proj_says_what_was_expected(tmp_path, capsys):
                    "--param", "o_proj", "--scaled") == 0  # fmt: skip
     scaled = capsys.readouterr().out.splitlines()
     assert scaled[1] == (
-        "WRONG vLLM pp0 tp0 (rank 1) columns 0-63 (heads 0-15): hold heads 0-31 rows 0-63,"
+        "WRONG vLLM tp 0 (rank 1): columns 0-63 (heads 0-15): hold heads 0-31 rows 0-63,"
         " expected heads 0-15"
     )
 
@@ -304,7 +304,7 @@ def test_render_embed_tokens_and_step(tmp_path, capsys):
                    "--param", "qkv", "--step", "2", "--scaled") == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2].startswith("step 2/") and "getitem" in lines[-2]
-    assert lines[-1].startswith("reads trainer pp0 tp0 (rank 0) rows 0-")
+    assert lines[-1].startswith("reads trainer tp 0 (rank 0) rows 0-")
 
 
 def test_every_preset_every_parameter_has_no_fallback():

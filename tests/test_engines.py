@@ -289,7 +289,7 @@ def test_pictures_name_the_engine(tmp_path, capsys):
     result = run_sync(spec, Parallel(tp=1), Parallel(tp=2, engine="sglang"), layers=[0])
     d = layout_diagram(result, L0 + "self_attn.o_proj.weight")
     assert d.title.endswith("trainer tp1 -> SGLang tp2")
-    assert [p.title for p in d.dst] == ["SGLang pp0 tp0 (rank 1)", "SGLang pp0 tp1 (rank 2)"]
+    assert [p.title for p in d.dst] == ["SGLang tp 0 (rank 1)", "SGLang tp 1 (rank 2)"]
     text = layout_text(d)
     assert "\nSGLang\n" in text and "vLLM" not in text
     argv = [

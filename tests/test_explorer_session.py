@@ -131,7 +131,7 @@ def test_a_step_replays_once_and_a_real_size_hover_never(opened, monkeypatch):
     opened.forget()
     opened.choose(QKV)
     words = opened.hover("vLLM holds", 2, 0, 3)
-    assert "came from trainer pp0 tp0 (rank 0)" in words and "via steps" not in words
+    assert "came from trainer tp 0 (rank 0)" in words and "via steps" not in words
     assert calls == []
     shown = opened.step(2)
     assert shown.step.op.op == "getitem" and shown.step.blocks == ("Q head 0", "Q head 1")
@@ -153,8 +153,8 @@ def test_a_cell_names_its_block_and_its_journey(opened):
     journey = opened.journey(4)
     assert journey.label == "K head 0" and not journey.ok
     text = journey.text()
-    assert "ends: vLLM pp0 tp1 (rank 2): rows 0-1 of" in text
-    assert text.endswith("expects it at:\n  vLLM pp0 tp0 (rank 1): rows 4-5")
+    assert "ends: vLLM tp 1 (rank 2): rows 0-1 of" in text
+    assert text.endswith("expects it at:\n  vLLM tp 0 (rank 1): rows 4-5")
     assert opened.journey(4) is journey  # cached
     opened.show("transfer")
     assert (

@@ -28,7 +28,7 @@ from syncviz.spec import ModelSpec
 
 QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
 O_PROJ = "model.model.layers.0.self_attn.o_proj.weight"
-T0, V1, V2 = "trainer pp0 tp0 (rank 0)", "vLLM pp0 tp0 (rank 1)", "vLLM pp0 tp1 (rank 2)"
+T0, V1, V2 = "trainer tp 0 (rank 0)", "vLLM tp 0 (rank 1)", "vLLM tp 1 (rank 2)"
 
 
 @pytest.fixture(scope="module")

@@ -128,7 +128,7 @@ def test_real_sizes_never_materialize_a_tensor(monkeypatch):
     assert all(s.blocks for s in steps)
     d = layout_diagram(result, QKV, steps=steps)
     first = frame(d, 1)
-    assert first.region_lines()[0] == "reads trainer pp0 tp0 (rank 0) rows 0-3071"
+    assert first.region_lines()[0] == "reads trainer tp 0 (rank 0) rows 0-3071"
     for k in range(2, len(steps) + 1):
         frame(d, k)
     last = frame(d, len(steps))

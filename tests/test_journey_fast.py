@@ -207,3 +207,31 @@ def test_local_maps_kept_for_the_next_block_are_read_anew_when_a_tensor_changes(
     world = plan.world_rank("dst", 0, 0)
     result.dst_tensors[world][result.name_on(param, world)] = SymbolicTensor.from_map(other)
     assert not block_journey(result, key, 0).ok
+
+
+def test_journey_and_replay_run_as_map_work(monkeypatch):
+    """A journey and a replay run with the cycle collector paused and one torch thread
+    (their 10^5 short-lived regions set off no collector runs), both restored after; a
+    collector paused before stays paused."""
+    import gc
+
+    result = run_sync(SPEC, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    key = "model.model.layers.0.self_attn.o_proj.weight"
+    seen = []
+    inner = journey._block_journey
+
+    def watched(*args):
+        seen.append((gc.isenabled(), torch.get_num_threads()))
+        return inner(*args)
+
+    monkeypatch.setattr(journey, "_block_journey", watched)
+    threads = torch.get_num_threads()
+    assert gc.isenabled()
+    block_journey(result, key, 0)
+    assert seen == [(False, 1)] and gc.isenabled() and torch.get_num_threads() == threads
+    gc.disable()
+    try:
+        param_steps(result, key)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

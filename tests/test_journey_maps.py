@@ -87,12 +87,12 @@ def test_path_of_q_head_3_is_hand_worked(run):
         PathStep("op", 0, "regroup: cat", "rows 2 of [4, 2, 8]"),
         PathStep("op", 0, "regroup: reshape", "rows 4-5 of [8, 8]"),
         PathStep("op", 0, "regroup: cat", "rows 12-13 of [16, 8]"),
-        PathStep("collective", 0, "broadcast to vLLM pp0 tp0 (rank 1)"),
-        PathStep("collective", 1, "broadcast to vLLM pp0 tp1 (rank 2)"),
+        PathStep("collective", 0, "broadcast to vLLM tp 0 (rank 1)"),
+        PathStep("collective", 1, "broadcast to vLLM tp 1 (rank 2)"),
         PathStep("op", 2, "stage2: view"),
         PathStep("vLLM", 2, "holds", "rows 4-5"),
     ]
-    assert not j.ok and j.expected == ["vLLM pp0 tp1 (rank 2): rows 2-3"]
+    assert not j.ok and j.expected == ["vLLM tp 1 (rank 2): rows 2-3"]
 
 
 def test_journey_picture_has_a_line_per_step(run):
@@ -104,8 +104,8 @@ def test_journey_picture_has_a_line_per_step(run):
     j = block_journey(run, QKV, [b.label for b in param.blocks].index("Q head 3"))
     lines = journey_lines(j)
     assert lines[0] == ("WRONG", "journey of Q head 3")
-    assert lines[1] == ("trainer", "trainer pp0 tp0 (rank 0) | holds | rows 10-11")
-    assert lines[-1] == ("expected", "vLLM pp0 tp1 (rank 2): rows 2-3")
+    assert lines[1] == ("trainer", "trainer tp 0 (rank 0) | holds | rows 10-11")
+    assert lines[-1] == ("expected", "vLLM tp 1 (rank 2): rows 2-3")
     assert len(lines) == 1 + len(j.path) + 1
     import io
 

@@ -229,8 +229,8 @@ def test_real_sizes_drawn_from_maps_only():
     # Cell (5, 7) starts at local row 160 col 112: flat 160 * 2048 + 112 of the global
     # [4096, 4096], i.e. global row 80 col 112 (head 0), where global row 160 belongs.
     assert cell_words(result, d, "vLLM holds", d.dst[0].rank, 5, 7) == (
-        "vLLM pp0 tp0 (rank 1) row 160 col 112 holds head 0 row 80 col 112, expected head 0"
-        " row 160 col 112: WRONG; came from trainer pp0 tp0 (rank 0) row 80 col 112 via the"
+        "vLLM tp 0 (rank 1) row 160 col 112 holds head 0 row 80 col 112, expected head 0"
+        " row 160 col 112: WRONG; came from trainer tp 0 (rank 0) row 80 col 112 via the"
         " stage-1 broadcast (its steps are not replayed at this size)"
     )
 

@@ -23,7 +23,7 @@ from syncviz.trace.records import OpRecord, TensorRef
 QKV = "model.model.layers.0.self_attn.qkv_proj.weight"
 TRAINER_QKV = "module.module.decoder.layers.0.self_attention.linear_qkv.weight"
 SPEC = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-T0, V1, V2 = "trainer pp0 tp0 (rank 0)", "vLLM pp0 tp0 (rank 1)", "vLLM pp0 tp1 (rank 2)"
+T0, V1, V2 = "trainer tp 0 (rank 0)", "vLLM tp 0 (rank 1)", "vLLM tp 1 (rank 2)"
 TRACE_WORDS = re.compile(r"#\d|float64")
 
 
@@ -134,3 +134,81 @@ def test_journey_picture_lines_name_ranks(run):
         ("op", f"{V2} | stage2: view"),
         ("vLLM", f"{V2} | holds | rows 4-5"),
     ]
+
+
+O_PROJ = "model.model.layers.0.self_attn.o_proj.weight"
+
+
+def _ids(rows, cols, width: int = 8):
+    """The local ids (row-major positions) of ``rows`` x ``cols`` of an [8, width] tensor."""
+    import torch
+
+    return torch.tensor([[r * width + c for c in cols] for r in rows], dtype=torch.float64)
+
+
+def test_carried_words_say_blocks_and_their_rows(run):
+    """tiny o_proj is [8, 8], head h = columns 2h, 2h+1 (every row). The faithful port's flat
+    split gives rank 1 its first 32 elements: rows 0-3 of heads 0-3; made-up results: rows
+    0-7 of columns 2-3 is head 1 whole; rows 0, 2, 4, 6 of it every other row; column 2 only
+    parts of its rows; qkv's getitem of head-rows 0-1 is Q heads 0-1, whole."""
+    from syncviz.journey import TraceStep, carried_words
+
+    o_proj = run.plan.layout.param(O_PROJ)
+    steps = param_steps(run, O_PROJ)
+    assert [carried_words(o_proj, s) for s in steps] == [
+        "heads 0-3",  # the chunk: both halves of the flat [64]
+        "rows 0-3 of heads 0-3",
+        "rows 4-7 of heads 0-3",
+    ]
+
+    def made(ids, blocks):
+        return carried_words(o_proj, TraceStep(0, "x", OpRecord(0, "view"), blocks, None, (ids,)))
+
+    assert made(_ids(range(8), [2, 3]), ("head 1",)) == "head 1"
+    assert made(_ids([0, 2, 4, 6], [2, 3]), ("head 1",)) == (
+        "rows 0-6 step 2 (every other row) of head 1"
+    )
+    assert made(_ids(range(8), [2]), ("head 1",)) == "parts of rows 0-7 of head 1"
+    both = _ids(range(8), [0, 1, 2, 3, 4])  # heads 0-1 whole, column 4 of head 2
+    assert made(both, ("head 0", "head 1", "head 2")) == "heads 0-1; parts of rows 0-7 of head 2"
+    assert made(both, None) == "blocks not known (not replayed)"
+    qkv = run.plan.layout.param(QKV)
+    assert carried_words(qkv, param_steps(run, QKV)[1]) == "Q heads 0-1"
+
+
+def test_step_box_says_blocks_rows_and_ranks(run):
+    """The Explorer's step box for o_proj step 2 (rank 1's view of its flat half): what it
+    carries in rows of heads, where it read and wrote by rank name; no raw label list, no
+    trace ids."""
+    from syncviz.explorer_session import ExplorerSession
+    from syncviz.widgets.explorer import _step_html
+
+    s = ExplorerSession()
+    s.open(SPEC, Parallel(tp=1), Parallel(tp=2), scaled=False)
+    s.choose(O_PROJ)
+    shown = s.step(2)
+    assert shown.carries == "rows 0-3 of heads 0-3"
+    assert shown.moves == [f"reads {T0} rows 0-3", f"writes {V1} rows 0-7"]
+    box = _step_html(shown)
+    assert f"carries rows 0-3 of heads 0-3<br>reads {T0} rows 0-3 -&gt; writes {V1} rows 0-7" in box
+    assert "head 0, head 1" not in box and not TRACE_WORDS.search(box)
+
+
+def test_strip_names_its_big_panels_by_rank_and_wraps_them():
+    """The strip's second row titles a trainer panel ``<rank name>: read`` and a vLLM one by
+    its rank name; 17 tiles of 100 px titles wrap into rows of at most 1080 px, in order."""
+    from PIL import Image, ImageFont
+
+    from syncviz.diagram.frames import READ, WROTE
+    from syncviz.diagram.panel import Panel
+    from syncviz.diagram.pil import FONT_PX, MAX_WIDTH, _panel_title, _wrapped
+
+    p = Panel(T0, 0, "src", (8, 8), None)
+    assert _panel_title(p, READ) == f"{T0}: read"
+    assert _panel_title(Panel(V1, 1, "dst", (8, 8), None), WROTE) == V1
+    tile = Image.new("RGB", (100, 10))
+    font = ImageFont.load_default(size=FONT_PX)
+    tiles = [("", tile)] * 17
+    rows = _wrapped(tiles, font, 14)
+    assert [len(r) for r in rows] == [9, 8]  # 14 + 9 * 114 = 1040 <= 1080 < 1154
+    assert [t for row in rows for t in row] == tiles and MAX_WIDTH >= 14 + 9 * 114

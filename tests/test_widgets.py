@@ -59,7 +59,8 @@ def test_changing_parameter_changes_figure(tiny):
 
 
 def test_step_slider_walks_ops(tiny):
-    """Step 2 of the qkv regroup is the getitem taking Q heads 0-1; its frame is drawn."""
+    """Step 2 of the qkv regroup is the getitem taking Q heads 0-1 (trainer rows 0-3, which
+    land at vLLM tp 0 rows 0-3), said by blocks and rank names; its frame is drawn."""
     from syncviz.diagram import layout_diagram
     from syncviz.diagram.pil import frame_png
 
@@ -67,7 +68,10 @@ def test_step_slider_walks_ops(tiny):
     base = tiny.image.value
     tiny.step.value = 2
     assert "getitem" in tiny.step_text.value
-    assert "carries Q head 0, Q head 1" in tiny.step_text.value
+    assert (
+        "carries Q heads 0-1<br>reads trainer tp 0 (rank 0) rows 0-3"
+        " -&gt; writes vLLM tp 0 (rank 1) rows 0-3<br>" in tiny.step_text.value
+    )
     assert tiny.image.value is base  # the big picture stays; only the step strip is drawn
     d = layout_diagram(tiny.result, QKV, step=2)
     assert tiny.step_image.value == frame_png(d.frame)
@@ -131,12 +135,12 @@ def test_block_journey_hand_worked(tiny):
     tiny.block.value = 2  # Q head 2
     text = tiny.journey.value
     assert "Q head 2" in text
-    assert "starts: trainer pp0 tp0 (rank 0): rows 8-9 of" in text
+    assert "starts: trainer tp 0 (rank 0): rows 8-9 of" in text
     assert "getitem([8, 2, 8], [4, 5, None])" in text  # the op that picked it, by shapes
-    assert "ends: vLLM pp0 tp0 (rank 1): rows 4-5 of" in text
-    assert "vLLM pp0 tp1 (rank 2): rows 0-1" in text and "WRONG" in text
+    assert "ends: vLLM tp 0 (rank 1): rows 4-5 of" in text
+    assert "vLLM tp 1 (rank 2): rows 0-1" in text and "WRONG" in text
     tiny.block.value = 0  # Q head 0: src rank 0 rows 0-1 -> dst rank 1 rows 0-1, right
-    assert "ends: vLLM pp0 tp0 (rank 1): rows 0-1 of" in tiny.journey.value
+    assert "ends: vLLM tp 0 (rank 1): rows 0-1 of" in tiny.journey.value
     assert "right" in tiny.journey.value
 
 
@@ -215,8 +219,8 @@ def test_hover_and_click_read_the_core(tiny):
     assert rank2["cells"] == [8, 8] and rank2["box"][2] > rank2["box"][0]
     tiny.image.hover = ["vLLM holds", 2, 0, 3]
     assert tiny.image.words.startswith(
-        "vLLM pp0 tp1 (rank 2) row 0 col 3 holds K head 0 row 0 col 3,"
-        " expected Q head 2 row 0 col 3: WRONG; came from trainer pp0 tp0 (rank 0) row 4 col 3"
+        "vLLM tp 1 (rank 2) row 0 col 3 holds K head 0 row 0 col 3,"
+        " expected Q head 2 row 0 col 3: WRONG; came from trainer tp 0 (rank 0) row 4 col 3"
     )
     tiny.image.picked = ["vLLM holds", 2, 0, 3]
     assert tiny.block.label == "K head 0" and "journey of <b>K head 0</b>" in tiny.journey.value
@@ -373,7 +377,7 @@ def test_real_size_hover_waits_for_the_slider_to_replay(tiny_spec, monkeypatch):
         panel = next(p for p in ex.image.panels if p["side"] == "vLLM holds" and p["rank"] == 2)
         ex.image.hover = [panel["side"], 2, 0, 3]
         assert ("via steps" in ex.image.words) is scaled and len(calls) == int(scaled)
-        assert "came from trainer pp0 tp0 (rank 0)" in ex.image.words
+        assert "came from trainer tp 0 (rank 0)" in ex.image.words
         if not scaled:
             ex.step.value = 1
             ex.image.hover = [panel["side"], 2, 0, 2]
@@ -454,9 +458,9 @@ def test_words_for_every_panel_name_their_cell(tiny):
     tiny.param.value = O_PROJ
     tiny.view.value = "layout"
     titles = {
-        "trainer": "trainer pp0 tp0 (rank 0)",
-        "vLLM holds": "vLLM pp0 tp{} (rank {})",
-        "vLLM expected": "vLLM pp0 tp{} (rank {})",
+        "trainer": "trainer tp 0 (rank 0)",
+        "vLLM holds": "vLLM tp {} (rank {})",
+        "vLLM expected": "vLLM tp {} (rank {})",
     }
     assert len(tiny.image.panels) == 5
     for panel in tiny.image.panels:
@@ -483,7 +487,7 @@ def test_an_unwritten_cell_says_only_that(tiny_spec):
     for side in ("vLLM holds", "vLLM expected"):
         ex.image.hover = [side, 2, 0, 0]
         assert ex.image.words == (
-            "vLLM pp0 tp0 (rank 2) element 0: never written"
+            "vLLM tp 0 (rank 2) element 0: never written"
             " (it should hold post-attention norm element 0)"
         )
 
@@ -523,8 +527,8 @@ def test_journey_words_evenly_spaced_rows_as_a_range(tiny_spec):
     ex.block.value = 1
     assert ex.block.label == "head 1"
     text = html.unescape(ex.journey.value)
-    assert f"ends: vLLM pp0 tp0 (rank 2): rows 1-7 step 2 (every other row) of {O_PROJ}" in text
-    assert "vLLM pp0 tp1 (rank 3): rows 0-7" in text and "WRONG" in text
+    assert f"ends: vLLM tp 0 (rank 2): rows 1-7 step 2 (every other row) of {O_PROJ}" in text
+    assert "vLLM tp 1 (rank 3): rows 0-7" in text and "WRONG" in text
 
 
 def test_busy_line_while_a_journey_is_followed(tiny_spec, monkeypatch):
@@ -565,3 +569,21 @@ def test_experts_view_fits_a_970px_cell():
     fig = figure(expert_diagram(ex.result, expert_key(ex.result, None))).fig
     assert fig.get_figwidth() * 100 <= 960
     assert min(t.get_fontsize() for t in fig.findobj(Text) if t.get_text()) >= 9
+
+
+def test_the_details_box_names_ranks_as_check_does(tiny):
+    """The tiny 1 -> 2 o_proj finding (the faithful port's flat halves: vLLM tp 0 holds heads
+    0-3 rows 0-3 where heads 0-1 belong) reads in the details box as in ``check``'s text,
+    line for line, never as the report's raw ``dst rank 1 (tp 0)``."""
+    from syncviz.check import check
+
+    tiny.param.value = O_PROJ
+    text = check(tiny.result).text().splitlines()
+    at = text.index(f"WRONG {O_PROJ}")
+    lines = [line.strip() for line in text[at + 1 : at + 3]]
+    assert lines == [
+        "vLLM tp 0 (rank 1): columns 0-3 (heads 0-1): hold heads 0-3 rows 0-3, expected heads 0-1",
+        "vLLM tp 1 (rank 2): columns 0-3 (heads 2-3): hold heads 0-3 rows 4-7, expected heads 2-3",
+    ]
+    assert all(html.escape(line) in tiny.details.value for line in lines)
+    assert "dst rank" not in tiny.details.value

@@ -44,7 +44,7 @@ runs of ids and the rasters' cells, never a tensor's elements, at any size.
 >>> f.text.split(": ", 1)[0], f.step.blocks
 ('step 2/15', ('Q head 0', 'Q head 1'))
 >>> f.region_lines()
-['reads trainer pp0 tp0 (rank 0) rows 0-3', 'writes vLLM pp0 tp0 (rank 1) rows 0-3']
+['reads trainer tp 0 (rank 0) rows 0-3', 'writes vLLM tp 0 (rank 1) rows 0-3']
 >>> [p.actual.cells for p in f.filled], int((f.filled[0].actual.block == -2).sum())
 ([(8, 8), (8, 8)], 64)
 """
@@ -63,7 +63,7 @@ from syncviz.diagram.frame_cells import Fill, cell_ids, filled, spans
 from syncviz.diagram.panel import Panel
 from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, grid_map, map_raster, small_work
 from syncviz.idset import IdSet, cells_meeting
-from syncviz.journey import TraceStep, blocks_words, step_ids
+from syncviz.journey import TraceStep, carried_words, step_ids
 from syncviz.provenance import RegionMap, map_of
 from syncviz.run.symbolic_state import shard_map
 
@@ -104,11 +104,12 @@ class Frame:
 
     @property
     def text(self) -> str:
-        """``step k/n: <rank> <phase>: <op on shapes> (holds <blocks>)``."""
+        """``step k/n: <rank> <phase>: <op on shapes> (holds <blocks>)``, the blocks in
+        :func:`~syncviz.journey.carried_words` (rows of those it holds in part)."""
         blocks = self.step.blocks
         moved = "not replayed on ids"
         if blocks:
-            moved = blocks_words(self.param, blocks) if self.param else ", ".join(blocks)
+            moved = carried_words(self.param, self.step) if self.param else ", ".join(blocks)
         return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
 
     def mark_read(self, p: Panel, cells: torch.Tensor | None) -> None:

@@ -12,8 +12,8 @@ the diagram model, the oracle and the recorded steps, never from the widget.
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
 >>> for part in cell_words(result, d, "vLLM holds", 2, 0, 3).split("; "):
 ...     print(part.replace("the stage-2 send", "..."))
-vLLM pp0 tp1 (rank 2) row 0 col 3 holds K head 0 row 0 col 3, expected Q head 2 row 0 col 3: WRONG
-came from trainer pp0 tp0 (rank 0) row 4 col 3 via steps 1, 7, 10, 11, 12, 13, 15 and ...
+vLLM tp 1 (rank 2) row 0 col 3 holds K head 0 row 0 col 3, expected Q head 2 row 0 col 3: WRONG
+came from trainer tp 0 (rank 0) row 4 col 3 via steps 1, 7, 10, 11, 12, 13, 15 and ...
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ reads). A :class:`TransferDiagram` says which rank sends how much to which.
 >>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.o_proj.weight")
 >>> [p.title for p in d.dst], d.axis, d.wrong_count > 0
-(['vLLM pp0 tp0 (rank 1)', 'vLLM pp0 tp1 (rank 2)'], 1, True)
+(['vLLM tp 0 (rank 1)', 'vLLM tp 1 (rank 2)'], 1, True)
 >>> d.dst[0].regions[0].text
 'columns 0-3 (heads 0-1): hold heads 0-3 rows 0-3, expected heads 0-1'
 >>> [(e.src, e.dst, e.stage) for e in transfer_diagram(result).edges]
@@ -96,8 +96,9 @@ class LayoutDiagram:
         return sum(p.wrong_cells for p in self.dst)
 
     def regions(self) -> list[str]:
-        """One line per wrong region, every vLLM rank: ``vLLM tp0 (rank 1) rows 4-5: ...``."""
-        return [f"{p.title} {r.text}" for p in self.dst for r in p.regions]
+        """One line per wrong region, every vLLM rank, its rank named as ``check`` names it:
+        ``vLLM tp 0 (rank 1): rows 4-5: ...``."""
+        return [f"{p.title}: {r.text}" for p in self.dst for r in p.regions]
 
     def families(self) -> list[str]:
         """The colour families present, in first-seen order (for a legend)."""
@@ -252,7 +253,7 @@ def _layout_diagram(
     src_panels = []
     for shard in param.src:
         world = src_world(plan, shard.pp, shard.tp, shard.ep)
-        title = f"trainer {shard.rank_label} (rank {world})"
+        title = plan.rank_name(world)
         drawn = map_raster(shard_map(shard.index, 0), table, cell=cell)
         src_panels.append(Panel(title, world, "src", tuple(shard.index.shape), drawn))
     dst_panels = []
@@ -302,7 +303,7 @@ def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
     regions = []
     if words is not None:
         regions = _map_regions(plan, param, table, axis, got_map, t.index, words)
-    title = f"{plan.dst.engine_name} {t.rank_label} (rank {world})"
+    title = plan.rank_name(world)
     grid = local_grid(got_map, base, math.prod(param.global_shape))
     return Panel(title, world, "dst", tuple(raw.shape), got, want, regions, grid=grid)
 
@@ -462,8 +463,8 @@ def transfer_diagram(result: SyncResult) -> TransferDiagram:
     collectives = _sender_records(result)
     src_boxes, dst_boxes = [], []
     for role in plan.roles:
-        ep = f" ep{role.ep}" if role.side == "src" and plan.src.ep > 1 else ""
-        box = RankBox(role.world, role.side, f"rank {role.world}: pp{role.pp} tp{role.tp}{ep}")
+        # Under its side's heading, so without the side's word: ``tp 0 (rank 2)``.
+        box = RankBox(role.world, role.side, plan.rank_name(role.world).split(" ", 1)[1])
         (src_boxes if role.side == "src" else dst_boxes).append(box)
     edges = []
     for stage, pairs in (("stage1", plan.stage1), ("stage2", plan.stage2)):

@@ -86,6 +86,27 @@ def _step_title(p: Panel, who: str) -> str:
     return f"{p.title.removeprefix(who)} {list(p.shape)}"
 
 
+def _panel_title(p: Panel, color: str) -> str:
+    """A big panel's title in the strip's second row: its rank by name, as ``check`` names
+    it, and ``read`` on a trainer panel whose cells the step read."""
+    return f"{p.title}: read" if color == READ else p.title
+
+
+def _wrapped(tiles: list, font, gap: int) -> list[list]:
+    """The second row's (title, tile) pairs cut into rows of at most MAX_WIDTH px, so
+    many ranks' titles stay full size instead of the strip being shrunk."""
+    rows: list[list] = [[]]
+    used = gap
+    for title, tile in tiles:
+        w = max(tile.width, int(font.getlength(title))) + gap
+        if rows[-1] and used + w > MAX_WIDTH:
+            rows.append([])
+            used = gap
+        rows[-1].append((title, tile))
+        used += w
+    return rows
+
+
 def frame_png(frame: Frame | None, height: int = HEIGHT, panels: bool = True) -> bytes:
     """The step strip of ``frame`` (row two only with ``panels``); b"" for no frame."""
     if frame is None:
@@ -116,15 +137,11 @@ def _frame_png(frame: Frame, height: int, panels: bool) -> bytes:
             for p, m, final in zip(frame.filled, frame.wrote, frame.dst, strict=True)
         ]
         each = max(8, (MAX_WIDTH - gap * (len(big) + 1)) // max(len(big), 1))
-        rows.append(
-            [
-                (
-                    f"rank {p.rank}{' read' if c == READ else ''}",
-                    _tile(p.actual, PANEL_HEIGHT, min(each, TILE_WIDTH), m, c, rgb),
-                )
-                for p, m, c, rgb in big
-            ]
-        )
+        tiles = [
+            (_panel_title(p, c), _tile(p.actual, PANEL_HEIGHT, min(each, TILE_WIDTH), m, c, rgb))
+            for p, m, c, rgb in big
+        ]
+        rows += _wrapped(tiles, font, gap)
     layout = []  # (title, tile, width) per row
     for parts in rows:
         widths = [max(t.width, int(font.getlength(title))) if t else 40 for title, t in parts]

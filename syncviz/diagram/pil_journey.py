@@ -4,8 +4,8 @@ between lines, the verdict on top and, when wrong, where the oracle expects the 
 
 >>> from syncviz.journey import Journey, PathStep
 >>> j = Journey("Q head 0", [], [], [], True, path=[
-...     PathStep("trainer", 0, "holds (pp0 tp0)", "rows 0-1"),
-...     PathStep("vLLM", 1, "holds (pp0 tp0)", "rows 0-1")])
+...     PathStep("trainer", 0, "holds (tp 0)", "rows 0-1"),
+...     PathStep("vLLM", 1, "holds (tp 0)", "rows 0-1")])
 >>> journey_png(j)[:4]
 b'\\x89PNG'
 """
@@ -34,8 +34,8 @@ def journey_lines(journey: Journey) -> list[tuple[str, str]]:
 
     >>> from syncviz.journey import PathStep
     >>> journey_lines(Journey("K head 1", [], [], [], False, ["dst rank 2: rows 6-7"],
-    ...     path=[PathStep("vLLM", 2, "holds (pp0 tp1)", "rows 0-1")]))
-    [('WRONG', 'journey of K head 1'), ('vLLM', 'rank 2 | holds (pp0 tp1) | rows 0-1'), \
+    ...     path=[PathStep("vLLM", 2, "holds (tp 1)", "rows 0-1")]))
+    [('WRONG', 'journey of K head 1'), ('vLLM', 'rank 2 | holds (tp 1) | rows 0-1'), \
 ('expected', 'dst rank 2: rows 6-7')]
     """
     head = ("right" if journey.ok else "WRONG", f"journey of {journey.label}")

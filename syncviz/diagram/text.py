@@ -1,12 +1,12 @@
 """Text renderings of the diagram model: what tests compare, and what the CLI prints.
 
 >>> from syncviz.diagram.model import Edge, RankBox, TransferDiagram
->>> d = TransferDiagram("m: src tp1 -> dst tp2", [RankBox(0, "src", "rank 0: pp0 tp0")],
-...     [RankBox(1, "dst", "rank 1: pp0 tp0")], [Edge(0, 1, "stage1", 3072, 4)], [])
+>>> d = TransferDiagram("m: src tp1 -> dst tp2", [RankBox(0, "src", "tp 0 (rank 0)")],
+...     [RankBox(1, "dst", "tp 0 (rank 1)")], [Edge(0, 1, "stage1", 3072, 4)], [])
 >>> print(transfer_text(d))
 transfer m: src tp1 -> dst tp2
-source ranks: rank 0: pp0 tp0
-destination ranks: rank 1: pp0 tp0
+source ranks: tp 0 (rank 0)
+destination ranks: tp 0 (rank 1)
 stage1: 0 -> 1  3.0 KiB, 4 params
 """
 

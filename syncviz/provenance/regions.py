@@ -21,10 +21,12 @@ single element, so real sizes cost what their structure costs, not their numel.
 
 from __future__ import annotations
 
+import gc
 import math
 import operator
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -391,15 +393,20 @@ class RegionMap:
                 continue
             if limit is not None and len(out) + b0 - a0 > limit:
                 raise _TooMany
-            for k in range(a0, b0):  # one region per row of the merge
-                out.append(
-                    canonical_region(
-                        (*r.start[:d], k * big + a1, *r.start[d + 2 :]),
-                        (*r.stop[:d], k * big + b1, *r.stop[d + 2 :]),
-                        r.offset + (k - a0) * sa,
-                        (*r.strides[:d], sb, *r.strides[d + 2 :]),
-                    )
+            # One region per row of the merge, made directly (at real sizes thousands): the
+            # other dims keep their (canonical) strides, the merged one has extent b1 - a1.
+            head, tail = r.start[:d], r.start[d + 2 :]
+            head_stop, tail_stop = r.stop[:d], r.stop[d + 2 :]
+            strides = (*r.strides[:d], sb if b1 - a1 > 1 else 0, *r.strides[d + 2 :])
+            out.extend(
+                Region(
+                    (*head, k * big + a1, *tail),
+                    (*head_stop, k * big + b1, *tail_stop),
+                    r.offset + (k - a0) * sa,
+                    strides,
                 )
+                for k in range(a0, b0)
+            )
         return RegionMap(shape, out, merge=False)
 
     def _split(self, d: int, outer: int, inner: int) -> RegionMap:
@@ -600,6 +607,39 @@ def _eager_form(m: ReshapedMap) -> RegionMap:
         new = tuple.__new__
         regions = tuple([new(Region, (r[0], r[1], r[2] + k, r[3])) for r in regions])
     return RegionMap(m.shape, regions, merge=False)
+
+
+@contextmanager
+def map_work() -> Iterator[None]:
+    """Work on region maps (a picture, a journey, a replay): one torch thread and Python's
+    cycle collector paused inside, both as they were after.
+
+    Its tensors are small (a picture's cells, a map's boxes: 10^3-10^5 elements), too
+    small for intra-op threads to pay: on a busy machine a split op waits for a thread that
+    is not scheduled. And a real-size map makes some 10^5 short-lived objects (regions,
+    their tuples), which set off hundreds of collector runs, each walking every object of
+    the process (torch's, a notebook's); they hold no cycles, reference counts free them
+    (cycles made inside are collected by the collector's next run). On the shared 2-core
+    machine (load 8-10) the llama3-70b tp8 -> tp16 opening took 4.5-5.7 s of CPU with two
+    torch threads and the collector on, 1.6 s on one thread, and 1.2 s on one thread with
+    the collector paused (benchmarks/bench_explorer.py); a first journey there (o_proj,
+    fresh process) 0.75 s of CPU with the collector on, 0.33 s with it paused.
+
+    >>> with map_work():
+    ...     gc.isenabled(), torch.get_num_threads()
+    (False, 1)
+    """
+    before, collecting = torch.get_num_threads(), gc.isenabled()
+    if before != 1:
+        torch.set_num_threads(1)
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def forget_eager_forms() -> None:

@@ -416,7 +416,7 @@ class Explorer(w.VBox):
             self.block.value = 0 if shown.blocks else None
         run = self.session.run
         self.status.value = _status_html(run.report, run.head, key)
-        self.details.value = _details_html(self.session.finding(key))
+        self.details.value = _details_html(run.report, self.session.finding(key))
         self._show_picture(shown.picture)
         self._show_step()
         # A journey replays every op: follow one only when asked (a click or the block list).
@@ -479,10 +479,11 @@ def _status_html(report, head: str, key: str) -> str:
     return f"<div class='syncviz-status'><b style='color:{color}'>{head}</b>{mine}</div>"
 
 
-def _details_html(pc) -> str:
-    if pc is None or not pc.lines():
+def _details_html(report, pc) -> str:
+    """The parameter's findings in check's words (its ranks named as check names them)."""
+    if report is None or pc is None or not pc.lines():
         return ""
-    text = "\n".join(line.strip() for line in pc.lines())
+    text = "\n".join(report.finding_lines(pc))
     return f"<pre style='font-size:11px;white-space:pre-wrap'>{html.escape(text)}</pre>"
 
 
@@ -494,14 +495,15 @@ def _step_html(shown: StepView) -> str:
             f"<div class='syncviz-step'>all {shown.total} recorded steps shown;"
             " move the step slider to walk them op by op</div>"
         )
-    carries = "blocks not known (not replayed)"
-    if step.blocks is not None:
-        listed = ", ".join(step.blocks[:12]) + (" ..." if len(step.blocks) > 12 else "")
-        carries = f"carries {listed or 'nothing of this parameter'}"
+    # Blocks and rows, ranks by name: "carries rows 0-2047 of heads 0-15"; "reads trainer
+    # tp 0 (rank 0) rows 0-2047 -> writes vLLM tp 0 (rank 2) rows 0-4095".
+    moves = " -> ".join(shown.moves)
     return (
         f"<div class='syncviz-step'><b>step {shown.number}/{shown.total}</b>: {esc(step.who)}"
-        f" {esc(step.phase)} <b>{esc(step.op.op)}</b> {esc(step.shapes)}; {esc(carries)}"
-        f"<br><code>{esc(op_words(step.op))}</code></div>"
+        f" {esc(step.phase)} <b>{esc(step.op.op)}</b> {esc(step.shapes)};"
+        f" carries {esc(shown.carries)}"
+        + (f"<br>{esc(moves)}" if moves else "")
+        + f"<br><code>{esc(op_words(step.op))}</code></div>"
     )
 
 

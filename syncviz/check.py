@@ -371,8 +371,9 @@ def _check_tensor(plan, param, t, world, raw, writes, cache) -> TensorCheck:
             key = ("map", id(param.blocks), a, b, got_key, want_key)
             if key not in cache:
                 got_rows, want_rows = got_map.take(0, a, 1, b - a), expected.take(0, a, 1, b - a)
-                holds = map_words(plan, param, got_rows, cache)
-                cache[key] = (holds, holds and map_words(plan, param, want_rows, cache))
+                holds = map_words(plan, param, got_rows, cache, first=a)
+                wants = holds and map_words(plan, param, want_rows, cache, first=a)
+                cache[key] = (holds, wants)
             holds, wants = cache[key]
             if holds is None:
                 check.problems.append(
@@ -389,9 +390,12 @@ def _check_tensor(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     return check
 
 
-def map_words(plan, param: ParamLayout, region_map: RegionMap, cache: dict | None = None):
-    """What a destination map (or a run of its rows) holds of ``param``, in the checker's
-    words; None when it is too big to describe.
+def map_words(
+    plan, param: ParamLayout, region_map: RegionMap, cache: dict | None = None, first: int = 0
+):
+    """What a destination map (or a run of its rows from row ``first``) holds of
+    ``param``, in the checker's words (rows numbered as the rank's); None when it is too
+    big to describe.
 
     Its regions become the oracle's pieces directly (:func:`map_index`),
     so the cost follows the regions, not the elements; a map that does not compress
@@ -403,8 +407,8 @@ def map_words(plan, param: ParamLayout, region_map: RegionMap, cache: dict | Non
     >>> result = run_sync(spec, Parallel(tp=2), Parallel(tp=4), layers=[0], trace=False)
     >>> o_proj = result.plan.layout.params[2]  # the faithful port splits its rows, not columns
     >>> vllm = result.dst_tensors[result.plan.world_rank("dst", 0, 0)][o_proj.dst[0].name]
-    >>> map_words(result.plan, o_proj, vllm.region_map().take(0, 1, 1, 3))  # rows 1-3
-    'row 0: heads 8-15 row 0; rows 1-2: heads 0-15 row 1'
+    >>> map_words(result.plan, o_proj, vllm.region_map().take(0, 1, 1, 3), first=1)  # rows 1-3
+    'row 1: heads 8-15 row 0; rows 2-3: heads 0-15 row 1'
     """
     base = plan.id_base[param.key]
     index = map_index(region_map, base, param.global_shape)
@@ -412,11 +416,11 @@ def map_words(plan, param: ParamLayout, region_map: RegionMap, cache: dict | Non
         cols = region_map.shape[-1] if len(region_map.shape) > 1 else index.numel
         if index.numel // max(1, cols) > MAX_DESCRIBED_ROWS:  # as describe() gives up
             return f"{index.numel} elements in no regular order"
-        return _shorten(describe(param, index))
+        return _shorten(describe(param, index, first=first))
     if region_map.numel > DESCRIBE_LIMIT:
         return None
     got = to_local_ids(plan, param, region_map.materialize())
-    return _words(param, got.to(torch.int64), {} if cache is None else cache)
+    return _words(param, got.to(torch.int64), {} if cache is None else cache, first)
 
 
 def column_shard(param: ParamLayout, index: IndexMap) -> tuple[int, int] | None:
@@ -661,13 +665,14 @@ def _owners_of_ranges(plan, ranges, exclude: str, cache: dict) -> list[str]:
     return [k for k in keys if k in found and k != exclude]
 
 
-def _words(param: ParamLayout, ids: torch.Tensor, cache: dict) -> str:
+def _words(param: ParamLayout, ids: torch.Tensor, cache: dict, first: int = 0) -> str:
     # Parameters of one kind share their blocks and id space across layers, so the
     # same wrong rows recur on every layer: describe each distinct slice once.
-    key = (id(param.blocks), tuple(ids.shape), hashlib.blake2b(ids.numpy().tobytes()).digest())
+    digest = hashlib.blake2b(ids.numpy().tobytes()).digest()
+    key = (id(param.blocks), tuple(ids.shape), first, digest)
     text = cache.get(key)
     if text is None:
-        text = cache[key] = _shorten(describe(param, ids))
+        text = cache[key] = _shorten(describe(param, ids, first=first))
     return text
 
 

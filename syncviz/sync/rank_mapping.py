@@ -119,6 +119,19 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _parallel_size(side: str, kind: str, words: str = "") -> cached_property[int]:
+    """The trainer's (``side`` "src") or the engine's ("dst") ``kind``-parallel size, asked
+    once of its first actor (``<kind>_model_parallel_size``); ``words`` name it in the doc."""
+
+    def size(group: ParameterSyncGroup) -> int:
+        model = group.src_model if side == "src" else group.dst_model
+        return group._call(model.replicas[0].all_actors[0], f"{kind}_model_parallel_size")
+
+    who = "Trainer" if side == "src" else "Inference"
+    size.__doc__ = f"{who} {words or kind + '-parallel'} size."
+    return cached_property(size)
+
+
 # ---- the group (ChatLearn-compatible facade) -------------------------------------------------
 
 
@@ -207,38 +220,12 @@ class ParameterSyncGroup:
         dst_address = self.get_or_cache(dst_actor, "get_address")
         return src_gpu == dst_gpu and src_address == dst_address
 
-    def _size(self, model: Any, func_name: str) -> int:
-        return self._call(model.replicas[0].all_actors[0], func_name)
-
-    @cached_property
-    def num_src_pipeline_stage(self) -> int:
-        """Trainer pipeline-parallel size."""
-        return self._size(self.src_model, "pipeline_model_parallel_size")
-
-    @cached_property
-    def num_dst_pipeline_stage(self) -> int:
-        """Inference pipeline-parallel size."""
-        return self._size(self.dst_model, "pipeline_model_parallel_size")
-
-    @cached_property
-    def num_src_tensor_parallel(self) -> int:
-        """Trainer tensor-parallel size."""
-        return self._size(self.src_model, "tensor_model_parallel_size")
-
-    @cached_property
-    def num_dst_tensor_parallel(self) -> int:
-        """Inference tensor-parallel size."""
-        return self._size(self.dst_model, "tensor_model_parallel_size")
-
-    @cached_property
-    def num_src_expert_parallel(self) -> int:
-        """Trainer expert-parallel size."""
-        return self._size(self.src_model, "expert_model_parallel_size")
-
-    @cached_property
-    def num_dst_expert_parallel(self) -> int:
-        """Inference expert-parallel size."""
-        return self._size(self.dst_model, "expert_model_parallel_size")
+    num_src_pipeline_stage = _parallel_size("src", "pipeline")
+    num_dst_pipeline_stage = _parallel_size("dst", "pipeline")
+    num_src_tensor_parallel = _parallel_size("src", "tensor")
+    num_dst_tensor_parallel = _parallel_size("dst", "tensor")
+    num_src_expert_parallel = _parallel_size("src", "expert")
+    num_dst_expert_parallel = _parallel_size("dst", "expert")
 
     # -- recording pairs --
 
@@ -335,16 +322,16 @@ class ParameterSyncGroup:
             raise AssertionError
         return self.num_src_pipeline_stage // self.num_dst_pipeline_stage
 
-    def build_rank_mapping(self, add_recv_actor_fn: AddRecvActor | None = None) -> None:
-        """Same tp size: each trainer rank sends to the inference rank of the same position.
-
-        Trainer replicas are cycled over the inference replicas; source pipeline stages
-        ``i`` map to destination stage ``i // (src_pp // dst_pp)``.
-        """
+    def _replica_walk(
+        self, add_recv_actor_fn: AddRecvActor | None
+    ) -> tuple[AddRecvActor, list[list[int]], Any, int] | None:
+        """What the one-stage walks share: the pair sink, the inference replicas, the cycle of
+        trainer replicas and the pipeline interval, checked in the original's order (None:
+        debug mode met a replica without ranks)."""
         add = self.add_recv_actor if add_recv_actor_fn is None else add_recv_actor_fn
         src_dp_ranks, dst_dp_ranks = self.get_src_and_dst_dp_ranks()
         if self._debug and (src_dp_ranks[0] is None or dst_dp_ranks is None):
-            return
+            return None
         src_width, dst_width = len(src_dp_ranks[0]), len(dst_dp_ranks[0])
         if src_width % dst_width != 0:
             raise AssertionError(
@@ -352,7 +339,18 @@ class ParameterSyncGroup:
                 f"but got {src_width} and {dst_width}"
             )
         src_replicas = self._src_replica_cycle(src_dp_ranks)
-        pipe_interval = self._checked_pipe_interval()
+        return add, dst_dp_ranks, src_replicas, self._checked_pipe_interval()
+
+    def build_rank_mapping(self, add_recv_actor_fn: AddRecvActor | None = None) -> None:
+        """Same tp size: each trainer rank sends to the inference rank of the same position.
+
+        Trainer replicas are cycled over the inference replicas; source pipeline stages
+        ``i`` map to destination stage ``i // (src_pp // dst_pp)``.
+        """
+        walk = self._replica_walk(add_recv_actor_fn)
+        if walk is None:
+            return
+        add, dst_dp_ranks, src_replicas, pipe_interval = walk
         src_block = self.num_src_tensor_parallel * self.num_src_expert_parallel
         dst_block = self.num_dst_tensor_parallel * self.num_dst_expert_parallel
         for dst_replica_ranks in dst_dp_ranks:
@@ -493,15 +491,8 @@ class ParameterSyncGroupwithHEP(ParameterSyncGroup):
         self.sorted_send_actors_for_routed_experts = None
         super().__init__(src_model, dst_model, group_name, frequency, error_signal, **kwargs)
 
-    @cached_property
-    def num_src_hyper_expert_parallel(self) -> int:
-        """Trainer tp*ep size."""
-        return self._size(self.src_model, "tensor_and_expert_model_parallel_size")
-
-    @cached_property
-    def num_dst_hyper_expert_parallel(self) -> int:
-        """Inference tp*ep size."""
-        return self._size(self.dst_model, "tensor_and_expert_model_parallel_size")
+    num_src_hyper_expert_parallel = _parallel_size("src", "tensor_and_expert", "tp*ep")
+    num_dst_hyper_expert_parallel = _parallel_size("dst", "tensor_and_expert", "tp*ep")
 
     def setup_rank_mapping(self) -> None:
         """Pick the builders for vLLM (or Megatron) inference from the tp/ep/hep ratios."""
@@ -552,18 +543,10 @@ class ParameterSyncGroupwithHEP(ParameterSyncGroup):
         The block's tp groups are taken in turn (continuing where the previous inference
         replica of the same trainer replica stopped) until they fill the inference tp group.
         """
-        add = self.add_recv_actor if add_recv_actor_fn is None else add_recv_actor_fn
-        src_dp_ranks, dst_dp_ranks = self.get_src_and_dst_dp_ranks()
-        if self._debug and (src_dp_ranks[0] is None or dst_dp_ranks is None):
+        walk = self._replica_walk(add_recv_actor_fn)
+        if walk is None:
             return
-        src_width, dst_width = len(src_dp_ranks[0]), len(dst_dp_ranks[0])
-        if src_width % dst_width != 0:
-            raise AssertionError(
-                "src training model ranks should be times of dst ranks, "
-                f"but got {src_width} and {dst_width}"
-            )
-        src_replicas = self._src_replica_cycle(src_dp_ranks)
-        pipe_interval = self._checked_pipe_interval()
+        add, dst_dp_ranks, src_replicas, pipe_interval = walk
         next_tp_group: dict[tuple[int, ...], int] = {}
         for dst_replica_ranks in dst_dp_ranks:
             src_replica_ranks = next(src_replicas)

@@ -276,7 +276,56 @@ def _set_plain_configs(sync_map: ParameterSyncMap, qkv_ops: Sequence[str]) -> No
     sync_map._to_fix_qkv_ordering_dict = _modules(qkv_ops, layer_re=sync_map.layer_re)
 
 
-class Megatron2LlamaSyncMap(_LayerwiseSyncMap):
+class _LlamaSyncMap(_LayerwiseSyncMap):
+    """What the two Llama maps share: their tables, built from the source prefix, and the
+    walk of one layer tensor. Each subclass states its prefix, layer regex, layer table,
+    final norm, QKV ops, the trailing words it skips and how it names a norm."""
+
+    _src_prefix: str
+    _layer_pattern: str
+    _layer_table: dict[str, str]
+    _final_norm: str
+    _qkv_ops: tuple[str, ...]
+    _skipped: tuple[str, ...]
+
+    def __init__(self, src_names: list[str], layer_offset: int) -> None:
+        src_prefix, dst_prefix = self._src_prefix, "model.model"
+        self.layer_re = re.compile(self._layer_pattern.format(prefix=src_prefix))
+        self.src_prefix = src_prefix
+        self.dst_prefix = dst_prefix
+        # vLLM rebuilds the rotary embedding itself, so it is not in the tables.
+        self._embedding_sync_map = {
+            f"{src_prefix}.embedding.word_embeddings.weight": f"{dst_prefix}.embed_tokens.weight"
+        }
+        self._layer_sync_map = dict(self._layer_table)
+        self._final_layer_sync_map = {
+            f"{src_prefix}.{self._final_norm}": f"{dst_prefix}.norm.weight",
+            f"{src_prefix}.output_layer.weight": LM_HEAD,
+        }
+        _set_plain_configs(self, self._qkv_ops)
+        super().__init__(src_names, layer_offset)
+
+    def _norm(self, op_name: str) -> str | None:
+        """vLLM's norm for the weight of ``op_name``; None when it is no norm."""
+        raise NotImplementedError
+
+    def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
+        names = self._dst_names
+        norm = self._norm(op_name) if weight_or_bias == "weight" else None
+        if norm is not None:
+            names.append(f"{layer_name}.{norm}.{weight_or_bias}")
+        elif op_name in self._qkv_ops and weight_or_bias == "weight":
+            names.append(layer_name + ".self_attn.qkv_proj.weight")
+        elif weight_or_bias == "weight":
+            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name) + "weight")
+        elif weight_or_bias in self._skipped:
+            pass  # Llama has no biases on the vLLM side (nor Transformer Engine extra states).
+        else:
+            # e.g. "rotary_emb.inv_freq": the regex stops at "inv", the table gives the rest.
+            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name))
+
+
+class Megatron2LlamaSyncMap(_LlamaSyncMap):
     """Legacy Megatron (``language_model.encoder``) Llama names -> vLLM Llama names.
 
     >>> names = ["module.module.language_model.encoder.layers.1.post_attention_norm.weight"]
@@ -284,39 +333,20 @@ class Megatron2LlamaSyncMap(_LayerwiseSyncMap):
     ['model.model.layers.1.post_attention_layernorm.weight']
     """
 
-    def __init__(self, src_names: list[str], layer_offset: int) -> None:
-        src_prefix, dst_prefix = LEGACY_SRC_PREFIX, "model.model"
-        self.layer_re = re.compile(LEGACY_LAYER_PATTERN.format(prefix=src_prefix))
-        self.src_prefix = src_prefix
-        self.dst_prefix = dst_prefix
-        self._embedding_sync_map = {
-            f"{src_prefix}.embedding.word_embeddings.weight": f"{dst_prefix}.embed_tokens.weight"
-        }
-        self._layer_sync_map = dict(LLAMA_LAYER_TABLE)
-        self._final_layer_sync_map = {
-            f"{src_prefix}.encoder.final_norm.weight": f"{dst_prefix}.norm.weight",
-            f"{src_prefix}.output_layer.weight": LM_HEAD,
-        }
-        _set_plain_configs(self, QKV_OPS)
-        super().__init__(src_names, layer_offset)
+    _src_prefix = LEGACY_SRC_PREFIX
+    _layer_pattern = LEGACY_LAYER_PATTERN
+    _layer_table = LLAMA_LAYER_TABLE
+    _final_norm = "encoder.final_norm.weight"
+    _qkv_ops = QKV_OPS
+    _skipped = ("bias",)
 
-    def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
-        names = self._dst_names
-        if op_name.endswith("_norm") and weight_or_bias == "weight":
-            norm = "input_layernorm" if op_name.startswith("input") else "post_attention_layernorm"
-            names.append(f"{layer_name}.{norm}.{weight_or_bias}")
-        elif op_name in QKV_OPS and weight_or_bias == "weight":
-            names.append(layer_name + ".self_attn.qkv_proj.weight")
-        elif weight_or_bias == "weight":
-            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name) + "weight")
-        elif weight_or_bias == "bias":
-            pass  # Llama has no biases on the vLLM side: they are not synchronized.
-        else:
-            # e.g. "rotary_emb.inv_freq": the regex stops at "inv", the table gives the rest.
-            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name))
+    def _norm(self, op_name: str) -> str | None:
+        if not op_name.endswith("_norm"):
+            return None
+        return "input_layernorm" if op_name.startswith("input") else "post_attention_layernorm"
 
 
-class MCore2LlamaSyncMap(_LayerwiseSyncMap):
+class MCore2LlamaSyncMap(_LlamaSyncMap):
     """Megatron-Core (``decoder.layers``) Llama names -> vLLM Llama names.
 
     >>> names = ["module.module.decoder.layers.0.self_attention.linear_qkv.layer_norm_weight"]
@@ -325,38 +355,19 @@ class MCore2LlamaSyncMap(_LayerwiseSyncMap):
     """
 
     _not_a_layer = "expect src_name ({name}) to be a layer"
+    _src_prefix = MCORE_SRC_PREFIX
+    _layer_pattern = MCORE_LAYER_PATTERN
+    _layer_table = MCORE_LAYER_TABLE
+    _final_norm = "decoder.final_layernorm.weight"
+    _qkv_ops = ("self_attention.linear_qkv",)
+    _skipped = ("bias", "_extra_state")
 
-    def __init__(self, src_names: list[str], layer_offset: int) -> None:
-        src_prefix, dst_prefix = MCORE_SRC_PREFIX, "model.model"
-        self.layer_re = re.compile(MCORE_LAYER_PATTERN.format(prefix=src_prefix))
-        self.src_prefix = src_prefix
-        self.dst_prefix = dst_prefix
-        # vLLM rebuilds the rotary embedding itself, so it is not in the tables.
-        self._embedding_sync_map = {
-            f"{src_prefix}.embedding.word_embeddings.weight": f"{dst_prefix}.embed_tokens.weight",
-        }
-        self._layer_sync_map = dict(MCORE_LAYER_TABLE)
-        self._final_layer_sync_map = {
-            f"{src_prefix}.decoder.final_layernorm.weight": f"{dst_prefix}.norm.weight",
-            f"{src_prefix}.output_layer.weight": LM_HEAD,
-        }
-        _set_plain_configs(self, ["self_attention.linear_qkv"])
-        super().__init__(src_names, layer_offset)
-
-    def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
-        names = self._dst_names
-        if op_name.endswith("layer_norm") and weight_or_bias == "weight":
-            if op_name not in MCORE_FUSED_NORMS:
-                raise AssertionError(f"expect op_name ({op_name}) to be layer norm")
-            names.append(f"{layer_name}.{MCORE_FUSED_NORMS[op_name]}.{weight_or_bias}")
-        elif op_name == "self_attention.linear_qkv" and weight_or_bias == "weight":
-            names.append(layer_name + ".self_attn.qkv_proj.weight")
-        elif weight_or_bias == "weight":
-            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name) + "weight")
-        elif weight_or_bias in ("bias", "_extra_state"):
-            pass  # biases and Transformer Engine extra states are not synchronized.
-        else:
-            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name))
+    def _norm(self, op_name: str) -> str | None:
+        if not op_name.endswith("layer_norm"):
+            return None
+        if op_name not in MCORE_FUSED_NORMS:
+            raise AssertionError(f"expect op_name ({op_name}) to be layer norm")
+        return MCORE_FUSED_NORMS[op_name]
 
 
 def _find_qwen_naming(qwen_version: Any) -> QwenNaming:

@@ -186,10 +186,14 @@ class ParameterSyncGroup:
         self.sorted_send_actors_stage2 = None
         self.stage1_rank_pairs: list[RankPair] = []
         self.stage2_rank_pairs: list[RankPair] = []
+        self._init_more_state()
         if build_mapping:
             self.setup_rank_mapping()
         else:
             self.tp_num_mapping = self.num_dst_tensor_parallel // self.num_src_tensor_parallel
+
+    def _init_more_state(self) -> None:
+        """Attributes a subclass adds, set before the mapping is built."""
 
     @property
     def frequency(self) -> int:
@@ -247,28 +251,38 @@ class ParameterSyncGroup:
         """A pair sink that keeps nothing (used to only collect regrouping actors)."""
         return
 
+    def _add_pair(
+        self,
+        pairs: list[RankPair],
+        ranks: RankPair,
+        src_model: Any,
+        ask: Callable[..., Any],
+        mappings: tuple[defaultdict[Any, list[Any]], defaultdict[Any, list[Any]]],
+        words: str = "",
+    ) -> None:
+        """Keep ``ranks``, register both actors, ask each its GPUs with ``ask`` (as the
+        original did: a rank with no actor fails here), log under ``words`` when given,
+        and record the pair in the (send -> recv, recv -> send) ``mappings``."""
+        pairs.append(ranks)
+        src_actor = self._register(src_model, ranks[0])
+        dst_actor = self._register(self.dst_model, ranks[1])
+        src_gpu, dst_gpu = ask(src_actor, "get_visible_gpus"), ask(dst_actor, "get_visible_gpus")
+        if words:
+            logger.debug("%s %s -> %s, gpu %s -> %s", words, *ranks, src_gpu, dst_gpu)
+        mappings[0][src_actor].append(dst_actor)
+        mappings[1][dst_actor].append(src_actor)
+
     def add_recv_actor(self, src_rank: int, dst_rank: int) -> None:
         """Stage 1 (or the only stage): trainer ``src_rank`` sends to inference ``dst_rank``."""
-        self.stage1_rank_pairs.append((src_rank, dst_rank))
-        src_actor = self._register(self.src_model, src_rank)
-        dst_actor = self._register(self.dst_model, dst_rank)
-        # Asked (and cached) as the original did; a rank with no actor fails here.
-        src_gpu = self.get_or_cache(src_actor, "get_visible_gpus")
-        dst_gpu = self.get_or_cache(dst_actor, "get_visible_gpus")
-        logger.debug("rank mapping %s -> %s, gpu %s -> %s", src_rank, dst_rank, src_gpu, dst_gpu)
-        self.send_recv_actor_mappings[src_actor].append(dst_actor)
-        self.recv_send_actor_mappings[dst_actor].append(src_actor)
+        mappings = (self.send_recv_actor_mappings, self.recv_send_actor_mappings)
+        pairs, ask = self.stage1_rank_pairs, self.get_or_cache
+        self._add_pair(pairs, (src_rank, dst_rank), self.src_model, ask, mappings, "rank mapping")
 
     def add_recv_actor_stage2(self, src_rank: int, dst_rank: int) -> None:
         """Stage 2: inference ``src_rank`` forwards slices to its peer ``dst_rank``."""
-        self.stage2_rank_pairs.append((src_rank, dst_rank))
-        src_actor = self._register(self.dst_model, src_rank)
-        dst_actor = self._register(self.dst_model, dst_rank)
-        src_gpu = self._call(src_actor, "get_visible_gpus")
-        dst_gpu = self._call(dst_actor, "get_visible_gpus")
-        logger.debug("stage2 mapping %s -> %s, gpu %s -> %s", src_rank, dst_rank, src_gpu, dst_gpu)
-        self.send_recv_actor_mappings_stage2[src_actor].append(dst_actor)
-        self.recv_send_actor_mappings_stage2[dst_actor].append(src_actor)
+        mappings = (self.send_recv_actor_mappings_stage2, self.recv_send_actor_mappings_stage2)
+        pairs, ask = self.stage2_rank_pairs, self._call
+        self._add_pair(pairs, (src_rank, dst_rank), self.dst_model, ask, mappings, "stage2 mapping")
 
     def set_send_actors_to_regroup_routed_experts(self, src_replica_ranks_group: list[Any]) -> None:
         """Append one actor list per source group (nested tp groups are flattened)."""
@@ -472,24 +486,12 @@ class ParameterSyncGroupwithHEP(ParameterSyncGroup):
     ([(0, 4), (1, 6)], [(4, 5), (6, 7)])
     """
 
-    def __init__(
-        self,
-        src_model: Any,
-        dst_model: Any,
-        group_name: str = "param_sync",
-        frequency: int = 1,
-        error_signal: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self.send_recv_actor_mappings_for_routed_experts: defaultdict[Any, list[Any]] = defaultdict(
-            list
-        )
-        self.recv_send_actor_mappings_for_routed_experts: defaultdict[Any, list[Any]] = defaultdict(
-            list
-        )
+    def _init_more_state(self) -> None:
+        mappings: tuple[defaultdict[Any, list[Any]], ...] = (defaultdict(list), defaultdict(list))
+        self.send_recv_actor_mappings_for_routed_experts = mappings[0]
+        self.recv_send_actor_mappings_for_routed_experts = mappings[1]
         self.routed_expert_rank_pairs: list[RankPair] = []
         self.sorted_send_actors_for_routed_experts = None
-        super().__init__(src_model, dst_model, group_name, frequency, error_signal, **kwargs)
 
     num_src_hyper_expert_parallel = _parallel_size("src", "tensor_and_expert", "tp*ep")
     num_dst_hyper_expert_parallel = _parallel_size("dst", "tensor_and_expert", "tp*ep")
@@ -582,13 +584,12 @@ class ParameterSyncGroupwithHEP(ParameterSyncGroup):
 
     def add_recv_actor_for_routed_experts(self, src_rank: int, dst_rank: int) -> None:
         """Routed experts go one to one (Megatron inference with equal tp*ep)."""
-        self.routed_expert_rank_pairs.append((src_rank, dst_rank))
-        src_actor = self._register(self.src_model, src_rank)
-        dst_actor = self._register(self.dst_model, dst_rank)
-        self.get_or_cache(src_actor, "get_visible_gpus")
-        self.get_or_cache(dst_actor, "get_visible_gpus")
-        self.send_recv_actor_mappings_for_routed_experts[src_actor].append(dst_actor)
-        self.recv_send_actor_mappings_for_routed_experts[dst_actor].append(src_actor)
+        mappings = (
+            self.send_recv_actor_mappings_for_routed_experts,
+            self.recv_send_actor_mappings_for_routed_experts,
+        )
+        pairs, ask = self.routed_expert_rank_pairs, self.get_or_cache
+        self._add_pair(pairs, (src_rank, dst_rank), self.src_model, ask, mappings)
 
     def build_rank_mapping_for_routed_experts(self) -> None:
         """One-stage mapping, pairs kept as routed-expert pairs."""

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 
 class QwenVersion(float, Enum):
@@ -147,6 +147,44 @@ def _modules(names: Sequence[str], **extra: Any) -> dict[str, Any]:
     return {"modules": list(names), **extra}
 
 
+T = TypeVar("T")
+
+
+class _Table(Generic[T]):
+    """A read-only attribute that returns the table a map keeps in ``_<name>`` (the
+    original's properties: each map fills its tables before the base constructor runs).
+
+    >>> class Holder:
+    ...     names = _Table[list]("The names.")
+    ...     def __init__(self):
+    ...         self._names = ["a"]
+    >>> Holder().names, Holder.names.__doc__
+    (['a'], 'The names.')
+    """
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not self._attr:  # an alias reads the first name's table
+            self._attr = "_" + name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Table[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object, owner: type | None = None) -> T | _Table[T]:
+        return self if obj is None else getattr(obj, self._attr)
+
+    def __set__(self, obj: object, value: T) -> None:
+        raise AttributeError(f"{self._attr[1:]} is read-only: set {self._attr} instead")
+
+
+_NameTable = _Table[dict[str, str]]
+_RuleTable = _Table[dict[str, Any] | None]
+
+
 # ---- maps -----------------------------------------------------------------------------------
 
 
@@ -166,54 +204,18 @@ class ParameterSyncMap:
         self.layer_offset = layer_offset
         self._dst_names: list[str] = []
 
-    @property
-    def embedding_sync_map(self) -> dict[str, str]:
-        """Whole-tensor names before the layers (embeddings)."""
-        return self._embedding_sync_map
-
-    @property
-    def layer_sync_map(self) -> dict[str, str]:
-        """Op name inside a layer -> the middle of the destination name."""
-        return self._layer_sync_map
-
-    @property
-    def final_layer_sync_map(self) -> dict[str, str]:
-        """Whole-tensor names after the layers (final norm, output layer)."""
-        return self._final_layer_sync_map
-
-    @property
-    def concat_params_dict(self) -> dict[str, Any] | None:
-        """Parameters concatenated into one before sending, or None."""
-        return self._concat_params_dict
-
-    @property
-    def to_fix_shared_expert_ordering(self) -> dict[str, Any] | None:
-        """Shared-expert fc1 whose two halves are swapped, or None."""
-        return self._to_fix_shared_expert_ordering
-
-    @property
-    def to_allgather_routed_experts_dict(self) -> dict[str, Any] | None:
-        """Routed-expert parameters regrouped by all-gather, or None."""
-        return self._to_allgather_routed_experts_dict
-
-    @property
-    def to_alltoall_routed_experts_dict(self) -> dict[str, Any] | None:
-        """Routed-expert parameters regrouped by all-to-all, or None."""
-        return self._to_alltoall_routed_experts_dict
-
+    embedding_sync_map = _NameTable("Whole-tensor names before the layers (embeddings).")
+    layer_sync_map = _NameTable("Op name inside a layer -> the middle of the destination name.")
+    final_layer_sync_map = _NameTable("Whole-tensor names after the layers (final norm, output).")
+    concat_params_dict = _RuleTable("Parameters concatenated into one before sending, or None.")
+    to_fix_shared_expert_ordering = _RuleTable("Shared-expert fc1 whose halves swap, or None.")
+    to_allgather_routed_experts_dict = _RuleTable("Routed experts regrouped by all-gather or None.")
+    to_alltoall_routed_experts_dict = _RuleTable("Routed experts regrouped by all-to-all or None.")
     # The original spelled these two property names this way; kept for drop-in code.
     to_allgather_roututed_experts_dict = to_allgather_routed_experts_dict
     to_alltoall_roututed_experts_dict = to_alltoall_routed_experts_dict
-
-    @property
-    def to_fix_act_ordering_dict(self) -> dict[str, Any] | None:
-        """Fused gated-MLP weights whose two halves are swapped, or None."""
-        return self._to_fix_act_ordering_dict
-
-    @property
-    def to_fix_qkv_ordering_dict(self) -> dict[str, Any] | None:
-        """Fused QKV parameters reordered before sending, or None."""
-        return self._to_fix_qkv_ordering_dict
+    to_fix_act_ordering_dict = _RuleTable("Fused gated-MLP weights whose halves swap, or None.")
+    to_fix_qkv_ordering_dict = _RuleTable("Fused QKV parameters reordered before sending, or None.")
 
     @property
     def dst_names(self) -> list[str]:

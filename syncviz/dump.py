@@ -21,6 +21,7 @@ engine changed after loading, which the file cannot show as they were loaded.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -80,18 +81,11 @@ def save_vllm_rank(
     )
 
 
-def save_sglang_rank(
-    model: Any,
-    out_dir: str | Path,
-    *,
-    tp_rank: int | None = None,
-    pp_rank: int | None = None,
-    pp_size: int | None = None,
-    fingerprints: bool = False,
-) -> Path:
+def save_sglang_rank(model: Any, out_dir: str | Path, **ranks: Any) -> Path:
     """Write this SGLang rank's ``model.named_parameters()`` and persistent buffers (call it
     after ``load_weights`` or a weight update, in the model runner's worker), as
-    :func:`save_vllm_rank` does for vLLM: the same files, read by ``syncviz diagnose
+    :func:`save_vllm_rank` does for vLLM, with its keyword arguments (``tp_rank``,
+    ``pp_rank``, ``pp_size``, ``fingerprints``): the same files, read by ``syncviz diagnose
     --engine sglang``. Without ``tp_rank`` the ranks come from SGLang's parallel state
     (``sglang.srt.distributed.parallel_state``); an MoE layer's experts per rank from its
     ``num_local_experts``.
@@ -101,15 +95,10 @@ def save_sglang_rank(
     >>> save_sglang_rank(model, tempfile.mkdtemp(), tp_rank=0).name
     'tp0.safetensors'
     """
-    return _save_rank(
-        _sglang.ENGINE,
-        model,
-        out_dir,
-        tp_rank=tp_rank,
-        pp_rank=pp_rank,
-        pp_size=pp_size,
-        fingerprints=fingerprints,
-    )
+    # save_vllm_rank's signature states the arguments (and their defaults) once for both.
+    arguments = inspect.signature(save_vllm_rank).bind(model, out_dir, **ranks)
+    arguments.apply_defaults()
+    return _save_rank(_sglang.ENGINE, **arguments.arguments)
 
 
 def _save_rank(

@@ -140,14 +140,8 @@ def add_engine_arg(parser: argparse.ArgumentParser) -> None:
 def load_parallel(args: argparse.Namespace) -> tuple[Parallel, Parallel]:
     """The (src, dst) sizes from :func:`add_parallel_args`."""
     src = Parallel(tp=args.src_tp, pp=args.src_pp, ep=args.src_ep)
-    dst = Parallel(
-        tp=args.dst_tp,
-        pp=args.dst_pp,
-        ep=args.dst_ep,
-        engine=args.engine,
-        expert_placement=args.dst_expert_placement,
-        dp_attention=args.dst_dp_attention,
-    )
+    dst_fields = ("tp", "pp", "ep", "expert_placement", "dp_attention")
+    dst = Parallel(engine=args.engine, **{f: getattr(args, "dst_" + f) for f in dst_fields})
     return src, dst
 
 

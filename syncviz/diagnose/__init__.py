@@ -32,6 +32,7 @@ from syncviz.diagnose.result import as_result, load_traces
 from syncviz.diagnose.words import DiagnosisReport
 from syncviz.diagnose.words import report as _report
 from syncviz.engines import DEFAULT_ENGINE
+from syncviz.parallel import Parallel
 
 __all__ = ["Diagnosis", "DiagnosisReport", "Reference", "diagnose", "normalise", "run_diagnosis"]
 
@@ -78,20 +79,16 @@ def diagnose(
     provenance, for the diagram views. Bad input raises
     :class:`~syncviz.errors.SyncvizError`.
     """
+    placement: dict[str, Any] = {"expert_placement": expert_placement, "dp_attention": dp_attention}
     diagnosis = run_diagnosis(
         reference,
         dump,
-        dst_tp,
-        dst_pp,
+        Parallel(dst_tp, dst_pp, dst_ep, engine=engine, **placement),
         layers=layers,
         include_globals=include_globals,
         show_progress=show_progress,
         previous=previous,
         files=PrintFiles() if has_fingerprints(dump) else None,
-        engine=engine,
-        dst_ep=dst_ep,
-        expert_placement=expert_placement,
-        dp_attention=dp_attention,
     )
     report = _report(diagnosis)
     traces = None if trace is None else load_traces(trace, dst_tp * dst_pp)

@@ -47,7 +47,6 @@ from syncviz.diagnose.segments import (
     wide,
 )
 from syncviz.dump import read_notes
-from syncviz.engines import DEFAULT_ENGINE
 from syncviz.errors import SyncvizError
 from syncviz.oracle import ModelLayout, ParamLayout, model_layout
 from syncviz.oracle.dest import dest_maps
@@ -312,41 +311,30 @@ class FullDumps:
 def run_diagnosis(
     reference: str | Path,
     dump: str | Path,
-    dst_tp: int,
-    dst_pp: int = 1,
+    dst: int | Parallel,
     *,
     layers: Iterable[int] | None = None,
     include_globals: bool | None = None,
     show_progress: bool = False,
     previous: Iterable[str | Path] = (),
     files: Any = None,
-    engine: str = DEFAULT_ENGINE,
-    dst_ep: int = 1,
-    expert_placement: str = "linear",
-    dp_attention: int = 1,
 ) -> Diagnosis:
     """Read, compare and decode; see :func:`syncviz.diagnose.diagnose` for the report.
 
+    ``dst`` is the engine's parallel layout (a bare int: its tp, one pipeline stage).
     ``files`` is the kind of rank file (:class:`FullDumps` when None); every step but
     reading and comparing a rank's tensor is the same for each kind.
     """
+    dst = Parallel(tp=dst) if isinstance(dst, int) else dst
     files = FullDumps() if files is None else files
     ref = Reference(reference)
     spec = ref.spec
     earlier = [_previous(ref, p) for p in previous]
-    dst = Parallel(
-        tp=dst_tp,
-        pp=dst_pp,
-        ep=dst_ep,
-        engine=engine,
-        expert_placement=expert_placement,
-        dp_attention=dp_attention,
-    )
     wanted = None if layers is None else tuple(layers)
     with_globals = (wanted is None) if include_globals is None else include_globals
     layout = model_layout(spec, REFERENCE, dst, layers=wanted, include_globals=with_globals)
     whole = model_layout(spec, REFERENCE, dst)
-    dumps = files.open(dump, dst_tp, dst_pp)
+    dumps = files.open(dump, dst.tp, dst.pp)
     engine_notes = _engine_notes(dumps)
     notes = placement_notes(layout, whole, dumps, engine_notes, files.rank_pattern)
     require_fitting_shapes(layout, dumps)

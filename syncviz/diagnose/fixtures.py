@@ -20,6 +20,7 @@ import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -225,20 +226,9 @@ def write_dumps(
             raise SyncvizError(
                 f"unknown bug {bug!r} for {kind}", fix="use one of " + ", ".join(BUGS)
             )
-    layout = model_layout(
-        spec,
-        Parallel(tp=1),
-        Parallel(
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            engine=engine,
-            expert_placement=expert_placement,
-            dp_attention=dp_attention,
-        ),
-        layers=layers,
-        include_globals=True,
-    )
+    placement: dict[str, Any] = {"expert_placement": expert_placement, "dp_attention": dp_attention}
+    dst = Parallel(tp, pp, ep, engine=engine, **placement)
+    layout = model_layout(spec, Parallel(tp=1), dst, layers=layers, include_globals=True)
     files: dict[tuple[int, int], dict[str, torch.Tensor]] = {
         (p, t): {} for p in range(pp) for t in range(tp)
     }

@@ -39,35 +39,40 @@ _SRC = {
     "kv_b_proj": _ATTN + "linear_kv_up_proj.weight",
     **MCORE_SHARED,
 }
-_VATTN = VLLM_LAYER + "self_attn."
-_DST = {
-    **without(VLLM_DENSE, "qkv", "qkv_bias"),
-    **VLLM_ROUTED,
-    "q_proj": _VATTN + "q_proj.weight",
+# MLA's modules under self_attn., named alike in vLLM and in the checkpoint but for the
+# fused one (the checkpoint's two tensors, below).
+_MLA = {
+    "q_proj": "q_proj",
     # vLLM 0.32 (DeepseekV2MLAAttention): with q_lora_rank, q_a_proj and kv_a_proj_with_mqa
     # load into one replicated fused_qkv_a_proj; without, kv_a_proj_with_mqa stays alone.
     # (With VLLM_MLA_DISABLE set, vLLM's non-MLA attention keeps q_a_proj unfused.)
-    "fused_qkv_a": _VATTN + "fused_qkv_a_proj.weight",
-    "q_a_norm": _VATTN + "q_a_layernorm.weight",
-    "q_b_proj": _VATTN + "q_b_proj.weight",
-    "kv_a": _VATTN + "kv_a_proj_with_mqa.weight",
-    "kv_a_norm": _VATTN + "kv_a_layernorm.weight",
-    "kv_b_proj": _VATTN + "kv_b_proj.weight",
+    "fused_qkv_a": "fused_qkv_a_proj",
+    "q_a_norm": "q_a_layernorm",
+    "q_b_proj": "q_b_proj",
+    "kv_a": "kv_a_proj_with_mqa",
+    "kv_a_norm": "kv_a_layernorm",
+    "kv_b_proj": "kv_b_proj",
+}
+_DST = {
+    **without(VLLM_DENSE, "qkv", "qkv_bias"),
+    **VLLM_ROUTED,
+    **{kind: VLLM_LAYER + f"self_attn.{name}.weight" for kind, name in _MLA.items()},
     **VLLM_SHARED,
 }
-_HATTN = HF_LAYER + "self_attn."
 _HF = {
     **without(HF_DENSE, "qkv", "qkv_bias"),
     **HF_ROUTED,
-    "q_proj": (_HATTN + "q_proj.weight",),
-    "fused_qkv_a": (_HATTN + "q_a_proj.weight", _HATTN + "kv_a_proj_with_mqa.weight"),
-    "q_a_norm": (_HATTN + "q_a_layernorm.weight",),
-    "q_b_proj": (_HATTN + "q_b_proj.weight",),
-    "kv_a": (_HATTN + "kv_a_proj_with_mqa.weight",),
-    "kv_a_norm": (_HATTN + "kv_a_layernorm.weight",),
-    "kv_b_proj": (_HATTN + "kv_b_proj.weight",),
+    **{kind: (HF_LAYER + f"self_attn.{name}.weight",) for kind, name in _MLA.items()},
+    "fused_qkv_a": tuple(HF_LAYER + f"self_attn.{m}.weight" for m in ("q_a_proj", _MLA["kv_a"])),
     **HF_SHARED,
 }
+
+# DeepSeek-V3's expert FFN and MLA sizes, which Kimi-K2 shares.
+_V3_FFN = {"moe_ffn_hidden_size": 2048, "shared_expert_ffn_hidden_size": 2048}
+_V3_MLA = {
+    "router_bias": True, "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64, "v_head_dim": 128,
+}  # fmt: skip
 
 # The original has no DeepSeek synchronizer.
 FAMILY = FamilyInfo(
@@ -110,11 +115,8 @@ FAMILY = FamilyInfo(
         # noaux_tc, vocab 129280, tie_word_embeddings false, num_nextn_predict_layers 1
         # (left out), an fp8 quantization_config (noted). Sure of every value.
         Preset("deepseek-v3",
-               sizes(61, 7168, 128, 128, 18432, 129280, num_experts=256,
-                     moe_ffn_hidden_size=2048, shared_expert_ffn_hidden_size=2048,
-                     first_k_dense_replace=3, router_bias=True, q_lora_rank=1536,
-                     kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
-                     v_head_dim=128),
+               sizes(61, 7168, 128, 128, 18432, 129280, num_experts=256, **_V3_FFN,
+                     first_k_dense_replace=3, **_V3_MLA),
                "deepseek-ai/DeepSeek-V3 config.json"),
         # moonshotai/Kimi-K2-Instruct config.json (architectures DeepseekV3ForCausalLM,
         # model_type kimi_k2): layers 61, hidden 7168, heads 64 (num_key_value_heads 64),
@@ -122,12 +124,8 @@ FAMILY = FamilyInfo(
         # DeepSeek-V3 (sure to our reading of the config): q_lora_rank 1536, kv_lora_rank
         # 512, rope 64, nope 128, v 128, intermediate 18432, moe_intermediate_size 2048,
         # n_shared_experts 1, topk_method noaux_tc, tie_word_embeddings false.
-        Preset("kimi-k2",
-               sizes(61, 7168, 64, 64, 18432, 163840, num_experts=384,
-                     moe_ffn_hidden_size=2048, shared_expert_ffn_hidden_size=2048,
-                     first_k_dense_replace=1, router_bias=True, q_lora_rank=1536,
-                     kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
-                     v_head_dim=128),
+        Preset("kimi-k2", sizes(61, 7168, 64, 64, 18432, 163840, num_experts=384, **_V3_FFN,
+                                first_k_dense_replace=1, **_V3_MLA),
                "moonshotai/Kimi-K2-Instruct config.json"),
         # moonshotai/Moonlight-16B-A3B config.json (DeepseekV3ForCausalLM): q_lora_rank null
         # (sure: the MLA without low-rank query), kv_lora_rank 512, rope 64, nope 128, v 128,

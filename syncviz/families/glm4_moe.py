@@ -25,6 +25,17 @@ _SRC = {**MCORE_GROUPED_MOE, **MCORE_QK_NORM, **MCORE_SHARED}
 _DST = {**VLLM_DENSE, **VLLM_QK_NORM, **VLLM_ROUTED, **VLLM_SHARED}
 _HF = {**HF_DENSE, **HF_QK_NORM, **HF_ROUTED, **HF_SHARED}
 
+
+def _glm(experts: int, expert_ffn: int, dense_first: int, qk_norm: bool) -> dict:
+    """What GLM-4.5's presets set beyond the dense sizes: head_dim 128, q/k/v biases, a
+    router bias, one shared expert as wide as a routed one."""
+    return {
+        "head_dim": 128, "qkv_bias": True, "num_experts": experts,
+        "moe_ffn_hidden_size": expert_ffn, "shared_expert_ffn_hidden_size": expert_ffn,
+        "first_k_dense_replace": dense_first, "router_bias": True, "use_qk_norm": qk_norm,
+    }  # fmt: skip
+
+
 # The original has no GLM synchronizer.
 FAMILY = FamilyInfo(
     "glm4-moe", "Glm4MoeForCausalLM", "glm4_moe", "", "CorrectedMegatronVllmMCoreSync",
@@ -58,21 +69,13 @@ FAMILY = FamilyInfo(
         # 160, n_shared_experts 1, first_k_dense_replace 3, attention_bias true, vocab
         # 151552, tie_word_embeddings false, num_nextn_predict_layers 1 (left out): sure.
         # use_qk_norm true: from our reading of the config, less sure.
-        Preset("glm-4.5",
-               sizes(92, 5120, 96, 8, 12288, 151552, head_dim=128, qkv_bias=True,
-                     num_experts=160, moe_ffn_hidden_size=1536,
-                     shared_expert_ffn_hidden_size=1536, first_k_dense_replace=3,
-                     router_bias=True, use_qk_norm=True),
+        Preset("glm-4.5", sizes(92, 5120, 96, 8, 12288, 151552, **_glm(160, 1536, 3, True)),
                "zai-org/GLM-4.5 config.json"),
         # zai-org/GLM-4.5-Air config.json: layers 46, hidden 4096, heads 96, kv heads 8,
         # head_dim 128, intermediate 10944, moe_intermediate_size 1408, n_routed_experts
         # 128, n_shared_experts 1, first_k_dense_replace 1, attention_bias true, vocab
         # 151552, tie_word_embeddings false: sure. use_qk_norm false: less sure.
-        Preset("glm-4.5-air",
-               sizes(46, 4096, 96, 8, 10944, 151552, head_dim=128, qkv_bias=True,
-                     num_experts=128, moe_ffn_hidden_size=1408,
-                     shared_expert_ffn_hidden_size=1408, first_k_dense_replace=1,
-                     router_bias=True, use_qk_norm=False),
+        Preset("glm-4.5-air", sizes(46, 4096, 96, 8, 10944, 151552, **_glm(128, 1408, 1, False)),
                "zai-org/GLM-4.5-Air config.json"),
     ),
     # Every feature: q/k/v biases, q/k norms, head_dim 8 (not 64 / 4), one dense then one

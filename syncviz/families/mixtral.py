@@ -4,24 +4,21 @@
 ('sequential', '')
 """
 
-from syncviz.families.names import HF_DENSE, HF_LAYER, MCORE_MOE, VLLM_DENSE, VLLM_LAYER
+from syncviz.families.names import HF_DENSE, HF_LAYER, MCORE_MOE, VLLM_DENSE, VLLM_ROUTED
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
+# Mixtral keeps the router and experts under block_sparse_moe. where others say mlp.
 _DST = {
     **VLLM_DENSE,
-    "router": VLLM_LAYER + "block_sparse_moe.gate.weight",
-    "experts_w13": VLLM_LAYER + "block_sparse_moe.experts.w13_weight",
-    "experts_w2": VLLM_LAYER + "block_sparse_moe.experts.w2_weight",
+    **{k: n.replace(".mlp.", ".block_sparse_moe.") for k, n in VLLM_ROUTED.items()},
 }
+_EXPERT = HF_LAYER + "block_sparse_moe.experts.{e}."
 _HF = {
     **HF_DENSE,
     "router": (HF_LAYER + "block_sparse_moe.gate.weight",),
     # w1 is the gate (SiLU'd) projection, w3 the up projection, w2 the down projection.
-    "experts_w13": (
-        HF_LAYER + "block_sparse_moe.experts.{e}.w1.weight",
-        HF_LAYER + "block_sparse_moe.experts.{e}.w3.weight",
-    ),
-    "experts_w2": (HF_LAYER + "block_sparse_moe.experts.{e}.w2.weight",),
+    "experts_w13": (_EXPERT + "w1.weight", _EXPERT + "w3.weight"),
+    "experts_w2": (_EXPERT + "w2.weight",),
 }
 
 # The original has no Mixtral synchronizer. intermediate_size is each expert's size.

@@ -37,11 +37,6 @@ FAMILY: Mapping[str, FamilyInfo] = MappingProxyType(_FAMILIES)
 """Family name -> its facts, in registration order (a live view of the registry)."""
 
 
-def generation() -> int:
-    """A number that changes whenever a family is registered or removed."""
-    return _generation
-
-
 def add_built_in(info: FamilyInfo) -> None:
     """Add a family shipped in ``syncviz/families/`` (at import, in registry order)."""
     global _generation

@@ -121,10 +121,6 @@ class ParamLayout:
         """The shards trainer rank (tp, ep) holds (ep=None shards are held by every ep rank)."""
         return [s for s in self.src if s.tp == tp and (s.ep is None or ep is None or s.ep == ep)]
 
-    def dst_for(self, tp: int) -> DestTensor:
-        """The tensor vLLM rank ``tp`` holds."""
-        return self.dst[tp]
-
 
 class ModelLayout:
     """Every parameter's layout for one model and one pair of parallel sizes.

@@ -183,15 +183,12 @@ class MegatronVllmSync(BaseSync):
         The result takes the name of the run's last member; an incomplete run at the
         end of the list is dropped.
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen-v1", 1, 4, 2, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen-v1", 1, 4, 2, 2, 4, 8), Parallel(1), Parallel(1))
         >>> params = [("l.0.mlp.w2.weight", torch.zeros(2, 4)),
         ...           ("l.0.mlp.w1.weight", torch.ones(2, 4))]
-        >>> out = sync.concat_params(params)
-        >>> [(name, list(t.shape)) for name, t in out]
+        >>> [(name, list(t.shape)) for name, t in sync.concat_params(params)]
         [('l.0.mlp.w1.weight', [4, 4])]
         """
         rule = self.sync_map.concat_params_dict
@@ -213,15 +210,12 @@ class MegatronVllmSync(BaseSync):
     def fix_qkv_ordering(self, params_to_sync_list: ParamList) -> ParamList:
         """Reorder fused QKV tensors with the class's QKV function (in place in the list).
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen2", 1, 4, 4, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen2", 1, 4, 4, 2, 4, 8), Parallel(1), Parallel(1))
         >>> layer = "module.module.language_model.encoder.layers.0."
         >>> name = layer + "self_attention.query_key_value.bias"
-        >>> bias = torch.arange(8.0)  # per group [q q k v], 2 groups
-        >>> sync.fix_qkv_ordering([(name, bias)])[0][1].tolist()
+        >>> sync.fix_qkv_ordering([(name, torch.arange(8.0))])[0][1].tolist()  # [q q k v] per group
         [0.0, 1.0, 4.0, 5.0, 2.0, 6.0, 3.0, 7.0]
         """
         rule = self.sync_map.to_fix_qkv_ordering_dict
@@ -257,59 +251,36 @@ class MegatronVllmSync(BaseSync):
     def fix_act_ordering(self, params_to_sync_list: ParamList) -> ParamList:
         """Swap the two row halves of each fused gate/up listed in the sync map.
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8), Parallel(1), Parallel(1))
         >>> w = torch.arange(4.0).reshape(4, 1)
         >>> sync.fix_act_ordering([("l.0.mlp.dense_h_to_4h.weight", w)])[0][1].flatten().tolist()
         [2.0, 3.0, 0.0, 1.0]
         """
-        rule = self.sync_map.to_fix_act_ordering_dict
-        if rule is None:
-            return params_to_sync_list
-        for i, (name, params) in enumerate(params_to_sync_list):
-            if contains_any(name, rule["modules"]):
-                half = params.shape[0] // 2
-                first, second = params[:half, :], params[half:, :]
-                params_to_sync_list[i] = (name, torch.cat([second, first], dim=rule["dim"]))
-        return params_to_sync_list
+        return _swap_halves_of(params_to_sync_list, self.sync_map.to_fix_act_ordering_dict, _rows)
 
     def fix_shared_expert_ordering(self, params_to_sync_list: ParamList) -> ParamList:
         """Swap the two row halves of each shared-expert fc1 listed in the sync map.
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
-        >>> w = torch.arange(4.0).reshape(4, 1)
-        >>> out = sync.fix_shared_expert_ordering([("mlp.shared_experts.dense_h_to_4h.weight", w)])
-        >>> out[0][1].flatten().tolist()
-        [2.0, 3.0, 0.0, 1.0]
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8), Parallel(1), Parallel(1))
+        >>> fc1 = ("mlp.shared_experts.dense_h_to_4h.weight", torch.tensor([[0.0], [1.0], [2.0]]))
+        >>> sync.fix_shared_expert_ordering([fc1])[0][1].flatten().tolist()  # chunk(2): [0 1 | 2]
+        [2.0, 0.0, 1.0]
         """
         rule = self.sync_map.to_fix_shared_expert_ordering
-        if rule is None:
-            return params_to_sync_list
-        for i, (name, params) in enumerate(params_to_sync_list):
-            if contains_any(name, rule["modules"]):
-                first, second = params.chunk(2, dim=0)
-                swapped = torch.cat([second, first], dim=rule["dim"]).contiguous()
-                params_to_sync_list[i] = (name, swapped)
-        return params_to_sync_list
+        return _swap_halves_of(params_to_sync_list, rule, lambda params: params.chunk(2, dim=0))
 
     def transform_parameters(self, params_to_sync_list: ParamList) -> ParamList:
         """Concat, then fix gate/up order, QKV order and shared-expert order.
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen-v1", 1, 4, 2, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
-        >>> params = [("l.0.mlp.w2.weight", torch.zeros(2, 4)),
-        ...           ("l.0.mlp.w1.weight", torch.ones(2, 4))]
-        >>> [name for name, _ in sync.transform_parameters(params)]
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen-v1", 1, 4, 2, 2, 4, 8), Parallel(1), Parallel(1))
+        >>> names = ["l.0.mlp.w2.weight", "l.0.mlp.w1.weight"]
+        >>> [name for name, _ in sync.transform_parameters([(n, torch.ones(2, 4)) for n in names])]
         ['l.0.mlp.w1.weight']
         """
         params_to_sync_list = self.concat_params(params_to_sync_list)
@@ -355,10 +326,18 @@ class MegatronVllmSync(BaseSync):
         ...                  moe_ffn_hidden_size=1)
         >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
         >>> sync.collective = LocalWorld(1).collective(0)
-        >>> name = "module.module.language_model.encoder.layers.0.mlp.experts.dense_4h_to_h.weight"
-        >>> w2, done = sync.allgather_routed_experts_from_hep(name, torch.arange(2.0), None, 0)
+        >>> experts = "module.module.language_model.encoder.layers.0.mlp.experts."
+        >>> w2, done = sync.allgather_routed_experts_from_hep(
+        ...     experts + "dense_4h_to_h.weight", torch.arange(2.0), None, 0)
         >>> list(w2.shape), done
         ([2, 1, 1], True)
+
+        :meth:`alltoall_routed_experts_from_hep` regroups the same shards by all-to-all:
+
+        >>> w13, _ = sync.alltoall_routed_experts_from_hep(
+        ...     experts + "dense_h_to_4h.weight", torch.arange(4.0), None)
+        >>> w13.flatten().tolist()   # per expert [first, second] -> [second, first]
+        [1.0, 0.0, 3.0, 2.0]
         """
         op_name = self._routed_expert_op(self.sync_map.to_allgather_routed_experts_dict, name)
         if op_name is None:
@@ -384,11 +363,9 @@ class MegatronVllmSync(BaseSync):
     ) -> tuple[torch.Tensor, bool]:
         """:meth:`allgather_routed_experts_from_hep` on the HEP trainer (V4); else unsupported.
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8), Parallel(1), Parallel(1))
         >>> sync.get_megatron_version = lambda: MegatronVersion.V3
         >>> sync.allgather_routed_experts("x", torch.zeros(1), None, 0)
         Traceback (most recent call last):
@@ -406,18 +383,14 @@ class MegatronVllmSync(BaseSync):
         Builds ``tp`` send buffers (see the module docstring for why that is wrong
         when ``ep > 1``); the result stacks what every member sent this rank.
 
-        >>> from syncviz.run.local_world import LocalWorld
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen2-moe", 1, 1, 1, 1, 2, 8, num_experts=2,
-        ...                  moe_ffn_hidden_size=1)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
-        >>> sync.collective = LocalWorld(1).collective(0)
-        >>> name = "module.module.language_model.encoder.layers.0.mlp.experts.dense_h_to_4h.weight"
-        >>> w13, done = sync.alltoall_routed_experts_from_hep(name, torch.arange(4.0), None)
-        >>> w13.flatten().tolist(), done   # per expert [first, second] -> [second, first]
-        ([1.0, 0.0, 3.0, 2.0], True)
+        A parameter that is no routed expert passes unchanged, unsent (the example of
+        :meth:`allgather_routed_experts_from_hep` regroups one):
+
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8), Parallel(1), Parallel(1))
+        >>> sync.alltoall_routed_experts_from_hep("l.0.mlp.linear.weight", torch.ones(1), None)
+        (tensor([1.]), False)
         """
         op_name = self._routed_expert_op(self.sync_map.to_alltoall_routed_experts_dict, name)
         if op_name is None:
@@ -443,11 +416,9 @@ class MegatronVllmSync(BaseSync):
     ) -> tuple[torch.Tensor, bool]:
         """:meth:`alltoall_routed_experts_from_hep` on the HEP trainer (V4); else unsupported.
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(1))
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8), Parallel(1), Parallel(1))
         >>> sync.get_megatron_version = lambda: MegatronVersion.V2
         >>> sync.alltoall_routed_experts("x", torch.zeros(1), None)
         Traceback (most recent call last):
@@ -476,11 +447,9 @@ class MegatronVllmSync(BaseSync):
         followed by the K heads and the V heads, and each slice takes its query heads
         and one K and one V head (see the module docstring for why that is wrong).
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen2", 1, 4, 4, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(2))
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen2", 1, 4, 4, 2, 4, 8), Parallel(1), Parallel(2))
         >>> layer = "module.module.language_model.encoder.layers.0."
         >>> name = layer + "self_attention.query_key_value.bias"
         >>> qkv = torch.tensor([0.0, 1, 2, 3, 10, 11, 12, 13])  # [q q q q | k0 k1 | v0 v1] ids
@@ -548,17 +517,37 @@ class MegatronVllmSync(BaseSync):
     ) -> torch.Tensor:
         """Regroup fused QKV slices, then everything :class:`BaseSync` regroups.
 
-        >>> from syncviz.parallel import Parallel
-        >>> from syncviz.spec import ModelSpec
-        >>> from syncviz.sync.select import synchronizer_for
-        >>> spec = ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8)
-        >>> sync = synchronizer_for(spec, Parallel(1), Parallel(2))
+        >>> from syncviz import ModelSpec, Parallel
+        >>> from syncviz.sync import synchronizer_for as sync_for
+        >>> sync = sync_for(ModelSpec("t", "qwen2", 1, 4, 2, 2, 4, 8), Parallel(1), Parallel(2))
         >>> w = torch.arange(4.0).reshape(2, 2)   # row-parallel: columns split over 2 ranks
         >>> sync.regroup_params_to_sync("l.0.self_attention.dense.weight", w, 2).tolist()
         [[0.0, 2.0], [1.0, 3.0]]
         """
         param_data = self.regroup_qkv_tp_slices(name, param_data, tp_division)
         return super().regroup_params_to_sync(name, param_data, tp_division, regroup_routed_experts)
+
+
+def _swap_halves_of(
+    params_to_sync_list: ParamList,
+    rule: dict[str, Any] | None,
+    halves: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+) -> ParamList:
+    """Replace each parameter of ``rule``'s modules by its ``halves`` swapped (in place)."""
+    if rule is None:
+        return params_to_sync_list
+    for i, (name, params) in enumerate(params_to_sync_list):
+        if contains_any(name, rule["modules"]):
+            first, second = halves(params)
+            swapped = torch.cat([second, first], dim=rule["dim"]).contiguous()
+            params_to_sync_list[i] = (name, swapped)
+    return params_to_sync_list
+
+
+def _rows(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two row halves, indexed as 2-D: a 1-D bias raises IndexError (known-wrong, kept)."""
+    half = params.shape[0] // 2
+    return params[:half, :], params[half:, :]
 
 
 def _w13_rows(experts: torch.Tensor, local_experts: int) -> torch.Tensor:
@@ -582,42 +571,50 @@ def _slice_mha_qkv(
     return torch.concat(slices, dim=0).view(shape)
 
 
+def _qwen_sync_map(
+    sync: MegatronVllmSync,
+    src_names: list[str],
+    offset: int,
+    version: float,
+    fix: Callable[..., Any],
+) -> Any:
+    """The QWen sync map of ``version``; ``fix`` becomes ``sync``'s QKV reordering function."""
+    from syncviz.sync.name_maps import Megatron2QWenSyncMap
+
+    sync._to_fix_qkv_ordering_func = fix
+    return Megatron2QWenSyncMap(src_names, offset, version)
+
+
 class MegatronVllmQWenSync(MegatronVllmSync):
-    """QWen (v1) trainer -> vLLM: QWen sync map, per-head QKV reordering.
+    """QWen (v1) trainer -> vLLM: QWen sync map (version 1.0), per-head QKV reordering.
 
     >>> from syncviz import Parallel, preset
-    >>> from syncviz.sync.adapter import models_for
-    >>> models = models_for(preset("qwen-7b").scaled(), Parallel(1), Parallel(2))
-    >>> sync = MegatronVllmQWenSync(*models)
-    >>> sync_map = sync.map_src_to_dst([], 0)
-    >>> type(sync_map).__name__, sync_map.qwen_version, sync._to_fix_qkv_ordering_func.__name__
-    ('Megatron2QWenSyncMap', 1.0, 'fix_qwen_query_key_value_ordering')
+    >>> from syncviz.sync.select import synchronizer_for
+    >>> sync = synchronizer_for(preset("qwen-7b").scaled(), Parallel(1), Parallel(2))
+    >>> type(sync.sync_map).__name__, sync._to_fix_qkv_ordering_func.__name__
+    ('Megatron2QWenSyncMap', 'fix_qwen_query_key_value_ordering')
     """
 
     def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
-        from syncviz.sync.name_maps import Megatron2QWenSyncMap
-
-        self._to_fix_qkv_ordering_func = fix_qwen_query_key_value_ordering
-        return Megatron2QWenSyncMap(src_names, src_pipe_layer_offset, QWEN_VERSION_1)
+        fix = fix_qwen_query_key_value_ordering
+        return _qwen_sync_map(self, src_names, src_pipe_layer_offset, QWEN_VERSION_1, fix)
 
 
 class MegatronVllmQWen2Sync(MegatronVllmSync):
-    """QWen2 / QWen2-MoE trainer -> vLLM: QWen sync map, per-group QKV split.
+    """QWen2 / QWen2-MoE trainer -> vLLM: QWen sync map (version 2.0), per-group QKV split.
 
     >>> from syncviz import Parallel, preset
     >>> from syncviz.sync.adapter import models_for
-    >>> models = models_for(preset("qwen2-7b").scaled(), Parallel(1), Parallel(2))
-    >>> sync = MegatronVllmQWen2Sync(*models)
-    >>> sync_map = sync.map_src_to_dst([], 0)
-    >>> type(sync_map).__name__, sync_map.qwen_version, sync._to_fix_qkv_ordering_func.__name__
-    ('Megatron2QWenSyncMap', 2.0, 'split_attn_state')
+    >>> one = Parallel(1)
+    >>> sync = MegatronVllmQWen2Sync(*models_for(preset("qwen2-7b").scaled(), one, one))
+    >>> sync.map_src_to_dst([], 0).qwen_version, sync._to_fix_qkv_ordering_func is split_attn_state
+    (2.0, True)
     """
 
     def map_src_to_dst(self, src_names: list[str], src_pipe_layer_offset: int) -> Any:
-        from syncviz.sync.name_maps import Megatron2QWenSyncMap
-
-        self._to_fix_qkv_ordering_func = split_attn_state
-        return Megatron2QWenSyncMap(src_names, src_pipe_layer_offset, QWEN_VERSION_2)
+        return _qwen_sync_map(
+            self, src_names, src_pipe_layer_offset, QWEN_VERSION_2, split_attn_state
+        )
 
 
 class MegatronVllmLlamaSync(MegatronVllmSync):

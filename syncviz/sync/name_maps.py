@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 
 class QwenVersion(float, Enum):
@@ -147,6 +147,44 @@ def _modules(names: Sequence[str], **extra: Any) -> dict[str, Any]:
     return {"modules": list(names), **extra}
 
 
+T = TypeVar("T")
+
+
+class _Table(Generic[T]):
+    """A read-only attribute that returns the table a map keeps in ``_<name>`` (the
+    original's properties: each map fills its tables before the base constructor runs).
+
+    >>> class Holder:
+    ...     names = _Table[list]("The names.")
+    ...     def __init__(self):
+    ...         self._names = ["a"]
+    >>> Holder().names, Holder.names.__doc__
+    (['a'], 'The names.')
+    """
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not self._attr:  # an alias reads the first name's table
+            self._attr = "_" + name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Table[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object, owner: type | None = None) -> T | _Table[T]:
+        return self if obj is None else getattr(obj, self._attr)
+
+    def __set__(self, obj: object, value: T) -> None:
+        raise AttributeError(f"{self._attr[1:]} is read-only: set {self._attr} instead")
+
+
+_NameTable = _Table[dict[str, str]]
+_RuleTable = _Table[dict[str, Any] | None]
+
+
 # ---- maps -----------------------------------------------------------------------------------
 
 
@@ -166,54 +204,18 @@ class ParameterSyncMap:
         self.layer_offset = layer_offset
         self._dst_names: list[str] = []
 
-    @property
-    def embedding_sync_map(self) -> dict[str, str]:
-        """Whole-tensor names before the layers (embeddings)."""
-        return self._embedding_sync_map
-
-    @property
-    def layer_sync_map(self) -> dict[str, str]:
-        """Op name inside a layer -> the middle of the destination name."""
-        return self._layer_sync_map
-
-    @property
-    def final_layer_sync_map(self) -> dict[str, str]:
-        """Whole-tensor names after the layers (final norm, output layer)."""
-        return self._final_layer_sync_map
-
-    @property
-    def concat_params_dict(self) -> dict[str, Any] | None:
-        """Parameters concatenated into one before sending, or None."""
-        return self._concat_params_dict
-
-    @property
-    def to_fix_shared_expert_ordering(self) -> dict[str, Any] | None:
-        """Shared-expert fc1 whose two halves are swapped, or None."""
-        return self._to_fix_shared_expert_ordering
-
-    @property
-    def to_allgather_routed_experts_dict(self) -> dict[str, Any] | None:
-        """Routed-expert parameters regrouped by all-gather, or None."""
-        return self._to_allgather_routed_experts_dict
-
-    @property
-    def to_alltoall_routed_experts_dict(self) -> dict[str, Any] | None:
-        """Routed-expert parameters regrouped by all-to-all, or None."""
-        return self._to_alltoall_routed_experts_dict
-
+    embedding_sync_map = _NameTable("Whole-tensor names before the layers (embeddings).")
+    layer_sync_map = _NameTable("Op name inside a layer -> the middle of the destination name.")
+    final_layer_sync_map = _NameTable("Whole-tensor names after the layers (final norm, output).")
+    concat_params_dict = _RuleTable("Parameters concatenated into one before sending, or None.")
+    to_fix_shared_expert_ordering = _RuleTable("Shared-expert fc1 whose halves swap, or None.")
+    to_allgather_routed_experts_dict = _RuleTable("Routed experts regrouped by all-gather or None.")
+    to_alltoall_routed_experts_dict = _RuleTable("Routed experts regrouped by all-to-all or None.")
     # The original spelled these two property names this way; kept for drop-in code.
     to_allgather_roututed_experts_dict = to_allgather_routed_experts_dict
     to_alltoall_roututed_experts_dict = to_alltoall_routed_experts_dict
-
-    @property
-    def to_fix_act_ordering_dict(self) -> dict[str, Any] | None:
-        """Fused gated-MLP weights whose two halves are swapped, or None."""
-        return self._to_fix_act_ordering_dict
-
-    @property
-    def to_fix_qkv_ordering_dict(self) -> dict[str, Any] | None:
-        """Fused QKV parameters reordered before sending, or None."""
-        return self._to_fix_qkv_ordering_dict
+    to_fix_act_ordering_dict = _RuleTable("Fused gated-MLP weights whose halves swap, or None.")
+    to_fix_qkv_ordering_dict = _RuleTable("Fused QKV parameters reordered before sending, or None.")
 
     @property
     def dst_names(self) -> list[str]:
@@ -276,7 +278,56 @@ def _set_plain_configs(sync_map: ParameterSyncMap, qkv_ops: Sequence[str]) -> No
     sync_map._to_fix_qkv_ordering_dict = _modules(qkv_ops, layer_re=sync_map.layer_re)
 
 
-class Megatron2LlamaSyncMap(_LayerwiseSyncMap):
+class _LlamaSyncMap(_LayerwiseSyncMap):
+    """What the two Llama maps share: their tables, built from the source prefix, and the
+    walk of one layer tensor. Each subclass states its prefix, layer regex, layer table,
+    final norm, QKV ops, the trailing words it skips and how it names a norm."""
+
+    _src_prefix: str
+    _layer_pattern: str
+    _layer_table: dict[str, str]
+    _final_norm: str
+    _qkv_ops: tuple[str, ...]
+    _skipped: tuple[str, ...]
+
+    def __init__(self, src_names: list[str], layer_offset: int) -> None:
+        src_prefix, dst_prefix = self._src_prefix, "model.model"
+        self.layer_re = re.compile(self._layer_pattern.format(prefix=src_prefix))
+        self.src_prefix = src_prefix
+        self.dst_prefix = dst_prefix
+        # vLLM rebuilds the rotary embedding itself, so it is not in the tables.
+        self._embedding_sync_map = {
+            f"{src_prefix}.embedding.word_embeddings.weight": f"{dst_prefix}.embed_tokens.weight"
+        }
+        self._layer_sync_map = dict(self._layer_table)
+        self._final_layer_sync_map = {
+            f"{src_prefix}.{self._final_norm}": f"{dst_prefix}.norm.weight",
+            f"{src_prefix}.output_layer.weight": LM_HEAD,
+        }
+        _set_plain_configs(self, self._qkv_ops)
+        super().__init__(src_names, layer_offset)
+
+    def _norm(self, op_name: str) -> str | None:
+        """vLLM's norm for the weight of ``op_name``; None when it is no norm."""
+        raise NotImplementedError
+
+    def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
+        names = self._dst_names
+        norm = self._norm(op_name) if weight_or_bias == "weight" else None
+        if norm is not None:
+            names.append(f"{layer_name}.{norm}.{weight_or_bias}")
+        elif op_name in self._qkv_ops and weight_or_bias == "weight":
+            names.append(layer_name + ".self_attn.qkv_proj.weight")
+        elif weight_or_bias == "weight":
+            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name) + "weight")
+        elif weight_or_bias in self._skipped:
+            pass  # Llama has no biases on the vLLM side (nor Transformer Engine extra states).
+        else:
+            # e.g. "rotary_emb.inv_freq": the regex stops at "inv", the table gives the rest.
+            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name))
+
+
+class Megatron2LlamaSyncMap(_LlamaSyncMap):
     """Legacy Megatron (``language_model.encoder``) Llama names -> vLLM Llama names.
 
     >>> names = ["module.module.language_model.encoder.layers.1.post_attention_norm.weight"]
@@ -284,39 +335,20 @@ class Megatron2LlamaSyncMap(_LayerwiseSyncMap):
     ['model.model.layers.1.post_attention_layernorm.weight']
     """
 
-    def __init__(self, src_names: list[str], layer_offset: int) -> None:
-        src_prefix, dst_prefix = LEGACY_SRC_PREFIX, "model.model"
-        self.layer_re = re.compile(LEGACY_LAYER_PATTERN.format(prefix=src_prefix))
-        self.src_prefix = src_prefix
-        self.dst_prefix = dst_prefix
-        self._embedding_sync_map = {
-            f"{src_prefix}.embedding.word_embeddings.weight": f"{dst_prefix}.embed_tokens.weight"
-        }
-        self._layer_sync_map = dict(LLAMA_LAYER_TABLE)
-        self._final_layer_sync_map = {
-            f"{src_prefix}.encoder.final_norm.weight": f"{dst_prefix}.norm.weight",
-            f"{src_prefix}.output_layer.weight": LM_HEAD,
-        }
-        _set_plain_configs(self, QKV_OPS)
-        super().__init__(src_names, layer_offset)
+    _src_prefix = LEGACY_SRC_PREFIX
+    _layer_pattern = LEGACY_LAYER_PATTERN
+    _layer_table = LLAMA_LAYER_TABLE
+    _final_norm = "encoder.final_norm.weight"
+    _qkv_ops = QKV_OPS
+    _skipped = ("bias",)
 
-    def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
-        names = self._dst_names
-        if op_name.endswith("_norm") and weight_or_bias == "weight":
-            norm = "input_layernorm" if op_name.startswith("input") else "post_attention_layernorm"
-            names.append(f"{layer_name}.{norm}.{weight_or_bias}")
-        elif op_name in QKV_OPS and weight_or_bias == "weight":
-            names.append(layer_name + ".self_attn.qkv_proj.weight")
-        elif weight_or_bias == "weight":
-            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name) + "weight")
-        elif weight_or_bias == "bias":
-            pass  # Llama has no biases on the vLLM side: they are not synchronized.
-        else:
-            # e.g. "rotary_emb.inv_freq": the regex stops at "inv", the table gives the rest.
-            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name))
+    def _norm(self, op_name: str) -> str | None:
+        if not op_name.endswith("_norm"):
+            return None
+        return "input_layernorm" if op_name.startswith("input") else "post_attention_layernorm"
 
 
-class MCore2LlamaSyncMap(_LayerwiseSyncMap):
+class MCore2LlamaSyncMap(_LlamaSyncMap):
     """Megatron-Core (``decoder.layers``) Llama names -> vLLM Llama names.
 
     >>> names = ["module.module.decoder.layers.0.self_attention.linear_qkv.layer_norm_weight"]
@@ -325,38 +357,19 @@ class MCore2LlamaSyncMap(_LayerwiseSyncMap):
     """
 
     _not_a_layer = "expect src_name ({name}) to be a layer"
+    _src_prefix = MCORE_SRC_PREFIX
+    _layer_pattern = MCORE_LAYER_PATTERN
+    _layer_table = MCORE_LAYER_TABLE
+    _final_norm = "decoder.final_layernorm.weight"
+    _qkv_ops = ("self_attention.linear_qkv",)
+    _skipped = ("bias", "_extra_state")
 
-    def __init__(self, src_names: list[str], layer_offset: int) -> None:
-        src_prefix, dst_prefix = MCORE_SRC_PREFIX, "model.model"
-        self.layer_re = re.compile(MCORE_LAYER_PATTERN.format(prefix=src_prefix))
-        self.src_prefix = src_prefix
-        self.dst_prefix = dst_prefix
-        # vLLM rebuilds the rotary embedding itself, so it is not in the tables.
-        self._embedding_sync_map = {
-            f"{src_prefix}.embedding.word_embeddings.weight": f"{dst_prefix}.embed_tokens.weight",
-        }
-        self._layer_sync_map = dict(MCORE_LAYER_TABLE)
-        self._final_layer_sync_map = {
-            f"{src_prefix}.decoder.final_layernorm.weight": f"{dst_prefix}.norm.weight",
-            f"{src_prefix}.output_layer.weight": LM_HEAD,
-        }
-        _set_plain_configs(self, ["self_attention.linear_qkv"])
-        super().__init__(src_names, layer_offset)
-
-    def _map_layer_param(self, layer_name: str, op_name: str, weight_or_bias: str) -> None:
-        names = self._dst_names
-        if op_name.endswith("layer_norm") and weight_or_bias == "weight":
-            if op_name not in MCORE_FUSED_NORMS:
-                raise AssertionError(f"expect op_name ({op_name}) to be layer norm")
-            names.append(f"{layer_name}.{MCORE_FUSED_NORMS[op_name]}.{weight_or_bias}")
-        elif op_name == "self_attention.linear_qkv" and weight_or_bias == "weight":
-            names.append(layer_name + ".self_attn.qkv_proj.weight")
-        elif weight_or_bias == "weight":
-            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name) + "weight")
-        elif weight_or_bias in ("bias", "_extra_state"):
-            pass  # biases and Transformer Engine extra states are not synchronized.
-        else:
-            names.append(layer_name + self.get_dst_name(self.layer_sync_map, op_name))
+    def _norm(self, op_name: str) -> str | None:
+        if not op_name.endswith("layer_norm"):
+            return None
+        if op_name not in MCORE_FUSED_NORMS:
+            raise AssertionError(f"expect op_name ({op_name}) to be layer norm")
+        return MCORE_FUSED_NORMS[op_name]
 
 
 def _find_qwen_naming(qwen_version: Any) -> QwenNaming:

@@ -119,6 +119,19 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _parallel_size(side: str, kind: str, words: str = "") -> cached_property[int]:
+    """The trainer's (``side`` "src") or the engine's ("dst") ``kind``-parallel size, asked
+    once of its first actor (``<kind>_model_parallel_size``); ``words`` name it in the doc."""
+
+    def size(group: ParameterSyncGroup) -> int:
+        model = group.src_model if side == "src" else group.dst_model
+        return group._call(model.replicas[0].all_actors[0], f"{kind}_model_parallel_size")
+
+    who = "Trainer" if side == "src" else "Inference"
+    size.__doc__ = f"{who} {words or kind + '-parallel'} size."
+    return cached_property(size)
+
+
 # ---- the group (ChatLearn-compatible facade) -------------------------------------------------
 
 
@@ -173,10 +186,14 @@ class ParameterSyncGroup:
         self.sorted_send_actors_stage2 = None
         self.stage1_rank_pairs: list[RankPair] = []
         self.stage2_rank_pairs: list[RankPair] = []
+        self._init_more_state()
         if build_mapping:
             self.setup_rank_mapping()
         else:
             self.tp_num_mapping = self.num_dst_tensor_parallel // self.num_src_tensor_parallel
+
+    def _init_more_state(self) -> None:
+        """Attributes a subclass adds, set before the mapping is built."""
 
     @property
     def frequency(self) -> int:
@@ -207,38 +224,12 @@ class ParameterSyncGroup:
         dst_address = self.get_or_cache(dst_actor, "get_address")
         return src_gpu == dst_gpu and src_address == dst_address
 
-    def _size(self, model: Any, func_name: str) -> int:
-        return self._call(model.replicas[0].all_actors[0], func_name)
-
-    @cached_property
-    def num_src_pipeline_stage(self) -> int:
-        """Trainer pipeline-parallel size."""
-        return self._size(self.src_model, "pipeline_model_parallel_size")
-
-    @cached_property
-    def num_dst_pipeline_stage(self) -> int:
-        """Inference pipeline-parallel size."""
-        return self._size(self.dst_model, "pipeline_model_parallel_size")
-
-    @cached_property
-    def num_src_tensor_parallel(self) -> int:
-        """Trainer tensor-parallel size."""
-        return self._size(self.src_model, "tensor_model_parallel_size")
-
-    @cached_property
-    def num_dst_tensor_parallel(self) -> int:
-        """Inference tensor-parallel size."""
-        return self._size(self.dst_model, "tensor_model_parallel_size")
-
-    @cached_property
-    def num_src_expert_parallel(self) -> int:
-        """Trainer expert-parallel size."""
-        return self._size(self.src_model, "expert_model_parallel_size")
-
-    @cached_property
-    def num_dst_expert_parallel(self) -> int:
-        """Inference expert-parallel size."""
-        return self._size(self.dst_model, "expert_model_parallel_size")
+    num_src_pipeline_stage = _parallel_size("src", "pipeline")
+    num_dst_pipeline_stage = _parallel_size("dst", "pipeline")
+    num_src_tensor_parallel = _parallel_size("src", "tensor")
+    num_dst_tensor_parallel = _parallel_size("dst", "tensor")
+    num_src_expert_parallel = _parallel_size("src", "expert")
+    num_dst_expert_parallel = _parallel_size("dst", "expert")
 
     # -- recording pairs --
 
@@ -260,28 +251,38 @@ class ParameterSyncGroup:
         """A pair sink that keeps nothing (used to only collect regrouping actors)."""
         return
 
+    def _add_pair(
+        self,
+        pairs: list[RankPair],
+        ranks: RankPair,
+        src_model: Any,
+        ask: Callable[..., Any],
+        mappings: tuple[defaultdict[Any, list[Any]], defaultdict[Any, list[Any]]],
+        words: str = "",
+    ) -> None:
+        """Keep ``ranks``, register both actors, ask each its GPUs with ``ask`` (as the
+        original did: a rank with no actor fails here), log under ``words`` when given,
+        and record the pair in the (send -> recv, recv -> send) ``mappings``."""
+        pairs.append(ranks)
+        src_actor = self._register(src_model, ranks[0])
+        dst_actor = self._register(self.dst_model, ranks[1])
+        src_gpu, dst_gpu = ask(src_actor, "get_visible_gpus"), ask(dst_actor, "get_visible_gpus")
+        if words:
+            logger.debug("%s %s -> %s, gpu %s -> %s", words, *ranks, src_gpu, dst_gpu)
+        mappings[0][src_actor].append(dst_actor)
+        mappings[1][dst_actor].append(src_actor)
+
     def add_recv_actor(self, src_rank: int, dst_rank: int) -> None:
         """Stage 1 (or the only stage): trainer ``src_rank`` sends to inference ``dst_rank``."""
-        self.stage1_rank_pairs.append((src_rank, dst_rank))
-        src_actor = self._register(self.src_model, src_rank)
-        dst_actor = self._register(self.dst_model, dst_rank)
-        # Asked (and cached) as the original did; a rank with no actor fails here.
-        src_gpu = self.get_or_cache(src_actor, "get_visible_gpus")
-        dst_gpu = self.get_or_cache(dst_actor, "get_visible_gpus")
-        logger.debug("rank mapping %s -> %s, gpu %s -> %s", src_rank, dst_rank, src_gpu, dst_gpu)
-        self.send_recv_actor_mappings[src_actor].append(dst_actor)
-        self.recv_send_actor_mappings[dst_actor].append(src_actor)
+        mappings = (self.send_recv_actor_mappings, self.recv_send_actor_mappings)
+        pairs, ask = self.stage1_rank_pairs, self.get_or_cache
+        self._add_pair(pairs, (src_rank, dst_rank), self.src_model, ask, mappings, "rank mapping")
 
     def add_recv_actor_stage2(self, src_rank: int, dst_rank: int) -> None:
         """Stage 2: inference ``src_rank`` forwards slices to its peer ``dst_rank``."""
-        self.stage2_rank_pairs.append((src_rank, dst_rank))
-        src_actor = self._register(self.dst_model, src_rank)
-        dst_actor = self._register(self.dst_model, dst_rank)
-        src_gpu = self._call(src_actor, "get_visible_gpus")
-        dst_gpu = self._call(dst_actor, "get_visible_gpus")
-        logger.debug("stage2 mapping %s -> %s, gpu %s -> %s", src_rank, dst_rank, src_gpu, dst_gpu)
-        self.send_recv_actor_mappings_stage2[src_actor].append(dst_actor)
-        self.recv_send_actor_mappings_stage2[dst_actor].append(src_actor)
+        mappings = (self.send_recv_actor_mappings_stage2, self.recv_send_actor_mappings_stage2)
+        pairs, ask = self.stage2_rank_pairs, self._call
+        self._add_pair(pairs, (src_rank, dst_rank), self.dst_model, ask, mappings, "stage2 mapping")
 
     def set_send_actors_to_regroup_routed_experts(self, src_replica_ranks_group: list[Any]) -> None:
         """Append one actor list per source group (nested tp groups are flattened)."""
@@ -335,16 +336,16 @@ class ParameterSyncGroup:
             raise AssertionError
         return self.num_src_pipeline_stage // self.num_dst_pipeline_stage
 
-    def build_rank_mapping(self, add_recv_actor_fn: AddRecvActor | None = None) -> None:
-        """Same tp size: each trainer rank sends to the inference rank of the same position.
-
-        Trainer replicas are cycled over the inference replicas; source pipeline stages
-        ``i`` map to destination stage ``i // (src_pp // dst_pp)``.
-        """
+    def _replica_walk(
+        self, add_recv_actor_fn: AddRecvActor | None
+    ) -> tuple[AddRecvActor, list[list[int]], Any, int] | None:
+        """What the one-stage walks share: the pair sink, the inference replicas, the cycle of
+        trainer replicas and the pipeline interval, checked in the original's order (None:
+        debug mode met a replica without ranks)."""
         add = self.add_recv_actor if add_recv_actor_fn is None else add_recv_actor_fn
         src_dp_ranks, dst_dp_ranks = self.get_src_and_dst_dp_ranks()
         if self._debug and (src_dp_ranks[0] is None or dst_dp_ranks is None):
-            return
+            return None
         src_width, dst_width = len(src_dp_ranks[0]), len(dst_dp_ranks[0])
         if src_width % dst_width != 0:
             raise AssertionError(
@@ -352,7 +353,18 @@ class ParameterSyncGroup:
                 f"but got {src_width} and {dst_width}"
             )
         src_replicas = self._src_replica_cycle(src_dp_ranks)
-        pipe_interval = self._checked_pipe_interval()
+        return add, dst_dp_ranks, src_replicas, self._checked_pipe_interval()
+
+    def build_rank_mapping(self, add_recv_actor_fn: AddRecvActor | None = None) -> None:
+        """Same tp size: each trainer rank sends to the inference rank of the same position.
+
+        Trainer replicas are cycled over the inference replicas; source pipeline stages
+        ``i`` map to destination stage ``i // (src_pp // dst_pp)``.
+        """
+        walk = self._replica_walk(add_recv_actor_fn)
+        if walk is None:
+            return
+        add, dst_dp_ranks, src_replicas, pipe_interval = walk
         src_block = self.num_src_tensor_parallel * self.num_src_expert_parallel
         dst_block = self.num_dst_tensor_parallel * self.num_dst_expert_parallel
         for dst_replica_ranks in dst_dp_ranks:
@@ -474,34 +486,15 @@ class ParameterSyncGroupwithHEP(ParameterSyncGroup):
     ([(0, 4), (1, 6)], [(4, 5), (6, 7)])
     """
 
-    def __init__(
-        self,
-        src_model: Any,
-        dst_model: Any,
-        group_name: str = "param_sync",
-        frequency: int = 1,
-        error_signal: Any = None,
-        **kwargs: Any,
-    ) -> None:
-        self.send_recv_actor_mappings_for_routed_experts: defaultdict[Any, list[Any]] = defaultdict(
-            list
-        )
-        self.recv_send_actor_mappings_for_routed_experts: defaultdict[Any, list[Any]] = defaultdict(
-            list
-        )
+    def _init_more_state(self) -> None:
+        mappings: tuple[defaultdict[Any, list[Any]], ...] = (defaultdict(list), defaultdict(list))
+        self.send_recv_actor_mappings_for_routed_experts = mappings[0]
+        self.recv_send_actor_mappings_for_routed_experts = mappings[1]
         self.routed_expert_rank_pairs: list[RankPair] = []
         self.sorted_send_actors_for_routed_experts = None
-        super().__init__(src_model, dst_model, group_name, frequency, error_signal, **kwargs)
 
-    @cached_property
-    def num_src_hyper_expert_parallel(self) -> int:
-        """Trainer tp*ep size."""
-        return self._size(self.src_model, "tensor_and_expert_model_parallel_size")
-
-    @cached_property
-    def num_dst_hyper_expert_parallel(self) -> int:
-        """Inference tp*ep size."""
-        return self._size(self.dst_model, "tensor_and_expert_model_parallel_size")
+    num_src_hyper_expert_parallel = _parallel_size("src", "tensor_and_expert", "tp*ep")
+    num_dst_hyper_expert_parallel = _parallel_size("dst", "tensor_and_expert", "tp*ep")
 
     def setup_rank_mapping(self) -> None:
         """Pick the builders for vLLM (or Megatron) inference from the tp/ep/hep ratios."""
@@ -552,18 +545,10 @@ class ParameterSyncGroupwithHEP(ParameterSyncGroup):
         The block's tp groups are taken in turn (continuing where the previous inference
         replica of the same trainer replica stopped) until they fill the inference tp group.
         """
-        add = self.add_recv_actor if add_recv_actor_fn is None else add_recv_actor_fn
-        src_dp_ranks, dst_dp_ranks = self.get_src_and_dst_dp_ranks()
-        if self._debug and (src_dp_ranks[0] is None or dst_dp_ranks is None):
+        walk = self._replica_walk(add_recv_actor_fn)
+        if walk is None:
             return
-        src_width, dst_width = len(src_dp_ranks[0]), len(dst_dp_ranks[0])
-        if src_width % dst_width != 0:
-            raise AssertionError(
-                "src training model ranks should be times of dst ranks, "
-                f"but got {src_width} and {dst_width}"
-            )
-        src_replicas = self._src_replica_cycle(src_dp_ranks)
-        pipe_interval = self._checked_pipe_interval()
+        add, dst_dp_ranks, src_replicas, pipe_interval = walk
         next_tp_group: dict[tuple[int, ...], int] = {}
         for dst_replica_ranks in dst_dp_ranks:
             src_replica_ranks = next(src_replicas)
@@ -599,13 +584,12 @@ class ParameterSyncGroupwithHEP(ParameterSyncGroup):
 
     def add_recv_actor_for_routed_experts(self, src_rank: int, dst_rank: int) -> None:
         """Routed experts go one to one (Megatron inference with equal tp*ep)."""
-        self.routed_expert_rank_pairs.append((src_rank, dst_rank))
-        src_actor = self._register(self.src_model, src_rank)
-        dst_actor = self._register(self.dst_model, dst_rank)
-        self.get_or_cache(src_actor, "get_visible_gpus")
-        self.get_or_cache(dst_actor, "get_visible_gpus")
-        self.send_recv_actor_mappings_for_routed_experts[src_actor].append(dst_actor)
-        self.recv_send_actor_mappings_for_routed_experts[dst_actor].append(src_actor)
+        mappings = (
+            self.send_recv_actor_mappings_for_routed_experts,
+            self.recv_send_actor_mappings_for_routed_experts,
+        )
+        pairs, ask = self.routed_expert_rank_pairs, self.get_or_cache
+        self._add_pair(pairs, (src_rank, dst_rank), self.src_model, ask, mappings)
 
     def build_rank_mapping_for_routed_experts(self) -> None:
         """One-stage mapping, pairs kept as routed-expert pairs."""

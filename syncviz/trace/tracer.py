@@ -400,16 +400,18 @@ class Tracer:
         >>> rec.bytes, rec.tensors[0].shape, len(tr.trace.collectives)
         (128, [4, 8], 1)
         """
-        if not isinstance(kind, str) or not kind:
-            raise SyncvizError(
-                f"collective kind ({kind!r:.60}) must be a non-empty string",
-                fix="use e.g. 'broadcast', 'send', 'recv', 'all_gather' or 'all_to_all'",
-            )
-        if not isinstance(group, str):
-            raise SyncvizError(
-                f"collective group ({group!r:.60}) must be a string",
-                fix="pass the group's name, e.g. 'tp' or 'ep'",
-            )
+        for name, value, least, rule, fix in (  # the shortest string each may be
+            (
+                "kind",
+                kind,
+                1,
+                "a non-empty string",
+                "use e.g. 'broadcast', 'send', 'recv', 'all_gather' or 'all_to_all'",
+            ),
+            ("group", group, 0, "a string", "pass the group's name, e.g. 'tp' or 'ep'"),
+        ):
+            if not isinstance(value, str) or len(value) < least:
+                raise SyncvizError(f"collective {name} ({value!r:.60}) must be {rule}", fix=fix)
         if isinstance(ranks, (str, bytes)) or not all(
             isinstance(r, int) and not isinstance(r, bool) for r in ranks
         ):

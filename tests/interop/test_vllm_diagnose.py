@@ -42,7 +42,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.interop.test_vllm_loaders import SCRIPT, judge_spec, vllm_python, write_judged_checkpoint
+from tests.interop import vllm_python
+from tests.interop.test_vllm_loaders import SCRIPT, judge_spec, write_judged_checkpoint
 
 pytestmark = pytest.mark.interop
 

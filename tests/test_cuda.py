@@ -240,3 +240,34 @@ def test_fingerprints_of_many_tensors_on_cuda_equal_cpu():
     got = fingerprint_many([t.to("cuda") for t in tensors], runs)
     for t, run, g in zip(tensors, runs, got, strict=True):
         assert torch.equal(g.cpu(), fingerprint(t, run))
+
+
+def test_fingerprint_files_written_from_cuda_equal_cpu(tmp_path):
+    """A rank's fingerprint file written from CUDA tensors (rows fingerprinted, then composed
+    into groups on the device) holds the same entries and fingerprints as one written
+    from the same tensors on the CPU; shapes of a rank of a small model at real widths."""
+    from syncviz.fingerprint_dump import read_fingerprints, save_fingerprints
+
+    gen = torch.Generator().manual_seed(11)
+    shapes = {
+        "qkv_proj.weight": (1280, 1024),
+        "o_proj.weight": (1024, 1024),
+        "gate_up_proj.weight": (7168, 1024),
+        "down_proj.weight": (1024, 3584),
+        "experts.w13_weight": (4, 3072, 512),
+        "input_layernorm.weight": (1024,),
+        "qkv_proj.bias": (1280,),
+    }
+    tensors = {
+        name: torch.randint(-(2**15), 2**15, shape, generator=gen, dtype=torch.int16).view(
+            torch.bfloat16
+        )
+        for name, shape in shapes.items()
+    }
+    cpu = read_fingerprints(save_fingerprints(tensors, tmp_path / "cpu", tp_rank=0))
+    on_gpu = {name: t.to("cuda") for name, t in tensors.items()}
+    gpu = read_fingerprints(save_fingerprints(on_gpu, tmp_path / "gpu", tp_rank=0))
+    assert gpu[0] == cpu[0]
+    assert any(e.group > 1 for e in cpu[0].values())  # grouped rows are part of the case
+    for name, prints in cpu[1].items():
+        assert torch.equal(gpu[1][name], prints), name

@@ -508,20 +508,21 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         def first(member: int) -> int:  # the first expert member ``member`` holds
             return (member // tp if sliced else member) * per
 
+        def rows(member: int, wanted: list[int]) -> list[int]:  # member's rows, by global id
+            return [e - first(member) for e in sorted(wanted) if 0 <= e - first(member) < per]
+
+        wanted = self._dst_experts_of(name, experts, tp_rank)
         if not all_to_all:
             gathered = [torch.empty_like(local) for _ in range(members)]
             if members > 1:
                 self.collective.all_gather(gathered, local, group=group)
             else:
                 gathered = [local]
+            # Join every expert, then pick: cheaper than picking in each of the tp * ep
+            # gathered buffers first (DeepSeek-V3, tp 8 ep 8: 64 picks per rank and tensor).
             held = list(range(experts))
         else:
             me = self.collective.rank(group) if members > 1 else 0
-
-            def rows(member: int, wanted: list[int]) -> list[int]:
-                return [e - first(member) for e in sorted(wanted) if 0 <= e - first(member) < per]
-
-            wanted = self._dst_experts_of(name, experts, tp_rank)
             sends = [local[rows(me, self._dst_experts_of(name, experts, k % tp))] for k in
                      range(members)]  # fmt: skip
             gathered = [local.new_empty((len(rows(k, wanted)), *local.shape[1:])) for k in
@@ -539,7 +540,7 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         )  # fmt: skip
         whole = torch.cat(blocks, dim=0)  # experts ``held``, by global id
         at = {e: i for i, e in enumerate(held)}
-        order = [at[e] for e in self._dst_experts_of(name, experts, tp_rank)]
+        order = [at[e] for e in wanted]
         return whole[order].contiguous()
 
     def _check_vocab_rows(self, name: str, param_data: torch.Tensor, tp_division: int) -> None:

@@ -98,8 +98,8 @@ def test_corrected_sync_sends_whole_experts(placement, src_ep):
 class LinearOnly(CorrectedMegatronVllmMCoreSync):
     """A planted bug: whole experts always placed linearly, whatever the engine asks."""
 
-    def _whole_experts(self, name, data, parts):
-        return data
+    def _dst_expert_order(self, experts):
+        return list(range(experts))
 
 
 def test_planted_misplacement_is_found():
@@ -122,13 +122,14 @@ def test_planted_misplacement_is_found():
 
 
 def test_check_cli_with_dst_ep(capsys):
-    """`check --dst-ep`: exit 0 with the corrected synchronizer; sizes a sync cannot carry: 2."""
+    """`check --dst-ep`: exit 0 with the corrected synchronizer (from trainer tp 1 or 2);
+    sizes the rules refuse: 2."""
     base = ["check", "--preset", "qwen3-30b-a3b", "--scaled", "--layers", "0", "--dst-tp", "4"]
     assert main([*base, "--dst-ep", "4", "--dst-expert-placement", "round_robin",
                  "--synchronizer", "corrected"]) == 0  # fmt: skip
     assert "dst tp4 ep4 round_robin" in capsys.readouterr().out
-    assert main([*base, "--src-tp", "2", "--dst-ep", "4", "--synchronizer", "corrected"]) == 2
-    assert "dst ep (4) needs src tp 1" in capsys.readouterr().err
+    assert main([*base, "--src-tp", "2", "--dst-ep", "4", "--synchronizer", "corrected"]) == 0
+    assert "src tp2 -> dst tp4 ep4, synchronizer corrected: OK" in capsys.readouterr().out
     assert main([*base, "--dst-ep", "3", "--synchronizer", "corrected"]) == 2
     assert "dst ep (3) must be 1 or dst tp (4)" in capsys.readouterr().err
 

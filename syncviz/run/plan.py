@@ -318,28 +318,35 @@ def build_plan(
 
 def _check_dst_experts(spec: ModelSpec, src: Parallel, dst: Parallel) -> None:
     """What the sync executors can carry of the destination's expert parallel and DP
-    attention (the oracle and ``syncviz layout`` take any valid one)."""
+    attention (the oracle and ``syncviz layout`` take any valid one).
+
+    Destination EP is carried from any trainer tp: the exchange of routed experts gives
+    each trainer tp rank the whole experts of the destination ranks it feeds. DP attention
+    is not: a destination rank's attention shard would need heads of other trainer ranks.
+
+    >>> from syncviz import preset
+    >>> spec = preset("qwen3-30b-a3b").scaled()
+    >>> _check_dst_experts(spec, Parallel(tp=2, ep=2), Parallel(tp=4, ep=4))  # carried
+    >>> sglang = Parallel(tp=4, engine="sglang", dp_attention=2)
+    >>> _check_dst_experts(spec, Parallel(tp=2), sglang)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: dst dp_attention (2) needs src tp 1 ... attention shard r mod 2 ...
+    """
     if dst.dp_attention > 1 and src.tp != 1:
         raise SyncvizError(
             f"dst dp_attention ({dst.dp_attention}) needs src tp 1 in the sync executors (src tp"
-            f" is {src.tp}): a destination rank receives from one trainer tp rank",
+            f" is {src.tp}): destination rank r holds the heads of attention shard r mod"
+            f" {dst.attn_tp} (dst tp / dp_attention), which trainer tp ranks other than the one"
+            " it receives from hold",
             fix="use --src-tp 1; `syncviz layout` shows any src tp",
         )
-    if dst.ep == 1:
-        return
-    if spec.num_experts % dst.ep:
+    if dst.ep > 1 and spec.num_experts % dst.ep:
         per = spec.num_experts // dst.ep
         raise SyncvizError(
             f"dst ep ({dst.ep}) with num_experts ({spec.num_experts}): ranks hold {per + 1} or"
             f" {per} experts, and the sync executors cut a regrouped buffer into equal chunks",
             fix="for a sync use a dst ep dividing num_experts; `syncviz layout` shows any",
-        )
-    if src.tp != 1:
-        raise SyncvizError(
-            f"dst ep ({dst.ep}) needs src tp 1 in the sync executors (src tp is {src.tp}): a"
-            " destination rank receives from one trainer tp rank, which holds one tp slice of"
-            " each expert",
-            fix="use --src-tp 1 (and any --src-ep); `syncviz layout` shows any src tp",
         )
 
 

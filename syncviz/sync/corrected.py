@@ -15,6 +15,7 @@ shard of source rank r))`` is exactly what destination rank ``r * (d / s) + i`` 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -237,6 +238,9 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         if op_name is None:
             return params_to_sync, False
         tp_size, hep_size, _, local_experts, hidden = self._hep_sizes()
+        if self._dst_expert_parallel() > 1:
+            tp_rank = self.collective.rank(comm_group) % tp_size if hep_size > 1 else 0
+            return self._hep_whole_experts(name, op_name, params_to_sync, comm_group, tp_rank, True)
         is_fc1 = "dense_h_to_4h" in op_name
         if is_fc1:
             # Each local expert's fc1 is [up; gate]: cut both halves, then put gate first.
@@ -249,6 +253,34 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         received = self._all_to_all(sends, hep_size, comm_group)
         stacked = torch.cat(received, dim=0)
         return (stacked if is_fc1 else stacked.transpose(1, 2)).contiguous(), True
+
+    def allgather_routed_experts_from_hep(
+        self, name: str, params_to_sync: torch.Tensor, group_name: Any, tp_rank: int
+    ) -> tuple[torch.Tensor, bool]:
+        """The original's all-gather of HEP routed experts; under destination EP the whole
+        experts of this tp rank's destination ranks (see :meth:`_exchange_whole_experts`)."""
+        op_name = self._routed_expert_op(self.sync_map.to_allgather_routed_experts_dict, name)
+        if op_name is None or self._dst_expert_parallel() == 1:
+            return super().allgather_routed_experts_from_hep(
+                name, params_to_sync, group_name, tp_rank
+            )
+        return self._hep_whole_experts(name, op_name, params_to_sync, group_name, tp_rank, False)
+
+    def _hep_whole_experts(
+        self, name: str, op_name: str, data: torch.Tensor, group: Any, tp_rank: int, a2a: bool
+    ) -> tuple[torch.Tensor, bool]:
+        """A HEP rank's whole experts in vLLM's layout (fc1 ``[gate; up]``, fc2 ``[E, H,
+        ffn]``), exchanged so this rank holds its destination ranks' experts."""
+        _, hep_size, _, local_experts, hidden = self._hep_sizes()
+        if "dense_h_to_4h" in op_name:
+            halves = data.reshape(local_experts * 2, -1, hidden)
+            local, fc = _swap_expert_halves(halves, local_experts), "fc1"
+        else:
+            local, fc = data.reshape(local_experts, -1, hidden).transpose(1, 2), "fc2"
+        whole = self._exchange_whole_experts(
+            name, fc, local.contiguous(), group, tp_rank, owners=hep_size, all_to_all=a2a
+        )
+        return whole, True
 
     # -------------------------------------------------------------- regroup
 
@@ -328,7 +360,7 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
         if role == "whole" or tp_division == 1:
             return param_data
         if role.startswith("experts_") and self._dst_expert_parallel() > 1:
-            return self._whole_experts(name, param_data, tp_division)
+            return self._experts_in_rank_order(name, param_data, regroup_routed_experts)
         regroup = {
             "columns": _column_slices,
             "gate_up": _gate_up_pairs,
@@ -388,35 +420,128 @@ class CorrectedMegatronVllmSync(MegatronVllmSync):
     def _dst_expert_parallel(self) -> int:
         return self.dst_model.module_args.get("expert_model_parallel_size") or 1
 
-    def _whole_experts(self, name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
-        """Every destination rank's whole experts, rank after rank (expert TP 1).
+    def _experts_in_rank_order(
+        self, name: str, data: torch.Tensor, exchanged: bool
+    ) -> torch.Tensor:
+        """Whole experts as the exchange left them: already this trainer rank's destination
+        ranks' experts, rank after rank (expert TP 1: no cut inside an expert)."""
+        if not exchanged:
+            raise SyncvizError(
+                f"{name}: under dst ep ({self._dst_expert_parallel()}) the routed experts are"
+                " sent whole, but this tensor did not go through the exchange of routed experts",
+                fix="run the exchange (allgather_routed_experts or alltoall_routed_experts) first",
+            )
+        return data
 
-        ``data`` holds every expert whole (``[E, ...]``, after the expert exchange, from a
-        trainer tp of 1); slice r is the experts EP rank r holds, in its local order:
-        ``linear`` (contiguous) or ``round_robin`` (r, r + ep, ...). Written here from
-        vLLM's placement, not taken from the oracle, which judges the result.
+    def _dst_expert_order(self, experts: int) -> list[int]:
+        """Every expert's global id, destination EP rank after rank, each rank's experts in
+        its local order: ``linear`` (contiguous) or ``round_robin`` (r, r + ep, ...).
 
-        >>> from syncviz import preset
-        >>> from syncviz.sync.adapter import StageActor
+        Written here from the engine's placement, not taken from the oracle, which judges
+        the result.
+
         >>> spec = ModelSpec("t", "qwen3-moe", 1, 8, 2, 2, 8, 64, head_dim=4, num_experts=4,
         ...                  moe_ffn_hidden_size=4)
         >>> dst = Parallel(2, ep=2, expert_placement="round_robin")
-        >>> sync = corrected_synchronizer(spec, Parallel(1), dst)
-        >>> sync._whole_experts("w", torch.arange(4.0).view(4, 1, 1), 2).flatten().tolist()
-        [0.0, 2.0, 1.0, 3.0]
+        >>> corrected_synchronizer(spec, Parallel(1), dst)._dst_expert_order(4)
+        [0, 2, 1, 3]
         """
-        ep, experts = self._dst_expert_parallel(), data.shape[0]
-        if parts != ep:
-            raise SyncvizError(
-                f"{name}: a trainer rank sends to {parts} destination ranks, but whole experts"
-                f" go to dst ep ({ep}) ranks",
-                fix="use src tp 1 with dst ep = dst tp (each trainer rank holds every expert"
-                " whole only then)",
-            )
+        ep = self._dst_expert_parallel()
         if self.dst_model.module_args.get("expert_placement") != "round_robin":
-            return data  # linear: rank after rank, the experts are already in order
-        order = [e for r in range(ep) for e in range(r, experts, ep)]
-        return data[order].contiguous()
+            return list(range(experts))
+        return [e for r in range(ep) for e in range(r, experts, ep)]
+
+    def _dst_experts_of(self, name: str, experts: int, tp_rank: int) -> list[int]:
+        """The experts trainer tp rank ``tp_rank`` sends: those of the destination ranks it
+        feeds (``tp_rank * parts`` .. ``(tp_rank + 1) * parts - 1``, ``parts = dst tp / src
+        tp``), rank after rank, each rank's in its local order.
+
+        >>> spec = ModelSpec("t", "qwen3-moe", 1, 8, 4, 2, 8, 64, head_dim=2, num_experts=8,
+        ...                  moe_ffn_hidden_size=4)
+        >>> dst = Parallel(4, ep=4, expert_placement="round_robin")
+        >>> sync = corrected_synchronizer(spec, Parallel(2), dst)
+        >>> sync._dst_experts_of("w", 8, 0), sync._dst_experts_of("w", 8, 1)
+        ([0, 4, 1, 5], [2, 6, 3, 7])
+        """
+        ep = self._dst_expert_parallel()
+        if experts % ep:
+            raise SyncvizError(
+                f"{name}: {experts} experts over dst ep ({ep}): ranks would hold unequal"
+                " numbers of experts, and a regrouped buffer is cut into equal chunks",
+                fix="use a dst ep dividing num_experts",
+            )
+        parts = self._dst_tp() // self._args["tensor_model_parallel_size"]
+        per = experts // ep * parts
+        return self._dst_expert_order(experts)[tp_rank * per : (tp_rank + 1) * per]
+
+    def _dst_tp(self) -> int:
+        return self.dst_model.module_args["tensor_model_parallel_size"]
+
+    def _exchange_whole_experts(
+        self,
+        name: str,
+        fc: str,
+        local: torch.Tensor,
+        group: Any,
+        tp_rank: int,
+        *,
+        owners: int,
+        all_to_all: bool,
+    ) -> torch.Tensor:
+        """Under destination EP: the whole experts this trainer tp rank sends, in order.
+
+        ``local`` is this rank's run of experts in the engine's layout (``[E_local, ...]``):
+        a tp slice of each (Megatron-Core: the ``tp * ep`` members of ``group``, ordered
+        ``ep_rank * tp + tp_rank``, hold slice ``m % tp`` of experts ``m // tp * E_local``
+        ..) or, for ``owners == tp * ep`` (HEP), whole experts ``m * E_local`` ... By
+        all-gather every member gets every expert; by all-to-all member m sends member k
+        only the experts k's destination ranks hold. A member then joins the tp slices of
+        each expert (expert TP 1 on the destination) and keeps those of its own
+        destination ranks (:meth:`_dst_experts_of`).
+        """
+        tp = self._args["tensor_model_parallel_size"]
+        members = tp * (self._args.get("expert_model_parallel_size") or 1)
+        per = local.shape[0]
+        experts = per * owners
+        sliced = owners != members  # Megatron-Core: each member holds one tp slice
+
+        def first(member: int) -> int:  # the first expert member ``member`` holds
+            return (member // tp if sliced else member) * per
+
+        def rows(member: int, wanted: list[int]) -> list[int]:  # member's rows, by global id
+            return [e - first(member) for e in sorted(wanted) if 0 <= e - first(member) < per]
+
+        wanted = self._dst_experts_of(name, experts, tp_rank)
+        if not all_to_all:
+            gathered = [torch.empty_like(local) for _ in range(members)]
+            if members > 1:
+                self.collective.all_gather(gathered, local, group=group)
+            else:
+                gathered = [local]
+            # Join every expert, then pick: cheaper than picking in each of the tp * ep
+            # gathered buffers first (DeepSeek-V3, tp 8 ep 8: 64 picks per rank and tensor).
+            held = list(range(experts))
+        else:
+            me = self.collective.rank(group) if members > 1 else 0
+            sends = [local[rows(me, self._dst_experts_of(name, experts, k % tp))] for k in
+                     range(members)]  # fmt: skip
+            gathered = [local.new_empty((len(rows(k, wanted)), *local.shape[1:])) for k in
+                        range(members)]  # fmt: skip
+            if members > 1:
+                self.collective.all_to_all(gathered, sends, group=group)
+            else:
+                gathered = sends
+            held = sorted(wanted)
+        blocks = (
+            [_join_expert_slices(fc, gathered[q : q + tp], self._interleaved_experts())
+             for q in range(0, members, tp)]
+            if sliced
+            else gathered
+        )  # fmt: skip
+        whole = torch.cat(blocks, dim=0)  # experts ``held``, by global id
+        at = {e: i for i, e in enumerate(held)}
+        order = [at[e] for e in wanted]
+        return whole[order].contiguous()
 
     def _check_vocab_rows(self, name: str, param_data: torch.Tensor, tp_division: int) -> None:
         """Raise when this shard's vocab rows are not exactly its vLLM ranks' rows."""
@@ -545,6 +670,29 @@ def _expert_slots(name: str, data: torch.Tensor, parts: int) -> torch.Tensor:
             fix="let transform_parameters lay out the expert fc2 bias per destination slice",
         )
     return data.transpose(0, 1).contiguous().view(data.shape)
+
+
+def _join_expert_slices(fc: str, slices: list[torch.Tensor], interleaved: bool) -> torch.Tensor:
+    """The tp slices of a run of experts (slice t from trainer tp rank t) -> whole experts:
+    fc1's ``[gate_t; up_t]`` rows become ``[gate; up]``; interleaved fc1 rows and fc2's
+    columns follow one another; an fc2 bias is whole on every tp rank already.
+
+    >>> a, b = torch.tensor([[0.0, 1, 10, 11]]), torch.tensor([[2.0, 3, 12, 13]])
+    >>> _join_expert_slices("fc1", [a, b], False).tolist()
+    [[0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0]]
+    >>> _join_expert_slices("fc1", [a, b], True).tolist()
+    [[0.0, 1.0, 10.0, 11.0, 2.0, 3.0, 12.0, 13.0]]
+    """
+    if len(slices) == 1 or fc == "fc2_bias":
+        return slices[0]
+    if fc == "fc2":
+        return torch.cat(slices, dim=2)
+    if interleaved:
+        return torch.cat(slices, dim=1)
+    experts, rows, inner = slices[0].shape[0], slices[0].shape[1], slices[0].shape[2:]
+    half = rows // 2 * math.prod(inner)  # explicit: a run may hold no expert
+    halves = torch.cat([s.reshape(experts, 2, half) for s in slices], dim=2)
+    return halves.reshape(experts, rows * len(slices), *inner)
 
 
 def _interleave_halves(data: torch.Tensor) -> torch.Tensor:
@@ -914,7 +1062,13 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
         False
         """
         ep = self._expert_parallel()
-        if _local_expert(name, self.sync_map.layer_re) is None or ep == 1:
+        expert = _local_expert(name, self.sync_map.layer_re)
+        if expert is not None and self._dst_expert_parallel() > 1:
+            whole = self._exchange_whole_experts(
+                name, expert[1], params_to_sync, group_name, tp_rank, owners=ep, all_to_all=False
+            )
+            return whole, True
+        if expert is None or ep == 1:
             return params_to_sync, False
         tp = self._args["tensor_model_parallel_size"]
         gathered = [torch.empty_like(params_to_sync) for _ in range(tp * ep)]
@@ -927,9 +1081,16 @@ class CorrectedMegatronVllmMCoreSync(CorrectedMegatronVllmSync):
         """The same gather as an all-to-all: member m sends its experts to the members of
         its own tp rank (``k % tp == m % tp``) and an empty tensor to the others."""
         ep = self._expert_parallel()
-        if _local_expert(name, self.sync_map.layer_re) is None or ep == 1:
-            return params_to_sync, False
+        expert = _local_expert(name, self.sync_map.layer_re)
         tp = self._args["tensor_model_parallel_size"]
+        if expert is not None and self._dst_expert_parallel() > 1:
+            tp_rank = self.collective.rank(comm_group) % tp if tp * ep > 1 else 0
+            whole = self._exchange_whole_experts(
+                name, expert[1], params_to_sync, comm_group, tp_rank, owners=ep, all_to_all=True
+            )
+            return whole, True
+        if expert is None or ep == 1:
+            return params_to_sync, False
         tp_rank = self.collective.rank(comm_group) % tp
         nothing = params_to_sync.new_empty((0, *params_to_sync.shape[1:]))
         sends = [params_to_sync if k % tp == tp_rank else nothing for k in range(tp * ep)]

@@ -80,6 +80,19 @@ def test_columns_that_read_several_heads_get_no_label(layout):
     assert [t for t, _ in _shown(expected, 1, 1)] == ["h0", "h1"]
 
 
+def test_mixed_wrong_lines_get_no_label_right_ones_do(layout):
+    """The same split drawn 2 rows a cell: each cell of local column 0 holds h0 and h2
+    (mixed) and starts on h0, so every column line reads one block; marked not right it
+    gets no label, while the same mixed cells marked right keep theirs (h0, h1)."""
+    param = layout.params[2]
+    ids = torch.arange(32).view(8, 4)
+    wrong = raster(ids, BlockTable(param), status=torch.ones(8, 4, dtype=torch.int8), cell=(2, 1))
+    assert bool(wrong.mixed.all())
+    assert _shown(wrong, 1, 1) == []
+    right = raster(ids, BlockTable(param), cell=(2, 1))
+    assert [t for t, _ in _shown(right, 1, 1)] == ["h0", "h1"]
+
+
 def test_downsampled_cells_merge_into_runs(layout):
     """Cells of 4 rows: Q0+Q1 read as Q0 (cell 0), K0+V0 as K0 (cell 1): runs of 4 rows."""
     r = _trainer(layout, 1, cell=(4, 8))

@@ -67,7 +67,8 @@ def short_label(table, b: int) -> str | None:
 
 def block_runs(r, axis: int) -> list[tuple[int, int, int]]:
     """Runs of cell lines along ``axis`` holding one block: (start, stop, block), in elements;
-    a line whose cells read different blocks is ``MIXED_LINE``, which gets no label.
+    a line whose cells read different blocks, or are all mixed and not right, is
+    ``MIXED_LINE``, which gets no label.
 
     >>> from syncviz import Parallel
     >>> from syncviz.spec import ModelSpec
@@ -79,10 +80,13 @@ def block_runs(r, axis: int) -> list[tuple[int, int, int]]:
     [(0, 2, 2), (2, 4, 3)]
     """
     nr, nc = r.cells
-    lines = r.block if axis == 0 else r.block.T
+    lines, mixed, wrong = (t if axis == 0 else t.T for t in (r.block, r.mixed, r.status != 0))
     # A line whose cells read different blocks (o_proj split by rows: every head down
-    # each column) has no block a label could name.
-    one_block = (lines == lines[:, :1]).all(dim=1).tolist()
+    # each column) has no block a label could name; nor has one whose every cell is mixed
+    # and not right (the same split drawn at real sizes, each cell many rows: its first
+    # element's block is an accident of where the cell starts).
+    one_block = (lines == lines[:, :1]).all(dim=1) & ~(mixed & wrong).all(dim=1)
+    one_block = one_block.tolist()
     firsts = lines[:, 0].tolist()
     runs: list[list[int]] = []
     for i in range(nr if axis == 0 else nc):

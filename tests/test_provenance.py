@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncviz.errors import SyncvizError
-from syncviz.provenance import RegionMap, SymbolicTensor, row_major, symbolic_factories
+from syncviz.provenance import (
+    RegionMap,
+    SymbolicTensor,
+    copy_whole,
+    row_major,
+    symbolic_factories,
+)
 
 # Region-level tests take every name from the regions module itself: pytest's importlib mode
 # may import that module anew for its doctests, and its classes must not mix with the old.
@@ -118,6 +124,69 @@ def test_write_matches_real_ids(name, make):
         WRITES[name](x, d)
         outs.append(d)
     same(outs[1], outs[0])
+
+
+LIKE_INPUTS = {
+    "contiguous": lambda x: x,
+    "size-1 dim": lambda x: x.view(4, 1, 6),
+    "transposed (dense)": lambda x: x.t(),
+    "strided (not dense)": lambda x: x[:, ::2],
+}
+LIKE_OPS = {
+    "empty_like": torch.empty_like,
+    "zeros_like": torch.zeros_like,
+    "ones_like float32": lambda x: torch.ones_like(x, dtype=torch.float32),
+    "empty_like contiguous": lambda x: torch.empty_like(x, memory_format=torch.contiguous_format),
+}
+
+
+@pytest.mark.parametrize("inp", sorted(LIKE_INPUTS))
+@pytest.mark.parametrize("op", sorted(LIKE_OPS))
+def test_like_ops_keep_torch_strides_and_dtype(inp, op):
+    """empty/zeros/ones_like of a symbolic tensor: torch's shape, strides and dtype, and
+    the fill (unwritten -2 for empty), dense inputs and others alike."""
+    real, sym = pair((4, 6))
+    want = LIKE_OPS[op](LIKE_INPUTS[inp](real))
+    got = LIKE_OPS[op](LIKE_INPUTS[inp](sym))
+    assert isinstance(got, SymbolicTensor)
+    assert (got.shape, got.stride(), got.dtype) == (want.shape, want.stride(), want.dtype)
+    fill = {"empty": -2.0, "zeros": 0.0, "ones": 1.0}[op.split("_")[0]]
+    assert got.materialize().unique().tolist() == [fill]
+
+
+def test_copy_whole_shares_the_map_and_later_writes_stay_apart():
+    """copy_whole hands dst the source's map itself; a later write into either one
+    replaces that tensor's map only (the other keeps its ids)."""
+    real, src = pair((4, 6))
+    dst = torch.empty_like(src)
+    assert copy_whole(dst, src)
+    assert dst.region_map() is src.region_map()
+    dst[1].fill_(7.0)
+    src[0].copy_(src[3])
+    want_dst, want_src = real.clone(), real.clone()
+    want_dst[1] = 7.0
+    want_src[0] = real[3]
+    assert torch.equal(dst.materialize(), want_dst)
+    assert torch.equal(src.materialize(), want_src)
+
+
+def test_copy_whole_leaves_to_torch_what_torch_must_judge():
+    """A view, another dtype or shape, the same store or a real tensor: copy_whole does
+    nothing (returns False) and the destination keeps its values."""
+    real, src = pair((4, 6))
+    fresh = torch.empty_like(src)
+    cases = {
+        "view destination": (fresh[1:3], src[0:2]),
+        "transposed destination": (fresh.t(), src.t()),
+        "other dtype": (torch.empty_like(src, dtype=torch.float32), src),
+        "other shape": (torch.empty(2, 6, dtype=torch.float64, device="meta"), src[:2]),
+        "same store": (src, src[0:4]),
+        "real destination": (torch.empty(4, 6, dtype=torch.float64), src),
+        "real source": (fresh, real),
+    }
+    for name, (dst, s) in cases.items():
+        assert not copy_whole(dst, s), name
+    assert fresh.materialize().unique().tolist() == [-2.0]
 
 
 def test_factories_make_symbolic_buffers():

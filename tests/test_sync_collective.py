@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,13 @@ import torch.multiprocessing as mp
 
 from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel
+from syncviz.provenance import RegionMap, SymbolicTensor
 from syncviz.run.local_world import LocalWorld
 from syncviz.spec import ModelSpec
 from syncviz.sync.adapter import StageActor, models_for
 from syncviz.sync.collective import TorchCollective
 from syncviz.sync.megatron_vllm import MegatronVllmQWen2Sync
+from syncviz.trace.tracer import Tracer
 
 
 def test_all_gather_gives_every_rank_every_tensor_in_rank_order():
@@ -115,6 +118,71 @@ def test_unknown_group_name_is_rejected():
     """A group name never created names the fix."""
     with pytest.raises(SyncvizError, match="new_group"):
         LocalWorld(1).collective(0).rank("nope")
+
+
+def test_symbolic_all_gather_buffers_stay_each_ranks_own():
+    """After a symbolic all_gather over 3 ranks, a rank writing into its gathered buffers
+    and its own input changes nothing that the others gathered (ids 100 * rank + i)."""
+
+    def body(coll):
+        me = coll.rank()
+        mine = SymbolicTensor.from_map(RegionMap.affine((2, 2), 100.0 * me, (2, 1)))
+        outs = [torch.empty_like(mine) for _ in range(3)]
+        coll.all_gather(outs, mine)
+        outs[(me + 1) % 3].fill_(-5.0)  # each rank spoils the next rank's gathered copy
+        mine.fill_(-7.0)
+        box = [None]
+        coll.broadcast_object(box, 0)  # everyone has written before anyone reads
+        return [t.materialize().flatten().tolist() for t in outs]
+
+    def ids(rank):
+        return [100.0 * rank + i for i in range(4)]
+
+    for me, result in enumerate(LocalWorld(3).run(body)):
+        want = [ids(r) for r in range(3)]
+        want[(me + 1) % 3] = [-5.0] * 4
+        assert result.value == want, me
+
+
+def test_a_copy_a_tracer_could_see_goes_through_torch():
+    """Under a tracer's mode, the all_gather's copy into a traced buffer is a recorded
+    copy_ (the shared-map hand-over is only for copies no mode watches)."""
+    src = SymbolicTensor.from_map(RegionMap.affine((2, 3), 10.0, (3, 1)))
+    out = torch.empty_like(src)
+    with Tracer() as tracer:
+        tracer.track(out, "gathered")
+        LocalWorld(1).collective(0).all_gather([out], src)
+    assert [op.op for p in tracer.trace.params for op in p.ops] == ["copy_"]
+    assert out.materialize().flatten().tolist() == [10.0, 11.0, 12.0, 13.0, 14.0, 15.0]
+
+
+class _CountingCondition(threading.Condition):
+    """A condition that counts its notify_all calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+def test_a_collective_wakes_its_waiters_once():
+    """5 all_gathers over 8 ranks wake the waiting members 5 times (when the last member
+    posts), not once per post (40)."""
+    world = LocalWorld(8)
+    counting = world.default_group._cond = _CountingCondition()
+
+    def body(coll):
+        for step in range(5):
+            outs = [torch.empty(1) for _ in range(8)]
+            coll.all_gather(outs, torch.tensor([float(step * 8 + coll.rank())]))
+        return [t.item() for t in outs]
+
+    results = world.run(body)
+    assert [r.value for r in results] == [[32.0 + r for r in range(8)]] * 8
+    assert counting.notified == 5
 
 
 # ---------------------------------------------------------------- real process group

@@ -396,8 +396,14 @@ def _repeat(func, args, kwargs):
 
 def _like(value: float | None, fill_at: int = 1):
     def handler(func, args, kwargs):
-        meta = _run_meta(func, args, kwargs)
         x = args[0]
+        if len(args) == 1 and _plain_like(func, kwargs) and _dense(x):
+            # What the branch below makes, without running the op on meta first: the
+            # synchronizer's all-gather allocates (tp * ep)^2 buffers a tensor.
+            dtype = kwargs.get("dtype") or x.dtype
+            meta = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device="meta")
+            return _fresh(meta, RegionMap.constant(meta.shape, float(value)))
+        meta = _run_meta(func, args, kwargs)
         if (
             func.__name__.split(".")[0].endswith("_like")
             and kwargs.get("memory_format", torch.preserve_format) == torch.preserve_format
@@ -408,6 +414,24 @@ def _like(value: float | None, fill_at: int = 1):
         return _fresh(meta, RegionMap.constant(meta.shape, float(fill)))
 
     return handler
+
+
+_LIKE_KEYS = frozenset(("dtype", "layout", "device", "pin_memory", "memory_format"))
+_LIKE_FAST = frozenset((aten.empty_like.default, aten.zeros_like.default, aten.ones_like.default))
+
+
+def _plain_like(func, kwargs: dict[str, Any]) -> bool:
+    """``empty_like``/``zeros_like``/``ones_like`` that keeps the input's dtype or names a
+    plain one, and its layout, device and memory format: nothing torch could refuse."""
+    return (
+        func in _LIKE_FAST
+        and kwargs.keys() <= _LIKE_KEYS
+        and isinstance(kwargs.get("dtype") or torch.float64, torch.dtype)
+        and kwargs.get("layout") in (None, torch.strided)
+        and kwargs.get("device") is None
+        and not kwargs.get("pin_memory")
+        and kwargs.get("memory_format", torch.preserve_format) == torch.preserve_format
+    )
 
 
 def _dense(x: torch.Tensor) -> bool:
@@ -426,6 +450,8 @@ def _dense(x: torch.Tensor) -> bool:
 
 def _copy_(func, args, kwargs):
     dst, src = args[0], args[1]
+    if not kwargs and copy_whole(dst, src):
+        return dst
     _run_meta(func, args, kwargs)  # shape and broadcast errors, as torch raises them
     if not is_symbolic(dst):
         if dst.numel() > SMALL:
@@ -439,6 +465,36 @@ def _copy_(func, args, kwargs):
         return _compute(func, args, kwargs)
     _write(dst, map_of(src).expand(tuple(dst.shape)))
     return dst
+
+
+def copy_whole(dst: torch.Tensor, src: torch.Tensor) -> bool:
+    """``dst.copy_(src)`` without torch's dispatch where nothing could refuse it: both
+    symbolic, one shape and dtype, ``dst`` a dense base tensor that ``src`` does not
+    share. Returns whether it copied (``False``: nothing done, use ``copy_``).
+
+    A collective's copy into a fresh buffer is this case, and an all-gather of routed
+    experts over ``tp * ep`` ranks makes ``(tp * ep)^2`` of them a tensor; the map is
+    shared, not copied (maps never change: a write replaces a store's map).
+
+    >>> src = SymbolicTensor.from_map(RegionMap.affine((2, 3), 10, (3, 1)))
+    >>> dst = torch.empty_like(src)
+    >>> copy_whole(dst, src), dst.materialize()[1].tolist()
+    (True, [13.0, 14.0, 15.0])
+    >>> copy_whole(dst.t(), src.t())  # a view: torch's copy_ writes through it
+    False
+    """
+    if not (
+        type(dst) is SymbolicTensor
+        and type(src) is SymbolicTensor
+        and not dst._chain
+        and dst._store is not src._store
+        and dst.dtype == src.dtype
+        and dst.shape == src.shape
+        and _dense(dst)
+    ):
+        return False
+    _write(dst, src.region_map())
+    return True
 
 
 def _fill_(func, args, kwargs):

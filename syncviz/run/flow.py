@@ -87,9 +87,12 @@ class _Traced:
     def _record(self, kind: str, group: Any, tensors: Any, **where: Any) -> None:
         if self.tracer is not None:
             ranks = self.groups.get(group, ())
-            self.tracer.record_collective(
-                kind, str(group), list(ranks), tensors, rank=self.world, **where
-            )
+            # The record reads sizes (numel, element_size): queries, never ops, so the
+            # tracer's mode need not see them (64 per all-gather over 64 ranks).
+            with torch._C.DisableTorchFunction():
+                self.tracer.record_collective(
+                    kind, str(group), list(ranks), tensors, rank=self.world, **where
+                )
 
     # The backend's own tensor work (copies into buffers) is not the synchronizer's:
     # it runs with torch-function handling off, so the tracer records the call only.

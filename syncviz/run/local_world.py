@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from syncviz.errors import RunFailed, SyncvizError
+from syncviz.provenance import copy_whole
 
 # How long ranks released from their collectives get to leave before being named stuck.
 _RELEASE_S = 1.0
@@ -72,7 +73,10 @@ class LocalGroup:
             self._calls[member] += 1
             posted = self._posted.setdefault(call, {})
             posted[member] = item
-            self._cond.notify_all()
+            # Waiters wait for a full call: waking them on every post would wake a group of
+            # n members n^2 times per collective (seconds at 64 members), for nothing.
+            if len(posted) == self.size:
+                self._cond.notify_all()
             self._cond.wait_for(
                 lambda: len(posted) == self.size or self._aborted, timeout=self._timeout
             )
@@ -344,4 +348,8 @@ def _copy_into(out: torch.Tensor, item: torch.Tensor, op: str) -> None:
             f"{op}: received shape {list(item.shape)} into a buffer of shape {list(out.shape)}",
             fix="allocate each output with the shape its sender sends",
         )
-    out.copy_(item)
+    # Symbolic ids are handed over as the sender's map, shared (an all-gather of experts
+    # over 64 ranks makes 64^2 of these copies a tensor); torch's copy_ when a tracer's
+    # mode would see the copy, or when torch must judge it.
+    if torch._C._is_torch_function_mode_enabled() or not copy_whole(out, item):
+        out.copy_(item)

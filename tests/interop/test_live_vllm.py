@@ -140,7 +140,9 @@ def test_k_v_exchanged_by_reload_is_named(live):
     code, lines = diagnose(live, live / "dumps" / "kv")
     assert code == 1, lines
     kv = f"rows {Q_ROWS}-{Q_ROWS + 2 * KV_ROWS - 1}"
-    first, second = f"rows 0-{KV_ROWS - 1}", f"rows {KV_ROWS}-{2 * KV_ROWS - 1}"
+    # Numbered as the rank's own rows, from the span's first.
+    first = f"rows {Q_ROWS}-{Q_ROWS + KV_ROWS - 1}"
+    second = f"rows {Q_ROWS + KV_ROWS}-{Q_ROWS + 2 * KV_ROWS - 1}"
     assert lines == [
         f"llama-live: src checkpoint ref -> dst tp2, synchronizer as dumped: MISMATCH "
         f"({PARAMS - 1} ok, 1 wrong)",

@@ -5,11 +5,8 @@ recorded data-moving ops (view, getitem, cat, chunk, ...) on a trainer shard's
 provenance ids tells which ops carried which blocks, without running the
 synchronizer again. Ops it cannot replay are listed as not replayed.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> from syncviz.run.inprocess import tiny_run
+>>> result = tiny_run()
 >>> key = "model.model.layers.0.self_attn.qkv_proj.weight"
 >>> j = block_journey(result, key, 0)
 >>> j.label, j.src_ranks, j.dst_ranks
@@ -85,11 +82,8 @@ def blocks_words(param: ParamLayout, labels: Sequence[str]) -> str:
     into the expert (``experts 0-3``) as the layout words name them; labels it does not
     know last, as they are.
 
-    >>> from syncviz import Parallel
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.oracle import model_layout
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> layout = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> layout = tiny_run().plan.layout
     >>> qkv = layout.param("model.model.layers.0.self_attn.qkv_proj.weight")
     >>> blocks_words(qkv, ["Q head 2", "K head 0", "Q head 0", "Q head 1", "V head 0"])
     'Q heads 0-2, K head 0, V head 0'
@@ -133,11 +127,8 @@ def carried_words(param: ParamLayout, step: TraceStep) -> str:
     (``rows 0-3 of heads 0-3``; ``parts of rows`` where it holds only some columns of
     them); from its replayed ids' runs, no element read.
 
-    >>> from syncviz import Parallel
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.run.inprocess import run_sync
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> result = tiny_run()
     >>> key = "model.model.layers.0.self_attn.o_proj.weight"
     >>> step = param_steps(result, key)[1]  # the first rank's half of the flat o_proj
     >>> step.text, carried_words(result.plan.layout.param(key), step)
@@ -852,11 +843,8 @@ def step_count(result: SyncResult, key: str) -> int:
     """How many steps :func:`param_steps` gives for ``key``, read from the trace without
     replaying anything.
 
-    >>> from syncviz import Parallel
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.run.inprocess import run_sync
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> result = tiny_run()
     >>> key = "model.model.layers.0.self_attn.qkv_proj.weight"
     >>> step_count(result, key) == len(param_steps(result, key))
     True

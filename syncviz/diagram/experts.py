@@ -47,8 +47,6 @@ MAX_ROWS = 32  # expert rows shown; the rest are counted, ok and not ok, in a no
 MAX_COLUMNS = 8  # ranks shown per side; the rest are counted in a note
 MAX_HELD_BLOCKS = 2  # blocks named in one wrong cell's explanation
 
-BEFORE_STATUSES = ("whole", "part", "none")
-AFTER_STATUSES = ("ok", "wrong", "unwritten", "none")  # none: not this rank's expert (EP)
 FINE = ("ok", "none")  # after-cells that are no finding
 
 

@@ -22,12 +22,9 @@ def cell_ids(r: Raster) -> torch.Tensor:
     """The global id of each cell's first element (negative blocks keep their number),
     rebuilt from its block and row-major offset inside the block's box.
 
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.oracle import model_layout
-    >>> from syncviz import Parallel
+    >>> from syncviz.run.inprocess import tiny_run
     >>> from syncviz.diagram.raster import BlockTable, raster
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
+    >>> qkv = tiny_run().plan.layout.params[1]
     >>> ids = qkv.dst[1].index.ids()
     >>> bool((cell_ids(raster(ids, BlockTable(qkv))) == ids).all())
     True

@@ -3,12 +3,9 @@
 The Explorer asks this when the pointer rests on a cell; the words come from
 the diagram model, the oracle and the recorded steps, never from the widget.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
+>>> from syncviz.run.inprocess import tiny_run
 >>> from syncviz.diagram.model import layout_diagram
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> result = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0])
+>>> result = tiny_run()
 >>> d = layout_diagram(result, "model.model.layers.0.self_attn.qkv_proj.weight")
 >>> for part in cell_words(result, d, "vLLM holds", 2, 0, 3).split("; "):
 ...     print(part.replace("the stage-2 send", "..."))

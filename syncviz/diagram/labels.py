@@ -7,12 +7,9 @@ rest in order, and a label goes only where it is at least ``min_gap`` (one
 line of text, in the renderer's units) from every label already placed, so
 labels never overprint.
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.oracle import model_layout
+>>> from syncviz.run.inprocess import tiny_run
 >>> from syncviz.diagram.raster import BlockTable, raster
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
+>>> qkv = tiny_run().plan.layout.params[1]
 >>> r = raster(qkv.src[0].index.ids(), BlockTable(qkv))
 >>> [(x.text, x.at) for x in panel_labels(r, 0, lambda mid: mid, min_gap=3)]
 [('Q0', 1.0), ('K0', 5.0), ('Q2', 9.0), ('K1', 13.0)]
@@ -41,12 +38,9 @@ class Label:
 def short_label(table, b: int) -> str | None:
     """A label short enough for the axis: ``Q4``, ``K0``, ``h5``, ``e12 up``, ``pad``.
 
-    >>> from syncviz import Parallel
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.oracle import model_layout
+    >>> from syncviz.run.inprocess import tiny_run
     >>> from syncviz.diagram.raster import BlockTable
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> table = BlockTable(model_layout(spec, Parallel(1), Parallel(2), layers=[0]).params[2])
+    >>> table = BlockTable(tiny_run().plan.layout.params[2])
     >>> short_label(table, 3), short_label(table, -1)
     ('h3', 'pad')
     """
@@ -70,12 +64,9 @@ def block_runs(r, axis: int) -> list[tuple[int, int, int]]:
     a line whose cells read different blocks, or are all mixed and not right, is
     ``MIXED_LINE``, which gets no label.
 
-    >>> from syncviz import Parallel
-    >>> from syncviz.spec import ModelSpec
-    >>> from syncviz.oracle import model_layout
+    >>> from syncviz.run.inprocess import tiny_run
     >>> from syncviz.diagram.raster import BlockTable, raster
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> o = model_layout(spec, Parallel(1), Parallel(2), layers=[0]).params[2]
+    >>> o = tiny_run().plan.layout.params[2]
     >>> block_runs(raster(o.dst[1].index.ids(), BlockTable(o)), 1)
     [(0, 2, 2), (2, 4, 3)]
     """

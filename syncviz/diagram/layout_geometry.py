@@ -42,12 +42,9 @@ def side_label(side: str, engine: str) -> str:
 def panel_image(panel_raster) -> np.ndarray:
     """RGB of a raster, two pixels per cell so mixed cells can be dotted.
 
-    >>> from syncviz import ModelSpec, Parallel
     >>> from syncviz.diagram.raster import BlockTable, raster
-    >>> from syncviz.oracle import model_layout
-    >>> layout = model_layout(ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2),
-    ...                       Parallel(tp=1), Parallel(tp=2), layers=[0])
-    >>> qkv = layout.params[1]
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> qkv = tiny_run().plan.layout.params[1]
     >>> panel_image(raster(qkv.dst[0].index.ids(), BlockTable(qkv))).shape
     (16, 16, 3)
     """

@@ -24,23 +24,12 @@ from syncviz.diagram.experts import Cell, ExpertDiagram
 from syncviz.diagram.model import LayoutDiagram, TransferDiagram
 from syncviz.diagram.mpl_figure import DPI, Figure
 from syncviz.diagram.mpl_layout import render_layout
-from syncviz.diagram.palette import RANK_COLORS, WRONG, family_rgb
+from syncviz.diagram.palette import RANK_COLORS, WRONG
 
 WARNING_COLOR = WRONG
 UNWRITTEN_COLOR = "#b0b0b0"  # grey: a slice the sync never wrote
 TRANSFER_WIDTH_IN = 9.6
 MAX_EXPLANATIONS = 8
-
-
-def family_color(family: str, shade: int = 0) -> tuple[float, float, float]:
-    """RGB of ``family`` shaded by index: shade 0 is the family colour, others lighter/darker.
-
-    >>> family_color("q") == mcolors.to_rgb("#4477AA")
-    True
-    >>> family_color("q", 1) != family_color("q", 0)
-    True
-    """
-    return family_rgb(family, shade)
 
 
 def rank_color(rank: int) -> str:
@@ -172,13 +161,6 @@ def expert_cell_color(cell: Cell) -> tuple[float, float, float]:
     if cell.status == "unwritten":
         return mcolors.to_rgb(UNWRITTEN_COLOR)
     return (1.0, 1.0, 1.0)
-
-
-def _fit_font(text: str, width_in: float, largest: float = CELL_FONT) -> float:
-    """The largest font size (down to 5 pt) at which ``text`` fits ``width_in`` inches."""
-    if not text:
-        return largest
-    return max(5.0, min(largest, 0.92 * width_in / (CHAR_W * len(text))))
 
 
 def render_experts(d: ExpertDiagram, max_width_in: float = MAX_WIDTH_IN) -> Figure:

@@ -162,7 +162,7 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
             if marks and marks[i] is not None:
                 color = READ if s == 0 else WROTE
                 _outline(ax, marks[i].numpy(), (x0, x1, y0, y1), color, "white", zorder=6)
-            _labels(ax, lay, s, i, p, r, per_px_along, first_side=(s == 0))
+            _labels(ax, lay, s, i, p, r, per_px_along)
             _panel_title(ax, lay, s, i, p, per_px_along)
     _bands(ax, lay, d)
     for s, name in enumerate(SIDES):
@@ -269,9 +269,7 @@ def _outline(ax, bad: np.ndarray, extent, color, under, zorder: int) -> None:
     ax.add_collection(LineCollection(segs, colors=color, linewidths=1.4, zorder=zorder + 1))
 
 
-def _labels(
-    ax, lay: PanelLayout, s: int, i: int, p: Panel, r, per_px: float, first_side: bool
-) -> None:
+def _labels(ax, lay: PanelLayout, s: int, i: int, p: Panel, r, per_px: float) -> None:
     """Block labels along the block axis, chosen by diagram.labels (thinned to fit)."""
     min_gap = (FONT + 3) * DPI / 72 * per_px  # one line of text, in data units along
     if lay.axis == 1:

@@ -54,7 +54,6 @@ FAMILY_WORDS: dict[str, str] = {
 
 WRONG = "#EE3377"  # magenta outline of cells the checker calls not right
 WRONG_BAND = "#EE3377"
-OK_MARK = "#117733"
 RANK_COLORS = ("#332288", "#88CCEE", "#44AA99", "#DDCC77", "#AA4499", "#882255", "#999933")
 """Rank identity, where a colour is used at all: no red, no green (those mean status)."""
 

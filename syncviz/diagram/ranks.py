@@ -1,10 +1,7 @@
 """World-rank lookups the pictures need (one place, until the plan answers them itself).
 
->>> from syncviz import Parallel
->>> from syncviz.spec import ModelSpec
->>> from syncviz.run.inprocess import run_sync
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> plan = run_sync(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).plan
+>>> from syncviz.run.inprocess import tiny_run
+>>> plan = tiny_run().plan
 >>> src_world(plan, 0, 0, None), dst_world(plan, 0, 1)
 (0, 2)
 """

@@ -9,11 +9,8 @@ than one block is marked mixed, and a cell with any wrong element is wrong, so
 downsampling never hides a mistake. Plain torch arrays; the text form below is
 what tests compare.
 
->>> from syncviz.spec import ModelSpec
->>> from syncviz.oracle import model_layout
->>> from syncviz import Parallel
->>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
->>> qkv = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[1]
+>>> from syncviz.run.inprocess import tiny_run
+>>> qkv = tiny_run().plan.layout.params[1]
 >>> table = BlockTable(qkv)
 >>> print(raster_text(raster(qkv.dst[1].index.ids(), table)))
 rows 0-1: q2*8
@@ -777,11 +774,8 @@ def _mixed(boxes: torch.Tensor, table: BlockTable, rs: int, cs: int, nr: int, nc
     pair, several in a row of cells), rows 16-23 hold head 2: the marks are those of the
     materialized ids at any cell size, a row of cells straddled by boxes included.
 
-    >>> from syncviz import Parallel
-    >>> from syncviz.oracle import model_layout
-    >>> from syncviz.spec import ModelSpec
-    >>> spec = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
-    >>> o_proj = model_layout(spec, Parallel(tp=1), Parallel(tp=2), layers=[0]).params[2]
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> o_proj = tiny_run().plan.layout.params[2]
     >>> table, whole = BlockTable(o_proj), RegionMap.affine((8, 8), 0, (8, 1))
     >>> m = RegionMap.cat([whole.take(1, 0, 1, 4).reshape((16, 2)), whole.take(1, 4, 1, 2)], 0)
     >>> map_raster(m, table, cell=(4, 2)).mixed.view(-1).tolist()

@@ -372,15 +372,18 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
         return _receiver_bindings(result, param, pt)
     if role is None or role.side != "src":
         return {}
-    shards = [
-        s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
-    ]
+    shards = _role_shards(param, role)
     if pt.phase == "routed_experts":
         bound = _gathered_bindings(result, param, pt)
         bound.update(_alltoall_bindings(result, param, pt))
     else:  # what this rank's routed-expert exchange produced, replayed
         bound = _exchanged(result, param, pt.rank)
     return _bind_shards(pt, shards, bound, result)
+
+
+def _role_shards(param: ParamLayout, role) -> list:
+    """The trainer shards of ``param`` that a trainer rank of ``role`` holds."""
+    return [s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)]
 
 
 def _bind_shards(
@@ -419,7 +422,7 @@ def _shard_ids(result: SyncResult, param: ParamLayout, world: int) -> torch.Tens
     role = result.plan.roles[world]
     if role.side != "src":
         return None
-    found = [s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)]
+    found = _role_shards(param, role)
     return _ids(result, found[0].index) if len(found) == 1 else None
 
 
@@ -473,10 +476,7 @@ def _alltoall_send(
 ) -> torch.Tensor | None:
     """What ``member`` sent to group place ``place`` in its ``nth`` all-to-all of trainer
     tensor ``name`` (replayed from its shard), if its trace tells."""
-    role = result.plan.roles[member]
-    shards = [
-        s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
-    ]
+    shards = _role_shards(param, result.plan.roles[member])
     for pt in _param_traces(result, param.key):
         if pt.rank != member or pt.phase != "routed_experts" or pt.param != name:
             continue
@@ -488,13 +488,7 @@ def _alltoall_send(
         like = [op.inputs[0].ref for op in alloc if any(t.ref == target for t in op.outputs)]
         if len(like) != 1:
             return None
-        _, outs = _replay_io(pt, _bind_shards(pt, shards, {}, result))
-        values = {
-            ref.ref: t
-            for op in pt.ops
-            for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False)
-        }
-        return values.get(like[0])
+        return _replayed_outputs(pt, _bind_shards(pt, shards, {}, result)).get(like[0])
     return None
 
 
@@ -503,13 +497,19 @@ def _exchanged(result: SyncResult, param: ParamLayout, rank: int | None) -> dict
     the regroup that follows reads them."""
     out: dict[int, torch.Tensor] = {}
     for pt in _param_traces(result, param.key):
-        if pt.rank != rank or pt.phase != "routed_experts":
-            continue
-        _, outs = _replay_io(pt, _bindings(result, param, pt))
-        for op in pt.ops:
-            for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False):
-                out[ref.ref] = t
+        if pt.rank == rank and pt.phase == "routed_experts":
+            out.update(_replayed_outputs(pt, _bindings(result, param, pt)))
     return out
+
+
+def _replayed_outputs(pt: ParamTrace, bound: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """The outputs of ``pt``'s ops that replay from ``bound``, by ref."""
+    outs = _replay(pt, bound)
+    return {
+        ref.ref: t
+        for op in pt.ops
+        for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False)
+    }
 
 
 SHAPE_ONLY_OPS = frozenset({"view", "reshape", "flatten", "contiguous", "detach", "clone"})
@@ -530,16 +530,10 @@ def _receiver_bindings(
         sent = payload(result, param, pt.rank, math.prod(first.shape))
         if sent is not None:
             return {first.ref: sent.reshape(first.shape)}
-    if not pt.ops or any(op.op not in SHAPE_ONLY_OPS for op in pt.ops):
+    if first is None or any(op.op not in SHAPE_ONLY_OPS for op in pt.ops):
         return {}
-    local = getattr(result, "local_ids", None)
-    if first is None or local is None:
-        return {}
-    try:
-        final = _local(result, pt.rank, param.key)
-    except (StopIteration, KeyError):  # this rank does not hold the parameter
-        return {}
-    if final.numel() != math.prod(first.shape):
+    final = _held_ids(result, pt.rank, param.key)
+    if final is None or final.numel() != math.prod(first.shape):
         return {}
     return {first.ref: final.reshape(first.shape)}
 
@@ -556,22 +550,12 @@ def _stage1_payload(
     by_phase: dict[int, list[torch.Tensor]] = {}
     for pt in _param_traces(result, param.key):
         if pt.rank == senders[0] and pt.phase not in ("stage1", "stage2"):
-            _, outs = _replay_io(pt, _bindings(result, param, pt))
-            values = {
-                ref.ref: t
-                for op in pt.ops
-                for ref, t in zip(op.outputs, outs.get(op.index, []), strict=False)
-            }
+            values = _replayed_outputs(pt, _bindings(result, param, pt))
             got = [values[r] for r in pt.output_refs if r in values]
             by_phase.setdefault(PHASE_ORDER.get(pt.phase or "", 9), []).extend(got)
     found = by_phase[max(by_phase)] if by_phase else []
     if not found:
-        role = result.plan.roles[senders[0]]
-        found = [
-            _ids(result, s.index)
-            for s in param.src
-            if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)
-        ]
+        found = [_ids(result, s.index) for s in _role_shards(param, result.plan.roles[senders[0]])]
     sized = [t for t in found if t.numel() == numel]
     return sized[0].reshape(-1).to(torch.int64) if len(sized) == 1 else None
 
@@ -591,7 +575,7 @@ def _stage2_payload(
     for pt in _param_traces(result, param.key):
         if pt.rank != senders[0] or pt.phase != "stage1":
             continue
-        _, outs = _replay_io(pt, _bindings(result, param, pt))
+        outs = _replay(pt, _bindings(result, param, pt))
         for op in pt.ops:
             got = outs.get(op.index, [])
             if len(op.outputs) == slots > 1 and len(got) == slots:
@@ -608,12 +592,13 @@ def _stage2_payload(
     return next(iter(distinct.values())).reshape(-1).to(torch.int64) if len(distinct) == 1 else None
 
 
-def _held_ids(result: SyncResult, world: int, key: str) -> torch.Tensor | None:
+def _held_ids(result: SyncResult, world: int | None, key: str) -> torch.Tensor | None:
+    """What vLLM rank ``world`` holds of ``key`` as flat local ids; None when it holds none."""
     if getattr(result, "local_ids", None) is None:
         return None
     try:
         return _local(result, world, key).reshape(-1)
-    except (StopIteration, KeyError):
+    except (StopIteration, KeyError):  # this rank does not hold the parameter
         return None
 
 

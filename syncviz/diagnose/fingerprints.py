@@ -430,19 +430,18 @@ class PrintFiles:
             return
         offsets = torch.arange(group)
 
-        def segments(groups: torch.Tensor) -> torch.Tensor:
-            return (groups[:, None] * group + offsets[None, :]).flatten()
-
         table = cache.setdefault((*key, group), GroupTable(rows, group))
         prints = actual[wrong]
         zero = prints == 0  # +0.0 in every row (or -0.0: next line)
         if table.negative_zero is not None:
             zero |= prints == table.negative_zero
-        dec.mark(segments(wrong[zero]), ZEROS)
+        dec.mark(_segments(wrong[zero], group), ZEROS)
         rest, prints = wrong[~zero], prints[~zero]
         at = table.find(prints)
         hit = at >= 0
-        dec.start[segments(rest[hit])] = (at[hit][:, None] + offsets[None, :] * length).flatten()
+        dec.start[_segments(rest[hit], group)] = (
+            at[hit][:, None] + offsets[None, :] * length
+        ).flatten()
         rest, prints = rest[~hit], prints[~hit]
         if rest.numel():
             peers = cache.get(("peers", *key, group))
@@ -451,11 +450,11 @@ class PrintFiles:
             sorted_prints, starts = peers
             at = _found(sorted_prints, prints, 1)
             hit = at >= 0
-            dec.start[segments(rest[hit])] = starts[at[hit]].flatten()
+            dec.start[_segments(rest[hit], group)] = starts[at[hit]].flatten()
             rest, prints = rest[~hit], prints[~hit]
         if not rest.numel():
             return
-        miss = segments(rest)
+        miss = _segments(rest, group)
         dec.mark(miss, NOT_FOUND)
         per = prints.repeat_interleave(group)
         pending.append(
@@ -496,10 +495,6 @@ class PrintFiles:
             param.key, [f"one per {unit} of {entry.run}", str(length)]
         )
         noted.append(dump.path.name)
-        offsets = torch.arange(per)
-
-        def segments(units: torch.Tensor) -> torch.Tensor:
-            return (units[:, None] * per + offsets[None, :]).flatten()
 
         wrong = torch.nonzero(~ok).flatten()
         prints = actual[wrong]
@@ -507,8 +502,7 @@ class PrintFiles:
         if flat.is_floating_point():
             minus = fingerprint(torch.full((entry.group, entry.run), -0.0, dtype=entry.dtype))
             zero |= prints == int(compose(minus, entry.group)[0] if entry.group > 1 else minus[0])
-        dec.source[segments(wrong[zero])] = ZEROS
-        dec.start[segments(wrong[zero])] = -1
+        dec.mark(_segments(wrong[zero], per), ZEROS)
         rest, prints = wrong[~zero], prints[~zero]
         if not rest.numel():
             return
@@ -519,10 +513,9 @@ class PrintFiles:
         index: RowsIndex = cache[rows_key]
         found = index.find(prints)
         hit = (found >= 0).all(dim=1)
-        dec.start[segments(rest[hit])] = found[hit].flatten()
-        miss = segments(rest[~hit])
-        dec.source[miss] = NOT_FOUND
-        dec.start[miss] = -1
+        dec.start[_segments(rest[hit], per)] = found[hit].flatten()
+        miss = _segments(rest[~hit], per)
+        dec.mark(miss, NOT_FOUND)
         if miss.numel():
             per_segment = prints[~hit].repeat_interleave(per)
             pending.append(
@@ -570,6 +563,15 @@ def _peer_groups(
         )
     ordered, order = torch.cat(prints).sort(stable=True)
     return (ordered, order), torch.cat(starts)
+
+
+def _segments(units: torch.Tensor, per: int) -> torch.Tensor:
+    """The segment numbers of stored fingerprints ``units``, ``per`` segments each.
+
+    >>> _segments(torch.tensor([0, 2]), 3).tolist()
+    [0, 1, 2, 6, 7, 8]
+    """
+    return (units[:, None] * per + torch.arange(per)[None, :]).flatten()
 
 
 def gathered_prints(

@@ -11,7 +11,7 @@ renderers both draw from it, so the two pictures agree; it imports neither drawi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,11 +23,27 @@ from syncviz.diagram.palette import SPECIAL_FAMILY, family_words, raster_rgb
 if TYPE_CHECKING:
     from syncviz.diagram.model import LayoutDiagram
     from syncviz.diagram.panel import Panel
+    from syncviz.diagram.raster import Raster
 
 MAX_REGION_LINES = 6  # region lines inside the figure; every region is in the text form
 SIDES = ("trainer", "vLLM holds", "vLLM expected")
 LABEL_CLEARANCE_PX = 4  # between a block label and the panel before it
 MAX_FIT = 50  # rounds of widening the gaps (each round gets within a fraction of the need)
+
+
+def drawn_panels(d: LayoutDiagram) -> Iterator[tuple[int, int, Panel, Raster]]:
+    """``(side, i, panel, raster)`` of every panel in drawing order: the trainer's and what
+    vLLM holds (each panel's ``actual``), then what vLLM should hold (``expected``).
+
+    >>> from syncviz.diagram.model import layout_diagram
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> d = layout_diagram(tiny_run(), "model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> [(s, i, r is p.expected) for s, i, p, r in drawn_panels(d)]
+    [(0, 0, False), (1, 0, False), (1, 1, False), (2, 0, True), (2, 1, True)]
+    """
+    for s, group in enumerate((d.src, d.dst, d.dst)):
+        for i, p in enumerate(group):
+            yield s, i, p, (p.actual if s < 2 else p.expected)
 
 
 def side_label(side: str, engine: str) -> str:

@@ -27,12 +27,13 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
 
 from syncviz.diagram.frames import READ, WROTE
-from syncviz.diagram.labels import panel_labels, short_label
+from syncviz.diagram.labels import panel_labels
 from syncviz.diagram.layout_geometry import (
     LABEL_CLEARANCE_PX,
     MAX_REGION_LINES,
     SIDES,
     PanelLayout,
+    drawn_panels,
     label_texts,
     legend_entries,
     outline_segments,
@@ -143,27 +144,22 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
         ax.set_ylim(lay.span_across * 1.01, -0.05 * lay.span_across)
     placed: dict[tuple, tuple] = {}
     per_px_along = _data_per_px(fig, ax, d.axis)
-    sides = [d.src, d.dst, d.dst]
     f = d.frame
-    for s, panels in enumerate(sides):
-        for i, p in enumerate(panels):
-            r = p.actual if s < 2 else p.expected
-            if s == 1 and f is not None:  # the destination as written by steps 1..k
-                r = f.filled[i].actual
-            x0, x1, y0, y1 = lay.extent(s, i, p)
-            ax.imshow(
-                panel_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto"
-            )
-            ax.add_patch(_frame(x0, x1, y0, y1))
-            placed[(SIDES[s], p.rank)] = (ax, (x0, x1, y0, y1), r)
-            if s == 1:
-                _outline_wrong(ax, r, (x0, x1, y0, y1))
-            marks = None if f is None else (f.read if s == 0 else f.wrote if s == 1 else [])
-            if marks and marks[i] is not None:
-                color = READ if s == 0 else WROTE
-                _outline(ax, marks[i].numpy(), (x0, x1, y0, y1), color, "white", zorder=6)
-            _labels(ax, lay, s, i, p, r, per_px_along)
-            _panel_title(ax, lay, s, i, p, per_px_along)
+    for s, i, p, r in drawn_panels(d):
+        if s == 1 and f is not None:  # the destination as written by steps 1..k
+            r = f.filled[i].actual
+        x0, x1, y0, y1 = lay.extent(s, i, p)
+        ax.imshow(panel_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto")
+        ax.add_patch(_frame(x0, x1, y0, y1))
+        placed[(SIDES[s], p.rank)] = (ax, (x0, x1, y0, y1), r)
+        if s == 1:
+            _outline_wrong(ax, r, (x0, x1, y0, y1))
+        marks = None if f is None else (f.read if s == 0 else f.wrote if s == 1 else [])
+        if marks and marks[i] is not None:
+            color = READ if s == 0 else WROTE
+            _outline(ax, marks[i].numpy(), (x0, x1, y0, y1), color, "white", zorder=6)
+        _labels(ax, lay, s, i, p, r, per_px_along)
+        _panel_title(ax, lay, s, i, p, per_px_along)
     _bands(ax, lay, d)
     for s, name in enumerate(SIDES):
         c0 = lay.offsets[s] + lay.across / 2
@@ -289,9 +285,6 @@ def _labels(ax, lay: PanelLayout, s: int, i: int, p: Panel, r, per_px: float) ->
         ax.text(x, y, label.text, ha=ha, va=va, fontsize=FONT, clip_on=False)
 
 
-_short = short_label  # kept: importable from here as before
-
-
 def _panel_title(ax, lay: PanelLayout, s: int, i: int, p: Panel, per_px: float) -> None:
     """'rank 3 tp1' beside the panel, on the far side from the labels."""
     x0, x1, y0, y1 = lay.extent(s, i, p)
@@ -316,25 +309,16 @@ def _bands(ax, lay: PanelLayout, d: LayoutDiagram) -> None:
     src_i = {p.rank: (i, p) for i, p in enumerate(d.src)}
     dst_i = {p.rank: (i, p) for i, p in enumerate(d.dst)}
     polys, colors, wrong_polys = [], [], []
+
+    def on_edge(side: int, i: int, p: Panel, along: float, edge: float) -> tuple[float, float]:
+        x, y = lay.point(side, i, p, along, 0)
+        return (edge, y) if lay.axis == 0 else (x, edge)
+
     for b in d.bands:
         si, sp = src_i[b.src]
         di, dp = dst_i[b.dst]
-        a0 = lay.point(0, si, sp, b.src_span[0], lay.across_of(sp))
-        a1 = lay.point(0, si, sp, b.src_span[1], lay.across_of(sp))
-        c0 = lay.point(1, di, dp, b.dst_span[0], 0)
-        c1 = lay.point(1, di, dp, b.dst_span[1], 0)
-        if lay.axis == 0:
-            a0, a1 = (
-                (lay.offsets[0] + lay.across_of(sp), a0[1]),
-                (lay.offsets[0] + lay.across_of(sp), a1[1]),
-            )
-            c0, c1 = (lay.offsets[1], c0[1]), (lay.offsets[1], c1[1])
-        else:
-            a0, a1 = (
-                (a0[0], lay.offsets[0] + lay.across_of(sp)),
-                (a1[0], lay.offsets[0] + lay.across_of(sp)),
-            )
-            c0, c1 = (c0[0], lay.offsets[1]), (c1[0], lay.offsets[1])
+        a0, a1 = (on_edge(0, si, sp, at, lay.offsets[0] + lay.across_of(sp)) for at in b.src_span)
+        c0, c1 = (on_edge(1, di, dp, at, lay.offsets[1]) for at in b.dst_span)
         poly = [a0, a1, c1, c0]
         if b.wrong:
             wrong_polys.append(poly)

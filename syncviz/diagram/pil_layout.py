@@ -28,6 +28,7 @@ from syncviz.diagram.layout_geometry import (
     MAX_REGION_LINES,
     SIDES,
     PanelLayout,
+    drawn_panels,
     label_texts,
     legend_entries,
     outline_segments,
@@ -149,13 +150,11 @@ def label_boxes(d: LayoutDiagram, width: int = WIDTH) -> list[dict]:
         font = _font()
         geo = _Geometry(d, width, font)
         out = []
-        for s, group in enumerate((d.src, d.dst, d.dst)):
-            for i, p in enumerate(group):
-                r = p.actual if s < 2 else p.expected
-                for xy, text, anchor in _label_places(geo.lay, s, i, p, r, geo.px):
-                    x0, y0, x1, y1 = font.getbbox(text, anchor=anchor)
-                    box = [xy[0] + x0, xy[1] + y0, xy[0] + x1, xy[1] + y1]
-                    out.append({"side": SIDES[s], "rank": p.rank, "text": text, "box": box})
+        for s, i, p, r in drawn_panels(d):
+            for xy, text, anchor in _label_places(geo.lay, s, i, p, r, geo.px):
+                x0, y0, x1, y1 = font.getbbox(text, anchor=anchor)
+                box = [xy[0] + x0, xy[1] + y0, xy[0] + x1, xy[1] + y1]
+                out.append({"side": SIDES[s], "rank": p.rank, "text": text, "box": box})
         return out
 
 
@@ -179,31 +178,29 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
     _bands(image, lay, d, px)
     draw = ImageDraw.Draw(image)
     panels = []
-    for s, group in enumerate((d.src, d.dst, d.dst)):
-        for i, p in enumerate(group):
-            r = p.actual if s < 2 else p.expected
-            x0, x1, y0, y1 = lay.extent(s, i, p)
-            (a, b), (c, e) = px(x0, y0), px(x1, y1)
-            box = [round(a, 1), round(b, 1), round(c, 1), round(e, 1)]
-            tile = Image.fromarray(panel_image(r), "RGB").resize(
-                (max(1, round(c - a)), max(1, round(e - b))), Image.NEAREST
-            )
-            image.paste(tile, (round(a), round(b)))
+    for s, i, p, r in drawn_panels(d):
+        x0, x1, y0, y1 = lay.extent(s, i, p)
+        (a, b), (c, e) = px(x0, y0), px(x1, y1)
+        box = [round(a, 1), round(b, 1), round(c, 1), round(e, 1)]
+        tile = Image.fromarray(panel_image(r), "RGB").resize(
+            (max(1, round(c - a)), max(1, round(e - b))), Image.NEAREST
+        )
+        image.paste(tile, (round(a), round(b)))
+        draw.rectangle(
+            (round(a) - 1, round(b) - 1, round(a) + tile.width, round(b) + tile.height),
+            outline="#333333",
+        )
+        if s == 1:
+            _outline(draw, r, box)
+        _labels(draw, lay, s, i, p, r, px, font)
+        title = p.title.split(" ", 1)[-1]  # without the side's word
+        if (e - b) > 18 and (c - a) > 8 * len(title):
             draw.rectangle(
-                (round(a) - 1, round(b) - 1, round(a) + tile.width, round(b) + tile.height),
-                outline="#333333",
+                (a + 2, b + 1, a + 6 + draw.textlength(title, font=font), b + FONT_PX + 3),
+                fill="#333333",
             )
-            if s == 1:
-                _outline(draw, r, box)
-            _labels(draw, lay, s, i, p, r, px, font)
-            title = p.title.split(" ", 1)[-1]  # without the side's word
-            if (e - b) > 18 and (c - a) > 8 * len(title):
-                draw.rectangle(
-                    (a + 2, b + 1, a + 6 + draw.textlength(title, font=font), b + FONT_PX + 3),
-                    fill="#333333",
-                )
-                draw.text((a + 4, b + 2), title, fill="white", font=font)
-            panels.append({"side": SIDES[s], "rank": p.rank, "box": box, "cells": list(r.cells)})
+            draw.text((a + 4, b + 2), title, fill="white", font=font)
+        panels.append({"side": SIDES[s], "rank": p.rank, "box": box, "cells": list(r.cells)})
     for s, name in enumerate(SIDES):
         mid = lay.offsets[s] + lay.across / 2
         label = side_label(name, d.engine)

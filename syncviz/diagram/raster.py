@@ -166,11 +166,7 @@ class BlockTable:
         """
         flat = ids.reshape(-1).to(torch.int64)
         valid = flat >= 0
-        rest = flat.clamp(min=0)
-        coords = []
-        for n in reversed(self.shape):
-            coords.insert(0, rest % n)
-            rest = rest // n
+        coords = unravel_ids(flat.clamp(min=0), self.shape)
         seg = [table[x] for table, x in zip(self.segment, coords, strict=True)]
         block = self.grid[tuple(seg)]
         safe = block.clamp(min=0)
@@ -187,11 +183,7 @@ class BlockTable:
         flat = ids.reshape(-1).to(torch.int64)
         rest = flat.clamp(min=0)
         index: list[torch.Tensor | int] = []
-        stride = 1
-        strides = []
-        for n in reversed(self.shape):
-            strides.insert(0, stride)
-            stride *= n
+        strides = row_major(self.shape)
         for d, cuts in enumerate(self.cuts):
             if len(cuts) == 2:
                 index.append(0)
@@ -271,6 +263,30 @@ class Raster:
             return SPECIAL_WORDS[b]
         row = self.table.row_in_block(b, int(self.offset[i, j]))
         return f"{self.table.labels[b]} row {row}"
+
+
+def unravel_ids(flat: torch.Tensor, shape: Sequence[int]) -> list[torch.Tensor]:
+    """:func:`~syncviz.geometry.unravel` of every flat position: one tensor per dim.
+
+    >>> [c.tolist() for c in unravel_ids(torch.tensor([5, 23]), (2, 3, 4))]
+    [[0, 1], [1, 2], [1, 3]]
+    """
+    coords = []
+    for n in reversed(shape):
+        coords.append(flat % n)
+        flat = flat // n
+    return coords[::-1]
+
+
+def cells_touched(r0, r1, c0, c1, rs: int, cs: int) -> tuple:
+    """The cells (rows ``i0 .. i1 - 1``, cols ``j0 .. j1 - 1``) that element rows
+    ``r0 .. r1 - 1``, cols ``c0 .. c1 - 1`` touch, at cells of ``rs`` x ``cs`` elements
+    (ints, or tensors of boxes).
+
+    >>> cells_touched(2, 6, 0, 1, 4, 2)
+    (0, 2, 0, 1)
+    """
+    return r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1
 
 
 def as_grid(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -793,20 +809,13 @@ def _mixed(boxes: torch.Tensor, table: BlockTable, rs: int, cs: int, nr: int, nc
     r0, r1, c0, c1, v, sr, sc = t.unbind(1)
     constant = ((sr == 0) | (r1 - r0 == 1)) & ((sc == 0) | (c1 - c0 == 1))
     is_mark = (v < 0) | constant
-    rects = [
-        torch.stack(
-            [r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1, table.block_of(v)], 1
-        )[is_mark]
-    ]
+    rects = [torch.stack([*cells_touched(r0, r1, c0, c1, rs, cs), table.block_of(v)], 1)[is_mark]]
     budget = MAX_PIECES - int(is_mark.sum())
     if budget < 0:
         raise Fragmented
     laid = t[~is_mark]
     if len(laid):
-        coords, x = [], laid[:, 4]
-        for n in reversed(table.shape):
-            coords.insert(0, x % n)
-            x = x // n
+        coords = unravel_ids(laid[:, 4], table.shape)
         if len(table.cuts[0]) <= 2:
             coords = coords[1:]
         sizes = [laid[:, 1] - laid[:, 0], laid[:, 3] - laid[:, 2], laid[:, 5], laid[:, 6]]
@@ -1082,9 +1091,7 @@ def _status(held: Boxes, wanted: Boxes, rs, cs, nr, nc) -> torch.Tensor:
     for a in actual:
         verdict = {UNWRITTEN: NOT_WRITTEN, FOREIGN: NOT_OURS}.get(a.v) if a.constant else None
         if verdict is not None:
-            marked.append(
-                (a.r0 // rs, (a.r1 - 1) // rs + 1, a.c0 // cs, (a.c1 - 1) // cs + 1, verdict)
-            )
+            marked.append((*cells_touched(a.r0, a.r1, a.c0, a.c1, rs, cs), verdict))
             continue
         # Candidates: expected boxes starting above a's last row and reaching below its first.
         lo, hi = bisect.bisect_right(reach, a.r0), bisect.bisect_left(starts, a.r1)
@@ -1123,7 +1130,7 @@ def _status_all_at_once(actual: Boxes, expected: Boxes, rs, cs, nr, nc) -> torch
     unwritten, foreign = constant & (v == UNWRITTEN), constant & (v == FOREIGN)
     verdict = torch.where(unwritten, NOT_WRITTEN, NOT_OURS).to(torch.int64)
     marked = unwritten | foreign
-    cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1, verdict], 1)
+    cells = torch.stack([*cells_touched(r0, r1, c0, c1, rs, cs), verdict], 1)
     _paint_rects(out, None, cells[marked])
     overlaps = []
     for e in box_tuples(expected):
@@ -1158,7 +1165,7 @@ def _paint_wrong(out: torch.Tensor, t: torch.Tensor, rs: int, cs: int) -> None:
     hi = dd + (dr * (r1 - r0 - 1)).clamp(min=0) + (dc * (c1 - c0 - 1)).clamp(min=0)
     nowhere = (lo > 0) | (hi < 0)
     if nowhere.any():
-        cells = torch.stack([r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1], 1)
+        cells = torch.stack(cells_touched(r0, r1, c0, c1, rs, cs), 1)
         rects = cells[nowhere]
         hit = _covered(rects, torch.zeros(len(rects), dtype=torch.int64), 1, tuple(out.shape))
         out[hit[0]] = out[hit[0]].clamp(min=WRONG)
@@ -1166,7 +1173,7 @@ def _paint_wrong(out: torch.Tensor, t: torch.Tensor, rs: int, cs: int) -> None:
         if not len(t):
             return
         r0, r1, c0, c1, dd, dr, dc = t.unbind(1)
-    which, i, j = rect_cells(r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1)
+    which, i, j = rect_cells(*cells_touched(r0, r1, c0, c1, rs, cs))
     top, left = torch.maximum(i * rs, r0[which]), torch.maximum(j * cs, c0[which])
     rn = torch.minimum((i + 1) * rs, r1[which]) - top
     cn = torch.minimum((j + 1) * cs, c1[which]) - left

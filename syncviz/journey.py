@@ -383,7 +383,12 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
 
 def _role_shards(param: ParamLayout, role) -> list:
     """The trainer shards of ``param`` that a trainer rank of ``role`` holds."""
-    return [s for s in param.src if (s.pp, s.tp) == (role.pp, role.tp) and s.ep in (None, role.ep)]
+    return [s for s in param.src if _holds(role, s)]
+
+
+def _holds(role, shard) -> bool:
+    """Whether trainer rank ``role`` holds trainer shard ``shard``."""
+    return (shard.pp, shard.tp) == (role.pp, role.tp) and shard.ep in (None, role.ep)
 
 
 def _bind_shards(
@@ -1086,9 +1091,7 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
         if found is None:
             continue
         for role in plan.roles:
-            if role.side == "src" and (role.pp, role.tp) == (shard.pp, shard.tp):
-                if shard.ep not in (None, role.ep):
-                    continue
+            if role.side == "src" and _holds(role, shard):
                 if role.world not in src_ranks:
                     src_ranks.append(role.world)
                 where = plan.rank_name(role.world)

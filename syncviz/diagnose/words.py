@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -222,7 +223,7 @@ def _shape_words(param: ParamLayout, dec: Decoded) -> str:
     return f"shape {got}, the whole tensor's (unsharded), expected {wanted}: {own}"
 
 
-def _uncheckable(dec: Decoded, finding) -> Finding:
+def _uncheckable(dec: Decoded, finding: Callable[..., Finding]) -> Finding:
     """What a tensor the engine changed holds (why is said once, below)."""
     got, wanted = list(dec.dump_shape or ()), list(dec.shape)
     if dec.why == "w13_swapped":
@@ -240,7 +241,11 @@ def _uncheckable(dec: Decoded, finding) -> Finding:
 
 
 def _runs(
-    diagnosis: Diagnosis, param: ParamLayout, dec: Decoded, bad: torch.Tensor, finding
+    diagnosis: Diagnosis,
+    param: ParamLayout,
+    dec: Decoded,
+    bad: torch.Tensor,
+    finding: Callable[..., Finding],
 ) -> list[Finding]:
     assert dec.source is not None
     shape = dec.shape

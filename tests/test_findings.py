@@ -183,3 +183,31 @@ def test_json_writes_findings_as_lines_and_leaves_the_layer_out():
             "problems": [wrong_columns(1, 0).line()],
         }
     ]  # fmt: skip
+
+
+def test_check_keeps_a_wrong_column_run_as_data():
+    """The faithful port's flat o_proj split (tiny run, tp 1 -> 2): vLLM tp 0 (rank 1) holds
+    heads 0-3 rows 0-3 in its columns 0-3, which should carry heads 0-1."""
+    from syncviz.check import check
+    from syncviz.run.inprocess import tiny_run
+
+    o_proj = check(tiny_run()).bad()[2]
+    first = o_proj.tensors[0].findings[0]
+    assert (first.param, first.world, first.tp, first.status) == (o_proj.key, 1, 0, "wrong")
+    assert first.span == Span("column", 0, 3, "heads 0-1")
+    assert (first.holds, first.expected) == ("heads 0-3 rows 0-3", "heads 0-1")
+
+
+def test_diagnose_keeps_a_wrong_row_run_as_data():
+    """lm_head planted as tp 0's on tp 1 (tiny qwen2, vocab 90 padded to 128 over tp 2): tp 1's
+    rows 0-63 hold tp 0's vocab rows, where vocab rows 64-89 and padding are due."""
+    from syncviz.diagnose.core import run_diagnosis
+    from syncviz.diagnose.fixtures import planted
+    from syncviz.diagnose.words import report
+
+    ref, dump = planted("qwen2", tp=2, bugs={"lm_head": "tp0"})
+    (found,) = report(run_diagnosis(ref, dump, 2)).bad()[0].findings()
+    assert (found.world, found.tp, found.pp, found.spelling) == (1, 1, None, "engine")
+    assert found.span == Span("row", 0, 63)
+    assert found.holds == "tp 0's vocab rows 0-63"
+    assert found.expected == "rows 0-25: vocab rows 64-89; rows 26-63: padding"

@@ -54,7 +54,17 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("spec",),
     ("parallel", "presets", ""),
     ("oracle", "sync", "family_file"),
-    ("run", "check", "diagnose", "dump", "fingerprint_dump", "record", "journey"),
+    (
+        "run",
+        "compare",
+        "findings",
+        "check",
+        "diagnose",
+        "dump",
+        "fingerprint_dump",
+        "record",
+        "journey",
+    ),
     ("diagram",),
     ("widgets", "explorer_session", "cli", "__main__"),
 )

@@ -28,6 +28,7 @@ import torch
 from syncviz.diagnose.tensor_file import TensorFile
 from syncviz.engines import ENGINE
 from syncviz.errors import SyncvizError
+from syncviz.findings import engine_rank
 
 # Top-level module names of a vLLM causal LM (its own names, without a wrapper).
 _ROOTS = ("model.", "lm_head.", "transformer.")
@@ -52,7 +53,7 @@ def rank_file(pp: int, tp: int, pp_size: int) -> str:
 
 def rank_label(pp: int, tp: int, pp_size: int) -> str:
     """How reports name a vLLM rank: ``tp 1``, or ``pp 0 tp 1`` when P > 1."""
-    return f"tp {tp}" if pp_size == 1 else f"pp {pp} tp {tp}"
+    return engine_rank(tp, pp if pp_size > 1 else None)
 
 
 @dataclass(frozen=True)

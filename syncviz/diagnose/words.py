@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html
 import math
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -31,9 +31,10 @@ from syncviz.check import MAX_RUNS, CheckReport, ParamCheck, TensorCheck
 from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import rank_file, rank_label
 from syncviz.engines import DEFAULT_ENGINE
+from syncviz.findings import LOCAL_UNITS, Finding, Span, drop_local_place, more_runs
 from syncviz.oracle import IndexMap, ParamLayout, describe
 
-_LOCAL_PREFIX = re.compile(r"^(rows?|elements?|cols?|experts?) [\d-]+: ")
+_LOCAL_UNITS = (*LOCAL_UNITS, "expert")  # a dump's words drop a single expert's place too
 NOT_FOUND_WORDS = "values not found in the reference"
 # Zeros where data is due are most often a tensor the sync never wrote (a buffer such as a
 # router's score-correction bias keeps the engine's initial zeros): say so, not just "zeros".
@@ -151,7 +152,7 @@ def report(diagnosis: Diagnosis) -> DiagnosisReport:
         status = "uncheckable" if "uncheckable" in statuses else "ok"
         if judged:
             status = "missing" if judged == {"missing"} else "wrong"
-        params.append(ParamCheck(param.key, status, tensors))
+        params.append(ParamCheck(param.key, status, tensors, layer=param.layer))
     dst = layout.dst.sizes_text() + (
         "" if layout.dst.engine == DEFAULT_ENGINE else f" ({layout.dst.engine_name})"
     )
@@ -184,56 +185,68 @@ def _world(diagnosis: Diagnosis, dec: Decoded) -> int:
 
 def _tensor_check(diagnosis: Diagnosis, param: ParamLayout, dec: Decoded) -> TensorCheck:
     pp_size = diagnosis.dst.pp
-    where = rank_label(dec.pp, dec.tp, pp_size)
     world = _world(diagnosis, dec)
+    pp = dec.pp if pp_size > 1 else None
+
+    def finding(status: str, **words) -> Finding:
+        return Finding(param.key, world, status, dec.tp, pp=pp, spelling="engine", **words)
+
     if dec.status == "missing":
         opened = diagnosis.dumps.get((dec.pp, dec.tp))  # a full dump or a fingerprint file
         file = opened.path.name if opened is not None else rank_file(dec.pp, dec.tp, pp_size)
-        return TensorCheck(world, dec.tp, "missing", problems=[f"{where}: missing from {file}"])
+        found = [finding("missing", note=f"missing from {file}")]
+        return TensorCheck(world, dec.tp, "missing", findings=found)
     if dec.status == "shape":
-        text = _shape_words(param, dec, where)
-        return TensorCheck(world, dec.tp, "wrong", math.prod(dec.shape), problems=[text])
+        found = [finding("wrong", note=_shape_words(param, dec))]
+        return TensorCheck(world, dec.tp, "wrong", math.prod(dec.shape), findings=found)
     if dec.status == "uncheckable":
-        return TensorCheck(world, dec.tp, "uncheckable", problems=[_uncheckable(dec, where)])
+        found = [_uncheckable(dec, finding)]
+        return TensorCheck(world, dec.tp, "uncheckable", findings=found)
     if dec.status == "ok":
         return TensorCheck(world, dec.tp, "ok", writes=1)
     bad = dec.bad
     check = TensorCheck(world, dec.tp, "wrong", int(bad.sum()) * dec.length, writes=1)
-    check.problems = _runs(diagnosis, param, dec, bad, where)
+    check.findings = _runs(diagnosis, param, dec, bad, finding)
     return check
 
 
-def _shape_words(param: ParamLayout, dec: Decoded, where: str) -> str:
+def _shape_words(param: ParamLayout, dec: Decoded) -> str:
     """A rank's tensor of another shape than its part, in one line; the whole tensor's shape
     on a rank that holds a part is said to be that (a sync that sent it unsharded), with the
     part the rank is due."""
     got, wanted = list(dec.dump_shape or ()), list(dec.shape)
     if tuple(got) != param.global_shape:
-        return f"{where}: shape {got}, expected {wanted}"
+        return f"shape {got}, expected {wanted}"
     own = _shorten(
         describe(param, _index(dec, dec.expected, 0, len(dec.expected), param.global_shape))
     )
-    return f"{where}: shape {got}, the whole tensor's (unsharded), expected {wanted}: {own}"
+    return f"shape {got}, the whole tensor's (unsharded), expected {wanted}: {own}"
 
 
-def _uncheckable(dec: Decoded, where: str) -> str:
-    """What a tensor the engine changed holds, in one line (why is said once, below)."""
+def _uncheckable(dec: Decoded, finding: Callable[..., Finding]) -> Finding:
+    """What a tensor the engine changed holds (why is said once, below)."""
     got, wanted = list(dec.dump_shape or ()), list(dec.shape)
     if dec.why == "w13_swapped":
-        return (
-            f"{where}, experts 0-{dec.shape[0] - 1}: every expert's w13 halves exchanged"
-            " ([up; gate] instead of [gate; up])"
+        return finding(
+            "uncheckable",
+            span=Span("expert", 0, dec.shape[0] - 1),
+            note="every expert's w13 halves exchanged ([up; gate] instead of [gate; up])",
         )
     if dec.why == "empty":
-        return f"{where}: empty (shape {got}), expected {wanted}"
+        return finding("uncheckable", note=f"empty (shape {got}), expected {wanted}")
     if dec.why == "dtype":
-        return f"{where}: {dec.dump_dtype or 'another dtype'} {got}, expected {wanted} as loaded"
-    return f"{where}: shape {got} as the engine left it, expected {wanted}"
+        note = f"{dec.dump_dtype or 'another dtype'} {got}, expected {wanted} as loaded"
+        return finding("uncheckable", note=note)
+    return finding("uncheckable", note=f"shape {got} as the engine left it, expected {wanted}")
 
 
 def _runs(
-    diagnosis: Diagnosis, param: ParamLayout, dec: Decoded, bad: torch.Tensor, where: str
-) -> list[str]:
+    diagnosis: Diagnosis,
+    param: ParamLayout,
+    dec: Decoded,
+    bad: torch.Tensor,
+    finding: Callable[..., Finding],
+) -> list[Finding]:
     assert dec.source is not None
     shape = dec.shape
     if len(shape) > 1:
@@ -267,13 +280,13 @@ def _runs(
     out = []
     for a, b in runs[:MAX_RUNS]:
         if unit == "element":
-            lo, hi = a * dec.length, b * dec.length - 1
-            span = f"elements {lo}-{hi}" if hi > lo else f"element {lo}"
+            span = Span(unit, a * dec.length, b * dec.length - 1)
         else:
-            span = f"{unit}s {a}-{b - 1}" if b - a > 1 else f"{unit} {a}"
-        holds = _holds(diagnosis, param, dec, a * per, b * per, signature[a] or ())
+            span = Span(unit, a, b - 1)
+        layers: list[int] = []  # of other parameters the words name
+        holds = _holds(diagnosis, param, dec, a * per, b * per, signature[a] or (), layers)
         if _stale_in_place(dec, a * per, b * per):
-            out.append(f"{where}, {span}: holds {holds}")
+            out.append(finding("wrong", span=span, holds=holds, layers=tuple(layers)))
             continue
         first = a * per * dec.length // _row_size(dec)
         wants = _shorten(
@@ -283,9 +296,9 @@ def _runs(
                 first=first,
             )
         )
-        out.append(f"{where}, {span}: holds {holds}, expected {wants}")
+        out.append(finding("wrong", span=span, holds=holds, expected=wants, layers=tuple(layers)))
     if len(runs) > MAX_RUNS:
-        out.append(f"{where}: ... {len(runs) - MAX_RUNS} more wrong {unit} runs")
+        out.append(finding("wrong", note=more_runs(len(runs) - MAX_RUNS, unit)))
     return out
 
 
@@ -319,8 +332,16 @@ def _index(
 
 
 def _holds(
-    diagnosis: Diagnosis, param: ParamLayout, dec: Decoded, s0: int, s1: int, kinds: tuple[int, ...]
+    diagnosis: Diagnosis,
+    param: ParamLayout,
+    dec: Decoded,
+    s0: int,
+    s1: int,
+    kinds: tuple[int, ...],
+    layers: list[int],
 ) -> str:
+    """What segments s0..s1 hold, in words; the layers of other parameters named join
+    ``layers``."""
     assert dec.source is not None and dec.start is not None
     words = []
     source = dec.source[s0:s1]
@@ -332,7 +353,7 @@ def _holds(
         elif kind == REORDERED:
             words.append(REORDERED_WORDS)
         elif kind <= STALE:
-            words.append(_stale_words(diagnosis, dec, s0, s1, kind))
+            words.append(_stale_words(diagnosis, dec, s0, s1, kind, layers))
         elif kind == dec.param:
             own = torch.where(dec.source == dec.param, dec.start, torch.full_like(dec.start, -3))
             ids = _index(dec, own, s0, s1, param.global_shape)
@@ -350,6 +371,7 @@ def _holds(
                 ids = _index(dec, theirs, s0, s1, other.global_shape)
             text = _shorten(describe(other, ids))
             words.append(f"{other.key}'s {text}")
+            layers.extend([] if other.layer is None else [other.layer])
     return " and ".join(words)
 
 
@@ -364,7 +386,9 @@ def _stale_in_place(dec: Decoded, s0: int, s1: int) -> bool:
     return bool((same & (dec.start[s0:s1][bad] == dec.expected[s0:s1][bad])).all())
 
 
-def _stale_words(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int, kind: int) -> str:
+def _stale_words(
+    diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int, kind: int, layers: list[int]
+) -> str:
     """The previous checkpoint's values: which checkpoint, and where from when not in place."""
     assert dec.source is not None and dec.start is not None and dec.stale_param is not None
     text = f"{STALE_WORDS}: {_folder(diagnosis, STALE - kind)}"
@@ -378,7 +402,10 @@ def _stale_words(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int, kind: int
     other = diagnosis.layout.params[params[0]]
     ids = _index(dec, starts, 0, starts.numel(), other.global_shape, flat=True)
     where = _shorten(describe(other, ids))
-    return f"{text}, its {where}" if params[0] == dec.param else f"{text}, {other.key}'s {where}"
+    if params[0] == dec.param:
+        return f"{text}, its {where}"
+    layers.extend([] if other.layer is None else [other.layer])
+    return f"{text}, {other.key}'s {where}"
 
 
 def _whose(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int) -> str:
@@ -403,4 +430,4 @@ def _whose(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int) -> str:
 
 def _shorten(text: str) -> str:
     """Drop the local position of a single-piece description ("rows 0-3: Q head 1")."""
-    return _LOCAL_PREFIX.sub("", text) if "; " not in text else text
+    return drop_local_place(text, _LOCAL_UNITS)

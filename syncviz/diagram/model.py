@@ -266,7 +266,7 @@ def _layout_diagram(
     _mark_shared(dst_panels, table)
     if check_report is not None:
         pc = next((p for p in check_report.params if p.key == key), None)
-        problems = [] if pc is None else [e.strip() for e in pc.errors]
+        problems = [] if pc is None else [e.line().strip() for e in pc.errors]
     else:  # the synchronizer's errors on this parameter, without checking the whole run
         problems = findings_words(result)[0].get(key, [])
     title = (

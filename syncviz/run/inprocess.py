@@ -26,7 +26,7 @@ from syncviz.errors import RunFailed, SyncvizError
 from syncviz.families import family_of_architecture
 from syncviz.parallel import Parallel
 from syncviz.progress import Ticker
-from syncviz.provenance import SymbolicTensor, symbolic_factories
+from syncviz.provenance import RegionMap, SymbolicTensor, symbolic_factories
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.local_world import LocalWorld
@@ -162,29 +162,31 @@ def run_sync(
         )
     elif synchronizer != SyncOptions.synchronizer:
         options = replace(options, synchronizer=synchronizer_name(synchronizer))
-    plan = build_plan(spec, src, dst, layers=layers, options=options)
-    if isinstance(synchronizer, str):
-        synchronizer = options.synchronizer
-    if executor not in ("inprocess", "ray"):
-        raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
-    symbolic = _symbolic(provenance, plan.values, executor, world)
-    if not symbolic:  # symbolic ids cost a map's structure, not its elements
-        check_memory(plan)
-    factory = synchronizer_factory(synchronizer)
-    if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
-        return _execute(world, plan, factory, trace, deadline=deadline)
-    if executor == "inprocess":
-        world = LocalWorld(plan.world_size, timeout=timeout)
-        return _execute(
-            world, plan, factory, trace, show_progress, symbolic=symbolic, deadline=deadline
-        )
-    from syncviz.run.ray_cluster import ray_session
-    from syncviz.run.ray_world import RayWorld
-
-    with ray_session():
-        start = max(1.0, deadline - time.monotonic())
-        with RayWorld(plan.world_size, timeout=timeout, start_timeout=start) as world:
+    # The plan, set-up, sync and result make millions of objects at real sizes: one pause.
+    with _gc_paused():
+        plan = build_plan(spec, src, dst, layers=layers, options=options)
+        if isinstance(synchronizer, str):
+            synchronizer = options.synchronizer
+        if executor not in ("inprocess", "ray"):
+            raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
+        symbolic = _symbolic(provenance, plan.values, executor, world)
+        if not symbolic:  # symbolic ids cost a map's structure, not its elements
+            check_memory(plan)
+        factory = synchronizer_factory(synchronizer)
+        if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
             return _execute(world, plan, factory, trace, deadline=deadline)
+        if executor == "inprocess":
+            world = LocalWorld(plan.world_size, timeout=timeout)
+            return _execute(
+                world, plan, factory, trace, show_progress, symbolic=symbolic, deadline=deadline
+            )
+        from syncviz.run.ray_cluster import ray_session
+        from syncviz.run.ray_world import RayWorld
+
+        with ray_session():
+            start = max(1.0, deadline - time.monotonic())
+            with RayWorld(plan.world_size, timeout=timeout, start_timeout=start) as world:
+                return _execute(world, plan, factory, trace, deadline=deadline)
 
 
 def _check_timeout(timeout: float) -> None:
@@ -257,7 +259,10 @@ def _execute(
         held = coll.store.get("state")
         if plan.roles[coll.world_rank].side == "src" or held is None or held.keys() != fresh.keys():
             coll.store["state"] = fresh
-        return {n: _snapshot(t) for n, t in coll.store["state"].items()}
+        state = coll.store["state"]
+        if symbolic and plan.roles[coll.world_rank].side == "src":
+            return {n: t.region_map() for n, t in state.items()}  # see _unchanged
+        return {n: _snapshot(t) for n, t in state.items()}
 
     # Counts parameters regrouped by all senders (in-process runs only).
     total = sum(len(plan.src_params[s]) for s, _ in plan.stage1)
@@ -310,10 +315,38 @@ def _execute(
             if r.rank in dst_tensors:
                 dst_tensors[r.rank] = state
         # The result holds maps only: buffers that had to be real are compacted here.
+        states = {r.rank: r.value[2] for r in results if r.error is None}
+        before.update({w: _unchanged(states.get(w), before[w]) for w in plan.src_params})
         src_tensors = {w: held_ids(plan, w, before[w]) for w in plan.src_params}
         dst_tensors = {w: held_ids(plan, w, t) for w, t in dst_tensors.items()}
         merged = _merge(traces) if trace else None
         return SyncResult(plan, src_tensors, dst_tensors, outcomes, merged)
+
+
+def _unchanged(
+    state: dict[str, torch.Tensor] | None, maps: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """A symbolic trainer rank's tensors as they were before the sync, from the maps kept at
+    set-up: the rank's own tensor where the sync left it as it was (its map the very same
+    object, a plain base tensor: nearly always), else a fresh tensor on the kept map.
+    Copying every shard up front cost seconds and a second set of tensors at 64 ranks."""
+    if not maps or not isinstance(next(iter(maps.values())), RegionMap):
+        return maps  # real tensors (snapshots): nothing to do
+    out: dict[str, torch.Tensor] = {}
+    for name, region_map in maps.items():
+        t = (state or {}).get(name)
+        if not (
+            type(t) is SymbolicTensor
+            and t._base is None
+            and t.storage_offset() == 0
+            and t.is_contiguous()
+            and t.dtype == torch.float64
+            and tuple(t.shape) == tuple(region_map.shape)
+            and t.region_map() is region_map
+        ):
+            t = SymbolicTensor.from_map(region_map)
+        out[name] = t
+    return out
 
 
 def _snapshot(tensor: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ the low-rank query) trainer tp 2 ep 8 -> vLLM tp 8 (a Megatron DeepSeek-V3 layou
 tp, experts over ep). Targets for DeepSeek-V3: at most 60 s and 2 GiB on the 2-core
 machine, exit 0 (an exact OK). ``--heavy`` adds trainer tp 8 ep 8: the routed experts'
 all-gather then runs over a group of 64 ranks, each making 64 buffers per expert tensor,
-so its cost grows with (tp * ep)^2.
+so its cost grows with (tp * ep)^2. The machine's load average is printed at the start
+and the end (the machine is shared: wall time follows the load, CPU s much less).
 
 >>> [c[0] for c in CASES]
 ['llama3-70b exact', 'deepseek-v3 exact']
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,7 +47,9 @@ def main() -> int:
     import syncviz
 
     print(f"syncviz from {Path(syncviz.__file__).parent}")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     rows = [(c, run_case(c)) for c in CASES + ([HEAVY] if args.heavy else [])]
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print("\n| case | params | wall s | of which sync s | CPU s | peak RSS GiB | verdict |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for case, r in rows:

@@ -26,7 +26,7 @@ from syncviz.errors import RunFailed, SyncvizError
 from syncviz.families import family_of_architecture
 from syncviz.parallel import Parallel
 from syncviz.progress import Ticker
-from syncviz.provenance import symbolic_factories
+from syncviz.provenance import RegionMap, SymbolicTensor, symbolic_factories
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.local_world import LocalWorld
@@ -34,7 +34,7 @@ from syncviz.run.memory import check_memory
 from syncviz.run.options import Comm, ExpertComm, SyncOptions, Values
 from syncviz.run.plan import SyncPlan, build_plan, holds
 from syncviz.run.result import SyncResult
-from syncviz.run.symbolic_state import symbolic_state
+from syncviz.run.symbolic_state import SharedShardMaps, symbolic_state
 from syncviz.run.values import global_weights, held_ids, take, unwritten
 from syncviz.run.world import World
 from syncviz.spec import ModelSpec
@@ -45,6 +45,8 @@ from syncviz.trace.tracer import Tracer
 Executor = Literal["inprocess", "ray"]
 DEFAULT_TIMEOUT_S = 600.0  # a whole scaled model takes seconds; exact sizes take minutes
 Provenance = Literal["materialized", "symbolic"]
+# Objects made while the collector was paused above which one full collection follows.
+_COLLECT_AFTER = 200_000
 
 
 def synchronizer_name(choice: str | type[BaseSync]) -> str:
@@ -160,29 +162,31 @@ def run_sync(
         )
     elif synchronizer != SyncOptions.synchronizer:
         options = replace(options, synchronizer=synchronizer_name(synchronizer))
-    plan = build_plan(spec, src, dst, layers=layers, options=options)
-    if isinstance(synchronizer, str):
-        synchronizer = options.synchronizer
-    if executor not in ("inprocess", "ray"):
-        raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
-    symbolic = _symbolic(provenance, plan.values, executor, world)
-    if not symbolic:  # symbolic ids cost a map's structure, not its elements
-        check_memory(plan)
-    factory = synchronizer_factory(synchronizer)
-    if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
-        return _execute(world, plan, factory, trace, deadline=deadline)
-    if executor == "inprocess":
-        world = LocalWorld(plan.world_size, timeout=timeout)
-        return _execute(
-            world, plan, factory, trace, show_progress, symbolic=symbolic, deadline=deadline
-        )
-    from syncviz.run.ray_cluster import ray_session
-    from syncviz.run.ray_world import RayWorld
-
-    with ray_session():
-        start = max(1.0, deadline - time.monotonic())
-        with RayWorld(plan.world_size, timeout=timeout, start_timeout=start) as world:
+    # The plan, set-up, sync and result make millions of objects at real sizes: one pause.
+    with _gc_paused():
+        plan = build_plan(spec, src, dst, layers=layers, options=options)
+        if isinstance(synchronizer, str):
+            synchronizer = options.synchronizer
+        if executor not in ("inprocess", "ray"):
+            raise SyncvizError(f"unknown executor {executor!r}", fix="use 'inprocess' or 'ray'")
+        symbolic = _symbolic(provenance, plan.values, executor, world)
+        if not symbolic:  # symbolic ids cost a map's structure, not its elements
+            check_memory(plan)
+        factory = synchronizer_factory(synchronizer)
+        if world is not None:  # a world the caller made (and owns), of plan.world_size ranks
             return _execute(world, plan, factory, trace, deadline=deadline)
+        if executor == "inprocess":
+            world = LocalWorld(plan.world_size, timeout=timeout)
+            return _execute(
+                world, plan, factory, trace, show_progress, symbolic=symbolic, deadline=deadline
+            )
+        from syncviz.run.ray_cluster import ray_session
+        from syncviz.run.ray_world import RayWorld
+
+        with ray_session():
+            start = max(1.0, deadline - time.monotonic())
+            with RayWorld(plan.world_size, timeout=timeout, start_timeout=start) as world:
+                return _execute(world, plan, factory, trace, deadline=deadline)
 
 
 def _check_timeout(timeout: float) -> None:
@@ -244,13 +248,21 @@ def _execute(
     for name, ranks in plan.groups().items():
         world.new_group(list(ranks), name=name)
 
+    shared = SharedShardMaps(plan) if symbolic else None
+
     def setup(coll):
         # Trainer shards are fresh each sync; a vLLM rank keeps the tensors it holds.
-        fresh = (symbolic_state if symbolic else initial_state)(plan, coll.world_rank)
+        if symbolic:
+            fresh = symbolic_state(plan, coll.world_rank, shared)
+        else:
+            fresh = initial_state(plan, coll.world_rank)
         held = coll.store.get("state")
         if plan.roles[coll.world_rank].side == "src" or held is None or held.keys() != fresh.keys():
             coll.store["state"] = fresh
-        return {n: t.clone() for n, t in coll.store["state"].items()}
+        state = coll.store["state"]
+        if symbolic and plan.roles[coll.world_rank].side == "src":
+            return {n: t.region_map() for n, t in state.items()}  # see _unchanged
+        return {n: _snapshot(t) for n, t in state.items()}
 
     # Counts parameters regrouped by all senders (in-process runs only).
     total = sum(len(plan.src_params[s]) for s, _ in plan.stage1)
@@ -279,33 +291,76 @@ def _execute(
                 outcome = run_rank(plan, coll, state, make_sync, tracer, on_param=ticker)
         return outcome, (tracer.trace if tracer else None), state
 
-    before = _values(world.run(setup, timeout=_left(deadline), describe=describe))
-    with _gc_paused():
+    with _gc_paused():  # set-up, sync and result: hundreds of thousands of objects
+        before = _values(world.run(setup, timeout=_left(deadline), describe=describe))
         results = world.run(sync_rank, timeout=_left(deadline), describe=describe)
-    ticker.close()
-    for r in results:  # the run itself failed on a rank (e.g. it could not load the class)
-        if isinstance(r.error, RunFailed):
-            raise r.error
-    outcomes, traces = [], []
-    dst_tensors = {w: before[w] for w in plan.dst_shapes}
-    for r in results:
-        if r.error is not None:
-            outcome = RankOutcome(r.rank)
-            outcome.findings.append(
-                Finding("*", r.rank, "flow", f"{type(r.error).__name__}: {r.error}")
-            )
+        ticker.close()
+        for r in results:  # the run itself failed on a rank (e.g. it could not load the class)
+            if isinstance(r.error, RunFailed):
+                raise r.error
+        outcomes, traces = [], []
+        dst_tensors = {w: before[w] for w in plan.dst_shapes}
+        for r in results:
+            if r.error is not None:
+                outcome = RankOutcome(r.rank)
+                outcome.findings.append(
+                    Finding("*", r.rank, "flow", f"{type(r.error).__name__}: {r.error}")
+                )
+                outcomes.append(outcome)
+                continue
+            outcome, rank_trace, state = r.value
             outcomes.append(outcome)
-            continue
-        outcome, rank_trace, state = r.value
-        outcomes.append(outcome)
-        if rank_trace is not None:
-            traces.append(rank_trace)
-        if r.rank in dst_tensors:
-            dst_tensors[r.rank] = state
-    # The result holds maps only: buffers that had to be real are compacted here.
-    src_tensors = {w: held_ids(plan, w, before[w]) for w in plan.src_params}
-    dst_tensors = {w: held_ids(plan, w, t) for w, t in dst_tensors.items()}
-    return SyncResult(plan, src_tensors, dst_tensors, outcomes, _merge(traces) if trace else None)
+            if rank_trace is not None:
+                traces.append(rank_trace)
+            if r.rank in dst_tensors:
+                dst_tensors[r.rank] = state
+        # The result holds maps only: buffers that had to be real are compacted here.
+        states = {r.rank: r.value[2] for r in results if r.error is None}
+        before.update({w: _unchanged(states.get(w), before[w]) for w in plan.src_params})
+        src_tensors = {w: held_ids(plan, w, before[w]) for w in plan.src_params}
+        dst_tensors = {w: held_ids(plan, w, t) for w, t in dst_tensors.items()}
+        merged = _merge(traces) if trace else None
+        return SyncResult(plan, src_tensors, dst_tensors, outcomes, merged)
+
+
+def _unchanged(
+    state: dict[str, torch.Tensor] | None, maps: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """A symbolic trainer rank's tensors as they were before the sync, from the maps kept at
+    set-up: the rank's own tensor where the sync left it as it was (its map the very same
+    object, a plain base tensor: nearly always), else a fresh tensor on the kept map.
+    Copying every shard up front cost seconds and a second set of tensors at 64 ranks."""
+    if not maps or not isinstance(next(iter(maps.values())), RegionMap):
+        return maps  # real tensors (snapshots): nothing to do
+    out: dict[str, torch.Tensor] = {}
+    for name, region_map in maps.items():
+        t = (state or {}).get(name)
+        if not (
+            type(t) is SymbolicTensor
+            and t._base is None
+            and t.storage_offset() == 0
+            and t.is_contiguous()
+            and t.dtype == torch.float64
+            and tuple(t.shape) == tuple(region_map.shape)
+            and t.region_map() is region_map
+        ):
+            t = SymbolicTensor.from_map(region_map)
+        out[name] = t
+    return out
+
+
+def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor`` as it is before the sync. A symbolic base tensor's map is
+    immutable, so a fresh tensor on the same map is its copy (torch's clone dispatches
+    through the meta device: seconds for the shards of 64 ranks)."""
+    if (
+        type(tensor) is SymbolicTensor
+        and tensor._base is None
+        and tensor.storage_offset() == 0
+        and tensor.is_contiguous()
+    ):
+        return SymbolicTensor.from_map(tensor.region_map(), tensor.dtype)
+    return tensor.clone()
 
 
 @contextmanager
@@ -315,7 +370,10 @@ def _gc_paused() -> Iterator[None]:
     A whole-model trace holds tens of thousands of small records; every automatic
     collection rescans all of them, which made tracing several times slower. The
     records hold no cycles worth collecting mid-run; the collector's previous
-    state is restored afterwards.
+    state is restored afterwards. After a large run one full collection follows:
+    left to itself, the collector would scan the run's objects three times as they
+    age through its generations (tens of seconds for a whole DeepSeek-V3 at 64
+    trainer ranks), and once they are old it leaves them be.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -324,6 +382,8 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+            if gc.get_count()[0] > _COLLECT_AFTER:
+                gc.collect()
 
 
 def _values(results) -> dict[int, Any]:

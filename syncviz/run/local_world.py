@@ -92,12 +92,22 @@ class LocalGroup:
                 del self._posted[call], self._reads[call]
             return items
 
+    def _mailbox(self, src: int, dst: int) -> queue.Queue[torch.Tensor]:
+        # Made on first use: a group of 64 members would otherwise make 4096 queues per run.
+        if not (0 <= src < self.size and 0 <= dst < self.size):
+            raise KeyError((src, dst))  # as a missing mailbox did: no such member
+        with self._cond:
+            box = self._mailboxes.get((src, dst))
+            if box is None:
+                box = self._mailboxes[(src, dst)] = queue.Queue()
+            return box
+
     def post(self, src: int, dst: int, tensor: torch.Tensor) -> None:
-        self._mailboxes[(src, dst)].put(tensor.detach().clone())
+        self._mailbox(src, dst).put(tensor.detach().clone())
 
     def take(self, src: int, dst: int) -> torch.Tensor:
         try:
-            return self._mailboxes[(src, dst)].get(timeout=self._timeout)
+            return self._mailbox(src, dst).get(timeout=self._timeout)
         except queue.Empty:
             raise SyncvizError(
                 f"recv on member {dst} waited {self._timeout} s for member {src}",
@@ -117,9 +127,7 @@ class LocalGroup:
             self._calls = [0] * len(self.ranks)
             self._posted: dict[int, dict[int, Any]] = {}
             self._reads: dict[int, int] = {}
-            self._mailboxes: dict[tuple[int, int], queue.Queue[torch.Tensor]] = {
-                (s, d): queue.Queue() for s in range(self.size) for d in range(self.size)
-            }
+            self._mailboxes: dict[tuple[int, int], queue.Queue[torch.Tensor]] = {}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ __all__ = [
     "SyncPlan",
     "build_plan",
     "expert_group",
+    "held_shards",
     "holds",
     "pair_group",
 ]
@@ -216,6 +217,30 @@ def holds(role: RankRole, shard) -> bool:
     return (role.pp, role.tp) == (shard.pp, shard.tp) and shard.ep in (None, role.ep)
 
 
+def held_shards(layout: ModelLayout, roles: Iterable[RankRole]) -> dict[int, list[tuple[Any, Any]]]:
+    """Per trainer world rank, the (parameter, oracle source shard) pairs it holds, in model
+    order: what :func:`holds` says, found through the (pp, tp) of each shard (a whole model
+    at 64 trainer ranks has thousands of shards; asking every rank of each costs seconds).
+
+    >>> from syncviz import Parallel, preset
+    >>> plan = build_plan(preset("mixtral-8x7b").scaled(), Parallel(2, ep=2), Parallel(2))
+    >>> held = held_shards(plan.layout, plan.roles)
+    >>> sorted(held), all(holds(plan.roles[w], s) for w in held for _, s in held[w])
+    ([0, 1, 2, 3], True)
+    """
+    by_place: dict[tuple[int, int], list[RankRole]] = {}
+    for role in roles:
+        if role.side == "src":
+            by_place.setdefault((role.pp, role.tp), []).append(role)
+    held: dict[int, list[tuple[Any, Any]]] = {r.world: [] for rs in by_place.values() for r in rs}
+    for param in layout:
+        for shard in param.src:
+            for role in by_place.get((shard.pp, shard.tp), ()):
+                if shard.ep is None or shard.ep == role.ep:
+                    held[role.world].append((param, shard))
+    return held
+
+
 def pair_group(stage: str, a: int, b: int) -> str:
     """Name of the two-member broadcast group of one rank pair."""
     return f"{stage}:{a}>{b}"
@@ -286,14 +311,15 @@ def build_plan(
         r.world: {} for r in roles if r.side == "dst"
     }
     dst_world = {(r.pp, r.tp): r.world for r in roles if r.side == "dst"}
+    named: dict[int, set[str]] = {w: set() for w in src_params}
+    for world, held in held_shards(layout, roles).items():
+        for param, shard in held:
+            if shard.name not in named[world]:
+                named[world].add(shard.name)
+                src_params[world].append(shard.name)
+            if param.layer is not None:  # the embedding and lm_head carry no offset
+                src_offset[world] = shard.layer_offset
     for param in layout:
-        for shard in param.src:
-            for role in roles[: src.world_size]:
-                if holds(role, shard):
-                    if shard.name not in src_params[role.world]:
-                        src_params[role.world].append(shard.name)
-                    if param.layer is not None:  # the embedding and lm_head carry no offset
-                        src_offset[role.world] = shard.layer_offset
         for tensor in param.dst:
             dst_shapes[dst_world[(tensor.pp, tensor.tp)]][tensor.name] = tensor.shape
 

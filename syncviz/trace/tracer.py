@@ -44,7 +44,7 @@ from syncviz.trace.capture import (
 from syncviz.trace.model import SyncTrace
 from syncviz.trace.ops import dtype_name, freeze_arg
 from syncviz.trace.proxy import TracedProxy
-from syncviz.trace.records import CollectiveRecord, ParamTrace, SourceRecord, TensorRef
+from syncviz.trace.records import CollectiveRecord, OpRecord, ParamTrace, SourceRecord, TensorRef
 
 T = TypeVar("T")
 
@@ -430,13 +430,16 @@ class Tracer:
             )
         scope = self._scopes[-1] if self._scopes else None
         refs = []
+        shapes: dict[tuple[torch.Size, torch.dtype], tuple[list[int], str]] = {}
         for t in tensor_list:
             ref = self.ref_of(t)
-            refs.append(
-                TensorRef(
-                    self._new_ref(t) if ref is None else ref, list(t.shape), dtype_name(t.dtype)
-                )
-            )
+            # One shape list per distinct shape (records are read only): an all-gather over
+            # 64 ranks lists 64 buffers of one shape.
+            key = (t.shape, t.dtype)
+            if key not in shapes:
+                shapes[key] = (list(t.shape), dtype_name(t.dtype))
+            shape, dtype = shapes[key]
+            refs.append(TensorRef(self._new_ref(t) if ref is None else ref, shape, dtype))
         self._flush()  # ops before this collective take the lower indexes
         record = CollectiveRecord(
             index=0,
@@ -590,8 +593,16 @@ class Tracer:
     def _flush(self) -> None:
         """Write captured ops out as OpRecords, in the order they ran."""
         pending, self._pending = self._pending, []
+        last: tuple[Any, ...] | None = None  # the previous op but for its output refs
+        record = None
         for scope, op in pending:
-            record = build_record(op, index=len(scope.ops) + len(scope.collectives))
+            index = len(scope.ops) + len(scope.collectives)
+            same = _same_but_refs(op)
+            if record is not None and same == last:
+                record = _like(record, op, index)
+            else:
+                record = build_record(op, index=index)
+                last = same
             scope.ops.append(record)
             for text in record.warnings:
                 self._trace.warnings.append(
@@ -601,6 +612,34 @@ class Tracer:
     @staticmethod
     def _context(scope: ParamTrace) -> str:
         return f"param {scope.param!r} rank {scope.rank} phase {scope.phase!r}"
+
+
+def _same_but_refs(op: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What a captured op is made of except its index and output refs: ops equal in this
+    build records equal in everything else (a synchronizer's 64 ``empty_like`` buffers of
+    one all-gather)."""
+    info, snaps_in, sources, args, kwargs, snaps_out, notes = op
+    return (info, snaps_in, sources, args, kwargs, [s[1:] for s in snaps_out], notes)
+
+
+def _like(record: OpRecord, op: tuple[Any, ...], index: int) -> OpRecord:
+    """The record of ``op``, equal to ``record`` but for index and output refs. Records are
+    read, never changed, so its lists are shared: a whole-model trace holds hundreds of
+    thousands of such buffers, and each would otherwise cost a dozen objects."""
+    outputs = [
+        TensorRef(snap[0], ref.shape, ref.dtype)
+        for snap, ref in zip(op[5], record.outputs, strict=True)
+    ]
+    return OpRecord(
+        index,
+        record.op,
+        record.inputs,
+        record.args,
+        record.kwargs,
+        outputs,
+        record.derived_from,
+        record.warnings,
+    )
 
 
 def _tensor_arg_size(value: Any) -> int:

@@ -260,6 +260,11 @@ def build_plan(
                 )
         options = replace(options, **option_values)
     validate(spec, src, dst)
+    if spec.mtp_layers:  # the oracle and `syncviz layout` lay them out
+        raise SyncvizError(
+            f"mtp_layers ({spec.mtp_layers}) is not carried by the synchronizers",
+            fix="leave out mtp to check the sync; lay the MTP layer out with layout or render",
+        )
     if dst.pp != 1:
         raise SyncvizError(
             f"dst pp ({dst.pp}) is not supported by the sync executors",

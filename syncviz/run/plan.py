@@ -263,7 +263,8 @@ def build_plan(
     if spec.mtp_layers:  # the oracle and `syncviz layout` lay them out
         raise SyncvizError(
             f"mtp_layers ({spec.mtp_layers}) is not carried by the synchronizers",
-            fix="leave out mtp to check the sync; lay the MTP layer out with model_layout or layout --mtp",
+            fix="leave out mtp to check the sync; lay the MTP layer out with model_layout"
+            " or layout --mtp",
         )
     if dst.pp != 1:
         raise SyncvizError(

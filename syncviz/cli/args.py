@@ -181,10 +181,11 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelSpec, Parallel, Parallel
 
 
 def add_sync_args(parser: argparse.ArgumentParser, *, layers: str | None, what: str) -> None:
-    """What a command that runs a sync reads: the model, the sizes, ``--synchronizer``,
-    ``--scaled/--exact`` (real sizes unless ``--scaled``) and ``--layers`` (default
-    ``layers``, help ``what``)."""
+    """What a command that runs a sync reads: the model (and ``--mtp``), the sizes,
+    ``--synchronizer``, ``--scaled/--exact`` (real sizes unless ``--scaled``) and
+    ``--layers`` (default ``layers``, help ``what``)."""
     add_model_args(parser)
+    add_mtp_arg(parser)
     add_parallel_args(parser)
     add_run_args(parser, scaled_default=False)
     add_layers_arg(parser, default=layers, what=what)

@@ -39,8 +39,9 @@ class SourceShard:
     """One tensor a trainer rank holds.
 
     ``name`` is the trainer's name, with the layer index local to pipeline
-    stage ``pp`` (global layer = local + ``layer_offset``). ``ep`` is None when
-    every expert-parallel rank holds the same tensor (all dense parameters);
+    stage ``pp`` (global layer = local + ``layer_offset``; in a multi-token-prediction
+    layer ``k``, global ``num_layers + k``, and ``layer_offset`` is still the stage's).
+    ``ep`` is None when every expert-parallel rank holds the same tensor (all dense parameters);
     replication over TP (norms, router) is listed rank by rank.
     """
 
@@ -327,9 +328,9 @@ class _Builder:
         src_stage, dst_stage = self._stages(kind, layer)
         src_offset, dst_offset = src_stage * self.src_per_stage, dst_stage * self.dst_per_stage
         mtp = layer is not None and self.spec.is_mtp_layer(layer)
-        if mtp:  # the trainer numbers its MTP layers from 0 (mtp.layers.k)
-            src_offset = self.spec.num_layers
-        src_fields = {} if layer is None else {"i": layer - src_offset}
+        # The trainer numbers its MTP layers from 0 (mtp.layers.k); the stage's offset stays.
+        first = self.spec.num_layers if mtp else src_offset
+        src_fields = {} if layer is None else {"i": layer - first}
         dst_fields = {} if layer is None else {"i": layer}
         # The family writes vLLM's names; the engine record respells them (syncviz.engines).
         key = engine(self.dst_par.engine).dst_name(self.conv.dst_name(kind, mtp=mtp, **dst_fields))

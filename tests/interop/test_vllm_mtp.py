@@ -6,11 +6,13 @@ A random bf16 checkpoint of GLM-4.5's judged tiny spec with one MTP layer (layer
 MoE decoder layer plus enorm, hnorm, eh_proj, shared_head.norm and shared_head.head) is
 written with syncviz's writer, its config relabelled ``Glm4MoeMTPModel`` (the draft's
 architecture), and scripts/vllm_judge/load_ranks.py loads it at TP 1 and 2. Every vLLM
-tensor must be the oracle's cut of the checkpoint: the MTP layer's parameters by their
-layout names and the draft's embedding as the model's ``embed``. DeepSeek-V3's draft
+tensor must be the oracle's cut of the checkpoint (the MTP layer's parameters by their
+layout names, the draft's embedding as the model's ``embed``, its ``shared_head.head`` as
+the checkpoint's MTP head in vocab rows) and what the corrected synchronizer sends there
+from a Megatron layout (all but the head, which vLLM's proposer replaces by the target's
+``lm_head`` at run time). DeepSeek-V3's draft
 (``DeepSeekMTP``) is not judged: vLLM 0.32 asserts a speculative config when it is built,
-which the stand-alone loader does not make. The synchronizers do not carry the MTP layer, so
-only the oracle is judged.
+which the stand-alone loader does not make.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from safetensors import safe_open
 
 from syncviz.diagnose.fixtures import local_tensor, vllm_name
 from syncviz.oracle import model_layout
+from syncviz.oracle.dest import dest_maps
 from syncviz.oracle.hf_names import HF_NAMES
 from syncviz.parallel import Parallel
+from syncviz.run.inprocess import run_sync
+from syncviz.run.values import PADDING_ID
 from tests.interop import vllm_python
 from tests.interop.test_vllm_loaders import (
     SCRIPT,
@@ -88,6 +93,39 @@ def _checkpoint_global(ckpt: Path, family: str, kind: str, layer: int | None, ex
         return torch.cat([f.get_tensor(t.format(**fields)) for t in templates])
 
 
+def _vllm_ranks(out: Path, d: int) -> list[dict[str, torch.Tensor]]:
+    """What vLLM's loader put on each rank at TP d (attention scales left out)."""
+    ranks = []
+    for r in range(d):
+        with safe_open(str(out / f"tp{d}" / f"rank{r}.safetensors"), "pt") as f:
+            buffers = set(json.loads(f.metadata()["buffers"]))
+            stored = f.keys()  # (a safe_open file is not iterable)
+            ranks.append(
+                {syncviz_name(n): f.get_tensor(n) for n in stored if not not_a_weight(n, buffers)}
+            )
+    return ranks
+
+
+def _wanted(layout, layer: int) -> list:
+    """The MTP layer's parameters and the embedding (the draft's embed_tokens)."""
+    return [p for p in layout if p.layer == layer or p.kind == "embed"]
+
+
+def _compare(vllm: list[dict], mine: list[dict]) -> None:
+    problems = []
+    for r, (got, want) in enumerate(zip(vllm, mine, strict=True)):
+        assert set(got) == set(want), (r, sorted(set(got) ^ set(want)))
+        problems += [diff for n in sorted(got) if (diff := difference(n, r, got[n], want[n]))]
+    assert not problems, "\n".join(problems)
+
+
+def _head(spec, ckpt: Path, d: int) -> list[torch.Tensor]:
+    """The draft's shared_head.head as loaded: the checkpoint's MTP head in vocab rows (at
+    run time vLLM's proposer puts the target's lm_head there, so no sync sends it)."""
+    glob = _checkpoint_global(ckpt, spec.family, "mtp_head", spec.num_layers, 0)
+    return [local_tensor(glob, m) for m in dest_maps("mtp_head", spec, d)]
+
+
 @pytest.mark.parametrize("d", SIZES)
 def test_vllm_mtp_draft_holds_the_oracle_cut(loaded, d):
     """At vLLM TP d every rank of Glm4MoeMTP holds exactly the oracle's tensors of the MTP
@@ -97,24 +135,42 @@ def test_vllm_mtp_draft_holds_the_oracle_cut(loaded, d):
         pytest.skip(f"vLLM {summary['vllm']}: {summary['unsupported']}")
     assert summary["tp"][str(d)]["result"] == "ok", summary
     layer = spec.num_layers
-    layout = model_layout(
-        spec, Parallel(tp=1), Parallel(tp=d), layers=[layer], include_globals=True
-    )
-    wanted = [p for p in layout if p.layer == layer or p.kind == "embed"]
-    problems: list[str] = []
-    for r in range(d):
-        with safe_open(str(out / f"tp{d}" / f"rank{r}.safetensors"), "pt") as f:
-            buffers = set(json.loads(f.metadata()["buffers"]))
-            stored = f.keys()  # (a safe_open file is not iterable)
-            held = {
-                syncviz_name(n): f.get_tensor(n) for n in stored if not not_a_weight(n, buffers)
-            }
-        names = {vllm_name(p.key): p for p in wanted}
-        assert set(held) == set(names), (sorted(set(held) ^ set(names)), r)
-        for name, param in names.items():
+    layout = model_layout(spec, Parallel(tp=1), Parallel(tp=d), include_globals=True)
+    mine: list[dict[str, torch.Tensor]] = [{} for _ in range(d)]
+    for param in _wanted(layout, layer):
+        glob = _checkpoint_global(ckpt, spec.family, param.kind, param.layer, spec.num_experts)
+        for t in param.dst:
+            mine[t.tp][syncviz_name(vllm_name(param.key))] = local_tensor(glob, t.index)
+    head = f"model.layers.{layer}.shared_head.head.weight"
+    for r, tensor in enumerate(_head(spec, ckpt, d)):
+        mine[r][head] = tensor
+    _compare(_vllm_ranks(out, d), mine)
+
+
+@pytest.mark.parametrize("d", SIZES)
+def test_vllm_mtp_draft_holds_what_the_corrected_sync_sends(loaded, d):
+    """From a Megatron layout (trainer tp 2 where it fits, else 1; ep 2), the corrected
+    synchronizer's MTP layer and embedding, read back as checkpoint elements, are vLLM's."""
+    spec, ckpt, out, summary = loaded
+    if summary["unsupported"]:
+        pytest.skip(f"vLLM {summary['vllm']}: {summary['unsupported']}")
+    src = Parallel(tp=min(2, d), ep=2)
+    result = run_sync(spec, src, Parallel(tp=d), synchronizer="corrected", trace=False)
+    assert not result.findings, [f.message for f in result.findings]
+    layer = spec.num_layers
+    mine: list[dict[str, torch.Tensor]] = [{} for _ in range(d)]
+    for role in result.plan.roles:
+        if role.side != "dst":
+            continue
+        for param in _wanted(result.plan.layout, layer):
+            ids = result.local_ids(role.world, param.key)
+            assert bool(((ids >= 0) | (ids == PADDING_ID)).all()), (param.key, role.tp)
             glob = _checkpoint_global(ckpt, spec.family, param.kind, param.layer, spec.num_experts)
-            want = local_tensor(glob, param.dst[r].index)
-            found = difference(name, r, held[name], want)
-            if found:
-                problems.append(found)
-    assert not problems, "\n".join(problems)
+            flat, ids = glob.reshape(-1), ids.long()
+            local = flat[ids.clamp(min=0).reshape(-1)].view(ids.shape).clone()
+            local[ids < 0] = 0
+            mine[role.tp][syncviz_name(vllm_name(param.key))] = local
+    vllm = _vllm_ranks(out, d)
+    for held in vllm:  # replaced by the target's lm_head at run time: judged above
+        del held[f"model.layers.{layer}.shared_head.head.weight"]
+    _compare(vllm, mine)

@@ -53,7 +53,7 @@ def test_eh_proj_rows_split_on_trainer_whole_on_vllm_at_d2():
         assert torch.equal(eh.src[r].index.ids(), full[4 * r : 4 * r + 4])
         assert eh.src[r].name == "module.module.mtp.layers.0.eh_proj.weight"
         assert torch.equal(eh.dst[r].index.ids(), full)
-    assert eh.describe(eh.src[1].index).startswith("rows 0-3: eh_proj embedding rows 4-7")
+    assert eh.describe(eh.src[1].index).startswith("rows 0-3: embedding rows 4-7, hidden rows 4-7")
 
 
 def test_mtp_head_vocab_rows_with_padding_at_d2():

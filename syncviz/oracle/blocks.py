@@ -91,9 +91,12 @@ BLOCK_FAMILIES: tuple[str, ...] = (
     "vocab",
     "norm",
     "router",
+    "embedding",
+    "hidden",
     "padding",
 )
-"""Colour keys of blocks; "padding" is for id -1, which belongs to no block."""
+"""Colour keys of blocks ("embedding" / "hidden": the two input halves of an MTP layer's
+eh_proj); "padding" is for id -1, which belongs to no block."""
 
 DIM_NAMES = {1: ("elements",), 2: ("rows", "cols"), 3: ("experts", "rows", "cols")}
 
@@ -289,8 +292,8 @@ def blocks(kind: str, spec: ModelSpec) -> tuple[Block, ...]:
     if kind == "mtp_eh_proj":  # its input is [embedding; hidden state]
         h = shape[0]
         return (
-            Block("eh_proj embedding", "vocab", _cols(shape, 0, h)),  # type: ignore[arg-type]
-            Block("eh_proj hidden", "o", _cols(shape, h, 2 * h)),  # type: ignore[arg-type]
+            Block("embedding", "embedding", _cols(shape, 0, h)),  # type: ignore[arg-type]
+            Block("hidden", "hidden", _cols(shape, h, 2 * h)),  # type: ignore[arg-type]
         )
     if kind == "o_proj":
         return tuple(

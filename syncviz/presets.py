@@ -30,21 +30,30 @@ PRESETS: Mapping[str, ModelSpec] = derived(
     }
 )
 
+PRESET_MTP_LAYERS: Mapping[str, int] = derived(
+    lambda infos: {p.name: p.mtp_layers for info in infos for p in info.presets}
+)
+"""Each preset's multi-token-prediction layers (its config's ``num_nextn_predict_layers``)."""
+
 CONFIGS_DIR = Path(__file__).parent / "configs"
 
 
-def preset(name: str) -> ModelSpec:
-    """The preset called ``name``; an unknown name lists the known ones.
+def preset(name: str, *, mtp: bool = False) -> ModelSpec:
+    """The preset called ``name``; an unknown name lists the known ones. ``mtp`` lays out
+    the multi-token-prediction layers its config counts (refused where it counts none).
 
     >>> preset("llama3-8b").num_query_groups
     8
+    >>> preset("glm-4.5-air", mtp=True).all_layers
+    47
     """
     try:
-        return PRESETS[name]
+        spec = PRESETS[name]
     except KeyError:
         raise SyncvizError(
             f"unknown preset {name!r}", fix="use one of " + ", ".join(PRESETS)
         ) from None
+    return spec.with_mtp(PRESET_MTP_LAYERS[name], f"preset {name}") if mtp else spec
 
 
 def shipped_configs() -> tuple[str, ...]:

@@ -200,6 +200,9 @@ def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
         )
     if spec.shared_expert_ffn_hidden_size:
         found.append(divides("shared_expert_ffn_hidden_size", spec.shared_expert_ffn_hidden_size))
+    if spec.mtp_layers and side == "src":  # vLLM and SGLang hold eh_proj whole
+        why = " (the MTP layer's eh_proj rows are split over tp)"
+        found.append(divides("hidden_size", spec.hidden_size, why))
     if side == "dst":  # Megatron pads its vocab to 128 * tp, so only vLLM's padding can fail
         padded = spec.padded_vocab_size
         why = f" (vocab_size {spec.vocab_size} padded to a multiple of {VLLM_VOCAB_PADDING})"

@@ -69,7 +69,9 @@ class ModelSpec:
     (MLA, :attr:`is_mla`) is on when ``kv_lora_rank`` > 0: per head ``qk_nope_head_dim``
     + ``qk_rope_head_dim`` query/key rows and ``v_head_dim`` value rows (``head_dim``
     is then ``v_head_dim``: the width of one head's ``o_proj`` columns); ``q_lora_rank``
-    > 0 adds the low-rank query projection.
+    > 0 adds the low-rank query projection. ``mtp_layers`` > 0 lays out that many
+    multi-token-prediction layers after the last layer (global indices ``num_layers`` on,
+    :attr:`all_layers`; only a family with an MTP layout has them, see :meth:`with_mtp`).
 
     >>> ModelSpec("m", "qwen2", 2, 64, 4, 2, 96, 100).padded_vocab_size
     128
@@ -98,6 +100,7 @@ class ModelSpec:
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
     use_qk_norm: bool = True
+    mtp_layers: int = 0
     source: str = field(default="", compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
@@ -174,7 +177,7 @@ class ModelSpec:
             )
 
     def _check_mla(self) -> None:
-        for name in ("first_k_dense_replace", "q_lora_rank", "kv_lora_rank"):
+        for name in ("first_k_dense_replace", "q_lora_rank", "kv_lora_rank", "mtp_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise SyncvizError(
@@ -186,6 +189,12 @@ class ModelSpec:
                 f"ffn_hidden_size ({self.ffn_hidden_size}) must be positive when the first"
                 f" {self.first_k_dense_replace} layers are dense",
                 fix="set intermediate_size from config.json",
+            )
+        if self.mtp_layers and FAMILY[self.family].mtp is None:
+            raise SyncvizError(
+                f"mtp_layers ({self.mtp_layers}) needs a family with multi-token-prediction"
+                f" layers; {self.family} has none",
+                fix="use mtp_layers=0, or one of " + ", ".join(_mtp_families()),
             )
         if not self.is_mla:
             if self.q_lora_rank:
@@ -216,6 +225,46 @@ class ModelSpec:
             )
 
     @property
+    def all_layers(self) -> int:
+        """The decoder layers and the multi-token-prediction layers after them."""
+        return self.num_layers + self.mtp_layers
+
+    def is_mtp_layer(self, layer: int) -> bool:
+        """Whether global layer ``layer`` is a multi-token-prediction layer.
+
+        >>> from syncviz.presets import preset
+        >>> spec = preset("deepseek-v3", mtp=True)
+        >>> spec.mtp_layers, spec.is_mtp_layer(60), spec.is_mtp_layer(61)
+        (1, False, True)
+        """
+        return layer >= self.num_layers
+
+    def with_mtp(self, count: int, where: str = "") -> ModelSpec:
+        """This spec with ``count`` multi-token-prediction layers laid out (``where`` says
+        where the count came from, for the refusals).
+
+        >>> from syncviz.presets import preset
+        >>> preset("llama3-8b").with_mtp(1)
+        Traceback (most recent call last):
+        ...
+        syncviz.errors.SyncvizError: llama3-8b (family llama-mcore) has no multi-token-prediction \
+layer: leave out mtp, or use a model of deepseek-v3 or glm4-moe
+        """
+        info = FAMILY[self.family]
+        if info.mtp is None:
+            raise SyncvizError(
+                f"{self.name} (family {self.family}) has no multi-token-prediction layer",
+                fix="leave out mtp, or use a model of " + " or ".join(_mtp_families()),
+            )
+        if count == 0:
+            raise SyncvizError(
+                f"{where or self.name} has {info.mtp_key} 0: no multi-token-prediction layer"
+                " to lay out",
+                fix="leave out mtp, or use a config whose " + info.mtp_key + " is 1 or more",
+            )
+        return replace(self, mtp_layers=count)
+
+    @property
     def is_mla(self) -> bool:
         """Multi-head latent attention (``kv_lora_rank`` > 0) instead of fused QKV."""
         return self.kv_lora_rank > 0
@@ -226,7 +275,8 @@ class ModelSpec:
         return self.qk_nope_head_dim + self.qk_rope_head_dim
 
     def is_moe_layer(self, layer: int) -> bool:
-        """Whether layer ``layer`` has routed experts (dense below ``first_k_dense_replace``).
+        """Whether layer ``layer`` has routed experts (dense below ``first_k_dense_replace``;
+        a multi-token-prediction layer is as the last layer is).
 
         >>> spec = ModelSpec("m", "mixtral", 4, 16, 4, 2, 8, 64, num_experts=4,
         ...                  moe_ffn_hidden_size=8, first_k_dense_replace=1)
@@ -286,12 +336,17 @@ class ModelSpec:
 
     @classmethod
     def from_hf_config(
-        cls, path_or_dict: str | os.PathLike[str] | Mapping[str, Any], name: str | None = None
+        cls,
+        path_or_dict: str | os.PathLike[str] | Mapping[str, Any],
+        name: str | None = None,
+        *,
+        mtp: bool = False,
     ) -> ModelSpec:
         """Read a Hugging Face ``config.json`` (a path, its folder, or the parsed dict).
 
         Plain JSON, no ``transformers``. Supported ``architectures``: see
-        ``HF_ARCHITECTURES``; the family follows from it.
+        ``HF_ARCHITECTURES``; the family follows from it. ``mtp`` lays out the
+        multi-token-prediction layers the config counts (refused where it counts none).
 
         >>> spec = ModelSpec.from_hf_config({
         ...     "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2,
@@ -301,7 +356,7 @@ class ModelSpec:
         ('llama-mcore', 2, 8)
         """
         config, where, default_name = _load_hf_config(path_or_dict)
-        return _spec_from_hf(config, where, name or default_name)
+        return _spec_from_hf(config, where, name or default_name, mtp)
 
     def scaled(
         self,
@@ -475,6 +530,7 @@ CONFIG_BOUNDS: dict[str, int] = {
     "n_routed_experts": 1024,
     "n_shared_experts": 1024,
     "first_k_dense_replace": 1024,
+    "num_nextn_predict_layers": 64,
     "q_lora_rank": 1 << 18,
     "kv_lora_rank": 1 << 18,
     "qk_nope_head_dim": 4096,
@@ -614,7 +670,7 @@ def _flag(config: Mapping[str, Any], key: str, where: str, default: bool) -> boo
     return value
 
 
-def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec:
+def _spec_from_hf(config: Mapping[str, Any], where: str, name: str, mtp: bool = False) -> ModelSpec:
     """The spec, read as the family's record (``syncviz.families``) says: no per-family code."""
     arch = _architecture(config, where)
     info = FAMILY[HF_ARCHITECTURES[arch]]
@@ -676,15 +732,21 @@ def _spec_from_hf(config: Mapping[str, Any], where: str, name: str) -> ModelSpec
             f"{where} has a quantization_config: quantization scales are not part of the"
             " layout, so the check covers the unquantized weights",
         )
-    mtp = config.get(info.mtp_key) if info.mtp_key else None
-    if mtp:
+    count = _whole(config, info.mtp_key, where) if info.mtp_key else 0
+    if count and not mtp:
         notes += (
-            f"{where} has {info.mtp_key} {shown(mtp)}: the multi-token-prediction layer(s)"
-            " after the last layer are left out of the layout",
+            f"{where} has {info.mtp_key} {count}: the multi-token-prediction layer(s)"
+            " after the last layer are left out of the layout (mtp=True, --mtp, lays them out)",
         )
-    return ModelSpec(
+    spec = ModelSpec(
         name=name, family=info.name, source=f"hf config {where} ({arch})", notes=notes, **sizes
     )
+    return spec.with_mtp(count, where) if mtp else spec
+
+
+def _mtp_families() -> list[str]:
+    """The families with multi-token-prediction layers."""
+    return [f for f, info in FAMILY.items() if info.mtp is not None]
 
 
 def _text_config(config: Mapping[str, Any], where: str, info: FamilyInfo) -> Mapping[str, Any]:

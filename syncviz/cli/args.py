@@ -45,6 +45,16 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     add_family_arg(parser)
 
 
+def add_mtp_arg(parser: argparse.ArgumentParser) -> None:
+    """``--mtp``: lay out the multi-token-prediction layer(s) the model's config counts."""
+    parser.add_argument(
+        "--mtp",
+        action="store_true",
+        help="also lay out the multi-token-prediction layer(s) after the last layer"
+        " (layer num_hidden_layers on; models whose config counts them)",
+    )
+
+
 def add_family_arg(parser: argparse.ArgumentParser) -> None:
     """``--family PATH``: a family of one's own, declared in a .py or .json file."""
     parser.add_argument(
@@ -77,15 +87,17 @@ def load_spec(args: argparse.Namespace) -> ModelSpec:
     unknown preset 'llama3-8': did you mean llama3-8b, llama3-70b or llama2-7b?
     """
     load_family_arg(args)
+    mtp = bool(getattr(args, "mtp", False))
     if args.preset is None:
-        spec = ModelSpec.from_hf_config(args.config)
+        spec = ModelSpec.from_hf_config(args.config, mtp=mtp)
         for note in spec.notes:  # said, never a reason to stop
             print(f"syncviz: note: {note}", file=sys.stderr)
         return spec
     if args.preset in PRESETS:
-        return preset(args.preset)
+        return preset(args.preset, mtp=mtp)
     if args.preset in shipped_configs():
-        return shipped_config(args.preset)
+        spec = shipped_config(args.preset)
+        return spec.with_mtp(0, f"shipped config {args.preset}") if mtp else spec
     known = (*PRESETS, *shipped_configs())
     close = difflib.get_close_matches(args.preset, known, n=3, cutoff=0.6)
     fix = (
@@ -169,10 +181,11 @@ def load_inputs(args: argparse.Namespace) -> tuple[ModelSpec, Parallel, Parallel
 
 
 def add_sync_args(parser: argparse.ArgumentParser, *, layers: str | None, what: str) -> None:
-    """What a command that runs a sync reads: the model, the sizes, ``--synchronizer``,
-    ``--scaled/--exact`` (real sizes unless ``--scaled``) and ``--layers`` (default
-    ``layers``, help ``what``)."""
+    """What a command that runs a sync reads: the model (and ``--mtp``), the sizes,
+    ``--synchronizer``, ``--scaled/--exact`` (real sizes unless ``--scaled``) and
+    ``--layers`` (default ``layers``, help ``what``)."""
     add_model_args(parser)
+    add_mtp_arg(parser)
     add_parallel_args(parser)
     add_run_args(parser, scaled_default=False)
     add_layers_arg(parser, default=layers, what=what)
@@ -365,7 +378,7 @@ def check_layers(spec: ModelSpec, layers: list[int] | None) -> None:
     """
     if not layers:
         return
-    count = spec.num_layers
+    count = spec.all_layers  # multi-token-prediction layers, when laid out, come last
     spans = getattr(layers, "spans", None) or tuple((n, n) for n in layers)
     bad = [(max(a, count), b) for a, b in spans if b >= count]
     bad += [(a, min(b, -1)) for a, b in spans if a < 0]

@@ -19,6 +19,7 @@ import argparse
 from syncviz.cli.args import (
     add_layers_arg,
     add_model_args,
+    add_mtp_arg,
     add_parallel_args,
     add_size_arg,
     load_inputs,
@@ -30,6 +31,7 @@ from syncviz.cli.output import say
 
 def _layout_configure(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
+    add_mtp_arg(parser)
     add_parallel_args(parser)
     add_layers_arg(parser, default="0", what="global layers to describe")
     parser.add_argument(
@@ -72,8 +74,11 @@ def _describe_layer(spec, src, dst, layer: int, with_globals: bool) -> None:
     )
     src_stage, dst_stage = layout.src_stage(layer), layout.dst_stage(layer)
     local = layer - src_stage * (spec.num_layers // src.pp)
+    held = f"its local layer {local}"
+    if spec.is_mtp_layer(layer):
+        held = f"its multi-token-prediction layer {layer - spec.num_layers}"
     say(
-        f"trainer stage {src_stage} holds it as its local layer {local}; {dst.engine_name} stage"
+        f"trainer stage {src_stage} holds it as {held}; {dst.engine_name} stage"
         f" {dst_stage}"
         f" names it by its global index {layer}"
     )

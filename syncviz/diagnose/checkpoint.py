@@ -67,7 +67,7 @@ def part_shapes(kind: str, spec: ModelSpec, parts: int) -> list[tuple[int, ...]]
 
 def _expected(spec: ModelSpec) -> Iterator[tuple[str, tuple[int, ...]]]:
     names = HF_NAMES[spec.family]
-    layers = range(spec.num_layers)
+    layers = range(spec.all_layers)  # multi-token-prediction layers, when laid out, last
     kinds = [("embed", None)] + [(k, i) for i in layers for k in layer_kinds(spec, i)]
     kinds += [("final_norm", None)] + ([] if spec.tie_word_embeddings else [("lm_head", None)])
     fused = spec.family in HF_FUSED_EXPERTS

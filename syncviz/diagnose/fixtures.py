@@ -113,6 +113,8 @@ def _stack_and_mla_keys(spec: ModelSpec, info: FamilyInfo) -> dict:
         config[key] = value if spec.router_bias else "greedy"
     if info.qk_norm_key:
         config[info.qk_norm_key] = spec.use_qk_norm
+    if spec.mtp_layers:
+        config[info.mtp_key] = spec.mtp_layers
     if info.mla:
         config["q_lora_rank"] = spec.q_lora_rank or None
         for key in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):

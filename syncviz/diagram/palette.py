@@ -34,6 +34,8 @@ FAMILY_COLORS: dict[str, str] = {
     "vocab": "#44AA99",  # teal
     "norm": "#999933",  # olive
     "router": "#882255",  # wine
+    "embedding": "#44AA99",  # teal, as the vocab it comes from
+    "hidden": "#AA3377",  # purple
     "padding": "#DDDDDD",  # pale grey
     "unwritten": "#FFFFFF",  # white (drawn with a grey hatch)
     "foreign": "#000000",  # black: another parameter's data
@@ -47,6 +49,8 @@ FAMILY_WORDS: dict[str, str] = {
     "o": "heads (columns)",
     "expert": "experts",
     "vocab": "vocab rows",
+    "embedding": "embedding half (columns)",
+    "hidden": "hidden-state half (columns)",
     "unwritten": "never written",
     "foreign": "another parameter's data",
 }

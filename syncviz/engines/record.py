@@ -16,6 +16,7 @@ engine.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -37,7 +38,11 @@ class EngineInfo:
     then (``"replicated"``: whole on every rank). ``dump`` names the syncviz function
     that writes a rank's dump; ``parallel_state`` the engine module that tells a worker
     its TP/PP ranks; ``expert_count`` the attribute of its MoE layer giving the experts a
-    rank holds. ``source`` says where the facts come from.
+    rank holds. ``mtp_renames`` are ``(pattern, replacement)`` regular expressions that
+    respell a multi-token-prediction layer's names (``{i}`` or a number for the layer);
+    ``mtp_own_head`` whether the engine's MTP draft model loads a head of its own (else it
+    uses the target's ``lm_head``); ``mtp_max_layers`` how many MTP layers it loads
+    (0: any). ``source`` says where the facts come from.
     """
 
     name: str
@@ -50,12 +55,17 @@ class EngineInfo:
     dump: str = "save_vllm_rank"
     parallel_state: str = "vllm.distributed.parallel_state"
     expert_count: str = "local_num_experts"
+    mtp_renames: tuple[tuple[str, str], ...] = ()
+    mtp_own_head: bool = True
+    mtp_max_layers: int = 0
     source: str = field(default="", compare=False)
 
     def dst_name(self, template: str) -> str:
         """A family's destination name template, spelled as this engine spells it."""
         for old, new in self.renames:
             template = template.replace(old, new)
+        for pattern, new in self.mtp_renames:
+            template = re.sub(pattern, new, template)
         return template
 
     def dst_names(self, names: Mapping[str, str]) -> dict[str, str]:

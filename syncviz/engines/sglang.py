@@ -9,6 +9,11 @@ are not run against SGLang itself.
 'model.model.layers.{i}.mlp.experts.w13_weight'
 >>> ENGINE.dp_attention, ENGINE.dp_attention_embed
 (True, 'replicated')
+>>> ENGINE.dst_name("model.model.layers.61.mtp_block.mlp.gate.weight")
+'model.model.decoder.mlp.gate.weight'
+>>> ENGINE.dst_name("model.model.layers.{i}.eh_proj.weight")
+'model.model.eh_proj.weight'
+
 """
 
 from syncviz.engines.record import EngineInfo
@@ -31,5 +36,17 @@ ENGINE = EngineInfo(
     parallel_state="sglang.srt.distributed.parallel_state",
     # FusedMoE (layers/moe/fused_moe_triton/layer.py) counts a rank's experts here.
     expert_count="num_local_experts",
+    # deepseek_nextn.py (DeepseekV3ForCausalLMNextN): one MTP layer, its decoder layer
+    # under model.decoder., enorm / hnorm / eh_proj (a plain nn.Linear) / shared_head.norm
+    # under model.; the head and the embedding are the target model's (not loaded).
+    mtp_renames=(
+        (r"model\.model\.layers\.(\d+|\{i\})\.mtp_block\.", "model.model.decoder."),
+        (
+            r"model\.model\.layers\.(\d+|\{i\})\.(enorm|hnorm|eh_proj|shared_head)\.",
+            r"model.model.\2.",
+        ),
+    ),
+    mtp_own_head=False,
+    mtp_max_layers=1,
     source="SGLang 0.5.23 source (read, not run: SGLang is not installable here)",
 )

@@ -16,6 +16,7 @@ from syncviz.families.names import (
     MCORE_GROUPED_MOE,
     MCORE_LAYER,
     MCORE_SHARED,
+    MTP,
     VLLM_DENSE,
     VLLM_LAYER,
     VLLM_ROUTED,
@@ -80,6 +81,7 @@ FAMILY = FamilyInfo(
     experts="sequential", experts_keys=("n_routed_experts",), mha_only=True, mla=True,
     dense_first_key="first_k_dense_replace", shared_experts_key="n_shared_experts",
     router_bias=True, mtp_key="num_nextn_predict_layers", also_model_types=("kimi_k2",),
+    mtp=MTP,
     src_names=_SRC, dst_names=_DST, hf_names=_HF,
     dense_src_names=MCORE_DENSE_LAYER,
     # vLLM allocates e_score_correction_bias as float32 whatever the weights' dtype;
@@ -104,7 +106,8 @@ FAMILY = FamilyInfo(
         "mlp.router.expert_bias (vLLM mlp.gate.e_score_correction_bias, when topk_method is "
         "noaux_tc), TEGroupedMLP experts (rank ep holds ep*E/EP + j) and shared experts "
         "mlp.shared_experts.linear_fc1/fc2 of n_shared_experts * moe_intermediate_size, "
-        "without a gate. The MTP layer (num_nextn_predict_layers) is left out."
+        "without a gate. The MTP layer (num_nextn_predict_layers) is left out unless asked "
+        "for (mtp=True)."
     ),
     presets=(
         # deepseek-ai/DeepSeek-V3 config.json (also DeepSeek-V3-0324 / V3.1, same shapes):
@@ -113,11 +116,11 @@ FAMILY = FamilyInfo(
         # intermediate 18432, moe_intermediate_size 2048, n_routed_experts 256,
         # n_shared_experts 1, first_k_dense_replace 3, moe_layer_freq 1, topk_method
         # noaux_tc, vocab 129280, tie_word_embeddings false, num_nextn_predict_layers 1
-        # (left out), an fp8 quantization_config (noted). Sure of every value.
+        # (laid out only with mtp), an fp8 quantization_config (noted). Sure of every value.
         Preset("deepseek-v3",
                sizes(61, 7168, 128, 128, 18432, 129280, num_experts=256, **_V3_FFN,
                      first_k_dense_replace=3, **_V3_MLA),
-               "deepseek-ai/DeepSeek-V3 config.json"),
+               "deepseek-ai/DeepSeek-V3 config.json", mtp_layers=1),
         # moonshotai/Kimi-K2-Instruct config.json (architectures DeepseekV3ForCausalLM,
         # model_type kimi_k2): layers 61, hidden 7168, heads 64 (num_key_value_heads 64),
         # n_routed_experts 384, first_k_dense_replace 1, vocab 163840: sure. Same as

@@ -14,6 +14,7 @@ from syncviz.families.names import (
     MCORE_GROUPED_MOE,
     MCORE_QK_NORM,
     MCORE_SHARED,
+    MTP,
     VLLM_DENSE,
     VLLM_QK_NORM,
     VLLM_ROUTED,
@@ -43,6 +44,7 @@ FAMILY = FamilyInfo(
     qk_norm=True, qk_norm_key="use_qk_norm", dense_first_key="first_k_dense_replace",
     shared_experts_key="n_shared_experts", router_bias=True,
     mtp_key="num_nextn_predict_layers",
+    mtp=MTP,
     src_names=_SRC, dst_names=_DST, hf_names=_HF,
     dense_src_names=MCORE_DENSE_LAYER,
     # vLLM allocates e_score_correction_bias as float32 (Glm4MoE); so does Megatron-Core.
@@ -61,22 +63,23 @@ FAMILY = FamilyInfo(
         "mlp.router.expert_bias (vLLM mlp.gate.e_score_correction_bias, always present), "
         "TEGroupedMLP experts (rank ep holds ep*E/EP + j) and shared experts "
         "mlp.shared_experts.linear_fc1/fc2 of n_shared_experts * moe_intermediate_size. "
-        "The MTP layer (num_nextn_predict_layers) is left out."
+        "The MTP layer (num_nextn_predict_layers) is left out unless asked for (mtp=True)."
     ),
     presets=(
         # zai-org/GLM-4.5 config.json: layers 92, hidden 5120, heads 96, kv heads 8,
         # head_dim 128, intermediate 12288, moe_intermediate_size 1536, n_routed_experts
         # 160, n_shared_experts 1, first_k_dense_replace 3, attention_bias true, vocab
-        # 151552, tie_word_embeddings false, num_nextn_predict_layers 1 (left out): sure.
+        # 151552, tie_word_embeddings false, num_nextn_predict_layers 1 (with mtp): sure.
         # use_qk_norm true: from our reading of the config, less sure.
         Preset("glm-4.5", sizes(92, 5120, 96, 8, 12288, 151552, **_glm(160, 1536, 3, True)),
-               "zai-org/GLM-4.5 config.json"),
+               "zai-org/GLM-4.5 config.json", mtp_layers=1),
         # zai-org/GLM-4.5-Air config.json: layers 46, hidden 4096, heads 96, kv heads 8,
         # head_dim 128, intermediate 10944, moe_intermediate_size 1408, n_routed_experts
         # 128, n_shared_experts 1, first_k_dense_replace 1, attention_bias true, vocab
-        # 151552, tie_word_embeddings false: sure. use_qk_norm false: less sure.
+        # 151552, tie_word_embeddings false, num_nextn_predict_layers 1: sure.
+        # use_qk_norm false: less sure.
         Preset("glm-4.5-air", sizes(46, 4096, 96, 8, 10944, 151552, **_glm(128, 1408, 1, False)),
-               "zai-org/GLM-4.5-Air config.json"),
+               "zai-org/GLM-4.5-Air config.json", mtp_layers=1),
     ),
     # Every feature: q/k/v biases, q/k norms, head_dim 8 (not 64 / 4), one dense then one
     # MoE layer, a router bias, a shared expert; per-rank FFN shares a multiple of 32 at d 4.

@@ -13,6 +13,8 @@ the trainer's prefix (``syncviz.families.record.TRAINER_PREFIX``).
 
 from __future__ import annotations
 
+from syncviz.families.record import MtpLayout
+
 VLLM_LAYER = "model.model.layers.{i}."
 VLLM_DENSE = {
     "embed": "model.model.embed_tokens.weight",
@@ -146,6 +148,50 @@ HF_SHARED = {
     ),
     "shared_down": (HF_LAYER + "mlp.shared_experts.down_proj.weight",),
 }
+
+
+# The multi-token-prediction layer of DeepSeek-V3 and GLM-4.5 (num_nextn_predict_layers),
+# the same on each side for both. Checkpoint: model.layers.{N + k}. holds a whole decoder
+# layer plus enorm, hnorm, eh_proj [H, 2H] (input [embedding; hidden]), shared_head.norm,
+# shared_head.head (and a copy of embed_tokens, the model's own, left out here).
+# vLLM's draft models (deepseek_mtp.py, glm4_moe_mtp.py): the layer's modules under
+# model.layers.{N + k}.mtp_block., eh_proj a plain nn.Linear (whole on every rank),
+# shared_head.head a ParallelLMHead (vocab rows), the norms RMSNorm (whole).
+# Megatron-Core (transformer/multi_token_prediction.py): mtp.layers.{k}. with enorm, hnorm,
+# eh_proj (column-parallel, gather_output=False: rows of the output split over tp),
+# transformer_layer (named mtp_model_layer in newer releases) and final_layernorm; the
+# output layer (and embedding) are the main model's.
+MTP = MtpLayout(
+    block_src=(MCORE_LAYER, "mtp.layers.{i}.transformer_layer."),
+    block_dst=(VLLM_LAYER, VLLM_LAYER + "mtp_block."),
+    src_names={
+        "mtp_enorm": "mtp.layers.{i}.enorm.weight",
+        "mtp_hnorm": "mtp.layers.{i}.hnorm.weight",
+        "mtp_eh_proj": "mtp.layers.{i}.eh_proj.weight",
+        "mtp_norm": "mtp.layers.{i}.final_layernorm.weight",
+        "mtp_head": MCORE_DENSE["lm_head"],
+    },
+    dst_names={
+        "mtp_enorm": VLLM_LAYER + "enorm.weight",
+        "mtp_hnorm": VLLM_LAYER + "hnorm.weight",
+        "mtp_eh_proj": VLLM_LAYER + "eh_proj.weight",
+        "mtp_norm": VLLM_LAYER + "shared_head.norm.weight",
+        "mtp_head": VLLM_LAYER + "shared_head.head.weight",
+    },
+    hf_names={
+        "mtp_enorm": (HF_LAYER + "enorm.weight",),
+        "mtp_hnorm": (HF_LAYER + "hnorm.weight",),
+        "mtp_eh_proj": (HF_LAYER + "eh_proj.weight",),
+        "mtp_norm": (HF_LAYER + "shared_head.norm.weight",),
+        "mtp_head": (HF_LAYER + "shared_head.head.weight",),
+    },
+    notes=(
+        "vLLM deepseek_mtp.py / glm4_moe_mtp.py (DeepSeekMTP, Glm4MoeMTP: mtp_block, eh_proj "
+        "nn.Linear, SharedHead with a ParallelLMHead); SGLang deepseek_nextn.py (model.decoder, "
+        "model.eh_proj, the target's lm_head and embedding); Megatron-Core "
+        "MultiTokenPredictionLayer (eh_proj ColumnParallelLinear, gather_output=False)."
+    ),
+)
 
 
 def without(table: dict, *kinds: str) -> dict:

@@ -79,12 +79,38 @@ default); vLLM's ``e_score_correction_bias`` exists only then."""
 
 
 @dataclass(frozen=True)
+class MtpLayout:
+    """The multi-token-prediction (MTP) layers a family's config may add after its last layer.
+
+    An MTP layer ``k`` sits at index ``num_hidden_layers + k`` of the checkpoint (and of
+    vLLM's draft model): one whole decoder layer (the family's own kinds, named as a
+    layer's with ``block_src`` / ``block_dst`` rewriting the layer prefix) and the kinds
+    ``src_names`` / ``dst_names`` / ``hf_names`` list (its two input norms, the projection
+    of [embedding; hidden] and its head's norm and head). On the trainer ``{i}`` is ``k``;
+    on vLLM and in the checkpoint it is the global index. The embedding is the model's own.
+
+    >>> from syncviz.families import FAMILY
+    >>> FAMILY["deepseek-v3"].mtp.dst_names["mtp_eh_proj"]
+    'model.model.layers.{i}.eh_proj.weight'
+    """
+
+    block_src: tuple[str, str]
+    block_dst: tuple[str, str]
+    src_names: Mapping[str, str] = field(default_factory=dict, repr=False)
+    dst_names: Mapping[str, str] = field(default_factory=dict, repr=False)
+    hf_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
+    notes: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
 class Preset:
-    """A model preset: its name, its sizes (``ModelSpec`` fields) and the config it cites."""
+    """A model preset: its name, its sizes (``ModelSpec`` fields) and the config it cites;
+    ``mtp_layers`` the config's multi-token-prediction layers (laid out only when asked)."""
 
     name: str
     sizes: Mapping[str, Any]
     source: str
+    mtp_layers: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,7 +138,8 @@ class FamilyInfo:
     ``shared_experts_key`` the key of a shared-expert count whose FFN is that many
     routed experts wide (no gate); ``router_bias`` that the router has a
     score-correction bias when :data:`ROUTER_BIAS_WHEN` holds; ``mtp_key`` the key of
-    multi-token-prediction layers, noted and left out; ``also_model_types`` more
+    multi-token-prediction layers, noted and left out unless asked for (``mtp``: how
+    they are laid out, :class:`MtpLayout`); ``also_model_types`` more
     ``model_type`` values read as this family. ``config_defaults`` are the values
     Hugging Face's config class gives keys a config.json leaves out, where they differ
     from the reader's own (the head size, tied embeddings). ``wrapper_architecture`` /
@@ -170,6 +197,7 @@ class FamilyInfo:
     shared_experts_key: str = ""
     router_bias: bool = False
     mtp_key: str = ""
+    mtp: MtpLayout | None = field(default=None, repr=False)
     also_model_types: tuple[str, ...] = ()
     config_defaults: Mapping[str, Any] = field(default_factory=dict, repr=False)
     wrapper_architecture: str = ""

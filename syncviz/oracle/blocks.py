@@ -65,6 +65,12 @@ LAYER_KINDS: tuple[str, ...] = (
 )
 """Per-layer parameter kinds (a layer lists those it has in ``layout.layer_kinds`` order)."""
 
+MTP_KINDS: tuple[str, ...] = ("mtp_enorm", "mtp_hnorm", "mtp_eh_proj", "mtp_norm", "mtp_head")
+"""What a multi-token-prediction layer adds to a decoder layer: its norms of the embedding
+and of the hidden state, the projection of [embedding; hidden], its head's norm and head."""
+
+LAYER_KINDS = LAYER_KINDS + MTP_KINDS
+
 MLA_HEAD_KINDS = frozenset({"q_proj", "q_b_proj", "kv_b_proj"})
 """MLA's up projections: rows of heads, each head its own parts (nope/rope or k_nope/v)."""
 
@@ -85,9 +91,12 @@ BLOCK_FAMILIES: tuple[str, ...] = (
     "vocab",
     "norm",
     "router",
+    "embedding",
+    "hidden",
     "padding",
 )
-"""Colour keys of blocks; "padding" is for id -1, which belongs to no block."""
+"""Colour keys of blocks ("embedding" / "hidden": the two input halves of an MTP layer's
+eh_proj); "padding" is for id -1, which belongs to no block."""
 
 DIM_NAMES = {1: ("elements",), 2: ("rows", "cols"), 3: ("experts", "rows", "cols")}
 
@@ -149,6 +158,10 @@ def global_shape(kind: str, spec: ModelSpec) -> tuple[int, ...]:
     }
     shapes.update(_biased_shapes(spec))
     shapes.update(_mla_shapes(spec))
+    shapes.update(
+        {"mtp_enorm": (h,), "mtp_hnorm": (h,), "mtp_norm": (h,), "mtp_eh_proj": (h, 2 * h)}
+    )
+    shapes["mtp_head"] = shapes["lm_head"]
     if kind not in shapes:
         raise SyncvizError(
             f"parameter kind {kind!r} is not known", fix="use one of " + ", ".join(KINDS)
@@ -276,6 +289,12 @@ def blocks(kind: str, spec: ModelSpec) -> tuple[Block, ...]:
                 for g in range(ng)
             ]
         return tuple(out)
+    if kind == "mtp_eh_proj":  # its input is [embedding; hidden state]
+        h = shape[0]
+        return (
+            Block("embedding", "embedding", _cols(shape, 0, h)),  # type: ignore[arg-type]
+            Block("hidden", "hidden", _cols(shape, h, 2 * h)),  # type: ignore[arg-type]
+        )
     if kind == "o_proj":
         return tuple(
             Block("head", "o", _cols(shape, h * hd, (h + 1) * hd), h)  # type: ignore[arg-type]
@@ -319,6 +338,10 @@ def blocks(kind: str, spec: ModelSpec) -> tuple[Block, ...]:
         "router_bias": ("router bias", "router"),
         "q_a_norm": ("q_a norm", "norm"),
         "kv_a_norm": ("kv_a norm", "norm"),
+        "mtp_enorm": ("MTP embedding norm", "norm"),
+        "mtp_hnorm": ("MTP hidden norm", "norm"),
+        "mtp_norm": ("MTP head norm", "norm"),
+        "mtp_head": ("vocab", "vocab"),
     }
     unit, family = single[kind]
     return (Block(unit, family, _whole(shape)),)

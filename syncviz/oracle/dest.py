@@ -21,7 +21,14 @@ from syncviz.oracle.biased import BIASED_KINDS, biased_dest_maps, expert_fc1_map
 from syncviz.oracle.blocks import MLA_HEAD_KINDS, global_shape
 from syncviz.oracle.index import Box, IndexMap
 from syncviz.oracle.slicing import cols_map, padded_rows_map, round_up, rows_map
-from syncviz.oracle.source import COLUMN_KINDS, REPLICATED_KINDS, head_rows_map, qkv_head_rows
+from syncviz.oracle.source import (
+    COLUMN_KINDS,
+    MTP_NORM_KINDS,
+    REPLICATED_KINDS,
+    VOCAB_KINDS,
+    head_rows_map,
+    qkv_head_rows,
+)
 from syncviz.parallel import Parallel
 from syncviz.spec import ModelSpec
 
@@ -106,7 +113,8 @@ def _expert_map(
 def _dest_map(
     kind: str, spec: ModelSpec, shape: tuple[int, ...], d: int, r: int, padding: int = 64
 ) -> IndexMap:
-    if kind in REPLICATED_KINDS or kind == "fused_qkv_a":  # fused_qkv_a: MLA's, replicated
+    # fused_qkv_a (MLA's) and the MTP layer's eh_proj (a plain nn.Linear): replicated.
+    if kind in REPLICATED_KINDS or kind in MTP_NORM_KINDS or kind in ("fused_qkv_a", "mtp_eh_proj"):
         return IndexMap.whole(shape)
     if kind in MLA_HEAD_KINDS:  # ColumnParallelLinear over heads, each head's parts together
         return head_rows_map(shape, r, d)
@@ -124,7 +132,7 @@ def _dest_map(
         return rows_map(
             shape, [(r * width, (r + 1) * width), (half + r * width, half + (r + 1) * width)]
         )
-    if kind in ("embed", "lm_head"):
+    if kind in VOCAB_KINDS:
         padded = round_up(spec.vocab_size, padding)
         return padded_rows_map(shape, padded, r, d)
     n_experts, inter, hidden = shape[0], spec.moe_ffn_hidden_size, spec.hidden_size

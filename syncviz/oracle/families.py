@@ -51,6 +51,9 @@ class Conventions:
       ``"halves"`` (vLLM w13 ``[gate; up]``) or ``"interleaved"`` (``g0, u0, g1, ...``).
     - ``dense_src_names``: trainer names in the dense layers of a mixed stack, where they
       differ; ``dtypes``: kinds kept in another dtype than the weights (the router bias).
+    - ``mtp_src_names`` / ``mtp_dst_names``: the same tables for a multi-token-prediction
+      layer (the family's layer kinds under the MTP block's prefix, and the MTP layer's own
+      kinds); empty for a family without one.
     - ``src_vocab_divisible_by``: Megatron pads the vocab to a multiple of this
       times the source TP size (``--make-vocab-size-divisible-by``). ``None``
       (the default) means the trainer pads like vLLM, to a multiple of 64 (i.e.
@@ -72,11 +75,18 @@ class Conventions:
     notes: str = field(default="", compare=False)
     dense_src_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dtypes: Mapping[str, str] = field(default_factory=dict)
+    mtp_src_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    mtp_dst_names: Mapping[str, str] = field(default_factory=dict)
 
-    def src_name(self, kind: str, tensor: int = 0, dense: bool = False, **fields: int) -> str:
+    def src_name(
+        self, kind: str, tensor: int = 0, dense: bool = False, mtp: bool = False, **fields: int
+    ) -> str:
         """The trainer name of tensor ``tensor`` of ``kind`` (``dense``: in a dense layer of
-        a mixed stack, where ``dense_src_names`` may name it otherwise)."""
+        a mixed stack, where ``dense_src_names`` may name it otherwise; ``mtp``: in a
+        multi-token-prediction layer, ``{i}`` its number among them)."""
         try:
+            if mtp:
+                return self.mtp_src_names[kind][tensor].format(**fields)
             if dense and kind in self.dense_src_names:
                 return self.dense_src_names[kind][tensor].format(**fields)
             return self.src_names[kind][tensor].format(**fields)
@@ -86,10 +96,10 @@ class Conventions:
                 fix="add it to the family's file in syncviz/families/",
             ) from None
 
-    def dst_name(self, kind: str, **fields: int) -> str:
-        """The vLLM name of ``kind``."""
+    def dst_name(self, kind: str, mtp: bool = False, **fields: int) -> str:
+        """The vLLM name of ``kind`` (``mtp``: in a multi-token-prediction layer)."""
         try:
-            return self.dst_names[kind].format(**fields)
+            return (self.mtp_dst_names if mtp else self.dst_names)[kind].format(**fields)
         except KeyError:
             raise SyncvizError(
                 f"family {self.family!r} has no vLLM name for {kind!r}",
@@ -99,14 +109,13 @@ class Conventions:
 
 def _conventions_of(info: FamilyInfo) -> Conventions:
     """The layout conventions a family file declares."""
+    src_names = {
+        kind: tuple(info.src_template(kind, t) for t in range(_count(value)))
+        for kind, value in info.src_names.items()
+    }
     return Conventions(
         family=info.name,
-        src_names=MappingProxyType(
-            {
-                kind: tuple(info.src_template(kind, t) for t in range(_count(value)))
-                for kind, value in info.src_names.items()
-            }
-        ),
+        src_names=MappingProxyType(src_names),
         dst_names=MappingProxyType(dict(info.dst_names)),
         qkv_layout=info.qkv_layout,
         fc1_halves=info.fc1_halves,
@@ -122,7 +131,42 @@ def _conventions_of(info: FamilyInfo) -> Conventions:
             }
         ),
         dtypes=MappingProxyType(dict(info.dtypes)),
+        **_mtp_names(info, src_names),
     )
+
+
+def _mtp_names(info: FamilyInfo, src_names: Mapping[str, tuple[str, ...]]) -> dict:
+    """The name tables of a multi-token-prediction layer, from the family's own layer names
+    (their layer prefix swapped for the MTP block's) and the MTP layer's own kinds.
+
+    >>> conv = conventions("deepseek-v3")
+    >>> conv.mtp_src_names["q_b_proj"][0]
+    'module.module.mtp.layers.{i}.transformer_layer.self_attention.linear_q_up_proj.weight'
+    >>> conv.mtp_dst_names["router"], conv.mtp_src_names["mtp_head"]
+    ('model.model.layers.{i}.mtp_block.mlp.gate.weight', ('module.module.output_layer.weight',))
+    """
+    mtp = info.mtp
+    if mtp is None:
+        return {}
+    prefix = TRAINER_PREFIX[info.trainer]
+    src_old, src_new = (prefix + p for p in mtp.block_src)
+    dst_old, dst_new = mtp.block_dst
+    src = {
+        kind: tuple(t.replace(src_old, src_new) for t in templates)
+        for kind, templates in src_names.items()
+        if templates[0].startswith(src_old)
+    }
+    dst = {
+        kind: t.replace(dst_old, dst_new)
+        for kind, t in info.dst_names.items()
+        if t.startswith(dst_old)
+    }
+    src.update({kind: (prefix + t,) for kind, t in mtp.src_names.items()})
+    dst.update(mtp.dst_names)
+    return {
+        "mtp_src_names": MappingProxyType(src),
+        "mtp_dst_names": MappingProxyType(dst),
+    }
 
 
 def _count(value: str | tuple[str, ...]) -> int:

@@ -21,9 +21,12 @@ import torch
 from syncviz.families.registry import derived
 
 HF_NAMES: Mapping[str, Mapping[str, tuple[str, ...]]] = derived(
-    lambda infos: {info.name: info.hf_names for info in infos}
+    lambda infos: {
+        info.name: {**info.hf_names, **(info.mtp.hf_names if info.mtp else {})} for info in infos
+    }
 )
-"""Hugging Face checkpoint names per family and parameter kind."""
+"""Hugging Face checkpoint names per family and parameter kind (a multi-token-prediction
+layer's own kinds included; its decoder layer is named as any layer, ``{i}`` = its index)."""
 
 
 HF_FUSED_EXPERTS: Mapping[str, bool] = derived(

@@ -39,8 +39,9 @@ class SourceShard:
     """One tensor a trainer rank holds.
 
     ``name`` is the trainer's name, with the layer index local to pipeline
-    stage ``pp`` (global layer = local + ``layer_offset``). ``ep`` is None when
-    every expert-parallel rank holds the same tensor (all dense parameters);
+    stage ``pp`` (global layer = local + ``layer_offset``; in a multi-token-prediction
+    layer ``k``, global ``num_layers + k``, and ``layer_offset`` is still the stage's).
+    ``ep`` is None when every expert-parallel rank holds the same tensor (all dense parameters);
     replication over TP (norms, router) is listed rank by rank.
     """
 
@@ -164,12 +165,12 @@ class ModelLayout:
         return [p for p in self.params if p.layer == layer]
 
     def src_stage(self, layer: int) -> int:
-        """Trainer pipeline stage holding ``layer``."""
-        return layer // (self.spec.num_layers // self.src.pp)
+        """Trainer pipeline stage holding ``layer`` (an MTP layer: the last)."""
+        return min(layer // (self.spec.num_layers // self.src.pp), self.src.pp - 1)
 
     def dst_stage(self, layer: int) -> int:
-        """vLLM pipeline stage holding ``layer``."""
-        return layer // (self.spec.num_layers // self.dst.pp)
+        """vLLM pipeline stage holding ``layer`` (an MTP layer: the last)."""
+        return min(layer // (self.spec.num_layers // self.dst.pp), self.dst.pp - 1)
 
     def __iter__(self) -> Iterator[ParamLayout]:
         return iter(self.params)
@@ -210,6 +211,8 @@ def layer_kinds(spec: ModelSpec, layer: int | None = None) -> list[str]:
         kinds += ["gate_up", "down"]
     if spec.output_norms:
         kinds.append("ffn_out_norm")
+    if layer is not None and spec.is_mtp_layer(layer):  # [embedding; hidden] in, a head out
+        kinds = ["mtp_enorm", "mtp_hnorm", "mtp_eh_proj", *kinds, "mtp_norm", "mtp_head"]
     return _with_bias_kinds(kinds, spec.bias_kinds)
 
 
@@ -265,28 +268,40 @@ def model_layout(
     ``layers`` limits the per-layer parameters to those global layers; the
     embedding, final norm and lm_head are included when ``include_globals``
     is true (default: only when ``layers`` is None). ``conv`` overrides the
-    family's conventions (see families.py).
+    family's conventions (see families.py). A spec with ``mtp_layers`` has them after its
+    last layer (global ``num_layers`` on, on the last pipeline stage of each side).
     """
     conv = conv or conventions(spec.family)
     check_sizes(spec, src, dst, conv)
+    count = spec.all_layers
     if layers is None:
-        wanted = tuple(range(spec.num_layers))
+        wanted = tuple(range(count))
         with_globals = True if include_globals is None else include_globals
     else:
         wanted = tuple(_layer_number(layer) for layer in layers)
         with_globals = bool(include_globals)
         for layer in wanted:
-            if not 0 <= layer < spec.num_layers:
+            if not 0 <= layer < count:
                 raise SyncvizError(
-                    f"layer ({layer}) is outside the model's {spec.num_layers} layers",
-                    fix=f"use a layer from 0 to {spec.num_layers - 1}",
+                    f"layer ({layer}) is outside the model's {count} layers",
+                    fix=f"use a layer from 0 to {count - 1}",
                 )
+    info = engine(dst.engine)
+    if info.mtp_max_layers and spec.mtp_layers > info.mtp_max_layers:
+        raise SyncvizError(
+            f"mtp_layers ({spec.mtp_layers}) is more than {info.display} loads"
+            f" ({info.mtp_max_layers})",
+            fix="use vllm as the engine, or a model with one multi-token-prediction layer",
+        )
+    # An engine whose MTP draft uses the target's lm_head holds no head of its own.
+    skipped = () if info.mtp_own_head else ("mtp_head",)
     builder = _Builder(spec, src, dst, conv)
     params: list[ParamLayout] = []
     if with_globals:
         params.append(builder.param("embed", None))
     for layer in wanted:
-        params.extend(builder.param(kind, layer) for kind in layer_kinds(spec, layer))
+        kinds = [k for k in layer_kinds(spec, layer) if k not in skipped]
+        params.extend(builder.param(kind, layer) for kind in kinds)
     if with_globals:
         params.append(builder.param("final_norm", None))
         if not spec.tie_word_embeddings:
@@ -312,10 +327,13 @@ class _Builder:
             self._blocks[kind] = blocks(kind, self.spec)
         src_stage, dst_stage = self._stages(kind, layer)
         src_offset, dst_offset = src_stage * self.src_per_stage, dst_stage * self.dst_per_stage
-        src_fields = {} if layer is None else {"i": layer - src_offset}
+        mtp = layer is not None and self.spec.is_mtp_layer(layer)
+        # The trainer numbers its MTP layers from 0 (mtp.layers.k); the stage's offset stays.
+        first = self.spec.num_layers if mtp else src_offset
+        src_fields = {} if layer is None else {"i": layer - first}
         dst_fields = {} if layer is None else {"i": layer}
         # The family writes vLLM's names; the engine record respells them (syncviz.engines).
-        key = engine(self.dst_par.engine).dst_name(self.conv.dst_name(kind, **dst_fields))
+        key = engine(self.dst_par.engine).dst_name(self.conv.dst_name(kind, mtp=mtp, **dst_fields))
         shards = tuple(
             SourceShard(
                 pp=src_stage,
@@ -325,6 +343,7 @@ class _Builder:
                     kind,
                     t.tensor,
                     dense=layer is not None and not self.spec.is_moe_layer(layer),
+                    mtp=mtp,
                     **src_fields,
                     **({} if t.local_expert is None else {"j": t.local_expert}),
                 ),
@@ -344,6 +363,8 @@ class _Builder:
         )
 
     def _stages(self, kind: str, layer: int | None) -> tuple[int, int]:
+        if layer is not None and self.spec.is_mtp_layer(layer):
+            return self.src_par.pp - 1, self.dst_par.pp - 1
         if layer is not None:
             return layer // self.src_per_stage, layer // self.dst_per_stage
         if kind == "embed":

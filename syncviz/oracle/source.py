@@ -43,6 +43,12 @@ REPLICATED_KINDS = frozenset(
 """Kinds every TP rank holds whole (on both sides); the second set is MLA's and the
 router bias."""
 
+MTP_NORM_KINDS = frozenset({"mtp_enorm", "mtp_hnorm", "mtp_norm"})
+"""A multi-token-prediction layer's norms: whole on every rank, on both sides."""
+
+VOCAB_KINDS = frozenset({"embed", "lm_head", "mtp_head"})
+"""Vocab rows split over ranks, padded (the MTP head is the trainer's output layer)."""
+
 COLUMN_KINDS = frozenset({"o_proj", "down", "shared_down"})
 """Row-parallel weights: each rank holds a slice of the input (column) dim."""
 
@@ -120,8 +126,10 @@ def source_tensors(
         return _mla_tensors(kind, spec, src)
     out: list[RankTensor] = []
     for r in range(s):
-        if kind in REPLICATED_KINDS:
+        if kind in REPLICATED_KINDS or kind in MTP_NORM_KINDS:
             out.append(RankTensor(r, None, IndexMap.whole(shape)))
+        elif kind == "mtp_eh_proj":  # ColumnParallelLinear: output rows split over tp
+            out.append(RankTensor(r, None, head_rows_map(shape, r, s)))
         elif kind in ("qkv", "qkv_bias"):
             out.append(
                 RankTensor(r, None, rows_map(shape, _qkv_src_rows(spec, conv.qkv_layout, s, r)))
@@ -133,7 +141,7 @@ def source_tensors(
             for t, halves in enumerate(conv.fc1_halves):
                 rows = _halves_rows(halves, full, r, s)
                 out.append(RankTensor(r, None, rows_map(shape, rows), tensor=t))
-        elif kind in ("embed", "lm_head"):
+        elif kind in VOCAB_KINDS:
             padded = src_padded_vocab(spec.vocab_size, conv.src_vocab_divisible_by, s)
             out.append(RankTensor(r, None, padded_rows_map(shape, padded, r, s)))
         else:  # pragma: no cover - every kind is listed above

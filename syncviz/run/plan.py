@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from syncviz.engines import engine
 from syncviz.errors import SyncvizError
 from syncviz.oracle import ModelLayout, conventions, model_layout
 from syncviz.parallel import Parallel, validate
@@ -285,6 +286,12 @@ def build_plan(
                 )
         options = replace(options, **option_values)
     validate(spec, src, dst)
+    if spec.mtp_layers and engine(dst.engine).mtp_renames:
+        raise SyncvizError(
+            f"mtp_layers ({spec.mtp_layers}) with engine {dst.engine}: the synchronizers carry"
+            " the multi-token-prediction layer with vLLM's draft-model names only",
+            fix="use engine vllm, or lay the MTP layer out with model_layout or layout --mtp",
+        )
     if dst.pp != 1:
         raise SyncvizError(
             f"dst pp ({dst.pp}) is not supported by the sync executors",

@@ -1188,7 +1188,12 @@ def corrected_synchronizer(spec: ModelSpec, src: Parallel, dst: Parallel) -> Meg
     'CorrectedMegatronVllmMCoreSync'
     """
     validate(spec, src, dst)
-    return CORRECTED_BY_FAMILY[spec.family](*models_for(spec, src, dst))
+    cls = CORRECTED_BY_FAMILY[spec.family]
+    if spec.mtp_layers:  # the multi-token-prediction layers too (syncviz.sync.mtp)
+        from syncviz.sync.mtp import with_mtp
+
+        cls = with_mtp(cls)
+    return cls(*models_for(spec, src, dst))
 
 
 def get_corrected_synchronizer(src_model: Any, dst_model: Any) -> MegatronVllmSync:

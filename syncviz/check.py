@@ -73,7 +73,7 @@ __all__ = [  # the checker's own names, and those of the comparison and the word
     "FOREIGN", "LEGEND", "MAX_RUNS", "RIGHT", "UNWRITTEN", "VERDICT_WORDS", "WRONG", "CheckReport",
     "Finding", "MapDiff", "ParamCheck", "Region", "Role", "Span", "TensorCheck", "check",
     "column_blocks", "column_regions", "column_shard", "compare_maps", "element_status",
-    "findings_words", "map_index", "map_words", "rank_role", "region_words", "true_runs",
+    "findings_words", "map_index", "map_words", "region_words", "true_runs",
     "wrong_columns",
 ]  # fmt: skip
 
@@ -298,19 +298,8 @@ def check(
         synchronizer,
         params,
         flow_errors,
-        {r.world: rank_role(plan, r) for r in plan.roles},
+        {r.world: plan.role(r.world) for r in plan.roles},
         _scaled_sizes(real, plan.spec) if real is not None else [],
-    )
-
-
-def rank_role(plan, role) -> Role:
-    """A rank's role as :meth:`~syncviz.run.plan.SyncPlan.rank_name` says it."""
-    sizes = plan.src if role.side == "src" else plan.dst
-    return Role(
-        "trainer" if role.side == "src" else plan.dst.engine_name,
-        role.tp,
-        role.pp if sizes.pp > 1 else None,
-        role.ep if role.side == "src" and sizes.ep > 1 else None,
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from syncviz import Parallel, preset
-from syncviz.check import ParamCheck, TensorCheck, rank_role
+from syncviz.check import ParamCheck, TensorCheck
 from syncviz.findings import (
     Finding,
     Role,
@@ -138,18 +138,23 @@ def test_ranks_by_role_merge_tps_of_one_stem_only():
 
 
 @pytest.mark.parametrize(
-    ("model", "src", "dst"),
+    ("model", "src", "dst", "names"),
     [
-        ("qwen2-7b", Parallel(2, pp=2), Parallel(4)),
-        ("qwen2-57b-a14b", Parallel(2, ep=2), Parallel(4)),
-        ("llama3-8b", Parallel(1), Parallel(2, engine="sglang")),
+        # world ranks: trainer pp-major (pp 0: tp 0-1, pp 1: tp 0-1), then the engine's tp
+        ("qwen2-7b", Parallel(2, pp=2), Parallel(4), {1: "trainer pp 0 tp 1", 4: "vLLM tp 0"}),
+        ("qwen2-57b-a14b", Parallel(2, ep=2), Parallel(4), {3: "trainer tp 1 ep 1"}),
+        ("llama3-8b", Parallel(1), Parallel(2, engine="sglang"), {0: "trainer tp 0"}),
     ],
 )
-def test_roles_read_as_the_plan_names_its_ranks(model, src, dst):
-    """Every rank's role is the plan's own name for it, less its world number."""
+def test_a_plan_names_its_ranks_by_role(model, src, dst, names):
+    """pp is said where a side has two stages, ep where the trainer has two; hand-worked."""
     plan = build_plan(preset(model).scaled(), src, dst, layers=[0])
-    for r in plan.roles:
-        assert f"{rank_role(plan, r)} (rank {r.world})" == plan.rank_name(r.world)
+    for world, name in names.items():
+        assert plan.rank_name(world) == f"{name} (rank {world})"
+        assert plan.role(world).words() == name
+    engine = plan.role(len(plan.roles) - 1)
+    assert engine.name == ("SGLang" if dst.engine == "sglang" else "vLLM")
+    assert engine.tp == dst.tp - 1
 
 
 @pytest.mark.parametrize(

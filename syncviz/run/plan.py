@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from syncviz.engines import engine
 from syncviz.errors import SyncvizError
+from syncviz.findings import Role
 from syncviz.oracle import ModelLayout, conventions, model_layout
 from syncviz.parallel import Parallel, validate
 from syncviz.run.options import Comm, ExpertComm, SyncOptions, Values
@@ -174,15 +175,25 @@ class SyncPlan:
         >>> plan.rank_name(3), plan.rank_name(5)
         ('trainer pp 1 tp 1 (rank 3)', 'vLLM tp 1 (rank 5)')
         """
+        return f"{self.role(world)} (rank {world})"
+
+    def role(self, world: int) -> Role:
+        """Rank ``world``'s role as data: pp said where its side has several stages, ep
+        where the trainer has expert parallel.
+
+        >>> from syncviz import Parallel, preset
+        >>> plan = build_plan(preset("qwen2-7b").scaled(), Parallel(2, pp=2), Parallel(4))
+        >>> plan.role(3), plan.role(5)
+        (Role(name='trainer', tp=1, pp=1, ep=None), Role(name='vLLM', tp=1, pp=None, ep=None))
+        """
         role = self.roles[world]
         sizes = self.src if role.side == "src" else self.dst
-        parts = ["trainer" if role.side == "src" else self.dst.engine_name]
-        if sizes.pp > 1:
-            parts.append(f"pp {role.pp}")
-        parts.append(f"tp {role.tp}")
-        if role.side == "src" and sizes.ep > 1:
-            parts.append(f"ep {role.ep}")
-        return " ".join(parts) + f" (rank {world})"
+        return Role(
+            "trainer" if role.side == "src" else self.dst.engine_name,
+            role.tp,
+            role.pp if sizes.pp > 1 else None,
+            role.ep if role.side == "src" and sizes.ep > 1 else None,
+        )
 
 
 @dataclass(frozen=True)

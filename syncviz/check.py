@@ -30,11 +30,6 @@ from typing import Any
 import torch
 
 from syncviz.compare import (
-    FOREIGN,
-    RIGHT,
-    UNWRITTEN,
-    VERDICT_WORDS,
-    WRONG,
     MapDiff,
     compare_maps,
     element_status,
@@ -70,7 +65,7 @@ from syncviz.run.values import UNWRITTEN_ID, to_local_ids
 from syncviz.spec import ModelSpec
 
 __all__ = [  # the checker's own names, and those of the comparison and the words it re-exports
-    "FOREIGN", "LEGEND", "MAX_RUNS", "RIGHT", "UNWRITTEN", "VERDICT_WORDS", "WRONG", "CheckReport",
+    "LEGEND", "MAX_RUNS", "CheckReport",
     "Finding", "MapDiff", "ParamCheck", "Region", "Role", "Span", "TensorCheck", "check",
     "column_blocks", "column_regions", "column_shard", "compare_maps", "element_status",
     "findings_words", "map_index", "map_words", "region_words", "true_runs",

@@ -34,10 +34,8 @@ from syncviz.run.values import FOREIGN_ID, PADDING_ID, UNWRITTEN_ID
 
 # ---------------------------------------------------------------- per element
 
-RIGHT, WRONG, UNWRITTEN, FOREIGN = 0, 1, 2, 3
-"""Verdicts of :func:`element_status`; the checker counts WRONG and FOREIGN as wrong."""
-
-VERDICT_WORDS = ("right", "wrong", "never written", "another parameter's data")
+RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3
+"""Verdicts of :func:`element_status`; the checker counts WRONG and NOT_OURS as wrong."""
 
 
 def element_status(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -49,8 +47,8 @@ def element_status(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor
     """
     got = actual.to(torch.int64)
     out = torch.where(got == expected, RIGHT, WRONG)
-    out = torch.where(got == int(UNWRITTEN_ID), UNWRITTEN, out)
-    return torch.where(got == int(FOREIGN_ID), FOREIGN, out)
+    out = torch.where(got == int(UNWRITTEN_ID), NOT_WRITTEN, out)
+    return torch.where(got == int(FOREIGN_ID), NOT_OURS, out)
 
 
 def true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int, int]]:

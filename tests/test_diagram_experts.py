@@ -312,7 +312,7 @@ def test_interleaved_slot_of_many_rows_read_from_its_map(monkeypatch):
     """An interleaved fc1 slot of 512 one-row regions (too many pairs to overlay) that
     holds exactly the oracle's regions is judged ok from its map, never read per element,
     its boxes taken from the oracle's pieces (no map read back per slot)."""
-    import syncviz.check
+    import syncviz.compare
     import syncviz.diagram.experts as experts
 
     def no_materializing(*args):
@@ -326,7 +326,7 @@ def test_interleaved_slot_of_many_rows_read_from_its_map(monkeypatch):
         provenance="symbolic",
     )  # fmt: skip
     monkeypatch.setattr(experts, "_materialized_cell", no_materializing)
-    monkeypatch.setattr(syncviz.check, "map_index", no_materializing)
+    monkeypatch.setattr(syncviz.compare, "map_index", no_materializing)
     d = expert_diagram(result, "model.model.layers.0.mlp.experts.w13_weight")
     assert [(c.status, c.text) for c in d.rows[0].after] == [
         ("ok", "gate/up rows 0-511, interleaved"),

@@ -316,7 +316,7 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     Each slot (dim 0) of the held map is overlaid on the oracle's; the cost follows
     their regions. A slot that does not compress to whole-right / whole-wrong pieces is
     materialized when it has at most ``MATERIALIZE_LIMIT`` elements."""
-    from syncviz.check import map_index
+    from syncviz.compare import map_index
     from syncviz.run.symbolic_state import shard_map
     from syncviz.run.values import to_local_ids
 
@@ -399,7 +399,7 @@ def _map_slice_cell(
 ) -> Cell | None:
     """:func:`slice_cell` of one slot from its maps; None when a piece is partly right
     or its held ids do not compress (the caller then reads the elements)."""
-    from syncviz.check import compare_maps, map_index
+    from syncviz.compare import compare_maps, map_index
 
     base, numel = plan.id_base[param.key], math.prod(param.global_shape)
     got_regions, want_regions = got.regions, want.regions
@@ -592,7 +592,7 @@ def slice_cell(param: ParamLayout, world: int, got: torch.Tensor, want: torch.Te
     >>> slice_cell(w13, 1, ids[3], ids[0]).text
     'holds expert 3 gate, up'
     """
-    from syncviz.check import RIGHT, element_status
+    from syncviz.compare import RIGHT, element_status
 
     bad = element_status(got, want) != RIGHT  # the checker's verdict, element by element
     if not bool(bad.any()):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from syncviz.check import Region, findings_words
+from syncviz.check import findings_words
 from syncviz.diagram.frames import Frame, frame
 from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
@@ -41,6 +41,7 @@ from syncviz.diagram.raster import (
     small_work,
 )
 from syncviz.engines import DEFAULT_ENGINE, ENGINE
+from syncviz.findings import Region
 from syncviz.journey import TraceStep, param_steps
 from syncviz.run.symbolic_state import shard_map
 

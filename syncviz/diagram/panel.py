@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from syncviz.check import Region
 from syncviz.diagram.raster import Raster
+from syncviz.findings import Region
 from syncviz.provenance import RegionMap
 
 

@@ -66,6 +66,7 @@ from typing import NamedTuple
 import numpy
 import torch
 
+from syncviz.compare import NOT_OURS, NOT_WRITTEN, WRONG, element_status
 from syncviz.errors import SyncvizError
 from syncviz.geometry import row_major, unravel
 from syncviz.oracle import ParamLayout
@@ -1011,7 +1012,6 @@ def map_raster(
 
 
 def _materialized(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
-    from syncviz.check import element_status
 
     if region_map.numel > MATERIALIZE_LIMIT:
         raise SyncvizError(
@@ -1068,9 +1068,6 @@ def _corners(boxes: torch.Tensor, rs: int, cs: int, nr: int, nc: int) -> torch.T
     values = v[which] + sr[which] * (i * rs - r0[which]) + sc[which] * (j * cs - c0[which])
     corners.view(-1)[i * nc + j] = values
     return corners
-
-
-RIGHT, WRONG, NOT_WRITTEN, NOT_OURS = 0, 1, 2, 3  # as syncviz.check.element_status
 
 
 FEW_EXPECTED = 64  # expected boxes (an oracle shard: usually one) compared all at once

@@ -176,16 +176,11 @@ class MtpSyncMixin:
             self._mtp_names.to_pseudo(name), params_to_sync, comm_group
         )
 
-    def regroup_params_to_sync(
-        self,
-        name: str,
-        param_data: torch.Tensor,
-        tp_division: int,
-        regroup_routed_experts: bool = False,
-    ) -> torch.Tensor:
-        """The class's regroup, the MTP decoder layer under its stand-in name."""
+    def regroup_params_to_sync(self, name: str, *args: Any) -> torch.Tensor:
+        """The class's regroup (same arguments), the MTP decoder layer under its stand-in
+        name."""
         return super().regroup_params_to_sync(  # type: ignore[misc]
-            self._mtp_names.to_pseudo(name), param_data, tp_division, regroup_routed_experts
+            self._mtp_names.to_pseudo(name), *args
         )
 
 

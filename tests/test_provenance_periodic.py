@@ -162,3 +162,15 @@ def test_gpt_oss_scaled_shard_ids_match_the_oracle():
         for index in dest_maps("experts_w13", spec, dst.tp, dst):
             m = shard_map(index, 0)
             assert torch.equal(m.materialize(), index.ids().to(torch.float64))
+
+
+def test_random_values_never_stack():
+    """Runs of real values (not ids: non-integral, infinite or NaN offsets, stride 0) are
+    never stacked: rows of 4 hold two runs each and every run stays a box of its own."""
+    values = [0.5, float("inf"), float("nan"), 1.25] * 30
+    runs = [(2 * k, 2 * k + 2, v, 0) for k, v in enumerate(values)]
+    boxes = stack_rows(runs, 4, 1000)
+    assert [(b[0], b[1], b[2], b[3], b[5]) for b in boxes] == [
+        (k // 2, k // 2 + 1, 2 * (k % 2), 2 * (k % 2) + 2, 0) for k in range(len(runs))
+    ]
+    assert stack_rows(runs, 4, 100) is None  # 120 boxes: more than allowed

@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 Run = tuple[int, int, float, int]
@@ -83,7 +84,8 @@ def stack_rows(runs: Sequence[Run], width: int, most: int) -> list[Box] | None:
         box = open_.get(key)  # [row0, row1, offset0, offset of its last row, step or None]
         if box is not None and box[1] == r0:
             step = offset - box[3]
-            if step == int(step) and box[4] in (None, step) and own in (None, step):
+            whole = math.isfinite(step) and step == int(step)  # random values never stack
+            if whole and box[4] in (None, step) and own in (None, step):
                 box[1], box[3], box[4] = r1, offset + (r1 - r0 - 1) * step, int(step)
                 continue
         if box is not None:

@@ -33,9 +33,13 @@ import torch
 
 from syncviz.errors import SyncvizError
 from syncviz.geometry import unravel
+from syncviz.provenance.periodic import period_candidates, stack_rows
 
 # A map with more regions than this has fragmented: callers materialize or give up.
 MAX_REGIONS = 65_536
+# A flat map joined of this many regions or more is tried as rows of a period (_folded):
+# the first FOLD_TRIES region starts are tried, and one that folds FOLD_GAIN times is kept.
+FOLD_MIN, FOLD_TRIES, FOLD_GAIN = 64, 8, 8
 
 
 class Region(NamedTuple):
@@ -106,7 +110,7 @@ class RegionMap:
     __slots__ = ("regions", "shape")
 
     def __init__(self, shape: Sequence[int], regions: Sequence[Region], *, merge=True) -> None:
-        self.shape = tuple(int(n) for n in shape)
+        self.shape = tuple(map(int, shape))
         self.regions: tuple[Region, ...] = tuple(_coalesce(regions) if merge else regions)
 
     # ------------------------------------------------------------ construction
@@ -280,25 +284,15 @@ class RegionMap:
 
     @staticmethod
     def cat(maps: Sequence[RegionMap], dim: int) -> RegionMap:
-        """Maps laid end to end along ``dim`` (all other sizes equal)."""
+        """Maps laid end to end along ``dim`` (all other sizes equal); a flat result of
+        many regions that repeat with a period is kept as rows of it (:func:`_folded`)."""
         if dim == 0 and any(isinstance(m, ReshapedMap) for m in maps):
             shape = (sum(m.shape[0] for m in maps), *maps[0].shape[1:])
             return ReshapedMap(maps, shape).simplified()
-        shape = list(maps[0].shape)
-        shift, regions = 0, []
-        for m in maps:
-            for r in m.regions:
-                regions.append(
-                    Region(
-                        _put(r.start, dim, r.start[dim] + shift),
-                        _put(r.stop, dim, r.stop[dim] + shift),
-                        r.offset,
-                        r.strides,
-                    )
-                )
-            shift += m.shape[dim]
-        shape[dim] = shift
-        return RegionMap(shape, regions)
+        joined = _joined(maps, dim)
+        if len(joined.shape) == 1 and len(joined.regions) >= FOLD_MIN:
+            return _folded(joined)
+        return joined
 
     def repeat(self, repeats: Sequence[int]) -> RegionMap:
         """``Tensor.repeat``: tile the map ``repeats[i]`` times along dim ``i``."""
@@ -335,6 +329,8 @@ class RegionMap:
         shape = tuple(shape)
         if shape == self.shape:
             return self
+        if _unit_dims_only(self.shape, shape) and type(self) is RegionMap:
+            return self._reshape_units(shape)
         try:
             return self._reshape_eager(shape, limit=4 * self.size_hint + 16)
         except _TooMany:  # kept lazy: slicing rows or viewing it back costs nothing
@@ -365,6 +361,21 @@ class RegionMap:
                 if limit is not None and len(m.regions) > limit:
                     raise _TooMany
         return RegionMap(shape, m.regions)
+
+    def _reshape_units(self, shape: tuple[int, ...]) -> RegionMap:
+        """``shape`` differs from this map's only by size-1 dims: each region keeps its
+        coordinates along the other dims (what :meth:`_reshape_eager` gives, made directly:
+        an oracle's map is built of many thousands of small boxes viewed flat this way)."""
+        keep = [d for d, n in enumerate(self.shape) if n != 1]
+        put = [d for d, n in enumerate(shape) if n != 1]
+        zero, one = (0,) * len(shape), (1,) * len(shape)
+        regions = []
+        for r in self.regions:
+            start, stop, strides = list(zero), list(one), list(zero)
+            for a, b in zip(keep, put, strict=True):
+                start[b], stop[b], strides[b] = r.start[a], r.stop[a], r.strides[a]
+            regions.append(Region(tuple(start), tuple(stop), r.offset, tuple(strides)))
+        return RegionMap(shape, regions)
 
     def _merge(self, d: int, limit: int | None = None) -> RegionMap:
         """Merge dims ``d`` and ``d + 1`` into one."""
@@ -501,10 +512,10 @@ class ReshapedMap(RegionMap):
     def _eager_uncached(self) -> RegionMap:
         """The eager form, worked out region by region (see :func:`_eager_form`)."""
         parts = [m._reshape_eager((m.numel,)) for m in self.segments]
-        if len(parts) == 1:  # already in its compact form: nothing to join
-            flat = parts[0]
-        else:
-            flat = RegionMap.cat(parts, 0) if parts else RegionMap((0,), [])
+        if not parts:
+            return RegionMap((0,), [])._reshape_eager(self.shape)
+        # One part is in its compact form already; several are joined, never folded.
+        flat = parts[0] if len(parts) == 1 else _joined(parts, 0)
         return flat._reshape_eager(self.shape)
 
     @property
@@ -668,6 +679,59 @@ def _shape_key(m: ReshapedMap) -> tuple[tuple | None, int]:
     return (m.shape, tuple(segments)), base or 0
 
 
+def _joined(maps: Sequence[RegionMap], dim: int) -> RegionMap:
+    """Maps laid end to end along ``dim``, as one map of their regions (never lazy)."""
+    shape = list(maps[0].shape)
+    shift, regions = 0, []
+    for m in maps:
+        for r in m.regions:
+            regions.append(
+                Region(
+                    _put(r.start, dim, r.start[dim] + shift),
+                    _put(r.stop, dim, r.stop[dim] + shift),
+                    r.offset,
+                    r.strides,
+                )
+            )
+        shift += m.shape[dim]
+    shape[dim] = shift
+    return RegionMap(shape, regions)
+
+
+def _folded(m: RegionMap) -> RegionMap:
+    """A flat map of many regions that repeat with a period, kept lazy as rows of that
+    period (a :class:`ReshapedMap` of one 2-D segment); else ``m``.
+
+    Interleaved rows are the case (:mod:`syncviz.provenance.periodic`): read flat, each
+    expert's w13 rows of an attention-sink model are one region per row, stacked as rows
+    of two (a gate row beside its up row) one region per half and run of experts. The
+    period tried is where each of the first ``FOLD_TRIES`` regions starts; the first that
+    folds the regions ``FOLD_GAIN`` times over is kept.
+
+    >>> rows = [RegionMap.affine((4,), k * 4 + half * 100, (1,)) for k in range(32)
+    ...         for half in (0, 1)]  # 32 gate rows of 4 interleaved with 32 up rows
+    >>> flat = RegionMap.cat(rows, 0)
+    >>> type(flat).__name__, [(s.shape, len(s.regions)) for s in flat.segments]
+    ('ReshapedMap', [((32, 8), 2)])
+    >>> flat.segments[0].regions[1]
+    Region(start=(0, 4), stop=(32, 8), offset=100, strides=(4, 1))
+    >>> torch.equal(flat.materialize(), RegionMap((256,), flat.regions).materialize())
+    True
+    """
+    total = m.shape[0]
+    runs = sorted((r.start[0], r.stop[0], r.offset, r.strides[0]) for r in m.regions)
+    most = len(runs) // FOLD_GAIN
+    for width in period_candidates(runs, total, FOLD_TRIES):
+        boxes = stack_rows(runs, width, most)
+        if boxes is not None:
+            regions = [
+                canonical_region((r0, c0), (r1, c1), offset, (step, stride))
+                for r0, r1, c0, c1, offset, step, stride in boxes
+            ]
+            return ReshapedMap((RegionMap((total // width, width), regions),), m.shape)
+    return m
+
+
 def _flat_range(m: RegionMap, a: int, b: int) -> list[RegionMap]:
     """Elements ``a..b-1`` of ``m`` in row-major order, as maps laid end to end.
 
@@ -699,6 +763,15 @@ def _flat_range(m: RegionMap, a: int, b: int) -> list[RegionMap]:
     if a < b:
         out += _flat_range(m.select(0, a // inner), 0, b - a)
     return out
+
+
+def _unit_dims_only(old: tuple[int, ...], new: tuple[int, ...]) -> bool:
+    """Whether ``old`` and ``new`` list the same sizes once their size-1 dims are dropped.
+
+    >>> _unit_dims_only((1, 1, 8), (8,)), _unit_dims_only((2, 4), (8,))
+    (True, False)
+    """
+    return [n for n in old if n != 1] == [n for n in new if n != 1]
 
 
 def _key(r: Region) -> tuple:

@@ -1,7 +1,7 @@
 """Flat runs of ids that repeat with a period, stacked as rows of that period.
 
-A flat map whose runs go ``a, b, a, b, ...`` (each expert's w13 rows of an attention-sink
-model: gate row, up row, gate row, ...) is one run per row when read flat, yet rows of the
+A flat map whose runs go ``a, b, a, b, ...`` (the w13 rows of experts whose gate and up
+rows interleave: gate row, up row, gate row, ...) is one run per row when read flat, yet rows of the
 period (a gate row and its up row side by side) continue each other: stacked, they are a
 few boxes. A run is ``(start, stop, offset, stride)``: elements ``start..stop-1`` hold
 ``offset + (i - start) * stride``. A box is ``(row0, row1, col0, col1, offset, row_step,

@@ -4,28 +4,24 @@
 ('llama2-7b', False)
 """
 
-from syncviz.families.names import HF_DENSE, LEGACY_LAYER, VLLM_DENSE
-from syncviz.families.record import FamilyInfo, Preset, sizes
+from dataclasses import replace
 
-_SRC = {
-    "embed": "embedding.word_embeddings.weight",
-    "final_norm": "encoder.final_norm.weight",
-    "lm_head": "output_layer.weight",
-    "input_norm": LEGACY_LAYER + "input_norm.weight",
-    "qkv": LEGACY_LAYER + "self_attention.query_key_value.weight",
-    "qkv_bias": LEGACY_LAYER + "self_attention.query_key_value.bias",
-    "o_proj": LEGACY_LAYER + "self_attention.dense.weight",
-    "post_attention_norm": LEGACY_LAYER + "post_attention_norm.weight",
-    "gate_up": LEGACY_LAYER + "mlp.dense_h_to_4h.weight",
-    "down": LEGACY_LAYER + "mlp.dense_4h_to_h.weight",
-}
+from syncviz.families import llama_mcore
+from syncviz.families.names import LEGACY_DENSE, LEGACY_LAYER
+from syncviz.families.record import Preset, sizes
 
 # A plain Llama checkpoint is trained with Megatron-Core today, hence not the default.
-FAMILY = FamilyInfo(
-    "llama-legacy", "LlamaForCausalLM", "llama", "MegatronVllmLlamaSync",
-    "CorrectedMegatronVllmLlamaSync", hf_default=False, trainer="legacy",
-    qkv_bias="attention_bias",
-    src_names=_SRC, dst_names=VLLM_DENSE, hf_names=HF_DENSE,
+# The model is llama-mcore's (architecture, vLLM and checkpoint names, classes); the
+# trainer names its norms input_norm / post_attention_norm / final_norm.
+FAMILY = replace(
+    llama_mcore.FAMILY,
+    name="llama-legacy", hf_default=False, trainer="legacy", tiny=None,
+    src_names={
+        **LEGACY_DENSE,
+        "final_norm": "encoder.final_norm.weight",
+        "input_norm": LEGACY_LAYER + "input_norm.weight",
+        "post_attention_norm": LEGACY_LAYER + "post_attention_norm.weight",
+    },
     notes=(
         "Names: golden records of Megatron2LlamaSyncMap. QKV: legacy Megatron keeps "
         "[q_h, k_h, v_h] per head for MHA (checkpoint version >= 2) and the per-group "

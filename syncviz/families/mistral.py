@@ -4,14 +4,16 @@
 ('MistralForCausalLM', '')
 """
 
-from syncviz.families.names import HF_DENSE, MCORE_DENSE, VLLM_DENSE
-from syncviz.families.record import FamilyInfo, Preset, sizes
+from dataclasses import replace
+
+from syncviz.families import llama_mcore
+from syncviz.families.record import Preset, sizes
 
 # The original has no Mistral synchronizer (it switches on the architecture).
-FAMILY = FamilyInfo(
-    "mistral", "MistralForCausalLM", "mistral", "", "CorrectedMegatronVllmMCoreSync",
-    qkv_bias="attention_bias",
-    src_names=MCORE_DENSE, dst_names=VLLM_DENSE, hf_names=HF_DENSE,
+FAMILY = replace(
+    llama_mcore.FAMILY,
+    name="mistral", architecture="MistralForCausalLM", model_type="mistral", chatlearn="",
+    corrected="CorrectedMegatronVllmMCoreSync", tiny=None,
     notes=(
         "Llama's layout and names (vLLM's MistralForCausalLM is its Llama class); "
         "Megatron-Core trainer as llama-mcore."

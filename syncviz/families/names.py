@@ -3,7 +3,10 @@
 Keys are parameter kinds (``syncviz.oracle.blocks.KINDS``); ``{i}`` is the layer index
 (stage-local for the trainer, as Megatron numbers layers inside a pipeline stage;
 global for vLLM), ``{j}`` a local expert, ``{e}`` an expert. Trainer names leave out
-the trainer's prefix (``syncviz.families.record.TRAINER_PREFIX``).
+the trainer's prefix (``syncviz.families.record.TRAINER_PREFIX``). Each name is written
+once: vLLM's follow from the checkpoint's (:func:`vllm_names`: vLLM keeps its module
+names but for the tensors it stacks), the two trainers' dense layers stand side by side,
+and an MLP's tensors are named by its module (:func:`hf_mlp`; Megatron's fc1 and fc2).
 
 >>> VLLM_DENSE["qkv"]
 'model.model.layers.{i}.self_attn.qkv_proj.weight'
@@ -13,76 +16,151 @@ the trainer's prefix (``syncviz.families.record.TRAINER_PREFIX``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from syncviz.errors import SyncvizError
 from syncviz.families.record import MtpLayout
 
-VLLM_LAYER = "model.model.layers.{i}."
-VLLM_DENSE = {
-    "embed": "model.model.embed_tokens.weight",
-    "final_norm": "model.model.norm.weight",
-    "lm_head": "model.lm_head.weight",
-    "input_norm": VLLM_LAYER + "input_layernorm.weight",
-    "qkv": VLLM_LAYER + "self_attn.qkv_proj.weight",
-    "qkv_bias": VLLM_LAYER + "self_attn.qkv_proj.bias",
-    "o_proj": VLLM_LAYER + "self_attn.o_proj.weight",
-    "post_attention_norm": VLLM_LAYER + "post_attention_layernorm.weight",
-    "gate_up": VLLM_LAYER + "mlp.gate_up_proj.weight",
-    "down": VLLM_LAYER + "mlp.down_proj.weight",
+# Hugging Face checkpoints: the tensors joined (dim 0, in order) into each global tensor.
+HF_LAYER = "model.layers.{i}."
+
+
+def hf_mlp(module: str, gate_up: str, down: str) -> dict[str, tuple[str, ...]]:
+    """The kinds ``gate_up`` and ``down`` of a gated MLP at ``module`` in a checkpoint:
+    ``gate_proj`` and ``up_proj`` joined, ``down_proj``.
+
+    >>> hf_mlp("mlp.", "gate_up", "down")["gate_up"]
+    ('mlp.gate_proj.weight', 'mlp.up_proj.weight')
+    """
+    return {
+        gate_up: (module + "gate_proj.weight", module + "up_proj.weight"),
+        down: (module + "down_proj.weight",),
+    }
+
+
+HF_DENSE = {
+    "embed": ("model.embed_tokens.weight",),
+    "final_norm": ("model.norm.weight",),
+    "lm_head": ("lm_head.weight",),
+    "input_norm": (HF_LAYER + "input_layernorm.weight",),
+    "qkv": tuple(HF_LAYER + f"self_attn.{p}_proj.weight" for p in "qkv"),
+    "qkv_bias": tuple(HF_LAYER + f"self_attn.{p}_proj.bias" for p in "qkv"),
+    "o_proj": (HF_LAYER + "self_attn.o_proj.weight",),
+    "post_attention_norm": (HF_LAYER + "post_attention_layernorm.weight",),
+    **hf_mlp(HF_LAYER + "mlp.", "gate_up", "down"),
 }
-VLLM_QK_NORM = {
-    "q_norm": VLLM_LAYER + "self_attn.q_norm.weight",
-    "k_norm": VLLM_LAYER + "self_attn.k_norm.weight",
+HF_QK_NORM = {
+    "q_norm": (HF_LAYER + "self_attn.q_norm.weight",),
+    "k_norm": (HF_LAYER + "self_attn.k_norm.weight",),
 }
-# The ChatLearn-era expert spelling (older vLLM, SGLang); current vLLM nests the two
-# under ``mlp.experts.routed_experts.`` (diagnose reads both).
-VLLM_ROUTED = {
-    "router": VLLM_LAYER + "mlp.gate.weight",
-    "experts_w13": VLLM_LAYER + "mlp.experts.w13_weight",
-    "experts_w2": VLLM_LAYER + "mlp.experts.w2_weight",
+HF_ROUTED = {
+    "router": (HF_LAYER + "mlp.gate.weight",),
+    **hf_mlp(HF_LAYER + "mlp.experts.{e}.", "experts_w13", "experts_w2"),
 }
 
-# Legacy Megatron (ChatLearn's QWen / QWen2 / Llama trainers), after language_model.
+
+def vllm_names(hf: Mapping[str, tuple[str, ...]], **own: str) -> dict[str, str]:
+    """vLLM's name of each kind of ``hf``: vLLM keeps a checkpoint's module names, under
+    its model runner's ``model.``, but for the kinds in ``own``, named by vLLM itself
+    (the tensors it stacks into one: q/k/v, gate/up, a layer's experts; a renamed module).
+
+    >>> vllm_names({"embed": ("model.embed_tokens.weight",), "gate_up": ("g", "u")},
+    ...            gate_up="model.model.layers.{i}.mlp.gate_up_proj.weight")["embed"]
+    'model.model.embed_tokens.weight'
+    """
+    unknown = sorted(set(own) - set(hf))
+    if unknown:
+        raise SyncvizError(
+            f"vllm_names: own names {unknown} for kinds the checkpoint table lacks",
+            fix=f"name only kinds of the table ({', '.join(hf)})",
+        )
+    out = {}
+    for kind, tensors in hf.items():
+        if kind not in own and len(tensors) != 1:
+            raise SyncvizError(
+                f"vllm_names: kind {kind!r} joins {len(tensors)} checkpoint tensors",
+                fix=f"give vLLM's stacked parameter as {kind}=...",
+            )
+        out[kind] = own[kind] if kind in own else "model." + tensors[0]
+    return out
+
+
+VLLM_LAYER = "model.model.layers.{i}."
+VLLM_DENSE = vllm_names(
+    HF_DENSE,
+    qkv=VLLM_LAYER + "self_attn.qkv_proj.weight",
+    qkv_bias=VLLM_LAYER + "self_attn.qkv_proj.bias",
+    gate_up=VLLM_LAYER + "mlp.gate_up_proj.weight",
+)
+VLLM_QK_NORM = vllm_names(HF_QK_NORM)
+# The ChatLearn-era expert spelling (older vLLM, SGLang); current vLLM nests the two
+# under ``mlp.experts.routed_experts.`` (diagnose reads both).
+VLLM_ROUTED = vllm_names(
+    HF_ROUTED,
+    experts_w13=VLLM_LAYER + "mlp.experts.w13_weight",
+    experts_w2=VLLM_LAYER + "mlp.experts.w2_weight",
+)
+
+# The decoder layer on the two trainers, after each one's layer prefix: (kind, legacy
+# Megatron, Megatron-Core). Megatron-Core fuses the norms into the linear layers after them.
 LEGACY_LAYER = "encoder.layers.{i}."
+MCORE_LAYER = "decoder.layers.{i}."
+_TRAINER_LAYER = (
+    ("input_norm", "input_layernorm.weight", "self_attention.linear_qkv.layer_norm_weight"),
+    ("qkv", "self_attention.query_key_value.weight", "self_attention.linear_qkv.weight"),
+    ("qkv_bias", "self_attention.query_key_value.bias", "self_attention.linear_qkv.bias"),
+    ("o_proj", "self_attention.dense.weight", "self_attention.linear_proj.weight"),
+    ("post_attention_norm", "post_attention_layernorm.weight", "mlp.linear_fc1.layer_norm_weight"),
+)
+# A Megatron MLP's two linear layers, fc1 ([gate; up]) and fc2 (down), per trainer.
+_FC = {
+    "legacy": ("dense_h_to_4h.weight", "dense_4h_to_h.weight"),
+    "mcore": ("linear_fc1.weight", "linear_fc2.weight"),
+}
+
+
+def _megatron_mlp(trainer: str, module: str, gate_up: str, down: str) -> dict[str, str]:
+    """The kinds ``gate_up`` and ``down`` of an MLP at ``module`` on ``trainer``."""
+    fc1, fc2 = _FC[trainer]
+    return {gate_up: module + fc1, down: module + fc2}
+
+
+def _trainer_dense(trainer: str, layer: str) -> dict[str, str]:
+    """A dense model's names on ``trainer`` whose layers are named ``layer`` (the final
+    norm closes the same stack)."""
+    side = 1 if trainer == "legacy" else 2
+    return {
+        "embed": "embedding.word_embeddings.weight",
+        "final_norm": layer.removesuffix("layers.{i}.") + "final_layernorm.weight",
+        "lm_head": "output_layer.weight",
+        **{row[0]: layer + row[side] for row in _TRAINER_LAYER},
+        **_megatron_mlp(trainer, layer + "mlp.", "gate_up", "down"),
+    }
+
+
+# Legacy Megatron (ChatLearn's QWen / QWen2 / Llama trainers), after language_model.
+LEGACY_DENSE = _trainer_dense("legacy", LEGACY_LAYER)
 LEGACY_QWEN = {
-    "embed": "embedding.word_embeddings.weight",
-    "final_norm": "encoder.final_layernorm.weight",
-    "lm_head": "output_layer.weight",
-    "input_norm": LEGACY_LAYER + "input_layernorm.weight",
-    "qkv": LEGACY_LAYER + "self_attention.query_key_value.weight",
-    "qkv_bias": LEGACY_LAYER + "self_attention.query_key_value.bias",
-    "o_proj": LEGACY_LAYER + "self_attention.dense.weight",
-    "post_attention_norm": LEGACY_LAYER + "post_attention_layernorm.weight",
-    "gate_up": LEGACY_LAYER + "mlp.dense_h_to_4h.weight",
-    "down": LEGACY_LAYER + "mlp.dense_4h_to_h.weight",
+    **LEGACY_DENSE,
     "router": LEGACY_LAYER + "mlp.router.layer.weight",
-    "experts_w13": LEGACY_LAYER + "mlp.experts.dense_h_to_4h.weight",
-    "experts_w2": LEGACY_LAYER + "mlp.experts.dense_4h_to_h.weight",
-    "shared_gate_up": LEGACY_LAYER + "mlp.shared_experts.dense_h_to_4h.weight",
-    "shared_down": LEGACY_LAYER + "mlp.shared_experts.dense_4h_to_h.weight",
+    **_megatron_mlp("legacy", LEGACY_LAYER + "mlp.experts.", "experts_w13", "experts_w2"),
+    **_megatron_mlp(
+        "legacy", LEGACY_LAYER + "mlp.shared_experts.", "shared_gate_up", "shared_down"
+    ),
     "shared_expert_gate": LEGACY_LAYER + "mlp.gate.weight",
 }
 
 # Megatron-Core, after the module.module. wrappers.
-MCORE_LAYER = "decoder.layers.{i}."
-MCORE_DENSE = {
-    "embed": "embedding.word_embeddings.weight",
-    "final_norm": "decoder.final_layernorm.weight",
-    "lm_head": "output_layer.weight",
-    "input_norm": MCORE_LAYER + "self_attention.linear_qkv.layer_norm_weight",
-    "qkv": MCORE_LAYER + "self_attention.linear_qkv.weight",
-    "qkv_bias": MCORE_LAYER + "self_attention.linear_qkv.bias",
-    "o_proj": MCORE_LAYER + "self_attention.linear_proj.weight",
-    "post_attention_norm": MCORE_LAYER + "mlp.linear_fc1.layer_norm_weight",
-    "gate_up": MCORE_LAYER + "mlp.linear_fc1.weight",
-    "down": MCORE_LAYER + "mlp.linear_fc2.weight",
-}
+MCORE_DENSE = _trainer_dense("mcore", MCORE_LAYER)
 MCORE_MOE = {
     **{k: v for k, v in MCORE_DENSE.items() if k not in ("gate_up", "down")},
     # An MoE layer has no fused fc1 to carry the norm, so it is its own module.
     "post_attention_norm": MCORE_LAYER + "pre_mlp_layernorm.weight",
     "router": MCORE_LAYER + "mlp.router.weight",
     # SequentialMLP: one module per local expert.
-    "experts_w13": MCORE_LAYER + "mlp.experts.local_experts.{j}.linear_fc1.weight",
-    "experts_w2": MCORE_LAYER + "mlp.experts.local_experts.{j}.linear_fc2.weight",
+    **_megatron_mlp(
+        "mcore", MCORE_LAYER + "mlp.experts.local_experts.{j}.", "experts_w13", "experts_w2"
+    ),
 }
 # TEGroupedMLP: one weight per local expert, numbered after the word.
 MCORE_GROUPED_MOE = {
@@ -96,33 +174,6 @@ MCORE_QK_NORM = {
     "k_norm": MCORE_LAYER + "self_attention.k_layernorm.weight",
 }
 
-# Hugging Face checkpoints: the tensors joined (dim 0, in order) into each global tensor.
-HF_LAYER = "model.layers.{i}."
-HF_DENSE = {
-    "embed": ("model.embed_tokens.weight",),
-    "final_norm": ("model.norm.weight",),
-    "lm_head": ("lm_head.weight",),
-    "input_norm": (HF_LAYER + "input_layernorm.weight",),
-    "post_attention_norm": (HF_LAYER + "post_attention_layernorm.weight",),
-    "qkv": tuple(HF_LAYER + f"self_attn.{p}_proj.weight" for p in "qkv"),
-    "qkv_bias": tuple(HF_LAYER + f"self_attn.{p}_proj.bias" for p in "qkv"),
-    "o_proj": (HF_LAYER + "self_attn.o_proj.weight",),
-    "gate_up": (HF_LAYER + "mlp.gate_proj.weight", HF_LAYER + "mlp.up_proj.weight"),
-    "down": (HF_LAYER + "mlp.down_proj.weight",),
-}
-HF_QK_NORM = {
-    "q_norm": (HF_LAYER + "self_attn.q_norm.weight",),
-    "k_norm": (HF_LAYER + "self_attn.k_norm.weight",),
-}
-HF_ROUTED = {
-    "router": (HF_LAYER + "mlp.gate.weight",),
-    "experts_w13": (
-        HF_LAYER + "mlp.experts.{e}.gate_proj.weight",
-        HF_LAYER + "mlp.experts.{e}.up_proj.weight",
-    ),
-    "experts_w2": (HF_LAYER + "mlp.experts.{e}.down_proj.weight",),
-}
-
 # DeepSeek-style MoE: dense MLPs in the first layers (below first_k_dense_replace), a
 # router bias, and shared experts beside the routed ones; per side.
 MCORE_SHARED = {
@@ -130,24 +181,17 @@ MCORE_SHARED = {
     "down": MCORE_DENSE["down"],
     # A buffer, not a parameter: a sync that walks named_parameters() never sends it.
     "router_bias": MCORE_LAYER + "mlp.router.expert_bias",
-    "shared_gate_up": MCORE_LAYER + "mlp.shared_experts.linear_fc1.weight",
-    "shared_down": MCORE_LAYER + "mlp.shared_experts.linear_fc2.weight",
+    **_megatron_mlp("mcore", MCORE_LAYER + "mlp.shared_experts.", "shared_gate_up", "shared_down"),
 }
 # Megatron-Core fuses the pre-MLP norm into a dense layer's fc1 (TELayerNormColumnParallel).
 MCORE_DENSE_LAYER = {"post_attention_norm": MCORE_DENSE["post_attention_norm"]}
-VLLM_SHARED = {
-    "router_bias": VLLM_LAYER + "mlp.gate.e_score_correction_bias",
-    "shared_gate_up": VLLM_LAYER + "mlp.shared_experts.gate_up_proj.weight",
-    "shared_down": VLLM_LAYER + "mlp.shared_experts.down_proj.weight",
-}
 HF_SHARED = {
     "router_bias": (HF_LAYER + "mlp.gate.e_score_correction_bias",),
-    "shared_gate_up": (
-        HF_LAYER + "mlp.shared_experts.gate_proj.weight",
-        HF_LAYER + "mlp.shared_experts.up_proj.weight",
-    ),
-    "shared_down": (HF_LAYER + "mlp.shared_experts.down_proj.weight",),
+    **hf_mlp(HF_LAYER + "mlp.shared_experts.", "shared_gate_up", "shared_down"),
 }
+VLLM_SHARED = vllm_names(
+    HF_SHARED, shared_gate_up=VLLM_LAYER + "mlp.shared_experts.gate_up_proj.weight"
+)
 
 
 # The multi-token-prediction layer of DeepSeek-V3 and GLM-4.5 (num_nextn_predict_layers),
@@ -161,6 +205,16 @@ HF_SHARED = {
 # eh_proj (column-parallel, gather_output=False: rows of the output split over tp),
 # transformer_layer (named mtp_model_layer in newer releases) and final_layernorm; the
 # output layer (and embedding) are the main model's.
+_MTP_HF = {
+    kind: (HF_LAYER + f"{module}.weight",)
+    for kind, module in (
+        ("mtp_enorm", "enorm"),
+        ("mtp_hnorm", "hnorm"),
+        ("mtp_eh_proj", "eh_proj"),
+        ("mtp_norm", "shared_head.norm"),
+        ("mtp_head", "shared_head.head"),
+    )
+}
 MTP = MtpLayout(
     block_src=(MCORE_LAYER, "mtp.layers.{i}.transformer_layer."),
     block_dst=(VLLM_LAYER, VLLM_LAYER + "mtp_block."),
@@ -171,20 +225,8 @@ MTP = MtpLayout(
         "mtp_norm": "mtp.layers.{i}.final_layernorm.weight",
         "mtp_head": MCORE_DENSE["lm_head"],
     },
-    dst_names={
-        "mtp_enorm": VLLM_LAYER + "enorm.weight",
-        "mtp_hnorm": VLLM_LAYER + "hnorm.weight",
-        "mtp_eh_proj": VLLM_LAYER + "eh_proj.weight",
-        "mtp_norm": VLLM_LAYER + "shared_head.norm.weight",
-        "mtp_head": VLLM_LAYER + "shared_head.head.weight",
-    },
-    hf_names={
-        "mtp_enorm": (HF_LAYER + "enorm.weight",),
-        "mtp_hnorm": (HF_LAYER + "hnorm.weight",),
-        "mtp_eh_proj": (HF_LAYER + "eh_proj.weight",),
-        "mtp_norm": (HF_LAYER + "shared_head.norm.weight",),
-        "mtp_head": (HF_LAYER + "shared_head.head.weight",),
-    },
+    dst_names=vllm_names(_MTP_HF),
+    hf_names=_MTP_HF,
     notes=(
         "vLLM deepseek_mtp.py / glm4_moe_mtp.py (DeepSeekMTP, Glm4MoeMTP: mtp_block, eh_proj "
         "nn.Linear, SharedHead with a ParallelLMHead); SGLang deepseek_nextn.py (model.decoder, "

@@ -4,13 +4,13 @@
 ((('up', 'gate'),), True)
 """
 
-from syncviz.families.names import HF_DENSE, LEGACY_QWEN, VLLM_DENSE
+from syncviz.families.names import HF_DENSE, LEGACY_DENSE, VLLM_DENSE
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
 FAMILY = FamilyInfo(
     "qwen2", "Qwen2ForCausalLM", "qwen2", "MegatronVllmQWen2Sync",
     "CorrectedMegatronVllmQWen2Sync", trainer="legacy", qkv_bias=True,
-    src_names={k: v for k, v in LEGACY_QWEN.items() if k in VLLM_DENSE},
+    src_names=LEGACY_DENSE,
     dst_names=VLLM_DENSE, hf_names=HF_DENSE, fc1_halves=(("up", "gate"),),
     notes=(
         "Names: golden records of Megatron2QWenSyncMap (qwen_version 2.0). QKV: "

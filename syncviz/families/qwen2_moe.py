@@ -12,26 +12,22 @@ from syncviz.families.names import (
     VLLM_DENSE,
     VLLM_LAYER,
     VLLM_ROUTED,
+    hf_mlp,
+    vllm_names,
 )
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
+# One shared expert (mlp.shared_expert., singular) with a sigmoid gate.
+_HF_SHARED = {
+    **hf_mlp(HF_LAYER + "mlp.shared_expert.", "shared_gate_up", "shared_down"),
+    "shared_expert_gate": (HF_LAYER + "mlp.shared_expert_gate.weight",),
+}
 _DST = {
     **VLLM_DENSE,
     **VLLM_ROUTED,
-    "shared_gate_up": VLLM_LAYER + "mlp.shared_expert.gate_up_proj.weight",
-    "shared_down": VLLM_LAYER + "mlp.shared_expert.down_proj.weight",
-    "shared_expert_gate": VLLM_LAYER + "mlp.shared_expert_gate.weight",
+    **vllm_names(_HF_SHARED, shared_gate_up=VLLM_LAYER + "mlp.shared_expert.gate_up_proj.weight"),
 }
-_HF = {
-    **HF_DENSE,
-    **HF_ROUTED,
-    "shared_gate_up": (
-        HF_LAYER + "mlp.shared_expert.gate_proj.weight",
-        HF_LAYER + "mlp.shared_expert.up_proj.weight",
-    ),
-    "shared_down": (HF_LAYER + "mlp.shared_expert.down_proj.weight",),
-    "shared_expert_gate": (HF_LAYER + "mlp.shared_expert_gate.weight",),
-}
+_HF = {**HF_DENSE, **HF_ROUTED, **_HF_SHARED}
 
 FAMILY = FamilyInfo(
     "qwen2-moe", "Qwen2MoeForCausalLM", "qwen2_moe", "MegatronVllmQWen2Sync",

@@ -4,39 +4,28 @@
 ((('up',), ('gate',)), 'kv_channels')
 """
 
-from syncviz.families.names import LEGACY_LAYER, LEGACY_QWEN
+from syncviz.families.names import LEGACY_DENSE, LEGACY_LAYER, vllm_names
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
-_DST = {
-    "embed": "model.transformer.wte.weight",
-    "final_norm": "model.transformer.ln_f.weight",
-    "lm_head": "model.lm_head.weight",
-    "input_norm": "model.transformer.h.{i}.ln_1.weight",
-    "qkv": "model.transformer.h.{i}.attn.c_attn.weight",
-    "qkv_bias": "model.transformer.h.{i}.attn.c_attn.bias",
-    "o_proj": "model.transformer.h.{i}.attn.c_proj.weight",
-    "post_attention_norm": "model.transformer.h.{i}.ln_2.weight",
-    "gate_up": "model.transformer.h.{i}.mlp.gate_up_proj.weight",
-    "down": "model.transformer.h.{i}.mlp.c_proj.weight",
-}
-_SRC = {
-    **{k: v for k, v in LEGACY_QWEN.items() if k in _DST},
-    # QWen v1 keeps two tensors: mlp.w1 the up half, mlp.w2 the SiLU-gated half
-    # (listed in the trainer's own order, w1 first, as its named_parameters give them).
-    "gate_up": (LEGACY_LAYER + "mlp.w1.weight", LEGACY_LAYER + "mlp.w2.weight"),
-}
 _HF = {
     "embed": ("transformer.wte.weight",),
     "final_norm": ("transformer.ln_f.weight",),
     "lm_head": ("lm_head.weight",),
     "input_norm": ("transformer.h.{i}.ln_1.weight",),
-    "post_attention_norm": ("transformer.h.{i}.ln_2.weight",),
     "qkv": ("transformer.h.{i}.attn.c_attn.weight",),  # already [Q; K; V]
     "qkv_bias": ("transformer.h.{i}.attn.c_attn.bias",),
     "o_proj": ("transformer.h.{i}.attn.c_proj.weight",),
+    "post_attention_norm": ("transformer.h.{i}.ln_2.weight",),
     # QWen v1: w2 is the SiLU-gated half, w1 the up half; vLLM fuses [w2; w1].
     "gate_up": ("transformer.h.{i}.mlp.w2.weight", "transformer.h.{i}.mlp.w1.weight"),
     "down": ("transformer.h.{i}.mlp.c_proj.weight",),
+}
+_DST = vllm_names(_HF, gate_up="model.transformer.h.{i}.mlp.gate_up_proj.weight")
+_SRC = {
+    **LEGACY_DENSE,
+    # QWen v1 keeps two tensors: mlp.w1 the up half, mlp.w2 the SiLU-gated half
+    # (listed in the trainer's own order, w1 first, as its named_parameters give them).
+    "gate_up": (LEGACY_LAYER + "mlp.w1.weight", LEGACY_LAYER + "mlp.w2.weight"),
 }
 
 # intermediate_size holds w1 + w2, kv_channels is the head size, no GQA.

@@ -1,7 +1,9 @@
 """Where the layout view puts things, for any renderer: panels placed to scale along the
 block axis (:class:`PanelLayout`), with room between them for the widest block label
 (:func:`label_texts`), a raster's pixels (:func:`panel_image`), the runs of a cell
-outline (:func:`edge_runs`) and the legend's words (:func:`legend_entries`). The
+outline (:func:`edge_runs`), the legend's words (:func:`legend_entries`), and in data
+units the block labels (:func:`block_labels`), the movement bands
+(:func:`band_polygons`) and the side titles (:func:`side_titles`). The
 matplotlib (:mod:`~syncviz.diagram.mpl_layout`) and PIL (:mod:`~syncviz.diagram.pil_layout`)
 renderers both draw from it, so the two pictures agree; it imports neither drawing library.
 
@@ -17,11 +19,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from syncviz.diagram.labels import short_label
+from syncviz.diagram.labels import panel_labels, short_label
 from syncviz.diagram.palette import SPECIAL_FAMILY, family_words, raster_rgb
 
 if TYPE_CHECKING:
-    from syncviz.diagram.model import LayoutDiagram
+    from syncviz.diagram.model import Band, LayoutDiagram
     from syncviz.diagram.panel import Panel
     from syncviz.diagram.raster import Raster
 
@@ -53,6 +55,22 @@ def side_label(side: str, engine: str) -> str:
     ('SGLang holds', 'trainer')
     """
     return side.replace("vLLM", engine, 1)
+
+
+def side_titles(d: LayoutDiagram, lay: PanelLayout) -> list[tuple[float, str]]:
+    """``(middle across, words)`` of each side's title (in :data:`SIDES` order), drawn
+    above the side's column (axis 0) or left of its row (axis 1).
+
+    >>> from syncviz.diagram.model import layout_diagram
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> d = layout_diagram(tiny_run(), "model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> side_titles(d, PanelLayout(d))[1]  # after the trainer (8) and the band (0.9 * 8)
+    (19.2, 'vLLM holds')
+    """
+    return [
+        (lay.offsets[s] + lay.across / 2, side_label(name, d.engine))
+        for s, name in enumerate(SIDES)
+    ]
 
 
 def panel_image(panel_raster) -> np.ndarray:
@@ -251,3 +269,71 @@ def outline_segments(
         ((x0 + j * sx, y0 + a * sy), (x0 + j * sx, y0 + b * sy)) for j, a, b in edge_runs(down)
     ]
     return segs
+
+
+def block_labels(
+    lay: PanelLayout,
+    s: int,
+    i: int,
+    p: Panel,
+    r: Raster,
+    scale: Callable[[tuple[float, float]], tuple[float, float]],
+    gap: float,
+) -> list[tuple[tuple[float, float], str]]:
+    """``((x, y), text)`` of each block label of panel ``i`` of side ``s`` (raster ``r``):
+    the data point on the panel's edge beside the label's block, chosen by
+    ``diagram.labels`` and thinned so that no two stand closer than ``gap`` along the
+    block axis, in the units ``scale`` maps a data point to (the renderer's).
+
+    >>> from syncviz.diagram.model import layout_diagram
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> d = layout_diagram(tiny_run(), "model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> block_labels(PanelLayout(d), 0, 0, d.src[0], d.src[0].actual, lambda xy: xy, 1.0)[:2]
+    [((0.0, 1.0), 'Q0'), ((0.0, 3.0), 'Q1')]
+    """
+    along = 1 if lay.axis == 0 else 0
+
+    def place(mid: float) -> float:
+        return scale(lay.point(s, i, p, mid, 0))[along]
+
+    return [
+        (lay.point(s, i, p, label.mid, 0), label.text)
+        for label in panel_labels(r, lay.axis, place, gap)
+    ]
+
+
+def band_polygons(
+    d: LayoutDiagram, lay: PanelLayout
+) -> list[tuple[Band, list[tuple[float, float]]]]:
+    """Each band of ``d`` (in order) with its quadrilateral in data units: its trainer span
+    on the trainer panel's far edge, then its vLLM span, reversed, on the vLLM panel's
+    near edge.
+
+    >>> from syncviz.diagram.model import layout_diagram
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> d = layout_diagram(tiny_run(), "model.model.layers.0.self_attn.qkv_proj.weight")
+    >>> band, corners = band_polygons(d, PanelLayout(d))[0]
+    >>> band.src_span, band.dst_span, corners
+    ((0, 2), (0, 2), [(8.0, 0.0), (8.0, 2.0), (15.2, 2.0), (15.2, 0.0)])
+    """
+    # Per panel: where its along axis starts and how far one element goes (lay.point's
+    # arithmetic, once per panel rather than four times per band).
+    starts: dict[tuple[int, int], tuple[float, float]] = {}
+    for side, panels in ((0, d.src), (1, d.dst)):
+        for i, p in enumerate(panels):
+            x0, _, y0, _ = lay.extent(side, i, p)
+            a0, a1 = lay.spans[side, i]
+            origin = y0 if lay.axis == 0 else x0
+            starts[side, p.rank] = (origin, (a1 - a0) / max(lay.along_of(p), 1))
+    src_edge = {p.rank: lay.offsets[0] + lay.across_of(p) for p in d.src}
+    out = []
+    for b in d.bands:
+        corners = []
+        for side, rank, span in ((0, b.src, b.src_span), (1, b.dst, b.dst_span)):
+            origin, scale = starts[side, rank]
+            edge = src_edge[rank] if side == 0 else lay.offsets[1]
+            for k in (0, 1) if side == 0 else (1, 0):
+                along = origin + span[k] * scale
+                corners.append((edge, along) if lay.axis == 0 else (along, edge))
+        out.append((b, corners))
+    return out

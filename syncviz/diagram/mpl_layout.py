@@ -26,20 +26,9 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Patch
 
+from syncviz.diagram import layout_geometry as scene
 from syncviz.diagram.frames import READ, WROTE
-from syncviz.diagram.labels import panel_labels
-from syncviz.diagram.layout_geometry import (
-    LABEL_CLEARANCE_PX,
-    MAX_REGION_LINES,
-    SIDES,
-    PanelLayout,
-    drawn_panels,
-    label_texts,
-    legend_entries,
-    outline_segments,
-    panel_image,
-    side_label,
-)
+from syncviz.diagram.layout_geometry import PanelLayout
 from syncviz.diagram.model import LayoutDiagram, Panel
 from syncviz.diagram.mpl_figure import DPI, Figure
 from syncviz.diagram.palette import WRONG, WRONG_BAND, family_rgb
@@ -97,7 +86,7 @@ def _plot_h(lay: PanelLayout, plot_w: float) -> float:
 def _layout(d: LayoutDiagram, width_in: float) -> tuple[PanelLayout, float, float]:
     """The panel layout with room for every label, the left margin and the plot's width
     (inches): across, the x limits span 1.02 spans (axis 0) and the y limits 1.06 (axis 1)."""
-    label_px = label_extent_px(label_texts(d), d.axis) + LABEL_CLEARANCE_PX
+    label_px = label_extent_px(scene.label_texts(d), d.axis) + scene.LABEL_CLEARANCE_PX
     left_in = max(LEFT_IN, label_px / DPI) if d.axis == 0 else LEFT_IN
     plot_w = width_in - left_in - RIGHT_IN
 
@@ -112,7 +101,7 @@ def _layout(d: LayoutDiagram, width_in: float) -> tuple[PanelLayout, float, floa
 def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     lay, left_in, plot_w = _layout(d, width_in)
     regions = d.regions()
-    shown = regions[:MAX_REGION_LINES]
+    shown = regions[: scene.MAX_REGION_LINES]
     n_text = len(shown) + (1 if len(regions) > len(shown) else 0) + len(d.problems[:3])
     if d.frame is not None:
         n_text += 1 + len(_frame_lines(d))
@@ -145,13 +134,15 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
     placed: dict[tuple, tuple] = {}
     per_px_along = _data_per_px(fig, ax, d.axis)
     f = d.frame
-    for s, i, p, r in drawn_panels(d):
+    for s, i, p, r in scene.drawn_panels(d):
         if s == 1 and f is not None:  # the destination as written by steps 1..k
             r = f.filled[i].actual
         x0, x1, y0, y1 = lay.extent(s, i, p)
-        ax.imshow(panel_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto")
+        ax.imshow(
+            scene.panel_image(r), extent=(x0, x1, y1, y0), interpolation="nearest", aspect="auto"
+        )
         ax.add_patch(_frame(x0, x1, y0, y1))
-        placed[(SIDES[s], p.rank)] = (ax, (x0, x1, y0, y1), r)
+        placed[(scene.SIDES[s], p.rank)] = (ax, (x0, x1, y0, y1), r)
         if s == 1:
             _outline_wrong(ax, r, (x0, x1, y0, y1))
         marks = None if f is None else (f.read if s == 0 else f.wrote if s == 1 else [])
@@ -161,12 +152,11 @@ def _render_layout(d: LayoutDiagram, width_in: float) -> Figure:
         _labels(ax, lay, s, i, p, r, per_px_along)
         _panel_title(ax, lay, s, i, p, per_px_along)
     _bands(ax, lay, d)
-    for s, name in enumerate(SIDES):
-        c0 = lay.offsets[s] + lay.across / 2
+    for c0, title in scene.side_titles(d, lay):
         xy = (c0, -0.01 * lay.span_along) if d.axis == 0 else (-0.01 * lay.span_along, c0)
         ax.text(
             *xy,
-            side_label(name, d.engine),
+            title,
             ha="center" if d.axis == 0 else "right",
             va="bottom" if d.axis == 0 else "center",
             fontsize=FONT + 1,
@@ -260,7 +250,7 @@ def _outline(ax, bad: np.ndarray, extent, color, under, zorder: int) -> None:
     cells; edges are merged into runs, so a big region costs a few lines, not one per cell."""
     if not bad.any():
         return
-    segs = outline_segments(bad, *extent)
+    segs = scene.outline_segments(bad, *extent)
     ax.add_collection(LineCollection(segs, colors=under, linewidths=2.6, zorder=zorder))
     ax.add_collection(LineCollection(segs, colors=color, linewidths=1.4, zorder=zorder + 1))
 
@@ -270,19 +260,13 @@ def _labels(ax, lay: PanelLayout, s: int, i: int, p: Panel, r, per_px: float) ->
     min_gap = (FONT + 3) * DPI / 72 * per_px  # one line of text, in data units along
     if lay.axis == 1:
         min_gap *= 2.6  # horizontal labels need a few characters of room
-    along = 1 if lay.axis == 0 else 0
-
-    def place(mid: float) -> float:
-        return lay.point(s, i, p, mid, 0)[along]
-
-    for label in panel_labels(r, lay.axis, place, min_gap):
-        x, y = lay.point(s, i, p, label.mid, 0)
+    for (x, y), text in scene.block_labels(lay, s, i, p, r, lambda xy: xy, min_gap):
         # Left of rows (axis 0) or above columns (axis 1), a little off the panel.
         if lay.axis == 0:
             x, ha, va = x - lay.across * LABEL_OFFSET, "right", "center"
         else:
             y, ha, va = y - lay.across * LABEL_OFFSET, "center", "bottom"
-        ax.text(x, y, label.text, ha=ha, va=va, fontsize=FONT, clip_on=False)
+        ax.text(x, y, text, ha=ha, va=va, fontsize=FONT, clip_on=False)
 
 
 def _panel_title(ax, lay: PanelLayout, s: int, i: int, p: Panel, per_px: float) -> None:
@@ -306,20 +290,8 @@ def _panel_title(ax, lay: PanelLayout, s: int, i: int, p: Panel, per_px: float) 
 
 def _bands(ax, lay: PanelLayout, d: LayoutDiagram) -> None:
     """Trainer spans -> vLLM spans as filled quadrilaterals, block colour or magenta if wrong."""
-    src_i = {p.rank: (i, p) for i, p in enumerate(d.src)}
-    dst_i = {p.rank: (i, p) for i, p in enumerate(d.dst)}
     polys, colors, wrong_polys = [], [], []
-
-    def on_edge(side: int, i: int, p: Panel, along: float, edge: float) -> tuple[float, float]:
-        x, y = lay.point(side, i, p, along, 0)
-        return (edge, y) if lay.axis == 0 else (x, edge)
-
-    for b in d.bands:
-        si, sp = src_i[b.src]
-        di, dp = dst_i[b.dst]
-        a0, a1 = (on_edge(0, si, sp, at, lay.offsets[0] + lay.across_of(sp)) for at in b.src_span)
-        c0, c1 = (on_edge(1, di, dp, at, lay.offsets[1]) for at in b.dst_span)
-        poly = [a0, a1, c1, c0]
+    for b, poly in scene.band_polygons(d, lay):
         if b.wrong:
             wrong_polys.append(poly)
         else:
@@ -342,7 +314,7 @@ def _bands(ax, lay: PanelLayout, d: LayoutDiagram) -> None:
 def _legend(fig: MplFigure, d: LayoutDiagram, fig_h: float) -> None:
     handles = [
         Patch(facecolor=family_rgb(f), edgecolor="#333333", label=words)
-        for f, words in legend_entries(d)
+        for f, words in scene.legend_entries(d)
     ]
     if d.wrong_count:
         handles.append(Patch(facecolor="white", edgecolor=WRONG, lw=2, label="not right (checker)"))

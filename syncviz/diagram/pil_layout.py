@@ -22,19 +22,8 @@ import zlib
 
 import numpy as np
 
-from syncviz.diagram.labels import panel_labels
-from syncviz.diagram.layout_geometry import (
-    LABEL_CLEARANCE_PX,
-    MAX_REGION_LINES,
-    SIDES,
-    PanelLayout,
-    drawn_panels,
-    label_texts,
-    legend_entries,
-    outline_segments,
-    panel_image,
-    side_label,
-)
+from syncviz.diagram import layout_geometry as scene
+from syncviz.diagram.layout_geometry import PanelLayout
 from syncviz.diagram.model import LayoutDiagram
 from syncviz.diagram.palette import WRONG, family_rgb, hex_rgb
 from syncviz.diagram.raster import small_work
@@ -99,8 +88,8 @@ class _Geometry:
 
     def __init__(self, d: LayoutDiagram, width: int, font) -> None:
         anchor = "rm" if d.axis == 0 else "mb"
-        reach = [_reach(font, t, anchor, d.axis) for t in label_texts(d)]
-        label_px = max(reach, default=0) + LABEL_OFFSET_PX[d.axis] + LABEL_CLEARANCE_PX
+        reach = [_reach(font, t, anchor, d.axis) for t in scene.label_texts(d)]
+        label_px = max(reach, default=0) + LABEL_OFFSET_PX[d.axis] + scene.LABEL_CLEARANCE_PX
         self.left = max(LEFT, round(label_px)) if d.axis == 0 else LEFT + 30
         self.top = TOP if d.axis == 0 else TOP + 20
         self.plot_w = width - self.left - RIGHT
@@ -150,11 +139,11 @@ def label_boxes(d: LayoutDiagram, width: int = WIDTH) -> list[dict]:
         font = _font()
         geo = _Geometry(d, width, font)
         out = []
-        for s, i, p, r in drawn_panels(d):
+        for s, i, p, r in scene.drawn_panels(d):
             for xy, text, anchor in _label_places(geo.lay, s, i, p, r, geo.px):
                 x0, y0, x1, y1 = font.getbbox(text, anchor=anchor)
                 box = [xy[0] + x0, xy[1] + y0, xy[0] + x1, xy[1] + y1]
-                out.append({"side": SIDES[s], "rank": p.rank, "text": text, "box": box})
+                out.append({"side": scene.SIDES[s], "rank": p.rank, "text": text, "box": box})
         return out
 
 
@@ -165,9 +154,9 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
     geo = _Geometry(d, width, font)
     lay, top, plot_h, px = geo.lay, geo.top, geo.plot_h, geo.px
     regions = d.regions()
-    lines = [(f"WRONG {t}", WRONG) for t in regions[:MAX_REGION_LINES]]
-    if len(regions) > MAX_REGION_LINES:
-        lines.append((f"{len(regions) - MAX_REGION_LINES} further wrong regions", "#000000"))
+    lines = [(f"WRONG {t}", WRONG) for t in regions[: scene.MAX_REGION_LINES]]
+    if len(regions) > scene.MAX_REGION_LINES:
+        lines.append((f"{len(regions) - scene.MAX_REGION_LINES} further wrong regions", "#000000"))
     lines += [(p, "#000000") for p in d.problems[:3]]
     lines = [(part, color) for text, color in lines for part in _wrap(text, font, width - 16)]
     height = top + plot_h + 24 + LINE * len(lines) + 8
@@ -178,11 +167,11 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
     _bands(image, lay, d, px)
     draw = ImageDraw.Draw(image)
     panels = []
-    for s, i, p, r in drawn_panels(d):
+    for s, i, p, r in scene.drawn_panels(d):
         x0, x1, y0, y1 = lay.extent(s, i, p)
         (a, b), (c, e) = px(x0, y0), px(x1, y1)
         box = [round(a, 1), round(b, 1), round(c, 1), round(e, 1)]
-        tile = Image.fromarray(panel_image(r), "RGB").resize(
+        tile = Image.fromarray(scene.panel_image(r), "RGB").resize(
             (max(1, round(c - a)), max(1, round(e - b))), Image.NEAREST
         )
         image.paste(tile, (round(a), round(b)))
@@ -200,10 +189,8 @@ def _layout_png(d: LayoutDiagram, width: int) -> tuple[bytes, list[dict]]:
                 fill="#333333",
             )
             draw.text((a + 4, b + 2), title, fill="white", font=font)
-        panels.append({"side": SIDES[s], "rank": p.rank, "box": box, "cells": list(r.cells)})
-    for s, name in enumerate(SIDES):
-        mid = lay.offsets[s] + lay.across / 2
-        label = side_label(name, d.engine)
+        panels.append({"side": scene.SIDES[s], "rank": p.rank, "box": box, "cells": list(r.cells)})
+    for mid, label in scene.side_titles(d, lay):
         if d.axis == 0:
             x, y = px(mid, 0)
             draw.text((x, y - 4), label, fill="black", font=font, anchor="mb")
@@ -268,7 +255,7 @@ def png_bytes(image) -> bytes:
 
 
 def _legend(draw, d: LayoutDiagram, width: int, font) -> None:
-    items = [(tuple(round(c * 255) for c in family_rgb(f)), w) for f, w in legend_entries(d)]
+    items = [(tuple(round(c * 255) for c in family_rgb(f)), w) for f, w in scene.legend_entries(d)]
     if d.wrong_count:
         items.append((None, "not right (checker)"))
     x = max(8, width / 2 - 60 * len(items))
@@ -291,32 +278,15 @@ def _bands(image, lay: PanelLayout, d: LayoutDiagram, px) -> None:
     from PIL import ImageDraw
 
     draw = ImageDraw.Draw(image)
-    # Per panel: where its along axis starts and how far one element goes (lay.point's
-    # arithmetic, once per panel rather than four times per band).
-    starts: dict[tuple[int, int], tuple[float, float]] = {}
-    for side, panels in ((0, d.src), (1, d.dst)):
-        for i, p in enumerate(panels):
-            x0, _, y0, _ = lay.extent(side, i, p)
-            a0, a1 = lay.spans[side, i]
-            origin = y0 if lay.axis == 0 else x0
-            starts[side, p.rank] = (origin, (a1 - a0) / max(lay.along_of(p), 1))
-    src_edge = {p.rank: lay.offsets[0] + lay.across_of(p) for p in d.src}
     colors: dict[tuple[int, bool], tuple[int, ...]] = {}
     wrong = tuple(c / 255 for c in hex_rgb(WRONG))
-    for b in sorted(d.bands, key=lambda b: b.wrong):
+    for b, corners in sorted(scene.band_polygons(d, lay), key=lambda bc: bc[0].wrong):
         color = colors.get((b.block, b.wrong))
         if color is None:
             family = d.table.families[b.block]
             rgb = wrong if b.wrong else family_rgb(family, d.table.shades[b.block])
             color = colors[b.block, b.wrong] = _pale(rgb, 0.6 if b.wrong else 0.4)
-        pts = []
-        for side, rank, span in ((0, b.src, b.src_span), (1, b.dst, b.dst_span)):
-            origin, scale = starts[side, rank]
-            edge = src_edge[rank] if side == 0 else lay.offsets[1]
-            for k in (0, 1) if side == 0 else (1, 0):
-                along = origin + span[k] * scale
-                pts.append(px(edge, along) if lay.axis == 0 else px(along, edge))
-        draw.polygon(pts, fill=color, outline="white")
+        draw.polygon([px(*xy) for xy in corners], fill=color, outline="white")
 
 
 def _outline(draw, r, box) -> None:
@@ -324,7 +294,7 @@ def _outline(draw, r, box) -> None:
     if not bad.any():
         return
     x0, y0, x1, y1 = box
-    segs = outline_segments(bad, x0, x1, y0, y1)
+    segs = scene.outline_segments(bad, x0, x1, y0, y1)
     for seg in segs:
         draw.line(seg, fill="black", width=4)
     for seg in segs:
@@ -340,16 +310,11 @@ def _labels(draw, lay: PanelLayout, s: int, i: int, p, r, px, font) -> None:
 def _label_places(lay: PanelLayout, s: int, i: int, p, r, px) -> list[tuple]:
     """``((x, y), text, anchor)`` of each label of a panel: left of rows, above columns."""
     gap = FONT_PX + 3 if lay.axis == 0 else 34
-    along = 1 if lay.axis == 0 else 0
-
-    def place(mid: float) -> float:
-        return px(*lay.point(s, i, p, mid, 0))[along]
-
     out = []
-    for label in panel_labels(r, lay.axis, place, gap):
-        x, y = px(*lay.point(s, i, p, label.mid, 0))
+    for xy, text in scene.block_labels(lay, s, i, p, r, lambda xy: px(*xy), gap):
+        x, y = px(*xy)
         if lay.axis == 0:
-            out.append(((x - LABEL_OFFSET_PX[0], y), label.text, "rm"))
+            out.append(((x - LABEL_OFFSET_PX[0], y), text, "rm"))
         else:
-            out.append(((x, y - LABEL_OFFSET_PX[1]), label.text, "mb"))
+            out.append(((x, y - LABEL_OFFSET_PX[1]), text, "mb"))
     return out

@@ -17,7 +17,7 @@ from syncviz.families.names import (
 )
 from syncviz.families.record import FamilyInfo, Preset, sizes
 
-# One shared expert (mlp.shared_expert., singular) with a sigmoid gate.
+# One shared expert (mlp.shared_expert., singular) and its gate.
 _HF_SHARED = {
     **hf_mlp(HF_LAYER + "mlp.shared_expert.", "shared_gate_up", "shared_down"),
     "shared_expert_gate": (HF_LAYER + "mlp.shared_expert_gate.weight",),

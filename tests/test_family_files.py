@@ -65,3 +65,21 @@ def test_every_family_has_names_for_every_kind_it_lays_out():
         for kind in kinds:
             assert kind in info.src_names and kind in info.dst_names, (info.name, kind)
             assert kind in info.hf_names, (info.name, kind)
+
+
+def test_vllm_names_are_the_checkpoint_names_but_for_stacked_tensors():
+    """vLLM names a tensor model. + its checkpoint name; stacked kinds by name; misuse fails."""
+    import pytest
+
+    from syncviz.errors import SyncvizError
+    from syncviz.families.names import vllm_names
+
+    hf = {"norm": ("model.norm.weight",), "qkv": ("q.weight", "k.weight", "v.weight")}
+    assert vllm_names(hf, qkv="model.qkv_proj.weight") == {
+        "norm": "model.model.norm.weight",
+        "qkv": "model.qkv_proj.weight",
+    }
+    with pytest.raises(SyncvizError, match="'qkv' joins 3 checkpoint tensors"):
+        vllm_names(hf)
+    with pytest.raises(SyncvizError, match=r"\['gate_up'\]"):
+        vllm_names(hf, qkv="model.qkv_proj.weight", gate_up="model.gate_up_proj.weight")

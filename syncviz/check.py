@@ -53,7 +53,7 @@ from syncviz.findings import (
 from syncviz.oracle import ParamLayout, describe
 from syncviz.oracle.describe import block_names, describe_index
 from syncviz.oracle.dest import experts_of_rank
-from syncviz.oracle.index import Box, map_pieces
+from syncviz.oracle.index import MAX_PIECES, Box, map_pieces
 from syncviz.progress import progress
 from syncviz.provenance import RegionMap
 from syncviz.provenance.regions import ReshapedMap
@@ -71,7 +71,6 @@ __all__ = [  # the checker's own names, and those of the comparison and the word
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
 DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized when its map does not compress
-MAX_DESCRIBED_ROWS = 250_000  # as ids_pieces: longer runs are "in no regular order"
 
 
 @dataclass
@@ -459,7 +458,7 @@ def map_words(
     if pieces is not None:
         numel = region_map.numel
         cols = region_map.shape[-1] if len(region_map.shape) > 1 else numel
-        if numel // max(1, cols) > MAX_DESCRIBED_ROWS:  # as describe() gives up
+        if numel // max(1, cols) > MAX_PIECES:  # as ids_pieces gives up: no regular order
             return f"{numel} elements in no regular order"
         return drop_local_place(describe_index(pieces, region_map.shape, param.blocks, first))
     if region_map.numel > DESCRIBE_LIMIT:

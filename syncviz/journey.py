@@ -611,8 +611,7 @@ def _held_ids(result: SyncResult, world: int | None, key: str) -> torch.Tensor |
 
 
 def _ids(result: SyncResult | None, index) -> torch.Tensor:
-    """The local ids of an oracle index map, as a map."""
-
+    """The local ids of an oracle map, as a tensor."""
     return SymbolicTensor.from_map(index, dtype=torch.int64)
 
 

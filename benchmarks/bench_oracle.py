@@ -49,10 +49,10 @@ def main() -> None:
             print(f"{label}: not a valid layout ({err})")
             continue
         tensors = sum(len(p.src) + len(p.dst) for p in layout.params)
-        pieces = sum(len(t.index.pieces) for p in layout.params for t in (*p.src, *p.dst))
+        pieces = sum(t.index.size_hint for p in layout.params for t in (*p.src, *p.dst))
         print(
             f"{label}: layout of {len(layout.params)} params, {tensors} tensors,"
-            f" {pieces} pieces built in {first * 1000:.1f} ms (first run),"
+            f" {pieces} regions built in {first * 1000:.1f} ms (first run),"
             f" {best * 1000:.1f} ms (best of {args.repeats})"
         )
         layer = layout.layer_params(0)

@@ -12,7 +12,7 @@ Each destination tensor's map is compared with the oracle's by
 reads an element. What is wrong becomes :class:`~syncviz.findings.Finding` data
 (rank, span, what it holds, what it should hold), worded by
 :mod:`syncviz.findings`; the wrong rows are described from their regions
-(:func:`~syncviz.compare.map_index` gives the oracle's pieces, which
+(:func:`~syncviz.oracle.index.map_pieces` gives the oracle's pieces, which
 :func:`map_words` puts in words). The comparison's and the words' names are
 importable from here too.
 """
@@ -33,7 +33,6 @@ from syncviz.compare import (
     MapDiff,
     compare_maps,
     element_status,
-    map_index,
     true_runs,
     wrong_columns,
 )
@@ -52,15 +51,13 @@ from syncviz.findings import (
     who,
 )
 from syncviz.oracle import ParamLayout, describe
-from syncviz.oracle.describe import block_names
+from syncviz.oracle.describe import block_names, describe_index
 from syncviz.oracle.dest import experts_of_rank
-from syncviz.oracle.index import Box, IndexMap
+from syncviz.oracle.index import MAX_PIECES, Box, map_pieces
 from syncviz.progress import progress
-from syncviz.provenance import Region as MapRegion
 from syncviz.provenance import RegionMap
 from syncviz.provenance.regions import ReshapedMap
 from syncviz.run.result import SyncResult
-from syncviz.run.symbolic_state import shard_map
 from syncviz.run.values import UNWRITTEN_ID, to_local_ids
 from syncviz.spec import ModelSpec
 
@@ -68,13 +65,12 @@ __all__ = [  # the checker's own names, and those of the comparison and the word
     "LEGEND", "MAX_RUNS", "CheckReport",
     "Finding", "MapDiff", "ParamCheck", "Region", "Role", "Span", "TensorCheck", "check",
     "column_blocks", "column_regions", "column_shard", "compare_maps", "element_status",
-    "findings_words", "map_index", "map_words", "region_words", "true_runs",
+    "findings_words", "map_words", "region_words", "true_runs",
     "wrong_columns",
 ]  # fmt: skip
 
 MAX_RUNS = 4  # wrong row runs spelled out per tensor; the rest are counted
 DESCRIBE_LIMIT = 2**24  # elements of one wrong run materialized when its map does not compress
-MAX_DESCRIBED_ROWS = 250_000  # as IndexMap.from_ids: longer runs are "in no regular order"
 
 
 @dataclass
@@ -369,18 +365,12 @@ def _check_tensor(plan, param, t, world, raw, writes, cache) -> TensorCheck:
     maps (:func:`map_words`); no element is read unless a run does not compress.
     """
     base = plan.id_base[param.key]
-    # Layers of one kind differ only by their ids' base: each expected map is built,
-    # and each pair of maps compared, once per shape (keys count ids from base).
-    if ("want", t.index) not in cache:
-        rel = shard_map(t.index, 0)
-        safe = all(_is_ids(r) or r.is_constant for r in rel.regions)
-        cache[("want", t.index)] = (rel, _map_key(rel, 0)) if safe else (None, None)
-    rel, want_key = cache[("want", t.index)]
-    if rel is None:  # a marker merged with ids at base 0: build this one as it is
-        expected = shard_map(t.index, base)
-        want_key = _map_key(expected, base)
-    else:
-        expected = _shifted(rel, base)
+    expected = t.index.shifted(base)
+    # Layers of one kind share the oracle's maps and differ only by their ids' base: each
+    # expected map is keyed, and each pair of maps compared, once (keys count ids from base).
+    want_key = cache.get(("want", id(t.index)))
+    if want_key is None:
+        want_key = cache[("want", id(t.index))] = _map_key(expected, base)
     got_map = raw.region_map()
     got_key = _map_key(got_map, base)
     key = ("diff", got_key, want_key)
@@ -450,7 +440,7 @@ def map_words(
     ``param``, in the checker's words (rows numbered as the rank's); None when it is too
     big to describe.
 
-    Its regions become the oracle's pieces directly (:func:`map_index`),
+    Its regions become the oracle's pieces directly (:func:`~syncviz.oracle.index.map_pieces`),
     so the cost follows the regions, not the elements; a map that does not compress
     is read element by element up to ``DESCRIBE_LIMIT`` elements.
 
@@ -464,19 +454,20 @@ def map_words(
     'row 1: heads 8-15 row 0; rows 2-3: heads 0-15 row 1'
     """
     base = plan.id_base[param.key]
-    index = map_index(region_map, base, param.global_shape)
-    if index is not None:
-        cols = region_map.shape[-1] if len(region_map.shape) > 1 else index.numel
-        if index.numel // max(1, cols) > MAX_DESCRIBED_ROWS:  # as describe() gives up
-            return f"{index.numel} elements in no regular order"
-        return drop_local_place(describe(param, index, first=first))
+    pieces = map_pieces(region_map, param.global_shape, base)
+    if pieces is not None:
+        numel = region_map.numel
+        cols = region_map.shape[-1] if len(region_map.shape) > 1 else numel
+        if numel // max(1, cols) > MAX_PIECES:  # as ids_pieces gives up: no regular order
+            return f"{numel} elements in no regular order"
+        return drop_local_place(describe_index(pieces, region_map.shape, param.blocks, first))
     if region_map.numel > DESCRIBE_LIMIT:
         return None
     got = to_local_ids(plan, param, region_map.materialize())
     return _words(param, got.to(torch.int64), {} if cache is None else cache, first)
 
 
-def column_shard(param: ParamLayout, index: IndexMap) -> tuple[int, int] | None:
+def column_shard(param: ParamLayout, index: RegionMap) -> tuple[int, int] | None:
     """The global columns ``first .. stop - 1`` that a row-parallel shard holds (every
     row of them, in order), or None for any other shard.
 
@@ -491,20 +482,25 @@ def column_shard(param: ParamLayout, index: IndexMap) -> tuple[int, int] | None:
     ((32, 64), None)
     """
     shape = tuple(param.global_shape)
-    if len(shape) != 2 or len(index.pieces) != 1 or not isinstance(index.pieces[0], Box):
+    if len(shape) != 2 or len(index.shape) != 2 or index.shape[0] != shape[0]:
         return None
-    box = index.pieces[0]
-    first, stop = box.start[1], box.stop[1]
-    whole_rows = (box.start[0], box.stop[0]) == (0, shape[0])
-    if not whole_rows or box.is_transposed or (first, stop) == (0, shape[1]):
+    regions = index.regions
+    rows, width = index.shape
+    if len(regions) != 1 or width == shape[1]:
         return None
-    return (first, stop) if tuple(index.shape) == (shape[0], stop - first) else None
+    # One box of whole rows read in order: ids first + row * width_of_global + col.
+    first = regions[0].offset
+    if regions[0].strides != (shape[1] if rows > 1 else 0, 1 if width > 1 else 0):
+        return None
+    if first != int(first) or not 0 <= first <= shape[1] - width:
+        return None
+    return int(first), int(first) + width
 
 
 def column_regions(
     plan,
     param: ParamLayout,
-    index: IndexMap,
+    index: RegionMap,
     got_map: RegionMap,
     cache: dict | None = None,
     *,
@@ -531,8 +527,8 @@ def column_regions(
         return None
     cache = {} if cache is None else cache
     base = plan.id_base[param.key]
-    expected = shard_map(index, base)
-    key = ("columns", id(param.blocks), _map_key(got_map, base), index, unwritten)
+    expected = index.shifted(base)
+    key = ("columns", id(param.blocks), _map_key(got_map, base), id(index), unwritten)
     if key not in cache:
         cache[key] = wrong_columns(got_map, expected, unwritten=unwritten)
     regions = []
@@ -583,25 +579,6 @@ def _map_key(region_map: RegionMap, base: int) -> tuple:
     if isinstance(region_map, ReshapedMap):
         return ("lazy", region_map.shape, *(_map_key(m, base) for m in region_map.segments))
     return ("plain", region_map.shape, _relative(region_map, base))
-
-
-def _shifted(region_map: RegionMap, base: int) -> RegionMap:
-    """``region_map`` (ids counted from 0, markers below 0) with its ids counted from ``base``."""
-    if not base:
-        return region_map
-    if isinstance(region_map, ReshapedMap):
-        return ReshapedMap([_shifted(m, base) for m in region_map.segments], region_map.shape)
-    regions = [
-        MapRegion(r.start, r.stop, r.offset + base, r.strides) if _is_ids(r) else r
-        for r in region_map.regions
-    ]
-    return RegionMap(region_map.shape, regions, merge=False)
-
-
-def _is_ids(r: MapRegion) -> bool:
-    """Every value of the region is an id (none is a marker below 0)."""
-    steps = zip(r.start, r.stop, r.strides, strict=True)
-    return r.offset + sum(min(0, s * (b - a - 1)) for a, b, s in steps) >= 0
 
 
 def _relative(region_map, base: int) -> tuple:

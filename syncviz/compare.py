@@ -4,8 +4,7 @@ Every destination tensor and the oracle's expectation are
 :class:`~syncviz.provenance.RegionMap` of model-wide ids, so the comparison
 (:func:`compare_maps`) overlays their regions (a handful each) and never reads an
 element: a whole model at real sizes is compared in milliseconds, with exact
-counts of wrong elements. :func:`map_index` reads a map back as the oracle's
-pieces (what the checker's words describe); :func:`wrong_columns` finds the wrong
+counts of wrong elements. :func:`wrong_columns` finds the wrong
 columns of a row-parallel shard; :func:`element_status` is the same verdict per
 element, for the pictures.
 
@@ -26,11 +25,10 @@ from dataclasses import dataclass, field
 import torch
 
 from syncviz.geometry import meetings
-from syncviz.oracle.index import IndexMap, Pad, Piece, Unknown, affine_pieces, flat_pieces
 from syncviz.provenance import Region as MapRegion
 from syncviz.provenance import RegionMap, row_major
 from syncviz.provenance.regions import ReshapedMap
-from syncviz.run.values import FOREIGN_ID, PADDING_ID, UNWRITTEN_ID
+from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 # ---------------------------------------------------------------- per element
 
@@ -70,9 +68,6 @@ def true_runs(flags: torch.Tensor, split: torch.Tensor | None) -> list[tuple[int
 
 
 # ---------------------------------------------------------------- map against map
-
-MAX_PIECES = 250_000  # as IndexMap.from_ids: past this a map is not worth describing
-CHUNK_ELEMENTS = 2**16  # an irregular chunk up to this size is read element by element
 
 
 @dataclass
@@ -387,108 +382,3 @@ def _wrong_columns_of_one(
         else:
             runs.append((c0, c1))
     return _merge_runs(runs)
-
-
-# ------------------------------------------------------------ maps to the oracle's pieces
-
-
-def map_index(
-    region_map: RegionMap, base: int, global_shape: Sequence[int], *, limit: int = MAX_PIECES
-) -> IndexMap | None:
-    """What ``region_map`` (model-wide ids) holds of the parameter whose ids start at
-    ``base``, as the oracle's :class:`~syncviz.oracle.index.IndexMap`, element-free.
-
-    The same index :meth:`IndexMap.from_ids` recovers from the materialized ids read
-    back as local ids (:func:`~syncviz.run.values.to_local_ids`), so the checker's
-    words for a wrong run cost its regions, not its elements. Ids of other
-    parameters and the unwritten marker become :class:`~syncviz.oracle.index.Unknown`.
-    None when a region is not one box or flat range of the parameter, or the map
-    needs more than ``limit`` pieces (the caller then reads the elements).
-
-    >>> m = RegionMap.affine((4, 3), 100, (6, 1)).slice(1, 0, 2)  # 2 of a row of 6
-    >>> map_index(m, 100, (4, 6)).pieces
-    (Box(start=(0, 0), stop=(4, 2), order=None),)
-    >>> map_index(m.permute((1, 0)), 100, (4, 6)).pieces  # transposed
-    (Box(start=(0, 0), stop=(4, 2), order=(1, 0)),)
-    >>> pad = RegionMap.constant((1, 2), -1.0)
-    >>> map_index(RegionMap.cat([m, pad], 0), 100, (4, 6)).pieces[-1]
-    Pad(numel=2)
-    """
-    global_shape = tuple(global_shape)
-    numel = math.prod(global_shape)
-    chunks = _chunks(region_map, limit)
-    if chunks is None:
-        return None
-    pieces: list[Piece] = []
-    for value, dims in chunks:
-        found = _chunk_pieces(value, dims, base, numel, global_shape)
-        if found is None:
-            return None
-        pieces.extend(found)
-        if len(pieces) > limit:
-            return None
-    return IndexMap(global_shape, region_map.shape, pieces)
-
-
-def _chunk_pieces(value, dims, base, numel, global_shape) -> list[Piece] | None:
-    """The pieces of one flat-contiguous chunk: ``value`` at its start, affine ``dims``."""
-    count = math.prod(n for n, _ in dims)
-    moving = [(n, s) for n, s in dims if n > 1 and s]
-    low = value + sum(min(0, s * (n - 1)) for n, s in moving)
-    high = value + sum(max(0, s * (n - 1)) for n, s in moving)
-    if not moving and (value < base or value >= base + numel):  # a marker, or foreign
-        return [Pad(count) if value == PADDING_ID else Unknown(count)]
-    if moving and base <= low and high < base + numel and value == int(value):
-        found = affine_pieces(int(value) - base, dims, global_shape)
-        if found is not None:
-            return found
-    if count > CHUNK_ELEMENTS:
-        return None
-    # Irregular (ids that repeat, step back, or leave the parameter): read its elements.
-    values = torch.full((1,) * len(dims), float(value), dtype=torch.float64)
-    for k, (n, s) in enumerate(dims):
-        shape = [1] * len(dims)
-        shape[k] = n
-        values = values + (torch.arange(n, dtype=torch.float64) * s).view(shape)
-    local = values.reshape(-1) - base
-    inside = (local >= 0) & (local < numel) & (local == local.round())
-    ids = torch.where(inside, local, torch.full_like(local, FOREIGN_ID))
-    ids = torch.where(values.reshape(-1) < 0, values.reshape(-1), ids)
-    return flat_pieces(ids, global_shape)
-
-
-def _chunks(m: RegionMap, limit: int) -> list[tuple[float, list[tuple[int, int]]]] | None:
-    """``m``'s values in flat (row-major) order as chunks, each contiguous in ``m``'s
-    memory and affine: (value at its start, [(extent, stride)] over its dims). A lazy
-    reshape is read segment by segment. None past ``limit`` chunks."""
-    segments = m.segments if isinstance(m, ReshapedMap) else (m,)
-    out: list[tuple[float, list[tuple[int, int]]]] = []
-    for seg in segments:
-        found = _plain_chunks(seg, limit - len(out))
-        if found is None:
-            return None
-        out.extend(found)
-    return out
-
-
-def _plain_chunks(m: RegionMap, limit: int) -> list[tuple[float, list[tuple[int, int]]]] | None:
-    shape = m.shape
-    flat_strides = row_major(shape)
-    found: list[tuple[int, float, list[tuple[int, int]]]] = []
-    for r in m.regions:
-        j = len(shape) - 1
-        while j > 0 and r.start[j] == 0 and r.stop[j] == shape[j]:
-            j -= 1  # dims after j are whole: the chunk runs on through them
-        dims = [(b - a, s) for a, b, s in zip(r.start[j:], r.stop[j:], r.strides[j:], strict=True)]
-        head = r.start[j] * flat_strides[j] if shape else 0
-        outer = [range(a, b) for a, b in zip(r.start[:j], r.stop[:j], strict=True)]
-        if len(found) + math.prod(len(x) for x in outer) > limit:
-            return None
-        for coords in itertools.product(*outer):
-            flat = head + sum(c * f for c, f in zip(coords, flat_strides, strict=False))
-            value = r.offset + sum(
-                (c - a) * s for c, a, s in zip(coords, r.start, r.strides, strict=False)
-            )
-            found.append((flat, value, dims))
-    found.sort(key=lambda c: c[0])
-    return [(value, dims) for _, value, dims in found]

@@ -526,8 +526,8 @@ def kind_signature(run: Run, key: str) -> tuple:
         id(param.blocks),
         param.kind,
         tuple(param.global_shape),
-        tuple(s.index for s in param.src),
-        tuple(t.index for t in param.dst),
+        tuple((s.index.shape, s.index.regions) for s in param.src),
+        tuple((t.index.shape, t.index.regions) for t in param.dst),
         tuple(held),
         errors,
     )

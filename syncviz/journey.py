@@ -611,10 +611,8 @@ def _held_ids(result: SyncResult, world: int | None, key: str) -> torch.Tensor |
 
 
 def _ids(result: SyncResult | None, index) -> torch.Tensor:
-    """The local ids of an oracle index map, as a map."""
-    from syncviz.run.symbolic_state import shard_map
-
-    return SymbolicTensor.from_map(shard_map(index, 0), dtype=torch.int64)
+    """The local ids of an oracle map, as a tensor."""
+    return SymbolicTensor.from_map(index, dtype=torch.int64)
 
 
 def _local(result: SyncResult, world: int | None, key: str) -> torch.Tensor:
@@ -1084,10 +1082,9 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     chosen = param.blocks[block]
     box, shape = chosen.box, tuple(param.global_shape)
     starts, src_ranks, path = [], [], []
-    from syncviz.run.symbolic_state import shard_map
 
     for shard in param.src:  # every answer comes from maps, no id materialized
-        found = where_in_map(shard_map(shard.index, 0), box, shape)
+        found = where_in_map(shard.index, box, shape)
         if found is None:
             continue
         for role in plan.roles:
@@ -1103,7 +1100,7 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
         world = next(
             r.world for r in plan.roles if r.side == "dst" and (r.pp, r.tp) == (t.pp, t.tp)
         )
-        got_map, want_map = map_of(_local(result, world, key)), shard_map(t.index, 0)
+        got_map, want_map = map_of(_local(result, world, key)), t.index
         held, should = where_in_map(got_map, box, shape), where_in_map(want_map, box, shape)
         if held is not None:
             dst_ranks.append(world)

@@ -13,7 +13,6 @@ from syncviz.cli.render import _words as render_words
 from syncviz.diagram import layout_diagram
 from syncviz.provenance import RegionMap, SymbolicTensor
 from syncviz.run.inprocess import run_sync
-from syncviz.run.symbolic_state import shard_map
 from syncviz.spec import ModelSpec
 
 SPEC = ModelSpec("tiny", "llama-mcore", 1, 8, 4, 2, 8, 64, head_dim=2)
@@ -28,7 +27,7 @@ def swapped():
     result = run_sync(SPEC, Parallel(tp=1), Parallel(tp=2), layers=[0], synchronizer="corrected")
     plan, param = result.plan, result.plan.layout.param(O_PROJ)
     base = plan.id_base[O_PROJ]
-    maps = [shard_map(t.index, base) for t in param.dst]
+    maps = [t.index.shifted(base) for t in param.dst]
     for t, other in zip(param.dst, reversed(maps), strict=True):
         world = plan.world_rank("dst", t.pp, t.tp)
         result.dst_tensors[world][result.name_on(param, world)] = SymbolicTensor.from_map(other)

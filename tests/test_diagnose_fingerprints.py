@@ -344,7 +344,7 @@ def test_table_from_checkpoint_parts_equals_joined(checkpoints, kind):
     ref = Reference(checkpoints[family])
     layout = model_layout(ref.spec, REFERENCE, Parallel(tp=2), layers=[0], include_globals=False)
     (param,) = [p for p in layout.params if p.kind == kind]
-    length = segment_length(param.dst[0].index)
+    length = segment_length(param.dst[0].index, param.global_shape)
     glob = GlobalTensor(ref, param)
     table = PrintTable.of(glob, torch.bfloat16, length, length)
     assert len(glob.parts()) == PARTS[kind]

@@ -33,7 +33,8 @@ def test_compare_pads_and_columns():
     """Column blocks are compared segment by segment; padding must be zero."""
     g = torch.arange(24, dtype=torch.float32).view(6, 4)
     cols = cols_map((6, 4), 1, 2)
-    assert segment_length(cols) == 2 and segment_starts(cols, 2).tolist() == [2, 6, 10, 14, 18, 22]
+    assert segment_length(cols, (6, 4)) == 2
+    assert segment_starts(cols, (6, 4), 2).tolist() == [2, 6, 10, 14, 18, 22]
     local = g[:, 2:].clone()
     local[4, 1] = -1.0
     assert compare(local, g, cols, 2).tolist() == [True, True, True, True, False, True]

@@ -312,11 +312,16 @@ def test_interleaved_slot_of_many_rows_read_from_its_map(monkeypatch):
     """An interleaved fc1 slot of 512 one-row regions (too many pairs to overlay) that
     holds exactly the oracle's regions is judged ok from its map, never read per element,
     its boxes taken from the oracle's pieces (no map read back per slot)."""
-    import syncviz.compare
     import syncviz.diagram.experts as experts
 
     def no_materializing(*args):
         raise AssertionError("a slot was read element by element")
+
+    read_back = experts.map_pieces
+
+    def whole_maps_only(region_map, *args, **kw):
+        assert region_map.shape[0] != 1, "a slot's map was read back"
+        return read_back(region_map, *args, **kw)
 
     spec = ModelSpec(
         "t", "gpt-oss", 1, 64, 4, 2, 8, 64, head_dim=16, num_experts=2, moe_ffn_hidden_size=1024
@@ -326,7 +331,7 @@ def test_interleaved_slot_of_many_rows_read_from_its_map(monkeypatch):
         provenance="symbolic",
     )  # fmt: skip
     monkeypatch.setattr(experts, "_materialized_cell", no_materializing)
-    monkeypatch.setattr(syncviz.compare, "map_index", no_materializing)
+    monkeypatch.setattr(experts, "map_pieces", whole_maps_only)
     d = expert_diagram(result, "model.model.layers.0.mlp.experts.w13_weight")
     assert [(c.status, c.text) for c in d.rows[0].after] == [
         ("ok", "gate/up rows 0-511, interleaved"),

@@ -11,7 +11,6 @@ from syncviz.diagram.frames import frame
 from syncviz.diagram.model import layout_diagram
 from syncviz.idset import IdSet, cells_meeting
 from syncviz.journey import local_map, param_steps, step_count
-from syncviz.oracle.index import IndexMap
 from syncviz.provenance import RegionMap, SymbolicTensor
 from syncviz.run.inprocess import run_sync
 from syncviz.run.values import FOREIGN_ID
@@ -122,7 +121,7 @@ def test_real_sizes_never_materialize_a_tensor(monkeypatch):
 
     original = RegionMap.materialize
     monkeypatch.setattr(RegionMap, "materialize", refuse_regions)
-    monkeypatch.setattr(IndexMap, "ids", refuse_index)
+    monkeypatch.setattr(RegionMap, "ids", refuse_index)
     steps = param_steps(result, QKV)
     assert len(steps) == step_count(result, QKV) == 26
     assert all(s.blocks for s in steps)

@@ -193,7 +193,6 @@ def test_local_maps_kept_for_the_next_block_are_read_anew_when_a_tensor_changes(
     second journey reads the local maps kept from the first); once vLLM tp 0's tensor is
     replaced by tp 1's, the journey reads the new one and says wrong."""
     from syncviz.provenance import SymbolicTensor
-    from syncviz.run.symbolic_state import shard_map
 
     key = "model.model.layers.0.self_attn.o_proj.weight"
     result = run_sync(
@@ -203,7 +202,7 @@ def test_local_maps_kept_for_the_next_block_are_read_anew_when_a_tensor_changes(
     first = block_journey(result, key, 0)
     assert first.ok and block_journey(result, key, 0).text() == first.text()
     plan, param = result.plan, result.plan.layout.param(key)
-    other = shard_map(param.dst[1].index, plan.id_base[key])
+    other = param.dst[1].index.shifted(plan.id_base[key])
     world = plan.world_rank("dst", 0, 0)
     result.dst_tensors[world][result.name_on(param, world)] = SymbolicTensor.from_map(other)
     assert not block_journey(result, key, 0).ok

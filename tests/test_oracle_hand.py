@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.oracle import IndexMap, conventions, decode, describe, model_layout
+from syncviz.oracle import Box, conventions, decode, describe, map_pieces, model_layout
 from syncviz.parallel import Parallel
+from syncviz.provenance import RegionMap
 from syncviz.spec import ModelSpec
 
 PAD = -1
@@ -55,10 +56,10 @@ def layout(spec: ModelSpec, s: int = 1, d: int = 1, **kw: int):
     return model_layout(spec, src, dst)
 
 
-def rows_of(index: IndexMap) -> list[int]:
+def rows_of(index: RegionMap) -> list[int]:
     """Global row numbers of each local row, checking every local row is one whole global row."""
     ids = index.ids()
-    width = index.global_shape[-1] if len(index.global_shape) > 1 else 1
+    width = index.shape[-1] if len(index.shape) > 1 else 1  # row slices: global width
     flat = ids.reshape(-1, width)
     out = []
     for row in flat.tolist():
@@ -182,16 +183,7 @@ def test_o_proj_column_slices():
         [50, 51],
         [58, 59],
     ]
-    assert p.dst[1].index.runs() == [
-        (4, 4),
-        (12, 4),
-        (20, 4),
-        (28, 4),
-        (36, 4),
-        (44, 4),
-        (52, 4),
-        (60, 4),
-    ]
+    assert map_pieces(p.dst[1].index, p.global_shape) == [Box((0, 4), (8, 8))]
 
 
 def test_down_proj_column_slices():

@@ -9,8 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncviz.families import FAMILY, is_hep
-from syncviz.oracle import IndexMap, describe, model_layout
+from syncviz.oracle import boxes_map, describe, map_pieces, model_layout
+from syncviz.oracle.index import ids_pieces
 from syncviz.parallel import Parallel
+from syncviz.provenance import RegionMap
 from syncviz.spec import FAMILIES, ModelSpec
 
 
@@ -80,7 +82,7 @@ def cases(draw: st.DrawFn) -> tuple[ModelSpec, Parallel, Parallel]:
     return spec, Parallel(tp=s, pp=src_pp, ep=ep), Parallel(tp=d, pp=dst_pp)
 
 
-def _flat(index: IndexMap) -> torch.Tensor:
+def _flat(index: RegionMap) -> torch.Tensor:
     ids = index.ids()
     assert tuple(ids.shape) == index.shape
     return ids.reshape(-1)
@@ -96,7 +98,7 @@ def test_oracle_properties(case: tuple[ModelSpec, Parallel, Parallel]) -> None:
         numel = math.prod(p.global_shape)
         everything = torch.arange(numel)
         # Source: the distinct shards hold every global id exactly once (padding aside).
-        distinct: list[IndexMap] = []
+        distinct: list[RegionMap] = []
         for shard in p.src:
             if shard.index not in distinct:
                 distinct.append(shard.index)
@@ -129,10 +131,9 @@ def test_oracle_properties(case: tuple[ModelSpec, Parallel, Parallel]) -> None:
                 position[real] = where
         # Compact forms agree with the materialized ids.
         for t in (*p.src, *p.dst):
-            assert IndexMap.from_ids(t.index.ids(), p.global_shape) == t.index, p.key
-            expanded = [
-                torch.full((n,), -1) if start == -1 else torch.arange(start, start + n)
-                for start, n in t.index.runs()
-            ]
-            assert torch.equal(torch.cat(expanded), _flat(t.index)), p.key
+            pieces = map_pieces(t.index, p.global_shape)
+            found = ids_pieces(t.index.ids(), p.global_shape)
+            assert [x.key() for x in pieces] == [x.key() for x in found], p.key
+            rebuilt = boxes_map(p.global_shape, t.index.shape, pieces)
+            assert torch.equal(_flat(rebuilt), _flat(t.index)), p.key
             assert "not ids" not in describe(p, t.index)

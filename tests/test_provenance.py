@@ -492,3 +492,15 @@ def test_errors_read_as_on_real_tensors(name):
     with pytest.raises(Exception) as got:
         ERRORS[name](sym)
     assert (type(got.value), str(got.value)) == (type(want.value), str(want.value))
+
+
+def test_shifted_moves_ids_and_keeps_markers():
+    """shifted(100) of [2, -1, 0] (id 2 and the padding joined into one region, as the
+    oracle's boxes coalesce) gives [102, -1, 100]; [-2, 5, 6] keeps its constant marker."""
+    from syncviz.oracle.index import Box, Pad, boxes_map
+
+    m = boxes_map((3,), (3,), [Box((2,), (3,)), Pad(1), Box((0,), (1,))])
+    assert m.materialize().tolist() == [2.0, -1.0, 0.0]
+    assert m.shifted(100).materialize().tolist() == [102.0, -1.0, 100.0]
+    marked = RegionMap.cat([RegionMap.constant((1,), -2.0), RegionMap.affine((2,), 5, (1,))], 0)
+    assert marked.shifted(10).materialize().tolist() == [-2.0, 15.0, 16.0]

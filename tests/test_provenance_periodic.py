@@ -14,7 +14,6 @@ from syncviz.oracle.dest import dest_maps
 from syncviz.provenance import RegionMap
 from syncviz.provenance.periodic import period_candidates, row_pieces, stack_rows
 from syncviz.provenance.regions import ReshapedMap, _joined
-from syncviz.run.symbolic_state import shard_map
 
 
 def _runs_values(runs, total):
@@ -150,7 +149,7 @@ def test_gpt_oss_interleaved_shard_is_a_few_regions(dst):
     spec = preset("gpt-oss-20b")
     for kind in ("experts_w13", "experts_w13_bias"):
         index = dest_maps(kind, spec, 4, dst)[1]
-        m = shard_map(index, 0)
+        m = index
         assert m.size_hint <= 64, (kind, m.size_hint)
 
 
@@ -160,7 +159,7 @@ def test_gpt_oss_scaled_shard_ids_match_the_oracle():
     spec = preset("gpt-oss-20b").scaled()
     for dst in (Parallel(tp=4), Parallel(tp=4, ep=4), Parallel(tp=2, ep=2)):
         for index in dest_maps("experts_w13", spec, dst.tp, dst):
-            m = shard_map(index, 0)
+            m = index
             assert torch.equal(m.materialize(), index.ids().to(torch.float64))
 
 

@@ -19,7 +19,6 @@ from syncviz.diagram.raster import BlockTable, map_raster, raster, raster_text
 from syncviz.oracle import model_layout
 from syncviz.provenance import RegionMap, row_major
 from syncviz.run.inprocess import run_sync
-from syncviz.run.symbolic_state import shard_map
 from syncviz.spec import ModelSpec
 
 TINY = ModelSpec("tiny", "llama-mcore", 2, 8, 4, 2, 8, 64, head_dim=2)
@@ -108,7 +107,7 @@ def test_hand_made_maps_equal_materialized(kind):
             assert_same(plain, map_raster(m, table, base=base, cell=cell))
         # Against the oracle's tp0 where the shapes agree, and against the parameter's ids
         # in order (a transposed square then agrees on its diagonal only).
-        wants = [shard_map(t.index, 0) for t in param.dst[:1] if t.index.shape == m.shape]
+        wants = [t.index for t in param.dst[:1] if t.index.shape == m.shape]
         wants.append(RegionMap.affine(m.shape, 0, row_major(m.shape)))
         for want in wants:
             status = element_status(got, want.materialize().to(torch.int64))
@@ -208,7 +207,7 @@ def test_locate_reads_the_oracle_pieces():
             for element in range(0, param.global_shape[0] * param.global_shape[1], 7):
                 hits = torch.nonzero(grid == element)
                 want = tuple(int(x) for x in hits[0]) if hits.numel() else None
-                assert locate(shard.index, element) == want
+                assert locate(shard.index, param.global_shape, element) == want
 
 
 def test_real_sizes_drawn_from_maps_only():

@@ -457,8 +457,9 @@ def _judge(
     cache: dict = {}
     out = []
     for t in param.dst:
-        length = segment_length(t.index)
-        dec = Decoded(i, t.pp, t.tp, t.shape, length, segment_starts(t.index, length))
+        length = segment_length(t.index, param.global_shape)
+        starts = segment_starts(t.index, param.global_shape, length)
+        dec = Decoded(i, t.pp, t.tp, t.shape, length, starts)
         out.append(dec)
         entry = dumps[(t.pp, t.tp)].tensors.get(param.key)
         note = notes[(t.pp, t.tp)].changed.get(param.key)

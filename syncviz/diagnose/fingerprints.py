@@ -548,9 +548,9 @@ def _peer_groups(
     fingerprints sorted for :func:`_found`, and each group's segment start ids [n, group]."""
     prints, starts = [], []
     for t in param.dst:
-        if segment_length(t.index) != length:
+        if segment_length(t.index, param.global_shape) != length:
             continue
-        mine = segment_starts(t.index, length)
+        mine = segment_starts(t.index, param.global_shape, length)
         if mine.numel() % group:
             continue
         mine = mine.reshape(-1, group)
@@ -616,9 +616,9 @@ def _expected_units(param: ParamLayout, length: int, per: int) -> torch.Tensor:
     elements, no padding in them): their segments' start ids [n, per]."""
     units = []
     for t in param.dst:
-        if segment_length(t.index) != length:
+        if segment_length(t.index, param.global_shape) != length:
             continue
-        mine = segment_starts(t.index, length)
+        mine = segment_starts(t.index, param.global_shape, length)
         if mine.numel() % per:
             continue
         mine = mine.reshape(-1, per)

@@ -32,8 +32,9 @@ from syncviz.errors import SyncvizError
 from syncviz.families import FAMILY, FamilyInfo
 from syncviz.families.record import ROUTER_BIAS_WHEN
 from syncviz.families.registry import derived
-from syncviz.oracle import Box, IndexMap, model_layout
+from syncviz.oracle import Box, map_pieces, model_layout
 from syncviz.parallel import Parallel
+from syncviz.provenance import RegionMap
 from syncviz.spec import ModelSpec
 
 BUGS = (
@@ -165,7 +166,7 @@ def write_checkpoint(
     return ordered
 
 
-def local_tensor(glob: torch.Tensor, index: IndexMap) -> torch.Tensor:
+def local_tensor(glob: torch.Tensor, index: RegionMap) -> torch.Tensor:
     """What a rank holds of ``glob`` under ``index``, padding as zeros (box by box).
 
     >>> from syncviz.oracle.slicing import cols_map
@@ -173,7 +174,7 @@ def local_tensor(glob: torch.Tensor, index: IndexMap) -> torch.Tensor:
     [[2.0, 3.0], [6.0, 7.0]]
     """
     parts = []
-    for piece in index.pieces:
+    for piece in map_pieces(index, tuple(glob.shape)) or ():
         if isinstance(piece, Box):
             part = glob[tuple(slice(a, b) for a, b in zip(piece.start, piece.stop, strict=True))]
             if piece.order is not None:

@@ -20,7 +20,9 @@ import math
 
 import torch
 
-from syncviz.oracle import Box, IndexMap, Pad
+from syncviz.geometry import row_major
+from syncviz.oracle import Box, Pad, map_pieces
+from syncviz.provenance import RegionMap
 
 _SAMPLES = 16  # elements sampled per segment for its fingerprint
 _MAX_CANDIDATES = 64  # segments sharing one fingerprint tried before giving up
@@ -40,7 +42,7 @@ def bits(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().view(kind)
 
 
-def segment_length(index: IndexMap) -> int:
+def segment_length(index: RegionMap, global_shape: tuple[int, ...]) -> int:
     """The segment length of a local tensor: the gcd of its pieces' innermost extents.
 
     Every piece's innermost line is contiguous in the global tensor, so a
@@ -48,11 +50,11 @@ def segment_length(index: IndexMap) -> int:
     segment also stays inside one local row.
 
     >>> from syncviz.oracle.slicing import cols_map
-    >>> segment_length(cols_map((4, 8), 1, 2))
+    >>> segment_length(cols_map((4, 8), 1, 2), (4, 8))
     4
     """
     g = index.shape[-1] if len(index.shape) > 1 else 0
-    for piece in index.pieces:
+    for piece in _pieces(index, global_shape):
         if isinstance(piece, Box):
             # A transposed piece's innermost local dim is strided globally: 1-element segments.
             last = piece.dims[-1]
@@ -63,17 +65,16 @@ def segment_length(index: IndexMap) -> int:
     return max(g, 1)
 
 
-def segment_starts(index: IndexMap, length: int) -> torch.Tensor:
+def segment_starts(index: RegionMap, global_shape: tuple[int, ...], length: int) -> torch.Tensor:
     """The global start id of every segment of ``index``, in local order (-1: padding).
 
     >>> from syncviz.oracle.slicing import cols_map
-    >>> segment_starts(cols_map((2, 8), 1, 2), 2).tolist()
+    >>> segment_starts(cols_map((2, 8), 1, 2), (2, 8), 2).tolist()
     [4, 6, 12, 14]
     """
-    shape = index.global_shape
-    strides = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    strides = row_major(global_shape)
     parts = []
-    for piece in index.pieces:
+    for piece in _pieces(index, global_shape):
         if not isinstance(piece, Box):
             parts.append(torch.full((piece.numel // length,), -1, dtype=torch.int64))
             continue
@@ -86,6 +87,13 @@ def segment_starts(index: IndexMap, length: int) -> torch.Tensor:
         inner = torch.arange(0, piece.stop[last] - piece.start[last], length) * strides[last]
         parts.append((line[:, None] + inner[None, :]).reshape(-1))
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+
+def _pieces(index: RegionMap, global_shape: tuple[int, ...]) -> list:
+    """The oracle's pieces of a local tensor (its map always compresses to them)."""
+    pieces = map_pieces(index, global_shape)
+    assert pieces is not None, "the oracle's maps are boxes and padding"
+    return pieces
 
 
 def wide(t: torch.Tensor, length: int) -> tuple[torch.Tensor, int]:
@@ -103,7 +111,7 @@ def wide(t: torch.Tensor, length: int) -> tuple[torch.Tensor, int]:
     return t.view(torch.int64), length // per
 
 
-def compare(actual: torch.Tensor, reference: torch.Tensor, index: IndexMap, length: int):
+def compare(actual: torch.Tensor, reference: torch.Tensor, index: RegionMap, length: int):
     """Per segment of ``actual``: does it equal the reference at ``index``, bit for bit?
 
     ``reference`` is the global tensor already cast to ``actual``'s dtype;
@@ -115,7 +123,7 @@ def compare(actual: torch.Tensor, reference: torch.Tensor, index: IndexMap, leng
     gbits = bits(reference)
     out = []
     offset = 0
-    for piece in index.pieces:
+    for piece in _pieces(index, tuple(reference.shape)):
         n = piece.numel
         part = flat_actual[offset : offset + n]
         if isinstance(piece, Pad):

@@ -32,7 +32,9 @@ from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, D
 from syncviz.diagnose.dumps import rank_file, rank_label
 from syncviz.engines import DEFAULT_ENGINE
 from syncviz.findings import LOCAL_UNITS, Finding, Span, drop_local_place, more_runs
-from syncviz.oracle import IndexMap, ParamLayout, describe
+from syncviz.oracle import ParamLayout, boxes_map, describe
+from syncviz.oracle.index import runs_pieces
+from syncviz.provenance import RegionMap
 
 _LOCAL_UNITS = (*LOCAL_UNITS, "expert")  # a dump's words drop a single expert's place too
 NOT_FOUND_WORDS = "values not found in the reference"
@@ -309,8 +311,8 @@ def _row_size(dec: Decoded) -> int:
 
 def _index(
     dec: Decoded, starts: torch.Tensor, s0: int, s1: int, glob: tuple[int, ...], flat: bool = False
-) -> IndexMap:
-    """The index map of segments s0..s1-1 (start ids in ``starts``; -1 padding, other
+) -> RegionMap:
+    """The map of segments s0..s1-1 (start ids in ``starts``; -1 padding, other
     negatives not ids), shaped like that slice of the tensor (or flat)."""
     part = starts[s0:s1]
     length = dec.length
@@ -328,7 +330,7 @@ def _index(
     else:
         rest = dec.shape[1:]
         shape = (n // math.prod(rest), *rest)
-    return IndexMap.from_runs(glob, shape, runs)
+    return boxes_map(glob, shape, runs_pieces(runs, glob))
 
 
 def _holds(

@@ -36,7 +36,7 @@ from syncviz.errors import SyncvizError
 from syncviz.geometry import intersection, meetings, overlap, row_major
 from syncviz.oracle import ParamLayout
 from syncviz.oracle.blocks import block_numbers
-from syncviz.oracle.index import Box, Pad
+from syncviz.oracle.index import Box, Pad, map_pieces
 from syncviz.provenance import Region, RegionMap
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
@@ -262,15 +262,16 @@ def _before(plan, param: ParamLayout):
     return columns, cells
 
 
-def _held_counts(param: ParamLayout, index) -> torch.Tensor:
+def _held_counts(param: ParamLayout, index: RegionMap) -> torch.Tensor:
     """Elements of each expert a shard holds: its boxes cut along dim 0 (experts), so the
-    cost follows the boxes; ids are read only when the index is of another shape."""
+    cost follows the boxes; ids are read only when its map does not compress."""
     n_experts = param.global_shape[0]
-    if tuple(index.global_shape) != tuple(param.global_shape):
+    pieces = map_pieces(index, param.global_shape)
+    if pieces is None:
         experts = _experts_of(param, index.ids())
         return torch.bincount(experts[experts >= 0], minlength=n_experts)
     counts = torch.zeros(n_experts, dtype=torch.int64)
-    for p in index.pieces:
+    for p in pieces:
         if isinstance(p, Box):
             counts[p.start[0] : p.stop[0]] += math.prod(p.extents[1:])
     return counts
@@ -316,22 +317,19 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     Each slot (dim 0) of the held map is overlaid on the oracle's; the cost follows
     their regions. A slot that does not compress to whole-right / whole-wrong pieces is
     materialized when it has at most ``MATERIALIZE_LIMIT`` elements."""
-    from syncviz.compare import map_index
-    from syncviz.run.symbolic_state import shard_map
     from syncviz.run.values import to_local_ids
 
     base = plan.id_base[param.key]
-    want = shard_map(t.index, base)
+    want = t.index.shifted(base)
     slot_of: dict[int, tuple[int, RegionMap, list]] = {}
-    by_slot = _slot_boxes(t.index)
+    by_slot = _slot_boxes(t.index, param.global_shape)
     for s in range(t.index.shape[0]):
         want_slot = want.take(0, s, 1, 1)
         boxes: list[Box] | None
         if by_slot is not None:  # the oracle's own pieces of this slot: no map read back
             boxes = by_slot[s]
         else:
-            index = map_index(want_slot, base, param.global_shape)
-            boxes = None if index is None else [p for p in index.pieces if isinstance(p, Box)]
+            boxes = _boxes(map_pieces(want_slot, param.global_shape, base))
         if boxes is None:  # the oracle's own slot does not compress: read this slot's ids
             experts = _experts_of(param, to_local_ids(plan, param, want_slot.materialize()))
             experts = experts[experts >= 0]
@@ -355,23 +353,31 @@ def _map_cells(plan, param: ParamLayout, t, world: int, got: RegionMap) -> list[
     return cells
 
 
-def _slot_boxes(index) -> list[list[Box]] | None:
-    """The oracle's boxes of each slot (dim 0) of a destination tensor, read off its index
+def _boxes(pieces: list | None) -> list[Box] | None:
+    """The boxes among ``pieces`` (None stays None)."""
+    return None if pieces is None else [p for p in pieces if isinstance(p, Box)]
+
+
+def _slot_boxes(index: RegionMap, global_shape: tuple[int, ...]) -> list[list[Box]] | None:
+    """The oracle's boxes of each slot (dim 0) of a destination tensor, read off its
     map's pieces in storage order; None when a piece spans two slots (the caller then
     reads each slot's map back).
 
-    >>> from syncviz.oracle.index import IndexMap
-    >>> m = IndexMap((2, 4, 1), (2, 2, 1), [Box((e, r, 0), (e + 1, r + 1, 1))
+    >>> from syncviz.oracle.index import boxes_map, whole_map
+    >>> m = boxes_map((2, 4, 1), (2, 2, 1), [Box((e, r, 0), (e + 1, r + 1, 1))
     ...     for e in range(2) for r in (0, 2)])
-    >>> [[b.start for b in slot] for slot in _slot_boxes(m)]
+    >>> [[b.start for b in slot] for slot in _slot_boxes(m, (2, 4, 1))]
     [[(0, 0, 0), (0, 2, 0)], [(1, 0, 0), (1, 2, 0)]]
-    >>> _slot_boxes(IndexMap.whole((2, 4, 1))) is None
+    >>> _slot_boxes(whole_map((2, 4, 1)), (2, 4, 1)) is None
     True
     """
+    pieces = map_pieces(index, global_shape)
+    if pieces is None:
+        return None
     per_slot = math.prod(index.shape[1:])
     out: list[list[Box]] = [[] for _ in range(index.shape[0])]
     pos = 0
-    for piece in index.pieces:
+    for piece in pieces:
         if piece.numel and pos // per_slot != (pos + piece.numel - 1) // per_slot:
             return None
         if isinstance(piece, Box):
@@ -399,7 +405,7 @@ def _map_slice_cell(
 ) -> Cell | None:
     """:func:`slice_cell` of one slot from its maps; None when a piece is partly right
     or its held ids do not compress (the caller then reads the elements)."""
-    from syncviz.compare import compare_maps, map_index
+    from syncviz.compare import compare_maps
 
     base, numel = plan.id_base[param.key], math.prod(param.global_shape)
     got_regions, want_regions = got.regions, want.regions
@@ -452,19 +458,19 @@ def _map_slice_cell(
             return Cell(world, "unwritten")
         return Cell(world, "unwritten", f"{unwritten} of {total} unwritten")
     if not unwritten and not foreign:  # the same ids elsewhere? (right places agree anyway)
-        whole = map_index(got, base, param.global_shape)
+        whole = map_pieces(got, param.global_shape, base)
         if whole is None:
             return None
-        same = _same_ids([p for p in whole.pieces if isinstance(p, Box)], boxes)
+        same = _same_ids(_boxes(whole), boxes)
         if same is None:
             return None
-        pads = sum(p.numel for p in whole.pieces if isinstance(p, Pad))
+        pads = sum(p.numel for p in whole if isinstance(p, Pad))
         if same and pads == want.numel - sum(b.numel for b in boxes):
             return Cell(world, "wrong", "right elements, wrong places")
-    got_index = map_index(RegionMap(got.shape, held, merge=False), base, param.global_shape)
-    if got_index is None:
+    held_map = RegionMap(got.shape, held, merge=False)
+    got_boxes = _boxes(map_pieces(held_map, param.global_shape, base))
+    if got_boxes is None:
         return None
-    got_boxes = [p for p in got_index.pieces if isinstance(p, Box)]
     extra = ["data of another parameter"] * foreign + ["padding"] * padding
     return Cell(world, "wrong", "holds " + _box_held_words(param, got_boxes, extra))
 

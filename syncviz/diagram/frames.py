@@ -65,7 +65,6 @@ from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, grid_map, map_
 from syncviz.idset import IdSet, cells_meeting
 from syncviz.journey import TraceStep, carried_words, step_ids
 from syncviz.provenance import RegionMap, map_of
-from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
     from syncviz.diagram.model import LayoutDiagram
@@ -241,7 +240,7 @@ def known(d: LayoutDiagram) -> _Known:
     held = _KNOWN.get(id(d))
     if held is not None and held[0]() is d:
         return held[1]
-    shards = [shard_map(s.index, 0) for s in d.table.param.src]
+    shards = [s.index for s in d.table.param.src]
     outs = [step_ids(s.outputs) if s.outputs else None for s in d.steps]
     dst_ids = [cell_ids(p.actual) for p in d.dst]
     got = _Known(

@@ -20,8 +20,8 @@ import math
 from syncviz.diagram.model import LayoutDiagram, Panel, Replayed
 from syncviz.diagram.raster import map_value
 from syncviz.geometry import unravel
-from syncviz.oracle.index import Box, IndexMap
-from syncviz.run.symbolic_state import shard_map
+from syncviz.oracle.index import Box, map_pieces
+from syncviz.provenance import RegionMap
 from syncviz.run.values import FOREIGN_ID, UNWRITTEN_ID
 
 SIDES = ("trainer", "vLLM holds", "vLLM expected")
@@ -67,12 +67,12 @@ def cell_words(result, d: LayoutDiagram, side: str, rank: int, i: int, j: int) -
     param = result.plan.layout.param(key)
     if side == "trainer":
         shard = next(s for s in param.src if _src_rank(result, s) == rank)
-        held = map_value(shard_map(shard.index, 0), row, col)
+        held = map_value(shard.index, row, col)
         where = _where_text(shard.index.shape, row, col)
         return f"{panel.title} {where} holds {_decode(param, held)}"
     t = next(t for t in param.dst if _dst_rank(result, t) == rank)
     got = _held(result, param, rank, t.name, row, col)
-    want = map_value(shard_map(t.index, 0), row, col)
+    want = map_value(t.index, row, col)
     where = _where_text(t.index.shape, row, col)
     if got == UNWRITTEN and want != UNWRITTEN:  # nothing came: no origin, no path to tell
         return f"{panel.title} {where}: never written (it should hold {_decode(param, want)})"
@@ -111,7 +111,7 @@ def _origin(result, d: LayoutDiagram, param, element: int, rank: int) -> str:
     if element < 0:
         return ""
     for shard in param.src:
-        found = locate(shard.index, element)
+        found = locate(shard.index, param.global_shape, element)
         if found is None:
             continue
         r, c = found
@@ -142,17 +142,17 @@ def _recorded(result, d: LayoutDiagram):
     return d.steps
 
 
-def locate(index: IndexMap, element: int) -> tuple[int, int] | None:
+def locate(index: RegionMap, global_shape: tuple[int, ...], element: int) -> tuple[int, int] | None:
     """Where (row, col of the drawn grid) a local tensor first holds global id ``element``,
     read from the oracle's pieces (nothing materialized); None when it does not hold it.
 
-    >>> from syncviz.oracle.index import Box, Pad
-    >>> locate(IndexMap((4, 6), (3, 2), [Box((0, 2), (2, 4)), Pad(2)]), 9)
+    >>> from syncviz.oracle.index import Pad, boxes_map
+    >>> locate(boxes_map((4, 6), (3, 2), [Box((0, 2), (2, 4)), Pad(2)]), (4, 6), 9)
     (1, 1)
     """
-    coords = unravel(element, index.global_shape)
+    coords = unravel(element, global_shape, check=True)
     flat = 0
-    for piece in index.pieces:
+    for piece in map_pieces(index, global_shape) or ():
         if isinstance(piece, Box) and all(
             a <= x < b for a, b, x in zip(piece.start, piece.stop, coords, strict=True)
         ):

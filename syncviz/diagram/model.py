@@ -43,7 +43,6 @@ from syncviz.diagram.raster import (
 from syncviz.engines import DEFAULT_ENGINE, ENGINE
 from syncviz.findings import Region
 from syncviz.journey import TraceStep, param_steps
-from syncviz.run.symbolic_state import shard_map
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
@@ -255,7 +254,7 @@ def _layout_diagram(
     for shard in param.src:
         world = src_world(plan, shard.pp, shard.tp, shard.ep)
         title = plan.rank_name(world)
-        drawn = map_raster(shard_map(shard.index, 0), table, cell=cell)
+        drawn = map_raster(shard.index, table, cell=cell)
         src_panels.append(Panel(title, world, "src", tuple(shard.index.shape), drawn))
     dst_panels = []
     words: dict = {}
@@ -297,7 +296,7 @@ def _layout_diagram(
 def _map_panel(plan, param, table, axis, cell, t, world, raw, words) -> Panel:
     """A vLLM panel: held and expected rasters and wrong regions, from maps
     (``words`` None: no regions)."""
-    got_map, want_map = raw.region_map(), shard_map(t.index, 0)
+    got_map, want_map = raw.region_map(), t.index
     base = plan.id_base[param.key]
     got = map_raster(got_map, table, want_map, base=base, cell=cell)
     want = map_raster(want_map, table, cell=cell)
@@ -321,7 +320,7 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
     if columns is not None:
         return columns
     base = plan.id_base[param.key]
-    want_map, want_ids = shard_map(index, 0), shard_map(index, base)
+    want_map, want_ids = index, index.shifted(base)
     shape = got_map.shape
     unit = "expert" if len(shape) == 3 else ("row" if len(shape) == 2 else "element")
     cols = shape[-1] if len(shape) <= 3 else math.prod(shape[1:])  # the raster grid's

@@ -40,8 +40,7 @@ of the tensor's elements. Each field of a raster follows from the regions alone:
 A map too fragmented for that (more than ``MAX_PIECES`` pieces) is materialized
 when it is small, and refused with the fix otherwise.
 
->>> from syncviz.run.symbolic_state import shard_map
->>> m = shard_map(qkv.dst[1].index, 0)
+>>> m = qkv.dst[1].index
 >>> print(raster_text(map_raster(m, table, cell=(2, 4))))
 rows 0-1: q2*2
 rows 2-3: q3*2
@@ -999,7 +998,7 @@ def map_raster(
     """The raster of a map of ids (model-wide ids from ``base``; 0: local ids), equal to
     :func:`~syncviz.diagram.raster.raster` of its materialized local ids.
 
-    ``expected`` (local ids, e.g. ``shard_map(index, 0)``) gives the checker's status
+    ``expected`` (local ids: an oracle tensor's ``index``) gives the checker's status
     per cell. ``mixed=False`` skips the mixed marks (all False), for callers that read
     only corners and status. A map too fragmented is materialized when it holds at most
     ``MATERIALIZE_LIMIT`` elements; otherwise a :class:`~syncviz.errors.SyncvizError`.

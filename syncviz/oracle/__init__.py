@@ -21,7 +21,7 @@ from syncviz.oracle.blocks import (
 )
 from syncviz.oracle.describe import describe, describe_index
 from syncviz.oracle.families import FAMILY_CONVENTIONS, Conventions, conventions
-from syncviz.oracle.index import Box, IndexMap, Pad
+from syncviz.oracle.index import Box, Pad, boxes_map, map_pieces, whole_map
 from syncviz.oracle.layout import (
     DestTensor,
     ModelLayout,
@@ -40,13 +40,13 @@ __all__ = [
     "Box",
     "Conventions",
     "DestTensor",
-    "IndexMap",
     "ModelLayout",
     "Pad",
     "ParamLayout",
     "SourceShard",
     "block_numbers",
     "blocks",
+    "boxes_map",
     "check_sizes",
     "conventions",
     "decode",
@@ -54,5 +54,7 @@ __all__ = [
     "describe_index",
     "global_shape",
     "layer_kinds",
+    "map_pieces",
     "model_layout",
+    "whole_map",
 ]

@@ -25,9 +25,10 @@ from __future__ import annotations
 from syncviz.errors import SyncvizError
 from syncviz.oracle.blocks import global_shape
 from syncviz.oracle.families import Conventions
-from syncviz.oracle.index import Box, IndexMap, Pad
+from syncviz.oracle.index import Box, Pad, boxes_map, whole_map
 from syncviz.oracle.slicing import rows_map
 from syncviz.parallel import Parallel
+from syncviz.provenance import RegionMap
 from syncviz.spec import ModelSpec
 
 BIASED_KINDS = frozenset(
@@ -37,7 +38,7 @@ BIASED_KINDS = frozenset(
 
 _WHOLE = frozenset({"o_proj_bias", "router_bias"})
 
-SourcePiece = tuple[int, int | None, IndexMap, int | None]
+SourcePiece = tuple[int, int | None, RegionMap, int | None]
 """(tp, ep or None, index map, local expert or None) of one trainer tensor."""
 
 
@@ -56,7 +57,7 @@ def biased_source_maps(
     shape = global_shape(kind, spec)
     s = src.tp
     if kind in _WHOLE:
-        return [(r, None, IndexMap.whole(shape), None) for r in range(s)]
+        return [(r, None, whole_map(shape), None) for r in range(s)]
     if kind == "sinks":
         per = spec.num_attention_heads // s
         return [(r, None, rows_map(shape, [(r * per, (r + 1) * per)]), None) for r in range(s)]
@@ -83,29 +84,29 @@ def biased_source_maps(
                 else:  # fc2's bias: whole on every tp rank (row-parallel layers add it once)
                     pieces = [Box((e, 0), (e + 1, hidden))]
                     local = (hidden,)
-                out.append((t, q, IndexMap(shape, local, pieces), j))
+                out.append((t, q, boxes_map(shape, local, pieces), j))
     return out
 
 
-def biased_dest_maps(kind: str, spec: ModelSpec, d: int) -> list[IndexMap]:
+def biased_dest_maps(kind: str, spec: ModelSpec, d: int) -> list[RegionMap]:
     """What each of the ``d`` vLLM ranks holds of ``kind``."""
     shape = global_shape(kind, spec)
     if kind in _WHOLE:
-        return [IndexMap.whole(shape) for _ in range(d)]
+        return [whole_map(shape) for _ in range(d)]
     if kind == "sinks":
         per = spec.num_attention_heads // d
         return [rows_map(shape, [(r * per, (r + 1) * per)]) for r in range(d)]
     if kind == "experts_w2_bias":
         # Held on TP rank 0 only: the other ranks hold zeros (ids -1), as vLLM's loader
         # writes them, so the bias is added once after the row-parallel all-reduce.
-        zeros = IndexMap(shape, shape, [Pad(shape[0] * shape[1])])
-        return [IndexMap.whole(shape) if r == 0 else zeros for r in range(d)]
+        zeros = boxes_map(shape, shape, [Pad(shape[0] * shape[1])])
+        return [whole_map(shape) if r == 0 else zeros for r in range(d)]
     return [expert_fc1_map(shape, spec, d, r) for r in range(d)]
 
 
 def expert_fc1_map(
     shape: tuple[int, ...], spec: ModelSpec, d: int, r: int, experts: list[int] | None = None
-) -> IndexMap:
+) -> RegionMap:
     """vLLM rank ``r``'s w13 weight ``[E, 2I/d, H]`` or w13 bias ``[E, 2I/d]`` of a global
     ``[gate; up]`` per expert: the rank's share of each half, ``[gate; up]`` or interleaved
     (``g0, u0, g1, u1, ...``) as the family says; of the ``experts`` it holds, in that order
@@ -133,4 +134,4 @@ def expert_fc1_map(
         ]
     else:
         pieces = [rows(e, lo + r * width, lo + (r + 1) * width) for e in held for lo in (0, inter)]
-    return IndexMap(shape, (len(held), 2 * width, *rest), pieces)
+    return boxes_map(shape, (len(held), 2 * width, *rest), pieces)

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.oracle.index import Box, unravel
+from syncviz.geometry import unravel
+from syncviz.oracle.index import Box
 from syncviz.spec import ModelSpec
 
 LAYER_KINDS: tuple[str, ...] = (

@@ -1,8 +1,9 @@
 """Say in words what a local tensor holds: "rows 0-3: Q heads 2-3; rows 4-5: K head 1".
 
-Works on an :class:`~syncviz.oracle.index.IndexMap` (the oracle's view) or on
-any tensor of ids (a synchronizer's output), which is first compressed into
-pieces, so the cost follows the number of blocks, not of elements.
+Works on a map of ids (the oracle's :class:`~syncviz.provenance.RegionMap`) or on
+any tensor of ids (a synchronizer's output), each first read as pieces
+(:mod:`syncviz.oracle.index`), so the cost follows the number of blocks, not of
+elements.
 
 >>> from syncviz.spec import ModelSpec
 >>> from syncviz.oracle.blocks import blocks
@@ -27,7 +28,8 @@ import torch
 from syncviz.errors import SyncvizError
 from syncviz.geometry import intersection
 from syncviz.oracle.blocks import DIM_NAMES, Block, pad_word
-from syncviz.oracle.index import Box, IndexMap, Pad, Piece
+from syncviz.oracle.index import Box, Pad, Piece, ids_pieces, map_pieces
+from syncviz.provenance import RegionMap
 
 if TYPE_CHECKING:
     from syncviz.oracle.layout import ModelLayout, ParamLayout
@@ -35,12 +37,12 @@ if TYPE_CHECKING:
 
 def describe(
     target: ParamLayout | ModelLayout | Sequence[Block],
-    ids: IndexMap | torch.Tensor,
+    ids: RegionMap | torch.Tensor,
     *,
     key: str | None = None,
     first: int = 0,
 ) -> str:
-    """Describe ``ids`` (an index map or a tensor of ids) of one parameter in words.
+    """Describe ``ids`` (a map or a tensor of ids) of one parameter in words.
 
     ``target`` is the parameter (a ParamLayout), a ModelLayout with ``key``
     naming the parameter, or the parameter's blocks. ``ids`` may be a slice of a
@@ -55,13 +57,17 @@ def describe(
     'rows 4-5: K head 1; rows 6-7: V head 1'
     """
     blocks_ = _blocks_of(target, key)
-    if isinstance(ids, IndexMap):
-        return describe_index(ids, blocks_, first)
-    try:
-        index = IndexMap.from_ids(ids, _shape_of(blocks_))
-    except SyncvizError:
-        return f"{ids.numel()} elements in no regular order"
-    return describe_index(index, blocks_, first)
+    pieces: list[Piece] | None
+    if isinstance(ids, RegionMap):
+        pieces = map_pieces(ids, _shape_of(blocks_))
+    else:
+        try:
+            pieces = ids_pieces(ids, _shape_of(blocks_))
+        except SyncvizError:
+            pieces = None
+    if pieces is None:
+        return f"{math.prod(ids.shape)} elements in no regular order"
+    return describe_index(pieces, tuple(ids.shape), blocks_, first)
 
 
 def _blocks_of(target: Any, key: str | None) -> Sequence[Block]:
@@ -79,13 +85,15 @@ def _shape_of(blocks_: Sequence[Block]) -> tuple[int, ...]:
     return tuple(max(b.box.stop[d] for b in blocks_) for d in range(ndim))
 
 
-def describe_index(index: IndexMap, blocks_: Sequence[Block], first: int = 0) -> str:
-    """The words for an index map, one segment per piece, regular patterns shortened;
-    local places numbered from row (element, expert) ``first``."""
-    shape = (index.shape[0] + first, *index.shape[1:])  # as if the rows before were there
+def describe_index(
+    pieces: Sequence[Piece], local_shape: Sequence[int], blocks_: Sequence[Block], first: int = 0
+) -> str:
+    """The words for the pieces of a local tensor of ``local_shape``, one segment per piece,
+    regular patterns shortened; local places numbered from row (element, expert) ``first``."""
+    shape = (local_shape[0] + first, *local_shape[1:])  # as if the rows before were there
     segments: list[tuple[int, int, Piece]] = []
     offset = first * math.prod(shape[1:])
-    for piece in index.pieces:
+    for piece in pieces:
         segments.append((offset, piece.numel, piece))
         offset += piece.numel
     segments = _fold_interleaved(segments)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from syncviz.engines import engine
 from syncviz.oracle.biased import BIASED_KINDS, biased_dest_maps, expert_fc1_map
 from syncviz.oracle.blocks import MLA_HEAD_KINDS, global_shape
-from syncviz.oracle.index import Box, IndexMap
+from syncviz.oracle.index import Box, boxes_map, whole_map
 from syncviz.oracle.slicing import cols_map, padded_rows_map, round_up, rows_map
 from syncviz.oracle.source import (
     COLUMN_KINDS,
@@ -30,6 +30,7 @@ from syncviz.oracle.source import (
     qkv_head_rows,
 )
 from syncviz.parallel import Parallel
+from syncviz.provenance import RegionMap
 from syncviz.spec import ModelSpec
 
 ATTENTION_KINDS = frozenset({"qkv", "qkv_bias", "o_proj"})
@@ -70,7 +71,7 @@ def experts_of_rank(experts: int, ep: int, rank: int, placement: str = "linear")
     return list(range(start, start + base + (rank < extra)))
 
 
-def dest_maps(kind: str, spec: ModelSpec, d: int, dst: Parallel | None = None) -> list[IndexMap]:
+def dest_maps(kind: str, spec: ModelSpec, d: int, dst: Parallel | None = None) -> list[RegionMap]:
     """The index map of ``kind`` on each of the ``d`` destination TP ranks.
 
     ``dst`` (default ``Parallel(tp=d)``) gives the engine, its expert parallel and its
@@ -99,7 +100,7 @@ _EXPERT_KINDS = frozenset({"experts_w13", "experts_w2", "experts_w13_bias", "exp
 
 def _expert_map(
     kind: str, spec: ModelSpec, shape: tuple[int, ...], dst: Parallel, r: int
-) -> IndexMap:
+) -> RegionMap:
     """Whole experts on rank ``r`` (expert TP 1), stacked in the order the rank holds them:
     fc1 rows as the family keeps them at TP 1 (interleaved for gpt-oss), and fc2's bias on
     every rank (expert TP 1 adds each expert's bias once)."""
@@ -107,15 +108,15 @@ def _expert_map(
     if kind in ("experts_w13", "experts_w13_bias"):
         return expert_fc1_map(shape, spec, 1, 0, experts=held)
     pieces = [Box((e,) + (0,) * (len(shape) - 1), (e + 1, *shape[1:])) for e in held]
-    return IndexMap(shape, (len(held), *shape[1:]), pieces)
+    return boxes_map(shape, (len(held), *shape[1:]), pieces)
 
 
 def _dest_map(
     kind: str, spec: ModelSpec, shape: tuple[int, ...], d: int, r: int, padding: int = 64
-) -> IndexMap:
+) -> RegionMap:
     # fused_qkv_a (MLA's) and the MTP layer's eh_proj (a plain nn.Linear): replicated.
     if kind in REPLICATED_KINDS or kind in MTP_NORM_KINDS or kind in ("fused_qkv_a", "mtp_eh_proj"):
-        return IndexMap.whole(shape)
+        return whole_map(shape)
     if kind in MLA_HEAD_KINDS:  # ColumnParallelLinear over heads, each head's parts together
         return head_rows_map(shape, r, d)
     if kind in ("qkv", "qkv_bias"):
@@ -143,8 +144,8 @@ def _dest_map(
             for e in range(n_experts)
             for lo in (0, inter)
         ]
-        return IndexMap(shape, (n_experts, 2 * width, hidden), pieces)
+        return boxes_map(shape, (n_experts, 2 * width, hidden), pieces)
     if kind == "experts_w2":
         box = Box((0, 0, r * width), (n_experts, hidden, (r + 1) * width))
-        return IndexMap(shape, (n_experts, hidden, width), [box])
+        return boxes_map(shape, (n_experts, hidden, width), [box])
     raise AssertionError(kind)  # pragma: no cover

@@ -1,18 +1,19 @@
-"""Which elements of a global tensor a local tensor holds, kept compact.
+"""Which elements of a global tensor a local tensor holds: a map of ids, built of pieces.
 
-A local tensor is described by a list of pieces laid end to end in its flat
-(row-major) memory, then viewed to its local shape. A piece is either a
-hyper-rectangle of the global tensor (:class:`Box`, optionally read in another
-dim order, as for a transposed copy) or padding (:class:`Pad`, id -1). Nothing
-is materialized until :meth:`IndexMap.ids` or :meth:`IndexMap.runs` is called.
+The oracle says what a local tensor holds as a :class:`~syncviz.provenance.RegionMap`
+of the parameter's ids (row-major positions in its global, unsharded tensor; -1 marks
+padding). Pieces are how such a map is built and how it is read back for words: laid
+end to end in the local tensor's flat (row-major) memory, then viewed to its shape,
+each is a hyper-rectangle of the global tensor (:class:`Box`, optionally read in
+another dim order, as for a transposed copy), padding (:class:`Pad`) or values that
+are no ids of the tensor (:class:`Unknown`). :func:`boxes_map` builds a map of
+pieces, :func:`map_pieces` reads a map's pieces back (element-free) and
+:func:`ids_pieces` the pieces of a tensor of ids.
 
->>> from syncviz.oracle.index import Box, IndexMap
->>> cols = IndexMap((4, 6), (4, 2), [Box((0, 2), (4, 4))])  # columns 2-3 of a [4, 6] tensor
+>>> cols = boxes_map((4, 6), (4, 2), [Box((0, 2), (4, 4))])  # columns 2-3 of a [4, 6] tensor
 >>> cols.ids().tolist()
 [[2, 3], [8, 9], [14, 15], [20, 21]]
->>> cols.runs()
-[(2, 2), (8, 2), (14, 2), (20, 2)]
->>> IndexMap.from_ids(cols.ids(), (4, 6)) == cols
+>>> map_pieces(cols, (4, 6)) == ids_pieces(cols.ids(), (4, 6)) == [Box((0, 2), (4, 4))]
 True
 """
 
@@ -25,20 +26,14 @@ from dataclasses import dataclass
 
 import torch
 
-from syncviz import geometry
 from syncviz.errors import SyncvizError
-from syncviz.geometry import row_major
+from syncviz.geometry import row_major, unravel
+from syncviz.provenance import RegionMap
+from syncviz.provenance.regions import ReshapedMap
 
 PAD_ID = -1
-
-
-def unravel(flat: int, shape: Sequence[int]) -> tuple[int, ...]:
-    """Coordinates of a row-major flat position inside ``shape`` (outside: an error).
-
-    >>> unravel(5, (2, 3))
-    (1, 2)
-    """
-    return geometry.unravel(flat, shape, check=True)
+UNKNOWN_ID = -3  # a value that is no id of the tensor (run.values.FOREIGN_ID)
+MAX_PIECES = 250_000  # past this many pieces a map or a tensor is not worth describing
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +106,7 @@ class Pad:
 
 @dataclass(frozen=True, slots=True)
 class Unknown:
-    """``numel`` elements whose values are not ids of this tensor (only from :meth:`from_ids`)."""
+    """``numel`` elements whose values are no ids of this tensor (read back, never built)."""
 
     numel: int
 
@@ -172,7 +167,7 @@ def _flat_range_boxes(start: int, length: int, shape: Sequence[int]) -> list[Box
     pos, end = start, start + length
     strides = row_major(shape)
     while pos < end:
-        coords = unravel(pos, shape)
+        coords = unravel(pos, shape, check=True)
         # Largest aligned block starting at pos that fits before end.
         for d in range(len(shape)):
             inner = strides[d]
@@ -194,7 +189,7 @@ def affine_pieces(
     """Pieces for the ids ``first + sum(i_k * stride_k)``, ``0 <= i_k < extent_k``, read
     in row-major order of ``dims`` (``(extent, stride)`` pairs, outermost first).
 
-    These are the pieces :meth:`IndexMap.from_ids` finds for the same ids, built
+    These are the pieces :func:`ids_pieces` finds for the same ids, built
     without the ids: one box (read in another dim order where the strides say so)
     or the boxes of one flat range. None when the ids are not of that form (they
     step backwards, repeat, wrap inside a dim, or leave the tensor): the caller
@@ -226,7 +221,7 @@ def affine_pieces(
     if len(merged) == 1 and merged[0][1] == 1:
         return _flat_range_boxes(first, merged[0][0], shape)
     strides = row_major(shape)
-    start = unravel(first, shape)
+    start = unravel(first, shape, check=True)
     stop = [c + 1 for c in start]
     placed: list[int] = []
     for extent, stride in merged:
@@ -242,7 +237,7 @@ def affine_pieces(
 
 def flat_pieces(ids: torch.Tensor, global_shape: Sequence[int]) -> list[Piece]:
     """Pieces for a flat run of local ids (-1 padding, other negatives not ids), split
-    where ids stop counting up by one, as :meth:`IndexMap.from_ids` splits an
+    where ids stop counting up by one, as :func:`ids_pieces` splits an
     irregular row.
 
     >>> [p.key() for p in flat_pieces(torch.tensor([4, 5, -1, 0]), (2, 3))]
@@ -265,166 +260,220 @@ def _place(extent, stride, start, shape, strides, used) -> list[tuple[int, int]]
     return None
 
 
-class IndexMap:
-    """The global element ids a local tensor holds, as pieces in flat local order.
+def boxes_map(
+    global_shape: Sequence[int], shape: Sequence[int], pieces: Iterable[Piece]
+) -> RegionMap:
+    """The map of ids a local tensor of ``shape`` holds: ``pieces`` laid end to end in its
+    flat memory (padding -1, unknown values -3), viewed to ``shape``.
 
-    ``global_shape`` is the parameter's global (unsharded, Hugging Face order)
-    shape; ``shape`` the local tensor's shape. Ids are row-major positions in
-    the global tensor; -1 marks padding.
-
-    >>> m = IndexMap((4, 2), (3, 2), [Box((2, 0), (4, 2)), Pad(2)])
+    >>> m = boxes_map((4, 2), (3, 2), [Box((2, 0), (4, 2)), Pad(2)])
     >>> m.ids().tolist()
     [[4, 5], [6, 7], [-1, -1]]
-    >>> m.numel, m.shape
-    (6, (3, 2))
     """
-
-    __slots__ = ("_hash", "global_shape", "pieces", "shape")
-
-    def __init__(
-        self, global_shape: Sequence[int], shape: Sequence[int], pieces: Iterable[Piece]
-    ) -> None:
-        self.global_shape = tuple(global_shape)
-        self.shape = tuple(shape)
-        self.pieces: tuple[Piece, ...] = tuple(merge_pieces(pieces))
-        total = sum(p.numel for p in self.pieces)
-        if total != math.prod(self.shape):
-            raise SyncvizError(
-                f"pieces hold {total} elements but local shape {self.shape} needs"
-                f" {math.prod(self.shape)}",
-                fix="make the pieces cover the local tensor exactly",
-            )
-        self._hash: int | None = None
-
-    @classmethod
-    def whole(cls, global_shape: Sequence[int]) -> IndexMap:
-        """The whole global tensor, as a replicated parameter holds it.
-
-        >>> IndexMap.whole((3,)).ids().tolist()
-        [0, 1, 2]
-        """
-        shape = tuple(global_shape)
-        return cls(shape, shape, [Box((0,) * len(shape), shape)])
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def global_numel(self) -> int:
-        return math.prod(self.global_shape)
-
-    def ids(self) -> torch.Tensor:
-        """The ids as an int64 tensor of the local shape (materializes them)."""
-        parts = []
-        for piece in self.pieces:
-            if isinstance(piece, Box):
-                parts.append(piece.ids(self.global_shape))
-            else:
-                parts.append(torch.full((piece.numel,), PAD_ID, dtype=torch.int64))
-        flat = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
-        return flat.view(self.shape)
-
-    def runs(self) -> list[tuple[int, int]]:
-        """Run-length form of the flat ids: ``(start_id, length)``; padding is ``(-1, n)``.
-
-        >>> IndexMap((2, 3), (2, 2), [Box((0, 1), (2, 3))]).runs()
-        [(1, 2), (4, 2)]
-        """
-        runs: list[tuple[int, int]] = []
-
-        def push(start: int, length: int) -> None:
-            if runs and start == PAD_ID and runs[-1][0] == PAD_ID:
-                runs[-1] = (PAD_ID, runs[-1][1] + length)
-            elif (
-                runs
-                and start != PAD_ID
-                and runs[-1][0] != PAD_ID
-                and (runs[-1][0] + runs[-1][1] == start)
-            ):
-                runs[-1] = (runs[-1][0], runs[-1][1] + length)
-            else:
-                runs.append((start, length))
-
-        for piece in self.pieces:
-            if not isinstance(piece, Box):
-                push(PAD_ID, piece.numel)
-                continue
-            for start, length in _box_runs(piece, self.global_shape):
-                push(start, length)
-        return runs
-
-    @classmethod
-    def from_runs(
-        cls, global_shape: Sequence[int], shape: Sequence[int], runs: Iterable[tuple[int, int]]
-    ) -> IndexMap:
-        """Build from the run-length form ``(start_id, length)`` of :meth:`runs`.
-
-        A start of -1 is padding; any other negative start marks values that are
-        not ids (:class:`Unknown`).
-
-        >>> m = IndexMap.from_runs((2, 3), (2, 2), [(1, 2), (4, 2)])
-        >>> m.pieces, m.runs()
-        ((Box(start=(0, 1), stop=(2, 3), order=None),), [(1, 2), (4, 2)])
-        """
-        global_shape = tuple(global_shape)
-        pieces: list[Piece] = []
-        for start, length in runs:
-            if start == PAD_ID:
-                pieces.append(Pad(length))
-            elif start < 0:
-                pieces.append(Unknown(length))
-            else:
-                pieces.extend(_flat_range_boxes(start, length, global_shape))
-        return cls(global_shape, shape, pieces)
-
-    @classmethod
-    def from_ids(
-        cls, ids: torch.Tensor, global_shape: Sequence[int], *, max_runs: int = 250_000
-    ) -> IndexMap:
-        """Recover the compact form of any tensor of ids (e.g. a synchronizer's output).
-
-        Values that are neither -1 nor a valid id of ``global_shape`` become
-        :class:`Unknown` pieces. A tensor so irregular that it needs more than
-        ``max_runs`` rows or runs to describe raises :class:`SyncvizError`
-        (compressing it would cost more than it tells).
-
-        >>> t = torch.tensor([[4, 5], [0, 1]])
-        >>> IndexMap.from_ids(t, (3, 2)).pieces
-        (Box(start=(2, 0), stop=(3, 2), order=None), Box(start=(0, 0), stop=(1, 2), order=None))
-        """
-        global_shape = tuple(global_shape)
-        shape = tuple(ids.shape)
-        if ids.dtype.is_floating_point:
-            whole = (ids == torch.round(ids)) & torch.isfinite(ids) & (ids.abs() < 2.0**62)
-            ids = torch.where(whole, ids, torch.full_like(ids, -2.0)).to(torch.int64)
-        else:
-            ids = ids.to(torch.int64)
-        numel = math.prod(global_shape)
-        cols = shape[-1] if len(shape) > 1 else max(1, math.prod(shape))
-        rows2d = ids.reshape(-1, cols) if ids.numel() else ids.reshape(0, cols)
-        pieces: list[Piece] = []
-        for row_pieces in _classify_rows(rows2d, global_shape, numel, max_runs):
-            pieces.extend(row_pieces)
-        return cls(global_shape, shape, pieces)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, IndexMap):
-            return NotImplemented
-        return (
-            self.global_shape == other.global_shape
-            and self.shape == other.shape
-            and [p.key() for p in self.pieces] == [p.key() for p in other.pieces]
+    global_shape, shape = tuple(global_shape), tuple(shape)
+    pieces = merge_pieces(pieces)
+    total = sum(p.numel for p in pieces)
+    if total != math.prod(shape):
+        raise SyncvizError(
+            f"pieces hold {total} elements but local shape {shape} needs {math.prod(shape)}",
+            fix="make the pieces cover the local tensor exactly",
         )
+    strides = row_major(global_shape)
+    parts = []
+    for piece in pieces:
+        if isinstance(piece, Box):
+            dims = piece.dims
+            extents = tuple(piece.stop[d] - piece.start[d] for d in dims)
+            offset = sum(a * s for a, s in zip(piece.start, strides, strict=True))
+            parts.append(RegionMap.affine(extents, offset, tuple(strides[d] for d in dims)))
+        else:
+            value = float(PAD_ID if isinstance(piece, Pad) else UNKNOWN_ID)
+            parts.append(RegionMap.constant((piece.numel,), value))
+    if len(parts) == 1:
+        return parts[0].reshape(shape)
+    if not parts:
+        return RegionMap(shape, [])
+    # Pieces laid end to end in flat memory: join them as whole rows where they allow it.
+    inner = math.prod(shape[1:]) if len(shape) > 1 else 1
+    if shape and all(p.numel % inner == 0 for p in parts):
+        rows = [p.reshape((p.numel // inner, *shape[1:])) for p in parts]
+        return RegionMap.cat(rows, 0)
+    flat = RegionMap.cat([p.reshape((p.numel,)) for p in parts], 0)
+    return flat.reshape(shape)
 
-    def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash((self.global_shape, self.shape, tuple(p.key() for p in self.pieces)))
-        return self._hash
 
-    def __repr__(self) -> str:
-        pieces = list(self.pieces)
-        return f"IndexMap(global_shape={self.global_shape}, shape={self.shape}, pieces={pieces})"
+def whole_map(global_shape: Sequence[int]) -> RegionMap:
+    """The whole global tensor, as a replicated parameter holds it.
+
+    >>> whole_map((3,)).ids().tolist()
+    [0, 1, 2]
+    """
+    return RegionMap.affine(global_shape, 0, row_major(global_shape))
+
+
+def runs_pieces(runs: Iterable[tuple[int, int]], global_shape: Sequence[int]) -> list[Piece]:
+    """Pieces of run-length ids ``(start_id, length)``: a start of -1 is padding, any other
+    negative start values that are no ids.
+
+    >>> runs_pieces([(1, 2), (-1, 2)], (2, 3))
+    [Box(start=(0, 1), stop=(1, 3), order=None), Pad(numel=2)]
+    """
+    global_shape = tuple(global_shape)
+    pieces: list[Piece] = []
+    for start, length in runs:
+        if start == PAD_ID:
+            pieces.append(Pad(length))
+        elif start < 0:
+            pieces.append(Unknown(length))
+        else:
+            pieces.extend(_flat_range_boxes(start, length, global_shape))
+    return merge_pieces(pieces)
+
+
+def ids_pieces(
+    ids: torch.Tensor, global_shape: Sequence[int], *, max_runs: int = MAX_PIECES
+) -> list[Piece]:
+    """The pieces of any tensor of ids (e.g. a synchronizer's output), found vectorized.
+
+    Values that are neither -1 nor a valid id of ``global_shape`` become
+    :class:`Unknown` pieces. A tensor so irregular that it needs more than
+    ``max_runs`` rows or runs to describe raises :class:`SyncvizError`
+    (compressing it would cost more than it tells).
+
+    >>> ids_pieces(torch.tensor([[4, 5], [0, 1]]), (3, 2))
+    [Box(start=(2, 0), stop=(3, 2), order=None), Box(start=(0, 0), stop=(1, 2), order=None)]
+    """
+    global_shape = tuple(global_shape)
+    shape = tuple(ids.shape)
+    if ids.dtype.is_floating_point:
+        whole = (ids == torch.round(ids)) & torch.isfinite(ids) & (ids.abs() < 2.0**62)
+        ids = torch.where(whole, ids, torch.full_like(ids, float(UNKNOWN_ID))).to(torch.int64)
+    else:
+        ids = ids.to(torch.int64)
+    numel = math.prod(global_shape)
+    cols = shape[-1] if len(shape) > 1 else max(1, math.prod(shape))
+    rows2d = ids.reshape(-1, cols) if ids.numel() else ids.reshape(0, cols)
+    pieces: list[Piece] = []
+    for row_pieces in _classify_rows(rows2d, global_shape, numel, max_runs):
+        pieces.extend(row_pieces)
+    return merge_pieces(pieces)
+
+
+def map_pieces(
+    region_map: RegionMap,
+    global_shape: Sequence[int],
+    base: int = 0,
+    *,
+    limit: int = MAX_PIECES,
+) -> list[Piece] | None:
+    """What ``region_map`` holds of the tensor whose ids start at ``base``, as pieces,
+    element-free: the pieces :func:`ids_pieces` finds in its ids less ``base``.
+
+    Values that are no ids of the tensor (other parameters' ids, markers other than
+    -1) become :class:`Unknown`. None when a region is not one box or flat range of the
+    tensor, or the map needs more than ``limit`` pieces (the caller then reads the
+    elements).
+
+    >>> m = RegionMap.affine((4, 3), 100, (6, 1)).slice(1, 0, 2)  # 2 of a row of 6
+    >>> map_pieces(m, (4, 6), 100)
+    [Box(start=(0, 0), stop=(4, 2), order=None)]
+    >>> map_pieces(m.permute((1, 0)), (4, 6), 100)  # transposed
+    [Box(start=(0, 0), stop=(4, 2), order=(1, 0))]
+    >>> map_pieces(RegionMap.cat([m, RegionMap.constant((1, 2), -1.0)], 0), (4, 6), 100)[-1]
+    Pad(numel=2)
+    """
+    global_shape = tuple(global_shape)
+    numel = math.prod(global_shape)
+    chunks = _chunks(region_map, limit)
+    if chunks is None:
+        return None
+    pieces: list[Piece] = []
+    for value, dims in chunks:
+        found = _chunk_pieces(value, dims, base, numel, global_shape)
+        if found is None:
+            return None
+        pieces.extend(found)
+        if len(pieces) > limit:
+            return None
+    return merge_pieces(pieces)
+
+
+CHUNK_ELEMENTS = 2**16  # an irregular chunk up to this size is read element by element
+
+
+def _chunk_pieces(value, dims, base, numel, global_shape) -> list[Piece] | None:
+    """The pieces of one flat-contiguous chunk: ``value`` at its start, affine ``dims``."""
+    count = math.prod(n for n, _ in dims)
+    moving = [(n, s) for n, s in dims if n > 1 and s]
+    low = value + sum(min(0, s * (n - 1)) for n, s in moving)
+    high = value + sum(max(0, s * (n - 1)) for n, s in moving)
+    if not moving and (value < base or value >= base + numel):  # a marker, or foreign
+        return [Pad(count) if value == PAD_ID else Unknown(count)]
+    if moving and base <= low and high < base + numel and value == int(value):
+        found = affine_pieces(int(value) - base, dims, global_shape)
+        if found is not None:
+            return found
+    if count > CHUNK_ELEMENTS:
+        # Too big to read: one piece per step of its outermost dim (experts held apart,
+        # e.g. every fourth one, join into one region that no box describes).
+        n, s = dims[0]
+        if len(dims) < 2 or n < 2 or n > MAX_PIECES:
+            return None
+        out: list[Piece] = []
+        for i in range(n):
+            found = _chunk_pieces(value + i * s, dims[1:], base, numel, global_shape)
+            if found is None:
+                return None
+            out.extend(found)
+        return out
+    # Irregular (ids that repeat, step back, or leave the tensor): read its elements.
+    values = torch.full((1,) * len(dims), float(value), dtype=torch.float64)
+    for k, (n, s) in enumerate(dims):
+        shape = [1] * len(dims)
+        shape[k] = n
+        values = values + (torch.arange(n, dtype=torch.float64) * s).view(shape)
+    local = values.reshape(-1) - base
+    inside = (local >= 0) & (local < numel) & (local == local.round())
+    ids = torch.where(inside, local, torch.full_like(local, float(UNKNOWN_ID)))
+    ids = torch.where(values.reshape(-1) < 0, values.reshape(-1), ids)
+    return flat_pieces(ids, global_shape)
+
+
+def _chunks(m: RegionMap, limit: int) -> list[tuple[float, list[tuple[int, int]]]] | None:
+    """``m``'s values in flat (row-major) order as chunks, each contiguous in ``m``'s
+    memory and affine: (value at its start, [(extent, stride)] over its dims). A lazy
+    reshape is read segment by segment. None past ``limit`` chunks."""
+    segments = m.segments if isinstance(m, ReshapedMap) else (m,)
+    out: list[tuple[float, list[tuple[int, int]]]] = []
+    for seg in segments:
+        found = _plain_chunks(seg, limit - len(out))
+        if found is None:
+            return None
+        out.extend(found)
+    return out
+
+
+def _plain_chunks(m: RegionMap, limit: int) -> list[tuple[float, list[tuple[int, int]]]] | None:
+    shape = m.shape
+    flat_strides = row_major(shape)
+    found: list[tuple[int, float, list[tuple[int, int]]]] = []
+    for r in m.regions:
+        j = len(shape) - 1
+        while j > 0 and r.start[j] == 0 and r.stop[j] == shape[j]:
+            j -= 1  # dims after j are whole: the chunk runs on through them
+        dims = [(b - a, s) for a, b, s in zip(r.start[j:], r.stop[j:], r.strides[j:], strict=True)]
+        head = r.start[j] * flat_strides[j] if shape else 0
+        outer = [range(a, b) for a, b in zip(r.start[:j], r.stop[:j], strict=True)]
+        if len(found) + math.prod(len(x) for x in outer) > limit:
+            return None
+        for coords in itertools.product(*outer):
+            flat = head + sum(c * f for c, f in zip(coords, flat_strides, strict=False))
+            value = r.offset + sum(
+                (c - a) * s for c, a, s in zip(coords, r.start, r.strides, strict=False)
+            )
+            found.append((flat, value, dims))
+    found.sort(key=lambda c: c[0])
+    return [(value, dims) for _, value, dims in found]
 
 
 def _box_run_starts(box: Box, global_shape: Sequence[int]) -> tuple[torch.Tensor, int]:
@@ -450,12 +499,6 @@ def _box_run_starts(box: Box, global_shape: Sequence[int]) -> tuple[torch.Tensor
         axis = torch.arange(box.stop[d] - box.start[d], dtype=torch.int64) * strides[d]
         starts = (starts[:, None] + axis[None, :]).reshape(-1)
     return starts, run_len
-
-
-def _box_runs(box: Box, global_shape: Sequence[int]) -> list[tuple[int, int]]:
-    """Contiguous runs of a box's ids, in local order."""
-    starts, run_len = _box_run_starts(box, global_shape)
-    return [(s, run_len) for s in starts.tolist()]
 
 
 def _classify_rows(
@@ -519,7 +562,7 @@ def _line_box(
     start: int, step: int, count: int, shape: tuple[int, ...], strides: tuple[int, ...]
 ) -> Box | None:
     """The box of ``count`` ids ``start, start+step, ...`` if they lie on one global line."""
-    coords = unravel(start, shape)
+    coords = unravel(start, shape, check=True)
     if count == 1:
         return Box(coords, tuple(c + 1 for c in coords))
     for d in range(len(shape) - 1, -1, -1):

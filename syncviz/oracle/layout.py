@@ -23,14 +23,15 @@ import torch
 
 from syncviz.engines import engine
 from syncviz.errors import SyncvizError
+from syncviz.geometry import unravel
 from syncviz.oracle.blocks import GLOBAL_KINDS, Block, blocks, decode, find_block, global_shape
 from syncviz.oracle.describe import describe
 from syncviz.oracle.dest import dest_maps
 from syncviz.oracle.families import Conventions, conventions
-from syncviz.oracle.index import IndexMap, unravel
 from syncviz.oracle.sizes import check_sizes
 from syncviz.oracle.source import RankTensor, source_tensors
 from syncviz.parallel import Parallel
+from syncviz.provenance import RegionMap
 from syncviz.spec import ModelSpec
 
 
@@ -50,7 +51,7 @@ class SourceShard:
     ep: int | None
     name: str
     shape: tuple[int, ...]
-    index: IndexMap
+    index: RegionMap
     layer_offset: int = 0
     local_expert: int | None = None
 
@@ -69,7 +70,7 @@ class DestTensor:
     tp: int
     name: str
     shape: tuple[int, ...]
-    index: IndexMap
+    index: RegionMap
     layer_offset: int = 0
 
     @property
@@ -100,10 +101,10 @@ class ParamLayout:
         """The block holding a global id (None for padding, id -1)."""
         if element_id == -1:
             return None
-        return find_block(self.blocks, unravel(element_id, self.global_shape))
+        return find_block(self.blocks, unravel(element_id, self.global_shape, check=True))
 
-    def describe(self, ids: IndexMap | torch.Tensor) -> str:
-        """An index map, or any tensor of this parameter's ids, in words."""
+    def describe(self, ids: RegionMap | torch.Tensor) -> str:
+        """A map, or any tensor, of this parameter's ids in words."""
         return describe(self, ids)
 
     def describe_src(self, i: int) -> str:
@@ -315,7 +316,7 @@ class _Builder:
     def __init__(self, spec: ModelSpec, src: Parallel, dst: Parallel, conv: Conventions) -> None:
         self.spec, self.src_par, self.dst_par, self.conv = spec, src, dst, conv
         self._src: dict[str, list[RankTensor]] = {}
-        self._dst: dict[str, list[IndexMap]] = {}
+        self._dst: dict[str, list[RegionMap]] = {}
         self._blocks: dict[str, tuple[Block, ...]] = {}
         self.src_per_stage = spec.num_layers // src.pp
         self.dst_per_stage = spec.num_layers // dst.pp

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from syncviz.oracle.index import Box, IndexMap, Pad
+from syncviz.oracle.index import Box, Pad, boxes_map
+from syncviz.provenance import RegionMap
 
 
 def rows_box(shape: Sequence[int], a: int, b: int) -> Box:
@@ -17,21 +18,21 @@ def rows_box(shape: Sequence[int], a: int, b: int) -> Box:
     return Box((a,) + (0,) * (len(shape) - 1), (b, *shape[1:]))
 
 
-def rows_map(shape: Sequence[int], ranges: Sequence[tuple[int, int]]) -> IndexMap:
+def rows_map(shape: Sequence[int], ranges: Sequence[tuple[int, int]]) -> RegionMap:
     """A local tensor made of the listed row ranges of the global tensor, in order."""
     pieces = [rows_box(shape, a, b) for a, b in ranges if b > a]
     n_rows = sum(b - a for a, b in ranges)
-    return IndexMap(shape, (n_rows, *shape[1:]), pieces)
+    return boxes_map(shape, (n_rows, *shape[1:]), pieces)
 
 
-def cols_map(shape: tuple[int, int], part: int, parts: int) -> IndexMap:
+def cols_map(shape: tuple[int, int], part: int, parts: int) -> RegionMap:
     """Column slice ``part`` of ``parts`` (a row-parallel weight's shard)."""
     width = shape[1] // parts
     box = Box((0, part * width), (shape[0], (part + 1) * width))
-    return IndexMap(shape, (shape[0], width), [box])
+    return boxes_map(shape, (shape[0], width), [box])
 
 
-def padded_rows_map(shape: Sequence[int], padded_rows: int, part: int, parts: int) -> IndexMap:
+def padded_rows_map(shape: Sequence[int], padded_rows: int, part: int, parts: int) -> RegionMap:
     """Row slice ``part`` of ``parts`` of the tensor padded to ``padded_rows`` rows.
 
     Rows past the real ``shape[0]`` are padding (id -1).
@@ -48,7 +49,7 @@ def padded_rows_map(shape: Sequence[int], padded_rows: int, part: int, parts: in
     pad_rows = hi - max(lo, real_hi)
     if pad_rows:
         pieces.append(Pad(pad_rows * row_numel))
-    return IndexMap(shape, (per_part, *shape[1:]), pieces)
+    return boxes_map(shape, (per_part, *shape[1:]), pieces)
 
 
 def round_up(n: int, multiple: int) -> int:

@@ -22,9 +22,10 @@ from syncviz.constants import VLLM_VOCAB_PADDING
 from syncviz.oracle.biased import BIASED_KINDS, biased_source_maps
 from syncviz.oracle.blocks import MLA_HEAD_KINDS, global_shape
 from syncviz.oracle.families import Conventions
-from syncviz.oracle.index import Box, IndexMap
+from syncviz.oracle.index import Box, boxes_map, whole_map
 from syncviz.oracle.slicing import clip_segments, cols_map, padded_rows_map, round_up, rows_map
 from syncviz.parallel import Parallel
+from syncviz.provenance import RegionMap
 from syncviz.spec import ModelSpec
 
 REPLICATED_KINDS = frozenset(
@@ -66,7 +67,7 @@ class RankTensor:
 
     tp: int
     ep: int | None
-    index: IndexMap
+    index: RegionMap
     tensor: int = 0
     local_expert: int | None = None
 
@@ -127,7 +128,7 @@ def source_tensors(
     out: list[RankTensor] = []
     for r in range(s):
         if kind in REPLICATED_KINDS or kind in MTP_NORM_KINDS:
-            out.append(RankTensor(r, None, IndexMap.whole(shape)))
+            out.append(RankTensor(r, None, whole_map(shape)))
         elif kind == "mtp_eh_proj":  # ColumnParallelLinear: output rows split over tp
             out.append(RankTensor(r, None, head_rows_map(shape, r, s)))
         elif kind in ("qkv", "qkv_bias"):
@@ -183,7 +184,7 @@ def _expert_tensors(
                     # fc2 is stored [E_local*I, H]: vLLM's w2 [E, H, I] with its last dims swapped.
                     pieces = [Box((first, 0, 0), (first + per_rank, hidden, inter), (0, 2, 1))]
                     local = (per_rank * inter, hidden)
-                out.append(RankTensor(t, q, IndexMap(shape, local, pieces)))
+                out.append(RankTensor(t, q, boxes_map(shape, local, pieces)))
         return out
     # Megatron-Core SequentialMLP: experts split over ep, each TP-sharded like a dense MLP.
     per_rank, width = n_experts // src.ep, inter // src.tp
@@ -201,11 +202,11 @@ def _expert_tensors(
                 else:
                     pieces = [Box((e, 0, t * width), (e + 1, hidden, (t + 1) * width))]
                     local = (hidden, width)
-                out.append(RankTensor(t, q, IndexMap(shape, local, pieces), local_expert=j))
+                out.append(RankTensor(t, q, boxes_map(shape, local, pieces), local_expert=j))
     return out
 
 
-def head_rows_map(shape: tuple[int, ...], part: int, parts: int) -> IndexMap:
+def head_rows_map(shape: tuple[int, ...], part: int, parts: int) -> RegionMap:
     """Rank ``part`` of ``parts`` of an MLA up projection: its heads' rows, in order.
 
     Each head's parts (nope/rope, k_nope/v) stay together, so a rank's heads are one

@@ -174,6 +174,41 @@ class RegionMap:
             out[tuple(slice(a, b) for a, b in zip(r.start, r.stop, strict=True))] = r.values()
         return out
 
+    def ids(self) -> torch.Tensor:
+        """Every value as an int64 tensor of ``shape``: the ids a map of ids holds (and
+        its negative markers), materialized.
+
+        >>> RegionMap.affine((2, 2), 4, (2, 1)).ids().tolist()
+        [[4, 5], [6, 7]]
+        """
+        return self.materialize().to(torch.int64)
+
+    def shifted(self, k: int) -> RegionMap:
+        """Every id (a value >= 0) moved by ``k``; negative values (markers) kept: a
+        parameter's local ids made model-wide (``k`` its first id).
+
+        >>> m = RegionMap.cat([RegionMap.affine((2,), 0, (1,)), RegionMap.constant((1,), -1.0)], 0)
+        >>> m.shifted(100).materialize().tolist()
+        [100.0, 101.0, -1.0]
+        """
+        if not k:
+            return self
+        regions: list[Region] = []
+        for r in self.regions:
+            lows = sum(min(0, s * (n - 1)) for s, n in zip(r.strides, r.extents, strict=True))
+            if r.offset + lows >= 0:
+                regions.append(Region(r.start, r.stop, r.offset + k, r.strides))
+            elif r.is_constant:
+                regions.append(r)
+            else:  # a marker joined to ids (a 1-wide box): element by element
+                values = r.values()
+                values = torch.where(values >= 0, values + k, values)
+                for p in RegionMap.from_values(values).regions:
+                    start = tuple(map(operator.add, p.start, r.start))
+                    stop = tuple(map(operator.add, p.stop, r.start))
+                    regions.append(Region(start, stop, p.offset, p.strides))
+        return RegionMap(self.shape, regions, merge=False)
+
     @property
     def size_hint(self) -> int:
         """How many regions describe this map (without building a lazy form's regions)."""
@@ -524,6 +559,11 @@ class ReshapedMap(RegionMap):
 
     def _plain(self) -> RegionMap:
         return RegionMap(self.shape, self.regions, merge=False)
+
+    def shifted(self, k: int) -> RegionMap:
+        if not k:
+            return self
+        return ReshapedMap([m.shifted(k) for m in self.segments], self.shape)
 
     def simplified(self) -> RegionMap:
         """An eager form when it is as compact as this one, else this map."""

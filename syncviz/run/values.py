@@ -10,10 +10,9 @@ back with :func:`to_local_ids`, every element is an id local to one parameter or
 one of ``PADDING_ID``, ``UNWRITTEN_ID`` and ``FOREIGN_ID``.
 
 >>> import torch
->>> from syncviz.oracle import IndexMap
->>> idx = IndexMap.whole((2, 3))
+>>> from syncviz.oracle import whole_map
 >>> weights = global_weights("w", (2, 3), seed=0)
->>> torch.equal(take(weights, idx.ids()), weights)
+>>> torch.equal(take(weights, whole_map((2, 3)).ids()), weights)
 True
 """
 
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.oracle.index import PAD_ID, UNKNOWN_ID
 from syncviz.provenance import Region, RegionMap, SymbolicTensor
 
 if TYPE_CHECKING:  # the plan and the layout are only read here
@@ -33,11 +33,11 @@ if TYPE_CHECKING:  # the plan and the layout are only read here
     from syncviz.run.plan import SyncPlan
 
 # vLLM's padding rows (its vocab padded to a multiple of 64).
-PADDING_ID = -1.0
+PADDING_ID = float(PAD_ID)
 # A destination element nobody wrote keeps this value.
 UNWRITTEN_ID = -2.0
 # An element that is not from the parameter being checked (read back as a local id).
-FOREIGN_ID = -3.0
+FOREIGN_ID = float(UNKNOWN_ID)
 
 
 def global_weights(key: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:

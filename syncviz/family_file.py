@@ -41,6 +41,7 @@ from syncviz.oracle.blocks import GLOBAL_KINDS, KINDS
 from syncviz.oracle.layout import layer_kinds
 from syncviz.presets import shipped_configs
 from syncviz.spec import ModelSpec
+from syncviz.trace.json_io import json_object
 
 __all__ = ["json_fields", "load_family", "read_family", "register_family", "use_family"]
 
@@ -239,11 +240,9 @@ def _from_json(file: Path, origin: str) -> FamilyInfo:
         ) from None
     except UnicodeDecodeError:
         raise SyncvizError(f"{origin} is not UTF-8 text", fix="save it as UTF-8 JSON") from None
-    if not isinstance(data, dict):
-        raise SyncvizError(
-            f"{origin} holds a JSON {type(data).__name__}, not an object",
-            fix='write one object: {"name": ..., "architecture": ..., ...}',
-        )
+    data = json_object(
+        data, origin, fix='write one object: {"name": ..., "architecture": ..., ...}'
+    )
     try:
         return FamilyInfo(**_fields_of(FamilyInfo, data, ""))
     except _Bad as bad:

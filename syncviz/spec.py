@@ -549,7 +549,7 @@ def _load_hf_config(
     Files are read bounded (size, nesting depth and integer length; see
     :mod:`syncviz.trace.json_io`), so any bad file is a SyncvizError.
     """
-    from syncviz.trace.json_io import parse_json, read_text_file
+    from syncviz.trace.json_io import json_object, parse_json, read_text_file
 
     if isinstance(path_or_dict, Mapping):
         config = path_or_dict
@@ -565,16 +565,11 @@ def _load_hf_config(
     if not path.exists():
         raise SyncvizError(f"config file {str(path)!r} does not exist", fix=_CONFIG_FIX)
     text = read_text_file(path, "config file", MAX_CONFIG_BYTES, fix=_CONFIG_FIX)
-    config = parse_json(
-        text,
-        f"config file {str(path)!r}",
-        fix="fix the JSON syntax; the file must hold one JSON object",
+    named = f"config file {str(path)!r}"
+    parsed = parse_json(text, named, fix="fix the JSON syntax; the file must hold one JSON object")
+    config = json_object(
+        parsed, named, fix='the file must hold one JSON object like {"architectures": [...], ...}'
     )
-    if not isinstance(config, dict):
-        raise SyncvizError(
-            f"config file {str(path)!r} holds a JSON {type(config).__name__}, not an object",
-            fix='the file must hold one JSON object like {"architectures": [...], ...}',
-        )
     default_name = config.get("_name_or_path") or (
         path.parent.name if path.name == "config.json" and path.parent.name else path.stem
     )

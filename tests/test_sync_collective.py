@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.overrides import TorchFunctionMode
 
 from syncviz.errors import SyncvizError
 from syncviz.parallel import Parallel
-from syncviz.provenance import RegionMap, SymbolicTensor
+from syncviz.provenance import RegionMap, SymbolicTensor, copy_whole
+from syncviz.run import local_world
 from syncviz.run.local_world import LocalWorld
 from syncviz.spec import ModelSpec
 from syncviz.sync.adapter import StageActor, models_for
@@ -154,6 +156,41 @@ def test_a_copy_a_tracer_could_see_goes_through_torch():
         LocalWorld(1).collective(0).all_gather([out], src)
     assert [op.op for p in tracer.trace.params for op in p.ops] == ["copy_"]
     assert out.materialize().flatten().tolist() == [10.0, 11.0, 12.0, 13.0, 14.0, 15.0]
+
+
+class _PassThrough(TorchFunctionMode):
+    """A torch-function mode that records nothing and changes nothing."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def test_only_a_copy_no_mode_watches_hands_the_map_over(monkeypatch):
+    """A broadcast of a symbolic tensor from rank 0 to rank 1 hands the map over
+    (copy_whole) outside any torch-function mode and leaves the copy to torch inside one
+    (a mode that records nothing too); rank 1 holds rank 0's ids either way."""
+    handed = []
+
+    def counting(out, item):
+        handed.append(item.shape)
+        return copy_whole(out, item)
+
+    monkeypatch.setattr(local_world, "copy_whole", counting)
+
+    def body(coll):
+        mine = SymbolicTensor.from_map(RegionMap.affine((2, 3), 10.0 + 100 * coll.rank(), (3, 1)))
+        coll.broadcast(mine, 0)
+        return mine.materialize().flatten().tolist()
+
+    def watched(coll):
+        with _PassThrough():
+            return body(coll)
+
+    ids = [10.0, 11.0, 12.0, 13.0, 14.0, 15.0]
+    assert [r.value for r in LocalWorld(2).run(body)] == [ids, ids]
+    assert handed == [torch.Size([2, 3])]
+    assert [r.value for r in LocalWorld(2).run(watched)] == [ids, ids]
+    assert handed == [torch.Size([2, 3])]
 
 
 class _CountingCondition(threading.Condition):

@@ -22,7 +22,7 @@ import difflib
 import math
 import os
 import sys
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from syncviz.engines import DEFAULT_ENGINE, ENGINE_NAMES
 from syncviz.errors import SyncvizError
@@ -45,24 +45,59 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     add_family_arg(parser)
 
 
+# Options a subcommand takes whole, by flag: argparse's settings for each, spelled once
+# (the add_*_arg functions below add them by name).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "--mtp": {
+        "action": "store_true",
+        "help": "also lay out the multi-token-prediction layer(s) after the last layer"
+        " (layer num_hidden_layers on; models whose config counts them)",
+    },
+    "--family": {
+        "metavar": "PATH",
+        "help": "a model family of your own: a .py file defining FAMILY = FamilyInfo(...) or a"
+        " .json file of its fields; its presets and architecture are then known",
+    },
+    "--engine": {
+        "choices": ENGINE_NAMES,
+        "default": DEFAULT_ENGINE,
+        "help": "the inference engine the weights go to (default vllm)",
+    },
+    "--dst-expert-placement": {
+        "choices": EXPERT_PLACEMENTS,
+        "default": "linear",
+        "help": "how the engine places whole experts under --dst-ep: contiguous (linear,"
+        " the first E mod ep ranks one more) or rank r holding r, r+ep, ... (round_robin)",
+    },
+    "--dst-dp-attention": {
+        "type": int,
+        "default": 1,
+        "metavar": "N",
+        "help": "DP attention size (SGLang): attention sharded over dst tp / N ranks",
+    },
+}
+
+
+def add_options(parser: argparse.ArgumentParser, *flags: str) -> None:
+    """Add each of ``flags`` with its :data:`OPTIONS` settings.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_options(parser, "--mtp", "--dst-dp-attention")
+    >>> parser.parse_args(["--mtp"])
+    Namespace(mtp=True, dst_dp_attention=1)
+    """
+    for flag in flags:
+        parser.add_argument(flag, **OPTIONS[flag])
+
+
 def add_mtp_arg(parser: argparse.ArgumentParser) -> None:
     """``--mtp``: lay out the multi-token-prediction layer(s) the model's config counts."""
-    parser.add_argument(
-        "--mtp",
-        action="store_true",
-        help="also lay out the multi-token-prediction layer(s) after the last layer"
-        " (layer num_hidden_layers on; models whose config counts them)",
-    )
+    add_options(parser, "--mtp")
 
 
 def add_family_arg(parser: argparse.ArgumentParser) -> None:
     """``--family PATH``: a family of one's own, declared in a .py or .json file."""
-    parser.add_argument(
-        "--family",
-        metavar="PATH",
-        help="a model family of your own: a .py file defining FAMILY = FamilyInfo(...) or a"
-        " .json file of its fields; its presets and architecture are then known",
-    )
+    add_options(parser, "--family")
 
 
 def load_family_arg(args: argparse.Namespace) -> None:
@@ -123,30 +158,12 @@ def add_parallel_args(parser: argparse.ArgumentParser) -> None:
 def add_engine_layout_args(parser: argparse.ArgumentParser) -> None:
     """``--dst-expert-placement`` and ``--dst-dp-attention``: how the engine places experts
     and attention (``--dst-ep`` is among the sizes)."""
-    parser.add_argument(
-        "--dst-expert-placement",
-        choices=EXPERT_PLACEMENTS,
-        default="linear",
-        help="how the engine places whole experts under --dst-ep: contiguous (linear,"
-        " the first E mod ep ranks one more) or rank r holding r, r+ep, ... (round_robin)",
-    )
-    parser.add_argument(
-        "--dst-dp-attention",
-        type=int,
-        default=1,
-        metavar="N",
-        help="DP attention size (SGLang): attention sharded over dst tp / N ranks",
-    )
+    add_options(parser, "--dst-expert-placement", "--dst-dp-attention")
 
 
 def add_engine_arg(parser: argparse.ArgumentParser) -> None:
     """``--engine vllm|sglang`` (default vllm): the destination engine (``syncviz.engines``)."""
-    parser.add_argument(
-        "--engine",
-        choices=ENGINE_NAMES,
-        default=DEFAULT_ENGINE,
-        help="the inference engine the weights go to (default vllm)",
-    )
+    add_options(parser, "--engine")
 
 
 def load_parallel(args: argparse.Namespace) -> tuple[Parallel, Parallel]:

@@ -56,6 +56,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -327,6 +328,29 @@ class GroupPending(Pending):
         self.offsets, self.settled = self.offsets[mask], self.settled[mask]
 
 
+class _Work(NamedTuple):
+    """What :meth:`PrintFiles.judge` hands its helpers: one rank's tensor of one parameter
+    (its arguments, less the oracle's index)."""
+
+    dec: Decoded
+    dump: PrintDump
+    param: ParamLayout
+    glob: Callable[[], torch.Tensor]
+    cache: dict
+    pending: list[Pending]
+
+
+def _run_table(
+    cache: dict, glob: Callable[[], torch.Tensor], entry: PrintEntry, length: int
+) -> PrintTable:
+    """The parameter's table of expected fingerprints for ``entry``'s runs in segments of
+    ``length``, made on first use (``cache`` lives for one parameter)."""
+    key = (entry.dtype, length, entry.run)
+    if key not in cache:
+        cache[key] = PrintTable.of(glob, entry.dtype, length, entry.run)
+    return cache[key]
+
+
 class PrintFiles:
     """Rank files of fingerprints (:func:`syncviz.fingerprint_dump.save_fingerprints`): the
     part of :func:`syncviz.diagnose.core.run_diagnosis` that differs from full dumps."""
@@ -350,10 +374,10 @@ class PrintFiles:
         """Compare the rank's fingerprints with the oracle's; decode and queue as a full dump."""
         entry, length = dump.tensors[param.key], dec.length
         if len(entry.shape) > 1 and entry.run > length:
-            self._judge_rows(dec, dump, param, glob, cache, pending)
+            self._judge_rows(_Work(dec, dump, param, glob, cache, pending))
             return
         if entry.group > 1:
-            self._judge_groups(dec, dump, param, glob, cache, pending)
+            self._judge_groups(_Work(dec, dump, param, glob, cache, pending))
             return
         if length % entry.run:
             raise SyncvizError(
@@ -361,10 +385,7 @@ class PrintFiles:
                 f" elements, but the layout moves it in segments of {length}",
                 fix=f"fingerprint again with save_fingerprints(..., run_1d={length})",
             )
-        key = (entry.dtype, length, entry.run)
-        if key not in cache:
-            cache[key] = PrintTable.of(glob, entry.dtype, length, entry.run)
-        table = cache[key]
+        table = _run_table(cache, glob, entry, length)
         runs = dump.read(param.key)
         actual = compose(runs, length // entry.run) if length > entry.run else runs
         wrong = dec.verdict(actual == table.expected(dec.expected))
@@ -401,18 +422,11 @@ class PrintFiles:
             expected = compose(expected, entry.group)
         return bool((actual == expected).all())
 
-    def _judge_groups(
-        self,
-        dec: Decoded,
-        dump: PrintDump,
-        param: ParamLayout,
-        glob: Callable[[], torch.Tensor],
-        cache: dict,
-        pending: list[Pending],
-    ) -> None:
+    def _judge_groups(self, work: _Work) -> None:
         """:meth:`judge` for one fingerprint per ``group`` rows: a wrong group's rows are looked
         up together, in the tensor's aligned groups of rows, then in every rank's expected
         groups (a row-parallel slice: rows of one rank are apart in the global tensor)."""
+        dec, dump, param, glob, cache, pending = work
         entry, length, group = dump.tensors[param.key], dec.length, dump.tensors[param.key].group
         if entry.run != length or dec.expected.numel() % group:
             raise SyncvizError(
@@ -420,10 +434,8 @@ class PrintFiles:
                 f" {entry.run} elements, but the layout moves it in segments of {length}",
                 fix="fingerprint again with save_fingerprints(..., min_bytes=0)",
             )
+        rows = _run_table(cache, glob, entry, length)
         key = (entry.dtype, length, entry.run)
-        if key not in cache:
-            cache[key] = PrintTable.of(glob, entry.dtype, length, entry.run)
-        rows: PrintTable = cache[key]
         actual = dump.read(param.key)
         wrong = dec.verdict(actual == compose(rows.expected(dec.expected), group))
         if wrong is None:
@@ -463,20 +475,13 @@ class PrintFiles:
             )
         )
 
-    def _judge_rows(
-        self,
-        dec: Decoded,
-        dump: PrintDump,
-        param: ParamLayout,
-        glob: Callable[[], torch.Tensor],
-        cache: dict,
-        pending: list[Pending],
-    ) -> None:
+    def _judge_rows(self, work: _Work) -> None:
         """:meth:`judge` for rows the layout fills in shorter segments (an expert's gate and up
         bias interleaved element by element): each stored fingerprint (a row, or a group of
         rows) is compared with the fingerprint of what the oracle puts in those rows, gathered
         element by element. A wrong one is marked whole and looked up among every rank's
         expected rows; its elements are not located (a note says so once per tensor)."""
+        dec, dump, param, glob, cache, pending = work
         entry, length = dump.tensors[param.key], dec.length
         per = entry.run * entry.group // length  # segments per stored fingerprint
         key = ("rows", entry.dtype)
@@ -546,23 +551,12 @@ def _peer_groups(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Every rank's expected groups of ``param`` (no padding in them): their composed
     fingerprints sorted for :func:`_found`, and each group's segment start ids [n, group]."""
-    prints, starts = [], []
-    for t in param.dst:
-        if segment_length(t.index, param.global_shape) != length:
-            continue
-        mine = segment_starts(t.index, param.global_shape, length)
-        if mine.numel() % group:
-            continue
-        mine = mine.reshape(-1, group)
-        real = (mine >= 0).all(dim=1)
-        prints.append(compose(rows.expected(mine.flatten()), group)[real])
-        starts.append(mine[real])
-    if not prints:
-        return (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)), torch.zeros(
-            0, group, dtype=torch.int64
-        )
-    ordered, order = torch.cat(prints).sort(stable=True)
-    return (ordered, order), torch.cat(starts)
+    starts = _expected_units(param, length, group)
+    if not starts.numel():
+        empty = torch.zeros(0, dtype=torch.int64)
+        return (empty, empty.clone()), starts
+    ordered, order = compose(rows.expected(starts.flatten()), group).sort(stable=True)
+    return (ordered, order), starts
 
 
 def _segments(units: torch.Tensor, per: int) -> torch.Tensor:

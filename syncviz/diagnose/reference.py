@@ -27,7 +27,7 @@ from syncviz.diagnose.tensor_file import TensorFile
 from syncviz.errors import SyncvizError
 from syncviz.oracle.hf_names import HF_FUSED_EXPERTS, HF_NAMES, foreign_tensor, from_fused_experts
 from syncviz.spec import MAX_CONFIG_BYTES, ModelSpec
-from syncviz.trace.json_io import parse_json, read_text_file
+from syncviz.trace.json_io import json_object, parse_json, read_text_file
 
 __all__ = ["HF_NAMES", "INDEX", "Reference"]
 
@@ -124,11 +124,7 @@ class Reference:
         except OSError:
             pass  # the reader names what else is wrong
         text = read_text_file(path, "checkpoint index", MAX_INDEX_BYTES, fix=_INDEX_FIX)
-        data = parse_json(text, shown, fix=_INDEX_FIX)
-        if not isinstance(data, dict):
-            raise SyncvizError(
-                f"{shown} holds a JSON {type(data).__name__}, not an object", fix=_INDEX_FIX
-            )
+        data = json_object(parse_json(text, shown, fix=_INDEX_FIX), shown, fix=_INDEX_FIX)
         weight_map = data.get("weight_map")
         if not isinstance(weight_map, dict):
             got = "no field weight_map" if weight_map is None else f"a {type(weight_map).__name__}"

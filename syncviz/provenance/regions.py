@@ -21,7 +21,6 @@ single element, so real sizes cost what their structure costs, not their numel.
 
 from __future__ import annotations
 
-import gc
 import math
 import operator
 from collections import OrderedDict
@@ -33,6 +32,7 @@ import torch
 
 from syncviz.errors import SyncvizError
 from syncviz.geometry import unravel
+from syncviz.provenance.collector import gc_paused
 from syncviz.provenance.periodic import period_candidates, stack_rows
 
 # A map with more regions than this has fragmented: callers materialize or give up.
@@ -676,19 +676,18 @@ def map_work() -> Iterator[None]:
     the collector paused (benchmarks/bench_explorer.py); a first journey there (o_proj,
     fresh process) 0.75 s of CPU with the collector on, 0.33 s with it paused.
 
+    >>> import gc
     >>> with map_work():
     ...     gc.isenabled(), torch.get_num_threads()
     (False, 1)
     """
-    before, collecting = torch.get_num_threads(), gc.isenabled()
+    before = torch.get_num_threads()
     if before != 1:
         torch.set_num_threads(1)
-    gc.disable()
     try:
-        yield
+        with gc_paused():
+            yield
     finally:
-        if collecting:
-            gc.enable()
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
 

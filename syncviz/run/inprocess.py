@@ -12,11 +12,10 @@ only the world differs (:class:`~syncviz.run.local_world.LocalWorld` threads or
 
 from __future__ import annotations
 
-import gc
 import math
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -27,6 +26,7 @@ from syncviz.families import family_of_architecture
 from syncviz.parallel import Parallel
 from syncviz.progress import Ticker
 from syncviz.provenance import RegionMap, SymbolicTensor, symbolic_factories
+from syncviz.provenance.collector import gc_paused
 from syncviz.run.choose import synchronizer_factory
 from syncviz.run.flow import Finding, RankOutcome, run_rank
 from syncviz.run.local_world import LocalWorld
@@ -46,6 +46,10 @@ Executor = Literal["inprocess", "ray"]
 DEFAULT_TIMEOUT_S = 600.0  # a whole scaled model takes seconds; exact sizes take minutes
 Provenance = Literal["materialized", "symbolic"]
 # Objects made while the collector was paused above which one full collection follows.
+# A whole-model trace holds tens of thousands of small records, which every automatic
+# collection would rescan (tracing ran several times slower); after a large run, one full
+# collection spares the three scans as they age (tens of seconds for a whole DeepSeek-V3
+# at 64 trainer ranks), and once they are old the collector leaves them be.
 _COLLECT_AFTER = 200_000
 
 
@@ -163,7 +167,7 @@ def run_sync(
     elif synchronizer != SyncOptions.synchronizer:
         options = replace(options, synchronizer=synchronizer_name(synchronizer))
     # The plan, set-up, sync and result make millions of objects at real sizes: one pause.
-    with _gc_paused():
+    with gc_paused(_COLLECT_AFTER):
         plan = build_plan(spec, src, dst, layers=layers, options=options)
         if isinstance(synchronizer, str):
             synchronizer = options.synchronizer
@@ -291,7 +295,7 @@ def _execute(
                 outcome = run_rank(plan, coll, state, make_sync, tracer, on_param=ticker)
         return outcome, (tracer.trace if tracer else None), state
 
-    with _gc_paused():  # set-up, sync and result: hundreds of thousands of objects
+    with gc_paused(_COLLECT_AFTER):  # set-up, sync and result: hundreds of thousands of objects
         before = _values(world.run(setup, timeout=_left(deadline), describe=describe))
         results = world.run(sync_rank, timeout=_left(deadline), describe=describe)
         ticker.close()
@@ -361,29 +365,6 @@ def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
     ):
         return SymbolicTensor.from_map(tensor.region_map(), tensor.dtype)
     return tensor.clone()
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a traced run builds its records.
-
-    A whole-model trace holds tens of thousands of small records; every automatic
-    collection rescans all of them, which made tracing several times slower. The
-    records hold no cycles worth collecting mid-run; the collector's previous
-    state is restored afterwards. After a large run one full collection follows:
-    left to itself, the collector would scan the run's objects three times as they
-    age through its generations (tens of seconds for a whole DeepSeek-V3 at 64
-    trainer ranks), and once they are old it leaves them be.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-            if gc.get_count()[0] > _COLLECT_AFTER:
-                gc.collect()
 
 
 def _values(results) -> dict[int, Any]:

@@ -19,17 +19,25 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
+from torch.overrides import has_torch_function_unary
 
 from syncviz.errors import RunFailed, SyncvizError
 from syncviz.provenance import copy_whole
+from syncviz.run.world import RankResult, World, check_world_size, group_ranks
+
+if TYPE_CHECKING:
+    from syncviz.run.world import Describe, RankFn
 
 # How long ranks released from their collectives get to leave before being named stuck.
 _RELEASE_S = 1.0
+# A plain tensor never asks for __torch_function__ itself, so torch's public
+# has_torch_function_unary(_PLAIN) is true exactly while a torch-function mode (a
+# tracer's) is on in this thread.
+_PLAIN = torch.empty(0)
 
 T = TypeVar("T")
 
@@ -130,24 +138,7 @@ class LocalGroup:
             self._mailboxes: dict[tuple[int, int], queue.Queue[torch.Tensor]] = {}
 
 
-@dataclass(frozen=True)
-class RankResult(Generic[T]):
-    """What one simulated rank returned, or the exception it raised.
-
-    >>> RankResult(rank=0, value=3).ok
-    True
-    """
-
-    rank: int
-    value: T | None = None
-    error: BaseException | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class LocalWorld:
+class LocalWorld(World):
     """Simulated ranks ``0 .. world_size-1`` in one process.
 
     ``run(fn)`` calls ``fn(collective)`` once per rank, each in its own thread,
@@ -161,8 +152,7 @@ class LocalWorld:
     """
 
     def __init__(self, world_size: int, timeout: float = 60.0) -> None:
-        if world_size < 1:
-            raise SyncvizError(f"world_size ({world_size}) must be at least 1", fix="use 1 or more")
+        check_world_size(world_size)
         self.world_size = world_size
         self.timeout = timeout
         self.default_group = LocalGroup(range(world_size), None, timeout)
@@ -172,14 +162,7 @@ class LocalWorld:
 
     def new_group(self, ranks: Sequence[int] | None = None, name: str | None = None) -> LocalGroup:
         """A group over ``ranks`` (all ranks when omitted), findable by ``name``."""
-        ranks = list(range(self.world_size)) if ranks is None else list(ranks)
-        bad = [r for r in ranks if not 0 <= r < self.world_size]
-        if bad or len(set(ranks)) != len(ranks) or not ranks:
-            raise SyncvizError(
-                f"group ranks {ranks} must be distinct ranks of 0..{self.world_size - 1}",
-                fix="list each member rank once",
-            )
-        group = LocalGroup(ranks, name, self.timeout)
+        group = LocalGroup(group_ranks(ranks, self.world_size), name, self.timeout)
         if name is not None:
             self._groups[name] = group
         self._all_groups.append(group)
@@ -202,14 +185,8 @@ class LocalWorld:
         """The :class:`Collective` that world rank ``rank`` uses."""
         return LocalCollective(self, rank)
 
-    def run(
-        self,
-        fn: Callable[[LocalCollective], T],
-        *,
-        timeout: float | None = None,
-        describe: Callable[[int], str] | None = None,
-    ) -> list[RankResult[T]]:
-        """Run ``fn`` on every rank concurrently; one result per rank, in rank order.
+    def _run(self, fn: RankFn[T], timeout: float | None, describe: Describe) -> list[RankResult[T]]:
+        """:meth:`World.run`: ``fn`` on every rank concurrently, one thread each.
 
         When a rank raises, collectives that the others are blocked in are
         abandoned, so a failure never hangs the run. ``timeout`` (seconds) bounds
@@ -261,7 +238,7 @@ class LocalWorld:
     def _stop_late(self, late, threads, timeout, describe) -> None:
         # Ranks blocked in a collective on a stalled peer leave once released; the
         # ones still running after that are the ones that stopped answering.
-        words = {r: (describe(r) if describe else f"rank {r} stopped answering") for r in late}
+        words = {r: describe(r) for r in late}
         self._abort_all()
         grace_end = time.monotonic() + _RELEASE_S
         for r in late:
@@ -359,5 +336,5 @@ def _copy_into(out: torch.Tensor, item: torch.Tensor, op: str) -> None:
     # Symbolic ids are handed over as the sender's map, shared (an all-gather of experts
     # over 64 ranks makes 64^2 of these copies a tensor); torch's copy_ when a tracer's
     # mode would see the copy, or when torch must judge it.
-    if torch._C._is_torch_function_mode_enabled() or not copy_whole(out, item):
+    if has_torch_function_unary(_PLAIN) or not copy_whole(out, item):
         out.copy_(item)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from syncviz.engines import engine
 from syncviz.errors import SyncvizError
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 Side = Literal["src", "dst"]
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,24 @@ class RankRole:
     pp: int
     tp: int
     ep: int = 0
+
+
+class _Option(Generic[V]):
+    """A :class:`SyncPlan` attribute that reads the plan's option of the same name.
+
+    >>> from syncviz import Parallel, preset
+    >>> plan = build_plan(preset("llama3-8b").scaled(), Parallel(1), Parallel(2), layers=[0])
+    >>> plan.comm, plan.options.comm, plan.seed == plan.options.seed
+    ('broadcast', 'broadcast', True)
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, plan: SyncPlan | None, owner: type | None = None) -> V:
+        if plan is None:  # read on the class (help(), inspect): the attribute itself
+            return self  # type: ignore[return-value]
+        return getattr(plan.options, self.name)
 
 
 @dataclass(frozen=True)
@@ -90,26 +109,12 @@ class SyncPlan:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", _RankIndex.of(self))
 
-    # the options, as the flow reads them
-    @property
-    def expert_comm(self) -> ExpertComm:
-        return self.options.expert_comm
-
-    @property
-    def bucket_size_mb(self) -> float:
-        return self.options.bucket_size_mb
-
-    @property
-    def values(self) -> Values:
-        return self.options.values
-
-    @property
-    def seed(self) -> int:
-        return self.options.seed
-
-    @property
-    def comm(self) -> Comm:
-        return self.options.comm
+    # the options, as the flow reads them: plan.comm is plan.options.comm
+    expert_comm = _Option[ExpertComm]()
+    bucket_size_mb = _Option[float]()
+    values = _Option[Values]()
+    seed = _Option[int]()
+    comm = _Option[Comm]()
 
     @property
     def world_size(self) -> int:

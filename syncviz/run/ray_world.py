@@ -52,12 +52,15 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from syncviz.errors import RunFailed, SyncvizError
-from syncviz.run.local_world import RankResult
+from syncviz.run.world import RankResult, World, check_world_size, group_ranks, stopped_answering
+
+if TYPE_CHECKING:
+    from syncviz.run.world import Describe, RankFn
 from syncviz.sync.collective import TorchCollective
 
 T = TypeVar("T")
@@ -260,7 +263,7 @@ class RankActor:
             self._listen_fd = None
 
 
-class RayWorld:
+class RayWorld(World):
     """Ranks ``0 .. world_size-1`` as Ray actors joined by ``torch.distributed``.
 
     Needs an initialised Ray (see :func:`syncviz.run.ray_cluster.ray_session`).
@@ -314,7 +317,7 @@ class RayWorld:
         self._groups: list[RayGroup] = []
         self._actors: list[Any] = []
         self._failure: str | None = None
-        self._describe: Callable[[int], str] = lambda rank: f"rank {rank} stopped answering"
+        self._describe: Describe = stopped_answering
         import ray
 
         if not ray.is_initialized():
@@ -360,13 +363,7 @@ class RayWorld:
         :class:`RayGroup` or its name to collectives.
         """
         self._check_open()
-        ranks = list(range(self.world_size)) if ranks is None else list(ranks)
-        bad = [r for r in ranks if not 0 <= r < self.world_size]
-        if bad or len(set(ranks)) != len(ranks) or not ranks:
-            raise SyncvizError(
-                f"group ranks {ranks} must be distinct ranks of 0..{self.world_size - 1}",
-                fix="list each member rank once",
-            )
+        ranks = group_ranks(ranks, self.world_size)
         group = RayGroup(ranks=tuple(ranks), name=name or f"group{len(self._groups) + 1}")
         try:
             self._call_all("new_group", group.ranks, group.name, what=f"create group {group.name}")
@@ -380,24 +377,16 @@ class RayWorld:
 
     # -- running --------------------------------------------------------------------------
 
-    def run(
-        self,
-        fn: Callable[[RankCollective], T],
-        *,
-        timeout: float | None = None,
-        describe: Callable[[int], str] | None = None,
-    ) -> list[RankResult[T]]:
-        """Run ``fn`` on every rank concurrently; one result per rank, in rank order.
-
-        ``timeout`` (seconds, default none) bounds the whole run; ``describe(rank)``
-        words a rank in the error that names a stuck one. ``fn`` is sent with
-        cloudpickle, so it may be a closure; what it returns must pickle.
+    def _run(self, fn: RankFn[T], timeout: float | None, describe: Describe) -> list[RankResult[T]]:
+        """:meth:`World.run` on the actors. ``timeout`` (seconds, default none) bounds the
+        whole run; ``describe(rank)`` words a rank in the error that names a stuck one.
+        ``fn`` is sent with cloudpickle, so it may be a closure; what it returns must pickle.
         """
         self._check_open()
         import ray
         from ray import cloudpickle
 
-        self._describe = describe or (lambda rank: f"rank {rank} stopped answering")
+        self._describe = describe
         fn_ref = ray.put(cloudpickle.dumps(_knowing_own_families(fn)))
         rank_of = {actor.run.remote(fn_ref): r for r, actor in enumerate(self._actors)}
         results: list[RankResult[T] | None] = [None] * self.world_size
@@ -668,8 +657,7 @@ class RayWorld:
 def _check_arguments(
     world_size: int, timeout: float, backend: str, num_cpus: float, num_gpus: float
 ) -> None:
-    if world_size < 1:
-        raise SyncvizError(f"world_size ({world_size}) must be at least 1", fix="use 1 or more")
+    check_world_size(world_size)
     if timeout <= 0:
         raise SyncvizError(f"timeout ({timeout}) must be positive", fix="give seconds, e.g. 60")
     if backend not in BACKENDS:

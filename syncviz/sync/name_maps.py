@@ -89,31 +89,21 @@ class QwenNaming:
     qkv: str
 
 
-QWEN_NAMINGS = (
-    QwenNaming(
-        version=1.0,
-        dst_prefix="model.transformer",
-        embed="wte",
-        layer_prefix="h",
-        attn_dense=".attn.c_proj.",
-        mlp_dense=".mlp.c_proj.",
-        final_norm="ln_f",
-        input_norm="ln_1",
-        post_norm="ln_2",
-        qkv=".attn.c_attn.",
-    ),
-    QwenNaming(
-        version=2.0,
-        dst_prefix="model.model",
-        embed="embed_tokens",
-        layer_prefix="layers",
-        attn_dense=".self_attn.o_proj.",
-        mlp_dense=".mlp.down_proj.",
-        final_norm="norm",
-        input_norm="input_layernorm",
-        post_norm="post_attention_layernorm",
-        qkv=".self_attn.qkv_proj.",
-    ),
+# The destination names of each QWen generation: field, then its name in 1.0 and in 2.0.
+_QWEN_NAMES = (
+    ("dst_prefix", "model.transformer", "model.model"),
+    ("embed", "wte", "embed_tokens"),
+    ("layer_prefix", "h", "layers"),
+    ("attn_dense", ".attn.c_proj.", ".self_attn.o_proj."),
+    ("mlp_dense", ".mlp.c_proj.", ".mlp.down_proj."),
+    ("final_norm", "ln_f", "norm"),
+    ("input_norm", "ln_1", "input_layernorm"),
+    ("post_norm", "ln_2", "post_attention_layernorm"),
+    ("qkv", ".attn.c_attn.", ".self_attn.qkv_proj."),
+)
+QWEN_NAMINGS = tuple(
+    QwenNaming(version=float(v), **{field: names[i] for field, *names in _QWEN_NAMES})
+    for i, v in enumerate(QwenVersion)
 )
 
 

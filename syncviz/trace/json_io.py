@@ -205,6 +205,22 @@ def parse_json(text: str, what: str, *, fix: str) -> Any:
         raise SyncvizError(f"{what} is not valid JSON ({_reason(err)})", fix=fix) from None
 
 
+def json_object(data: Any, what: str, *, fix: str) -> dict[str, Any]:
+    """``data`` (parsed JSON) when it is an object; else an error naming ``what`` and what
+    it holds instead.
+
+    >>> json_object({"a": 1}, "config", fix="-")
+    {'a': 1}
+    >>> json_object([1], "c.json", fix="write one object")
+    Traceback (most recent call last):
+    ...
+    syncviz.errors.SyncvizError: c.json holds a JSON list, not an object: write one object
+    """
+    if not isinstance(data, dict):
+        raise SyncvizError(f"{what} holds a JSON {type(data).__name__}, not an object", fix=fix)
+    return data
+
+
 def json_depth(text: str) -> int:
     """Deepest nesting of ``[`` and ``{`` in JSON ``text`` (strings ignored), iteratively.
 

@@ -17,6 +17,7 @@ synchronizer again. Ops it cannot replay are listed as not replayed.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import OrderedDict
@@ -27,10 +28,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.idset import IdSet, merge_ranges
+from syncviz.idset import IdSet, cells_meeting, merge_ranges
 from syncviz.oracle import ParamLayout
 from syncviz.provenance import Region, RegionMap, SymbolicTensor, map_of, row_major
-from syncviz.provenance.regions import map_work
+from syncviz.provenance.regions import ReshapedMap, map_work
+from syncviz.ragged import ragged
+from syncviz.run.symbolic_state import shard_map
+from syncviz.run.values import FOREIGN_ID, ids_map
 from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
@@ -378,7 +382,7 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
         bound.update(_alltoall_bindings(result, param, pt))
     else:  # what this rank's routed-expert exchange produced, replayed
         bound = _exchanged(result, param, pt.rank)
-    return _bind_shards(pt, shards, bound, result)
+    return _bind_shards(pt, shards, bound)
 
 
 def _role_shards(param: ParamLayout, role) -> list:
@@ -391,9 +395,7 @@ def _holds(role, shard) -> bool:
     return (shard.pp, shard.tp) == (role.pp, role.tp) and shard.ep in (None, role.ep)
 
 
-def _bind_shards(
-    pt: ParamTrace, shards: list, bound: dict[int, torch.Tensor], result: SyncResult | None = None
-) -> dict:
+def _bind_shards(pt: ParamTrace, shards: list, bound: dict[int, torch.Tensor]) -> dict:
     """``bound``, plus each input the scope did not produce bound to the one shard of its
     shape; or, shaped [n, *shard] where the rank holds exactly n shards of one shape
     (local experts, stacked by an untraced transform), to their stack in layout order."""
@@ -404,9 +406,9 @@ def _bind_shards(
                 continue
             same = [s for s in shards if list(s.shape) == list(t.shape)]
             if len(same) == 1:  # unambiguous: this input is that shard
-                bound[t.ref] = _ids(result, same[0].index)
+                bound[t.ref] = _ids(same[0].index)
             elif _stacked(shards, t.shape):
-                bound[t.ref] = torch.stack([_ids(result, s.index) for s in shards])
+                bound[t.ref] = torch.stack([_ids(s.index) for s in shards])
         produced.update(t.ref for t in op.outputs)
     return bound
 
@@ -428,7 +430,7 @@ def _shard_ids(result: SyncResult, param: ParamLayout, world: int) -> torch.Tens
     if role.side != "src":
         return None
     found = _role_shards(param, role)
-    return _ids(result, found[0].index) if len(found) == 1 else None
+    return _ids(found[0].index) if len(found) == 1 else None
 
 
 def _gathered_bindings(
@@ -493,7 +495,7 @@ def _alltoall_send(
         like = [op.inputs[0].ref for op in alloc if any(t.ref == target for t in op.outputs)]
         if len(like) != 1:
             return None
-        return _replayed_outputs(pt, _bind_shards(pt, shards, {}, result)).get(like[0])
+        return _replayed_outputs(pt, _bind_shards(pt, shards, {})).get(like[0])
     return None
 
 
@@ -560,7 +562,7 @@ def _stage1_payload(
             by_phase.setdefault(PHASE_ORDER.get(pt.phase or "", 9), []).extend(got)
     found = by_phase[max(by_phase)] if by_phase else []
     if not found:
-        found = [_ids(result, s.index) for s in _role_shards(param, result.plan.roles[senders[0]])]
+        found = [_ids(s.index) for s in _role_shards(param, result.plan.roles[senders[0]])]
     sized = [t for t in found if t.numel() == numel]
     return sized[0].reshape(-1).to(torch.int64) if len(sized) == 1 else None
 
@@ -610,10 +612,8 @@ def _held_ids(result: SyncResult, world: int | None, key: str) -> torch.Tensor |
 # ---------------------------------------------------------------- ids as maps
 
 
-def _ids(result: SyncResult | None, index) -> torch.Tensor:
+def _ids(index) -> torch.Tensor:
     """The local ids of an oracle index map, as a map."""
-    from syncviz.run.symbolic_state import shard_map
-
     return SymbolicTensor.from_map(shard_map(index, 0), dtype=torch.int64)
 
 
@@ -653,8 +653,6 @@ def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
     >>> local_map(m, 100, 4).materialize().tolist()
     [[-3.0, -3.0, 0.0, 1.0], [2.0, 3.0, -3.0, -3.0]]
     """
-    from syncviz.run.values import FOREIGN_ID
-
     regions = m.regions
     if not regions:
         return RegionMap(m.shape, [])
@@ -721,8 +719,6 @@ def _id_spans(regions: Sequence[Region]) -> tuple[torch.Tensor, torch.Tensor]:
 def _split_local(work: list[Region], base: int, numel: int, out: list[Region]) -> None:
     """Regions partly of the parameter: halve each along its longest dim until every part
     is the parameter's, a marker or another's (each then placed as :func:`local_map`)."""
-    from syncviz.run.values import FOREIGN_ID
-
     while work:
         r = work.pop()
         ext = r.extents
@@ -755,8 +751,6 @@ def step_ids(tensors) -> IdSet:
 
 
 def _map(t: torch.Tensor) -> RegionMap:
-    from syncviz.run.values import ids_map
-
     return t.region_map() if isinstance(t, SymbolicTensor) else ids_map(t)
 
 
@@ -766,49 +760,32 @@ def _value_key(t: torch.Tensor):
     return tuple(sorted((r.start, r.stop, r.offset, r.strides) for r in flat.regions))
 
 
-class _Blocks:
-    """Which block each global id is in: the blocks' runs of ids, built when first read."""
+class _BlockRuns:
+    """Which block each global id is in: every block's ids as runs of consecutive global
+    ids (starts, ends, block index), built when first asked."""
 
     def __init__(self, param: ParamLayout) -> None:
         self.param = param
-        self._runs = None
 
-    @property
-    def runs(self):
-        if self._runs is None:
-            self._runs = _block_runs(self.param)
-        return self._runs
+    @functools.cached_property
+    def runs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        strides = row_major(self.param.global_shape)
+        los, his, which = [], [], []
+        for i, block in enumerate(self.param.blocks):
+            box = block.box
+            ext = tuple(b - a for a, b in zip(box.start, box.stop, strict=True))
+            offset = sum(a * s for a, s in zip(box.start, strides, strict=True))
+            got = IdSet.of([RegionMap.affine(ext, offset, strides)])
+            los.append(got.lo)
+            his.append(got.hi)
+            which.append(torch.full(got.lo.shape, i, dtype=torch.int64))
+        return torch.cat(los), torch.cat(his), torch.cat(which)
 
-
-def _block_table(param: ParamLayout) -> tuple[_Blocks, list[str]]:
-    """Which block each global id is in (see :class:`_Blocks`); and the block labels."""
-    return _Blocks(param), [b.label for b in param.blocks]
-
-
-def _block_runs(param: ParamLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every block's ids as runs of consecutive global ids: starts, ends, block index."""
-    strides = row_major(param.global_shape)
-    los, his, which = [], [], []
-    for i, block in enumerate(param.blocks):
-        box = block.box
-        ext = tuple(b - a for a, b in zip(box.start, box.stop, strict=True))
-        offset = sum(a * s for a, s in zip(box.start, strides, strict=True))
-        got = IdSet.of([RegionMap.affine(ext, offset, strides)])
-        los.append(got.lo)
-        his.append(got.hi)
-        which.append(torch.full(got.lo.shape, i, dtype=torch.int64))
-    return torch.cat(los), torch.cat(his), torch.cat(which)
-
-
-def _blocks_of(ids: IdSet, runs, labels: list[str]) -> tuple[str, ...]:
-    """The labels of the blocks some of ``ids`` belong to, in block order."""
-    lo, hi, which = runs
-    found = torch.unique(which[ids.meets(lo, hi)]).tolist()
-    return tuple(labels[i] for i in found)
-
-
-def _blocks_in(ids: torch.Tensor, table, labels: list[str]) -> tuple[str, ...]:
-    return _blocks_of(step_ids([ids]), table.runs, labels)
+    def labels(self, t: torch.Tensor) -> tuple[str, ...]:
+        """The labels of the blocks some ids of step tensor ``t`` belong to, in block order."""
+        lo, hi, which = self.runs
+        found = torch.unique(which[step_ids([t]).meets(lo, hi)]).tolist()
+        return tuple(self.param.blocks[i].label for i in found)
 
 
 def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
@@ -854,7 +831,7 @@ def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
 
 def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     param = result.plan.layout.param(key)
-    table, labels = _block_table(param)
+    table = _BlockRuns(param)
     steps = []
     for pt in _param_traces(result, key):
         ins, replayed = _replay_io(pt, _bindings(result, param, pt))
@@ -864,7 +841,7 @@ def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
             outs = replayed.get(op.index)
             blocks = None
             if outs is not None:
-                blocks = tuple(dict.fromkeys(b for o in outs for b in _blocks_in(o, table, labels)))
+                blocks = tuple(dict.fromkeys(b for o in outs for b in table.labels(o)))
             inputs = tuple(ins[op.index]) if op.index in ins else None
             outputs = tuple(outs) if outs is not None else None
             rank = pt.rank or 0
@@ -937,8 +914,6 @@ def where_in_map(
     ids = IdSet.of_box(box.start, box.stop, shape)
     dims = len(m.shape)
     if dims == 1:
-        from syncviz.idset import cells_meeting
-
         flags = cells_meeting(m.unsqueeze(0), (1, 1), ids).reshape(-1)
     else:
         grid = m if dims == 2 else m.reshape((m.shape[0], math.prod(m.shape[1:])))
@@ -965,9 +940,6 @@ def rows_meeting(grid: RegionMap, ids: IdSet) -> torch.Tensor:
     >>> rows_meeting(m, IdSet.of_box((2, 0), (4, 2), (4, 4))).tolist()
     [False, True, True]
     """
-    from syncviz.idset import cells_meeting
-    from syncviz.ragged import ragged
-
     rows, cols = grid.shape
     lines, other = [], []
     for r in grid.regions:
@@ -1084,8 +1056,6 @@ def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     chosen = param.blocks[block]
     box, shape = chosen.box, tuple(param.global_shape)
     starts, src_ranks, path = [], [], []
-    from syncviz.run.symbolic_state import shard_map
-
     for shard in param.src:  # every answer comes from maps, no id materialized
         found = where_in_map(shard_map(shard.index, 0), box, shape)
         if found is None:
@@ -1154,8 +1124,6 @@ def _op_moves(result, param, src_ranks, label, path, box, shape) -> list[str]:
 def _holds_any(t: torch.Tensor, ids: IdSet) -> bool:
     """Whether a replayed tensor holds any id of ``ids``. A lazy reshape holds the ids of
     its segments (its order aside): they are asked, its own regions are not made."""
-    from syncviz.provenance.regions import ReshapedMap
-
     m = _map(t)
     held = IdSet.of(list(m.segments) if isinstance(m, ReshapedMap) else [m])
     return bool(ids.meets(held.lo, held.hi).any())
@@ -1168,21 +1136,33 @@ def _rows_holding(t: torch.Tensor, box, shape: tuple[int, ...]) -> str:
     return f"{found[0]} of {list(t.shape)}" if found is not None else ""
 
 
-def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
-    """Collectives carrying this parameter out of the ranks that hold the block (words;
-    each also a step of ``path``)."""
+def sent_records(result: SyncResult) -> list:
+    """Every recorded collective once, as its sender (with none, its first rank) recorded it.
+
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> sorted({(r.kind, _sender(r)) for r in sent_records(tiny_run())})
+    [('broadcast', 0), ('broadcast', 1)]
+    """
     if result.trace is None:
         return []
-    plan = result.plan
     records = list(result.trace.collectives)
     for pt in result.trace.params:
         records += pt.collectives
+    return [rec for rec in records if rec.rank is None or rec.rank == _sender(rec)]
+
+
+def _sender(rec) -> int:
+    return rec.src if rec.src is not None else min(rec.ranks)
+
+
+def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
+    """Collectives carrying this parameter out of the ranks that hold the block (words;
+    each also a step of ``path``)."""
+    plan = result.plan
     holders, moves = set(src_ranks), []
-    order = sorted(records, key=lambda r: (r.group.split(":")[0] != "stage1", r.index))
-    for rec in order:
-        sender = rec.src if rec.src is not None else min(rec.ranks)
-        if rec.rank is not None and rec.rank != sender:
-            continue  # each collective once, as its sender recorded it
+    records = sent_records(result)
+    for rec in sorted(records, key=lambda r: (r.group.split(":")[0] != "stage1", r.index)):
+        sender = _sender(rec)
         if key not in (rec.label or "").split(", ") or sender not in holders:
             continue
         others = [r for r in rec.ranks if r != sender]

@@ -154,13 +154,8 @@ def expert_cell_color(cell: Cell) -> tuple[float, float, float]:
     """
     if cell.status in ("whole", "part"):
         return mcolors.to_rgb(rank_color(cell.rank))
-    if cell.status == "ok":
-        return mcolors.to_rgb(OK_FACE)
-    if cell.status == "wrong":
-        return mcolors.to_rgb(WARNING_COLOR)
-    if cell.status == "unwritten":
-        return mcolors.to_rgb(UNWRITTEN_COLOR)
-    return (1.0, 1.0, 1.0)
+    faces = {"ok": OK_FACE, "wrong": WARNING_COLOR, "unwritten": UNWRITTEN_COLOR}
+    return mcolors.to_rgb(faces.get(cell.status, "white"))
 
 
 def render_experts(d: ExpertDiagram, max_width_in: float = MAX_WIDTH_IN) -> Figure:

@@ -290,13 +290,24 @@ def cells_touched(r0, r1, c0, c1, rs: int, cs: int) -> tuple:
     return r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1
 
 
+def grid_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """The drawn 2-D grid of a tensor of ``shape``: 1-D -> one row; [E, R, C] -> E stacked
+    bands of R rows; any other -> its rows by the rest.
+
+    >>> grid_shape((8,)), grid_shape((4, 2, 3)), grid_shape((2, 3, 4, 5))
+    ((1, 8), (8, 3), (2, 60))
+    """
+    if len(shape) == 1:
+        return 1, shape[0]
+    if len(shape) == 3:
+        return shape[0] * shape[1], shape[2]
+    return shape[0], math.prod(shape[1:])
+
+
 def as_grid(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """ids as a 2-D grid: 1-D -> one row; [E, R, C] -> E stacked bands of R rows."""
-    if ids.dim() == 1:
-        return ids.reshape(1, -1), 0
-    if ids.dim() == 3:
-        return ids.reshape(-1, ids.shape[-1]), int(ids.shape[0])
-    return ids.reshape(ids.shape[0], -1), 0
+    """ids as a 2-D grid (:func:`grid_shape`), and its bands (E of [E, R, C]; else 0)."""
+    bands = int(ids.shape[0]) if ids.dim() == 3 else 0
+    return ids.reshape(grid_shape(ids.shape)), bands
 
 
 def cell_size(n: int, max_cells: int) -> int:
@@ -307,6 +318,20 @@ def cell_size(n: int, max_cells: int) -> int:
     """
     need = math.ceil(n / max_cells)
     return 1 if need <= 1 else 1 << (need - 1).bit_length()
+
+
+def cell_grid(
+    rows: int, cols: int, max_cells: int, cell: tuple[int, int] | None
+) -> tuple[int, int, int, int]:
+    """Elements per cell (``cell``, else :func:`cell_size` of each side, at most the side)
+    and the cells on each side: ``rs, cs, nr, nc``.
+
+    >>> cell_grid(16, 6144, 192, None), cell_grid(3, 5, 192, (4, 2))
+    ((1, 32, 16, 192), (3, 2, 1, 3))
+    """
+    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
+    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
+    return rs, cs, math.ceil(rows / rs), math.ceil(cols / cs)
 
 
 def raster(
@@ -324,9 +349,7 @@ def raster(
     shape = tuple(ids.shape)
     grid, bands = as_grid(ids.to(torch.int64))
     rows, cols = int(grid.shape[0]), int(grid.shape[1])
-    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
-    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
-    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    rs, cs, nr, nc = cell_grid(rows, cols, max_cells, cell)
     corners = grid[::rs, ::cs]
     first, first_offset = table.lookup(corners)
     if rs * cs == 1:
@@ -439,15 +462,13 @@ class Box2(NamedTuple):
 
 
 def grid_map(region_map: RegionMap) -> RegionMap:
-    """The map seen as the raster's 2-D grid (:func:`~syncviz.diagram.raster.as_grid`)."""
+    """The map seen as the raster's 2-D grid (:func:`grid_shape`)."""
     shape = region_map.shape
     if len(shape) == 1:
         return region_map.unsqueeze(0)
     if len(shape) == 2:
         return region_map
-    if len(shape) == 3:
-        return region_map.reshape((shape[0] * shape[1], shape[2]))
-    return region_map.reshape((shape[0], math.prod(shape[1:])))
+    return region_map.reshape(grid_shape(shape))
 
 
 BOXES_KEPT = 64  # maps whose boxes are remembered (see local_boxes)
@@ -503,14 +524,32 @@ def box_tensor(boxes: Boxes) -> torch.Tensor:
 
 def _local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
     """:func:`local_boxes`: every region classified at once (a marker, ids of this
-    parameter, ids of another); only a region partly this parameter's is halved, one
-    by one, until each part is one or the other."""
+    parameter, ids of another); regions partly this parameter's are halved, all at once,
+    until each part is one or the other."""
     grid = grid_map(region_map)
     if grid.size_hint > MAX_PIECES:
         raise Fragmented
     rows = [r.start + r.stop + (r.offset,) + r.strides for r in grid.regions]
     t = torch.from_numpy(numpy.array(rows, dtype=numpy.int64).reshape(-1, 7))  # numpy: 2x faster
-    r0, c0, r1, c1, v, sr, sc = t.unbind(1)
+    work = t[:, [0, 2, 1, 3, 4, 5, 6]]  # r0, c0, r1, c1 -> r0, r1, c0, c1
+    out: list[torch.Tensor] = []
+    placed = 0
+    while True:
+        done, rest = _classified(work, base, numel)
+        out.append(done)
+        placed += len(done)
+        if not len(rest):
+            return torch.cat(out)
+        if placed + 2 * len(rest) > MAX_PIECES:
+            raise Fragmented
+        work = _halves(rest)
+
+
+def _classified(t: torch.Tensor, base: int, numel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (rows of :class:`Box2` fields, model-wide ids) placed as local ones where each
+    is a marker, ids of this parameter (made local) or another's (-3); and the rest, partly
+    this parameter's (a dim of one element moves nowhere: its stride is 0 in both)."""
+    r0, r1, c0, c1, v, sr, sc = t.unbind(1)
     nr, nc = r1 - r0, c1 - c0
     sr, sc = torch.where(nr > 1, sr, 0), torch.where(nc > 1, sc, 0)
     lo = v + (sr * (nr - 1)).clamp(max=0) + (sc * (nc - 1)).clamp(max=0)
@@ -524,42 +563,24 @@ def _local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
     zero = torch.zeros_like(v)
     value = torch.where(ours, v - base, torch.where(foreign, FOREIGN, v))
     moving = ours | rest
-    done = torch.stack(
+    placed = torch.stack(
         [r0, r1, c0, c1, value, torch.where(moving, sr, zero), torch.where(moving, sc, zero)], 1
     )
-    out = [done[~rest]]
-    if bool(rest.any()):
-        out.append(_halved(done[rest].tolist(), base, numel, MAX_PIECES - len(out[0])))
-    return torch.cat(out)
+    return placed[~rest], placed[rest]
 
 
-def _halved(work: list[list[int]], base: int, numel: int, budget: int) -> torch.Tensor:
-    """Regions (rows of :class:`Box2` fields) partly ids of this parameter, halved until
-    each part is a marker, ids of this parameter (made local) or another's."""
-    out: list[tuple[int, ...]] = []
-    while work:
-        if len(out) + len(work) > budget:
-            raise Fragmented
-        r0, r1, c0, c1, v, sr, sc = work.pop()
-        nr, nc = r1 - r0, c1 - c0
-        sr, sc = (sr if nr > 1 else 0), (sc if nc > 1 else 0)
-        lo = v + min(0, sr * (nr - 1)) + min(0, sc * (nc - 1))
-        hi = v + max(0, sr * (nr - 1)) + max(0, sc * (nc - 1))
-        if lo == hi and v < 0:  # a marker
-            out.append((r0, r1, c0, c1, v, 0, 0))
-        elif lo >= base and hi < base + numel:
-            out.append((r0, r1, c0, c1, v - base, sr, sc))
-        elif lo >= 0 and (hi < base or lo >= base + numel):
-            out.append((r0, r1, c0, c1, FOREIGN, 0, 0))
-        elif lo < 0:  # ids below zero that are not one marker: not ids of any parameter
-            raise Fragmented
-        elif nr >= nc:  # partly this parameter's: halve until each part is one or the other
-            m = r0 + nr // 2
-            work += [[r0, m, c0, c1, v, sr, sc], [m, r1, c0, c1, v + sr * (m - r0), sr, sc]]
-        else:
-            m = c0 + nc // 2
-            work += [[r0, r1, c0, m, v, sr, sc], [r0, r1, m, c1, v + sc * (m - c0), sr, sc]]
-    return torch.tensor(out, dtype=torch.int64).view(-1, 7)
+def _halves(t: torch.Tensor) -> torch.Tensor:
+    """Every box (rows of :class:`Box2` fields) cut in two across its longer side (rows
+    when both are as long): its first halves, then its second ones."""
+    r0, r1, c0, c1, v, sr, sc = t.unbind(1)
+    by_rows = (r1 - r0) >= (c1 - c0)
+    mr, mc = r0 + (r1 - r0) // 2, c0 + (c1 - c0) // 2
+    r_mid, c_mid = torch.where(by_rows, mr, r1), torch.where(by_rows, c1, mc)  # first ends
+    r_on, c_on = torch.where(by_rows, mr, r0), torch.where(by_rows, c0, mc)  # second starts
+    v_on = v + sr * (r_on - r0) + sc * (c_on - c0)
+    first = torch.stack([r0, r_mid, c0, c_mid, v, sr, sc], 1)
+    second = torch.stack([r_on, r1, c_on, c1, v_on, sr, sc], 1)
+    return torch.cat([first, second])
 
 
 def local_grid(region_map: RegionMap, base: int, numel: int) -> RegionMap | None:
@@ -1037,11 +1058,9 @@ def _materialized(region_map, table, expected, base, numel, max_cells, cell, mix
 
 def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
     shape = tuple(region_map.shape)
-    grid, bands = as_grid(torch.empty(shape, dtype=torch.int8))
-    rows, cols = int(grid.shape[0]), int(grid.shape[1])
-    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
-    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
-    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    rows, cols = grid_shape(shape)
+    bands = shape[0] if len(shape) == 3 else 0
+    rs, cs, nr, nc = cell_grid(rows, cols, max_cells, cell)
     boxes = local_boxes(region_map, base, numel)
     corners = _corners(boxes, rs, cs, nr, nc)
     first, first_offset = table.lookup(corners)

@@ -65,6 +65,7 @@ from syncviz.diagram.raster import (
     MAX_CELLS,
     BlockTable,
     Raster,
+    cells_touched,
     grid_map,
     grid_shape,
     map_raster,
@@ -282,12 +283,12 @@ def _grid_fill(p, steps: list[tuple[int, IdSet]], total: int):
 
 def _marker_cells(grid: RegionMap, cell: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
     """Cells holding any marker (padding, unwritten, another parameter's data)."""
-    rs, cs = cell
     out = torch.zeros(shape, dtype=torch.bool)
     for r in grid.regions:
         if r.is_constant and r.offset < 0:
             (r0, c0), (r1, c1) = r.start, r.stop
-            out[r0 // rs : (r1 - 1) // rs + 1, c0 // cs : (c1 - 1) // cs + 1] = True
+            i0, i1, j0, j1 = cells_touched(r0, r1, c0, c1, *cell)
+            out[i0:i1, j0:j1] = True
     return out
 
 

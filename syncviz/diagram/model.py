@@ -325,8 +325,9 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
     want_map, want_ids = shard_map(index, 0), shard_map(index, base)
     shape = got_map.shape
     unit = "expert" if len(shape) == 3 else ("row" if len(shape) == 2 else "element")
-    cols = shape[-1] if len(shape) <= 3 else math.prod(shape[1:])  # the raster grid's
-    cell = (1, 1) if len(shape) == 1 else (shape[1] if len(shape) == 3 else 1, cols)
+    # One cell per row (per expert of a 3-D tensor, per element of a 1-D one).
+    expert_rows = shape[1] if len(shape) == 3 else 1
+    cell = (1, 1) if len(shape) == 1 else (expert_rows, grid_shape(shape)[1])
     rows = map_raster(got_map, table, want_map, base=base, cell=cell, mixed=False)
     flags = (rows.status != 0).reshape(-1)
     split = None

@@ -54,7 +54,6 @@ True
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 from collections import OrderedDict
@@ -80,7 +79,6 @@ PAD = -1  # block number of padding (id -1)
 UNWRITTEN = int(UNWRITTEN_ID)  # block number of an element nobody wrote (id -2)
 FOREIGN = int(FOREIGN_ID)  # block number of another parameter's data (id -3)
 SPECIAL_TOKENS = {PAD: "pad", UNWRITTEN: "--", FOREIGN: "xx"}
-SPECIAL_WORDS = {PAD: "padding", UNWRITTEN: "unwritten", FOREIGN: "another parameter's data"}
 MAX_CELLS = 192  # cells per side by default: enough for 256 experts at 2 px
 
 
@@ -244,26 +242,6 @@ class Raster:
         """Element rows r0..r1-1 and cols c0..c1-1 of cell (i, j)."""
         rs, cs = self.cell
         return i * rs, min(self.rows, (i + 1) * rs), j * cs, min(self.cols, (j + 1) * cs)
-
-    def token(self, i: int, j: int, inner: bool = False) -> str:
-        """The text token of cell (i, j): block, ``~`` when mixed, ``!`` when wrong."""
-        b = int(self.block[i, j])
-        text = SPECIAL_TOKENS.get(b) or self.table.tokens[b]
-        if inner and b >= 0:
-            text += f":{self.table.row_in_block(b, int(self.offset[i, j]))}"
-        if bool(self.mixed[i, j]):
-            text += "~"
-        if int(self.status[i, j]) != 0:
-            text += "!"
-        return text
-
-    def words(self, i: int, j: int) -> str:
-        """What cell (i, j)'s first element holds, in words (``Q head 2 row 1``)."""
-        b = int(self.block[i, j])
-        if b < 0:
-            return SPECIAL_WORDS[b]
-        row = self.table.row_in_block(b, int(self.offset[i, j]))
-        return f"{self.table.labels[b]} row {row}"
 
 
 def unravel_ids(flat: torch.Tensor, shape: Sequence[int]) -> list[torch.Tensor]:
@@ -455,10 +433,6 @@ class Box2(NamedTuple):
     v: int
     sr: int
     sc: int
-
-    @property
-    def constant(self) -> bool:
-        return (self.sr == 0 or self.r1 - self.r0 == 1) and (self.sc == 0 or self.c1 - self.c0 == 1)
 
 
 def grid_map(region_map: RegionMap) -> RegionMap:
@@ -1089,81 +1063,51 @@ def _corners(boxes: torch.Tensor, rs: int, cs: int, nr: int, nc: int) -> torch.T
     return corners
 
 
-FEW_EXPECTED = 64  # expected boxes (an oracle shard: usually one) compared all at once
+PAIRS_AT_ONCE = 1 << 20  # (held, expected) box pairs compared in one tensor op
 
 
 def _status(held: Boxes, wanted: Boxes, rs, cs, nr, nc) -> torch.Tensor:
-    """The worst verdict per cell of ``held`` against ``wanted`` (both local boxes)."""
-    if len(wanted) <= FEW_EXPECTED and len(held) * len(wanted) <= MAX_PAIRS:
-        return _status_all_at_once(held, wanted, rs, cs, nr, nc)
-    actual, expected = box_tuples(held), box_tuples(wanted)
-    out = torch.zeros((nr, nc), dtype=torch.int64)
-    by_row = sorted(expected, key=lambda e: e.r0)
-    starts = [e.r0 for e in by_row]
-    reach = list(itertools.accumulate((e.r1 for e in by_row), max))  # non-decreasing
-    marked: list[tuple[int, int, int, int, int]] = []  # unwritten / foreign: cell rects
-    overlaps: list[tuple[int, ...]] = []  # (r0, r1, c0, c1, D, dr, dc) of got - expected
-    pairs = 0
-    for a in actual:
-        verdict = {UNWRITTEN: NOT_WRITTEN, FOREIGN: NOT_OURS}.get(a.v) if a.constant else None
-        if verdict is not None:
-            marked.append((*cells_touched(a.r0, a.r1, a.c0, a.c1, rs, cs), verdict))
-            continue
-        # Candidates: expected boxes starting above a's last row and reaching below its first.
-        lo, hi = bisect.bisect_right(reach, a.r0), bisect.bisect_left(starts, a.r1)
-        pairs += max(0, hi - lo)
-        if pairs > MAX_PAIRS:
-            raise Fragmented
-        asr, asc = (a.sr if a.r1 - a.r0 > 1 else 0), (a.sc if a.c1 - a.c0 > 1 else 0)
-        for e in by_row[lo:hi]:
-            r0, r1 = max(a.r0, e.r0), min(a.r1, e.r1)
-            c0, c1 = max(a.c0, e.c0), min(a.c1, e.c1)
-            if r0 >= r1 or c0 >= c1:
-                continue
-            esr, esc = (e.sr if e.r1 - e.r0 > 1 else 0), (e.sc if e.c1 - e.c0 > 1 else 0)
-            va = a.v + asr * (r0 - a.r0) + asc * (c0 - a.c0)
-            ve = e.v + esr * (r0 - e.r0) + esc * (c0 - e.c0)
-            dr = (asr - esr) if r1 - r0 > 1 else 0
-            dc = (asc - esc) if c1 - c0 > 1 else 0
-            if va != ve or dr or dc:
-                overlaps.append((r0, r1, c0, c1, va - ve, dr, dc))
-    _paint_rects(out, None, marked)
-    if overlaps:
-        _paint_wrong(out, torch.tensor(overlaps, dtype=torch.int64), rs, cs)
-    return out
+    """The worst verdict per cell of ``held`` against ``wanted`` (both local boxes).
 
-
-def _status_all_at_once(actual: Boxes, expected: Boxes, rs, cs, nr, nc) -> torch.Tensor:
-    """:func:`_status` with the held boxes as one tensor, against each of a few expected
-    boxes in turn: the same overlaps and verdicts, no loop over thousands of boxes."""
+    A held marker (unwritten, another parameter's data) paints its verdict into the cells
+    it touches. Every other held box is paired with the expected boxes that start above
+    its last row and reach below its first (a sorted search), and each pair's overlap
+    where got - expected is not 0 throughout goes to :func:`_paint_wrong`.
+    """
     out = torch.zeros((nr, nc), dtype=torch.int64)
-    if not len(actual):
-        return out
-    r0, r1, c0, c1, v, sr, sc = box_tensor(actual).unbind(1)
-    asr = torch.where(r1 - r0 > 1, sr, 0)
-    asc = torch.where(c1 - c0 > 1, sc, 0)
+    r0, r1, c0, c1, v, sr, sc = box_tensor(held).unbind(1)
+    asr, asc = torch.where(r1 - r0 > 1, sr, 0), torch.where(c1 - c0 > 1, sc, 0)
     constant = (asr == 0) & (asc == 0)
     unwritten, foreign = constant & (v == UNWRITTEN), constant & (v == FOREIGN)
     verdict = torch.where(unwritten, NOT_WRITTEN, NOT_OURS).to(torch.int64)
     marked = unwritten | foreign
     cells = torch.stack([*cells_touched(r0, r1, c0, c1, rs, cs), verdict], 1)
     _paint_rects(out, None, cells[marked])
-    overlaps = []
-    for e in box_tuples(expected):
-        top, bottom = r0.clamp(min=e.r0), r1.clamp(max=e.r1)
-        left, right = c0.clamp(min=e.c0), c1.clamp(max=e.c1)
-        meet = ~marked & (top < bottom) & (left < right)
-        esr = e.sr if e.r1 - e.r0 > 1 else 0
-        esc = e.sc if e.c1 - e.c0 > 1 else 0
-        va = v + asr * (top - r0) + asc * (left - c0)
-        ve = e.v + esr * (top - e.r0) + esc * (left - e.c0)
-        dr = torch.where(bottom - top > 1, asr - esr, 0)
-        dc = torch.where(right - left > 1, asc - esc, 0)
-        differ = meet & ((va != ve) | (dr != 0) | (dc != 0))
-        overlaps.append(torch.stack([top, bottom, left, right, va - ve, dr, dc], 1)[differ])
-    found = torch.cat(overlaps)
-    if len(found):
-        _paint_wrong(out, found, rs, cs)
+    expected = box_tensor(wanted)
+    if not len(expected):
+        return out
+    expected = expected[torch.argsort(expected[:, 0], stable=True)]  # by first row
+    reach = torch.cummax(expected[:, 1], 0).values  # the lowest row reached so far
+    first = torch.searchsorted(reach, r0.contiguous(), right=True)
+    last = torch.searchsorted(expected[:, 0].contiguous(), r1.contiguous())
+    count = torch.where(marked, 0, (last - first).clamp(min=0))
+    if int(count.sum()) > MAX_PAIRS:
+        raise Fragmented
+    which, k = ragged(count)
+    for at in range(0, len(which), PAIRS_AT_ONCE):
+        i = which[at : at + PAIRS_AT_ONCE]
+        e0, e1, f0, f1, ev, esr, esc = expected[first[i] + k[at : at + PAIRS_AT_ONCE]].unbind(1)
+        esr, esc = torch.where(e1 - e0 > 1, esr, 0), torch.where(f1 - f0 > 1, esc, 0)
+        top, bottom = torch.maximum(r0[i], e0), torch.minimum(r1[i], e1)
+        left, right = torch.maximum(c0[i], f0), torch.minimum(c1[i], f1)
+        va = v[i] + asr[i] * (top - r0[i]) + asc[i] * (left - c0[i])
+        ve = ev + esr * (top - e0) + esc * (left - f0)
+        dr = torch.where(bottom - top > 1, asr[i] - esr, 0)
+        dc = torch.where(right - left > 1, asc[i] - esc, 0)
+        differ = (top < bottom) & (left < right) & ((va != ve) | (dr != 0) | (dc != 0))
+        found = torch.stack([top, bottom, left, right, va - ve, dr, dc], 1)[differ]
+        if len(found):
+            _paint_wrong(out, found, rs, cs)
     return out
 
 

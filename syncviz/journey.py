@@ -656,25 +656,50 @@ def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
     regions = m.regions
     if not regions:
         return RegionMap(m.shape, [])
+    kinds = _kinds(regions, base, numel)
+    if all(k == 1 for k in kinds):
+        return _shifted_local(m, base)
+    out: list[Region] = []
+    while regions:
+        split: list[Region] = []
+        for r, k in zip(regions, kinds, strict=True):
+            if k == 1:
+                out.append(Region(r.start, r.stop, r.offset - base, r.strides))
+            elif k == 2:
+                out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(r.strides)))
+            elif k == 3:
+                out.append(r)
+            else:
+                split += _halves(r)
+        regions = split
+        kinds = _kinds(regions, base, numel) if regions else []
+    return RegionMap(m.shape, out)
+
+
+def _kinds(regions: Sequence[Region], base: int, numel: int) -> list[int]:
+    """Per region, from its lowest and highest id: 1 all the parameter's, 2 all another's,
+    3 a marker (padding, unwritten, another's: kept, as to_local_ids does), 0 partly the
+    parameter's."""
     low, high = _id_spans(regions)
-    marker = high < 0  # padding, unwritten, another's: kept, as to_local_ids does
+    marker = high < 0
     inside = ~marker & (low >= base) & (high < base + numel)
     foreign = ~marker & ~inside & (low >= 0) & ((high < base) | (low >= base + numel))
-    if bool(inside.all()):
-        return _shifted_local(m, base)
     kind = inside.to(torch.int8) + 2 * foreign.to(torch.int8) + 3 * marker.to(torch.int8)
-    out, split = [], []
-    for r, k in zip(regions, kind.tolist(), strict=True):
-        if k == 1:
-            out.append(Region(r.start, r.stop, r.offset - base, r.strides))
-        elif k == 3:
-            out.append(r)
-        elif k == 2:
-            out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(r.strides)))
-        else:
-            split.append(r)
-    _split_local(split, base, numel, out)
-    return RegionMap(m.shape, out)
+    return kind.tolist()
+
+
+def _halves(r: Region) -> list[Region]:
+    """``r`` cut in two along its longest dim."""
+    ext = r.extents
+    d = max(range(len(ext)), key=lambda i: ext[i])
+    mid = r.start[d] + ext[d] // 2
+    first_stop = (*r.stop[:d], mid, *r.stop[d + 1 :])
+    second_start = (*r.start[:d], mid, *r.start[d + 1 :])
+    shift = r.strides[d] * (mid - r.start[d])
+    return [
+        Region(r.start, first_stop, r.offset, r.strides),
+        Region(second_start, r.stop, r.offset + shift, r.strides),
+    ]
 
 
 LOCAL_KEPT = 16  # local forms remembered by their structure (see _shifted_local)
@@ -714,30 +739,6 @@ def _id_spans(regions: Sequence[Region]) -> tuple[torch.Tensor, torch.Tensor]:
     )
     moves = strides.reshape(len(regions), -1) * (last.reshape(len(regions), -1) - 1)
     return offset + moves.clamp(max=0).sum(1), offset + moves.clamp(min=0).sum(1)
-
-
-def _split_local(work: list[Region], base: int, numel: int, out: list[Region]) -> None:
-    """Regions partly of the parameter: halve each along its longest dim until every part
-    is the parameter's, a marker or another's (each then placed as :func:`local_map`)."""
-    while work:
-        r = work.pop()
-        ext = r.extents
-        lo = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s < 0)
-        hi = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s > 0)
-        if hi < 0:
-            out.append(r)
-        elif base <= lo and hi < base + numel:
-            out.append(Region(r.start, r.stop, r.offset - base, r.strides))
-        elif lo >= 0 and (hi < base or lo >= base + numel):
-            out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(ext)))
-        else:
-            d = max(range(len(ext)), key=lambda i: ext[i])
-            mid = r.start[d] + ext[d] // 2
-            first_stop = (*r.stop[:d], mid, *r.stop[d + 1 :])
-            second_start = (*r.start[:d], mid, *r.start[d + 1 :])
-            shift = r.strides[d] * (mid - r.start[d])
-            work.append(Region(r.start, first_stop, r.offset, r.strides))
-            work.append(Region(second_start, r.stop, r.offset + shift, r.strides))
 
 
 def step_ids(tensors) -> IdSet:

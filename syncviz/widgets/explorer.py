@@ -30,6 +30,7 @@ import ipywidgets as w
 from syncviz.errors import SyncvizError
 from syncviz.explorer_session import (
     ALL_LAYERS,
+    MARKS,
     VIEWS,
     ExplorerSession,
     Picture,
@@ -453,7 +454,7 @@ def _status_html(report, head: str, key: str) -> str:
     pc = next((p for p in report.params if p.key == key), None)
     mine = ""
     if pc is not None:
-        mark = "OK" if pc.status == "ok" else pc.status.upper()
+        mark = MARKS.get(pc.status, pc.status.upper())
         pc_color = "#1a7f37" if pc.status == "ok" else "#cf222e"
         mine = f"<br><b style='color:{pc_color}'>{esc(mark)}</b> <code>{esc(key)}</code>"
     return f"<div class='syncviz-status'><b style='color:{color}'>{head}</b>{mine}</div>"

@@ -824,13 +824,9 @@ def _is_step(op: OpRecord) -> bool:
     return op.op not in QUIET_OPS and op.op not in ALLOC_OPS
 
 
+@map_work()
 def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     """Every recorded data-moving op of parameter ``key``, rank by rank, phase by phase."""
-    with map_work():
-        return _param_steps(result, key)
-
-
-def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     param = result.plan.layout.param(key)
     table = _BlockRuns(param)
     steps = []
@@ -1045,13 +1041,9 @@ def _differ_on(ext: tuple[int, ...], overlaps: list[tuple], ids: IdSet) -> bool:
     return False
 
 
+@map_work()
 def block_journey(result: SyncResult, key: str, block: int) -> Journey:
     """The journey of block number ``block`` (an index into the parameter's blocks)."""
-    with map_work():
-        return _block_journey(result, key, block)
-
-
-def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     plan = result.plan
     param = plan.layout.param(key)
     chosen = param.blocks[block]

@@ -155,14 +155,10 @@ def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | Non
     return drawn
 
 
+@small_work(0)
 def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:
     """Step ``number`` (1-based) of ``d.steps``: its inputs and outputs drawn as rasters,
     its marks on the big panels, and the vLLM tensors as written so far."""
-    with small_work(0):
-        return _frame(d, number, cell)
-
-
-def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame:
     total = len(d.steps)
     if not 1 <= number <= total:
         raise SyncvizError(

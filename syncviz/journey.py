@@ -170,7 +170,7 @@ def _block_lines(box, shape: tuple[int, ...], held: IdSet) -> tuple[torch.Tensor
     if len(shape) == 1:
         lo = torch.arange(start[0], stop[0], dtype=torch.int64)
         return held.meets_inside(lo, lo + 1)
-    strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    strides = row_major(shape)
     starts = torch.zeros((), dtype=torch.int64)
     for a, z, st in zip(start[:-1], stop[:-1], strides[:-1], strict=True):
         starts = starts[..., None] + torch.arange(a, z, dtype=torch.int64) * st

@@ -29,6 +29,7 @@ import torch
 
 from syncviz.check import findings_words
 from syncviz.diagram.frames import Frame, frame
+from syncviz.diagram.palette import SPECIAL_FAMILY
 from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import (
@@ -107,11 +108,8 @@ class LayoutDiagram:
         seen: dict[str, None] = {}
         for panel in self.src + self.dst:
             for b in torch.unique(panel.actual.block).tolist():
-                seen.setdefault(self.table.families[b] if b >= 0 else _SPECIAL[b], None)
+                seen.setdefault(self.table.families[b] if b >= 0 else SPECIAL_FAMILY[b], None)
         return list(seen)
-
-
-_SPECIAL = {-1: "padding", -2: "unwritten", -3: "foreign"}
 
 
 class Replayed(Sequence):

@@ -653,7 +653,8 @@ def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> torch.Tensor:
             steps = [(0, dr[d], nr), (1, dc[d], nc)]
             moving = [(k, s, n) for k, s, n in steps if s]
             if len(moving) == 2:  # both axes move this coordinate: slice the shorter one
-                sliced = _slices(p, 0 if nr <= nc else 1)
+                axis = 0 if nr <= nc else 1
+                sliced = [_along(p, axis, t, 1, 1) for t in range(min(nr, nc))]
                 break
             if not moving:
                 continue
@@ -724,52 +725,25 @@ def _overflow_split(p: Piece, a, dr, dc, shape) -> list[Piece] | None:
         period = shape[d] // math.gcd(abs(step), shape[d])
         runs = abs(step) * (n - 1) // shape[d] + 2
         if 1 < period < min(n, runs):  # residue classes step past the wrap together
-            return [_residue(p, axis, q, period) for q in range(period)]
+            return [_along(p, axis, q, period, -((q - n) // period)) for q in range(period)]
         # Runs up to the first wrap of this axis alone; else halves.
         t = -((a[d] - shape[d]) // step) if step > 0 else a[d] // -step + 1
         if not 0 < t < n:
             t = n // 2
-        return [_cut(p, axis, 0, t), _cut(p, axis, t, n)]
+        return [_along(p, axis, 0, 1, t), _along(p, axis, t, 1, n - t)]
     return None
 
 
-def _residue(p: Piece, axis: int, q: int, period: int) -> Piece:
+def _along(p: Piece, axis: int, first: int, step: int, count: int) -> Piece:
+    """The part of ``p`` at places ``first + step*k`` (``k < count``) along ``axis``.
+
+    >>> _along((0, 1, 8, 0, 1, 4, 0, 4, 1), 0, 1, 3, 3)  # rows 1, 4, 7 of an [8, 4] piece
+    (1, 3, 3, 0, 1, 4, 4, 12, 1)
+    """
     r0, pr, nr, c0, pc, nc, x0, sr, sc = p
     if axis == 0:
-        return (
-            r0 + pr * q,
-            pr * period,
-            -((q - nr) // period),
-            c0,
-            pc,
-            nc,
-            x0 + sr * q,
-            sr * period,
-            sc,
-        )
-    return (
-        r0,
-        pr,
-        nr,
-        c0 + pc * q,
-        pc * period,
-        -((q - nc) // period),
-        x0 + sc * q,
-        sr,
-        sc * period,
-    )
-
-
-def _cut(p: Piece, axis: int, t0: int, t1: int) -> Piece:
-    r0, pr, nr, c0, pc, nc, x0, sr, sc = p
-    if axis == 0:
-        return (r0 + pr * t0, pr, t1 - t0, c0, pc, nc, x0 + sr * t0, sr, sc)
-    return (r0, pr, nr, c0 + pc * t0, pc, t1 - t0, x0 + sc * t0, sr, sc)
-
-
-def _slices(p: Piece, axis: int) -> list[Piece]:
-    n = p[2] if axis == 0 else p[5]
-    return [_cut(p, axis, t, t + 1) for t in range(n)]
+        return (r0 + pr * first, pr * step, count, c0, pc, nc, x0 + sr * first, sr * step, sc)
+    return (r0, pr, nr, c0 + pc * first, pc * step, count, x0 + sc * first, sr, sc * step)
 
 
 def _mixed(boxes: torch.Tensor, table: BlockTable, rs: int, cs: int, nr: int, nc: int):

@@ -981,7 +981,8 @@ def map_raster(
 
 
 def _materialized(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
-
+    """:func:`map_raster` of a map too fragmented for its regions: its ids materialized
+    and read as :func:`~syncviz.run.values.to_local_ids` reads them."""
     if region_map.numel > MATERIALIZE_LIMIT:
         raise SyncvizError(
             f"a tensor of shape {list(region_map.shape)} holds ids too fragmented to draw from"
@@ -990,14 +991,13 @@ def _materialized(region_map, table, expected, base, numel, max_cells, cell, mix
             fix="use --scaled for this parameter",
         )
     values = region_map.materialize()
-    local = torch.where(values >= base, values - base, torch.full_like(values, FOREIGN_ID))
-    local = torch.where(
-        (local >= numel) & (values >= 0), torch.full_like(values, FOREIGN_ID), local
-    )
-    local = torch.where(values < 0, values, local)
-    status = (
-        None if expected is None else element_status(local, expected.materialize().to(torch.int64))
-    )
+    local = values - base
+    inside = (local >= 0) & (local < numel)
+    local = torch.where(inside, local, torch.full_like(values, FOREIGN_ID))
+    local = torch.where(values < 0, values, local)  # markers kept
+    status = None
+    if expected is not None:
+        status = element_status(local, expected.materialize().to(torch.int64))
     out = raster(local, table, status, max_cells=max_cells, cell=cell)
     if not mixed:
         out.mixed = torch.zeros_like(out.mixed)

@@ -378,8 +378,7 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
         return {}
     shards = _role_shards(param, role)
     if pt.phase == "routed_experts":
-        bound = _gathered_bindings(result, param, pt)
-        bound.update(_alltoall_bindings(result, param, pt))
+        bound = _exchange_bindings(result, param, pt)
     else:  # what this rank's routed-expert exchange produced, replayed
         bound = _exchanged(result, param, pt.rank)
     return _bind_shards(pt, shards, bound)
@@ -433,26 +432,13 @@ def _shard_ids(result: SyncResult, param: ParamLayout, world: int) -> torch.Tens
     return _ids(found[0].index) if len(found) == 1 else None
 
 
-def _gathered_bindings(
+def _exchange_bindings(
     result: SyncResult, param: ParamLayout, pt: ParamTrace
 ) -> dict[int, torch.Tensor]:
-    """An all-gather's output buffers: buffer k holds the shard of the group's k-th rank."""
-    bound: dict[int, torch.Tensor] = {}
-    for rec in pt.collectives:
-        if rec.kind not in GATHER_KINDS or len(rec.tensors) != len(rec.ranks):
-            continue
-        for ref, world in zip(rec.tensors, rec.ranks, strict=True):
-            ids = _shard_ids(result, param, world)
-            if ids is not None and ids.numel() == math.prod(ref.shape):
-                bound[ref.ref] = ids.reshape(ref.shape)
-    return bound
-
-
-def _alltoall_bindings(
-    result: SyncResult, param: ParamLayout, pt: ParamTrace
-) -> dict[int, torch.Tensor]:
-    """An all-to-all's receive buffers: buffer k holds what the group's k-th rank sent to
-    this one, its send for this rank's place in the group.
+    """The buffers a routed-expert exchange fills, each bound to what it holds where that
+    has the buffer's size: an all-gather's buffer k holds the shard of the group's k-th
+    rank; an all-to-all's receive buffer k what the group's k-th rank sent to this one,
+    its send for this rank's place in the group.
 
     The trace lists an all-to-all's receive buffers only. A member's sends are read from
     how it allocated its own receive buffers, each ``empty_like`` the send of the same
@@ -460,15 +446,25 @@ def _alltoall_bindings(
     unbound, so what it feeds stays not replayed.
     """
     bound: dict[int, torch.Tensor] = {}
-    mine = [rec for rec in pt.collectives if rec.kind in ALLTOALL_KINDS]
-    for nth, rec in enumerate(mine):
-        if len(rec.tensors) != len(rec.ranks) or pt.rank not in rec.ranks:
+    nth = -1  # the all-to-all's number among this scope's all-to-alls
+    for rec in pt.collectives:
+        if rec.kind in ALLTOALL_KINDS:
+            nth += 1
+        if len(rec.tensors) != len(rec.ranks):
             continue
-        place = rec.ranks.index(pt.rank)
-        for ref, member in zip(rec.tensors, rec.ranks, strict=True):
-            sent = _alltoall_send(result, param, pt.param, member, nth, rec.group, place)
-            if sent is not None and sent.numel() == math.prod(ref.shape):
-                bound[ref.ref] = sent.reshape(ref.shape)
+        if rec.kind in GATHER_KINDS:
+            held = [_shard_ids(result, param, world) for world in rec.ranks]
+        elif rec.kind in ALLTOALL_KINDS and pt.rank in rec.ranks:
+            place = rec.ranks.index(pt.rank)
+            held = [
+                _alltoall_send(result, param, pt.param, member, nth, rec.group, place)
+                for member in rec.ranks
+            ]
+        else:
+            continue
+        for ref, ids in zip(rec.tensors, held, strict=True):
+            if ids is not None and ids.numel() == math.prod(ref.shape):
+                bound[ref.ref] = ids.reshape(ref.shape)
     return bound
 
 

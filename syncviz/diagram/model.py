@@ -161,7 +161,7 @@ class Edge:
 
     @property
     def text(self) -> str:
-        return f"{human_bytes(self.bytes)}, {self.params} params"
+        return _traffic(self.bytes, self.params)
 
 
 @dataclass(frozen=True)
@@ -176,11 +176,7 @@ class Exchange:
     @property
     def text(self) -> str:
         ranks = ", ".join(str(r) for r in self.ranks)
-        amount = (
-            f"{human_bytes(self.bytes)}, {self.params} params"
-            if self.bytes
-            else "no traffic recorded"
-        )
+        amount = _traffic(self.bytes, self.params) if self.bytes else "no traffic recorded"
         return f"routed experts {self.kind} among ranks {ranks}: {amount}"
 
 
@@ -194,6 +190,10 @@ class TransferDiagram:
     edges: list[Edge]
     exchanges: list[Exchange]
     notes: list[str] = field(default_factory=list)
+
+
+def _traffic(nbytes: int, params: int) -> str:
+    return f"{human_bytes(nbytes)}, {params} params"
 
 
 def human_bytes(n: int) -> str:

@@ -396,8 +396,9 @@ class Explorer(w.VBox):
             self.block.options = [(label, i) for i, label in enumerate(shown.blocks)]
             self.block.value = 0 if shown.blocks else None
         run = self.session.run
-        self.status.value = _status_html(run.report, run.head, key)
-        self.details.value = _details_html(run.report, self.session.finding(key))
+        finding = self.session.finding(key)
+        self.status.value = _status_html(run.report, run.head, finding)
+        self.details.value = _details_html(run.report, finding)
         self._show_picture(shown.picture)
         self._show_step()
         # A journey replays every op: follow one only when asked (a click or the block list).
@@ -445,18 +446,18 @@ class Explorer(w.VBox):
 # ---------------------------------------------------------------- HTML of session answers
 
 
-def _status_html(report, head: str, key: str) -> str:
+def _status_html(report, head: str, pc) -> str:
+    """The run's verdict line, and the verdict of parameter ``pc`` (the report's) under it."""
     if report is None:
         return ""
     esc = html.escape
     head = esc(head)
     color = "#1a7f37" if report.ok else "#cf222e"
-    pc = next((p for p in report.params if p.key == key), None)
     mine = ""
     if pc is not None:
         mark = MARKS.get(pc.status, pc.status.upper())
         pc_color = "#1a7f37" if pc.status == "ok" else "#cf222e"
-        mine = f"<br><b style='color:{pc_color}'>{esc(mark)}</b> <code>{esc(key)}</code>"
+        mine = f"<br><b style='color:{pc_color}'>{esc(mark)}</b> <code>{esc(pc.key)}</code>"
     return f"<div class='syncviz-status'><b style='color:{color}'>{head}</b>{mine}</div>"
 
 

@@ -22,7 +22,6 @@ run's hover first needs them, a block's journey when it is asked for.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -51,13 +50,7 @@ def answer(method: _Method) -> _Method:
     """Run a session answer (an opening, a picture, hover words, a journey) as map work:
     one torch thread, the cycle collector paused (:func:`~syncviz.provenance.regions.map_work`
     says why)."""
-
-    @functools.wraps(method)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with map_work():
-            return method(*args, **kwargs)
-
-    return run  # type: ignore[return-value]
+    return map_work()(method)
 
 
 @dataclass

@@ -17,6 +17,7 @@ synchronizer again. Ops it cannot replay are listed as not replayed.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import OrderedDict
@@ -27,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from syncviz.errors import SyncvizError
-from syncviz.idset import IdSet, merge_ranges
+from syncviz.idset import IdSet, cells_meeting, merge_ranges
 from syncviz.oracle import ParamLayout
 from syncviz.provenance import Region, RegionMap, SymbolicTensor, map_of, row_major
-from syncviz.provenance.regions import map_work
+from syncviz.provenance.regions import ReshapedMap, map_work
+from syncviz.ragged import ragged
+from syncviz.run.values import FOREIGN_ID, ids_map
 from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
@@ -166,7 +169,7 @@ def _block_lines(box, shape: tuple[int, ...], held: IdSet) -> tuple[torch.Tensor
     if len(shape) == 1:
         lo = torch.arange(start[0], stop[0], dtype=torch.int64)
         return held.meets_inside(lo, lo + 1)
-    strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    strides = row_major(shape)
     starts = torch.zeros((), dtype=torch.int64)
     for a, z, st in zip(start[:-1], stop[:-1], strides[:-1], strict=True):
         starts = starts[..., None] + torch.arange(a, z, dtype=torch.int64) * st
@@ -374,11 +377,10 @@ def _bindings(result: SyncResult, param: ParamLayout, pt: ParamTrace) -> dict[in
         return {}
     shards = _role_shards(param, role)
     if pt.phase == "routed_experts":
-        bound = _gathered_bindings(result, param, pt)
-        bound.update(_alltoall_bindings(result, param, pt))
+        bound = _exchange_bindings(result, param, pt)
     else:  # what this rank's routed-expert exchange produced, replayed
         bound = _exchanged(result, param, pt.rank)
-    return _bind_shards(pt, shards, bound, result)
+    return _bind_shards(pt, shards, bound)
 
 
 def _role_shards(param: ParamLayout, role) -> list:
@@ -391,9 +393,7 @@ def _holds(role, shard) -> bool:
     return (shard.pp, shard.tp) == (role.pp, role.tp) and shard.ep in (None, role.ep)
 
 
-def _bind_shards(
-    pt: ParamTrace, shards: list, bound: dict[int, torch.Tensor], result: SyncResult | None = None
-) -> dict:
+def _bind_shards(pt: ParamTrace, shards: list, bound: dict[int, torch.Tensor]) -> dict:
     """``bound``, plus each input the scope did not produce bound to the one shard of its
     shape; or, shaped [n, *shard] where the rank holds exactly n shards of one shape
     (local experts, stacked by an untraced transform), to their stack in layout order."""
@@ -404,9 +404,9 @@ def _bind_shards(
                 continue
             same = [s for s in shards if list(s.shape) == list(t.shape)]
             if len(same) == 1:  # unambiguous: this input is that shard
-                bound[t.ref] = _ids(result, same[0].index)
+                bound[t.ref] = _ids(same[0].index)
             elif _stacked(shards, t.shape):
-                bound[t.ref] = torch.stack([_ids(result, s.index) for s in shards])
+                bound[t.ref] = torch.stack([_ids(s.index) for s in shards])
         produced.update(t.ref for t in op.outputs)
     return bound
 
@@ -428,29 +428,16 @@ def _shard_ids(result: SyncResult, param: ParamLayout, world: int) -> torch.Tens
     if role.side != "src":
         return None
     found = _role_shards(param, role)
-    return _ids(result, found[0].index) if len(found) == 1 else None
+    return _ids(found[0].index) if len(found) == 1 else None
 
 
-def _gathered_bindings(
+def _exchange_bindings(
     result: SyncResult, param: ParamLayout, pt: ParamTrace
 ) -> dict[int, torch.Tensor]:
-    """An all-gather's output buffers: buffer k holds the shard of the group's k-th rank."""
-    bound: dict[int, torch.Tensor] = {}
-    for rec in pt.collectives:
-        if rec.kind not in GATHER_KINDS or len(rec.tensors) != len(rec.ranks):
-            continue
-        for ref, world in zip(rec.tensors, rec.ranks, strict=True):
-            ids = _shard_ids(result, param, world)
-            if ids is not None and ids.numel() == math.prod(ref.shape):
-                bound[ref.ref] = ids.reshape(ref.shape)
-    return bound
-
-
-def _alltoall_bindings(
-    result: SyncResult, param: ParamLayout, pt: ParamTrace
-) -> dict[int, torch.Tensor]:
-    """An all-to-all's receive buffers: buffer k holds what the group's k-th rank sent to
-    this one, its send for this rank's place in the group.
+    """The buffers a routed-expert exchange fills, each bound to what it holds where that
+    has the buffer's size: an all-gather's buffer k holds the shard of the group's k-th
+    rank; an all-to-all's receive buffer k what the group's k-th rank sent to this one,
+    its send for this rank's place in the group.
 
     The trace lists an all-to-all's receive buffers only. A member's sends are read from
     how it allocated its own receive buffers, each ``empty_like`` the send of the same
@@ -458,15 +445,25 @@ def _alltoall_bindings(
     unbound, so what it feeds stays not replayed.
     """
     bound: dict[int, torch.Tensor] = {}
-    mine = [rec for rec in pt.collectives if rec.kind in ALLTOALL_KINDS]
-    for nth, rec in enumerate(mine):
-        if len(rec.tensors) != len(rec.ranks) or pt.rank not in rec.ranks:
+    nth = -1  # the all-to-all's number among this scope's all-to-alls
+    for rec in pt.collectives:
+        if rec.kind in ALLTOALL_KINDS:
+            nth += 1
+        if len(rec.tensors) != len(rec.ranks):
             continue
-        place = rec.ranks.index(pt.rank)
-        for ref, member in zip(rec.tensors, rec.ranks, strict=True):
-            sent = _alltoall_send(result, param, pt.param, member, nth, rec.group, place)
-            if sent is not None and sent.numel() == math.prod(ref.shape):
-                bound[ref.ref] = sent.reshape(ref.shape)
+        if rec.kind in GATHER_KINDS:
+            held = [_shard_ids(result, param, world) for world in rec.ranks]
+        elif rec.kind in ALLTOALL_KINDS and pt.rank in rec.ranks:
+            place = rec.ranks.index(pt.rank)
+            held = [
+                _alltoall_send(result, param, pt.param, member, nth, rec.group, place)
+                for member in rec.ranks
+            ]
+        else:
+            continue
+        for ref, ids in zip(rec.tensors, held, strict=True):
+            if ids is not None and ids.numel() == math.prod(ref.shape):
+                bound[ref.ref] = ids.reshape(ref.shape)
     return bound
 
 
@@ -493,7 +490,7 @@ def _alltoall_send(
         like = [op.inputs[0].ref for op in alloc if any(t.ref == target for t in op.outputs)]
         if len(like) != 1:
             return None
-        return _replayed_outputs(pt, _bind_shards(pt, shards, {}, result)).get(like[0])
+        return _replayed_outputs(pt, _bind_shards(pt, shards, {})).get(like[0])
     return None
 
 
@@ -560,7 +557,7 @@ def _stage1_payload(
             by_phase.setdefault(PHASE_ORDER.get(pt.phase or "", 9), []).extend(got)
     found = by_phase[max(by_phase)] if by_phase else []
     if not found:
-        found = [_ids(result, s.index) for s in _role_shards(param, result.plan.roles[senders[0]])]
+        found = [_ids(s.index) for s in _role_shards(param, result.plan.roles[senders[0]])]
     sized = [t for t in found if t.numel() == numel]
     return sized[0].reshape(-1).to(torch.int64) if len(sized) == 1 else None
 
@@ -610,7 +607,7 @@ def _held_ids(result: SyncResult, world: int | None, key: str) -> torch.Tensor |
 # ---------------------------------------------------------------- ids as maps
 
 
-def _ids(result: SyncResult | None, index) -> torch.Tensor:
+def _ids(index) -> torch.Tensor:
     """The local ids of an oracle map, as a tensor."""
     return SymbolicTensor.from_map(index, dtype=torch.int64)
 
@@ -651,30 +648,53 @@ def local_map(m: RegionMap, base: int, numel: int) -> RegionMap:
     >>> local_map(m, 100, 4).materialize().tolist()
     [[-3.0, -3.0, 0.0, 1.0], [2.0, 3.0, -3.0, -3.0]]
     """
-    from syncviz.run.values import FOREIGN_ID
-
     regions = m.regions
     if not regions:
         return RegionMap(m.shape, [])
+    kinds = _kinds(regions, base, numel)
+    if all(k == 1 for k in kinds):
+        return _shifted_local(m, base)
+    out: list[Region] = []
+    while regions:
+        split: list[Region] = []
+        for r, k in zip(regions, kinds, strict=True):
+            if k == 1:
+                out.append(Region(r.start, r.stop, r.offset - base, r.strides))
+            elif k == 2:
+                out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(r.strides)))
+            elif k == 3:
+                out.append(r)
+            else:
+                split += _halves(r)
+        regions = split
+        kinds = _kinds(regions, base, numel) if regions else []
+    return RegionMap(m.shape, out)
+
+
+def _kinds(regions: Sequence[Region], base: int, numel: int) -> list[int]:
+    """Per region, from its lowest and highest id: 1 all the parameter's, 2 all another's,
+    3 a marker (padding, unwritten, another's: kept, as to_local_ids does), 0 partly the
+    parameter's."""
     low, high = _id_spans(regions)
-    marker = high < 0  # padding, unwritten, another's: kept, as to_local_ids does
+    marker = high < 0
     inside = ~marker & (low >= base) & (high < base + numel)
     foreign = ~marker & ~inside & (low >= 0) & ((high < base) | (low >= base + numel))
-    if bool(inside.all()):
-        return _shifted_local(m, base)
     kind = inside.to(torch.int8) + 2 * foreign.to(torch.int8) + 3 * marker.to(torch.int8)
-    out, split = [], []
-    for r, k in zip(regions, kind.tolist(), strict=True):
-        if k == 1:
-            out.append(Region(r.start, r.stop, r.offset - base, r.strides))
-        elif k == 3:
-            out.append(r)
-        elif k == 2:
-            out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(r.strides)))
-        else:
-            split.append(r)
-    _split_local(split, base, numel, out)
-    return RegionMap(m.shape, out)
+    return kind.tolist()
+
+
+def _halves(r: Region) -> list[Region]:
+    """``r`` cut in two along its longest dim."""
+    ext = r.extents
+    d = max(range(len(ext)), key=lambda i: ext[i])
+    mid = r.start[d] + ext[d] // 2
+    first_stop = (*r.stop[:d], mid, *r.stop[d + 1 :])
+    second_start = (*r.start[:d], mid, *r.start[d + 1 :])
+    shift = r.strides[d] * (mid - r.start[d])
+    return [
+        Region(r.start, first_stop, r.offset, r.strides),
+        Region(second_start, r.stop, r.offset + shift, r.strides),
+    ]
 
 
 LOCAL_KEPT = 16  # local forms remembered by their structure (see _shifted_local)
@@ -716,32 +736,6 @@ def _id_spans(regions: Sequence[Region]) -> tuple[torch.Tensor, torch.Tensor]:
     return offset + moves.clamp(max=0).sum(1), offset + moves.clamp(min=0).sum(1)
 
 
-def _split_local(work: list[Region], base: int, numel: int, out: list[Region]) -> None:
-    """Regions partly of the parameter: halve each along its longest dim until every part
-    is the parameter's, a marker or another's (each then placed as :func:`local_map`)."""
-    from syncviz.run.values import FOREIGN_ID
-
-    while work:
-        r = work.pop()
-        ext = r.extents
-        lo = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s < 0)
-        hi = r.offset + sum(s * (n - 1) for s, n in zip(r.strides, ext, strict=True) if s > 0)
-        if hi < 0:
-            out.append(r)
-        elif base <= lo and hi < base + numel:
-            out.append(Region(r.start, r.stop, r.offset - base, r.strides))
-        elif lo >= 0 and (hi < base or lo >= base + numel):
-            out.append(Region(r.start, r.stop, FOREIGN_ID, (0,) * len(ext)))
-        else:
-            d = max(range(len(ext)), key=lambda i: ext[i])
-            mid = r.start[d] + ext[d] // 2
-            first_stop = (*r.stop[:d], mid, *r.stop[d + 1 :])
-            second_start = (*r.start[:d], mid, *r.start[d + 1 :])
-            shift = r.strides[d] * (mid - r.start[d])
-            work.append(Region(r.start, first_stop, r.offset, r.strides))
-            work.append(Region(second_start, r.stop, r.offset + shift, r.strides))
-
-
 def step_ids(tensors) -> IdSet:
     """The non-negative ids some step tensors hold, as a set (a real tensor, e.g. an
     index a replayed op made, is compacted first).
@@ -753,8 +747,6 @@ def step_ids(tensors) -> IdSet:
 
 
 def _map(t: torch.Tensor) -> RegionMap:
-    from syncviz.run.values import ids_map
-
     return t.region_map() if isinstance(t, SymbolicTensor) else ids_map(t)
 
 
@@ -764,49 +756,32 @@ def _value_key(t: torch.Tensor):
     return tuple(sorted((r.start, r.stop, r.offset, r.strides) for r in flat.regions))
 
 
-class _Blocks:
-    """Which block each global id is in: the blocks' runs of ids, built when first read."""
+class _BlockRuns:
+    """Which block each global id is in: every block's ids as runs of consecutive global
+    ids (starts, ends, block index), built when first asked."""
 
     def __init__(self, param: ParamLayout) -> None:
         self.param = param
-        self._runs = None
 
-    @property
-    def runs(self):
-        if self._runs is None:
-            self._runs = _block_runs(self.param)
-        return self._runs
+    @functools.cached_property
+    def runs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        strides = row_major(self.param.global_shape)
+        los, his, which = [], [], []
+        for i, block in enumerate(self.param.blocks):
+            box = block.box
+            ext = tuple(b - a for a, b in zip(box.start, box.stop, strict=True))
+            offset = sum(a * s for a, s in zip(box.start, strides, strict=True))
+            got = IdSet.of([RegionMap.affine(ext, offset, strides)])
+            los.append(got.lo)
+            his.append(got.hi)
+            which.append(torch.full(got.lo.shape, i, dtype=torch.int64))
+        return torch.cat(los), torch.cat(his), torch.cat(which)
 
-
-def _block_table(param: ParamLayout) -> tuple[_Blocks, list[str]]:
-    """Which block each global id is in (see :class:`_Blocks`); and the block labels."""
-    return _Blocks(param), [b.label for b in param.blocks]
-
-
-def _block_runs(param: ParamLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every block's ids as runs of consecutive global ids: starts, ends, block index."""
-    strides = row_major(param.global_shape)
-    los, his, which = [], [], []
-    for i, block in enumerate(param.blocks):
-        box = block.box
-        ext = tuple(b - a for a, b in zip(box.start, box.stop, strict=True))
-        offset = sum(a * s for a, s in zip(box.start, strides, strict=True))
-        got = IdSet.of([RegionMap.affine(ext, offset, strides)])
-        los.append(got.lo)
-        his.append(got.hi)
-        which.append(torch.full(got.lo.shape, i, dtype=torch.int64))
-    return torch.cat(los), torch.cat(his), torch.cat(which)
-
-
-def _blocks_of(ids: IdSet, runs, labels: list[str]) -> tuple[str, ...]:
-    """The labels of the blocks some of ``ids`` belong to, in block order."""
-    lo, hi, which = runs
-    found = torch.unique(which[ids.meets(lo, hi)]).tolist()
-    return tuple(labels[i] for i in found)
-
-
-def _blocks_in(ids: torch.Tensor, table, labels: list[str]) -> tuple[str, ...]:
-    return _blocks_of(step_ids([ids]), table.runs, labels)
+    def labels(self, t: torch.Tensor) -> tuple[str, ...]:
+        """The labels of the blocks some ids of step tensor ``t`` belong to, in block order."""
+        lo, hi, which = self.runs
+        found = torch.unique(which[step_ids([t]).meets(lo, hi)]).tolist()
+        return tuple(self.param.blocks[i].label for i in found)
 
 
 def _param_traces(result: SyncResult, key: str) -> list[ParamTrace]:
@@ -844,15 +819,11 @@ def _is_step(op: OpRecord) -> bool:
     return op.op not in QUIET_OPS and op.op not in ALLOC_OPS
 
 
+@map_work()
 def param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     """Every recorded data-moving op of parameter ``key``, rank by rank, phase by phase."""
-    with map_work():
-        return _param_steps(result, key)
-
-
-def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
     param = result.plan.layout.param(key)
-    table, labels = _block_table(param)
+    table = _BlockRuns(param)
     steps = []
     for pt in _param_traces(result, key):
         ins, replayed = _replay_io(pt, _bindings(result, param, pt))
@@ -862,7 +833,7 @@ def _param_steps(result: SyncResult, key: str) -> list[TraceStep]:
             outs = replayed.get(op.index)
             blocks = None
             if outs is not None:
-                blocks = tuple(dict.fromkeys(b for o in outs for b in _blocks_in(o, table, labels)))
+                blocks = tuple(dict.fromkeys(b for o in outs for b in table.labels(o)))
             inputs = tuple(ins[op.index]) if op.index in ins else None
             outputs = tuple(outs) if outs is not None else None
             rank = pt.rank or 0
@@ -935,8 +906,6 @@ def where_in_map(
     ids = IdSet.of_box(box.start, box.stop, shape)
     dims = len(m.shape)
     if dims == 1:
-        from syncviz.idset import cells_meeting
-
         flags = cells_meeting(m.unsqueeze(0), (1, 1), ids).reshape(-1)
     else:
         grid = m if dims == 2 else m.reshape((m.shape[0], math.prod(m.shape[1:])))
@@ -963,9 +932,6 @@ def rows_meeting(grid: RegionMap, ids: IdSet) -> torch.Tensor:
     >>> rows_meeting(m, IdSet.of_box((2, 0), (4, 2), (4, 4))).tolist()
     [False, True, True]
     """
-    from syncviz.idset import cells_meeting
-    from syncviz.ragged import ragged
-
     rows, cols = grid.shape
     lines, other = [], []
     for r in grid.regions:
@@ -1070,19 +1036,14 @@ def _differ_on(ext: tuple[int, ...], overlaps: list[tuple], ids: IdSet) -> bool:
     return False
 
 
+@map_work()
 def block_journey(result: SyncResult, key: str, block: int) -> Journey:
     """The journey of block number ``block`` (an index into the parameter's blocks)."""
-    with map_work():
-        return _block_journey(result, key, block)
-
-
-def _block_journey(result: SyncResult, key: str, block: int) -> Journey:
     plan = result.plan
     param = plan.layout.param(key)
     chosen = param.blocks[block]
     box, shape = chosen.box, tuple(param.global_shape)
     starts, src_ranks, path = [], [], []
-
     for shard in param.src:  # every answer comes from maps, no id materialized
         found = where_in_map(shard.index, box, shape)
         if found is None:
@@ -1151,8 +1112,6 @@ def _op_moves(result, param, src_ranks, label, path, box, shape) -> list[str]:
 def _holds_any(t: torch.Tensor, ids: IdSet) -> bool:
     """Whether a replayed tensor holds any id of ``ids``. A lazy reshape holds the ids of
     its segments (its order aside): they are asked, its own regions are not made."""
-    from syncviz.provenance.regions import ReshapedMap
-
     m = _map(t)
     held = IdSet.of(list(m.segments) if isinstance(m, ReshapedMap) else [m])
     return bool(ids.meets(held.lo, held.hi).any())
@@ -1165,21 +1124,33 @@ def _rows_holding(t: torch.Tensor, box, shape: tuple[int, ...]) -> str:
     return f"{found[0]} of {list(t.shape)}" if found is not None else ""
 
 
-def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
-    """Collectives carrying this parameter out of the ranks that hold the block (words;
-    each also a step of ``path``)."""
+def sent_records(result: SyncResult) -> list:
+    """Every recorded collective once, as its sender (with none, its first rank) recorded it.
+
+    >>> from syncviz.run.inprocess import tiny_run
+    >>> sorted({(r.kind, _sender(r)) for r in sent_records(tiny_run())})
+    [('broadcast', 0), ('broadcast', 1)]
+    """
     if result.trace is None:
         return []
-    plan = result.plan
     records = list(result.trace.collectives)
     for pt in result.trace.params:
         records += pt.collectives
+    return [rec for rec in records if rec.rank is None or rec.rank == _sender(rec)]
+
+
+def _sender(rec) -> int:
+    return rec.src if rec.src is not None else min(rec.ranks)
+
+
+def _collective_moves(result, key, src_ranks, dst_ranks, path) -> list[str]:
+    """Collectives carrying this parameter out of the ranks that hold the block (words;
+    each also a step of ``path``)."""
+    plan = result.plan
     holders, moves = set(src_ranks), []
-    order = sorted(records, key=lambda r: (r.group.split(":")[0] != "stage1", r.index))
-    for rec in order:
-        sender = rec.src if rec.src is not None else min(rec.ranks)
-        if rec.rank is not None and rec.rank != sender:
-            continue  # each collective once, as its sender recorded it
+    records = sent_records(result)
+    for rec in sorted(records, key=lambda r: (r.group.split(":")[0] != "stage1", r.index)):
+        sender = _sender(rec)
         if key not in (rec.label or "").split(", ") or sender not in holders:
             continue
         others = [r for r in rec.ranks if r != sender]

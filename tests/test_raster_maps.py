@@ -292,11 +292,18 @@ def test_painting_by_value_cover_equals_painting_cell_by_cell():
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
-def test_status_all_at_once_equals_box_by_box():
+def test_status_of_boxes_equals_the_verdicts_of_their_elements():
     """Random held boxes (markers -2/-3 among them) against one and three expected boxes
-    on a 12 x 10 grid: the tensor comparison paints the verdicts the loop paints."""
-    rm = sys.modules["syncviz.diagram.raster"]  # the package exports raster()
-    from syncviz.diagram.raster import Box2, _status, _status_all_at_once
+    on a 12 x 10 grid: each cell's status is the worst checker verdict of its elements."""
+    from syncviz.diagram.raster import Box2, _status
+
+    def ids(boxes) -> torch.Tensor:  # every element's id, read box by box
+        grid = torch.zeros((12, 10), dtype=torch.int64)
+        for b in boxes:
+            for r in range(b.r0, b.r1):
+                for c in range(b.c0, b.c1):
+                    grid[r, c] = b.v + b.sr * (r - b.r0) + b.sc * (c - b.c0)
+        return grid
 
     rng = random.Random(11)
     for cut in (12, 5):
@@ -312,12 +319,11 @@ def test_status_all_at_once_equals_box_by_box():
                 sr, sc = (0, 0) if v < 0 else rng.choice([(10, 1), (1, 10), (0, 1), (10, 0)])
                 held.append(Box2(r, min(12, r + h), 0, 10, v, sr, sc))
                 r += h
+            verdicts = element_status(ids(held), ids(expected))
             for rs, cs in ((1, 1), (2, 3), (5, 4)):
                 nr, nc = math.ceil(12 / rs), math.ceil(10 / cs)
-                fast = _status_all_at_once(held, expected, rs, cs, nr, nc)
-                old, rm.FEW_EXPECTED = rm.FEW_EXPECTED, 0  # the loop, box by box
-                try:
-                    slow = _status(held, expected, rs, cs, nr, nc)
-                finally:
-                    rm.FEW_EXPECTED = old
-                assert torch.equal(fast, slow), (held, rs, cs)
+                want = torch.zeros((nr, nc), dtype=torch.int64)
+                for i in range(nr):
+                    for j in range(nc):
+                        want[i, j] = verdicts[i * rs : (i + 1) * rs, j * cs : (j + 1) * cs].max()
+                assert torch.equal(_status(held, expected, rs, cs, nr, nc), want), (held, rs, cs)

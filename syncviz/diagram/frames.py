@@ -61,7 +61,17 @@ import torch
 
 from syncviz.diagram.frame_cells import Fill, cell_ids, filled, spans
 from syncviz.diagram.panel import Panel
-from syncviz.diagram.raster import MAX_CELLS, BlockTable, Raster, grid_map, map_raster, small_work
+from syncviz.diagram.raster import (
+    MAX_CELLS,
+    BlockTable,
+    Raster,
+    cells_touched,
+    grid_map,
+    grid_shape,
+    map_raster,
+    small_work,
+)
+from syncviz.errors import SyncvizError
 from syncviz.idset import IdSet, cells_meeting
 from syncviz.journey import TraceStep, carried_words, step_ids
 from syncviz.provenance import RegionMap, map_of
@@ -95,10 +105,6 @@ class Frame:
     filled: list[Panel] = field(default_factory=list)
     src: list[Panel] = field(default_factory=list)  # the trainer panels ``read`` marks
     dst: list[Panel] = field(default_factory=list)  # the vLLM panels as the sync left them
-    read_titles: list[str] = field(default_factory=list)
-    wrote_titles: list[str] = field(default_factory=list)
-    read_spans: list[str] = field(default_factory=list)
-    wrote_spans: list[str] = field(default_factory=list)
     param: ParamLayout | None = field(default=None, repr=False)  # names the step's blocks
 
     @property
@@ -111,27 +117,17 @@ class Frame:
             moved = carried_words(self.param, self.step) if self.param else ", ".join(blocks)
         return f"step {self.number}/{self.total}: {self.step.text} (holds {moved})"
 
-    def mark_read(self, p: Panel, cells: torch.Tensor | None) -> None:
-        """Mark the cells of trainer panel ``p`` the step read (None: none of them)."""
-        self.read.append(cells)
-        if cells is not None:
-            self.read_titles.append(p.title)
-            self.read_spans.append(spans(cells, p.actual))
-
-    def mark_wrote(self, p: Panel, cells: torch.Tensor | None) -> None:
-        """Mark the cells of vLLM panel ``p`` the step's result lands in (None: none)."""
-        self.wrote.append(cells)
-        if cells is not None:
-            self.wrote_titles.append(p.title)
-            self.wrote_spans.append(spans(cells, p.actual))
-
     def region_lines(self) -> list[str]:
         """``reads <panel> rows a-b`` / ``writes <panel> rows a-b``, one per marked panel;
         rows of the drawn grid (a 3-D expert tensor stacks its experts' rows)."""
-        lines = [f"reads {t} {s}" for t, s in zip(self.read_titles, self.read_spans, strict=True)]
-        lines += [
-            f"writes {t} {s}" for t, s in zip(self.wrote_titles, self.wrote_spans, strict=True)
-        ]
+        lines = []
+        for verb, panels, marks in (
+            ("reads", self.src, self.read),
+            ("writes", self.dst, self.wrote),
+        ):
+            for p, cells in zip(panels, marks, strict=True):
+                if cells is not None:
+                    lines.append(f"{verb} {p.title} {spans(cells, p.actual)}")
         return lines
 
 
@@ -148,26 +144,20 @@ def _step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | Non
     if held is not None and held[0]() is t and held[1].table is table:
         return held[1]
     if cell is not None:
-        rows, cols = grid_shape(t)
+        rows, cols = grid_shape(t.shape)
         if math.ceil(rows / cell[0]) > 2 * MAX_CELLS or math.ceil(cols / cell[1]) > MAX_CELLS:
             cell = None
-    drawn = step_raster(t, table, cell)
+    drawn = map_raster(map_of(t), table, cell=cell)  # a step tensor holds local ids
     _STEP_RASTERS[key] = (weakref.ref(t), drawn)
     while len(_STEP_RASTERS) > STEP_RASTERS_KEPT:
         _STEP_RASTERS.popitem(last=False)
     return drawn
 
 
+@small_work(0)
 def frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None = None) -> Frame:
     """Step ``number`` (1-based) of ``d.steps``: its inputs and outputs drawn as rasters,
     its marks on the big panels, and the vLLM tensors as written so far."""
-    with small_work(0):
-        return _frame(d, number, cell)
-
-
-def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame:
-    from syncviz.errors import SyncvizError
-
     total = len(d.steps)
     if not 1 <= number <= total:
         raise SyncvizError(
@@ -195,31 +185,11 @@ def _frame(d: LayoutDiagram, number: int, cell: tuple[int, int] | None) -> Frame
         panels(step.outputs, "writes"),
         param=d.table.param,
     )
-    _mark(d, f)
+    mark(d, f)
     return f
 
 
-def _mark(d: LayoutDiagram, f: Frame) -> None:
-    """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``, from maps."""
-    mark(d, f)
-
-
 # ---------------------------------------------------------------- marks, from maps
-
-
-def grid_shape(t: torch.Tensor) -> tuple[int, int]:
-    """The raster grid's shape of a step tensor (:func:`~syncviz.diagram.raster.as_grid`)."""
-    shape = tuple(t.shape)
-    if len(shape) == 1:
-        return 1, shape[0]
-    if len(shape) == 3:
-        return shape[0] * shape[1], shape[2]
-    return shape[0], math.prod(shape[1:])
-
-
-def step_raster(t: torch.Tensor, table: BlockTable, cell: tuple[int, int] | None) -> Raster:
-    """The raster of a step tensor held as a map (local ids)."""
-    return map_raster(map_of(t), table, cell=cell)
 
 
 @dataclass
@@ -256,10 +226,9 @@ def known(d: LayoutDiagram) -> _Known:
 
 
 def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list:
-    """As :func:`syncviz.diagram.frames._fill_steps`, on id sets: per vLLM panel a
-    :class:`~syncviz.diagram.frame_cells.Fill` (or, where the panel has no grid map, each
-    cell's first element's step)."""
-
+    """The step that writes each vLLM cell, as the module's opening says, on id sets: per
+    vLLM panel a :class:`~syncviz.diagram.frame_cells.Fill` (or, where the panel has no grid
+    map, each cell's first element's step)."""
     total = len(d.steps)
     fills: list = []
     for p, ids in zip(d.dst, dst_ids, strict=True):
@@ -283,8 +252,7 @@ def _fill_steps(d: LayoutDiagram, dst_ids: list[torch.Tensor], outs) -> list:
 def _grid_fill(p, steps: list[tuple[int, IdSet]], total: int):
     """Per cell of a vLLM panel: the first of its own ``steps`` that writes any element,
     and the one after which every element is written (every id of the grid map counts;
-    padding and other markers count as written at the panel's first write), as
-    :func:`syncviz.diagram.frames._fill_steps` does element by element."""
+    padding and other markers count as written at the panel's first write)."""
     grid, cell = p.grid, p.actual.cell
     shape = tuple(p.actual.block.shape)
     never = total + 1
@@ -310,17 +278,17 @@ def _grid_fill(p, steps: list[tuple[int, IdSet]], total: int):
 
 def _marker_cells(grid: RegionMap, cell: tuple[int, int], shape: tuple[int, int]) -> torch.Tensor:
     """Cells holding any marker (padding, unwritten, another parameter's data)."""
-    rs, cs = cell
     out = torch.zeros(shape, dtype=torch.bool)
     for r in grid.regions:
         if r.is_constant and r.offset < 0:
             (r0, c0), (r1, c1) = r.start, r.stop
-            out[r0 // rs : (r1 - 1) // rs + 1, c0 // cs : (c1 - 1) // cs + 1] = True
+            i0, i1, j0, j1 = cells_touched(r0, r1, c0, c1, *cell)
+            out[i0:i1, j0:j1] = True
     return out
 
 
 def mark(d: LayoutDiagram, f: Frame) -> None:
-    """As :func:`syncviz.diagram.frames._mark`, on id sets."""
+    """Fill ``f.read``, ``f.wrote`` and ``f.filled`` on the panels of ``d``, on id sets."""
     step = f.step
     f.src, f.dst = list(d.src), list(d.dst)
     k = known(d)
@@ -340,7 +308,7 @@ def mark(d: LayoutDiagram, f: Frame) -> None:
             if wanted is not None and not wanted.empty:
                 hit = cells_meeting(k.shard_grids[i], p.actual.cell, wanted)
                 cells = hit if bool(hit.any()) else None
-        f.mark_read(p, cells)
+        f.read.append(cells)
     own_dst = [i for i, p in enumerate(d.dst) if p.rank == step.rank]
     for i, p in enumerate(d.dst):
         cells = None
@@ -351,7 +319,7 @@ def mark(d: LayoutDiagram, f: Frame) -> None:
             else:
                 hit = wrote.contains(k.cell_ids[i])
             cells = hit if bool(hit.any()) else None
-        f.mark_wrote(p, cells)
+        f.wrote.append(cells)
     for p, fill in zip(d.dst, k.fills, strict=True):
         # Without a grid map a cell is judged by its first element: written whole at once.
         whole = fill if isinstance(fill, Fill) else Fill(fill, fill)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from syncviz.check import findings_words
 from syncviz.diagram.frames import Frame, frame
+from syncviz.diagram.palette import SPECIAL_FAMILY
 from syncviz.diagram.panel import Panel
 from syncviz.diagram.ranks import dst_world, src_world
 from syncviz.diagram.raster import (
@@ -36,13 +37,14 @@ from syncviz.diagram.raster import (
     BlockTable,
     Raster,
     cell_size,
+    grid_shape,
     local_grid,
     map_raster,
     small_work,
 )
 from syncviz.engines import DEFAULT_ENGINE, ENGINE
 from syncviz.findings import Region
-from syncviz.journey import TraceStep, param_steps
+from syncviz.journey import TraceStep, param_steps, sent_records
 
 if TYPE_CHECKING:
     from syncviz.check import CheckReport
@@ -105,11 +107,8 @@ class LayoutDiagram:
         seen: dict[str, None] = {}
         for panel in self.src + self.dst:
             for b in torch.unique(panel.actual.block).tolist():
-                seen.setdefault(self.table.families[b] if b >= 0 else _SPECIAL[b], None)
+                seen.setdefault(self.table.families[b] if b >= 0 else SPECIAL_FAMILY[b], None)
         return list(seen)
-
-
-_SPECIAL = {-1: "padding", -2: "unwritten", -3: "foreign"}
 
 
 class Replayed(Sequence):
@@ -161,7 +160,7 @@ class Edge:
 
     @property
     def text(self) -> str:
-        return f"{human_bytes(self.bytes)}, {self.params} params"
+        return _traffic(self.bytes, self.params)
 
 
 @dataclass(frozen=True)
@@ -176,11 +175,7 @@ class Exchange:
     @property
     def text(self) -> str:
         ranks = ", ".join(str(r) for r in self.ranks)
-        amount = (
-            f"{human_bytes(self.bytes)}, {self.params} params"
-            if self.bytes
-            else "no traffic recorded"
-        )
+        amount = _traffic(self.bytes, self.params) if self.bytes else "no traffic recorded"
         return f"routed experts {self.kind} among ranks {ranks}: {amount}"
 
 
@@ -194,6 +189,10 @@ class TransferDiagram:
     edges: list[Edge]
     exchanges: list[Exchange]
     notes: list[str] = field(default_factory=list)
+
+
+def _traffic(nbytes: int, params: int) -> str:
+    return f"{human_bytes(nbytes)}, {params} params"
 
 
 def human_bytes(n: int) -> str:
@@ -323,8 +322,9 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
     want_map, want_ids = index, index.shifted(base)
     shape = got_map.shape
     unit = "expert" if len(shape) == 3 else ("row" if len(shape) == 2 else "element")
-    cols = shape[-1] if len(shape) <= 3 else math.prod(shape[1:])  # the raster grid's
-    cell = (1, 1) if len(shape) == 1 else (shape[1] if len(shape) == 3 else 1, cols)
+    # One cell per row (per expert of a 3-D tensor, per element of a 1-D one).
+    expert_rows = shape[1] if len(shape) == 3 else 1
+    cell = (1, 1) if len(shape) == 1 else (expert_rows, grid_shape(shape)[1])
     rows = map_raster(got_map, table, want_map, base=base, cell=cell, mixed=False)
     flags = (rows.status != 0).reshape(-1)
     split = None
@@ -353,13 +353,7 @@ def _map_regions(plan, param, table, axis, got_map, index, cache) -> list[Region
 
 def _common_cell(param, axis: int, max_cells: int) -> tuple[int, int]:
     """One cell size for every panel of a diagram, so panels stay to scale side by side."""
-    from syncviz.diagram.raster import as_grid
-
-    def grid(shape) -> tuple[int, int]:
-        g, _ = as_grid(torch.empty(shape, dtype=torch.int8))
-        return int(g.shape[0]), int(g.shape[1])
-
-    shapes = [grid(s.shape) for s in param.src] + [grid(t.shape) for t in param.dst]
+    shapes = [grid_shape(s.shape) for s in param.src] + [grid_shape(t.shape) for t in param.dst]
     # Panels stack along the block axis, so that side holds the sum of all panels.
     along = max(
         sum(s[axis] for s in shapes[: len(param.src)]),
@@ -397,14 +391,12 @@ def _lines(r: Raster, axis: int) -> list[tuple[int, int, int, int, int]]:
         start, stop = (span[0], span[1]) if axis == 0 else (span[2], span[3])
         b = int(r.block[cell])
         off = int(r.offset[cell])
-        pos = r.table.row_in_block(b, off) if axis == 0 else off % max(1, _last(r.table, b))
+        # Along rows: the row inside the block; along columns: the column inside its row.
+        width = r.table.row_length[b] if b >= 0 else 1
+        pos = r.table.row_in_block(b, off) if axis == 0 else off % max(1, width)
         status = int((r.status[i] if axis == 0 else r.status[:, i]).max())
         out.append((start, stop, b, pos, status))
     return out
-
-
-def _last(table: BlockTable, b: int) -> int:
-    return int(table.extent[b, -1]) if b >= 0 else 1
 
 
 def movement(src: list[Panel], dst: list[Panel], table: BlockTable, axis: int) -> list[Band]:
@@ -438,15 +430,12 @@ def movement(src: list[Panel], dst: list[Panel], table: BlockTable, axis: int) -
                     == (band.src, band.dst, band.block, band.wrong)
                     and last.src_span[1] == s0
                     and last.dst_span[1] == start
-                ):
-                    bands[-1] = Band(
-                        rank,
-                        (last.src_span[0], s1),
-                        p.rank,
-                        (last.dst_span[0], stop),
-                        b,
-                        band.wrong,
-                    )
+                ):  # it goes on where the last band ends, on both sides: one band
+                    spans = {
+                        "src_span": (last.src_span[0], s1),
+                        "dst_span": (last.dst_span[0], stop),
+                    }
+                    bands[-1] = replace(last, **spans)
                 else:
                     bands.append(band)
     return bands
@@ -492,16 +481,9 @@ def transfer_diagram(result: SyncResult) -> TransferDiagram:
 
 def _sender_records(result: SyncResult) -> dict[str, list]:
     """Collectives by group, each counted once (as the sending or first rank recorded it)."""
-    if result.trace is None:
-        return {}
-    records = list(result.trace.collectives)
-    for pt in result.trace.params:
-        records += pt.collectives
     by_group: dict[str, list] = {}
-    for rec in records:
-        first = rec.src if rec.src is not None else min(rec.ranks)
-        if rec.rank is None or rec.rank == first:
-            by_group.setdefault(rec.group, []).append(rec)
+    for rec in sent_records(result):
+        by_group.setdefault(rec.group, []).append(rec)
     return by_group
 
 

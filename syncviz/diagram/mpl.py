@@ -64,15 +64,8 @@ def render_transfer(d: TransferDiagram) -> Figure:
     ax.set_ylim(n + 0.5, -0.7)
     ax.set_axis_off()
     pos: dict[int, tuple[float, float]] = {}
-    for column, boxes, x in ((0, d.src, 0.2), (1, d.dst, 5.2)):
-        ax.text(
-            x + 1.25,
-            -0.45,
-            ("trainer" if column == 0 else "vLLM") + " ranks",
-            ha="center",
-            fontsize=10,
-            weight="bold",
-        )
+    for heading, boxes, x in (("trainer ranks", d.src, 0.2), ("vLLM ranks", d.dst, 5.2)):
+        ax.text(x + 1.25, -0.45, heading, ha="center", fontsize=10, weight="bold")
         for i, box in enumerate(boxes):
             ax.add_patch(
                 Rectangle(
@@ -154,13 +147,8 @@ def expert_cell_color(cell: Cell) -> tuple[float, float, float]:
     """
     if cell.status in ("whole", "part"):
         return mcolors.to_rgb(rank_color(cell.rank))
-    if cell.status == "ok":
-        return mcolors.to_rgb(OK_FACE)
-    if cell.status == "wrong":
-        return mcolors.to_rgb(WARNING_COLOR)
-    if cell.status == "unwritten":
-        return mcolors.to_rgb(UNWRITTEN_COLOR)
-    return (1.0, 1.0, 1.0)
+    faces = {"ok": OK_FACE, "wrong": WARNING_COLOR, "unwritten": UNWRITTEN_COLOR}
+    return mcolors.to_rgb(faces.get(cell.status, "white"))
 
 
 def render_experts(d: ExpertDiagram, max_width_in: float = MAX_WIDTH_IN) -> Figure:

@@ -53,7 +53,6 @@ True
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 from collections import OrderedDict
@@ -79,7 +78,6 @@ PAD = -1  # block number of padding (id -1)
 UNWRITTEN = int(UNWRITTEN_ID)  # block number of an element nobody wrote (id -2)
 FOREIGN = int(FOREIGN_ID)  # block number of another parameter's data (id -3)
 SPECIAL_TOKENS = {PAD: "pad", UNWRITTEN: "--", FOREIGN: "xx"}
-SPECIAL_WORDS = {PAD: "padding", UNWRITTEN: "unwritten", FOREIGN: "another parameter's data"}
 MAX_CELLS = 192  # cells per side by default: enough for 256 experts at 2 px
 
 
@@ -244,26 +242,6 @@ class Raster:
         rs, cs = self.cell
         return i * rs, min(self.rows, (i + 1) * rs), j * cs, min(self.cols, (j + 1) * cs)
 
-    def token(self, i: int, j: int, inner: bool = False) -> str:
-        """The text token of cell (i, j): block, ``~`` when mixed, ``!`` when wrong."""
-        b = int(self.block[i, j])
-        text = SPECIAL_TOKENS.get(b) or self.table.tokens[b]
-        if inner and b >= 0:
-            text += f":{self.table.row_in_block(b, int(self.offset[i, j]))}"
-        if bool(self.mixed[i, j]):
-            text += "~"
-        if int(self.status[i, j]) != 0:
-            text += "!"
-        return text
-
-    def words(self, i: int, j: int) -> str:
-        """What cell (i, j)'s first element holds, in words (``Q head 2 row 1``)."""
-        b = int(self.block[i, j])
-        if b < 0:
-            return SPECIAL_WORDS[b]
-        row = self.table.row_in_block(b, int(self.offset[i, j]))
-        return f"{self.table.labels[b]} row {row}"
-
 
 def unravel_ids(flat: torch.Tensor, shape: Sequence[int]) -> list[torch.Tensor]:
     """:func:`~syncviz.geometry.unravel` of every flat position: one tensor per dim.
@@ -289,13 +267,24 @@ def cells_touched(r0, r1, c0, c1, rs: int, cs: int) -> tuple:
     return r0 // rs, (r1 - 1) // rs + 1, c0 // cs, (c1 - 1) // cs + 1
 
 
+def grid_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """The drawn 2-D grid of a tensor of ``shape``: 1-D -> one row; [E, R, C] -> E stacked
+    bands of R rows; any other -> its rows by the rest.
+
+    >>> grid_shape((8,)), grid_shape((4, 2, 3)), grid_shape((2, 3, 4, 5))
+    ((1, 8), (8, 3), (2, 60))
+    """
+    if len(shape) == 1:
+        return 1, shape[0]
+    if len(shape) == 3:
+        return shape[0] * shape[1], shape[2]
+    return shape[0], math.prod(shape[1:])
+
+
 def as_grid(ids: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """ids as a 2-D grid: 1-D -> one row; [E, R, C] -> E stacked bands of R rows."""
-    if ids.dim() == 1:
-        return ids.reshape(1, -1), 0
-    if ids.dim() == 3:
-        return ids.reshape(-1, ids.shape[-1]), int(ids.shape[0])
-    return ids.reshape(ids.shape[0], -1), 0
+    """ids as a 2-D grid (:func:`grid_shape`), and its bands (E of [E, R, C]; else 0)."""
+    bands = int(ids.shape[0]) if ids.dim() == 3 else 0
+    return ids.reshape(grid_shape(ids.shape)), bands
 
 
 def cell_size(n: int, max_cells: int) -> int:
@@ -306,6 +295,20 @@ def cell_size(n: int, max_cells: int) -> int:
     """
     need = math.ceil(n / max_cells)
     return 1 if need <= 1 else 1 << (need - 1).bit_length()
+
+
+def cell_grid(
+    rows: int, cols: int, max_cells: int, cell: tuple[int, int] | None
+) -> tuple[int, int, int, int]:
+    """Elements per cell (``cell``, else :func:`cell_size` of each side, at most the side)
+    and the cells on each side: ``rs, cs, nr, nc``.
+
+    >>> cell_grid(16, 6144, 192, None), cell_grid(3, 5, 192, (4, 2))
+    ((1, 32, 16, 192), (3, 2, 1, 3))
+    """
+    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
+    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
+    return rs, cs, math.ceil(rows / rs), math.ceil(cols / cs)
 
 
 def raster(
@@ -323,9 +326,7 @@ def raster(
     shape = tuple(ids.shape)
     grid, bands = as_grid(ids.to(torch.int64))
     rows, cols = int(grid.shape[0]), int(grid.shape[1])
-    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
-    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
-    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    rs, cs, nr, nc = cell_grid(rows, cols, max_cells, cell)
     corners = grid[::rs, ::cs]
     first, first_offset = table.lookup(corners)
     if rs * cs == 1:
@@ -432,21 +433,15 @@ class Box2(NamedTuple):
     sr: int
     sc: int
 
-    @property
-    def constant(self) -> bool:
-        return (self.sr == 0 or self.r1 - self.r0 == 1) and (self.sc == 0 or self.c1 - self.c0 == 1)
-
 
 def grid_map(region_map: RegionMap) -> RegionMap:
-    """The map seen as the raster's 2-D grid (:func:`~syncviz.diagram.raster.as_grid`)."""
+    """The map seen as the raster's 2-D grid (:func:`grid_shape`)."""
     shape = region_map.shape
     if len(shape) == 1:
         return region_map.unsqueeze(0)
     if len(shape) == 2:
         return region_map
-    if len(shape) == 3:
-        return region_map.reshape((shape[0] * shape[1], shape[2]))
-    return region_map.reshape((shape[0], math.prod(shape[1:])))
+    return region_map.reshape(grid_shape(shape))
 
 
 BOXES_KEPT = 64  # maps whose boxes are remembered (see local_boxes)
@@ -502,14 +497,32 @@ def box_tensor(boxes: Boxes) -> torch.Tensor:
 
 def _local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
     """:func:`local_boxes`: every region classified at once (a marker, ids of this
-    parameter, ids of another); only a region partly this parameter's is halved, one
-    by one, until each part is one or the other."""
+    parameter, ids of another); regions partly this parameter's are halved, all at once,
+    until each part is one or the other."""
     grid = grid_map(region_map)
     if grid.size_hint > MAX_PIECES:
         raise Fragmented
     rows = [r.start + r.stop + (r.offset,) + r.strides for r in grid.regions]
     t = torch.from_numpy(numpy.array(rows, dtype=numpy.int64).reshape(-1, 7))  # numpy: 2x faster
-    r0, c0, r1, c1, v, sr, sc = t.unbind(1)
+    work = t[:, [0, 2, 1, 3, 4, 5, 6]]  # r0, c0, r1, c1 -> r0, r1, c0, c1
+    out: list[torch.Tensor] = []
+    placed = 0
+    while True:
+        done, rest = _classified(work, base, numel)
+        out.append(done)
+        placed += len(done)
+        if not len(rest):
+            return torch.cat(out)
+        if placed + 2 * len(rest) > MAX_PIECES:
+            raise Fragmented
+        work = _halves(rest)
+
+
+def _classified(t: torch.Tensor, base: int, numel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (rows of :class:`Box2` fields, model-wide ids) placed as local ones where each
+    is a marker, ids of this parameter (made local) or another's (-3); and the rest, partly
+    this parameter's (a dim of one element moves nowhere: its stride is 0 in both)."""
+    r0, r1, c0, c1, v, sr, sc = t.unbind(1)
     nr, nc = r1 - r0, c1 - c0
     sr, sc = torch.where(nr > 1, sr, 0), torch.where(nc > 1, sc, 0)
     lo = v + (sr * (nr - 1)).clamp(max=0) + (sc * (nc - 1)).clamp(max=0)
@@ -523,42 +536,24 @@ def _local_boxes(region_map: RegionMap, base: int, numel: int) -> torch.Tensor:
     zero = torch.zeros_like(v)
     value = torch.where(ours, v - base, torch.where(foreign, FOREIGN, v))
     moving = ours | rest
-    done = torch.stack(
+    placed = torch.stack(
         [r0, r1, c0, c1, value, torch.where(moving, sr, zero), torch.where(moving, sc, zero)], 1
     )
-    out = [done[~rest]]
-    if bool(rest.any()):
-        out.append(_halved(done[rest].tolist(), base, numel, MAX_PIECES - len(out[0])))
-    return torch.cat(out)
+    return placed[~rest], placed[rest]
 
 
-def _halved(work: list[list[int]], base: int, numel: int, budget: int) -> torch.Tensor:
-    """Regions (rows of :class:`Box2` fields) partly ids of this parameter, halved until
-    each part is a marker, ids of this parameter (made local) or another's."""
-    out: list[tuple[int, ...]] = []
-    while work:
-        if len(out) + len(work) > budget:
-            raise Fragmented
-        r0, r1, c0, c1, v, sr, sc = work.pop()
-        nr, nc = r1 - r0, c1 - c0
-        sr, sc = (sr if nr > 1 else 0), (sc if nc > 1 else 0)
-        lo = v + min(0, sr * (nr - 1)) + min(0, sc * (nc - 1))
-        hi = v + max(0, sr * (nr - 1)) + max(0, sc * (nc - 1))
-        if lo == hi and v < 0:  # a marker
-            out.append((r0, r1, c0, c1, v, 0, 0))
-        elif lo >= base and hi < base + numel:
-            out.append((r0, r1, c0, c1, v - base, sr, sc))
-        elif lo >= 0 and (hi < base or lo >= base + numel):
-            out.append((r0, r1, c0, c1, FOREIGN, 0, 0))
-        elif lo < 0:  # ids below zero that are not one marker: not ids of any parameter
-            raise Fragmented
-        elif nr >= nc:  # partly this parameter's: halve until each part is one or the other
-            m = r0 + nr // 2
-            work += [[r0, m, c0, c1, v, sr, sc], [m, r1, c0, c1, v + sr * (m - r0), sr, sc]]
-        else:
-            m = c0 + nc // 2
-            work += [[r0, r1, c0, m, v, sr, sc], [r0, r1, m, c1, v + sc * (m - c0), sr, sc]]
-    return torch.tensor(out, dtype=torch.int64).view(-1, 7)
+def _halves(t: torch.Tensor) -> torch.Tensor:
+    """Every box (rows of :class:`Box2` fields) cut in two across its longer side (rows
+    when both are as long): its first halves, then its second ones."""
+    r0, r1, c0, c1, v, sr, sc = t.unbind(1)
+    by_rows = (r1 - r0) >= (c1 - c0)
+    mr, mc = r0 + (r1 - r0) // 2, c0 + (c1 - c0) // 2
+    r_mid, c_mid = torch.where(by_rows, mr, r1), torch.where(by_rows, c1, mc)  # first ends
+    r_on, c_on = torch.where(by_rows, mr, r0), torch.where(by_rows, c0, mc)  # second starts
+    v_on = v + sr * (r_on - r0) + sc * (c_on - c0)
+    first = torch.stack([r0, r_mid, c0, c_mid, v, sr, sc], 1)
+    second = torch.stack([r_on, r1, c_on, c1, v_on, sr, sc], 1)
+    return torch.cat([first, second])
 
 
 def local_grid(region_map: RegionMap, base: int, numel: int) -> RegionMap | None:
@@ -657,7 +652,8 @@ def one_block_pieces(box: Box2, table: BlockTable, budget: int) -> torch.Tensor:
             steps = [(0, dr[d], nr), (1, dc[d], nc)]
             moving = [(k, s, n) for k, s, n in steps if s]
             if len(moving) == 2:  # both axes move this coordinate: slice the shorter one
-                sliced = _slices(p, 0 if nr <= nc else 1)
+                axis = 0 if nr <= nc else 1
+                sliced = [_along(p, axis, t, 1, 1) for t in range(min(nr, nc))]
                 break
             if not moving:
                 continue
@@ -728,52 +724,25 @@ def _overflow_split(p: Piece, a, dr, dc, shape) -> list[Piece] | None:
         period = shape[d] // math.gcd(abs(step), shape[d])
         runs = abs(step) * (n - 1) // shape[d] + 2
         if 1 < period < min(n, runs):  # residue classes step past the wrap together
-            return [_residue(p, axis, q, period) for q in range(period)]
+            return [_along(p, axis, q, period, -((q - n) // period)) for q in range(period)]
         # Runs up to the first wrap of this axis alone; else halves.
         t = -((a[d] - shape[d]) // step) if step > 0 else a[d] // -step + 1
         if not 0 < t < n:
             t = n // 2
-        return [_cut(p, axis, 0, t), _cut(p, axis, t, n)]
+        return [_along(p, axis, 0, 1, t), _along(p, axis, t, 1, n - t)]
     return None
 
 
-def _residue(p: Piece, axis: int, q: int, period: int) -> Piece:
+def _along(p: Piece, axis: int, first: int, step: int, count: int) -> Piece:
+    """The part of ``p`` at places ``first + step*k`` (``k < count``) along ``axis``.
+
+    >>> _along((0, 1, 8, 0, 1, 4, 0, 4, 1), 0, 1, 3, 3)  # rows 1, 4, 7 of an [8, 4] piece
+    (1, 3, 3, 0, 1, 4, 4, 12, 1)
+    """
     r0, pr, nr, c0, pc, nc, x0, sr, sc = p
     if axis == 0:
-        return (
-            r0 + pr * q,
-            pr * period,
-            -((q - nr) // period),
-            c0,
-            pc,
-            nc,
-            x0 + sr * q,
-            sr * period,
-            sc,
-        )
-    return (
-        r0,
-        pr,
-        nr,
-        c0 + pc * q,
-        pc * period,
-        -((q - nc) // period),
-        x0 + sc * q,
-        sr,
-        sc * period,
-    )
-
-
-def _cut(p: Piece, axis: int, t0: int, t1: int) -> Piece:
-    r0, pr, nr, c0, pc, nc, x0, sr, sc = p
-    if axis == 0:
-        return (r0 + pr * t0, pr, t1 - t0, c0, pc, nc, x0 + sr * t0, sr, sc)
-    return (r0, pr, nr, c0 + pc * t0, pc, t1 - t0, x0 + sc * t0, sr, sc)
-
-
-def _slices(p: Piece, axis: int) -> list[Piece]:
-    n = p[2] if axis == 0 else p[5]
-    return [_cut(p, axis, t, t + 1) for t in range(n)]
+        return (r0 + pr * first, pr * step, count, c0, pc, nc, x0 + sr * first, sr * step, sc)
+    return (r0, pr, nr, c0 + pc * first, pc * step, count, x0 + sc * first, sr, sc * step)
 
 
 def _mixed(boxes: torch.Tensor, table: BlockTable, rs: int, cs: int, nr: int, nc: int):
@@ -1011,7 +980,8 @@ def map_raster(
 
 
 def _materialized(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
-
+    """:func:`map_raster` of a map too fragmented for its regions: its ids materialized
+    and read as :func:`~syncviz.run.values.to_local_ids` reads them."""
     if region_map.numel > MATERIALIZE_LIMIT:
         raise SyncvizError(
             f"a tensor of shape {list(region_map.shape)} holds ids too fragmented to draw from"
@@ -1020,14 +990,13 @@ def _materialized(region_map, table, expected, base, numel, max_cells, cell, mix
             fix="use --scaled for this parameter",
         )
     values = region_map.materialize()
-    local = torch.where(values >= base, values - base, torch.full_like(values, FOREIGN_ID))
-    local = torch.where(
-        (local >= numel) & (values >= 0), torch.full_like(values, FOREIGN_ID), local
-    )
-    local = torch.where(values < 0, values, local)
-    status = (
-        None if expected is None else element_status(local, expected.materialize().to(torch.int64))
-    )
+    local = values - base
+    inside = (local >= 0) & (local < numel)
+    local = torch.where(inside, local, torch.full_like(values, FOREIGN_ID))
+    local = torch.where(values < 0, values, local)  # markers kept
+    status = None
+    if expected is not None:
+        status = element_status(local, expected.materialize().to(torch.int64))
     out = raster(local, table, status, max_cells=max_cells, cell=cell)
     if not mixed:
         out.mixed = torch.zeros_like(out.mixed)
@@ -1036,11 +1005,9 @@ def _materialized(region_map, table, expected, base, numel, max_cells, cell, mix
 
 def _map_raster(region_map, table, expected, base, numel, max_cells, cell, mixed) -> Raster:
     shape = tuple(region_map.shape)
-    grid, bands = as_grid(torch.empty(shape, dtype=torch.int8))
-    rows, cols = int(grid.shape[0]), int(grid.shape[1])
-    rs, cs = cell or (cell_size(rows, max_cells), cell_size(cols, max_cells))
-    rs, cs = max(1, min(rs, rows)), max(1, min(cs, cols))
-    nr, nc = math.ceil(rows / rs), math.ceil(cols / cs)
+    rows, cols = grid_shape(shape)
+    bands = shape[0] if len(shape) == 3 else 0
+    rs, cs, nr, nc = cell_grid(rows, cols, max_cells, cell)
     boxes = local_boxes(region_map, base, numel)
     corners = _corners(boxes, rs, cs, nr, nc)
     first, first_offset = table.lookup(corners)
@@ -1069,81 +1036,51 @@ def _corners(boxes: torch.Tensor, rs: int, cs: int, nr: int, nc: int) -> torch.T
     return corners
 
 
-FEW_EXPECTED = 64  # expected boxes (an oracle shard: usually one) compared all at once
+PAIRS_AT_ONCE = 1 << 20  # (held, expected) box pairs compared in one tensor op
 
 
 def _status(held: Boxes, wanted: Boxes, rs, cs, nr, nc) -> torch.Tensor:
-    """The worst verdict per cell of ``held`` against ``wanted`` (both local boxes)."""
-    if len(wanted) <= FEW_EXPECTED and len(held) * len(wanted) <= MAX_PAIRS:
-        return _status_all_at_once(held, wanted, rs, cs, nr, nc)
-    actual, expected = box_tuples(held), box_tuples(wanted)
-    out = torch.zeros((nr, nc), dtype=torch.int64)
-    by_row = sorted(expected, key=lambda e: e.r0)
-    starts = [e.r0 for e in by_row]
-    reach = list(itertools.accumulate((e.r1 for e in by_row), max))  # non-decreasing
-    marked: list[tuple[int, int, int, int, int]] = []  # unwritten / foreign: cell rects
-    overlaps: list[tuple[int, ...]] = []  # (r0, r1, c0, c1, D, dr, dc) of got - expected
-    pairs = 0
-    for a in actual:
-        verdict = {UNWRITTEN: NOT_WRITTEN, FOREIGN: NOT_OURS}.get(a.v) if a.constant else None
-        if verdict is not None:
-            marked.append((*cells_touched(a.r0, a.r1, a.c0, a.c1, rs, cs), verdict))
-            continue
-        # Candidates: expected boxes starting above a's last row and reaching below its first.
-        lo, hi = bisect.bisect_right(reach, a.r0), bisect.bisect_left(starts, a.r1)
-        pairs += max(0, hi - lo)
-        if pairs > MAX_PAIRS:
-            raise Fragmented
-        asr, asc = (a.sr if a.r1 - a.r0 > 1 else 0), (a.sc if a.c1 - a.c0 > 1 else 0)
-        for e in by_row[lo:hi]:
-            r0, r1 = max(a.r0, e.r0), min(a.r1, e.r1)
-            c0, c1 = max(a.c0, e.c0), min(a.c1, e.c1)
-            if r0 >= r1 or c0 >= c1:
-                continue
-            esr, esc = (e.sr if e.r1 - e.r0 > 1 else 0), (e.sc if e.c1 - e.c0 > 1 else 0)
-            va = a.v + asr * (r0 - a.r0) + asc * (c0 - a.c0)
-            ve = e.v + esr * (r0 - e.r0) + esc * (c0 - e.c0)
-            dr = (asr - esr) if r1 - r0 > 1 else 0
-            dc = (asc - esc) if c1 - c0 > 1 else 0
-            if va != ve or dr or dc:
-                overlaps.append((r0, r1, c0, c1, va - ve, dr, dc))
-    _paint_rects(out, None, marked)
-    if overlaps:
-        _paint_wrong(out, torch.tensor(overlaps, dtype=torch.int64), rs, cs)
-    return out
+    """The worst verdict per cell of ``held`` against ``wanted`` (both local boxes).
 
-
-def _status_all_at_once(actual: Boxes, expected: Boxes, rs, cs, nr, nc) -> torch.Tensor:
-    """:func:`_status` with the held boxes as one tensor, against each of a few expected
-    boxes in turn: the same overlaps and verdicts, no loop over thousands of boxes."""
+    A held marker (unwritten, another parameter's data) paints its verdict into the cells
+    it touches. Every other held box is paired with the expected boxes that start above
+    its last row and reach below its first (a sorted search), and each pair's overlap
+    where got - expected is not 0 throughout goes to :func:`_paint_wrong`.
+    """
     out = torch.zeros((nr, nc), dtype=torch.int64)
-    if not len(actual):
-        return out
-    r0, r1, c0, c1, v, sr, sc = box_tensor(actual).unbind(1)
-    asr = torch.where(r1 - r0 > 1, sr, 0)
-    asc = torch.where(c1 - c0 > 1, sc, 0)
+    r0, r1, c0, c1, v, sr, sc = box_tensor(held).unbind(1)
+    asr, asc = torch.where(r1 - r0 > 1, sr, 0), torch.where(c1 - c0 > 1, sc, 0)
     constant = (asr == 0) & (asc == 0)
     unwritten, foreign = constant & (v == UNWRITTEN), constant & (v == FOREIGN)
     verdict = torch.where(unwritten, NOT_WRITTEN, NOT_OURS).to(torch.int64)
     marked = unwritten | foreign
     cells = torch.stack([*cells_touched(r0, r1, c0, c1, rs, cs), verdict], 1)
     _paint_rects(out, None, cells[marked])
-    overlaps = []
-    for e in box_tuples(expected):
-        top, bottom = r0.clamp(min=e.r0), r1.clamp(max=e.r1)
-        left, right = c0.clamp(min=e.c0), c1.clamp(max=e.c1)
-        meet = ~marked & (top < bottom) & (left < right)
-        esr = e.sr if e.r1 - e.r0 > 1 else 0
-        esc = e.sc if e.c1 - e.c0 > 1 else 0
-        va = v + asr * (top - r0) + asc * (left - c0)
-        ve = e.v + esr * (top - e.r0) + esc * (left - e.c0)
-        dr = torch.where(bottom - top > 1, asr - esr, 0)
-        dc = torch.where(right - left > 1, asc - esc, 0)
-        differ = meet & ((va != ve) | (dr != 0) | (dc != 0))
-        overlaps.append(torch.stack([top, bottom, left, right, va - ve, dr, dc], 1)[differ])
-    found = torch.cat(overlaps)
-    if len(found):
-        _paint_wrong(out, found, rs, cs)
+    expected = box_tensor(wanted)
+    if not len(expected):
+        return out
+    expected = expected[torch.argsort(expected[:, 0], stable=True)]  # by first row
+    reach = torch.cummax(expected[:, 1], 0).values  # the lowest row reached so far
+    first = torch.searchsorted(reach, r0.contiguous(), right=True)
+    last = torch.searchsorted(expected[:, 0].contiguous(), r1.contiguous())
+    count = torch.where(marked, 0, (last - first).clamp(min=0))
+    if int(count.sum()) > MAX_PAIRS:
+        raise Fragmented
+    which, k = ragged(count)
+    for at in range(0, len(which), PAIRS_AT_ONCE):
+        i = which[at : at + PAIRS_AT_ONCE]
+        e0, e1, f0, f1, ev, esr, esc = expected[first[i] + k[at : at + PAIRS_AT_ONCE]].unbind(1)
+        esr, esc = torch.where(e1 - e0 > 1, esr, 0), torch.where(f1 - f0 > 1, esc, 0)
+        top, bottom = torch.maximum(r0[i], e0), torch.minimum(r1[i], e1)
+        left, right = torch.maximum(c0[i], f0), torch.minimum(c1[i], f1)
+        va = v[i] + asr[i] * (top - r0[i]) + asc[i] * (left - c0[i])
+        ve = ev + esr * (top - e0) + esc * (left - f0)
+        dr = torch.where(bottom - top > 1, asr[i] - esr, 0)
+        dc = torch.where(right - left > 1, asc[i] - esc, 0)
+        differ = (top < bottom) & (left < right) & ((va != ve) | (dr != 0) | (dc != 0))
+        found = torch.stack([top, bottom, left, right, va - ve, dr, dc], 1)[differ]
+        if len(found):
+            _paint_wrong(out, found, rs, cs)
     return out
 
 

@@ -24,13 +24,13 @@ import html
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 import ipywidgets as w
 
 from syncviz.errors import SyncvizError
 from syncviz.explorer_session import (
     ALL_LAYERS,
+    MARKS,
     VIEWS,
     ExplorerSession,
     Picture,
@@ -53,20 +53,6 @@ JOURNEY_HINT = (
     "<div class='syncviz-journey'>click a cell of the picture, or pick a block, to follow"
     " its journey</div>"
 )
-
-_Handler = TypeVar("_Handler", bound=Callable[..., Any])
-
-
-def _event(handler: _Handler) -> _Handler:
-    """A widget event the page answers; ignored while the page sets its own controls
-    (:meth:`Explorer._quietly`): the one re-entry guard."""
-
-    @functools.wraps(handler)
-    def on(self: Explorer, change: dict) -> None:
-        if not self._quiet:
-            handler(self, change)
-
-    return on  # type: ignore[return-value]
 
 
 def _opening_model(model: str | None, family: str | Path | FamilyInfo | None) -> str:
@@ -169,17 +155,20 @@ class Explorer(w.VBox):
         self.journey_image.add_class("syncviz-journey-image")
         self._initial_layer: int | None = layer
 
-        for control in (self.model, self.config_path, self.scaled, self.synchronizer):
-            control.observe(self._on_run_inputs, names="value")
-        for control in (self.src_tp, self.src_pp, self.src_ep, self.dst_tp, self.layer):
-            control.observe(self._on_run_inputs, names="value")
-        self.filter.observe(self._on_filter, names="value")
-        self.param.observe(self._on_param, names="value")
-        self.view.observe(self._on_view, names="value")
-        self.step.observe(self._on_step, names="value")
-        self.block.observe(self._on_block, names="value")
-        self.image.observe(self._on_hover, names="hover")
-        self.image.observe(self._on_pick, names="picked")
+        run_inputs = [self.model, self.config_path, self.scaled, self.synchronizer, self.src_tp]
+        run_inputs += [self.src_pp, self.src_ep, self.dst_tp, self.layer]
+        events: list[tuple[w.Widget, str, Callable[[dict], None]]] = [
+            *((control, "value", self._on_run_inputs) for control in run_inputs),
+            (self.filter, "value", self._on_filter),
+            (self.param, "value", lambda change: self._refresh_param()),
+            (self.view, "value", self._on_view),
+            (self.step, "value", self._on_step),
+            (self.block, "value", lambda change: self._refresh_journey()),
+            (self.image, "hover", self._on_hover),
+            (self.image, "picked", self._on_pick),
+        ]
+        for control, name, handler in events:
+            control.observe(functools.partial(self._answer, handler), names=name)
 
         super().__init__(
             [
@@ -229,25 +218,29 @@ class Explorer(w.VBox):
 
     @contextmanager
     def _quietly(self) -> Iterator[None]:
-        """Set controls from the code: their change events are not answered (:func:`_event`)."""
+        """Set controls from the code: their change events are not answered (:meth:`_answer`)."""
         before, self._quiet = self._quiet, True
         try:
             yield
         finally:
             self._quiet = before
 
+    def _answer(self, handler: Callable[[dict], None], change: dict) -> None:
+        """A widget event the page answers; ignored while the page sets its own controls
+        (:meth:`_quietly`): the one re-entry guard."""
+        if not self._quiet:
+            handler(change)
+
     def _say_busy(self, what: str) -> None:
         self.busy.value = _busy_html(what) if what else ""
 
     # ------------------------------------------------------------ events
 
-    @_event
     def _on_run_inputs(self, change: dict) -> None:
         if change["owner"] is self.model:
             self._show_path_box()
         self._refresh_run()
 
-    @_event
     def _on_filter(self, change: dict) -> None:
         if self.result is None:
             return
@@ -256,26 +249,15 @@ class Explorer(w.VBox):
         if self.param.value != before:
             self._refresh_param()
 
-    @_event
-    def _on_param(self, change: dict) -> None:
-        self._refresh_param()
-
-    @_event
     def _on_view(self, change: dict) -> None:
         if self.session.key is not None:
             self._show_picture(self.session.show(self.view.value))
             self._show_step()
 
-    @_event
     def _on_step(self, change: dict) -> None:
         if self.session.key is not None:
             self._show_step()
 
-    @_event
-    def _on_block(self, change: dict) -> None:
-        self._refresh_journey()
-
-    @_event
     def _on_hover(self, change: dict) -> None:
         """Words for the cell under the pointer, from the session (diagram.hover)."""
         cell = change["new"]
@@ -290,7 +272,6 @@ class Explorer(w.VBox):
             self.image.words = words
             self.image.words_for = list(cell)
 
-    @_event
     def _on_pick(self, change: dict) -> None:
         """A click selects the block the cell holds (expected, if it holds none) and its journey."""
         cell = change["new"]
@@ -415,8 +396,9 @@ class Explorer(w.VBox):
             self.block.options = [(label, i) for i, label in enumerate(shown.blocks)]
             self.block.value = 0 if shown.blocks else None
         run = self.session.run
-        self.status.value = _status_html(run.report, run.head, key)
-        self.details.value = _details_html(run.report, self.session.finding(key))
+        finding = self.session.finding(key)
+        self.status.value = _status_html(run.report, run.head, finding)
+        self.details.value = _details_html(run.report, finding)
         self._show_picture(shown.picture)
         self._show_step()
         # A journey replays every op: follow one only when asked (a click or the block list).
@@ -464,18 +446,18 @@ class Explorer(w.VBox):
 # ---------------------------------------------------------------- HTML of session answers
 
 
-def _status_html(report, head: str, key: str) -> str:
+def _status_html(report, head: str, pc) -> str:
+    """The run's verdict line, and the verdict of parameter ``pc`` (the report's) under it."""
     if report is None:
         return ""
     esc = html.escape
     head = esc(head)
     color = "#1a7f37" if report.ok else "#cf222e"
-    pc = next((p for p in report.params if p.key == key), None)
     mine = ""
     if pc is not None:
-        mark = "OK" if pc.status == "ok" else pc.status.upper()
+        mark = MARKS.get(pc.status, pc.status.upper())
         pc_color = "#1a7f37" if pc.status == "ok" else "#cf222e"
-        mine = f"<br><b style='color:{pc_color}'>{esc(mark)}</b> <code>{esc(key)}</code>"
+        mine = f"<br><b style='color:{pc_color}'>{esc(mark)}</b> <code>{esc(pc.key)}</code>"
     return f"<div class='syncviz-status'><b style='color:{color}'>{head}</b>{mine}</div>"
 
 

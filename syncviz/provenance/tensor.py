@@ -310,7 +310,7 @@ def _cat_meta(tensors: Sequence[torch.Tensor], dim: int, op: str = "cat") -> tor
         total += t.shape[dim]
     shape = list(first.shape)
     shape[dim] = total
-    dtype = torch.promote_types(first.dtype, first.dtype)
+    dtype = first.dtype
     for _, t in used:
         dtype = torch.promote_types(dtype, t.dtype)
     return torch.empty(shape, dtype=dtype, device="meta")

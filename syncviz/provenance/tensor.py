@@ -234,7 +234,7 @@ def _permute_like(func, args, kwargs):
 
 
 def _reshape_view(func, args, kwargs):
-    """A view that its shape says all of: the map reshaped to it (expanded, for ``expand``)."""
+    """A view given by its shape alone: the map reshaped to it (expanded, for ``expand``)."""
     meta = _run_meta(func, args, kwargs)
     shape = tuple(meta.shape)
     if func is aten.expand.default:

@@ -125,7 +125,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if hint is Any:
         return value
     if hint is bool or hint is str or hint is type(None):
-        if value is None if hint is type(None) else type(value) is hint:
+        if type(value) is hint:  # of exactly that type (only None is of NoneType)
             return value
         raise _Bad(where, value, _spoken(hint))
     if hint is int:

@@ -224,7 +224,7 @@ def _named_tensors(model: Any):
 
 
 def _change(
-    name: str, tensor: torch.Tensor, owner: Any, expert_count: str = "local_num_experts"
+    name: str, tensor: torch.Tensor, owner: Any, expert_count: str
 ) -> dict[str, Any] | None:
     """What the engine changed about this tensor, or None when it looks as loaded."""
     shape, dtype = list(tensor.shape), str(tensor.dtype).removeprefix("torch.")
@@ -246,23 +246,24 @@ def _change(
     return None
 
 
-def _declared_shape(
-    local: str, owner: Any, expert_count: str = "local_num_experts"
-) -> tuple[int, ...] | None:
+def _declared_shape(local: str, owner: Any, expert_count: str) -> tuple[int, ...] | None:
     """The per-rank shape an engine layer declares for its parameter ``local``, if it says
     (``expert_count``: the MoE layer's attribute counting the rank's experts)."""
-    size = {k: getattr(owner, k, None) for k in _DECLARED}
-    size["local_num_experts"] = getattr(owner, expert_count, None)
-    if not all(isinstance(v, int) or v is None for v in size.values()):
+    declared = [
+        getattr(owner, name, None)
+        for name in (
+            "output_size_per_partition",
+            "input_size_per_partition",
+            expert_count,
+            "intermediate_size_per_partition",
+            "hidden_size",
+        )
+    ]
+    if not all(isinstance(v, int) or v is None for v in declared):
         return None
-    out, inp = size["output_size_per_partition"], size["input_size_per_partition"]
+    out, inp, experts, inter, hidden = declared
     if local == "weight" and out is not None and inp is not None:
         return (out, inp)
-    experts, inter, hidden = (
-        size["local_num_experts"],
-        size["intermediate_size_per_partition"],
-        size["hidden_size"],
-    )
     if experts is None or inter is None or hidden is None:
         return None
     if local == "w13_weight":
@@ -270,15 +271,6 @@ def _declared_shape(
     if local == "w2_weight":
         return (experts, hidden, inter)
     return None
-
-
-_DECLARED = (
-    "output_size_per_partition",
-    "input_size_per_partition",
-    "local_num_experts",
-    "intermediate_size_per_partition",
-    "hidden_size",
-)
 
 
 def _engine_ranks(info: EngineInfo) -> tuple[int, int, int]:

@@ -76,17 +76,14 @@ def _default(f: dataclasses.Field) -> object:
     return dataclasses.MISSING
 
 
+_PLAIN_WORDS = {str: "a string", bool: "true or false", int: "an integer", type(None): "null"}
+
+
 def _spoken(hint: Any) -> str:
     """What a value of ``hint`` is, in words (for the fields table and for errors)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is str:
-        return "a string"
-    if hint is bool:
-        return "true or false"
-    if hint is int:
-        return "an integer"
-    if hint is type(None):
-        return "null"
+    if hint in _PLAIN_WORDS:
+        return _PLAIN_WORDS[hint]
     if hint is Any:
         return "any value"
     if origin is typing.Literal:
@@ -97,7 +94,7 @@ def _spoken(hint: Any) -> str:
         if not (len(args) == 2 and args[1] is Ellipsis):
             return f"a list of {len(args)}: " + ", ".join(_spoken(a) for a in args)
         return "a list of " + _plural(args[0])
-    if origin in (Mapping, dict, typing.Mapping):
+    if origin in (Mapping, dict):
         return "an object" if args[1] is Any else f"an object of {_plural(args[1])} by kind"
     if dataclasses.is_dataclass(hint):
         return "an object with " + ", ".join(f.name for f in dataclasses.fields(hint))
@@ -129,7 +126,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     if hint is Any:
         return value
     if hint is bool or hint is str or hint is type(None):
-        if value is None if hint is type(None) else type(value) is hint:
+        if type(value) is hint:  # of exactly that type (only None is of NoneType)
             return value
         raise _Bad(where, value, _spoken(hint))
     if hint is int:

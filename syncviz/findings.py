@@ -377,9 +377,9 @@ def groups(bad: Sequence[Checked], by_role: bool) -> list[Group]:
     """
     found: dict[tuple, Group] = {}
     for p in bad:
-        mark = f"layers.{p.layer}." if p.layer is not None else None
-        in_layer = mark is not None and mark in p.key
-        template = p.key.replace(mark, LAYER_SLOT, 1) if mark and in_layer else p.key
+        mark = f"layers.{p.layer}."
+        in_layer = p.layer is not None and mark in p.key
+        template = p.key.replace(mark, LAYER_SLOT, 1) if in_layer else p.key
         told = tell(p.findings(), p.layer, by_role)
         same = tuple((t.same_on_every_layer(), t.worlds) for t in told)
         key = (p.status, template, same)

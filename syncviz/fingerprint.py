@@ -88,14 +88,6 @@ _MIX = splitmix64(torch.arange(-_K, 0, dtype=torch.int64)) | 1  # G[k]: odd
 
 
 @functools.lru_cache(maxsize=64)
-def _coefficients_cpu(m: int) -> torch.Tensor:
-    c = splitmix64(torch.arange(2 * m, dtype=torch.int64)).view(torch.int8).view(m, _K).clone()
-    odd = (c[:, 1:].to(torch.int64).sum(dim=1) + 1) & 1  # makes each row's sum odd
-    c[:, 0] = ((c[:, 0].to(torch.int64) & ~1) | odd).to(torch.int8)
-    return c
-
-
-@functools.lru_cache(maxsize=64)
 def coefficients(m: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``C``: the int8 coefficients of byte positions ``0..m-1``, shape [m, 16].
 
@@ -105,7 +97,10 @@ def coefficients(m: int, device: torch.device | str = "cpu") -> torch.Tensor:
     >>> torch.equal(coefficients(3), c[:3])
     True
     """
-    return _coefficients_cpu(m).to(device)
+    c = splitmix64(torch.arange(2 * m, dtype=torch.int64)).view(torch.int8).view(m, _K).clone()
+    odd = (c[:, 1:].to(torch.int64).sum(dim=1) + 1) & 1  # makes each row's sum odd
+    c[:, 0] = ((c[:, 0].to(torch.int64) & ~1) | odd).to(torch.int8)
+    return c.to(device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -115,7 +110,7 @@ def multipliers(m: int, device: torch.device | str = "cpu") -> torch.Tensor:
     >>> bool((multipliers(7) % 2 != 0).all())
     True
     """
-    e = (_coefficients_cpu(m).to(torch.int64) * _MIX).sum(dim=1)
+    e = (coefficients(m).to(torch.int64) * _MIX).sum(dim=1)
     return e.to(device)
 
 

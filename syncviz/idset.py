@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from syncviz.errors import SyncvizError
+from syncviz.geometry import row_major
 from syncviz.provenance import Region, RegionMap
 from syncviz.ragged import ragged, rect_cells
 
@@ -71,26 +72,14 @@ class IdSet:
         >>> s.lo.tolist(), s.hi.tolist()
         ([4, 8], [6, 10])
         """
-        starts = torch.zeros(1, dtype=torch.int64)
-        stride = 1
-        lead = []
-        for a, z, n in zip(reversed(start), reversed(stop), reversed(shape), strict=True):
-            lead.append((a, z, stride))
-            stride *= n
-        (a, z, _), lead = lead[0], lead[1:]
-        for a0, z0, st in reversed(lead):
-            steps = torch.arange(a0, z0, dtype=torch.int64) * st
-            starts = (starts[:, None] + steps[None, :]).reshape(-1)
-        return merge_ranges([starts + a], [starts + z])
+        lead = list(zip(start[:-1], stop[:-1], row_major(shape)[:-1], strict=True))
+        first = sum(a * st for a, _, st in lead)
+        starts = _grid(first, [(z - a, st) for a, z, st in lead])
+        return merge_ranges([starts + start[-1]], [starts + stop[-1]])
 
     @property
     def empty(self) -> bool:
         return not self.lo.numel()
-
-    @property
-    def count(self) -> int:
-        """How many ids it holds."""
-        return int((self.hi - self.lo).sum())
 
     def contains(self, points: torch.Tensor) -> torch.Tensor:
         """Per id of ``points`` (any shape): is it in the set."""
@@ -170,10 +159,15 @@ def _runs(r: Region) -> tuple[torch.Tensor, int] | None:
             f"a map region of {r.numel} ids breaks into {count} runs (limit {MAX_INTERVALS})",
             fix="use the materialized provenance (--scaled) for this parameter",
         )
-    starts = torch.tensor([int(low)], dtype=torch.int64)
-    for s, n in dims:
-        starts = (starts[:, None] + torch.arange(n, dtype=torch.int64)[None, :] * s).reshape(-1)
-    return starts, run
+    return _grid(int(low), [(n, s) for s, n in dims]), run
+
+
+def _grid(first: int, dims: list[tuple[int, int]]) -> torch.Tensor:
+    """``first + sum(i * step)`` for every ``0 <= i < count`` of each ``(count, step)``."""
+    starts = torch.tensor([first], dtype=torch.int64)
+    for n, step in dims:
+        starts = (starts[:, None] + torch.arange(n, dtype=torch.int64)[None, :] * step).reshape(-1)
+    return starts
 
 
 def merge_ranges(los: list[torch.Tensor], his: list[torch.Tensor]) -> IdSet:

@@ -111,6 +111,19 @@ def _side_of(side: Side) -> Callable[[Parallel, Parallel], Parallel]:
     return (lambda a, b: a) if side == "src" else (lambda a, b: b)
 
 
+def _divides(side: Side, name: str, size_name: str, size: int, why: str = "") -> Rule:
+    """``side``'s ``name`` (tp, ep or pp) must divide ``size`` (named ``size_name``): what is
+    split over those ranks splits evenly."""
+    of = _side_of(side)
+    return Rule(
+        (f"{side}.{name}",),
+        lambda a, b: size % getattr(of(a, b), name) == 0,
+        lambda a, b: (
+            f"{side} {name} ({getattr(of(a, b), name)}) must divide {size_name} ({size}){why}"
+        ),
+    )
+
+
 def attention_rules(side: Side, heads: int, groups: int) -> list[Rule]:
     """The rules on one side's tp from attention alone: the query heads split evenly; on the
     trainer the K/V groups too (Megatron), on vLLM the groups split or are replicated.
@@ -131,13 +144,7 @@ def attention_rules(side: Side, heads: int, groups: int) -> list[Rule]:
         )
     ]
     if side == "src":  # Megatron splits the K/V groups over tp
-        found.append(
-            Rule(
-                ("src.tp",),
-                lambda a, b: groups % a.tp == 0,
-                lambda a, b: f"src tp ({a.tp}) must divide num_query_groups ({groups})",
-            )
-        )
+        found.append(_divides("src", "tp", "num_query_groups", groups))
     else:  # vLLM splits them over tp, or replicates each on tp/groups ranks
         found.append(
             Rule(
@@ -168,14 +175,9 @@ def _attn_words(side: Side, sizes: Parallel) -> str:
 
 def _tp_rules(spec: ModelSpec, side: Side, hep: bool) -> list[Rule]:
     """Rules on one side's tp: every tensor split over tp must split evenly."""
-    of = _side_of(side)
 
     def divides(size_name: str, size: int, why: str = "") -> Rule:
-        return Rule(
-            (f"{side}.tp",),
-            lambda a, b: size % of(a, b).tp == 0,
-            lambda a, b: f"{side} tp ({of(a, b).tp}) must divide {size_name} ({size}){why}",
-        )
+        return _divides(side, "tp", size_name, size, why)
 
     found = attention_rules(side, spec.num_attention_heads, spec.num_query_groups)
     if side == "dst" and not spec.dst_kv_replicated:
@@ -226,13 +228,7 @@ def _src_ep_rules(spec: ModelSpec, hep: bool) -> list[Rule]:
                 fix_label="src ep ",
             )
         ]
-    return [
-        Rule(
-            ("src.ep",),
-            lambda a, b: experts % a.ep == 0,
-            lambda a, b: f"src ep ({a.ep}) must divide num_experts ({experts})",
-        )
-    ]
+    return [_divides("src", "ep", "num_experts", experts)]
 
 
 def _dst_ep_rules(spec: ModelSpec) -> list[Rule]:
@@ -288,16 +284,6 @@ def _dense_ep_rule(side: Side) -> Rule:
     )
 
 
-def _pp_rule(spec: ModelSpec, side: Side) -> Rule:
-    of = _side_of(side)
-    layers = spec.num_layers
-    return Rule(
-        (f"{side}.pp",),
-        lambda a, b: layers % of(a, b).pp == 0,
-        lambda a, b: f"{side} pp ({of(a, b).pp}) must divide num_layers ({layers})",
-    )
-
-
 def rules(spec: ModelSpec, *, hep: bool | None = None) -> list[Rule]:
     """Every rule for ``spec``, in the order they are checked: rules on one field first,
     then the rules tying two fields together.
@@ -324,10 +310,10 @@ def rules(spec: ModelSpec, *, hep: bool | None = None) -> list[Rule]:
     table = [
         *_tp_rules(spec, "src", hep),
         *_src_ep_rules(spec, hep),
-        _pp_rule(spec, "src"),
+        _divides("src", "pp", "num_layers", spec.num_layers),
         *cross,
         *_tp_rules(spec, "dst", hep),
-        _pp_rule(spec, "dst"),
+        _divides("dst", "pp", "num_layers", spec.num_layers),
     ]
     # A field broken on its own is told before a rule tying it to another field, so a fix
     # is never undone by the next message (sorted is stable: the order above stays).

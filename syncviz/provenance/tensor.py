@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 from syncviz.errors import SyncvizError
 from syncviz.geometry import meetings, row_major, unravel
@@ -221,7 +221,7 @@ def _permute_like(func, args, kwargs):
     x = args[0]
     meta = _run_meta(func, args, kwargs)
     nd = x.dim()
-    if func in (aten.permute.default,):
+    if func is aten.permute.default:
         dims = tuple(_dim(d, nd) for d in args[1])
     elif func is aten.t.default:
         dims = (1, 0) if nd == 2 else tuple(range(nd))
@@ -234,17 +234,12 @@ def _permute_like(func, args, kwargs):
 
 
 def _reshape_view(func, args, kwargs):
-    x = args[0]
+    """A view given by its shape alone: the map reshaped to it (expanded, for ``expand``)."""
     meta = _run_meta(func, args, kwargs)
     shape = tuple(meta.shape)
-    return _view(x, meta, lambda m: m.reshape(shape))
-
-
-def _expand(func, args, kwargs):
-    x = args[0]
-    meta = _run_meta(func, args, kwargs)
-    shape = tuple(meta.shape)
-    return _view(x, meta, lambda m: m.expand(shape))
+    if func is aten.expand.default:
+        return _view(args[0], meta, lambda m: m.expand(shape))
+    return _view(args[0], meta, lambda m: m.reshape(shape))
 
 
 def _alias(func, args, kwargs):
@@ -315,7 +310,7 @@ def _cat_meta(tensors: Sequence[torch.Tensor], dim: int, op: str = "cat") -> tor
         total += t.shape[dim]
     shape = list(first.shape)
     shape[dim] = total
-    dtype = torch.promote_types(first.dtype, first.dtype)
+    dtype = first.dtype
     for _, t in used:
         dtype = torch.promote_types(dtype, t.dtype)
     return torch.empty(shape, dtype=dtype, device="meta")
@@ -517,10 +512,9 @@ def _write(dst: SymbolicTensor, src: RegionMap) -> None:
     new: list[Region] = []
     boxes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     for p, q, lo, hi in meetings(positions.regions, src.regions):
-        pos = p.offset + sum((a - s) * t for a, s, t in zip(lo, p.start, p.strides, strict=True))
-        val = q.offset + sum((a - s) * t for a, s, t in zip(lo, q.start, q.strides, strict=True))
         extents = tuple(b - a for a, b in zip(lo, hi, strict=True))
-        for region in _to_base(int(pos), p.strides, val, q.strides, extents, base_shape):
+        pos, val = int(p.value_at(lo)), q.value_at(lo)
+        for region in _to_base(pos, p.strides, val, q.strides, extents, base_shape):
             new.append(region)
             boxes.append((region.start, region.stop))
         if len(new) > MAX_REGIONS:
@@ -578,7 +572,7 @@ def _to_base(pos, pstrides, val, vstrides, extents, base_shape) -> list[Region]:
 
 def _compute(func, args, kwargs):
     """An op that computes values: run it on real values when small, else refuse."""
-    syms = [a for a in _flat(args, kwargs) if is_symbolic(a)]
+    syms = [a for a in tree_flatten((args, kwargs))[0] if is_symbolic(a)]
     numel = sum(a.numel() for a in syms)
     name = func.overloadpacket.__name__
     if numel > SMALL:
@@ -602,12 +596,6 @@ def _wrap_float(x: Any) -> Any:
     return x
 
 
-def _flat(args, kwargs) -> list[Any]:
-    out: list[Any] = []
-    tree_map(lambda a: out.append(a), (args, kwargs))
-    return out
-
-
 _HANDLERS: dict[Any, Callable] = {
     aten.slice.Tensor: _slice,
     aten.select.int: _select,
@@ -621,7 +609,7 @@ _HANDLERS: dict[Any, Callable] = {
     aten.squeeze.default: _reshape_view,  # dropping size-1 dims is a reshape
     aten.squeeze.dim: _reshape_view,
     aten.squeeze.dims: _reshape_view,
-    aten.expand.default: _expand,
+    aten.expand.default: _reshape_view,
     aten.alias.default: _alias,
     aten.detach.default: _alias,
     aten.split.Tensor: _split,

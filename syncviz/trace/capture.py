@@ -42,17 +42,12 @@ Snapshot = tuple[int, torch.Size, torch.dtype]
 
 # Ops whose listed tensors (first argument) all contribute values.
 _CONCAT_OPS = frozenset({"cat", "stack", "hstack", "vstack", "dstack", "column_stack"})
-# Ops that write one tensor argument into the first: op -> that argument's position.
-_WRITE_ARG = {
-    "setitem": 2,
-    "index_put": 2,
-    "index_put_": 2,
-    "index_copy": 3,
-    "index_copy_": 3,
-    "scatter": 3,
-    "scatter_": 3,
-    "masked_scatter": 2,
-    "masked_scatter_": 2,
+# Ops that write one tensor argument into the first: op (and its in-place form) -> that
+# argument's position.
+_WRITE_ARG = {"setitem": 2} | {
+    name: position
+    for op, position in (("index_put", 2), ("index_copy", 3), ("scatter", 3), ("masked_scatter", 2))
+    for name in (op, op + "_")
 }
 
 

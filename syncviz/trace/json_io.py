@@ -255,15 +255,11 @@ def _bad(path: str, rule: str, value: Any) -> SyncvizError:
     return SyncvizError(f"trace field {path} must be {rule}, got {shown}", fix=_FIX, field=path)
 
 
-def _int(value: Any, path: str) -> int:
+def _non_negative(value: Any, path: str) -> int:
     # bool is an int subclass in Python; a ref or rank of True is still a bad file.
     if type(value) is not int:
         raise _bad(path, "an integer", value)
-    return value
-
-
-def _non_negative(value: Any, path: str) -> int:
-    if _int(value, path) < 0:
+    if value < 0:
         raise _bad(path, "a non-negative integer", value)
     return value
 

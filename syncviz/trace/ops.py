@@ -17,6 +17,7 @@ which change values (arithmetic), and which casts may round ids away.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -121,9 +122,7 @@ def is_in_place(name: str) -> bool:
     return name.endswith("_") and not name.startswith("_") and name not in _METADATA_IN_PLACE
 
 
-_VALUE_WARNINGS: dict[str, str | None] = {}
-
-
+@functools.cache
 def value_warning(name: str) -> str | None:
     """A warning if op ``name`` does not only move data, else ``None``.
 
@@ -132,37 +131,21 @@ def value_warning(name: str) -> str | None:
     >>> value_warning("my_kernel")
     "op 'my_kernel' is not a known data-movement op: ids may no longer be valid"
     """
-    try:
-        return _VALUE_WARNINGS[name]
-    except KeyError:
-        pass
-    base = name[:-1] if name.endswith("_") else name
     if name in MOVEMENT_OPS or name in CAST_OPS or name in CREATION_OPS:
-        text = None
-    elif base in ARITHMETIC_OPS:
-        text = f"arithmetic op '{name}' changes values: ids no longer valid"
-    else:
-        text = f"op '{name}' is not a known data-movement op: ids may no longer be valid"
-    _VALUE_WARNINGS[name] = text
-    return text
+        return None
+    if name.removesuffix("_") in ARITHMETIC_OPS:
+        return f"arithmetic op '{name}' changes values: ids no longer valid"
+    return f"op '{name}' is not a known data-movement op: ids may no longer be valid"
 
 
+@functools.cache
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.bfloat16`` -> ``'bfloat16'``.
 
     >>> dtype_name(torch.float64)
     'float64'
     """
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
-    return name
-
-
-_DTYPE_NAMES: dict[torch.dtype, str] = {}
-
-
-_CAST_CACHE: dict[tuple[torch.dtype, torch.dtype], bool] = {}
+    return str(dtype).removeprefix("torch.")
 
 
 def _mantissa_bits(dtype: torch.dtype) -> int:
@@ -192,20 +175,17 @@ def _cast_loses_values(src: torch.dtype, dst: torch.dtype) -> bool:
     return idst.max < isrc.max or idst.min > isrc.min
 
 
+@functools.cache
 def cast_warning(src: torch.dtype, dst: torch.dtype) -> str | None:
     """A warning if casting ``src`` to ``dst`` can change some integer id, else ``None``.
 
     >>> cast_warning(torch.float32, torch.float64) is None, cast_warning(torch.int64, torch.float32)
     (True, 'cast int64->float32 may destroy ids')
     """
-    key = (src, dst)
-    loses = _CAST_CACHE.get(key)
-    if loses is None:
-        try:
-            loses = _cast_loses_values(src, dst)
-        except (TypeError, RuntimeError):
-            loses = True  # a dtype torch cannot describe: assume the worst
-        _CAST_CACHE[key] = loses
+    try:
+        loses = _cast_loses_values(src, dst)
+    except (TypeError, RuntimeError):
+        loses = True  # a dtype torch cannot describe: assume the worst
     return f"cast {dtype_name(src)}->{dtype_name(dst)} may destroy ids" if loses else None
 
 
@@ -276,8 +256,6 @@ def render_arg(
         return number if math.isfinite(number) else repr(number)
     if _depth >= _MAX_DEPTH:
         return "<...>"
-    if isinstance(value, slice):
-        return [render_arg(v, ref_of, _depth + 1) for v in (value.start, value.stop, value.step)]
     if value is Ellipsis:
         return "..."
     if isinstance(value, (list, tuple)):

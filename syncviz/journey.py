@@ -30,10 +30,10 @@ import torch
 from syncviz.errors import SyncvizError
 from syncviz.idset import IdSet, cells_meeting, merge_ranges
 from syncviz.oracle import ParamLayout
-from syncviz.provenance import Region, RegionMap, SymbolicTensor, map_of, row_major
+from syncviz.provenance import Region, RegionMap, SymbolicTensor, as_symbolic, map_of, row_major
 from syncviz.provenance.regions import ReshapedMap, map_work
 from syncviz.ragged import ragged
-from syncviz.run.values import FOREIGN_ID, ids_map
+from syncviz.run.values import FOREIGN_ID
 from syncviz.trace.records import OpRecord, ParamTrace
 
 if TYPE_CHECKING:
@@ -747,7 +747,7 @@ def step_ids(tensors) -> IdSet:
 
 
 def _map(t: torch.Tensor) -> RegionMap:
-    return t.region_map() if isinstance(t, SymbolicTensor) else ids_map(t)
+    return as_symbolic(t).region_map()
 
 
 def _value_key(t: torch.Tensor):

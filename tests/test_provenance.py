@@ -504,3 +504,20 @@ def test_shifted_moves_ids_and_keeps_markers():
     assert m.shifted(100).materialize().tolist() == [102.0, -1.0, 100.0]
     marked = RegionMap.cat([RegionMap.constant((1,), -2.0), RegionMap.affine((2,), 5, (1,))], 0)
     assert marked.shifted(10).materialize().tolist() == [-2.0, 15.0, 16.0]
+
+
+def test_a_lazy_reshape_pickles_to_an_equal_map():
+    """A ReshapedMap (as an oracle map sent to a Ray worker) pickles, eager form read or not."""
+    import pickle
+
+    flat = Map.affine((64, 4), 0, (10, 1)).reshape((256,))
+    assert type(flat).__name__ == "ReshapedMap"
+    fresh = pickle.loads(pickle.dumps(flat))
+    assert torch.equal(fresh.materialize(), flat.materialize())
+    assert len(flat.regions) == 64  # the eager form read, and cached
+    again = pickle.loads(pickle.dumps(flat))
+    assert again.segments == flat.segments and again.shape == (256,)
+    assert torch.equal(
+        again.materialize(),
+        torch.arange(64).repeat_interleave(4) * 10.0 + torch.arange(4).repeat(64),
+    )

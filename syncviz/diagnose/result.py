@@ -26,11 +26,11 @@ import torch
 
 from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
 from syncviz.diagnose.dumps import normalise
-from syncviz.provenance import RegionMap, SymbolicTensor
+from syncviz.provenance import RegionMap, SymbolicTensor, ids_map
 from syncviz.run.flow import RankOutcome
 from syncviz.run.plan import RankRole, SyncPlan, holds, id_bases
 from syncviz.run.result import SyncResult
-from syncviz.run.values import UNWRITTEN_ID, ids_map
+from syncviz.run.values import UNWRITTEN_ID
 from syncviz.trace.model import SyncTrace
 
 NOT_FOUND_ID = -4.0

@@ -11,11 +11,12 @@ Floor: beside the tracer (errors and torch only; no oracle, no synchronizer).
 """
 
 from syncviz.geometry import row_major
-from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap
+from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, ids_map
 from syncviz.provenance.tensor import (
     SMALL,
     UNWRITTEN,
     SymbolicTensor,
+    as_symbolic,
     copy_whole,
     is_symbolic,
     map_of,
@@ -29,7 +30,9 @@ __all__ = [
     "Region",
     "RegionMap",
     "SymbolicTensor",
+    "as_symbolic",
     "copy_whole",
+    "ids_map",
     "is_symbolic",
     "map_of",
     "row_major",

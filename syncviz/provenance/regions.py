@@ -504,6 +504,59 @@ class RegionMap:
         return RegionMap(self.shape, [*kept, *regions])
 
 
+def runs(x: torch.Tensor, joins: torch.Tensor) -> tuple[list[int], list[int], list[float]]:
+    """Cut 1-d ``x`` into runs of one step each: starts, stops and steps.
+
+    ``joins[k]`` says whether elements ``k`` and ``k + 1`` may share a run at all;
+    a run takes every next element while the step stays the same (greedy, so the
+    cuts are those a reader would make). Only the runs are visited in Python.
+
+    >>> runs(torch.tensor([0.0, 1, 2, 7, 7, -1]), torch.ones(5, dtype=torch.bool))
+    ([0, 3, 5], [3, 5, 6], [1.0, 0.0, 0.0])
+    """
+    n = x.numel()
+    if n == 0:
+        return [], [], []
+    d = x[1:] - x[:-1]
+    same = joins[:-1] & joins[1:] & (d[:-1] == d[1:])
+    ends = torch.nonzero(~same).flatten().tolist() + ([n - 2] if n > 1 else [])
+    joinable = joins[torch.tensor(ends, dtype=torch.long)].tolist() if n > 1 else []
+    starts, stops = [], []
+    j, b = 0, 0
+    while j < n:
+        while b < len(ends) and ends[b] < j:
+            b += 1
+        stop = ends[b] + 2 if b < len(ends) and joinable[b] else j + 1
+        starts.append(j)
+        stops.append(stop)
+        j = stop
+    first = torch.tensor(starts, dtype=torch.long)
+    steps = d[first.clamp(max=n - 2)] if n > 1 else torch.zeros(1, dtype=x.dtype)
+    long = torch.tensor(stops, dtype=torch.long) - first > 1
+    return starts, stops, torch.where(long, steps, 0).tolist()
+
+
+def ids_map(values: torch.Tensor) -> RegionMap:
+    """A real tensor of ids as a map: runs of one step in row-major order, cut into boxes.
+
+    How buffers that had to be real (Ray's collectives, random weights) join the
+    result, whose tensors are maps only.
+
+    >>> ids_map(torch.tensor([[4.0, 5, 6], [7, -2, -2]])).materialize().tolist()
+    [[4.0, 5.0, 6.0], [7.0, -2.0, -2.0]]
+    """
+    shape = tuple(values.shape)
+    x = values.detach().reshape(-1).to(torch.float64)
+    d = x[1:] - x[:-1]
+    starts, stops, steps = runs(x, torch.isfinite(d) & (d == d.round()))
+    offsets = x[torch.tensor(starts, dtype=torch.long)].tolist() if starts else []
+    regions = [
+        Region((a,), (b,), v, (int(s),))
+        for a, b, v, s in zip(starts, stops, offsets, steps, strict=True)
+    ]
+    return RegionMap((x.numel(),), regions).reshape(shape)
+
+
 class _TooMany(Exception):
     """A reshape would need more regions than its caller allows."""
 
@@ -537,6 +590,11 @@ class ReshapedMap(RegionMap):
         if sum(m.numel for m in self.segments) != math.prod(self.shape):
             raise SyncvizError(f"segments do not fill shape {self.shape}", fix="report a bug")
         self._eager: RegionMap | None = None
+
+    def __reduce__(self):
+        # A copy (pickled to a Ray worker with the plan's layout) carries the segments
+        # only: the eager form is a cache, and ``regions`` has no setter to restore it by.
+        return ReshapedMap, (self.segments, self.shape)
 
     @property
     def regions(self) -> tuple[Region, ...]:  # type: ignore[override]

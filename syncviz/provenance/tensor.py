@@ -34,7 +34,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from syncviz.errors import SyncvizError
 from syncviz.geometry import meetings, row_major, unravel
-from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, canonical_region
+from syncviz.provenance.regions import MAX_REGIONS, Region, RegionMap, canonical_region, ids_map
 
 aten = torch.ops.aten
 
@@ -123,6 +123,16 @@ class SymbolicTensor(torch.Tensor):
 
 def is_symbolic(t: Any) -> bool:
     return isinstance(t, SymbolicTensor)
+
+
+def as_symbolic(t: torch.Tensor) -> SymbolicTensor:
+    """``t`` as a tensor of maps: a symbolic tensor as it is, a real tensor of ids read in
+    runs (:func:`~syncviz.provenance.regions.ids_map`): how real buffers join a result.
+
+    >>> as_symbolic(torch.tensor([4.0, 5, 6, -2])).region_map().regions[0]
+    Region(start=(0,), stop=(3,), offset=4.0, strides=(1,))
+    """
+    return t if isinstance(t, SymbolicTensor) else SymbolicTensor.from_map(ids_map(t))
 
 
 def map_of(t: Any) -> RegionMap:

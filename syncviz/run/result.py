@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from syncviz.provenance import as_symbolic
 from syncviz.run.flow import Finding, RankOutcome
 from syncviz.run.plan import SyncPlan
 from syncviz.run.values import owners, to_local_ids
@@ -49,7 +50,7 @@ class SyncResult:
         """
         param = self.plan.layout.param(key)
         name = self.name_on(param, world)
-        return to_local_ids(self.plan, param, self.dst_tensors[world][name])
+        return to_local_ids(self.plan, param, self._held(world, name))
 
     def foreign_keys(self, world: int, key: str) -> list[str]:
         """Parameters whose elements landed in ``key`` on rank ``world`` (ids mode)."""
@@ -57,7 +58,11 @@ class SyncResult:
             return []
         param = self.plan.layout.param(key)
         name = self.name_on(param, world)
-        return owners(self.plan, self.dst_tensors[world][name], exclude=key)
+        return owners(self.plan, self._held(world, name), exclude=key)
+
+    def _held(self, world: int, name: str) -> torch.Tensor:
+        """A destination tensor's model-wide ids, materialized."""
+        return as_symbolic(self.dst_tensors[world][name]).materialize()
 
     def name_on(self, param, world: int) -> str:
         """The name ``param`` has in the tensors of vLLM world rank ``world``."""

@@ -26,7 +26,7 @@ import torch
 
 from syncviz.errors import SyncvizError
 from syncviz.oracle.index import PAD_ID, UNKNOWN_ID
-from syncviz.provenance import Region, RegionMap, SymbolicTensor
+from syncviz.provenance import as_symbolic
 
 if TYPE_CHECKING:  # the plan and the layout are only read here
     from syncviz.oracle import ParamLayout
@@ -104,59 +104,6 @@ def ids_of_values(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return ids.view(values.shape)
 
 
-def runs(x: torch.Tensor, joins: torch.Tensor) -> tuple[list[int], list[int], list[float]]:
-    """Cut 1-d ``x`` into runs of one step each: starts, stops and steps.
-
-    ``joins[k]`` says whether elements ``k`` and ``k + 1`` may share a run at all;
-    a run takes every next element while the step stays the same (greedy, so the
-    cuts are those a reader would make). Only the runs are visited in Python.
-
-    >>> runs(torch.tensor([0.0, 1, 2, 7, 7, -1]), torch.ones(5, dtype=torch.bool))
-    ([0, 3, 5], [3, 5, 6], [1.0, 0.0, 0.0])
-    """
-    n = x.numel()
-    if n == 0:
-        return [], [], []
-    d = x[1:] - x[:-1]
-    same = joins[:-1] & joins[1:] & (d[:-1] == d[1:])
-    ends = torch.nonzero(~same).flatten().tolist() + ([n - 2] if n > 1 else [])
-    joinable = joins[torch.tensor(ends, dtype=torch.long)].tolist() if n > 1 else []
-    starts, stops = [], []
-    j, b = 0, 0
-    while j < n:
-        while b < len(ends) and ends[b] < j:
-            b += 1
-        stop = ends[b] + 2 if b < len(ends) and joinable[b] else j + 1
-        starts.append(j)
-        stops.append(stop)
-        j = stop
-    first = torch.tensor(starts, dtype=torch.long)
-    steps = d[first.clamp(max=n - 2)] if n > 1 else torch.zeros(1, dtype=x.dtype)
-    long = torch.tensor(stops, dtype=torch.long) - first > 1
-    return starts, stops, torch.where(long, steps, 0).tolist()
-
-
-def ids_map(values: torch.Tensor) -> RegionMap:
-    """A real tensor of ids as a map: runs of one step in row-major order, cut into boxes.
-
-    How buffers that had to be real (Ray's collectives, random weights) join the
-    result, whose tensors are maps only.
-
-    >>> ids_map(torch.tensor([[4.0, 5, 6], [7, -2, -2]])).materialize().tolist()
-    [[4.0, 5.0, 6.0], [7.0, -2.0, -2.0]]
-    """
-    shape = tuple(values.shape)
-    x = values.detach().reshape(-1).to(torch.float64)
-    d = x[1:] - x[:-1]
-    starts, stops, steps = runs(x, torch.isfinite(d) & (d == d.round()))
-    offsets = x[torch.tensor(starts, dtype=torch.long)].tolist() if starts else []
-    regions = [
-        Region((a,), (b,), v, (int(s),))
-        for a, b, v, s in zip(starts, stops, offsets, steps, strict=True)
-    ]
-    return RegionMap((x.numel(),), regions).reshape(shape)
-
-
 def held_ids(
     plan: SyncPlan, world: int, tensors: dict[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
@@ -169,15 +116,12 @@ def held_ids(
     out: dict[str, torch.Tensor] = {}
     params = None
     for name, t in tensors.items():
-        if isinstance(t, SymbolicTensor):
-            out[name] = t
-            continue
-        if plan.values == "random":
+        if plan.values == "random":  # random weights only ever travel as real tensors
             params = params or _params_by_name(plan, world)
             param = params[name]
             local = ids_of_values(global_weights(param.key, param.global_shape, plan.seed), t)
             t = torch.where(local >= 0, local + plan.id_base[param.key], local)
-        out[name] = SymbolicTensor.from_map(ids_map(t))
+        out[name] = as_symbolic(t)
     return out
 
 
@@ -193,10 +137,8 @@ def _params_by_name(plan: SyncPlan, world: int) -> dict[str, ParamLayout]:
 
 
 def to_local_ids(plan: SyncPlan, param: ParamLayout, values: torch.Tensor) -> torch.Tensor:
-    """Model-wide ids (a map, or real) as ids local to ``param`` (float64), or the
-    markers: materialized, the test oracle and the small pictures' reading."""
-    if isinstance(values, SymbolicTensor):
-        values = values.materialize()
+    """Materialized model-wide ids as ids local to ``param`` (float64), or the markers:
+    the test oracle's and the small pictures' reading."""
     base, numel = plan.id_base[param.key], math.prod(param.global_shape)
     local = values - base
     inside = (local >= 0) & (local < numel)
@@ -205,9 +147,7 @@ def to_local_ids(plan: SyncPlan, param: ParamLayout, values: torch.Tensor) -> to
 
 
 def owners(plan: SyncPlan, values: torch.Tensor, exclude: str = "") -> list[str]:
-    """The parameters (keys) whose ids occur in ``values``, except ``exclude``."""
-    if isinstance(values, SymbolicTensor):
-        values = values.materialize()
+    """The parameters (keys) whose materialized ids occur in ``values``, except ``exclude``."""
     ids = values[values >= 0]
     if not ids.numel():
         return []

@@ -52,11 +52,16 @@ from syncviz.oracle import ModelLayout, ParamLayout, model_layout
 from syncviz.oracle.dest import dest_maps
 from syncviz.parallel import Parallel
 from syncviz.progress import progress
+from syncviz.provenance import Region, RegionMap
+from syncviz.run.values import UNWRITTEN_ID, ids_map
 
 ZEROS = -1  # source code of a segment that is all zeros (where data was expected)
 NOT_FOUND = -2  # source code of a segment found nowhere in the reference
 REORDERED = -3  # source code of a segment holding exactly its expected elements, reordered
 STALE = -10  # source code of a segment found in previous checkpoint k: STALE - k
+NOT_FOUND_ID = -4.0
+"""The id a segment found nowhere as it is (not found, reordered, stale) reads as in a
+decoded tensor's map (not -1, -2 or -3)."""
 REFERENCE = Parallel(tp=1)  # the checkpoint plays the one, unsharded trainer rank
 # A value look-up names where a segment came from only for at least this many bytes: one
 # or two bf16 values turn up by chance anywhere. Shorter segments (gpt-oss's interleaved
@@ -150,6 +155,44 @@ class Decoded:
         miss = ~hit & ~signed_zero
         self.mark(rest[miss], NOT_FOUND)
         return miss
+
+
+def decoded_map(
+    dec: Decoded, bases: torch.Tensor, shape: tuple[int, ...] | None = None
+) -> RegionMap:
+    """``dec``'s tensor as a map of model-wide ids (``bases[i]``: parameter ``i``'s first
+    id), in ``shape`` (its own by default), built from its segments without reading an
+    element: zeros where data was expected (and expected padding) read as -1, a segment
+    found nowhere as it is as :data:`NOT_FOUND_ID`, a tensor never judged as never written.
+
+    >>> dec = Decoded(1, 0, 0, (2, 4), 2, torch.tensor([4, 6, 0, 2]))
+    >>> _ = dec.verdict(torch.tensor([True, True, False, False]))
+    >>> dec.mark(torch.tensor([2]), ZEROS); dec.mark(torch.tensor([3]), NOT_FOUND)
+    >>> decoded_map(dec, torch.tensor([0, 100])).materialize().tolist()
+    [[104.0, 105.0, 106.0, 107.0], [-1.0, -1.0, -4.0, -4.0]]
+    """
+    shape = dec.shape if shape is None else shape
+    if dec.source is None or dec.start is None:
+        return RegionMap.constant(shape, UNWRITTEN_ID)
+    source, length = dec.source, dec.length
+    first = (bases[source.clamp(min=0)] + dec.start).to(torch.float64)
+    first[source == ZEROS] = -1.0
+    first[(source == NOT_FOUND) | (source == REORDERED) | (source <= STALE)] = NOT_FOUND_ID
+    first[(source >= 0) & (dec.start < 0)] = -1.0  # expected padding, held as zeros
+    if length == 1 or not first.numel():  # segments are elements
+        return ids_map(first).reshape(shape)
+    # Runs of one step are whole segments joined where the ids go on (or the marker repeats):
+    # the runs a row-major reading of the elements would make.
+    real = first >= 0
+    on = torch.where(real[:-1], first[1:] == first[:-1] + length, first[1:] == first[:-1])
+    cuts = [0, *(torch.nonzero(~on).flatten() + 1).tolist(), first.numel()]
+    offsets = first[cuts[:-1]].tolist()
+    steps = real[cuts[:-1]].tolist()
+    regions = [
+        Region((a * length,), (b * length,), v, (int(s),))
+        for a, b, v, s in zip(cuts[:-1], cuts[1:], offsets, steps, strict=True)
+    ]
+    return RegionMap((first.numel() * length,), regions).reshape(shape)
 
 
 @dataclass

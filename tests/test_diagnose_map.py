@@ -1,9 +1,11 @@
-"""A decoded tensor read as a map of model-wide ids: one reading of its segments.
+"""A decoded tensor read as a map of model-wide ids, and its wrong segments decided by the
+checker's comparison (``compare.compare_maps``) of that map against the oracle's.
 
 Hand-worked cases first: a parameter of base id 100 (its neighbour's ids start at 0), a
 [2, 6] tensor cut into six 2-element segments whose expected starts are 0, 2, ..., 10.
 Then planted bugs of several families: the map equals the element-by-element reading of
-the segments.
+the segments, and the comparison's wrong segments are exactly those whose source or start
+differs from what the oracle expects.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from syncviz.diagnose.core import (
     Decoded,
     decoded_map,
     run_diagnosis,
+    wrong_segments,
 )
 from syncviz.diagnose.fixtures import planted
+from syncviz.provenance import RegionMap
 from syncviz.run.plan import id_bases
 from syncviz.run.values import UNWRITTEN_ID, ids_map
 
@@ -58,6 +62,25 @@ def test_decoded_map_padding_reordered_and_never_judged():
     assert decoded_map(missing, BASES).materialize().tolist() == [UNWRITTEN_ID] * 4
 
 
+def test_wrong_segments_by_hand():
+    """Own ids in place are right; out of place, a neighbour's same local ids, markers: wrong."""
+    expected = RegionMap.affine((2, 6), 100, (6, 1))  # the oracle's map, model-wide
+    dec = _decoded([1, 1, 0, ZEROS, NOT_FOUND, 1], [0, 6, 4, -1, -1, 10])
+    assert wrong_segments(dec, expected, BASES).tolist() == [False, True, True, True, True, False]
+    swapped = _decoded([1] * 6, [6, 8, 10, 0, 2, 4])  # the two rows exchanged
+    assert wrong_segments(swapped, expected, BASES).tolist() == [True] * 6
+
+
+def test_wrong_segments_padding_is_right_when_held_as_padding():
+    """A tensor whose last segment is padding: zeros there are right, a stray id is wrong."""
+    expected = RegionMap.cat([RegionMap.affine((4,), 100, (1,)), RegionMap.constant((2,), -1)], 0)
+    dec = Decoded(1, 0, 0, (6,), 2, torch.tensor([0, 2, -1]))
+    dec.source, dec.start = torch.tensor([1, 1, 1]), torch.tensor([0, 2, -1])
+    assert wrong_segments(dec, expected, BASES).tolist() == [False, False, False]
+    dec.start = torch.tensor([0, 2, 0])  # the padding holds the first ids again
+    assert wrong_segments(dec, expected, BASES).tolist() == [False, False, True]
+
+
 PLANTED = [
     ("llama-mcore", {"qkv": "shard0"}),
     ("llama-mcore", {"qkv": "swap_kv", "lm_head": "tp0"}),
@@ -71,8 +94,9 @@ PLANTED = [
 
 
 @pytest.mark.parametrize(("family", "bugs"), PLANTED)
-def test_planted_bugs_map(family, bugs):
-    """Every wrong tensor's map is the element-by-element reading of its segments."""
+def test_planted_bugs_verdict_and_map(family, bugs):
+    """Every wrong tensor: the comparison's wrong segments are those whose source or start is
+    not the oracle's, and its map is the element-by-element reading of its segments."""
     ref, dump = planted(family, tp=2, bugs=bugs)
     diagnosis = run_diagnosis(ref, dump, 2)
     bases = id_bases(diagnosis.layout)
@@ -81,9 +105,13 @@ def test_planted_bugs_map(family, bugs):
     for per_rank in diagnosis.decoded:
         for dec in per_rank:
             if dec.status != "wrong":
+                assert dec.wrong is None
                 continue
             judged += 1
-            assert dec.source is not None and dec.start is not None
+            assert dec.source is not None and dec.start is not None and dec.wrong is not None
+            rule = (dec.source != dec.param) | (dec.start != dec.expected)
+            assert torch.equal(dec.wrong, rule)
+            assert bool(dec.wrong.any())
             ids = (firsts[dec.source.clamp(min=0)] + dec.start).double()[:, None]
             ids = ids + torch.arange(dec.length, dtype=torch.float64)
             ids[dec.source == ZEROS] = -1.0

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from syncviz.compare import compare_maps
 from syncviz.diagnose.dumps import normalise, open_dumps, rank_file, rank_label
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.segments import (
@@ -53,6 +54,7 @@ from syncviz.oracle.dest import dest_maps
 from syncviz.parallel import Parallel
 from syncviz.progress import progress
 from syncviz.provenance import Region, RegionMap
+from syncviz.run.plan import id_bases
 from syncviz.run.values import UNWRITTEN_ID, ids_map
 
 ZEROS = -1  # source code of a segment that is all zeros (where data was expected)
@@ -97,7 +99,9 @@ class Decoded:
     missing (not in the rank's file), shape (present with another shape) or
     uncheckable (``why``: empty, shape or dtype as the engine left it, or
     w13_swapped). A stale segment's source is ``STALE - k`` (previous checkpoint
-    k), ``stale_param[k]`` the parameter it was found in there.
+    k), ``stale_param[k]`` the parameter it was found in there. A wrong tensor's
+    ``wrong[k]``: is segment k wrong, as the checker's comparison decides
+    (:func:`wrong_segments`, once every look-up is done).
     """
 
     param: int
@@ -114,11 +118,7 @@ class Decoded:
     dump_dtype: str | None = None
     stale_param: torch.Tensor | None = None
 
-    @property
-    def bad(self) -> torch.Tensor:
-        """Per segment: is it not what the oracle expects?"""
-        assert self.source is not None and self.start is not None
-        return (self.source != self.param) | (self.start != self.expected)
+    wrong: torch.Tensor | None = None  # per segment of a wrong tensor: see wrong_segments
 
     def verdict(self, ok: torch.Tensor) -> torch.Tensor | None:
         """Every segment as the oracle expects it, then: the indices of the ones not ``ok``
@@ -193,6 +193,35 @@ def decoded_map(
         for a, b, v, s in zip(cuts[:-1], cuts[1:], offsets, steps, strict=True)
     ]
     return RegionMap((first.numel() * length,), regions).reshape(shape)
+
+
+def wrong_segments(dec: Decoded, expected: RegionMap, bases: torch.Tensor) -> torch.Tensor:
+    """Per segment of ``dec``: is it wrong? The checker's comparison decides, of its map
+    (:func:`decoded_map`) against ``expected`` (the oracle's map of model-wide ids), both
+    seen one segment a row.
+
+    >>> dec = Decoded(0, 0, 0, (4,), 2, torch.tensor([0, 2]))
+    >>> _ = dec.verdict(torch.tensor([True, False]))
+    >>> dec.mark(torch.tensor([1]), ZEROS)
+    >>> wrong_segments(dec, RegionMap.affine((4,), 10, (1,)), torch.tensor([10])).tolist()
+    [False, True]
+    """
+    rows = (dec.expected.numel(), dec.length)
+    diff = compare_maps(decoded_map(dec, bases, rows), expected.reshape(rows))
+    wrong = torch.zeros(rows[0], dtype=torch.bool)
+    for a, b in diff.wrong_rows:
+        wrong[a:b] = True
+    return wrong
+
+
+def _judge_segments(layout: ModelLayout, decoded: list[list[Decoded]]) -> None:
+    """Set every wrong tensor's wrong segments, by :func:`wrong_segments`."""
+    bases = id_bases(layout)
+    firsts = torch.tensor([bases[p.key] for p in layout.params], dtype=torch.int64)
+    for param, per_rank in zip(layout.params, decoded, strict=True):
+        for t, dec in zip(param.dst, per_rank, strict=True):
+            if dec.status == "wrong":
+                dec.wrong = wrong_segments(dec, t.index.shifted(bases[param.key]), firsts)
 
 
 @dataclass
@@ -400,6 +429,7 @@ def run_diagnosis(
     for per_rank in decoded:
         for dec in per_rank:
             _recognise_w13_swap(layout, dec)
+    _judge_segments(layout, decoded)
     diagnosis = Diagnosis(ref, layout, dumps, decoded, notes, earlier)
     diagnosis.notes += rank_order_notes(diagnosis)
     diagnosis.notes = files.words(diagnosis.notes)
@@ -669,8 +699,8 @@ def _missed_updates(diagnosis: Diagnosis, files: Any) -> dict[tuple[int, int], i
         codes: set[int] = set()
         for d in decs:
             if d.status == "wrong":
-                assert d.source is not None
-                codes |= set(d.source[d.bad].unique().tolist())
+                assert d.source is not None and d.wrong is not None
+                codes |= set(d.source[d.wrong].unique().tolist())
         if len(codes) == 1 and next(iter(codes)) <= STALE:
             candidates[rank] = STALE - codes.pop()
     layout, dumps = diagnosis.layout, diagnosis.dumps

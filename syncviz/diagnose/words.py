@@ -206,7 +206,8 @@ def _tensor_check(diagnosis: Diagnosis, param: ParamLayout, dec: Decoded) -> Ten
         return TensorCheck(world, dec.tp, "uncheckable", findings=found)
     if dec.status == "ok":
         return TensorCheck(world, dec.tp, "ok", writes=1)
-    bad = dec.bad
+    bad = dec.wrong
+    assert bad is not None
     check = TensorCheck(world, dec.tp, "wrong", int(bad.sum()) * dec.length, writes=1)
     check.findings = _runs(diagnosis, param, dec, bad, finding)
     return check
@@ -379,8 +380,8 @@ def _holds(
 
 def _stale_in_place(dec: Decoded, s0: int, s1: int) -> bool:
     """Do the wrong segments s0..s1 all hold previous values of their own expected place?"""
-    assert dec.source is not None and dec.start is not None
-    bad = dec.bad[s0:s1]
+    assert dec.source is not None and dec.start is not None and dec.wrong is not None
+    bad = dec.wrong[s0:s1]
     source = dec.source[s0:s1][bad]
     if dec.stale_param is None or not bool((source <= STALE).all()):
         return False
@@ -412,9 +413,9 @@ def _stale_words(
 
 def _whose(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int) -> str:
     """``tp r`` when segments s0..s1 hold another rank's expected data (else "")."""
-    assert dec.start is not None and dec.source is not None
+    assert dec.start is not None and dec.source is not None and dec.wrong is not None
     held = dec.start[s0:s1]
-    bad = dec.bad[s0:s1] & (dec.source[s0:s1] == dec.param)
+    bad = dec.wrong[s0:s1] & (dec.source[s0:s1] == dec.param)
     pp_size = diagnosis.dst.pp
     others = [o for o in diagnosis.decoded[dec.param] if o.pp == dec.pp and o.tp != dec.tp]
     for o in others:  # the same place in another rank's tensor

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from syncviz.diagnose import diagnose
 from syncviz.diagnose.core import (
     NOT_FOUND,
     NOT_FOUND_ID,
@@ -27,6 +28,7 @@ from syncviz.diagnose.core import (
 from syncviz.diagnose.fixtures import planted
 from syncviz.provenance import RegionMap
 from syncviz.run.plan import id_bases
+from syncviz.run.result import SyncResult
 from syncviz.run.values import UNWRITTEN_ID, ids_map
 
 BASES = torch.tensor([0, 100])  # parameter 0's ids start at 0, parameter 1's at 100
@@ -122,3 +124,14 @@ def test_planted_bugs_verdict_and_map(family, bugs):
             assert torch.equal(got.materialize(), ids.view(dec.shape))
             assert got.regions == ids_map(ids.view(dec.shape)).regions  # the pictures' form
     assert judged
+
+
+def test_report_declares_the_result_and_keeps_it_out_of_json():
+    """diagnose's report holds the decoded SyncResult as a declared field, not in its JSON."""
+    ref, dump = planted("qwen2", tp=2, bugs={"lm_head": "tp0"})
+    report = diagnose(ref, dump, 2)
+    assert isinstance(report.result, SyncResult)
+    assert "result" not in report.as_dict()
+    assert '"result"' not in report.to_json()
+    lm_head = [report.result.local_ids(tp, "model.lm_head.weight") for tp in (0, 1)]
+    assert torch.equal(lm_head[1], lm_head[0])  # tp 1 holds tp 0's rows

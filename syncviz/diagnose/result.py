@@ -75,7 +75,7 @@ def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResul
         )
         for r in roles
     ]
-    return SyncResult(plan, {reference.world: {}}, dst_tensors, outcomes, trace)  # type: ignore[arg-type]
+    return SyncResult(plan, {reference.world: {}}, dst_tensors, outcomes, trace)
 
 
 class _Decoded(Mapping[str, torch.Tensor]):

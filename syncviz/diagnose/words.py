@@ -24,6 +24,7 @@ import html
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +36,9 @@ from syncviz.findings import LOCAL_UNITS, Finding, Span, drop_local_place, more_
 from syncviz.oracle import ParamLayout, boxes_map, describe
 from syncviz.oracle.index import runs_pieces
 from syncviz.provenance import RegionMap
+
+if TYPE_CHECKING:
+    from syncviz.run.result import SyncResult
 
 _LOCAL_UNITS = (*LOCAL_UNITS, "expert")  # a dump's words drop a single expert's place too
 NOT_FOUND_WORDS = "values not found in the reference"
@@ -94,6 +98,8 @@ class DiagnosisReport(CheckReport):
 
     why: list[str] = field(default_factory=list)  # per reason present: why and the fix
     missed_ranks: list[int] = field(default_factory=list)  # world ranks said once
+    # The decoded provenance, for the diagram views (set by diagnose; not part of the JSON).
+    result: SyncResult | None = field(default=None, repr=False, compare=False)
 
     @property
     def judged_ok(self) -> bool:
@@ -130,6 +136,11 @@ class DiagnosisReport(CheckReport):
             )
         lines += [f"not checkable, {w}" for w in self.why]
         return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        del out["result"]  # provenance maps, not words
+        return out
 
     def _repr_html_(self) -> str:
         page = super()._repr_html_()

@@ -120,7 +120,8 @@ def test_groups_agree_with_full_dump(checkpoints, tmp_path, family, tp, bugs):
             if a.status != "wrong":
                 continue
             entry = files[(a.pp, a.tp)].tensors[param.key]
-            g, bad, truth = entry.group, a.bad, b.bad
+            g, bad, truth = entry.group, a.wrong, b.wrong
+            assert bad is not None and truth is not None
             groups += g > 1
             matrices += len(a.shape) > 1
             assert bool((bad | ~truth).all())  # every segment the full dump finds wrong

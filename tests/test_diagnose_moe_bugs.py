@@ -195,7 +195,9 @@ def wrong_rows(ref, dump, files=None, **kwargs) -> dict[tuple[str, int], list[in
     for param, per_rank in zip(diagnosis.layout.params, diagnosis.decoded, strict=True):
         for dec in per_rank:
             if dec.status == "wrong":
-                rows = dec.bad.view(dec.shape[0], -1).any(dim=1) if len(dec.shape) > 1 else dec.bad
+                rows = (
+                    dec.wrong.view(dec.shape[0], -1).any(dim=1) if len(dec.shape) > 1 else dec.wrong
+                )
                 out[(param.key, dec.tp)] = torch.nonzero(rows).flatten().tolist()
     return out
 

@@ -92,7 +92,7 @@ def diagnose(
     )
     report = _report(diagnosis)
     traces = None if trace is None else load_traces(trace, dst_tp * dst_pp)
-    report.result = as_result(diagnosis, traces)  # type: ignore[attr-defined]
+    report.result = as_result(diagnosis, traces)
     return report
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from syncviz.compare import compare_maps
 from syncviz.diagnose.dumps import normalise, open_dumps, rank_file, rank_label
 from syncviz.diagnose.reference import Reference
 from syncviz.diagnose.segments import (
@@ -52,11 +53,17 @@ from syncviz.oracle import ModelLayout, ParamLayout, model_layout
 from syncviz.oracle.dest import dest_maps
 from syncviz.parallel import Parallel
 from syncviz.progress import progress
+from syncviz.provenance import Region, RegionMap, ids_map
+from syncviz.run.plan import id_bases
+from syncviz.run.values import UNWRITTEN_ID
 
 ZEROS = -1  # source code of a segment that is all zeros (where data was expected)
 NOT_FOUND = -2  # source code of a segment found nowhere in the reference
 REORDERED = -3  # source code of a segment holding exactly its expected elements, reordered
 STALE = -10  # source code of a segment found in previous checkpoint k: STALE - k
+NOT_FOUND_ID = -4.0
+"""The id a segment found nowhere as it is (not found, reordered, stale) reads as in a
+decoded tensor's map (not -1, -2 or -3)."""
 REFERENCE = Parallel(tp=1)  # the checkpoint plays the one, unsharded trainer rank
 # A value look-up names where a segment came from only for at least this many bytes: one
 # or two bf16 values turn up by chance anywhere. Shorter segments (gpt-oss's interleaved
@@ -92,7 +99,9 @@ class Decoded:
     missing (not in the rank's file), shape (present with another shape) or
     uncheckable (``why``: empty, shape or dtype as the engine left it, or
     w13_swapped). A stale segment's source is ``STALE - k`` (previous checkpoint
-    k), ``stale_param[k]`` the parameter it was found in there.
+    k), ``stale_param[k]`` the parameter it was found in there. A wrong tensor's
+    ``wrong[k]``: is segment k wrong, as the checker's comparison decides
+    (:func:`wrong_segments`, once every look-up is done).
     """
 
     param: int
@@ -109,11 +118,7 @@ class Decoded:
     dump_dtype: str | None = None
     stale_param: torch.Tensor | None = None
 
-    @property
-    def bad(self) -> torch.Tensor:
-        """Per segment: is it not what the oracle expects?"""
-        assert self.source is not None and self.start is not None
-        return (self.source != self.param) | (self.start != self.expected)
+    wrong: torch.Tensor | None = None  # per segment of a wrong tensor: see wrong_segments
 
     def verdict(self, ok: torch.Tensor) -> torch.Tensor | None:
         """Every segment as the oracle expects it, then: the indices of the ones not ``ok``
@@ -150,6 +155,73 @@ class Decoded:
         miss = ~hit & ~signed_zero
         self.mark(rest[miss], NOT_FOUND)
         return miss
+
+
+def decoded_map(
+    dec: Decoded, bases: torch.Tensor, shape: tuple[int, ...] | None = None
+) -> RegionMap:
+    """``dec``'s tensor as a map of model-wide ids (``bases[i]``: parameter ``i``'s first
+    id), in ``shape`` (its own by default), built from its segments without reading an
+    element: zeros where data was expected (and expected padding) read as -1, a segment
+    found nowhere as it is as :data:`NOT_FOUND_ID`, a tensor never judged as never written.
+
+    >>> dec = Decoded(1, 0, 0, (2, 4), 2, torch.tensor([4, 6, 0, 2]))
+    >>> _ = dec.verdict(torch.tensor([True, True, False, False]))
+    >>> dec.mark(torch.tensor([2]), ZEROS); dec.mark(torch.tensor([3]), NOT_FOUND)
+    >>> decoded_map(dec, torch.tensor([0, 100])).materialize().tolist()
+    [[104.0, 105.0, 106.0, 107.0], [-1.0, -1.0, -4.0, -4.0]]
+    """
+    shape = dec.shape if shape is None else shape
+    if dec.source is None or dec.start is None:
+        return RegionMap.constant(shape, UNWRITTEN_ID)
+    source, length = dec.source, dec.length
+    first = (bases[source.clamp(min=0)] + dec.start).to(torch.float64)
+    first[source == ZEROS] = -1.0
+    first[(source == NOT_FOUND) | (source == REORDERED) | (source <= STALE)] = NOT_FOUND_ID
+    first[(source >= 0) & (dec.start < 0)] = -1.0  # expected padding, held as zeros
+    if length == 1 or not first.numel():  # segments are elements
+        return ids_map(first).reshape(shape)
+    # Runs of one step are whole segments joined where the ids go on (or the marker repeats):
+    # the runs a row-major reading of the elements would make.
+    real = first >= 0
+    on = torch.where(real[:-1], first[1:] == first[:-1] + length, first[1:] == first[:-1])
+    cuts = [0, *(torch.nonzero(~on).flatten() + 1).tolist(), first.numel()]
+    offsets = first[cuts[:-1]].tolist()
+    steps = real[cuts[:-1]].tolist()
+    regions = [
+        Region((a * length,), (b * length,), v, (int(s),))
+        for a, b, v, s in zip(cuts[:-1], cuts[1:], offsets, steps, strict=True)
+    ]
+    return RegionMap((first.numel() * length,), regions).reshape(shape)
+
+
+def wrong_segments(dec: Decoded, expected: RegionMap, bases: torch.Tensor) -> torch.Tensor:
+    """Per segment of ``dec``: is it wrong? The checker's comparison decides, of its map
+    (:func:`decoded_map`) against ``expected`` (the oracle's map of model-wide ids), both
+    seen one segment a row.
+
+    >>> dec = Decoded(0, 0, 0, (4,), 2, torch.tensor([0, 2]))
+    >>> _ = dec.verdict(torch.tensor([True, False]))
+    >>> dec.mark(torch.tensor([1]), ZEROS)
+    >>> wrong_segments(dec, RegionMap.affine((4,), 10, (1,)), torch.tensor([10])).tolist()
+    [False, True]
+    """
+    rows = (dec.expected.numel(), dec.length)
+    diff = compare_maps(decoded_map(dec, bases, rows), expected.reshape(rows))
+    wrong = torch.zeros(rows[0], dtype=torch.bool)
+    for a, b in diff.wrong_rows:
+        wrong[a:b] = True
+    return wrong
+
+
+def _judge_segments(layout: ModelLayout, decoded: list[list[Decoded]]) -> None:
+    """Set every wrong tensor's wrong segments, by :func:`wrong_segments`."""
+    bases = id_bases(layout)
+    firsts = torch.tensor([bases[p.key] for p in layout.params], dtype=torch.int64)
+    for param, per_rank in zip(layout.params, decoded, strict=True):
+        for t, dec in zip(param.dst, per_rank, strict=True):
+            if dec.status == "wrong":
+                dec.wrong = wrong_segments(dec, t.index.shifted(bases[param.key]), firsts)
 
 
 @dataclass
@@ -357,6 +429,7 @@ def run_diagnosis(
     for per_rank in decoded:
         for dec in per_rank:
             _recognise_w13_swap(layout, dec)
+    _judge_segments(layout, decoded)
     diagnosis = Diagnosis(ref, layout, dumps, decoded, notes, earlier)
     diagnosis.notes += rank_order_notes(diagnosis)
     diagnosis.notes = files.words(diagnosis.notes)
@@ -626,8 +699,8 @@ def _missed_updates(diagnosis: Diagnosis, files: Any) -> dict[tuple[int, int], i
         codes: set[int] = set()
         for d in decs:
             if d.status == "wrong":
-                assert d.source is not None
-                codes |= set(d.source[d.bad].unique().tolist())
+                assert d.source is not None and d.wrong is not None
+                codes |= set(d.source[d.wrong].unique().tolist())
         if len(codes) == 1 and next(iter(codes)) <= STALE:
             candidates[rank] = STALE - codes.pop()
     layout, dumps = diagnosis.layout, diagnosis.dumps

@@ -24,17 +24,13 @@ from pathlib import Path
 
 import torch
 
-from syncviz.diagnose.core import NOT_FOUND, REORDERED, STALE, ZEROS, Decoded, Diagnosis
+from syncviz.diagnose.core import Decoded, Diagnosis, decoded_map
 from syncviz.diagnose.dumps import normalise
-from syncviz.provenance import RegionMap, SymbolicTensor, ids_map
+from syncviz.provenance import SymbolicTensor
 from syncviz.run.flow import RankOutcome
 from syncviz.run.plan import RankRole, SyncPlan, holds, id_bases
 from syncviz.run.result import SyncResult
-from syncviz.run.values import UNWRITTEN_ID
 from syncviz.trace.model import SyncTrace
-
-NOT_FOUND_ID = -4.0
-"""The id a segment found nowhere in the reference reads as (not -1, -2 or -3)."""
 
 
 def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResult:
@@ -70,8 +66,8 @@ def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResul
         expert_groups=(),
         id_base=bases,
     )
-    keys = [p.key for p in layout.params]
-    dst_tensors = {w: _Decoded(decs, keys, bases) for w, decs in by_world.items()}
+    firsts = torch.tensor([bases[p.key] for p in layout.params], dtype=torch.int64)
+    dst_tensors = {w: _Decoded(decs, firsts) for w, decs in by_world.items()}
     outcomes = [
         RankOutcome(
             r.world,
@@ -79,28 +75,17 @@ def as_result(diagnosis: Diagnosis, trace: SyncTrace | None = None) -> SyncResul
         )
         for r in roles
     ]
-    return SyncResult(plan, {reference.world: {}}, dst_tensors, outcomes, trace)  # type: ignore[arg-type]
+    return SyncResult(plan, {reference.world: {}}, dst_tensors, outcomes, trace)
 
 
 class _Decoded(Mapping[str, torch.Tensor]):
     """One rank's tensors as maps of model-wide ids, built on access."""
 
-    def __init__(self, decoded: dict[str, Decoded], keys: list[str], bases: dict[str, int]):
-        self._decoded, self._keys, self._bases = decoded, keys, bases
+    def __init__(self, decoded: dict[str, Decoded], bases: torch.Tensor):
+        self._decoded, self._bases = decoded, bases
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        dec = self._decoded[key]
-        if dec.source is None or dec.start is None:
-            return SymbolicTensor.from_map(RegionMap.constant(dec.shape, UNWRITTEN_ID))
-        base = torch.tensor([self._bases[self._keys[i]] for i in range(len(self._keys))])
-        src = dec.source.clamp(min=0)
-        first = (base[src] + dec.start).to(torch.float64)
-        ids = first[:, None] + torch.arange(dec.length, dtype=torch.float64)[None, :]
-        ids[dec.source == ZEROS] = -1.0
-        elsewhere = (dec.source == NOT_FOUND) | (dec.source == REORDERED) | (dec.source <= STALE)
-        ids[elsewhere] = NOT_FOUND_ID
-        ids[(dec.source >= 0) & (dec.start < 0)] = -1.0  # expected padding, held as zeros
-        return SymbolicTensor.from_map(ids_map(ids.view(dec.shape)))
+        return SymbolicTensor.from_map(decoded_map(self._decoded[key], self._bases))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._decoded)

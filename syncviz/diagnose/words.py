@@ -24,6 +24,7 @@ import html
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +36,9 @@ from syncviz.findings import LOCAL_UNITS, Finding, Span, drop_local_place, more_
 from syncviz.oracle import ParamLayout, boxes_map, describe
 from syncviz.oracle.index import runs_pieces
 from syncviz.provenance import RegionMap
+
+if TYPE_CHECKING:
+    from syncviz.run.result import SyncResult
 
 _LOCAL_UNITS = (*LOCAL_UNITS, "expert")  # a dump's words drop a single expert's place too
 NOT_FOUND_WORDS = "values not found in the reference"
@@ -94,6 +98,8 @@ class DiagnosisReport(CheckReport):
 
     why: list[str] = field(default_factory=list)  # per reason present: why and the fix
     missed_ranks: list[int] = field(default_factory=list)  # world ranks said once
+    # The decoded provenance, for the diagram views (set by diagnose; not part of the JSON).
+    result: SyncResult | None = field(default=None, repr=False, compare=False)
 
     @property
     def judged_ok(self) -> bool:
@@ -130,6 +136,11 @@ class DiagnosisReport(CheckReport):
             )
         lines += [f"not checkable, {w}" for w in self.why]
         return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        del out["result"]  # provenance maps, not words
+        return out
 
     def _repr_html_(self) -> str:
         page = super()._repr_html_()
@@ -206,7 +217,8 @@ def _tensor_check(diagnosis: Diagnosis, param: ParamLayout, dec: Decoded) -> Ten
         return TensorCheck(world, dec.tp, "uncheckable", findings=found)
     if dec.status == "ok":
         return TensorCheck(world, dec.tp, "ok", writes=1)
-    bad = dec.bad
+    bad = dec.wrong
+    assert bad is not None
     check = TensorCheck(world, dec.tp, "wrong", int(bad.sum()) * dec.length, writes=1)
     check.findings = _runs(diagnosis, param, dec, bad, finding)
     return check
@@ -379,8 +391,8 @@ def _holds(
 
 def _stale_in_place(dec: Decoded, s0: int, s1: int) -> bool:
     """Do the wrong segments s0..s1 all hold previous values of their own expected place?"""
-    assert dec.source is not None and dec.start is not None
-    bad = dec.bad[s0:s1]
+    assert dec.source is not None and dec.start is not None and dec.wrong is not None
+    bad = dec.wrong[s0:s1]
     source = dec.source[s0:s1][bad]
     if dec.stale_param is None or not bool((source <= STALE).all()):
         return False
@@ -412,9 +424,9 @@ def _stale_words(
 
 def _whose(diagnosis: Diagnosis, dec: Decoded, s0: int, s1: int) -> str:
     """``tp r`` when segments s0..s1 hold another rank's expected data (else "")."""
-    assert dec.start is not None and dec.source is not None
+    assert dec.start is not None and dec.source is not None and dec.wrong is not None
     held = dec.start[s0:s1]
-    bad = dec.bad[s0:s1] & (dec.source[s0:s1] == dec.param)
+    bad = dec.wrong[s0:s1] & (dec.source[s0:s1] == dec.param)
     pp_size = diagnosis.dst.pp
     others = [o for o in diagnosis.decoded[dec.param] if o.pp == dec.pp and o.tp != dec.tp]
     for o in others:  # the same place in another rank's tensor

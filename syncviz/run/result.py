@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,12 +26,13 @@ class SyncResult:
     """What a sync run produced: every rank's tensors (maps of model-wide ids,
     :class:`~syncviz.provenance.SymbolicTensor`), the findings, the trace.
 
-    ``plan.options`` says how it ran (the synchronizer's name included).
+    ``plan.options`` says how it ran (the synchronizer's name included). A rank's
+    tensors are any mapping by name (a diagnosis builds each map only when read).
     """
 
     plan: SyncPlan
     src_tensors: dict[int, dict[str, torch.Tensor]]
-    dst_tensors: dict[int, dict[str, torch.Tensor]]
+    dst_tensors: dict[int, Mapping[str, torch.Tensor]]
     outcomes: list[RankOutcome]
     trace: SyncTrace | None
 

@@ -551,8 +551,7 @@ def column_regions(
 def _never_written(m: RegionMap) -> bool:
     """Whether every element of ``m`` is the never-written marker (a lazy reshape asked of
     its segments: its own regions are made only when read)."""
-    parts = m.segments if isinstance(m, ReshapedMap) else (m,)
-    return all(r.is_constant and r.offset == UNWRITTEN_ID for p in parts for r in p.regions)
+    return all(r.is_constant and r.offset == UNWRITTEN_ID for p in m.segments for r in p.regions)
 
 
 def column_blocks(param: ParamLayout, first: int, stop: int) -> str:

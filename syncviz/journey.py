@@ -31,7 +31,7 @@ from syncviz.errors import SyncvizError
 from syncviz.idset import IdSet, cells_meeting, merge_ranges
 from syncviz.oracle import ParamLayout
 from syncviz.provenance import Region, RegionMap, SymbolicTensor, as_symbolic, map_of, row_major
-from syncviz.provenance.regions import ReshapedMap, map_work
+from syncviz.provenance.regions import map_work
 from syncviz.ragged import ragged
 from syncviz.run.values import FOREIGN_ID
 from syncviz.trace.records import OpRecord, ParamTrace
@@ -1113,7 +1113,7 @@ def _holds_any(t: torch.Tensor, ids: IdSet) -> bool:
     """Whether a replayed tensor holds any id of ``ids``. A lazy reshape holds the ids of
     its segments (its order aside): they are asked, its own regions are not made."""
     m = _map(t)
-    held = IdSet.of(list(m.segments) if isinstance(m, ReshapedMap) else [m])
+    held = IdSet.of(list(m.segments))
     return bool(ids.meets(held.lo, held.hi).any())
 
 

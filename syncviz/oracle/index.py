@@ -29,7 +29,6 @@ import torch
 from syncviz.errors import SyncvizError
 from syncviz.geometry import row_major, unravel
 from syncviz.provenance import RegionMap
-from syncviz.provenance.regions import ReshapedMap
 
 PAD_ID = -1
 UNKNOWN_ID = -3  # a value that is no id of the tensor (run.values.FOREIGN_ID)
@@ -443,9 +442,8 @@ def _chunks(m: RegionMap, limit: int) -> list[tuple[float, list[tuple[int, int]]
     """``m``'s values in flat (row-major) order as chunks, each contiguous in ``m``'s
     memory and affine: (value at its start, [(extent, stride)] over its dims). A lazy
     reshape is read segment by segment. None past ``limit`` chunks."""
-    segments = m.segments if isinstance(m, ReshapedMap) else (m,)
     out: list[tuple[float, list[tuple[int, int]]]] = []
-    for seg in segments:
+    for seg in m.segments:
         found = _plain_chunks(seg, limit - len(out))
         if found is None:
             return None

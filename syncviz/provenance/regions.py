@@ -214,6 +214,17 @@ class RegionMap:
         """How many regions describe this map (without building a lazy form's regions)."""
         return len(self.regions)
 
+    @property
+    def segments(self) -> tuple[RegionMap, ...]:
+        """The maps laid end to end (row-major) that make this one: itself here, a lazy
+        reshape's parts in :class:`ReshapedMap` (read without building its regions).
+
+        >>> m = RegionMap.affine((4, 6), 0, (6, 1))
+        >>> m.segments == (m,), len(m.slice(1, 2, 4).reshape((8,)).segments)
+        (True, 1)
+        """
+        return (self,)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RegionMap):
             return NotImplemented
@@ -584,7 +595,7 @@ class ReshapedMap(RegionMap):
     def __init__(self, segments: Sequence[RegionMap], shape: Sequence[int]) -> None:
         flat: list[RegionMap] = []
         for m in segments:
-            flat.extend(m.segments if isinstance(m, ReshapedMap) else [m])
+            flat.extend(m.segments)
         self.segments = tuple(m for m in flat if m.numel)
         self.shape = tuple(shape)
         if sum(m.numel for m in self.segments) != math.prod(self.shape):
